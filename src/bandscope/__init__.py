@@ -1,0 +1,46 @@
+"""bandscope: what a neural network learns when.
+
+The core (this package minus :mod:`bandscope.torch`) is pure numpy / scipy / xarray and never
+imports torch. Public entry points:
+
+- :func:`band_losses` -- orthogonal Haar band losses of reconstruction errors (key search A.6)
+- :func:`parameter_time` -- chord parameter time between checkpoints (key search A.7)
+- :func:`read_run` / :func:`write_run` -- run logs (CSV, Parquet, netCDF)
+- :func:`analyze` -- the whole key-search analysis of one or many runs
+- :mod:`bandscope.tables` -- the paper's tables as pandas DataFrames
+- :mod:`bandscope.lnp` -- LNP decomposition from gradient statistics (spectral reach)
+
+Names are resolved lazily so that ``import bandscope`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "band_losses": "bandscope.bands",
+    "parameter_time": "bandscope.paramtime",
+    "fit_power_time": "bandscope.paramtime",
+    "read_run": "bandscope.io",
+    "read_runs": "bandscope.io",
+    "write_run": "bandscope.io",
+    "stack_runs": "bandscope.io",
+    "analyze": "bandscope.analysis",
+}
+_SUBMODULES = {"tables", "bands", "paramtime", "trajectory", "fitting", "ordering",
+               "analysis", "io", "lnp", "synthetic", "plot", "cli"}
+
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"bandscope.{name}")
+    raise AttributeError(f"module 'bandscope' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,50 @@
+"""The torch adapter: everything in bandscope that needs PyTorch.
+
+Install with ``pip install "bandscope[torch]"``. Nothing outside this sub-package imports torch.
+Names are resolved lazily from the modules below.
+"""
+from __future__ import annotations
+
+import importlib
+
+try:  # fail early, with the fix, when torch is missing
+    import torch as _torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in the no-torch test
+    raise ImportError(
+        "bandscope.torch needs PyTorch: pip install 'bandscope[torch]' "
+        "(pin torch with -c constraints.txt to get the CPU build)"
+    ) from exc
+
+_LAZY = {
+    # issue 3: recording a run
+    "haar_band_losses": "bandscope.torch.haar",
+    "ParamTimeTracker": "bandscope.torch.paramtime",
+    "paper_schedule": "bandscope.torch.schedule",
+    "geometric_schedule": "bandscope.torch.schedule",
+    "BandProbe": "bandscope.torch.probe",
+    "select_panel": "bandscope.torch.probe",
+    "RunRecorder": "bandscope.torch.recorder",
+    "CNNAutoencoder": "bandscope.torch.models",
+    "ViTAutoencoder": "bandscope.torch.models",
+    "build_model": "bandscope.torch.models",
+    "embedded_dataset": "bandscope.torch.data",
+    "load_image_folder": "bandscope.torch.data",
+    "train": "bandscope.torch.train",
+    "load_checkpoint": "bandscope.torch.checkpoints",
+    "checkpoint_param_time": "bandscope.torch.checkpoints",
+    # issue 4: LNP
+    "measure_lnp": "bandscope.torch.lnp",
+    "LNPHook": "bandscope.torch.lnp_hook",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bandscope.torch' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
