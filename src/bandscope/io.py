@@ -172,7 +172,8 @@ def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Datas
     ----------
     path : str or Path
     name : str, optional
-        Run name; default the file's stem (netCDF: its ``name`` attribute if set).
+        Run name; default the file's stem (a netCDF file's own ``name`` attribute is kept
+        as ``recorded_name``).
     dropna : bool
         Drop wide-log rows with NaN (recorded in ``attrs['dropped_rows']``) instead of raising.
 
@@ -199,7 +200,9 @@ def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Datas
         if "band_loss" not in ds:
             raise ValueError(f"{path} is not a bandscope run (no band_loss); variables: {sorted(ds.data_vars)}")
         ds.attrs.setdefault("source", str(path))
-        ds.attrs["name"] = name or ds.attrs.get("name") or path.stem
+        if ds.attrs.get("name") and not name:
+            ds.attrs["recorded_name"] = ds.attrs["name"]
+        ds.attrs["name"] = name or path.stem
         if dropna:
             bad = ~(np.isfinite(ds["band_loss"]).all("band") & np.isfinite(ds["param_time"]))
             if bool(bad.any()):
