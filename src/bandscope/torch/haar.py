@@ -1,0 +1,188 @@
+"""Orthogonal 2-D Haar band losses and band projections in torch (twin of :mod:`bandscope.bands`).
+
+Same definitions as the numpy core (key search §3 and appendix A.6): for an error
+``e = x - recon`` of shape ``(..., C, H, W)`` with ``H = W = 2**J``, band 1 is the final
+approximation coefficient of the orthogonal Haar pyramid and band ``2**j`` the three detail
+sub-bands of the level that refines resolution ``2**(j-1)`` to ``2**j``. The band loss is the
+sum of squared coefficients of the band divided by the number of pixel values ``C*H*W`` of
+one image (and, for the panel, averaged over images), so the band losses sum to the pixel MSE.
+
+Everything runs on the tensors' device with plain differentiable torch ops (reshape, add,
+square, sum): wrap calls in ``torch.no_grad()`` when only the values are needed, or backprop
+through them (band-resolved LNP).
+
+Gradient convention (checked in ``tests/test_torch_haar.py``): with ``e_i`` the orthogonal
+projection of ``e`` onto band ``i`` (:func:`haar_band_project`) and ``n`` the number of pixel
+values averaged over (``C*H*W`` per image, ``N*C*H*W`` for the panel mean),
+
+    dL_i / d recon = -2 e_i / n,        dL_i / d x = +2 e_i / n.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["haar_band_losses", "haar_band_project", "haar_levels"]
+
+
+def haar_levels(size: int) -> int:
+    """Number of Haar levels ``J`` of a ``size x size`` image (``size == 2**J``).
+
+    Examples
+    --------
+    >>> haar_levels(64)
+    6
+    """
+    n = int(size)
+    if n != size or n < 1 or n & (n - 1):
+        raise ValueError(f"image size must be a power of two (1, 2, 4, ...), got {size!r}")
+    return n.bit_length() - 1
+
+
+def _check_image(t: torch.Tensor, what: str) -> int:
+    if t.dim() < 3:
+        raise ValueError(
+            f"{what} must have at least 3 dims (..., C, H, W), got shape {tuple(t.shape)}"
+        )
+    h, w = int(t.shape[-2]), int(t.shape[-1])
+    if h != w:
+        raise ValueError(f"{what} images must be square (H == W), got H={h}, W={w}")
+    try:
+        return haar_levels(h)
+    except ValueError:
+        raise ValueError(f"{what} image size must be a power of two, got H = W = {h}") from None
+
+
+def _working(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is not None:
+        return t.to(dtype)
+    if not t.is_floating_point():
+        raise TypeError(f"expected a floating tensor, got dtype {t.dtype}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.float()  # half precision sums lose digits: work in float32
+    return t
+
+
+def _band_energies(e: torch.Tensor) -> torch.Tensor:
+    """Sum of squared orthonormal Haar coefficients per band over the last three dims.
+
+    Returns ``(..., J+1)``, band 1 first. Per level, with ``a, b`` the two rows and ``s = a+b``,
+    ``d = a-b`` of each 2x2 block, the detail energy is ``sum(d**2)/2 + sum((s0-s1)**2)/4`` and
+    the next approximation is ``(s0+s1)/2`` (orthonormal Haar, no cancellation).
+    """
+    j_levels = haar_levels(int(e.shape[-1]))
+    lead = e.shape[:-2]
+    a = e
+    details = []
+    n = int(e.shape[-1])
+    for _ in range(j_levels):
+        m = n // 2
+        blocks = a.reshape(*lead, m, 2, m, 2)
+        s = blocks[..., 0, :, :] + blocks[..., 1, :, :]  # (..., m, m, 2) row-pair sums
+        d = blocks[..., 0, :, :] - blocks[..., 1, :, :]  # row-pair differences
+        s0, s1 = s[..., 0], s[..., 1]
+        det = d.square().sum(dim=(-3, -2, -1)) * 0.5 + (s0 - s1).square().sum(dim=(-2, -1)) * 0.25
+        details.append(det.sum(dim=-1))  # sum over channels
+        a = (s0 + s1) * 0.5
+        n = m
+    approx = a.square().sum(dim=(-3, -2, -1))
+    return torch.stack([approx] + details[::-1], dim=-1)
+
+
+def haar_band_losses(
+    x: torch.Tensor,
+    recon: torch.Tensor,
+    per_image: bool = False,
+    *,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Haar band losses ``L_i`` of ``recon`` against ``x`` (key search §3, A.6), in torch.
+
+    ``L_i = ||e_i||^2 / (C*H*W)`` per image with ``e = x - recon`` and ``e_i`` its band-``i``
+    component; the panel value is the mean over images. ``sum_i L_i`` equals the pixel MSE.
+
+    Parameters
+    ----------
+    x, recon : torch.Tensor, shape (..., C, H, W)
+        Images and reconstructions, same shape, ``H == W == 2**J``, on any device.
+    per_image : bool
+        If True return ``(..., J+1)`` (one row per image), else the panel mean ``(J+1,)``.
+    dtype : torch.dtype, optional
+        Working precision; default the inputs' dtype, with float16/bfloat16 promoted to float32.
+
+    Returns
+    -------
+    torch.Tensor
+        Band losses ordered band 1, 2, 4, ..., 2**J. Differentiable; gradient
+        ``dL_i/d recon = -2 e_i / n`` with ``n`` the number of pixel values averaged over.
+
+    Examples
+    --------
+    >>> x = torch.zeros(2, 1, 4, 4); recon = torch.ones(2, 1, 4, 4)
+    >>> haar_band_losses(x, recon)
+    tensor([1., 0., 0.])
+    """
+    if x.shape != recon.shape:
+        raise ValueError(
+            f"x and recon must have the same shape, got {tuple(x.shape)} and {tuple(recon.shape)}"
+        )
+    _check_image(x, "x")
+    xw = _working(x, dtype)
+    rw = _working(recon, dtype if dtype is not None else xw.dtype)
+    if rw.dtype != xw.dtype:
+        rw = rw.to(xw.dtype)
+    e = xw - rw
+    c, h, w = e.shape[-3:]
+    energies = _band_energies(e) / float(c * h * w)
+    if per_image:
+        return energies
+    return energies.reshape(-1, energies.shape[-1]).mean(dim=0)
+
+
+def haar_band_project(e: torch.Tensor) -> torch.Tensor:
+    """Orthogonal projections ``e_i`` of ``e`` onto each Haar band (key search A.6).
+
+    The approximation of ``e`` at resolution ``r`` is its mean over each ``(H/r) x (W/r)``
+    block (the orthogonal projection onto functions constant on an ``r x r`` grid, per image and
+    channel), so ``e_1 = P_1 e`` and ``e_r = P_r e - P_{r/2} e``. Then ``sum_i e_i = e``,
+    ``<e_i, e_j> = 0`` for ``i != j`` and ``||e_i||^2`` is the band-``i`` energy used by
+    :func:`haar_band_losses`.
+
+    Parameters
+    ----------
+    e : torch.Tensor, shape (..., C, H, W)
+        Error (or output gradient) images, ``H == W == 2**J``.
+
+    Returns
+    -------
+    torch.Tensor, shape (J+1, ..., C, H, W)
+        Band components, band 1 first. Differentiable (linear in ``e``).
+
+    Examples
+    --------
+    >>> e = torch.arange(16.).reshape(1, 4, 4)
+    >>> parts = haar_band_project(e)
+    >>> parts.shape, torch.allclose(parts.sum(0), e)
+    (torch.Size([3, 1, 4, 4]), True)
+    """
+    j_levels = _check_image(e, "e")
+    lead = e.shape[:-2]
+    n = int(e.shape[-1])
+    # approximations at resolutions n, n/2, ..., 1 (block means, coarse grid)
+    approx = [e]
+    a = e
+    for _ in range(j_levels):
+        m = a.shape[-1] // 2
+        a = a.reshape(*lead, m, 2, m, 2).mean(dim=(-3, -1))
+        approx.append(a)
+    approx = approx[::-1]  # resolution 1, 2, 4, ..., n
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        r = t.shape[-1]
+        k = n // r
+        return t[..., :, None, :, None].expand(*lead, r, k, r, k).reshape(*lead, n, n)
+
+    parts = [up(approx[0])]
+    for j in range(1, j_levels + 1):
+        fine = approx[j] if j == j_levels else up(approx[j])
+        parts.append(fine - up(approx[j - 1]))
+    return torch.stack(parts, dim=0)
