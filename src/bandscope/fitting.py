@@ -75,7 +75,7 @@ def bic(sse, n, p):
     Examples
     --------
     >>> round(float(bic(2.0, 10, 3)), 6)  # 10 log 0.2 + 3 log 10
-    -9.186823
+    -9.186624
     """
     sse = np.asarray(sse, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)

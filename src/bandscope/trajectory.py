@@ -1,0 +1,292 @@
+"""Floors, residuals, threshold crossings and active windows (key search §3, §5.1, A.9, A.10).
+
+Each quantity is a numpy kernel ``_name(..., axis)`` plus an xarray wrapper ``name(..., dim)``.
+
+Conventions (decisions where the paper is silent are marked *choice*):
+
+* Floor L_i^∞: mean of the last ``k`` (= 5) saved checkpoints (§5, A.9) or the final
+  checkpoint; both are always computed. The total floor is Σ_i L_i^∞ so that
+  R_tot = Σ_i R_i exactly (A.9).
+* q_i(s_k) = R_i(s_k) / R_i(s_0) (§5.1). *Choice*: a band with R_i(s_0) ≤ 0 (its initial
+  loss is at or below its floor: nothing to resolve) has no crossings (NaN): q would be
+  undefined or have its sign flipped.
+* α-crossing (A.10): the first k with q(s_{k-1}) > α and q(s_k) ≤ α, then
+  c = s_{k-1} + (q_{k-1} - α)/(q_{k-1} - q_k)·(s_k - s_{k-1}). NaN if there is no such
+  bracket. If q starts at or below α the crossing is the first later *downward* transition
+  (a literal reading of A.10), not s_0.
+* Active window for (hi, lo) (§5.1, A.10): checkpoints with s_k > c(hi) *strictly* and
+  s_k < c(lo) *strictly*. *Choice on equality*: a checkpoint with s_k exactly at a crossing
+  is excluded ("after"/"before" in the paper). Only saved checkpoints enter: no interpolated
+  value ever does. If c(hi) or c(lo) is NaN the window is empty (*choice*: with a
+  mean-of-last-k or final floor and R_i(s_0) > 0 this cannot happen for 0 < lo < hi < 1,
+  because some of the last k residuals are ≤ 0, so q reaches ≤ lo).
+"""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "floors", "residuals", "normalized_residual", "crossings", "active_windows",
+    "onset_width",
+]
+
+
+# --------------------------------------------------------------------------- floors
+def _floors(L, k=5, axis=-1):
+    """Floor statistics along ``axis`` (checkpoints): returns
+    ``(mean_last_k, final, convention_diff_pct, window_drift_pct)``.
+
+    ``convention_diff_pct = |mean_last_k - final| / (max L - min L) · 100`` (A.9) and
+    ``window_drift_pct = (max - min of L over the last k) / (max L - min L) · 100``. A band
+    with max L = min L (constant) gets 0 for both.
+    """
+    L = np.moveaxis(np.asarray(L, dtype=np.float64), axis, -1)
+    K = L.shape[-1]
+    k = int(k)
+    if not 1 <= k <= K:
+        raise ValueError(f"k must be between 1 and the number of checkpoints ({K}), got {k}")
+    last = L[..., K - k:]
+    mean_k = last.mean(axis=-1)
+    final = L[..., -1]
+    rng = L.max(axis=-1) - L.min(axis=-1)
+    safe = np.where(rng > 0, rng, 1.0)
+    diff = np.where(rng > 0, np.abs(mean_k - final) / safe * 100.0, 0.0)
+    drift = np.where(rng > 0, (last.max(axis=-1) - last.min(axis=-1)) / safe * 100.0, 0.0)
+    return mean_k, final, diff, drift
+
+
+def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0):
+    """Band floors under both conventions and how settled each band is (§5, A.9).
+
+    Parameters
+    ----------
+    band_loss : xarray.DataArray
+        L_i with dimension ``dim`` (no padding).
+    k : int
+        Number of final checkpoints averaged (paper: 5).
+    saturation_tol_pct : float
+        A band is ``saturated`` when its drift over the floor window is below this percentage
+        of its full dynamic range.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``floor_mean_last_k``, ``floor_final``, ``floor_convention_diff_pct``,
+        ``floor_window_drift_pct``, ``saturated``.
+
+    Examples
+    --------
+    >>> L = xr.DataArray([[4.0], [2.0], [1.0], [1.0], [1.2]], dims=("checkpoint", "band"))
+    >>> f = floors(L, k=2)
+    >>> float(f.floor_mean_last_k[0]), float(f.floor_final[0])
+    (1.1, 1.2)
+    >>> round(float(f.floor_convention_diff_pct[0]), 6)  # 0.1 / 3 * 100
+    3.333333
+    """
+    mean_k, final, diff, drift = xr.apply_ufunc(
+        _floors, band_loss, kwargs={"k": k, "axis": -1},
+        input_core_dims=[[dim]], output_core_dims=[[], [], [], []], dask="parallelized",
+        output_dtypes=[float] * 4,
+    )
+    out = xr.Dataset({
+        "floor_mean_last_k": mean_k.assign_attrs(
+            units=band_loss.attrs.get("units", ""), long_name="floor: mean of last k checkpoints",
+            definition=f"L_i^inf = mean of L_i over the last k={k} saved checkpoints (key search A.9)"),
+        "floor_final": final.assign_attrs(
+            units=band_loss.attrs.get("units", ""), long_name="floor: final checkpoint",
+            definition="L_i^inf = L_i at the last saved checkpoint"),
+        "floor_convention_diff_pct": diff.assign_attrs(
+            units="% of band dynamic range",
+            definition="|mean of last k - final| / (max L_i - min L_i) * 100 (key search A.9)"),
+        "floor_window_drift_pct": drift.assign_attrs(
+            units="% of band dynamic range",
+            definition=f"(max - min of L_i over the last k={k} checkpoints) / (max L_i - min L_i)"
+            " * 100: how far the band still moved while its floor was measured"),
+    })
+    out["saturated"] = (drift < saturation_tol_pct).assign_attrs(
+        definition=f"floor_window_drift_pct < {saturation_tol_pct} %")
+    return out
+
+
+def residuals(band_loss, floor):
+    """R_i = L_i - L_i^∞ and R_tot = Σ_i R_i (= L_tot - Σ_i L_i^∞ exactly, A.9).
+
+    Returns ``(residual, total_residual)`` as DataArrays (total sums over ``band``).
+
+    Examples
+    --------
+    >>> L = xr.DataArray([[3.0, 2.0], [1.0, 1.0]], dims=("checkpoint", "band"))
+    >>> R, Rt = residuals(L, xr.DataArray([1.0, 1.0], dims="band"))
+    >>> Rt.values.tolist()
+    [3.0, 0.0]
+    """
+    R = (band_loss - floor).assign_attrs(
+        units=band_loss.attrs.get("units", ""), long_name="band residual R_i",
+        definition="R_i = L_i - L_i^inf")
+    Rt = R.sum("band").assign_attrs(
+        units=band_loss.attrs.get("units", ""), long_name="total residual R_tot",
+        definition="R_tot = sum_i R_i = L_tot - sum_i L_i^inf (key search A.9)")
+    return R, Rt
+
+
+# --------------------------------------------------------------------------- crossings
+def _normalized_residual(R, axis=-1):
+    """q = R / R(s_0) along ``axis``; NaN everywhere for a curve with R(s_0) ≤ 0 (or NaN)."""
+    R = np.moveaxis(np.asarray(R, dtype=np.float64), axis, -1)
+    R0 = R[..., :1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(R0 > 0, R / np.where(R0 > 0, R0, 1.0), np.nan)
+    return np.moveaxis(q, -1, axis)
+
+
+def normalized_residual(residual, dim="checkpoint"):
+    """q_i(s_k) = R_i(s_k) / R_i(s_0) (§5.1); NaN for bands with R_i(s_0) ≤ 0."""
+    return xr.apply_ufunc(_normalized_residual, residual, input_core_dims=[[dim]],
+                          output_core_dims=[[dim]], kwargs={"axis": -1},
+                          dask="parallelized", output_dtypes=[float])
+
+
+def _crossings(q, s, alphas, axis=-1):
+    """α-crossings by the A.10 interpolation, vectorised over curves and alphas.
+
+    Parameters
+    ----------
+    q : array (..., K) along ``axis``
+        Normalised residuals (NaN = missing checkpoint, e.g. trailing padding).
+    s : array broadcastable to ``q``
+        Parameter time at each checkpoint.
+    alphas : 1-d array (m,)
+
+    Returns
+    -------
+    array (..., m)
+        c(α) for every curve and α; NaN where no bracket q_{k-1} > α ≥ q_k exists.
+
+    Examples
+    --------
+    >>> q = np.array([1.0, 0.8, 0.4, 0.0])
+    >>> s = np.array([0.0, 1.0, 2.0, 3.0])
+    >>> _crossings(q, s, [0.9, 0.5, 0.4, 0.01]).tolist()  # 0.4 lands on s=2 exactly
+    [0.5, 1.75, 2.0, 2.975]
+    """
+    q = np.moveaxis(np.asarray(q, dtype=np.float64), axis, -1)
+    s = np.asarray(s, dtype=np.float64)
+    if s.ndim == q.ndim:
+        s = np.moveaxis(s, axis, -1)
+    s = np.broadcast_to(s, np.broadcast_shapes(s.shape, q.shape))
+    q = np.broadcast_to(q, s.shape)
+    a = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    qp, qn = q[..., :-1, None], q[..., 1:, None]  # (..., K-1, 1)
+    br = (qp > a) & (qn <= a)  # (..., K-1, m); NaN compares False
+    has = br.any(axis=-2)
+    k = np.argmax(br, axis=-2)  # first bracket index (of k-1)
+    take = lambda arr: np.take_along_axis(arr[..., None], k[..., None, :], axis=-2)[..., 0, :]  # noqa: E731
+    q0, q1 = take(q[..., :-1]), take(q[..., 1:])
+    s0, s1 = take(s[..., :-1]), take(s[..., 1:])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = s0 + (q0 - a) / (q0 - q1) * (s1 - s0)
+    return np.where(has, c, np.nan)
+
+
+def crossings(residual, param_time, alphas, dim="checkpoint"):
+    """c_i(α) for every band and α (§5.1, A.10); adds an ``alpha`` dimension.
+
+    Scale-invariant: multiplying all losses by c > 0 leaves q and hence c(α) unchanged.
+
+    Examples
+    --------
+    >>> R = xr.DataArray([[1.0], [0.5], [0.0]], dims=("checkpoint", "band"))
+    >>> s = xr.DataArray([0.0, 2.0, 4.0], dims="checkpoint")
+    >>> crossings(R, s, [0.95, 0.01]).values.round(6).tolist()
+    [[0.2, 3.96]]
+    """
+    alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if not np.all((alphas > 0) & (alphas < 1)):
+        raise ValueError(f"crossing thresholds must lie in (0, 1), got {alphas.tolist()}")
+    q = normalized_residual(residual, dim)
+    out = xr.apply_ufunc(_crossings, q, param_time, input_core_dims=[[dim], [dim]],
+                         output_core_dims=[["alpha"]], kwargs={"alphas": alphas, "axis": -1},
+                         dask="parallelized", output_dtypes=[float],
+                         dask_gufunc_kwargs={"output_sizes": {"alpha": alphas.size}})
+    return out.assign_coords(alpha=alphas).assign_attrs(
+        units=param_time.attrs.get("units", ""), long_name="alpha-crossing c_i(alpha)",
+        definition="first k with q_{k-1} > alpha >= q_k, q = R_i/R_i(s_0); "
+        "c = s_{k-1} + (q_{k-1}-alpha)/(q_{k-1}-q_k)(s_k-s_{k-1}) (key search A.10); "
+        "NaN if never crossed or R_i(s_0) <= 0")
+
+
+def onset_width(crossing, hi=0.95, lo=0.01):
+    """Onset τ = c(hi) and active width w = c(lo) - c(hi) (§5.1)."""
+    c_hi = crossing.sel(alpha=hi, drop=True)
+    c_lo = crossing.sel(alpha=lo, drop=True)
+    return c_hi, c_lo - c_hi
+
+
+# --------------------------------------------------------------------------- active windows
+def _active_window(s, c_hi, c_lo, axis=-1):
+    """Active-window mask: checkpoints with c_hi < s_k < c_lo (strict; NaN s never included).
+
+    Returns ``(mask, start, stop, n)``: ``mask`` has the shape of ``s`` broadcast against the
+    crossings (window along the last axis), ``start``/``stop`` are the first/last checkpoint
+    index in the window (-1 when empty) and ``n`` the number of checkpoints.
+
+    Examples
+    --------
+    >>> s = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    >>> m, a, b, n = _active_window(s, 1.0, 3.5)  # s=1 sits exactly on c(hi): excluded
+    >>> m.astype(int).tolist(), int(a), int(b), int(n)
+    ([0, 0, 1, 1, 0], 2, 3, 2)
+    """
+    s = np.moveaxis(np.asarray(s, dtype=np.float64), axis, -1)
+    c_hi = np.asarray(c_hi, dtype=np.float64)[..., None]
+    c_lo = np.asarray(c_lo, dtype=np.float64)[..., None]
+    mask = (s > c_hi) & (s < c_lo)  # NaN anywhere -> False
+    n = mask.sum(axis=-1)
+    K = mask.shape[-1]
+    start = np.where(n > 0, np.argmax(mask, axis=-1), -1)
+    stop = np.where(n > 0, K - 1 - np.argmax(mask[..., ::-1], axis=-1), -1)
+    return mask, start, stop, n
+
+
+def active_windows(param_time, crossing, windows, dim="checkpoint"):
+    """Active windows for each (hi, lo) threshold pair (§5.1).
+
+    Parameters
+    ----------
+    param_time : xarray.DataArray with ``dim``
+    crossing : xarray.DataArray with an ``alpha`` dim containing every hi and lo
+    windows : sequence of (hi, lo)
+
+    Returns
+    -------
+    xarray.Dataset
+        ``in_window`` (bool, …, window, checkpoint), ``fit_start``, ``fit_stop``, ``fit_n``
+        with a ``window`` dimension labelled ``"hi/lo"`` and coords ``window_hi``,
+        ``window_lo``.
+    """
+    windows = [(float(h), float(lo)) for h, lo in windows]
+    for h, lo in windows:
+        if not 0 < lo < h < 1:
+            raise ValueError(f"window thresholds must satisfy 0 < lo < hi < 1, got ({h}, {lo})")
+    labels = [window_label(h, lo) for h, lo in windows]
+    c_hi = xr.concat([crossing.sel(alpha=h, drop=True) for h, _ in windows], dim="window")
+    c_lo = xr.concat([crossing.sel(alpha=lo, drop=True) for _, lo in windows], dim="window")
+    mask, start, stop, n = xr.apply_ufunc(
+        _active_window, param_time, c_hi, c_lo, input_core_dims=[[dim], [], []],
+        output_core_dims=[[dim], [], [], []], kwargs={"axis": -1})
+    ds = xr.Dataset({"in_window": mask, "fit_start": start, "fit_stop": stop, "fit_n": n})
+    return ds.assign_coords(window=labels, window_hi=("window", [h for h, _ in windows]),
+                            window_lo=("window", [lo for _, lo in windows]))
+
+
+def window_label(hi, lo):
+    """``"0.95/0.01"``-style label of a threshold pair.
+
+    >>> window_label(0.9, 0.1)
+    '0.90/0.10'
+    """
+    def fmt(v):
+        t = f"{v:.2f}"
+        return t if float(t) == v else repr(float(v))
+    return f"{fmt(hi)}/{fmt(lo)}"
