@@ -1,0 +1,224 @@
+"""measure_lnp against the explicit eNTK (torch.func.jacrev, K = J J^T, eigh) on small models."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bandscope.lnp import kernel_lnp
+from bandscope.torch import measure_lnp
+from bandscope.torch.lnp import per_sample_grad_norms
+
+torch.set_default_dtype(torch.float64)  # float64 models: exact routes agree to ~1e-12
+
+
+def _jacobian(model, x):
+    """J (N*O, P) of the whole-batch output with torch.func.jacrev: the slow obvious oracle."""
+    from torch.func import functional_call, jacrev
+
+    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+    jac = jacrev(lambda p: functional_call(model, ({**p, **frozen}, buffers), (x,)))(params)
+    n_out = functional_call(model, ({**params, **frozen}, buffers), (x,)).numel()
+    return torch.cat([j.reshape(n_out, -1) for j in jac.values()], 1).numpy()
+
+
+def _out_grad(model, loss_fn, x, y):
+    out = model(x).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss_fn(out, y), out)
+    return g.reshape(-1).numpy()
+
+
+def _oracle(model, loss_fn, a, b=None):
+    model = copy.deepcopy(model)
+    ja, ga = _jacobian(model, a[0]), _out_grad(model, loss_fn, *a)
+    if b is None:
+        return kernel_lnp(ja @ ja.T, ga)
+    jb, gb = _jacobian(model, b[0]), _out_grad(model, loss_fn, *b)
+    return kernel_lnp(ja @ ja.T, ga, jb @ ja.T, gb, jb @ jb.T)
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 7), nn.ReLU(inplace=True), nn.Linear(7, 4))
+
+
+def cnn():
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(3, 4, 3, padding="same"), nn.GroupNorm(2, 4), nn.ReLU(),
+        nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
+    )
+
+
+def cnn_classifier():
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LayerNorm(3 * 8 * 8),
+                         nn.Linear(3 * 8 * 8, 5))
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab=11, dim=6):
+        super().__init__()
+        torch.manual_seed(3)
+        self.emb = nn.Embedding(vocab, dim)
+        self.mix = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.mix(self.emb(ids))))
+
+
+def _batches(kind):
+    g = torch.Generator().manual_seed(7)
+    if kind == "mlp_mse":
+        model, loss = mlp(), nn.MSELoss()
+        mk = lambda n: (torch.randn(n, 5, generator=g), torch.randn(n, 4, generator=g))
+    elif kind == "mlp_ce":
+        model, loss = mlp(), nn.CrossEntropyLoss()
+        mk = lambda n: (torch.randn(n, 5, generator=g), torch.randint(0, 4, (n,), generator=g))
+    elif kind == "cnn_mse":
+        model, loss = cnn(), nn.MSELoss()
+        mk = lambda n: (torch.randn(n, 2, 8, 8, generator=g), torch.randn(n, 2, 8, 8, generator=g))
+    elif kind == "cnn_ce":
+        model, loss = cnn_classifier(), nn.CrossEntropyLoss()
+        mk = lambda n: (torch.randn(n, 2, 8, 8, generator=g), torch.randint(0, 5, (n,), generator=g))
+    elif kind == "lm_ce":
+        model = TinyLM()
+        ce = nn.CrossEntropyLoss()
+        loss = lambda out, y: ce(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        mk = lambda n: (torch.randint(0, 11, (n, 5), generator=g), torch.randint(0, 11, (n, 5), generator=g))
+    return model, loss, mk(6), mk(5)
+
+
+KINDS = ["mlp_mse", "mlp_ce", "cnn_mse", "cnn_ce", "lm_ce"]
+
+
+@pytest.mark.parametrize("backend", ["hooks", "vmap"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_exact_equals_entk(kind, backend):
+    model, loss, a, b = _batches(kind)
+    units = "targets" if kind == "lm_ce" else None
+    ds = measure_lnp(model, loss, a, b, network_scale="exact", backend=backend, n_units=units, n_units_b=units)
+    ref = _oracle(model, loss, a, b)
+    for var in ["loss_scale", "network_scale", "grad_norm_sq", "spectral_position",
+                "loss_scale_b", "network_scale_b", "grad_dot", "spectral_position_cross"]:
+        np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-10, err_msg=var)
+    np.testing.assert_allclose(ref["spectral_position"], ref["spectral_position_eig"], rtol=1e-10)
+    assert 0 <= float(ds.spectral_position) <= 1
+    assert abs(float(ds.spectral_position_cross)) <= 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_sample_hutchinson_matches_vmap_oracle(kind):
+    """Handler (hooks) per-sample ||J_n^T v_n||^2 equal torch.func per-sample vjp norms."""
+    model, _, (x, _), _ = _batches(kind)
+    out = model(x)
+    v = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+    h = per_sample_grad_norms(model, x, v, backend="hooks")
+    ref = per_sample_grad_norms(model, x, v, backend="vmap")
+    np.testing.assert_allclose(h.numpy(), ref.detach().numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("estimator", ["hutchinson", "batch-hutchinson"])
+@pytest.mark.parametrize("kind", ["mlp_mse", "cnn_mse", "cnn_ce"])
+def test_hutchinson_within_standard_errors(kind, estimator):
+    model, loss, a, _ = _batches(kind)
+    ref = _oracle(model, loss, a)
+    ds = measure_lnp(model, loss, a, network_scale=estimator, n_probes=64, seed=11)
+    z = (float(ds.network_scale) - ref["network_scale"]) / float(ds.network_scale_se)
+    assert abs(z) < 4, (z, float(ds.network_scale), ref["network_scale"])
+    assert float(ds.network_scale_se) < 0.5 * ref["network_scale"]
+    # exact pieces are exact for every estimator
+    np.testing.assert_allclose(float(ds.grad_norm_sq), ref["grad_norm_sq"], rtol=1e-10)
+    np.testing.assert_allclose(float(ds.loss_scale), ref["loss_scale"], rtol=1e-10)
+
+
+def test_hutchinson_is_unbiased_over_seeds():
+    """Mean of many single-probe estimates within 4 standard errors of the exact trace."""
+    model, loss, a, _ = _batches("cnn_mse")
+    ref = _oracle(model, loss, a)["network_scale"]
+    for est in ["hutchinson", "batch-hutchinson"]:
+        vals = np.array([float(measure_lnp(model, loss, a, network_scale=est, seed=s).network_scale)
+                         for s in range(40)])
+        se = vals.std(ddof=1) / np.sqrt(vals.size)
+        assert abs(vals.mean() - ref) < 4 * se, (est, vals.mean(), ref, se)
+
+
+def test_batchnorm_frozen_statistics_and_state_untouched():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(inplace=True),
+                          nn.Flatten(), nn.Dropout(0.0), nn.Linear(3 * 4 * 4, 3))
+    model.train()
+    x, y = torch.randn(6, 2, 4, 4), torch.randint(0, 3, (6,))
+    loss = nn.CrossEntropyLoss()
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    state = copy.deepcopy(model.state_dict())
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    ds = measure_lnp(model, loss, (x, y), network_scale="exact", seed=0)
+    # nothing changed
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert torch.equal(torch.get_rng_state(), rng)
+    # oracle: the same network with BatchNorm normalising by the (constant) batch statistics
+    frozen = copy.deepcopy(model)
+    h = frozen[0](x).detach()
+    bn = frozen[1]
+    bn.running_mean = h.mean((0, 2, 3))
+    bn.running_var = h.var((0, 2, 3), unbiased=False)
+    frozen.eval()
+    torch.testing.assert_close(frozen(x), model(x))  # same forward values as the training step
+    ref = _oracle(frozen, loss, (x, y))
+    for var in ["loss_scale", "network_scale", "grad_norm_sq", "spectral_position"]:
+        np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-10, err_msg=var)
+
+
+def test_bands_sum_to_whole():
+    model, loss, a, _ = _batches("cnn_mse")
+    ds = measure_lnp(model, loss, a, network_scale="exact", bands=True)
+    assert ds.band.values.tolist() == [1, 2, 4, 8]
+    np.testing.assert_allclose(float(ds.band_grad_dot.sum()), float(ds.grad_norm_sq), rtol=1e-10)
+    np.testing.assert_allclose(float(ds.band_loss_scale.sum()), float(ds.loss_scale), rtol=1e-10)
+    # P_i from the eNTK with the Haar-projected output gradient
+    from bandscope.torch.haar import haar_band_project
+
+    m = copy.deepcopy(model)
+    j = _jacobian(m, a[0])
+    k = j @ j.T
+    g = torch.from_numpy(_out_grad(m, loss, *a)).reshape(m(a[0]).shape)
+    for i, gi in enumerate(haar_band_project(g)):
+        ref = kernel_lnp(k, gi.reshape(-1).numpy())
+        np.testing.assert_allclose(float(ds.band_spectral_position[i]), ref["spectral_position"], rtol=1e-10)
+        assert 0 <= float(ds.band_spectral_position[i]) <= 1
+
+
+def test_errors_are_loud():
+    model, loss, a, _ = _batches("mlp_mse")
+    with pytest.raises(ValueError, match="network_scale must be one of"):
+        measure_lnp(model, loss, a, network_scale="opacus")
+    with pytest.raises(ValueError, match="n_units"):
+        measure_lnp(model, lambda o, y: ((o - y) ** 2).mean(), a)
+    mha = nn.MultiheadAttention(4, 2, batch_first=True)
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.att = mha
+
+        def forward(self, x):
+            return self.att(x, x, x)[0]
+
+    x = torch.randn(3, 2, 4)
+    with pytest.raises(NotImplementedError, match="att"):
+        measure_lnp(M(), nn.MSELoss(), (x, x))
+    # the vmap backend handles any layer
+    ds = measure_lnp(M(), nn.MSELoss(), (x, x), network_scale="exact", backend="vmap")
+    ref = _oracle(M(), nn.MSELoss(), (x, x))
+    np.testing.assert_allclose(float(ds.spectral_position), ref["spectral_position"], rtol=1e-10)
