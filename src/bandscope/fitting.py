@@ -164,6 +164,9 @@ def guess(s, R):
     return {"A": float(A0), "omega": omega, "beta": beta}
 
 
+#: A fitted amplitude below this fraction of max |R| counts as "at its bound 0" (failed fit).
+_A_TINY = 1e-8
+
 _START_BETAS = (None, 1.0, 0.5, 2.0, 4.0, 0.25, 1.5, 3.0)
 
 
@@ -289,7 +292,7 @@ def fit_lmfit(s, R, *, model="weibull", n_starts=5, starts=None, min_points=None
     sse, A, omega, beta = best
     r2 = float(r_squared(R, weibull(s, A, omega, beta)))
     status, reason = "ok", ""
-    if not A > 0:
+    if not A > _A_TINY * np.max(np.abs(R)):
         status, reason = "failed", "amplitude A at its bound 0: no positive decaying component"
     return FitResult(A=float(A), omega=float(omega), beta=float(beta), sse=sse, r2=r2, n=n,
                      status=status, reason=reason, nfev=nfev)
@@ -510,7 +513,7 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
                 out["A"][c], out["omega"][c], out["beta"][c] = ref.A, ref.omega, ref.beta
                 out["sse"][c], out["r2"][c] = ref.sse, ref.r2
             out["reason"][c] = "batch solver did not converge; lmfit multistart fallback used"
-        if not (np.isfinite(out["sse"][c]) and out["A"][c] > 0):
+        if not (np.isfinite(out["sse"][c]) and out["A"][c] > _A_TINY * yscale[j]):
             out["status"][c] = "failed"
             out["reason"][c] = ("amplitude A at its bound 0: no positive decaying component "
                                 "in the window" if np.isfinite(out["sse"][c])

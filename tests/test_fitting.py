@@ -1,0 +1,210 @@
+"""bandscope.fitting: models, statistics, lmfit path, batch path (key search A.11, B.1)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandscope import fitting
+from bandscope.fitting import (bic, bic_eff, compare_curves, exponential, fit_curves,
+                               fit_lmfit, guess, r_squared, weibull)
+
+
+# ---------------------------------------------------------------- formulas
+@given(sse=st.floats(1e-12, 1e6), n=st.integers(2, 500), p=st.integers(1, 5))
+@settings(max_examples=50, deadline=None)
+def test_bic_formula(sse, n, p):
+    assert bic(sse, n, p) == pytest.approx(n * np.log(sse / n) + p * np.log(n), rel=1e-12, abs=1e-12)
+
+
+@given(sse=st.floats(1e-12, 1e6), n=st.integers(2, 500), p=st.integers(1, 5),
+       d=st.floats(0.5, 20))
+@settings(max_examples=50, deadline=None)
+def test_bic_eff_formula(sse, n, p, d):
+    ne = n / d
+    assert bic_eff(sse, n, p, d) == pytest.approx(ne * np.log(sse / n) + p * np.log(ne),
+                                                  rel=1e-12, abs=1e-12)
+    # deflation 1 is the plain BIC
+    assert bic_eff(sse, n, p, 1.0) == pytest.approx(bic(sse, n, p), rel=1e-12, abs=1e-12)
+
+
+def test_bic_eff_rejects_bad_deflation():
+    with pytest.raises(ValueError, match="deflation"):
+        bic_eff(1.0, 10, 2, 0.0)
+
+
+def test_bic_known_numbers():
+    # A.11 reduced form, worked by hand: 20 log(0.5/20) + 3 log 20
+    assert bic(0.5, 20, 3) == pytest.approx(20 * np.log(0.025) + 3 * np.log(20))
+    assert bic(0.5, 20, 3) - bic(0.5, 20, 2) == pytest.approx(np.log(20))
+
+
+def test_r_squared_matches_definition():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=30)
+    yh = y + 0.1 * rng.normal(size=30)
+    expected = 1 - np.sum((y - yh) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert r_squared(y, yh) == pytest.approx(expected, rel=1e-12)
+
+
+def test_models():
+    s = np.linspace(0, 5, 11)
+    assert np.allclose(exponential(s, 2.0, 1.5), 2.0 * np.exp(-s / 1.5))
+    assert np.allclose(weibull(s, 2.0, 1.5, 2.0), 2.0 * np.exp(-(s / 1.5) ** 2))
+    assert weibull(0.0, 3.0, 1.0, 0.05) == 3.0
+
+
+@pytest.mark.parametrize("A,omega,beta", [(1.0, 2.0, 1.3), (0.02, 30.0, 0.7), (5.0, 0.5, 3.0)])
+def test_guess_exact_on_clean_data(A, omega, beta):
+    s = np.linspace(0, 3 * omega, 25)
+    g = guess(s, weibull(s, A, omega, beta))
+    assert g["A"] == pytest.approx(A, rel=1e-9)
+    assert g["omega"] == pytest.approx(omega, rel=1e-6)
+    assert g["beta"] == pytest.approx(beta, rel=1e-6)
+
+
+# ---------------------------------------------------------------- known answers
+def _noisy(A, omega, beta, n, noise, seed):
+    rng = np.random.default_rng(seed)
+    s = np.sort(rng.uniform(0, 3 * omega, n))
+    s -= s[0]
+    return s, weibull(s, A, omega, beta) + rng.normal(0, noise * A, n)
+
+
+@pytest.mark.parametrize("method", ["fast", "lmfit"])
+@pytest.mark.parametrize("A,omega,beta", [(1.0, 2.0, 1.3), (0.02, 30.0, 0.8), (3.0, 0.4, 2.5)])
+def test_recovers_known_weibull(method, A, omega, beta):
+    s, y = _noisy(A, omega, beta, 40, 0.005, 1)
+    if method == "fast":
+        r = {k: v[0] for k, v in fit_curves(s[None], y[None]).items()}
+    else:
+        r = fit_lmfit(s, y).as_dict()
+    assert r["status"] == "ok"
+    # 0.5 % noise on 40 points: parameters within a few percent
+    assert r["A"] == pytest.approx(A, rel=0.03)
+    assert r["omega"] == pytest.approx(omega, rel=0.05)
+    assert r["beta"] == pytest.approx(beta, rel=0.05)
+    assert r["r2"] > 0.999
+
+
+def test_exponential_data_does_not_favour_weibull():
+    # nested models with the truth at beta = 1: dBIC = n log(SSE_w/SSE_e) + log n >= log n - LR,
+    # LR ~ chi2(1); so dBIC rarely goes below about -2.
+    d = []
+    for seed in range(12):
+        s, y = _noisy(1.0, 2.0, 1.0, 30, 0.01, seed)
+        out = compare_curves(s[None], y[None])
+        d.append(out["delta_bic"][0])
+    d = np.array(d)
+    assert np.all(d >= -2.5), d
+    assert np.median(d) > 0
+
+
+def test_weibull_data_favours_weibull():
+    s, y = _noisy(1.0, 2.0, 2.0, 30, 0.01, 3)
+    out = compare_curves(s[None], y[None])
+    assert out["delta_bic"][0] < -10
+    assert out["bic_weibull"][0] == pytest.approx(bic(out["sse_weibull"][0], 30, 3))
+    assert out["bic_exp"][0] == pytest.approx(bic(out["sse_exp"][0], 30, 2))
+    assert out["delta_bic_neff"][0] == pytest.approx(
+        bic_eff(out["sse_weibull"][0], 30, 3, 10.0) - bic_eff(out["sse_exp"][0], 30, 2, 10.0))
+
+
+# ---------------------------------------------------------------- fast path == lmfit path
+def _random_curves(n_curves, seed):
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for _ in range(n_curves):
+        n = int(rng.integers(5, 45))
+        x = np.sort(rng.uniform(0, rng.uniform(1, 100), n))
+        x -= x[0]
+        A = 10 ** rng.uniform(-3, 1)
+        om = x[-1] * 10 ** rng.uniform(-1, 0.5)
+        b = 10 ** rng.uniform(np.log10(0.3), np.log10(4))
+        y = weibull(x, A, om, b) * np.exp(rng.normal(0, 0.05, n)) + rng.normal(0, 0.01 * A, n)
+        xs.append(x)
+        ys.append(y)
+    N = max(len(x) for x in xs)
+    X = np.full((n_curves, N), np.nan)
+    Y = np.full((n_curves, N), np.nan)
+    for c, (x, y) in enumerate(zip(xs, ys)):
+        X[c, : len(x)] = x
+        Y[c, : len(y)] = y
+    return xs, ys, X, Y
+
+
+@pytest.mark.parametrize("model", ["weibull", "exponential"])
+def test_fast_sse_never_worse_than_lmfit_multistart(model):
+    xs, ys, X, Y = _random_curves(40, 7)
+    fast = fit_curves(X, Y, model=model, fallback=False)
+    ref = np.array([fit_lmfit(x, y, model=model, n_starts=5).sse for x, y in zip(xs, ys)])
+    assert (fast["status"] == "ok").all()
+    assert fast["converged"].all()
+    excess = (fast["sse"] - ref) / ref
+    assert excess.max() <= 1e-9, excess.max()
+
+
+def test_fast_and_lmfit_parameters_agree_when_well_defined():
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        A, om, b = 10 ** rng.uniform(-2, 0), rng.uniform(1, 10), rng.uniform(0.6, 3)
+        s, y = _noisy(A, om, b, 35, 0.002, int(rng.integers(1e6)))
+        fast = fit_curves(s[None], y[None])
+        ref = fit_lmfit(s, y, n_starts=8)
+        for key in ("A", "omega", "beta"):
+            assert fast[key][0] == pytest.approx(getattr(ref, key), rel=2e-4), key
+
+
+def test_padding_and_valid_mask_equivalent_to_trimmed():
+    xs, ys, X, Y = _random_curves(6, 3)
+    out = fit_curves(X, Y)
+    for c, (x, y) in enumerate(zip(xs, ys)):
+        one = fit_curves(x[None], y[None])
+        assert out["sse"][c] == pytest.approx(one["sse"][0], rel=1e-12)
+        assert out["n"][c] == len(x)
+
+
+def test_fallback_to_lmfit_when_batch_does_not_converge():
+    s, y = _noisy(1.0, 2.0, 1.5, 30, 0.01, 4)
+    out = fit_curves(s[None], y[None], max_iter=1, fallback=True)
+    ref = fit_lmfit(s, y)
+    assert not out["converged"][0]
+    assert "fallback" in out["reason"][0]
+    assert out["sse"][0] <= ref.sse * (1 + 1e-9)
+
+
+# ---------------------------------------------------------------- failure statuses
+def test_too_few_points_is_omitted_not_raised():
+    s = np.arange(4.0)
+    out = fit_curves(s[None], np.exp(-s)[None], min_points=5)
+    assert out["status"][0] == "omitted" and "4 checkpoints" in out["reason"][0]
+    r = fit_lmfit(s, np.exp(-s), min_points=5)
+    assert r.status == "omitted"
+
+
+def test_negative_data_fails_with_reason():
+    s = np.linspace(0, 5, 10)
+    y = -np.exp(-s)
+    out = fit_curves(s[None], y[None])
+    assert out["status"][0] == "failed" and "amplitude" in out["reason"][0]
+    assert fit_lmfit(s, y).status == "failed"
+
+
+def test_batch_never_raises_on_bad_curves():
+    s = np.linspace(0, 5, 10)
+    X = np.stack([s, s, s])
+    Y = np.stack([np.exp(-s), np.zeros(10), np.full(10, np.inf)])
+    out = fit_curves(X, Y)
+    assert out["status"][0] == "ok"
+    assert out["status"][1] == "failed"
+    assert out["status"][2] == "omitted"  # inf points are not valid points
+
+
+def test_negative_rebased_s_is_an_error():
+    with pytest.raises(ValueError, match="rebased s"):
+        fit_curves(np.array([[-1.0, 0, 1, 2, 3]]), np.ones((1, 5)))
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match="model"):
+        fit_curves(np.zeros((1, 5)), np.ones((1, 5)), model="gamma")
+    assert fitting.N_PARAMS == {"weibull": 3, "exponential": 2}
