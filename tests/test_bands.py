@@ -1,0 +1,279 @@
+"""Haar band losses (bandscope.bands): known answers, oracles (pywt, block-mean projection),
+invariants (sum to MSE, Parseval) and errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from bandscope import bands
+from bandscope.bands import (
+    _band_energies,
+    _band_energies_pywt,
+    band_decompose,
+    band_energies,
+    band_losses,
+    haar_levels,
+)
+
+FLOATS = [np.float16, np.float32, np.float64]
+
+
+def _mse64(x, r):
+    """Per-image MSE of the values as given, in float64 (the oracle for the band sum)."""
+    e = np.asarray(x, dtype=np.float64) - np.asarray(r, dtype=np.float64)
+    return np.mean(e**2, axis=(-3, -2, -1))
+
+
+@st.composite
+def panels(draw, max_j=5):
+    lead = draw(st.lists(st.integers(1, 3), min_size=0, max_size=2))
+    c = draw(st.integers(1, 3))
+    j = draw(st.integers(0, max_j))
+    dtype = draw(st.sampled_from(FLOATS))
+    shape = tuple(lead) + (c, 2**j, 2**j)
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    x = rng.random(shape).astype(dtype)
+    r = (rng.random(shape) * draw(st.sampled_from([0.5, 1.0, 3.0]))).astype(dtype)
+    return x, r
+
+
+# ----------------------------------------------------------------------- known answers
+
+
+def test_haar_levels():
+    assert [haar_levels(2**j) for j in range(8)] == list(range(8))
+    for bad in (0, 3, 48, -4, 2.5):
+        with pytest.raises(ValueError, match="power of two"):
+            haar_levels(bad)
+
+
+def test_constant_error_is_band_one():
+    x = np.zeros((2, 3, 8, 8))
+    L = band_losses(x, np.full_like(x, 0.5))
+    np.testing.assert_allclose(L.values, [0.25, 0, 0, 0], atol=1e-15)
+    assert L.band.values.tolist() == [1, 2, 4, 8]
+
+
+def test_checkerboard_is_finest_band():
+    n = 16
+    cb = np.indices((n, n)).sum(axis=0) % 2 * 2.0 - 1.0  # +-1 checkerboard: HH of level 1
+    L = band_losses(cb[None, None], np.zeros((1, 1, n, n)))
+    expect = np.zeros(5)
+    expect[-1] = 1.0
+    np.testing.assert_allclose(L.values, expect, atol=1e-15)
+
+
+def test_half_plane_step_is_band_two():
+    # left half +1, right half -1: exactly one level-J detail coefficient (resolution 1 -> 2)
+    e = np.ones((1, 8, 8))
+    e[..., 4:] = -1
+    en = band_energies(e)
+    np.testing.assert_allclose(en, [0, 64, 0, 0], atol=1e-12)
+
+
+# ----------------------------------------------------------------------- oracles
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 64, 64), (2, 1, 32, 32), (3, 2, 1, 1), (5, 3, 2, 2), (3, 4, 4), (2, 2, 3, 16, 16)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_equals_pywt(shape, dtype):
+    rng = np.random.default_rng(sum(shape))
+    x, r = rng.normal(size=shape), rng.normal(size=shape)
+    ref = _band_energies_pywt(x, r)
+    got = _band_energies(x, r, dtype=dtype)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    assert got.shape == ref.shape == shape[:-3] + (haar_levels(shape[-1]) + 1,)
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * ref.sum(axis=-1, keepdims=True).max())
+
+
+def test_pywt_mode_irrelevant_for_dyadic_sizes():
+    import pywt
+
+    e = np.random.default_rng(1).normal(size=(2, 3, 32, 32))
+    a = pywt.wavedec2(e, "haar", level=5, axes=(-2, -1))
+    b = pywt.wavedec2(e, "haar", level=5, axes=(-2, -1), mode="periodization")
+    flat = lambda cs: [cs[0]] + [d for lev in cs[1:] for d in lev]  # noqa: E731
+    for ca, cb in zip(flat(a), flat(b)):
+        np.testing.assert_array_equal(ca, cb)
+
+
+def test_decompose_matches_energies_and_is_orthogonal():
+    e = np.random.default_rng(2).normal(size=(3, 2, 16, 16))
+    parts = band_decompose(e)
+    assert parts.shape == (5,) + e.shape
+    np.testing.assert_allclose(parts.sum(axis=0), e, atol=1e-12)
+    flat = parts.reshape(parts.shape[0], -1)
+    gram = flat @ flat.T
+    off = gram - np.diag(np.diag(gram))
+    assert np.abs(off).max() < 1e-10 * np.trace(gram)
+    per_image = np.moveaxis((parts**2).sum(axis=(-3, -2, -1)), 0, -1)
+    np.testing.assert_allclose(band_energies(e), per_image, rtol=1e-12)
+    np.testing.assert_allclose(_band_energies_pywt(e), per_image, rtol=1e-12)
+
+
+def test_small_band_under_large_mean_keeps_precision():
+    # error = 1000 (band 1) + 1e-3 checkerboard (finest band): energies differ by 1e12.
+    # A difference-of-norms kernel loses the small band completely; ours must not.
+    n = 32
+    cb = (np.indices((n, n)).sum(axis=0) % 2 * 2.0 - 1.0) * 1e-3
+    e = (1000.0 + cb)[None]
+    en = band_energies(e)
+    exact_fine = float(np.sum(np.square(e - e.mean())))  # all detail is in the finest band
+    np.testing.assert_allclose(en[-1], exact_fine, rtol=1e-6)
+    np.testing.assert_allclose(en[1:-1], 0, atol=1e-6 * exact_fine)
+
+
+# ----------------------------------------------------------------------- invariants
+
+
+@settings(max_examples=40, deadline=None)
+@given(panels(), st.sampled_from([np.float32, np.float64]))
+def test_bands_sum_to_mse(pair, wd):
+    x, r = pair
+    per = band_losses(x, r, per_image=True, dtype=wd)
+    mse = _mse64(x, r)
+    tol = 1e-11 if wd == np.float64 else 3e-6
+    np.testing.assert_allclose(per.sum("band").values, mse, rtol=tol, atol=1e-300)
+    assert (per.values >= 0).all()
+    panel = band_losses(x, r, dtype=wd)
+    np.testing.assert_allclose(panel.sum().item(), np.mean(mse), rtol=tol)
+    # panel = mean of per-image rows
+    lead = [d for d in per.dims if d != "band"]
+    np.testing.assert_allclose(panel.values, per.mean(lead).values if lead else per.values, rtol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(panels(max_j=4))
+def test_parseval_and_pywt_random(pair):
+    x, r = pair
+    e = x.astype(np.float64) - r.astype(np.float64)
+    en = band_energies(e)
+    np.testing.assert_allclose(en.sum(axis=-1), np.sum(e**2, axis=(-3, -2, -1)), rtol=1e-12)
+    ref = _band_energies_pywt(x, r)
+    np.testing.assert_allclose(_band_energies(x, r), ref, rtol=1e-10, atol=1e-13 * ref.sum() + 1e-300)
+
+
+def test_float16_and_integer_inputs():
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 3, 16, 16)).astype(np.float16)
+    r = rng.random((4, 3, 16, 16)).astype(np.float16)
+    a = band_losses(x, r)
+    b = band_losses(x.astype(np.float64), r.astype(np.float64))
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-13)
+    a32 = band_losses(x, r, dtype=np.float32)
+    np.testing.assert_allclose(a32.values, b.values, rtol=1e-5)
+    xi = rng.integers(0, 256, size=(2, 3, 8, 8)).astype(np.uint8)
+    ri = rng.integers(0, 256, size=(2, 3, 8, 8)).astype(np.uint8)  # no uint8 wrap-around
+    np.testing.assert_allclose(
+        band_losses(xi, ri).values, band_losses(xi.astype(float), ri.astype(float)).values, rtol=1e-13
+    )
+
+
+def test_blocking_does_not_change_result(monkeypatch):
+    rng = np.random.default_rng(4)
+    x, r = rng.normal(size=(7, 3, 16, 16)), rng.normal(size=(7, 3, 16, 16))
+    ref = _band_energies(x, r)
+    monkeypatch.setattr(bands, "_BLOCK_BYTES", 16 * 16 * 8 * 2)  # 2 rows per block, ragged end
+    np.testing.assert_allclose(_band_energies(x, r), ref, rtol=1e-13)
+
+
+# ----------------------------------------------------------------------- labelled inputs
+
+
+def test_dataarray_keeps_leading_dims_and_image_dims():
+    rng = np.random.default_rng(5)
+    data = rng.random((2, 3, 3, 8, 8))
+    rec = rng.random((2, 3, 3, 8, 8))
+    dims = ("ckpt", "image", "channel", "y", "x")
+    coords = {"ckpt": [10, 20], "image": ["a", "b", "c"]}
+    xa = xr.DataArray(data, dims=dims, coords=coords)
+    ra = xr.DataArray(rec, dims=dims, coords=coords)
+    per = band_losses(xa, ra, per_image=True)
+    assert per.dims == ("ckpt", "image", "band")
+    assert per.image.values.tolist() == ["a", "b", "c"]
+    np.testing.assert_allclose(per.values, _band_energies(data, rec) / (3 * 64), rtol=1e-13)
+    # image dims in another order, named explicitly; recon transposed differently
+    xt = xa.transpose("y", "image", "x", "channel", "ckpt")
+    rt = ra.transpose("ckpt", "x", "y", "channel", "image")
+    per2 = band_losses(xt, rt, per_image=True, image_dims=("channel", "y", "x"))
+    xr.testing.assert_allclose(per2.transpose("ckpt", "image", "band"), per)
+    panel = band_losses(xa, ra)
+    assert panel.dims == ("band",)
+    np.testing.assert_allclose(panel.values, per.mean(("ckpt", "image")).values, rtol=1e-13)
+    assert panel.attrs["units"] == "squared pixel value" and "A.6" in panel.attrs["paper"]
+    assert panel.name == "band_loss"
+
+
+def test_numpy_leading_dim_names():
+    x = np.zeros((2, 3, 1, 4, 4))
+    assert band_losses(x, x, per_image=True).dims == ("image_0", "image_1", "band")
+    assert band_losses(x[0], x[0], per_image=True).dims == ("image", "band")
+    assert band_losses(x[0, 0], x[0, 0], per_image=True).dims == ("band",)
+
+
+def test_dask_matches_numpy():
+    pytest.importorskip("dask")
+    rng = np.random.default_rng(6)
+    data, rec = rng.random((6, 2, 16, 16)), rng.random((6, 2, 16, 16))
+    dims = ("image", "channel", "y", "x")
+    xa = xr.DataArray(data, dims=dims).chunk({"image": 2, "y": 8})
+    ra = xr.DataArray(rec, dims=dims).chunk({"image": 3})
+    lazy = band_losses(xa, ra, per_image=True)
+    assert lazy.chunks is not None
+    np.testing.assert_allclose(lazy.compute().values, band_losses(data, rec, per_image=True).values, rtol=1e-13)
+    np.testing.assert_allclose(band_losses(xa, ra).values, band_losses(data, rec).values, rtol=1e-13)
+
+
+# ----------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "xs, rs, match",
+    [
+        ((2, 3, 8, 6), (2, 3, 8, 6), "square"),
+        ((2, 3, 12, 12), (2, 3, 12, 12), "power of two"),
+        ((2, 3, 8, 8), (2, 3, 4, 4), "same shape"),
+        ((8, 8), (8, 8), "at least 3 dims"),
+        ((8,), (8,), "at least 3 dims"),
+    ],
+)
+def test_bad_shapes(xs, rs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        band_losses(np.zeros(xs), np.zeros(rs))
+    assert str(xs[-1]) in str(info.value) or str(xs) in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_named(bad):
+    x = np.zeros((3, 1, 4, 4))
+    r = np.zeros_like(x)
+    r[1, 0, 2, 3] = bad
+    with pytest.raises(ValueError, match=r"recon contains 1 non-finite.*\(1, 0, 2, 3\)"):
+        band_losses(x, r)
+
+
+def test_float32_overflow_is_reported():
+    x = np.full((1, 1, 4, 4), 3e38, dtype=np.float32)
+    with pytest.raises(FloatingPointError, match="float64"):
+        band_losses(x, -x, dtype=np.float32)
+    assert np.isfinite(band_losses(x, -x).values).all()
+
+
+def test_bad_options():
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        band_losses(x, x, dtype=np.float16)
+    with pytest.raises(TypeError, match="image_dims"):
+        band_losses(x, x, image_dims=("a", "b", "c"))
+    with pytest.raises(TypeError, match="real numeric"):
+        band_losses(x.astype(complex), x.astype(complex))
+    xa = xr.DataArray(x, dims=("i", "c", "y", "x"))
+    with pytest.raises(ValueError, match="not in x.dims"):
+        band_losses(xa, xa, image_dims=("c", "h", "w"))
+    with pytest.raises(ValueError, match="same dims"):
+        band_losses(xa, xa.rename(i="j"))
