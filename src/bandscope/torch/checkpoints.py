@@ -1,0 +1,127 @@
+"""Parameter time from checkpoints a user already has (key search A.7), in torch.
+
+A checkpoint is a state dict saved as ``.safetensors`` or as a torch file (``.pt``, ``.pth``,
+``.bin``). Torch files are loaded with ``torch.load(..., weights_only=True)`` only: a checkpoint
+from elsewhere must never run code, so anything that is not plain tensors/containers is refused.
+The numpy twin used by the ``bandscope param-time`` command is
+:func:`bandscope.recordcli.param_time_table`; both are tested against each other.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+__all__ = ["load_checkpoint", "checkpoint_param_time", "CHECKPOINT_EXTENSIONS"]
+
+CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def _natural_key(name: str):
+    import re
+
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _unwrap(obj, path) -> dict:
+    """A state dict: the object itself, or its ``state_dict`` / ``model`` entry."""
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        for key in ("state_dict", "model", "model_state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+    raise ValueError(f"{path}: not a state dict (a mapping of names to tensors, optionally under "
+                     f"'state_dict' or 'model'); got {type(obj).__name__}")
+
+
+def load_checkpoint(path, map_location="cpu") -> dict[str, torch.Tensor]:
+    """Load a state dict from ``.safetensors`` or a torch file, never executing code.
+
+    Torch files go through ``torch.load(path, weights_only=True)``; a pickle that would build
+    arbitrary objects (or run code) raises ``ValueError`` naming the file.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.pt"); torch.save({"w": torch.ones(2)}, p)
+    >>> load_checkpoint(p)
+    {'w': tensor([1., 1.])}
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=str(map_location))
+    if path.suffix not in CHECKPOINT_EXTENSIONS:
+        raise ValueError(f"{path}: unknown checkpoint type {path.suffix!r}; expected one of {CHECKPOINT_EXTENSIONS}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"refused to load {path}: it is not a plain weights file (torch.load with "
+            f"weights_only=True rejected it: {str(exc).splitlines()[0]}). bandscope never "
+            "unpickles arbitrary objects from checkpoints; re-save it as a state dict or safetensors."
+        ) from exc
+    return _unwrap(obj, path)
+
+
+def _list(paths) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)) and Path(paths).is_dir():
+        files = [p for p in Path(paths).iterdir() if p.suffix in CHECKPOINT_EXTENSIONS and p.is_file()]
+        files.sort(key=lambda p: _natural_key(p.name))
+        if not files:
+            raise ValueError(f"no checkpoints ({', '.join(CHECKPOINT_EXTENSIONS)}) in {paths}")
+        return files
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def checkpoint_param_time(paths: Iterable | str | os.PathLike, *, model: torch.nn.Module | None = None,
+                          trainable_only: bool = True) -> pd.DataFrame:
+    """Chord parameter time ``s_k = sum_{m<=k} ||theta_m - theta_{m-1}||_2`` over checkpoints.
+
+    Parameters
+    ----------
+    paths : directory or iterable of files
+        A directory is read in natural sort order of file names.
+    model : nn.Module, optional
+        With ``trainable_only``, restrict the sum to this model's parameters with
+        ``requires_grad`` (key search A.7: all trainable parameters). Without a model every
+        floating tensor of the state dict counts (buffers included).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``name`` (file name) and ``param_time`` (float64, starting at 0).
+    """
+    files = _list(paths)
+    keep = None
+    if model is not None and trainable_only:
+        keep = {n for n, p in model.named_parameters() if p.requires_grad}
+    prev, keys, s, out = None, None, 0.0, []
+    for f in files:
+        sd = load_checkpoint(f)
+        sd = {k: v for k, v in sd.items() if v.is_floating_point() and (keep is None or k in keep)}
+        if keep is not None and set(sd) != keep:
+            raise ValueError(f"{f.name}: missing trainable parameters {sorted(keep - set(sd))[:5]}")
+        if keys is None:
+            keys = sorted(sd)
+            if not keys:
+                raise ValueError(f"{f.name}: no floating tensors to measure")
+        elif sorted(sd) != keys:
+            raise ValueError(f"{f.name}: tensor names differ from the first checkpoint's: "
+                             f"missing {sorted(set(keys) - set(sd))[:5]}, extra {sorted(set(sd) - set(keys))[:5]}")
+        cur = {k: sd[k].to(torch.float64) for k in keys}
+        if prev is not None:
+            sq = sum(float((cur[k] - prev[k]).square().sum()) for k in keys)
+            s += sq ** 0.5
+        out.append((f.name, s))
+        prev = cur
+    return pd.DataFrame(out, columns=["name", "param_time"])

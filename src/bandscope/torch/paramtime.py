@@ -1,0 +1,173 @@
+"""Parameter time while training: exact arc length per optimizer step and chords at checkpoints.
+
+Key search A.7 defines parameter time between saved checkpoints,
+``s_k = sum_{m<=k} ||theta_m - theta_{m-1}||_2`` over all trainable parameters (chords), and
+notes that this underestimates the optimizer path. :class:`ParamTimeTracker` gives both:
+
+- ``arc_length``: ``sum_t ||theta_t - theta_{t-1}||_2`` over *every* optimizer step;
+- ``param_time``: the chord sum between the checkpoints marked with :meth:`checkpoint`.
+
+Per step the work is three fused ``torch._foreach_*`` calls on the parameters' device
+(subtract, norm, copy) plus a float64 accumulation in a device tensor: no host sync. The host
+only reads the numbers at :meth:`checkpoint`.
+
+Distributed training
+--------------------
+``mode="replicated"`` (DistributedDataParallel; also the single-process default): every rank
+holds the full parameters, so the local norm is the global norm -- counted once, no collective.
+``mode="sharded"`` (FSDP / ZeRO / DTensor shards): each rank holds a disjoint shard, so
+``||d||^2 = sum_ranks ||d_rank||^2``; the squared norms are all-reduced (SUM) before the square
+root, every step and at checkpoints. Padding of flat shards is zero on every step, so it adds
+nothing. ``mode="auto"`` picks sharded when a parameter is a ``DTensor``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+__all__ = ["ParamTimeTracker"]
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor, the tensor itself otherwise."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
+class ParamTimeTracker:
+    """Accumulate exact arc length every optimizer step and chord parameter time at checkpoints.
+
+    Parameters
+    ----------
+    params : nn.Module or iterable of Tensors
+        The parameters whose path is measured. A module means its parameters with
+        ``requires_grad`` (``trainable_only=False`` for all of them).
+    mode : {"auto", "replicated", "sharded"}
+        See the module docstring.
+    process_group : optional
+        Group for the all-reduce in sharded mode (default: the world).
+
+    Notes
+    -----
+    Call :meth:`step` after every ``optimizer.step()`` (or :meth:`attach` the tracker to the
+    optimizer once), and :meth:`checkpoint` at every saved checkpoint (the first call, before
+    training, is checkpoint 0 with ``param_time == 0``). Norms are taken in the parameters'
+    dtype per tensor and accumulated in float64.
+
+    Examples
+    --------
+    >>> w = torch.nn.Parameter(torch.zeros(2))
+    >>> tr = ParamTimeTracker([w]); tr.checkpoint()
+    (0.0, 0.0)
+    >>> with torch.no_grad():
+    ...     w += torch.tensor([3.0, 4.0])
+    >>> tr.step()
+    >>> with torch.no_grad():
+    ...     w -= torch.tensor([3.0, 4.0])
+    >>> tr.step()
+    >>> tr.checkpoint()  # back at the start: chord 0, arc 5 + 5
+    (0.0, 10.0)
+    """
+
+    def __init__(self, params, *, mode: str = "auto", process_group=None, trainable_only: bool = True):
+        if isinstance(params, torch.nn.Module):
+            params = [p for p in params.parameters() if p.requires_grad or not trainable_only]
+        self.params = [p for p in params]
+        if not self.params:
+            raise ValueError("ParamTimeTracker got no parameters")
+        if mode not in ("auto", "replicated", "sharded"):
+            raise ValueError(f"mode must be 'auto', 'replicated' or 'sharded', got {mode!r}")
+        if mode == "auto":
+            mode = "sharded" if any(hasattr(p, "to_local") for p in self.params) else "replicated"
+        self.mode = mode
+        self.process_group = process_group
+        self._locals = [_local(p.detach()) for p in self.params]
+        dev = self._locals[0].device
+        self._prev = [t.clone() for t in self._locals]
+        self._snap = [t.clone() for t in self._locals]
+        self._arc = torch.zeros((), dtype=torch.float64, device=dev)
+        self._arc_at_ckpt = 0.0
+        self.param_time = 0.0
+        self.steps = 0
+        self.n_checkpoints = 0
+        self._hook = None
+
+    # -- arithmetic -------------------------------------------------------------------
+    def _sq_dist(self, ref: list[torch.Tensor], *, inplace: bool) -> torch.Tensor:
+        """sum over tensors of ||theta - ref||^2 (float64 device scalar, all-reduced if sharded).
+
+        With ``inplace`` the difference is written into ``ref`` (saves an allocation; the caller
+        then overwrites ``ref`` with the current parameters)."""
+        cur = [_local(p.detach()) for p in self.params] if self.mode == "sharded" else self._locals
+        if inplace:
+            torch._foreach_sub_(ref, cur)  # ref <- ref - theta ; norm is sign-blind
+            diffs = ref
+        else:
+            diffs = torch._foreach_sub(cur, ref)
+        norms = torch._foreach_norm(diffs)
+        sq = torch.stack(norms).to(torch.float64).square().sum()
+        if self.mode == "sharded":
+            import torch.distributed as dist
+
+            dist.all_reduce(sq, op=dist.ReduceOp.SUM, group=self.process_group)
+        return sq
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Add ``||theta_t - theta_{t-1}||_2`` to the arc length (no host sync)."""
+        sq = self._sq_dist(self._prev, inplace=True)
+        self._arc += sq.sqrt()
+        cur = [_local(p.detach()) for p in self.params] if self.mode == "sharded" else self._locals
+        torch._foreach_copy_(self._prev, cur)
+        self.steps += 1
+
+    @torch.no_grad()
+    def checkpoint(self) -> tuple[float, float]:
+        """Mark a saved checkpoint; return ``(param_time, arc_length)`` (host sync here).
+
+        ``param_time`` adds the chord ``||theta_k - theta_{k-1}||_2`` to the previous
+        checkpoint (0 at the first call).
+        """
+        if self.n_checkpoints > 0:
+            chord = float(self._sq_dist(self._snap, inplace=True).sqrt())
+            self.param_time += chord
+        cur = [_local(p.detach()) for p in self.params] if self.mode == "sharded" else self._locals
+        torch._foreach_copy_(self._snap, cur)
+        self.n_checkpoints += 1
+        return self.param_time, self.arc_length
+
+    @property
+    def arc_length(self) -> float:
+        """Exact arc length so far (host sync)."""
+        return float(self._arc)
+
+    # -- convenience ------------------------------------------------------------------
+    def attach(self, optimizer: torch.optim.Optimizer) -> "ParamTimeTracker":
+        """Call :meth:`step` automatically after every ``optimizer.step()``."""
+        self._hook = optimizer.register_step_post_hook(lambda *_: self.step())
+        return self
+
+    def detach(self) -> None:
+        """Remove the hook installed by :meth:`attach`."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def state_dict(self) -> dict:
+        """Scalars needed to resume at a checkpoint (parameters are restored separately)."""
+        return {"arc_length": self.arc_length, "param_time": self.param_time, "steps": self.steps,
+                "n_checkpoints": self.n_checkpoints}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict` taken at a checkpoint; the parameters must already be
+        restored to that checkpoint (they become both the previous step and the last chord end)."""
+        self._arc.fill_(float(state["arc_length"]))
+        self.param_time = float(state["param_time"])
+        self.steps = int(state["steps"])
+        self.n_checkpoints = int(state["n_checkpoints"])
+        cur = [_local(p.detach()) for p in self.params]
+        self._locals = cur if self.mode != "sharded" else self._locals
+        torch._foreach_copy_(self._prev, cur)
+        torch._foreach_copy_(self._snap, cur)
