@@ -1,0 +1,97 @@
+"""bandscope.tables: each table against a direct computation from the results Dataset."""
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bandscope import tables
+from bandscope.analysis import analyze
+from bandscope.synthetic import make_runs_synthetic
+
+
+@pytest.fixture(scope="module")
+def res():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return analyze(make_runs_synthetic(6))
+
+
+def _ok(res, var, window):
+    r = res.sel(window=window)
+    return np.where(r.status.values == "ok", r[var].values, np.nan)
+
+
+def test_table_b2_against_direct_medians(res):
+    df = tables.table_b2(res)
+    assert df.attrs["window"] == "0.95/0.01"
+    assert list(df.index) == [str(b) for b in res.band.values] + ["overall"]
+    r2 = _ok(res, "r2", "0.95/0.01")
+    d = _ok(res, "delta_bic", "0.95/0.01")
+    dn = _ok(res, "delta_bic_neff", "0.95/0.01")
+    for j, b in enumerate(res.band.values):
+        row = df.loc[str(b)]
+        col = r2[:, j][np.isfinite(r2[:, j])]
+        if col.size:
+            assert row["median R²"] == pytest.approx(np.median(col))
+        else:
+            assert np.isnan(row["median R²"])
+        fin = d[:, j][np.isfinite(d[:, j])]
+        assert row["wins (ΔBIC<0)"] == f"{(fin < 0).sum()}/{fin.size}"
+        finn = dn[:, j][np.isfinite(dn[:, j])]
+        assert row["wins (n/10)"] == f"{(finn < 0).sum()}/{finn.size}"
+    allr = d[np.isfinite(d)]
+    assert df.loc["overall", "median ΔBIC"] == pytest.approx(np.median(allr))
+    assert df.loc["overall", "fitted runs"] == int((res.status.sel(window="0.95/0.01") == "ok").sum())
+
+
+def test_table_b31_has_every_window(res):
+    df = tables.table_b31(res)
+    assert list(df.columns.get_level_values("window").unique()) == list(res.window.values)
+    b = tables.table_b2(res, "0.80/0.20")
+    pd.testing.assert_series_equal(df[("0.80/0.20", "median β")], b["median β"].drop("overall"),
+                                   check_names=False)
+
+
+def test_ordering_tables(res):
+    df = tables.table_ordering(res)
+    assert len(df) == 4 * res.sizes["window"]
+    rho = res.rho.sel(metric="width", window="0.90/0.10").values
+    rho = rho[np.isfinite(rho)]
+    row = df.loc[("width w_i", "0.90/0.10")]
+    assert row["median ρ"] == pytest.approx(np.median(rho))
+    assert row["IQR low (q25)"] == pytest.approx(np.percentile(rho, 25))
+    assert row["IQR high (q75)"] == pytest.approx(np.percentile(rho, 75))
+    assert (row["min"], row["max"]) == (rho.min(), rho.max())
+    t62 = tables.table_62(res)
+    assert t62.loc["onset τ_i", "median ρ"] == df.loc[("onset τ_i", "0.95/0.01"), "median ρ"]
+
+
+def test_table_full_loss(res):
+    df = tables.table_full_loss(res)
+    assert list(df.index) == ["overall"] + sorted(set(res.arch.values))
+    assert df.loc["overall", "median β"] == pytest.approx(float(np.median(res.total_beta)))
+    cnn = res.arch.values == "synthetic-cnn"
+    assert df.loc["synthetic-cnn", "median ΔBIC"] == pytest.approx(
+        float(np.median(res.total_delta_bic.values[cnn])))
+    assert df.loc["synthetic-cnn", "runs fitted"] == cnn.sum()
+
+
+def test_table_a7_counts_only_finite_gamma(res):
+    df = tables.table_a7(res)
+    assert ("all checkpoints", "synthetic-cnn") in df.index
+    fin = np.isfinite(res.gamma.values[res.arch.values == "synthetic-vit"]).sum()
+    assert df.loc[("all checkpoints", "synthetic-vit"), "runs"] == fin
+
+
+def test_all_and_format(res):
+    allt = tables.all_tables(res)
+    assert set(allt) == {"table_b2", "table_b31", "table_62", "table_ordering", "table_a7",
+                         "table_full_loss"}
+    text = tables.format_tables(res)
+    assert "B.2" in text and "6.3" in text and "—" in text
+
+
+def test_unknown_window(res):
+    with pytest.raises(ValueError, match="0.5/0.4"):
+        tables.table_b2(res, "0.5/0.4")
