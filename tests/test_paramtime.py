@@ -1,0 +1,244 @@
+"""Parameter time (chord sums between checkpoints) and the s(t) = a + b t^gamma fit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandscope.paramtime import fit_power_time, parameter_time, power_time
+from bandscope.synthetic import PAPER_EPOCHS, make_run_synthetic
+
+# ----------------------------------------------------------------------- parameter_time
+
+
+def _ckpts():
+    # hand-made: chord 1 = ||(3,4)|| = 5 (w) ; chord 2 = sqrt(1^2 + 2^2 + 2^2) = 3 (w and b)
+    return [
+        {"w": np.array([0.0, 0.0]), "b": np.array([[1.0]]), "count": np.array(0)},
+        {"w": np.array([3.0, 4.0]), "b": np.array([[1.0]]), "count": np.array(7)},
+        {"w": np.array([4.0, 6.0]), "b": np.array([[3.0]]), "count": np.array(9)},
+    ]
+
+
+def test_hand_computed_sequence():
+    pt = parameter_time(_ckpts())
+    np.testing.assert_allclose(pt.values, [0.0, 5.0, 8.0], rtol=1e-15)
+    assert pt.dims == ("checkpoint",) and pt.checkpoint.values.tolist() == [0, 1, 2]
+    assert pt.attrs["skipped_keys"] == "count" and pt.attrs["n_parameters"] == 3
+    assert pt.attrs["n_tensors"] == 2 and "A.7" in pt.attrs["paper"]
+    assert pt.name == "param_time"
+
+
+def test_generator_and_live_aliasing():
+    # a generator that mutates and re-yields the same arrays (like model.state_dict() during
+    # training): the previous checkpoint must have been copied
+    def gen():
+        w = np.zeros(3)
+        for k in range(4):
+            w += np.array([1.0, 2.0, 2.0]) * (k > 0)  # each chord has length 3
+            yield {"w": w}
+
+    np.testing.assert_allclose(parameter_time(gen()).values, [0, 3, 6, 9])
+
+
+def test_flat_arrays_and_names():
+    pt = parameter_time(iter([np.zeros(4), np.full(4, 0.5), np.ones(4)]), names=["a", "b", "c"])
+    np.testing.assert_allclose(pt.values, [0, 1, 2])
+    assert pt["checkpoint_name"].values.tolist() == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="2 names for 3 checkpoints"):
+        parameter_time([np.zeros(4)] * 3, names=["a", "b"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.lists(st.integers(1, 5), min_size=1, max_size=4), st.integers(0, 2**31 - 1),
+       st.sampled_from([np.float16, np.float32, np.float64]))
+def test_matches_concatenated_oracle(n_ckpt, sizes, seed, dtype):
+    rng = np.random.default_rng(seed)
+    sds = [{f"p{i}": rng.normal(size=(n,)).astype(dtype) for i, n in enumerate(sizes)} for _ in range(n_ckpt)]
+    flat = [np.concatenate([sd[f"p{i}"].astype(np.float64) for i in range(len(sizes))]) for sd in sds]
+    expect = np.concatenate([[0.0], np.cumsum([np.linalg.norm(b - a) for a, b in zip(flat, flat[1:])])])
+    np.testing.assert_allclose(parameter_time(sds).values, expect, rtol=1e-13, atol=1e-300)
+
+
+def test_large_tensor_chunked(monkeypatch):
+    import bandscope.paramtime as P
+
+    monkeypatch.setattr(P, "_CHUNK", 7)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(10, 10)).astype(np.float32), rng.normal(size=(10, 10)).astype(np.float32)
+    expect = np.linalg.norm(a.astype(np.float64) - b.astype(np.float64))
+    np.testing.assert_allclose(parameter_time([{"x": a}, {"x": b}]).values[1], expect, rtol=1e-14)
+
+
+def test_keys_selection():
+    pt = parameter_time(_ckpts(), keys=["w"])
+    np.testing.assert_allclose(pt.values, [0.0, 5.0, 5.0 + np.sqrt(5.0)])
+    with pytest.raises(KeyError, match="'nope'"):
+        parameter_time(_ckpts(), keys=["nope"])
+
+
+def test_errors_name_the_key():
+    c = _ckpts()
+    del c[2]["b"]
+    with pytest.raises(ValueError, match=r"checkpoint 2 is missing entry 'b'"):
+        parameter_time(c)
+    c = _ckpts()
+    c[1]["extra"] = np.zeros(2)
+    with pytest.raises(ValueError, match=r"checkpoint 1 has an extra entry 'extra'"):
+        parameter_time(c)
+    c = _ckpts()
+    c[1]["w"] = np.zeros(3)
+    with pytest.raises(ValueError, match=r"entry 'w' has shape \(3,\) at checkpoint 1 but \(2,\)"):
+        parameter_time(c)
+    c = _ckpts()
+    c[2]["count"] = np.array(1.5)
+    with pytest.raises(ValueError, match="'count' changes between floating and non-floating"):
+        parameter_time(c)
+    with pytest.raises(ValueError, match="empty"):
+        parameter_time(iter([]))
+    with pytest.raises(ValueError, match="no floating tensors"):
+        parameter_time([{"n": np.array(3)}])
+    with pytest.raises(TypeError, match="checkpoint 1 is a array"):
+        parameter_time([{"w": np.zeros(2)}, np.zeros(2)])
+    with pytest.raises(TypeError, match="not numeric"):
+        parameter_time([np.array(["a", "b"])])
+
+
+def test_torch_state_dicts_duck_typed():
+    torch = pytest.importorskip("torch")
+
+    def states(copy):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(3):
+            sd = model.state_dict()  # live tensors, mutated in place by the next step
+            if copy:  # oracle: one float64 vector of every floating entry, copied
+                yield torch.cat([v.detach().double().flatten() for v in sd.values() if v.is_floating_point()])
+            else:
+                yield sd
+            loss = model(torch.randn(8, 3)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    pt = parameter_time(states(copy=False))
+    assert "num_batches_tracked" in pt.attrs["skipped_keys"]
+    flat = list(states(copy=True))
+    expect = np.concatenate([[0.0], np.cumsum([float((b - a).norm()) for a, b in zip(flat, flat[1:])])])
+    np.testing.assert_allclose(pt.values, expect, rtol=1e-12)
+    assert expect[-1] > 0
+    # bfloat16 tensors (no numpy dtype) are widened exactly
+    a = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
+    b = torch.tensor([4.0, 6.0], dtype=torch.bfloat16, requires_grad=True)
+    np.testing.assert_allclose(parameter_time([{"w": a}, {"w": b}]).values, [0, 5])
+
+
+# ----------------------------------------------------------------------- fit_power_time
+
+STEPS = np.round(PAPER_EPOCHS * 1427).astype(np.int64)
+
+
+def test_power_time_model():
+    np.testing.assert_allclose(power_time([0, 4, 9], 1.0, 2.0, 0.5), [1.0, 5.0, 7.0])
+
+
+def test_noise_free_exact():
+    s = power_time(STEPS, 0.3, 0.9, 0.368)
+    fit = fit_power_time(STEPS, s)
+    assert str(fit.status.values) == "ok"
+    np.testing.assert_allclose([fit.gamma, fit.a, fit.b], [0.368, 0.3, 0.9], rtol=1e-6, atol=1e-8)
+    assert float(fit.r2) > 1 - 1e-12 and int(fit.n) == 53
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("truth", [(0.0, 0.9, 0.37), (2.0, 0.05, 0.6), (-1.0, 3.0, 0.25)])
+def test_noisy_known_answer(seed, truth):
+    a, b, g = truth
+    rng = np.random.default_rng(seed)
+    s_true = power_time(STEPS, a, b, g)
+    s = s_true + rng.normal(0, 2e-3 * (s_true.max() - s_true.min()), s_true.size)
+    fit = fit_power_time(STEPS, s)
+    assert str(fit.status.values) == "ok"
+    assert abs(float(fit.gamma) - g) < 0.01 * g + 4 * float(fit.gamma_stderr)
+    assert abs(float(fit.gamma) - g) < 0.03 * g
+    assert float(fit.r2) > 0.999
+    # oracle: scipy curve_fit started at the truth can do no better than our global fit
+    from scipy.optimize import curve_fit
+
+    p, _ = curve_fit(lambda t, a_, b_, g_: a_ + b_ * np.power(t, g_), STEPS.astype(float), s, p0=truth, maxfev=20000)
+    sse_cf = float(np.sum((s - power_time(STEPS, *p)) ** 2))
+    assert float(fit.sse) <= sse_cf * (1 + 1e-6)
+
+
+def test_stderr_calibrated_roughly():
+    # gamma_stderr should match the spread of gamma over noise draws within a factor ~1.5
+    g_hat, se = [], []
+    for seed in range(30):
+        rng = np.random.default_rng(100 + seed)
+        s = power_time(STEPS, 0.0, 1.0, 0.4) + rng.normal(0, 0.5, STEPS.size)
+        f = fit_power_time(STEPS, s)
+        g_hat.append(float(f.gamma))
+        se.append(float(f.gamma_stderr))
+    ratio = np.std(g_hat) / np.median(se)
+    assert 0.6 < ratio < 1.6, ratio
+
+
+def test_run_dataset_variables_and_windows():
+    ds = make_run_synthetic(5, gamma=0.41)
+    fit = fit_power_time(ds.step, ds.param_time)
+    np.testing.assert_allclose(float(fit.gamma), 0.41, rtol=1e-6)  # synthetic s is exactly b t^gamma
+    win = fit_power_time(ds.step, ds.param_time, epoch=ds.epoch, windows=[(0, 10), (0, 25), (0, 50), (44, 46)])
+    assert win.window.values.tolist() == ["0-10", "0-25", "0-50", "44-46"]
+    assert win.n.values.tolist() == [30, 42, 53, 1]  # 1+11+18 | +10 (11..20) +2 (22, 24) | all
+    assert win.status.values.tolist() == ["ok", "ok", "ok", "omitted"]
+    assert np.isnan(win.gamma.values[-1]) and "fit omitted" in str(win.reason.values[-1])
+    np.testing.assert_allclose(win.gamma.values[:3], 0.41, rtol=1e-6)
+    assert win.window_lo.values.tolist() == [0, 0, 0, 44]
+
+
+def test_windows_recover_changing_exponent():
+    # gamma differs between early and late training: window fits must see the local exponent
+    t = STEPS.astype(float)
+    s = np.where(PAPER_EPOCHS <= 10, power_time(t, 0, 1.0, 0.47), np.nan)
+    win = fit_power_time(t, s, epoch=PAPER_EPOCHS, windows=[(0, 10), (0, 50)])
+    np.testing.assert_allclose(win.gamma.values, [0.47, 0.47], rtol=1e-6)  # NaN padding ignored
+    assert win.n.values.tolist() == [30, 30]
+
+
+def test_unknown_steps_and_degenerate_inputs():
+    s = np.arange(5.0)
+    f = fit_power_time(np.full(5, -1), s)
+    assert str(f.status.values) == "omitted" and np.isnan(float(f.gamma)) and int(f.n) == 0
+    f = fit_power_time([0, 1, 2, 3, 4], np.ones(5))
+    assert str(f.status.values) == "failed" and "constant" in str(f.reason.values)
+    f = fit_power_time([0, 0, 5, 5, 5], [0, 0, 1, 1, 1.0])
+    assert str(f.status.values) == "failed" and "distinct" in str(f.reason.values)
+    f = fit_power_time([0, 1, 2], [0, 1, 2.0])
+    assert str(f.status.values) == "omitted"
+    # a step function is not power-like: gamma runs to the bound and is flagged
+    f = fit_power_time(STEPS, (STEPS > 0).astype(float))
+    assert str(f.status.values) == "failed" and "bound" in str(f.reason.values)
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="pass epoch="):
+        fit_power_time(STEPS, STEPS**0.5, windows=[(0, 10)])
+    with pytest.raises(ValueError, match="lo < hi"):
+        fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, windows=[(10, 0)])
+    with pytest.raises(ValueError, match="different lengths|line up"):
+        fit_power_time(STEPS[:-1], STEPS**0.5)
+    with pytest.raises(ValueError, match="1-D"):
+        fit_power_time(np.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_stacked_runs_loop_over_extra_dims():
+    runs = xr.concat([make_run_synthetic(s, gamma=g) for s, g in ((1, 0.35), (2, 0.45))], dim="run")
+    runs = runs.assign_coords(run=["r1", "r2"])
+    fit = fit_power_time(runs.step, runs.param_time, epoch=runs.epoch, windows=[(0, 10), (0, 50)])
+    assert fit.gamma.dims == ("run", "window") and fit.run.values.tolist() == ["r1", "r2"]
+    np.testing.assert_allclose(fit.gamma.values, [[0.35, 0.35], [0.45, 0.45]], rtol=1e-6)
+    full = fit_power_time(runs.step, runs.param_time)
+    assert full.gamma.dims == ("run",)
