@@ -277,3 +277,18 @@ def test_bad_options():
         band_losses(xa, xa, image_dims=("c", "h", "w"))
     with pytest.raises(ValueError, match="same dims"):
         band_losses(xa, xa.rename(i="j"))
+
+
+def test_mixed_numpy_and_dataarray():
+    rng = np.random.default_rng(7)
+    data, rec = rng.random((3, 2, 8, 8)), rng.random((3, 2, 8, 8))
+    xa = xr.DataArray(data, dims=("img", "c", "y", "x"), coords={"img": [5, 6, 7]})
+    ref = band_losses(data, rec, per_image=True).values
+    for a, b in ((xa, rec), (data, xa.copy(data=rec))):
+        per = band_losses(a, b, per_image=True)
+        assert per.dims == ("img", "band") and per.img.values.tolist() == [5, 6, 7]
+        np.testing.assert_allclose(per.values, ref, rtol=1e-13)
+    with pytest.raises(ValueError, match="same shape"):
+        band_losses(data[:2], xa)
+    with pytest.raises(ValueError, match="same shape"):
+        band_losses(xa, rec[:2])

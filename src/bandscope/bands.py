@@ -357,7 +357,9 @@ def _as_dataarray(x, recon, image_dims):
             )
         xa = np.asarray(x)
         if isinstance(recon, xr.DataArray):
-            return _as_dataarray(recon.copy(data=xa) if recon.shape == xa.shape else xa, recon, None)
+            if recon.shape != xa.shape:
+                raise ValueError(f"x and recon must have the same shape, got {xa.shape} and {recon.shape}")
+            return _as_dataarray(recon.copy(data=xa), recon, None)
         ra = np.asarray(recon)
         if xa.shape != ra.shape:
             raise ValueError(f"x and recon must have the same shape, got {xa.shape} and {ra.shape}")
@@ -431,7 +433,7 @@ def band_losses(
     xd, rd, image_dims, lead_dims = _as_dataarray(x, recon, image_dims)
     j_levels = _shape_levels(tuple(xd.sizes[d] for d in image_dims), "x")
     for what, arr in (("x", xd), ("recon", rd)):
-        if not arr.dtype.kind in "fiu":
+        if arr.dtype.kind not in "fiu":
             raise TypeError(f"{what} must be real numeric (float16/32/64 or integer), got dtype {arr.dtype}")
     if xd.chunks is not None or rd.chunks is not None:  # dask: one chunk per image
         whole = {d: -1 for d in image_dims}
