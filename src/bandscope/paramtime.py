@@ -17,7 +17,7 @@ from scipy.optimize import minimize_scalar
 
 from .run import _VAR_ATTRS
 
-__all__ = ["parameter_time", "fit_power_time"]
+__all__ = ["parameter_time", "fit_power_time", "power_time"]
 
 #: elements per slice when differencing large tensors (bounds the float64 temporary)
 _CHUNK = 1 << 20
