@@ -184,8 +184,9 @@ def _energies_kernel(x: np.ndarray, recon: np.ndarray | None, wd: np.dtype) -> n
         coarse[i0:i1] = _energies_rows(e, fine, rows[i0:i1])
     a = _energies_rows(coarse, j_levels - fine, rows, first=fine)
     rows[:, 0] = np.einsum("ij,ij->i", a.reshape(p, -1), a.reshape(p, -1))
-    # undo the unnormalised sums: level l (0 = finest) carries a factor 2**l per coefficient
-    # column k (band 2**k, k >= 1) comes from level J-k; band 1 (k = 0) from the last level J
+    # undo the unnormalised sums: the input of level l (0 = finest) is 2**l times the
+    # orthonormal approximation, so its energies carry 4**l. Column k >= 1 (band 2**k) comes
+    # from level J-k; column 0 (band 1) from the approximation after all J levels.
     scale = 4.0 ** -np.arange(j_levels, -1, -1, dtype=np.float64)
     scale[0] = 4.0**-j_levels
     rows *= scale
