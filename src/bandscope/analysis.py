@@ -339,20 +339,26 @@ def analyze(
     s_pk = s[run_of[:, None], idx]
     x = np.where(inwin, s_pk - s_pk[:, :1], np.nan)
     y = np.where(inwin, R[run_of[:, None], idx, band_of[:, None]], np.nan)
-    fits = fitting.compare_curves(x, y, inwin, deflation=deflation, min_points=min_points,
-                                  fallback=fallback, n_starts=n_starts)
+    # the full-loss curves (6.3: R_tot over all checkpoints, s rebased to checkpoint 0) ride in
+    # the same batch as the band windows: one grid + one LM call per model
+    Np = max(N, K)
+    padc = lambda a, fill: np.pad(a, ((0, 0), (0, Np - a.shape[1])), constant_values=fill)  # noqa: E731
+    allfits = fitting.compare_curves(
+        np.concatenate([padc(x, np.nan), padc(s - s[:, :1], np.nan)]),
+        np.concatenate([padc(y, np.nan), padc(Rtot, np.nan)]),
+        np.concatenate([padc(inwin, False), padc(valid, False)]),
+        deflation=deflation, min_points=min_points, fallback=fallback, n_starts=n_starts)
+    fits = {key: np.asarray(val)[:C] for key, val in allfits.items()}
+    tot = {key: np.asarray(val)[C:] for key, val in allfits.items()}
     shape = (nR, nW, nB)
     F = {key: np.asarray(val).reshape(shape) for key, val in fits.items()}
     no_cross = (nfit.reshape(shape) == 0) & ~np.isfinite(c_hi + c_lo)
     for r_, w_, b_ in zip(*np.nonzero(no_cross & (F["status"] == "omitted"))):
         F["reason"][r_, w_, b_] = ("no active window: R_i(s_0) <= 0 (initial loss at or below "
                                    "the floor), so no threshold crossings"
-                                   if not R0[r_, b_] > 0 else
+                                   if np.isnan(q[r_, 0, b_]) else
                                    "no active window: a threshold was never crossed")
 
-    # full-loss fit (6.3): R_tot over all checkpoints, s rebased to checkpoint 0
-    tot = fitting.compare_curves(s - s[:, :1], Rtot, valid, deflation=deflation,
-                                 min_points=min_points, fallback=fallback, n_starts=n_starts)
 
     # band-fit reconstruction (6.3)
     s_start = np.take_along_axis(s, np.maximum(start, 0).reshape(nR, nW * nB),

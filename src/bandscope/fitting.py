@@ -299,6 +299,8 @@ def fit_lmfit(s, R, *, model="weibull", n_starts=5, starts=None, min_points=None
 
 
 # --------------------------------------------------------------------------- batch path
+_LAM_STOP = 1e10  # damping at which a curve counts as converged (no step lowers its SSE)
+_REL_STOP = 1e-15  # an accepted step lowering SSE by less than this (relative) also ends it
 _U_BOUND = 30.0  # |log ω| bound in scaled units (ω between e^-30 and e^30 times the span)
 _GRID_U = np.linspace(np.log(1e-3), np.log(1e3), 22)
 _GRID_BETA = np.geomspace(BETA_MIN, BETA_MAX, 16)
@@ -399,12 +401,12 @@ def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200):
         bn = ba if fixed_beta else np.clip(ba + db, BETA_MIN, BETA_MAX)
         *_, sse_n, _ = _profile(lx[a], pos[a], y[a], w[a], un, bn)
         ok = np.isfinite(sse_n) & (sse_n < sse_a)
-        small = ok & ((sse_a - sse_n) <= 1e-15 * sse_a)
+        small = ok & ((sse_a - sse_n) <= _REL_STOP * sse_a)
         u[a] = np.where(ok, un, ua)
         beta[a] = np.where(ok, bn, ba)
         sse[a] = np.where(ok, sse_n, sse_a)
         lam[a] = np.where(ok, np.maximum(la * 0.3, 1e-12), la * 10.0)
-        done = (lam[a] > 1e10) | small | ~np.isfinite(du) | ~np.isfinite(db)
+        done = (lam[a] > _LAM_STOP) | small | ~np.isfinite(du) | ~np.isfinite(db)
         converged[a[done]] = True
         active = a[~done]
     return u, beta, sse, converged
@@ -483,17 +485,16 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
     with np.errstate(divide="ignore"):
         lx = np.where(pos, np.log(np.where(pos, xs, 1.0)), 0.0)
     fixed = model == "exponential"
-    best_u = best_b = best_sse = best_conv = None
-    for u0, b0 in _grid_starts(lx, pos, ys, w, fixed):
-        u, b, sse, conv = _lm_profiled(lx, pos, ys, w, u0, b0, fixed, max_iter=max_iter)
-        if best_u is None:
-            best_u, best_b, best_sse, best_conv = u, b, sse, conv
-        else:
-            better = sse < best_sse
-            best_u = np.where(better, u, best_u)
-            best_b = np.where(better, b, best_b)
-            best_conv = np.where(better, conv, best_conv)
-            best_sse = np.minimum(sse, best_sse)
+    starts = _grid_starts(lx, pos, ys, w, fixed)
+    S = len(starts)
+    # all starts of all curves in one batched LM call (rows = start-major copies of the curves)
+    u, b, sse_s, conv = _lm_profiled(
+        np.tile(lx, (S, 1)), np.tile(pos, (S, 1)), np.tile(ys, (S, 1)), np.tile(w, (S, 1)),
+        np.concatenate([u0 for u0, _ in starts]), np.concatenate([b0 for _, b0 in starts]),
+        fixed, max_iter=max_iter)
+    pick = np.argmin(sse_s.reshape(S, -1), axis=0)
+    rows = pick * fit.size + np.arange(fit.size)
+    best_u, best_b, best_conv = u[rows], b[rows], conv[rows]
     _, _, A, _, _, _ = _profile(lx, pos, ys, w, best_u, best_b)
     A = A * yscale
     omega = np.exp(best_u) * xscale

@@ -9,7 +9,8 @@ Conventions (decisions where the paper is silent are marked *choice*):
   R_tot = Σ_i R_i exactly (A.9).
 * q_i(s_k) = R_i(s_k) / R_i(s_0) (§5.1). *Choice*: a band with R_i(s_0) ≤ 0 (its initial
   loss is at or below its floor: nothing to resolve) has no crossings (NaN): q would be
-  undefined or have its sign flipped.
+  undefined or have its sign flipped. R_i(s_0) within 16 ulps of the curve's largest |R|
+  counts as 0 (rounding of L - floor).
 * α-crossing (A.10): the first k with q(s_{k-1}) > α and q(s_k) ≤ α, then
   c = s_{k-1} + (q_{k-1} - α)/(q_{k-1} - q_k)·(s_k - s_{k-1}). NaN if there is no such
   bracket. If q starts at or below α the crossing is the first later *downward* transition
@@ -131,12 +132,23 @@ def residuals(band_loss, floor):
 
 
 # --------------------------------------------------------------------------- crossings
+#: R(s_0) at or below this many ulps of the curve's largest |R| counts as 0 (rounding of L - floor)
+_R0_ULPS = 16.0
+
+
 def _normalized_residual(R, axis=-1):
-    """q = R / R(s_0) along ``axis``; NaN everywhere for a curve with R(s_0) ≤ 0 (or NaN)."""
+    """q = R / R(s_0) along ``axis``; NaN everywhere for a curve with R(s_0) ≤ 0 (or NaN).
+
+    ``R(s_0) ≤ 16·eps·max|R|`` counts as 0: that is rounding of ``L - floor`` (e.g. a flat band
+    whose floor is the mean of identical values), not a residual to resolve.
+    """
     R = np.moveaxis(np.asarray(R, dtype=np.float64), axis, -1)
     R0 = R[..., :1]
+    with np.errstate(invalid="ignore"):
+        scale = np.nanmax(np.abs(R), axis=-1, keepdims=True, initial=0.0)
+    pos = R0 > _R0_ULPS * np.finfo(np.float64).eps * scale
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(R0 > 0, R / np.where(R0 > 0, R0, 1.0), np.nan)
+        q = np.where(pos, R / np.where(pos, R0, 1.0), np.nan)
     return np.moveaxis(q, -1, axis)
 
 
