@@ -271,3 +271,18 @@ def test_gamma_from_paramtime(monkeypatch, runs):
     np.testing.assert_allclose(out.gamma.values, 0.37)
     np.testing.assert_allclose(out.gamma_w.values, [[0.3, 0.35, 0.4]] * 2)
     assert out.gamma_window.values.tolist() == ["0-10", "0-25", "0-50"]
+
+
+def test_gamma_known_answer_with_real_paramtime(runs):
+    """The synthetic runs have s = b t^0.37 exactly (A.7), so every gamma is 0.37."""
+    out = analyze(runs[:2])
+    np.testing.assert_allclose(out.gamma.values, 0.37, rtol=1e-6)
+    np.testing.assert_allclose(out.gamma_w.values, 0.37, rtol=1e-6)
+    assert (out.gamma_r2 > 0.999999).all()
+
+
+def test_gamma_nan_without_step():
+    s = np.linspace(0, 10, 30)
+    L = np.stack([1e-3 + np.exp(-s), 1e-3 + np.exp(-s / 2)], axis=1)
+    out = analyze(make_run(L, s))  # step unknown (-1)
+    assert np.isnan(out.gamma.values).all() and "no step" in out.attrs["gamma_note"]

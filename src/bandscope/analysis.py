@@ -159,10 +159,8 @@ def _gamma(ds, gamma_windows):
     gwr2 = np.full(nw, np.nan)
     if "step" not in ds or (np.asarray(ds["step"].values) < 0).any():
         return nan4, gw, gwr2, "no step: gamma not computed"
-    try:
-        from .paramtime import fit_power_time
-    except (ImportError, AttributeError):
-        return nan4, gw, gwr2, "bandscope.paramtime.fit_power_time not available"
+    from .paramtime import fit_power_time
+
     step = ds["step"].values
     s = ds["param_time"].values
     note = ""
@@ -171,7 +169,11 @@ def _gamma(ds, gamma_windows):
         out = {f"gamma{'' if k == 'gamma' else '_' + k}": _get(res, k)
                for k in ("gamma", "a", "b", "r2")}
         out = {k: (float(v) if v is not None and v.size == 1 else np.nan) for k, v in out.items()}
-    except Exception as exc:  # a failing gamma fit must not kill the band analysis
+        status = str(np.asarray(res["status"]).item()) if "status" in res else "ok"
+        if status != "ok":
+            note = f"gamma fit {status}: {np.asarray(res['reason']).item()}"
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        # a gamma fit that cannot be done must not kill the band analysis: NaN + note
         out, note = nan4, f"fit_power_time failed: {type(exc).__name__}: {exc}"
     if nw and "epoch" in ds:
         try:
@@ -182,7 +184,7 @@ def _gamma(ds, gamma_windows):
                 gw = g.reshape(nw)
             if r2 is not None and r2.size == nw:
                 gwr2 = r2.reshape(nw)
-        except Exception as exc:
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
             note += f"; windowed fit_power_time failed: {type(exc).__name__}: {exc}"
     return out, gw, gwr2, note
 
