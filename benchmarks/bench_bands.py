@@ -53,6 +53,22 @@ def main(rounds: int = 15, shape=(256, 3, 64, 64), seed: int = 0) -> dict:
         "fast_f64_in_f16": lambda: _band_energies(x16, r16, dtype=np.float64),
         "floor_f16": lambda: np.square(np.subtract(x16, r16, dtype=np.float32)).sum(),
     }
+    try:  # the torch twin on the same panel (CPU), for the recorder's probe cost
+        import torch
+
+        from bandscope.torch.haar import haar_band_losses
+
+        torch.set_num_threads(1)  # like numpy here: one thread (2 shared cores)
+        tx, tr = torch.from_numpy(x), torch.from_numpy(recon)
+        torch_haar_warm = haar_band_losses(tx, tr)  # noqa: F841  first call allocates
+
+        def torch_haar():
+            with torch.no_grad():
+                return haar_band_losses(tx, tr, per_image=True)
+
+        fns["torch_f32"] = torch_haar
+    except ImportError:
+        pass
     t = _interleaved_best(fns, rounds)
     t["pywt"] = _interleaved_best({"pywt": lambda: _band_energies_pywt(x, recon)}, max(3, rounds // 3))[
         "pywt"
@@ -61,6 +77,8 @@ def main(rounds: int = 15, shape=(256, 3, 64, 64), seed: int = 0) -> dict:
     for k in ("fast_f32", "fast_f64", "public_f64"):
         res[f"pywt_over_{k}"] = t["pywt"] / t[k]
         res[f"{k}_over_floor"] = t[k] / t["floor"]
+    if "torch_f32" in t:
+        res["torch_f32_over_floor"] = t["torch_f32"] / t["floor"]
     for k in ("fast_f32_in_f16", "fast_f64_in_f16"):
         res[f"{k}_over_floor"] = t[k] / t["floor"]
         res[f"{k}_over_floor_f16"] = t[k] / t["floor_f16"]

@@ -65,9 +65,11 @@ def _working(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 def _band_energies(e: torch.Tensor) -> torch.Tensor:
     """Sum of squared orthonormal Haar coefficients per band over the last three dims.
 
-    Returns ``(..., J+1)``, band 1 first. Per level, with ``a, b`` the two rows and ``s = a+b``,
-    ``d = a-b`` of each 2x2 block, the detail energy is ``sum(d**2)/2 + sum((s0-s1)**2)/4`` and
-    the next approximation is ``(s0+s1)/2`` (orthonormal Haar, no cancellation).
+    Returns ``(..., J+1)``, band 1 first. Per level, with ``c = r0 + r1`` / ``u = r0 - r1`` over
+    vertical pairs of rows (contiguous, fast) and ``c0, c1`` the horizontal neighbours of ``c``,
+    the detail energy is ``sum(u**2)/2 + sum((c0-c1)**2)/4`` and the next approximation is
+    ``(c0+c1)/2`` (orthonormal Haar; every detail energy is a sum of squares of directly
+    computed coefficients, no difference of large norms).
     """
     j_levels = haar_levels(int(e.shape[-1]))
     lead = e.shape[:-2]
@@ -76,13 +78,14 @@ def _band_energies(e: torch.Tensor) -> torch.Tensor:
     n = int(e.shape[-1])
     for _ in range(j_levels):
         m = n // 2
-        blocks = a.reshape(*lead, m, 2, m, 2)
-        s = blocks[..., 0, :, :] + blocks[..., 1, :, :]  # (..., m, m, 2) row-pair sums
-        d = blocks[..., 0, :, :] - blocks[..., 1, :, :]  # row-pair differences
-        s0, s1 = s[..., 0], s[..., 1]
-        det = d.square().sum(dim=(-3, -2, -1)) * 0.5 + (s0 - s1).square().sum(dim=(-2, -1)) * 0.25
-        details.append(det.sum(dim=-1))  # sum over channels
-        a = (s0 + s1) * 0.5
+        rows = a.reshape(*lead, m, 2, n)
+        c = rows[..., 0, :] + rows[..., 1, :]  # (..., C, m, n) vertical pair sums
+        u = rows[..., 0, :] - rows[..., 1, :]
+        cols = c.reshape(*lead, m, m, 2)
+        v = cols[..., 0] - cols[..., 1]
+        det = u.square().sum(dim=(-3, -2, -1)) * 0.5 + v.square().sum(dim=(-3, -2, -1)) * 0.25
+        details.append(det)
+        a = (cols[..., 0] + cols[..., 1]) * 0.5
         n = m
     approx = a.square().sum(dim=(-3, -2, -1))
     return torch.stack([approx] + details[::-1], dim=-1)
