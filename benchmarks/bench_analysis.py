@@ -24,7 +24,7 @@ import lmfit
 import numpy as np
 from scipy import stats
 
-from bandscope.analysis import analyze
+from bandscope.analysis import _gamma, analyze
 from bandscope.fitting import start_values, weibull
 from bandscope.synthetic import make_runs_synthetic
 
@@ -95,6 +95,13 @@ def main(repeats=3):
         res = analyze(runs)
         t_fast.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
+    for r in runs:
+        _gamma(r, ((0, 10), (0, 25), (0, 50)))
+    t_gamma = time.perf_counter() - t0
+    c0 = time.process_time()
+    analyze(runs)
+    cpu_fast = time.process_time() - c0
+    t0 = time.perf_counter()
     base = baseline(res)
     t_base = time.perf_counter() - t0
     fast = min(t_fast)
@@ -107,6 +114,8 @@ def main(repeats=3):
     out = {
         "analyze_s": fast,
         "analyze_s_all": t_fast,
+        "analyze_cpu_s": cpu_fast,
+        "gamma_part_s": t_gamma,
         "baseline_s": t_base,
         "speedup": t_base / fast,
         "band_fits": n_fits,
@@ -117,6 +126,8 @@ def main(repeats=3):
           f"(Weibull + exponential) + 12 full-loss fits + ordering")
     print(f"analyze():       {fast:.3f} s (best of {repeats}: "
           + ", ".join(f"{t:.3f}" for t in t_fast) + ")")
+    print(f"  of which gamma (paramtime.fit_power_time, 24 calls): {t_gamma:.3f} s; "
+          f"analyze() CPU time {cpu_fast:.3f} s")
     print(f"plain lmfit:     {t_base:.3f} s (5-start Weibull + 1-start exponential per curve)")
     print(f"ratio baseline/analyze: {t_base / fast:.1f}x")
     for key, v in excess.items():
