@@ -63,6 +63,18 @@ def _trainable(module: nn.Module, name: str) -> bool:
     return isinstance(p, torch.Tensor) and p.requires_grad
 
 
+def _outer_sum_sq(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||Σ_t p_t q_tᵀ||_F² for p (N, A, T), q (N, B, T).
+
+    Either materialise the (A, B) matrix (cost N·A·B·T) or use the ghost-norm identity
+    Σ_{t,t'} (p_t·p_t')(q_t·q_t') (cost N·T²·(A+B)), whichever is cheaper.
+    """
+    a, b, t = p.shape[1], q.shape[1], p.shape[2]
+    if t * t * (a + b) < a * b * t:
+        return (torch.bmm(p.transpose(1, 2), p) * torch.bmm(q.transpose(1, 2), q)).flatten(1).sum(1)
+    return _sq(torch.bmm(p, q.transpose(1, 2)))
+
+
 def _linear(m: nn.Linear, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     n = a.shape[0]
     out = torch.zeros(n, dtype=d.dtype, device=d.device)
@@ -74,11 +86,7 @@ def _linear(m: nn.Linear, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         return out
     a3, d3 = a.reshape(n, -1, a.shape[-1]), d.reshape(n, -1, d.shape[-1])
     if _trainable(m, "weight"):
-        t, i, o = a3.shape[1], a3.shape[2], d3.shape[2]
-        if t * t * (i + o) < t * i * o:  # ghost norm: sum_tt' (a_t.a_t')(d_t.d_t')
-            out += (torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(d3, d3.transpose(1, 2))).flatten(1).sum(1)
-        else:
-            out += _sq(torch.bmm(d3.transpose(1, 2), a3))
+        out += _outer_sum_sq(d3.transpose(1, 2), a3.transpose(1, 2))
     if _trainable(m, "bias"):
         out += _sq(d3.sum(1))
     return out
@@ -125,7 +133,7 @@ def _conv(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     if _trainable(m, "weight"):
         u = F.unfold(a2, _pair(m.kernel_size, nd), dilation=_pair(m.dilation, nd), padding=pad,
                      stride=_pair(m.stride, nd))  # (N, Cin k^2, L)
-        out += _sq(torch.bmm(dflat, u.transpose(1, 2)))
+        out += _outer_sum_sq(dflat, u)
     if _trainable(m, "bias"):
         out += _sq(dflat.sum(2))
     return out
@@ -148,7 +156,7 @@ def _conv_transpose(m: nn.ConvTranspose2d, a: torch.Tensor, d: torch.Tensor) -> 
         if u.shape[-1] != af.shape[-1]:
             raise RuntimeError(f"{type(m).__name__}: unfolded output gradient has {u.shape[-1]} positions, "
                                f"input has {af.shape[-1]}")
-        out += _sq(torch.bmm(af, u.transpose(1, 2)))
+        out += _outer_sum_sq(af, u)
     if _trainable(m, "bias"):
         out += _sq(d2.flatten(2).sum(2))
     return out
@@ -251,6 +259,7 @@ class _LayerTaps:
             self.layers.append((name, mod, h))
         self.inputs: dict[str, tuple[torch.Tensor, int]] = {}
         self.outputs: dict[str, torch.Tensor] = {}
+        self.order: dict[str, int] = {}
         self._handles = []
 
     @contextlib.contextmanager
@@ -264,11 +273,13 @@ class _LayerTaps:
                 x = inp[0].detach()
                 self.inputs[name] = (x, x._version)
                 self.outputs[name] = out
+                self.order[name] = len(self.order)
                 return out.clone()
             return hook
 
         self.inputs.clear()
         self.outputs.clear()
+        self.order.clear()
         self._handles = [mod.register_forward_hook(make(name)) for name, mod, _ in self.layers]
         try:
             yield self
@@ -282,13 +293,15 @@ class _LayerTaps:
                 f"layers {missing} hold trainable parameters but their forward was never called "
                 "(parameters used functionally, e.g. inside nn.MultiheadAttention); use backend='vmap'")
 
-    def per_sample_sq_norms(self, out: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+    def per_sample_sq_norms(self, out: torch.Tensor, cotangent: torch.Tensor, skip=()) -> torch.Tensor:
         """Σ over layers of ||∂(cotangent·f_n)/∂θ||² per sample n (one backward, no weight grads)."""
-        names = [name for name, _, _ in self.layers]
-        deltas = torch.autograd.grad(out, [self.outputs[k] for k in names], cotangent,
-                                     retain_graph=True, allow_unused=True)
+        layers = [lay for lay in self.layers if lay[0] not in skip]
         total = torch.zeros(out.shape[0], dtype=torch.float64, device=out.device)
-        for (name, mod, h), d in zip(self.layers, deltas):
+        if not layers:
+            return total
+        deltas = torch.autograd.grad(out, [self.outputs[k] for k, _, _ in layers], cotangent,
+                                     retain_graph=True, allow_unused=True)
+        for (name, mod, h), d in zip(layers, deltas):
             if d is None:
                 continue
             a, version = self.inputs[name]
@@ -297,6 +310,55 @@ class _LayerTaps:
                                    "ran; per-sample norms need backend='vmap'")
             total += h(mod, a, d).to(torch.float64)
         return total
+
+    def output_layer_exact(self, out: torch.Tensor, gen: torch.Generator):
+        """Exact per-sample ||J_n||_F² of the output layer's parameters, when it can be had cheaply.
+
+        Applies when the last Linear / Conv / ConvTranspose layer run produces a tensor z of the
+        output's shape and the output is an elementwise function of it, f = φ(z) (checked with a
+        Gaussian probe: the vjp of w must equal w ⊙ φ'(z)). Then, per sample,
+        ||∂f/∂b||² = Σ_o φ'(z_o)² and ||∂f/∂W||² = Σ_o φ'(z_o)² S_o with S_o the squared norm
+        of the input patch feeding output o (the layer's own op applied to a² with unit
+        weights). Returns ``(layer name, per-sample norms)`` or ``None``.
+        """
+        cands = [lay for lay in self.layers if self.outputs[lay[0]].shape == out.shape]
+        if not cands:
+            return None
+        name, mod, _ = max(cands, key=lambda lay: self.order[lay[0]])
+        if not isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
+            return None
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)) and (
+                mod.groups != 1 or mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
+            return None
+        z = self.outputs[name]
+        w = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
+        d1, dw = (torch.autograd.grad(out, z, c, retain_graph=True)[0]
+                  for c in (torch.ones_like(out), w))
+        if not torch.allclose(dw, w * d1, rtol=1e-4, atol=1e-6 * float(d1.abs().max()) + 1e-30):
+            return None  # not elementwise (softmax, mixing, reshapes that permute...)
+        a = self.inputs[name][0]
+        phi2 = d1.to(torch.float64).pow(2)
+        n = out.shape[0]
+        total = torch.zeros(n, dtype=torch.float64, device=out.device)
+        if _trainable(mod, "bias"):
+            total += phi2.flatten(1).sum(1)
+        if _trainable(mod, "weight"):
+            a2 = a.to(torch.float64).pow(2)
+            if isinstance(mod, nn.Linear):
+                s = a2.sum(-1, keepdim=True)  # (N, ..., 1)
+            else:
+                k = mod.kernel_size
+                cin = a.shape[1]
+                kw = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+                if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+                    conv = F.conv1d if len(k) == 1 else F.conv2d
+                    s = conv(a2, torch.ones(1, cin, *k, dtype=a2.dtype, device=a2.device), **kw)
+                else:
+                    conv = F.conv_transpose1d if len(k) == 1 else F.conv_transpose2d
+                    s = conv(a2, torch.ones(cin, 1, *k, dtype=a2.dtype, device=a2.device),
+                             output_padding=mod.output_padding, **kw)
+            total += (phi2 * s).flatten(1).sum(1)
+        return name, total
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,43 +475,55 @@ def per_sample_grad_norms(model: nn.Module, inputs: torch.Tensor, cotangent: tor
         return total
 
 
-def _network_scale(model, out, taps, x, estimator, n_probes, gen, backend, chunk_size, params):
+def _network_scale(model, out, taps, x, estimator, n_probes, gen, backend, chunk_size, params,
+                   exact_output_layer):
     """Return (estimate, standard error or nan, per-probe values)."""
     n = out.shape[0]
     if estimator == "exact":
         if backend == "vmap":
-            return float(_vmap_per_sample(model, x, None, True, chunk_size).sum()), 0.0, None
+            return float(_vmap_per_sample(model, x, None, True, chunk_size).sum()), 0.0, None, ""
         flat = out.reshape(n, -1)
         total = torch.zeros(n, dtype=torch.float64)
         for o in range(flat.shape[1]):
             e = torch.zeros_like(flat)
             e[:, o] = 1
             total += taps.per_sample_sq_norms(out, e.view_as(out))
-        return float(total.sum()), 0.0, None
+        return float(total.sum()), 0.0, None, ""
     vals = []
     per_sample = []
+    exact_part, skip, skip_params = None, (), set()
+    if exact_output_layer and backend == "hooks":
+        found = taps.output_layer_exact(out, gen)
+        if found is not None:
+            name, exact_part = found
+            skip = (name,)
+            mod = dict(model.named_modules())[name]
+            skip_params = {id(getattr(mod, k)) for k in ("weight", "bias") if _trainable(mod, k)}
+    const = 0.0 if exact_part is None else float(exact_part.sum())
     for _ in range(n_probes):
         u = _rademacher(out.shape, out, gen)
         if estimator == "batch-hutchinson":
-            gp = torch.autograd.grad(out, params, u, retain_graph=True)
-            vals.append(float(sum(t.to(torch.float64).pow(2).sum() for t in gp)))
+            ps = [p for p in params if id(p) not in skip_params]
+            gp = torch.autograd.grad(out, ps, u, retain_graph=True) if ps else ()
+            vals.append(const + float(sum(t.to(torch.float64).pow(2).sum() for t in gp)))
         elif backend == "vmap":
             s = _vmap_per_sample(model, x, u, False, chunk_size)
             per_sample.append(s)
             vals.append(float(s.sum()))
         else:
-            s = taps.per_sample_sq_norms(out, u)
+            s = taps.per_sample_sq_norms(out, u, skip=skip)
             per_sample.append(s)
-            vals.append(float(s.sum()))
+            vals.append(const + float(s.sum()))
+    info = skip[0] if skip else ""
     est = float(np.mean(vals))
     if n_probes < 2:
-        return est, math.nan, vals
+        return est, math.nan, vals, info
     if per_sample:  # independent across samples: Var = Σ_n var_n / n_probes
         s = torch.stack(per_sample)
         se = math.sqrt(float(s.var(0, unbiased=True).sum()) / n_probes)
     else:
         se = float(np.std(vals, ddof=1) / math.sqrt(n_probes))
-    return est, se, vals
+    return est, se, vals, info
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,14 +566,14 @@ def _split(batch, which):
 
 
 def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backend, chunk_size,
-               bands, n_units):
+               bands, n_units, exact_output_layer):
     x, y = _split(batch, which)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
     bn_handles = _freeze_batchnorm_hooks(model)
     taps = None
-    need_taps = backend == "hooks" and estimator != "batch-hutchinson"
+    need_taps = backend == "hooks" and (estimator != "batch-hutchinson" or exact_output_layer)
     try:
         with torch.enable_grad():
             if need_taps:
@@ -524,9 +598,10 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             "n_units": m, "n_units_how": m_how, "n_samples": int(out.shape[0]),
             "n_outputs": int(out[0].numel()),
         }
-        ns, se, vals = _network_scale(model, out, taps, x, estimator, n_probes, gen, backend,
-                                      chunk_size, params)
-        stats.update(network_scale=ns, network_scale_se=se, network_scale_probes=vals)
+        ns, se, vals, exact_layer = _network_scale(model, out, taps, x, estimator, n_probes, gen,
+                                                   backend, chunk_size, params, exact_output_layer)
+        stats.update(network_scale=ns, network_scale_se=se, network_scale_probes=vals,
+                     exact_output_layer=exact_layer)
         if bands:
             from bandscope.torch.haar import haar_band_project
 
@@ -557,6 +632,7 @@ def measure_lnp(
     bands: bool = False,
     backend: str = "hooks",
     seed=None,
+    exact_output_layer: bool = True,
     chunk_size: int | None = None,
 ) -> xr.Dataset:
     """LNP statistics of one step: ℒ, 𝒩, ||∇L||², P (and the cross terms with a second batch).
@@ -588,6 +664,12 @@ def measure_lnp(
         torch.func (any layer; no train-mode dropout).
     seed : int, torch.Generator or None
         Probe randomness (a private generator; the global RNG is never used).
+    exact_output_layer : bool
+        Hutchinson estimators (hooks backend): take the output layer's share of 𝒩 exactly when
+        the output is an elementwise function of its last Linear/Conv/ConvTranspose layer
+        (``_LayerTaps.output_layer_exact``) and probe only the other layers. Still unbiased;
+        removes the output layer's (often dominant) probe variance. The layer used is named in
+        ``attrs["exact_output_layer"]`` ("" if none).
 
     Returns
     -------
@@ -614,7 +696,8 @@ def measure_lnp(
     if n_probes < 1:
         raise ValueError(f"n_probes must be >= 1, got {n_probes}")
     gen = _make_generator(seed)
-    kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, backend=backend, chunk_size=chunk_size)
+    kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, backend=backend, chunk_size=chunk_size,
+              exact_output_layer=bool(exact_output_layer))
     with _preserved(model):
         sa = _one_batch(model, loss_fn, batch_a, "a", bands=bands, n_units=n_units, **kw)
     sb = None
@@ -661,7 +744,7 @@ def measure_lnp(
     ds.attrs.update(
         estimator=network_scale, backend=backend, n_probes=n_probes,
         n_units=sa["n_units"], n_units_how=sa["n_units_how"], n_samples=sa["n_samples"],
-        n_outputs=sa["n_outputs"],
+        n_outputs=sa["n_outputs"], exact_output_layer=sa["exact_output_layer"],
         batchnorm="training-mode BatchNorm uses the batch statistics held constant; running stats untouched",
         definition="LNP decomposition, spectral reach section 3 / appendix A; docs/lnp.md",
     )
