@@ -13,7 +13,7 @@ Two fitting paths give the same optimum:
 * :func:`fit_curves` -- many curves at once (the analysis uses this). Variable projection:
   for fixed (ω, β) the best amplitude is closed-form, ``A* = Σ R f / Σ f²`` with
   ``f = exp(-(s/ω)^β)``, so only (log ω, β) are searched: first a coarse grid evaluated for
-  all curves at once in numpy, then a batched Levenberg--Marquardt on the profiled
+  all curves at once in numpy (plus per-curve ω at checkpoint midpoints for large β), then a batched Levenberg--Marquardt on the profiled
   two-parameter problem (Kaufman's Jacobian) from the best grid point in each of three β
   ranges, iterated until no step lowers the SSE. Curves whose batch solve does not converge
   within ``max_iter`` are re-fitted with :func:`fit_lmfit` and the better SSE is kept.
@@ -322,30 +322,53 @@ def _profile(lx, pos, y, w, u, beta):
 
 
 def _grid_starts(lx, pos, y, w, fixed_beta):
-    """Best grid point per curve (overall and per β bracket): list of (u, β) start arrays."""
-    C = y.shape[0]
+    """Best grid point per curve in each β bracket: list of (u, β) start arrays.
+
+    The grid is 22 log ω × 16 β shared by all curves, plus, for the three largest β (nearly
+    step-shaped curves, whose SSE is flat in ω between checkpoints), ω at the geometric
+    midpoint of every pair of adjacent checkpoints of each curve.
+    """
+    C, N = y.shape
     syy = np.einsum("ij,ij->i", w * y, y)
     betas = np.array([1.0]) if fixed_beta else _GRID_BETA
-    sse = np.empty((C, betas.size, _GRID_U.size))
+    # per-curve midpoint candidates (scaled log s), NaN where a pair is not two positive points
+    with np.errstate(invalid="ignore"):
+        mid = np.where(pos[:, 1:] & pos[:, :-1], 0.5 * (lx[:, 1:] + lx[:, :-1]), np.nan)
+    n_mid = 0 if fixed_beta else mid.shape[1]
+    G = _GRID_U.size
+    sse = np.full((C, betas.size, G + n_mid), np.inf)
+
+    def profiled_sse(f):
+        fw = f * w
+        sff = np.einsum("ij,ij->i", fw, f)
+        sfy = np.einsum("ij,ij->i", fw, y)
+        A = np.where(sff > 0, np.maximum(sfy / np.where(sff > 0, sff, 1.0), 0.0), 0.0)
+        return syy - 2 * A * sfy + A * A * sff
+
     for bi, b in enumerate(betas):
         with np.errstate(under="ignore", over="ignore"):
             P = np.where(pos, np.exp(b * lx), 0.0)  # (s/span)^β
         for ui, u in enumerate(_GRID_U):
             with np.errstate(under="ignore", over="ignore"):
-                f = np.exp(-P * np.exp(-b * u))
-            fw = f * w
-            sff = np.einsum("ij,ij->i", fw, f)
-            sfy = np.einsum("ij,ij->i", fw, y)
-            A = np.where(sff > 0, np.maximum(sfy / np.where(sff > 0, sff, 1.0), 0.0), 0.0)
-            sse[:, bi, ui] = syy - 2 * A * sfy + A * A * sff
+                sse[:, bi, ui] = profiled_sse(np.exp(-P * np.exp(-b * u)))
+        if n_mid and bi >= betas.size - 3:
+            for m in range(n_mid):
+                um = mid[:, m]
+                ok = np.isfinite(um)
+                if not ok.any():
+                    continue
+                with np.errstate(under="ignore", over="ignore"):
+                    f = np.exp(-P * np.exp(-b * np.where(ok, um, 0.0))[:, None])
+                sse[:, bi, G + m] = np.where(ok, profiled_sse(f), np.inf)
+    ucand = np.concatenate([np.broadcast_to(_GRID_U, (C, G)), np.nan_to_num(mid[:, :n_mid])], axis=1)
     starts = []
     brackets = [(1.0, 1.0)] if fixed_beta else _BETA_BRACKETS
     for lo, hi in brackets:
         sel = (betas >= lo) & (betas <= hi)
         sub = sse[:, sel, :].reshape(C, -1)
         idx = np.argmin(sub, axis=1)
-        bi, ui = np.unravel_index(idx, (sel.sum(), _GRID_U.size))
-        starts.append((_GRID_U[ui].copy(), betas[sel][bi].copy()))
+        bi, ui = np.unravel_index(idx, (sel.sum(), G + n_mid))
+        starts.append((ucand[np.arange(C), ui].copy(), betas[sel][bi].copy()))
     return starts
 
 
