@@ -162,11 +162,16 @@ def test_float16_and_integer_inputs():
     rng = np.random.default_rng(3)
     x = rng.random((4, 3, 16, 16)).astype(np.float16)
     r = rng.random((4, 3, 16, 16)).astype(np.float16)
-    a = band_losses(x, r)
+    a = band_losses(x, r, dtype=np.float64)
     b = band_losses(x.astype(np.float64), r.astype(np.float64))
     np.testing.assert_allclose(a.values, b.values, rtol=1e-13)
     a32 = band_losses(x, r, dtype=np.float32)
     np.testing.assert_allclose(a32.values, b.values, rtol=1e-5)
+    # default for float16/float32 input: float32 working precision (float64 accumulation)
+    auto = band_losses(x, r)
+    assert auto.attrs["dtype"] == "float32"
+    np.testing.assert_allclose(auto.values, b.values, rtol=1e-5)
+    assert band_losses(x.astype(np.float64), r).attrs["dtype"] == "float64"
     xi = rng.integers(0, 256, size=(2, 3, 8, 8)).astype(np.uint8)
     ri = rng.integers(0, 256, size=(2, 3, 8, 8)).astype(np.uint8)  # no uint8 wrap-around
     np.testing.assert_allclose(
