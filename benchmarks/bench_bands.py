@@ -75,7 +75,7 @@ def main(rounds: int = 15, shape=(256, 3, 64, 64), seed: int = 0) -> dict:
         "pywt"
     ]
     res = {f"time_ms_{k}": v * 1e3 for k, v in t.items()}
-    for k in ("fast_f32", "fast_f64", "public_f64"):
+    for k in ("fast_f32", "fast_f64", "public_default", "public_f64"):
         res[f"pywt_over_{k}"] = t["pywt"] / t[k]
         res[f"{k}_over_floor"] = t[k] / t["floor"]
     if "torch_f32" in t:
