@@ -20,8 +20,12 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "band_losses": "bandscope.bands",
+    "band_energies": "bandscope.bands",
+    "band_decompose": "bandscope.bands",
     "parameter_time": "bandscope.paramtime",
     "fit_power_time": "bandscope.paramtime",
+    "make_run": "bandscope.run",
+    "validate_run": "bandscope.run",
     "read_run": "bandscope.io",
     "read_runs": "bandscope.io",
     "write_run": "bandscope.io",
@@ -29,7 +33,7 @@ _LAZY = {
     "analyze": "bandscope.analysis",
 }
 _SUBMODULES = {"tables", "bands", "paramtime", "trajectory", "fitting", "ordering",
-               "analysis", "io", "lnp", "synthetic", "plot", "cli"}
+               "analysis", "io", "lnp", "synthetic", "plot", "cli", "run"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]
 
