@@ -263,3 +263,15 @@ def test_unknown_model():
     with pytest.raises(ValueError, match="model"):
         fit_curves(np.zeros((1, 5)), np.ones((1, 5)), model="gamma")
     assert fitting.N_PARAMS == {"weibull": 3, "exponential": 2}
+
+
+@pytest.mark.parametrize("model", ["weibull", "exponential"])
+def test_lmfit_model_interface_matches_fit_lmfit(model):
+    s, y = _noisy(1.0, 2.0, 1.0 if model == "exponential" else 1.6, 30, 0.01, 9)
+    m = fitting.lmfit_model(model)
+    out = m.fit(y, m.guess(y, s=s), s=s)
+    ref = fit_lmfit(s, y, model=model)
+    assert np.sum(out.residual ** 2) == pytest.approx(ref.sse, rel=1e-6)
+    assert out.params["A"].min == 0.0
+    if model == "weibull":
+        assert (out.params["beta"].min, out.params["beta"].max) == (0.05, 8.0)

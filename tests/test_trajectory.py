@@ -186,3 +186,18 @@ def test_onset_width():
     c = xr.DataArray([[1.0, 5.0]], dims=("band", "alpha"), coords={"alpha": [0.95, 0.01]})
     on, w = tr.onset_width(c)
     assert float(on[0]) == 1.0 and float(w[0]) == 4.0
+
+
+def test_dask_and_numpy_inputs_agree():
+    from bandscope.synthetic import make_run_synthetic
+
+    run = make_run_synthetic(4)
+    alphas = [0.95, 0.9, 0.1, 0.01]
+    out = {}
+    for kind, ds in (("numpy", run), ("dask", run.chunk({"band": 3}))):
+        f = tr.floors(ds.band_loss, k=5)
+        R, _ = tr.residuals(ds.band_loss, f.floor_mean_last_k)
+        c = tr.crossings(R, ds.param_time, alphas)
+        w = tr.active_windows(ds.param_time, c, [(0.95, 0.01), (0.9, 0.1)])
+        out[kind] = xr.merge([f, c.rename("crossing"), w]).compute()
+    xr.testing.assert_identical(out["numpy"], out["dask"])

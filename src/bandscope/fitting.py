@@ -36,7 +36,7 @@ N_PARAMS = {"weibull": 3, "exponential": 2}
 
 __all__ = [
     "weibull", "exponential", "guess", "start_values", "bic", "bic_eff", "r_squared",
-    "FitResult", "fit_lmfit", "fit_curves", "compare_curves", "BETA_MIN", "BETA_MAX",
+    "FitResult", "fit_lmfit", "fit_curves", "lmfit_model", "compare_curves", "BETA_MIN", "BETA_MAX",
 ]
 
 
@@ -206,6 +206,43 @@ class FitResult:
 
     def as_dict(self):
         return asdict(self)
+
+
+def lmfit_model(model="weibull"):
+    """An ``lmfit.Model`` of :func:`weibull` / :func:`exponential` with the B.1 bounds as
+    parameter hints and a ``guess(data, s)`` method built on :func:`guess`.
+
+    For interactive single fits; :func:`fit_lmfit` (multistart) and :func:`fit_curves`
+    (batched) are what the analysis uses.
+
+    Examples
+    --------
+    >>> s = np.linspace(0, 4, 15)
+    >>> m = lmfit_model("weibull")
+    >>> y = weibull(s, 1.0, 1.2, 1.7)
+    >>> out = m.fit(y, m.guess(y, s=s), s=s)
+    >>> round(out.params["beta"].value, 4)
+    1.7
+    """
+    import lmfit
+
+    if model not in N_PARAMS:
+        raise ValueError(f"model must be 'weibull' or 'exponential', got {model!r}")
+    func = weibull if model == "weibull" else exponential
+    m = lmfit.Model(func, independent_vars=["s"], name=model)
+    m.set_param_hint("A", min=0.0)
+    m.set_param_hint("omega", min=1e-300)
+    if model == "weibull":
+        m.set_param_hint("beta", min=BETA_MIN, max=BETA_MAX)
+
+    def _guess(data, s, **kws):
+        g = guess(s, data)
+        if model == "exponential":
+            g.pop("beta")
+        return m.make_params(**g)
+
+    m.guess = _guess
+    return m
 
 
 def _lmfit_params(start, model, s_span):

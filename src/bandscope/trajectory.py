@@ -286,7 +286,8 @@ def active_windows(param_time, crossing, windows, dim="checkpoint"):
     c_lo = xr.concat([crossing.sel(alpha=lo, drop=True) for _, lo in windows], dim="window")
     mask, start, stop, n = xr.apply_ufunc(
         _active_window, param_time, c_hi, c_lo, input_core_dims=[[dim], [], []],
-        output_core_dims=[[dim], [], [], []], kwargs={"axis": -1})
+        output_core_dims=[[dim], [], [], []], kwargs={"axis": -1}, dask="parallelized",
+        output_dtypes=[bool, np.int64, np.int64, np.int64])
     ds = xr.Dataset({"in_window": mask, "fit_start": start, "fit_stop": stop, "fit_n": n})
     return ds.assign_coords(window=labels, window_hi=("window", [h for h, _ in windows]),
                             window_lo=("window", [lo for _, lo in windows]))
