@@ -157,7 +157,7 @@ def _gamma(ds, gamma_windows):
     nw = len(gamma_windows)
     gw = np.full(nw, np.nan)
     gwr2 = np.full(nw, np.nan)
-    if "step" not in ds or (np.asarray(ds["step"].values) < 0).any():
+    if "step" not in ds or (np.asarray(ds["step"].values) < 0).all():
         return nan4, gw, gwr2, "no step: gamma not computed"
     from .paramtime import fit_power_time
 
