@@ -547,18 +547,25 @@ def probe_ratio(
 
 
 def random_feature_lnp(alpha: float, n_samples: int = 400, dim: int = 200, width: int = 2000,
-                       seed: int = 0) -> dict:
-    """One draw of the random-feature check (spectral reach §3.2, appendices A.4, B.2.5).
+                       n_teachers: int = 1, seed: int = 0) -> dict:
+    """The random-feature check (spectral reach §3.2, appendices A.4, B.2.5) for one feature draw.
 
     Gaussian inputs with covariance eigenvalues ∝ k^-α (trace 1), frozen variance-preserving
-    ReLU features Φ = sqrt(2/W) relu(X Fᵀ) with F ~ N(0, 1), zero readout, teacher
-    y = Φ a with a ~ N(0, I) standardised to unit variance, loss L = Σ_n (f_n - y_n)² / (2N).
-    Returns ℒ, 𝒩, P measured from the LNP definition and the kernel's Σλ²/(Σλ)²
-    (K = ΦΦᵀ) that P should match on average.
+    ReLU features Φ = sqrt(2/W) relu(X Fᵀ) with F ~ N(0, 1), zero readout, teachers
+    y = Φ a with a ~ N(0, I) (so y ~ N(0, K), K = ΦΦᵀ, in the student's RKHS), loss
+    L = Σ_n (f_n - y_n)² / (2N). P is scale-free in y, so the unit-variance normalisation of
+    B.2.5 would not change it; it is left out so that the ratio of means keeps its expectation.
+
+    Returns
+    -------
+    dict
+        ``spectral_position``: P averaged over the teachers; ``spectral_position_ratio_of_means``:
+        Σ gᵀKg / Σ ||g||² Tr K over teachers, whose expectation is exactly Σλ²/(Σλ)² (Eq. 46);
+        ``ipr``: Σλ²/(Σλ)² of K; ``network_scale`` Tr K; ``eigenvalues``.
 
     Examples
     --------
-    >>> out = random_feature_lnp(1.0, n_samples=50, dim=20, width=100)
+    >>> out = random_feature_lnp(1.0, n_samples=50, dim=20, width=100, n_teachers=3)
     >>> 0 < out["spectral_position"] <= 1
     True
     """
@@ -569,11 +576,21 @@ def random_feature_lnp(alpha: float, n_samples: int = 400, dim: int = 200, width
     x = rng.standard_normal((n_samples, dim)) * np.sqrt(lam)
     f = rng.standard_normal((width, dim))
     phi = np.sqrt(2.0 / width) * np.maximum(x @ f.T, 0.0)
-    y = phi @ rng.standard_normal(width)
-    y = y / np.sqrt(np.mean(y**2))
-    g = -y / n_samples  # dL/df at f = 0 for L = sum (f - y)^2 / (2N)
+    y = phi @ rng.standard_normal((width, int(n_teachers)))  # not rescaled: see ratio of means
+    g = -y / n_samples  # dL/df at f = 0 for L = sum (f - y)^2 / (2N), one column per teacher
     kern = phi @ phi.T
-    out = kernel_lnp(kern, g)
-    out["ipr"] = inverse_participation_ratio(np.clip(out["eigenvalues"], 0, None))
-    out["alpha"] = float(alpha)
-    return out
+    eig = np.clip(np.linalg.eigvalsh(kern)[::-1], 0, None)
+    gkg = np.einsum("nt,nm,mt->t", g, kern, g)
+    gg = np.sum(g**2, axis=0)
+    tr = float(np.trace(kern))
+    p = gkg / (gg * tr)
+    return {
+        "alpha": float(alpha),
+        "spectral_position": float(p.mean()),
+        "spectral_position_all": p,
+        "spectral_position_ratio_of_means": float(gkg.sum() / (gg.sum() * tr)),
+        "ipr": inverse_participation_ratio(eig),
+        "network_scale": tr,
+        "loss_scale": float(gg.mean()),
+        "eigenvalues": eig,
+    }

@@ -1,0 +1,164 @@
+"""Measure LNP alongside any training loop on the log-window schedule (spectral reach B.1, B.2).
+
+::
+
+    hook = LNPHook(model, loss_fn, total_steps=T, eval_batch=val_batch, path="lnp.nc")
+    for step, (x, y) in enumerate(loader):
+        hook(step, (x, y))          # before optimizer.step(): measures at θ_t if step is scheduled
+        loss_fn(model(x), y).backward(); opt.step(); opt.zero_grad()
+    hook.write()
+
+Each scheduled step calls :func:`bandscope.torch.measure_lnp` with the training batch as batch A
+and ``eval_batch`` as batch B; the model, its gradients, modes and the RNG state are left as
+found, so training is unaffected. Statistics are collected on dim ``lnp_step`` (coordinate: the
+optimizer step) with names prefixed ``lnp_`` and band-resolved values on dim ``lnp_band``, so
+they never clash with a run Dataset's ``checkpoint``/``band`` (``docs/format.md``).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from bandscope.lnp import log_windows
+
+from .lnp import DEFAULT_ESTIMATOR, measure_lnp
+
+__all__ = ["LNPHook"]
+
+
+class LNPHook:
+    """Measure LNP statistics on logarithmically spaced windows of consecutive training steps.
+
+    Parameters
+    ----------
+    model, loss_fn
+        As for :func:`bandscope.torch.measure_lnp`.
+    total_steps : int
+        Length of training in optimizer steps (the schedule spans ``[first_step, total_steps)``).
+    n_windows, steps_per_window, first_step : int
+        The schedule, :func:`bandscope.lnp.log_windows` (appendix B.1: windows of consecutive
+        steps at log-spaced starts; overlapping windows measure each step once). The paper's
+        own counts were lost from its text; the defaults here are a choice.
+    schedule : iterable of int, optional
+        Explicit measurement steps instead of log windows.
+    eval_batch : (inputs, targets) or callable(step) -> (inputs, targets), optional
+        Batch B (held-out); with it the cross terms ``grad_dot`` and ``P_AB`` are recorded.
+    network_scale, n_probes, bands, n_units, n_units_b, backend
+        Passed to :func:`measure_lnp`.
+    seed : int
+        Probe seed; the measurement at step t uses ``seed + t`` (reproducible, independent draws).
+    recorder : bandscope.torch.RunRecorder, optional
+        Merge the LNP statistics into this recorder's run file on :meth:`write`.
+    path : str or Path, optional
+        Own netCDF file (used when no recorder is given).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Linear(3, 2); x, y = torch.randn(8, 3), torch.randn(8, 2)
+    >>> hook = LNPHook(net, nn.MSELoss(), total_steps=50, n_windows=3, steps_per_window=2,
+    ...                network_scale="exact")
+    >>> for t in range(50):
+    ...     _ = hook(t, (x, y))
+    >>> hook.dataset().lnp_step.values.tolist()
+    [0, 1, 7, 8, 48, 49]
+    """
+
+    def __init__(self, model, loss_fn: Callable, *, total_steps: int | None = None, n_windows: int = 20,
+                 steps_per_window: int = 10, first_step: int = 0, schedule=None, eval_batch=None,
+                 network_scale: str = DEFAULT_ESTIMATOR, n_probes: int = 1, bands: bool = False,
+                 n_units=None, n_units_b=None, backend: str = "hooks", seed: int = 0,
+                 recorder=None, path=None):
+        self.model, self.loss_fn = model, loss_fn
+        if schedule is None:
+            if total_steps is None:
+                raise ValueError("give total_steps (for the log-window schedule) or an explicit schedule")
+            sched = log_windows(n_windows, steps_per_window, total_steps, first_step)
+            self.steps = sched.lnp_step.values.astype(np.int64)
+            self.windows = sched.lnp_window.values.astype(np.int64)
+        else:
+            self.steps = np.unique(np.asarray(list(schedule), dtype=np.int64))
+            self.windows = np.arange(self.steps.size, dtype=np.int64)
+        self._window_of = dict(zip(self.steps.tolist(), self.windows.tolist()))
+        self.eval_batch = eval_batch
+        self.kw = dict(network_scale=network_scale, n_probes=n_probes, bands=bands, n_units=n_units,
+                       n_units_b=n_units_b, backend=backend)
+        self.seed = int(seed)
+        self.recorder = recorder
+        self.path = None if path is None else Path(path)
+        self.records: list[tuple[int, xr.Dataset]] = []
+
+    def wants(self, step: int) -> bool:
+        """Whether ``step`` is a measurement step."""
+        return int(step) in self._window_of
+
+    def __call__(self, step: int, batch) -> xr.Dataset | None:
+        """Measure at ``step`` with the training ``batch`` as batch A if scheduled; else None."""
+        step = int(step)
+        if not self.wants(step):
+            return None
+        if self.records and step <= self.records[-1][0]:
+            raise ValueError(f"step {step} is not after the last measured step {self.records[-1][0]}")
+        b = self.eval_batch(step) if callable(self.eval_batch) else self.eval_batch
+        ds = measure_lnp(self.model, self.loss_fn, batch, b, seed=self.seed + step, **self.kw)
+        self.records.append((step, ds))
+        return ds
+
+    def dataset(self) -> xr.Dataset:
+        """All measurements so far: ``lnp_*`` variables on dim ``lnp_step`` (+ ``lnp_band``)."""
+        if not self.records:
+            raise ValueError("no LNP measurement recorded yet")
+        steps = [s for s, _ in self.records]
+        parts = []
+        for _, d in self.records:
+            d = d.drop_vars([v for v in d.data_vars if d[v].dtype.kind in "OUS"])
+            if "band" in d.dims:
+                d = d.rename({"band": "lnp_band"})
+            parts.append(d.rename({v: f"lnp_{v}" for v in d.data_vars}))
+        ds = xr.concat(parts, dim="lnp_step", data_vars="all", coords="minimal", compat="override",
+                       combine_attrs="drop")
+        ds = ds.assign_coords(lnp_step=("lnp_step", np.asarray(steps, dtype=np.int64), {
+            "units": "optimizer steps", "long_name": "step of the LNP measurement (before the update)"}))
+        ds = ds.assign_coords(lnp_window=("lnp_step", np.asarray([self._window_of[s] for s in steps]),
+                                          {"long_name": "measurement window index"}))
+        first = self.records[0][1].attrs
+        keep = ("estimator", "backend", "n_probes", "n_units_how", "n_units_b_how", "exact_output_layer",
+                "batchnorm", "definition")
+        ds.attrs = {f"lnp_{k}": first[k] for k in keep if k in first}
+        ds.attrs["lnp_schedule"] = "log windows (spectral reach appendix B.1)"
+        for v in ds.data_vars:
+            src = v[4:]
+            if src in self.records[0][1]:
+                ds[v].attrs = dict(self.records[0][1][src].attrs)
+        return ds
+
+    def merged(self, run: xr.Dataset) -> xr.Dataset:
+        """``run`` (a run Dataset) with the LNP statistics added on their own dims."""
+        lnp = self.dataset()
+        clash = [v for v in list(lnp.data_vars) + list(lnp.coords) if v in run.variables]
+        if clash:
+            raise ValueError(f"run already holds {clash}; LNP variables would overwrite them")
+        out = xr.merge([run, lnp], combine_attrs="override")
+        out.attrs = {**run.attrs, **lnp.attrs}
+        return out
+
+    def write(self, path=None) -> Path:
+        """Write atomically: merged into the recorder's run file, else to ``path``."""
+        if self.recorder is not None and path is None:
+            target = Path(self.recorder.path)
+            ds = self.merged(self.recorder.dataset())
+        else:
+            target = Path(path) if path is not None else self.path
+            if target is None:
+                raise ValueError("no path: give LNPHook(path=...) or write(path)")
+            ds = self.dataset()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        ds.to_netcdf(tmp, engine="netcdf4")
+        os.replace(tmp, target)
+        return target
