@@ -29,7 +29,7 @@ import xarray as xr
 
 __all__ = [
     "floors", "residuals", "normalized_residual", "crossings", "active_windows",
-    "onset_width",
+    "onset_width", "window_label",
 ]
 
 
