@@ -14,7 +14,7 @@ run() {  # name, extra args
   echo "exit $? $(date -u +%FT%TZ)" >> "$out/train.log"
 }
 CNN="--arch cnn --epochs 30"
-VIT="--arch vit --vit-patch 8 --epochs 25"
+VIT="--arch vit --vit-patch 8 --epochs 20"
 ( run cnn-seed45 $CNN --seed 45 --save-weights --save-recon
   run cnn-seed46 $CNN --seed 46
   run cnn-seed47 $CNN --seed 47

@@ -15,6 +15,7 @@ Datasets are returned as tensors of shape (N, 3, S, S). The embedded dataset is 
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32)
 
 
+@functools.lru_cache(maxsize=None)
 def _skimage_image(name: str) -> np.ndarray:
+    """A bundled scikit-image photo (cached: decoding the PNGs dominates dataset build time)."""
     import skimage.data as skd
 
     if name == "motorcycle_left":
@@ -82,7 +85,7 @@ def _cut_patches(images: list[np.ndarray], n: int, size: int, rng: np.random.Gen
         side = int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
         y = int(rng.integers(0, h - side + 1))
         x = int(rng.integers(0, w - side + 1))
-        crop = torch.from_numpy(np.ascontiguousarray(img[y:y + side, x:x + side, :3]))
+        crop = torch.from_numpy(np.array(img[y:y + side, x:x + side, :3]))
         t = crop.permute(2, 0, 1)[None].to(torch.float32)
         if rng.random() < 0.5:
             t = t.flip(-1)
@@ -154,7 +157,7 @@ def _a1_transform(x: torch.Tensor, crop: int, image_size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     if h < crop or w < crop:
         raise ValueError(f"image of size {h}x{w} is smaller than the centre crop {crop}")
-    top, left = (h - crop) // 2, (w - crop) // 2  # torchvision CenterCrop convention
+    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))  # torchvision CenterCrop
     x = x[..., top:top + crop, left:left + crop]
     if crop != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
@@ -169,7 +172,7 @@ def load_image_array(images, image_size: int = 64, crop: int = 128) -> torch.Ten
     arr = np.asarray(images)
     if arr.ndim != 4 or arr.shape[-1] not in (3, 4):
         raise ValueError(f"images must have shape (N, H, W, 3), got {arr.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(0, 3, 1, 2)
+    t = torch.from_numpy(np.array(arr[..., :3])).permute(0, 3, 1, 2)  # copy: input may be read-only
     if t.dtype == torch.uint8:
         t = t.to(torch.float32) / 255.0
     else:
