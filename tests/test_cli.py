@@ -41,8 +41,11 @@ def test_analyze_json_structure(run_files, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "band" in printed.lower()
     text = out.read_text()
-    assert "NaN" not in text  # NaN is written as null
-    data = json.loads(text)
+
+    def no_nan(const):  # NaN/Infinity literals are not JSON; they must be written as null
+        raise AssertionError(f"{const} in JSON output")
+
+    data = json.loads(text, parse_constant=no_nan)
     assert set(data["runs"]) == {"cnn-1", "vit-2", "nostep"}
     r = data["runs"]["cnn-1"]
     assert set(r["bands"]) == {"1", "2", "4", "8", "16", "32", "64"}

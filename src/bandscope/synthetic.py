@@ -71,13 +71,13 @@ def make_run_synthetic(
     A = 0.02 * 0.62**j * jit(0.08)
     floor = 4e-4 * 1.6**j * jit(0.05)
     onset = s_max * (0.002 + 0.012 * j) * jit(0.1)
-    omega = s_max * (0.02 + 0.045 * j) * jit(0.1)
+    omega = s_max * (0.035 + 0.025 * j) * jit(0.1)
     beta = np.clip(1.15 + 0.05 * rng.normal(size=n_bands), 0.5, 3.0)
     beta[0] = 0.9
     x = np.clip(s[:, None] - onset[None, :], 0.0, None)
     resid = A * np.exp(-((x / omega) ** beta))
     eps = rng.normal(0.0, noise, size=resid.shape)
-    band_loss = floor * np.exp(0.2 * eps) + resid * np.exp(eps)
+    band_loss = floor * np.exp(0.05 * eps) + resid * np.exp(eps)
     return make_run(
         band_loss,
         s,
