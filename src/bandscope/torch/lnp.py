@@ -53,6 +53,16 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # --------------------------------------------------------------------------------------------
 # per-sample squared gradient norms from (layer input, layer output gradient): layer registry
 # --------------------------------------------------------------------------------------------
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Σ a·b as a Python float (BLAS dot in the tensors' dtype)."""
+    return float(torch.dot(a.reshape(-1), b.reshape(-1)))
+
+
+def _sqsum(ts) -> float:
+    """Σ over tensors of squared entries (a squared norm)."""
+    return sum(_dot(t, t) for t in ts)
+
+
 def _sq(t: torch.Tensor) -> torch.Tensor:
     """Per-sample sum of squares over all but the first dim."""
     return t.pow(2).flatten(1).sum(1)
@@ -331,19 +341,19 @@ class _LayerTaps:
                 mod.groups != 1 or mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
             return None
         z = self.outputs[name]
-        w = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
+        w = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
         d1, dw = (torch.autograd.grad(out, z, c, retain_graph=True)[0]
                   for c in (torch.ones_like(out), w))
         if not torch.allclose(dw, w * d1, rtol=1e-4, atol=1e-6 * float(d1.abs().max()) + 1e-30):
             return None  # not elementwise (softmax, mixing, reshapes that permute...)
         a = self.inputs[name][0]
-        phi2 = d1.to(torch.float64).pow(2)
+        phi2 = d1.pow(2)
         n = out.shape[0]
         total = torch.zeros(n, dtype=torch.float64, device=out.device)
         if _trainable(mod, "bias"):
-            total += phi2.flatten(1).sum(1)
+            total += phi2.flatten(1).sum(1, dtype=torch.float64)
         if _trainable(mod, "weight"):
-            a2 = a.to(torch.float64).pow(2)
+            a2 = a.pow(2)
             if isinstance(mod, nn.Linear):
                 s = a2.sum(-1, keepdim=True)  # (N, ..., 1)
             else:
@@ -357,7 +367,7 @@ class _LayerTaps:
                     conv = F.conv_transpose1d if len(k) == 1 else F.conv_transpose2d
                     s = conv(a2, torch.ones(cin, 1, *k, dtype=a2.dtype, device=a2.device),
                              output_padding=mod.output_padding, **kw)
-            total += (phi2 * s).flatten(1).sum(1)
+            total += (phi2 * s).flatten(1).sum(1, dtype=torch.float64)
         return name, total
 
 
@@ -505,7 +515,7 @@ def _network_scale(model, out, taps, x, estimator, n_probes, gen, backend, chunk
         if estimator == "batch-hutchinson":
             ps = [p for p in params if id(p) not in skip_params]
             gp = torch.autograd.grad(out, ps, u, retain_graph=True) if ps else ()
-            vals.append(const + float(sum(t.to(torch.float64).pow(2).sum() for t in gp)))
+            vals.append(const + _sqsum(gp))
         elif backend == "vmap":
             s = _vmap_per_sample(model, x, u, False, chunk_size)
             per_sample.append(s)
@@ -593,8 +603,8 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
         m, m_how = _infer_units(loss_fn, out, y, n_units)
         stats = {
             "loss": float(loss.detach()),
-            "loss_scale": float(g.to(torch.float64).pow(2).sum()),
-            "grad_norm_sq": float(sum(t.to(torch.float64).pow(2).sum() for t in grad)),
+            "loss_scale": _sqsum([g]),
+            "grad_norm_sq": _sqsum(grad),
             "n_units": m, "n_units_how": m_how, "n_samples": int(out.shape[0]),
             "n_outputs": int(out[0].numel()),
         }
@@ -611,9 +621,9 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             bdot, bsq, bls = [], [], []
             for gi in parts:
                 gpi = torch.autograd.grad(out, params, gi, retain_graph=True)
-                bdot.append(float(sum((a.to(torch.float64) * b.to(torch.float64)).sum() for a, b in zip(gpi, grad))))
-                bsq.append(float(sum(a.to(torch.float64).pow(2).sum() for a in gpi)))
-                bls.append(float(gi.to(torch.float64).pow(2).sum()))
+                bdot.append(sum(_dot(a, b) for a, b in zip(gpi, grad)))
+                bsq.append(_sqsum(gpi))
+                bls.append(_sqsum([gi]))
             stats.update(band_grad_dot=bdot, band_grad_norm_sq=bsq, band_loss_scale=bls)
     stats["grad"] = [t.detach() for t in grad]
     return stats
@@ -704,7 +714,7 @@ def measure_lnp(
     if batch_b is not None:
         with _preserved(model):
             sb = _one_batch(model, loss_fn, batch_b, "b", bands=False, n_units=n_units_b, **kw)
-        grad_dot = float(sum((a.to(torch.float64) * b.to(torch.float64)).sum() for a, b in zip(sa["grad"], sb["grad"])))
+        grad_dot = sum(_dot(a, b) for a, b in zip(sa["grad"], sb["grad"]))
     ds = lnp_components(
         sa["loss_scale"], sa["network_scale"], sa["grad_norm_sq"], n_units=sa["n_units"],
         **({} if sb is None else dict(grad_dot=grad_dot, loss_scale_b=sb["loss_scale"],
