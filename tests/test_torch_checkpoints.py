@@ -86,12 +86,11 @@ class _Evil:
         return (open, (self.marker, "w"))
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malicious_pickle_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "ckpt_0.pt"
     with open(path, "wb") as f:
-        pickle.dump({"w": _Evil(str(marker))}, f)
+        pickle.dump({"w": _Evil(str(marker))}, f, protocol=2)
     with pytest.raises(ValueError, match="refused to load"):
         load_checkpoint(path)
     with pytest.raises(ValueError, match="refused to load"):
@@ -147,3 +146,23 @@ def test_bands_table_and_cli(tmp_path):
 
 def test_natural_key():
     assert sorted(["s10", "s9", "S1"], key=natural_key) == ["S1", "s9", "s10"]
+
+
+def test_file_commands_do_not_import_torch(tmp_path):
+    """`bands` on .npz and `param-time` on .safetensors are pure numpy (torch stays optional)."""
+    import subprocess
+    import sys
+
+    for k in range(2):
+        save_file({"w": torch.full((3,), float(k))}, str(tmp_path / f"c{k}.safetensors"))
+    np.savez(tmp_path / "panel.npz", images=np.zeros((2, 3, 4, 4), np.float32))
+    np.savez(tmp_path / "recon.npz", recon=np.ones((2, 3, 4, 4), np.float16))
+    code = (
+        "import sys\nfrom bandscope.cli import main\n"
+        f"assert main(['param-time', {str(tmp_path)!r}]) == 0\n"
+        f"assert main(['bands', {str(tmp_path / 'panel.npz')!r}, {str(tmp_path / 'recon.npz')!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "c1.safetensors,1.7320508" in out.stdout  # sqrt(3)

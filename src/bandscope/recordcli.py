@@ -7,8 +7,6 @@ commands that need it: ``train``, and ``param-time`` on ``.pt``/``.pth`` files (
 """
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import shlex
 import sys

@@ -22,7 +22,6 @@ nothing. ``mode="auto"`` picks sharded when a parameter is a ``DTensor``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 
 import torch
 
@@ -53,7 +52,9 @@ class ParamTimeTracker:
     Call :meth:`step` after every ``optimizer.step()`` (or :meth:`attach` the tracker to the
     optimizer once), and :meth:`checkpoint` at every saved checkpoint (the first call, before
     training, is checkpoint 0 with ``param_time == 0``). Norms are taken in the parameters'
-    dtype per tensor and accumulated in float64.
+    dtype per tensor and accumulated in float64. Create the tracker after the model is on its
+    final device (it keeps one copy of the parameters for the previous step and one for the
+    previous checkpoint).
 
     Examples
     --------
