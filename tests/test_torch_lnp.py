@@ -15,10 +15,12 @@ from bandscope.torch.lnp import per_sample_grad_norms
 @pytest.fixture(autouse=True)
 def _float64():
     """float64 models: exact routes agree to ~1e-12 (default dtype restored afterwards)."""
-    old = torch.get_default_dtype()
+    old, threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)  # tiny tensors: extra threads only contend on the shared CPU
     yield
     torch.set_default_dtype(old)
+    torch.set_num_threads(threads)
 
 
 def _jacobian(model, x):
@@ -259,3 +261,40 @@ def test_output_layer_not_elementwise_falls_back():
     x = torch.randn(5, 3)
     ds = measure_lnp(model, nn.MSELoss(), (x, torch.zeros(5, 4)), seed=0)
     assert ds.attrs["exact_output_layer"] == ""
+
+
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+def test_random_feature_model_measured_with_torch(alpha):
+    """§3.2 check through the torch measurement: frozen ReLU features + zero readout.
+
+    measure_lnp on the torch random-feature model gives the P of the kernel definition (and hence
+    tracks Σλ²/(Σλ)², tested in test_lnp.py); for O = 1 every Hutchinson draw is exact.
+    """
+    rng = np.random.default_rng(0)
+    n, dim, width = 64, 30, 200
+    lam = np.arange(1, dim + 1) ** -alpha
+    lam /= lam.sum()
+    x = rng.standard_normal((n, dim)) * np.sqrt(lam)
+    f = rng.standard_normal((width, dim))
+    phi = np.sqrt(2.0 / width) * np.maximum(x @ f.T, 0)
+    y = phi @ rng.standard_normal(width)
+
+    class RF(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Linear(dim, width, bias=False)
+            self.features.weight = nn.Parameter(torch.from_numpy(f), requires_grad=False)
+            self.readout = nn.Linear(width, 1, bias=False)
+            nn.init.zeros_(self.readout.weight)
+
+        def forward(self, inp):
+            return self.readout(np.sqrt(2.0 / width) * torch.relu(self.features(inp)))
+
+    loss = lambda out, t: ((out[:, 0] - t) ** 2).sum() / (2 * n)
+    batch = (torch.from_numpy(x), torch.from_numpy(y))
+    ref = kernel_lnp(phi @ phi.T, -y / n)
+    for est in ["exact", "hutchinson", "batch-hutchinson"]:
+        ds = measure_lnp(RF(), loss, batch, network_scale=est, n_units="samples", seed=1)
+        np.testing.assert_allclose(float(ds.spectral_position), ref["spectral_position"], rtol=1e-9)
+        np.testing.assert_allclose(float(ds.network_scale), ref["network_scale"], rtol=1e-9)
+    assert ds.attrs["n_units"] == n

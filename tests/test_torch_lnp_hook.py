@@ -8,12 +8,20 @@ from torch import nn
 from bandscope.torch import LNPHook, measure_lnp
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra threads only contend on the shared CPU
+    yield
+    torch.set_num_threads(threads)
+
+
 def _setup():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(inplace=True),
                           nn.ConvTranspose2d(2, 1, 3, padding=1), nn.Sigmoid())
     g = torch.Generator().manual_seed(1)
-    data = [torch.rand(4, 1, 4, 4, generator=g) for _ in range(30)]
+    data = [torch.rand(4, 1, 4, 4, generator=g) for _ in range(16)]
     val = torch.rand(3, 1, 4, 4, generator=g)
     return model, data, (val, val)
 
@@ -36,7 +44,7 @@ def test_hook_equals_loop_and_leaves_training_unchanged():
     ref_params = _train(model, data)
 
     model, data, val = _setup()
-    hook = LNPHook(model, nn.MSELoss(), total_steps=len(data), n_windows=4, steps_per_window=3,
+    hook = LNPHook(model, nn.MSELoss(), total_steps=len(data), n_windows=3, steps_per_window=2,
                    eval_batch=val, bands=True, seed=5)
     params = _train(model, data, hook)
     for p, q in zip(params, ref_params):
