@@ -692,7 +692,7 @@ def measure_lnp(
 
     Examples
     --------
-    >>> torch.manual_seed(0); net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    >>> _ = torch.manual_seed(0); net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
     >>> ds = measure_lnp(net, nn.CrossEntropyLoss(), (x, y), network_scale="exact")
     >>> 0 < float(ds.spectral_position) <= 1

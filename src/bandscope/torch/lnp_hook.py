@@ -66,7 +66,7 @@ class LNPHook:
     >>> for t in range(50):
     ...     _ = hook(t, (x, y))
     >>> hook.dataset().lnp_step.values.tolist()
-    [0, 1, 7, 8, 48, 49]
+    [0, 1, 6, 7, 48, 49]
     """
 
     def __init__(self, model, loss_fn: Callable, *, total_steps: int | None = None, n_windows: int = 20,
