@@ -56,8 +56,7 @@ def reference_runs():
         steps = window_mean(ds.lnp_step.astype(float), ds.lnp_window)
         for v, lab in (("lnp_spectral_position", "P (batch A)"), ("lnp_spectral_position_cross", "P_AB (A step, B held out)")):
             axx.plot(steps + 1, window_mean(ds[v], ds.lnp_window), "o-", ms=3, label=lab)
-        axx.set(xscale="log", yscale="symlog", title=name, xlabel="step + 1 (window mean)")
-        axx.set_yscale("symlog", linthresh=1e-4)
+        axx.set(xscale="log", yscale="log", title=name + " (window means)", xlabel="step + 1")
         axx.legend(fontsize=8)
     pb = window_mean(a.lnp_band_spectral_position, a.lnp_window)
     steps = window_mean(a.lnp_step.astype(float), a.lnp_window)
