@@ -30,6 +30,7 @@ def test_train_record_analyze(tmp_path):
     steps = ds["step"].values
     np.testing.assert_array_equal(steps, paper_schedule(4, 4))  # 4 steps per epoch, A.5 scaled to 4 epochs
     assert steps[0] == 0 and steps[-1] == 16
+    assert int(ds.attrs["total_steps"]) == 16  # lets readers tell a finished run from one in progress
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["checkpoint_steps"] == steps.tolist()
     run = read_run(out / "run.nc")

@@ -159,7 +159,7 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
     panel = test_x[torch.from_numpy(panel_idx)]
     probe = BandProbe(panel, keep_recon=cfg.save_recon)
     name = f"{cfg.arch}-seed{cfg.seed}"
-    attrs = {"config": json.dumps(cfg_dict), "data": data_desc, "steps_per_epoch": spe,
+    attrs = {"config": json.dumps(cfg_dict), "data": data_desc, "steps_per_epoch": spe, "total_steps": total,
              "n_parameters": count_parameters(model), "torch_version": torch.__version__}
     rec = RunRecorder(out / "run.nc", name=name, arch=cfg.arch, seed=cfg.seed,
                       source=f"bandscope.torch.train ({command or 'python API'})", extra_attrs=attrs,
