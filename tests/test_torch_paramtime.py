@@ -129,6 +129,7 @@ def _worker(rank, world, port, deltas_full, result_path):
     try:
         for mode in ("sharded", "replicated"):
             _walk_mode(rank, mode, deltas_full, result_path)
+        _ddp_run(rank, result_path)
     finally:
         dist.destroy_process_group()
 
@@ -151,6 +152,31 @@ def _walk_mode(rank, mode, deltas_full, result_path):
     np.save(result_path.format(rank=rank, mode=mode), np.array(out))
 
 
+def _ddp_run(rank, result_path):
+    """A real DistributedDataParallel model, different data per rank: the tracker (default mode)
+    must give the same numbers on every rank, equal to the float64 path of the weights."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.manual_seed(0)  # same init on both ranks (DDP also broadcasts rank 0's)
+    model = DDP(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    tr = ParamTimeTracker(model).attach(opt)
+    assert tr.mode == "replicated"
+    flat = lambda: torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])  # noqa: E731
+    path, out = [flat()], [tr.checkpoint()]
+    g = torch.Generator().manual_seed(100 + rank)  # each rank sees its own batch
+    for t in range(1, 5):
+        opt.zero_grad()
+        model(torch.randn(8, 4, generator=g)).square().mean().backward()  # gradients all-reduced
+        opt.step()
+        path.append(flat())
+        if t % 2 == 0:
+            out.append(tr.checkpoint())
+    path = torch.stack(path).numpy()
+    np.save(result_path.format(rank=rank, mode="ddp"), np.array(out))
+    np.save(result_path.format(rank=rank, mode="ddp_path"), path)
+
+
 @pytest.mark.slow
 def test_two_process_gloo(tmp_path):
     """Sharded: squared distances summed over shards by all-reduce; replicated: counted once.
@@ -170,3 +196,14 @@ def test_two_process_gloo(tmp_path):
             got = np.load(result.format(rank=rank, mode=mode))
             np.testing.assert_allclose(got[:, 0], chord, rtol=1e-5, err_msg=f"{mode} rank {rank}")
             np.testing.assert_allclose(got[:, 1], arc, rtol=1e-5, err_msg=f"{mode} rank {rank}")
+    # DDP: both ranks agree and match the float64 oracle of their (identical) weight paths
+    ddp = [np.load(result.format(rank=r, mode="ddp")) for r in range(2)]
+    paths = [np.load(result.format(rank=r, mode="ddp_path")) for r in range(2)]
+    np.testing.assert_allclose(paths[0], paths[1], rtol=1e-6)  # replicated parameters
+    np.testing.assert_allclose(ddp[0], ddp[1], rtol=1e-6)
+    steps = np.linalg.norm(np.diff(paths[0], axis=0), axis=1)
+    d_arc = np.concatenate([[0], np.cumsum(steps)])[[0, 2, 4]]
+    d_chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(paths[0][[0, 2, 4]], axis=0), axis=1))])
+    np.testing.assert_allclose(ddp[0][:, 1], d_arc, rtol=1e-5)
+    np.testing.assert_allclose(ddp[0][:, 0], d_chord, rtol=1e-5)
+    assert d_arc[-1] > 0
