@@ -130,6 +130,7 @@ def _worker(rank, world, port, deltas_full, result_path):
         for mode in ("sharded", "replicated"):
             _walk_mode(rank, mode, deltas_full, result_path)
         _ddp_run(rank, result_path)
+        _fsdp_run(rank, result_path)
     finally:
         dist.destroy_process_group()
 
@@ -177,10 +178,37 @@ def _ddp_run(rank, result_path):
     np.save(result_path.format(rank=rank, mode="ddp_path"), path)
 
 
+def _fsdp_run(rank, result_path):
+    """FSDP2 (``fully_shard``, DTensor parameters, uneven shards) on CPU: mode "auto" must pick
+    "sharded" and all-reduce; compared with the float64 path of the gathered full weights."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    fully_shard(model, mesh=init_device_mesh("cpu", (2,)))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    tr = ParamTimeTracker(model).attach(opt)
+    assert tr.mode == "sharded"
+    full = lambda: torch.cat([p.full_tensor().detach().double().reshape(-1) for p in model.parameters()])  # noqa: E731
+    path, out = [full()], [tr.checkpoint()]
+    g = torch.Generator().manual_seed(200 + rank)
+    for t in range(1, 5):
+        opt.zero_grad()
+        model(torch.randn(8, 5, generator=g)).square().mean().backward()
+        opt.step()
+        path.append(full())
+        if t % 2 == 0:
+            out.append(tr.checkpoint())
+    np.save(result_path.format(rank=rank, mode="fsdp"), np.array(out))
+    np.save(result_path.format(rank=rank, mode="fsdp_path"), torch.stack(path).numpy())
+
+
 @pytest.mark.slow
 def test_two_process_gloo(tmp_path):
     """Sharded: squared distances summed over shards by all-reduce; replicated: counted once.
-    Both must equal the single-process value on the full parameter vector."""
+    Both must equal the single-process value on the full parameter vector. Then the same with
+    a real DDP model and a real FSDP2 (fully_shard) model on CPU."""
     import torch.multiprocessing as mp
 
     rng = np.random.default_rng(0)
@@ -207,3 +235,11 @@ def test_two_process_gloo(tmp_path):
     np.testing.assert_allclose(ddp[0][:, 1], d_arc, rtol=1e-5)
     np.testing.assert_allclose(ddp[0][:, 0], d_chord, rtol=1e-5)
     assert d_arc[-1] > 0
+    # FSDP2: every rank reports the full-model numbers although it holds only its shard
+    fp = np.load(result.format(rank=0, mode="fsdp_path"))
+    f_arc = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(fp, axis=0), axis=1))])[[0, 2, 4]]
+    f_chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(fp[[0, 2, 4]], axis=0), axis=1))])
+    for rank in range(2):
+        got = np.load(result.format(rank=rank, mode="fsdp"))
+        np.testing.assert_allclose(got[:, 1], f_arc, rtol=1e-5, err_msg=f"fsdp rank {rank}")
+        np.testing.assert_allclose(got[:, 0], f_chord, rtol=1e-5, err_msg=f"fsdp rank {rank}")
