@@ -1,0 +1,48 @@
+"""The recorded reference runs (reference_runs/recorded): stored files are consistent, and
+re-training the start of a run reproduces the stored numbers (like lmfit's NIST data)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bandscope.io import read_run
+
+ROOT = Path(__file__).resolve().parents[1] / "reference_runs" / "recorded"
+RUNS = sorted(p for p in ROOT.glob("*") if (p / "run.nc").exists()) if ROOT.is_dir() else []
+
+
+@pytest.mark.skipif(not RUNS, reason="no recorded reference runs")
+@pytest.mark.parametrize("run_dir", RUNS, ids=[p.name for p in RUNS])
+def test_recorded_run_consistent(run_dir):
+    ds = read_run(run_dir / "run.nc")  # validates the format
+    cfg = json.loads((run_dir / "config.json").read_text())
+    steps = ds["step"].values.tolist()
+    assert steps == cfg["checkpoint_steps"][: len(steps)]
+    assert run_dir.name == f"{cfg['config']['arch']}-seed{cfg['config']['seed']}"
+    assert ds.attrs["arch"] == cfg["config"]["arch"] and int(ds.attrs["seed"]) == cfg["config"]["seed"]
+    np.testing.assert_allclose(ds["band_loss"].sum("band"), ds["mse"], rtol=1e-10)
+    assert np.all(ds["arc_length"].values >= ds["param_time"].values * (1 - 1e-6))
+    np.testing.assert_allclose(ds["epoch"].values, ds["step"].values / cfg["steps_per_epoch"])
+    assert "--seed" in (run_dir / "command.txt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / "cnn-seed45" / "run.nc").exists(), reason="no cnn-seed45 run")
+def test_retraining_reproduces_start_of_cnn_seed45(tmp_path):
+    """Same config, first 8 optimizer steps: band losses and parameter time as stored (bitwise
+    on the recording machine; 1e-4 allows other CPUs' float rounding)."""
+    from bandscope.torch.train import TrainConfig, train
+
+    stored = read_run(ROOT / "cnn-seed45" / "run.nc")
+    cfg = TrainConfig(**json.loads((ROOT / "cnn-seed45" / "config.json").read_text())["config"])
+    cfg = dataclasses.replace(cfg, save_weights=False, save_recon=False)
+    new = train(cfg, tmp_path / "again", progress=False, max_steps=8)
+    k = new.sizes["checkpoint"]
+    assert k >= 4
+    np.testing.assert_array_equal(new["step"].values, stored["step"].values[:k])
+    np.testing.assert_allclose(new["band_loss"].values, stored["band_loss"].values[:k], rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(new["param_time"].values, stored["param_time"].values[:k], rtol=1e-4)
