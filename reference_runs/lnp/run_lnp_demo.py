@@ -40,7 +40,7 @@ def autoencoder(steps: int, seed: int = 45) -> dict:
         return test[idx], test[idx]
 
     hook = LNPHook(model, nn.MSELoss(), total_steps=steps, n_windows=12, steps_per_window=5,
-                   eval_batch=eval_batch, bands=True, seed=seed, path=HERE / "cnn_ae_lnp.nc")
+                   eval_batch=eval_batch, bands=True, n_probes=1, seed=seed, path=HERE / "cnn_ae_lnp.nc")
     t0, losses = time.perf_counter(), []
     for t in range(steps):
         idx = torch.randint(0, train.shape[0], (32,), generator=g)
