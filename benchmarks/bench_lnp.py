@@ -7,12 +7,11 @@ the relative standard deviation of the network scale over repeated probe draws, 
 variance x time product relative to the perspic-style Opacus baseline (per-sample gradient
 norms by Opacus, one Rademacher vector shared by all samples of the batch, one forward and
 backward per probe; only the network-scale part is timed for the baseline, which favours it).
-Timings are medians on a shared CPU and are noisy.
+Timings are minima over repetitions on one torch thread of a shared CPU and are noisy.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
