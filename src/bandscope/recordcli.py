@@ -84,7 +84,7 @@ def bands_table(panel, recon):
         r = _npz_images(f, "recon")
         if r.shape != x.shape:
             raise ValueError(f"{f}: reconstructions have shape {r.shape}, the panel {x.shape}")
-        bl = band_losses(x, r).values
+        bl = band_losses(x, r, dtype=np.float64).values
         row = {"name": f.name}
         row.update({f"band_{int(b)}": float(v) for b, v in zip(2 ** np.arange(bl.size), bl)})
         row["mse"] = float(np.mean((x.astype(np.float64) - r.astype(np.float64)) ** 2))
