@@ -143,5 +143,8 @@ def test_read_runs_unique_names(tmp_path, run):
     (tmp_path / "b").mkdir()
     bio.write_run(run, tmp_path / "a" / "run.csv")
     bio.write_run(run, tmp_path / "b" / "run.csv")
-    runs = bio.read_runs([tmp_path / "a" / "run.csv", tmp_path / "b" / "run.csv"])
-    assert [r.attrs["name"] for r in runs] == ["run", "run-2"]
+    bio.write_run(run, tmp_path / "a" / "other.csv")
+    runs = bio.read_runs([tmp_path / "a" / "run.csv", tmp_path / "b" / "run.csv", tmp_path / "a" / "other.csv"])
+    assert [r.attrs["name"] for r in runs] == ["a", "b", "other"]
+    runs = bio.read_runs([tmp_path / "a" / "run.csv", tmp_path / "a" / "run.csv"])
+    assert [r.attrs["name"] for r in runs] == ["a", "a-2"]

@@ -214,14 +214,20 @@ def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Datas
 
 
 def read_runs(paths: Iterable, *, dropna: bool = False) -> list[xr.Dataset]:
-    """Read several run files; names are the file stems (made unique with a suffix)."""
-    runs, seen = [], {}
-    for p in paths:
-        p = Path(p)
-        stem = p.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        nm = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
-        runs.append(read_run(p, name=nm, dropna=dropna))
+    """Read several run files.
+
+    Names are the file stems. When stems repeat (e.g. ``cnn-seed45/run.nc`` and
+    ``cnn-seed46/run.nc``, as ``bandscope train`` writes them), the parent directory's name is
+    used instead for those files, and any remaining clash gets a ``-2``, ``-3``, ... suffix.
+    """
+    paths = [Path(p) for p in paths]
+    stems = [p.stem for p in paths]
+    names = [p.parent.name if stems.count(p.stem) > 1 and p.parent.name else p.stem for p in paths]
+    seen: dict[str, int] = {}
+    runs = []
+    for p, nm in zip(paths, names):
+        seen[nm] = seen.get(nm, 0) + 1
+        runs.append(read_run(p, name=nm if seen[nm] == 1 else f"{nm}-{seen[nm]}", dropna=dropna))
     return runs
 
 
