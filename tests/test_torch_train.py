@@ -83,3 +83,22 @@ def test_same_seed_same_run_other_seed_differs(tmp_path):
     c = train(cfg, tmp_path / "c", progress=False, seed=6)
     xr.testing.assert_equal(a[["band_loss", "param_time"]], b[["band_loss", "param_time"]])
     assert not np.array_equal(a["band_loss"].values, c["band_loss"].values)
+
+
+def test_image_folder_and_geometric_schedule(tmp_path):
+    """A user's folder (A.1 preprocessing; the last n_test images are the test split) with a
+    geometric checkpoint schedule."""
+    from PIL import Image
+
+    from bandscope.torch.schedule import geometric_schedule
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, size=(140, 130, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    cfg = TrainConfig(arch="cnn", seed=1, image_size=16, epochs=3, batch_size=2, data=str(folder), n_train=0,
+                      n_test=2, panel_size=2, schedule="geometric", n_points=5, threads=1)
+    ds = train(cfg, tmp_path / "run", progress=False)
+    np.testing.assert_array_equal(ds["step"].values, geometric_schedule(9, 5))  # 6 train images / 2 = 3 steps per epoch
+    assert "last 2 test" in ds.attrs["data"]
