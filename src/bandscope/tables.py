@@ -146,7 +146,7 @@ def table_a7(results):
             else:
                 gam = sel["gamma_w"].sel(gamma_window=g).values
                 r2 = sel["gamma_w_r2"].sel(gamma_window=g).values
-            rows.append({"epoch window": g, "arch": a,
+            rows.append({"epoch window": g, "arch": a or "(no arch)",
                          "runs": int(np.isfinite(np.asarray(gam, dtype=float)).sum()),
                          "median γ": _median(gam), "median R²": _median(r2)})
     df = pd.DataFrame(rows).set_index(["epoch window", "arch"])
@@ -164,7 +164,7 @@ def table_full_loss(results, window=None):
     deflation = float(results.attrs.get("deflation", 10.0))
     groups = {"overall": np.ones(results.sizes["run"], dtype=bool)}
     for a in np.unique(results["arch"].values):
-        groups[str(a)] = results["arch"].values == a
+        groups[str(a) or "(no arch)"] = results["arch"].values == a
     rows = {}
     for g, m in groups.items():
         ok = (results["total_status"].values == "ok") & m
