@@ -87,7 +87,7 @@ def test_table_a7_counts_only_finite_gamma(res):
 def test_all_and_format(res):
     allt = tables.all_tables(res)
     assert set(allt) == {"table_b2", "table_b31", "table_62", "table_ordering", "table_a7",
-                         "table_full_loss"}
+                         "table_full_loss", "table_saturation"}
     text = tables.format_tables(res)
     assert "B.2" in text and "6.3" in text and "—" in text
 
@@ -95,3 +95,22 @@ def test_all_and_format(res):
 def test_unknown_window(res):
     with pytest.raises(ValueError, match="0.5/0.4"):
         tables.table_b2(res, "0.5/0.4")
+
+
+def test_table_saturation_flags_a_band_still_falling():
+    from bandscope import analyze
+    from bandscope.synthetic import make_run_synthetic
+    from bandscope.tables import table_saturation
+
+    run = make_run_synthetic(5, n_bands=4, noise=0.0)
+    bl = run.band_loss.values.copy()
+    k = bl.shape[0]
+    # band 8 keeps falling linearly through the last checkpoints: 10 % of its range over them
+    rng = bl[:, 3].max() - bl[:, 3].min()
+    bl[-5:, 3] -= np.linspace(0, 0.1 * rng, 5)
+    res = analyze(run.drop_vars("mse").assign(band_loss=(("checkpoint", "band"), bl)))
+    df = table_saturation(res)
+    assert df.loc[8, "unsaturated runs"] == "1/1"
+    assert df.loc[1, "unsaturated runs"] == "0/1"
+    assert df.loc[8, "max drift %"] == pytest.approx(float(res.floor_window_drift_pct.sel(band=8)[0]))
+    assert df.loc[8, "max drift %"] > 5
