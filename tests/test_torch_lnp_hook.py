@@ -91,6 +91,12 @@ def test_hook_writes_own_file_and_merges_into_run(tmp_path):
     from bandscope.run import validate_run
 
     validate_run(merged)  # still a valid run Dataset
+    merged.close()
+    # a later checkpoint rewrites the run file: the LNP statistics must survive it
+    rec.record(step=9, band_loss=[0.009, 0.009, 0.004], param_time=1.5)
+    with xr.open_dataset(rec.path) as again:
+        assert again.sizes["checkpoint"] == 3 and again.sizes["lnp_step"] == 3
+        np.testing.assert_array_equal(again.lnp_spectral_position.values, back.lnp_spectral_position.values)
 
 
 def test_hook_rejects_bad_schedule():

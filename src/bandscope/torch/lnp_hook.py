@@ -89,9 +89,22 @@ class LNPHook:
         self.kw = dict(network_scale=network_scale, n_probes=n_probes, bands=bands, n_units=n_units,
                        n_units_b=n_units_b, backend=backend)
         self.seed = int(seed)
-        self.recorder = recorder
         self.path = None if path is None else Path(path)
         self.records: list[tuple[int, xr.Dataset]] = []
+        self._recorder = None
+        self.recorder = recorder
+
+    @property
+    def recorder(self):
+        """The :class:`~bandscope.torch.RunRecorder` whose run file holds the LNP statistics."""
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, rec) -> None:
+        if rec is not None and rec is not self._recorder:
+            # every later rewrite of the run file (each checkpoint) keeps the LNP variables
+            rec.add_extra(lambda: self.dataset() if self.records else None)
+        self._recorder = rec
 
     def wants(self, step: int) -> bool:
         """Whether ``step`` is a measurement step."""
@@ -150,8 +163,9 @@ class LNPHook:
     def write(self, path=None) -> Path:
         """Write atomically: merged into the recorder's run file, else to ``path``."""
         if self.recorder is not None and path is None:
-            target = Path(self.recorder.path)
-            ds = self.merged(self.recorder.dataset())
+            if not self.recorder.rows:  # nothing recorded yet: the run file cannot exist
+                return Path(self.recorder.path)
+            return self.recorder.write()  # the recorder merges self.dataset() (add_extra)
         else:
             target = Path(path) if path is not None else self.path
             if target is None:

@@ -50,6 +50,7 @@ class RunRecorder:
         self.name, self.arch, self.seed, self.source = name, arch, int(seed), source
         self.extra_attrs = dict(extra_attrs or {})
         self.rows: list[dict] = []
+        self._extras: list = []
         if resume and self.path.exists():
             with xr.open_dataset(self.path) as f:
                 ds = f.load()
@@ -59,6 +60,28 @@ class RunRecorder:
                     if c in ds:
                         row[c] = ds[c].values[k].item()
                 self.rows.append(row)
+
+    def add_extra(self, provider) -> None:
+        """Merge ``provider()`` (an ``xr.Dataset`` of extra variables on their own dims, e.g.
+        the LNP statistics of :class:`bandscope.torch.LNPHook` on ``lnp_step``) into every
+        file written from now on, so extra measurements are never dropped by a rewrite.
+        Variables that clash with the run's own raise ``ValueError``."""
+        if not callable(provider):
+            raise TypeError(f"provider must be callable returning an xarray.Dataset, got {type(provider)!r}")
+        self._extras.append(provider)
+
+    def _with_extras(self, ds: xr.Dataset) -> xr.Dataset:
+        for provider in self._extras:
+            extra = provider()
+            if extra is None or not len(extra.variables):
+                continue
+            clash = [v for v in list(extra.data_vars) + list(extra.coords)
+                     if v in ds.variables and v not in ds.dims]
+            if clash:
+                raise ValueError(f"extra variables {clash} would overwrite the run's own")
+            attrs = {**extra.attrs, **ds.attrs}
+            ds = xr.merge([ds, extra], combine_attrs="drop").assign_attrs(attrs)
+        return ds
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -100,8 +123,9 @@ class RunRecorder:
         )
 
     def write(self) -> Path:
-        """Write the file atomically (tmp file + ``os.replace``)."""
-        ds = self.dataset()
+        """Write the file atomically (tmp file + ``os.replace``), with every extra provider's
+        variables merged in (:meth:`add_extra`)."""
+        ds = self._with_extras(self.dataset())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         ds.to_netcdf(tmp, engine="netcdf4")
