@@ -92,3 +92,16 @@ def test_reproduce_on_synthetic(tmp_path, capsys):
     assert "SYNTHETIC" in out
     data = json.loads((tmp_path / "r.json").read_text())
     assert len(data["runs"]) == 12
+
+
+def test_reproduce_skips_unfinished_recorded_runs(tmp_path, capsys):
+    d = tmp_path / "reference_runs" / "recorded"
+    for i, (total, seed) in enumerate(((None, 1), (71350, 2), (10**6, 3))):
+        r = make_run_synthetic(seed, n_bands=4)
+        if total is not None:
+            r.attrs["total_steps"] = total
+        (d / f"r{i}").mkdir(parents=True)
+        bio.write_run(r, d / f"r{i}" / "run.nc")
+    assert main(["reproduce", "--dir", str(tmp_path / "reference_runs"), "--json", str(tmp_path / "o.json"), "--quiet"]) == 0
+    assert "skipping r2: unfinished" in capsys.readouterr().err
+    assert set(json.loads((tmp_path / "o.json").read_text())["runs"]) == {"r0", "r1"}

@@ -123,7 +123,16 @@ def cmd_reproduce(args) -> int:
     runs = []
     for f in files:
         name = f.parent.name if f.stem == "run" else f.stem
-        runs.append(bio.read_run(f, name=name))
+        run = bio.read_run(f, name=name)
+        total = run.attrs.get("total_steps")
+        last = int(run["step"].values[-1])
+        if total is not None and last < int(total):
+            print(f"skipping {name}: unfinished ({last} of {int(total)} steps recorded)", file=sys.stderr)
+            continue
+        runs.append(run)
+    if not runs:
+        print("no finished reference runs", file=sys.stderr)
+        return 2
     return _run_analysis(runs, args)
 
 
