@@ -106,7 +106,7 @@ def test_malicious_pickle_is_refused(tmp_path):
 def test_mismatched_checkpoints_fail_loudly(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "a1.safetensors"))
     save_file({"v": torch.zeros(2)}, str(tmp_path / "a2.safetensors"))
-    with pytest.raises(ValueError, match="names differ"):
+    with pytest.raises(ValueError, match="identical keys"):
         param_time_table(tmp_path)
     with pytest.raises(FileNotFoundError):
         param_time_table(tmp_path / "missing")

@@ -124,29 +124,13 @@ def param_time_table(ckpt_dir, *, trainable=None):
     """
     import pandas as pd
 
-    keep = None if trainable is None else set(trainable)
-    prev, keys, s, rows = None, None, 0.0, []
-    for f in _list_files(ckpt_dir, CHECKPOINT_EXTENSIONS):
-        sd = {k: v for k, v in _load_state_dict_numpy(f).items()
-              if np.issubdtype(v.dtype, np.floating) and (keep is None or k in keep)}
-        if keep is not None and set(sd) != keep:
-            raise ValueError(f"{f.name}: missing trainable parameters {sorted(keep - set(sd))[:5]}")
-        if keys is None:
-            keys = sorted(sd)
-            if not keys:
-                raise ValueError(f"{f.name}: no floating tensors to measure")
-        elif sorted(sd) != keys:
-            raise ValueError(f"{f.name}: tensor names differ from the first checkpoint's: missing "
-                             f"{sorted(set(keys) - set(sd))[:5]}, extra {sorted(set(sd) - set(keys))[:5]}")
-        cur = {k: np.asarray(sd[k], dtype=np.float64) for k in keys}
-        if prev is not None:
-            for k in keys:
-                if cur[k].shape != prev[k].shape:
-                    raise ValueError(f"{f.name}: tensor {k!r} has shape {cur[k].shape}, before {prev[k].shape}")
-            s += float(np.sqrt(sum(float(np.sum((cur[k] - prev[k]) ** 2)) for k in keys)))
-        rows.append((f.name, s))
-        prev = cur
-    return pd.DataFrame(rows, columns=["name", "param_time"])
+    from .paramtime import parameter_time
+
+    files = _list_files(ckpt_dir, CHECKPOINT_EXTENSIONS)
+    names = [f.name for f in files]
+    keys = None if trainable is None else sorted(trainable)
+    pt = parameter_time((_load_state_dict_numpy(f) for f in files), names=names, keys=keys)
+    return pd.DataFrame({"name": names, "param_time": pt.values})
 
 
 def _cmd_train(args) -> int:

@@ -101,27 +101,12 @@ def checkpoint_param_time(paths: Iterable | str | os.PathLike, *, model: torch.n
     pandas.DataFrame
         Columns ``name`` (file name) and ``param_time`` (float64, starting at 0).
     """
+    from ..paramtime import parameter_time
+
     files = _list(paths)
-    keep = None
+    names = [f.name for f in files]
+    keys = None
     if model is not None and trainable_only:
-        keep = {n for n, p in model.named_parameters() if p.requires_grad}
-    prev, keys, s, out = None, None, 0.0, []
-    for f in files:
-        sd = load_checkpoint(f)
-        sd = {k: v for k, v in sd.items() if v.is_floating_point() and (keep is None or k in keep)}
-        if keep is not None and set(sd) != keep:
-            raise ValueError(f"{f.name}: missing trainable parameters {sorted(keep - set(sd))[:5]}")
-        if keys is None:
-            keys = sorted(sd)
-            if not keys:
-                raise ValueError(f"{f.name}: no floating tensors to measure")
-        elif sorted(sd) != keys:
-            raise ValueError(f"{f.name}: tensor names differ from the first checkpoint's: "
-                             f"missing {sorted(set(keys) - set(sd))[:5]}, extra {sorted(set(sd) - set(keys))[:5]}")
-        cur = {k: sd[k].to(torch.float64) for k in keys}
-        if prev is not None:
-            sq = sum(float((cur[k] - prev[k]).square().sum()) for k in keys)
-            s += sq ** 0.5
-        out.append((f.name, s))
-        prev = cur
-    return pd.DataFrame(out, columns=["name", "param_time"])
+        keys = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    pt = parameter_time((load_checkpoint(f) for f in files), names=names, keys=keys)
+    return pd.DataFrame({"name": names, "param_time": pt.values})
