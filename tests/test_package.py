@@ -45,3 +45,20 @@ def test_version():
     import bandscope
 
     assert bandscope.__version__
+
+
+def test_every_lazy_export_resolves():
+    import bandscope
+
+    for name in bandscope.__all__:
+        assert getattr(bandscope, name) is not None, name
+
+
+def test_every_torch_export_resolves():
+    import pytest
+
+    pytest.importorskip("torch")
+    import bandscope.torch as bt
+
+    for name in bt.__all__:
+        assert getattr(bt, name) is not None, name
