@@ -108,7 +108,8 @@ def test_table_saturation_flags_a_band_still_falling():
     # band 8 keeps falling linearly through the last checkpoints: 10 % of its range over them
     rng = bl[:, 3].max() - bl[:, 3].min()
     bl[-5:, 3] -= np.linspace(0, 0.1 * rng, 5)
-    res = analyze(run.drop_vars("mse").assign(band_loss=(("checkpoint", "band"), bl)))
+    with pytest.warns(UserWarning, match="band 8"):
+        res = analyze(run.drop_vars("mse").assign(band_loss=(("checkpoint", "band"), bl)))
     df = table_saturation(res)
     assert df.loc[8, "unsaturated runs"] == "1/1"
     assert df.loc[1, "unsaturated runs"] == "0/1"
