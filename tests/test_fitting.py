@@ -17,19 +17,39 @@ def test_bic_formula(sse, n, p):
 
 
 @given(sse=st.floats(1e-12, 1e6), n=st.integers(2, 500), p=st.integers(1, 5),
-       d=st.floats(0.5, 20))
+       d=st.floats(1.0, 20))
 @settings(max_examples=50, deadline=None)
 def test_bic_eff_formula(sse, n, p, d):
     ne = n / d
-    assert bic_eff(sse, n, p, d) == pytest.approx(ne * np.log(sse / n) + p * np.log(ne),
-                                                  rel=1e-12, abs=1e-12)
+    got = bic_eff(sse, n, p, d)
+    if ne > 1:
+        assert got == pytest.approx(ne * np.log(sse / n) + p * np.log(ne), rel=1e-12, abs=1e-12)
+    else:  # penalty p log n_eff <= 0 would reward the extra parameter: undefined
+        assert np.isnan(got)
     # deflation 1 is the plain BIC
     assert bic_eff(sse, n, p, 1.0) == pytest.approx(bic(sse, n, p), rel=1e-12, abs=1e-12)
 
 
 def test_bic_eff_rejects_bad_deflation():
-    with pytest.raises(ValueError, match="deflation"):
-        bic_eff(1.0, 10, 2, 0.0)
+    for bad in (0.0, 0.5, np.inf, np.nan):
+        with pytest.raises(ValueError, match="deflation"):
+            bic_eff(1.0, 10, 2, bad)
+
+
+def test_exact_fit_bic_is_nan_not_inf():
+    assert np.isnan(bic(0.0, 10, 3)) and np.isnan(bic_eff(0.0, 30, 3, 10.0))
+
+
+def test_deflated_delta_bic_does_not_favour_weibull_on_short_windows():
+    # pure exponentials with n < 10 checkpoints: plain dBIC sometimes prefers the exponential;
+    # the deflated one must not turn every such fit into a Weibull "win" (n_eff <= 1: NaN)
+    rng = np.random.default_rng(0)
+    x = np.tile(np.linspace(0, 5, 8), (40, 1))
+    y = np.exp(-x) + rng.normal(0, 0.01, x.shape)
+    out = compare_curves(x, y, deflation=10.0)
+    assert np.isnan(out["delta_bic_neff"]).all()
+    assert all("n_eff" in r for r in out["reason"])
+    assert np.isfinite(out["delta_bic"]).all()
 
 
 def test_bic_known_numbers():

@@ -148,3 +148,8 @@ def test_read_runs_unique_names(tmp_path, run):
     assert [r.attrs["name"] for r in runs] == ["a", "b", "other"]
     runs = bio.read_runs([tmp_path / "a" / "run.csv", tmp_path / "a" / "run.csv"])
     assert [r.attrs["name"] for r in runs] == ["a", "a-2"]
+
+
+def test_constant_param_time_is_refused():
+    with pytest.raises(ValueError, match="does not advance"):
+        make_run([[1.0, 1.0], [0.5, 0.9], [0.4, 0.8]], [0.0, 0.0, 0.0])

@@ -177,3 +177,13 @@ def test_inverse_participation_ratio():
     assert lnp.inverse_participation_ratio([2.0, 0.0, 0.0]) == 1.0
     da = xr.DataArray([[1.0, 1.0], [1.0, 0.0]], dims=("run", "k"))
     np.testing.assert_allclose(lnp.inverse_participation_ratio(da, "k"), [0.5, 1.0])
+
+
+def test_positions_beyond_cauchy_schwarz_warn():
+    import pytest
+
+    from bandscope.lnp import lnp_components
+
+    with pytest.warns(UserWarning, match="Cauchy-Schwarz"):
+        ds = lnp_components([1.0], [1.0], [3.0], grad_dot=[-5.0], loss_scale_b=[1.0], network_scale_b=[1.0])
+    assert float(ds.spectral_position[0]) == 3.0  # reported as measured, not hidden

@@ -70,7 +70,9 @@ def exponential(s, A, omega):
 def bic(sse, n, p):
     """Reduced BIC ``n log(SSE/n) + p log n`` (key search A.11).
 
-    The dropped terms ``n log 2π + n`` cancel in ΔBIC for equal n. ``SSE = 0`` gives -inf.
+    The dropped terms ``n log 2π + n`` cancel in ΔBIC for equal n. ``SSE <= 0`` (an exact
+    fit, only reachable with noise-free data) gives NaN: the Gaussian likelihood behind BIC is
+    undefined there, and ±inf would make ΔBIC meaningless.
 
     Examples
     --------
@@ -80,7 +82,7 @@ def bic(sse, n, p):
     sse = np.asarray(sse, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return n * np.log(sse / n) + p * np.log(n)
+        return np.where(sse > 0, n * np.log(sse / n) + p * np.log(n), np.nan)
 
 
 def bic_eff(sse, n, p, deflation=10.0):
@@ -89,18 +91,28 @@ def bic_eff(sse, n, p, deflation=10.0):
     ``n_eff log(SSE/n) + p log n_eff``: the per-point error variance SSE/n is kept, only the
     count of independent observations is deflated (adjacent checkpoints are correlated).
 
+    Where ``n_eff <= 1`` the result is NaN: the penalty ``p log n_eff`` is then zero or
+    negative, so the extra parameter is rewarded instead of penalised and the nested Weibull
+    (SSE never above the exponential's) would "win" whatever the data -- e.g. every fit with
+    n < 10 at the paper's deflation of 10. ``deflation`` must be finite and >= 1 (n_eff <= n).
+    ``SSE <= 0`` gives NaN as in :func:`bic`.
+
     Examples
     --------
-    >>> round(float(bic_eff(2.0, 10, 3, deflation=10.0)), 6)  # 1 log 0.2 + 3 log 1
-    -1.609438
+    >>> round(float(bic_eff(2.0, 20, 3, deflation=10.0)), 6)  # 2 log 0.1 + 3 log 2
+    -2.525729
+    >>> float(bic_eff(2.0, 8, 3, deflation=10.0))  # n_eff = 0.8: undefined
+    nan
     """
     sse = np.asarray(sse, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
-    if not np.all(np.asarray(deflation) > 0):
-        raise ValueError(f"deflation must be > 0, got {deflation!r}")
-    n_eff = n / deflation
+    d = np.asarray(deflation, dtype=np.float64)
+    if not (np.all(np.isfinite(d)) and np.all(d >= 1)):
+        raise ValueError(f"deflation must be finite and >= 1 (n_eff = n / deflation <= n), got {deflation!r}")
+    n_eff = n / d
     with np.errstate(divide="ignore", invalid="ignore"):
-        return n_eff * np.log(sse / n) + p * np.log(n_eff)
+        out = n_eff * np.log(sse / n) + p * np.log(n_eff)
+    return np.where((n_eff > 1) & (sse > 0), out, np.nan)
 
 
 def r_squared(y, yhat, axis=-1, where=None):
@@ -612,6 +624,12 @@ def compare_curves(x, y, valid=None, *, deflation=10.0, min_points=None, fallbac
     reason = wb["reason"].copy()
     for c in np.flatnonzero(okw & ~oke):
         reason[c] = f"exponential fit {ex['status'][c]}: {ex['reason'][c]}"
+    n_eff = n / float(deflation)
+    for c in np.flatnonzero(both & (n_eff <= 1)):
+        reason[c] = (reason[c] + "; " if reason[c] else "") + (
+            f"delta_bic_neff undefined: n_eff = {n[c]}/{float(deflation):g} <= 1 (non-positive penalty)")
+    for c in np.flatnonzero(both & ((wb["sse"] <= 0) | (ex["sse"] <= 0))):
+        reason[c] = (reason[c] + "; " if reason[c] else "") + "exact fit (SSE = 0): BIC undefined"
     return {
         "A": wb["A"], "omega": wb["omega"], "beta": wb["beta"], "r2": wb["r2"],
         "sse_weibull": wb["sse"],

@@ -20,6 +20,8 @@ functions take and return xarray objects.
 """
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -294,6 +296,16 @@ def lnp_components(
             ds.network_scale_b.values,
         )
         out["spectral_position_cross"] = (p, reason, "reason_cross")
+    for var, (p, reason, _) in out.items():
+        with np.errstate(invalid="ignore"):
+            over = (reason == "") & (np.abs(p) > 1 + 1e-9)
+        if over.any():
+            warnings.warn(
+                f"{int(over.sum())} value(s) of {var} lie outside the Cauchy-Schwarz bound "
+                f"(|P| <= 1; largest {float(np.nanmax(np.abs(p[over]))):.4g}): the statistics are "
+                "inconsistent, e.g. a Hutchinson estimate of the network scale below its true value",
+                stacklevel=2,
+            )
     dims = ds.loss_scale.dims
     for var, (p, reason, rname) in out.items():
         bad = reason != ""

@@ -155,6 +155,11 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3) -> xr.Dataset:
             f"param_time decreases from {pt[i]!r} (checkpoint {i}) to {pt[i + 1]!r} "
             f"(checkpoint {i + 1}); parameter time is cumulative and must be non-decreasing"
         )
+    if pt.size >= 2 and not pt[-1] > pt[0]:
+        raise ValueError(
+            f"param_time does not advance (it is {pt[0]!r} at every checkpoint); parameter time "
+            "is the distance the weights travelled and the analysis is in its units"
+        )
     if "mse" in ds:
         mse = ds["mse"].values
         total = bl.sum(axis=1)

@@ -104,13 +104,14 @@ def make_run_synthetic(
 def make_runs_synthetic(n_runs: int = 12, *, n_bands: int = 7, noise: float = 0.01) -> list[xr.Dataset]:
     """``n_runs`` synthetic runs labelled ``synthetic-cnn`` / ``synthetic-vit`` alternately
     by halves, seeds 45, 46, ... (the labels only group them; the generator is the same)."""
-    half = max(n_runs // 2, 1)
+    half = (n_runs + 1) // 2  # the first ceil(n/2) runs are "cnn", the rest "vit"
     runs = []
     for i in range(n_runs):
-        arch = "synthetic-cnn" if i < half else "synthetic-vit"
-        seed = 45 + (i % half)
+        vit = i >= half
+        arch = "synthetic-vit" if vit else "synthetic-cnn"
+        seed = 45 + (i - half if vit else i)
         runs.append(
-            make_run_synthetic(seed + (0 if i < half else 1000), n_bands=n_bands, arch=arch,
+            make_run_synthetic(seed + (1000 if vit else 0), n_bands=n_bands, arch=arch,
                                noise=noise, name=f"{arch}-seed{seed}")
         )
         runs[-1].attrs["seed"] = seed
