@@ -242,3 +242,15 @@ def test_stacked_runs_loop_over_extra_dims():
     np.testing.assert_allclose(fit.gamma.values, [[0.35, 0.35], [0.45, 0.45]], rtol=1e-6)
     full = fit_power_time(runs.step, runs.param_time)
     assert full.gamma.dims == ("run",)
+
+
+def test_vectorised_sse_grid_equals_the_closed_form_loop():
+    from bandscope.paramtime import _linear_ab, _sse_grid
+
+    rng = np.random.default_rng(4)
+    tau = np.sort(rng.random(40))
+    tau[0] = 0.0
+    s = 2.0 + 3.0 * tau**0.4 + rng.normal(0, 0.01, tau.size)
+    grid = np.geomspace(1e-3, 10, 121)
+    loop = np.array([_linear_ab(np.power(tau, g), s)[2] for g in grid])
+    np.testing.assert_allclose(_sse_grid(tau, s, grid), loop, rtol=1e-9, atol=1e-12 * float(s @ s))
