@@ -237,7 +237,7 @@ def write_run(run: xr.Dataset, path) -> Path:
     validate_run(run)
     suffix = path.suffix.lower()
     if suffix in (".nc", ".nc4"):
-        _to_netcdf(run, path)
+        write_netcdf_atomic(run, path)
     elif suffix == ".csv":
         run_to_frame(run).to_csv(path, index=False)
     elif suffix in (".parquet", ".pq"):
@@ -267,7 +267,14 @@ def stack_runs(runs: Sequence[xr.Dataset] | Mapping[str, xr.Dataset]) -> xr.Data
 
 
 # --------------------------------------------------------------------------- results
-def _to_netcdf(ds: xr.Dataset, path: Path) -> None:
+def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
+    """Write ``ds`` to netCDF atomically: a ``.tmp`` file beside ``path`` moved over it with
+    ``os.replace``, so a reader never sees a half-written file and a crash leaves the previous
+    version. Attributes that netCDF cannot store (bools, lists of strings, dicts) are converted
+    (int, JSON text); bool variables are stored as int8. Every netCDF writer of bandscope
+    (runs, results, the torch recorder, the LNP hook) goes through here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs = {k: _nc_attr(v) for k, v in ds.attrs.items()}
     for v in ds.variables.values():
@@ -278,6 +285,7 @@ def _to_netcdf(ds: xr.Dataset, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     ds.to_netcdf(tmp, engine=_NETCDF_ENGINE)
     tmp.replace(path)
+    return path
 
 
 def _nc_attr(v):
@@ -297,7 +305,7 @@ def _nc_attr(v):
 def write_results(results: xr.Dataset, path) -> Path:
     """Write an analysis results Dataset to netCDF (strings as variable-length strings)."""
     path = Path(path)
-    _to_netcdf(results, path)
+    write_netcdf_atomic(results, path)
     return path
 
 

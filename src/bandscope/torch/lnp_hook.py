@@ -16,13 +16,13 @@ they never clash with a run Dataset's ``checkpoint``/``band`` (``docs/format.md`
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from bandscope.io import write_netcdf_atomic
 from bandscope.lnp import log_windows
 
 from .lnp import DEFAULT_ESTIMATOR, measure_lnp
@@ -150,29 +150,13 @@ class LNPHook:
                 ds[v].attrs = dict(self.records[0][1][src].attrs)
         return ds
 
-    def merged(self, run: xr.Dataset) -> xr.Dataset:
-        """``run`` (a run Dataset) with the LNP statistics added on their own dims."""
-        lnp = self.dataset()
-        clash = [v for v in list(lnp.data_vars) + list(lnp.coords) if v in run.variables]
-        if clash:
-            raise ValueError(f"run already holds {clash}; LNP variables would overwrite them")
-        out = xr.merge([run, lnp], combine_attrs="override")
-        out.attrs = {**run.attrs, **lnp.attrs}
-        return out
-
     def write(self, path=None) -> Path:
         """Write atomically: merged into the recorder's run file, else to ``path``."""
         if self.recorder is not None and path is None:
             if not self.recorder.rows:  # nothing recorded yet: the run file cannot exist
                 return Path(self.recorder.path)
             return self.recorder.write()  # the recorder merges self.dataset() (add_extra)
-        else:
-            target = Path(path) if path is not None else self.path
-            if target is None:
-                raise ValueError("no path: give LNPHook(path=...) or write(path)")
-            ds = self.dataset()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, target)
-        return target
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("no path: give LNPHook(path=...) or write(path)")
+        return write_netcdf_atomic(self.dataset(), target)

@@ -7,12 +7,12 @@ read at any moment: the new file is written to ``path.tmp`` and moved over ``pat
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from ..io import write_netcdf_atomic
 from ..run import make_run
 
 __all__ = ["RunRecorder"]
@@ -125,9 +125,4 @@ class RunRecorder:
     def write(self) -> Path:
         """Write the file atomically (tmp file + ``os.replace``), with every extra provider's
         variables merged in (:meth:`add_extra`)."""
-        ds = self._with_extras(self.dataset())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, self.path)
-        return self.path
+        return write_netcdf_atomic(self._with_extras(self.dataset()), self.path)
