@@ -102,3 +102,38 @@ def test_image_folder_and_geometric_schedule(tmp_path):
     ds = train(cfg, tmp_path / "run", progress=False)
     np.testing.assert_array_equal(ds["step"].values, geometric_schedule(9, 5))  # 6 train images / 2 = 3 steps per epoch
     assert "last 2 test" in ds.attrs["data"]
+
+
+def test_warmup_and_latent_dim(tmp_path):
+    """``warmup_steps`` ramps the Adam learning rate linearly: the first step of a run with
+    warm-up over W steps moves the weights by about 1/W of the plain run's first step (Adam's
+    first update is lr * sign(g) per weight); ``latent_dim`` sets the bottleneck width."""
+    from bandscope.torch.models import build_model
+
+    cfg = TrainConfig(arch="cnn", seed=5, image_size=16, epochs=1, batch_size=32, n_train=64, n_test=32,
+                      panel_size=16, threads=1, schedule="geometric", n_points=2)
+    plain = train(cfg, tmp_path / "plain", progress=False, max_steps=1)
+    warm = train(cfg, tmp_path / "warm", progress=False, max_steps=1, warmup_steps=10)
+    ratio = float(warm["arc_length"][-1] / plain["arc_length"][-1])
+    assert 0.09 < ratio < 0.11, ratio
+    cfg_json = json.loads((tmp_path / "warm" / "config.json").read_text())["config"]
+    assert cfg_json["warmup_steps"] == 10 and cfg_json["latent_dim"] == 128
+    small = train(cfg, tmp_path / "small", progress=False, max_steps=1, latent_dim=8)
+    assert int(small.attrs["n_parameters"]) == sum(
+        p.numel() for p in build_model("cnn", 16, latent_dim=8).parameters())
+    assert int(small.attrs["n_parameters"]) < int(plain.attrs["n_parameters"])
+
+
+def test_resume_accepts_config_written_before_new_fields(tmp_path):
+    """A run started by an older bandscope (config.json without ``latent_dim`` / ``warmup_steps``)
+    resumes: missing fields count as their defaults."""
+    out = tmp_path / "run"
+    train(TINY, out, progress=False, max_steps=5)
+    path = out / "config.json"
+    doc = json.loads(path.read_text())
+    del doc["config"]["latent_dim"], doc["config"]["warmup_steps"]
+    path.write_text(json.dumps(doc))
+    ds = train(TINY, out, progress=False, max_steps=9)
+    assert ds["step"].values[-1] > 5
+    with pytest.raises(ValueError, match="different config"):
+        train(TINY, out, progress=False, warmup_steps=3)

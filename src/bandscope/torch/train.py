@@ -60,12 +60,17 @@ class TrainConfig:
     n_points: int = 53  # geometric schedule only
     panel_size: int = 256
     vit_patch: int = 4
+    latent_dim: int = 128  # A.2: 128
+    warmup_steps: int = 0  # linear learning-rate warm-up (0 = plain Adam at `lr`, as in A.3)
     threads: int | None = None
     save_weights: bool = False
     save_recon: bool = False
 
     def model_kwargs(self) -> dict:
-        return {"patch": int(self.vit_patch)} if self.arch == "vit" else {}
+        kw = {"latent_dim": int(self.latent_dim)}
+        if self.arch == "vit":
+            kw["patch"] = int(self.vit_patch)
+        return kw
 
 
 def _load_data(cfg: TrainConfig):
@@ -129,7 +134,8 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
     cfg_path = out / "config.json"
     state_path = state_dir / "latest.pt"
     if resume and state_path.exists() and cfg_path.exists():
-        old = json.loads(cfg_path.read_text())["config"]
+        # fields added later (latent_dim, warmup_steps) take their defaults in older configs
+        old = {**dataclasses.asdict(TrainConfig()), **json.loads(cfg_path.read_text())["config"]}
         if old != cfg_dict:
             diff = {k: (old.get(k), v) for k, v in cfg_dict.items() if old.get(k) != v}
             raise ValueError(f"{out} holds a run with a different config (old, new): {diff}; "
@@ -219,6 +225,9 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
             opt.zero_grad(set_to_none=True)
             loss = F.mse_loss(model(x), x)
             loss.backward()
+            if cfg.warmup_steps > 0:
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
             opt.step()
             tracker.step()
             step += 1
