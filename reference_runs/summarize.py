@@ -1,13 +1,15 @@
-"""Summarise the recorded reference runs: progress, parameter time vs arc length, saturation.
+"""Summarise a directory of recorded runs: progress, parameter time vs arc length, saturation.
 
-Usage: ``python reference_runs/recorded/summarize.py`` (from the repository root). Reads every
-``reference_runs/recorded/*/run.nc`` (finished or still running) and prints one line per run
-and the per-band floor-window drift from ``bandscope.analyze`` (paper A.9 floor window: the
-last 5 checkpoints; a band counts as saturated when it moved < 2 % of its range there).
+Usage: ``python reference_runs/summarize.py [DIR]`` (DIR defaults to
+``reference_runs/recorded``). Reads every ``DIR/*/run.nc`` (finished or still running) and
+prints one line per run and the per-band floor-window drift from ``bandscope.analyze`` (paper
+A.9 floor window: the last 5 checkpoints; a band counts as saturated when it moved < 2 % of its
+range there).
 """
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,12 +18,12 @@ import numpy as np
 from bandscope.analysis import analyze
 from bandscope.io import read_run
 
-ROOT = Path(__file__).resolve().parent
+DEFAULT = Path(__file__).resolve().parent / "recorded"
 
 
-def main() -> dict:
+def main(root=DEFAULT) -> dict:
     runs, info = [], {}
-    for d in sorted(p for p in ROOT.iterdir() if (p / "run.nc").exists()):
+    for d in sorted(p for p in Path(root).iterdir() if (p / "run.nc").exists()):
         cfg = json.loads((d / "config.json").read_text())
         ds = read_run(d / "run.nc", name=d.name)
         done = int(ds["step"][-1]) == cfg["total_steps"]
@@ -51,4 +53,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else DEFAULT)
