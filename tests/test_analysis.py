@@ -32,7 +32,8 @@ FORMAT_VARS = {
     "band_loss": ("run", "checkpoint", "band"), "param_time": ("run", "checkpoint"),
     "step": ("run", "checkpoint"), "floor": ("run", "band"), "floor_final": ("run", "band"),
     "floor_mean_last_k": ("run", "band"), "floor_convention_diff_pct": ("run", "band"),
-    "floor_window_drift_pct": ("run", "band"), "saturated": ("run", "band"),
+    "floor_window_drift_pct": ("run", "band"), "floor_window_trend_pct": ("run", "band"),
+    "saturated": ("run", "band"),
     "residual": ("run", "checkpoint", "band"), "total_residual": ("run", "checkpoint"),
     "initial_residual": ("run", "band"), "crossing": ("run", "band", "alpha"),
     **{v: ("run", "window", "band") for v in (
@@ -230,6 +231,8 @@ def test_unsaturated_band_warns():
     with pytest.warns(UserWarning, match="slow band 2"):
         out = analyze(r)
     assert out.saturated.values.tolist() == [[True, False]]
+    trend = out.floor_window_trend_pct.values[0]
+    assert trend[1] > 2 and abs(trend[0]) < 0.1  # band 2 is still falling; band 1 is flat
 
 
 def test_band_with_nonpositive_initial_residual():

@@ -119,6 +119,23 @@ def test_floors_by_hand():
                      saturation_tol_pct=30).saturated.values.tolist() == [True, True]
 
 
+def test_window_trend_known_answers():
+    """A straight fall over the window is all trend (= the drift); a band alternating around a
+    flat floor has drift but no trend; uneven parameter-time spacing is respected."""
+    s = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 7.0])
+    falling = np.array([10.0, 5.0, 3.0, 2.0, 1.8, 1.4, 1.2])  # slope -0.2 per unit s over the last 4
+    flat = np.array([10.0, 5.0, 1.0, 1.0, 1.4, 1.4, 1.0])  # symmetric about the window's centre in s
+    L = np.stack([falling, flat], axis=1)
+    trend = tr._window_trend(L, s, k=4, axis=0)
+    np.testing.assert_allclose(trend[0], 0.2 * (7 - 3) / 8.8 * 100)
+    drift = tr._floors(L, k=4, axis=0)[3]
+    np.testing.assert_allclose(trend[0], drift[0])  # collinear points: the whole drift is trend
+    assert drift[1] > 2 and abs(trend[1]) < 1e-12
+    assert tr._window_trend(falling[::-1], s, k=3)[()] < 0  # a rising band has a negative trend
+    assert np.isnan(tr._window_trend(falling, np.r_[s[:4], 3.0, 3.0, 3.0], k=3)[()])  # s stalls
+    assert tr._window_trend(np.ones(7), s, k=3)[()] == 0.0
+
+
 def test_floor_k_out_of_range():
     with pytest.raises(ValueError, match="k must be"):
         tr._floors(np.ones((3, 2)), k=4, axis=0)

@@ -300,9 +300,11 @@ def analyze(
     fl_final = np.empty((nR, nB))
     fl_diff = np.empty((nR, nB))
     fl_drift = np.empty((nR, nB))
+    fl_trend = np.empty((nR, nB))
     for i in range(nR):
         fl_mean[i], fl_final[i], fl_diff[i], fl_drift[i] = trajectory._floors(
             L[i, : Ks[i]], k=k, axis=0)
+        fl_trend[i] = trajectory._window_trend(L[i, : Ks[i]], s[i, : Ks[i]], k=k, axis=0)
     fl = fl_mean if floor == "mean_last_k" else fl_final
     saturated = fl_drift < saturation_tol_pct
     if not saturated.all():
@@ -432,6 +434,10 @@ def analyze(
         definition="|mean of last k - final| / (max L_i - min L_i) * 100 (key search A.9)")
     put("floor_window_drift_pct", ("run", "band"), fl_drift, units="% of band range",
         definition=f"(max - min of L_i over the last k={k} checkpoints) / (max L_i - min L_i) * 100")
+    put("floor_window_trend_pct", ("run", "band"), fl_trend, units="% of band range",
+        definition=f"-(least-squares slope of L_i on s over the last k={k} checkpoints) x (s span of "
+        "those checkpoints) / (max L_i - min L_i) * 100: the part of the drift that is a steady "
+        "fall (positive = still falling), as opposed to fluctuation")
     put("saturated", ("run", "band"), saturated,
         definition=f"floor_window_drift_pct < {saturation_tol_pct} %")
     put("residual", dims_rck, R, units=units)

@@ -355,7 +355,8 @@ def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
                 "width": _sel(results["width"], run=run, band=band, window=primary),
                 "initial_residual": _sel(results["initial_residual"], run=run, band=band),
             }
-            for extra in ("floor_final", "floor_convention_diff_pct", "floor_window_drift_pct", "saturated"):
+            for extra in ("floor_final", "floor_convention_diff_pct", "floor_window_drift_pct",
+                          "floor_window_trend_pct", "saturated"):
                 if extra in results:
                     b[extra] = _sel(results[extra], run=run, band=band)
             if "saturated" in b and b["saturated"] is not None:

@@ -57,6 +57,33 @@ def _floors(L, k=5, axis=-1):
     return mean_k, final, diff, drift
 
 
+def _window_trend(L, s, k=5, axis=-1):
+    """Net fall of L over the floor window by its least-squares line, % of the band's range.
+
+    ``trend = -b · (s_K - s_{K-k+1}) / (max L - min L) · 100`` where ``b`` is the ordinary
+    least-squares slope of L on parameter time s over the last k checkpoints. Positive: the band
+    was still falling while its floor was measured; near 0 with a large window drift: the drift
+    is fluctuation, not a trend. ``s`` runs along ``axis`` like ``L`` (or is 1-d). Returns NaN
+    where s does not advance over the window or k < 2; 0 for a constant band.
+    """
+    L = np.moveaxis(np.asarray(L, dtype=np.float64), axis, -1)
+    s = np.asarray(s, dtype=np.float64)
+    s = np.broadcast_to(s if s.ndim == 1 else np.moveaxis(s, axis, -1), L.shape)
+    K = L.shape[-1]
+    k = int(k)
+    if not 1 <= k <= K:
+        raise ValueError(f"k must be between 1 and the number of checkpoints ({K}), got {k}")
+    y, x = L[..., K - k:], s[..., K - k:]
+    xc = x - x.mean(axis=-1, keepdims=True)
+    sxx = (xc * xc).sum(axis=-1)
+    span = x[..., -1] - x[..., 0]
+    ok = (sxx > 0) & (k >= 2)
+    slope = np.where(ok, (xc * y).sum(axis=-1) / np.where(ok, sxx, 1.0), np.nan)
+    rng = L.max(axis=-1) - L.min(axis=-1)
+    safe = np.where(rng > 0, rng, 1.0)
+    return np.where(rng > 0, -slope * span / safe * 100.0, np.where(ok, 0.0, np.nan))
+
+
 def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0):
     """Band floors under both conventions and how settled each band is (§5, A.9).
 
