@@ -49,6 +49,11 @@ def main(root=DEFAULT) -> dict:
         sat = r["saturated"].values.reshape(-1)
         info[name]["drift_pct"] = drift.tolist()
         print(f"{name:<12} " + " ".join(f"{v:>6.2f}{' ' if s else '*'}" for v, s in zip(drift, sat)))
+    print("\nof which steady fall (floor_window_trend_pct: least-squares line in parameter time, % of range)")
+    for name, r in zip(info, res):
+        trend = r["floor_window_trend_pct"].values.reshape(-1)
+        info[name]["trend_pct"] = trend.tolist()
+        print(f"{name:<12} " + " ".join(f"{v:>6.2f} " for v in trend))
     return info
 
 

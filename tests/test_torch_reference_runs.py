@@ -1,5 +1,6 @@
-"""The recorded reference runs (reference_runs/recorded): stored files are consistent, and
-re-training the start of a run reproduces the stored numbers (like lmfit's NIST data)."""
+"""The recorded training runs (reference_runs/recorded, and the superseded short/ and long/
+sets): stored files are consistent, and re-training the start of a run reproduces the stored
+numbers (like lmfit's NIST data)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,12 +12,13 @@ import pytest
 
 from bandscope.io import read_run
 
-ROOT = Path(__file__).resolve().parents[1] / "reference_runs" / "recorded"
-RUNS = sorted(p for p in ROOT.glob("*") if (p / "run.nc").exists()) if ROOT.is_dir() else []
+REF = Path(__file__).resolve().parents[1] / "reference_runs"
+ROOT = REF / "recorded"
+RUNS = sorted(p for sub in ("recorded", "short", "long") for p in (REF / sub).glob("*") if (p / "run.nc").exists())
 
 
 @pytest.mark.skipif(not RUNS, reason="no recorded reference runs")
-@pytest.mark.parametrize("run_dir", RUNS, ids=[p.name for p in RUNS])
+@pytest.mark.parametrize("run_dir", RUNS, ids=[f"{p.parent.name}/{p.name}" for p in RUNS])
 def test_recorded_run_consistent(run_dir):
     ds = read_run(run_dir / "run.nc")  # validates the format
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -33,14 +35,14 @@ def test_recorded_run_consistent(run_dir):
 @pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "cnn-seed45" / "run.nc").exists(), reason="no cnn-seed45 run")
 def test_retraining_reproduces_start_of_cnn_seed45(tmp_path):
-    """Same config, first 8 optimizer steps: band losses and parameter time as stored (bitwise
-    on the recording machine; 1e-4 allows other CPUs' float rounding)."""
+    """Same config, up to the fourth checkpoint: band losses and parameter time as stored
+    (bitwise on the recording machine; 1e-4 allows other CPUs' float rounding)."""
     from bandscope.torch.train import TrainConfig, train
 
     stored = read_run(ROOT / "cnn-seed45" / "run.nc")
-    cfg = TrainConfig(**json.loads((ROOT / "cnn-seed45" / "config.json").read_text())["config"])
-    cfg = dataclasses.replace(cfg, save_weights=False, save_recon=False)
-    new = train(cfg, tmp_path / "again", progress=False, max_steps=8)
+    doc = json.loads((ROOT / "cnn-seed45" / "config.json").read_text())
+    cfg = dataclasses.replace(TrainConfig(**doc["config"]), save_weights=False, save_recon=False)
+    new = train(cfg, tmp_path / "again", progress=False, max_steps=doc["checkpoint_steps"][3])
     k = new.sizes["checkpoint"]
     assert k >= 4
     np.testing.assert_array_equal(new["step"].values, stored["step"].values[:k])
