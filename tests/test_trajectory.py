@@ -87,8 +87,9 @@ def test_crossing_matches_loop_oracle(q, ds, alpha):
 
 
 @given(
+    # no subnormals: scaling 5e-324 by c < 1 underflows to 0 and changes the curve itself
     L=hnp.arrays(np.float64, st.tuples(st.integers(7, 15), st.integers(1, 4)),
-                 elements=st.floats(0.0, 10.0)),
+                 elements=st.floats(0.0, 10.0, allow_subnormal=False)),
     c=st.floats(1e-3, 1e3),
 )
 @settings(max_examples=50, deadline=None)
