@@ -34,6 +34,19 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- floors
+def _window_and_range(L, k, axis):
+    """Shared by the floor-window statistics: L as float64 with checkpoints last, k checked
+    against the number of checkpoints, the band range max L - min L, and that range with 0
+    replaced by 1 (a safe divisor)."""
+    L = np.moveaxis(np.asarray(L, dtype=np.float64), axis, -1)
+    K = L.shape[-1]
+    k = int(k)
+    if not 1 <= k <= K:
+        raise ValueError(f"k must be between 1 and the number of checkpoints ({K}), got {k}")
+    rng = L.max(axis=-1) - L.min(axis=-1)
+    return L, k, rng, np.where(rng > 0, rng, 1.0)
+
+
 def _floors(L, k=5, axis=-1):
     """Floor statistics along ``axis`` (checkpoints): returns
     ``(mean_last_k, final, convention_diff_pct, window_drift_pct)``.
@@ -42,16 +55,10 @@ def _floors(L, k=5, axis=-1):
     ``window_drift_pct = (max - min of L over the last k) / (max L - min L) · 100``. A band
     with max L = min L (constant) gets 0 for both.
     """
-    L = np.moveaxis(np.asarray(L, dtype=np.float64), axis, -1)
-    K = L.shape[-1]
-    k = int(k)
-    if not 1 <= k <= K:
-        raise ValueError(f"k must be between 1 and the number of checkpoints ({K}), got {k}")
-    last = L[..., K - k:]
+    L, k, rng, safe = _window_and_range(L, k, axis)
+    last = L[..., L.shape[-1] - k:]
     mean_k = last.mean(axis=-1)
     final = L[..., -1]
-    rng = L.max(axis=-1) - L.min(axis=-1)
-    safe = np.where(rng > 0, rng, 1.0)
     diff = np.where(rng > 0, np.abs(mean_k - final) / safe * 100.0, 0.0)
     drift = np.where(rng > 0, (last.max(axis=-1) - last.min(axis=-1)) / safe * 100.0, 0.0)
     return mean_k, final, diff, drift
@@ -66,21 +73,16 @@ def _window_trend(L, s, k=5, axis=-1):
     is fluctuation, not a trend. ``s`` runs along ``axis`` like ``L`` (or is 1-d). Returns NaN
     where s does not advance over the window or k < 2; 0 for a constant band.
     """
-    L = np.moveaxis(np.asarray(L, dtype=np.float64), axis, -1)
+    L, k, rng, safe = _window_and_range(L, k, axis)
     s = np.asarray(s, dtype=np.float64)
     s = np.broadcast_to(s if s.ndim == 1 else np.moveaxis(s, axis, -1), L.shape)
     K = L.shape[-1]
-    k = int(k)
-    if not 1 <= k <= K:
-        raise ValueError(f"k must be between 1 and the number of checkpoints ({K}), got {k}")
     y, x = L[..., K - k:], s[..., K - k:]
     xc = x - x.mean(axis=-1, keepdims=True)
     sxx = (xc * xc).sum(axis=-1)
     span = x[..., -1] - x[..., 0]
     ok = (sxx > 0) & (k >= 2)
     slope = np.where(ok, (xc * y).sum(axis=-1) / np.where(ok, sxx, 1.0), np.nan)
-    rng = L.max(axis=-1) - L.min(axis=-1)
-    safe = np.where(rng > 0, rng, 1.0)
     return np.where(rng > 0, -slope * span / safe * 100.0, np.where(ok, 0.0, np.nan))
 
 

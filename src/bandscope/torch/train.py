@@ -225,9 +225,9 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
             opt.zero_grad(set_to_none=True)
             loss = F.mse_loss(model(x), x)
             loss.backward()
-            if cfg.warmup_steps > 0:
+            if step < cfg.warmup_steps:  # linear ramp; from step warmup_steps - 1 on the lr is cfg.lr
                 for group in opt.param_groups:
-                    group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+                    group["lr"] = cfg.lr * ((step + 1) / cfg.warmup_steps)
             opt.step()
             tracker.step()
             step += 1
