@@ -124,14 +124,36 @@ def test_warmup_and_latent_dim(tmp_path):
     assert int(small.attrs["n_parameters"]) < int(plain.attrs["n_parameters"])
 
 
+def test_grad_clip_bounds_first_adam_step(tmp_path):
+    """``grad_clip`` rescales the gradient to global norm <= c before Adam. Adam's first update
+    is lr * g_i / (|g_i| + eps) per weight, so with c = eps every |g_i| <= eps and the step's norm
+    lies in [lr c / (2 eps), lr c / eps] = [lr/2, lr]; unclipped it is about lr * sqrt(#weights).
+    A clip that never binds leaves the run bitwise unchanged; a bad norm is refused."""
+    cfg = TrainConfig(arch="cnn", seed=5, image_size=16, epochs=1, batch_size=32, n_train=64, n_test=32,
+                      panel_size=16, threads=1, schedule="geometric", n_points=2)
+    lr, eps = cfg.lr, 1e-8  # torch.optim.Adam's default eps
+    plain = train(cfg, tmp_path / "plain", progress=False, max_steps=2)
+    clipped = train(cfg, tmp_path / "clip", progress=False, max_steps=1, grad_clip=eps)
+    first = float(clipped["arc_length"][-1])
+    assert 0.5 * lr * (1 - 1e-3) <= first <= lr * (1 + 1e-3), first / lr
+    assert float(plain["arc_length"][1]) > 100 * lr
+    loose = train(cfg, tmp_path / "loose", progress=False, max_steps=2, grad_clip=1e30)
+    np.testing.assert_array_equal(loose["band_loss"].values, plain["band_loss"].values)
+    np.testing.assert_array_equal(loose["arc_length"].values, plain["arc_length"].values)
+    assert json.loads((tmp_path / "clip" / "config.json").read_text())["config"]["grad_clip"] == eps
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="grad_clip"):
+            train(cfg, tmp_path / "bad", progress=False, max_steps=1, grad_clip=bad)
+
+
 def test_resume_accepts_config_written_before_new_fields(tmp_path):
-    """A run started by an older bandscope (config.json without ``latent_dim`` / ``warmup_steps``)
+    """A run started by an older bandscope (config.json without ``latent_dim`` / ``warmup_steps`` / ``grad_clip``)
     resumes: missing fields count as their defaults."""
     out = tmp_path / "run"
     train(TINY, out, progress=False, max_steps=5)
     path = out / "config.json"
     doc = json.loads(path.read_text())
-    del doc["config"]["latent_dim"], doc["config"]["warmup_steps"]
+    del doc["config"]["latent_dim"], doc["config"]["warmup_steps"], doc["config"]["grad_clip"]
     path.write_text(json.dumps(doc))
     ds = train(TINY, out, progress=False, max_steps=9)
     assert ds["step"].values[-1] > 5

@@ -141,7 +141,8 @@ def _cmd_train(args) -> int:
         batch_size=args.batch_size, lr=args.lr, data=args.data, n_train=args.n_train,
         n_test=args.n_test, data_seed=args.data_seed, schedule=args.schedule,
         n_points=args.n_points, panel_size=args.panel_size, vit_patch=args.vit_patch,
-        latent_dim=args.latent_dim, warmup_steps=args.warmup_steps, threads=args.threads,
+        latent_dim=args.latent_dim, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
+        threads=args.threads,
         save_weights=args.save_weights, save_recon=args.save_recon,
     )
     command = "bandscope " + " ".join(shlex.quote(a) for a in (args._argv or []))
@@ -206,6 +207,9 @@ def register(subparsers) -> None:
     p.add_argument("--latent-dim", type=int, default=128, help="latent width (A.2: 128)")
     p.add_argument("--warmup-steps", type=int, default=0,
                    help="linear learning-rate warm-up over this many steps (default 0: plain Adam, as in the paper)")
+    p.add_argument("--grad-clip", type=float, default=None, metavar="MAX_NORM",
+                   help="clip the gradient's global L2 norm to MAX_NORM before each Adam step "
+                   "(default: no clipping, as in the paper)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--save-weights", action="store_true", help="safetensors state dict at every checkpoint")
     p.add_argument("--save-recon", action="store_true", help="float16 panel reconstructions (.npz) at every checkpoint")

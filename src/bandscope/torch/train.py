@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class TrainConfig:
     vit_patch: int = 4
     latent_dim: int = 128  # A.2: 128
     warmup_steps: int = 0  # linear learning-rate warm-up (0 = plain Adam at `lr`, as in A.3)
+    grad_clip: float | None = None  # max global L2 norm of the gradient (None = no clipping, A.3)
     threads: int | None = None
     save_weights: bool = False
     save_recon: bool = False
@@ -134,7 +136,7 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
     cfg_path = out / "config.json"
     state_path = state_dir / "latest.pt"
     if resume and state_path.exists() and cfg_path.exists():
-        # fields added later (latent_dim, warmup_steps) take their defaults in older configs
+        # fields added later (latent_dim, warmup_steps, grad_clip) take their defaults in older configs
         old = {**dataclasses.asdict(TrainConfig()), **json.loads(cfg_path.read_text())["config"]}
         if old != cfg_dict:
             diff = {k: (old.get(k), v) for k, v in cfg_dict.items() if old.get(k) != v}
@@ -154,12 +156,15 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
         sched = geometric_schedule(int(round(cfg.epochs * spe)), cfg.n_points)
     else:
         raise ValueError(f"schedule must be 'paper' or 'geometric', got {cfg.schedule!r}")
+    if cfg.grad_clip is not None and not (math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0):
+        raise ValueError(f"grad_clip must be a positive finite norm or None, got {cfg.grad_clip!r}")
     total = int(sched[-1])
     sched_set = set(int(s) for s in sched)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.image_size, seed=cfg.seed, **cfg.model_kwargs())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    params = [p for p in model.parameters() if p.requires_grad]
     tracker = ParamTimeTracker(model)
     panel_idx = select_panel(test_x.shape[0], cfg.seed, cfg.panel_size)
     panel = test_x[torch.from_numpy(panel_idx)]
@@ -225,6 +230,8 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
             opt.zero_grad(set_to_none=True)
             loss = F.mse_loss(model(x), x)
             loss.backward()
+            if cfg.grad_clip is not None:  # rescale all gradients so their joint L2 norm <= grad_clip
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
             if step < cfg.warmup_steps:  # linear ramp; from step warmup_steps - 1 on the lr is cfg.lr
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * ((step + 1) / cfg.warmup_steps)
