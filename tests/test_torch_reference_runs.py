@@ -1,5 +1,6 @@
-"""The recorded training runs (reference_runs/recorded, and the superseded short/ and long/
-sets): stored files are consistent, and re-training the start of a run reproduces the stored
+"""The recorded training runs (reference_runs/recorded; the superseded short/ and long/ sets;
+the lr 1e-3 CNN in lr1e-3/; the longer runs being recorded in next/, possibly unfinished):
+stored files are consistent, and re-training the start of a run reproduces the stored
 numbers (like lmfit's NIST data)."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bandscope.io import read_run
 
 REF = Path(__file__).resolve().parents[1] / "reference_runs"
 ROOT = REF / "recorded"
-RUNS = sorted(p for sub in ("recorded", "short", "long") for p in (REF / sub).glob("*") if (p / "run.nc").exists())
+RUNS = sorted(p for sub in ("recorded", "short", "long", "lr1e-3", "next") for p in (REF / sub).glob("*") if (p / "run.nc").exists())
 
 
 @pytest.mark.skipif(not RUNS, reason="no recorded reference runs")
