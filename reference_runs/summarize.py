@@ -7,12 +7,12 @@ A.9 floor window: the last 5 checkpoints; a band counts as saturated when it mov
 range there), the steady-fall part of that drift, and the checkpoint-to-checkpoint noise of
 each band late in the run.
 
-Noise: the checkpoint-to-checkpoint scatter of each band over the last 12 checkpoints,
-sd(second differences) / sqrt(6) in % of the band's range (for independent noise of sd sigma
-on a curve linear in the checkpoint index, Var(y[k+1] - 2 y[k] + y[k-1]) = 6 sigma^2). The
-range of 5 independent normal draws is 2.33 sigma on average, so a band whose noise exceeds
-about 0.9 % will usually show a floor-window drift of 2 % or more even if it has stopped
-falling: more training cannot fix that, only less noise (a lower learning rate).
+Noise (`late_noise_pct` of `bandscope.analyze`): the checkpoint-to-checkpoint sd of each band
+over the last 12 checkpoints, from second differences in parameter time that cancel any
+straight line, in % of the band's range. The range of 5 independent normal draws is 2.33 sd on
+average, so a band whose noise exceeds about 0.9 % will usually show a floor-window drift of
+2 % or more even if it has stopped falling: more training cannot fix that, only less noise (a
+lower learning rate).
 """
 from __future__ import annotations
 
@@ -64,22 +64,12 @@ def main(root=DEFAULT) -> dict:
         print(f"{name:<12} " + " ".join(f"{v:>6.2f} " for v in trend))
     print("\nlate noise (sd of the last 12 checkpoints from second differences, % of range; "
           "above 0.9 a drift < 2 % is unlikely)")
-    for name, ds in zip(info, runs):
-        noise = late_noise_pct(ds)
+    for name, r in zip(info, res):
+        noise = r["late_noise_pct"].values.reshape(-1)
         info[name]["noise_pct"] = noise.tolist()
         print(f"{name:<12} " + " ".join(f"{v:>6.2f} " for v in noise))
     return info
 
-
-def late_noise_pct(ds, last: int = 12) -> np.ndarray:
-    """Per band: sd(second differences of the last `last` checkpoints) / sqrt(6), as % of the
-    band's range over the run (max - min). Unbiased for independent noise on a trend linear in
-    the checkpoint index (the last A.5 gaps are 2, 2, 3, 5 epochs, so a steady fall adds a
-    little)."""
-    loss = ds["band_loss"].transpose("checkpoint", "band").values
-    rng = loss.max(axis=0) - loss.min(axis=0)
-    d2 = np.diff(loss[-last:], n=2, axis=0)
-    return np.sqrt((d2 ** 2).mean(axis=0) / 6) / rng * 100
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else DEFAULT)

@@ -33,7 +33,7 @@ FORMAT_VARS = {
     "step": ("run", "checkpoint"), "floor": ("run", "band"), "floor_final": ("run", "band"),
     "floor_mean_last_k": ("run", "band"), "floor_convention_diff_pct": ("run", "band"),
     "floor_window_drift_pct": ("run", "band"), "floor_window_trend_pct": ("run", "band"),
-    "saturated": ("run", "band"),
+    "late_noise_pct": ("run", "band"), "saturated": ("run", "band"),
     "residual": ("run", "checkpoint", "band"), "total_residual": ("run", "checkpoint"),
     "initial_residual": ("run", "band"), "crossing": ("run", "band", "alpha"),
     **{v: ("run", "window", "band") for v in (
@@ -233,6 +233,20 @@ def test_unsaturated_band_warns():
     assert out.saturated.values.tolist() == [[True, False]]
     trend = out.floor_window_trend_pct.values[0]
     assert trend[1] > 2 and abs(trend[0]) < 0.1  # band 2 is still falling; band 1 is flat
+
+
+def test_noisy_flat_band_warns_with_noise_not_trend():
+    """A band that has stopped falling but scatters by 2 % of its range between checkpoints is
+    flagged by the drift; the warning and late_noise_pct show that noise, not a trend, did it."""
+    s = np.linspace(0, 10, 30)
+    wobble = np.where(np.arange(30) % 2 == 0, 1.0, -1.0)
+    L = np.stack([1e-3 + np.exp(-s), 0.05 + np.exp(-s) + 0.02 * wobble * (s > 5)], axis=1)
+    r = make_run(L, s, np.arange(30), name="noisy")
+    with pytest.warns(UserWarning, match=r"noisy band 2 \(\d+\.\d+ %; trend -?0\.\d+ %, noise \d+\.\d+ %\)"):
+        out = analyze(r)
+    noise = out.late_noise_pct.values[0]
+    assert noise[1] > 1.5 and noise[0] < 0.01
+    assert out.saturated.values.tolist() == [[True, False]]
 
 
 def test_band_with_nonpositive_initial_residual():

@@ -137,6 +137,38 @@ def test_window_trend_known_answers():
     assert tr._window_trend(np.ones(7), s, k=3)[()] == 0.0
 
 
+def test_late_noise_known_answers():
+    """Second differences in s cancel any straight line, even on uneven s (the A.5 end has
+    gaps 2, 2, 3, 5); independent noise of sd sigma is recovered (mean over 4,000 bands within
+    2 %); only the last 2k + 2 checkpoints count; too few checkpoints give NaN."""
+    rng = np.random.default_rng(0)
+    s = np.r_[np.linspace(0.0, 30.0, 16), 32.0, 34.0, 37.0, 42.0]  # 20 checkpoints, uneven end
+    line = 5.0 - 0.1 * s  # range 4.2
+    assert tr._late_noise(line, s, k=5)[()] == pytest.approx(0.0, abs=1e-12)
+    sigma = 0.021  # 0.5 % of the range
+    L = line[:, None] + sigma * rng.standard_normal((20, 4000))
+    est = tr._late_noise(L, s, k=5, axis=0)
+    rngs = L.max(axis=0) - L.min(axis=0)  # back from % of each band's own range
+    np.testing.assert_allclose(np.sqrt(np.mean((est * rngs / 100) ** 2)), sigma, rtol=0.02)
+    early = line.copy()
+    early[:8] += np.array([0.3, -0.3] * 4)  # wild early scatter, outside the last 12
+    assert tr._late_noise(early, s, k=5)[()] == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(tr._late_noise(np.array([1.0, 0.5]), np.array([0.0, 1.0]), k=1)[()])
+    assert np.isnan(tr._late_noise(line[:4], np.zeros(4), k=2)[()])  # s never advances
+    assert tr._late_noise(np.ones(20), s, k=5)[()] == 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(hnp.arrays(np.float64, 15, elements=st.floats(-1e3, 1e3, allow_subnormal=False)),
+       st.floats(1e-3, 1e3), st.floats(-1e3, 1e3), st.floats(1e-3, 1e3))
+def test_late_noise_invariant_to_affine_loss_and_scaled_time(L, c, shift, ts):
+    """A % of range does not change when L -> c L + shift (c > 0) or s -> ts s."""
+    s = np.cumsum(np.r_[0.0, np.linspace(1.0, 3.0, 14)])
+    base = tr._late_noise(L, s, k=5)[()]
+    np.testing.assert_allclose(tr._late_noise(c * L + shift, s, k=5)[()], base, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tr._late_noise(L, ts * s, k=5)[()], base, rtol=1e-6, atol=1e-6)
+
+
 def test_floor_k_out_of_range():
     with pytest.raises(ValueError, match="k must be"):
         tr._floors(np.ones((3, 2)), k=4, axis=0)

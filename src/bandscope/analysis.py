@@ -301,19 +301,24 @@ def analyze(
     fl_diff = np.empty((nR, nB))
     fl_drift = np.empty((nR, nB))
     fl_trend = np.empty((nR, nB))
+    fl_noise = np.empty((nR, nB))
     for i in range(nR):
         fl_mean[i], fl_final[i], fl_diff[i], fl_drift[i] = trajectory._floors(
             L[i, : Ks[i]], k=k, axis=0)
         fl_trend[i] = trajectory._window_trend(L[i, : Ks[i]], s[i, : Ks[i]], k=k, axis=0)
+        fl_noise[i] = trajectory._late_noise(L[i, : Ks[i]], s[i, : Ks[i]], k=k, axis=0)
     fl = fl_mean if floor == "mean_last_k" else fl_final
     saturated = fl_drift < saturation_tol_pct
     if not saturated.all():
-        bad = [f"{names[i]} band {int(bands[b])} ({fl_drift[i, b]:.2f} %)"
-               for i, b in zip(*np.nonzero(~saturated))]
+        bad = [f"{names[i]} band {int(bands[b])} ({fl_drift[i, b]:.2f} %; trend {fl_trend[i, b]:.2f} %, "
+               f"noise {fl_noise[i, b]:.2f} %)" for i, b in zip(*np.nonzero(~saturated))]
         warnings.warn(
             f"{len(bad)} band(s) still moved by >= {saturation_tol_pct} % of their range over the "
             f"last k={k} checkpoints (floor not reached; see 'saturated'): " + ", ".join(bad[:8])
-            + (" ..." if len(bad) > 8 else ""), UserWarning, stacklevel=2)
+            + (" ..." if len(bad) > 8 else "") + f". trend = steady fall (train longer); noise = "
+            f"checkpoint scatter, which alone spans ~2.33x itself over 5 checkpoints (above "
+            f"{saturation_tol_pct / 2.33:.2f} % a lower learning rate helps, more steps do not)",
+            UserWarning, stacklevel=2)
 
     # residuals and crossings (5.1, A.10)
     R = L - fl[:, None, :]  # (run, checkpoint, band), NaN in padding
@@ -438,6 +443,10 @@ def analyze(
         definition=f"-(least-squares slope of L_i on s over the last k={k} checkpoints) x (s span of "
         "those checkpoints) / (max L_i - min L_i) * 100: the part of the drift that is a steady "
         "fall (positive = still falling), as opposed to fluctuation")
+    put("late_noise_pct", ("run", "band"), fl_noise, units="% of band range",
+        definition=f"sd of L_i between checkpoints over the last 2k+2={2 * k + 2} checkpoints, from second "
+        "differences in s that cancel any linear trend, / (max L_i - min L_i) * 100; 5 noisy "
+        "checkpoints span ~2.33 sd, so noise > tol/2.33 makes the drift exceed tol by itself")
     put("saturated", ("run", "band"), saturated,
         definition=f"floor_window_drift_pct < {saturation_tol_pct} %")
     put("residual", dims_rck, R, units=units)

@@ -356,7 +356,7 @@ def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
                 "initial_residual": _sel(results["initial_residual"], run=run, band=band),
             }
             for extra in ("floor_final", "floor_convention_diff_pct", "floor_window_drift_pct",
-                          "floor_window_trend_pct", "saturated"):
+                          "floor_window_trend_pct", "late_noise_pct", "saturated"):
                 if extra in results:
                     b[extra] = _sel(results[extra], run=run, band=band)
             if "saturated" in b and b["saturated"] is not None:

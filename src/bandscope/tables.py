@@ -195,7 +195,7 @@ def table_saturation(results):
     """Did every band reach its floor? Per band, across runs: median and max floor-window drift
     ((max − min of L_i over the floor window) / (max − min of L_i over the run) × 100), median
     floor-window trend (the steady fall by a least-squares line in parameter time, same units),
-    median A.9 difference between the mean-of-last-k and final-checkpoint floors (% of range), and how
+    median late noise (checkpoint scatter over the last 2k+2 checkpoints, same units), median A.9 difference between the mean-of-last-k and final-checkpoint floors (% of range), and how
     many runs have the band unsaturated (drift ≥ the analysis' ``saturation_tol_pct``).
 
     A band that has not saturated biases its floor upward, and with it every crossing, width
@@ -213,6 +213,8 @@ def table_saturation(results):
             "max drift %": float(np.nanmax(d)) if np.isfinite(d).any() else np.nan,
             **({"median trend %": _median(results["floor_window_trend_pct"].sel(band=b).values)}
                if "floor_window_trend_pct" in results else {}),
+            **({"median noise %": _median(results["late_noise_pct"].sel(band=b).values)}
+               if "late_noise_pct" in results else {}),
             "median A.9 floor diff %": _median(conv.sel(band=b).values),
             "unsaturated runs": f"{int(unsat.sel(band=b).sum())}/{n}",
         }

@@ -86,6 +86,34 @@ def _window_trend(L, s, k=5, axis=-1):
     return np.where(rng > 0, -slope * span / safe * 100.0, np.where(ok, 0.0, np.nan))
 
 
+def _late_noise(L, s, k=5, axis=-1):
+    """Checkpoint-to-checkpoint noise of L late in the run, % of the band's range.
+
+    Over the last ``m = min(K, 2k + 2)`` checkpoints (*choice*: 2k second differences, twice
+    the floor window), each consecutive triple with gaps ``a = s_j - s_{j-1}``,
+    ``b = s_{j+1} - s_j`` gives ``d_j = b L_{j-1} - (a + b) L_j + a L_{j+1}``, which is 0 for
+    any L linear in s and has variance ``(a^2 + (a+b)^2 + b^2) sigma^2`` for independent noise
+    of sd sigma. The estimate is ``sigma = sqrt(mean_j d_j^2 / (a^2 + (a+b)^2 + b^2))`` and the
+    result ``sigma / (max L - min L) · 100``. Five independent draws span 2.33 sigma on average,
+    so a noise above about tol / 2.33 explains a floor-window drift of tol by itself. NaN with
+    fewer than 3 checkpoints (or s never advancing); 0 for a constant band.
+    """
+    L, k, rng, safe = _window_and_range(L, k, axis)
+    s = np.asarray(s, dtype=np.float64)
+    s = np.broadcast_to(s if s.ndim == 1 else np.moveaxis(s, axis, -1), L.shape)
+    K = L.shape[-1]
+    m = min(K, 2 * k + 2)
+    y, x = L[..., K - m:], s[..., K - m:]
+    a = x[..., 1:-1] - x[..., :-2]
+    b = x[..., 2:] - x[..., 1:-1]
+    d = b * y[..., :-2] - (a + b) * y[..., 1:-1] + a * y[..., 2:]
+    w = a * a + (a + b) ** 2 + b * b
+    ok = w > 0
+    n = ok.sum(axis=-1)
+    var = np.where(ok, d * d / np.where(ok, w, 1.0), 0.0).sum(axis=-1) / np.maximum(n, 1)
+    return np.where(n > 0, np.where(rng > 0, np.sqrt(var) / safe * 100.0, 0.0), np.nan)
+
+
 def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0):
     """Band floors under both conventions and how settled each band is (§5, A.9).
 
