@@ -57,17 +57,17 @@ def main(root=DEFAULT) -> dict:
         sat = r["saturated"].values.reshape(-1)
         info[name]["drift_pct"] = drift.tolist()
         print(f"{name:<12} " + " ".join(f"{v:>6.2f}{' ' if s else '*'}" for v, s in zip(drift, sat)))
-    print("\nof which steady fall (floor_window_trend_pct: least-squares line in parameter time, % of range)")
-    for name, r in zip(info, res):
-        trend = r["floor_window_trend_pct"].values.reshape(-1)
-        info[name]["trend_pct"] = trend.tolist()
-        print(f"{name:<12} " + " ".join(f"{v:>6.2f} " for v in trend))
-    print("\nlate noise (sd of the last 12 checkpoints from second differences, % of range; "
-          "above 0.9 a drift < 2 % is unlikely)")
-    for name, r in zip(info, res):
-        noise = r["late_noise_pct"].values.reshape(-1)
-        info[name]["noise_pct"] = noise.tolist()
-        print(f"{name:<12} " + " ".join(f"{v:>6.2f} " for v in noise))
+    for var, key, title in (
+            ("floor_window_trend_pct", "trend_pct",
+             "of which steady fall (floor_window_trend_pct: least-squares line in parameter time, % of range)"),
+            ("late_noise_pct", "noise_pct",
+             "late noise (sd of the last 12 checkpoints from second differences, % of range; "
+             "above 0.9 a drift < 2 % is unlikely)")):
+        print("\n" + title)
+        for name, r in zip(info, res):
+            vals = r[var].values.reshape(-1)
+            info[name][key] = vals.tolist()
+            print(f"{name:<12} " + " ".join(f"{v:>6.2f} " for v in vals))
     return info
 
 

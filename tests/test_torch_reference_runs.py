@@ -15,7 +15,8 @@ from bandscope.io import read_run
 
 REF = Path(__file__).resolve().parents[1] / "reference_runs"
 ROOT = REF / "recorded"
-RUNS = sorted(p for sub in ("recorded", "short", "long", "lr1e-3", "next") for p in (REF / sub).glob("*") if (p / "run.nc").exists())
+SETS = ("recorded", "short", "long", "lr1e-3", "next")
+RUNS = sorted(p for sub in SETS for p in (REF / sub).glob("*") if (p / "run.nc").exists())
 
 
 @pytest.mark.skipif(not RUNS, reason="no recorded reference runs")

@@ -142,8 +142,7 @@ def _cmd_train(args) -> int:
         n_test=args.n_test, data_seed=args.data_seed, schedule=args.schedule,
         n_points=args.n_points, panel_size=args.panel_size, vit_patch=args.vit_patch,
         latent_dim=args.latent_dim, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
-        threads=args.threads,
-        save_weights=args.save_weights, save_recon=args.save_recon,
+        threads=args.threads, save_weights=args.save_weights, save_recon=args.save_recon,
     )
     command = "bandscope " + " ".join(shlex.quote(a) for a in (args._argv or []))
     ds = train(cfg, args.out, progress=not args.no_progress, max_steps=args.max_steps,

@@ -195,7 +195,8 @@ def table_saturation(results):
     """Did every band reach its floor? Per band, across runs: median and max floor-window drift
     ((max − min of L_i over the floor window) / (max − min of L_i over the run) × 100), median
     floor-window trend (the steady fall by a least-squares line in parameter time, same units),
-    median late noise (checkpoint scatter over the last 2k+2 checkpoints, same units), median A.9 difference between the mean-of-last-k and final-checkpoint floors (% of range), and how
+    median late noise (checkpoint scatter over the last 2k+2 checkpoints, same units), median
+    A.9 difference between the mean-of-last-k and final-checkpoint floors (% of range), and how
     many runs have the band unsaturated (drift ≥ the analysis' ``saturation_tol_pct``).
 
     A band that has not saturated biases its floor upward, and with it every crossing, width

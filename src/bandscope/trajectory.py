@@ -47,6 +47,13 @@ def _window_and_range(L, k, axis):
     return L, k, rng, np.where(rng > 0, rng, 1.0)
 
 
+def _time_like(s, L, axis):
+    """Parameter time s as float64 laid out like ``L`` from :func:`_window_and_range`
+    (checkpoints last): a 1-d s is broadcast, an n-d s has its ``axis`` moved last."""
+    s = np.asarray(s, dtype=np.float64)
+    return np.broadcast_to(s if s.ndim == 1 else np.moveaxis(s, axis, -1), L.shape)
+
+
 def _floors(L, k=5, axis=-1):
     """Floor statistics along ``axis`` (checkpoints): returns
     ``(mean_last_k, final, convention_diff_pct, window_drift_pct)``.
@@ -74,8 +81,7 @@ def _window_trend(L, s, k=5, axis=-1):
     where s does not advance over the window or k < 2; 0 for a constant band.
     """
     L, k, rng, safe = _window_and_range(L, k, axis)
-    s = np.asarray(s, dtype=np.float64)
-    s = np.broadcast_to(s if s.ndim == 1 else np.moveaxis(s, axis, -1), L.shape)
+    s = _time_like(s, L, axis)
     K = L.shape[-1]
     y, x = L[..., K - k:], s[..., K - k:]
     xc = x - x.mean(axis=-1, keepdims=True)
@@ -99,8 +105,7 @@ def _late_noise(L, s, k=5, axis=-1):
     fewer than 3 checkpoints (or s never advancing); 0 for a constant band.
     """
     L, k, rng, safe = _window_and_range(L, k, axis)
-    s = np.asarray(s, dtype=np.float64)
-    s = np.broadcast_to(s if s.ndim == 1 else np.moveaxis(s, axis, -1), L.shape)
+    s = _time_like(s, L, axis)
     K = L.shape[-1]
     m = min(K, 2 * k + 2)
     y, x = L[..., K - m:], s[..., K - m:]
