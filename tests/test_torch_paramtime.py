@@ -131,6 +131,9 @@ def _worker(rank, world, port, deltas_full, result_path):
             _walk_mode(rank, mode, deltas_full, result_path)
         _ddp_run(rank, result_path)
         _fsdp_run(rank, result_path)
+        # both ranks done before either tears down: rank 0 hosts the TCP store, and a rank that
+        # exits while the other is still in destroy_process_group can abort it (seen once in CI)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
