@@ -7,7 +7,6 @@ import re
 from contextlib import redirect_stdout
 from pathlib import Path
 
-
 from bandscope.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
