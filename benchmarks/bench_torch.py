@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -31,7 +32,9 @@ def _time(fn, n: int) -> tuple[float, float]:
     return (time.process_time() - c0) / n, (time.perf_counter() - w0) / n
 
 
-def main(argv=None) -> dict:
+def main(argv=()) -> dict:
+    """Measure and print; ``argv`` are this script's flags (the command line when run as a
+    script; none when called from ``benchmarks/run.py``)."""
     from bandscope.torch.models import build_model
     from bandscope.torch.paramtime import ParamTimeTracker
     from bandscope.torch.probe import BandProbe
@@ -98,4 +101,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
