@@ -1,7 +1,7 @@
-"""The recorded training runs (reference_runs/recorded; the superseded short/ and long/ sets;
-the lr 1e-3 CNN in lr1e-3/; the longer runs being recorded in next/, possibly unfinished):
-stored files are consistent, and re-training the start of a run reproduces the stored
-numbers (like lmfit's NIST data)."""
+"""The recorded training runs (reference_runs/recorded; the superseded session2/, short/ and
+long/ sets; the lr 1e-3 CNN in lr1e-3/; a set being recorded in next/, possibly unfinished,
+when there is one): stored files are consistent, and re-training the start of a run
+reproduces the stored numbers (like lmfit's NIST data)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +15,7 @@ from bandscope.io import read_run
 
 REF = Path(__file__).resolve().parents[1] / "reference_runs"
 ROOT = REF / "recorded"
-SETS = ("recorded", "short", "long", "lr1e-3", "next")
+SETS = ("recorded", "session2", "short", "long", "lr1e-3", "next")
 RUNS = sorted(p for sub in SETS for p in (REF / sub).glob("*") if (p / "run.nc").exists())
 
 
