@@ -1,11 +1,14 @@
-"""The README's `bandscope reproduce` excerpt is what the command prints today on the shipped
-runs (cut by reference_runs/readme_excerpt.py), so the README cannot drift from the data."""
+"""The `bandscope reproduce` excerpts in README.md and reference_runs/recorded/README.md are what
+the command prints today on the shipped runs (cut by reference_runs/readme_excerpt.py), so
+neither README can drift from the data."""
 
 import importlib.util
 import io
 import re
 from contextlib import redirect_stdout
 from pathlib import Path
+
+import pytest
 
 from bandscope.cli import main
 
@@ -49,10 +52,10 @@ def test_main_selects_in_report_order_and_rejects_unknown(monkeypatch, capsys):
     assert "no section starts with Z" in capsys.readouterr().err
 
 
-def _readme_block():
-    text = (REPO / "README.md").read_text()
+def _readme_block(readme):
+    text = (REPO / readme).read_text()
     m = re.search(r"readme_excerpt\.py`:\n\n```\n(.*?)```\n", text, re.S)
-    assert m, "README has no reproduce excerpt block"
+    assert m, f"{readme} has no reproduce excerpt block"
     return m.group(1).splitlines()
 
 
@@ -73,16 +76,24 @@ def _same(line_a, line_b):
     return True
 
 
-def test_readme_excerpt_matches_reproduce_today(monkeypatch):
-    monkeypatch.chdir(REPO)
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert main(["reproduce"]) == 0
-    monkeypatch.setattr("sys.stdin", io.StringIO(buf.getvalue()))
-    cut = io.StringIO()
-    with redirect_stdout(cut):
-        assert excerpt.main([]) == 0
-    want, have = cut.getvalue().splitlines(), _readme_block()
-    assert len(have) == len(want), "README excerpt is stale: rerun the command it names"
+@pytest.fixture(scope="module")
+def excerpt_today():
+    """The excerpt cut from `bandscope reproduce` on the shipped runs (run once per module)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(REPO)
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            assert main(["reproduce"]) == 0
+        mp.setattr("sys.stdin", io.StringIO(buf.getvalue()))
+        cut = io.StringIO()
+        with redirect_stdout(cut):
+            assert excerpt.main([]) == 0
+    return cut.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("readme", ["README.md", "reference_runs/recorded/README.md"])
+def test_readme_excerpt_matches_reproduce_today(readme, excerpt_today):
+    want, have = excerpt_today, _readme_block(readme)
+    assert len(have) == len(want), f"{readme} excerpt is stale: rerun the command it names"
     bad = [(h, w) for h, w in zip(have, want) if not _same(h, w)]
-    assert not bad, f"README excerpt is stale: rerun the command it names; first difference {bad[0]}"
+    assert not bad, f"{readme} excerpt is stale: rerun the command it names; first difference {bad[0]}"
