@@ -1,7 +1,7 @@
 """The recorded training runs (reference_runs/recorded; the superseded session2/, short/ and
-long/ sets; the lr 1e-3 CNN in lr1e-3/; a set being recorded in next/, possibly unfinished,
-when there is one, as there is not now): stored files are consistent, and re-training the start of a run
-reproduces the stored numbers (like lmfit's NIST data)."""
+long/ sets; the lr 1e-3 CNN in lr1e-3/; next/, where a new set is recorded, possibly
+unfinished, when there is one): stored files are consistent, and re-training the start of a
+run reproduces the stored numbers (like lmfit's NIST data)."""
 from __future__ import annotations
 
 import dataclasses
