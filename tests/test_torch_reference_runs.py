@@ -37,8 +37,17 @@ def test_recorded_run_consistent(run_dir):
 @pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "cnn-seed45" / "run.nc").exists(), reason="no cnn-seed45 run")
 def test_retraining_reproduces_start_of_cnn_seed45(tmp_path):
-    """Same config, up to the fourth checkpoint: band losses and parameter time as stored
-    (bitwise on the recording machine; 1e-4 allows other CPUs' float rounding)."""
+    """Same config, up to the fourth checkpoint.
+
+    What is reproducible across CPUs, and what is not: the checkpoint steps are exact, and the
+    first checkpoint (the initial weights, before any update) depends only on torch's CPU RNG and
+    one forward pass, so its band losses agree to float rounding (rtol 1e-6). After that, Adam
+    amplifies each CPU's different float rounding of the same sums chaotically: on the recording
+    machine the rerun is bitwise equal, on another x86-64 CPU the relative difference was 1e-10,
+    1e-8, 7e-7 and 2.8e-3 at checkpoints 0-3. Later checkpoints are therefore only checked to
+    follow the same trajectory (5 % on band losses, 1 % on parameter time), which still fails on
+    a wrong config, seed, schedule or loss (those move the numbers by far more).
+    """
     from bandscope.torch.train import TrainConfig, train
 
     stored = read_run(ROOT / "cnn-seed45" / "run.nc")
@@ -48,5 +57,6 @@ def test_retraining_reproduces_start_of_cnn_seed45(tmp_path):
     k = new.sizes["checkpoint"]
     assert k >= 4
     np.testing.assert_array_equal(new["step"].values, stored["step"].values[:k])
-    np.testing.assert_allclose(new["band_loss"].values, stored["band_loss"].values[:k], rtol=1e-4, atol=1e-9)
-    np.testing.assert_allclose(new["param_time"].values, stored["param_time"].values[:k], rtol=1e-4)
+    np.testing.assert_allclose(new["band_loss"].values[0], stored["band_loss"].values[0], rtol=1e-6)
+    np.testing.assert_allclose(new["band_loss"].values, stored["band_loss"].values[:k], rtol=5e-2)
+    np.testing.assert_allclose(new["param_time"].values, stored["param_time"].values[:k], rtol=1e-2)
