@@ -21,8 +21,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from bandscope.analysis import analyze
 from bandscope.io import read_run
 

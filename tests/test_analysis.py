@@ -12,7 +12,6 @@ from bandscope.fitting import weibull
 from bandscope.run import make_run
 from bandscope.synthetic import make_run_synthetic, make_runs_synthetic
 
-
 pytestmark = pytest.mark.filterwarnings("ignore:.*still moved:UserWarning")
 
 

@@ -7,7 +7,6 @@ import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from bandscope import bands
 from bandscope.bands import (
@@ -79,7 +78,9 @@ def test_half_plane_step_is_band_two():
 # ----------------------------------------------------------------------- oracles
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 64, 64), (2, 1, 32, 32), (3, 2, 1, 1), (5, 3, 2, 2), (3, 4, 4), (2, 2, 3, 16, 16)])
+@pytest.mark.parametrize(
+    "shape", [(4, 3, 64, 64), (2, 1, 32, 32), (3, 2, 1, 1), (5, 3, 2, 2), (3, 4, 4), (2, 2, 3, 16, 16)]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_equals_pywt(shape, dtype):
     rng = np.random.default_rng(sum(shape))

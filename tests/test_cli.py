@@ -102,6 +102,7 @@ def test_reproduce_skips_unfinished_recorded_runs(tmp_path, capsys):
             r.attrs["total_steps"] = total
         (d / f"r{i}").mkdir(parents=True)
         bio.write_run(r, d / f"r{i}" / "run.nc")
-    assert main(["reproduce", "--dir", str(tmp_path / "reference_runs"), "--json", str(tmp_path / "o.json"), "--quiet"]) == 0
+    argv = ["reproduce", "--dir", str(tmp_path / "reference_runs"), "--json", str(tmp_path / "o.json"), "--quiet"]
+    assert main(argv) == 0
     assert "skipping r2: unfinished" in capsys.readouterr().err
     assert set(json.loads((tmp_path / "o.json").read_text())["runs"]) == {"r0", "r1"}

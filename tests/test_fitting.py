@@ -5,8 +5,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandscope import fitting
-from bandscope.fitting import (bic, bic_eff, compare_curves, exponential, fit_curves,
-                               fit_lmfit, guess, r_squared, weibull)
+from bandscope.fitting import (
+    bic,
+    bic_eff,
+    compare_curves,
+    exponential,
+    fit_curves,
+    fit_lmfit,
+    guess,
+    r_squared,
+    weibull,
+)
 
 
 # ---------------------------------------------------------------- formulas

@@ -1,8 +1,6 @@
 """Run logs in and out: wide CSV / Parquet, netCDF; every bad log is refused with a reason."""
 import numpy as np
-import pandas as pd
 import pytest
-import xarray as xr
 
 from bandscope import io as bio
 from bandscope.run import make_run, validate_run

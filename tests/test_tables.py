@@ -104,7 +104,6 @@ def test_table_saturation_flags_a_band_still_falling():
 
     run = make_run_synthetic(5, n_bands=4, noise=0.0)
     bl = run.band_loss.values.copy()
-    k = bl.shape[0]
     # band 8 keeps falling linearly through the last checkpoints: 10 % of its range over them
     rng = bl[:, 3].max() - bl[:, 3].min()
     bl[-5:, 3] -= np.linspace(0, 0.1 * rng, 5)

@@ -19,7 +19,7 @@ def _states(n=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     sd = {"a.weight": torch.zeros(3, 2), "b.bias": torch.zeros(4), "count": torch.zeros((), dtype=torch.long)}
     out = []
-    for k in range(n):
+    for _ in range(n):
         out.append({key: v.clone() for key, v in sd.items()})
         sd["a.weight"] += torch.randn(3, 2, generator=g)
         sd["b.bias"] += torch.randn(4, generator=g)
@@ -61,7 +61,8 @@ def test_trainable_restriction_and_cli(tmp_path, capsys):
     names = [n for n, _ in m.named_parameters()]
     restricted = param_time_table(tmp_path, trainable=names)
     np.testing.assert_allclose(restricted["param_time"], _oracle(sds, names), rtol=1e-12)
-    np.testing.assert_allclose(checkpoint_param_time(tmp_path, model=m)["param_time"], restricted["param_time"], rtol=1e-12)
+    by_model = checkpoint_param_time(tmp_path, model=m)["param_time"]
+    np.testing.assert_allclose(by_model, restricted["param_time"], rtol=1e-12)
     everything = param_time_table(tmp_path)
     np.testing.assert_allclose(everything["param_time"], _oracle(sds, names + ["extra_buffer"]), rtol=1e-12)
     out_csv = tmp_path / "pt.csv"

@@ -11,7 +11,6 @@ from bandscope.torch import measure_lnp
 from bandscope.torch.lnp import per_sample_grad_norms
 
 
-
 @pytest.fixture(autouse=True)
 def _float64():
     """float64 models: exact routes agree to ~1e-12 (default dtype restored afterwards)."""

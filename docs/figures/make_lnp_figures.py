@@ -26,7 +26,8 @@ def random_features(alphas=np.linspace(0.25, 3.0, 12), seeds=range(5)):
     rows = []
     for a in alphas:
         d = [random_feature_lnp(a, n_samples=300, dim=150, width=1000, n_teachers=200, seed=s) for s in seeds]
-        rows.append([np.mean([x[k] for x in d]) for k in ("spectral_position", "spectral_position_ratio_of_means", "ipr")])
+        keys = ("spectral_position", "spectral_position_ratio_of_means", "ipr")
+        rows.append([np.mean([x[k] for x in d]) for k in keys])
     rows = np.array(rows)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
     ax[0].plot(alphas, rows[:, 2], "k-", label=r"$\sum\lambda^2/(\sum\lambda)^2$ of K")
@@ -54,7 +55,8 @@ def reference_runs():
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     for ds, name, axx in ((a, "CNN autoencoder (MSE)", ax[0]), (c, "LFW classifier (CE)", ax[1])):
         steps = window_mean(ds.lnp_step.astype(float), ds.lnp_window)
-        for v, lab in (("lnp_spectral_position", "P (batch A)"), ("lnp_spectral_position_cross", "P_AB (A step, B held out)")):
+        for v, lab in (("lnp_spectral_position", "P (batch A)"),
+                       ("lnp_spectral_position_cross", "P_AB (A step, B held out)")):
             axx.plot(steps + 1, window_mean(ds[v], ds.lnp_window), "o-", ms=3, label=lab)
         axx.set(xscale="log", yscale="log", title=name + " (window means)", xlabel="step + 1")
         axx.legend(fontsize=8)

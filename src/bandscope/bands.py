@@ -472,7 +472,8 @@ def _band_losses_da(xd, rd, image_dims, lead_dims, per_image, wd) -> xr.DataArra
         output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {"band": n_bands}},
     )
-    out = out.assign_coords(band=("band", band_resolutions(n_bands), {"units": "pixels per side", "long_name": "band resolution r"}))
+    band_attrs = {"units": "pixels per side", "long_name": "band resolution r"}
+    out = out.assign_coords(band=("band", band_resolutions(n_bands), band_attrs))
     attrs = dict(_ATTRS, dtype=str(wd))
     if per_image:
         attrs["reduction"] = "per image"

@@ -47,7 +47,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--floor", choices=["mean_last_k", "final"], default="mean_last_k",
                    help="floor convention (key search A.9; default mean of the last k checkpoints)")
     p.add_argument("-k", "--floor-k", type=int, default=5, help="checkpoints in the floor window (default 5)")
-    p.add_argument("--deflation", type=float, default=10.0, help="n_eff = n / DEFLATION for the deflated BIC (default 10)")
+    p.add_argument("--deflation", type=float, default=10.0,
+                   help="n_eff = n / DEFLATION for the deflated BIC (default 10)")
     p.add_argument("--min-points", type=int, default=5, help="fewest checkpoints in a fit window (default 5)")
     p.add_argument("--dropna", action="store_true", help="drop log rows with NaN (reported) instead of failing")
     p.add_argument("--quiet", action="store_true", help="do not print the tables")

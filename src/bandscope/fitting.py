@@ -13,10 +13,11 @@ Two fitting paths give the same optimum:
 * :func:`fit_curves` -- many curves at once (the analysis uses this). Variable projection:
   for fixed (ω, β) the best amplitude is closed-form, ``A* = Σ R f / Σ f²`` with
   ``f = exp(-(s/ω)^β)``, so only (log ω, β) are searched: first a coarse grid evaluated for
-  all curves at once in numpy (plus per-curve ω at checkpoint midpoints for large β), then a batched Levenberg--Marquardt on the profiled
-  two-parameter problem (Kaufman's Jacobian) from the best grid point in each of three β
-  ranges, iterated until no step lowers the SSE. Curves whose batch solve does not converge
-  within ``max_iter`` are re-fitted with :func:`fit_lmfit` and the better SSE is kept.
+  all curves at once in numpy (plus per-curve ω at checkpoint midpoints for large β), then a
+  batched Levenberg--Marquardt on the profiled two-parameter problem (Kaufman's Jacobian) from
+  the best grid point in each of three β ranges, iterated until no step lowers the SSE. Curves
+  whose batch solve does not converge within ``max_iter`` are re-fitted with :func:`fit_lmfit`
+  and the better SSE is kept.
   ``tests/test_fitting.py`` checks that the batch SSE never exceeds the lmfit multistart
   SSE by more than 1e-9 relative, and ``benchmarks/bench_analysis.py`` measures it.
 

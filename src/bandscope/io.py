@@ -83,8 +83,8 @@ def run_from_frame(
     expected = band_resolutions(len(res)).tolist()
     if res != expected:
         raise ValueError(
-            f"{source or name}: band columns {['band_%d' % r for r in res]} are not the contiguous "
-            f"dyadic set {['band_%d' % r for r in expected]}; a Haar split of a 2^J image has "
+            f"{source or name}: band columns {[f'band_{r}' for r in res]} are not the contiguous "
+            f"dyadic set {[f'band_{r}' for r in expected]}; a Haar split of a 2^J image has "
             "one band per resolution 1, 2, 4, ..., 2^J"
         )
     if unknown:
@@ -116,7 +116,8 @@ def run_from_frame(
             raise ValueError(f"{source or name}: NaN in 'step' at rows {np.flatnonzero(np.isnan(st)).tolist()}")
         if (np.diff(st) < 0).any():
             i = int(np.flatnonzero(np.diff(st) < 0)[0])
-            raise ValueError(f"{source or name}: step decreases at row {i + 1} ({st[i]} -> {st[i + 1]}); rows must be in training order")
+            raise ValueError(f"{source or name}: step decreases at row {i + 1} ({st[i]} -> {st[i + 1]}); "
+                             "rows must be in training order")
         step = st.astype(np.int64)
     meta = {}
     for key in ("arch", "seed"):
@@ -250,7 +251,10 @@ def write_run(run: xr.Dataset, path) -> Path:
 def stack_runs(runs: Sequence[xr.Dataset] | Mapping[str, xr.Dataset]) -> xr.Dataset:
     """Stack runs along a ``run`` dim (coords ``run`` = name, ``arch``, ``seed``); shorter runs
     are padded at the end with NaN (see ``docs/format.md``)."""
-    items = list(runs.items()) if isinstance(runs, Mapping) else [(r.attrs.get("name", f"run{i}"), r) for i, r in enumerate(runs)]
+    if isinstance(runs, Mapping):
+        items = list(runs.items())
+    else:
+        items = [(r.attrs.get("name", f"run{i}"), r) for i, r in enumerate(runs)]
     names = [n for n, _ in items]
     if len(set(names)) != len(names):
         raise ValueError(f"run names are not unique: {names}")
@@ -374,7 +378,9 @@ def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
         r["total"] = {k: _sel(results[v], run=run) for k, v in _TOTAL_KEYS.items() if v in results}
         r["total"]["band_sum_r2"] = _sel(results["band_sum_r2"], run=run, window=primary)
         r["total"]["band_sum_r2_by_window"] = {w: _sel(results["band_sum_r2"], run=run, window=w) for w in windows}
-        r["ordering"] = {str(m): _sel(results["rho"], run=run, window=primary, metric=m) for m in results["metric"].values}
+        r["ordering"] = {
+            str(m): _sel(results["rho"], run=run, window=primary, metric=m) for m in results["metric"].values
+        }
         r["ordering_by_window"] = {
             w: {str(m): _sel(results["rho"], run=run, window=w, metric=m) for m in results["metric"].values}
             for w in windows
@@ -388,8 +394,10 @@ def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
 
         for key, df in _tables.all_tables(results).items():
             out["summary"][key] = json.loads(df.reset_index().to_json(orient="records"))
-    out["summary"]["attrs"] = {k: _num(v) if not isinstance(v, (list, tuple, np.ndarray)) else [_num(x) for x in np.asarray(v).tolist()]
-                               for k, v in results.attrs.items()}
+    out["summary"]["attrs"] = {
+        k: [_num(x) for x in np.asarray(v).tolist()] if isinstance(v, (list, tuple, np.ndarray)) else _num(v)
+        for k, v in results.attrs.items()
+    }
     return out
 
 

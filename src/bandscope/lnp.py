@@ -21,7 +21,6 @@ functions take and return xarray objects.
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Sequence
 
 import numpy as np

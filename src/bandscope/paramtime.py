@@ -71,7 +71,8 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> float:
     fa, fb = a.reshape(-1), b.reshape(-1)
     total = 0.0
     for i in range(0, fa.size, _CHUNK):
-        d = np.subtract(fa[i : i + _CHUNK], fb[i : i + _CHUNK], dtype=np.complex128 if fa.dtype.kind == "c" else np.float64)
+        dtype = np.complex128 if fa.dtype.kind == "c" else np.float64
+        d = np.subtract(fa[i : i + _CHUNK], fb[i : i + _CHUNK], dtype=dtype)
         total += float(np.vdot(d, d).real)
     return total
 

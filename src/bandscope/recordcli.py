@@ -231,7 +231,8 @@ def register(subparsers) -> None:
                               description="One row per checkpoint (natural sort order of file names): "
                               "name, param_time (starting at 0). Checkpoints are state dicts in "
                               ".safetensors or torch files (.pt/.pth/.bin, loaded with weights_only=True). "
-                              "All floating tensors count, unless --arch restricts to the model's trainable parameters.")
+                              "All floating tensors count, unless --arch restricts to the model's "
+                              "trainable parameters.")
     p.add_argument("ckpt_dir")
     p.add_argument("--out", help="CSV file (default: stdout)")
     p.add_argument("--arch", choices=["cnn", "vit"], help="restrict to this model's trainable parameters")

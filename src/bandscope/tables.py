@@ -170,7 +170,7 @@ def table_full_loss(results, window=None):
     rows = {}
     for g, m in groups.items():
         ok = (results["total_status"].values == "ok") & m
-        pick = lambda v: np.where(ok, results[v].values, np.nan)  # noqa: E731
+        pick = lambda v, ok=ok: np.where(ok, results[v].values, np.nan)  # noqa: E731
         rows[g] = {
             "runs fitted": int(ok.sum()),
             "median R²": _median(pick("total_r2")),

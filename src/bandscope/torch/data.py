@@ -50,7 +50,7 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _skimage_image(name: str) -> np.ndarray:
     """A bundled scikit-image photo (cached: decoding the PNGs dominates dataset build time)."""
     import skimage.data as skd

@@ -263,7 +263,8 @@ class _LayerTaps:
                 raise NotImplementedError(
                     f"per-sample gradient norms: no handler for layer {name!r} ({type(mod).__name__}) "
                     f"with trainable parameters; use backend='vmap' (torch.func) for this model")
-            extra = [k for k, p in mod.named_parameters(recurse=False) if p.requires_grad and k not in ("weight", "bias")]
+            extra = [k for k, p in mod.named_parameters(recurse=False)
+                     if p.requires_grad and k not in ("weight", "bias")]
             if extra:
                 raise NotImplementedError(f"layer {name!r} has unexpected parameters {extra}; use backend='vmap'")
             self.layers.append((name, mod, h))

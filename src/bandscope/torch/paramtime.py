@@ -22,7 +22,6 @@ nothing. ``mode="auto"`` picks sharded when a parameter is a ``DTensor``.
 """
 from __future__ import annotations
 
-
 import torch
 
 __all__ = ["ParamTimeTracker"]
@@ -144,7 +143,7 @@ class ParamTimeTracker:
         return float(self._arc)
 
     # -- convenience ------------------------------------------------------------------
-    def attach(self, optimizer: torch.optim.Optimizer) -> "ParamTimeTracker":
+    def attach(self, optimizer: torch.optim.Optimizer) -> ParamTimeTracker:
         """Call :meth:`step` automatically after every ``optimizer.step()``."""
         self._hook = optimizer.register_step_post_hook(lambda *_: self.step())
         return self
