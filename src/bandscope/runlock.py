@@ -115,6 +115,12 @@ class RunFileLock:
         return self._fd is not None
 
     def _refuse(self, owner: dict):
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            raise RunFileBusyError(
+                f"{self.path} is already being written by another recorder in this same process (pid "
+                f"{os.getpid()} on host {owner.get('host')}); two writers on one run file would overwrite each "
+                "other. close() the first one (a recorder kept alive by an old traceback still owns the file), "
+                "then open a new one with resume=True", path=self.path, owner=owner)
         raise RunFileBusyError(
             f"{self.path} is being written by {_describe(owner)}; two writers on one run file would "
             f"overwrite each other. Stop that writer, or record to another path (lock: {self.lock_file})",
