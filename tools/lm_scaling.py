@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import xarray as xr
 
 from bandscope.lnp import log_windows
 from bandscope.torch import measure_lnp
@@ -113,7 +112,8 @@ def run_phase(phase, model, params, tokens, pool, args, total, windows, out: Pat
             b = np.roll(pick, -step % POOL)[:BATCH]
             ds = measure_lnp(model, lm_loss, (x, y), (pool_x[b], pool_y[b]), network_scale="hutchinson",
                              n_probes=2, n_units="targets", n_units_b="targets", seed=args.seed * 1_000_003 + step)
-            rows.append({"lnp_step": step, **{k: float(v) for k, v in ds.data_vars.items() if v.ndim == 0 and v.dtype.kind == "f"}})
+            scalars = {k: float(v) for k, v in ds.data_vars.items() if v.ndim == 0 and v.dtype.kind == "f"}
+            rows.append({"lnp_step": step, **scalars})
         for g in opt.param_groups:
             g["lr"] = lr_at(step, LR[args.size])
         opt.zero_grad(set_to_none=True)
