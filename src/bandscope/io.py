@@ -364,8 +364,20 @@ def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Datas
         message names the file and the rows.
     """
     path = Path(path)
+    try:
+        return _read_run(path, name, dropna)
+    except BandscopeInputError as exc:
+        if exc.path is None:
+            exc.path = str(path)
+        raise
+
+
+def _read_run(path: Path, name: str | None, dropna: bool) -> xr.Dataset:
     if not path.exists():
         raise FileNotFoundError(2, f"no such run file: {path}", str(path))
+    if path.is_dir():
+        raise BandscopeInputError(f"{path}: is a directory, not a run file (give the files, e.g. "
+                                  f"'{path}/*.nc')", path=path)
     suffix = path.suffix.lower()
     kind = _KIND_OF_SUFFIX.get(suffix)
     if kind is None:

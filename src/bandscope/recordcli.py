@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _npz_images(path, prefer: str) -> np.ndarray:
         z = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(2, f"no such file (or a broken symlink): {path}", str(path)) from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise input_error_from(exc, path, "not a readable .npz archive") from None
     if not hasattr(z, "keys"):
         raise BandscopeInputError(f"{path}: a single .npy array, expected an .npz archive", path=path)
