@@ -6,6 +6,7 @@ or failed checkpoint leaves the recorder exactly as before (docs/format.md, "Rul
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import signal
@@ -215,13 +216,13 @@ def test_lock_without_flock_reclaims_dead_pid_and_refuses_live_one(tmp_path, mon
     path = tmp_path / "run.nc"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    lock_path(path).write_text('{"pid": %s, "host": "%s", "time": 0}' % (dead, socket.gethostname()))
+    lock_path(path).write_text(json.dumps({"pid": int(dead), "host": socket.gethostname(), "time": 0}))
     with RunFileLock(path):
         assert read_owner(path)["pid"] == os.getpid()
-    lock_path(path).write_text('{"pid": 1, "host": "%s", "time": 0}' % socket.gethostname())  # pid 1 lives
+    lock_path(path).write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "time": 0}))  # pid 1 lives
     with pytest.raises(RunFileBusyError, match="pid 1 on host"):
         RunFileLock(path).acquire()
-    lock_path(path).write_text('{"pid": %s, "host": "elsewhere", "time": 0}' % dead)
+    lock_path(path).write_text(json.dumps({"pid": int(dead), "host": "elsewhere", "time": 0}))
     with pytest.raises(RunFileBusyError, match="host elsewhere"):  # cannot tell if alive: refuse
         RunFileLock(path).acquire()
 

@@ -19,13 +19,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..errors import BandscopeInputError, input_error_from
+from ..recordcli import natural_key as _natural_key
+
 __all__ = ["load_checkpoint", "checkpoint_param_time", "CHECKPOINT_EXTENSIONS"]
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin")
-
-
-from ..errors import BandscopeInputError, input_error_from
-from ..recordcli import natural_key as _natural_key
 
 
 def _unwrap(obj, path) -> dict:
