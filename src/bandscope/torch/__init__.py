@@ -38,6 +38,7 @@ _LAZY = {
     # issue 4: LNP
     "measure_lnp": "bandscope.torch.lnp",
     "LNPHook": "bandscope.torch.lnp_hook",
+    "register_lnp_handler": "bandscope.torch.lnp",
 }
 
 __all__ = sorted(_LAZY)
