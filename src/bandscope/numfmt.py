@@ -57,10 +57,11 @@ def fmt_signed(x, sig: int = 3) -> str:
 
 def fmt_r2(x) -> str:
     """R² with enough decimals that 1 − R² shows two significant digits (at least 3 decimals,
-    at most 6); exactly 1 prints ``"1"``, so 0.999965 never prints as ``1``.
+    at most 6); exactly 1 prints ``"1"``, within 5e-7 of 1 prints ``"1-<gap>"``, so a value
+    below 1 never prints as 1.
 
-    >>> fmt_r2(0.9996), fmt_r2(0.5), fmt_r2(-0.25)
-    ('0.99960', '0.500', '-0.250')
+    >>> fmt_r2(0.9996), fmt_r2(0.5), fmt_r2(-0.25), fmt_r2(0.99999999)
+    ('0.99960', '0.500', '-0.250', '1-1.0e-08')
     """
     if _bad(x):
         return DASH
@@ -68,10 +69,12 @@ def fmt_r2(x) -> str:
     if x == 1.0:
         return "1"
     gap = 1.0 - x
-    dec = 3 if gap >= 0.1 else min(6, max(3, 1 - math.floor(math.log10(gap))))
+    if 0 < gap < 5e-7:  # more than six 9s: say how far from 1
+        return f"1-{gap:.1e}"
+    dec = 3 if gap >= 0.1 else min(6, max(3, 1 - math.floor(math.log10(abs(gap)))))
     text = f"{x:.{dec}f}"
-    if text.startswith("1.") and x < 1:  # still rounds to 1: show more
-        text = f"{x:.6f}" if f"{x:.6f}" != "1.000000" else f"{x:.3e}"
+    if text.startswith("1.") and x < 1:  # rounds up to 1 at this many decimals
+        text = f"{x:.6f}"
     return text
 
 

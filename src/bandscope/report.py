@@ -59,7 +59,6 @@ TERMS = {
     "min–max": "smallest and largest ρ across runs.",
     "window": "active-window thresholds HI/LO: a band's fit uses the saved checkpoints "
               "between its HI and LO crossings of q_i = R_i/R_i(s_0) (§5.1).",
-    "group": "all runs, or the runs of one architecture.",
     "exp R²": "median R² of the exponential (β = 1) fit to the same data.",
     "band-sum R²": "median R² of the sum of the per-band Weibull fits against R_tot on all "
                    "checkpoints (§6.3).",
@@ -284,7 +283,8 @@ def _section_full_loss(results, w):
     for g in fl.index:
         r = fl.loc[g]
         test = "full loss" if g == "overall" else f"full loss {g}"
-        rows.append({"group": g, "source": "ours", "runs": fmt_int(r["runs fitted"]),
+        rows.append({"_kind": "head", "_text": "all runs" if g == "overall" else f"architecture {g}"})
+        rows.append({"source": "ours", "runs": fmt_int(r["runs fitted"]),
                      "R²": fmt_r2(r["median R²"]), "β": fmt_sig(r["median β"]),
                      "ΔBIC": fmt_signed(r["median ΔBIC"]), "wins": r["wins (ΔBIC<0)"],
                      "ΔBIC n/10": fmt_signed(r[f"median ΔBIC ({d})"]), "exp R²": fmt_r2(r["median exp R²"]),
@@ -292,20 +292,20 @@ def _section_full_loss(results, w):
         key = "overall" if g == "overall" else tables.paper_arch(g)
         p = paper.FULL_LOSS.get(key or "")
         if p is not None:
-            rows.append({"_kind": "paper", "group": "", "source": "paper",
+            rows.append({"_kind": "paper", "source": "paper",
                          "runs": str(paper.N_RUNS if g == "overall" else paper.N_RUNS // 2),
                          "R²": _paper_txt(p.get("r2")), "β": _paper_txt(p.get("beta")),
                          "ΔBIC": p["delta_bic"].text, "wins": DASH, "ΔBIC n/10": DASH, "exp R²": DASH,
                          "band-sum R²": _paper_txt(p.get("band_sum_r2")) if w == paper.PRIMARY_WINDOW else DASH,
                          "verdict": vt.loc[test, "paper verdict"]})
-    cols = [Column("group", "group", "<"), Column("source", "source", "<"), Column("runs", "runs"),
-            Column("R²", "R²"), Column("β", "β"), Column("ΔBIC", "ΔBIC"), Column("wins", "wins"),
+    cols = [Column("source", "source", "<"), Column("runs", "runs"), Column("R²", "R²"),
+            Column("β", "β"), Column("ΔBIC", "ΔBIC"), Column("wins", "wins"),
             Column("ΔBIC n/10", f"ΔBIC {d}"), Column("exp R²", "exp R²"),
             Column("band-sum R²", "band-sum R²"), Column("verdict", "verdict", "<")]
     return Section("full_loss", "Full-loss residual: one Weibull over all checkpoints, and the band-sum",
                    f"paper §6.3 · R_tot = Σ_i R_i fitted over every saved checkpoint · band-sum "
                    f"window {w}", cols, rows,
-                   legend=["group", "runs", "R²", "β", "ΔBIC", "wins", "ΔBIC n/10", "exp R²",
+                   legend=["runs", "R²", "β", "ΔBIC", "wins", "ΔBIC n/10", "exp R²",
                            "band-sum R²", "verdict"],
                    notes=["Here R² and β are those of the single Weibull fitted to R_tot (not a "
                           "per-band median); the verdict column judges that fit."])
