@@ -11,6 +11,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from bandscope import analyze, plot  # noqa: E402
+from bandscope.numfmt import fmt_r2  # noqa: E402
 from bandscope.synthetic import make_runs_synthetic  # noqa: E402
 
 
@@ -102,6 +103,8 @@ def test_band_fit_shows_both_fits_and_dbic(res):
     labels = _labels(ax)
     assert labels[0] == "outside window" and labels[1] == "fitted checkpoints"
     assert labels[2].startswith("Weibull β=") and labels[3].startswith("exponential, R²=")
+    r2 = float(res.r2.sel(run=run, band=4).isel(window=0))
+    assert labels[2].endswith(f"R²={fmt_r2(r2)}") and (r2 == 1 or not labels[2].endswith("R²=1"))
     assert len(ax.get_lines()) == 4
     d = float(res.delta_bic.sel(run=run, band=4).isel(window=0))
     assert ax.get_legend().get_title().get_text().startswith(f"ΔBIC = {d:+.3g}")

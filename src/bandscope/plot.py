@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .fitting import exponential, weibull
+from .numfmt import fmt_r2
 
 __all__ = ["plot_weibull_shapes", "plot_band_losses", "plot_band_fit", "plot_band_fits",
            "plot_ordering", "plot_full_loss_fit", "plot_full_loss", "write_figures", "arch_colors"]
@@ -186,10 +187,10 @@ def plot_band_fit(results: xr.Dataset, run, band, window=None, ax=None):
         s0 = s[start]
         ss = np.linspace(s0, s[stop], 200)
         ax.plot(ss, weibull(ss - s0, float(f["A"]), float(f["omega"]), float(f["beta"])), "-",
-                color="C3", lw=1.6, label=f"Weibull β={float(f['beta']):.3g}, R²={float(f['r2']):.4g}")
+                color="C3", lw=1.6, label=f"Weibull β={float(f['beta']):.3g}, R²={fmt_r2(f['r2'])}")
         if "exp_A" in f and np.isfinite(float(f["exp_A"])):
             ax.plot(ss, exponential(ss - s0, float(f["exp_A"]), float(f["exp_omega"])), "--",
-                    color="C2", lw=1.4, label=f"exponential, R²={float(f['exp_r2']):.4g}")
+                    color="C2", lw=1.4, label=f"exponential, R²={fmt_r2(f['exp_r2'])}")
         d = float(f["delta_bic"])
         title = f"ΔBIC = {d:+.3g} ({'Weibull' if d < 0 else 'exponential'} preferred)"
     else:
@@ -265,17 +266,17 @@ def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
         ss = np.linspace(s[0], s[-1], 300)
         ax.plot(ss, weibull(ss - s[0], float(r["total_A"]), float(r["total_omega"]), float(r["total_beta"])),
                 "-", color="C3", lw=1.6,
-                label=f"Weibull β={float(r['total_beta']):.3g}, R²={float(r['total_r2']):.4g}")
+                label=f"Weibull β={float(r['total_beta']):.3g}, R²={fmt_r2(r['total_r2'])}")
         if np.isfinite(float(r["total_exp_A"])):
             ax.plot(ss, exponential(ss - s[0], float(r["total_exp_A"]), float(r["total_exp_omega"])), "--",
-                    color="C2", lw=1.4, label=f"exponential, R²={float(r['total_exp_r2']):.4g}")
+                    color="C2", lw=1.4, label=f"exponential, R²={fmt_r2(r['total_exp_r2'])}")
         d = float(r["total_delta_bic"])
         title = f"ΔBIC = {d:+.3g}"
     if "band_sum_fit" in r:
         bs = r["band_sum_fit"].sel(window=window).values[ok]
         if np.isfinite(bs).any():
             ax.plot(s, bs, ":", color="k", lw=1.2,
-                    label=r"band-sum $\sum_i \hat R_i$" + f", R²={float(r['band_sum_r2'].sel(window=window)):.4g}")
+                    label=r"band-sum $\sum_i \hat R_i$" + f", R²={fmt_r2(r['band_sum_r2'].sel(window=window))}")
     ax.set_yscale("log")
     ax.set_xlabel("parameter time s", fontsize=8)
     ax.set_ylabel(r"full-loss residual $R_{tot}$" + f" ({_units(results, 'total_residual', LOSS_UNIT)})",
