@@ -469,7 +469,8 @@ def _cell(row, c):
 
 def render_table(columns, rows, gap: int = 2) -> list:
     """Rows of text cells as aligned lines (group labels over their columns, a header, the
-    rows; ``"head"`` rows printed as a line of their own).
+    rows; ``"head"`` rows printed as a line of their own). A table wider than :data:`WIDTH`
+    whose first column is a left-aligned label has that label shortened with "…" to fit.
 
     >>> render_table([Column("a", "a"), Column("b", "bb", "<")], [{"a": "1", "b": "x"}])
     ['a  bb', '1  x']
@@ -477,6 +478,12 @@ def render_table(columns, rows, gap: int = 2) -> list:
     widths = [max([len(c.header)] + [len(_cell(r, c)) for r in rows if r.get("_kind") != "head"])
               for c in columns]
     sep = " " * gap
+    over = sum(widths) + gap * (len(columns) - 1) - WIDTH
+    if over > 0 and columns[0].align == "<" and widths[0] - over >= 12:
+        # too wide (long labels, e.g. architecture names): shorten the label column with "…"
+        widths[0] -= over
+        rows = [r if r.get("_kind") == "head" or len(_cell(r, columns[0])) <= widths[0] else
+                {**r, columns[0].key: _cell(r, columns[0])[:widths[0] - 1] + "…"} for r in rows]
     lines = []
     if any(c.group for c in columns):
         parts, j = [], 0

@@ -342,9 +342,17 @@ def all_tables(results):
     }
 
 
-def format_tables(results, window=None):
+def format_tables(results, window=None, *, floatfmt=None):
     """The printed report (:func:`bandscope.report.format_text`): the paper's value beside
-    ours, a verdict per claim, every column explained once, at most 100 columns wide."""
+    ours, a verdict per claim, every column explained once, at most 100 columns wide.
+
+    ``floatfmt`` (one format for every number) is no longer used: digits now follow
+    :mod:`bandscope.numfmt` per kind of number; passing it warns."""
     from .report import format_text
 
+    if floatfmt is not None:
+        import warnings
+
+        warnings.warn("format_tables(floatfmt=...) is ignored: numbers are formatted per kind "
+                      "(bandscope.numfmt); drop the argument", DeprecationWarning, stacklevel=2)
     return format_text(results, window)
