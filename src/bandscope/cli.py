@@ -92,6 +92,7 @@ def cmd_analyze(args) -> int:
     from . import io as bio
 
     runs = bio.read_runs(args.runs, dropna=args.dropna)
+    args.header = f"Analysing {len(runs)} runs: {', '.join(str(r.attrs.get('name', '?')) for r in runs)}."
     return _run_analysis(runs, args)
 
 

@@ -599,7 +599,9 @@ def _html_table(s: Section, reasons=None) -> str:
             title = ""
             if c.key == "verdict" and v:
                 cls.append(_vclass(v))
-            cells.append(f'<td class="{" ".join(cls)}"{title}>{html.escape(v)}</td>')
+            lead = len(v) - len(v.lstrip(" "))
+            text = "\u00a0" * (2 * lead) + html.escape(v.strip(" ")).replace("  ", " \u00a0")
+            cells.append(f'<td class="{" ".join(cls)}"{title}>{text}</td>')
         out.append(f'<tr class="{kind}">' + "".join(cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)

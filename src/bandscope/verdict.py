@@ -39,6 +39,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
+from .numfmt import fmt_r2
+
 __all__ = ["Verdict", "HOLDS", "WEAKER", "FAILS", "UNTESTED", "LEVELS", "R2_HOLDS", "R2_FAILS",
            "DBIC_EVIDENCE", "RHO_ALPHA", "EXPECTED_SIGN", "weibull_verdict", "r2_verdict",
            "ordering_verdict", "spearman_critical", "parse_wins"]
@@ -119,34 +121,40 @@ def weibull_verdict(r2, delta_bic, wins=None, delta_bic_neff=None, *, neff_expec
     >>> weibull_verdict(0.995, -3.58, "10/12", -0.49).level   # the paper's band 4
     'holds'
     >>> weibull_verdict(0.97, -14.0, "5/6", -0.9).reason
-    'R² 0.97 < 0.98'
+    'R² 0.970 < 0.98'
     """
     if _missing(delta_bic):
         return Verdict(UNTESTED, "no fitted run")
     d = float(delta_bic)
     if d >= 0:
-        return Verdict(FAILS, f"median ΔBIC {d:+.3g} ≥ 0: exponential as good")
+        return Verdict(FAILS, f"median ΔBIC {d:+.4g} ≥ 0: exponential as good")
     if wins is not None:
         k, n = parse_wins(wins)
         if 2 * k <= n:
             return Verdict(FAILS, f"Weibull wins only {k}/{n}")
     if r2 is not None and not _missing(r2) and float(r2) < R2_FAILS:
-        return Verdict(FAILS, f"R² {float(r2):.3g} < {R2_FAILS}")
+        return Verdict(FAILS, f"R² {fmt_r2(r2)} < {R2_FAILS}")
     weak = []
     if d > -DBIC_EVIDENCE:
-        weak.append(f"|ΔBIC| {abs(d):.3g} < {DBIC_EVIDENCE:g}")
+        weak.append(f"median ΔBIC {d:+.4g} > -{DBIC_EVIDENCE:g}")
     if r2 is not None and not _missing(r2) and float(r2) < R2_HOLDS:
-        weak.append(f"R² {float(r2):.3g} < {R2_HOLDS}")
+        weak.append(f"R² {fmt_r2(r2)} < {R2_HOLDS}")
     if delta_bic_neff is not None or neff_expected:
         if _missing(delta_bic_neff):
             if neff_expected:
                 weak.append("ΔBIC(n/10) undefined")
         elif float(delta_bic_neff) >= 0:
-            weak.append(f"ΔBIC(n/10) {float(delta_bic_neff):+.3g} ≥ 0")
+            weak.append(f"ΔBIC(n/10) {float(delta_bic_neff):+.4g} ≥ 0")
     if weak:
         return Verdict(WEAKER, "; ".join(weak))
-    return Verdict(HOLDS, f"ΔBIC {d:+.3g} ≤ -{DBIC_EVIDENCE:g}" + (
-        f", R² ≥ {R2_HOLDS}" if r2 is not None and not _missing(r2) else ""))
+    good = [f"median ΔBIC {d:+.4g} ≤ -{DBIC_EVIDENCE:g}"]
+    if wins is not None:
+        good.append("Weibull wins {}/{}".format(*parse_wins(wins)))
+    if r2 is not None and not _missing(r2):
+        good.append(f"R² {fmt_r2(r2)} ≥ {R2_HOLDS}")
+    if not _missing(delta_bic_neff):
+        good.append(f"ΔBIC(n/10) {float(delta_bic_neff):+.4g} < 0")
+    return Verdict(HOLDS, "; ".join(good))
 
 
 def r2_verdict(r2) -> Verdict:
@@ -160,10 +168,10 @@ def r2_verdict(r2) -> Verdict:
         return Verdict(UNTESTED, "no finite R²")
     r = float(r2)
     if r >= R2_HOLDS:
-        return Verdict(HOLDS, f"R² {r:.3g} ≥ {R2_HOLDS}")
+        return Verdict(HOLDS, f"R² {fmt_r2(r)} ≥ {R2_HOLDS}")
     if r >= R2_FAILS:
-        return Verdict(WEAKER, f"R² {r:.3g} < {R2_HOLDS}")
-    return Verdict(FAILS, f"R² {r:.3g} < {R2_FAILS}")
+        return Verdict(WEAKER, f"R² {fmt_r2(r)} < {R2_HOLDS}")
+    return Verdict(FAILS, f"R² {fmt_r2(r)} < {R2_FAILS}")
 
 
 @lru_cache(maxsize=32)
@@ -233,15 +241,15 @@ def ordering_verdict(rho, q25=None, q75=None, *, expected_sign: int, n_bands: in
         return Verdict(UNTESTED, "no finite ρ")
     r = float(rho) * expected_sign
     if r <= 0:
-        return Verdict(FAILS, f"median ρ {float(rho):+.3g} " + (
+        return Verdict(FAILS, f"median ρ {float(rho):+.4g} " + (
             "is zero" if r == 0 else "has the opposite sign"))
     crit = spearman_critical(n_bands)
     weak = []
     if r < crit - 1e-9:
-        weak.append(f"|ρ| {r:.3g} < {crit:.3g} (chance level, {n_bands} bands)")
+        weak.append(f"|ρ| {r:.4g} < {crit:.3g} (chance level, {n_bands} bands)")
     inner = q25 if expected_sign > 0 else q75
     if inner is not None and not _missing(inner) and float(inner) * expected_sign <= 0:
         weak.append("over a quarter of the runs at zero or the other sign")
     if weak:
         return Verdict(WEAKER, "; ".join(weak))
-    return Verdict(HOLDS, f"sign as predicted, |ρ| {r:.3g} ≥ {crit:.3g}")
+    return Verdict(HOLDS, f"sign as predicted, |ρ| {r:.4g} ≥ {crit:.3g}")
