@@ -131,11 +131,16 @@ def test_ordering_legend_by_run_and_arch_and_rho(res):
     axes = plot.plot_ordering(res)
     assert len(axes) == 4
     for a in axes:
-        assert len(a.get_lines()) == res.sizes["run"]
+        assert len(a.get_lines()) == res.sizes["run"] + 1      # + the unsaturated marks
         assert a.get_xlabel() == "band resolution r" and a.get_ylabel()
         assert "median ρ = " in a.get_title()
+        x, _ = a.get_lines()[-1].get_data()
+        assert list(x) == [16]                                 # the one unsaturated band
     labels = _labels(axes[0])
-    assert labels == [f"{r} [{a}]" for r, a in zip(res.run.values, res.arch.values)]
+    assert labels[:-1] == [f"{r} [{a}]" for r, a in zip(res.run.values, res.arch.values)]
+    assert labels[-1].startswith("unsaturated band")
+    saturated = plot.plot_ordering(res.isel(run=[1, 2]))
+    assert len(saturated[0].get_lines()) == 2
     # runs of one architecture share a colour family, the two families differ
     colors = [ln.get_color() for ln in axes[0].get_lines()]
     assert np.argmax(colors[0][:3]) == 2 and np.argmax(colors[-1][:3]) == 0   # blue, orange

@@ -223,7 +223,8 @@ def plot_band_fits(results: xr.Dataset, run, window=None, ax=None):
 def plot_ordering(results: xr.Dataset, window=None, ax=None):
     """Onset, width, floor and initial residual against band resolution r, one line per run
     (colour family per architecture, :func:`arch_colors`); each title gives the median
-    Spearman ρ across runs. Returns the array of 4 Axes."""
+    Spearman ρ across runs; unsaturated (run, band) pairs are marked with a red ×. Returns the
+    array of 4 Axes."""
     from .ordering import METRICS
 
     window = str(results["window"].values[0]) if window is None else window
@@ -237,6 +238,13 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
         for run in results["run"].values:
             a.plot(bands, data[m].sel(run=run).values, "-o", ms=3, lw=1.2, color=colors[str(run)],
                    label=f"{run} [{_arch(results, run)}]")
+        if "saturated" in results:
+            unsat = ~results["saturated"].values.astype(bool)
+            if unsat.any():
+                vals = np.asarray(data[m].transpose("run", "band").values, dtype=float)
+                bb = np.broadcast_to(bands, vals.shape)
+                a.plot(bb[unsat], vals[unsat], "x", color="red", ms=7, mew=1.5, ls="none",
+                       label="unsaturated band (floor biased up)")
         a.set_xscale("log", base=2)
         a.set_xticks(bands, [str(int(b)) for b in bands])
         a.set_xlabel("band resolution r")
