@@ -90,18 +90,31 @@ def test_same_allows_one_unit_in_the_last_place():
 
 
 @pytest.fixture(scope="module")
-def excerpt_today():
-    """The excerpt cut from `bandscope reproduce` on the shipped runs (run once per module)."""
+def reproduce_today():
+    """What `bandscope reproduce` prints on the shipped runs (run once per module)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(REPO)
         buf = io.StringIO()
         with redirect_stdout(buf):
             assert main(["reproduce"]) == 0
-        mp.setattr("sys.stdin", io.StringIO(buf.getvalue()))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def excerpt_today(reproduce_today):
+    """The excerpt cut from it by tools/readme_excerpt.py."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.stdin", io.StringIO(reproduce_today))
         cut = io.StringIO()
         with redirect_stdout(cut):
             assert excerpt.main([]) == 0
     return cut.getvalue().splitlines()
+
+
+def test_reproduce_fits_100_columns_and_has_verdicts(reproduce_today):
+    lines = reproduce_today.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert lines[2].startswith("Verdicts")
 
 
 @pytest.mark.parametrize("readme", ["README.md", "reference_runs/recorded/README.md"])
