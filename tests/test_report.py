@@ -115,10 +115,17 @@ class _Collect(HTMLParser):
             self.refs.append(a["href"])
 
 
+try:
+    import matplotlib  # noqa: F401
+
+    N_IMAGES = 3 + 2 * 2   # Figure 2, ordering, full loss + 2 per run for max_runs=2
+except ImportError:        # core-only lane: the report without figures, still browser-checked
+    N_IMAGES = 0
+
+
 @pytest.fixture(scope="module")
 def html_text(res):
-    pytest.importorskip("matplotlib")
-    return report.to_html(res, header="Analysing 4 runs.", dpi=40, max_runs=2)
+    return report.to_html(res, header="Analysing 4 runs.", dpi=40, max_runs=2, figures=N_IMAGES > 0)
 
 
 def test_html_is_self_contained(html_text, res):
@@ -126,8 +133,8 @@ def test_html_is_self_contained(html_text, res):
     p.feed(html_text)
     assert p.tags.count("table") == len(report.sections(res)) + 1   # + the reasons table
     assert "script" not in p.tags and "link" not in p.tags and not p.refs
-    assert p.srcs and all(s.startswith("data:image/png;base64,") for s in p.srcs)
-    assert len(p.srcs) == 3 + 2 * 2
+    assert all(s.startswith("data:image/png;base64,") for s in p.srcs)
+    assert len(p.srcs) == N_IMAGES
     for s in p.srcs:
         assert base64.b64decode(s.split(",", 1)[1])[:4] == b"\x89PNG"
     assert "http://" not in html_text and "https://" not in html_text
@@ -171,16 +178,22 @@ def test_html_renders_in_headless_chromium(html_text, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     dom = out.stdout
     m = {k: int(v) for k, v in re.findall(r'data-(images|decoded|tables|holds)="(\d+)"', dom)}
-    assert m["images"] == 7 and m["decoded"] == 7, m
+    assert m["images"] == N_IMAGES and m["decoded"] == N_IMAGES, m
     assert m["tables"] >= 6 and m["holds"] >= 1
     assert "Verdicts: the paper's three predictions" in dom
     shot = tmp_path / "shot.png"
     out = _run_chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri())
     assert out.returncode == 0 and shot.exists(), out.stderr[-2000:]
-    mpl = pytest.importorskip("matplotlib.image")
-    img = mpl.imread(str(shot))
-    assert img.shape[0] >= 800 and img.shape[1] >= 1100
-    assert img[..., :3].std() > 0.05          # text and tables drawn, not a blank page
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width >= 1100 and height >= 800
+    if N_IMAGES:
+        from matplotlib.image import imread
+
+        assert imread(str(shot))[..., :3].std() > 0.05   # text and tables drawn, not blank
+    else:
+        assert len(png) > 20_000                          # a blank page compresses to ~5 kB
 
 
 def test_cli_analyze_html(tmp_path, res, capsys):
