@@ -2,7 +2,7 @@
 
 Every value a report prints as "paper" is read from here, and nowhere else. A value is a
 :class:`Published`: the number (for "k/n" counts, the fraction k/n), the text exactly as the
-paper prints it, and its source (section or table of ``/shared/papers/key_search.txt``). The
+paper prints it, and its source (section or table of the key-search paper). The
 paper's runs: 12 CelebA 64×64 autoencoders (6 CNN + 6 ViT, seeds 45–50, §5, A.4), 7 bands
 (r = 1 … 64), 84 run-band fits (B.2).
 
