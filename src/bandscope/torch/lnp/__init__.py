@@ -205,6 +205,8 @@ def measure_lnp(
     seed=None,
     exact_output_layer: bool = True,
     chunk_size: int | None = None,
+    distributed: bool | None = None,
+    process_group=None,
 ) -> xr.Dataset:
     """LNP statistics of one step: ℒ, 𝒩, ||∇L||², P (and the cross terms with a second batch).
 
@@ -247,6 +249,15 @@ def measure_lnp(
         removes the output layer's (often dominant) probe variance. The layer used is named in
         ``attrs["exact_output_layer"]`` ("" if none).
 
+    distributed : bool or None
+        Under ``torch.distributed`` with each rank holding a shard of the batch, reduce to the
+        statistics of the global batch (loss = mean of the ranks' losses, as DDP descends;
+        ``bandscope.torch.lnp.distributed``). ``None`` (default): whenever a process group is
+        initialised with more than one process. Every rank must call ``measure_lnp``. A
+        ``DistributedDataParallel`` model is measured through its ``.module``.
+    process_group : optional
+        The group to reduce over (default: the world).
+
     Returns
     -------
     xarray.Dataset
@@ -274,13 +285,22 @@ def measure_lnp(
     gen = make_generator(seed)
     kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, backend=backend, chunk_size=chunk_size,
               exact_output_layer=bool(exact_output_layer))
+    from .distributed import active_world, reduce_stats, unwrap
+
+    world = active_world(distributed, process_group)
+    model = unwrap(model)
     with preserved(model):
         sa = _one_batch(model, loss_fn, batch_a, "a", bands=bands, n_units=n_units, **kw)
     sb = None
     if batch_b is not None:
         with preserved(model):
             sb = _one_batch(model, loss_fn, batch_b, "b", bands=False, n_units=n_units_b, **kw)
-    return _dataset(sa, sb, bands, network_scale, backend, n_probes)
+    if world > 1:
+        sa = reduce_stats(sa, world, process_group)
+        sb = None if sb is None else reduce_stats(sb, world, process_group)
+    ds = _dataset(sa, sb, bands, network_scale, backend, n_probes)
+    ds.attrs["world_size"] = world
+    return ds
 
 
 def _units_or_none(m):
