@@ -124,7 +124,7 @@ class NanoGPT(nn.Module):
             if self.rotary:
                 q, k = _rotary(q), _rotary(k)
             a = self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(n, t, -1))
-        x = x + a
+        x = x + (self.drop(a) if hasattr(self, "drop") else a)
         x = x + self.fc(torch.tanh(self.n2(x)))
         return self.head(x)
 
@@ -163,6 +163,25 @@ def test_tied_weights_are_the_norm_of_the_summed_gradient():
     np.testing.assert_allclose(hooks.numpy(), ref.detach().numpy(), rtol=1e-10)
 
 
+def test_gpt_state_untouched():
+    """Parameters (tied identity included), .grad, modes, RNG unchanged; dropout in train mode is fine."""
+    model = NanoGPT(attn="mha", pos="param")
+    model.drop = nn.Dropout(0.1)
+    model.train()
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    state = copy.deepcopy(model.state_dict())
+    params = dict(model.named_parameters())
+    rng = torch.get_rng_state()
+    measure_lnp(model, lm_ce, _tokens(4), _tokens(3, seed=2), seed=0)
+    assert model.head.weight is model.tok.weight and dict(model.named_parameters()) == params
+    assert all(isinstance(p, nn.Parameter) for p in model.parameters())
+    assert all(m.training for m in model.modules())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
 def test_hutchinson_within_standard_errors_on_gpt():
     model = NanoGPT(attn="mha")
     a = _tokens(6)
@@ -178,18 +197,20 @@ def test_vit_exact_equals_entk_and_state_untouched():
 
     torch.manual_seed(0)
     model = ViTAutoencoder(16, latent_dim=2, patch=8, dim=8, depth=1, heads=2, mlp_ratio=1)
+    for p in model.decoder.parameters():  # the CNN decoder (390k parameters) is covered by the CNN tests;
+        p.requires_grad_(False)  # frozen, the eNTK oracle stays small (J over the transformer encoder)
     g = torch.Generator().manual_seed(5)
     x = torch.rand(2, 3, 16, 16, generator=g)
     a = (x, torch.rand(2, 3, 16, 16, generator=g))
     model.train()
     for p in model.parameters():
-        p.grad = torch.full_like(p, 0.25)
+        p.grad = torch.full_like(p, 0.25) if p.requires_grad else None
     state = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()
     ds = measure_lnp(model, F.mse_loss, a, network_scale="exact")
     assert all(m.training for m in model.modules())
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    assert all(torch.equal(p.grad, torch.full_like(p, 0.25)) for p in model.parameters())
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.25)) for p in model.parameters() if p.requires_grad)
     assert torch.equal(torch.get_rng_state(), rng)
     assert isinstance(model._parameters["pos_embed"], nn.Parameter)
     ref = _oracle(model, F.mse_loss, a)

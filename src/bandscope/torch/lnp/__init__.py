@@ -45,7 +45,7 @@ from bandscope.lnp import band_spectral_position, lnp_components, position_stand
 from .estimators import ESTIMATOR_TABLE, Context, vmap_per_sample
 from .handlers import LayerHandler, register_lnp_handler, registered_layer_types, vmap_handler
 from .state import freeze_batchnorm_hooks, make_generator, preserved
-from .taps import LayerTaps, model_output
+from .taps import LayerTaps, checked, model_output, record_checked
 
 __all__ = ["measure_lnp", "per_sample_grad_norms", "register_lnp_handler", "vmap_handler", "LayerHandler",
            "registered_layer_types", "ESTIMATORS", "ESTIMATOR_TABLE"]
@@ -116,7 +116,10 @@ def _forward(model, x, backend, need_taps):
                 return model_output(model(x)), None, set()
             taps = LayerTaps(model)
             n = x.shape[0] if isinstance(x, torch.Tensor) else None
-            expand = taps.plan(model, x, n)
+            taps.signature, expand = checked(model, x)
+            taps.verified = expand is not None
+            if expand is None:
+                expand = taps.plan(model, x, n)
             try:
                 with taps.capture(n, expand):
                     out = model_output(model(x))
@@ -159,8 +162,9 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
         if unused:
             raise ValueError(f"trainable parameters {unused[:5]} do not influence the loss on this batch; "
                              "freeze them (requires_grad=False) for the measurement")
-        if taps is not None:
+        if taps is not None and not taps.verified:
             taps.verify(model, x, x.shape[0], expand, gen)
+            record_checked(model, taps.signature, expand)
         m, m_how = _infer_units(loss_fn, out, y, n_units, "n_units" if which == "a" else "n_units_b")
         stats = {
             "loss": float(loss.detach()),
@@ -386,7 +390,9 @@ def per_sample_grad_norms(model: nn.Module, inputs: torch.Tensor, cotangent: tor
         if backend == "vmap":
             return vmap_per_sample(model, inputs, cotangent, cotangent is None, None)
         out, taps, expand = _forward(model, inputs, backend, True)
-        taps.verify(model, inputs, inputs.shape[0], expand, torch.Generator().manual_seed(0))
+        if not taps.verified:
+            taps.verify(model, inputs, inputs.shape[0], expand, torch.Generator().manual_seed(0))
+            record_checked(model, taps.signature, expand)
         if cotangent is not None:
             return taps.per_sample_sq_norms(out, cotangent)
         return hooks_exact_per_sample(taps, out)

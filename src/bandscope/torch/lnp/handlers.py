@@ -110,8 +110,8 @@ def lookup_handler(module: nn.Module) -> LayerHandler | None:
 # helpers
 # --------------------------------------------------------------------------------------------
 def _sq(t: torch.Tensor) -> torch.Tensor:
-    """Per-sample sum of squares over all but the first dim."""
-    return t.pow(2).flatten(1).sum(1)
+    """Per-sample sum of squares over all but the first dim (one pass, no squared temporary)."""
+    return torch.linalg.vector_norm(t.flatten(1), dim=1).pow(2)
 
 
 def _trainable(module: nn.Module, name: str) -> bool:

@@ -24,13 +24,35 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 
 import torch
 from torch import nn
 
 from .handlers import lookup_handler
 
-__all__ = ["LayerTaps", "model_output"]
+__all__ = ["LayerTaps", "model_output", "checked", "record_checked"]
+
+#: model -> {signature: calls to expand} for models whose hooks path was verified (weak keys: a cache
+#: that dies with the model, never a result)
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _signature(model: nn.Module, x) -> tuple:
+    return (tuple((id(p), tuple(p.shape), p.dtype, p.requires_grad) for p in model.parameters()),
+            tuple(getattr(x, "shape", ())), getattr(x, "dtype", None),
+            tuple(m.training for m in model.modules()))
+
+
+def checked(model: nn.Module, x) -> tuple:
+    """(signature of ``model`` on inputs like ``x``, its verified calls to expand or None)."""
+    sig = _signature(model, x)
+    return sig, _CHECKED.get(model, {}).get(sig)
+
+
+def record_checked(model: nn.Module, sig: tuple, expand) -> None:
+    """Remember that the hooks path of ``model`` was verified for this signature."""
+    _CHECKED.setdefault(model, {})[sig] = frozenset(expand)
 
 
 def model_output(out):
@@ -103,6 +125,7 @@ class LayerTaps:
         self.shape0: dict[tuple[str, int], int] = {}
         self.shared: set[int] = set()
         self.n = 0
+        self.signature, self.verified = None, False
 
     # ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -299,7 +322,7 @@ class LayerTaps:
             for mod, t in modes.items():
                 mod.training = t
             self.calls, self.subs, self.shape0, self.shared, self.n = kept
-        tol = 1e-7 if out.dtype == torch.float64 else 2e-3
+        tol = {torch.float64: 1e-7, torch.float32: 2e-3}.get(out.dtype, 5e-2)
         bad = []
         for j, (pid, p) in enumerate(params.items()):
             ref = torch.stack([torch.zeros_like(p) if s[j] is None else s[j] for s in single])
