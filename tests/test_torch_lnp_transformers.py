@@ -418,3 +418,21 @@ def test_user_layer_via_vmap_handler():
     ds = measure_lnp(model, F.mse_loss, (x, x), network_scale="exact")
     np.testing.assert_allclose(float(ds.network_scale), _oracle(model, F.mse_loss, (x, x))["network_scale"],
                                rtol=1e-10)
+
+
+class BadFree(nn.Module):
+    """A (1, D) parameter used along a non-batch dim: its per-sample copy cannot be broadcast."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.p = nn.Parameter(torch.randn(1, 3))
+
+    def forward(self, x):  # x (N, T, 3)
+        return self.fc(x) * self.p.T.unsqueeze(0)[:, :, :1]
+
+
+def test_free_parameter_not_broadcast_over_the_batch_is_named():
+    x = torch.randn(4, 3, 3)
+    with pytest.raises(NotImplementedError, match=r"'p'.*backend='vmap'"):
+        measure_lnp(BadFree(), F.mse_loss, (x, x))

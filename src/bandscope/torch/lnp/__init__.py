@@ -118,16 +118,16 @@ def _forward(model, x, backend, need_taps):
             n = x.shape[0] if isinstance(x, torch.Tensor) else None
             taps.signature, expand = checked(model, x)
             taps.verified = expand is not None
-            if expand is None:
-                expand = taps.plan(model, x, n)
             try:
+                if expand is None:
+                    expand = taps.plan(model, x, n)
                 with taps.capture(n, expand):
                     out = model_output(model(x))
             except RuntimeError as exc:
                 if not (expand or taps.free):
                     raise
                 raise NotImplementedError(
-                    f"the forward failed once the layer calls {sorted(expand)} and free parameters "
+                    f"the forward failed once the layer calls {sorted(expand or ())} and free parameters "
                     f"{[f[2] for f in taps.free]} were given a per-sample batch dimension (they are used "
                     f"other than broadcast over the batch): {exc}; use backend='vmap'") from exc
             return out, taps, expand
