@@ -61,9 +61,12 @@ __all__ = ["forecast", "ForecastOptions", "STATUSES", "prefix_length"]
 STATUSES = ("ok", "too_few_checkpoints", "rising", "not_started", "failed")
 
 _V_RANGE = (np.log(1e-2), np.log(1e4))  # log((s_reach - s_start) / span) searched
-_GRID1 = (56, 32)  # (v, beta) points of the first grid
-_GRIDZ = (40, 40)  # points of each zoom
-_N_ZOOM = 2
+_GRID1 = (40, 20, 6)  # (v, beta, onset) points of the first grid
+_GRIDZ = (24, 24, 6)  # points of each zoom
+_N_ZOOM = 5  # at most this many zooms
+_MIN_CELLS = 6
+_N_PAR = 5  # L_inf, A, s_reach, beta, onset
+_DF_REACH = 3  # s_reach: projection of the joint region of (s_reach, beta, onset)
 _PHI_MAX = 20.0
 _DECLINE_P = 1e-3  # F-test level for "has the curve started to decline"
 _RISE_Z = 3.0  # a rise counts when it exceeds this many noise sds
@@ -191,36 +194,67 @@ def _floor_range(T, S1, Sf, Sff, Sy, Syy, cu, Au, sse_u, det):
     return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
 
 
-def _grid_eval(lx, pos, w, y, v, b, lam):
-    """Profiled fit at every (v, β) of per-curve grids.
+def _shape(xs, pos, v, b, d, lam):
+    """f = exp(-Λ ((x - δ)₊ / (e^v - δ))^β) on per-curve axes: (C, Gv, Gb, Gd, n).
 
-    lx, pos, w, y : (C, n) log of scaled s - s_start, s > s_start, weights, scaled y.
-    v : (C, Gv), b : (C, Gb). Returns sums and the QP solution, each (C, Gv, Gb).
+    ``xs`` (C, n) is s - s_start in units of the fitted span; v, b, d are (C, G·) axes
+    (log crossing distance, β, onset δ). Points with e^v ≤ δ get NaN (no such model).
     """
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        e = b[:, None, :, None] * (lx[:, None, None, :] - v[:, :, None, None])
-        z = lam * np.exp(np.minimum(e, 700.0))
-        f = np.where(pos[:, None, None, :], np.exp(-z), 1.0) * (w[:, None, None, :] > 0)
-    W = w[:, None, None, :]
-    S1 = w.sum(axis=1)[:, None, None]
-    Sy = (w * y).sum(axis=1)[:, None, None]
-    Syy = (w * y * y).sum(axis=1)[:, None, None]
-    Sf = (W * f).sum(axis=-1)
-    Sff = (W * f * f).sum(axis=-1)
-    Sfy = (W * f * y[:, None, None, :]).sum(axis=-1)
+    X = xs[:, None, None, None, :]
+    D = d[:, None, None, :, None]
+    dist = np.exp(v)[:, :, None, None, None] - D
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        t = np.clip(X - D, 0.0, None) / np.where(dist > 0, dist, np.nan)
+        z = lam * np.power(t, b[:, None, :, None, None])
+        f = np.exp(-np.minimum(z, 745.0))
+    return np.where(pos[:, None, None, None, :], f, 1.0)
+
+
+def _grid_eval(xs, pos, w, y, v, b, d, lam):
+    """Profiled (bounded linear) fit at every (v, β, δ) of per-curve axes; arrays (C, Gv, Gb, Gd)."""
+    f = _shape(xs, pos, v, b, d, lam)
+    W = w[:, None, None, None, :]
+    shp = f.shape[:-1]
+    S1 = np.broadcast_to(w.sum(axis=1)[:, None, None, None], shp)
+    Sy = np.broadcast_to((w * y).sum(axis=1)[:, None, None, None], shp)
+    Syy = np.broadcast_to((w * y * y).sum(axis=1)[:, None, None, None], shp)
+    Wf = W * f
+    Sf = Wf.sum(axis=-1)
+    Sff = (Wf * f).sum(axis=-1)
+    Sfy = (Wf * y[:, None, None, None, :]).sum(axis=-1)
     c, A, sse, cu, Au, sse_u, det = _qp(S1, Sf, Sff, Sy, Sfy, Syy)
-    return dict(S1=np.broadcast_to(S1, sse.shape), Sf=Sf, Sff=Sff,
-                Sy=np.broadcast_to(Sy, sse.shape), Syy=np.broadcast_to(Syy, sse.shape),
-                c=c, A=A, sse=sse, cu=cu, Au=Au, sse_u=sse_u, det=det)
+    bad = ~np.isfinite(Sf)
+    sse = np.where(bad, np.inf, sse)
+    return dict(S1=S1, Sf=Sf, Sff=Sff, Sy=Sy, Syy=Syy, c=c, A=A, sse=sse, cu=cu, Au=Au,
+                sse_u=sse_u, det=det)
 
 
-def _threshold(sse_min, resid, w, n, confidence, autocorr):
-    """T = SSE_min (1 + φ F_{1,n-4}(conf)/(n-4)) and φ from the lag-1 residual autocorrelation."""
-    dof = np.maximum(n - 4, 1)
-    fq = stats.f.ppf(confidence, 1, dof)
+def _noise_weights(resid, w, half=4):
+    """Noise weights ``(m / σ_k)²``: σ_k the median |residual| of the fitted checkpoints within
+    ±``half`` of k, *leaving k out* (so a point does not down-weight itself), floored at m/10,
+    m the curve's median |residual|. The noise level changes along a run (it shrinks with the
+    residual), and unweighted least squares would then give intervals of the wrong width."""
+    out = np.ones_like(resid)
+    for c in range(resid.shape[0]):
+        k = np.flatnonzero(w[c] > 0)
+        e = np.abs(resid[c, k])
+        med = np.median(e) if e.size else 0.0
+        if not med > 0:
+            continue
+        sig = np.array([np.median(np.delete(e[max(i - half, 0): i + half + 1], min(i, half)))
+                        for i in range(e.size)])
+        out[c, k] = (med / np.maximum(sig, 0.1 * med)) ** 2
+    return out
+
+
+def _threshold(sse_min, resid, w, n, confidence, autocorr, df=1):
+    """``T = SSE_min (1 + φ df F_{df, n-5}(conf) / (n-5))`` and φ, the AR(1) inflation from the
+    lag-1 autocorrelation r1 of the weighted residuals: ``φ = (1 + r1)/(1 - r1)`` in [1, 20]."""
+    dof = np.maximum(n - _N_PAR, 1)
+    fq = df * stats.f.ppf(confidence, df, dof)
     phi = np.ones(n.shape)
     if autocorr:
-        e = resid * w
+        e = resid * np.sqrt(w)
         num = (e[:, 1:] * e[:, :-1]).sum(axis=1)
         den = (e * e).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -231,7 +265,7 @@ def _threshold(sse_min, resid, w, n, confidence, autocorr):
 
 
 def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_points=6,
-                     autocorr=True):
+                     autocorr=True, weighted=True):
     """Forecast many curves at once (the numpy kernel of :func:`forecast`).
 
     Parameters
@@ -268,7 +302,7 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     lam = np.log(1.0 / level)
     nan = np.full(C, np.nan)
     out = {k: nan.copy() for k in ("floor", "floor_low", "floor_high", "s_reach", "s_reach_low",
-                                   "s_reach_high", "A", "omega", "beta", "s_start", "sse", "phi",
+                                   "s_reach_high", "A", "omega", "beta", "onset", "s_start", "sse", "phi",
                                    "s_now")}
     out["start_index"] = np.full(C, -1, dtype=np.int64)
     out["n_fit"] = np.zeros(C, dtype=np.int64)
@@ -320,61 +354,69 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     ys = ysc / yscale[:, None]
     xs = x / span[:, None]
     pos = (xs > 0) & (w > 0)
-    with np.errstate(divide="ignore"):
-        lx = np.where(pos, np.log(np.where(pos, xs, 1.0)), 0.0)
-
     Ci = idx.size
-    bmin, bmax = np.log(BETA_MIN), np.log(BETA_MAX)
-    v = np.broadcast_to(np.linspace(*_V_RANGE, _GRID1[0]), (Ci, _GRID1[0])).copy()
-    lb = np.broadcast_to(np.linspace(bmin, bmax, _GRID1[1]), (Ci, _GRID1[1])).copy()
-    for stage in range(_N_ZOOM + 1):
-        g = _grid_eval(lx, pos, w, ys, v, np.exp(lb), lam)
+    r_ = np.arange(Ci)
+    # onset δ searched in [0, x at the first checkpoint 10 % of the way down so far]
+    fall = ys.max(axis=1) - np.where(w > 0, ys, np.inf).min(axis=1)
+    down = (w > 0) & (ys <= (ys[r_, peak[idx]] - 0.1 * fall)[:, None])
+    k1 = np.where(down.any(axis=1), np.argmax(down, axis=1), n_all - 1)
+    d_max = np.clip(xs[r_, k1], 0.0, 0.5)
+    axes = (np.broadcast_to(np.linspace(*_V_RANGE, _GRID1[0]), (Ci, _GRID1[0])).copy(),
+            np.broadcast_to(np.linspace(np.log(BETA_MIN), np.log(BETA_MAX), _GRID1[1]),
+                            (Ci, _GRID1[1])).copy(),
+            np.linspace(0.0, 1.0, _GRID1[2])[None, :] * d_max[:, None])
+    wts = w.copy()
+    for stage in range(_N_ZOOM + 2):  # stage 0: unweighted fit for the noise weights
+        v, lb, dd = axes
+        g = _grid_eval(xs, pos, wts, ys, v, np.exp(lb), dd, lam)
         sse = g["sse"]
         flat = sse.reshape(Ci, -1)
         best = np.argmin(flat, axis=1)
-        bi, bj = np.unravel_index(best, sse.shape[1:])
-        r = np.arange(Ci)
-        sse_min = flat[r, best]
-        vb, bb = v[r, bi], np.exp(lb[r, bj])
-        cb, Ab = g["c"][r, bi, bj], g["A"][r, bi, bj]
-        with np.errstate(over="ignore", under="ignore"):
-            fb = np.where(pos, np.exp(-lam * np.exp(np.minimum(bb[:, None] * (lx - vb[:, None]), 700.0))), 1.0)
+        bi, bj, bk = np.unravel_index(best, sse.shape[1:])
+        sse_min = flat[r_, best]
+        vb, bb, db = v[r_, bi], np.exp(lb[r_, bj]), dd[r_, bk]
+        cb, Ab = g["c"][r_, bi, bj, bk], g["A"][r_, bi, bj, bk]
+        fb = _shape(xs, pos, vb[:, None], bb[:, None], db[:, None], lam)[:, 0, 0, 0, :]
         resid = ys - cb[:, None] - Ab[:, None] * fb
-        T, phi = _threshold(sse_min, resid, w, nf, confidence, autocorr)
-        inside = sse <= T[:, None, None]
-        if stage == _N_ZOOM:
+        if stage == 0 and weighted:
+            # noise weights from the unweighted fit: 1 / (running median |residual|)^2
+            wts = w * _noise_weights(resid, w)
+            continue
+        T, phi = _threshold(sse_min, resid, wts, nf, confidence, autocorr)
+        inside = sse <= T[:, None, None, None]
+        # stop when the region is resolved: it spans >= _MIN_CELLS grid cells in v and in β
+        span_v = inside.any(axis=(2, 3)).sum(axis=1)
+        span_b = inside.any(axis=(1, 3)).sum(axis=1)
+        if stage >= _N_ZOOM + 1 or np.all((span_v >= _MIN_CELLS) & (span_b >= _MIN_CELLS)):
             break
         # zoom: bounding box of a generous region (4x the margin), one cell beyond, within bounds
-        wide = sse <= (sse_min + 4.0 * (T - sse_min) + 1e-300)[:, None, None]
-        nv, nb = v.shape[1], lb.shape[1]
-        new_v = np.empty((Ci, _GRIDZ[0]))
-        new_b = np.empty((Ci, _GRIDZ[1]))
+        wide = sse <= (sse_min + 4.0 * (T - sse_min) + 1e-300)[:, None, None, None]
+        new = [np.empty((Ci, _GRIDZ[0])), np.empty((Ci, _GRIDZ[1])), np.empty((Ci, _GRIDZ[2]))]
         for j in range(Ci):
-            iv = np.flatnonzero(wide[j].any(axis=1))
-            ib = np.flatnonzero(wide[j].any(axis=0))
-            v0 = v[j, max(iv[0] - 1, 0)]
-            v1 = v[j, min(iv[-1] + 1, nv - 1)]
-            b0 = lb[j, max(ib[0] - 1, 0)]
-            b1 = lb[j, min(ib[-1] + 1, nb - 1)]
-            new_v[j] = np.linspace(v0, v1, _GRIDZ[0])
-            new_b[j] = np.linspace(b0, b1, _GRIDZ[1])
-        v, lb = new_v, new_b
-
-    # estimates at the best point of the last grid
+            for ax in range(3):
+                other = tuple(a_ for a_ in (0, 1, 2) if a_ != ax)
+                hit = np.flatnonzero(wide[j].any(axis=other))
+                arr = axes[ax][j]
+                lo_, hi_ = arr[max(hit[0] - 1, 0)], arr[min(hit[-1] + 1, arr.size - 1)]
+                new[ax][j] = np.linspace(lo_, hi_, new[ax].shape[1])
+        axes = tuple(new)
     # interval for s_reach: range of v over the region; floor: union of per-point ranges
-    vv = np.broadcast_to(v[:, :, None], inside.shape)
-    v_lo = np.where(inside, vv, np.inf).min(axis=(1, 2))
-    v_hi = np.where(inside, vv, -np.inf).max(axis=(1, 2))
+    T_r, _ = _threshold(sse_min, resid, wts, nf, confidence, autocorr, df=_DF_REACH)
+    inside_r = sse <= T_r[:, None, None, None]
+    vv = np.broadcast_to(v[:, :, None, None], inside.shape)
+    v_lo = np.where(inside_r, vv, np.inf).min(axis=(1, 2, 3))
+    v_hi = np.where(inside_r, vv, -np.inf).max(axis=(1, 2, 3))
     open_hi = v_hi >= _V_RANGE[1] - 1e-9
-    flo, fhi = _floor_range(T[:, None, None], g["S1"], g["Sf"], g["Sff"], g["Sy"], g["Syy"],
-                            g["cu"], g["Au"], g["sse_u"], g["det"])
+    flo, fhi = _floor_range(T[:, None, None, None], g["S1"], g["Sf"], g["Sff"], g["Sy"],
+                            g["Syy"], g["cu"], g["Au"], g["sse_u"], g["det"])
     f_lo = np.nanmin(np.where(inside, flo, np.nan).reshape(Ci, -1), axis=1, initial=np.inf)
     f_hi = np.nanmax(np.where(inside, fhi, np.nan).reshape(Ci, -1), axis=1, initial=-np.inf)
     f_lo = np.minimum(f_lo, cb)
     f_hi = np.maximum(f_hi, cb)
+    ys_w, w_ = ys, wts
 
     # has the curve started to decline? F-test of the 4-parameter fit against a constant
-    sse0 = ((ys - (w * ys).sum(1, keepdims=True) / nf[:, None]) ** 2 * w).sum(axis=1)
+    sse0 = ((ys_w - (w_ * ys_w).sum(1, keepdims=True) / w_.sum(1, keepdims=True)) ** 2 * w_).sum(axis=1)
     dof = np.maximum(nf - 4, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         Fst = ((sse0 - sse_min) / 3.0) / (np.maximum(sse_min, 0.0) / dof) / phi
@@ -403,7 +445,8 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
         out["floor_high"][c] = f_hi[j] * yscale[j]
         out["A"][c] = Ab[j] * yscale[j]
         out["beta"][c] = bb[j]
-        out["omega"][c] = d_best[j] / lam ** (1.0 / bb[j])
+        out["omega"][c] = (d_best[j] - db[j] * span[j]) / lam ** (1.0 / bb[j])
+        out["onset"][c] = sc + db[j] * span[j]
         out["s_reach"][c] = sc + d_best[j]
         out["s_reach_low"][c] = sc + np.exp(v_lo[j]) * span[j]
         out["s_reach_high"][c] = np.inf if open_hi[j] else sc + np.exp(v_hi[j]) * span[j]
@@ -432,6 +475,7 @@ _VAR_DEFS = {
     "A": ("loss", "fitted amplitude: residual L - L_inf at s_start"),
     "omega": ("time", "fitted Weibull scale"),
     "beta": ("1", "fitted Weibull shape, bounded to [0.05, 8] (key search B.1)"),
+    "onset": ("time", "fitted onset s_on in [s_start, ...): L = L_inf + A before it"),
     "s_start": ("time", "parameter time of the curve's peak, where the fit starts (s_0 for a "
                 "curve falling from the start)"),
     "start_index": ("checkpoint", "index of the checkpoint at s_start"),
