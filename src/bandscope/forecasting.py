@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-from scipy import stats
+from scipy import optimize, stats
 
 from .fitting import BETA_MAX, BETA_MIN
 
@@ -65,6 +65,7 @@ _GRID1 = (40, 20, 6)  # (v, beta, onset) points of the first grid
 _GRIDZ = (24, 24, 6)  # points of each zoom
 _N_ZOOM = 5  # at most this many zooms
 _MIN_CELLS = 6
+_N_REWEIGHT = 3  # passes of noise reweighting
 _N_PAR = 5  # L_inf, A, s_reach, beta, onset
 _DF_REACH = 3  # s_reach: projection of the joint region of (s_reach, beta, onset)
 _PHI_MAX = 20.0
@@ -200,28 +201,30 @@ def _shape(xs, pos, v, b, d, lam):
     ``xs`` (C, n) is s - s_start in units of the fitted span; v, b, d are (C, G·) axes
     (log crossing distance, β, onset δ). Points with e^v ≤ δ get NaN (no such model).
     """
-    X = xs[:, None, None, None, :]
-    D = d[:, None, None, :, None]
-    dist = np.exp(v)[:, :, None, None, None] - D
+    X = xs[:, None, None, :]
+    D = d[:, None, :, None]
+    dist = np.exp(v)[:, :, None, None] - D  # (C, Gv, Gd, 1)
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        t = np.clip(X - D, 0.0, None) / np.where(dist > 0, dist, np.nan)
-        z = lam * np.power(t, b[:, None, :, None, None])
-        f = np.exp(-np.minimum(z, 745.0))
+        lt = np.log(np.clip(X - D, 0.0, None)) - np.log(np.where(dist > 0, dist, np.nan))
+        # (C, Gv, Gd, n) -> (C, Gv, Gb, Gd, n)
+        z = np.exp(np.minimum(b[:, None, :, None, None] * lt[:, :, None, :, :] + np.log(lam), 6.7))
+        f = np.exp(-z)
     return np.where(pos[:, None, None, None, :], f, 1.0)
 
 
 def _grid_eval(xs, pos, w, y, v, b, d, lam):
     """Profiled (bounded linear) fit at every (v, β, δ) of per-curve axes; arrays (C, Gv, Gb, Gd)."""
     f = _shape(xs, pos, v, b, d, lam)
-    W = w[:, None, None, None, :]
+    C, n = xs.shape
     shp = f.shape[:-1]
+    F2 = f.reshape(C, -1, n)
     S1 = np.broadcast_to(w.sum(axis=1)[:, None, None, None], shp)
     Sy = np.broadcast_to((w * y).sum(axis=1)[:, None, None, None], shp)
     Syy = np.broadcast_to((w * y * y).sum(axis=1)[:, None, None, None], shp)
-    Wf = W * f
-    Sf = Wf.sum(axis=-1)
-    Sff = (Wf * f).sum(axis=-1)
-    Sfy = (Wf * y[:, None, None, None, :]).sum(axis=-1)
+    rhs = np.stack([w, w * y], axis=2)  # (C, n, 2)
+    Sf, Sfy = np.moveaxis(np.matmul(F2, rhs), 2, 0)
+    Sff = np.matmul(F2 * F2, w[:, :, None])[..., 0]
+    Sf, Sfy, Sff = Sf.reshape(shp), Sfy.reshape(shp), Sff.reshape(shp)
     c, A, sse, cu, Au, sse_u, det = _qp(S1, Sf, Sff, Sy, Sfy, Syy)
     bad = ~np.isfinite(Sf)
     sse = np.where(bad, np.inf, sse)
@@ -229,11 +232,16 @@ def _grid_eval(xs, pos, w, y, v, b, d, lam):
                 sse_u=sse_u, det=det)
 
 
-def _noise_weights(resid, w, half=4):
-    """Noise weights ``(m / σ_k)²``: σ_k the median |residual| of the fitted checkpoints within
-    ±``half`` of k, *leaving k out* (so a point does not down-weight itself), floored at m/10,
-    m the curve's median |residual|. The noise level changes along a run (it shrinks with the
-    residual), and unweighted least squares would then give intervals of the wrong width."""
+def _noise_weights(resid, w, level):
+    """Noise weights ``1/σ_k²`` with ``σ_k = a R̂_k + b`` (a, b ≥ 0 fitted to |residual|).
+
+    The checkpoint-to-checkpoint noise of a loss curve shrinks with it: σ grows with the
+    fitted removable loss ``R̂_k = A f_k`` (``level`` is that array) plus a constant for the
+    noise at the floor. (a, b) come from bounded least squares of |e_k| on (R̂_k, 1) over the
+    fitted checkpoints -- two numbers for the whole curve, so no point down-weights itself. σ
+    is floored at 1/10 of the median |e| (so no point gets an unbounded weight); weights are
+    normalised to a median of 1.
+    """
     out = np.ones_like(resid)
     for c in range(resid.shape[0]):
         k = np.flatnonzero(w[c] > 0)
@@ -241,9 +249,11 @@ def _noise_weights(resid, w, half=4):
         med = np.median(e) if e.size else 0.0
         if not med > 0:
             continue
-        sig = np.array([np.median(np.delete(e[max(i - half, 0): i + half + 1], min(i, half)))
-                        for i in range(e.size)])
-        out[c, k] = (med / np.maximum(sig, 0.1 * med)) ** 2
+        X = np.stack([level[c, k], np.ones(k.size)], axis=1)
+        coef = optimize.nnls(X, e)[0]
+        sig = np.maximum(X @ coef, 0.1 * med)
+        wt = 1.0 / sig**2
+        out[c, k] = wt / np.median(wt)
     return out
 
 
@@ -290,8 +300,8 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     >>> out = _forecast_curves(s, y[None])
     >>> out["status"][0], round(float(out["floor"][0]), 4)
     ('ok', 0.5)
-    >>> round(float(out["s_reach"][0]), 3)  # 3 (ln 100)^(1/1.5)
-    8.301
+    >>> round(float(out["s_reach"][0]), 3)  # 3 (ln 100)^(1/1.5) = 8.3039
+    8.304
     """
     y = np.atleast_2d(np.asarray(y, dtype=np.float64))
     C, n_all = y.shape
@@ -366,7 +376,8 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
                             (Ci, _GRID1[1])).copy(),
             np.linspace(0.0, 1.0, _GRID1[2])[None, :] * d_max[:, None])
     wts = w.copy()
-    for stage in range(_N_ZOOM + 2):  # stage 0: unweighted fit for the noise weights
+    n_rew = 0
+    for stage in range(_N_ZOOM + _N_REWEIGHT + 1):
         v, lb, dd = axes
         g = _grid_eval(xs, pos, wts, ys, v, np.exp(lb), dd, lam)
         sse = g["sse"]
@@ -378,19 +389,23 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
         cb, Ab = g["c"][r_, bi, bj, bk], g["A"][r_, bi, bj, bk]
         fb = _shape(xs, pos, vb[:, None], bb[:, None], db[:, None], lam)[:, 0, 0, 0, :]
         resid = ys - cb[:, None] - Ab[:, None] * fb
-        if stage == 0 and weighted:
-            # noise weights from the unweighted fit: 1 / (running median |residual|)^2
-            wts = w * _noise_weights(resid, w)
-            continue
         T, phi = _threshold(sse_min, resid, wts, nf, confidence, autocorr)
+        T_r, _ = _threshold(sse_min, resid, wts, nf, confidence, autocorr, df=_DF_REACH)
         inside = sse <= T[:, None, None, None]
         # stop when the region is resolved: it spans >= _MIN_CELLS grid cells in v and in β
         span_v = inside.any(axis=(2, 3)).sum(axis=1)
         span_b = inside.any(axis=(1, 3)).sum(axis=1)
-        if stage >= _N_ZOOM + 1 or np.all((span_v >= _MIN_CELLS) & (span_b >= _MIN_CELLS)):
+        resolved = np.all((span_v >= _MIN_CELLS) & (span_b >= _MIN_CELLS))
+        if weighted and n_rew < _N_REWEIGHT:
+            # iteratively reweighted: noise weights from the current best fit
+            wts = w * _noise_weights(resid, w, Ab[:, None] * fb)
+            n_rew += 1
+            if n_rew == 1:
+                continue  # the first weighted pass re-evaluates the starting grid
+        elif resolved or stage == _N_ZOOM + _N_REWEIGHT:
             break
         # zoom: bounding box of a generous region (4x the margin), one cell beyond, within bounds
-        wide = sse <= (sse_min + 4.0 * (T - sse_min) + 1e-300)[:, None, None, None]
+        wide = sse <= (sse_min + 2.0 * (T_r - sse_min) + 1e-300)[:, None, None, None]
         new = [np.empty((Ci, _GRIDZ[0])), np.empty((Ci, _GRIDZ[1])), np.empty((Ci, _GRIDZ[2]))]
         for j in range(Ci):
             for ax in range(3):
@@ -401,7 +416,6 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
                 new[ax][j] = np.linspace(lo_, hi_, new[ax].shape[1])
         axes = tuple(new)
     # interval for s_reach: range of v over the region; floor: union of per-point ranges
-    T_r, _ = _threshold(sse_min, resid, wts, nf, confidence, autocorr, df=_DF_REACH)
     inside_r = sse <= T_r[:, None, None, None]
     vv = np.broadcast_to(v[:, :, None, None], inside.shape)
     v_lo = np.where(inside_r, vv, np.inf).min(axis=(1, 2, 3))
