@@ -38,11 +38,13 @@ Method (numpy kernel :func:`_forecast_curves`, vectorised over curves):
    ``s_reach_high = inf`` (the data do not bound the crossing).
 
 Curves get NaN and a ``status``/``reason`` instead of a plausible number when (checked in this
-order): fewer than ``min_points`` checkpoints (``"too_few_checkpoints"``); the curve's peak is
-so late that fewer than ``min_points`` checkpoints follow it and it rose significantly above its
-start (``"rising"``); no significant decline since the peak (``"not_started"``: the
-Weibull-with-floor fit is no better than a constant by an F-test at ``1 - 1e-3`` with the same
-AR(1) inflation, or fewer than ``min_points`` checkpoints after a peak that is not a significant
+order): fewer than ``min_points`` checkpoints (``"too_few_checkpoints"``); the curve rose
+significantly (> 3 noise sd) above its first loss and either fewer than ``min_points``
+checkpoints follow its peak or its latest checkpoints (median of 3) are still above its first
+loss (``"rising"``); no significant decline since the peak (``"not_started"``: the fall
+from the peak to the latest checkpoints (median of 3) is under 5 noise sd -- the noise sd from
+the median absolute second difference -- and the Weibull-with-floor fit is no better than a
+constant by an F-test at ``1 - 1e-3`` with the same AR(1) inflation; or fewer than ``min_points`` checkpoints after a peak that is not a significant
 rise); the fit failed (``"failed"``).
 """
 from __future__ import annotations
@@ -71,6 +73,7 @@ _DF_REACH = 3  # s_reach: projection of the joint region of (s_reach, beta, onse
 _PHI_MAX = 20.0
 _DECLINE_P = 1e-3  # F-test level for "has the curve started to decline"
 _RISE_Z = 3.0  # a rise counts when it exceeds this many noise sds
+_FALL_Z = 5.0  # a fall from the peak counts as a decline when it exceeds this many noise sds
 
 
 @dataclass(frozen=True)
@@ -336,13 +339,18 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
         elif n[c] - k < min_points:
             if out["rose"][c]:
                 out["status"][c] = "rising"
-                out["reason"][c] = (f"rising: its highest loss is at checkpoint {k} of {n[c]} "
-                                    f"(up {rise:.3g} from the start), fewer than min_points="
+                out["reason"][c] = (f"rising: rose {rise:.3g} above its first loss to its highest "
+                                    f"at checkpoint {k} of {n[c]}, fewer than min_points="
                                     f"{min_points} checkpoints of decline after it")
             else:
                 out["status"][c] = "not_started"
                 out["reason"][c] = (f"no decline yet: its highest loss is at checkpoint {k} of "
                                     f"{n[c]}, fewer than min_points={min_points} after it")
+        elif out["rose"][c] and np.median(y[c, n[c] - 3: n[c]]) > y[c, 0]:
+            out["status"][c] = "rising"
+            out["reason"][c] = (f"rose before falling and is still above its first loss: peak "
+                                f"at checkpoint {k} of {n[c]} (up {rise:.3g}), the latest "
+                                "checkpoints (median of 3) have not come back below the start")
         elif not np.all(np.diff(s[c, : n[c]]) >= 0):
             raise ValueError(f"param_time must be non-decreasing; curve {c} is not")
         else:
@@ -429,13 +437,16 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     f_hi = np.maximum(f_hi, cb)
     ys_w, w_ = ys, wts
 
-    # has the curve started to decline? F-test of the 4-parameter fit against a constant
+    # has the curve started to decline? Its fall from the peak to the latest level (median of
+    # the last 3) exceeds 5 noise sd, or the fit beats a constant by an F-test
     sse0 = ((ys_w - (w_ * ys_w).sum(1, keepdims=True) / w_.sum(1, keepdims=True)) ** 2 * w_).sum(axis=1)
     dof = np.maximum(nf - 4, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         Fst = ((sse0 - sse_min) / 3.0) / (np.maximum(sse_min, 0.0) / dof) / phi
     Fcrit = stats.f.ppf(1 - _DECLINE_P, 3, dof)
-    started = (sse0 > 0) & ~(Fst <= Fcrit) & (Ab > 0)
+    last3 = np.array([np.median(y[c, max(n[c] - 3, 0): n[c]]) for c in idx])
+    fall = y[idx, peak[idx]] - last3
+    started = (Ab > 0) & (fall > 0) & ((sse0 > 0) & ~(Fst <= Fcrit) | (fall > _FALL_Z * sd[idx]))
 
     d_best = np.exp(vb) * span
     for j, c in enumerate(idx):
@@ -450,8 +461,9 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
             continue
         if not started[j]:
             out["status"][c] = "not_started"
-            out["reason"][c] = (f"no significant decline since checkpoint {peak[c]}: the "
-                                "Weibull-with-floor fit is no better than a constant "
+            out["reason"][c] = (f"no significant decline since its peak at checkpoint {peak[c]}: "
+                                f"the fall to the latest checkpoints is under {_FALL_Z:g} noise "
+                                "sd and the Weibull-with-floor fit is no better than a constant "
                                 f"(F-test, p > {_DECLINE_P:g})")
             continue
         out["floor"][c] = cb[j] * yscale[j]
