@@ -44,8 +44,9 @@ checkpoints follow its peak or its latest checkpoints (median of 3) are still ab
 loss (``"rising"``); no significant decline since the peak (``"not_started"``: the fall
 from the peak to the latest checkpoints (median of 3) is under 5 noise sd -- the noise sd from
 the median absolute second difference -- and the Weibull-with-floor fit is no better than a
-constant by an F-test at ``1 - 1e-3`` with the same AR(1) inflation; or fewer than ``min_points`` checkpoints after a peak that is not a significant
-rise); the fit failed (``"failed"``).
+constant by an F-test at ``1 - 1e-3`` with the same AR(1) inflation; or fewer than
+``min_points`` checkpoints after a peak that is not a significant rise); the fit failed
+(``"failed"``).
 """
 from __future__ import annotations
 
