@@ -137,61 +137,83 @@ def _figure(path, summaries, example_file):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(2, 2, figsize=(11, 8.5))
+    fig = plt.figure(figsize=(12, 9.5))
+    gs = fig.add_gridspec(3, 2, height_ratios=[1, 0.78, 0.32], hspace=0.45, wspace=0.22)
+    ax_cf, ax_cs = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    ax_err = fig.add_subplot(gs[1:, 0])
+    ax_ex = fig.add_subplot(gs[1, 1])
+    ax_sr = fig.add_subplot(gs[2, 1], sharex=ax_ex)
     x = np.array(PREFIXES) * 100
     styles = {"synthetic noise 0.01": ("C0", "o"), "synthetic noise 0.05": ("C1", "s"),
               "reference runs (vs full run)": ("C2", "^")}
     for name, summ in summaries.items():
         col, mk = styles[name]
-        for key, ls, a in (("floor", "-", ax[0, 0]), ("reach", "--", ax[0, 1])):
+        for key, a in (("floor", ax_cf), ("reach", ax_cs)):
             y = np.array([s[f"cov_{key}"] for s in summ])
             e = np.array([s[f"cov_{key}_se"] for s in summ])
-            a.errorbar(x, y, yerr=e, color=col, marker=mk, ls=ls, capsize=3, label=name)
-        ax[1, 0].plot(x, [s["floor_err_med"] for s in summ], color=col, marker=mk, label=name + " median")
-        ax[1, 0].plot(x, [s["floor_err_p90"] for s in summ], color=col, marker=mk, ls=":", alpha=0.6,
-                      label=name + " p90")
-    for a, what in ((ax[0, 0], "floor"), (ax[0, 1], "s_reach (1 % crossing)")):
+            a.errorbar(x, y, yerr=e, color=col, marker=mk, capsize=3, label=name)
+        ax_err.plot(x, [s["floor_err_med"] for s in summ], color=col, marker=mk,
+                    label=f"{name}: floor, % of band range")
+        ax_err.plot(x, [s["reach_err_med"] for s in summ], color=col, marker=mk, ls="--",
+                    label=f"{name}: s_reach, % of truth")
+    for a, what in ((ax_cf, "floor"), (ax_cs, "s_reach (1 % crossing)")):
         a.axhline(0.95, color="k", lw=0.8)
         a.set_ylim(0.5, 1.02)
+        a.set_xticks(x)
         a.set_xlabel("prefix of the run used (% of checkpoints)")
         a.set_ylabel("coverage of the 95 % interval")
-        a.set_title(f"{what}: fraction of intervals containing the truth (± 1 SE)")
+        a.set_title(f"{what}: intervals containing the truth (± 1 SE)", fontsize=10)
         a.legend(fontsize=7, loc="lower right")
-    ax[1, 0].set_yscale("log")
-    ax[1, 0].set_xlabel("prefix of the run used (% of checkpoints)")
-    ax[1, 0].set_ylabel("|floor error| (% of the band's range)")
-    ax[1, 0].set_title("floor error (median and 90th percentile)")
-    ax[1, 0].legend(fontsize=6)
+    ax_err.set_yscale("log")
+    ax_err.set_xticks(x)
+    ax_err.set_xlabel("prefix of the run used (% of checkpoints)")
+    ax_err.set_ylabel("median |error| (%)")
+    ax_err.set_title("median error of the forecast against the truth", fontsize=10)
+    lo, hi = ax_err.get_ylim()
+    ax_err.set_ylim(lo / 30, hi)
+    ax_err.legend(fontsize=7, loc="lower left")
+    if example_file is None:
+        fig.savefig(path, dpi=110)
+        return
     # an example: one reference run, one band, forecasts from growing prefixes
     run = read_run(example_file, name=Path(example_file).parent.name)
     b = 8
     s = run.param_time.values
     L = run.band_loss.sel(band=b).values
-    a = ax[1, 1]
-    a.plot(s, L, "k.", ms=4, label="band 8 loss")
+    ax_ex.plot(s, L, "k.", ms=4, label=f"band {b} loss")
+    xmax = s[-1] * 1.5
     for j, p in enumerate((*PREFIXES, 1.0)):
         fc = forecast(run, prefix=p).sel(band=b)
+        col = plt.cm.viridis(j / 4.5)
+        lab = f"first {p:.0%}"
+        ax_sr.axvline(float(fc.s_now), color=col, lw=0.8, ls=":")
         if str(fc.status.item()) != "ok":
+            ax_sr.text(float(fc.s_now), j, f" {lab}: {fc.status.item()}", va="center", fontsize=7)
             continue
-        col = plt.cm.viridis(j / 4)
-        ss = np.linspace(float(fc.s_start), s[-1] * 1.05, 300)
-        on = float(fc.onset)
-        curve = float(fc.floor) + float(fc.A) * np.exp(-(np.clip(ss - on, 0, None) / float(fc.omega)) ** float(fc.beta))
-        a.plot(ss, curve, color=col, lw=1.2, label=f"fit to first {p:.0%}")
-        a.axvline(float(fc.s_now), color=col, lw=0.6, ls=":")
-        a.fill_between([s[-1] * 1.06 + j * 4, s[-1] * 1.06 + j * 4 + 3], float(fc.floor_low), float(fc.floor_high),
-                       color=col, alpha=0.7)
-        hi = float(fc.s_reach_high) if np.isfinite(fc.s_reach_high) else s[-1] * 1.6
-        a.plot([float(fc.s_reach_low), hi], [L.min() * (0.93 - 0.025 * j)] * 2, color=col, lw=3)
-    a.set_xlim(0, s[-1] * 1.25)
-    a.set_xlabel("parameter time s")
-    a.set_ylabel("band loss")
-    a.set_title(f"{run.attrs['name']} band {b}: fits, floor intervals (bars, right), s_reach intervals (bottom)",
-                fontsize=8)
-    a.legend(fontsize=7)
-    fig.tight_layout()
+        ss = np.linspace(float(fc.s_start), xmax, 300)
+        curve = float(fc.floor) + float(fc.A) * np.exp(
+            -(np.clip(ss - float(fc.onset), 0, None) / float(fc.omega)) ** float(fc.beta))
+        ax_ex.plot(ss, curve, color=col, lw=1.2, label=f"fit to {lab}")
+        ax_ex.plot([s[-1] * (1.08 + 0.05 * j)] * 2, [float(fc.floor_low), float(fc.floor_high)],
+                   color=col, lw=4, solid_capstyle="butt")
+        hi = float(fc.s_reach_high) if np.isfinite(fc.s_reach_high) else xmax
+        ax_sr.plot([float(fc.s_reach_low), hi], [j, j], color=col, lw=4, solid_capstyle="butt")
+        ax_sr.plot([float(fc.s_reach)], [j], "k|", ms=10)
+        if not np.isfinite(fc.s_reach_high):
+            ax_sr.annotate("", xy=(xmax, j), xytext=(xmax * 0.97, j),
+                           arrowprops=dict(arrowstyle="->", color=col))
+    ax_ex.set_xlim(0, xmax)
+    ax_ex.set_ylabel("band loss")
+    ax_ex.set_title(f"{run.attrs['name']}, band {b}: fits from growing prefixes; bars at right: "
+                    "floor intervals", fontsize=9)
+    ax_ex.legend(fontsize=7, ncol=2)
+    ax_sr.set_yticks(range(5))
+    ax_sr.set_yticklabels([f"{p:.0%}" for p in (*PREFIXES, 1.0)], fontsize=7)
+    ax_sr.set_ylim(-0.7, 4.7)
+    ax_sr.set_xlabel("parameter time s (dotted: s_now of each prefix)")
+    ax_sr.set_title("s_reach intervals (| = estimate)", fontsize=8)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"\nwrote {path}")
 
 
