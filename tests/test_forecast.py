@@ -329,3 +329,17 @@ def test_cli_bad_options_exit_2(run_files, argv, capsys):
 def test_cli_missing_file_exits_2(tmp_path, capsys):
     assert main(["forecast", str(tmp_path / "nope.nc")]) == 2
     assert "nope.nc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 5])
+def test_very_early_runs_give_too_few_checkpoints(k):
+    """What a training monitor sees in its first checkpoints: NaN with a reason, never an error."""
+    run = make_run_synthetic(0, n_bands=3)
+    part = run.copy(deep=True)
+    part["band_loss"][k:] = np.nan  # a run file padded beyond its written checkpoints
+    part["param_time"][k:] = np.nan
+    fc = forecast(part)
+    assert (fc.status.values == "too_few_checkpoints").all()
+    assert str(fc.total_status.values) == "too_few_checkpoints"
+    assert int(fc.n_checkpoints) == k
+    assert np.isnan(fc.floor.values).all() and np.isnan(float(fc.total_s_reach))

@@ -389,7 +389,7 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     out["reason"] = np.full(C, "", dtype=object)
     n = valid.sum(axis=1)
     yfill = np.where(valid, y, -np.inf)
-    peak = np.argmax(yfill, axis=1)
+    peak = np.argmax(yfill, axis=1) if n_all else np.zeros(C, dtype=np.int64)
     sd = _noise_sd(np.where(valid, y, 0.0), valid.astype(float))
     fit = np.zeros(C, dtype=bool)
     for c in range(C):
