@@ -93,7 +93,7 @@ class ForecastOptions:
     confidence : float
         Interval level in (0, 1) (default 0.95).
     min_points : int
-        Fewest checkpoints from the curve's peak to forecast from (>= 6: 4 parameters + 2).
+        Fewest checkpoints from the curve's peak to forecast from (>= 6: 5 parameters + 1).
     autocorr : bool
         Include the lag-1 (Newey--West) term in the sandwich widening of the intervals, for
         correlated adjacent checkpoints (default True).
@@ -110,7 +110,7 @@ class ForecastOptions:
         if not (isinstance(self.confidence, (int, float)) and 0 < float(self.confidence) < 1):
             raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {self.confidence!r}")
         if int(self.min_points) != self.min_points or int(self.min_points) < 6:
-            raise ValueError(f"min_points must be an integer >= 6 (4 parameters + 2); got {self.min_points!r}")
+            raise ValueError(f"min_points must be an integer >= 6 (5 parameters + 1); got {self.min_points!r}")
 
 
 def prefix_length(n_checkpoints: int, fraction: float) -> int:
@@ -379,9 +379,8 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     lam = np.log(1.0 / level)
     nan = np.full(C, np.nan)
     out = {k: nan.copy() for k in ("floor", "floor_low", "floor_high", "s_reach", "s_reach_low",
-                                   "s_reach_high", "A", "omega", "beta", "onset", "s_start", "sse", "kappa_floor",
-                                   "kappa_reach",
-                                   "s_now")}
+                                   "s_reach_high", "A", "omega", "beta", "onset", "s_start", "sse",
+                                   "kappa_floor", "kappa_reach", "s_now")}
     out["start_index"] = np.full(C, -1, dtype=np.int64)
     out["n_fit"] = np.zeros(C, dtype=np.int64)
     out["rose"] = np.zeros(C, dtype=bool)
@@ -469,7 +468,7 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
         span_b = inside.any(axis=(1, 3)).sum(axis=1)
         if stage == _N_ZOOM or np.all((span_v >= _MIN_CELLS) & (span_b >= _MIN_CELLS)):
             break
-        # zoom: bounding box of a generous region (4x the margin), one cell beyond, within bounds
+        # zoom: bounding box of a generous region (2x the margin), one cell beyond, within bounds
         wide = sse <= (sse_min + 2.0 * (np.maximum(T, T_r) - sse_min) + 1e-300)[:, None, None, None]
         new = [np.empty((Ci, _GRIDZ[0])), np.empty((Ci, _GRIDZ[1])), np.empty((Ci, _GRIDZ[2]))]
         for j in range(Ci):
@@ -500,10 +499,10 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     # has the curve started to decline? Its fall from the peak to the latest level (median of
     # the last 3) exceeds 5 noise sd, or the fit beats a constant by an F-test
     sse0 = ((ys - (w * ys).sum(1, keepdims=True) / nf[:, None]) ** 2 * w).sum(axis=1)
-    dof = np.maximum(nf - 4, 1)
+    dof = np.maximum(nf - _N_PAR, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        Fst = ((sse0 - sse_min) / 3.0) / (np.maximum(sse_min, 0.0) / dof) / np.maximum(kf, kr)
-    Fcrit = stats.f.ppf(1 - _DECLINE_P, 3, dof)
+        Fst = ((sse0 - sse_min) / (_N_PAR - 1)) / (np.maximum(sse_min, 0.0) / dof) / np.maximum(kf, kr)
+    Fcrit = stats.f.ppf(1 - _DECLINE_P, _N_PAR - 1, dof)
     last3 = np.array([np.median(y[c, max(n[c] - 3, 0): n[c]]) for c in idx])
     fall = y[idx, peak[idx]] - last3
     started = (Ab > 0) & (fall > 0) & ((sse0 > 0) & ~(Fst <= Fcrit) | (fall > _FALL_Z * sd[idx]))
