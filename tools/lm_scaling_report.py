@@ -91,8 +91,8 @@ def figure(runs: list[dict], path: Path) -> None:
                 ax[1, 2].plot(w["step"] + 1, w.values, mk, marker="o", ms=2.5, color=c,
                               label=f"{r['size']}: {probe.split('_')[1]} backbone")
     titles = [("held-out loss (nats/byte)", "held-out loss"), ("P (batch A = training batch)", "P"),
-              ("P_AB (A train, B held out)", "P_AB"), ("network scale 𝒩̃ = 𝒩/M", "𝒩̃"),
-              ("loss scale ℒ̃ = Mℒ", "ℒ̃"), ("linear probe P (seed 0): trained vs random", "P")]
+              ("P_AB (A train, B held out)", "P_AB"), (r"network scale $\tilde{\mathcal{N}} = \mathcal{N}/M$", r"$\tilde{\mathcal{N}}$"),
+              (r"loss scale $\tilde{\mathcal{L}} = M\mathcal{L}$", r"$\tilde{\mathcal{L}}$"), ("linear probe P (seed 0): trained vs random", "P")]
     for a, (title, ylabel) in zip(ax.flat, titles):
         a.set(xscale="log", yscale="log", title=title, xlabel="training step + 1", ylabel=ylabel)
     ax[0, 0].legend(fontsize=7)
