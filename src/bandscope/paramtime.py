@@ -17,7 +17,13 @@ from scipy.optimize import minimize_scalar
 
 from .run import _VAR_ATTRS
 
-__all__ = ["parameter_time", "fit_power_time", "power_time"]
+__all__ = ["parameter_time", "fit_power_time", "power_time", "fit_run_gamma", "RENAMED",
+           "upgrade"]
+
+#: Names of :func:`fit_power_time`'s output renamed so that ``window`` means one thing in
+#: bandscope (a threshold window of the key-search analysis): old -> new. A Dataset saved
+#: with the old names is read back with :func:`upgrade`.
+RENAMED = {"window": "epoch_window", "window_lo": "epoch_lo", "window_hi": "epoch_hi"}
 
 #: elements per slice when differencing large tensors (bounds the float64 temporary)
 _CHUNK = 1 << 20
@@ -315,10 +321,11 @@ def fit_power_time(
     step,
     s,
     *,
-    windows: Sequence[tuple[float, float]] | None = None,
+    epoch_windows: Sequence[tuple[float, float]] | None = None,
     epoch=None,
     dim: str = "checkpoint",
     min_points: int = 4,
+    windows: Sequence[tuple[float, float]] | None = None,
 ) -> xr.Dataset:
     """Fit parameter time against raw time, ``s(t) ~ a + b t**gamma`` (key search §3, A.7).
 
@@ -333,7 +340,7 @@ def fit_power_time(
         has t = 0). Entries < 0 (the format's "unknown") and NaN are left out.
     s : array_like or DataArray over ``dim``
         Parameter time, e.g. the run's ``param_time``. NaN (padding) is left out.
-    windows : sequence of (lo, hi) epochs, optional
+    epoch_windows : sequence of (lo, hi) epochs, optional
         Fit each epoch window ``lo <= epoch <= hi`` separately (A.7 uses (0, 10), (0, 25),
         (0, 50)); t is *not* rebased inside a window (``a`` absorbs the offset). Needs ``epoch``.
     epoch : array_like or DataArray over ``dim``, optional
@@ -342,14 +349,18 @@ def fit_power_time(
         The checkpoint dim. Other dims of DataArray inputs (e.g. ``run``) are looped over.
     min_points : int
         Fits with fewer usable checkpoints are omitted (NaN, status ``"omitted"``).
+    windows : deprecated
+        The old name of ``epoch_windows`` (renamed so that "window" means a threshold window
+        of the key-search analysis everywhere); still accepted with a ``DeprecationWarning``.
 
     Returns
     -------
     xarray.Dataset
         ``gamma``, ``a``, ``b``, ``r2``, ``gamma_stderr``, ``sse``, ``n`` (points used),
         ``status`` ("ok" / "omitted" / "failed") and ``reason``; scalars per fit, along
-        dim ``window`` (labels ``"0-10"`` ..., coords ``window_lo``, ``window_hi`` in epochs)
-        when ``windows`` is given, plus any extra dims of the inputs.
+        dim ``epoch_window`` (labels ``"0-10"`` ..., coords ``epoch_lo``, ``epoch_hi`` in
+        epochs) when ``epoch_windows`` is given, plus any extra dims of the inputs. (Before
+        the rename these were ``window``, ``window_lo``, ``window_hi``; see :data:`RENAMED`.)
 
     Examples
     --------
@@ -358,8 +369,18 @@ def fit_power_time(
     >>> round(float(fit.gamma), 6), round(float(fit.a), 6), round(float(fit.b), 6), str(fit.status.values)
     (0.37, 0.5, 2.0, 'ok')
     """
+    if windows is not None:
+        if epoch_windows is not None:
+            raise TypeError("give epoch_windows= only (windows= is its deprecated old name)")
+        import warnings
+
+        warnings.warn("fit_power_time(windows=...) is renamed epoch_windows=...; the output "
+                      "dim is now 'epoch_window'", DeprecationWarning, stacklevel=2)
+        epoch_windows = windows
+    windows = epoch_windows
     if windows is not None and epoch is None:
-        raise ValueError("windows are given in epochs: pass epoch= (e.g. the run's 'epoch' variable)")
+        raise ValueError("epoch_windows are given in epochs: pass epoch= (e.g. the run's "
+                         "'epoch' variable)")
     st = _as_1d_dataarray(step, "step", dim)
     sv = _as_1d_dataarray(s, "s", dim)
     st = st.where(st >= 0)  # -1 = unknown step
@@ -377,7 +398,7 @@ def fit_power_time(
         windows = [(float(lo), float(hi)) for lo, hi in windows]
         for lo, hi in windows:
             if not lo < hi:
-                raise ValueError(f"window ({lo:g}, {hi:g}) must have lo < hi (epochs)")
+                raise ValueError(f"epoch window ({lo:g}, {hi:g}) must have lo < hi (epochs)")
     others = [d for d in arrays[1].dims if d != dim]
     arrays = [a.transpose(*others, dim) for a in arrays]
     lead_shape = tuple(arrays[1].sizes[d] for d in others)
@@ -400,7 +421,7 @@ def fit_power_time(
     results = [fits_for(r) for r in range(t_all.shape[0])]
     n_w = 1 if windows is None else len(windows)
     shape = lead_shape + (() if windows is None else (n_w,))
-    out_dims = tuple(others) + (() if windows is None else ("window",))
+    out_dims = tuple(others) + (() if windows is None else ("epoch_window",))
 
     def collect(key, dtype):
         vals = np.array([[f[key] for f in fits] for fits in results], dtype=dtype)
@@ -432,9 +453,9 @@ def fit_power_time(
     }
     coords = {d: arrays[1][d] for d in others if d in arrays[1].coords}
     if windows is not None:
-        coords["window"] = ("window", [_window_label(lo, hi) for lo, hi in windows])
-        coords["window_lo"] = ("window", [lo for lo, _ in windows], {"units": "epochs"})
-        coords["window_hi"] = ("window", [hi for _, hi in windows], {"units": "epochs"})
+        coords["epoch_window"] = ("epoch_window", [_window_label(lo, hi) for lo, hi in windows])
+        coords["epoch_lo"] = ("epoch_window", [lo for lo, _ in windows], {"units": "epochs"})
+        coords["epoch_hi"] = ("epoch_window", [hi for _, hi in windows], {"units": "epochs"})
     ds = xr.Dataset({k: (out_dims, v, var_attrs[k]) for k, v in data_vars.items()}, coords=coords)
     ds.attrs = {
         "model": "s(t) = a + b * t**gamma, t in optimizer steps (not rebased within a window)",
@@ -442,6 +463,74 @@ def fit_power_time(
         f"in [{_GAMMA_BOUNDS[0]:g}, {_GAMMA_BOUNDS[1]:g}] (log grid + bounded Brent)",
         "paper": "key search §3 and appendix A.7",
         "min_points": int(min_points),
-        "window_rule": "lo <= epoch <= hi (epochs completed), both ends included",
+        "epoch_window_rule": "lo <= epoch <= hi (epochs completed), both ends included",
     }
     return ds
+
+
+def upgrade(fit: xr.Dataset) -> xr.Dataset:
+    """A :func:`fit_power_time` Dataset saved before the rename, with the current names.
+
+    >>> old = xr.Dataset({"gamma": ("window", [0.4])}, coords={"window": ["0-10"], "window_lo": ("window", [0.0])})
+    >>> sorted(upgrade(old).coords)
+    ['epoch_lo', 'epoch_window']
+    """
+    names = {o: n for o, n in RENAMED.items() if (o in fit.variables or o in fit.dims)
+             and n not in fit.variables}
+    return fit.rename(names) if names else fit
+
+
+_GAMMA_NOTE_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError)
+
+
+def fit_run_gamma(run: xr.Dataset, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.Dataset:
+    """γ of one run: ``s(t) ~ a + b t^γ`` over all checkpoints and per epoch window (A.7).
+
+    Uses the run's ``step`` (checkpoints with step < 0 are unknown), ``param_time`` and, for
+    the epoch windows, ``epoch``. A fit that cannot be done gives NaN and a note, never an
+    exception: γ is a side result and must not stop the band analysis.
+
+    Returns
+    -------
+    xarray.Dataset
+        Scalars ``gamma``, ``gamma_a``, ``gamma_b``, ``gamma_r2``; ``gamma_w``,
+        ``gamma_w_r2`` over dim ``gamma_window`` (labels ``"0-10"`` ...); ``attrs['note']``
+        says why something is NaN ("" if nothing is).
+
+    Examples
+    --------
+    >>> from bandscope.synthetic import make_run_synthetic
+    >>> g = fit_run_gamma(make_run_synthetic(0))
+    >>> round(float(g.gamma), 6), g.gamma_window.values.tolist()
+    (0.37, ['0-10', '0-25', '0-50'])
+    """
+    epoch_windows = [tuple(w) for w in epoch_windows]
+    nw = len(epoch_windows)
+    scal = {"gamma": np.nan, "gamma_a": np.nan, "gamma_b": np.nan, "gamma_r2": np.nan}
+    gw, gwr2 = np.full(nw, np.nan), np.full(nw, np.nan)
+    note = ""
+    if "step" not in run or (np.asarray(run["step"].values) < 0).all():
+        note = "no step: gamma not computed"
+    else:
+        step, s = run["step"].values, run["param_time"].values
+        try:
+            fit = fit_power_time(step, s)
+            scal = {"gamma": float(fit["gamma"]), "gamma_a": float(fit["a"]),
+                    "gamma_b": float(fit["b"]), "gamma_r2": float(fit["r2"])}
+            if str(fit["status"].values) != "ok":
+                note = f"gamma fit {fit['status'].values}: {fit['reason'].values}"
+        except _GAMMA_NOTE_ERRORS as exc:
+            note = f"fit_power_time failed: {type(exc).__name__}: {exc}"
+        if nw and "epoch" in run:
+            try:
+                fit = fit_power_time(step, s, epoch_windows=epoch_windows,
+                                     epoch=run["epoch"].values)
+                gw = np.asarray(fit["gamma"].values, dtype=np.float64).reshape(nw)
+                gwr2 = np.asarray(fit["r2"].values, dtype=np.float64).reshape(nw)
+            except _GAMMA_NOTE_ERRORS as exc:
+                note += f"; windowed fit_power_time failed: {type(exc).__name__}: {exc}"
+    return xr.Dataset(
+        {**{k: ((), v) for k, v in scal.items()},
+         "gamma_w": ("gamma_window", gw), "gamma_w_r2": ("gamma_window", gwr2)},
+        coords={"gamma_window": [_window_label(float(lo), float(hi)) for lo, hi in epoch_windows]},
+        attrs={"note": note})
