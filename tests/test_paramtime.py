@@ -254,3 +254,31 @@ def test_vectorised_sse_grid_equals_the_closed_form_loop():
     grid = np.geomspace(1e-3, 10, 121)
     loop = np.array([_linear_ab(np.power(tau, g), s)[2] for g in grid])
     np.testing.assert_allclose(_sse_grid(tau, s, grid), loop, rtol=1e-9, atol=1e-12 * float(s @ s))
+
+
+def test_old_windows_keyword_and_saved_names_still_work():
+    """``windows=`` (renamed ``epoch_windows=``) still works, with a DeprecationWarning, and a
+    Dataset saved with the old dim names reads back under the new ones."""
+    from bandscope.paramtime import RENAMED, upgrade
+
+    with pytest.warns(DeprecationWarning, match="epoch_windows"):
+        old = fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, windows=[(0, 10)])
+    new = fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, epoch_windows=[(0, 10)])
+    xr.testing.assert_identical(old, new)
+    saved = new.rename({v: k for k, v in RENAMED.items()})
+    assert "window" in saved.dims
+    xr.testing.assert_identical(upgrade(saved), new)
+    with pytest.raises(TypeError, match="epoch_windows= only"):
+        fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, windows=[(0, 10)],
+                       epoch_windows=[(0, 10)])
+
+
+def test_fit_run_gamma_notes_instead_of_raising():
+    from bandscope.paramtime import fit_run_gamma
+
+    ds = make_run_synthetic(5, gamma=0.41)
+    g = fit_run_gamma(ds)
+    np.testing.assert_allclose(g.gamma_w.values, 0.41, rtol=1e-6)
+    assert g.attrs["note"] == ""
+    g = fit_run_gamma(ds.assign(step=ds.step * 0 - 1))
+    assert np.isnan(float(g.gamma)) and "no step" in g.attrs["note"]
