@@ -4,7 +4,6 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -13,28 +13,34 @@ from pathlib import Path
 DEFAULT_WINDOWS = "0.95/0.01,0.90/0.10,0.80/0.20"
 
 
-def parse_windows(text: str) -> tuple[tuple[float, float], ...]:
-    """``"0.95/0.01,0.90/0.10"`` -> ``((0.95, 0.01), (0.9, 0.1))``; hi > lo, both in (0, 1).
-
-    >>> parse_windows("0.95/0.01, 0.8/0.2")
-    ((0.95, 0.01), (0.8, 0.2))
-    """
+def _parse_pairs(text: str, sep: str, what: str, example: str, ok, need: str):
+    """Comma-separated ``A<sep>B`` pairs of floats, each checked with ``ok(a, b)``."""
     out = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            hi_s, lo_s = part.split("/")
-            hi, lo = float(hi_s), float(lo_s)
+            a_s, b_s = part.split(sep)
+            a, b = float(a_s), float(b_s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"window {part!r} is not HI/LO, e.g. 0.95/0.01") from None
-        if not (0 < lo < hi < 1):
-            raise argparse.ArgumentTypeError(f"window {part!r}: need 0 < LO < HI < 1")
-        out.append((hi, lo))
+            raise argparse.ArgumentTypeError(f"{what} {part!r} is not {example}") from None
+        if not ok(a, b):
+            raise argparse.ArgumentTypeError(f"{what} {part!r}: need {need}")
+        out.append((a, b))
     if not out:
-        raise argparse.ArgumentTypeError("no windows given")
+        raise argparse.ArgumentTypeError(f"no {what}s given")
     return tuple(out)
+
+
+def parse_windows(text: str) -> tuple[tuple[float, float], ...]:
+    """``"0.95/0.01,0.90/0.10"`` -> ``((0.95, 0.01), (0.9, 0.1))``; hi > lo, both in (0, 1).
+
+    >>> parse_windows("0.95/0.01, 0.8/0.2")
+    ((0.95, 0.01), (0.8, 0.2))
+    """
+    return _parse_pairs(text, "/", "window", "HI/LO, e.g. 0.95/0.01",
+                        lambda hi, lo: 0 < lo < hi < 1, "0 < LO < HI < 1")
 
 
 def parse_epoch_windows(text: str) -> tuple[tuple[float, float], ...]:
@@ -43,20 +49,8 @@ def parse_epoch_windows(text: str) -> tuple[tuple[float, float], ...]:
     >>> parse_epoch_windows("0-10, 0-50")
     ((0.0, 10.0), (0.0, 50.0))
     """
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            a_s, b_s = part.split("-")
-            a, b = float(a_s), float(b_s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"epoch window {part!r} is not START-END, e.g. 0-10") from None
-        if not a < b:
-            raise argparse.ArgumentTypeError(f"epoch window {part!r}: need START < END")
-        out.append((a, b))
-    return tuple(out)
+    return _parse_pairs(text, "-", "epoch window", "START-END, e.g. 0-10",
+                        lambda a, b: a < b, "START < END")
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:

@@ -321,15 +321,12 @@ def markdown_table():
     def cell(text):
         return text.replace("|", "\\|")
 
-    rows = ["| variable | dims | units | definition | paper |", "|---|---|---|---|---|"]
-    for v in RESULTS.values():
-        rows.append(f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
-                    f"{cell(v.definition)} | {v.section} |")
-    rows += ["", "Coordinates:", "", "| coordinate | dims | units | meaning | paper |",
-             "|---|---|---|---|---|"]
-    for v in COORDS.values():
-        rows.append(f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
-                    f"{cell(v.definition)} | {v.section} |")
+    def rows(head, table):
+        out = [f"| {head} | dims | units | definition | paper |", "|---|---|---|---|---|"]
+        return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
+                      f"{cell(v.definition)} | {v.section} |" for v in table.values()]
+
+    rows = [*rows("variable", RESULTS), "", "Coordinates:", "", *rows("coordinate", COORDS)]
     return "\n".join([_START, *rows, _END])
 
 
