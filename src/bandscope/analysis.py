@@ -346,20 +346,23 @@ def analyze(run_or_runs, options=None, **overrides):
     onset, width = trajectory.onset_width(cross, windows=opts.windows)
     aw = trajectory.active_windows(s, cross, opts.windows)
     aw = aw.transpose("run", "window", "band", "checkpoint")
-    # fits (5.2, 6.3, A.11, B.1, B.2): every band window of every run in one batch
-    fits = fitting.compare_windows(R, s, aw["fit_start"], aw["fit_n"], **fit_kw)
+    # fits (5.2, 6.3, A.11, B.1, B.2): every band window and full-loss curve in one batch
+    n_valid = (np.isfinite(Rtot) & np.isfinite(s)).sum("checkpoint")
+    fits, total = fitting.compare_window_sets(
+        [(R, s, aw["fit_start"], aw["fit_n"]), (Rtot, s, xr.zeros_like(n_valid), n_valid)],
+        **fit_kw)
     fits = fits.transpose("run", "window", "band")
     q0_nan = trajectory.normalized_residual(R).isel(checkpoint=0).isnull().values
     fits = _no_window_reasons(fits, aw, np.isfinite((onset + width).transpose(*fits.dims).values),
                               q0_nan)
-    n_valid = (np.isfinite(Rtot) & np.isfinite(s)).sum("checkpoint")
-    total = fitting.compare_windows(Rtot, s, xr.zeros_like(n_valid), n_valid, **fit_kw)
     recon = fitting.band_sum(fits, R, Rtot, s, aw["fit_start"], missing=opts.band_sum_missing)
     # ordering (6.2) and gamma (A.7)
     R0 = R.isel(checkpoint=0, drop=True)
     order = ordering.band_ordering(onset, width, floor, R0)
     gams = [paramtime.fit_run_gamma(ds, opts.gamma_windows) for _, ds in runs]
-    gam = xr.concat(gams, "run").assign(note=("run", [g.attrs["note"] for g in gams]))
+    gam = {k: np.stack([g[k].values for g in gams]) for k in gams[0].data_vars}
+    gam["note"] = [g.attrs["note"] for g in gams]
+    gam["gamma_window"] = gams[0]["gamma_window"].values
     return _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total, recon,
                      order, gam)
 
@@ -402,7 +405,7 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
         data[name] = recon[name].transpose("run", "window", *(("checkpoint",) if name ==
                                                               "band_sum_fit" else ())).values
     for name in ("gamma", "gamma_a", "gamma_b", "gamma_r2", "gamma_w", "gamma_w_r2"):
-        data[name] = gam[name].values
+        data[name] = gam[name]
     missing = set(schema.RESULTS) - set(data)
     if missing:  # pragma: no cover - the schema and this function must agree
         raise RuntimeError(f"analyze() computed no data for schema variables {sorted(missing)}")
@@ -418,7 +421,7 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
         "checkpoint": ("checkpoint", st["checkpoint"].values),
         "alpha": ("alpha", opts.alphas),
         "metric": ("metric", list(ordering.METRICS)),
-        "gamma_window": ("gamma_window", gam["gamma_window"].values,
+        "gamma_window": ("gamma_window", gam["gamma_window"],
                          schema.attrs("gamma_window")),
         "arch": ("run", st["arch"].values),
         "seed": ("run", st["seed"].values),
@@ -444,6 +447,6 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
         "empty when a crossing is NaN; s rebased to 0 at the first fitted checkpoint",
         "band_sum_rule": schema.RESULTS["band_sum_fit"].definition,
         "n_eff_acf_rule": schema.RESULTS["n_eff_acf"].definition,
-        "gamma_note": "; ".join(sorted({str(n) for n in gam["note"].values if n})),
+        "gamma_note": "; ".join(sorted({str(n) for n in gam["note"] if n})),
     })
     return res

@@ -38,7 +38,7 @@ N_PARAMS = {"weibull": 3, "exponential": 2}
 __all__ = [
     "weibull", "exponential", "guess", "start_values", "bic", "bic_eff", "r_squared",
     "FitResult", "fit_lmfit", "fit_curves", "lmfit_model", "compare_curves", "BETA_MIN", "BETA_MAX",
-    "n_eff_acf", "compare_windows", "band_sum",
+    "n_eff_acf", "compare_windows", "compare_window_sets", "band_sum",
 ]
 
 
@@ -693,32 +693,29 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
     yhat_s = weibull(xv, A_s[:, None], omega[:, None], beta[:, None])
     sse_s = np.einsum("ij,ij->i", w * (ys - yhat_s), ys - yhat_s)
     r2 = r_squared(ys, yhat_s, axis=1, where=valid[fit])
-    out["log_sse"] = np.full(C, np.nan)
-    out["resid"] = np.full(x.shape, np.nan)
-    for j, c in enumerate(fit):
-        out["converged"][c] = bool(best_conv[j])
-        out["status"][c] = "ok"
-        if fallback and not best_conv[j]:
-            m = valid[c]
-            ref = fit_lmfit(x[c, m], y[c, m] / yscale[j], model=model, n_starts=n_starts,
-                            min_points=need)
-            if ref.status == "ok" and ref.sse < sse_s[j]:
-                A_s[j], omega[j], beta[j] = ref.A, ref.omega, ref.beta
-                sse_s[j], r2[j] = ref.sse, ref.r2
-                yhat_s[j] = weibull(xv[j], ref.A, ref.omega, ref.beta)
-            out["reason"][c] = "batch solver did not converge; lmfit multistart fallback used"
-        out["A"][c], out["omega"][c], out["beta"][c] = A_s[j] * yscale[j], omega[j], beta[j]
-        out["r2"][c] = r2[j]
-        with np.errstate(over="ignore", under="ignore"):
-            out["sse"][c] = sse_s[j] * yscale[j] ** 2
-        with np.errstate(divide="ignore"):
-            out["log_sse"][c] = np.log(sse_s[j]) + 2.0 * np.log(yscale[j])
-        out["resid"][c] = np.where(valid[c], ys[j] - yhat_s[j], np.nan)
-        if not (np.isfinite(sse_s[j]) and A_s[j] > _A_TINY):
-            out["status"][c] = "failed"
-            out["reason"][c] = ("amplitude A at its bound 0: no positive decaying component "
-                                "in the window" if np.isfinite(sse_s[j])
-                                else "non-finite SSE")
+    out["converged"][fit] = best_conv
+    out["status"][fit] = "ok"
+    for j in np.flatnonzero(~best_conv) if fallback else ():
+        c = fit[j]
+        m = valid[c]
+        ref = fit_lmfit(x[c, m], y[c, m] / yscale[j], model=model, n_starts=n_starts,
+                        min_points=need)
+        if ref.status == "ok" and ref.sse < sse_s[j]:
+            A_s[j], omega[j], beta[j] = ref.A, ref.omega, ref.beta
+            sse_s[j], r2[j] = ref.sse, ref.r2
+            yhat_s[j] = weibull(xv[j], ref.A, ref.omega, ref.beta)
+        out["reason"][c] = "batch solver did not converge; lmfit multistart fallback used"
+    out["A"][fit], out["omega"][fit], out["beta"][fit] = A_s * yscale, omega, beta
+    out["r2"][fit] = r2
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        out["sse"][fit] = sse_s * yscale**2
+        out["log_sse"][fit] = np.log(sse_s) + 2.0 * np.log(yscale)
+    out["resid"][fit] = np.where(valid[fit], ys - yhat_s, np.nan)
+    bad = ~(np.isfinite(sse_s) & (A_s > _A_TINY))
+    for j in np.flatnonzero(bad):
+        out["status"][fit[j]] = "failed"
+        out["reason"][fit[j]] = ("amplitude A at its bound 0: no positive decaying component "
+                                 "in the window" if np.isfinite(sse_s[j]) else "non-finite SSE")
     return out
 
 
@@ -839,33 +836,70 @@ def compare_windows(residual, param_time, fit_start, fit_n, *, dim="checkpoint",
     >>> np.round(out.beta.values, 6).tolist(), out.status.values.tolist()
     ([2.0, 2.0], ['ok', 'ok'])
     """
+    return compare_window_sets([(residual, param_time, fit_start, fit_n)], dim=dim,
+                               deflation=deflation, min_points=min_points, fallback=fallback,
+                               n_starts=n_starts)[0]
+
+
+def compare_window_sets(sets, *, dim="checkpoint", deflation=10.0, min_points=5, fallback=True,
+                        n_starts=5):
+    """:func:`compare_windows` of several sets of curves in one batch (one grid search and one
+    batched Levenberg--Marquardt for all of them, which is what makes the analysis fast).
+
+    Parameters
+    ----------
+    sets : sequence of (residual, param_time, fit_start, fit_n)
+        Each as the arguments of :func:`compare_windows` (e.g. the band windows and the
+        full-loss curves of the same runs).
+
+    Returns
+    -------
+    list of xarray.Dataset
+        One per set, equal to ``compare_windows(*set)``.
+    """
     import xarray as xr
 
-    fit_start = xr.DataArray(fit_start) if not isinstance(fit_start, xr.DataArray) else fit_start
-    fit_n = xr.DataArray(fit_n) if not isinstance(fit_n, xr.DataArray) else fit_n
-    template = residual.isel({dim: 0}, drop=True)
-    fit_start, fit_n, template = xr.broadcast(fit_start, fit_n, template)
-    out_dims = fit_start.dims
-    shape = fit_start.shape
-    K = residual.sizes[dim]
-    Rb = residual.broadcast_like(template).transpose(*out_dims, dim).values.reshape(-1, K)
-    sb = param_time.broadcast_like(template).transpose(*out_dims, dim).values.reshape(-1, K)
-    start = np.asarray(fit_start.values, dtype=np.int64).reshape(-1)
-    nfit = np.asarray(fit_n.values, dtype=np.int64).reshape(-1)
-    C = start.size
-    N = max(int(nfit.max()) if C else 0, 1)
-    j = np.arange(N)
-    inwin = j[None, :] < nfit[:, None]
-    idx = np.where(inwin, np.maximum(start, 0)[:, None] + j[None, :], 0)
-    rows = np.arange(C)[:, None]
-    s_pk = sb[rows, idx]
-    x = np.where(inwin, s_pk - s_pk[:, :1], np.nan)
-    y = np.where(inwin, Rb[rows, idx], np.nan)
-    res = compare_curves(x, y, inwin, deflation=deflation, min_points=min_points,
-                         fallback=fallback, n_starts=n_starts)
-    coords = {d: template.coords[d] for d in out_dims if d in template.coords}
-    return xr.Dataset({key: (out_dims, np.asarray(res[key]).astype(t).reshape(shape))
-                       for key, t in _COMPARE_OUT.items()}, coords=coords)
+    packed = []
+    for residual, param_time, fit_start, fit_n in sets:
+        fit_start = fit_start if isinstance(fit_start, xr.DataArray) else xr.DataArray(fit_start)
+        fit_n = fit_n if isinstance(fit_n, xr.DataArray) else xr.DataArray(fit_n)
+        template = residual.isel({dim: 0}, drop=True)
+        fit_start, fit_n, template = xr.broadcast(fit_start, fit_n, template)
+        out_dims, shape, K = fit_start.dims, fit_start.shape, residual.sizes[dim]
+
+        def curves(da, out_dims=out_dims, shape=shape, K=K):  # (C, K) view, broadcast, no copy
+            own = [d for d in out_dims if d in da.dims]
+            a = da.transpose(*own, dim).values
+            a = a.reshape([da.sizes[d] if d in da.dims else 1 for d in out_dims] + [K])
+            return np.broadcast_to(a, (*shape, K)).reshape(-1, K)
+
+        start = np.asarray(fit_start.values, dtype=np.int64).reshape(-1)
+        nfit = np.asarray(fit_n.values, dtype=np.int64).reshape(-1)
+        N = max(int(nfit.max()) if nfit.size else 0, 1)
+        j = np.arange(N)
+        inwin = j[None, :] < nfit[:, None]
+        idx = np.where(inwin, np.maximum(start, 0)[:, None] + j[None, :], 0)
+        rows = np.arange(start.size)[:, None]
+        s_pk = curves(param_time)[rows, idx]
+        x = np.where(inwin, s_pk - s_pk[:, :1], np.nan)
+        y = np.where(inwin, curves(residual)[rows, idx], np.nan)
+        coords = {d: template.coords[d] for d in out_dims if d in template.coords}
+        packed.append((x, y, inwin, out_dims, shape, coords))
+    Np = max(p[0].shape[1] for p in packed)
+    pad = lambda a, fill: np.pad(a, ((0, 0), (0, Np - a.shape[1])), constant_values=fill)  # noqa: E731
+    res = compare_curves(np.concatenate([pad(p[0], np.nan) for p in packed]),
+                         np.concatenate([pad(p[1], np.nan) for p in packed]),
+                         np.concatenate([pad(p[2], False) for p in packed]),
+                         deflation=deflation, min_points=min_points, fallback=fallback,
+                         n_starts=n_starts)
+    out, at = [], 0
+    for _, _, inwin, out_dims, shape, coords in packed:
+        C = inwin.shape[0]
+        out.append(xr.Dataset({key: (out_dims, np.asarray(res[key][at: at + C]).astype(t)
+                                     .reshape(shape)) for key, t in _COMPARE_OUT.items()},
+                              coords=coords))
+        at += C
+    return out
 
 
 def band_sum(fits, residual, total_residual, param_time, fit_start, *, missing="nan",

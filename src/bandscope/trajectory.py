@@ -340,11 +340,17 @@ def onset_width(crossing, hi=0.95, lo=0.01, *, windows=None):
         c_hi = crossing.sel(alpha=hi, drop=True)
         c_lo = crossing.sel(alpha=lo, drop=True)
         return c_hi, c_lo - c_hi
-    windows = _threshold_pairs(windows)
-    c_hi = xr.concat([crossing.sel(alpha=h, drop=True) for h, _ in windows], dim="window")
-    c_lo = xr.concat([crossing.sel(alpha=lo_, drop=True) for _, lo_ in windows], dim="window")
-    labels = {"window": [window_label(h, lo_) for h, lo_ in windows]}
-    return c_hi.assign_coords(labels), (c_lo - c_hi).assign_coords(labels)
+    c_hi, c_lo = _window_crossings(crossing, _threshold_pairs(windows))
+    return c_hi, c_lo - c_hi
+
+
+def _window_crossings(crossing, windows):
+    """c(hi) and c(lo) of each threshold pair along a new ``window`` dim (one vectorised
+    selection each)."""
+    labels = [window_label(h, lo) for h, lo in windows]
+    pick = lambda j: crossing.sel(alpha=xr.DataArray([w[j] for w in windows], dims="window",  # noqa: E731
+                                                     coords={"window": labels})).drop_vars("alpha")
+    return pick(0), pick(1)
 
 
 def _threshold_pairs(windows):
@@ -402,15 +408,13 @@ def active_windows(param_time, crossing, windows, dim="checkpoint"):
         ``window_lo``.
     """
     windows = _threshold_pairs(windows)
-    labels = [window_label(h, lo) for h, lo in windows]
-    c_hi = xr.concat([crossing.sel(alpha=h, drop=True) for h, _ in windows], dim="window")
-    c_lo = xr.concat([crossing.sel(alpha=lo, drop=True) for _, lo in windows], dim="window")
+    c_hi, c_lo = _window_crossings(crossing, windows)
     mask, start, stop, n = xr.apply_ufunc(
         _active_window, param_time, c_hi, c_lo, input_core_dims=[[dim], [], []],
         output_core_dims=[[dim], [], [], []], kwargs={"axis": -1}, dask="parallelized",
         output_dtypes=[bool, np.int64, np.int64, np.int64])
     ds = xr.Dataset({"in_window": mask, "fit_start": start, "fit_stop": stop, "fit_n": n})
-    return ds.assign_coords(window=labels, window_hi=("window", [h for h, _ in windows]),
+    return ds.assign_coords(window_hi=("window", [h for h, _ in windows]),
                             window_lo=("window", [lo for _, lo in windows]))
 
 
