@@ -376,7 +376,9 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
            "time": st["param_time"].attrs.get("units", ""), "k": opts.k, "floor": opts.floor,
            "deflation": f"{opts.deflation:g}", "saturation_tol_pct": opts.saturation_tol_pct}
     rwb = ("run", "window", "band")
-    vals = lambda da, dims: np.asarray(da.transpose(*dims).values)  # noqa: E731
+    def vals(da, dims):
+        return np.asarray(da.values if da.dims == dims else da.transpose(*dims).values)
+
     data = {
         "band_loss": st["band_loss"].values, "param_time": st["param_time"].values,
         "step": st["step"].values, "floor": floor.values,
@@ -396,11 +398,11 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
     for name in ("A", "omega", "beta", "r2", "sse_weibull", "exp_A", "exp_omega", "exp_r2",
                  "sse_exp", "bic_weibull", "bic_exp", "delta_bic", "delta_bic_neff",
                  "n_eff_acf", "delta_bic_acf", "status", "reason"):
-        data[name] = fits[name].values
+        data[name] = fits.variables[name].values
     for name in ("A", "omega", "beta", "r2", "sse_weibull", "exp_A", "exp_omega", "exp_r2",
                  "sse_exp", "bic_weibull", "bic_exp", "delta_bic", "delta_bic_neff",
                  "n_eff_acf", "delta_bic_acf", "n", "status", "reason"):
-        data[f"total_{name}"] = total[name].values
+        data[f"total_{name}"] = total.variables[name].values
     for name in ("band_sum_fit", "band_sum_r2", "band_sum_n_fitted"):
         data[name] = recon[name].transpose("run", "window", *(("checkpoint",) if name ==
                                                               "band_sum_fit" else ())).values

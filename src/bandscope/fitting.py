@@ -936,30 +936,35 @@ def band_sum(fits, residual, total_residual, param_time, fit_start, *, missing="
     if missing not in ("nan", "observed"):
         raise ValueError(f"band_sum_missing must be 'nan' or 'observed', got {missing!r}")
     lead = [d for d in fits["A"].dims if d != "band"]
-    ok_da = fits["status"] == "ok"
-    s = param_time.broadcast_like(fits["A"].isel(band=0, drop=True)).transpose(*lead, dim).values
-    s_start = np.take_along_axis(
-        np.broadcast_to(s[..., None, :], ok_da.transpose(*lead, "band").shape + (s.shape[-1],)),
-        np.maximum(fit_start.transpose(*lead, "band").values, 0)[..., None], axis=-1)[..., 0]
+    shape = tuple(fits.sizes[d] for d in lead)
+
+    def arr(da, dims):  # numpy view of ``da`` laid out as ``dims``, broadcast over fits' dims
+        a = da.transpose(*[d for d in dims if d in da.dims]).values
+        a = a.reshape([da.sizes[d] if d in da.dims else 1 for d in dims])
+        return np.broadcast_to(a, [max(fits.sizes.get(d, 1), da.sizes.get(d, 1)) for d in dims])
+
+    K = param_time.sizes[dim]
+    s = np.ascontiguousarray(arr(param_time, (*lead, dim)))
     par = {k: fits[k].transpose(*lead, "band").values for k in ("A", "omega", "beta")}
-    ok = ok_da.transpose(*lead, "band").values
+    ok = (fits["status"].transpose(*lead, "band").values == "ok")
+    start = np.maximum(arr(fit_start, (*lead, "band")), 0)
+    s_start = np.take_along_axis(s, start.reshape(*shape, -1), axis=-1)
     valid = np.isfinite(s)  # padding: NaN parameter time
     with np.errstate(invalid="ignore"):
         xx = np.clip(s[..., None, :] - s_start[..., None], 0.0, None)
         Rhat = weibull(xx, par["A"][..., None], par["omega"][..., None], par["beta"][..., None])
     if missing == "observed":
-        Robs = residual.broadcast_like(fits["A"]).transpose(*lead, "band", dim).values
+        Robs = arr(residual, (*lead, "band", dim))
         Rhat = np.where(ok[..., None], Rhat, Robs)
         all_ok = np.ones(ok.shape[:-1], dtype=bool)
     else:
         all_ok = ok.all(axis=-1)
     total = np.where(all_ok[..., None], Rhat.sum(axis=-2), np.nan)
     total[~valid] = np.nan
-    Rt = total_residual.broadcast_like(fits["A"].isel(band=0, drop=True)).transpose(*lead, dim)
-    r2 = np.where(all_ok, r_squared(Rt.values, np.nan_to_num(total), axis=-1, where=valid),
-                  np.nan)
+    Rt = arr(total_residual, (*lead, dim))
+    r2 = np.where(all_ok, r_squared(Rt, np.nan_to_num(total), axis=-1, where=valid), np.nan)
     coords = {d: fits.coords[d] for d in lead if d in fits.coords}
-    coords[dim] = param_time.coords[dim] if dim in param_time.coords else np.arange(s.shape[-1])
+    coords[dim] = param_time.coords[dim] if dim in param_time.coords else np.arange(K)
     return xr.Dataset({
         "band_sum_fit": ((*lead, dim), total),
         "band_sum_r2": (tuple(lead), r2),

@@ -345,11 +345,26 @@ def onset_width(crossing, hi=0.95, lo=0.01, *, windows=None):
 
 
 def _window_crossings(crossing, windows):
-    """c(hi) and c(lo) of each threshold pair along a new ``window`` dim (one vectorised
-    selection each)."""
-    labels = [window_label(h, lo) for h, lo in windows]
-    pick = lambda j: crossing.sel(alpha=xr.DataArray([w[j] for w in windows], dims="window",  # noqa: E731
-                                                     coords={"window": labels})).drop_vars("alpha")
+    """c(hi) and c(lo) of each threshold pair along a new leading ``window`` dim (a numpy
+    take along ``alpha``: the pairs' thresholds must be among the ``alpha`` coordinate)."""
+    alphas = np.asarray(crossing["alpha"].values, dtype=np.float64)
+    ax = crossing.get_axis_num("alpha")
+    others = [d for d in crossing.dims if d != "alpha"]
+    coords = {"window": [window_label(h, lo) for h, lo in windows]}
+    coords.update({k: v for k, v in crossing.coords.items() if "alpha" not in v.dims})
+
+    def pick(j):
+        idx = []
+        for w in windows:
+            hit = np.flatnonzero(alphas == w[j])
+            if not hit.size:
+                raise ValueError(f"crossing has no alpha = {w[j]!r} (has {alphas.tolist()}); "
+                                 "compute crossings for every threshold of the windows")
+            idx.append(int(hit[0]))
+        data = np.moveaxis(np.take(crossing.values, idx, axis=ax), ax, 0)
+        return xr.DataArray(data, dims=("window", *others), coords=coords,
+                            attrs=dict(crossing.attrs))
+
     return pick(0), pick(1)
 
 
