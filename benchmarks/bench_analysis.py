@@ -103,15 +103,18 @@ from bandscope.analysis import analyze
 from bandscope.synthetic import make_runs_synthetic
 runs = make_runs_synthetic(12)
 analyze(runs[:1])
-t = []
+t, c = [], []
 for _ in range(int(sys.argv[1])):
-    t0 = time.perf_counter(); analyze(runs); t.append(time.perf_counter() - t0)
-print(json.dumps(t))
+    t0, c0 = time.perf_counter(), time.process_time()
+    analyze(runs)
+    t.append(time.perf_counter() - t0); c.append(time.process_time() - c0)
+print(json.dumps([t, c]))
 """
 
 
 def time_tree(src, repeats):
-    """Wall-clock times of ``analyze(make_runs_synthetic(12))`` with the package in ``src``."""
+    """Wall-clock and CPU times of ``analyze(make_runs_synthetic(12))`` with the package in
+    ``src``: ``[wall_times, cpu_times]``."""
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run([sys.executable, "-c", _TIMER, str(repeats)], env=env, check=True,
                          capture_output=True, text=True)
@@ -121,13 +124,18 @@ def time_tree(src, repeats):
 def compare(other_src, rounds=3, repeats=5):
     """Best-of times of this tree and ``other_src``, alternating rounds (same machine load)."""
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
-    mine, theirs = [], []
+    mine, theirs = ([], []), ([], [])
     for _ in range(rounds):
-        theirs += time_tree(other_src, repeats)
-        mine += time_tree(here, repeats)
-    print(f"analyze() on 12 runs, best of {len(mine)}: this tree {min(mine):.4f} s, "
-          f"{other_src} {min(theirs):.4f} s, ratio this/other {min(mine) / min(theirs):.3f}")
-    return min(mine), min(theirs)
+        for store, src in ((theirs, other_src), (mine, here)):
+            wall, cpu = time_tree(src, repeats)
+            store[0].extend(wall)
+            store[1].extend(cpu)
+    for i, what in enumerate(("wall-clock", "CPU time")):
+        a, b = min(mine[i]), min(theirs[i])
+        print(f"analyze() on 12 runs, {what}, best of {len(mine[i])}: this tree {a:.4f} s, "
+              f"{other_src} {b:.4f} s, ratio this/other {a / b:.3f}")
+    return {"this_wall": min(mine[0]), "other_wall": min(theirs[0]),
+            "this_cpu": min(mine[1]), "other_cpu": min(theirs[1])}
 
 
 def main(repeats=3):
@@ -140,8 +148,7 @@ def main(repeats=3):
         res = analyze(runs)
         t_fast.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    for r in runs:
-        fit_run_gamma(r, ((0, 10), (0, 25), (0, 50)))
+    fit_run_gamma(runs, ((0, 10), (0, 25), (0, 50)))
     t_gamma = time.perf_counter() - t0
     c0 = time.process_time()
     analyze(runs)

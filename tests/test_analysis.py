@@ -320,7 +320,7 @@ def test_analyze_is_the_composition_of_the_public_functions(runs):
         np.testing.assert_allclose(alone[name], fits[name], rtol=1e-12, atol=1e-12)
     recon = fitting.band_sum(fits, R, Rtot, s, aw.fit_start)
     order = ordering.band_ordering(onset, width, floor, R.isel(checkpoint=0, drop=True))
-    gam = [paramtime.fit_run_gamma(r) for r in sub]
+    gam = paramtime.fit_run_gamma(sub)
 
     def same(a, b):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -343,8 +343,8 @@ def test_analyze_is_the_composition_of_the_public_functions(runs):
     same(res.band_sum_r2, recon.band_sum_r2.transpose("run", "window"))
     same(res.band_sum_fit, recon.band_sum_fit.transpose("run", "window", "checkpoint"))
     same(res.rho, order.rho.transpose("run", "window", "metric"))
-    same(res.gamma, [float(g.gamma) for g in gam])
-    same(res.gamma_w, np.stack([g.gamma_w.values for g in gam]))
+    same(res.gamma, gam.gamma)
+    same(res.gamma_w, gam.gamma_w)
     assert res.attrs["k"] == 4 and res.attrs["deflation"] == 5.0
 
 

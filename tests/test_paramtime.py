@@ -279,6 +279,7 @@ def test_fit_run_gamma_notes_instead_of_raising():
     ds = make_run_synthetic(5, gamma=0.41)
     g = fit_run_gamma(ds)
     np.testing.assert_allclose(g.gamma_w.values, 0.41, rtol=1e-6)
-    assert g.attrs["note"] == ""
-    g = fit_run_gamma(ds.assign(step=ds.step * 0 - 1))
-    assert np.isnan(float(g.gamma)) and "no step" in g.attrs["note"]
+    assert str(g.note.values) == ""
+    g = fit_run_gamma([ds, ds.assign(step=ds.step * 0 - 1)])
+    assert np.isnan(float(g.gamma[1])) and "no step" in str(g.note.values[1])
+    np.testing.assert_allclose(g.gamma_w.values[0], 0.41, rtol=1e-6)

@@ -359,10 +359,7 @@ def analyze(run_or_runs, options=None, **overrides):
     # ordering (6.2) and gamma (A.7)
     R0 = R.isel(checkpoint=0, drop=True)
     order = ordering.band_ordering(onset, width, floor, R0)
-    gams = [paramtime.fit_run_gamma(ds, opts.gamma_windows) for _, ds in runs]
-    gam = {k: np.stack([g[k].values for g in gams]) for k in gams[0].data_vars}
-    gam["note"] = [g.attrs["note"] for g in gams]
-    gam["gamma_window"] = gams[0]["gamma_window"].values
+    gam = paramtime.fit_run_gamma([ds for _, ds in runs], opts.gamma_windows)
     return _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total, recon,
                      order, gam)
 
@@ -407,7 +404,7 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
         data[name] = recon[name].transpose("run", "window", *(("checkpoint",) if name ==
                                                               "band_sum_fit" else ())).values
     for name in ("gamma", "gamma_a", "gamma_b", "gamma_r2", "gamma_w", "gamma_w_r2"):
-        data[name] = gam[name]
+        data[name] = gam.variables[name].values
     missing = set(schema.RESULTS) - set(data)
     if missing:  # pragma: no cover - the schema and this function must agree
         raise RuntimeError(f"analyze() computed no data for schema variables {sorted(missing)}")
@@ -423,7 +420,7 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
         "checkpoint": ("checkpoint", st["checkpoint"].values),
         "alpha": ("alpha", opts.alphas),
         "metric": ("metric", list(ordering.METRICS)),
-        "gamma_window": ("gamma_window", gam["gamma_window"],
+        "gamma_window": ("gamma_window", gam["gamma_window"].values,
                          schema.attrs("gamma_window")),
         "arch": ("run", st["arch"].values),
         "seed": ("run", st["seed"].values),
@@ -449,6 +446,6 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
         "empty when a crossing is NaN; s rebased to 0 at the first fitted checkpoint",
         "band_sum_rule": schema.RESULTS["band_sum_fit"].definition,
         "n_eff_acf_rule": schema.RESULTS["n_eff_acf"].definition,
-        "gamma_note": "; ".join(sorted({str(n) for n in gam["note"] if n})),
+        "gamma_note": "; ".join(sorted({str(n) for n in gam["note"].values if n})),
     })
     return res

@@ -185,8 +185,9 @@ def n_eff_acf(residuals, valid=None, p=3):
     >>> e = np.array([1.0, -1.0] * 10)  # alternating: rho_1 < 0, nothing summed
     >>> n_eff_acf(e)[0].tolist()
     [20.0]
-    >>> n_eff_acf(np.arange(20.0))[1].tolist()[0][:40]  # a trend: strongly correlated
-    'residual autocorrelation leaves n_eff = 2'
+    >>> ne, why = n_eff_acf(np.arange(20.0))  # a trend: strongly correlated residuals
+    >>> bool(np.isnan(ne[0])), why[0].split(":")[0]
+    (True, 'residual autocorrelation leaves n_eff = 2.87 < p + 1 = 4 (tau = 6.98 over 20 points)')
     """
     e = np.atleast_2d(np.asarray(residuals, dtype=np.float64))
     valid = np.isfinite(e) if valid is None else (np.atleast_2d(np.asarray(valid, dtype=bool))
@@ -224,7 +225,7 @@ def r_squared(y, yhat, axis=-1, where=None):
     --------
     >>> float(r_squared([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]))
     1.0
-    >>> float(r_squared([1e-200, 2e-200, 3e-200], [1e-200, 2e-200, 2e-200]))
+    >>> round(float(r_squared([1e-200, 2e-200, 3e-200], [1e-200, 2e-200, 2e-200])), 12)
     0.5
     """
     y = np.asarray(y, dtype=np.float64)
@@ -832,7 +833,7 @@ def compare_windows(residual, param_time, fit_start, fit_n, *, dim="checkpoint",
     >>> import xarray as xr
     >>> s = xr.DataArray(np.linspace(0, 4, 20), dims="checkpoint")
     >>> R = xr.DataArray(weibull(s.values, 1.0, 1.5, 2.0), dims="checkpoint")
-    >>> out = compare_windows(R, s, xr.DataArray([0, 5], dims="curve"), xr.DataArray([20, 15], dims="curve"))
+    >>> out = compare_windows(R, s, xr.DataArray([0, 0], dims="curve"), xr.DataArray([20, 12], dims="curve"))
     >>> np.round(out.beta.values, 6).tolist(), out.status.values.tolist()
     ([2.0, 2.0], ['ok', 'ok'])
     """

@@ -483,19 +483,47 @@ def upgrade(fit: xr.Dataset) -> xr.Dataset:
 _GAMMA_NOTE_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError)
 
 
-def fit_run_gamma(run: xr.Dataset, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.Dataset:
-    """γ of one run: ``s(t) ~ a + b t^γ`` over all checkpoints and per epoch window (A.7).
+def _run_gamma(run, epoch_windows):
+    """(scalars, gamma_w, gamma_w_r2, note) of one run; see :func:`fit_run_gamma`."""
+    nw = len(epoch_windows)
+    scal = {"gamma": np.nan, "gamma_a": np.nan, "gamma_b": np.nan, "gamma_r2": np.nan}
+    gw, gwr2 = np.full(nw, np.nan), np.full(nw, np.nan)
+    note = ""
+    if "step" not in run or (np.asarray(run["step"].values) < 0).all():
+        return scal, gw, gwr2, "no step: gamma not computed"
+    step, s = run["step"].values, run["param_time"].values
+    try:
+        fit = fit_power_time(step, s)
+        scal = {"gamma": float(fit["gamma"]), "gamma_a": float(fit["a"]),
+                "gamma_b": float(fit["b"]), "gamma_r2": float(fit["r2"])}
+        if str(fit["status"].values) != "ok":
+            note = f"gamma fit {fit['status'].values}: {fit['reason'].values}"
+    except _GAMMA_NOTE_ERRORS as exc:
+        note = f"fit_power_time failed: {type(exc).__name__}: {exc}"
+    if nw and "epoch" in run:
+        try:
+            fit = fit_power_time(step, s, epoch_windows=epoch_windows, epoch=run["epoch"].values)
+            gw = np.asarray(fit["gamma"].values, dtype=np.float64).reshape(nw)
+            gwr2 = np.asarray(fit["r2"].values, dtype=np.float64).reshape(nw)
+        except _GAMMA_NOTE_ERRORS as exc:
+            note += f"; windowed fit_power_time failed: {type(exc).__name__}: {exc}"
+    return scal, gw, gwr2, note
 
-    Uses the run's ``step`` (checkpoints with step < 0 are unknown), ``param_time`` and, for
+
+def fit_run_gamma(run_or_runs, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.Dataset:
+    """γ of a run (or a list of runs): ``s(t) ~ a + b t^γ`` over all checkpoints and per
+    epoch window (A.7).
+
+    Uses each run's ``step`` (checkpoints with step < 0 are unknown), ``param_time`` and, for
     the epoch windows, ``epoch``. A fit that cannot be done gives NaN and a note, never an
     exception: γ is a side result and must not stop the band analysis.
 
     Returns
     -------
     xarray.Dataset
-        Scalars ``gamma``, ``gamma_a``, ``gamma_b``, ``gamma_r2``; ``gamma_w``,
-        ``gamma_w_r2`` over dim ``gamma_window`` (labels ``"0-10"`` ...); ``attrs['note']``
-        says why something is NaN ("" if nothing is).
+        ``gamma``, ``gamma_a``, ``gamma_b``, ``gamma_r2``; ``gamma_w``, ``gamma_w_r2`` over
+        dim ``gamma_window`` (labels ``"0-10"`` ...); ``note`` (why something is NaN, ""
+        if nothing is). For a list of runs every variable gets a leading ``run`` dim.
 
     Examples
     --------
@@ -503,34 +531,18 @@ def fit_run_gamma(run: xr.Dataset, epoch_windows=((0, 10), (0, 25), (0, 50))) ->
     >>> g = fit_run_gamma(make_run_synthetic(0))
     >>> round(float(g.gamma), 6), g.gamma_window.values.tolist()
     (0.37, ['0-10', '0-25', '0-50'])
+    >>> fit_run_gamma([make_run_synthetic(0), make_run_synthetic(1)]).gamma_w.dims
+    ('run', 'gamma_window')
     """
-    epoch_windows = [tuple(w) for w in epoch_windows]
-    nw = len(epoch_windows)
-    scal = {"gamma": np.nan, "gamma_a": np.nan, "gamma_b": np.nan, "gamma_r2": np.nan}
-    gw, gwr2 = np.full(nw, np.nan), np.full(nw, np.nan)
-    note = ""
-    if "step" not in run or (np.asarray(run["step"].values) < 0).all():
-        note = "no step: gamma not computed"
-    else:
-        step, s = run["step"].values, run["param_time"].values
-        try:
-            fit = fit_power_time(step, s)
-            scal = {"gamma": float(fit["gamma"]), "gamma_a": float(fit["a"]),
-                    "gamma_b": float(fit["b"]), "gamma_r2": float(fit["r2"])}
-            if str(fit["status"].values) != "ok":
-                note = f"gamma fit {fit['status'].values}: {fit['reason'].values}"
-        except _GAMMA_NOTE_ERRORS as exc:
-            note = f"fit_power_time failed: {type(exc).__name__}: {exc}"
-        if nw and "epoch" in run:
-            try:
-                fit = fit_power_time(step, s, epoch_windows=epoch_windows,
-                                     epoch=run["epoch"].values)
-                gw = np.asarray(fit["gamma"].values, dtype=np.float64).reshape(nw)
-                gwr2 = np.asarray(fit["r2"].values, dtype=np.float64).reshape(nw)
-            except _GAMMA_NOTE_ERRORS as exc:
-                note += f"; windowed fit_power_time failed: {type(exc).__name__}: {exc}"
-    return xr.Dataset(
-        {**{k: ((), v) for k, v in scal.items()},
-         "gamma_w": ("gamma_window", gw), "gamma_w_r2": ("gamma_window", gwr2)},
-        coords={"gamma_window": [_window_label(float(lo), float(hi)) for lo, hi in epoch_windows]},
-        attrs={"note": note})
+    epoch_windows = [(float(lo), float(hi)) for lo, hi in epoch_windows]
+    one = isinstance(run_or_runs, xr.Dataset)
+    parts = [_run_gamma(r, epoch_windows) for r in ([run_or_runs] if one else run_or_runs)]
+    lead = () if one else ("run",)
+    pick = (lambda a: a[0]) if one else np.asarray  # noqa: E731
+    data = {k: (lead, pick(np.array([p[0][k] for p in parts])))
+            for k in ("gamma", "gamma_a", "gamma_b", "gamma_r2")}
+    data["gamma_w"] = (lead + ("gamma_window",), pick(np.array([p[1] for p in parts])))
+    data["gamma_w_r2"] = (lead + ("gamma_window",), pick(np.array([p[2] for p in parts])))
+    data["note"] = (lead, pick(np.array([p[3] for p in parts], dtype=str)))
+    return xr.Dataset(data, coords={"gamma_window": [_window_label(lo, hi)
+                                                     for lo, hi in epoch_windows]})
