@@ -381,30 +381,47 @@ def fit_power_time(
     if windows is not None and epoch is None:
         raise ValueError("epoch_windows are given in epochs: pass epoch= (e.g. the run's "
                          "'epoch' variable)")
-    st = _as_1d_dataarray(step, "step", dim)
-    sv = _as_1d_dataarray(s, "s", dim)
-    st = st.where(st >= 0)  # -1 = unknown step
-    arrays = [st, sv]
-    if epoch is not None:
-        arrays.append(_as_1d_dataarray(epoch, "epoch", dim))
-    try:
-        arrays = list(xr.broadcast(*[a.drop_vars([c for c in a.coords if c not in a.dims]) for a in arrays]))
-    except ValueError as exc:
-        raise ValueError(f"step, s (and epoch) do not line up along {dim!r}: {exc}") from None
-    sizes = {a.sizes[dim] for a in arrays}
-    if len(sizes) != 1:
-        raise ValueError(f"step, s (and epoch) have different lengths along {dim!r}: {sorted(sizes)}")
     if windows is not None:
         windows = [(float(lo), float(hi)) for lo, hi in windows]
         for lo, hi in windows:
             if not lo < hi:
                 raise ValueError(f"epoch window ({lo:g}, {hi:g}) must have lo < hi (epochs)")
-    others = [d for d in arrays[1].dims if d != dim]
-    arrays = [a.transpose(*others, dim) for a in arrays]
-    lead_shape = tuple(arrays[1].sizes[d] for d in others)
-    t_all = arrays[0].values.reshape(-1, arrays[0].sizes[dim])
-    s_all = arrays[1].values.reshape(-1, arrays[1].sizes[dim])
-    e_all = arrays[2].values.reshape(-1, arrays[2].sizes[dim]) if epoch is not None else None
+    inputs = [step, s] + ([] if epoch is None else [epoch])
+    if not any(isinstance(a, xr.DataArray) for a in inputs):
+        # plain 1-D arrays (the common case, e.g. one run's variables): no labels to align
+        arrs = [np.asarray(a, dtype=np.float64) for a in inputs]
+        for name, a in zip(("step", "s", "epoch"), arrs):
+            if a.ndim != 1:
+                raise ValueError(f"{name} must be 1-D over {dim} (or a DataArray), got shape {a.shape}")
+        sizes = {a.size for a in arrs}
+        if len(sizes) != 1:
+            raise ValueError(f"step, s (and epoch) have different lengths along {dim!r}: {sorted(sizes)}")
+        others, lead_shape, coord_src = [], (), None
+        t_all = np.where(arrs[0] >= 0, arrs[0], np.nan)[None, :]  # -1 = unknown step
+        s_all = arrs[1][None, :]
+        e_all = arrs[2][None, :] if epoch is not None else None
+    else:
+        st = _as_1d_dataarray(step, "step", dim)
+        sv = _as_1d_dataarray(s, "s", dim)
+        st = st.where(st >= 0)  # -1 = unknown step
+        arrays = [st, sv]
+        if epoch is not None:
+            arrays.append(_as_1d_dataarray(epoch, "epoch", dim))
+        try:
+            arrays = list(xr.broadcast(*[a.drop_vars([c for c in a.coords if c not in a.dims])
+                                         for a in arrays]))
+        except ValueError as exc:
+            raise ValueError(f"step, s (and epoch) do not line up along {dim!r}: {exc}") from None
+        sizes = {a.sizes[dim] for a in arrays}
+        if len(sizes) != 1:
+            raise ValueError(f"step, s (and epoch) have different lengths along {dim!r}: {sorted(sizes)}")
+        others = [d for d in arrays[1].dims if d != dim]
+        arrays = [a.transpose(*others, dim) for a in arrays]
+        lead_shape = tuple(arrays[1].sizes[d] for d in others)
+        coord_src = arrays[1]
+        t_all = arrays[0].values.reshape(-1, arrays[0].sizes[dim])
+        s_all = arrays[1].values.reshape(-1, arrays[1].sizes[dim])
+        e_all = arrays[2].values.reshape(-1, arrays[2].sizes[dim]) if epoch is not None else None
 
     def fits_for(row: int) -> list[dict]:
         t, s_ = t_all[row], s_all[row]
@@ -451,7 +468,7 @@ def fit_power_time(
         "status": {"long_name": "ok / omitted (too few points) / failed"},
         "reason": {"long_name": "why a fit is omitted or failed"},
     }
-    coords = {d: arrays[1][d] for d in others if d in arrays[1].coords}
+    coords = {d: coord_src[d] for d in others if d in coord_src.coords}
     if windows is not None:
         coords["epoch_window"] = ("epoch_window", [_window_label(lo, hi) for lo, hi in windows])
         coords["epoch_lo"] = ("epoch_window", [lo for lo, _ in windows], {"units": "epochs"})
