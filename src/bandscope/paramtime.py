@@ -473,7 +473,8 @@ def fit_power_time(
         coords["epoch_window"] = ("epoch_window", [_window_label(lo, hi) for lo, hi in windows])
         coords["epoch_lo"] = ("epoch_window", [lo for lo, _ in windows], {"units": "epochs"})
         coords["epoch_hi"] = ("epoch_window", [hi for _, hi in windows], {"units": "epochs"})
-    ds = xr.Dataset({k: (out_dims, v, var_attrs[k]) for k, v in data_vars.items()}, coords=coords)
+    ds = xr.Dataset({k: xr.Variable(out_dims, v, var_attrs[k]) for k, v in data_vars.items()},
+                    coords=coords)
     ds.attrs = {
         "model": "s(t) = a + b * t**gamma, t in optimizer steps (not rebased within a window)",
         "method": "variable projection: (a, b) closed form per gamma, SSE minimised over gamma "
