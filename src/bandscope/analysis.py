@@ -267,16 +267,16 @@ def _warn_unsaturated(fl, opts):
         UserWarning, stacklevel=3)
 
 
-def _no_window_reasons(fits, aw, crossing_hi_lo_finite, q0_nan):
+def _no_window_reasons(fits, fit_n, windows_crossed, q0_nan):
     """Say why an omitted fit had no active window (no crossing at all)."""
-    reason = fits["reason"].values.copy()
-    no_cross = ((aw["fit_n"].values == 0) & ~crossing_hi_lo_finite
-                & (fits["status"].values == "omitted"))
+    reason = fits.variables["reason"].values.copy()
+    no_cross = (fit_n == 0) & ~windows_crossed & (fits.variables["status"].values == "omitted")
     for idx in zip(*np.nonzero(no_cross)):
         reason[idx] = ("no active window: R_i(s_0) <= 0 (initial loss at or below the floor), "
                        "so no threshold crossings" if q0_nan[idx[0], idx[2]] else
                        "no active window: a threshold was never crossed")
-    return fits.assign(reason=(fits["reason"].dims, reason))
+    fits.variables["reason"].values = reason
+    return fits
 
 
 # --------------------------------------------------------------------------- analysis
@@ -347,14 +347,16 @@ def analyze(run_or_runs, options=None, **overrides):
     aw = trajectory.active_windows(s, cross, opts.windows)
     aw = aw.transpose("run", "window", "band", "checkpoint")
     # fits (5.2, 6.3, A.11, B.1, B.2): every band window and full-loss curve in one batch
-    n_valid = (np.isfinite(Rtot) & np.isfinite(s)).sum("checkpoint")
+    n_valid = xr.DataArray((np.isfinite(Rtot.values) & np.isfinite(s.values)).sum(axis=1),
+                           dims="run", coords={"run": st["run"].values})
     fits, total = fitting.compare_window_sets(
         [(R, s, aw["fit_start"], aw["fit_n"]), (Rtot, s, xr.zeros_like(n_valid), n_valid)],
         **fit_kw)
     fits = fits.transpose("run", "window", "band")
     q0_nan = trajectory.normalized_residual(R).isel(checkpoint=0).isnull().values
-    fits = _no_window_reasons(fits, aw, np.isfinite((onset + width).transpose(*fits.dims).values),
-                              q0_nan)
+    rwb = ("run", "window", "band")
+    crossed = np.isfinite(onset.transpose(*rwb).values + width.transpose(*rwb).values)
+    fits = _no_window_reasons(fits, aw["fit_n"].values, crossed, q0_nan)
     recon = fitting.band_sum(fits, R, Rtot, s, aw["fit_start"], missing=opts.band_sum_missing)
     # ordering (6.2) and gamma (A.7)
     R0 = R.isel(checkpoint=0, drop=True)

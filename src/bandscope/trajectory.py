@@ -341,7 +341,7 @@ def onset_width(crossing, hi=0.95, lo=0.01, *, windows=None):
         c_lo = crossing.sel(alpha=lo, drop=True)
         return c_hi, c_lo - c_hi
     c_hi, c_lo = _window_crossings(crossing, _threshold_pairs(windows))
-    return c_hi, c_lo - c_hi
+    return c_hi, c_hi.copy(data=c_lo.values - c_hi.values)
 
 
 def _window_crossings(crossing, windows):
