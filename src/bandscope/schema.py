@@ -321,12 +321,20 @@ def markdown_table():
     def cell(text):
         return text.replace("|", "\\|")
 
-    def rows(head, table):
-        out = [f"| {head} | dims | units | definition | paper |", "|---|---|---|---|---|"]
-        return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
-                      f"{cell(v.definition)} | {v.section} |" for v in table.values()]
+    def json_cell(v):
+        group, _, key = v.json.partition(":")
+        where = {"fit": "bands.<r>.fits.<window>", "total": "total", "band": "bands.<r>"}
+        return f"`{where[group]}.{key}`" if group else ""
 
-    rows = [*rows("variable", RESULTS), "", "Coordinates:", "", *rows("coordinate", COORDS)]
+    def rows(head, table, with_json):
+        out = [f"| {head} | dims | units | definition | paper |" + (" JSON |" if with_json else ""),
+               "|---|---|---|---|---|" + ("---|" if with_json else "")]
+        return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
+                      f"{cell(v.definition)} | {v.section} |"
+                      + (f" {json_cell(v)} |" if with_json else "") for v in table.values()]
+
+    rows = [*rows("variable", RESULTS, True), "", "Coordinates:", "",
+            *rows("coordinate", COORDS, False)]
     return "\n".join([_START, *rows, _END])
 
 
