@@ -499,23 +499,28 @@ def _grid_starts(lx, pos, y, w, fixed_beta):
     G = _GRID_U.size
     sse = np.full((C, betas.size, G + n_mid), np.inf)
 
-    def profiled_sse(f):  # f (C, M, N): profiled SSE of every curve at M candidate points
-        fw = f * w[:, None, :]
-        sff = np.einsum("imj,imj->im", fw, f)
-        sfy = np.einsum("imj,ij->im", fw, y)
+    def profiled_sse(f):
+        fw = f * w
+        sff = np.einsum("ij,ij->i", fw, f)
+        sfy = np.einsum("ij,ij->i", fw, y)
         A = np.where(sff > 0, np.maximum(sfy / np.where(sff > 0, sff, 1.0), 0.0), 0.0)
-        return syy[:, None] - 2 * A * sfy + A * A * sff
+        return syy - 2 * A * sfy + A * A * sff
 
     for bi, b in enumerate(betas):
         with np.errstate(under="ignore", over="ignore"):
-            P = np.where(pos, np.exp(b * lx), 0.0)[:, None, :]  # (s/span)^β
-            # every grid ω at once (C, G, N)
-            sse[:, bi, :G] = profiled_sse(np.exp(-P * np.exp(-b * _GRID_U)[None, :, None]))
-        if n_mid and bi >= betas.size - 3:
-            ok = np.isfinite(mid)
+            P = np.where(pos, np.exp(b * lx), 0.0)  # (s/span)^β
+        for ui, u in enumerate(_GRID_U):
             with np.errstate(under="ignore", over="ignore"):
-                f = np.exp(-P * np.exp(-b * np.where(ok, mid, 0.0))[:, :, None])
-            sse[:, bi, G:] = np.where(ok, profiled_sse(f), np.inf)
+                sse[:, bi, ui] = profiled_sse(np.exp(-P * np.exp(-b * u)))
+        if n_mid and bi >= betas.size - 3:
+            for m in range(n_mid):
+                um = mid[:, m]
+                ok = np.isfinite(um)
+                if not ok.any():
+                    continue
+                with np.errstate(under="ignore", over="ignore"):
+                    f = np.exp(-P * np.exp(-b * np.where(ok, um, 0.0))[:, None])
+                sse[:, bi, G + m] = np.where(ok, profiled_sse(f), np.inf)
     ucand = np.concatenate([np.broadcast_to(_GRID_U, (C, G)), np.nan_to_num(mid[:, :n_mid])], axis=1)
     starts = []
     brackets = [(1.0, 1.0)] if fixed_beta else _BETA_BRACKETS
