@@ -89,7 +89,7 @@ class AnalysisOptions:
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        put("windows", tuple(trajectory._threshold_pairs(self.windows)))
+        put("windows", tuple(trajectory.threshold_pairs(self.windows)))
         if self.floor not in _FLOOR_CONVENTIONS:
             raise ValueError(f"floor must be one of {_FLOOR_CONVENTIONS}, got {self.floor!r}")
         if self.band_sum_missing not in ("nan", "observed"):

@@ -29,7 +29,7 @@ import xarray as xr
 
 __all__ = [
     "floors", "residuals", "normalized_residual", "crossings", "active_windows",
-    "onset_width", "window_label",
+    "onset_width", "window_label", "threshold_pairs",
 ]
 
 
@@ -340,7 +340,7 @@ def onset_width(crossing, hi=0.95, lo=0.01, *, windows=None):
         c_hi = crossing.sel(alpha=hi, drop=True)
         c_lo = crossing.sel(alpha=lo, drop=True)
         return c_hi, c_lo - c_hi
-    c_hi, c_lo = _window_crossings(crossing, _threshold_pairs(windows))
+    c_hi, c_lo = _window_crossings(crossing, threshold_pairs(windows))
     return c_hi, c_hi.copy(data=c_lo.values - c_hi.values)
 
 
@@ -368,8 +368,12 @@ def _window_crossings(crossing, windows):
     return pick(0), pick(1)
 
 
-def _threshold_pairs(windows):
-    """Threshold pairs as floats, checked: at least one, each 0 < lo < hi < 1."""
+def threshold_pairs(windows):
+    """Threshold pairs as floats, checked: at least one, each 0 < lo < hi < 1.
+
+    >>> threshold_pairs([(0.95, 0.01)])
+    [(0.95, 0.01)]
+    """
     windows = [(float(h), float(lo)) for h, lo in windows]
     if not windows:
         raise ValueError("windows must contain at least one (hi, lo) threshold pair")
@@ -422,7 +426,7 @@ def active_windows(param_time, crossing, windows, dim="checkpoint"):
         with a ``window`` dimension labelled ``"hi/lo"`` and coords ``window_hi``,
         ``window_lo``.
     """
-    windows = _threshold_pairs(windows)
+    windows = threshold_pairs(windows)
     c_hi, c_lo = _window_crossings(crossing, windows)
     mask, start, stop, n = xr.apply_ufunc(
         _active_window, param_time, c_hi, c_lo, input_core_dims=[[dim], [], []],
