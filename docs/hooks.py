@@ -24,7 +24,7 @@ OPTIONAL_PAGES = {"sweeps.md", "forecast.md"}
 API_SECTION = "API reference"
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-PACKAGES = {"bandscope": "Core (no torch)", "bandscope.torch": "Torch adapter (`bandscope.torch`)"}
+PACKAGES = {"bandscope": "Core (no torch)", "bandscope.torch": "Torch adapter (bandscope.torch)"}
 
 
 def _modules(package: str) -> list[str]:
