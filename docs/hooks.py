@@ -9,13 +9,22 @@
 2. Optional guide pages: nav entries for pages that other work adds later (``OPTIONAL_PAGES``)
    are dropped while their file does not exist, so ``mkdocs build --strict`` passes with or
    without them. Any other missing page still fails the build.
+3. ``RstToMarkdown``, a griffe extension (``mkdocs.yml``: mkdocstrings ``extensions``): the
+   docstrings are numpydoc with a little reStructuredText inside (``:func:`x``` roles, simple
+   ``====`` tables, ``::`` literal blocks, ``.. math::``), which Markdown would print verbatim.
+   Roles become links to the rendered object (or inline code when the target is not rendered),
+   tables become Markdown tables, literal and math blocks become code blocks. The source is not
+   changed.
 """
 from __future__ import annotations
 
 import ast
 import logging
+import re
+import textwrap
 from pathlib import Path
 
+from griffe import Extension
 from mkdocs.structure.files import File
 
 log = logging.getLogger("mkdocs.hooks.bandscope")
@@ -127,3 +136,143 @@ def on_files(files, config, **kwargs):
         for mod in _modules(package):
             files.append(File.generated(config, _page_uri(mod), content=_module_page(mod)))
     return files
+
+
+# --------------------------------------------------------------------------- docstrings
+_ROLE = re.compile(r":(?:py:)?(?:func|mod|class|meth|attr|data|obj|exc|const):`([^`]+)`")
+_RULE = re.compile(r"^(\s*)=+(\s+=+)+\s*$")
+_DIRECTIVE = re.compile(r"^(\s*)\.\. math::\s*(.*)$")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _block(lines: list[str], start: int, base: int) -> tuple[list[str], int]:
+    """The indented block after line ``start - 1`` (deeper than ``base``): its lines and end."""
+    j = start
+    while j < len(lines) and not lines[j].strip():
+        j += 1
+    body = []
+    while j < len(lines) and (not lines[j].strip() or _indent(lines[j]) > base):
+        body.append(lines[j])
+        j += 1
+    while body and not body[-1].strip():
+        body.pop()
+        j -= 1
+    if not body:
+        return [], start
+    return textwrap.dedent("\n".join(body)).split("\n"), j
+
+
+def _fence(pad: str, body: list[str]) -> list[str]:
+    return [pad + "```text", *(pad + b if b else "" for b in body), pad + "```"]
+
+
+def _table(lines: list[str], i: int) -> tuple[list[str], int] | None:
+    """An RST simple table starting at rule line ``i`` as Markdown rows, and the line after it."""
+    rule = lines[i].strip()
+    if i + 2 >= len(lines) or lines[i + 2].strip() != rule:
+        return None
+    end = next((j for j in range(i + 3, len(lines)) if lines[j].strip() == rule), None)
+    if end is None:
+        return None
+    starts = [m.start() for m in re.finditer(r"=+", lines[i])]
+
+    def cells(line):
+        return [line[a:b].strip().replace("|", "\\|") for a, b in zip(starts, starts[1:] + [None])]
+
+    rows: list[list[str]] = []
+    for line in lines[i + 3:end]:
+        if not line.strip():
+            continue
+        c = cells(line)
+        if rows and not c[0]:  # continuation line of the previous row
+            rows[-1] = [f"{p} {q}".strip() for p, q in zip(rows[-1], c)]
+        else:
+            rows.append(c)
+    pad = lines[i][:_indent(lines[i])]
+    header = cells(lines[i + 1])
+    md = [pad + "| " + " | ".join(header) + " |", pad + "|" + "---|" * len(header)]
+    md += [pad + "| " + " | ".join(r) + " |" for r in rows]
+    return ["", *md, ""], end + 1
+
+
+def rst_blocks_to_markdown(text: str) -> str:
+    """Simple tables, ``::`` literal blocks and ``.. math::`` of a docstring as Markdown."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        line = lines[i]
+        if _RULE.match(line) and (table := _table(lines, i)):
+            out += table[0]
+            i = table[1]
+            continue
+        math = _DIRECTIVE.match(line)
+        if math or line.rstrip().endswith("::"):
+            pad, base = line[:_indent(line)], _indent(line)
+            body, j = _block(lines, i + 1, base)
+            if math:
+                out += _fence(pad, ([math.group(2)] if math.group(2) else []) + body)
+                i = j
+                continue
+            if body:
+                head = line.rstrip()[:-2].rstrip()
+                if head:
+                    out += [head + ":", ""]
+                out += _fence(pad, body)
+                i = j
+                continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
+class RstToMarkdown(Extension):
+    """Griffe extension: the reStructuredText inside the numpydoc docstrings, as Markdown."""
+
+    def on_package(self, *, pkg, **kwargs):
+        index = {}
+
+        def walk(obj):
+            if obj.is_alias:
+                return
+            index[obj.path] = obj
+            for member in obj.members.values():
+                walk(member)
+
+        walk(pkg)
+        lazy = {f"{p}.{n}": f"{m}.{n}" for p in PACKAGES for n, m in _lazy_names(p).items()}
+        bare = {n: f"{m}.{n}" for p in PACKAGES for n, m in _lazy_names(p).items()}
+        pages = {mod for p in PACKAGES for mod in _modules(p)}
+
+        def rendered(obj) -> bool:
+            if obj.module.path not in pages:
+                return False
+            while obj.path != obj.module.path:
+                if not obj.is_public or not obj.docstring:
+                    return False
+                obj = obj.parent
+            return True
+
+        def resolve(target: str, scope) -> str | None:
+            candidates = [target, lazy.get(target)]
+            while scope is not None:
+                candidates.append(f"{scope.path}.{target}")
+                scope = scope.parent
+            candidates.append(bare.get(target))
+            for c in candidates:
+                if c in index and rendered(index[c]):
+                    return c
+            return None
+
+        for obj in list(index.values()):
+            if not obj.docstring:
+                continue
+
+            def role(m, obj=obj):
+                target = m.group(1).strip().lstrip("~.").removesuffix("()")
+                shown = target.rsplit(".", 1)[-1] if m.group(1).strip().startswith("~") else target
+                path = resolve(target, obj if obj.is_module or obj.is_class else obj.parent)
+                return f"[`{shown}`][{path}]" if path else f"`{shown}`"
+
+            obj.docstring.value = _ROLE.sub(role, rst_blocks_to_markdown(obj.docstring.value))

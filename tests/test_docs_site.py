@@ -89,3 +89,43 @@ def test_each_defect_is_reported(tmp_path):
     }
     for defect, message in expected.items():
         assert message in problems, f"{defect} not reported:\n{problems}"
+
+
+def test_rst_blocks_become_markdown():
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("griffe")
+    path = Path(__file__).resolve().parents[1] / "docs" / "hooks.py"
+    spec = importlib.util.spec_from_file_location("docs_hooks", path)
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    text = "\n".join([
+        "Intro.",
+        "",
+        "=====  ==========  =====",
+        "name   what        where",
+        "=====  ==========  =====",
+        "``a``  first line  B.2",
+        "       continued",
+        "``b``  x | y       §6",
+        "=====  ==========  =====",
+        "",
+        "Example::",
+        "",
+        "    f(x)",
+        "        g(y)",
+        "",
+        ".. math:: s_k = \\sum_m d_m",
+        "",
+        "After.",
+    ])
+    assert hooks.rst_blocks_to_markdown(text).split("\n") == [
+        "Intro.", "", "",
+        "| name | what | where |", "|---|---|---|",
+        "| ``a`` | first line continued | B.2 |", "| ``b`` | x \\| y | §6 |",
+        "", "",
+        "Example:", "", "```text", "f(x)", "    g(y)", "```",
+        "",
+        "```text", "s_k = \\sum_m d_m", "```",
+        "",
+        "After.",
+    ]
