@@ -165,8 +165,8 @@ def _block(lines: list[str], start: int, base: int) -> tuple[list[str], int]:
     return textwrap.dedent("\n".join(body)).split("\n"), j
 
 
-def _fence(pad: str, body: list[str]) -> list[str]:
-    return [pad + "```text", *(pad + b if b else "" for b in body), pad + "```"]
+def _fence(pad: str, body: list[str], lang: str = "text") -> list[str]:
+    return [pad + "```" + lang, *(pad + b if b else "" for b in body), pad + "```"]
 
 
 def _table(lines: list[str], i: int) -> tuple[list[str], int] | None:
@@ -199,10 +199,21 @@ def _table(lines: list[str], i: int) -> tuple[list[str], int] | None:
 
 
 def rst_blocks_to_markdown(text: str) -> str:
-    """Simple tables, ``::`` literal blocks and ``.. math::`` of a docstring as Markdown."""
-    lines, out, i = text.split("\n"), [], 0
+    """Simple tables, ``::`` literal blocks, ``.. math::`` and doctest blocks outside an Examples
+    section (numpydoc renders those as code only inside Examples) of a docstring as Markdown."""
+    lines, out, i, section = text.split("\n"), [], 0, ""
     while i < len(lines):
         line = lines[i]
+        if i + 1 < len(lines) and line.strip() and re.fullmatch(r"\s*-{3,}\s*", lines[i + 1]):
+            section = line.strip()
+        if (line.lstrip().startswith(">>>") and section not in ("Examples", "Example")
+                and (i == 0 or not lines[i - 1].strip())):
+            j = i
+            while j < len(lines) and lines[j].strip():
+                j += 1
+            out += _fence(line[:_indent(line)], textwrap.dedent("\n".join(lines[i:j])).split("\n"), "pycon")
+            i = j
+            continue
         if _RULE.match(line) and (table := _table(lines, i)):
             out += table[0]
             i = table[1]

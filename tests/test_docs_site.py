@@ -116,7 +116,13 @@ def test_rst_blocks_become_markdown():
         "",
         ".. math:: s_k = \\sum_m d_m",
         "",
-        "After.",
+        ">>> [x for x in 'ab']",
+        "['a', 'b']",
+        "",
+        "Examples",
+        "--------",
+        ">>> 1 + 1",
+        "2",
     ])
     assert hooks.rst_blocks_to_markdown(text).split("\n") == [
         "Intro.", "", "",
@@ -127,5 +133,7 @@ def test_rst_blocks_become_markdown():
         "",
         "```text", "s_k = \\sum_m d_m", "```",
         "",
-        "After.",
+        "```pycon", ">>> [x for x in 'ab']", "['a', 'b']", "```",
+        "",
+        "Examples", "--------", ">>> 1 + 1", "2",
     ]
