@@ -8,7 +8,9 @@
    imports torch, and neither does the docs build on its behalf).
 2. Optional guide pages: nav entries for pages that other work adds later (``OPTIONAL_PAGES``)
    are dropped while their file does not exist, so ``mkdocs build --strict`` passes with or
-   without them. Any other missing page still fails the build.
+   without them. Any other missing page still fails the build. A Markdown page directly under
+   ``docs/`` that the nav does not list is appended to the Guide section under its first
+   heading, so a page added without a nav entry still appears.
 3. ``RstToMarkdown``, a griffe extension (``mkdocs.yml``: mkdocstrings ``extensions``): the
    docstrings are numpydoc with a little reStructuredText inside (``:func:`x``` roles, simple
    ``====`` tables, ``::`` literal blocks, ``.. math::``), which Markdown would print verbatim.
@@ -31,6 +33,7 @@ log = logging.getLogger("mkdocs.hooks.bandscope")
 
 OPTIONAL_PAGES = {"sweeps.md", "forecast.md"}
 API_SECTION = "API reference"
+GUIDE_SECTION = "Guide"
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGES = {"bandscope": "Core (no torch)", "bandscope.torch": "Torch adapter (bandscope.torch)"}
@@ -117,9 +120,34 @@ def _filter_nav(items, docs_dir: Path):
     return out
 
 
+def _nav_files(items) -> set[str]:
+    out = set()
+    for item in items:
+        value = next(iter(item.values())) if isinstance(item, dict) else item
+        if isinstance(value, list):
+            out |= _nav_files(value)
+        elif isinstance(value, str):
+            out.add(value)
+    return out
+
+
+def _title(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip().replace("`", "")
+    return path.stem
+
+
 def on_config(config, **kwargs):
     docs_dir = Path(config["docs_dir"])
     nav = _filter_nav(config["nav"], docs_dir)
+    listed = _nav_files(nav)
+    extra = [p for p in sorted(docs_dir.glob("*.md")) if p.name not in listed]
+    for item in nav:
+        if isinstance(item, dict) and GUIDE_SECTION in item:
+            for p in extra:
+                log.info("page %s is not in the nav of mkdocs.yml: listed under %s", p.name, GUIDE_SECTION)
+                item[GUIDE_SECTION].append({_title(p): p.name})
     for i, item in enumerate(nav):
         if isinstance(item, dict) and API_SECTION in item:
             section = [{"Overview": "api/index.md"}]

@@ -52,7 +52,7 @@ TUTORIALS = {
     "tutorials/key_search.html": (
         [r"Analysed \d+ runs x \d+ bands", r"largest relative difference between sum_i L_i and the logged MSE",
          r"median R²", r"ρ\(resolution, onset\)", r"neighbouring bands moves it by 12/\(n\(n²−1\)\) = 0\.\d+"],
-        3, 6),
+        5, 8),
     "tutorials/spectral_reach.html": (
         [r"largest relative difference between recomputed and stored P: \d", r"P goes [\d.e-]+ → [\d.e-]+",
          r"P as the eigen-sum over the \d+ eNTK modes", r"𝒩 ≈ [\d.]+ ± [\d.]+ \(16 probes"],
