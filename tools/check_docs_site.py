@@ -51,7 +51,8 @@ API_OBJECTS = {
 TUTORIALS = {
     "tutorials/key_search.html": (
         [r"Analysed \d+ runs x \d+ bands", r"largest relative difference between sum_i L_i and the logged MSE",
-         r"median R²", r"ρ\(resolution, onset\)", r"neighbouring bands moves it by 12/\(n\(n²−1\)\) = 0\.\d+"],
+         r"median R²", r"ρ\(resolution, onset\)", r"R² recomputed 0\.\d+, stored 0\.\d+",
+         r"neighbouring bands moves it by 12/\(n\(n²−1\)\) = 0\.\d+", r"paper verdict"],
         5, 8),
     "tutorials/spectral_reach.html": (
         [r"largest relative difference between recomputed and stored P: \d", r"P goes [\d.e-]+ → [\d.e-]+",
