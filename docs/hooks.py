@@ -56,6 +56,7 @@ def _summary(module: str) -> str:
     if not path.exists():
         path = SRC.joinpath(*parts, "__init__.py")
     first = _docstring(path).strip().split("\n\n")[0]
+    first = _ROLE.sub(lambda m: f"`{m.group(1).lstrip('~')}`", first)
     return " ".join(first.split()).replace("|", "\\|")
 
 
