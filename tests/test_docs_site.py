@@ -2,7 +2,8 @@
 
 Runs the checker in headless Chromium on two small hand-written sites: a clean one (no problem
 reported) and one with one defect of each kind (each reported). Needs playwright (the ``docs``
-extra) and Debian's /usr/bin/chromium; skipped otherwise.
+extra) and Debian's /usr/bin/chromium; skipped otherwise. Also: the docstring conversion of the
+site's griffe extension (docs/hooks.py; needs mkdocs and griffe, the ``docs`` extra).
 """
 from __future__ import annotations
 
@@ -11,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium at /usr/bin/chromium"),
-]
+browser = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium at /usr/bin/chromium")
 
 _spec = importlib.util.spec_from_file_location(
     "check_docs_site", Path(__file__).resolve().parents[1] / "tools" / "check_docs_site.py")
@@ -66,13 +63,18 @@ def _site(root: Path, **defects: bool) -> Path:
 
 
 def _check(site):
+    pytest.importorskip("playwright.sync_api")
     return check_docs_site.check(site, CHROMIUM, api_objects=API, tutorials=TUTORIALS, search_terms=[])
 
 
+@pytest.mark.slow
+@browser
 def test_clean_site_passes(tmp_path):
     assert _check(_site(tmp_path)) == []
 
 
+@pytest.mark.slow
+@browser
 def test_each_defect_is_reported(tmp_path):
     defects = ["js_error", "broken_link", "broken_anchor", "missing_image", "external", "api_unlinked",
                "api_missing", "no_output"]
