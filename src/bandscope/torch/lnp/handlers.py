@@ -251,7 +251,8 @@ def _convt_parts(m, a, d):
     if _trainable(m, "weight"):
         # dW[ci, co, k] = sum_pos a[ci, pos] d[co, pos*s - p + k*dil]: unfold the output gradient
         u = F.unfold(d2, _pair(m.kernel_size, nd), dilation=_pair(m.dilation, nd),
-                     padding=_pair(m.padding, nd), stride=_pair(m.stride, nd))  # (N, Cout k^2, L)
+                     padding=(0,) + tuple(m.padding) if nd == 1 else tuple(m.padding),
+                     stride=_pair(m.stride, nd))  # (N, Cout k^2, L)
         if u.shape[-1] != a2.flatten(2).shape[-1]:
             raise NotImplementedError(f"{type(m).__name__}: unfolded output gradient has {u.shape[-1]} positions, "
                                       f"the input {a2.flatten(2).shape[-1]}; use backend='vmap'")
