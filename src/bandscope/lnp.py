@@ -367,7 +367,7 @@ def position_standard_error(position, network_scale, network_scale_se):
 
     Examples
     --------
-    >>> position_standard_error(0.2, 10.0, 1.0)
+    >>> round(position_standard_error(0.2, 10.0, 1.0), 12)
     0.02
     """
     with np.errstate(divide="ignore", invalid="ignore"):
