@@ -365,8 +365,17 @@ class Monitor:
         return self.dataset()
 
     def dataset(self):
-        """The run recorded so far (rank 0 with a ``path``), else None."""
-        return None if self.recorder is None or not len(self.recorder) else self.recorder.dataset()
+        """The run recorded so far (rank 0 with a ``path``; with the LNP statistics, as in the
+        file), else None."""
+        if self.recorder is None or not len(self.recorder):
+            return None
+        ds = self.recorder.dataset()
+        if self.lnp is not None and self.lnp.records:
+            import xarray as xr
+
+            extra = self.lnp.dataset()
+            ds = xr.merge([ds, extra], combine_attrs="drop").assign_attrs({**extra.attrs, **ds.attrs})
+        return ds
 
     def __enter__(self) -> Monitor:
         return self
