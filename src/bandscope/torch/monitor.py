@@ -118,8 +118,8 @@ class Monitor:
     forecast : bool
         At checkpoints, forecast each band with :func:`bandscope.forecast` (when installed) once
         ``forecast_min_checkpoints`` are recorded, and log the result.
-    probe_batch_size, probe_autocast, band_dtype
-        :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``autocast`` and ``dtype``.
+    probe_batch_size, probe_autocast, band_dtype, probe_output
+        :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``autocast``, ``dtype`` and ``output``.
     rank : int, optional
         Process rank (default ``torch.distributed.get_rank()`` when initialised, else 0). Only
         rank 0 probes, writes and logs; every rank tracks parameter time (the tracker needs every
@@ -159,7 +159,7 @@ class Monitor:
                  lnp=None, lnp_batch=None, lnp_options: dict | None = None,
                  tensorboard=None, progress=None, log: Callable[[dict, int], None] | None = None,
                  forecast: bool = True, forecast_min_checkpoints: int = 8,
-                 probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None,
+                 probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None, probe_output=None,
                  band_dtype: torch.dtype | None = None, rank: int | None = None,
                  tracker_mode: str = "auto", process_group=None, trainable_only: bool = True,
                  start_step: int = 0):
@@ -173,7 +173,8 @@ class Monitor:
         self.tracker = ParamTimeTracker(model, mode=tracker_mode, process_group=process_group,
                                         trainable_only=trainable_only)
         self.probe = None if panel is None else BandProbe(panel, batch_size=probe_batch_size,
-                                                          autocast=probe_autocast, dtype=band_dtype)
+                                                          autocast=probe_autocast, dtype=band_dtype,
+                                                          output=probe_output)
         self._probe_here = self.probe is not None and (self.is_writer or self.tracker.mode == "sharded")
         if path is not None and panel is None:
             raise ValueError(f"a run file ({path}) holds band losses: give Monitor(..., panel=IMAGES) "

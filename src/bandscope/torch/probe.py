@@ -102,6 +102,9 @@ class BandProbe:
         float64 (``mps``); see :attr:`band_dtype`. The forward pass runs in the model's dtype (the
         panel is cast to it: float64, bfloat16, ... models work); the losses compare the model's
         output, upcast, with the float32 panel.
+    output : callable, optional
+        Maps the model's output to the reconstruction (e.g. the first element of a
+        ``ModelOutput``); default the output itself.
     autocast : torch.dtype, optional
         Run the forward pass under ``torch.autocast(device_type, dtype=autocast)`` (e.g.
         ``torch.bfloat16`` to evaluate as mixed-precision training does). Default: no autocast
@@ -118,8 +121,9 @@ class BandProbe:
 
     def __init__(self, panel, *, batch_size: int = 256, device=None,
                  keep_recon: bool = False, dtype: torch.dtype | None = None,
-                 autocast: torch.dtype | None = None):
+                 autocast: torch.dtype | None = None, output=None):
         self.panel = as_panel(panel)
+        self.output = output
         self.batch_size = int(batch_size)
         self.device = device
         self.keep_recon = keep_recon
@@ -151,6 +155,8 @@ class BandProbe:
                 x = to_float(self.panel[i:i + self.batch_size].to(dev))
                 with ctx:
                     out = model(x if in_dtype == x.dtype else x.to(in_dtype))
+                if self.output is not None:
+                    out = self.output(out)
                 if out.shape != x.shape:
                     raise ValueError(f"model output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
                 per = haar_band_losses(x, out.to(band_dtype), per_image=True, dtype=band_dtype)
