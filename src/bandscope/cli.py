@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         recordcli = None
     if recordcli is not None:
         recordcli.register(sub)
+    from . import forecastcli
+    forecastcli.register(sub)
     return parser
 
 
