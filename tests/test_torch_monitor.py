@@ -369,3 +369,21 @@ def test_monitor_lnp_merged_into_run(tmp_path):
     assert "bandscope/lnp_spectral_position" in mon.metrics
     on_disk = xr.open_dataset(tmp_path / "r.nc")
     assert "lnp_spectral_position" in on_disk and on_disk.sizes["checkpoint"] == 3
+
+
+def test_monitor_logs_the_real_forecast(tmp_path):
+    """With bandscope.forecast installed, forecasts of floor and reach reach the log."""
+    import bandscope
+
+    if getattr(bandscope, "forecast", None) is None:
+        pytest.skip("bandscope.forecast not available")
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    seen = []
+    mon = Monitor(model, panel=_data(16), path=tmp_path / "r.nc", schedule=range(0, 41, 2),
+                  log=lambda m, s: seen.append(m))
+    _train(model, opt, 40, mon.step)
+    mon.close()
+    keys = set().union(*seen)
+    assert any(k.startswith("bandscope/forecast_floor/") for k in keys), sorted(keys)
+    assert all(k.split("/")[1].split("_")[0] in ("forecast", "band", "mse", "param", "arc") for k in keys)

@@ -42,7 +42,7 @@ from .probe import BandProbe
 from .recorder import RunRecorder
 from .schedule import geometric_schedule
 
-__all__ = ["Monitor", "open_geometric_schedule", "METRIC_PREFIX"]
+__all__ = ["Monitor", "open_geometric_schedule", "METRIC_PREFIX", "forecast_metrics", "progress_postfix"]
 
 #: prefix of every metric name the monitor sends to loggers (``bandscope/param_time``, ...)
 METRIC_PREFIX = "bandscope/"
@@ -407,14 +407,22 @@ def progress_postfix(metrics: dict) -> dict:
     return out
 
 
+#: forecast variables sent to loggers (when the forecast has them; else every numeric variable)
+FORECAST_LOGGED = tuple(f"{pre}{v}{suf}" for pre in ("", "total_") for v in ("floor", "s_reach", "s_remaining")
+                        for suf in ("", "_low", "_high"))
+
+
 def forecast_metrics(ds) -> dict:
-    """Flatten a forecast Dataset into logger scalars: 0-d variables as
-    ``bandscope/forecast_<var>``, 1-d variables as ``bandscope/forecast_<var>/<label>`` (band
-    resolution or the coordinate's value). Non-finite and non-numeric values are left out."""
+    """Flatten a forecast Dataset (:func:`bandscope.forecast`) into logger scalars: 0-d variables
+    as ``bandscope/forecast_<var>``, 1-d variables as ``bandscope/forecast_<var>/<label>`` (band
+    resolution or the coordinate's value). Only :data:`FORECAST_LOGGED` (floor, s_reach,
+    s_remaining with their intervals, per band and ``total_``) when present; non-finite and
+    non-numeric values are left out."""
     out = {}
     if len(ds.dims) > 1 and "run" in ds.dims and ds.sizes["run"] == 1:
         ds = ds.isel(run=0)
-    for v in ds.data_vars:
+    names = [v for v in FORECAST_LOGGED if v in ds.data_vars] or list(ds.data_vars)
+    for v in names:
         da = ds[v]
         if da.dtype.kind not in "fiu":
             continue
