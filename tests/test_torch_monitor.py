@@ -387,3 +387,70 @@ def test_monitor_logs_the_real_forecast(tmp_path):
     keys = set().union(*seen)
     assert any(k.startswith("bandscope/forecast_floor/") for k in keys), sorted(keys)
     assert all(k.split("/")[1].split("_")[0] in ("forecast", "band", "mse", "param", "arc") for k in keys)
+
+
+# ------------------------------------------------------------------------------ DDP (2 x gloo)
+def _ddp_worker(rank, world, port, out_dir):
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = DDP(TinyAE())
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        mon = Monitor(model, panel=_data(16, seed=4), path=f"{out_dir}/run.nc", schedule=[2, 5, 8])
+        flat = lambda: torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])  # noqa: E731
+        path = [flat()]
+        g = torch.Generator().manual_seed(100 + rank)  # each rank trains on its own batches
+        x_all = torch.from_numpy(_data(64, seed=rank)).float() / 255
+        for _ in range(8):
+            x = x_all[torch.randint(0, 64, (8,), generator=g)]
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), x).backward()
+            opt.step()
+            mon.step()
+            path.append(flat())
+        mon.close()
+        np.save(f"{out_dir}/path{rank}.npy", torch.stack(path).numpy())
+        np.save(f"{out_dir}/hist{rank}.npy", np.array([[h["step"], h["bandscope/param_time"],
+                                                        h["bandscope/arc_length"]] for h in mon.history]))
+        np.save(f"{out_dir}/writer{rank}.npy", np.array([mon.recorder is not None, "bandscope/mse" in mon.metrics]))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_process_gloo_one_run_correct_param_time(tmp_path):
+    """Under DDP only rank 0 writes; the run's parameter time equals the float64 path of rank 0's
+    own (replicated) weights, and both ranks' trackers agree."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    ds = xr.open_dataset(tmp_path / "run.nc").load()
+    assert ds.step.values.tolist() == [0, 2, 5, 8]
+    assert sorted(p.name for p in tmp_path.glob("*.nc")) == ["run.nc"]
+    assert np.load(tmp_path / "writer0.npy").tolist() == [True, True]
+    assert np.load(tmp_path / "writer1.npy").tolist() == [False, False]  # rank 1: no file, no probe
+    paths = [np.load(tmp_path / f"path{r}.npy") for r in range(2)]
+    np.testing.assert_allclose(paths[0], paths[1], rtol=1e-6)  # replicated weights
+    steps = np.linalg.norm(np.diff(paths[0], axis=0), axis=1)
+    idx = [0, 2, 5, 8]
+    arc = np.concatenate([[0], np.cumsum(steps)])[idx]
+    chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(paths[0][idx], axis=0), axis=1))])
+    np.testing.assert_allclose(ds.arc_length.values, arc, rtol=1e-5)
+    np.testing.assert_allclose(ds.param_time.values, chord, rtol=1e-5)
+    hist = [np.load(tmp_path / f"hist{r}.npy") for r in range(2)]
+    np.testing.assert_allclose(hist[0], hist[1], rtol=1e-6)
+    assert chord[-1] > 0
