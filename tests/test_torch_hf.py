@@ -17,6 +17,15 @@ from bandscope.torch.hf import BandscopeCallback, first_tensor  # noqa: E402
 pytestmark = pytest.mark.torch
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread (no OpenMP contention on a busy machine), restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class TinyAE(torch.nn.Module):
     """An image autoencoder with the HF calling convention: ``forward(pixel_values, labels)``."""
 

@@ -16,6 +16,15 @@ from bandscope.torch.lightning import BandscopeCallback  # noqa: E402
 pytestmark = pytest.mark.torch
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread (no OpenMP contention on a busy machine), restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class LitAE(pl.LightningModule):
     def __init__(self):
         super().__init__()

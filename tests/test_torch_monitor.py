@@ -15,6 +15,15 @@ from bandscope.torch.monitor import forecast_metrics, open_geometric_schedule, p
 pytestmark = pytest.mark.torch
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread (no OpenMP contention on a busy machine), restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class TinyAE(torch.nn.Module):
     """A 3x8x8 conv autoencoder small enough for many unit tests."""
 
@@ -361,7 +370,7 @@ def test_monitor_lnp_merged_into_run(tmp_path):
     x = torch.from_numpy(_data(16, seed=9)).float() / 255
     mon = Monitor(model, panel=_data(8), path=tmp_path / "r.nc", schedule=[2, 6], total_steps=6,
                   lnp=torch.nn.MSELoss(), lnp_batch=(x, x),
-                  lnp_options={"n_windows": 2, "steps_per_window": 1, "network_scale": "exact"})
+                  lnp_options={"n_windows": 2, "steps_per_window": 1})
     _train(model, opt, 6, mon.step)
     ds = mon.close()
     assert ds.lnp_step.values.tolist() == mon.lnp.steps.tolist() and ds.lnp_step.size == 2
