@@ -97,3 +97,4 @@ def test_lightning_gradient_accumulation_counts_optimizer_steps(tmp_path):
     trainer.fit(LitAE(), _loader())
     ds = read_run(tmp_path / "run.nc")
     assert ds.step.values.tolist() == [0, 2, 4, 6] and cb.monitor.tracker.steps == 6
+
