@@ -260,7 +260,8 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
             bar.update(1)
             if step in sched_set:
                 checkpoint(step)
-                bar.set_postfix(loss=f"{loss.item():.5f}", panel_mse=f"{rec.rows[-1]['mse']:.5f}")
+                bar.set_postfix(loss=f"{loss.item():.5f}", panel_mse=f"{rec.rows[-1]['mse']:.5f}",
+                               s=f"{rec.rows[-1]['param_time']:.4g}")
                 if not bar.disable and not os.isatty(2):
                     bar.write(f"[{name}] step {step}/{total} epoch {step / spe:.3f} "
                               f"panel_mse {rec.rows[-1]['mse']:.6f} s {rec.rows[-1]['param_time']:.3f} "
