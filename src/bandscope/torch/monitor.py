@@ -347,7 +347,7 @@ class Monitor:
     # -- the end ------------------------------------------------------------------------------
     def close(self, *, final_checkpoint: bool = True):
         """Record the current step if it is not a checkpoint yet (``final_checkpoint``), write
-        the LNP statistics, flush TensorBoard. Returns the run Dataset (rank 0 with a path) or
+        the LNP statistics, flush TensorBoard, release the run file's lock. Returns the run Dataset (rank 0 with a path) or
         None."""
         if self.closed:
             return self.dataset()
@@ -362,6 +362,8 @@ class Monitor:
             self.tensorboard.flush()
             if self._tb_owned:
                 self.tensorboard.close()
+        if self.recorder is not None:
+            self.recorder.close()  # give up ownership of the run file (its lock), the file stays
         self.closed = True
         return self.dataset()
 
