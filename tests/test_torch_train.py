@@ -241,3 +241,21 @@ def test_train_on_cuda(tmp_path):
     cpu = train(TINY, tmp_path / "c", progress=False)
     np.testing.assert_allclose(ds.band_loss.values[0], cpu.band_loss.values[0], rtol=1e-4)
     assert (np.diff(ds.param_time.values) > 0).all()
+
+
+def test_train_cli_device_and_precision(tmp_path, capsys):
+    from bandscope.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["train", "--out", str(out), "--size", "16", "--epochs", "1", "--n-train", "64", "--n-test", "32",
+                 "--batch-size", "32", "--panel-size", "8", "--no-progress", "--threads", "1",
+                 "--device", "cpu", "--precision", "bf16"])
+    assert code == 0, capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["device"] == "cpu" and cfg["precision"] == "bf16"
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(out), "--precision", "fp16"])
+    if not torch.cuda.is_available():
+        code = main(["train", "--out", str(tmp_path / "g"), "--size", "16", "--epochs", "1", "--n-train", "64",
+                     "--n-test", "32", "--batch-size", "32", "--panel-size", "8", "--no-progress", "--device", "cuda"])
+        assert code == 2 and "--device cpu" in capsys.readouterr().err

@@ -347,8 +347,8 @@ class Monitor:
     # -- the end ------------------------------------------------------------------------------
     def close(self, *, final_checkpoint: bool = True):
         """Record the current step if it is not a checkpoint yet (``final_checkpoint``), write
-        the LNP statistics, flush TensorBoard, release the run file's lock. Returns the run Dataset (rank 0 with a path) or
-        None."""
+        the LNP statistics, flush TensorBoard, release the run file's lock. Returns the run
+        Dataset (rank 0 with a path) or None."""
         if self.closed:
             return self.dataset()
         if final_checkpoint:
