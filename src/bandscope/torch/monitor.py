@@ -101,8 +101,9 @@ class Monitor:
         Run attributes (:class:`~bandscope.torch.RunRecorder`).
     lnp : LNPHook or callable loss_fn(outputs, targets), optional
         Measure LNP: an :class:`~bandscope.torch.LNPHook` as configured, or a loss function (then
-        a hook with ``total_steps`` and ``lnp_options`` is built). Measurements at step ``k`` are
-        taken right after the ``k``-th update (at θ_k, the hook's convention) on ``lnp_batch``.
+        a hook with ``total_steps`` and ``lnp_options`` is built, on the module inside a DDP
+        wrapper). Measurements at step ``k`` are taken right after the ``k``-th update (at θ_k,
+        the hook's convention) on ``lnp_batch``, on rank 0 only.
     lnp_batch : (inputs, targets) or callable(step) -> (inputs, targets), optional
         Batch A of the LNP measurements (required with ``lnp``); a fixed training batch.
     lnp_options : dict, optional
@@ -234,7 +235,7 @@ class Monitor:
             if total_steps is None and "schedule" not in opts:
                 raise ValueError("lnp=loss_fn needs total_steps= (for the log-window schedule) or "
                                  "lnp_options={'schedule': [steps...]}")
-            hook = LNPHook(self.model, lnp, total_steps=total_steps, **opts)
+            hook = LNPHook(unwrap(self.model), lnp, total_steps=total_steps, **opts)  # no DDP gradient sync
         else:
             raise TypeError(f"lnp must be an LNPHook or a loss function, got {type(lnp).__name__}")
         if self.recorder is not None and hook.recorder is None:
@@ -277,7 +278,7 @@ class Monitor:
         return None
 
     def _measure_lnp(self) -> None:
-        if self.lnp is not None and self.lnp.wants(self.global_step):
+        if self.lnp is not None and self.is_writer and self.lnp.wants(self.global_step):  # rank 0 only
             b = self.lnp_batch(self.global_step) if callable(self.lnp_batch) else self.lnp_batch
             ds = self.lnp(self.global_step, b)
             if ds is not None:
