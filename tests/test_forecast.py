@@ -183,14 +183,15 @@ def _oracle_profile_sse(s, y, c, start):
 
 
 def test_floor_interval_matches_a_scipy_profile():
-    """Unweighted, no AR(1) inflation: at floor_high the scipy profile SSE equals the threshold
-    T = SSE_min (1 + F_{1,n-5}(0.95)/(n-5)); beyond the interval it exceeds T."""
+    """At the floor interval's ends the scipy profile SSE equals the threshold
+    T = SSE_min (1 + κ F_{1,n-5}(0.95)/(n-5)) (κ = kappa_floor); beyond them it exceeds T."""
     rng = np.random.default_rng(3)
     s = np.linspace(0.0, 10.0, 30)
     y = _weibull_floor(s, 0.5, 2.0, 2.5, 1.3) + rng.normal(0, 0.01, s.size)
-    out = _forecast_curves(s, y[None], weighted=False, autocorr=False)
+    out = _forecast_curves(s, y[None], autocorr=False)
     n = s.size
-    T = out["sse"][0] * (1 + stats.f.ppf(0.95, 1, n - 5) / (n - 5))
+    assert 1 <= out["kappa_floor"][0] <= 20
+    T = out["sse"][0] * (1 + out["kappa_floor"][0] * stats.f.ppf(0.95, 1, n - 5) / (n - 5))
     start = {k: out[k][0] for k in ("A", "omega", "beta", "onset")}
     sse_min = _oracle_profile_sse(s, y, out["floor"][0], start)
     assert sse_min == pytest.approx(out["sse"][0], rel=2e-3)
@@ -328,3 +329,17 @@ def test_cli_bad_options_exit_2(run_files, argv, capsys):
 def test_cli_missing_file_exits_2(tmp_path, capsys):
     assert main(["forecast", str(tmp_path / "nope.nc")]) == 2
     assert "nope.nc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 5])
+def test_very_early_runs_give_too_few_checkpoints(k):
+    """What a training monitor sees in its first checkpoints: NaN with a reason, never an error."""
+    run = make_run_synthetic(0, n_bands=3)
+    part = run.copy(deep=True)
+    part["band_loss"][k:] = np.nan  # a run file padded beyond its written checkpoints
+    part["param_time"][k:] = np.nan
+    fc = forecast(part)
+    assert (fc.status.values == "too_few_checkpoints").all()
+    assert str(fc.total_status.values) == "too_few_checkpoints"
+    assert int(fc.n_checkpoints) == k
+    assert np.isnan(fc.floor.values).all() and np.isnan(float(fc.total_s_reach))

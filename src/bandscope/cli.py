@@ -198,7 +198,6 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 
     recordcli.register(sub)
     from . import forecastcli
-
     forecastcli.register(sub)
     parser.set_defaults(_plugin_failures={})
     if plugins:
@@ -220,7 +219,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 # Commands that never need an extension: their parser is built without loading any (fast, and
 # torch is not imported). ``param-time`` needs one only for ``--arch`` (torch models); its
 # ``.pt`` reader is loaded on demand when such a file is met.
-_CORE_ONLY = frozenset({"analyze", "reproduce", "bands"})
+_CORE_ONLY = frozenset({"analyze", "reproduce", "bands", "forecast"})
 
 
 def _needs_plugins(argv, first) -> bool:

@@ -125,13 +125,14 @@ def format_forecast(fc) -> str:
 
 def cmd_forecast(args) -> int:
     from . import io as bio
-    from .forecasting import forecast
+    from .forecasting import ForecastOptions, forecast
 
+    opts = ForecastOptions(level=args.level, confidence=args.confidence)
     runs = bio.read_runs(args.runs, dropna=args.dropna)
     result = {}
     for run in runs:
         name = str(run.attrs.get("name", "run"))
-        fc = forecast(run, level=args.level, confidence=args.confidence, prefix=args.prefix)
+        fc = forecast(run, options=opts, prefix=args.prefix)
         result[name] = forecast_to_dict(fc)
         if not args.quiet:
             print(format_forecast(fc))

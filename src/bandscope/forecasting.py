@@ -2,40 +2,46 @@
 
 :func:`forecast` (exposed as ``bandscope.forecast``; this module is ``bandscope.forecasting``
 so that the name ``bandscope.forecast`` stays the function) fits, per band and for the full
-loss, the Weibull-with-floor model in parameter time (key search Eq. 4 plus the floor of A.9
-as a fourth parameter)
+loss, the Weibull-with-floor model in parameter time (key search Eq. 4 with the floor of A.9
+and an onset as fitted parameters)
 
-    L(s) = L∞ + A · exp(-((s - s_start)/ω)^β),   s ≥ s_start,
+    L(s) = L∞ + A · exp(-(max(s - s_on, 0)/ω)^β),   s ≥ s_start,  s_on ≥ s_start,
 
-to every saved checkpoint from the curve's peak ``s_start`` (the first checkpoint for a curve
-that falls from the start) up to the latest one, and reports
+by least squares on the linear scale (§5.2) to every saved checkpoint from the curve's peak
+``s_start`` (the first checkpoint for a curve that falls from the start) up to the latest one,
+and reports
 
 * the floor ``L∞`` (fitted, *not* the mean of the last checkpoints of A.9),
 * ``s_reach``: the parameter time at which the fitted residual ``L - L∞`` falls to ``level``
-  (default 1 %) of its value at ``s_start``: ``s_reach = s_start + ω (ln 1/level)^(1/β)``,
+  (default 1 %) of its value at ``s_start``: ``s_reach = s_on + ω (ln 1/level)^(1/β)``,
 * ``s_remaining = max(s_reach - s_now, 0)``, ``s_now`` the latest checkpoint's parameter time,
 
-each with a profile-likelihood interval (``docs/forecast.md``).
+each with a profile-likelihood interval widened for unequal and correlated noise
+(``docs/forecast.md`` has the derivation and the measured coverage).
 
 Method (numpy kernel :func:`_forecast_curves`, vectorised over curves):
 
-1. Reparameterise the shape by ``v = log((s_reach - s_start)/span)`` and β, so that
-   ``exp(-((s - s_start)/ω)^β) = exp(-Λ ((s - s_start)/(s_reach - s_start))^β)``, Λ = ln(1/level).
-   For fixed (v, β) the model is linear in (L∞, A); the bounded least squares (L∞ ≥ 0, A ≥ 0)
-   is solved in closed form (a 2-variable box QP: unconstrained optimum or a face).
-2. Evaluate the profiled SSE on a (v, β) grid (56 × 32, v over 1e-2 … 1e4 spans, β over the
-   bounds [0.05, 8] of B.1), then zoom twice onto the bounding box of the confidence region
-   (40 × 40 each); the point estimate is the best grid point of the last zoom.
+1. Reparameterise the shape by ``v = log((s_reach - s_start)/span)``, β and the onset
+   ``δ = s_on - s_start``: ``f = exp(-Λ ((x - δ)₊ / (e^v span - δ))^β)``, Λ = ln(1/level),
+   x = s - s_start. For fixed (v, β, δ) the model ``L∞ + A f`` is linear; the bounded least
+   squares (L∞ ≥ 0, A ≥ 0) is solved in closed form (a 2-variable box QP).
+2. Evaluate the profiled SSE on a (v, β, δ) grid (40 × 20 × 6: v over 1e-2 … 1e4 fitted spans,
+   β over the bounds [0.05, 8] of B.1, δ from 0 to the first checkpoint 10 % of the way down),
+   then zoom onto the bounding box of the confidence region (24 × 24 × 6) until the region
+   spans at least 6 grid cells in v and β (at most 5 zooms). The estimate is the best point.
 3. Interval: the profile-likelihood interval of a function g of the parameters is the range of
-   g over the likelihood-ratio region ``{θ: SSE(θ) ≤ T}`` with
-   ``T = SSE_min (1 + φ F_{1, n-4}(confidence) / (n - 4))`` (the F form of the profile
-   likelihood for Gaussian errors of unknown variance, n fitted checkpoints, 4 parameters) and
-   ``φ = (1 + r1)/(1 - r1)`` clipped to [1, 20], r1 the lag-1 autocorrelation of the best fit's
-   residuals (the AR(1) variance inflation: adjacent checkpoints are correlated, B.2).
-   s_reach's interval is the range of v over the grid points inside the region; the floor's is
-   the union over those points of the exact range of L∞ inside the (L∞, A) ellipse there,
+   g over the region ``{θ: SSE(θ) ≤ T_g}``,
+   ``T_g = SSE_min (1 + κ_g df F_{df, n-5}(confidence) / (n - 5))``, n fitted checkpoints,
+   5 parameters. df = 1 for the floor; df = 3 for s_reach (the projection of the joint region
+   of the three shape parameters (v, β, δ), because the 1-df interval of the extrapolated
+   crossing under-covers: 0.77-0.82 measured at 95 %). κ_g ≥ 1 is the ratio of the
+   Newey--West sandwich variance of g to its model-based variance at the optimum
+   (:func:`_robust_factor`): the noise of a loss curve shrinks along the run and adjacent
+   checkpoints are correlated (B.2), and the plain F threshold assumes neither.
+   s_reach's interval is the range of v over the grid points inside its region; the floor's is
+   the union over the grid points of the exact range of L∞ inside the (L∞, A) ellipse there,
    restricted to L∞ ≥ 0, A ≥ 0. A region reaching the grid's upper end of v gives
-   ``s_reach_high = inf`` (the data do not bound the crossing).
+   ``s_reach_high = inf`` (the data do not bound the crossing yet).
 
 Curves get NaN and a ``status``/``reason`` instead of a plausible number when (checked in this
 order): fewer than ``min_points`` checkpoints (``"too_few_checkpoints"``); the curve rose
@@ -44,9 +50,8 @@ checkpoints follow its peak or its latest checkpoints (median of 3) are still ab
 loss (``"rising"``); no significant decline since the peak (``"not_started"``: the fall
 from the peak to the latest checkpoints (median of 3) is under 5 noise sd -- the noise sd from
 the median absolute second difference -- and the Weibull-with-floor fit is no better than a
-constant by an F-test at ``1 - 1e-3`` with the same AR(1) inflation; or fewer than
-``min_points`` checkpoints after a peak that is not a significant rise); the fit failed
-(``"failed"``).
+constant by an F-test at ``1 - 1e-3``; or fewer than ``min_points`` checkpoints after a peak
+that is not a significant rise); the fit failed (``"failed"``).
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-from scipy import optimize, stats
+from scipy import stats
 
 from .fitting import BETA_MAX, BETA_MIN
 
@@ -68,10 +73,9 @@ _GRID1 = (40, 20, 6)  # (v, beta, onset) points of the first grid
 _GRIDZ = (24, 24, 6)  # points of each zoom
 _N_ZOOM = 5  # at most this many zooms
 _MIN_CELLS = 6
-_N_REWEIGHT = 3  # passes of noise reweighting
 _N_PAR = 5  # L_inf, A, s_reach, beta, onset
+_KAPPA_MAX = 20.0
 _DF_REACH = 3  # s_reach: projection of the joint region of (s_reach, beta, onset)
-_PHI_MAX = 20.0
 _DECLINE_P = 1e-3  # F-test level for "has the curve started to decline"
 _RISE_Z = 3.0  # a rise counts when it exceeds this many noise sds
 _FALL_Z = 5.0  # a fall from the peak counts as a decline when it exceeds this many noise sds
@@ -89,9 +93,10 @@ class ForecastOptions:
     confidence : float
         Interval level in (0, 1) (default 0.95).
     min_points : int
-        Fewest checkpoints from the curve's peak to forecast from (>= 6: 4 parameters + 2).
+        Fewest checkpoints from the curve's peak to forecast from (>= 6: 5 parameters + 1).
     autocorr : bool
-        Inflate the interval for lag-1 autocorrelated residuals (default True).
+        Include the lag-1 (Newey--West) term in the sandwich widening of the intervals, for
+        correlated adjacent checkpoints (default True).
     """
 
     level: float = 0.01
@@ -105,7 +110,7 @@ class ForecastOptions:
         if not (isinstance(self.confidence, (int, float)) and 0 < float(self.confidence) < 1):
             raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {self.confidence!r}")
         if int(self.min_points) != self.min_points or int(self.min_points) < 6:
-            raise ValueError(f"min_points must be an integer >= 6 (4 parameters + 2); got {self.min_points!r}")
+            raise ValueError(f"min_points must be an integer >= 6 (5 parameters + 1); got {self.min_points!r}")
 
 
 def prefix_length(n_checkpoints: int, fraction: float) -> int:
@@ -236,50 +241,107 @@ def _grid_eval(xs, pos, w, y, v, b, d, lam):
                 sse_u=sse_u, det=det)
 
 
-def _noise_weights(resid, w, level):
-    """Noise weights ``1/σ_k²`` with ``σ_k = a R̂_k + b`` (a, b ≥ 0 fitted to |residual|).
-
-    The checkpoint-to-checkpoint noise of a loss curve shrinks with it: σ grows with the
-    fitted removable loss ``R̂_k = A f_k`` (``level`` is that array) plus a constant for the
-    noise at the floor. (a, b) come from bounded least squares of |e_k| on (R̂_k, 1) over the
-    fitted checkpoints -- two numbers for the whole curve, so no point down-weights itself. σ
-    is floored at 1/10 of the median |e| (so no point gets an unbounded weight); weights are
-    normalised to a median of 1.
-    """
-    out = np.ones_like(resid)
-    for c in range(resid.shape[0]):
-        k = np.flatnonzero(w[c] > 0)
-        e = np.abs(resid[c, k])
-        med = np.median(e) if e.size else 0.0
-        if not med > 0:
-            continue
-        X = np.stack([level[c, k], np.ones(k.size)], axis=1)
-        coef = optimize.nnls(X, e)[0]
-        sig = np.maximum(X @ coef, 0.1 * med)
-        wt = 1.0 / sig**2
-        out[c, k] = wt / np.median(wt)
-    return out
-
-
-def _threshold(sse_min, resid, w, n, confidence, autocorr, df=1):
-    """``T = SSE_min (1 + φ df F_{df, n-5}(conf) / (n-5))`` and φ, the AR(1) inflation from the
-    lag-1 autocorrelation r1 of the weighted residuals: ``φ = (1 + r1)/(1 - r1)`` in [1, 20]."""
+def _threshold(sse_min, n, confidence, df=1, kappa=1.0):
+    """``T = SSE_min (1 + κ df F_{df, n-5}(confidence) / (n-5))``: the F form of the
+    profile-likelihood region for ``df`` parameters (Gaussian errors, unknown variance, 5
+    parameters), widened by the sandwich/model variance ratio κ (:func:`_robust_factor`)."""
     dof = np.maximum(n - _N_PAR, 1)
     fq = df * stats.f.ppf(confidence, df, dof)
-    phi = np.ones(n.shape)
-    if autocorr:
-        e = resid * np.sqrt(w)
-        num = (e[:, 1:] * e[:, :-1]).sum(axis=1)
-        den = (e * e).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r1 = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-        r1 = np.clip(r1, 0.0, 0.99)
-        phi = np.clip((1 + r1) / (1 - r1), 1.0, _PHI_MAX)
-    return sse_min * (1.0 + phi * fq / dof), phi
+    return sse_min * (1.0 + kappa * fq / dof)
+
+
+def _robust_factor(xs, pos, w, resid, c, A, v, b, d, lam, autocorr):
+    """Sandwich / model variance ratios κ of the floor and of log s_reach at the best fit.
+
+    With J the Jacobian of the model in θ = (L∞, A, v, log β) at the optimum (onset fixed),
+    M = Jᵀ W J, the model-based variance of a parameter is ``σ̂² (M⁻¹)_gg`` (σ̂² = SSE/(n-5))
+    and the heteroscedasticity- and autocorrelation-consistent one ``(M⁻¹ B M⁻¹)_gg`` with the
+    Newey--West ``B = Σ_k ẽ_k² J_k J_kᵀ + ½ Σ_k ẽ_k ẽ_{k+1} (J_k J_{k+1}ᵀ + J_{k+1} J_kᵀ)`` (the
+    lag-1 term only with ``autocorr``), ẽ_k = √w_k e_k / (1 - h_k) (HC3 leverage correction).
+    The profile-likelihood threshold of g is then widened by κ_g = their ratio, clipped to
+    [1, 20] (never narrowed: the sandwich is noisy with few checkpoints). Returns
+    ``(kappa_floor, kappa_reach)``, each (C,).
+    """
+    C = xs.shape[0]
+    h = 1e-5
+    lb = np.log(b)
+
+    def fshape(vv, lbb):
+        return _shape(xs, pos, vv[:, None], np.exp(lbb)[:, None], d[:, None], lam)[:, 0, 0, 0, :]
+
+    f0 = fshape(v, lb)
+    dfv = (fshape(v + h, lb) - fshape(v - h, lb)) / (2 * h)
+    dfb = (fshape(v, lb + h) - fshape(v, lb - h)) / (2 * h)
+    J = np.stack([np.ones_like(f0), f0, A[:, None] * dfv, A[:, None] * dfb], axis=2)  # (C, n, 4)
+    kf = np.ones(C)
+    kr = np.ones(C)
+    for j in range(C):
+        k = np.flatnonzero(w[j] > 0)
+        sw = np.sqrt(w[j, k])
+        Jj = J[j, k] * sw[:, None]
+        e = resid[j, k] * sw
+        n, p = Jj.shape
+        if n <= _N_PAR or not np.all(np.isfinite(Jj)):
+            continue
+        Mi = np.linalg.pinv(Jj.T @ Jj)
+        hat = np.einsum("ij,jk,ik->i", Jj, Mi, Jj)
+        et = e / np.maximum(1.0 - hat, 0.1)
+        Z = Jj * et[:, None]
+        B = Z.T @ Z
+        if autocorr and n > 2:
+            L1 = Z[1:].T @ Z[:-1]
+            B = B + 0.5 * (L1 + L1.T)
+        s2 = float(e @ e) / (n - _N_PAR)
+        V_rob = Mi @ B @ Mi
+        for g, out in ((0, kf), (2, kr)):
+            naive = s2 * Mi[g, g]
+            if naive > 0 and np.isfinite(V_rob[g, g]):
+                out[j] = V_rob[g, g] / naive
+    return np.clip(kf, 1.0, _KAPPA_MAX), np.clip(kr, 1.0, _KAPPA_MAX)
+
+
+def _polish(xs, pos, w, ys, c, A, v, b, d, lam):
+    """Continuous least squares (scipy ``least_squares``, bounds as the grid) from the best grid
+    point of each curve; returns the polished ``(c, A, v, β, δ, sse)`` (unchanged where the
+    polish does not lower the SSE)."""
+    from scipy.optimize import least_squares
+
+    c, A, v, b, d = (np.array(a, dtype=np.float64) for a in (c, A, v, b, d))
+    sse = np.full(c.shape, np.inf)
+    for j in range(c.size):
+        k = np.flatnonzero(w[j] > 0)
+        x, y, pj = xs[j, k], ys[j, k], pos[j, k]
+
+        def res(p, x=x, y=y, pj=pj):
+            cc, aa, vv, lbb, dd = p
+            dist = np.exp(vv) - dd
+            if not dist > 0:
+                return np.full(y.size, 1e3)
+            z = lam * (np.clip(x - dd, 0.0, None) / dist) ** np.exp(lbb)
+            return cc + aa * np.where(pj, np.exp(-np.minimum(z, 745.0)), 1.0) - y
+
+        p0 = np.array([c[j], A[j], v[j], np.log(b[j]), d[j]])
+        lo = np.array([0.0, 0.0, _V_RANGE[0], np.log(BETA_MIN), 0.0])
+        hi = np.array([np.inf, np.inf, _V_RANGE[1], np.log(BETA_MAX), max(np.exp(v[j]) * 0.999, 1e-12)])
+        p0 = np.clip(p0, lo, np.where(np.isfinite(hi), hi, p0 + 1))
+        hi[4] = max(hi[4], p0[4] + 1e-12)
+        e0 = res(p0)
+        try:
+            r = least_squares(res, p0, bounds=(lo, hi), x_scale="jac", max_nfev=200)
+        except ValueError:
+            sse[j] = float(e0 @ e0)
+            continue
+        s1 = float(r.fun @ r.fun)
+        if s1 < float(e0 @ e0):
+            c[j], A[j], v[j], b[j], d[j] = r.x[0], r.x[1], r.x[2], np.exp(r.x[3]), r.x[4]
+            sse[j] = s1
+        else:
+            sse[j] = float(e0 @ e0)
+    return c, A, v, b, d, sse
 
 
 def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_points=6,
-                     autocorr=True, weighted=True):
+                     autocorr=True):
     """Forecast many curves at once (the numpy kernel of :func:`forecast`).
 
     Parameters
@@ -295,7 +357,8 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     -------
     dict of arrays (C,)
         ``floor, floor_low, floor_high, s_reach, s_reach_low, s_reach_high, A, omega, beta,
-        s_start, start_index, n_fit, sse, phi, rose`` and ``status``, ``reason`` (object).
+        onset, s_start, start_index, n_fit, sse, kappa_floor, kappa_reach, rose`` and
+        ``status``, ``reason`` (object).
 
     Examples
     --------
@@ -316,8 +379,8 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     lam = np.log(1.0 / level)
     nan = np.full(C, np.nan)
     out = {k: nan.copy() for k in ("floor", "floor_low", "floor_high", "s_reach", "s_reach_low",
-                                   "s_reach_high", "A", "omega", "beta", "onset", "s_start", "sse", "phi",
-                                   "s_now")}
+                                   "s_reach_high", "A", "omega", "beta", "onset", "s_start", "sse",
+                                   "kappa_floor", "kappa_reach", "s_now")}
     out["start_index"] = np.full(C, -1, dtype=np.int64)
     out["n_fit"] = np.zeros(C, dtype=np.int64)
     out["rose"] = np.zeros(C, dtype=bool)
@@ -325,7 +388,7 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
     out["reason"] = np.full(C, "", dtype=object)
     n = valid.sum(axis=1)
     yfill = np.where(valid, y, -np.inf)
-    peak = np.argmax(yfill, axis=1)
+    peak = np.argmax(yfill, axis=1) if n_all else np.zeros(C, dtype=np.int64)
     sd = _noise_sd(np.where(valid, y, 0.0), valid.astype(float))
     fit = np.zeros(C, dtype=bool)
     for c in range(C):
@@ -384,11 +447,9 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
             np.broadcast_to(np.linspace(np.log(BETA_MIN), np.log(BETA_MAX), _GRID1[1]),
                             (Ci, _GRID1[1])).copy(),
             np.linspace(0.0, 1.0, _GRID1[2])[None, :] * d_max[:, None])
-    wts = w.copy()
-    n_rew = 0
-    for stage in range(_N_ZOOM + _N_REWEIGHT + 1):
+    for stage in range(_N_ZOOM + 1):
         v, lb, dd = axes
-        g = _grid_eval(xs, pos, wts, ys, v, np.exp(lb), dd, lam)
+        g = _grid_eval(xs, pos, w, ys, v, np.exp(lb), dd, lam)
         sse = g["sse"]
         flat = sse.reshape(Ci, -1)
         best = np.argmin(flat, axis=1)
@@ -398,23 +459,17 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
         cb, Ab = g["c"][r_, bi, bj, bk], g["A"][r_, bi, bj, bk]
         fb = _shape(xs, pos, vb[:, None], bb[:, None], db[:, None], lam)[:, 0, 0, 0, :]
         resid = ys - cb[:, None] - Ab[:, None] * fb
-        T, phi = _threshold(sse_min, resid, wts, nf, confidence, autocorr)
-        T_r, _ = _threshold(sse_min, resid, wts, nf, confidence, autocorr, df=_DF_REACH)
+        kf, kr = _robust_factor(xs, pos, w, resid, cb, Ab, vb, bb, db, lam, autocorr)
+        T = _threshold(sse_min, nf, confidence, kappa=kf)
+        T_r = _threshold(sse_min, nf, confidence, df=_DF_REACH, kappa=kr)
         inside = sse <= T[:, None, None, None]
         # stop when the region is resolved: it spans >= _MIN_CELLS grid cells in v and in β
         span_v = inside.any(axis=(2, 3)).sum(axis=1)
         span_b = inside.any(axis=(1, 3)).sum(axis=1)
-        resolved = np.all((span_v >= _MIN_CELLS) & (span_b >= _MIN_CELLS))
-        if weighted and n_rew < _N_REWEIGHT:
-            # iteratively reweighted: noise weights from the current best fit
-            wts = w * _noise_weights(resid, w, Ab[:, None] * fb)
-            n_rew += 1
-            if n_rew == 1:
-                continue  # the first weighted pass re-evaluates the starting grid
-        elif resolved or stage == _N_ZOOM + _N_REWEIGHT:
+        if stage == _N_ZOOM or np.all((span_v >= _MIN_CELLS) & (span_b >= _MIN_CELLS)):
             break
-        # zoom: bounding box of a generous region (4x the margin), one cell beyond, within bounds
-        wide = sse <= (sse_min + 2.0 * (T_r - sse_min) + 1e-300)[:, None, None, None]
+        # zoom: bounding box of a generous region (2x the margin), one cell beyond, within bounds
+        wide = sse <= (sse_min + 2.0 * (np.maximum(T, T_r) - sse_min) + 1e-300)[:, None, None, None]
         new = [np.empty((Ci, _GRIDZ[0])), np.empty((Ci, _GRIDZ[1])), np.empty((Ci, _GRIDZ[2]))]
         for j in range(Ci):
             for ax in range(3):
@@ -424,27 +479,30 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
                 lo_, hi_ = arr[max(hit[0] - 1, 0)], arr[min(hit[-1] + 1, arr.size - 1)]
                 new[ax][j] = np.linspace(lo_, hi_, new[ax].shape[1])
         axes = tuple(new)
+    # polish the best grid point (continuous least squares) for the estimates; the regions
+    # stay those of the grid, whose SSE_min sets the thresholds (the same discretisation)
+    cb, Ab, vb, bb, db, sse_pol = _polish(xs, pos, w, ys, cb, Ab, vb, bb, db, lam)
     # interval for s_reach: range of v over the region; floor: union of per-point ranges
     inside_r = sse <= T_r[:, None, None, None]
     vv = np.broadcast_to(v[:, :, None, None], inside.shape)
     v_lo = np.where(inside_r, vv, np.inf).min(axis=(1, 2, 3))
     v_hi = np.where(inside_r, vv, -np.inf).max(axis=(1, 2, 3))
     open_hi = v_hi >= _V_RANGE[1] - 1e-9
+    v_lo, v_hi = np.minimum(v_lo, vb), np.maximum(v_hi, vb)
     flo, fhi = _floor_range(T[:, None, None, None], g["S1"], g["Sf"], g["Sff"], g["Sy"],
                             g["Syy"], g["cu"], g["Au"], g["sse_u"], g["det"])
     f_lo = np.nanmin(np.where(inside, flo, np.nan).reshape(Ci, -1), axis=1, initial=np.inf)
     f_hi = np.nanmax(np.where(inside, fhi, np.nan).reshape(Ci, -1), axis=1, initial=-np.inf)
     f_lo = np.minimum(f_lo, cb)
     f_hi = np.maximum(f_hi, cb)
-    ys_w, w_ = ys, wts
 
     # has the curve started to decline? Its fall from the peak to the latest level (median of
     # the last 3) exceeds 5 noise sd, or the fit beats a constant by an F-test
-    sse0 = ((ys_w - (w_ * ys_w).sum(1, keepdims=True) / w_.sum(1, keepdims=True)) ** 2 * w_).sum(axis=1)
-    dof = np.maximum(nf - 4, 1)
+    sse0 = ((ys - (w * ys).sum(1, keepdims=True) / nf[:, None]) ** 2 * w).sum(axis=1)
+    dof = np.maximum(nf - _N_PAR, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        Fst = ((sse0 - sse_min) / 3.0) / (np.maximum(sse_min, 0.0) / dof) / phi
-    Fcrit = stats.f.ppf(1 - _DECLINE_P, 3, dof)
+        Fst = ((sse0 - sse_min) / (_N_PAR - 1)) / (np.maximum(sse_min, 0.0) / dof) / np.maximum(kf, kr)
+    Fcrit = stats.f.ppf(1 - _DECLINE_P, _N_PAR - 1, dof)
     last3 = np.array([np.median(y[c, max(n[c] - 3, 0): n[c]]) for c in idx])
     fall = y[idx, peak[idx]] - last3
     started = (Ab > 0) & (fall > 0) & ((sse0 > 0) & ~(Fst <= Fcrit) | (fall > _FALL_Z * sd[idx]))
@@ -455,8 +513,9 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
         out["start_index"][c] = peak[c]
         out["n_fit"][c] = int(nf[j])
         out["s_start"][c] = sc
-        out["phi"][c] = phi[j]
-        out["sse"][c] = sse_min[j] * yscale[j] ** 2
+        out["kappa_floor"][c] = kf[j]
+        out["kappa_reach"][c] = kr[j]
+        out["sse"][c] = min(sse_pol[j], sse_min[j]) * yscale[j] ** 2
         if bad_span[j]:
             out["status"][c], out["reason"][c] = "failed", "parameter time does not advance after the peak"
             continue
@@ -488,11 +547,11 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
 
 # --------------------------------------------------------------------------- wrapper
 _VAR_DEFS = {
-    "floor": ("loss", "fitted floor L_inf of L(s) = L_inf + A exp(-((s - s_start)/omega)^beta)"),
+    "floor": ("loss", "fitted floor L_inf of L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta)"),
     "floor_low": ("loss", "lower end of the profile-likelihood interval of floor"),
     "floor_high": ("loss", "upper end of the profile-likelihood interval of floor"),
     "s_reach": ("time", "parameter time at which the fitted residual L - L_inf falls to `level` "
-                "times its value at s_start: s_start + omega (ln 1/level)^(1/beta)"),
+                "times its value at s_start: onset + omega (ln 1/level)^(1/beta)"),
     "s_reach_low": ("time", "lower end of the profile-likelihood interval of s_reach"),
     "s_reach_high": ("time", "upper end of the profile-likelihood interval of s_reach "
                      "(inf: not bounded by the data yet)"),
@@ -508,7 +567,9 @@ _VAR_DEFS = {
     "start_index": ("checkpoint", "index of the checkpoint at s_start"),
     "n_fit": ("checkpoints", "checkpoints fitted (from s_start to the latest)"),
     "rose": ("", "the curve rose significantly (> 3 noise sd) above its first value before its peak"),
-    "phi": ("1", "AR(1) variance inflation (1 + r1)/(1 - r1) applied to the interval, in [1, 20]"),
+    "kappa_floor": ("1", "sandwich (Newey-West, HC3) / model variance ratio of the floor, in [1, 20]: "
+                    "how much the floor interval was widened for unequal or correlated noise"),
+    "kappa_reach": ("1", "the same ratio for log(s_reach - s_start), widening the s_reach interval"),
     "status": ("", "'ok', 'too_few_checkpoints', 'rising', 'not_started' or 'failed'"),
     "reason": ("", "why the forecast is NaN, or notes on an 'ok' one"),
 }
@@ -536,7 +597,7 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
     min_points : int
         Fewest checkpoints from the curve's peak (default 6).
     autocorr : bool
-        Widen intervals by the AR(1) inflation of the residuals (default True).
+        Include the lag-1 Newey--West term when widening intervals (default True).
     prefix : float, optional
         Use only the first ``prefix_length(K, prefix)`` checkpoints (forecast a finished run as
         if it were at that point).
@@ -548,7 +609,7 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
     xarray.Dataset
         Dim ``band``; per band ``floor, floor_low, floor_high, s_reach, s_reach_low,
         s_reach_high, s_remaining, s_remaining_low, s_remaining_high, A, omega, beta, s_start,
-        start_index, n_fit, rose, phi, status, reason``; the same for the full loss prefixed
+        onset, start_index, n_fit, rose, kappa_floor, kappa_reach, status, reason``; the same for the full loss prefixed
         ``total_`` (no band dim); ``s_now`` (parameter time of the latest checkpoint used) and
         ``n_checkpoints``. attrs: ``level``, ``confidence``, ``interval``, ``model``, ``name``.
 
@@ -625,10 +686,12 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
         "min_points": int(opts.min_points),
         "autocorr": int(bool(opts.autocorr)),
         "prefix": float(prefix) if prefix is not None else 1.0,
-        "model": "L(s) = L_inf + A exp(-((s - s_start)/omega)^beta), s_start = the curve's peak; "
-        "least squares on the linear scale with L_inf >= 0, A >= 0, beta in [0.05, 8]",
+        "model": "L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta) for s >= s_start (the "
+        "curve's peak), onset >= s_start; least squares on the linear scale with L_inf >= 0, "
+        "A >= 0, beta in [0.05, 8]",
         "interval": f"{opts.confidence:g} profile-likelihood interval: range over the region "
-        "SSE <= SSE_min (1 + phi F_{1,n-4}(confidence)/(n-4)), phi = AR(1) inflation "
+        "SSE <= SSE_min (1 + kappa df F_{df,n-5}(confidence)/(n-5)), df = 1 (floor) or 3 "
+        "(s_reach), kappa = Newey-West sandwich / model variance ratio in [1, 20] "
         "(docs/forecast.md)",
     })
     return ds
