@@ -39,6 +39,10 @@ _LAZY = {
     "measure_lnp": "bandscope.torch.lnp",
     "LNPHook": "bandscope.torch.lnp_hook",
     "register_lnp_handler": "bandscope.torch.lnp",
+    # one object for a training loop; framework callbacks live in .lightning / .hf (optional extras)
+    "Monitor": "bandscope.torch.monitor",
+    "open_geometric_schedule": "bandscope.torch.monitor",
+    "as_panel": "bandscope.torch.probe",
 }
 
 __all__ = sorted(_LAZY)
