@@ -211,6 +211,8 @@ def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Datas
                 ds = ds.isel(checkpoint=np.flatnonzero(~bad.values))
                 ds = ds.assign_coords(checkpoint=np.arange(ds.sizes["checkpoint"]))
         return validate_run(ds)
+    if suffix == ".zarr":
+        return read_zarr_run(path, name=name, dropna=dropna)
     raise ValueError(f"{path}: unknown run file type {suffix!r}; expected .csv, .parquet, .pq or .nc")
 
 
@@ -243,6 +245,8 @@ def write_run(run: xr.Dataset, path) -> Path:
         run_to_frame(run).to_csv(path, index=False)
     elif suffix in (".parquet", ".pq"):
         run_to_frame(run).to_parquet(path, index=False)
+    elif suffix == ".zarr":
+        write_zarr_run(run, path)
     else:
         raise ValueError(f"{path}: unknown run file type {suffix!r}; expected .nc, .csv or .parquet")
     return path
@@ -268,6 +272,95 @@ def stack_runs(runs: Sequence[xr.Dataset] | Mapping[str, xr.Dataset]) -> xr.Data
         arch=("run", [str(r.attrs.get("arch", "")) for _, r in items]),
         seed=("run", [int(r.attrs.get("seed", -1)) for _, r in items]),
     ).assign_attrs(bandscope_format="runs/1")
+
+
+# --------------------------------------------------------------------------- zarr runs
+def write_zarr_run(run: xr.Dataset, path) -> Path:
+    """Write one run as a Zarr store: a directory ``NAME.zarr`` (layout in ``docs/format.md``).
+
+    The store holds the run Dataset unchanged (variables, coords, ``attrs``) in Zarr format 2
+    with consolidated metadata (``.zmetadata``), which zarr-python 2 and 3 both read. The store is written beside ``path`` as ``NAME.zarr.tmp`` and
+    renamed over it, so a reader never sees a half-written store; an existing store at
+    ``path`` is replaced.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from bandscope.synthetic import make_run_synthetic
+    >>> d = Path(tempfile.mkdtemp())
+    >>> run = make_run_synthetic(0)
+    >>> back = read_zarr_run(write_zarr_run(run, d / "a.zarr"))
+    >>> bool((back.band_loss == run.band_loss).all()), back.attrs["name"]
+    (True, 'a')
+    """
+    import shutil
+
+    path = Path(path)
+    validate_run(run)
+    if "run" in run.dims:
+        raise ValueError(f"{path}: write_zarr_run writes one run, got {run.sizes['run']} stacked runs; "
+                         "write a stack with bandscope.sweep.write_stack_zarr")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = run.copy()
+    ds.attrs = {k: _zarr_attr(v) for k, v in ds.attrs.items()}
+    for v in ds.variables.values():
+        v.attrs = {k: _zarr_attr(a) for k, a in v.attrs.items()}
+        v.encoding = {}
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.replace(old)
+    tmp.replace(path)
+    if old.exists():
+        shutil.rmtree(old)
+    return path
+
+
+def _zarr_attr(v):
+    """Zarr attributes are JSON: numpy scalars and arrays become python numbers and lists."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_zarr_attr(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _zarr_attr(x) for k, x in v.items()}
+    return v
+
+
+def read_zarr_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Dataset:
+    """Read one run from a Zarr store written by :func:`write_zarr_run` (``docs/format.md``).
+
+    ``name``, ``dropna`` and the attributes kept are as for netCDF in :func:`read_run`. A
+    store holding a stack of runs (a ``run`` dim) is refused: open it with
+    :func:`bandscope.sweep.open_runs`.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such Zarr run store (a directory NAME.zarr): {path}")
+    with xr.open_zarr(path, consolidated=None) as f:
+        ds = f.load()
+    for v in ds.variables.values():
+        v.encoding = {}
+    if "run" in ds.dims:
+        raise ValueError(f"{path} holds {ds.sizes['run']} stacked runs; use bandscope.sweep.open_runs")
+    if "band_loss" not in ds:
+        raise ValueError(f"{path} is not a bandscope run (no band_loss); variables: {sorted(ds.data_vars)}")
+    ds.attrs.setdefault("source", str(path))
+    if ds.attrs.get("name") and not name:
+        ds.attrs["recorded_name"] = ds.attrs["name"]
+    ds.attrs["name"] = name or path.stem
+    if dropna:
+        bad = ~(np.isfinite(ds["band_loss"]).all("band") & np.isfinite(ds["param_time"]))
+        if bool(bad.any()):
+            ds.attrs["dropped_rows"] = np.flatnonzero(bad.values).tolist()
+            ds = ds.isel(checkpoint=np.flatnonzero(~bad.values))
+            ds = ds.assign_coords(checkpoint=np.arange(ds.sizes["checkpoint"]))
+    return validate_run(ds)
 
 
 # --------------------------------------------------------------------------- results
