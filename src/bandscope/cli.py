@@ -54,11 +54,11 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
 
 
-def _run_analysis(runs, args) -> int:
+def _run_analysis(runs, args, analyze=None) -> int:
     from . import analysis, tables
     from . import io as bio
 
-    results = analysis.analyze(
+    results = (analyze or analysis.analyze)(
         runs, windows=args.windows, floor=args.floor, k=args.floor_k,
         deflation=args.deflation, min_points=args.min_points,
     )
@@ -81,8 +81,35 @@ def _run_analysis(runs, args) -> int:
 def cmd_analyze(args) -> int:
     from . import io as bio
 
+    if args.dask or args.workers:
+        return _analyze_on_dask(args)
     runs = bio.read_runs(args.runs, dropna=args.dropna)
     return _run_analysis(runs, args)
+
+
+def _analyze_on_dask(args) -> int:
+    """``analyze --dask [--workers N]``: the files (quoted globs expanded here) opened lazily
+    and analysed chunk by chunk on dask, with a progress bar on stderr (docs/sweeps.md)."""
+    import contextlib
+
+    from . import sweep
+
+    def on_dask(stack, **options):
+        return sweep.compute_sweep(sweep.analyze_sweep(stack, **options), progress=True)
+
+    with sweep.local_cluster(args.workers) if args.workers else contextlib.nullcontext():
+        stack = sweep.open_runs(args.runs, dropna=args.dropna)
+        return _run_analysis(stack, args, analyze=on_dask)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} workers: need at least 1")
+    return n
 
 
 def reference_dir(explicit: str | None = None) -> Path:
@@ -146,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="the key-search analysis of run logs (CSV, Parquet, netCDF)")
     p.add_argument("runs", nargs="+", metavar="RUN_FILE")
     _add_analysis_options(p)
+    p.add_argument("--dask", action="store_true",
+                   help="open the runs lazily and analyse them in chunks on dask (threaded scheduler), "
+                   "with a progress bar; quote a glob ('runs/*.nc') and bandscope expands it")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="with --dask: a local dask.distributed cluster of N worker processes")
     p.set_defaults(func=cmd_analyze)
     p = sub.add_parser("reproduce", help="analyse the runs shipped in reference_runs/ and print the paper's tables")
     p.add_argument("--dir", help="reference runs directory (default ./reference_runs)")
