@@ -36,17 +36,25 @@ from pathlib import Path
 PATHS = ("numpy", "dask-threads", "dask-2-workers")
 
 
-def write_files(root: Path, n: int, fmt: str) -> list[Path]:
+def _write_some(args):
     from bandscope import write_run
     from bandscope.synthetic import make_run_synthetic
+
+    for i, path in args:
+        write_run(make_run_synthetic(i, name=Path(path).stem), path)
+
+
+def write_files(root: Path, n: int, fmt: str) -> list[Path]:
+    """Synthetic run i (seed i) as ``run-<i>.<fmt>``; files already there are kept."""
+    from concurrent.futures import ProcessPoolExecutor
 
     root.mkdir(parents=True, exist_ok=True)
     suffix = {"nc": ".nc", "parquet": ".parquet", "zarr": ".zarr"}[fmt]
     paths = [root / f"run-{i:05d}{suffix}" for i in range(n)]
-    todo = [i for i, p in enumerate(paths) if not p.exists()]
+    todo = [(i, str(p)) for i, p in enumerate(paths) if not p.exists()]
     t0 = time.perf_counter()
-    for i in todo:
-        write_run(make_run_synthetic(i, name=f"run-{i:05d}"), paths[i])
+    with ProcessPoolExecutor(4) as pool:  # writing is done once; spread it
+        list(pool.map(_write_some, [todo[j::4] for j in range(4)]))
     if todo:
         print(f"wrote {len(todo)} {fmt} run files to {root} in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)

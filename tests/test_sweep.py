@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from bandscope.synthetic import make_run_synthetic, make_runs_synthetic  # noqa:
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _runs(n: int = 8) -> tuple:
     return tuple(make_runs_synthetic(n))
 

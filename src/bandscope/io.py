@@ -279,9 +279,10 @@ def write_zarr_run(run: xr.Dataset, path) -> Path:
     """Write one run as a Zarr store: a directory ``NAME.zarr`` (layout in ``docs/format.md``).
 
     The store holds the run Dataset unchanged (variables, coords, ``attrs``) in Zarr format 2
-    with consolidated metadata (``.zmetadata``), which zarr-python 2 and 3 both read. The store is written beside ``path`` as ``NAME.zarr.tmp`` and
-    renamed over it, so a reader never sees a half-written store; an existing store at
-    ``path`` is replaced.
+    with consolidated metadata (``.zmetadata``), which zarr-python 2 and 3 both read. The
+    store is written beside ``path`` as ``NAME.zarr.tmp`` and renamed over it, so a reader
+    never sees a half-written store; an existing store at ``path`` is replaced (moved aside
+    to ``NAME.zarr.old`` first, so for a moment there is no store at ``path``).
 
     Examples
     --------

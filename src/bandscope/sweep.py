@@ -16,7 +16,7 @@ the end with NaN) that is too large, or too slow, to read and analyse in one pie
   local ``dask.distributed`` cluster, optionally with a progress bar on stderr.
 
 Memory is bounded by the chunk: a worker holds the runs of the chunk it analyses, plus the
-per-run results gathered so far (about 60 kB per run of 53 checkpoints and 7 bands).
+per-run results gathered so far (about 20 kB per run of 53 checkpoints and 7 bands).
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from . import io as _io
 __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute_sweep",
            "local_cluster", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
 
-#: Runs per chunk: 32 runs of 53 checkpoints x 7 bands are ~0.1 MB of input, ~2 MB of results and
-#: about a second of analysis; the analysis costs ~0.1 s per call plus 15-30 ms per run.
+#: Runs per chunk: 32 runs of 53 checkpoints x 7 bands are ~0.1 MB of input, ~0.6 MB of results,
+#: ~20 MB of temporaries and about a second of analysis (~0.1 s per call plus 15-30 ms per run).
 DEFAULT_CHUNK_RUNS = 32
 
 _OPTIONAL = ("epoch", "arc_length", "mse")
@@ -57,10 +57,10 @@ def find_run_files(paths_or_glob) -> list[Path]:
 
     Examples
     --------
-    >>> find_run_files("/nonexistent/*.nc")
+    >>> find_run_files("/nonexistent/*.nc")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    FileNotFoundError: no run files match '/nonexistent/*.nc'; check the pattern (and quote it on the command line so that bandscope, not the shell, expands it)
+    FileNotFoundError: no run files match '/nonexistent/*.nc'; check the pattern ...
     """
     items = [paths_or_glob] if isinstance(paths_or_glob, (str, Path)) else list(paths_or_glob)
     if not items:
