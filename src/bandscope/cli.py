@@ -94,8 +94,8 @@ def _analyze_on_dask(args) -> int:
 
     from . import sweep
 
-    def on_dask(stack, **options):
-        return sweep.compute_sweep(sweep.analyze_sweep(stack, **options), progress=True)
+    def on_dask(stack, *options, **overrides):
+        return sweep.compute_sweep(sweep.analyze_sweep(stack, *options, **overrides), progress=True)
 
     with sweep.local_cluster(args.workers) if args.workers else contextlib.nullcontext():
         stack = sweep.open_runs(args.runs, dropna=args.dropna)

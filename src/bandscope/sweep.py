@@ -345,18 +345,31 @@ def _proxy_run(stack: xr.Dataset, n_checkpoints: int):
     return run
 
 
-def _analyze_block(block: xr.Dataset, options: Mapping, checkpoints: np.ndarray, names: list) -> xr.Dataset:
-    """bandscope.analyze on one chunk of runs, padded to the sweep's checkpoints."""
+def _analyze(runs, options, overrides: Mapping) -> xr.Dataset:
     from . import analyze
 
-    res = analyze(block, **options)
+    return analyze(runs, **overrides) if options is None else analyze(runs, options, **overrides)
+
+
+def _option(options, overrides: Mapping, name: str, default):
+    """An analysis option from the keyword overrides, else the options object, else default."""
+    if name in overrides:
+        return overrides[name]
+    return default if options is None else getattr(options, name, default)
+
+
+def _analyze_block(block: xr.Dataset, options, overrides: Mapping, checkpoints: np.ndarray,
+                   names: list) -> xr.Dataset:
+    """bandscope.analyze on one chunk of runs, padded to the sweep's checkpoints."""
+    res = _analyze(block, options, overrides)
     fill = {k: (-1 if np.issubdtype(v.dtype, np.integer) else np.nan)
             for k, v in res.data_vars.items() if "checkpoint" in v.dims}
     res = res.reindex(checkpoint=checkpoints, fill_value=fill)
     return res[names]
 
 
-def analyze_sweep(stack: xr.Dataset, *, chunk_runs: int | None = None, **options) -> xr.Dataset:
+def analyze_sweep(stack: xr.Dataset, options=None, *, chunk_runs: int | None = None,
+                  **overrides) -> xr.Dataset:
     """The key-search analysis of a stack of runs, lazily, one dask task per chunk of runs.
 
     Parameters
@@ -364,11 +377,12 @@ def analyze_sweep(stack: xr.Dataset, *, chunk_runs: int | None = None, **options
     stack : xarray.Dataset
         A stack with a ``run`` dim (:func:`open_runs`, :func:`bandscope.stack_runs`), dask-backed
         or in memory.
+    options, **overrides
+        Passed to :func:`bandscope.analyze` unchanged (the analysis options object and/or
+        keywords ``windows``, ``floor``, ``k``, ...).
     chunk_runs : int, optional
         Re-chunk ``run`` to this many runs per task (default: the stack's chunks, or
         :data:`DEFAULT_CHUNK_RUNS` for a stack in memory).
-    **options
-        Passed to :func:`bandscope.analyze` unchanged (``windows``, ``floor``, ``k``, ...).
 
     Returns
     -------
@@ -400,13 +414,11 @@ def analyze_sweep(stack: xr.Dataset, *, chunk_runs: int | None = None, **options
         chunk_runs = max(chunks[0]) if chunks else DEFAULT_CHUNK_RUNS
     stack = stack.chunk({"run": int(chunk_runs), "checkpoint": -1, "band": -1})
     n_checkpoints = stack.sizes["checkpoint"]
-    from . import analyze
-
-    k = int(options.get("k", 5))
-    min_points = int(options.get("min_points", 5))
+    k = int(_option(options, overrides, "k", 5))
+    min_points = int(_option(options, overrides, "min_points", 5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        proxy = analyze(_proxy_run(stack, max(53, k + 1, min_points)), **options)
+        proxy = _analyze(_proxy_run(stack, max(53, k + 1, min_points)), options, overrides)
     checkpoints = stack["checkpoint"].values
     run_chunks = stack.chunks["run"]
     tvars = {}
@@ -428,8 +440,8 @@ def analyze_sweep(stack: xr.Dataset, *, chunk_runs: int | None = None, **options
     attrs["gamma_note"] = ""
     template = xr.Dataset(tvars, coords=coords, attrs=attrs)
     return xr.map_blocks(_analyze_block, stack,
-                         kwargs={"options": dict(options), "checkpoints": checkpoints,
-                                 "names": list(tvars)},
+                         kwargs={"options": options, "overrides": dict(overrides),
+                                 "checkpoints": checkpoints, "names": list(tvars)},
                          template=template)
 
 
