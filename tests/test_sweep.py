@@ -110,11 +110,14 @@ def test_options_are_passed_to_analyze():
     assert list(got["window"].values) == ["0.90/0.10"]
 
 
-def test_threaded_scheduler():
-    stack = bio.stack_runs(_ragged([53, 41, 53, 50]))
-    with dask.config.set(scheduler="threads"):
-        got = sweep.compute_sweep(sweep.analyze_sweep(stack, chunk_runs=2))
-    assert_results_equal(got, bandscope.analyze(stack))
+def test_threaded_scheduler_reading_netcdf(tmp_path):
+    """Threads read netCDF files one at a time (netCDF-C/HDF5 are not thread-safe)."""
+    runs = _ragged([53, 41, 53, 50, 53, 37])
+    for r in runs:
+        bio.write_run(r, tmp_path / f"{r.attrs['name']}.nc")
+    with dask.config.set(scheduler="threads", num_workers=3):
+        got = sweep.compute_sweep(sweep.analyze_sweep(sweep.open_runs(str(tmp_path / "*.nc"), chunk_runs=1)))
+    assert_results_equal(got, bandscope.analyze(bio.read_runs(sorted(tmp_path.glob("*.nc")))))
 
 
 @pytest.mark.slow

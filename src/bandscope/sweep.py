@@ -42,6 +42,16 @@ DEFAULT_CHUNK_RUNS = 32
 _OPTIONAL = ("epoch", "arc_length", "mse")
 
 
+def _read_lock():
+    """One lock per process around reading run files: the netCDF-C / HDF5 libraries are not
+    thread-safe (two threads opening files at once fail with "NetCDF: Can't open HDF5
+    attribute"), so the threaded scheduler reads one file at a time and analyses in parallel.
+    A ``SerializableLock`` pickles to a distributed worker as that worker's own lock."""
+    from dask.utils import SerializableLock
+
+    return SerializableLock("bandscope-read-run")
+
+
 # --------------------------------------------------------------------------- files
 def find_run_files(paths_or_glob) -> list[Path]:
     """Run files named by paths and/or glob patterns, in the order given.
@@ -182,8 +192,10 @@ def _read_block(paths, names, n_checkpoints, bands, variables, dropna):
            "step": np.full((n, n_checkpoints), -1, dtype=np.int64)}
     for v in variables:
         out[v] = np.full((n, n_checkpoints), np.nan)
+    lock = _read_lock()
     for i, (p, nm) in enumerate(zip(paths, names)):
-        run = _io.read_run(p, name=nm, dropna=dropna)
+        with lock:
+            run = _io.read_run(p, name=nm, dropna=dropna)
         if tuple(int(b) for b in run["band"].values) != tuple(bands):
             raise ValueError(f"{p} has bands {run['band'].values.tolist()} but the sweep has "
                              f"{list(bands)}; all runs of a sweep need the same bands")
