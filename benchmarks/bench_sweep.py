@@ -15,9 +15,10 @@ and analyses them:
 * ``dask-2-workers``: the same on ``LocalCluster(n_workers=2, threads_per_worker=1,
   processes=True)``; the cluster's start-up (~2-4 s) is included in the total and shown apart.
 
-Reported: wall time (total and per run), peak RSS of the process (``getrusage``), for the
-distributed path also the peak RSS of the largest worker, and the speed-up against numpy at
-the same N. The machine's load (``os.getloadavg``) is printed before and after: other work on
+Reported: wall time (total and per run), the speed-up against numpy at the same N, CPU time
+per run (this process's threads plus, for the distributed path, the workers' CPU since they
+started, imports included), peak RSS of the process (``getrusage``) and, for the distributed
+path, of the largest worker, and the 1-minute load average when the configuration ended. The machine's load (``os.getloadavg``) is printed before and after: other work on
 the same cores slows every path and makes ratios noisy.
 """
 from __future__ import annotations
@@ -61,6 +62,11 @@ def write_files(root: Path, n: int, fmt: str) -> list[Path]:
     return paths
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def one(path_kind: str, files: list[str], chunk_runs: int) -> dict:
     """Run one configuration in this process and return its measurements."""
     warnings.simplefilter("ignore")
@@ -83,7 +89,11 @@ def one(path_kind: str, files: list[str], chunk_runs: int) -> dict:
             res = sweep.compute_sweep(lazy)
             rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
             out["worker_peak_rss_mb"] = max(rss.values()) / 1024
+            out["worker_cpu_s"] = sum(client.run(_cpu).values())  # since worker start, imports included
     out["total_s"] = time.perf_counter() - t0
+    out["cpu_s"] = _cpu() + out.get("worker_cpu_s", 0.0)  # this process (all threads) + workers
+    out["cpu_ms_per_run"] = 1000 * out["cpu_s"] / len(files)
+    out["load_1min"] = os.getloadavg()[0]
     out["ms_per_run"] = 1000 * out["total_s"] / len(files)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["ok_fits"] = int((res["status"] == "ok").sum())
@@ -114,8 +124,8 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     print(f"# bandscope sweep benchmark: {args.format} files in {root}, chunk_runs={chunk}, "
           f"{os.cpu_count()} CPUs, load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
-    print(f"{'runs':>6} {'path':<15} {'total s':>8} {'ms/run':>7} {'vs numpy':>8} {'peak RSS MB':>11} "
-          f"{'worker MB':>9} {'cluster s':>9}")
+    print(f"{'runs':>6} {'path':<15} {'total s':>8} {'ms/run':>7} {'vs numpy':>8} {'CPU ms/run':>10} "
+          f"{'peak RSS MB':>11} {'worker MB':>9} {'cluster s':>9} {'load':>5}")
     rows = []
     for n in sizes:
         lst = root / f"files-{n}.txt"
@@ -135,8 +145,9 @@ def main(argv=None) -> int:
                 base = row["total_s"]
             ratio = f"{base / row['total_s']:.2f}x" if base else "-"
             print(f"{n:>6} {kind:<15} {row['total_s']:8.2f} {row['ms_per_run']:7.1f} {ratio:>8} "
-                  f"{row['peak_rss_mb']:11.0f} {row.get('worker_peak_rss_mb', float('nan')):9.0f} "
-                  f"{row.get('cluster_start_s', float('nan')):9.2f}", flush=True)
+                  f"{row['cpu_ms_per_run']:10.1f} {row['peak_rss_mb']:11.0f} "
+                  f"{row.get('worker_peak_rss_mb', float('nan')):9.0f} "
+                  f"{row.get('cluster_start_s', float('nan')):9.2f} {row['load_1min']:5.1f}", flush=True)
     load1 = os.getloadavg()
     print(f"# load average after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     if args.json:
