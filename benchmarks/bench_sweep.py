@@ -18,8 +18,9 @@ and analyses them:
 Reported: wall time (total and per run), the speed-up against numpy at the same N, CPU time
 per run (this process's threads plus, for the distributed path, the workers' CPU since they
 started, imports included), peak RSS of the process (``getrusage``) and, for the distributed
-path, of the largest worker, and the 1-minute load average when the configuration ended. The machine's load (``os.getloadavg``) is printed before and after: other work on
-the same cores slows every path and makes ratios noisy.
+path, of the largest worker, and the 1-minute load average when the configuration ended
+(``os.getloadavg``; also printed before and after): other work on the same cores slows every
+path and makes the ratios noisy, while CPU time per run depends much less on it.
 """
 from __future__ import annotations
 
