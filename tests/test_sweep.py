@@ -175,11 +175,13 @@ def test_zarr_run_round_trip(tmp_path):
     assert path.is_dir()
     back = bandscope.read_run(path)
     xr.testing.assert_equal(back, run)
-    assert back.attrs["name"] == "one" and back.attrs["recorded_name"] == run.attrs["name"]
+    assert back.attrs["name"] == run.attrs["name"]  # the recorded name, as for netCDF
     assert back.attrs["true_beta"] == run.attrs["true_beta"]
+    renamed = bandscope.read_run(path, name="one")
+    assert renamed.attrs["name"] == "one" and renamed.attrs["recorded_name"] == run.attrs["name"]
     bio.write_run(run.isel(checkpoint=slice(0, 20)), path)  # replaces the store
     assert bandscope.read_run(path).sizes["checkpoint"] == 20
-    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.old"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.zarr"]  # no temporary left
 
 
 def test_zarr_stacked_store_is_not_one_run(tmp_path):
@@ -189,12 +191,16 @@ def test_zarr_stacked_store_is_not_one_run(tmp_path):
 
 
 def test_run_names_follow_read_runs(tmp_path):
-    run = make_run_synthetic(0)
-    files = [bio.write_run(run, tmp_path / d / "run.nc") for d in ("a", "b")]
-    files.append(bio.write_run(run, tmp_path / "c" / "x.nc"))
-    assert sweep.run_names(files) == [r.attrs["name"] for r in bio.read_runs(files)] == ["a", "b", "x"]
-    stack = sweep.open_runs([str(tmp_path / "*" / "*.nc")])
-    assert stack["run"].values.tolist() == ["a", "b", "x"]
+    named = make_run_synthetic(0)  # recorded name "synthetic-seed0"
+    unnamed = make_run_synthetic(1, name="run")  # the placeholder: named by the file
+    files = [bio.write_run(unnamed, tmp_path / d / "run.nc") for d in ("a", "b")]
+    files += [bio.write_run(named, tmp_path / d / "run.nc") for d in ("c", "d")]
+    files += [bio.write_run(named, tmp_path / d / "x.parquet") for d in ("e", "f")]
+    files += [bio.write_run(named, tmp_path / "g" / "run.zarr")]
+    want = [r.attrs["name"] for r in bio.read_runs(files)]
+    assert want[:4] == ["a", "b", "synthetic-seed0", "synthetic-seed0-2"]
+    stack = sweep.open_runs(files)
+    assert stack["run"].values.tolist() == want
 
 
 # --------------------------------------------------------------------------- laziness and memory

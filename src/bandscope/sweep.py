@@ -40,6 +40,7 @@ __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute
 DEFAULT_CHUNK_RUNS = 32
 
 _OPTIONAL = ("epoch", "arc_length", "mse")
+_NETCDF = (".nc", ".nc4", ".netcdf")
 
 
 def _read_lock():
@@ -92,12 +93,29 @@ def find_run_files(paths_or_glob) -> list[Path]:
     return out
 
 
-def run_names(paths: Iterable) -> list[str]:
-    """Run names for ``paths`` by the rule of :func:`bandscope.read_runs`: the file stem, the
-    parent directory's name where stems repeat, then ``-2``, ``-3``, ... for any clash left."""
+def run_names(paths: Iterable, recorded: Iterable[str] | None = None) -> list[str]:
+    """Run names for ``paths`` by the rule of :func:`bandscope.read_runs` (``docs/format.md``,
+    "Names"): the name a netCDF or Zarr run was recorded with (``recorded``, "" where none),
+    else the file's stem; where stems repeat, files named by their stem take their parent
+    directory's name; then ``-2``, ``-3``, ... for any clash left.
+
+    Examples
+    --------
+    >>> run_names(["a/run.nc", "b/run.nc", "c/x.parquet", "d/x.parquet"], ["", "", "", ""])
+    ['a', 'b', 'c', 'd']
+    >>> run_names(["a/run.nc", "b/run.nc"], ["cnn", "cnn"])
+    ['cnn', 'cnn-2']
+    """
     paths = [Path(p) for p in paths]
+    recorded = [""] * len(paths) if recorded is None else [str(r) for r in recorded]
     stems = [p.stem for p in paths]
-    names = [p.parent.name if stems.count(p.stem) > 1 and p.parent.name else p.stem for p in paths]
+    names = []
+    for p, rec in zip(paths, recorded):
+        # read_runs names a netCDF file by its stem only when it has no recorded name; other
+        # formats (read through read_run) always count as named by the stem
+        by_stem = not rec or p.suffix.lower() not in _NETCDF
+        names.append(p.parent.name if by_stem and stems.count(p.stem) > 1 and p.parent.name
+                     else rec or p.stem)
     seen: dict[str, int] = {}
     out = []
     for nm in names:
@@ -106,9 +124,15 @@ def run_names(paths: Iterable) -> list[str]:
     return out
 
 
+def _recorded(attrs: Mapping) -> str:
+    """The recorded run name in file attributes ("" when absent or the placeholder "run")."""
+    nm = str(attrs.get("name", "") or "")
+    return "" if nm == "run" else nm
+
+
 # --------------------------------------------------------------------------- metadata scans
 # Each scanner reads a file's metadata only and returns
-# {"n": checkpoints, "bands": tuple of resolutions, "vars": optional variables, "arch", "seed"}.
+# {"n": checkpoints, "bands": resolutions, "vars": optional variables, "recorded": name, "arch", "seed"}.
 def _scan_netcdf(path: Path) -> dict:
     import netCDF4
 
@@ -122,7 +146,7 @@ def _scan_netcdf(path: Path) -> dict:
         attrs = {k: f.getncattr(k) for k in f.ncattrs()}
         return {"n": f.dimensions["checkpoint"].size,
                 "bands": tuple(int(b) for b in np.asarray(f.variables["band"][:])),
-                "vars": {v for v in _OPTIONAL if v in f.variables},
+                "vars": {v for v in _OPTIONAL if v in f.variables}, "recorded": _recorded(attrs),
                 "arch": str(attrs.get("arch", "")), "seed": int(attrs.get("seed", -1))}
 
 
@@ -135,14 +159,14 @@ def _scan_zarr(path: Path) -> dict:
             raise ValueError(f"{path} is not a bandscope run (no band_loss over checkpoint); "
                              f"variables: {sorted(f.data_vars)}")
         return {"n": f.sizes["checkpoint"], "bands": tuple(int(b) for b in f["band"].values),
-                "vars": {v for v in _OPTIONAL if v in f},
+                "vars": {v for v in _OPTIONAL if v in f}, "recorded": _recorded(f.attrs),
                 "arch": str(f.attrs.get("arch", "")), "seed": int(f.attrs.get("seed", -1))}
 
 
 def _wide_meta(path: Path, columns: list[str], n: int, read_columns) -> dict:
     bands = tuple(sorted(int(c[5:]) for c in columns if c.startswith("band_") and c[5:].isdigit()))
     meta = {"n": n, "bands": bands, "vars": {v for v in _OPTIONAL if v in columns},
-            "arch": "", "seed": -1}
+            "recorded": "", "arch": "", "seed": -1}
     want = [c for c in ("arch", "seed") if c in columns]
     if want:
         df = read_columns(want)
@@ -274,7 +298,7 @@ def open_runs(paths_or_glob, *, chunk_runs: int = DEFAULT_CHUNK_RUNS, dropna: bo
                              "image size); open each band set separately")
     n_checkpoints = max(m["n"] for m in metas)
     variables = tuple(v for v in _OPTIONAL if any(v in m["vars"] for m in metas))
-    names = run_names(paths)
+    names = run_names(paths, [m["recorded"] for m in metas])
     first = _io.read_run(paths[0], name=names[0], dropna=dropna)
     attrs = {v: dict(first[v].attrs) for v in ("band_loss", "param_time", "step", *variables) if v in first}
     data: dict[str, list] = {v: [] for v in ("band_loss", "param_time", "step", *variables)}
