@@ -138,8 +138,8 @@ def _scan_netcdf(path: Path) -> dict:
 
     with netCDF4.Dataset(path) as f:
         if "run" in f.dimensions:
-            raise ValueError(f"{path} holds {f.dimensions['run'].size} stacked runs; open a stack "
-                             "of runs stored in one file with xarray and pass it to analyze_sweep")
+            raise ValueError(f"{path} holds {f.dimensions['run'].size} stacked runs; give it to "
+                             "analyze_sweep on its own: xarray.open_dataset(path, chunks={'run': 32})")
         if "band_loss" not in f.variables or "checkpoint" not in f.dimensions:
             raise ValueError(f"{path} is not a bandscope run (no band_loss over checkpoint); "
                              f"variables: {sorted(f.variables)}")
