@@ -19,7 +19,7 @@ reproduce: venv
 
 # One command: install bandscope with every extra the tests use and run the test suite.
 test: venv
-	$(PIP) install -q -c constraints.txt -e ".[torch,plot,dask,test]"
+	$(PIP) install -q -c constraints.txt -e ".[torch,plot,dask,test,lightning,hf,tensorboard]"
 	$(BIN)/python -m pytest -q
 
 bench: venv
