@@ -62,3 +62,28 @@ def test_every_torch_export_resolves():
 
     for name in bt.__all__:
         assert getattr(bt, name) is not None, name
+
+
+def test_pyproject_lists_every_package_and_only_data():
+    """pyproject.toml lists packages by hand (the run sets are mapped in from reference_runs/):
+    every package under src/ must be there, and the run-set mapping must carry data only."""
+    import fnmatch
+    from pathlib import Path
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    repo = Path(__file__).resolve().parents[1]
+    cfg = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    src = repo / "src"
+    found = {".".join(p.parent.relative_to(src).parts) for p in src.glob("**/__init__.py")}
+    assert found <= set(cfg["packages"]), found - set(cfg["packages"])
+    for pkg, rel in cfg["package-dir"].items():
+        if not pkg:
+            continue
+        assert pkg in cfg["packages"]
+        d = repo / rel
+        assert not list(d.glob("**/*.py")) and not list(d.glob("**/*.sh")), f"scripts in {d}"
+        files = [p.relative_to(d).as_posix() for p in d.glob("**/*") if p.is_file() and "state" not in p.parts]
+        shipped = [f for f in files if any(fnmatch.fnmatch(f, g) for g in cfg["package-data"][pkg])]
+        assert "README.md" in shipped and len(shipped) > 1, pkg

@@ -285,7 +285,7 @@ def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
         v.attrs = {k: _nc_attr(a) for k, a in v.attrs.items()}
         if v.dtype == bool:
             v.attrs["dtype_note"] = "stored as int8 0/1"
-    ds = ds.map(lambda a: a.astype(np.int8) if a.dtype == bool else a)
+    ds = ds.map(lambda a: a.astype(np.int8) if a.dtype == bool else a, keep_attrs=True)
     tmp = path.with_name(path.name + ".tmp")
     ds.to_netcdf(tmp, engine=_NETCDF_ENGINE)
     tmp.replace(path)
