@@ -5,6 +5,8 @@ Optional dependencies are handled here, once, instead of in each test file:
 - a test module whose name says what it needs (``test_torch_*`` needs torch, ``test_sweep`` needs
   dask, ...) is not collected when that package is not installed, so the suite runs cleanly in
   the core-only lane (``make test-core``: neither torch nor dask);
+- a test whose own name says ``dask`` (``test_dask_matches_numpy``) is skipped when dask is not
+  installed, wherever it lives;
 - ``BANDSCOPE_REQUIRE_BROWSER=1`` (set by ``.ci/run``) turns every skip of a test marked
   ``browser`` into a failure, so a missing headless browser cannot pass CI silently;
   ``BANDSCOPE_REQUIRE_TORCH=1`` does the same for tests marked ``torch`` and for the modules
@@ -39,6 +41,20 @@ for _glob, _mods in NEEDS.items():
     if _miss:
         collect_ignore_glob.append(_glob)
         _left_out[_glob] = _miss
+
+
+# test-name word -> module it needs (for tests inside modules that otherwise need only the core)
+NAMED = {"dask": "dask"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for word, module in NAMED.items():
+        if not _missing([module]):
+            continue
+        skip = pytest.mark.skip(reason=f"needs {module}, which is not installed (its name says {word!r})")
+        for item in items:
+            if word in item.name.lower().split("[")[0].split("_"):
+                item.add_marker(skip)
 
 
 def _required(env: str) -> bool:

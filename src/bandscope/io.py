@@ -188,7 +188,7 @@ def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Datas
         raise FileNotFoundError(f"no such run file: {path}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, float_precision="round_trip")  # lossless on every pandas (2.0 is not by default)
         return run_from_frame(df, name=name or path.stem, source=str(path), dropna=dropna)
     if suffix in (".parquet", ".pq"):
         df = pd.read_parquet(path)
