@@ -8,9 +8,9 @@ Optional dependencies are handled here, once, instead of in each test file:
 - a test whose own name says ``dask`` (``test_dask_matches_numpy``) is skipped when dask is not
   installed, wherever it lives;
 - ``BANDSCOPE_REQUIRE_BROWSER=1`` (set by ``.ci/run``) turns every skip of a test marked
-  ``browser`` into a failure, so a missing headless browser cannot pass CI silently;
-  ``BANDSCOPE_REQUIRE_TORCH=1`` does the same for tests marked ``torch`` and for the modules
-  left out for want of torch.
+  ``browser``, or skipped for a reason that names a browser or Chromium, into a failure, so a
+  missing headless browser cannot pass CI silently. ``BANDSCOPE_REQUIRE_TORCH=1`` does the same
+  for torch (and refuses to start when torch is missing).
 """
 from __future__ import annotations
 
@@ -79,8 +79,11 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if not rep.skipped or hasattr(rep, "wasxfail"):
         return
-    for marker, env in (("browser", "BANDSCOPE_REQUIRE_BROWSER"), ("torch", "BANDSCOPE_REQUIRE_TORCH")):
-        if item.get_closest_marker(marker) is not None and _required(env):
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    for marker, env, words in (("browser", "BANDSCOPE_REQUIRE_BROWSER", ("browser", "chromium", "chrome")),
+                               ("torch", "BANDSCOPE_REQUIRE_TORCH", ("torch",))):
+        named = any(w in reason.lower() for w in words)  # e.g. "no headless chromium found"
+        if (item.get_closest_marker(marker) is not None or named) and _required(env):
             rep.outcome = "failed"
-            reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
             rep.longrepr = f"{env}=1, but this {marker} test was skipped: {reason}"
+            return
