@@ -23,8 +23,13 @@ reproduce: venv
 	$(PIP) install -q -c constraints.txt -e ".[torch,plot]"
 	$(BIN)/bandscope reproduce
 
-dev: venv
+# The development install, redone only when pyproject.toml or constraints.txt change.
+DEV_STAMP = $(VENV)/.bandscope-dev
+$(DEV_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e ".[$(DEV_EXTRAS)]"
+	touch $@
+
+dev: $(DEV_STAMP)
 
 # One command: install bandscope with every extra the tests use and run the full test suite.
 test: dev
