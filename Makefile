@@ -56,12 +56,13 @@ test-core:
 	.venv-core/bin/python -m pytest -q --doctest-modules src/bandscope
 	.venv-core/bin/python -m pytest -q
 
-# Minimum versions: the lowest Python and every floor pyproject.toml declares (constraints-min.txt).
+# Minimum versions: the lowest Python and every floor pyproject.toml declares for the core, test,
+# plot and dask dependencies (constraints-min.txt). torch is not in this lane (see README).
 test-min:
 	@test -n "$(PY_MIN)" || { echo "no Python 3.10 found for the minimum-versions lane: set PY_MIN=/path/to/python3.10" >&2; exit 2; }
 	$(PY_MIN) -m venv .venv-min
 	.venv-min/bin/pip install -q --upgrade pip
-	.venv-min/bin/pip install -q --only-binary :all: -c constraints-min.txt -e ".[test]"
+	.venv-min/bin/pip install -q --only-binary :all: -c constraints-min.txt -e ".[test,plot,dask]"
 	.venv-min/bin/python -c "import sys; assert sys.version_info[:2] == (3, 10), sys.version"
 	.venv-min/bin/python -m pytest -q
 
