@@ -19,6 +19,7 @@ def test_file_valid_after_each_checkpoint_and_resume(tmp_path):
     assert not (tmp_path / "run.nc.tmp").exists()
     np.testing.assert_allclose(ds["param_time"].values, [0, 1.5, 3.0, 4.5])
     assert ds.attrs["arch"] == "cnn" and int(ds.attrs["seed"]) == 45
+    rec.close()  # one writer at a time: the file's owner must let go before another resumes it
     rec2 = RunRecorder(path, name="r", arch="cnn", seed=45, resume=True)
     assert len(rec2) == 4
     rec2.truncate(15)
@@ -34,5 +35,8 @@ def test_record_rejects_bad_rows(tmp_path):
         rec.record(step=0, band_loss=[1.0, 2.0], param_time=0.0)
     with pytest.raises(ValueError, match="bands"):
         rec.record(step=1, band_loss=[1.0], param_time=0.0)
-    with pytest.raises(ValueError, match="decreases"):
+    with pytest.raises(ValueError, match=">= 0"):
         rec.record(step=2, band_loss=[1.0, 2.0], param_time=-1.0)
+    rec.record(step=2, band_loss=[1.0, 2.0], param_time=1.0)
+    with pytest.raises(ValueError, match="decreases"):
+        rec.record(step=3, band_loss=[1.0, 2.0], param_time=0.5)

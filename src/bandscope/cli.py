@@ -1,7 +1,15 @@
 """The ``bandscope`` command line (documented in ``docs/cli.md``).
 
-Subcommands: ``analyze``, ``reproduce`` (here) and ``train``, ``bands``, ``param-time``
-(registered from :mod:`bandscope.recordcli`).
+Subcommands: ``analyze``, ``reproduce`` (here), ``bands``, ``param-time`` (pure numpy, from
+:mod:`bandscope.recordcli`) and the commands of extensions registered through the
+``bandscope.commands`` entry-point group (:mod:`bandscope.plugins`; the torch adapter adds
+``train``). The core never imports :mod:`bandscope.torch`.
+
+:func:`main` is the one error boundary: every expected failure (a
+:class:`~bandscope.errors.BandscopeInputError` or ``ValueError`` raised by bandscope, an
+``OSError`` such as a missing file, a full disk or an output path under a regular file) exits
+with status 2 and one message naming the file and the problem; anything else is a bug and keeps
+its traceback (status 1). ``--debug`` shows the traceback in every case.
 """
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+
+from .errors import BandscopeInputError
 
 DEFAULT_WINDOWS = "0.95/0.01,0.90/0.10,0.80/0.20"
 
@@ -62,6 +72,7 @@ def _run_analysis(runs, args) -> int:
         runs, windows=args.windows, floor=args.floor, k=args.floor_k,
         deflation=args.deflation, min_points=args.min_points,
     )
+    results.attrs.update(_input_report(runs))
     if not args.quiet:
         print(tables.format_tables(results))
     if args.json:
@@ -82,7 +93,25 @@ def cmd_analyze(args) -> int:
     from . import io as bio
 
     runs = bio.read_runs(args.runs, dropna=args.dropna)
+    for run in runs:
+        rows = run.attrs.get("dropped_rows")
+        if rows is not None and len(rows):
+            print(f"bandscope analyze: {run.attrs.get('source') or run.attrs['name']}: dropped {len(rows)} rows "
+                  f"with NaN (0-based rows {list(rows)}; --dropna)", file=sys.stderr)
     return _run_analysis(runs, args)
+
+
+def _input_report(runs) -> dict:
+    """Results attrs saying what the readers did to the inputs (``--dropna``), as JSON text."""
+    import json
+
+    dropped = {str(r.attrs["name"]): [int(i) for i in r.attrs["dropped_rows"]]
+               for r in runs if len(r.attrs.get("dropped_rows", ()))}
+    if not dropped:
+        return {}
+    return {"dropped_rows": json.dumps(dropped),
+            "dropped_rows_note": "rows with NaN in param_time or a band dropped by --dropna: run name -> "
+            "0-based rows of its file (header excluded)"}
 
 
 def reference_dir(explicit: str | None = None) -> Path:
@@ -145,7 +174,8 @@ def cmd_reproduce(args) -> int:
     return _run_analysis(runs, args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
+    """The ``bandscope`` parser; with ``plugins``, extension commands (entry points) included."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="bandscope", description="What a neural network learns when.")
@@ -159,27 +189,96 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="reference runs directory (default: the reference runs installed with bandscope)")
     _add_analysis_options(p)
     p.set_defaults(func=cmd_reproduce)
-    try:
-        from . import recordcli
-    except ImportError:  # pragma: no cover - module always ships
-        recordcli = None
-    if recordcli is not None:
-        recordcli.register(sub)
+    from . import recordcli
+
+    recordcli.register(sub)
+    parser.set_defaults(_plugin_failures={})
+    if plugins:
+        from .plugins import load_plugins
+
+        registers, failures = load_plugins()
+        for name, register in registers.items():
+            try:
+                register(sub)
+            except Exception as exc:  # a broken extension must not take the core commands down
+                failures[name] = f"register() failed: {type(exc).__name__}: {exc}"
+        parser.set_defaults(_plugin_failures=failures)
+        if failures:
+            parser.epilog = "Extensions that could not be loaded: " + "; ".join(
+                f"{k} ({v})" for k, v in failures.items())
     return parser
 
 
+# Commands that never need an extension: their parser is built without loading any (fast, and
+# torch is not imported). ``param-time`` needs one only for ``--arch`` (torch models); its
+# ``.pt`` reader is loaded on demand when such a file is met.
+_CORE_ONLY = frozenset({"analyze", "reproduce", "bands"})
+
+
+def _needs_plugins(argv, first) -> bool:
+    if first in _CORE_ONLY:
+        return False
+    if first == "param-time":
+        return any(a == "--arch" or a.startswith("--arch=") for a in argv)
+    return True
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, BandscopeInputError):
+        text = exc.strerror or str(exc)
+        name = exc.filename
+        if name is not None and str(name) not in text:
+            text = f"{text}: {name}"
+        return text
+    return str(exc) or type(exc).__name__
+
+
+def _raised_by_bandscope(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in bandscope's own code (a deliberate check), not deep in a
+    library (which, for a plain ValueError, means a bug to report with its traceback)."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return True
+    pkg = str(Path(__file__).resolve().parent)
+    return str(Path(last.tb_frame.f_code.co_filename).resolve()).startswith(pkg)
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
+    """Run the command line; return the exit status (0 ok, 2 expected failure, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(plugins=_needs_plugins(argv, first))
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
+        failures = getattr(args, "_plugin_failures", {})
+        if first is not None and failures:
+            print(f"bandscope: unknown command {first!r}; extensions that could not be loaded: {failures}",
+                  file=sys.stderr)
         parser.print_help()
         return 2
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"bandscope {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"bandscope {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (BandscopeInputError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"bandscope {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        if args.debug or not _raised_by_bandscope(exc):
+            raise  # a ValueError from deep inside a library is a bug: keep the traceback
+        print(f"bandscope {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
 
 

@@ -8,9 +8,12 @@ that is recorded in ``attrs``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
+import secrets
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +22,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .run import band_resolutions, make_run, validate_run
+from .errors import BandscopeInputError, input_error_from
+from .run import FORMAT, band_resolutions, make_run, validate_run
+from .runlock import pid_alive
 
 _BAND_RE = re.compile(r"^band_(\d+)$")
 _KNOWN = {"step", "param_time", "epoch", "arc_length", "mse", "arch", "seed"}
@@ -65,24 +70,24 @@ def run_from_frame(
             unknown.append(c)
     looks_like_band = [c for c in unknown if c.lower().startswith(("band", "b_")) or re.fullmatch(r"[Bb]\d+", c)]
     if looks_like_band:
-        raise ValueError(
+        raise BandscopeInputError(
             f"{source or name}: columns {looks_like_band} look like band columns but are misnamed; "
             "expected lower-case 'band_<r>' with r = 1, 2, 4, ... (e.g. band_1, band_2, band_4)"
         )
     if "param_time" not in cols:
-        raise ValueError(
+        raise BandscopeInputError(
             f"{source or name}: no 'param_time' column (parameter time, key search A.7); "
             f"columns are {cols}. Rename your column or compute it with bandscope.parameter_time"
         )
     if not bands:
-        raise ValueError(
+        raise BandscopeInputError(
             f"{source or name}: no band columns; expected 'band_1', 'band_2', 'band_4', ...; "
             f"columns are {cols}"
         )
     res = sorted(bands)
     expected = band_resolutions(len(res)).tolist()
     if res != expected:
-        raise ValueError(
+        raise BandscopeInputError(
             f"{source or name}: band columns {[f'band_{r}' for r in res]} are not the contiguous "
             f"dyadic set {[f'band_{r}' for r in expected]}; a Haar split of a 2^J image has "
             "one band per resolution 1, 2, 4, ..., 2^J"
@@ -95,38 +100,41 @@ def run_from_frame(
         try:
             df[c] = pd.to_numeric(df[c])
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source or name}: column {c!r} is not numeric ({exc})") from None
+            raise BandscopeInputError(f"{source or name}: column {c!r} is not numeric ({exc})") from None
     bad = df[["param_time", *band_cols]].isna().any(axis=1).to_numpy()
     dropped: list[int] = []
     if bad.any():
         rows = np.flatnonzero(bad).tolist()
         if not dropna:
-            raise ValueError(
+            raise BandscopeInputError(
                 f"{source or name}: NaN in param_time or band columns at rows {rows} (0-based, "
                 "header excluded); fix the log or pass dropna=True (CLI: --dropna) to drop them"
             )
         dropped = rows
         df = df.loc[~bad].reset_index(drop=True)
+    if not len(df.columns):
+        raise BandscopeInputError(f"{source or name}: no columns", path=source or None)
     if len(df) < 2:
-        raise ValueError(f"{source or name}: {len(df)} checkpoint rows; a run needs at least 2")
-    step = None
-    if "step" in cols:
-        st = df["step"].to_numpy()
-        if np.isnan(st.astype(float)).any():
-            raise ValueError(f"{source or name}: NaN in 'step' at rows {np.flatnonzero(np.isnan(st)).tolist()}")
-        if (np.diff(st) < 0).any():
-            i = int(np.flatnonzero(np.diff(st) < 0)[0])
-            raise ValueError(f"{source or name}: step decreases at row {i + 1} ({st[i]} -> {st[i + 1]}); "
-                             "rows must be in training order")
-        step = st.astype(np.int64)
+        raise BandscopeInputError(f"{source or name}: {len(df)} checkpoint rows; a run needs at least 2")
+    step = df["step"].to_numpy() if "step" in cols else None
     meta = {}
     for key in ("arch", "seed"):
         if key in cols:
             vals = df[key].dropna().unique()
             if len(vals) > 1:
-                raise ValueError(f"{source or name}: column {key!r} is not constant: {list(vals)[:5]}")
+                raise BandscopeInputError(f"{source or name}: column {key!r} is not constant: {list(vals)[:5]}")
             if len(vals):
                 meta[key] = vals[0]
+    seed = -1
+    if "seed" in meta:
+        try:
+            seed_f = float(meta["seed"])
+        except (TypeError, ValueError):
+            seed_f = math.nan
+        if not (math.isfinite(seed_f) and seed_f == int(seed_f)):
+            raise BandscopeInputError(f"{source or name}: column 'seed' is {meta['seed']!r}, not an integer "
+                                      "random seed", path=source or None)
+        seed = int(seed_f)
     extra = {}
     if dropped:
         extra["dropped_rows"] = dropped
@@ -140,7 +148,8 @@ def run_from_frame(
         bands=res,
         name=name,
         arch=str(meta.get("arch", "")),
-        seed=int(meta["seed"]) if "seed" in meta else -1,
+        seed=seed,
+        require_advance=False,
         source=source,
         extra_attrs=extra,
         **opt,
@@ -166,6 +175,165 @@ def run_to_frame(run: xr.Dataset) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- runs
+_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"PK\x03\x04", "a zip archive (e.g. a torch .pt file)"),
+    (b"PAR1", "Parquet data"),
+    (b"\x89HDF\r\n\x1a\n", "HDF5 / netCDF4 data"),
+    (b"CDF\x01", "netCDF3 data"),
+    (b"CDF\x02", "netCDF3 data"),
+    (b"CDF\x05", "netCDF3 data"),
+    (b"\x80", "a Python pickle"),
+)
+_KIND_OF_SUFFIX = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".nc": "netcdf",
+                   ".nc4": "netcdf", ".netcdf": "netcdf"}
+_ACCEPTS = {"csv": (), "parquet": ("Parquet data",), "netcdf": ("HDF5 / netCDF4 data", "netCDF3 data")}
+
+
+def _sniff(path: Path) -> str:
+    """What the first bytes of ``path`` say it is ('' for text or unknown)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    return ""
+
+
+def _check_readable(path: Path, kind: str) -> None:
+    """Refuse, naming the file, what cannot be a run file of this kind (before any codec runs)."""
+    if path.is_dir():
+        raise BandscopeInputError(f"{path}: is a directory, not a run file", path=path)
+    try:
+        size = path.stat().st_size
+        what = _sniff(path)
+    except OSError as exc:
+        raise BandscopeInputError(f"{path}: cannot read: {exc.strerror or exc}", path=path) from exc
+    if size == 0:
+        raise BandscopeInputError(f"{path}: empty file (0 bytes); a run file holds at least a header and "
+                                  "two checkpoints", path=path)
+    if kind == "csv" and what:
+        fix = " (decompress it, e.g. gunzip, and name it .csv)" if what.startswith("gzip") else ""
+        raise BandscopeInputError(f"{path}: named .csv but holds {what}, not CSV text{fix}", path=path)
+    if kind in ("parquet", "netcdf") and what not in _ACCEPTS[kind]:
+        found = what or "text or unknown bytes"
+        raise BandscopeInputError(f"{path}: named {path.suffix} but holds {found}, not "
+                                  f"{'Parquet' if kind == 'parquet' else 'netCDF'} data", path=path)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, float_precision="round_trip")  # floats read back exactly, on every pandas
+    except pd.errors.EmptyDataError:
+        raise BandscopeInputError(f"{path}: no header and no rows (empty CSV)", path=path) from None
+    except pd.errors.ParserError as exc:  # e.g. "Expected 3 fields in line 4, saw 4"
+        text = str(exc).strip().splitlines()[0].replace("Error tokenizing data. C error: ", "")
+        raise BandscopeInputError(f"{path}: malformed CSV: {text}; every line needs one value per "
+                                  "header column", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise BandscopeInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); is it "
+                                  "really a CSV file?", path=path) from None
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:  # pyarrow's errors are these
+        raise input_error_from(exc, path, "not a readable Parquet file (truncated or corrupt?)") from None
+
+
+def _open_netcdf(path: Path) -> xr.Dataset:
+    try:
+        with xr.open_dataset(path, engine=_NETCDF_ENGINE) as f:
+            return f.load()
+    except (OSError, ValueError, TypeError, RuntimeError, KeyError, IndexError) as exc:
+        raise input_error_from(exc, path, "not a readable netCDF file (truncated or corrupt?)") from None
+
+
+def _recorded_name(ds: xr.Dataset) -> str:
+    """The name a run file was recorded with ('' when absent or the placeholder ``"run"``)."""
+    nm = str(ds.attrs.get("name", "") or "")
+    return "" if nm == "run" else nm
+
+
+def _drop_nonfinite_rows(ds: xr.Dataset, dropna: bool) -> xr.Dataset:
+    if not dropna or "checkpoint" not in ds.dims:
+        return ds
+    bad = ~(np.isfinite(ds["band_loss"]).all("band") & np.isfinite(ds["param_time"]))
+    if bool(bad.any()):
+        ds.attrs["dropped_rows"] = np.flatnonzero(bad.values).tolist()
+        ds = ds.isel(checkpoint=np.flatnonzero(~bad.values))
+        ds = ds.assign_coords(checkpoint=np.arange(ds.sizes["checkpoint"]))
+    return ds
+
+
+def _netcdf_run(ds: xr.Dataset, path: Path, name: str | None, dropna: bool) -> xr.Dataset:
+    if "band_loss" not in ds:
+        raise BandscopeInputError(f"{path} is not a bandscope run (no band_loss); variables: "
+                                  f"{sorted(ds.data_vars)}", path=path)
+    ds.attrs["source"] = str(ds.attrs.get("source", "") or "") or str(path)
+    recorded = _recorded_name(ds)
+    if recorded and name and name != recorded:
+        ds.attrs["recorded_name"] = recorded
+    ds.attrs["name"] = name or recorded or path.stem
+    ds = _drop_nonfinite_rows(ds, dropna)
+    try:
+        return validate_run(ds, require_advance=False)
+    except BandscopeInputError as exc:
+        if str(path) in str(exc):
+            raise
+        raise BandscopeInputError(f"{path}: {exc}", path=path) from None
+
+
+def unstack_runs(stacked: xr.Dataset, *, source: str = "", dropna: bool = False) -> list[xr.Dataset]:
+    """Split a stacked Dataset (``run`` dim, ``docs/format.md``) back into validated runs.
+
+    Trailing NaN padding of each run is dropped; padding anywhere else is an error naming the
+    run and the checkpoints (or, with ``dropna``, those rows are dropped and listed in the run's
+    ``attrs['dropped_rows']``). Names come from the ``run`` coordinate; ``arch``/``seed``
+    coordinates become attributes.
+
+    >>> from bandscope.synthetic import make_run_synthetic
+    >>> st = stack_runs([make_run_synthetic(1, n_bands=3, name="a"), make_run_synthetic(2, n_bands=3, name="b")])
+    >>> [r.attrs["name"] for r in unstack_runs(st)]
+    ['a', 'b']
+    """
+    where = f"{source}: " if source else ""
+    if "run" not in stacked.dims:
+        raise BandscopeInputError(f"{where}no 'run' dimension: this is a single run, not a stack")
+    if stacked.sizes["run"] == 0:
+        raise BandscopeInputError(f"{where}the stack holds no runs (run dimension of length 0)", path=source or None)
+    if "band_loss" not in stacked:
+        raise BandscopeInputError(f"{where}not a stack of bandscope runs (no band_loss); variables: "
+                                  f"{sorted(stacked.data_vars)}", path=source or None)
+    names = ([str(v) for v in stacked["run"].values] if "run" in stacked.coords
+             else [f"run{i}" for i in range(stacked.sizes["run"])])
+    out = []
+    for i, nm in enumerate(names):
+        one = stacked.isel(run=i)
+        attrs = {k: v for k, v in stacked.attrs.items() if k != "bandscope_format"}
+        for key in ("arch", "seed"):
+            if key in one.coords or key in one.data_vars:
+                val = one[key].values.item()
+                attrs[key] = val.decode() if isinstance(val, bytes) else val
+                one = one.drop_vars(key)
+        one = one.drop_vars("run", errors="ignore")
+        bl = np.asarray(one["band_loss"].transpose("checkpoint", "band").values, dtype=np.float64)
+        pt = np.asarray(one["param_time"].values, dtype=np.float64)
+        good = np.isfinite(pt) & np.isfinite(bl).all(axis=1)
+        n = int(np.flatnonzero(good)[-1]) + 1 if good.any() else 0
+        one = one.isel(checkpoint=slice(0, n))
+        one = one.assign_coords(checkpoint=np.arange(n))
+        one.attrs = {**attrs, "name": nm, "source": f"{source} (run {nm!r})" if source else f"run {nm!r}",
+                     "bandscope_format": FORMAT}
+        if n == 0:
+            raise BandscopeInputError(f"{where}run {nm!r} has no valid checkpoint (all padding)",
+                                      path=source or None)
+        one = _drop_nonfinite_rows(one, dropna)
+        out.append(validate_run(one, require_advance=False))
+    return out
+
+
 def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Dataset:
     """Read one run from ``.csv``, ``.parquet`` / ``.pq`` or bandscope netCDF (``.nc``).
 
@@ -173,78 +341,122 @@ def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Datas
     ----------
     path : str or Path
     name : str, optional
-        Run name; default the file's stem (a netCDF file's own ``name`` attribute is kept
-        as ``recorded_name``).
+        Run name. Default: the name the run was recorded with (a netCDF file's ``name``
+        attribute, e.g. ``RunRecorder(name="my-run")``), else the file's stem. An explicit
+        ``name`` that differs from the recorded one keeps the latter as ``recorded_name``.
     dropna : bool
-        Drop wide-log rows with NaN (recorded in ``attrs['dropped_rows']``) instead of raising.
+        Drop rows with NaN in ``param_time`` or a band (recorded in ``attrs['dropped_rows']``,
+        0-based rows of the file) instead of raising.
 
     Returns
     -------
     xarray.Dataset
-        A validated run Dataset (``docs/format.md``).
+        A validated run Dataset (``docs/format.md``). A run whose parameter time has not
+        advanced yet (a recording in progress) is returned; :func:`bandscope.analyze` refuses it.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    bandscope.errors.BandscopeInputError
+        (a ``ValueError``) the file is empty, corrupt, in another format than its name says,
+        holds stacked runs (use :func:`read_runs`) or breaks a rule of ``docs/format.md``; the
+        message names the file and the rows.
     """
     path = Path(path)
+    try:
+        return _read_run(path, name, dropna)
+    except BandscopeInputError as exc:
+        if exc.path is None:
+            exc.path = str(path)
+        raise
+
+
+def _read_run(path: Path, name: str | None, dropna: bool) -> xr.Dataset:
     if not path.exists():
-        raise FileNotFoundError(f"no such run file: {path}")
+        raise FileNotFoundError(2, f"no such run file: {path}", str(path))
+    if path.is_dir():
+        raise BandscopeInputError(f"{path}: is a directory, not a run file (give the files, e.g. "
+                                  f"'{path}/*.nc')", path=path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        df = pd.read_csv(path, float_precision="round_trip")  # lossless on every pandas (2.0 is not by default)
+    kind = _KIND_OF_SUFFIX.get(suffix)
+    if kind is None:
+        raise BandscopeInputError(f"{path}: unknown run file type {suffix!r}; expected .csv, .parquet, .pq or .nc",
+                                  path=path)
+    _check_readable(path, kind)
+    if kind in ("csv", "parquet"):
+        df = _read_csv(path) if kind == "csv" else _read_parquet(path)
         return run_from_frame(df, name=name or path.stem, source=str(path), dropna=dropna)
-    if suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-        return run_from_frame(df, name=name or path.stem, source=str(path), dropna=dropna)
-    if suffix in (".nc", ".nc4", ".netcdf"):
-        with xr.open_dataset(path, engine=_NETCDF_ENGINE) as f:
-            ds = f.load()
+    ds = _open_netcdf(path)
+    if "run" in ds.dims:
+        raise BandscopeInputError(f"{path} holds {ds.sizes['run']} stacked runs; read it with "
+                                  "bandscope.read_runs (the command line does this for you)", path=path)
+    return _netcdf_run(ds, path, name, dropna)
+
+
+def _read_file_runs(path: Path, dropna: bool) -> list[tuple[xr.Dataset, bool]]:
+    """The runs of one file as ``(run, named_by_stem)``: one for a run file, several for a stack."""
+    path = Path(path)
+    if path.suffix.lower() in (".nc", ".nc4", ".netcdf") and path.exists():
+        _check_readable(path, "netcdf")
+        ds = _open_netcdf(path)
         if "run" in ds.dims:
-            raise ValueError(f"{path} holds {ds.sizes['run']} stacked runs; use bandscope.read_runs")
-        if "band_loss" not in ds:
-            raise ValueError(f"{path} is not a bandscope run (no band_loss); variables: {sorted(ds.data_vars)}")
-        ds.attrs.setdefault("source", str(path))
-        if ds.attrs.get("name") and not name:
-            ds.attrs["recorded_name"] = ds.attrs["name"]
-        ds.attrs["name"] = name or path.stem
-        if dropna:
-            bad = ~(np.isfinite(ds["band_loss"]).all("band") & np.isfinite(ds["param_time"]))
-            if bool(bad.any()):
-                ds.attrs["dropped_rows"] = np.flatnonzero(bad.values).tolist()
-                ds = ds.isel(checkpoint=np.flatnonzero(~bad.values))
-                ds = ds.assign_coords(checkpoint=np.arange(ds.sizes["checkpoint"]))
-        return validate_run(ds)
-    raise ValueError(f"{path}: unknown run file type {suffix!r}; expected .csv, .parquet, .pq or .nc")
+            return [(r, False) for r in unstack_runs(ds, source=str(path), dropna=dropna)]
+        run = _netcdf_run(ds, path, None, dropna)
+        return [(run, not _recorded_name(ds))]
+    return [(read_run(path, dropna=dropna), True)]
 
 
 def read_runs(paths: Iterable, *, dropna: bool = False) -> list[xr.Dataset]:
-    """Read several run files.
+    """Read several run files; a netCDF file holding stacked runs contributes each of its runs.
 
-    Names are the file stems. When stems repeat (e.g. ``cnn-seed45/run.nc`` and
-    ``cnn-seed46/run.nc``, as ``bandscope train`` writes them), the parent directory's name is
-    used instead for those files, and any remaining clash gets a ``-2``, ``-3``, ... suffix.
+    Names: a run's recorded name (netCDF ``name`` attribute, or the ``run`` coordinate of a
+    stack), else the file's stem. When stems repeat (e.g. ``cnn-seed45/run.nc`` and
+    ``cnn-seed46/run.nc``) the parent directory's name is used instead for those files, and any
+    remaining clash gets a ``-2``, ``-3``, ... suffix.
+
+    Raises
+    ------
+    bandscope.errors.BandscopeInputError
+        As :func:`read_run`, or no paths given.
     """
     paths = [Path(p) for p in paths]
+    if not paths:
+        raise BandscopeInputError("no run files given")
     stems = [p.stem for p in paths]
-    names = [p.parent.name if stems.count(p.stem) > 1 and p.parent.name else p.stem for p in paths]
+    items = []
+    for p in paths:
+        for run, by_stem in _read_file_runs(p, dropna):
+            if by_stem and stems.count(p.stem) > 1 and p.parent.name:
+                run.attrs["name"] = p.parent.name
+            items.append(run)
     seen: dict[str, int] = {}
-    runs = []
-    for p, nm in zip(paths, names):
+    for run in items:
+        nm = str(run.attrs["name"])
         seen[nm] = seen.get(nm, 0) + 1
-        runs.append(read_run(p, name=nm if seen[nm] == 1 else f"{nm}-{seen[nm]}", dropna=dropna))
-    return runs
+        if seen[nm] > 1:
+            run.attrs["name"] = f"{nm}-{seen[nm]}"
+    return items
 
 
 def write_run(run: xr.Dataset, path) -> Path:
-    """Write a run to ``.nc`` (netCDF4, lossless), ``.csv`` or ``.parquet`` (wide form)."""
+    """Write a run to ``.nc`` (netCDF4, lossless, atomic), ``.csv`` or ``.parquet`` (wide form).
+
+    Every format is written to a temporary file beside ``path`` and moved over it, so a reader
+    never sees a half-written file (see :func:`write_netcdf_atomic`).
+    """
     path = Path(path)
-    validate_run(run)
+    validate_run(run, require_advance=False)
     suffix = path.suffix.lower()
     if suffix in (".nc", ".nc4"):
         write_netcdf_atomic(run, path)
     elif suffix == ".csv":
-        run_to_frame(run).to_csv(path, index=False)
+        _write_atomic(path, lambda tmp: run_to_frame(run).to_csv(tmp, index=False))
     elif suffix in (".parquet", ".pq"):
-        run_to_frame(run).to_parquet(path, index=False)
+        _write_atomic(path, lambda tmp: run_to_frame(run).to_parquet(tmp, index=False))
     else:
-        raise ValueError(f"{path}: unknown run file type {suffix!r}; expected .nc, .csv or .parquet")
+        raise BandscopeInputError(f"{path}: unknown run file type {suffix!r}; expected .nc, .csv or .parquet",
+                                  path=path)
     return path
 
 
@@ -271,14 +483,105 @@ def stack_runs(runs: Sequence[xr.Dataset] | Mapping[str, xr.Dataset]) -> xr.Data
 
 
 # --------------------------------------------------------------------------- results
-def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
-    """Write ``ds`` to netCDF atomically: a ``.tmp`` file beside ``path`` moved over it with
-    ``os.replace``, so a reader never sees a half-written file and a crash leaves the previous
-    version. Attributes that netCDF cannot store (bools, lists of strings, dicts) are converted
-    (int, JSON text); bool variables are stored as int8. Every netCDF writer of bandscope
-    (runs, results, the torch recorder, the LNP hook) goes through here."""
+def _tmp_name(path: Path) -> Path:
+    """A temporary file beside ``path`` unique to this writer: ``NAME.<pid>.<random>.tmp``."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def stale_temp_files(path) -> list[Path]:
+    """Temporary files of ``path`` (``NAME.<pid>.<random>.tmp``, or the old ``NAME.tmp``) left
+    by writers that died on this host (their pid no longer runs)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    legacy = path.with_name(path.name + ".tmp")
+    if legacy.exists():
+        out.append(legacy)
+    pat = re.compile(re.escape(path.name) + r"\.(\d+)\.[0-9a-f]+\.tmp$")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return out
+    for p in entries:
+        m = pat.match(p.name)
+        if m and not pid_alive(int(m.group(1))):
+            out.append(p)
+    return out
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _write_atomic(path: Path, write, *, size_hint: int = 0) -> Path:
+    """Run ``write(tmp)`` on a temporary file unique to this writer, fsync it, move it over
+    ``path`` (``os.replace``). On any failure the temporary file is removed, ``path`` is left as
+    it was, and a full disk is reported as ``OSError(ENOSPC)`` naming ``path`` (codecs often
+    say only "HDF error"). Nothing stays open or locked, so the next write can succeed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write {path}: a parent of it is a regular file, "
+                                 "not a directory", str(exc.filename or path.parent)) from None
+    tmp = _tmp_name(path)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:  # pragma: no cover - best effort; the name is unique to this writer
+            pass
+        if isinstance(exc, Exception):
+            free = _free_bytes(path.parent)
+            enospc = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            if not enospc and free is not None and free < max(size_hint, 1) + (1 << 20):
+                enospc = "HDF" in str(exc) or isinstance(exc, (OSError, RuntimeError))
+            if enospc:
+                raise OSError(errno.ENOSPC, f"disk full (ENOSPC) while writing {path}: no space left on "
+                              f"device ({free if free is not None else 'unknown'} bytes free); "
+                              f"{path} still holds its previous version. Free space and write again",
+                              str(path)) from exc
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
+    """Write ``ds`` to netCDF atomically: a temporary file unique to this writer
+    (``NAME.<pid>.<random>.tmp`` beside ``path``) moved over it with ``os.replace``, so a
+    reader never sees a half-written file and a crash leaves the previous version. A failed
+    write (e.g. disk full, raised as ``OSError`` with ``errno.ENOSPC`` naming the path) removes
+    its temporary file and changes nothing. Attributes that netCDF cannot store (bools, lists
+    of strings, dicts) are converted (int, JSON text); bool variables are stored as int8. Every
+    netCDF writer of bandscope (runs, results, the torch recorder, the LNP hook) goes through
+    here; ownership of a run file between writers is :class:`bandscope.runlock.RunFileLock`'s
+    job."""
+    path = Path(path)
     ds = ds.copy()
     ds.attrs = {k: _nc_attr(v) for k, v in ds.attrs.items()}
     for v in ds.variables.values():
@@ -286,10 +589,7 @@ def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
         if v.dtype == bool:
             v.attrs["dtype_note"] = "stored as int8 0/1"
     ds = ds.map(lambda a: a.astype(np.int8) if a.dtype == bool else a, keep_attrs=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ds.to_netcdf(tmp, engine=_NETCDF_ENGINE)
-    tmp.replace(path)
-    return path
+    return _write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine=_NETCDF_ENGINE), size_hint=int(ds.nbytes))
 
 
 def _nc_attr(v):

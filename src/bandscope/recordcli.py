@@ -1,20 +1,33 @@
-"""Command-line recording commands: ``bandscope train``, ``bandscope bands``, ``bandscope param-time``.
+"""The file commands of the recording side: ``bandscope bands`` and ``bandscope param-time``.
 
-Registered into the ``bandscope`` CLI by :func:`register`. torch is imported only inside the
-commands that need it: ``train``, and ``param-time`` on ``.pt``/``.pth`` files (always with
-``torch.load(..., weights_only=True)``: a checkpoint from elsewhere never runs code).
-``bands`` on ``.npz`` files and ``param-time`` on ``.safetensors`` files are pure numpy.
+Pure numpy: ``bands`` reads ``.npz`` panels and reconstructions; ``param-time`` reads
+``.safetensors`` with its own reader (:func:`read_safetensors`, bfloat16 included, no torch and
+no ``safetensors`` package needed). Other checkpoint types are read by loaders that extensions
+register with :func:`register_checkpoint_loader`: the torch adapter
+(:mod:`bandscope.torch.cli`, an entry point of group ``bandscope.commands``) adds ``.pt``,
+``.pth`` and ``.bin`` (always ``torch.load(..., weights_only=True)``), the ``train`` command
+and ``param-time --arch``. Nothing here imports :mod:`bandscope.torch`.
+
+An unreadable checkpoint (broken symlink, truncated file, a pickle named ``.safetensors``, an
+empty ``.pt``) is an error naming the file; with ``skip_unreadable`` it keeps its row with
+``param_time`` NaN and the reason in ``note`` (rows never shift). Non-finite weights make
+parameter time NaN from that checkpoint on, with the reason in ``note``.
 """
 from __future__ import annotations
 
+import json
 import re
-import shlex
 import sys
+import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["register", "bands_table", "param_time_table", "natural_key"]
+from .errors import BandscopeInputError, input_error_from
+
+__all__ = ["register", "bands_table", "param_time_table", "natural_key", "read_safetensors",
+           "register_checkpoint_loader", "checkpoint_loaders", "CHECKPOINT_EXTENSIONS"]
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -33,27 +46,40 @@ def natural_key(name: str) -> list:
 def _list_files(path, extensions) -> list[Path]:
     path = Path(path)
     if path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions]
+        # a broken symlink is listed (and then refused by name), never silently left out
+        files = [p for p in path.iterdir() if (p.is_file() or p.is_symlink()) and p.suffix.lower() in extensions]
         if not files:
             raise ValueError(f"no files with extensions {extensions} in {path}")
         return sorted(files, key=lambda p: natural_key(p.name))
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or directory: {path}")
+    if not path.exists() and not path.is_symlink():
+        raise FileNotFoundError(2, f"no such file or directory: {path}", str(path))
     return [path]
 
 
 def _npz_images(path, prefer: str) -> np.ndarray:
     """The image array of an ``.npz``: key ``prefer``, else its only array. (N, C, S, S)."""
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"no such file (or a broken symlink): {path}", str(path)) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise input_error_from(exc, path, "not a readable .npz archive") from None
+    if not hasattr(z, "keys"):
+        raise BandscopeInputError(f"{path}: a single .npy array, expected an .npz archive", path=path)
+    with z:
         keys = list(z.keys())
         if prefer in keys:
             arr = z[prefer]
         elif len([k for k in keys if z[k].ndim >= 3]) == 1:
             arr = next(z[k] for k in keys if z[k].ndim >= 3)
         else:
-            raise ValueError(f"{path}: expected an array {prefer!r} or a single image array; found keys {keys}")
+            raise BandscopeInputError(f"{path}: expected an array {prefer!r} or a single image array; "
+                                      f"found keys {keys}", path=path)
     if arr.ndim != 4:
-        raise ValueError(f"{path}: images must be (N, C, S, S), got shape {arr.shape}")
+        raise BandscopeInputError(f"{path}: images must be (N, C, S, S), got shape {arr.shape}", path=path)
+    if 0 in arr.shape:
+        raise BandscopeInputError(f"{path}: empty panel, shape {arr.shape}; band losses need at least one "
+                                  "image with at least one pixel", path=path)
     return arr
 
 
@@ -83,7 +109,7 @@ def bands_table(panel, recon):
     for f in _list_files(recon, (".npz",)):
         r = _npz_images(f, "recon")
         if r.shape != x.shape:
-            raise ValueError(f"{f}: reconstructions have shape {r.shape}, the panel {x.shape}")
+            raise BandscopeInputError(f"{f}: reconstructions have shape {r.shape}, the panel {x.shape}", path=f)
         bl = band_losses(x, r, dtype=np.float64).values
         row = {"name": f.name}
         row.update({f"band_{int(b)}": float(v) for b, v in zip(2 ** np.arange(bl.size), bl)})
@@ -92,65 +118,229 @@ def bands_table(panel, recon):
     return pd.DataFrame(rows)
 
 
-def _load_state_dict_numpy(path: Path) -> dict:
-    """State dict as numpy arrays (floating tensors only, float64 kept lazily as-is)."""
-    if path.suffix == ".safetensors":
+# --------------------------------------------------------------------------- checkpoints
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+              "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?", "BF16": "<u2"}
+
+
+def _what_is_it(head: bytes) -> str:
+    if head.startswith(b"\x80"):
+        return "; it starts like a Python pickle (a torch .pt file named .safetensors?)"
+    if head.startswith(b"PK\x03\x04"):
+        return "; it is a zip archive (a torch .pt file named .safetensors?)"
+    return ""
+
+
+def read_safetensors(path) -> dict[str, np.ndarray]:
+    """Read a ``.safetensors`` file into numpy arrays, checking its structure (pure numpy).
+
+    Layout: 8-byte little-endian header length N, N bytes of JSON ``{name: {"dtype", "shape",
+    "data_offsets": [begin, end]}}``, then the data. bfloat16 is widened exactly to float32
+    (numpy has no bfloat16). Any inconsistency -- a truncated file, a header that runs past the
+    end, offsets outside the data, a size that does not match dtype x shape, a pickle named
+    ``.safetensors`` -- raises :class:`~bandscope.errors.BandscopeInputError` naming the file.
+
+    Examples
+    --------
+    >>> import tempfile, os, json, struct
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.safetensors")
+    >>> h = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    >>> _ = open(p, "wb").write(struct.pack("<Q", len(h)) + h + np.float32([1, 2]).tobytes())
+    >>> read_safetensors(p)
+    {'w': array([1., 2.], dtype=float32)}
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"no such checkpoint (or a broken symlink): {path}", str(path)) from None
+    except OSError as exc:
+        raise BandscopeInputError(f"{path}: cannot read: {exc.strerror or exc}", path=path) from None
+
+    def bad(why):
+        return BandscopeInputError(f"{path}: not a valid safetensors file: {why}{_what_is_it(data[:8])}", path=path)
+
+    if len(data) < 8:
+        raise bad(f"{len(data)} bytes, shorter than the 8-byte header length (empty or truncated)")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise bad(f"header length {n} runs past the end of the {len(data)}-byte file (truncated?)")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad(f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    body = memoryview(data)[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
         try:
-            from safetensors.numpy import load_file
+            dtype, shape, (begin, end) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"entry {name!r} lacks dtype/shape/data_offsets") from None
+        if dtype not in _ST_DTYPES:
+            raise BandscopeInputError(f"{path}: tensor {name!r} has dtype {dtype}, which bandscope cannot read "
+                                      f"without torch; supported: {sorted(_ST_DTYPES)}", path=path)
+        np_dtype = np.dtype(_ST_DTYPES[dtype])
+        size = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+        if not (0 <= begin <= end <= len(body)) or end - begin != size:
+            raise bad(f"tensor {name!r} ({dtype} {shape}) has data offsets [{begin}, {end}] but needs {size} "
+                      f"bytes within {len(body)} (truncated?)")
+        arr = np.frombuffer(body[begin:end], dtype=np_dtype).reshape(shape)
+        if dtype == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[name] = arr
+    return out
 
-            return load_file(str(path))
-        except (TypeError, ValueError):  # e.g. bfloat16, which numpy lacks: go through torch
-            pass
-    from .torch.checkpoints import load_checkpoint  # torch files: weights_only=True
 
-    sd = load_checkpoint(path)
-    import torch
-
-    return {k: (v.to(torch.float64) if v.is_floating_point() else v).numpy() for k, v in sd.items()}
+_LOADERS: dict[str, Callable[[Path], Mapping]] = {".safetensors": read_safetensors}
 
 
-def param_time_table(ckpt_dir, *, trainable=None):
-    """Chord parameter time over a directory of checkpoints (key search A.7).
+def register_checkpoint_loader(suffix: str, loader: Callable[[Path], Mapping]) -> None:
+    """Read checkpoints ending in ``suffix`` with ``loader(path) -> {name: array or tensor}``.
 
-    ``s_0 = 0``, ``s_k = s_{k-1} + ||theta_k - theta_{k-1}||_2`` over all floating tensors of
-    the state dicts (or only the names in ``trainable``), in float64, files in natural sort
-    order. ``.safetensors`` are read with numpy; torch files with ``weights_only=True`` (a
-    pickle that would run code is refused).
+    Extensions call this when imported (the torch adapter registers ``.pt``, ``.pth``, ``.bin``).
+    A loader raises an exception naming the file when it cannot read it.
+    """
+    suffix = suffix.lower()
+    if not suffix.startswith("."):
+        raise ValueError(f"suffix must start with '.', got {suffix!r}")
+    if not callable(loader):
+        raise TypeError(f"loader must be callable, got {type(loader).__name__}")
+    _LOADERS[suffix] = loader
 
-    Returns
-    -------
-    pandas.DataFrame
-        ``name`` (file name) and ``param_time``.
+
+def checkpoint_loaders() -> dict[str, Callable]:
+    """The registered checkpoint loaders by suffix (a copy)."""
+    return dict(_LOADERS)
+
+
+def _loader_for(path: Path) -> Callable:
+    suffix = path.suffix.lower()
+    if suffix not in _LOADERS:
+        from .plugins import load_plugins
+
+        _, failed = load_plugins()  # extensions register their loaders when imported
+        if suffix not in _LOADERS:
+            why = f" (extensions that failed to load: {failed})" if failed else ""
+            raise BandscopeInputError(
+                f"{path}: no reader for {suffix} checkpoints{why}; torch files need the torch extra "
+                "(pip install 'bandscope[torch]'), or convert them to .safetensors", path=path)
+    return _LOADERS[suffix]
+
+
+def load_state_dict(path) -> Mapping:
+    """A checkpoint's state dict through its registered loader; any failure names the file."""
+    path = Path(path)
+    loader = _loader_for(path)
+    if not path.exists():
+        what = "a broken symlink" if path.is_symlink() else "missing"
+        raise BandscopeInputError(f"{path}: unreadable checkpoint: {what}", path=path)
+    try:
+        return loader(path)
+    except BandscopeInputError:
+        raise
+    except Exception as exc:  # a codec's error: name the file, keep the codec's words
+        raise input_error_from(exc, path, "unreadable checkpoint") from exc
+
+
+def _nonfinite(sd: Mapping, keys) -> list[str]:
+    out = []
+    for k, v in sd.items():
+        if keys is not None and k not in keys:
+            continue
+        a = v.detach().cpu().float().numpy() if hasattr(v, "detach") else np.asarray(v)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            out.append(str(k))
+    return out
+
+
+def param_time_from_files(files, *, keys=None, load=None, skip_unreadable: bool = False):
+    """Chord parameter time over checkpoint files, one row per file, reasons in ``note``.
+
+    Shared by :func:`param_time_table` and :func:`bandscope.torch.checkpoint_param_time`.
+    ``load(path)`` reads one file (default: the registered loader). Unreadable files raise
+    (``BandscopeInputError`` naming the file) unless ``skip_unreadable``: then the row stays,
+    with NaN and the reason, and the next readable checkpoint's chord starts from the last
+    readable one (said in its note). Non-finite weights: NaN from there on, reason in ``note``.
     """
     import pandas as pd
 
     from .paramtime import parameter_time
 
-    files = _list_files(ckpt_dir, CHECKPOINT_EXTENSIONS)
+    load = load or load_state_dict
+    files = [Path(f) for f in files]
     names = [f.name for f in files]
-    keys = None if trainable is None else sorted(trainable)
-    pt = parameter_time((_load_state_dict_numpy(f) for f in files), names=names, keys=keys)
-    return pd.DataFrame({"name": names, "param_time": pt.values})
+    notes = [""] * len(files)
+    pt = np.full(len(files), np.nan)
+    readable: list[int] = []
+    current = {"i": -1}
+    nan_from = None
+
+    def states():
+        nonlocal nan_from
+        for i, f in enumerate(files):
+            try:
+                sd = load(f)
+            except BandscopeInputError as exc:
+                if not skip_unreadable:
+                    raise
+                notes[i] = f"skipped: {exc}"
+                continue
+            if readable and readable[-1] != i - 1:
+                notes[i] = (f"chord from {names[readable[-1]]} (checkpoints in between unreadable)")
+            bad = _nonfinite(sd, keys)
+            if bad and nan_from is None:
+                nan_from = i
+                notes[i] = (f"non-finite weights in {bad[:5]}{'...' if len(bad) > 5 else ''}: parameter time is "
+                            "undefined from this checkpoint on (diverged training?)")
+            readable.append(i)
+            current["i"] = i
+            yield sd
+
+    try:
+        s = parameter_time(states(), keys=None if keys is None else sorted(keys)).values
+    except BandscopeInputError:
+        raise
+    except (ValueError, TypeError) as exc:
+        i = current["i"]
+        where = f"{files[i]}" if i >= 0 else str(files[0].parent)
+        raise BandscopeInputError(f"{where}: {exc}", path=where) from exc
+    pt[readable] = s
+    if nan_from is not None:
+        pt[[i for i in readable if i >= nan_from]] = np.nan
+        for i in readable:
+            if i > nan_from and not notes[i]:
+                notes[i] = f"undefined: {names[nan_from]} has non-finite weights"
+    return pd.DataFrame({"name": names, "param_time": pt, "note": notes})
 
 
-def _cmd_train(args) -> int:
-    from .torch.train import TrainConfig, train
+def param_time_table(ckpt_dir, *, trainable=None, skip_unreadable: bool = False):
+    """Chord parameter time over a directory of checkpoints (key search A.7).
 
-    cfg = TrainConfig(
-        arch=args.arch, seed=args.seed, image_size=args.size, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, data=args.data, n_train=args.n_train,
-        n_test=args.n_test, data_seed=args.data_seed, schedule=args.schedule,
-        n_points=args.n_points, panel_size=args.panel_size, vit_patch=args.vit_patch,
-        latent_dim=args.latent_dim, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
-        threads=args.threads, save_weights=args.save_weights, save_recon=args.save_recon,
-    )
-    command = "bandscope " + " ".join(shlex.quote(a) for a in (args._argv or []))
-    ds = train(cfg, args.out, progress=not args.no_progress, max_steps=args.max_steps,
-               resume=not args.no_resume, command=command)
-    print(f"recorded {ds.sizes['checkpoint']} checkpoints to {args.out}/run.nc "
-          f"(final panel mse {float(ds['mse'][-1]):.6g}, param_time {float(ds['param_time'][-1]):.4g}, "
-          f"arc_length {float(ds['arc_length'][-1]):.4g})")
-    return 0
+    ``s_0 = 0``, ``s_k = s_{k-1} + ||theta_k - theta_{k-1}||_2`` over all floating tensors of
+    the state dicts (or only the names in ``trainable``), in float64, files in natural sort
+    order. ``.safetensors`` are read with numpy (:func:`read_safetensors`); other types through
+    a registered loader (torch files: ``weights_only=True``, a pickle that would run code is
+    refused).
+
+    Parameters
+    ----------
+    skip_unreadable : bool
+        Keep going past unreadable files (their row: NaN and the reason in ``note``) instead
+        of raising :class:`~bandscope.errors.BandscopeInputError` naming the first one.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``name`` (file name), ``param_time`` and ``note`` ('' or why the value is NaN / how it
+        was measured).
+    """
+    files = _list_files(ckpt_dir, CHECKPOINT_EXTENSIONS)
+    return param_time_from_files(files, keys=None if trainable is None else set(trainable),
+                                 skip_unreadable=skip_unreadable)
 
 
 def _write_table(df, out) -> None:
@@ -167,56 +357,17 @@ def _cmd_bands(args) -> int:
 
 
 def _cmd_param_time(args) -> int:
-    trainable = None
-    if args.arch:
-        from .torch.models import build_model
-
-        model = build_model(args.arch, args.size, **({"patch": args.vit_patch} if args.arch == "vit" else {}))
-        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    _write_table(param_time_table(args.ckpt_dir, trainable=trainable), args.out)
+    df = param_time_table(args.ckpt_dir, trainable=getattr(args, "trainable", None),
+                          skip_unreadable=args.skip_unreadable)
+    for name, note in zip(df["name"], df["note"]):
+        if note:
+            print(f"param-time: {name}: {note}", file=sys.stderr)
+    _write_table(df, args.out)
     return 0
 
 
 def register(subparsers) -> None:
-    """Add ``train``, ``bands`` and ``param-time`` to the ``bandscope`` CLI's subparsers."""
-    argv = sys.argv[1:]
-
-    p = subparsers.add_parser("train", help="train the paper's CNN/ViT autoencoder and record the run",
-                              description="Train an A.2 autoencoder (plain Adam lr 3e-4, batch 128, "
-                              "float32) and record band losses and parameter time at the A.5 checkpoint "
-                              "schedule into OUT/run.nc (readable by `bandscope analyze` at any moment). "
-                              "Re-running the same command resumes an interrupted run.")
-    p.add_argument("--arch", choices=["cnn", "vit"], default="cnn")
-    p.add_argument("--seed", type=int, default=45)
-    p.add_argument("--size", type=int, default=64, help="image side (32 or 64; any multiple of 16)")
-    p.add_argument("--epochs", type=float, default=50, help="epochs; the A.5 schedule is scaled by epochs/50")
-    p.add_argument("--out", required=True, help="output directory (run.nc, config.json, state/)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--data", default="skimage",
-                   help="'skimage' (embedded natural-image patches), 'lfw' (skimage's LFW faces) or a "
-                   "folder of images (A.1: centre crop 128, bilinear resize; last --n-test images are the test split)")
-    p.add_argument("--n-train", type=int, default=8192)
-    p.add_argument("--n-test", type=int, default=2048)
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--schedule", choices=["paper", "geometric"], default="paper")
-    p.add_argument("--n-points", type=int, default=53, help="points of the geometric schedule")
-    p.add_argument("--panel-size", type=int, default=256)
-    p.add_argument("--vit-patch", type=int, default=4)
-    p.add_argument("--latent-dim", type=int, default=128, help="latent width (A.2: 128)")
-    p.add_argument("--warmup-steps", type=int, default=0,
-                   help="linear learning-rate warm-up over this many steps (default 0: plain Adam, as in the paper)")
-    p.add_argument("--grad-clip", type=float, default=None, metavar="MAX_NORM",
-                   help="clip the gradient's global L2 norm to MAX_NORM before each Adam step "
-                   "(default: no clipping, as in the paper)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--save-weights", action="store_true", help="safetensors state dict at every checkpoint")
-    p.add_argument("--save-recon", action="store_true", help="float16 panel reconstructions (.npz) at every checkpoint")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
-    p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT has a state")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_train, _argv=argv)
-
+    """Add ``bands`` and ``param-time`` to the ``bandscope`` CLI's subparsers."""
     p = subparsers.add_parser("bands", help="band losses of saved panel reconstructions (.npz)",
                               description="One row per reconstruction file: name, band_1, band_2, ..., mse. "
                               "PANEL.npz and RECON.npz hold one array (N, C, S, S) each (key 'images' / "
@@ -229,13 +380,14 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("param-time", help="chord parameter time from a directory of checkpoints",
                               description="One row per checkpoint (natural sort order of file names): "
-                              "name, param_time (starting at 0). Checkpoints are state dicts in "
-                              ".safetensors or torch files (.pt/.pth/.bin, loaded with weights_only=True). "
-                              "All floating tensors count, unless --arch restricts to the model's "
-                              "trainable parameters.")
+                              "name, param_time (starting at 0), note (why a value is NaN). Checkpoints are "
+                              "state dicts in .safetensors (read with numpy) or, with the torch extra, torch "
+                              "files (.pt/.pth/.bin, loaded with weights_only=True). All floating tensors "
+                              "count, unless --arch (torch extra) restricts to the model's trainable "
+                              "parameters. An unreadable checkpoint is an error naming it.")
     p.add_argument("ckpt_dir")
     p.add_argument("--out", help="CSV file (default: stdout)")
-    p.add_argument("--arch", choices=["cnn", "vit"], help="restrict to this model's trainable parameters")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--vit-patch", type=int, default=4)
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="keep going past unreadable checkpoints: their row gets NaN and the reason (also on "
+                   "stderr); the next chord starts from the last readable checkpoint")
     p.set_defaults(func=_cmd_param_time)

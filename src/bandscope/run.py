@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from .errors import BandscopeInputError
+
 FORMAT = "run/1"
 
 _VAR_ATTRS = {
@@ -42,6 +44,53 @@ def band_resolutions(n_bands: int) -> np.ndarray:
     return 2 ** np.arange(int(n_bands), dtype=np.int64)
 
 
+
+def _rows(mask, limit: int = 20) -> str:
+    """``[3, 7]`` (at most ``limit`` indices, then ``...``) for a boolean mask or index list."""
+    idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask, dtype=np.int64)
+    text = ", ".join(str(int(i)) for i in idx[:limit])
+    return f"[{text}{', ...' if idx.size > limit else ''}]"
+
+
+def integer_steps(values, *, where: str = "") -> np.ndarray:
+    """Optimizer steps as int64, refusing anything that would be truncated or invented.
+
+    Integers pass; floats must be finite and integer-valued (``10.0`` is step 10, ``10.5`` is an
+    error naming the rows: epochs logged as steps would otherwise be silently truncated and γ
+    would come out wrong); anything else is an error.
+
+    >>> integer_steps([0, 10.0, 20]).tolist()
+    [0, 10, 20]
+    >>> try:
+    ...     integer_steps([0, 0.5, 1.5], where="log.csv")
+    ... except ValueError as exc:
+    ...     print(str(exc)[:51])
+    log.csv: step is not an integer at rows [1, 2] (val
+    """
+    prefix = f"{where}: " if where else ""
+    arr = np.asarray(values)
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise BandscopeInputError(f"{prefix}step is not numeric (dtype {arr.dtype}); steps count "
+                                      "optimizer steps") from None
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise BandscopeInputError(f"{prefix}step is NaN or inf at rows {_rows(bad)}; every checkpoint "
+                                      "needs its optimizer step (or leave the whole column out)")
+        frac = arr != np.round(arr)
+        if frac.any():
+            raise BandscopeInputError(
+                f"{prefix}step is not an integer at rows {_rows(frac)} (values "
+                f"{[float(v) for v in arr[frac][:5]]}); steps count optimizer steps: log epochs in an "
+                "'epoch' column")
+        if (np.abs(arr) > 2**62).any():
+            raise BandscopeInputError(f"{prefix}step values beyond 2**62 at rows {_rows(np.abs(arr) > 2**62)}")
+    return arr.astype(np.int64)
+
+
 def make_run(
     band_loss,
     param_time,
@@ -56,6 +105,7 @@ def make_run(
     seed: int = -1,
     source: str = "",
     extra_attrs: Mapping | None = None,
+    require_advance: bool = True,
 ) -> xr.Dataset:
     """Build a validated run Dataset (``docs/format.md``).
 
@@ -64,11 +114,21 @@ def make_run(
     band_loss : array (checkpoint, band)
         Band losses L_i at each saved checkpoint.
     param_time : array (checkpoint,)
-        Parameter time s_k, non-decreasing.
+        Parameter time s_k >= 0, non-decreasing (equal values at consecutive checkpoints are
+        fine: frozen weights, a warm-up from lr 0).
     step : array (checkpoint,), optional
-        Optimizer steps; ``-1`` entries mean unknown.
+        Optimizer steps: integers (integer-valued floats accepted), unique and increasing;
+        omitted or all ``-1`` means unknown.
     bands : sequence of int, optional
         Band resolutions; default 1, 2, 4, ...
+    require_advance : bool
+        Refuse a run whose parameter time never advances (the analysis is in its units). The
+        recorder passes ``False``: a run whose weights have not moved yet is still being recorded.
+
+    Raises
+    ------
+    bandscope.errors.BandscopeInputError
+        (a ``ValueError``) naming the rule broken and the rows, see :func:`validate_run`.
 
     Examples
     --------
@@ -78,19 +138,24 @@ def make_run(
     >>> [int(b) for b in ds.band]
     [1, 2]
     """
+    where = source or (name if name != "run" else "")
+    prefix = f"{where}: " if where else ""
     bl = np.asarray(band_loss, dtype=np.float64)
     if bl.ndim != 2:
-        raise ValueError(f"band_loss must be 2-D (checkpoint, band), got shape {bl.shape}")
+        raise BandscopeInputError(f"{prefix}band_loss must be 2-D (checkpoint, band), got shape {bl.shape}")
     k, nb = bl.shape
+    if k == 0 or nb == 0:
+        raise BandscopeInputError(f"{prefix}empty run: {k} checkpoints x {nb} bands; a run needs at least one "
+                                  "checkpoint and one band")
     pt = np.asarray(param_time, dtype=np.float64).reshape(-1)
     if pt.shape != (k,):
-        raise ValueError(f"param_time has {pt.size} values, band_loss has {k} checkpoints")
+        raise BandscopeInputError(f"{prefix}param_time has {pt.size} values, band_loss has {k} checkpoints")
     band_coord = band_resolutions(nb) if bands is None else np.asarray(bands, dtype=np.int64)
     if band_coord.shape != (nb,):
-        raise ValueError(f"{band_coord.size} band labels for {nb} band columns")
-    st = np.full(k, -1, dtype=np.int64) if step is None else np.asarray(step).astype(np.int64)
+        raise BandscopeInputError(f"{prefix}{band_coord.size} band labels for {nb} band columns")
+    st = np.full(k, -1, dtype=np.int64) if step is None else integer_steps(np.reshape(step, -1), where=where)
     if st.shape != (k,):
-        raise ValueError(f"step has {st.size} values, expected {k}")
+        raise BandscopeInputError(f"{prefix}step has {st.size} values, expected {k}")
     data_vars = {
         "band_loss": (("checkpoint", "band"), bl, dict(_VAR_ATTRS["band_loss"])),
         "param_time": (("checkpoint",), pt, dict(_VAR_ATTRS["param_time"])),
@@ -100,7 +165,7 @@ def make_run(
         if val is not None:
             arr = np.asarray(val, dtype=np.float64).reshape(-1)
             if arr.shape != (k,):
-                raise ValueError(f"{key} has {arr.size} values, expected {k}")
+                raise BandscopeInputError(f"{prefix}{key} has {arr.size} values, expected {k}")
             data_vars[key] = (("checkpoint",), arr, dict(_VAR_ATTRS[key]))
     attrs = {
         "name": str(name),
@@ -119,55 +184,135 @@ def make_run(
         },
         attrs=attrs,
     )
-    validate_run(ds)
+    validate_run(ds, require_advance=require_advance)
     return ds
 
 
-def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3) -> xr.Dataset:
-    """Check a single run Dataset against the format; raise ``ValueError`` naming the problem.
+def _where(ds: xr.Dataset) -> str:
+    """``"runs/a.csv: "`` (the run's source, else its name) to prefix error messages."""
+    src = str(ds.attrs.get("source", "") or "")
+    name = str(ds.attrs.get("name", "") or "")
+    where = src or (f"run {name!r}" if name and name != "run" else "")
+    return f"{where}: " if where else ""
 
-    Checks: required variables and dims, dyadic band coordinate, finite non-negative band
-    losses, non-decreasing finite ``param_time``, and (if ``mse`` is present) that the band
-    losses sum to it within ``mse_rtol`` (float16 panels round at ~1e-3).
+
+def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: bool = True) -> xr.Dataset:
+    """Check a single run Dataset against the format; raise naming the rule, the rows and the run.
+
+    The rules (``docs/format.md``, "Rules"):
+
+    - ``band_loss`` (checkpoint, band) and ``param_time`` (checkpoint) present, at least one
+      checkpoint, dyadic band coordinate 1, 2, 4, ...;
+    - band losses finite and >= 0, ``param_time`` finite, >= 0 and non-decreasing (ties are
+      valid: weights that did not move); with ``require_advance`` it must also grow somewhere;
+    - ``step``, if known: integer-valued, >= 0, unique and strictly increasing (a repeated step
+      is a checkpoint logged twice); all ``-1`` means unknown. Without known steps, two
+      consecutive rows identical in every value are a row logged twice;
+    - ``mse``, if present, equals the sum of the band losses within ``mse_rtol`` (float16
+      panels round at ~1e-3).
+
+    Raises
+    ------
+    bandscope.errors.BandscopeInputError
+        A ``ValueError`` whose message starts with the run's source (or name) and names the
+        offending checkpoints (0-based rows).
     """
+    p = _where(ds)
     for var in ("band_loss", "param_time"):
         if var not in ds:
-            raise ValueError(f"run is missing variable {var!r}; has {sorted(ds.data_vars)}")
+            raise BandscopeInputError(f"{p}run is missing variable {var!r}; has {sorted(ds.data_vars)}")
     if ds["band_loss"].dims != ("checkpoint", "band"):
-        raise ValueError(f"band_loss dims must be ('checkpoint', 'band'), got {ds['band_loss'].dims}")
+        raise BandscopeInputError(f"{p}band_loss dims must be ('checkpoint', 'band'), got {ds['band_loss'].dims}")
+    if ds["param_time"].dims != ("checkpoint",):
+        raise BandscopeInputError(f"{p}param_time dims must be ('checkpoint',), got {ds['param_time'].dims}")
+    if ds.sizes["checkpoint"] == 0 or ds.sizes["band"] == 0:
+        raise BandscopeInputError(f"{p}empty run ({ds.sizes['checkpoint']} checkpoints x {ds.sizes['band']} "
+                                  "bands); a run needs at least one checkpoint and one band")
     bands = np.asarray(ds["band"].values)
     expected = band_resolutions(bands.size)
     if not np.array_equal(bands, expected):
-        raise ValueError(f"band coordinate must be {expected.tolist()}, got {bands.tolist()}")
-    bl = ds["band_loss"].values
-    pt = ds["param_time"].values
-    bad = ~np.isfinite(bl).all(axis=1) | ~np.isfinite(pt)
-    if bad.any():
-        raise ValueError(
-            f"NaN or inf in band_loss/param_time at checkpoints {np.flatnonzero(bad).tolist()}"
-        )
+        raise BandscopeInputError(f"{p}band coordinate must be {expected.tolist()}, got {bands.tolist()}")
+    bl = np.asarray(ds["band_loss"].values, dtype=np.float64)
+    pt = np.asarray(ds["param_time"].values, dtype=np.float64)
+    bad_bl = ~np.isfinite(bl).all(axis=1)
+    bad_pt = ~np.isfinite(pt)
+    if bad_bl.any() or bad_pt.any():
+        parts = []
+        if bad_bl.any():
+            parts.append(f"band_loss at checkpoints {_rows(bad_bl)}")
+        if bad_pt.any():
+            parts.append(f"param_time at checkpoints {_rows(bad_pt)}")
+        raise BandscopeInputError(f"{p}NaN or inf in {' and '.join(parts)}; a NaN band loss means the model "
+                                  "diverged or the log is broken (read_run(..., dropna=True) / --dropna drops "
+                                  "such rows, reporting them)")
     if (bl < 0).any():
-        raise ValueError(f"negative band loss at checkpoints {np.flatnonzero((bl < 0).any(axis=1)).tolist()}")
+        raise BandscopeInputError(f"{p}negative band loss at checkpoints {_rows((bl < 0).any(axis=1))}; band "
+                                  "losses are sums of squares")
+    if (pt < 0).any():
+        raise BandscopeInputError(f"{p}negative param_time at checkpoints {_rows(pt < 0)} (first "
+                                  f"{float(pt[pt < 0][0])!r}); parameter time is a distance travelled, >= 0")
     dec = np.flatnonzero(np.diff(pt) < 0)
     if dec.size:
         i = int(dec[0])
-        raise ValueError(
-            f"param_time decreases from {pt[i]!r} (checkpoint {i}) to {pt[i + 1]!r} "
+        raise BandscopeInputError(
+            f"{p}param_time decreases from {pt[i]!r} (checkpoint {i}) to {pt[i + 1]!r} "
             f"(checkpoint {i + 1}); parameter time is cumulative and must be non-decreasing"
         )
-    if pt.size >= 2 and not pt[-1] > pt[0]:
-        raise ValueError(
-            f"param_time does not advance (it is {pt[0]!r} at every checkpoint); parameter time "
+    if require_advance and pt.size >= 2 and not pt[-1] > pt[0]:
+        raise BandscopeInputError(
+            f"{p}param_time does not advance (it is {pt[0]!r} at every checkpoint); parameter time "
             "is the distance the weights travelled and the analysis is in its units"
         )
+    known_steps = False
+    if "step" in ds:
+        st = integer_steps(ds["step"].values, where=p.rstrip(": "))
+        unknown = st == -1
+        if unknown.all():
+            pass
+        elif unknown.any():
+            raise BandscopeInputError(f"{p}step is unknown (-1) at checkpoints {_rows(unknown)} but known "
+                                      "elsewhere; give every step or none")
+        else:
+            known_steps = True
+            if (st < 0).any():
+                raise BandscopeInputError(f"{p}negative step at checkpoints {_rows(st < 0)}")
+            _check_increasing_steps(st, p)
+    if not known_steps and bl.shape[0] >= 2:
+        same = (pt[1:] == pt[:-1]) & (bl[1:] == bl[:-1]).all(axis=1)
+        for opt in ("epoch", "arc_length", "mse"):
+            if opt in ds:
+                v = np.asarray(ds[opt].values, dtype=np.float64)
+                same &= (v[1:] == v[:-1]) | (np.isnan(v[1:]) & np.isnan(v[:-1]))
+        if same.any():
+            i = np.flatnonzero(same)
+            pairs = ", ".join(f"{int(a)}={int(a) + 1}" for a in i[:10])
+            raise BandscopeInputError(
+                f"{p}checkpoints {pairs} are identical rows (a checkpoint logged twice); without a step "
+                "column a repeat cannot be told from frozen weights: remove the duplicate, or log 'step'")
     if "mse" in ds:
         mse = ds["mse"].values
         total = bl.sum(axis=1)
         ok = np.isclose(total, mse, rtol=mse_rtol, atol=1e-12) | ~np.isfinite(mse)
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
-            raise ValueError(
-                f"band losses sum to {total[i]!r} at checkpoint {i} but mse column is {mse[i]!r}: "
+            raise BandscopeInputError(
+                f"{p}band losses sum to {total[i]!r} at checkpoint {i} but mse column is {mse[i]!r}: "
                 "the bands are not a complete orthogonal split of this MSE"
             )
     return ds
+
+
+def _check_increasing_steps(st: np.ndarray, p: str = "") -> None:
+    """Unique, strictly increasing steps; repeated steps are named as duplicated checkpoints."""
+    vals, first, counts = np.unique(st, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = []
+        for v in vals[counts > 1][:10]:
+            dup.append(f"step {int(v)} at rows {_rows(st == v)}")
+        raise BandscopeInputError(f"{p}duplicated checkpoints: {'; '.join(dup)}; each checkpoint must be "
+                                  "logged once (a row logged twice would be fitted twice)")
+    dec = np.flatnonzero(np.diff(st) < 0)
+    if dec.size:
+        i = int(dec[0])
+        raise BandscopeInputError(f"{p}step decreases at row {i + 1} ({int(st[i])} -> {int(st[i + 1])}); rows "
+                                  "must be in training order")

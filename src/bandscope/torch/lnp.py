@@ -345,7 +345,10 @@ class _LayerTaps:
         w = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
         d1, dw = (torch.autograd.grad(out, z, c, retain_graph=True)[0]
                   for c in (torch.ones_like(out), w))
-        if not torch.allclose(dw, w * d1, rtol=1e-4, atol=1e-6 * float(d1.abs().max()) + 1e-30):
+        scale = float(d1.abs().max())
+        if not math.isfinite(scale):  # NaN/inf outputs (NaN inputs, a diverged model): probe instead,
+            return None  # which gives P = NaN with the reason, as the exact route does
+        if not torch.allclose(dw, w * d1, rtol=1e-4, atol=1e-6 * scale + 1e-30):
             return None  # not elementwise (softmax, mixing, reshapes that permute...)
         a = self.inputs[name][0]
         phi2 = d1.pow(2)
@@ -600,7 +603,20 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
         loss = loss_fn(out, y)
         if loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-        *grad, g = torch.autograd.grad(loss, params + [out], retain_graph=True)
+        if not loss.requires_grad:
+            raise ValueError("loss_fn(outputs, targets) does not depend on the model's outputs (its value "
+                             "needs no gradient); LNP statistics are about the loss as a function of the "
+                             "outputs: compute the loss from the outputs passed to loss_fn")
+        *grad, g = torch.autograd.grad(loss, params + [out], retain_graph=True, allow_unused=True)
+        if g is None:
+            raise ValueError("loss_fn(outputs, targets) does not depend on the model's outputs (its gradient "
+                             "with respect to them does not exist); LNP statistics are about the loss as a "
+                             "function of the outputs: compute the loss from the outputs passed to loss_fn")
+        unused = [n for (n, p), gp in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), grad)
+                  if gp is None]
+        if unused:
+            raise ValueError(f"trainable parameters {unused[:5]} do not influence the loss on this batch; "
+                             "freeze them (requires_grad=False) for the measurement")
         m, m_how = _infer_units(loss_fn, out, y, n_units)
         stats = {
             "loss": float(loss.detach()),

@@ -129,7 +129,9 @@ class LNPHook:
         steps = [s for s, _ in self.records]
         parts = []
         for _, d in self.records:
-            d = d.drop_vars([v for v in d.data_vars if d[v].dtype.kind in "OUS"])
+            # text variables are dropped, except the reasons why P is NaN (kept as fixed-width text)
+            d = d.drop_vars([v for v in d.data_vars if d[v].dtype.kind in "OUS" and not v.startswith("reason")])
+            d = d.assign({v: d[v].astype(str) for v in d.data_vars if v.startswith("reason")})
             if "band" in d.dims:
                 d = d.rename({"band": "lnp_band"})
             parts.append(d.rename({v: f"lnp_{v}" for v in d.data_vars}))

@@ -2,18 +2,33 @@
 
 After each :meth:`RunRecorder.record` the file at ``path`` is a complete, valid run Dataset
 (``docs/format.md``, built with :func:`bandscope.run.make_run`) that ``bandscope analyze`` can
-read at any moment: the new file is written to ``path.tmp`` and moved over ``path`` with
-``os.replace`` (atomic on POSIX), so a crash or Ctrl-C loses at most the checkpoint in progress.
+read at any moment: the new file is written to a temporary file unique to this writer and moved
+over ``path`` with ``os.replace`` (atomic on POSIX), so a crash, SIGKILL or Ctrl-C loses at most
+the checkpoint in progress.
+
+The rules it keeps (``docs/format.md``, "Rules"):
+
+- **one owner**: the recorder holds the run file's lock (:class:`bandscope.runlock.RunFileLock`,
+  sidecar ``RUN.lock`` with pid/host/time) from construction to :meth:`RunRecorder.close`; a
+  second recorder on the same path, in this process or another, is refused naming the owner;
+- **validation before mutation**: a checkpoint is checked (finite band losses, the same bands,
+  an integer step after the last one, a finite parameter time >= 0 that does not decrease --
+  equal is fine: frozen weights) and written before it becomes part of the recorder; a
+  rejected checkpoint or a failed write (disk full) leaves the recorder exactly as before, so
+  a retry of the same checkpoint is accepted.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from ..io import write_netcdf_atomic
-from ..run import make_run
+from ..errors import BandscopeInputError
+from ..io import stale_temp_files, write_netcdf_atomic
+from ..run import integer_steps, make_run
+from ..runlock import RunFileLock
 
 __all__ = ["RunRecorder"]
 
@@ -26,7 +41,8 @@ class RunRecorder:
     Parameters
     ----------
     path : str or Path
-        netCDF file to (re)write.
+        netCDF file to (re)write. The recorder owns it (lock ``path + ".lock"``) until
+        :meth:`close` (or the end of a ``with`` block, or garbage collection).
     name, arch, seed, source : run attributes (``docs/format.md``)
     extra_attrs : dict, optional
         More attributes (e.g. the training config); values must be netCDF-storable
@@ -34,12 +50,18 @@ class RunRecorder:
     resume : bool
         If ``path`` exists, start from its checkpoints (see :meth:`truncate`).
 
+    Raises
+    ------
+    bandscope.errors.RunFileBusyError
+        Another writer owns ``path``; the message names its pid and host.
+
     Examples
     --------
     >>> import tempfile, os
-    >>> d = tempfile.mkdtemp(); rec = RunRecorder(os.path.join(d, "run.nc"), name="demo")
-    >>> rec.record(step=0, band_loss=[0.02, 0.01], param_time=0.0, mse=0.03)
-    >>> rec.record(step=10, band_loss=[0.01, 0.01], param_time=1.5, mse=0.02)
+    >>> d = tempfile.mkdtemp()
+    >>> with RunRecorder(os.path.join(d, "run.nc"), name="demo") as rec:
+    ...     rec.record(step=0, band_loss=[0.02, 0.01], param_time=0.0, mse=0.03)
+    ...     rec.record(step=10, band_loss=[0.01, 0.01], param_time=1.5, mse=0.02)
     >>> xr.open_dataset(rec.path).sizes["checkpoint"]
     2
     """
@@ -51,15 +73,44 @@ class RunRecorder:
         self.extra_attrs = dict(extra_attrs or {})
         self.rows: list[dict] = []
         self._extras: list = []
+        self._lock = RunFileLock(self.path).acquire()
+        for tmp in stale_temp_files(self.path):  # left by a writer that was killed mid-write
+            try:
+                tmp.unlink()
+            except OSError:  # pragma: no cover
+                pass
         if resume and self.path.exists():
-            with xr.open_dataset(self.path) as f:
-                ds = f.load()
+            try:
+                with xr.open_dataset(self.path) as f:
+                    ds = f.load()
+            except Exception as exc:
+                self.close()
+                raise BandscopeInputError(f"{self.path}: cannot resume from it: not a readable netCDF run "
+                                          f"({type(exc).__name__}: {exc})", path=self.path) from exc
             for k in range(ds.sizes["checkpoint"]):
                 row = {"band_loss": ds["band_loss"].values[k].copy()}
                 for c in _COLS:
                     if c in ds:
                         row[c] = ds[c].values[k].item()
                 self.rows.append(row)
+
+    def close(self) -> None:
+        """Give up ownership of ``path`` (removes the lock file). The file itself stays."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+
+    def __enter__(self) -> RunRecorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
 
     def add_extra(self, provider) -> None:
         """Merge ``provider()`` (an ``xr.Dataset`` of extra variables on their own dims, e.g.
@@ -91,38 +142,82 @@ class RunRecorder:
         a training state older than the file's last checkpoint)."""
         self.rows = [r for r in self.rows if int(r["step"]) <= int(max_step)]
 
-    def record(self, *, step: int, band_loss, param_time: float, epoch: float | None = None,
-               arc_length: float | None = None, mse: float | None = None) -> None:
-        """Append one checkpoint and rewrite the file atomically."""
-        bl = np.asarray(band_loss, dtype=np.float64).reshape(-1)
+    def _checked_row(self, *, step, band_loss, param_time, epoch, arc_length, mse) -> dict:
+        """The new checkpoint as a row, or ``BandscopeInputError`` -- without touching ``self``."""
+        where = f"{self.path}: checkpoint at step {step!r}"
+        try:
+            st = int(integer_steps(np.reshape(np.asarray(step), 1), where=where)[0])
+        except (TypeError, ValueError) as exc:
+            raise BandscopeInputError(str(exc), path=self.path) from None
+        bl = np.array(band_loss, dtype=np.float64).reshape(-1)
         if self.rows and bl.shape != self.rows[0]["band_loss"].shape:
-            raise ValueError(f"checkpoint has {bl.size} bands, earlier ones {self.rows[0]['band_loss'].size}")
-        if self.rows and int(step) <= int(self.rows[-1]["step"]):
-            raise ValueError(f"step {step} is not after the last recorded step {self.rows[-1]['step']}")
-        row = {"band_loss": bl, "step": int(step), "param_time": float(param_time)}
+            raise BandscopeInputError(f"{where} has {bl.size} bands, earlier ones {self.rows[0]['band_loss'].size}",
+                                      path=self.path)
+        if not np.isfinite(bl).all():
+            bad = np.flatnonzero(~np.isfinite(bl)).tolist()
+            raise BandscopeInputError(f"{where}: band loss is NaN or inf in bands at positions {bad} (the model "
+                                      "diverged?); the checkpoint was not recorded", path=self.path)
+        if (bl < 0).any():
+            raise BandscopeInputError(f"{where}: negative band loss {bl.tolist()}", path=self.path)
+        pt = float(param_time)
+        if not (math.isfinite(pt) and pt >= 0):
+            raise BandscopeInputError(f"{where}: param_time is {pt!r}; it must be finite and >= 0", path=self.path)
+        if self.rows:
+            last = self.rows[-1]
+            if st <= int(last["step"]):
+                raise BandscopeInputError(f"{where}: step {st} is not after the last recorded step "
+                                          f"{int(last['step'])}", path=self.path)
+            if pt < float(last["param_time"]):
+                raise BandscopeInputError(f"{where}: param_time decreases from {float(last['param_time'])!r} "
+                                          f"to {pt!r}; parameter time is cumulative", path=self.path)
+        row = {"band_loss": bl, "step": st, "param_time": pt}
         for key, val in (("epoch", epoch), ("arc_length", arc_length), ("mse", mse)):
             if val is not None:
                 row[key] = float(val)
-        self.rows.append(row)
-        self.write()
+        return row
+
+    def record(self, *, step: int, band_loss, param_time: float, epoch: float | None = None,
+               arc_length: float | None = None, mse: float | None = None) -> None:
+        """Append one checkpoint and rewrite the file atomically.
+
+        The checkpoint is validated and the file written first; only then does it join the
+        recorder. A rejected checkpoint (``BandscopeInputError``) or a failed write
+        (``OSError``, e.g. ``ENOSPC``) leaves the recorder and the file as they were, so the
+        same call can be retried. Equal parameter time at consecutive checkpoints (weights that
+        did not move) is valid.
+        """
+        if not self._lock.held:
+            raise BandscopeInputError(f"{self.path}: this recorder was closed; open a new one with resume=True",
+                                      path=self.path)
+        row = self._checked_row(step=step, band_loss=band_loss, param_time=param_time, epoch=epoch,
+                                arc_length=arc_length, mse=mse)
+        rows = [*self.rows, row]
+        self._write(self._dataset(rows))
+        self.rows = rows
 
     def dataset(self) -> xr.Dataset:
         """The recorded checkpoints as a validated run Dataset."""
-        if not self.rows:
-            raise ValueError("no checkpoint recorded yet")
+        return self._dataset(self.rows)
+
+    def _dataset(self, rows) -> xr.Dataset:
+        if not rows:
+            raise BandscopeInputError("no checkpoint recorded yet")
 
         def col(key):
-            vals = [r.get(key) for r in self.rows]
+            vals = [r.get(key) for r in rows]
             return None if any(v is None for v in vals) else np.asarray(vals)
 
         return make_run(
-            np.stack([r["band_loss"] for r in self.rows]), col("param_time"), col("step"),
+            np.stack([r["band_loss"] for r in rows]), col("param_time"), col("step"),
             epoch=col("epoch"), arc_length=col("arc_length"), mse=col("mse"),
             name=self.name, arch=self.arch, seed=self.seed, source=self.source,
-            extra_attrs=self.extra_attrs,
+            extra_attrs=self.extra_attrs, require_advance=False,
         )
 
+    def _write(self, ds: xr.Dataset) -> Path:
+        return write_netcdf_atomic(self._with_extras(ds), self.path)
+
     def write(self) -> Path:
-        """Write the file atomically (tmp file + ``os.replace``), with every extra provider's
-        variables merged in (:meth:`add_extra`)."""
-        return write_netcdf_atomic(self._with_extras(self.dataset()), self.path)
+        """Write the file atomically (temporary file + ``os.replace``), with every extra
+        provider's variables merged in (:meth:`add_extra`)."""
+        return self._write(self.dataset())

@@ -248,4 +248,5 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
                               f"arc {rec.rows[-1]['arc_length']:.3f} ({time.perf_counter() - t0:.0f} s)")
     finally:
         bar.close()
+        rec.close()  # give up ownership of run.nc (docs/format.md, "Rules")
     return rec.dataset()
