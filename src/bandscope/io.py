@@ -221,9 +221,14 @@ def _check_readable(path: Path, kind: str) -> None:
                                   f"{'Parquet' if kind == 'parquet' else 'netCDF'} data", path=path)
 
 
+# pandas < 3 parses floats to within an ulp by default; "round_trip" reads back exactly what was
+# written (pandas 3 does by default and deprecates the argument).
+_CSV_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, float_precision="round_trip")  # floats read back exactly, on every pandas
+        return pd.read_csv(path, **_CSV_FLOATS)
     except pd.errors.EmptyDataError:
         raise BandscopeInputError(f"{path}: no header and no rows (empty CSV)", path=path) from None
     except pd.errors.ParserError as exc:  # e.g. "Expected 3 fields in line 4, saw 4"
