@@ -87,9 +87,47 @@ def test_table_a7_counts_only_finite_gamma(res):
 def test_all_and_format(res):
     allt = tables.all_tables(res)
     assert set(allt) == {"table_b2", "table_b31", "table_62", "table_ordering", "table_a7",
-                         "table_full_loss", "table_saturation"}
+                         "table_full_loss", "table_saturation", "table_verdicts"}
     text = tables.format_tables(res)
-    assert "B.2" in text and "6.3" in text and "—" in text
+    assert "Table B.2" in text and "§6.3" in text and "—" in text
+
+
+def test_table_verdicts_follow_the_rules(res):
+    from bandscope import verdict as V
+
+    vt = tables.table_verdicts(res)
+    assert list(vt.columns) == ["prediction", "verdict", "reason", "paper verdict", "paper reason"]
+    assert set(vt["verdict"]) <= set(V.LEVELS)
+    b2 = tables.table_b2(res)
+    for band in b2.index.drop("overall"):
+        r = b2.loc[band]
+        want = V.weibull_verdict(r["median R²"], r["median ΔBIC"], r["wins (ΔBIC<0)"],
+                                 r["median ΔBIC (n/10)"], neff_expected=True)
+        assert vt.loc[f"band {band}", "verdict"] == want.level
+        assert vt.loc[f"band {band}", "prediction"] == 1
+    # the paper's band 1 (ΔBIC +1.14, 4/12) does not hold by the same rule; band 16 holds
+    assert vt.loc["band 1", "paper verdict"] == V.FAILS
+    assert vt.loc["band 16", "paper verdict"] == V.HOLDS
+    row = tables.table_62(res).loc["initial residual R_i(s_0)"]
+    want = V.ordering_verdict(row["median ρ"], row["IQR low (q25)"], row["IQR high (q75)"],
+                              expected_sign=-1, n_bands=res.sizes["band"])
+    assert vt.loc["initial_residual", "verdict"] == want.level
+    assert vt.loc["full loss synthetic-cnn", "prediction"] == 3
+
+
+def test_table_verdicts_flip_with_the_sign():
+    """A run set whose fine bands start earlier (onset falling with r) fails the onset test."""
+    from bandscope import verdict as V
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r = analyze(make_runs_synthetic(4))
+    flipped = r.copy()
+    flipped["rho"] = -r["rho"]
+    vt = tables.table_verdicts(flipped)
+    assert vt.loc["onset", "verdict"] == V.FAILS
+    assert vt.loc["initial_residual", "verdict"] == V.FAILS
+    assert tables.table_verdicts(r).loc["onset", "verdict"] != V.FAILS
 
 
 def test_unknown_window(res):

@@ -16,17 +16,27 @@ function               content                                         paper
 ``table_full_loss``    full-loss Weibull and band-sum R², by arch       §6.3
 ``table_saturation``   per band: floor-window drift (% of range),       A.9 (our check)
                        floors of both conventions, unsaturated runs
+``table_verdicts``     per test of the three predictions: verdict and   §4.1, §6, B
+                       its reason, for our runs and for the paper's
+                       published values (rules: :mod:`bandscope.verdict`)
 =====================  ==============================================  =================
+
+These DataFrames are the data (their column names are a contract: the JSON ``summary`` is
+written from them). The printed and HTML reports (:mod:`bandscope.report`) format them and set
+the paper's values (:mod:`bandscope.paper`) beside ours.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from . import paper
+from . import verdict as V
 from .ordering import METRICS, summarize_runs
 
 __all__ = ["table_b2", "table_b31", "table_ordering", "table_62", "table_a7",
-           "table_full_loss", "table_saturation", "all_tables", "format_tables"]
+           "table_full_loss", "table_saturation", "table_verdicts", "paper_arch",
+           "all_tables", "format_tables"]
 
 _METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i^∞",
                  "initial_residual": "initial residual R_i(s_0)"}
@@ -227,6 +237,97 @@ def table_saturation(results):
     return df
 
 
+def paper_arch(arch) -> str | None:
+    """The paper's architecture (``"cnn"``/``"vit"``) an ``arch`` label stands for, or None.
+
+    ``"cnn"``, ``"CNN"`` and ``"synthetic-cnn"`` map to ``"cnn"``.
+
+    >>> paper_arch("synthetic-vit"), paper_arch("mlp")
+    ('vit', None)
+    """
+    a = str(arch).lower()
+    for p in ("cnn", "vit"):
+        if a == p or a.endswith("-" + p) or a.endswith("_" + p):
+            return p
+    return None
+
+
+def _n_bands(results, window):
+    """Bands entering each ρ: the median over runs of ``rho_n`` (all bands if absent)."""
+    if "rho_n" in results:
+        n = np.asarray(results["rho_n"].sel(window=window).values, dtype=float)
+        n = n[np.isfinite(n) & (n > 0)]
+        if n.size:
+            return int(np.median(n))
+    return int(results.sizes["band"])
+
+
+def table_verdicts(results, window=None):
+    """Verdict per test of the paper's three predictions, ours and the paper's.
+
+    Rows (index ``test``): ``all band fits`` and ``band <r>`` (prediction 1, from
+    :func:`table_b2`), ``<metric>`` (prediction 2, from :func:`table_62`), ``full loss``,
+    ``band-sum reconstruction`` and ``full loss <arch>`` (prediction 3, from
+    :func:`table_full_loss`). Columns: ``prediction`` (1, 2, 3), ``verdict`` and ``reason``
+    for these runs, ``paper verdict`` and ``paper reason`` for the same rule applied to the
+    paper's published values (empty where the paper has no value). Rules and thresholds:
+    :mod:`bandscope.verdict`.
+    """
+    w = _primary(results, window)
+    rows = {}
+
+    def put(test, pred, ours, theirs):
+        rows[test] = {"prediction": pred, "verdict": ours.level, "reason": ours.reason,
+                      "paper verdict": theirs.level if theirs else "",
+                      "paper reason": theirs.reason if theirs else ""}
+
+    b2 = table_b2(results, w)
+    d = f"n/{float(results.attrs.get('deflation', 10.0)):g}"
+
+    def ours_b2(row):
+        return V.weibull_verdict(row["median R²"], row["median ΔBIC"], row["wins (ΔBIC<0)"],
+                                 row[f"median ΔBIC ({d})"], neff_expected=True)
+
+    def paper_b2(p):
+        return V.weibull_verdict(p["r2"].value, p["delta_bic"].value, p["wins"].text,
+                                 p["delta_bic_neff"].value, neff_expected=True)
+
+    put("all band fits", 1, ours_b2(b2.loc["overall"]),
+        paper_b2(paper.ALL_BAND_FITS) if w == paper.PRIMARY_WINDOW else None)
+    for band in b2.index.drop("overall"):
+        p = paper.BAND_FITS.get(int(band)) if w == paper.PRIMARY_WINDOW else None
+        put(f"band {band}", 1, ours_b2(b2.loc[band]), paper_b2(p) if p else None)
+    t62 = table_ordering(results, windows=[w]).droplevel("window")
+    nb = _n_bands(results, w)
+    for m in METRICS:
+        row = t62.loc[_METRIC_NAMES[m]]
+        sign = V.EXPECTED_SIGN[m]
+        ours = V.ordering_verdict(row["median ρ"], row["IQR low (q25)"], row["IQR high (q75)"],
+                                  expected_sign=sign, n_bands=nb)
+        p = paper.ORDERING.get((m, w))
+        theirs = V.ordering_verdict(p["median"].value, p["q25"].value, p["q75"].value,
+                                    expected_sign=sign, n_bands=paper.N_BANDS) if p else None
+        put(m, 2, ours, theirs)
+    fl = table_full_loss(results, w)
+    row = fl.loc["overall"]
+    pf = paper.FULL_LOSS["overall"]
+    put("full loss", 3, V.weibull_verdict(row["median R²"], row["median ΔBIC"], row["wins (ΔBIC<0)"]),
+        V.weibull_verdict(pf["r2"].value, pf["delta_bic"].value))
+    put("band-sum reconstruction", 3, V.r2_verdict(row[f"median band-sum R² ({w})"]),
+        V.r2_verdict(pf["band_sum_r2"].value) if w == paper.PRIMARY_WINDOW else None)
+    for g in fl.index.drop("overall"):
+        r = fl.loc[g]
+        pa = paper.FULL_LOSS.get(paper_arch(g) or "")
+        put(f"full loss {g}", 3, V.weibull_verdict(r["median R²"], r["median ΔBIC"], r["wins (ΔBIC<0)"]),
+            V.weibull_verdict(None, pa["delta_bic"].value) if pa else None)
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "test"
+    df.attrs.update(window=w, definition="verdict rules of bandscope.verdict (sign, then magnitude "
+                    "against stated thresholds) applied to the medians of table_b2, table_62 and "
+                    "table_full_loss, and to the paper's published values (bandscope.paper)")
+    return df
+
+
 def all_tables(results):
     """Every table: dict name → DataFrame."""
     return {
@@ -237,27 +338,21 @@ def all_tables(results):
         "table_a7": table_a7(results),
         "table_full_loss": table_full_loss(results),
         "table_saturation": table_saturation(results),
+        "table_verdicts": table_verdicts(results),
     }
 
 
-_TITLES = {
-    "table_b2": "B.2  Per-band Weibull vs exponential (medians across runs)",
-    "table_b31": "B.3.1  Per-band fits under each threshold window",
-    "table_62": "6.2  Band ordering: Spearman rho(resolution, metric)",
-    "table_ordering": "B.3.2  Band ordering under each threshold window",
-    "table_a7": "A.7  Parameter time s(t) ~ a + b t^gamma",
-    "table_full_loss": "6.3  Full-loss Weibull and band-sum reconstruction",
-    "table_saturation": "Saturation: did each band reach its floor before the floor window?",
-}
+def format_tables(results, window=None, *, floatfmt=None):
+    """The printed report (:func:`bandscope.report.format_text`): the paper's value beside
+    ours, a verdict per claim, every column explained once, at most 100 columns wide.
 
+    ``floatfmt`` (one format for every number) is no longer used: digits now follow
+    :mod:`bandscope.numfmt` per kind of number; passing it warns."""
+    from .report import format_text
 
-def format_tables(results, floatfmt="{:.4g}"):
-    """All tables as printable text (one titled block per table)."""
-    out = []
-    for name, df in all_tables(results).items():
-        title = _TITLES[name]
-        if "window" in df.attrs:
-            title += f"  [window {df.attrs['window']}]"
-        text = df.to_string(float_format=lambda v: floatfmt.format(v), na_rep="—")
-        out.append(f"{title}\n{'-' * len(title)}\n{text}\n")
-    return "\n".join(out)
+    if floatfmt is not None:
+        import warnings
+
+        warnings.warn("format_tables(floatfmt=...) is ignored: numbers are formatted per kind "
+                      "(bandscope.numfmt); drop the argument", DeprecationWarning, stacklevel=2)
+    return format_text(results, window)

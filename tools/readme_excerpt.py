@@ -2,24 +2,25 @@
 
 Usage (from the repository root)::
 
-    bandscope reproduce 2>/dev/null | python reference_runs/readme_excerpt.py [PREFIX ...]
+    bandscope reproduce 2>/dev/null | python tools/readme_excerpt.py [PREFIX ...]
 
 Prints the first line of the report and each section whose heading starts with one of the
-PREFIXes (default: ``B.2``, ``6.2``, ``6.3``, ``Saturation`` — the three results of the paper and
-the saturation check), in the report's order, each with its heading, its rule line and its
-table. A section is a heading line followed by a line of dashes; it ends where the next one
-starts. Exits with 1 if a PREFIX matches no section.
+PREFIXes (default: the verdicts, the per-band fits, the band ordering, the full-loss fit and the
+saturation check — the paper's three results and the check behind them), in the report's order,
+each with its heading, its rule line, its table and its legend. A section is a heading line
+followed by a line of ``=`` or ``-``; it ends where the next one starts. Exits with 1 if a PREFIX
+matches no section.
 """
 
 import sys
 
-DEFAULT = ("B.2", "6.2", "6.3", "Saturation")
+DEFAULT = ("Verdicts", "Per-band Weibull", "Band ordering:", "Full-loss", "Saturation")
 
 
 def sections(lines):
     """Split report lines into (heading, body lines) pairs; body keeps the rule line."""
     starts = [i for i in range(len(lines) - 1)
-              if lines[i].strip() and set(lines[i + 1].strip()) == {"-"}]
+              if lines[i].strip() and set(lines[i + 1].strip()) in ({"-"}, {"="})]
     out = []
     for j, i in enumerate(starts):
         end = starts[j + 1] if j + 1 < len(starts) else len(lines)
