@@ -27,7 +27,6 @@ NEEDS = {
     "test_torch_*.py": ("torch",),
     "test_sweep*.py": ("dask",),
     "test_plot*.py": ("matplotlib",),
-    "test_report*.py": ("matplotlib",),
 }
 
 
