@@ -31,6 +31,7 @@ _LAZY = {
     "write_run": "bandscope.io",
     "stack_runs": "bandscope.io",
     "analyze": "bandscope.analysis",
+    "forecast": "bandscope.forecasting",
 }
 _SUBMODULES = {"tables", "bands", "paramtime", "trajectory", "fitting", "ordering",
                "analysis", "io", "lnp", "synthetic", "plot", "cli", "run"}

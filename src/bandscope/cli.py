@@ -205,6 +205,8 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     from . import recordcli
 
     recordcli.register(sub)
+    from . import forecastcli
+    forecastcli.register(sub)
     parser.set_defaults(_plugin_failures={})
     if plugins:
         from .plugins import load_plugins
@@ -225,7 +227,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 # Commands that never need an extension: their parser is built without loading any (fast, and
 # torch is not imported). ``param-time`` needs one only for ``--arch`` (torch models); its
 # ``.pt`` reader is loaded on demand when such a file is met.
-_CORE_ONLY = frozenset({"analyze", "reproduce", "bands"})
+_CORE_ONLY = frozenset({"analyze", "reproduce", "bands", "forecast"})
 
 
 def _needs_plugins(argv, first) -> bool:
