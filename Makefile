@@ -8,7 +8,7 @@ VENV ?= .venv
 PIP = $(VENV)/bin/pip
 BIN = $(VENV)/bin
 # Extras of the full development install (what `make test` and the CI lanes use).
-DEV_EXTRAS = torch,plot,dask,test,lint
+DEV_EXTRAS = torch,plot,dask,test,lint,lightning,hf,tensorboard
 
 .PHONY: reproduce test test-fast test-core test-min lint doctest ci dev bench venv clean
 
@@ -75,3 +75,19 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .venv-core .venv-min build dist src/*.egg-info .pytest_cache .hypothesis
+
+# Documentation site (mkdocs.yml). `docs`: install the docs extra and build build/site with every
+# warning an error; the tutorials' code runs during the build, so a failing tutorial fails it.
+# `docs-check`: open every page of the built site in headless Chromium (Debian's
+# /usr/bin/chromium, installed with apt-get when missing) and check scripts, links, images, the
+# API reference and the tutorials' output (tools/check_docs_site.py). Builds the site first if
+# build/site is missing.
+.PHONY: docs docs-check
+docs: venv
+	$(PIP) install -q -c constraints.txt -e ".[torch,plot,docs]"
+	NO_MKDOCS_2_WARNING=1 MPLBACKEND=Agg $(BIN)/mkdocs build --strict
+
+docs-check: venv
+	test -f build/site/index.html || $(MAKE) docs
+	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	$(BIN)/python tools/check_docs_site.py build/site

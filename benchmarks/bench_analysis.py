@@ -13,10 +13,20 @@ Prints the time ratio and the maximum relative SSE excess of ``analyze()``'s fit
 baseline's ((SSE_fast - SSE_lmfit) / SSE_lmfit; ≤ 0 means as good or better). Timings are
 wall-clock on a shared machine: treat them as noisy.
 
-Run: ``python benchmarks/bench_analysis.py``
+With ``--compare-src DIR`` (e.g. a checkout of ``main``'s ``src``), the same timing of
+``analyze()`` on the same 12 runs is also made with the package in ``DIR``, in a subprocess
+started from this run, alternating with this tree's timing; the two best-of times and their
+ratio are printed (the "12-run path no slower than before" check).
+
+Run: ``python benchmarks/bench_analysis.py [--compare-src DIR]``
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 import warnings
 
@@ -24,8 +34,9 @@ import lmfit
 import numpy as np
 from scipy import stats
 
-from bandscope.analysis import _gamma, analyze
+from bandscope.analysis import analyze
 from bandscope.fitting import start_values, weibull
+from bandscope.paramtime import fit_run_gamma
 from bandscope.synthetic import make_runs_synthetic
 
 
@@ -85,6 +96,48 @@ def baseline(res, min_points=5):
             "total_sse_exp": tot_e}
 
 
+_TIMER = """
+import sys, time, warnings, json
+warnings.simplefilter("ignore")
+from bandscope.analysis import analyze
+from bandscope.synthetic import make_runs_synthetic
+runs = make_runs_synthetic(12)
+analyze(runs[:1])
+t, c = [], []
+for _ in range(int(sys.argv[1])):
+    t0, c0 = time.perf_counter(), time.process_time()
+    analyze(runs)
+    t.append(time.perf_counter() - t0); c.append(time.process_time() - c0)
+print(json.dumps([t, c]))
+"""
+
+
+def time_tree(src, repeats):
+    """Wall-clock and CPU times of ``analyze(make_runs_synthetic(12))`` with the package in
+    ``src``: ``[wall_times, cpu_times]``."""
+    env = dict(os.environ, PYTHONPATH=str(src))
+    out = subprocess.run([sys.executable, "-c", _TIMER, str(repeats)], env=env, check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compare(other_src, rounds=3, repeats=5):
+    """Best-of times of this tree and ``other_src``, alternating rounds (same machine load)."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    mine, theirs = ([], []), ([], [])
+    for _ in range(rounds):
+        for store, src in ((theirs, other_src), (mine, here)):
+            wall, cpu = time_tree(src, repeats)
+            store[0].extend(wall)
+            store[1].extend(cpu)
+    for i, what in enumerate(("wall-clock", "CPU time")):
+        a, b = min(mine[i]), min(theirs[i])
+        print(f"analyze() on 12 runs, {what}, best of {len(mine[i])}: this tree {a:.4f} s, "
+              f"{other_src} {b:.4f} s, ratio this/other {a / b:.3f}")
+    return {"this_wall": min(mine[0]), "other_wall": min(theirs[0]),
+            "this_cpu": min(mine[1]), "other_cpu": min(theirs[1])}
+
+
 def main(repeats=3):
     warnings.simplefilter("ignore", UserWarning)
     runs = make_runs_synthetic(12)
@@ -95,8 +148,7 @@ def main(repeats=3):
         res = analyze(runs)
         t_fast.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    for r in runs:
-        _gamma(r, ((0, 10), (0, 25), (0, 50)))
+    fit_run_gamma(runs, ((0, 10), (0, 25), (0, 50)))
     t_gamma = time.perf_counter() - t0
     c0 = time.process_time()
     analyze(runs)
@@ -137,4 +189,10 @@ def main(repeats=3):
 
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--compare-src", metavar="DIR",
+                    help="also time analyze() with the package in DIR (e.g. main's src)")
+    a = ap.parse_args()
     main()
+    if a.compare_src:
+        compare(a.compare_src)

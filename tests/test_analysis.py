@@ -1,13 +1,14 @@
 """bandscope.analysis.analyze: contract, known answers on synthetic runs, input forms, errors."""
-import sys
-import types
 import warnings
 
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bandscope.analysis import analyze
+from bandscope import fitting, ordering, paramtime, schema, trajectory
+from bandscope.analysis import AnalysisOptions, analyze, collect_runs, stack
 from bandscope.fitting import weibull
 from bandscope.run import make_run
 from bandscope.synthetic import make_run_synthetic, make_runs_synthetic
@@ -27,25 +28,8 @@ def res(runs):
         return analyze(runs)
 
 
-FORMAT_VARS = {
-    "band_loss": ("run", "checkpoint", "band"), "param_time": ("run", "checkpoint"),
-    "step": ("run", "checkpoint"), "floor": ("run", "band"), "floor_final": ("run", "band"),
-    "floor_mean_last_k": ("run", "band"), "floor_convention_diff_pct": ("run", "band"),
-    "floor_window_drift_pct": ("run", "band"), "floor_window_trend_pct": ("run", "band"),
-    "late_noise_pct": ("run", "band"), "saturated": ("run", "band"),
-    "residual": ("run", "checkpoint", "band"), "total_residual": ("run", "checkpoint"),
-    "initial_residual": ("run", "band"), "crossing": ("run", "band", "alpha"),
-    **{v: ("run", "window", "band") for v in (
-        "onset", "width", "fit_n", "fit_start", "fit_stop", "A", "omega", "beta", "r2",
-        "sse_weibull", "exp_A", "exp_omega", "exp_r2", "sse_exp", "bic_weibull", "bic_exp",
-        "delta_bic", "delta_bic_neff", "status", "reason")},
-    **{v: ("run",) for v in (
-        "total_A", "total_omega", "total_beta", "total_r2", "total_bic_weibull", "total_bic_exp",
-        "total_delta_bic", "total_delta_bic_neff", "total_exp_r2", "total_n", "total_status",
-        "gamma", "gamma_a", "gamma_b", "gamma_r2")},
-    "band_sum_fit": ("run", "window", "checkpoint"), "band_sum_r2": ("run", "window"),
-    "rho": ("run", "window", "metric"),
-}
+# the contract's variables and dims: the one schema (tests/certified pins results/1 itself)
+FORMAT_VARS = {name: v.dims for name, v in schema.RESULTS.items()}
 
 
 def test_results_follow_the_format_contract(res):
@@ -275,16 +259,18 @@ def test_exponential_bands_recover_exact_parameters():
 
 
 def test_gamma_from_paramtime(monkeypatch, runs):
-    fake = types.ModuleType("bandscope.paramtime")
+    """analyze() takes gamma from paramtime.fit_power_time's Dataset (one accessor, by name)."""
+    from bandscope import paramtime
 
-    def fit_power_time(step, s, windows=None, epoch=None):
-        if windows is None:
-            return {"gamma": 0.37, "a": 0.0, "b": 1.0, "r2": 0.999}
-        return xr.Dataset({"gamma": ("window", [0.3, 0.35, 0.4][: len(windows)]),
-                           "r2": ("window", [0.99] * len(windows))})
+    def fit_power_time(step, s, epoch_windows=None, epoch=None):
+        if epoch_windows is None:
+            return xr.Dataset({"gamma": 0.37, "a": 0.0, "b": 1.0, "r2": 0.999, "status": "ok",
+                               "reason": ""})
+        n = len(epoch_windows)
+        return xr.Dataset({"gamma": ("epoch_window", [0.3, 0.35, 0.4][:n]),
+                           "r2": ("epoch_window", [0.99] * n)})
 
-    fake.fit_power_time = fit_power_time
-    monkeypatch.setitem(sys.modules, "bandscope.paramtime", fake)
+    monkeypatch.setattr(paramtime, "fit_power_time", fit_power_time)
     out = analyze(runs[:2])
     np.testing.assert_allclose(out.gamma.values, 0.37)
     np.testing.assert_allclose(out.gamma_w.values, [[0.3, 0.35, 0.4]] * 2)
@@ -304,3 +290,170 @@ def test_gamma_nan_without_step():
     L = np.stack([1e-3 + np.exp(-s), 1e-3 + np.exp(-s / 2)], axis=1)
     out = analyze(make_run(L, s))  # step unknown (-1)
     assert np.isnan(out.gamma.values).all() and "no step" in out.attrs["gamma_note"]
+
+
+# ------------------------------------------------------------------ composition and options
+def test_analyze_is_the_composition_of_the_public_functions(runs):
+    """analyze() == the labelled functions called one after the other (docs/analysis.md)."""
+    opts = AnalysisOptions(k=4, windows=[(0.95, 0.01), (0.7, 0.3)], deflation=5.0)
+    sub = [runs[0], runs[5].isel(checkpoint=slice(0, 45))]  # unequal lengths: padding
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = analyze(sub, opts)
+        st_ = stack(collect_runs(sub))
+        L, s = st_.band_loss, st_.param_time
+        fl = trajectory.floors(L, k=opts.k, saturation_tol_pct=opts.saturation_tol_pct,
+                               param_time=s)
+    floor = fl.floor_mean_last_k
+    R, Rtot = trajectory.residuals(L, floor)
+    R = R.transpose("run", "checkpoint", "band")
+    cross = trajectory.crossings(R, s, opts.alphas)
+    onset, width = trajectory.onset_width(cross, windows=opts.windows)
+    aw = trajectory.active_windows(s, cross, opts.windows)
+    kw = {"deflation": opts.deflation, "min_points": opts.min_points}
+    n_valid = (np.isfinite(Rtot) & np.isfinite(s)).sum("checkpoint")
+    fits, total = fitting.compare_window_sets(
+        [(R, s, aw.fit_start, aw.fit_n), (Rtot, s, xr.zeros_like(n_valid), n_valid)], **kw)
+    # one batch or two: the same fits (to rounding: the batch pads curves to one length)
+    alone = fitting.compare_windows(R, s, aw.fit_start, aw.fit_n, **kw)
+    for name in ("beta", "delta_bic", "delta_bic_acf", "r2"):
+        np.testing.assert_allclose(alone[name], fits[name], rtol=1e-12, atol=1e-12)
+    recon = fitting.band_sum(fits, R, Rtot, s, aw.fit_start)
+    order = ordering.band_ordering(onset, width, floor, R.isel(checkpoint=0, drop=True))
+    gam = paramtime.fit_run_gamma(sub)
+
+    def same(a, b):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    for name in ("floor_mean_last_k", "floor_final", "floor_window_drift_pct",
+                 "floor_window_trend_pct", "late_noise_pct", "saturated"):
+        same(res[name], fl[name].transpose("run", "band"))
+    same(res.floor, floor.transpose("run", "band"))
+    same(res.residual, R)
+    same(res.total_residual, Rtot.transpose("run", "checkpoint"))
+    same(res.crossing, cross.transpose("run", "band", "alpha"))
+    same(res.onset, onset.transpose("run", "window", "band"))
+    same(res.width, width.transpose("run", "window", "band"))
+    for name in ("fit_start", "fit_stop", "fit_n"):
+        same(res[name], aw[name].transpose("run", "window", "band"))
+    for name in ("A", "omega", "beta", "r2", "delta_bic", "delta_bic_neff", "delta_bic_acf",
+                 "n_eff_acf", "status"):
+        same(res[name], fits[name].transpose("run", "window", "band"))
+        same(res[f"total_{name}"], total[name])
+    same(res.band_sum_r2, recon.band_sum_r2.transpose("run", "window"))
+    same(res.band_sum_fit, recon.band_sum_fit.transpose("run", "window", "checkpoint"))
+    same(res.rho, order.rho.transpose("run", "window", "metric"))
+    same(res.gamma, gam.gamma)
+    same(res.gamma_w, gam.gamma_w)
+    assert res.attrs["k"] == 4 and res.attrs["deflation"] == 5.0
+
+
+def test_options_object_and_keywords_agree(runs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        a = analyze(runs[:2], AnalysisOptions(floor="final", min_points=6))
+        b = analyze(runs[:2], floor="final", min_points=6)
+        c = analyze(runs[:2], AnalysisOptions(floor="final"), min_points=6)
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+    xr.testing.assert_identical(a.drop_attrs(), c.drop_attrs())
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"floor": "median"}, "floor must be one of"),
+    ({"k": 0}, "k >= 1"),
+    ({"k": 2.5}, "k must be an integer"),
+    ({"min_points": 3}, "min_points >= 4"),
+    ({"deflation": 0.5}, "deflation must be finite and >= 1"),
+    ({"saturation_tol_pct": -1}, "saturation_tol_pct"),
+    ({"n_starts": 0}, "n_starts"),
+    ({"gamma_windows": [(10, 0)]}, "start < end"),
+    ({"band_sum_missing": "zero"}, "band_sum_missing"),
+    ({"windows": []}, "at least one"),
+])
+def test_options_are_validated_once_with_the_bad_value(kw, match):
+    with pytest.raises(ValueError, match=match):
+        AnalysisOptions(**kw)
+
+
+def test_unknown_option_is_refused(runs):
+    with pytest.raises(TypeError, match="unknown analysis option"):
+        analyze(runs[:1], widnows=[(0.9, 0.1)])
+    with pytest.raises(TypeError, match="AnalysisOptions"):
+        analyze(runs[:1], {"k": 3})
+
+
+def test_every_option_reachable_from_the_cli():
+    import dataclasses
+
+    from bandscope import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["analyze", "x.csv", "--windows", "0.9/0.1", "--floor", "final",
+                              "-k", "3", "--deflation", "4", "--min-points", "6",
+                              "--saturation-tol", "3", "--n-starts", "2",
+                              "--gamma-windows", "0-5,0-40", "--no-fallback",
+                              "--band-sum-missing", "observed"])
+    opts = cli.analysis_options(args)
+    assert opts == AnalysisOptions(windows=[(0.9, 0.1)], floor="final", k=3, deflation=4,
+                                   min_points=6, saturation_tol_pct=3, n_starts=2,
+                                   gamma_windows=[(0, 5), (0, 40)], fallback=False,
+                                   band_sum_missing="observed")
+    defaults = cli.analysis_options(parser.parse_args(["analyze", "x.csv"]))
+    assert defaults == AnalysisOptions()
+    changed = {f.name for f in dataclasses.fields(AnalysisOptions)
+               if getattr(opts, f.name) != getattr(defaults, f.name)}
+    assert changed == {f.name for f in dataclasses.fields(AnalysisOptions)}
+
+
+# ------------------------------------------------------------------ scale-free statistics
+_SCALE_FREE = ("r2", "exp_r2", "beta", "delta_bic", "delta_bic_neff", "delta_bic_acf",
+               "n_eff_acf", "onset", "width", "omega", "crossing", "floor_convention_diff_pct",
+               "floor_window_drift_pct", "floor_window_trend_pct", "late_noise_pct",
+               "band_sum_r2", "rho", "total_r2", "total_delta_bic", "total_delta_bic_acf")
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    return make_run_synthetic(4, n_bands=4)
+
+
+@settings(max_examples=15, deadline=None)
+@given(exponent=st.floats(-250, 250))
+def test_statistics_do_not_depend_on_the_loss_scale(small_run, exponent):
+    """Multiplying every band loss by 10^e (|e| <= 250) changes no statistic (scale-free)."""
+    c = 10.0 ** exponent
+    scaled = small_run.copy()
+    scaled["band_loss"] = small_run.band_loss * c
+    scaled = scaled.drop_vars("mse", errors="ignore")
+    base = small_run.drop_vars("mse", errors="ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        a, b = analyze(base), analyze(scaled)
+    for name in _SCALE_FREE:
+        np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-6, atol=1e-9,
+                                   err_msg=name)
+    for name in ("status", "reason", "saturated", "total_status"):
+        np.testing.assert_array_equal(b[name].values, a[name].values, err_msg=name)
+    np.testing.assert_allclose(b.A.values / c, a.A.values, rtol=1e-6)
+    np.testing.assert_allclose(b.floor.values / c, a.floor.values, rtol=1e-12)
+    # BIC itself shifts by 2 n log c; delta_bic (above) does not
+    n = a.fit_n.values
+    np.testing.assert_allclose(b.bic_weibull.values - a.bic_weibull.values,
+                               np.where(a.status.values == "ok", 2 * n * np.log(c), np.nan),
+                               rtol=1e-9, atol=1e-6)
+
+
+def test_tiny_losses_give_no_false_exact_fit():
+    """Band losses ~1e-200: R², ΔBIC and late noise as at scale 1 (SSE itself underflows)."""
+    run = make_run_synthetic(2, n_bands=4).drop_vars("mse", errors="ignore")
+    tiny = run.copy()
+    tiny["band_loss"] = run.band_loss * 1e-200
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        a, b = analyze(run), analyze(tiny)
+    ok = a.status.values == "ok"
+    assert ok.any() and np.isfinite(b.r2.values[ok]).all()
+    assert np.isfinite(b.delta_bic.values[ok]).all()
+    assert not any("exact fit" in r for r in b.reason.values.ravel())
+    assert (b.late_noise_pct.values > 0).all()
+    np.testing.assert_allclose(b.late_noise_pct.values, a.late_noise_pct.values, rtol=1e-9)

@@ -304,3 +304,95 @@ def test_lmfit_model_interface_matches_fit_lmfit(model):
     assert out.params["A"].min == 0.0
     if model == "weibull":
         assert (out.params["beta"].min, out.params["beta"].max) == (0.05, 8.0)
+
+
+# ----------------------------------------------------------------------- n_eff from the ACF
+def _n_eff_oracle(e, p=3):
+    """Slow, obvious twin of fitting.n_eff_acf: statsmodels' acf, then the documented rule."""
+    from statsmodels.tsa.stattools import acf
+
+    n = e.size
+    rho = acf(e, nlags=n // 2, adjusted=False, fft=False)
+    tau = 1.0
+    for k in range(1, n // 2 + 1):
+        if not rho[k] > 0:
+            break
+        tau += 2 * rho[k]
+    ne = n / tau
+    return ne if ne >= p + 1 else np.nan
+
+
+def _ar1(phi, n, rng):
+    e = np.empty(n)
+    e[0] = rng.standard_normal() / np.sqrt(1 - phi**2)
+    for t in range(1, n):
+        e[t] = phi * e[t - 1] + rng.standard_normal()
+    return e
+
+
+@pytest.mark.parametrize("phi", [0.3, 0.6, 0.8])
+def test_n_eff_acf_known_answer_ar1(phi):
+    """AR(1) residuals with coefficient phi: tau = (1 + phi)/(1 - phi), n_eff = n / tau."""
+    from bandscope.fitting import n_eff_acf
+
+    rng = np.random.default_rng(int(phi * 10))
+    e = np.stack([_ar1(phi, 4000, rng) for _ in range(4)])
+    ne, reason = n_eff_acf(e)
+    truth = 4000 * (1 - phi) / (1 + phi)
+    np.testing.assert_allclose(ne.mean(), truth, rtol=0.15)
+    assert (reason == "").all()
+
+
+def test_n_eff_acf_white_noise_is_about_n():
+    from bandscope.fitting import n_eff_acf
+
+    e = np.random.default_rng(0).standard_normal((8, 2000))
+    ne, _ = n_eff_acf(e)
+    assert (ne <= 2000).all() and ne.mean() > 0.9 * 2000
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(5, 60), seed=st.integers(0, 10_000), phi=st.floats(-0.9, 0.95))
+def test_n_eff_acf_equals_statsmodels_oracle(n, seed, phi):
+    from bandscope.fitting import n_eff_acf
+
+    e = _ar1(phi, n, np.random.default_rng(seed))
+    pad = np.concatenate([e, np.full(7, np.nan)])  # left-aligned curve in a padded batch
+    got, _ = n_eff_acf(pad[None, :])
+    np.testing.assert_allclose(got[0], _n_eff_oracle(e), rtol=1e-10, equal_nan=True)
+
+
+def test_n_eff_acf_undefined_cases_say_why():
+    from bandscope.fitting import n_eff_acf
+
+    ne, reason = n_eff_acf(np.vstack([np.ones(10), np.linspace(0, 1, 10)]))
+    assert np.isnan(ne).all()
+    assert "no variance" in reason[0] and "p + 1 = 4" in reason[1]
+
+
+def test_compare_curves_reports_delta_bic_acf():
+    """delta_bic_acf uses n_eff from the residuals; white-noise residuals give ~delta_bic."""
+    rng = np.random.default_rng(3)
+    s = np.linspace(0, 4, 40)
+    y = weibull(s, 1.0, 1.3, 1.8) + 0.01 * rng.standard_normal(s.size)
+    out = compare_curves(s[None, :], y[None, :])
+    assert 4 <= out["n_eff_acf"][0] <= 40
+    n, ne = 40, out["n_eff_acf"][0]
+    bw = ne * (np.log(out["sse_weibull"][0] / n)) + 3 * np.log(ne)
+    be = ne * (np.log(out["sse_exp"][0] / n)) + 2 * np.log(ne)
+    np.testing.assert_allclose(out["delta_bic_acf"][0], bw - be, rtol=1e-10)
+
+
+@settings(max_examples=20, deadline=None)
+@given(exponent=st.floats(-250, 250))
+def test_fit_statistics_are_scale_free(exponent):
+    s = np.linspace(0, 3, 15)
+    y = weibull(s, 1.0, 1.0, 2.0) + 0.01 * np.sin(7 * s)
+    a = compare_curves(s[None, :], y[None, :])
+    b = compare_curves(s[None, :], 10.0**exponent * y[None, :])
+    for key in ("r2", "exp_r2", "beta", "omega", "delta_bic", "delta_bic_neff", "delta_bic_acf",
+                "n_eff_acf"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-7, err_msg=key)
+    assert b["status"][0] == "ok" and b["reason"][0] == a["reason"][0]
+    np.testing.assert_allclose(r_squared(10.0**exponent * y, 10.0**exponent * weibull(s, 1, 1, 2)),
+                               r_squared(y, weibull(s, 1, 1, 2)), rtol=1e-12)

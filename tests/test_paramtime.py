@@ -190,20 +190,20 @@ def test_run_dataset_variables_and_windows():
     ds = make_run_synthetic(5, gamma=0.41)
     fit = fit_power_time(ds.step, ds.param_time)
     np.testing.assert_allclose(float(fit.gamma), 0.41, rtol=1e-6)  # synthetic s is exactly b t^gamma
-    win = fit_power_time(ds.step, ds.param_time, epoch=ds.epoch, windows=[(0, 10), (0, 25), (0, 50), (44, 46)])
-    assert win.window.values.tolist() == ["0-10", "0-25", "0-50", "44-46"]
+    win = fit_power_time(ds.step, ds.param_time, epoch=ds.epoch, epoch_windows=[(0, 10), (0, 25), (0, 50), (44, 46)])
+    assert win.epoch_window.values.tolist() == ["0-10", "0-25", "0-50", "44-46"]
     assert win.n.values.tolist() == [30, 42, 53, 1]  # 1+11+18 | +10 (11..20) +2 (22, 24) | all
     assert win.status.values.tolist() == ["ok", "ok", "ok", "omitted"]
     assert np.isnan(win.gamma.values[-1]) and "fit omitted" in str(win.reason.values[-1])
     np.testing.assert_allclose(win.gamma.values[:3], 0.41, rtol=1e-6)
-    assert win.window_lo.values.tolist() == [0, 0, 0, 44]
+    assert win.epoch_lo.values.tolist() == [0, 0, 0, 44]
 
 
 def test_windows_recover_changing_exponent():
     # gamma differs between early and late training: window fits must see the local exponent
     t = STEPS.astype(float)
     s = np.where(PAPER_EPOCHS <= 10, power_time(t, 0, 1.0, 0.47), np.nan)
-    win = fit_power_time(t, s, epoch=PAPER_EPOCHS, windows=[(0, 10), (0, 50)])
+    win = fit_power_time(t, s, epoch=PAPER_EPOCHS, epoch_windows=[(0, 10), (0, 50)])
     np.testing.assert_allclose(win.gamma.values, [0.47, 0.47], rtol=1e-6)  # NaN padding ignored
     assert win.n.values.tolist() == [30, 30]
 
@@ -225,9 +225,9 @@ def test_unknown_steps_and_degenerate_inputs():
 
 def test_argument_errors():
     with pytest.raises(ValueError, match="pass epoch="):
-        fit_power_time(STEPS, STEPS**0.5, windows=[(0, 10)])
+        fit_power_time(STEPS, STEPS**0.5, epoch_windows=[(0, 10)])
     with pytest.raises(ValueError, match="lo < hi"):
-        fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, windows=[(10, 0)])
+        fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, epoch_windows=[(10, 0)])
     with pytest.raises(ValueError, match="different lengths|line up"):
         fit_power_time(STEPS[:-1], STEPS**0.5)
     with pytest.raises(ValueError, match="1-D"):
@@ -237,8 +237,8 @@ def test_argument_errors():
 def test_stacked_runs_loop_over_extra_dims():
     runs = xr.concat([make_run_synthetic(s, gamma=g) for s, g in ((1, 0.35), (2, 0.45))], dim="run")
     runs = runs.assign_coords(run=["r1", "r2"])
-    fit = fit_power_time(runs.step, runs.param_time, epoch=runs.epoch, windows=[(0, 10), (0, 50)])
-    assert fit.gamma.dims == ("run", "window") and fit.run.values.tolist() == ["r1", "r2"]
+    fit = fit_power_time(runs.step, runs.param_time, epoch=runs.epoch, epoch_windows=[(0, 10), (0, 50)])
+    assert fit.gamma.dims == ("run", "epoch_window") and fit.run.values.tolist() == ["r1", "r2"]
     np.testing.assert_allclose(fit.gamma.values, [[0.35, 0.35], [0.45, 0.45]], rtol=1e-6)
     full = fit_power_time(runs.step, runs.param_time)
     assert full.gamma.dims == ("run",)
@@ -254,3 +254,32 @@ def test_vectorised_sse_grid_equals_the_closed_form_loop():
     grid = np.geomspace(1e-3, 10, 121)
     loop = np.array([_linear_ab(np.power(tau, g), s)[2] for g in grid])
     np.testing.assert_allclose(_sse_grid(tau, s, grid), loop, rtol=1e-9, atol=1e-12 * float(s @ s))
+
+
+def test_old_windows_keyword_and_saved_names_still_work():
+    """``windows=`` (renamed ``epoch_windows=``) still works, with a DeprecationWarning, and a
+    Dataset saved with the old dim names reads back under the new ones."""
+    from bandscope.paramtime import RENAMED, upgrade
+
+    with pytest.warns(DeprecationWarning, match="epoch_windows"):
+        old = fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, windows=[(0, 10)])
+    new = fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, epoch_windows=[(0, 10)])
+    xr.testing.assert_identical(old, new)
+    saved = new.rename({v: k for k, v in RENAMED.items()})
+    assert "window" in saved.dims
+    xr.testing.assert_identical(upgrade(saved), new)
+    with pytest.raises(TypeError, match="epoch_windows= only"):
+        fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, windows=[(0, 10)],
+                       epoch_windows=[(0, 10)])
+
+
+def test_fit_run_gamma_notes_instead_of_raising():
+    from bandscope.paramtime import fit_run_gamma
+
+    ds = make_run_synthetic(5, gamma=0.41)
+    g = fit_run_gamma(ds)
+    np.testing.assert_allclose(g.gamma_w.values, 0.41, rtol=1e-6)
+    assert str(g.note.values) == ""
+    g = fit_run_gamma([ds, ds.assign(step=ds.step * 0 - 1)])
+    assert np.isnan(float(g.gamma[1])) and "no step" in str(g.note.values[1])
+    np.testing.assert_allclose(g.gamma_w.values[0], 0.41, rtol=1e-6)

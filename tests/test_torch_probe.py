@@ -57,5 +57,7 @@ def test_select_panel_without_replacement_seed_plus_3():
     np.testing.assert_array_equal(idx, np.random.default_rng(48).choice(20_000, 256, replace=False))
     assert not np.array_equal(idx, select_panel(20_000, 46))
     assert np.array_equal(np.sort(select_panel(10, 1, 10)), np.arange(10))
+    with pytest.warns(UserWarning, match="only 10 images"):  # asked for more: clipped, with a warning
+        assert np.array_equal(np.sort(select_panel(10, 1, 11)), np.arange(10))
     with pytest.raises(ValueError):
-        select_panel(10, 1, 11)
+        select_panel(10, 1, 0)

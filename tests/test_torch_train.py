@@ -159,3 +159,103 @@ def test_resume_accepts_config_written_before_new_fields(tmp_path):
     assert ds["step"].values[-1] > 5
     with pytest.raises(ValueError, match="different config"):
         train(TINY, out, progress=False, warmup_steps=3)
+
+
+# ------------------------------------------------------------------- device and mixed precision
+def _count_host_reads(monkeypatch):
+    """Count tensor -> host reads (.item, .tolist, .cpu, .numpy, float()) made by bandscope's
+    code (on a GPU each is a device sync). torch's own Adam reads its CPU step counter with
+    ``.item()``, which is not a device sync, so callers inside torch are not counted."""
+    import sys
+
+    counter = {"n": 0}
+    for name in ("item", "tolist", "cpu", "numpy", "__float__"):
+        orig = getattr(torch.Tensor, name)
+
+        def wrapped(self, *a, _orig=orig, **k):
+            f = sys._getframe(1)
+            while f is not None and "contextlib" in f.f_code.co_filename:  # no_grad decorators
+                f = f.f_back
+            if f is not None and str(f.f_globals.get("__name__", "")).startswith("bandscope."):
+                counter["n"] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapped)
+    return counter
+
+
+def test_train_host_reads_only_at_checkpoints(tmp_path, monkeypatch):
+    """No host sync per step: doubling the steps between the same number of checkpoints leaves
+    the number of tensor->host reads unchanged (they happen at checkpoints only)."""
+    cfg = TrainConfig(arch="cnn", seed=5, image_size=16, batch_size=32, n_train=64, n_test=32,
+                      panel_size=8, schedule="geometric", n_points=3, threads=1)
+    counts = []
+    for epochs in (4, 8):  # 8 and 16 steps, checkpoints at 0, 1 and the last step
+        counter = _count_host_reads(monkeypatch)
+        ds = train(cfg, tmp_path / f"e{epochs}", progress=False, epochs=epochs)
+        counts.append(counter["n"])
+        monkeypatch.undo()
+        assert ds.sizes["checkpoint"] == 3
+    assert counts[0] == counts[1] and counts[0] > 0
+
+
+def test_train_bf16_precision_and_device_cpu(tmp_path):
+    cfg = TrainConfig(arch="cnn", seed=5, image_size=16, epochs=2, batch_size=32, n_train=64, n_test=32,
+                      panel_size=8, schedule="geometric", n_points=4, threads=1)
+    plain = train(cfg, tmp_path / "p", progress=False)
+    bf = train(cfg, tmp_path / "b", progress=False, precision="bf16", device="auto" if not
+               torch.cuda.is_available() else "cpu")
+    assert bf.band_loss.dtype == np.float64 and np.isfinite(bf.band_loss.values).all()
+    np.testing.assert_array_equal(bf.band_loss.values[0], plain.band_loss.values[0])  # same initial weights
+    # bfloat16 autocast changes the path a little, not its scale
+    np.testing.assert_allclose(bf.param_time.values[-1], plain.param_time.values[-1], rtol=0.2)
+    assert not np.array_equal(bf.param_time.values, plain.param_time.values)
+    cfg_json = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert cfg_json["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train(cfg, tmp_path / "x", progress=False, precision="fp8")
+
+
+def test_train_resume_on_another_device_is_allowed(tmp_path):
+    """``device`` is where a run runs, not what it computes: resuming with another device string
+    continues the run (here cpu -> auto, which is the CPU without a GPU)."""
+    if torch.cuda.is_available():
+        pytest.skip("auto would pick the GPU here")
+    out = tmp_path / "r"
+    train(TINY, out, progress=False, max_steps=5)
+    resumed = train(TINY, out, progress=False, device="auto")
+    full = train(TINY, tmp_path / "full", progress=False)
+    np.testing.assert_array_equal(resumed.band_loss.values, full.band_loss.values)
+
+
+def test_train_cuda_without_gpu_raises_with_the_fix(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="--device cpu"):
+        train(TINY, tmp_path / "c", progress=False, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_on_cuda(tmp_path):
+    ds = train(TINY, tmp_path / "g", progress=False, device="cuda", precision="bf16")
+    cpu = train(TINY, tmp_path / "c", progress=False)
+    np.testing.assert_allclose(ds.band_loss.values[0], cpu.band_loss.values[0], rtol=1e-4)
+    assert (np.diff(ds.param_time.values) > 0).all()
+
+
+def test_train_cli_device_and_precision(tmp_path, capsys):
+    from bandscope.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["train", "--out", str(out), "--size", "16", "--epochs", "1", "--n-train", "64", "--n-test", "32",
+                 "--batch-size", "32", "--panel-size", "8", "--no-progress", "--threads", "1",
+                 "--device", "cpu", "--precision", "bf16"])
+    assert code == 0, capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["device"] == "cpu" and cfg["precision"] == "bf16"
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(out), "--precision", "fp16"])
+    if not torch.cuda.is_available():
+        code = main(["train", "--out", str(tmp_path / "g"), "--size", "16", "--epochs", "1", "--n-train", "64",
+                     "--n-test", "32", "--batch-size", "32", "--panel-size", "8", "--no-progress", "--device", "cuda"])
+        assert code == 2 and "--device cpu" in capsys.readouterr().err

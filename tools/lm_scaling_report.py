@@ -90,9 +90,12 @@ def figure(runs: list[dict], path: Path) -> None:
             if r["seed"] == min(q["seed"] for q in runs):
                 ax[1, 2].plot(w["step"] + 1, w.values, mk, marker="o", ms=2.5, color=c,
                               label=f"{r['size']}: {probe.split('_')[1]} backbone")
+    n_tilde, l_tilde = r"$\tilde{\mathcal{N}}$", r"$\tilde{\mathcal{L}}$"
     titles = [("held-out loss (nats/byte)", "held-out loss"), ("P (batch A = training batch)", "P"),
-              ("P_AB (A train, B held out)", "P_AB"), ("network scale 𝒩̃ = 𝒩/M", "𝒩̃"),
-              ("loss scale ℒ̃ = Mℒ", "ℒ̃"), ("linear probe P (seed 0): trained vs random", "P")]
+              ("P_AB (A train, B held out)", "P_AB"),
+              (rf"network scale {n_tilde} = $\mathcal{{N}}/M$", n_tilde),
+              (rf"loss scale {l_tilde} = $M\mathcal{{L}}$", l_tilde),
+              ("linear probe P (seed 0): trained vs random", "P")]
     for a, (title, ylabel) in zip(ax.flat, titles):
         a.set(xscale="log", yscale="log", title=title, xlabel="training step + 1", ylabel=ylabel)
     ax[0, 0].legend(fontsize=7)

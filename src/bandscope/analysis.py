@@ -1,64 +1,146 @@
 """``analyze()``: the whole key-search analysis of one or many runs (key search §5, §6, A, B).
 
-Wires :mod:`bandscope.trajectory` (floors, residuals, crossings, windows),
-:mod:`bandscope.fitting` (Weibull vs exponential, BIC) and :mod:`bandscope.ordering`
-(Spearman ρ) into the results Dataset of ``docs/format.md``. All fits of all runs, bands and
-windows go through one batched call of :func:`bandscope.fitting.compare_curves`.
+A short composition of the public labelled functions: :func:`bandscope.trajectory.floors`,
+:func:`~bandscope.trajectory.residuals`, :func:`~bandscope.trajectory.crossings`,
+:func:`~bandscope.trajectory.onset_width`, :func:`~bandscope.trajectory.active_windows`,
+:func:`bandscope.fitting.compare_windows` (all band windows of all runs in one batch, then the
+full-loss curves), :func:`bandscope.fitting.band_sum`,
+:func:`bandscope.ordering.band_ordering` and :func:`bandscope.paramtime.fit_run_gamma`. The
+options travel as one validated :class:`AnalysisOptions`; every results variable takes its
+dims and attrs from :mod:`bandscope.schema`.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
-from . import fitting, ordering, trajectory
+from . import fitting, ordering, paramtime, schema, trajectory
 from .run import validate_run
 
-__all__ = ["analyze", "DEFAULT_WINDOWS", "collect_runs"]
+__all__ = ["analyze", "AnalysisOptions", "DEFAULT_WINDOWS", "DEFAULT_GAMMA_WINDOWS",
+           "collect_runs", "stack"]
 
 DEFAULT_WINDOWS = ((0.95, 0.01), (0.90, 0.10), (0.80, 0.20))
+DEFAULT_GAMMA_WINDOWS = ((0.0, 10.0), (0.0, 25.0), (0.0, 50.0))
 _FLOOR_CONVENTIONS = ("mean_last_k", "final")
 
-_DEFINITIONS = {
-    "residual": "R_i = L_i - L_i^inf (floor convention in attrs['floor_convention'])",
-    "total_residual": "R_tot = sum_i R_i = L_tot - sum_i L_i^inf (key search A.9)",
-    "initial_residual": "R_i(s_0)",
-    "crossing": "c_i(alpha): first k with q_{k-1} > alpha >= q_k, q = R_i/R_i(s_0), linear "
-    "interpolation (key search A.10); NaN if never crossed or R_i(s_0) <= 0",
-    "onset": "tau_i = c_i(hi) of the window",
-    "width": "w_i = c_i(lo) - c_i(hi) of the window",
-    "fit_n": "saved checkpoints with c_i(hi) < s_k < c_i(lo) (strict; key search 5.1)",
-    "fit_start": "first checkpoint index in the active window, -1 if none",
-    "fit_stop": "last checkpoint index in the active window, -1 if none",
-    "A": "Weibull R = A exp(-((s - s_start)/omega)^beta), s_start = s at fit_start (B.1)",
-    "omega": "Weibull scale, parameter-time units",
-    "beta": "Weibull shape, bounded to [0.05, 8]",
-    "r2": "R^2 of the Weibull fit on the linear scale (5.2)",
-    "sse_weibull": "sum of squared residuals of the Weibull fit (linear scale)",
-    "exp_A": "exponential (beta = 1) fit amplitude, same window",
-    "exp_omega": "exponential fit scale",
-    "exp_r2": "R^2 of the exponential fit",
-    "sse_exp": "SSE of the exponential fit",
-    "bic_weibull": "n log(SSE/n) + 3 log n (A.11)",
-    "bic_exp": "n log(SSE/n) + 2 log n (A.11)",
-    "delta_bic": "bic_weibull - bic_exp; negative favours Weibull (5.2)",
-    "delta_bic_neff": "same with n_eff = n / deflation: n_eff log(SSE/n) + p log n_eff (B.2)",
-    "status": "'ok', 'omitted' (fewer than min_points checkpoints in the window) or 'failed'",
-    "reason": "why a fit is not 'ok' (empty when ok)",
-    "band_sum_fit": "R_hat_Sigma = sum_i R_hat_i on the full grid; before band i's window "
-    "starts R_hat_i = A_i (its value at s = 0), after it A_i exp(-((s - s_start)/omega_i)^beta_i) "
-    "(6.3); NaN for a run/window where any band's fit is not 'ok'",
-    "band_sum_r2": "R^2 of band_sum_fit against total_residual over the run's checkpoints (6.3); "
-    "NaN if any band's fit is not 'ok' (a partial sum would not be the reconstruction) "
-    "unless band_sum_missing='observed'",
-    "rho": "Spearman rho between band resolution and the metric over bands (6.2, B.3.2)",
-    "rho_n": "bands with a finite metric used for rho",
-    "saturated": "floor_window_drift_pct < saturation_tol_pct",
-    "gamma": "s(t) ~ a + b t^gamma over all checkpoints (A.7); NaN without step",
-    "gamma_w": "gamma fitted in each epoch window (A.7 table); NaN without epoch",
-}
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Every option of :func:`analyze`, validated once (CLI: ``bandscope analyze --help``).
+
+    Parameters
+    ----------
+    windows : sequence of (hi, lo)
+        Threshold windows, 0 < lo < hi < 1 (paper: 0.95/0.01; B.3 adds 0.90/0.10,
+        0.80/0.20). The first is the primary window. CLI ``--windows``.
+    floor : {"mean_last_k", "final"}
+        Floor convention (A.9). CLI ``--floor``.
+    k : int
+        Checkpoints averaged by the mean-of-last-k floor (paper: 5). CLI ``-k/--floor-k``.
+    deflation : float
+        The paper's fixed n_eff = n / deflation for ``delta_bic_neff`` (paper: 10; >= 1).
+        CLI ``--deflation``.
+    min_points : int
+        Windows with fewer checkpoints are not fitted (status ``"omitted"``; paper: 5; >= 4).
+        CLI ``--min-points``.
+    saturation_tol_pct : float
+        A band whose floor-window drift is at least this many % of its range is flagged
+        (``saturated`` False) and a warning is issued. CLI ``--saturation-tol``.
+    n_starts : int
+        Starts of the lmfit multistart fallback. CLI ``--n-starts``.
+    gamma_windows : sequence of (epoch0, epoch1)
+        Epoch windows of the γ fit (``gamma_w``; needs an ``epoch`` variable). CLI
+        ``--gamma-windows``.
+    fallback : bool
+        Re-fit curves the batch solver did not converge on with lmfit. CLI ``--no-fallback``.
+    band_sum_missing : {"nan", "observed"}
+        What R̂_Σ does with a band whose fit is not ``"ok"``: ``"nan"`` (default) makes
+        ``band_sum_fit``/``band_sum_r2`` NaN for that run and window; ``"observed"`` puts
+        the band's observed R_i in the sum (flatters R², so opt-in). CLI
+        ``--band-sum-missing``.
+
+    Examples
+    --------
+    >>> AnalysisOptions(k=3).k
+    3
+    >>> AnalysisOptions(windows=[(0.01, 0.95)])
+    Traceback (most recent call last):
+    ...
+    ValueError: window thresholds must satisfy 0 < lo < hi < 1, got (0.01, 0.95); give (hi, lo), e.g. (0.95, 0.01)
+    """
+
+    windows: tuple = DEFAULT_WINDOWS
+    floor: str = "mean_last_k"
+    k: int = 5
+    deflation: float = 10.0
+    min_points: int = 5
+    saturation_tol_pct: float = 2.0
+    n_starts: int = 5
+    gamma_windows: tuple = DEFAULT_GAMMA_WINDOWS
+    fallback: bool = True
+    band_sum_missing: str = "nan"
+
+    def __post_init__(self):
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        put("windows", tuple(trajectory.threshold_pairs(self.windows)))
+        if self.floor not in _FLOOR_CONVENTIONS:
+            raise ValueError(f"floor must be one of {_FLOOR_CONVENTIONS}, got {self.floor!r}")
+        if self.band_sum_missing not in ("nan", "observed"):
+            raise ValueError("band_sum_missing must be 'nan' or 'observed', got "
+                             f"{self.band_sum_missing!r}")
+        for name in ("k", "min_points", "n_starts"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v:
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+            put(name, int(v))
+        if self.k < 1 or self.min_points < 4:
+            raise ValueError("need k >= 1 and min_points >= 4 (3 Weibull parameters + 1); got "
+                             f"k={self.k}, min_points={self.min_points}")
+        if self.n_starts < 1:
+            raise ValueError(f"n_starts must be >= 1, got {self.n_starts}")
+        d = float(self.deflation)
+        if not (np.isfinite(d) and d >= 1):
+            raise ValueError(f"deflation must be finite and >= 1 (n_eff = n / deflation <= n), "
+                             f"got {self.deflation!r}")
+        put("deflation", d)
+        tol = float(self.saturation_tol_pct)
+        if not (np.isfinite(tol) and tol > 0):
+            raise ValueError(f"saturation_tol_pct must be a positive number, got {tol!r}")
+        put("saturation_tol_pct", tol)
+        gw = tuple((float(a), float(b)) for a, b in self.gamma_windows)
+        for a, b in gw:
+            if not a < b:
+                raise ValueError(f"gamma epoch window ({a:g}, {b:g}) must have start < end")
+        put("gamma_windows", gw)
+        put("fallback", bool(self.fallback))
+
+    @classmethod
+    def resolve(cls, options=None, **overrides):
+        """``options`` (an :class:`AnalysisOptions` or None) with ``overrides`` applied."""
+        base = cls() if options is None else options
+        if not isinstance(base, cls):
+            raise TypeError(f"options must be an AnalysisOptions, got {type(base).__name__}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown analysis option(s) {sorted(unknown)}; known: "
+                            f"{[f.name for f in dataclasses.fields(cls)]}")
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    @property
+    def alphas(self):
+        """Every threshold of every window, descending (the ``alpha`` coordinate)."""
+        return np.array(sorted({a for w in self.windows for a in w}, reverse=True))
+
+    @property
+    def window_labels(self):
+        return [trajectory.window_label(h, lo) for h, lo in self.windows]
 
 
 # --------------------------------------------------------------------------- inputs
@@ -139,114 +221,96 @@ def collect_runs(run_or_runs):
     return out
 
 
-# --------------------------------------------------------------------------- gamma
-def _get(res, key):
-    for k in (key, key.upper(), {"r2": "r_squared"}.get(key, key)):
-        try:
-            v = res[k]
-        except (KeyError, TypeError, IndexError):
-            v = getattr(res, k, None)
-        if v is not None:
-            return np.asarray(getattr(v, "values", v), dtype=np.float64)
-    return None
+# --------------------------------------------------------------------------- stacking
+def stack(runs):
+    """Stack ``collect_runs`` output into one Dataset (run, checkpoint, band), NaN-padded at the
+    end of shorter runs (``step`` -1 there), with coords run, band, checkpoint, arch, seed."""
+    names = [nm for nm, _ in runs]
+    Ks = [ds.sizes["checkpoint"] for _, ds in runs]
+    K = max(Ks)
+    bands = runs[0][1]["band"].values
+    L = np.full((len(runs), K, bands.size), np.nan)
+    s = np.full((len(runs), K), np.nan)
+    step = np.full((len(runs), K), -1, dtype=np.int64)
+    for i, (_, ds) in enumerate(runs):
+        L[i, : Ks[i]] = ds["band_loss"].transpose("checkpoint", "band").values
+        s[i, : Ks[i]] = ds["param_time"].values
+        if "step" in ds:
+            step[i, : Ks[i]] = ds["step"].values
+    first = runs[0][1]
+    return xr.Dataset(
+        {"band_loss": (("run", "checkpoint", "band"), L, dict(first["band_loss"].attrs)),
+         "param_time": (("run", "checkpoint"), s, dict(first["param_time"].attrs)),
+         "step": (("run", "checkpoint"), step)},
+        coords={"run": names, "band": bands, "checkpoint": np.arange(K, dtype=np.int64),
+                "arch": ("run", [str(ds.attrs.get("arch", "")) for _, ds in runs]),
+                "seed": ("run", np.array([int(ds.attrs.get("seed", -1)) for _, ds in runs],
+                                         dtype=np.int64))})
 
 
-def _gamma(ds, gamma_windows):
-    """Run-level γ (all checkpoints) and per epoch window, via paramtime.fit_power_time."""
-    nan4 = {"gamma": np.nan, "gamma_a": np.nan, "gamma_b": np.nan, "gamma_r2": np.nan}
-    nw = len(gamma_windows)
-    gw = np.full(nw, np.nan)
-    gwr2 = np.full(nw, np.nan)
-    if "step" not in ds or (np.asarray(ds["step"].values) < 0).all():
-        return nan4, gw, gwr2, "no step: gamma not computed"
-    from .paramtime import fit_power_time
+def _warn_unsaturated(fl, opts):
+    sat = fl["saturated"].values
+    if sat.all():
+        return
+    drift, trend, noise = (fl[v].values for v in ("floor_window_drift_pct",
+                                                  "floor_window_trend_pct", "late_noise_pct"))
+    names, bands = fl["run"].values, fl["band"].values
+    tol = opts.saturation_tol_pct
+    bad = [f"{names[i]} band {int(bands[b])} ({drift[i, b]:.2f} %; trend {trend[i, b]:.2f} %, "
+           f"noise {noise[i, b]:.2f} %)" for i, b in zip(*np.nonzero(~sat))]
+    warnings.warn(
+        f"{len(bad)} band(s) still moved by >= {tol} % of their range over the "
+        f"last k={opts.k} checkpoints (floor not reached; see 'saturated'): " + ", ".join(bad[:8])
+        + (" ..." if len(bad) > 8 else "") + f". trend = steady fall (train longer); noise = "
+        f"checkpoint scatter, which alone spans ~2.33x itself over 5 checkpoints (above "
+        f"{tol / 2.33:.2f} % a lower learning rate helps, more steps do not)",
+        UserWarning, stacklevel=3)
 
-    step = ds["step"].values
-    s = ds["param_time"].values
-    note = ""
-    try:
-        res = fit_power_time(step, s)
-        out = {f"gamma{'' if k == 'gamma' else '_' + k}": _get(res, k)
-               for k in ("gamma", "a", "b", "r2")}
-        out = {k: (float(v) if v is not None and v.size == 1 else np.nan) for k, v in out.items()}
-        status = str(np.asarray(res["status"]).item()) if "status" in res else "ok"
-        if status != "ok":
-            note = f"gamma fit {status}: {np.asarray(res['reason']).item()}"
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-        # a gamma fit that cannot be done must not kill the band analysis: NaN + note
-        out, note = nan4, f"fit_power_time failed: {type(exc).__name__}: {exc}"
-    if nw and "epoch" in ds:
-        try:
-            res = fit_power_time(step, s, windows=[tuple(w) for w in gamma_windows],
-                                 epoch=ds["epoch"].values)
-            g, r2 = _get(res, "gamma"), _get(res, "r2")
-            if g is not None and g.size == nw:
-                gw = g.reshape(nw)
-            if r2 is not None and r2.size == nw:
-                gwr2 = r2.reshape(nw)
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-            note += f"; windowed fit_power_time failed: {type(exc).__name__}: {exc}"
-    return out, gw, gwr2, note
+
+def _no_window_reasons(fits, fit_n, windows_crossed, q0_nan):
+    """Say why an omitted fit had no active window (no crossing at all)."""
+    reason = fits.variables["reason"].values.copy()
+    no_cross = (fit_n == 0) & ~windows_crossed & (fits.variables["status"].values == "omitted")
+    for idx in zip(*np.nonzero(no_cross)):
+        reason[idx] = ("no active window: R_i(s_0) <= 0 (initial loss at or below the floor), "
+                       "so no threshold crossings" if q0_nan[idx[0], idx[2]] else
+                       "no active window: a threshold was never crossed")
+    fits.variables["reason"].values = reason
+    return fits
 
 
 # --------------------------------------------------------------------------- analysis
-def analyze(
-    run_or_runs,
-    *,
-    windows=DEFAULT_WINDOWS,
-    floor="mean_last_k",
-    k=5,
-    deflation=10.0,
-    min_points=5,
-    saturation_tol_pct=2.0,
-    n_starts=5,
-    gamma_windows=((0, 10), (0, 25), (0, 50)),
-    fallback=True,
-    band_sum_missing="nan",
-):
+def analyze(run_or_runs, options=None, **overrides):
     """Key-search analysis of one or many runs → results Dataset (``docs/format.md``).
 
     Per run: floors (A.9; both conventions, ``floor`` selects which defines the residual),
     residuals R_i = L_i - L_i^∞ and R_tot = Σ R_i, α-crossings (A.10) for every threshold of
     ``windows``, onset τ = c(hi) and width w = c(lo) - c(hi), active windows (saved
     checkpoints strictly between c(hi) and c(lo), §5.1), Weibull and exponential fits in
-    each window with s rebased to 0 at the first fitted checkpoint (B.1), R², BIC, ΔBIC and
-    ΔBIC with n_eff = n/deflation (A.11, B.2), the full-loss fit on R_tot over all
-    checkpoints and the band-fit reconstruction R̂_Σ (§6.3), Spearman ρ of band resolution
-    against onset, width, floor and initial residual (§6.2), and γ of s(t) ≈ a + b t^γ (A.7).
+    each window with s rebased to 0 at the first fitted checkpoint (B.1), R², BIC, ΔBIC,
+    ΔBIC with the paper's n_eff = n/deflation (A.11, B.2) and with n_eff from the residual
+    autocorrelation, the full-loss fit on R_tot over all checkpoints and the band-fit
+    reconstruction R̂_Σ (§6.3), Spearman ρ of band resolution against onset, width, floor
+    and initial residual (§6.2), and γ of s(t) ≈ a + b t^γ (A.7).
+
+    Every statistic is scale-free: multiplying all band losses by any positive factor within
+    float range leaves R², ΔBIC, onsets, widths, the %-statistics and ρ unchanged.
 
     Parameters
     ----------
     run_or_runs : Dataset, stacked Dataset (``run`` dim), list/tuple or dict of Datasets
-    windows : sequence of (hi, lo)
-        Threshold pairs, 0 < lo < hi < 1 (paper: 0.95/0.01, B.3 adds 0.90/0.10, 0.80/0.20).
-    floor : {"mean_last_k", "final"}
-    k : int
-        Checkpoints averaged by the mean-of-last-k floor (paper: 5).
-    deflation : float
-        n_eff = n / deflation for ``delta_bic_neff`` (paper: 10).
-    min_points : int
-        Windows with fewer checkpoints are not fitted (status ``"omitted"``; paper: 5).
-    saturation_tol_pct : float
-        A band whose floor-window drift is at least this many % of its range is flagged
-        (``saturated`` False) and a warning is issued.
-    n_starts : int
-        Starts of the lmfit multistart fallback (the batch solver always searches a grid).
-    gamma_windows : sequence of (epoch0, epoch1)
-        Epoch windows for ``gamma_w`` (needs an ``epoch`` variable).
-    fallback : bool
-        Re-fit curves the batch solver did not converge on with lmfit.
-    band_sum_missing : {"nan", "observed"}
-        What R̂_Σ does with a band whose fit is not ``"ok"``: ``"nan"`` (default) makes
-        ``band_sum_fit``/``band_sum_r2`` NaN for that run and window (a partial sum is not the
-        reconstruction); ``"observed"`` puts the band's observed R_i in the sum instead
-        (which flatters R², so it is opt-in). ``band_sum_n_fitted`` counts fitted bands.
+    options : AnalysisOptions, optional
+        All options at once (default :class:`AnalysisOptions()`).
+    **overrides
+        Any field of :class:`AnalysisOptions` (``windows``, ``floor``, ``k``, ``deflation``,
+        ``min_points``, ``saturation_tol_pct``, ``n_starts``, ``gamma_windows``,
+        ``fallback``, ``band_sum_missing``), applied on top of ``options``.
 
     Returns
     -------
     xarray.Dataset
-        See ``docs/format.md``. Extra variables: ``crossing`` has an ``alpha`` dim;
-        ``rho_n`` (bands used per ρ); ``gamma_w``, ``gamma_w_r2`` (run, gamma_window).
+        Variables, dims, units and definitions as in :data:`bandscope.schema.RESULTS`
+        (``docs/format.md``).
 
     Examples
     --------
@@ -257,260 +321,133 @@ def analyze(
     >>> str(res.status.sel(window="0.95/0.01", band=64).item())
     'ok'
     """
-    if band_sum_missing not in ("nan", "observed"):
-        raise ValueError(f"band_sum_missing must be 'nan' or 'observed', got {band_sum_missing!r}")
-    if floor not in _FLOOR_CONVENTIONS:
-        raise ValueError(f"floor must be one of {_FLOOR_CONVENTIONS}, got {floor!r}")
-    windows = [(float(h), float(lo)) for h, lo in windows]
-    if not windows:
-        raise ValueError("windows must contain at least one (hi, lo) pair")
-    for h, lo in windows:
-        if not 0 < lo < h < 1:
-            raise ValueError(f"window thresholds must satisfy 0 < lo < hi < 1, got ({h}, {lo})")
-    k = int(k)
-    min_points = int(min_points)
-    if k < 1 or min_points < 4:
-        raise ValueError(f"need k >= 1 and min_points >= 4 (3 Weibull parameters + 1); got "
-                         f"k={k}, min_points={min_points}")
+    opts = AnalysisOptions.resolve(options, **overrides)
     runs = collect_runs(run_or_runs)
+    need = max(opts.k + 1, opts.min_points)
     for nm, ds in runs:
-        K = ds.sizes["checkpoint"]
-        if K < max(k + 1, min_points):
-            raise ValueError(f"run {nm!r} has {K} checkpoints; the analysis needs at least "
-                             f"{max(k + 1, min_points)} (k + 1 = {k + 1} for the floor and "
-                             f"min_points = {min_points} for the full-loss fit)")
+        if ds.sizes["checkpoint"] < need:
+            raise ValueError(f"run {nm!r} has {ds.sizes['checkpoint']} checkpoints; the analysis "
+                             f"needs at least {need} (k + 1 = {opts.k + 1} for the floor and "
+                             f"min_points = {opts.min_points} for the full-loss fit)")
+    st = stack(runs)
+    L, s = st["band_loss"], st["param_time"]
+    fit_kw = {"deflation": opts.deflation, "min_points": opts.min_points,
+              "fallback": opts.fallback, "n_starts": opts.n_starts}
 
-    names = [nm for nm, _ in runs]
-    bands = runs[0][1]["band"].values
-    nR, nB, nW = len(runs), bands.size, len(windows)
-    Ks = np.array([ds.sizes["checkpoint"] for _, ds in runs])
-    K = int(Ks.max())
-    L = np.full((nR, K, nB), np.nan)
-    s = np.full((nR, K), np.nan)
-    step = np.full((nR, K), -1, dtype=np.int64)
-    valid = np.arange(K)[None, :] < Ks[:, None]
-    for i, (_, ds) in enumerate(runs):
-        L[i, : Ks[i]] = ds["band_loss"].transpose("checkpoint", "band").values
-        s[i, : Ks[i]] = ds["param_time"].values
-        if "step" in ds:
-            step[i, : Ks[i]] = ds["step"].values
-
-    # floors (A.9), per run on its own checkpoints
-    fl_mean = np.empty((nR, nB))
-    fl_final = np.empty((nR, nB))
-    fl_diff = np.empty((nR, nB))
-    fl_drift = np.empty((nR, nB))
-    fl_trend = np.empty((nR, nB))
-    fl_noise = np.empty((nR, nB))
-    for i in range(nR):
-        fl_mean[i], fl_final[i], fl_diff[i], fl_drift[i] = trajectory._floors(
-            L[i, : Ks[i]], k=k, axis=0)
-        fl_trend[i] = trajectory._window_trend(L[i, : Ks[i]], s[i, : Ks[i]], k=k, axis=0)
-        fl_noise[i] = trajectory._late_noise(L[i, : Ks[i]], s[i, : Ks[i]], k=k, axis=0)
-    fl = fl_mean if floor == "mean_last_k" else fl_final
-    saturated = fl_drift < saturation_tol_pct
-    if not saturated.all():
-        bad = [f"{names[i]} band {int(bands[b])} ({fl_drift[i, b]:.2f} %; trend {fl_trend[i, b]:.2f} %, "
-               f"noise {fl_noise[i, b]:.2f} %)" for i, b in zip(*np.nonzero(~saturated))]
-        warnings.warn(
-            f"{len(bad)} band(s) still moved by >= {saturation_tol_pct} % of their range over the "
-            f"last k={k} checkpoints (floor not reached; see 'saturated'): " + ", ".join(bad[:8])
-            + (" ..." if len(bad) > 8 else "") + f". trend = steady fall (train longer); noise = "
-            f"checkpoint scatter, which alone spans ~2.33x itself over 5 checkpoints (above "
-            f"{saturation_tol_pct / 2.33:.2f} % a lower learning rate helps, more steps do not)",
-            UserWarning, stacklevel=2)
-
-    # residuals and crossings (5.1, A.10)
-    R = L - fl[:, None, :]  # (run, checkpoint, band), NaN in padding
-    Rtot = R.sum(axis=2)
-    Rtot[~valid] = np.nan
-    R0 = R[:, 0, :]
-    alphas = np.array(sorted({a for w in windows for a in w}, reverse=True))
-    q = trajectory._normalized_residual(R, axis=1)  # (run, checkpoint, band)
-    cross = trajectory._crossings(np.moveaxis(q, 1, 2), s[:, None, :], alphas, axis=-1)  # (R,B,m)
-    ai = {a: j for j, a in enumerate(alphas)}
-    c_hi = np.stack([cross[..., ai[h]] for h, _ in windows], axis=1)  # (R, W, B)
-    c_lo = np.stack([cross[..., ai[lo]] for _, lo in windows], axis=1)
-    onset, width = c_hi, c_lo - c_hi
-    mask, start, stop, nfit = trajectory._active_window(s[:, None, None, :], c_hi, c_lo)
-    # mask (R, W, B, K)
-
-    # pack window points left-aligned: curve c = (run, window, band)
-    C = nR * nW * nB
-    N = max(int(nfit.max()), 1)
-    j = np.arange(N)
-    st = np.maximum(start, 0).reshape(C)
-    idx = st[:, None] + j[None, :]
-    inwin = j[None, :] < nfit.reshape(C)[:, None]
-    idx = np.where(inwin, idx, 0)
-    run_of = np.repeat(np.arange(nR), nW * nB)
-    band_of = np.tile(np.arange(nB), nR * nW)
-    s_pk = s[run_of[:, None], idx]
-    x = np.where(inwin, s_pk - s_pk[:, :1], np.nan)
-    y = np.where(inwin, R[run_of[:, None], idx, band_of[:, None]], np.nan)
-    # the full-loss curves (6.3: R_tot over all checkpoints, s rebased to checkpoint 0) ride in
-    # the same batch as the band windows: one grid + one LM call per model
-    Np = max(N, K)
-    padc = lambda a, fill: np.pad(a, ((0, 0), (0, Np - a.shape[1])), constant_values=fill)  # noqa: E731
-    allfits = fitting.compare_curves(
-        np.concatenate([padc(x, np.nan), padc(s - s[:, :1], np.nan)]),
-        np.concatenate([padc(y, np.nan), padc(Rtot, np.nan)]),
-        np.concatenate([padc(inwin, False), padc(valid, False)]),
-        deflation=deflation, min_points=min_points, fallback=fallback, n_starts=n_starts)
-    fits = {key: np.asarray(val)[:C] for key, val in allfits.items()}
-    tot = {key: np.asarray(val)[C:] for key, val in allfits.items()}
-    shape = (nR, nW, nB)
-    F = {key: np.asarray(val).reshape(shape) for key, val in fits.items()}
-    no_cross = (nfit.reshape(shape) == 0) & ~np.isfinite(c_hi + c_lo)
-    for r_, w_, b_ in zip(*np.nonzero(no_cross & (F["status"] == "omitted"))):
-        F["reason"][r_, w_, b_] = ("no active window: R_i(s_0) <= 0 (initial loss at or below "
-                                   "the floor), so no threshold crossings"
-                                   if np.isnan(q[r_, 0, b_]) else
-                                   "no active window: a threshold was never crossed")
-
-
-    # band-fit reconstruction (6.3)
-    s_start = np.take_along_axis(s, np.maximum(start, 0).reshape(nR, nW * nB),
-                                 axis=1).reshape(shape)
-    ok = F["status"] == "ok"
-    with np.errstate(invalid="ignore"):
-        xx = np.clip(s[:, None, None, :] - s_start[..., None], 0.0, None)
-        Rhat = fitting.weibull(xx, F["A"][..., None], F["omega"][..., None], F["beta"][..., None])
-    if band_sum_missing == "observed":
-        Robs = np.moveaxis(R, 1, 2)[:, None, :, :]  # (R, 1, B, K)
-        Rhat = np.where(ok[..., None], Rhat, Robs)
-        all_ok = np.ones(ok.shape[:2], dtype=bool)
-    else:
-        all_ok = ok.all(axis=2)  # (R, W)
-    band_sum = np.where(all_ok[..., None], Rhat.sum(axis=2), np.nan)
-    band_sum[~np.broadcast_to(valid[:, None, :], band_sum.shape)] = np.nan
-    band_sum_r2 = np.where(
-        all_ok, fitting.r_squared(Rtot[:, None, :], np.nan_to_num(band_sum), axis=-1,
-                                  where=np.broadcast_to(valid[:, None, :], band_sum.shape)),
-        np.nan)
-
-    # ordering (6.2)
-    run_c = xr.DataArray(names, dims="run")
-    coords_rwb = {"run": names, "window": [trajectory.window_label(h, lo) for h, lo in windows],
-                  "band": bands}
-    da_rwb = lambda a: xr.DataArray(a, dims=("run", "window", "band"), coords=coords_rwb)  # noqa: E731
-    da_rb = lambda a: xr.DataArray(a, dims=("run", "band"), coords={"run": names, "band": bands})  # noqa: E731
-    order = ordering.band_ordering(da_rwb(onset), da_rwb(width), da_rb(fl), da_rb(R0))
-
-    # gamma (A.7)
-    gam = [_gamma(ds, gamma_windows) for _, ds in runs]
-
-    # ---------------------------------------------------------------- assemble
-    dims_rck = ("run", "checkpoint", "band")
-    attrs_of = runs[0][1]
-    coords = {
-        "run": run_c,
-        "band": ("band", bands, {"units": "pixels per side", "long_name": "band resolution r"}),
-        "window": ("window", coords_rwb["window"]),
-        "window_hi": ("window", [h for h, _ in windows]),
-        "window_lo": ("window", [lo for _, lo in windows]),
-        "checkpoint": ("checkpoint", np.arange(K, dtype=np.int64)),
-        "alpha": ("alpha", alphas),
-        "metric": ("metric", list(ordering.METRICS)),
-        "gamma_window": ("gamma_window", [f"{a:g}-{b:g}" for a, b in gamma_windows]),
-        "arch": ("run", [str(ds.attrs.get("arch", "")) for _, ds in runs]),
-        "seed": ("run", np.array([int(ds.attrs.get("seed", -1)) for _, ds in runs], dtype=np.int64)),
-    }
-    data_vars = {}
-    units = attrs_of["band_loss"].attrs.get("units", "")
-    sunits = attrs_of["param_time"].attrs.get("units", "")
-
-    def put(name, dims, data, **attrs):
-        if name in _DEFINITIONS:
-            attrs.setdefault("definition", _DEFINITIONS[name])
-        data_vars[name] = xr.Variable(dims, data, attrs)
-
-    put("band_loss", dims_rck, L, **dict(attrs_of["band_loss"].attrs))
-    put("param_time", ("run", "checkpoint"), s, **dict(attrs_of["param_time"].attrs))
-    put("step", ("run", "checkpoint"), step, units="optimizer steps",
-        long_name="raw training time t", note="-1 = unknown or padding")
-    put("floor", ("run", "band"), fl, units=units,
-        long_name=f"band floor L_i^inf ({floor})")
-    put("floor_final", ("run", "band"), fl_final, units=units,
-        definition="L_i at the last saved checkpoint")
-    put("floor_mean_last_k", ("run", "band"), fl_mean, units=units,
-        definition=f"mean of L_i over the last k={k} saved checkpoints (key search A.9)")
-    put("floor_convention_diff_pct", ("run", "band"), fl_diff, units="% of band range",
-        definition="|mean of last k - final| / (max L_i - min L_i) * 100 (key search A.9)")
-    put("floor_window_drift_pct", ("run", "band"), fl_drift, units="% of band range",
-        definition=f"(max - min of L_i over the last k={k} checkpoints) / (max L_i - min L_i) * 100")
-    put("floor_window_trend_pct", ("run", "band"), fl_trend, units="% of band range",
-        definition=f"-(least-squares slope of L_i on s over the last k={k} checkpoints) x (s span of "
-        "those checkpoints) / (max L_i - min L_i) * 100: the part of the drift that is a steady "
-        "fall (positive = still falling), as opposed to fluctuation")
-    put("late_noise_pct", ("run", "band"), fl_noise, units="% of band range",
-        definition=f"sd of L_i between checkpoints over the last 2k+2={2 * k + 2} checkpoints, from second "
-        "differences in s that cancel any linear trend, / (max L_i - min L_i) * 100; 5 noisy "
-        "checkpoints span ~2.33 sd, so noise > tol/2.33 makes the drift exceed tol by itself")
-    put("saturated", ("run", "band"), saturated,
-        definition=f"floor_window_drift_pct < {saturation_tol_pct} %")
-    put("residual", dims_rck, R, units=units)
-    put("total_residual", ("run", "checkpoint"), Rtot, units=units)
-    put("initial_residual", ("run", "band"), R0, units=units)
-    put("crossing", ("run", "band", "alpha"), cross, units=sunits)
+    # floors (A.9), each run on its own checkpoints
+    fl = trajectory.floors(L, k=opts.k, saturation_tol_pct=opts.saturation_tol_pct,
+                           param_time=s)
+    _warn_unsaturated(fl, opts)
+    floor = fl["floor_mean_last_k" if opts.floor == "mean_last_k" else "floor_final"]
+    # residuals, crossings, windows (5.1, A.9, A.10)
+    R, Rtot = trajectory.residuals(L, floor)
+    R = R.transpose("run", "checkpoint", "band")
+    cross = trajectory.crossings(R, s, opts.alphas).transpose("run", "band", "alpha")
+    onset, width = trajectory.onset_width(cross, windows=opts.windows)
+    aw = trajectory.active_windows(s, cross, opts.windows)
+    aw = aw.transpose("run", "window", "band", "checkpoint")
+    # fits (5.2, 6.3, A.11, B.1, B.2): every band window and full-loss curve in one batch
+    n_valid = xr.DataArray((np.isfinite(Rtot.values) & np.isfinite(s.values)).sum(axis=1),
+                           dims="run", coords={"run": st["run"].values})
+    fits, total = fitting.compare_window_sets(
+        [(R, s, aw["fit_start"], aw["fit_n"]), (Rtot, s, xr.zeros_like(n_valid), n_valid)],
+        **fit_kw)
+    fits = fits.transpose("run", "window", "band")
+    q0_nan = trajectory.normalized_residual(R).isel(checkpoint=0).isnull().values
     rwb = ("run", "window", "band")
-    put("onset", rwb, onset, units=sunits)
-    put("width", rwb, width, units=sunits)
-    put("fit_n", rwb, F["n"].astype(np.int64))
-    put("fit_start", rwb, start.astype(np.int64))
-    put("fit_stop", rwb, stop.astype(np.int64))
-    for key, u in (("A", units), ("omega", sunits), ("beta", "1"), ("r2", "1"),
-                   ("sse_weibull", f"({units})^2"), ("exp_A", units), ("exp_omega", sunits),
-                   ("exp_r2", "1"), ("sse_exp", f"({units})^2"), ("bic_weibull", "1"),
-                   ("bic_exp", "1"), ("delta_bic", "1"), ("delta_bic_neff", "1")):
-        put(key, rwb, F[key].astype(np.float64), units=u)
-    put("status", rwb, F["status"].astype(str))
-    put("reason", rwb, F["reason"].astype(str))
-    tmap = {"total_A": "A", "total_omega": "omega", "total_beta": "beta", "total_r2": "r2",
-            "total_bic_weibull": "bic_weibull", "total_bic_exp": "bic_exp",
-            "total_delta_bic": "delta_bic", "total_delta_bic_neff": "delta_bic_neff",
-            "total_exp_r2": "exp_r2", "total_sse_weibull": "sse_weibull",
-            "total_sse_exp": "sse_exp", "total_exp_A": "exp_A", "total_exp_omega": "exp_omega"}
-    for key, src in tmap.items():
-        put(key, ("run",), np.asarray(tot[src], dtype=np.float64),
-            definition="full-loss fit to R_tot over all saved checkpoints, s rebased to s_0 "
-            f"(key search 6.3): {_DEFINITIONS.get(src, src)}")
-    put("total_n", ("run",), np.asarray(tot["n"], dtype=np.int64))
-    put("total_status", ("run",), np.asarray(tot["status"]).astype(str))
-    put("total_reason", ("run",), np.asarray(tot["reason"]).astype(str))
-    put("band_sum_fit", ("run", "window", "checkpoint"), band_sum, units=units)
-    put("band_sum_r2", ("run", "window"), band_sum_r2)
-    put("band_sum_n_fitted", ("run", "window"), ok.sum(axis=2).astype(np.int64),
-        definition="bands with an 'ok' fit in the reconstruction")
-    put("rho", ("run", "window", "metric"), order["rho"].transpose("run", "window", "metric").values)
-    put("rho_n", ("run", "window", "metric"),
-        order["rho_n"].transpose("run", "window", "metric").values)
-    for key in ("gamma", "gamma_a", "gamma_b", "gamma_r2"):
-        put(key, ("run",), np.array([g[0][key] for g in gam]),
-            definition=_DEFINITIONS["gamma"] + f" ({key})")
-    put("gamma_w", ("run", "gamma_window"), np.array([g[1] for g in gam]).reshape(nR, -1))
-    put("gamma_w_r2", ("run", "gamma_window"), np.array([g[2] for g in gam]).reshape(nR, -1),
-        definition="R^2 of the windowed s(t) fit")
+    crossed = np.isfinite(onset.transpose(*rwb).values + width.transpose(*rwb).values)
+    fits = _no_window_reasons(fits, aw["fit_n"].values, crossed, q0_nan)
+    recon = fitting.band_sum(fits, R, Rtot, s, aw["fit_start"], missing=opts.band_sum_missing)
+    # ordering (6.2) and gamma (A.7)
+    R0 = R.isel(checkpoint=0, drop=True)
+    order = ordering.band_ordering(onset, width, floor, R0)
+    gam = paramtime.fit_run_gamma([ds for _, ds in runs], opts.gamma_windows)
+    return _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total, recon,
+                     order, gam)
+
+
+def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total, recon, order,
+              gam):
+    """The results Dataset: data from the steps, dims and attrs from :mod:`bandscope.schema`."""
     from . import __version__
 
+    ctx = {"loss": st["band_loss"].attrs.get("units", ""),
+           "time": st["param_time"].attrs.get("units", ""), "k": opts.k, "floor": opts.floor,
+           "deflation": f"{opts.deflation:g}", "saturation_tol_pct": opts.saturation_tol_pct}
+    rwb = ("run", "window", "band")
+    def vals(da, dims):
+        return np.asarray(da.values if da.dims == dims else da.transpose(*dims).values)
+
+    data = {
+        "band_loss": st["band_loss"].values, "param_time": st["param_time"].values,
+        "step": st["step"].values, "floor": floor.values,
+        "residual": R.values, "total_residual": vals(Rtot, ("run", "checkpoint")),
+        "initial_residual": R.isel(checkpoint=0).values, "crossing": cross.values,
+        "onset": vals(onset, rwb), "width": vals(width, rwb),
+        "fit_n": vals(aw["fit_n"], rwb).astype(np.int64),
+        "fit_start": vals(aw["fit_start"], rwb).astype(np.int64),
+        "fit_stop": vals(aw["fit_stop"], rwb).astype(np.int64),
+        "rho": vals(order["rho"], ("run", "window", "metric")),
+        "rho_n": vals(order["rho_n"], ("run", "window", "metric")),
+    }
+    for name in ("floor_final", "floor_mean_last_k", "floor_convention_diff_pct",
+                 "floor_window_drift_pct", "floor_window_trend_pct", "late_noise_pct",
+                 "saturated"):
+        data[name] = vals(fl[name], ("run", "band"))
+    for name in ("A", "omega", "beta", "r2", "sse_weibull", "exp_A", "exp_omega", "exp_r2",
+                 "sse_exp", "bic_weibull", "bic_exp", "delta_bic", "delta_bic_neff",
+                 "n_eff_acf", "delta_bic_acf", "status", "reason"):
+        data[name] = fits.variables[name].values
+    for name in ("A", "omega", "beta", "r2", "sse_weibull", "exp_A", "exp_omega", "exp_r2",
+                 "sse_exp", "bic_weibull", "bic_exp", "delta_bic", "delta_bic_neff",
+                 "n_eff_acf", "delta_bic_acf", "n", "status", "reason"):
+        data[f"total_{name}"] = total.variables[name].values
+    for name in ("band_sum_fit", "band_sum_r2", "band_sum_n_fitted"):
+        data[name] = recon[name].transpose("run", "window", *(("checkpoint",) if name ==
+                                                              "band_sum_fit" else ())).values
+    for name in ("gamma", "gamma_a", "gamma_b", "gamma_r2", "gamma_w", "gamma_w_r2"):
+        data[name] = gam.variables[name].values
+    missing = set(schema.RESULTS) - set(data)
+    if missing:  # pragma: no cover - the schema and this function must agree
+        raise RuntimeError(f"analyze() computed no data for schema variables {sorted(missing)}")
+    data_vars = {name: schema.variable(name, data[name], **ctx) for name in schema.RESULTS}
+    for name in ("band_loss", "param_time"):  # the inputs keep their own attrs too
+        data_vars[name].attrs = {**dict(st[name].attrs), **data_vars[name].attrs}
+    coords = {
+        "run": ("run", st["run"].values),
+        "band": ("band", st["band"].values, schema.attrs("band")),
+        "window": ("window", opts.window_labels),
+        "window_hi": ("window", [h for h, _ in opts.windows], schema.attrs("window_hi")),
+        "window_lo": ("window", [lo for _, lo in opts.windows], schema.attrs("window_lo")),
+        "checkpoint": ("checkpoint", st["checkpoint"].values),
+        "alpha": ("alpha", opts.alphas),
+        "metric": ("metric", list(ordering.METRICS)),
+        "gamma_window": ("gamma_window", gam["gamma_window"].values,
+                         schema.attrs("gamma_window")),
+        "arch": ("run", st["arch"].values),
+        "seed": ("run", st["seed"].values),
+    }
     res = xr.Dataset(data_vars, coords=coords)
     res.attrs.update({
-        "bandscope_results": "results/1",
+        "bandscope_results": schema.FORMAT,
         "bandscope_version": __version__,
-        "floor_convention": floor,
-        "k": k,
-        "deflation": float(deflation),
-        "min_points": min_points,
-        "saturation_tol_pct": float(saturation_tol_pct),
-        "windows": list(coords_rwb["window"]),
-        "band_sum_missing": band_sum_missing,
-        "n_starts": int(n_starts),
+        "floor_convention": opts.floor,
+        "k": opts.k,
+        "deflation": opts.deflation,
+        "min_points": opts.min_points,
+        "saturation_tol_pct": opts.saturation_tol_pct,
+        "windows": list(opts.window_labels),
+        "band_sum_missing": opts.band_sum_missing,
+        "n_starts": opts.n_starts,
+        "fallback": int(opts.fallback),
+        "gamma_windows": [f"{a:g}-{b:g}" for a, b in opts.gamma_windows],
         "fitter": "variable projection (closed-form A) + (log omega, beta) grid + batched "
         "Levenberg-Marquardt; lmfit multistart fallback for unconverged curves "
         "(bandscope.fitting.fit_curves)",
         "window_rule": "active window = saved checkpoints with c(hi) < s_k < c(lo), strict; "
         "empty when a crossing is NaN; s rebased to 0 at the first fitted checkpoint",
-        "band_sum_rule": _DEFINITIONS["band_sum_fit"],
-        "gamma_note": "; ".join(sorted({g[3] for g in gam if g[3]})),
+        "band_sum_rule": schema.RESULTS["band_sum_fit"].definition,
+        "n_eff_acf_rule": schema.RESULTS["n_eff_acf"].definition,
+        "gamma_note": "; ".join(sorted({str(n) for n in gam["note"].values if n})),
     })
     return res

@@ -23,45 +23,90 @@ from .errors import BandscopeInputError
 DEFAULT_WINDOWS = "0.95/0.01,0.90/0.10,0.80/0.20"
 
 
-def parse_windows(text: str) -> tuple[tuple[float, float], ...]:
-    """``"0.95/0.01,0.90/0.10"`` -> ``((0.95, 0.01), (0.9, 0.1))``; hi > lo, both in (0, 1).
-
-    >>> parse_windows("0.95/0.01, 0.8/0.2")
-    ((0.95, 0.01), (0.8, 0.2))
-    """
+def _parse_pairs(text: str, sep: str, what: str, example: str, ok, need: str):
+    """Comma-separated ``A<sep>B`` pairs of floats, each checked with ``ok(a, b)``."""
     out = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            hi_s, lo_s = part.split("/")
-            hi, lo = float(hi_s), float(lo_s)
+            a_s, b_s = part.split(sep)
+            a, b = float(a_s), float(b_s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"window {part!r} is not HI/LO, e.g. 0.95/0.01") from None
-        if not (0 < lo < hi < 1):
-            raise argparse.ArgumentTypeError(f"window {part!r}: need 0 < LO < HI < 1")
-        out.append((hi, lo))
+            raise argparse.ArgumentTypeError(f"{what} {part!r} is not {example}") from None
+        if not ok(a, b):
+            raise argparse.ArgumentTypeError(f"{what} {part!r}: need {need}")
+        out.append((a, b))
     if not out:
-        raise argparse.ArgumentTypeError("no windows given")
+        raise argparse.ArgumentTypeError(f"no {what}s given")
     return tuple(out)
 
 
+def parse_windows(text: str) -> tuple[tuple[float, float], ...]:
+    """``"0.95/0.01,0.90/0.10"`` -> ``((0.95, 0.01), (0.9, 0.1))``; hi > lo, both in (0, 1).
+
+    >>> parse_windows("0.95/0.01, 0.8/0.2")
+    ((0.95, 0.01), (0.8, 0.2))
+    """
+    return _parse_pairs(text, "/", "window", "HI/LO, e.g. 0.95/0.01",
+                        lambda hi, lo: 0 < lo < hi < 1, "0 < LO < HI < 1")
+
+
+def parse_epoch_windows(text: str) -> tuple[tuple[float, float], ...]:
+    """``"0-10,0-25"`` -> ``((0.0, 10.0), (0.0, 25.0))``: epoch windows of the γ fit.
+
+    >>> parse_epoch_windows("0-10, 0-50")
+    ((0.0, 10.0), (0.0, 50.0))
+    """
+    return _parse_pairs(text, "-", "epoch window", "START-END, e.g. 0-10",
+                        lambda a, b: a < b, "START < END")
+
+
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    from .analysis import AnalysisOptions
+
+    d = AnalysisOptions()
     p.add_argument("--json", metavar="OUT.json", help="write results as JSON (NaN as null)")
     p.add_argument("--netcdf", metavar="OUT.nc", help="write the full results Dataset as netCDF")
     p.add_argument("--plots", metavar="DIR", help="write figures (needs the 'plot' extra)")
     p.add_argument("--windows", type=parse_windows, default=parse_windows(DEFAULT_WINDOWS),
-                   help=f"active-window threshold pairs HI/LO, comma separated (default {DEFAULT_WINDOWS}); "
+                   help=f"threshold windows HI/LO, comma separated (default {DEFAULT_WINDOWS}); "
                    "the first is the primary window")
-    p.add_argument("--floor", choices=["mean_last_k", "final"], default="mean_last_k",
+    p.add_argument("--floor", choices=["mean_last_k", "final"], default=d.floor,
                    help="floor convention (key search A.9; default mean of the last k checkpoints)")
-    p.add_argument("-k", "--floor-k", type=int, default=5, help="checkpoints in the floor window (default 5)")
-    p.add_argument("--deflation", type=float, default=10.0,
-                   help="n_eff = n / DEFLATION for the deflated BIC (default 10)")
-    p.add_argument("--min-points", type=int, default=5, help="fewest checkpoints in a fit window (default 5)")
+    p.add_argument("-k", "--floor-k", type=int, default=d.k,
+                   help=f"checkpoints in the floor window (default {d.k})")
+    p.add_argument("--deflation", type=float, default=d.deflation,
+                   help=f"n_eff = n / DEFLATION for the deflated BIC (default {d.deflation:g})")
+    p.add_argument("--min-points", type=int, default=d.min_points,
+                   help=f"fewest checkpoints in a fit window (default {d.min_points})")
+    p.add_argument("--saturation-tol", type=float, default=d.saturation_tol_pct, metavar="PCT",
+                   help="a band whose floor-window drift is >= PCT %% of its range is flagged "
+                   f"unsaturated (default {d.saturation_tol_pct:g})")
+    p.add_argument("--n-starts", type=int, default=d.n_starts,
+                   help=f"starts of the lmfit fallback fit (default {d.n_starts})")
+    p.add_argument("--gamma-windows", type=parse_epoch_windows,
+                   default=d.gamma_windows, metavar="E0-E1,...",
+                   help="epoch windows of the gamma fit (default 0-10,0-25,0-50)")
+    p.add_argument("--no-fallback", dest="fallback", action="store_false",
+                   help="do not re-fit unconverged curves with lmfit")
+    p.add_argument("--band-sum-missing", choices=["nan", "observed"], default=d.band_sum_missing,
+                   help="band-sum reconstruction with a band whose fit is not ok: NaN (default) "
+                   "or use its observed residual")
     p.add_argument("--dropna", action="store_true", help="drop log rows with NaN (reported) instead of failing")
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
+
+
+def analysis_options(args):
+    """The :class:`~bandscope.analysis.AnalysisOptions` of parsed ``analyze``/``reproduce`` args."""
+    from .analysis import AnalysisOptions
+
+    return AnalysisOptions(
+        windows=args.windows, floor=args.floor, k=args.floor_k, deflation=args.deflation,
+        min_points=args.min_points, saturation_tol_pct=args.saturation_tol,
+        n_starts=args.n_starts, gamma_windows=args.gamma_windows, fallback=args.fallback,
+        band_sum_missing=args.band_sum_missing)
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
@@ -74,10 +119,7 @@ def _run_analysis(runs, args) -> int:
     from . import analysis, report
     from . import io as bio
 
-    results = analysis.analyze(
-        runs, windows=args.windows, floor=args.floor, k=args.floor_k,
-        deflation=args.deflation, min_points=args.min_points,
-    )
+    results = analysis.analyze(runs, analysis_options(args))
     results.attrs.update(_input_report(runs))
     if not args.quiet:
         print(report.format_text(results))

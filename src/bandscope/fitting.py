@@ -38,6 +38,7 @@ N_PARAMS = {"weibull": 3, "exponential": 2}
 __all__ = [
     "weibull", "exponential", "guess", "start_values", "bic", "bic_eff", "r_squared",
     "FitResult", "fit_lmfit", "fit_curves", "lmfit_model", "compare_curves", "BETA_MIN", "BETA_MAX",
+    "n_eff_acf", "compare_windows", "compare_window_sets", "band_sum",
 ]
 
 
@@ -116,18 +117,128 @@ def bic_eff(sse, n, p, deflation=10.0):
     return np.where((n_eff > 1) & (sse > 0), out, np.nan)
 
 
+def _bic_log(log_sse, n, p, n_eff):
+    """``n_eff (log SSE - log n) + p log n_eff`` from log SSE (scale-free: log SSE of losses
+    ~1e-200 is finite where SSE itself underflows). NaN where SSE = 0 (log = -inf), n_eff is
+    NaN or n_eff <= 1 (non-positive penalty, see :func:`bic_eff`)."""
+    log_sse = np.asarray(log_sse, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    n_eff = np.asarray(n_eff, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = n_eff * (log_sse - np.log(n)) + p * np.log(n_eff)
+    return np.where(np.isfinite(log_sse) & (n_eff > 1), out, np.nan)
+
+
+def _acf(e, valid=None, max_lag=None):
+    """Sample autocorrelation ρ_k, k = 0..N-1, of each row of ``e`` (C, N) over its valid
+    points (``valid`` left-aligned: the first n of a row), as ``statsmodels.tsa.stattools.acf``
+    (demeaned, ``adjusted=False``: both c_k and c_0 divided by n). NaN beyond n - 1 and for
+    rows with n < 2 or zero variance."""
+    e = np.atleast_2d(np.asarray(e, dtype=np.float64))
+    C, N = e.shape
+    valid = np.isfinite(e) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(e))
+    n = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(valid, e, 0.0).sum(axis=1) / np.maximum(n, 1)
+    d = np.where(valid, e - mean[:, None], 0.0)
+    L = N if max_lag is None else min(N, int(max_lag) + 1)
+    c = np.empty((C, L))
+    for k in range(L):
+        c[:, k] = np.einsum("ij,ij->i", d[:, : N - k], d[:, k:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = c / c[:, :1]
+    lag = np.arange(L)[None, :]
+    return np.where((lag < n[:, None]) & (n[:, None] >= 2) & (c[:, :1] > 0), rho, np.nan)
+
+
+def n_eff_acf(residuals, valid=None, p=3):
+    """Effective sample size from the autocorrelation of fit residuals, per row (key search B.2).
+
+    ``n_eff = n / τ`` with the integrated autocorrelation time ``τ = 1 + 2 Σ_{k=1..K} ρ_k``,
+    ρ_k the sample autocorrelation of the residuals (``statsmodels.tsa.stattools.acf``
+    convention: demeaned, biased). *Truncation rule*: K is the last lag before the first
+    ρ_k ≤ 0 (the initial positive sequence), and at most ``n // 2``; negative lags are never
+    summed, so τ ≥ 1 and n_eff ≤ n. Where n_eff < p + 1 (the fit would not have one
+    independent point more than parameters) or the residuals are constant, n_eff is NaN and
+    the reason says why.
+
+    Compare the paper's fixed ``n / 10`` (:func:`bic_eff`): this estimate uses the data, e.g.
+    AR(1) residuals with coefficient φ give τ ≈ (1 + φ)/(1 - φ) and white noise τ ≈ 1.
+
+    Parameters
+    ----------
+    residuals : array (C, N) or (N,)
+        Residuals in checkpoint order; entries outside ``valid`` (or NaN) are ignored; the
+        valid entries of a row must be contiguous from its start.
+    valid : bool array like ``residuals``, optional
+    p : int
+        Parameters of the model (3 for the Weibull).
+
+    Returns
+    -------
+    n_eff : array (C,)
+    reason : object array (C,)
+        Empty where n_eff is defined.
+
+    Examples
+    --------
+    >>> e = np.array([1.0, -1.0] * 10)  # alternating: rho_1 < 0, nothing summed
+    >>> n_eff_acf(e)[0].tolist()
+    [20.0]
+    >>> ne, why = n_eff_acf(np.arange(20.0))  # a trend: strongly correlated residuals
+    >>> bool(np.isnan(ne[0])), why[0].split(":")[0]
+    (True, 'residual autocorrelation leaves n_eff = 2.87 < p + 1 = 4 (tau = 6.98 over 20 points)')
+    """
+    e = np.atleast_2d(np.asarray(residuals, dtype=np.float64))
+    valid = np.isfinite(e) if valid is None else (np.atleast_2d(np.asarray(valid, dtype=bool))
+                                                  & np.isfinite(e))
+    n = valid.sum(axis=1)
+    C = e.shape[0]
+    max_lag = int(n.max()) // 2 if C else 0
+    rho = _acf(e, valid, max_lag=max_lag)  # (C, max_lag + 1)
+    lag = np.arange(rho.shape[1])[None, :]
+    inside = (lag >= 1) & (lag <= (n // 2)[:, None])
+    pos = np.where(inside, rho > 0, False)
+    # initial positive sequence: lags 1..K with every rho_1..rho_K > 0
+    run = np.cumprod(np.where(lag >= 1, pos, True), axis=1).astype(bool) & (lag >= 1)
+    tau = 1.0 + 2.0 * np.where(run, rho, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ne = n / tau
+    reason = np.full(C, "", dtype=object)
+    flat = ~np.isfinite(rho[:, 0]) if rho.shape[1] else np.ones(C, dtype=bool)
+    for c in np.flatnonzero(flat):
+        reason[c] = f"n_eff_acf undefined: {n[c]} residuals with no variance"
+    low = ~flat & (ne < p + 1)
+    for c in np.flatnonzero(low):
+        reason[c] = (f"residual autocorrelation leaves n_eff = {ne[c]:.3g} < p + 1 = {p + 1} "
+                     f"(tau = {tau[c]:.3g} over {n[c]} points): n_eff_acf undefined")
+    return np.where(flat | low, np.nan, ne), reason
+
+
 def r_squared(y, yhat, axis=-1, where=None):
     """Coefficient of determination on the linear scale, ``1 - SSE / Σ (y - ȳ)²`` (§5.2).
+
+    Scale-free: y and yhat are divided by max |y| before squaring, so multiplying both by any
+    positive factor within float range leaves R² unchanged (no underflow to 0/0).
 
     Examples
     --------
     >>> float(r_squared([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]))
     1.0
+    >>> round(float(r_squared([1e-200, 2e-200, 3e-200], [1e-200, 2e-200, 2e-200])), 12)
+    0.5
     """
     y = np.asarray(y, dtype=np.float64)
     yhat = np.asarray(yhat, dtype=np.float64)
     w = np.ones_like(y, dtype=bool) if where is None else np.asarray(where, dtype=bool)
+    w = np.broadcast_to(w, np.broadcast_shapes(w.shape, y.shape, yhat.shape))
     n = w.sum(axis=axis, keepdims=True)
+    # scale-free: divide by max |y| first, so the squares neither underflow (losses ~1e-200)
+    # nor overflow (~1e200); R^2 is a ratio and does not change
+    with np.errstate(invalid="ignore"):
+        scale = np.max(np.where(w, np.abs(y), 0.0), axis=axis, keepdims=True)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    y, yhat = y / scale, yhat / scale
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(w, y, 0.0).sum(axis=axis, keepdims=True) / n
         sst = np.where(w, (y - mean) ** 2, 0.0).sum(axis=axis)
@@ -509,7 +620,14 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
     -------
     dict of arrays (C,)
         ``A, omega, beta, sse, r2, n`` (float/int), ``status``, ``reason`` (object),
-        ``converged`` (bool: batch solver reached a point no LM step improves).
+        ``converged`` (bool: batch solver reached a point no LM step improves), ``log_sse``
+        (log SSE, finite where ``sse`` itself under- or overflows) and ``resid`` (C, N: the
+        residuals divided by the curve's max |y|, NaN outside the curve).
+
+    Scale-free: every curve is divided by its max |y| before fitting and the statistics
+    (R², log SSE, the residuals) are computed in those units, so multiplying y by any positive
+    factor within float range changes A and SSE by that factor (SSE by its square) and
+    nothing else.
 
     Examples
     --------
@@ -534,7 +652,8 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
         "A": np.full(C, np.nan), "omega": np.full(C, np.nan), "beta": np.full(C, np.nan),
         "sse": np.full(C, np.nan), "r2": np.full(C, np.nan), "n": n.astype(np.int64),
         "status": np.full(C, "omitted", dtype=object), "reason": np.full(C, "", dtype=object),
-        "converged": np.zeros(C, dtype=bool),
+        "converged": np.zeros(C, dtype=bool), "log_sse": np.full(C, np.nan),
+        "resid": np.full(x.shape, np.nan),
     }
     for c in np.flatnonzero(n < need):
         out["reason"][c] = f"{n[c]} checkpoints in the window < min_points={need}"
@@ -568,30 +687,36 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
     pick = np.argmin(sse_s.reshape(S, -1), axis=0)
     rows = pick * fit.size + np.arange(fit.size)
     best_u, best_b, best_conv = u[rows], b[rows], conv[rows]
-    _, _, A, _, _, _ = _profile(lx, pos, ys, w, best_u, best_b)
-    A = A * yscale
+    _, _, A_s, _, _, _ = _profile(lx, pos, ys, w, best_u, best_b)
     omega = np.exp(best_u) * xscale
-    beta = best_b
-    yhat = weibull(xv, A[:, None], omega[:, None], beta[:, None])
-    sse = np.einsum("ij,ij->i", w * (yv - yhat), yv - yhat)
-    r2 = r_squared(yv, yhat, axis=1, where=valid[fit])
-    for j, c in enumerate(fit):
-        out["A"][c], out["omega"][c], out["beta"][c] = A[j], omega[j], beta[j]
-        out["sse"][c], out["r2"][c] = sse[j], r2[j]
-        out["converged"][c] = bool(best_conv[j])
-        out["status"][c] = "ok"
-        if fallback and not best_conv[j]:
-            m = valid[c]
-            ref = fit_lmfit(x[c, m], y[c, m], model=model, n_starts=n_starts, min_points=need)
-            if ref.status == "ok" and ref.sse < sse[j]:
-                out["A"][c], out["omega"][c], out["beta"][c] = ref.A, ref.omega, ref.beta
-                out["sse"][c], out["r2"][c] = ref.sse, ref.r2
-            out["reason"][c] = "batch solver did not converge; lmfit multistart fallback used"
-        if not (np.isfinite(out["sse"][c]) and out["A"][c] > _A_TINY * yscale[j]):
-            out["status"][c] = "failed"
-            out["reason"][c] = ("amplitude A at its bound 0: no positive decaying component "
-                                "in the window" if np.isfinite(out["sse"][c])
-                                else "non-finite SSE")
+    beta = best_b.copy()
+    # statistics in scaled units (y / max|y|): SSE of losses ~1e-200 would underflow to 0
+    yhat_s = weibull(xv, A_s[:, None], omega[:, None], beta[:, None])
+    sse_s = np.einsum("ij,ij->i", w * (ys - yhat_s), ys - yhat_s)
+    r2 = r_squared(ys, yhat_s, axis=1, where=valid[fit])
+    out["converged"][fit] = best_conv
+    out["status"][fit] = "ok"
+    for j in np.flatnonzero(~best_conv) if fallback else ():
+        c = fit[j]
+        m = valid[c]
+        ref = fit_lmfit(x[c, m], y[c, m] / yscale[j], model=model, n_starts=n_starts,
+                        min_points=need)
+        if ref.status == "ok" and ref.sse < sse_s[j]:
+            A_s[j], omega[j], beta[j] = ref.A, ref.omega, ref.beta
+            sse_s[j], r2[j] = ref.sse, ref.r2
+            yhat_s[j] = weibull(xv[j], ref.A, ref.omega, ref.beta)
+        out["reason"][c] = "batch solver did not converge; lmfit multistart fallback used"
+    out["A"][fit], out["omega"][fit], out["beta"][fit] = A_s * yscale, omega, beta
+    out["r2"][fit] = r2
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        out["sse"][fit] = sse_s * yscale**2
+        out["log_sse"][fit] = np.log(sse_s) + 2.0 * np.log(yscale)
+    out["resid"][fit] = np.where(valid[fit], ys - yhat_s, np.nan)
+    bad = ~(np.isfinite(sse_s) & (A_s > _A_TINY))
+    for j in np.flatnonzero(bad):
+        out["status"][fit[j]] = "failed"
+        out["reason"][fit[j]] = ("amplitude A at its bound 0: no positive decaying component "
+                                 "in the window" if np.isfinite(sse_s[j]) else "non-finite SSE")
     return out
 
 
@@ -600,14 +725,18 @@ def compare_curves(x, y, valid=None, *, deflation=10.0, min_points=None, fallbac
     """Weibull and exponential fits of the same curves plus BIC, ΔBIC and ΔBIC(n_eff).
 
     ``delta_bic = bic(sse_weibull, n, 3) - bic(sse_exp, n, 2)`` (A.11; negative favours
-    Weibull); ``delta_bic_neff`` the same with :func:`bic_eff` and ``deflation``.
+    Weibull); ``delta_bic_neff`` the same with :func:`bic_eff` and ``deflation``;
+    ``delta_bic_acf`` the same with n_eff = ``n_eff_acf`` (:func:`n_eff_acf` of the Weibull
+    fit's residuals, used for both models so both are penalised alike). BICs are computed
+    from log SSE, so they are defined at any loss scale.
     ``status``/``reason`` are the Weibull fit's (a failed exponential is noted in reason).
 
     Returns
     -------
     dict of arrays (C,)
         Weibull ``A, omega, beta, r2, sse_weibull``; exponential ``exp_A, exp_omega, exp_r2,
-        sse_exp``; ``bic_weibull, bic_exp, delta_bic, delta_bic_neff, n, status, reason``.
+        sse_exp``; ``bic_weibull, bic_exp, delta_bic, delta_bic_neff, n_eff_acf, delta_bic_acf,
+        n, status, reason``.
     """
     need = 5 if min_points is None else int(min_points)
     wb = fit_curves(x, y, valid, model="weibull", min_points=need, fallback=fallback,
@@ -618,19 +747,32 @@ def compare_curves(x, y, valid=None, *, deflation=10.0, min_points=None, fallbac
     okw = wb["status"] == "ok"
     oke = ex["status"] == "ok"
     both = okw & oke
-    bw = np.where(okw, bic(wb["sse"], n, 3), np.nan)
-    be = np.where(oke, bic(ex["sse"], n, 2), np.nan)
-    bwe = np.where(okw, bic_eff(wb["sse"], n, 3, deflation), np.nan)
-    bee = np.where(oke, bic_eff(ex["sse"], n, 2, deflation), np.nan)
+    d = float(deflation)
+    if not (np.isfinite(d) and d >= 1):
+        raise ValueError(f"deflation must be finite and >= 1 (n_eff = n / deflation <= n), got {deflation!r}")
+    n_eff = n / d
+    ne_acf, acf_reason = n_eff_acf(wb["resid"], p=N_PARAMS["weibull"])
+    lw, le = wb["log_sse"], ex["log_sse"]
+    bw = np.where(okw, _bic_log(lw, n, 3, n), np.nan)
+    be = np.where(oke, _bic_log(le, n, 2, n), np.nan)
+    bwe = np.where(okw, _bic_log(lw, n, 3, n_eff), np.nan)
+    bee = np.where(oke, _bic_log(le, n, 2, n_eff), np.nan)
+    bwa = np.where(okw, _bic_log(lw, n, 3, ne_acf), np.nan)
+    bea = np.where(oke, _bic_log(le, n, 2, ne_acf), np.nan)
     reason = wb["reason"].copy()
+
+    def note(c, text):
+        reason[c] = (reason[c] + "; " if reason[c] else "") + text
+
     for c in np.flatnonzero(okw & ~oke):
         reason[c] = f"exponential fit {ex['status'][c]}: {ex['reason'][c]}"
-    n_eff = n / float(deflation)
     for c in np.flatnonzero(both & (n_eff <= 1)):
-        reason[c] = (reason[c] + "; " if reason[c] else "") + (
-            f"delta_bic_neff undefined: n_eff = {n[c]}/{float(deflation):g} <= 1 (non-positive penalty)")
-    for c in np.flatnonzero(both & ((wb["sse"] <= 0) | (ex["sse"] <= 0))):
-        reason[c] = (reason[c] + "; " if reason[c] else "") + "exact fit (SSE = 0): BIC undefined"
+        note(c, f"delta_bic_neff undefined: n_eff = {n[c]}/{d:g} <= 1 (non-positive penalty)")
+    exact = both & ~(np.isfinite(lw) & np.isfinite(le))
+    for c in np.flatnonzero(exact):
+        note(c, "exact fit (SSE = 0): BIC undefined")
+    for c in np.flatnonzero(both & ~exact & (acf_reason != "")):
+        note(c, acf_reason[c])
     return {
         "A": wb["A"], "omega": wb["omega"], "beta": wb["beta"], "r2": wb["r2"],
         "sse_weibull": wb["sse"],
@@ -638,6 +780,194 @@ def compare_curves(x, y, valid=None, *, deflation=10.0, min_points=None, fallbac
         "bic_weibull": bw, "bic_exp": be,
         "delta_bic": np.where(both, bw - be, np.nan),
         "delta_bic_neff": np.where(both, bwe - bee, np.nan),
+        "n_eff_acf": np.where(okw, ne_acf, np.nan),
+        "delta_bic_acf": np.where(both, bwa - bea, np.nan),
         "n": n, "status": wb["status"], "reason": reason,
         "converged": wb["converged"] & ex["converged"],
     }
+
+
+# --------------------------------------------------------------------------- labelled wrappers
+#: outputs of :func:`compare_curves` that :func:`compare_windows` returns, and their dtype
+_COMPARE_OUT = {
+    "A": float, "omega": float, "beta": float, "r2": float, "sse_weibull": float,
+    "exp_A": float, "exp_omega": float, "exp_r2": float, "sse_exp": float,
+    "bic_weibull": float, "bic_exp": float, "delta_bic": float, "delta_bic_neff": float,
+    "n_eff_acf": float, "delta_bic_acf": float, "n": np.int64, "status": str, "reason": str,
+}
+
+
+def compare_windows(residual, param_time, fit_start, fit_n, *, dim="checkpoint",
+                    deflation=10.0, min_points=5, fallback=True, n_starts=5):
+    """Weibull vs exponential fits of labelled residual curves in given checkpoint windows.
+
+    The labelled wrapper of :func:`compare_curves` (key search §5.2, §6.3, A.11, B.1, B.2):
+    curve ``c`` is ``residual`` at checkpoints ``fit_start[c] .. fit_start[c] + fit_n[c] - 1``
+    with parameter time rebased to 0 at its first checkpoint (B.1). All curves are fitted in
+    one batch.
+
+    Parameters
+    ----------
+    residual : xarray.DataArray
+        Residuals with dim ``dim`` (e.g. ``(run, checkpoint, band)``, or R_tot ``(run,
+        checkpoint)``).
+    param_time : xarray.DataArray
+        Parameter time over ``dim`` (broadcast against ``residual``).
+    fit_start, fit_n : xarray.DataArray or int
+        First checkpoint index and number of checkpoints of each window (e.g. from
+        :func:`bandscope.trajectory.active_windows`, dims ``(run, window, band)``); -1 / 0
+        for an empty window.
+    deflation, min_points, fallback, n_starts
+        As in :func:`compare_curves`.
+
+    Returns
+    -------
+    xarray.Dataset
+        Every output of :func:`compare_curves` (``A``, ``omega``, ``beta``, ``r2``,
+        ``sse_weibull``, ``exp_*``, ``bic_*``, ``delta_bic``, ``delta_bic_neff``,
+        ``n_eff_acf``, ``delta_bic_acf``, ``n``, ``status``, ``reason``) over the dims of
+        ``fit_start`` and ``residual`` (without ``dim``).
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> s = xr.DataArray(np.linspace(0, 4, 20), dims="checkpoint")
+    >>> R = xr.DataArray(weibull(s.values, 1.0, 1.5, 2.0), dims="checkpoint")
+    >>> out = compare_windows(R, s, xr.DataArray([0, 0], dims="curve"), xr.DataArray([20, 12], dims="curve"))
+    >>> np.round(out.beta.values, 6).tolist(), out.status.values.tolist()
+    ([2.0, 2.0], ['ok', 'ok'])
+    """
+    return compare_window_sets([(residual, param_time, fit_start, fit_n)], dim=dim,
+                               deflation=deflation, min_points=min_points, fallback=fallback,
+                               n_starts=n_starts)[0]
+
+
+def compare_window_sets(sets, *, dim="checkpoint", deflation=10.0, min_points=5, fallback=True,
+                        n_starts=5):
+    """:func:`compare_windows` of several sets of curves in one batch (one grid search and one
+    batched Levenberg--Marquardt for all of them, which is what makes the analysis fast).
+
+    Parameters
+    ----------
+    sets : sequence of (residual, param_time, fit_start, fit_n)
+        Each as the arguments of :func:`compare_windows` (e.g. the band windows and the
+        full-loss curves of the same runs).
+
+    Returns
+    -------
+    list of xarray.Dataset
+        One per set, equal to ``compare_windows(*set)``.
+    """
+    import xarray as xr
+
+    packed = []
+    for residual, param_time, fit_start, fit_n in sets:
+        fit_start = fit_start if isinstance(fit_start, xr.DataArray) else xr.DataArray(fit_start)
+        fit_n = fit_n if isinstance(fit_n, xr.DataArray) else xr.DataArray(fit_n)
+        template = residual.isel({dim: 0}, drop=True)
+        fit_start, fit_n, template = xr.broadcast(fit_start, fit_n, template)
+        out_dims, shape, K = fit_start.dims, fit_start.shape, residual.sizes[dim]
+
+        def curves(da, out_dims=out_dims, shape=shape, K=K):  # (C, K) view, broadcast, no copy
+            own = [d for d in out_dims if d in da.dims]
+            a = da.transpose(*own, dim).values
+            a = a.reshape([da.sizes[d] if d in da.dims else 1 for d in out_dims] + [K])
+            return np.broadcast_to(a, (*shape, K)).reshape(-1, K)
+
+        start = np.asarray(fit_start.values, dtype=np.int64).reshape(-1)
+        nfit = np.asarray(fit_n.values, dtype=np.int64).reshape(-1)
+        N = max(int(nfit.max()) if nfit.size else 0, 1)
+        j = np.arange(N)
+        inwin = j[None, :] < nfit[:, None]
+        idx = np.where(inwin, np.maximum(start, 0)[:, None] + j[None, :], 0)
+        rows = np.arange(start.size)[:, None]
+        s_pk = curves(param_time)[rows, idx]
+        x = np.where(inwin, s_pk - s_pk[:, :1], np.nan)
+        y = np.where(inwin, curves(residual)[rows, idx], np.nan)
+        coords = {d: template.coords[d] for d in out_dims if d in template.coords}
+        packed.append((x, y, inwin, out_dims, shape, coords))
+    Np = max(p[0].shape[1] for p in packed)
+    pad = lambda a, fill: np.pad(a, ((0, 0), (0, Np - a.shape[1])), constant_values=fill)  # noqa: E731
+    res = compare_curves(np.concatenate([pad(p[0], np.nan) for p in packed]),
+                         np.concatenate([pad(p[1], np.nan) for p in packed]),
+                         np.concatenate([pad(p[2], False) for p in packed]),
+                         deflation=deflation, min_points=min_points, fallback=fallback,
+                         n_starts=n_starts)
+    out, at = [], 0
+    for _, _, inwin, out_dims, shape, coords in packed:
+        C = inwin.shape[0]
+        out.append(xr.Dataset({key: (out_dims, np.asarray(res[key][at: at + C]).astype(t)
+                                     .reshape(shape)) for key, t in _COMPARE_OUT.items()},
+                              coords=coords))
+        at += C
+    return out
+
+
+def band_sum(fits, residual, total_residual, param_time, fit_start, *, missing="nan",
+             dim="checkpoint"):
+    """Band-fit reconstruction of the total residual, R̂_Σ = Σ_i R̂_i, and its R² (§6.3).
+
+    ``R̂_i(s) = A_i exp(-((s - s_start,i)/ω_i)^β_i)`` for s after band i's window starts and
+    ``A_i`` (its value at the window start) before it, on every checkpoint of the run.
+
+    Parameters
+    ----------
+    fits : xarray.Dataset
+        ``A``, ``omega``, ``beta``, ``status`` with dims (..., band), e.g. from
+        :func:`compare_windows` (``(run, window, band)``).
+    residual : xarray.DataArray
+        R_i over (..., ``dim``, band) (NaN in padding).
+    total_residual : xarray.DataArray
+        R_tot over (..., ``dim``).
+    param_time : xarray.DataArray
+        s over (..., ``dim``).
+    fit_start : xarray.DataArray
+        Window start index per fit (-1 if none).
+    missing : {"nan", "observed"}
+        A band whose fit is not ``"ok"``: ``"nan"`` makes R̂_Σ and R² NaN (a partial sum is
+        not the reconstruction); ``"observed"`` puts the band's observed R_i in the sum.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``band_sum_fit`` (..., ``dim``), ``band_sum_r2`` and ``band_sum_n_fitted`` (...).
+    """
+    import xarray as xr
+
+    if missing not in ("nan", "observed"):
+        raise ValueError(f"band_sum_missing must be 'nan' or 'observed', got {missing!r}")
+    lead = [d for d in fits["A"].dims if d != "band"]
+    shape = tuple(fits.sizes[d] for d in lead)
+
+    def arr(da, dims):  # numpy view of ``da`` laid out as ``dims``, broadcast over fits' dims
+        a = da.transpose(*[d for d in dims if d in da.dims]).values
+        a = a.reshape([da.sizes[d] if d in da.dims else 1 for d in dims])
+        return np.broadcast_to(a, [max(fits.sizes.get(d, 1), da.sizes.get(d, 1)) for d in dims])
+
+    K = param_time.sizes[dim]
+    s = np.ascontiguousarray(arr(param_time, (*lead, dim)))
+    par = {k: fits[k].transpose(*lead, "band").values for k in ("A", "omega", "beta")}
+    ok = (fits["status"].transpose(*lead, "band").values == "ok")
+    start = np.maximum(arr(fit_start, (*lead, "band")), 0)
+    s_start = np.take_along_axis(s, start.reshape(*shape, -1), axis=-1)
+    valid = np.isfinite(s)  # padding: NaN parameter time
+    with np.errstate(invalid="ignore"):
+        xx = np.clip(s[..., None, :] - s_start[..., None], 0.0, None)
+        Rhat = weibull(xx, par["A"][..., None], par["omega"][..., None], par["beta"][..., None])
+    if missing == "observed":
+        Robs = arr(residual, (*lead, "band", dim))
+        Rhat = np.where(ok[..., None], Rhat, Robs)
+        all_ok = np.ones(ok.shape[:-1], dtype=bool)
+    else:
+        all_ok = ok.all(axis=-1)
+    total = np.where(all_ok[..., None], Rhat.sum(axis=-2), np.nan)
+    total[~valid] = np.nan
+    Rt = arr(total_residual, (*lead, dim))
+    r2 = np.where(all_ok, r_squared(Rt, np.nan_to_num(total), axis=-1, where=valid), np.nan)
+    coords = {d: fits.coords[d] for d in lead if d in fits.coords}
+    coords[dim] = param_time.coords[dim] if dim in param_time.coords else np.arange(K)
+    return xr.Dataset({
+        "band_sum_fit": ((*lead, dim), total),
+        "band_sum_r2": (tuple(lead), r2),
+        "band_sum_n_fitted": (tuple(lead), ok.sum(axis=-1).astype(np.int64)),
+    }, coords=coords)

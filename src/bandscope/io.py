@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import schema
 from .errors import BandscopeInputError, input_error_from
 from .run import FORMAT, band_resolutions, make_run, validate_run
 from .runlock import pid_alive
@@ -618,6 +619,19 @@ def write_results(results: xr.Dataset, path) -> Path:
     return path
 
 
+def read_results(path) -> xr.Dataset:
+    """Read a results Dataset written by :func:`write_results` (any bandscope version): names
+    renamed since it was written are mapped to the current ones (:func:`bandscope.schema.upgrade`)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such results file: {path}")
+    with xr.open_dataset(path, engine=_NETCDF_ENGINE) as f:
+        ds = f.load()
+    if "bandscope_results" not in ds.attrs:
+        raise ValueError(f"{path} is not a bandscope results file (no 'bandscope_results' attr)")
+    return schema.upgrade(ds)
+
+
 def _num(x):
     """JSON-safe scalar: NaN/inf -> None, numpy -> python."""
     if isinstance(x, (np.generic,)):
@@ -633,19 +647,11 @@ def _sel(da: xr.DataArray, **idx):
     return _num(da.sel(**idx).values[()])
 
 
-_FIT_KEYS = {
-    "n": "fit_n", "A": "A", "omega": "omega", "beta": "beta", "r2": "r2",
-    "bic_weibull": "bic_weibull", "bic_exp": "bic_exp", "delta_bic": "delta_bic",
-    "delta_bic_neff": "delta_bic_neff", "status": "status", "reason": "reason",
-    "sse_weibull": "sse_weibull", "sse_exp": "sse_exp", "exp_A": "exp_A",
-    "exp_omega": "exp_omega", "exp_r2": "exp_r2",
-}
-_TOTAL_KEYS = {
-    "beta": "total_beta", "omega": "total_omega", "A": "total_A", "r2": "total_r2",
-    "delta_bic": "total_delta_bic", "delta_bic_neff": "total_delta_bic_neff",
-    "bic_weibull": "total_bic_weibull", "bic_exp": "total_bic_exp", "exp_r2": "total_exp_r2",
-    "n": "total_n", "status": "total_status",
-}
+#: JSON key -> results variable, from the one schema (:mod:`bandscope.schema`): per band and
+#: threshold window (``fits``), the full-loss fit (``total``) and per band.
+_FIT_KEYS = schema.json_keys("fit")
+_TOTAL_KEYS = schema.json_keys("total")
+_BAND_KEYS = schema.json_keys("band")
 
 
 def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
@@ -658,16 +664,10 @@ def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
              "seed": _num(results["seed"].sel(run=run).values[()]) if "seed" in results.coords else None,
              "bands": {}}
         for band in results["band"].values:
-            b = {
-                "floor": _sel(results["floor"], run=run, band=band),
-                "onset": _sel(results["onset"], run=run, band=band, window=primary),
-                "width": _sel(results["width"], run=run, band=band, window=primary),
-                "initial_residual": _sel(results["initial_residual"], run=run, band=band),
-            }
-            for extra in ("floor_final", "floor_convention_diff_pct", "floor_window_drift_pct",
-                          "floor_window_trend_pct", "late_noise_pct", "saturated"):
-                if extra in results:
-                    b[extra] = _sel(results[extra], run=run, band=band)
+            b = {key: _sel(results[var], run=run, band=band)
+                 for key, var in _BAND_KEYS.items() if var in results}
+            b["onset"] = _sel(results["onset"], run=run, band=band, window=primary)
+            b["width"] = _sel(results["width"], run=run, band=band, window=primary)
             if "saturated" in b and b["saturated"] is not None:
                 b["saturated"] = bool(b["saturated"])
             b["fits"] = {}
@@ -676,8 +676,6 @@ def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
                 for key, var in _FIT_KEYS.items():
                     if var in results:
                         f[key] = _sel(results[var], run=run, band=band, window=w)
-                f["onset"] = _sel(results["onset"], run=run, band=band, window=w)
-                f["width"] = _sel(results["width"], run=run, band=band, window=w)
                 b["fits"][w] = f
             r["bands"][str(int(band))] = b
         r["total"] = {k: _sel(results[v], run=run) for k, v in _TOTAL_KEYS.items() if v in results}

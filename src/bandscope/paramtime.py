@@ -17,7 +17,13 @@ from scipy.optimize import minimize_scalar
 
 from .run import _VAR_ATTRS
 
-__all__ = ["parameter_time", "fit_power_time", "power_time"]
+__all__ = ["parameter_time", "fit_power_time", "power_time", "fit_run_gamma", "RENAMED",
+           "upgrade"]
+
+#: Names of :func:`fit_power_time`'s output renamed so that ``window`` means one thing in
+#: bandscope (a threshold window of the key-search analysis): old -> new. A Dataset saved
+#: with the old names is read back with :func:`upgrade`.
+RENAMED = {"window": "epoch_window", "window_lo": "epoch_lo", "window_hi": "epoch_hi"}
 
 #: elements per slice when differencing large tensors (bounds the float64 temporary)
 _CHUNK = 1 << 20
@@ -315,10 +321,11 @@ def fit_power_time(
     step,
     s,
     *,
-    windows: Sequence[tuple[float, float]] | None = None,
+    epoch_windows: Sequence[tuple[float, float]] | None = None,
     epoch=None,
     dim: str = "checkpoint",
     min_points: int = 4,
+    windows: Sequence[tuple[float, float]] | None = None,
 ) -> xr.Dataset:
     """Fit parameter time against raw time, ``s(t) ~ a + b t**gamma`` (key search §3, A.7).
 
@@ -333,7 +340,7 @@ def fit_power_time(
         has t = 0). Entries < 0 (the format's "unknown") and NaN are left out.
     s : array_like or DataArray over ``dim``
         Parameter time, e.g. the run's ``param_time``. NaN (padding) is left out.
-    windows : sequence of (lo, hi) epochs, optional
+    epoch_windows : sequence of (lo, hi) epochs, optional
         Fit each epoch window ``lo <= epoch <= hi`` separately (A.7 uses (0, 10), (0, 25),
         (0, 50)); t is *not* rebased inside a window (``a`` absorbs the offset). Needs ``epoch``.
     epoch : array_like or DataArray over ``dim``, optional
@@ -342,14 +349,18 @@ def fit_power_time(
         The checkpoint dim. Other dims of DataArray inputs (e.g. ``run``) are looped over.
     min_points : int
         Fits with fewer usable checkpoints are omitted (NaN, status ``"omitted"``).
+    windows : deprecated
+        The old name of ``epoch_windows`` (renamed so that "window" means a threshold window
+        of the key-search analysis everywhere); still accepted with a ``DeprecationWarning``.
 
     Returns
     -------
     xarray.Dataset
         ``gamma``, ``a``, ``b``, ``r2``, ``gamma_stderr``, ``sse``, ``n`` (points used),
         ``status`` ("ok" / "omitted" / "failed") and ``reason``; scalars per fit, along
-        dim ``window`` (labels ``"0-10"`` ..., coords ``window_lo``, ``window_hi`` in epochs)
-        when ``windows`` is given, plus any extra dims of the inputs.
+        dim ``epoch_window`` (labels ``"0-10"`` ..., coords ``epoch_lo``, ``epoch_hi`` in
+        epochs) when ``epoch_windows`` is given, plus any extra dims of the inputs. (Before
+        the rename these were ``window``, ``window_lo``, ``window_hi``; see :data:`RENAMED`.)
 
     Examples
     --------
@@ -358,32 +369,59 @@ def fit_power_time(
     >>> round(float(fit.gamma), 6), round(float(fit.a), 6), round(float(fit.b), 6), str(fit.status.values)
     (0.37, 0.5, 2.0, 'ok')
     """
+    if windows is not None:
+        if epoch_windows is not None:
+            raise TypeError("give epoch_windows= only (windows= is its deprecated old name)")
+        import warnings
+
+        warnings.warn("fit_power_time(windows=...) is renamed epoch_windows=...; the output "
+                      "dim is now 'epoch_window'", DeprecationWarning, stacklevel=2)
+        epoch_windows = windows
+    windows = epoch_windows
     if windows is not None and epoch is None:
-        raise ValueError("windows are given in epochs: pass epoch= (e.g. the run's 'epoch' variable)")
-    st = _as_1d_dataarray(step, "step", dim)
-    sv = _as_1d_dataarray(s, "s", dim)
-    st = st.where(st >= 0)  # -1 = unknown step
-    arrays = [st, sv]
-    if epoch is not None:
-        arrays.append(_as_1d_dataarray(epoch, "epoch", dim))
-    try:
-        arrays = list(xr.broadcast(*[a.drop_vars([c for c in a.coords if c not in a.dims]) for a in arrays]))
-    except ValueError as exc:
-        raise ValueError(f"step, s (and epoch) do not line up along {dim!r}: {exc}") from None
-    sizes = {a.sizes[dim] for a in arrays}
-    if len(sizes) != 1:
-        raise ValueError(f"step, s (and epoch) have different lengths along {dim!r}: {sorted(sizes)}")
+        raise ValueError("epoch_windows are given in epochs: pass epoch= (e.g. the run's "
+                         "'epoch' variable)")
     if windows is not None:
         windows = [(float(lo), float(hi)) for lo, hi in windows]
         for lo, hi in windows:
             if not lo < hi:
-                raise ValueError(f"window ({lo:g}, {hi:g}) must have lo < hi (epochs)")
-    others = [d for d in arrays[1].dims if d != dim]
-    arrays = [a.transpose(*others, dim) for a in arrays]
-    lead_shape = tuple(arrays[1].sizes[d] for d in others)
-    t_all = arrays[0].values.reshape(-1, arrays[0].sizes[dim])
-    s_all = arrays[1].values.reshape(-1, arrays[1].sizes[dim])
-    e_all = arrays[2].values.reshape(-1, arrays[2].sizes[dim]) if epoch is not None else None
+                raise ValueError(f"epoch window ({lo:g}, {hi:g}) must have lo < hi (epochs)")
+    inputs = [step, s] + ([] if epoch is None else [epoch])
+    if not any(isinstance(a, xr.DataArray) for a in inputs):
+        # plain 1-D arrays (the common case, e.g. one run's variables): no labels to align
+        arrs = [np.asarray(a, dtype=np.float64) for a in inputs]
+        for name, a in zip(("step", "s", "epoch"), arrs):
+            if a.ndim != 1:
+                raise ValueError(f"{name} must be 1-D over {dim} (or a DataArray), got shape {a.shape}")
+        sizes = {a.size for a in arrs}
+        if len(sizes) != 1:
+            raise ValueError(f"step, s (and epoch) have different lengths along {dim!r}: {sorted(sizes)}")
+        others, lead_shape, coord_src = [], (), None
+        t_all = np.where(arrs[0] >= 0, arrs[0], np.nan)[None, :]  # -1 = unknown step
+        s_all = arrs[1][None, :]
+        e_all = arrs[2][None, :] if epoch is not None else None
+    else:
+        st = _as_1d_dataarray(step, "step", dim)
+        sv = _as_1d_dataarray(s, "s", dim)
+        st = st.where(st >= 0)  # -1 = unknown step
+        arrays = [st, sv]
+        if epoch is not None:
+            arrays.append(_as_1d_dataarray(epoch, "epoch", dim))
+        try:
+            arrays = list(xr.broadcast(*[a.drop_vars([c for c in a.coords if c not in a.dims])
+                                         for a in arrays]))
+        except ValueError as exc:
+            raise ValueError(f"step, s (and epoch) do not line up along {dim!r}: {exc}") from None
+        sizes = {a.sizes[dim] for a in arrays}
+        if len(sizes) != 1:
+            raise ValueError(f"step, s (and epoch) have different lengths along {dim!r}: {sorted(sizes)}")
+        others = [d for d in arrays[1].dims if d != dim]
+        arrays = [a.transpose(*others, dim) for a in arrays]
+        lead_shape = tuple(arrays[1].sizes[d] for d in others)
+        coord_src = arrays[1]
+        t_all = arrays[0].values.reshape(-1, arrays[0].sizes[dim])
+        s_all = arrays[1].values.reshape(-1, arrays[1].sizes[dim])
+        e_all = arrays[2].values.reshape(-1, arrays[2].sizes[dim]) if epoch is not None else None
 
     def fits_for(row: int) -> list[dict]:
         t, s_ = t_all[row], s_all[row]
@@ -400,7 +438,7 @@ def fit_power_time(
     results = [fits_for(r) for r in range(t_all.shape[0])]
     n_w = 1 if windows is None else len(windows)
     shape = lead_shape + (() if windows is None else (n_w,))
-    out_dims = tuple(others) + (() if windows is None else ("window",))
+    out_dims = tuple(others) + (() if windows is None else ("epoch_window",))
 
     def collect(key, dtype):
         vals = np.array([[f[key] for f in fits] for fits in results], dtype=dtype)
@@ -430,18 +468,99 @@ def fit_power_time(
         "status": {"long_name": "ok / omitted (too few points) / failed"},
         "reason": {"long_name": "why a fit is omitted or failed"},
     }
-    coords = {d: arrays[1][d] for d in others if d in arrays[1].coords}
+    coords = {d: coord_src[d] for d in others if d in coord_src.coords}
     if windows is not None:
-        coords["window"] = ("window", [_window_label(lo, hi) for lo, hi in windows])
-        coords["window_lo"] = ("window", [lo for lo, _ in windows], {"units": "epochs"})
-        coords["window_hi"] = ("window", [hi for _, hi in windows], {"units": "epochs"})
-    ds = xr.Dataset({k: (out_dims, v, var_attrs[k]) for k, v in data_vars.items()}, coords=coords)
+        coords["epoch_window"] = ("epoch_window", [_window_label(lo, hi) for lo, hi in windows])
+        coords["epoch_lo"] = ("epoch_window", [lo for lo, _ in windows], {"units": "epochs"})
+        coords["epoch_hi"] = ("epoch_window", [hi for _, hi in windows], {"units": "epochs"})
+    ds = xr.Dataset({k: xr.Variable(out_dims, v, var_attrs[k]) for k, v in data_vars.items()},
+                    coords=coords)
     ds.attrs = {
         "model": "s(t) = a + b * t**gamma, t in optimizer steps (not rebased within a window)",
         "method": "variable projection: (a, b) closed form per gamma, SSE minimised over gamma "
         f"in [{_GAMMA_BOUNDS[0]:g}, {_GAMMA_BOUNDS[1]:g}] (log grid + bounded Brent)",
         "paper": "key search §3 and appendix A.7",
         "min_points": int(min_points),
-        "window_rule": "lo <= epoch <= hi (epochs completed), both ends included",
+        "epoch_window_rule": "lo <= epoch <= hi (epochs completed), both ends included",
     }
     return ds
+
+
+def upgrade(fit: xr.Dataset) -> xr.Dataset:
+    """A :func:`fit_power_time` Dataset saved before the rename, with the current names.
+
+    >>> old = xr.Dataset({"gamma": ("window", [0.4])}, coords={"window": ["0-10"], "window_lo": ("window", [0.0])})
+    >>> sorted(upgrade(old).coords)
+    ['epoch_lo', 'epoch_window']
+    """
+    names = {o: n for o, n in RENAMED.items() if (o in fit.variables or o in fit.dims)
+             and n not in fit.variables}
+    return fit.rename(names) if names else fit
+
+
+_GAMMA_NOTE_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError)
+
+
+def _run_gamma(run, epoch_windows):
+    """(scalars, gamma_w, gamma_w_r2, note) of one run; see :func:`fit_run_gamma`."""
+    nw = len(epoch_windows)
+    scal = {"gamma": np.nan, "gamma_a": np.nan, "gamma_b": np.nan, "gamma_r2": np.nan}
+    gw, gwr2 = np.full(nw, np.nan), np.full(nw, np.nan)
+    note = ""
+    if "step" not in run or (np.asarray(run["step"].values) < 0).all():
+        return scal, gw, gwr2, "no step: gamma not computed"
+    step, s = run["step"].values, run["param_time"].values
+    try:
+        fit = fit_power_time(step, s)
+        scal = {"gamma": float(fit["gamma"]), "gamma_a": float(fit["a"]),
+                "gamma_b": float(fit["b"]), "gamma_r2": float(fit["r2"])}
+        if str(fit["status"].values) != "ok":
+            note = f"gamma fit {fit['status'].values}: {fit['reason'].values}"
+    except _GAMMA_NOTE_ERRORS as exc:
+        note = f"fit_power_time failed: {type(exc).__name__}: {exc}"
+    if nw and "epoch" in run:
+        try:
+            fit = fit_power_time(step, s, epoch_windows=epoch_windows, epoch=run["epoch"].values)
+            gw = np.asarray(fit["gamma"].values, dtype=np.float64).reshape(nw)
+            gwr2 = np.asarray(fit["r2"].values, dtype=np.float64).reshape(nw)
+        except _GAMMA_NOTE_ERRORS as exc:
+            note += f"; windowed fit_power_time failed: {type(exc).__name__}: {exc}"
+    return scal, gw, gwr2, note
+
+
+def fit_run_gamma(run_or_runs, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.Dataset:
+    """γ of a run (or a list of runs): ``s(t) ~ a + b t^γ`` over all checkpoints and per
+    epoch window (A.7).
+
+    Uses each run's ``step`` (checkpoints with step < 0 are unknown), ``param_time`` and, for
+    the epoch windows, ``epoch``. A fit that cannot be done gives NaN and a note, never an
+    exception: γ is a side result and must not stop the band analysis.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``gamma``, ``gamma_a``, ``gamma_b``, ``gamma_r2``; ``gamma_w``, ``gamma_w_r2`` over
+        dim ``gamma_window`` (labels ``"0-10"`` ...); ``note`` (why something is NaN, ""
+        if nothing is). For a list of runs every variable gets a leading ``run`` dim.
+
+    Examples
+    --------
+    >>> from bandscope.synthetic import make_run_synthetic
+    >>> g = fit_run_gamma(make_run_synthetic(0))
+    >>> round(float(g.gamma), 6), g.gamma_window.values.tolist()
+    (0.37, ['0-10', '0-25', '0-50'])
+    >>> fit_run_gamma([make_run_synthetic(0), make_run_synthetic(1)]).gamma_w.dims
+    ('run', 'gamma_window')
+    """
+    epoch_windows = [(float(lo), float(hi)) for lo, hi in epoch_windows]
+    one = isinstance(run_or_runs, xr.Dataset)
+    parts = [_run_gamma(r, epoch_windows) for r in ([run_or_runs] if one else run_or_runs)]
+    lead = () if one else ("run",)
+    pick = (lambda a: a[0]) if one else np.asarray  # noqa: E731
+    data = {k: (lead, pick(np.array([p[0][k] for p in parts])))
+            for k in ("gamma", "gamma_a", "gamma_b", "gamma_r2")}
+    data["gamma_w"] = (lead + ("gamma_window",), pick(np.array([p[1] for p in parts])))
+    data["gamma_w_r2"] = (lead + ("gamma_window",), pick(np.array([p[2] for p in parts])))
+    data["note"] = (lead, pick(np.array([p[3] for p in parts], dtype=str)))
+    return xr.Dataset(data, coords={"gamma_window": [_window_label(lo, hi)
+                                                     for lo, hi in epoch_windows]})

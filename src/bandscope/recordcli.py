@@ -16,7 +16,6 @@ parameter time NaN from that checkpoint on, with the reason in ``note``.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import zipfile
 from collections.abc import Callable, Mapping
@@ -25,22 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BandscopeInputError, input_error_from
+from .natural_sort import natural_key
 
 __all__ = ["register", "bands_table", "param_time_table", "natural_key", "read_safetensors",
            "register_checkpoint_loader", "checkpoint_loaders", "CHECKPOINT_EXTENSIONS"]
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin")
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders ``step_2`` before ``step_10`` (digit runs compare as integers).
-
-    Examples
-    --------
-    >>> sorted(["c10.pt", "c2.pt", "c1.pt"], key=natural_key)
-    ['c1.pt', 'c2.pt', 'c10.pt']
-    """
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(name))]
 
 
 def _list_files(path, extensions) -> list[Path]:

@@ -48,6 +48,8 @@ TERMS = {
     "ΔBIC n/10": "median ΔBIC with the BIC's sample size deflated to n_eff = n/10 for "
                  "correlated checkpoints (B.2); undefined (—) for windows of ≤ 10 checkpoints.",
     "wins n/10": "runs with ΔBIC(n/10) < 0 / runs where it is defined.",
+    "ΔBIC acf": "median ΔBIC with n_eff estimated from the autocorrelation of the Weibull fit's "
+                "residuals, n / (1 + 2 Σ ρ_k) (docs/analysis.md); not in the paper.",
     "runs": "runs whose fit converged and enter the medians (in a row 'all': run-band fits).",
     "verdict": "the rule of bandscope.verdict for this row (docs/report.md); on a paper row, "
                "the same rule applied to the paper's values.",
@@ -219,18 +221,19 @@ def _section_band_fits(results, w):
             rows.append({"band": str(label), "source": "ours", "R²": fmt_r2(r["median R²"]),
                          "β": fmt_sig(r["median β"]), "ΔBIC": fmt_signed(r["median ΔBIC"]),
                          "wins": r["wins (ΔBIC<0)"], "ΔBIC n/10": fmt_signed(r[f"median ΔBIC ({d})"]),
-                         "wins n/10": r[f"wins ({d})"], "runs": fmt_int(r["fitted runs"]),
+                         "wins n/10": r[f"wins ({d})"], "ΔBIC acf": fmt_signed(r["median ΔBIC (n_eff acf)"]),
+                         "runs": fmt_int(r["fitted runs"]),
                          "verdict": vt.loc[test, "verdict"]})
         else:
             rows.append({"band": str(label), "source": "ours", "R²": DASH, "β": DASH, "ΔBIC": DASH,
-                         "wins": DASH, "ΔBIC n/10": DASH, "wins n/10": DASH, "runs": "0",
+                         "wins": DASH, "ΔBIC n/10": DASH, "wins n/10": DASH, "ΔBIC acf": DASH, "runs": "0",
                          "verdict": V.UNTESTED})
         p = (paper.ALL_BAND_FITS if label == "all" else paper.BAND_FITS.get(label)) if primary else None
         if p is not None:
             rows.append({"_kind": "paper", "band": "", "source": "paper", "R²": p["r2"].text,
                          "β": _paper_txt(p.get("beta")), "ΔBIC": p["delta_bic"].text,
                          "wins": p["wins"].text, "ΔBIC n/10": p["delta_bic_neff"].text,
-                         "wins n/10": p["wins_neff"].text,
+                         "wins n/10": p["wins_neff"].text, "ΔBIC acf": DASH,
                          "runs": str(paper.N_RUNS * paper.N_BANDS if label == "all" else paper.N_RUNS),
                          "verdict": vt.loc[test, "paper verdict"] if test in vt.index else
                          V.weibull_verdict(p["r2"].value, p["delta_bic"].value, p["wins"].text,
@@ -238,11 +241,11 @@ def _section_band_fits(results, w):
     cols = [Column("band", "band"), Column("source", "source", "<"), Column("R²", "R²"),
             Column("β", "β"), Column("ΔBIC", "ΔBIC"), Column("wins", "wins"),
             Column("ΔBIC n/10", f"ΔBIC {d}"), Column("wins n/10", f"wins {d}"),
-            Column("runs", "runs"), Column("verdict", "verdict", "<")]
+            Column("ΔBIC acf", "ΔBIC acf"), Column("runs", "runs"), Column("verdict", "verdict", "<")]
     return Section("band_fits", "Per-band Weibull vs exponential fits: medians across runs",
                    f"paper §6.1 and Table B.2 · window {w} · 'all' = every run-band fit",
                    cols, rows, legend=["band", "source", "R²", "β", "ΔBIC", "wins", "ΔBIC n/10",
-                                       "wins n/10", "runs", "verdict"])
+                                       "wins n/10", "ΔBIC acf", "runs", "verdict"])
 
 
 def _section_ordering(results, w):

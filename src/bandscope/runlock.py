@@ -100,6 +100,8 @@ class RunFileLock:
     path : str or Path
         The run file (``.nc``); the lock is the sidecar :func:`lock_path`.
 
+    Notes
+    -----
     Use as a context manager or call :meth:`acquire` / :meth:`release`. :meth:`acquire` raises
     :class:`bandscope.errors.RunFileBusyError` naming the other writer's pid and host when the
     file is owned; :meth:`release` removes the lock file.

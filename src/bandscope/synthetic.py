@@ -15,17 +15,7 @@ import numpy as np
 import xarray as xr
 
 from .run import band_resolutions, make_run
-
-#: The paper's checkpoint schedule in epochs (key search A.5): 53 points.
-PAPER_EPOCHS = np.array(
-    [0.0]
-    + [1 / 32, 1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0]
-    + [1.5 + 0.5 * i for i in range(18)]  # 1.5 ... 10
-    + list(range(11, 21))
-    + list(range(22, 43, 2))
-    + [45, 50],
-    dtype=np.float64,
-)
+from .schedule import PAPER_EPOCHS
 
 
 def make_run_synthetic(

@@ -74,6 +74,7 @@ def _band_stats(sel, deflation):
         "wins (ΔBIC<0)": _wins(get("delta_bic")),
         f"median ΔBIC ({d})": _median(get("delta_bic_neff")),
         f"wins ({d})": _wins(get("delta_bic_neff")),
+        "median ΔBIC (n_eff acf)": _median(get("delta_bic_acf")),
         "fitted runs": int(ok.sum()),
     }
 
@@ -188,6 +189,7 @@ def table_full_loss(results, window=None):
             "median ΔBIC": _median(pick("total_delta_bic")),
             "wins (ΔBIC<0)": _wins(pick("total_delta_bic")),
             f"median ΔBIC (n/{deflation:g})": _median(pick("total_delta_bic_neff")),
+            "median ΔBIC (n_eff acf)": _median(pick("total_delta_bic_acf")),
             "median exp R²": _median(pick("total_exp_r2")),
             f"median band-sum R² ({w})": _median(
                 np.where(m, results["band_sum_r2"].sel(window=w).values, np.nan)),

@@ -29,7 +29,7 @@ import xarray as xr
 
 __all__ = [
     "floors", "residuals", "normalized_residual", "crossings", "active_windows",
-    "onset_width", "window_label",
+    "onset_width", "window_label", "threshold_pairs",
 ]
 
 
@@ -111,32 +111,70 @@ def _late_noise(L, s, k=5, axis=-1):
     y, x = L[..., K - m:], s[..., K - m:]
     a = x[..., 1:-1] - x[..., :-2]
     b = x[..., 2:] - x[..., 1:-1]
+    y = y / safe[..., None]  # scale-free: squares of O(1) numbers neither under- nor overflow
     d = b * y[..., :-2] - (a + b) * y[..., 1:-1] + a * y[..., 2:]
     w = a * a + (a + b) ** 2 + b * b
     ok = w > 0
     n = ok.sum(axis=-1)
     var = np.where(ok, d * d / np.where(ok, w, 1.0), 0.0).sum(axis=-1) / np.maximum(n, 1)
-    return np.where(n > 0, np.where(rng > 0, np.sqrt(var) / safe * 100.0, 0.0), np.nan)
+    return np.where(n > 0, np.where(rng > 0, np.sqrt(var) * 100.0, 0.0), np.nan)
 
 
-def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0):
+def _floor_table(L, s=None, k=5, axis=-1):
+    """All floor statistics of curves that may end in NaN padding (a stack of runs of unequal
+    length): ``(mean_last_k, final, diff_pct, drift_pct, trend_pct, noise_pct)``.
+
+    Each curve is cut to its leading finite checkpoints (finite L and, if given, finite s) and
+    the kernels :func:`_floors`, :func:`_window_trend`, :func:`_late_noise` run on each group
+    of curves of equal length, so a padded stack gives exactly what each run gives alone.
+    ``trend_pct`` and ``noise_pct`` are NaN when ``s`` is None.
+    """
+    L = np.moveaxis(np.asarray(L, dtype=np.float64), axis, -1)
+    lead = L.shape[:-1]
+    K = L.shape[-1]
+    flat = L.reshape(-1, K)
+    fin = np.isfinite(flat)
+    if s is not None:
+        sf = np.broadcast_to(_time_like(s, L, axis), L.shape).reshape(-1, K)
+        fin = fin & np.isfinite(sf)
+    n = fin.sum(axis=1)
+    out = [np.full(flat.shape[0], np.nan) for _ in range(6)]
+    for m in np.unique(n):
+        rows = np.flatnonzero(n == m)
+        if m < 1:
+            continue
+        part = flat[rows, :m]
+        for j, v in enumerate(_floors(part, k=k, axis=-1)):
+            out[j][rows] = v
+        if s is not None:
+            out[4][rows] = _window_trend(part, sf[rows, :m], k=k, axis=-1)
+            out[5][rows] = _late_noise(part, sf[rows, :m], k=k, axis=-1)
+    return tuple(o.reshape(lead) for o in out)
+
+
+def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0, param_time=None):
     """Band floors under both conventions and how settled each band is (§5, A.9).
 
     Parameters
     ----------
     band_loss : xarray.DataArray
-        L_i with dimension ``dim`` (no padding).
+        L_i with dimension ``dim``. A stack of runs may be NaN-padded at the end of ``dim``
+        (``docs/format.md``): each run's statistics use its own checkpoints.
     k : int
         Number of final checkpoints averaged (paper: 5).
     saturation_tol_pct : float
         A band is ``saturated`` when its drift over the floor window is below this percentage
         of its full dynamic range.
+    param_time : xarray.DataArray, optional
+        Parameter time s over ``dim``; with it, ``floor_window_trend_pct`` and
+        ``late_noise_pct`` are added.
 
     Returns
     -------
     xarray.Dataset
         ``floor_mean_last_k``, ``floor_final``, ``floor_convention_diff_pct``,
-        ``floor_window_drift_pct``, ``saturated``.
+        ``floor_window_drift_pct``, (``floor_window_trend_pct``, ``late_noise_pct``),
+        ``saturated``; attrs from :mod:`bandscope.schema`.
 
     Examples
     --------
@@ -147,35 +185,30 @@ def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0):
     >>> round(float(f.floor_convention_diff_pct[0]), 6)  # 0.1 / 3 * 100
     3.333333
     """
-    mean_k, final, diff, drift = xr.apply_ufunc(
-        _floors, band_loss, kwargs={"k": k, "axis": -1},
-        input_core_dims=[[dim]], output_core_dims=[[], [], [], []], dask="parallelized",
-        output_dtypes=[float] * 4,
-    )
-    out = xr.Dataset({
-        "floor_mean_last_k": mean_k.assign_attrs(
-            units=band_loss.attrs.get("units", ""), long_name="floor: mean of last k checkpoints",
-            definition=f"L_i^inf = mean of L_i over the last k={k} saved checkpoints (key search A.9)"),
-        "floor_final": final.assign_attrs(
-            units=band_loss.attrs.get("units", ""), long_name="floor: final checkpoint",
-            definition="L_i^inf = L_i at the last saved checkpoint"),
-        "floor_convention_diff_pct": diff.assign_attrs(
-            units="% of band dynamic range",
-            definition="|mean of last k - final| / (max L_i - min L_i) * 100 (key search A.9)"),
-        "floor_window_drift_pct": drift.assign_attrs(
-            units="% of band dynamic range",
-            definition=f"(max - min of L_i over the last k={k} checkpoints) / (max L_i - min L_i)"
-            " * 100: how far the band still moved while its floor was measured"),
-    })
-    out["saturated"] = (drift < saturation_tol_pct).assign_attrs(
-        definition=f"floor_window_drift_pct < {saturation_tol_pct} %")
+    from . import schema
+
+    names = ["floor_mean_last_k", "floor_final", "floor_convention_diff_pct",
+             "floor_window_drift_pct", "floor_window_trend_pct", "late_noise_pct"]
+    args = [band_loss] if param_time is None else [band_loss, param_time]
+    parts = xr.apply_ufunc(
+        lambda L, s=None: _floor_table(L, s, k=k, axis=-1), *args,
+        input_core_dims=[[dim]] * len(args), output_core_dims=[[]] * 6,
+        dask="parallelized", output_dtypes=[float] * 6)
+    if param_time is None:
+        names, parts = names[:4], parts[:4]
+    ctx = {"loss": band_loss.attrs.get("units", ""), "k": int(k),
+           "saturation_tol_pct": saturation_tol_pct}
+    out = xr.Dataset({nm: p.assign_attrs(schema.attrs(nm, **ctx)) for nm, p in zip(names, parts)})
+    out["saturated"] = (out["floor_window_drift_pct"] < saturation_tol_pct).assign_attrs(
+        schema.attrs("saturated", **ctx))
     return out
 
 
 def residuals(band_loss, floor):
     """R_i = L_i - L_i^∞ and R_tot = Σ_i R_i (= L_tot - Σ_i L_i^∞ exactly, A.9).
 
-    Returns ``(residual, total_residual)`` as DataArrays (total sums over ``band``).
+    Returns ``(residual, total_residual)`` as DataArrays (total sums over ``band``; a NaN
+    band loss, e.g. padding, gives a NaN total).
 
     Examples
     --------
@@ -187,7 +220,7 @@ def residuals(band_loss, floor):
     R = (band_loss - floor).assign_attrs(
         units=band_loss.attrs.get("units", ""), long_name="band residual R_i",
         definition="R_i = L_i - L_i^inf")
-    Rt = R.sum("band").assign_attrs(
+    Rt = R.sum("band", skipna=False).assign_attrs(
         units=band_loss.attrs.get("units", ""), long_name="total residual R_tot",
         definition="R_tot = sum_i R_i = L_tot - sum_i L_i^inf (key search A.9)")
     return R, Rt
@@ -290,11 +323,65 @@ def crossings(residual, param_time, alphas, dim="checkpoint"):
         "NaN if never crossed or R_i(s_0) <= 0")
 
 
-def onset_width(crossing, hi=0.95, lo=0.01):
-    """Onset τ = c(hi) and active width w = c(lo) - c(hi) (§5.1)."""
-    c_hi = crossing.sel(alpha=hi, drop=True)
-    c_lo = crossing.sel(alpha=lo, drop=True)
-    return c_hi, c_lo - c_hi
+def onset_width(crossing, hi=0.95, lo=0.01, *, windows=None):
+    """Onset τ = c(hi) and active width w = c(lo) - c(hi) (§5.1).
+
+    With ``windows`` (a sequence of (hi, lo) threshold pairs) both get a ``window`` dim
+    labelled as in :func:`active_windows`; otherwise the single pair ``hi``, ``lo``.
+
+    Examples
+    --------
+    >>> c = xr.DataArray([[1.0, 2.0, 5.0]], dims=("band", "alpha"), coords={"alpha": [0.9, 0.5, 0.1]})
+    >>> on, w = onset_width(c, windows=[(0.9, 0.1), (0.5, 0.1)])
+    >>> on.values.tolist(), w.values.tolist()
+    ([[1.0], [2.0]], [[4.0], [3.0]])
+    """
+    if windows is None:
+        c_hi = crossing.sel(alpha=hi, drop=True)
+        c_lo = crossing.sel(alpha=lo, drop=True)
+        return c_hi, c_lo - c_hi
+    c_hi, c_lo = _window_crossings(crossing, threshold_pairs(windows))
+    return c_hi, c_hi.copy(data=c_lo.values - c_hi.values)
+
+
+def _window_crossings(crossing, windows):
+    """c(hi) and c(lo) of each threshold pair along a new leading ``window`` dim (a numpy
+    take along ``alpha``: the pairs' thresholds must be among the ``alpha`` coordinate)."""
+    alphas = np.asarray(crossing["alpha"].values, dtype=np.float64)
+    ax = crossing.get_axis_num("alpha")
+    others = [d for d in crossing.dims if d != "alpha"]
+    coords = {"window": [window_label(h, lo) for h, lo in windows]}
+    coords.update({k: v for k, v in crossing.coords.items() if "alpha" not in v.dims})
+
+    def pick(j):
+        idx = []
+        for w in windows:
+            hit = np.flatnonzero(alphas == w[j])
+            if not hit.size:
+                raise ValueError(f"crossing has no alpha = {w[j]!r} (has {alphas.tolist()}); "
+                                 "compute crossings for every threshold of the windows")
+            idx.append(int(hit[0]))
+        data = np.moveaxis(np.take(crossing.values, idx, axis=ax), ax, 0)
+        return xr.DataArray(data, dims=("window", *others), coords=coords,
+                            attrs=dict(crossing.attrs))
+
+    return pick(0), pick(1)
+
+
+def threshold_pairs(windows):
+    """Threshold pairs as floats, checked: at least one, each 0 < lo < hi < 1.
+
+    >>> threshold_pairs([(0.95, 0.01)])
+    [(0.95, 0.01)]
+    """
+    windows = [(float(h), float(lo)) for h, lo in windows]
+    if not windows:
+        raise ValueError("windows must contain at least one (hi, lo) threshold pair")
+    for h, lo in windows:
+        if not 0 < lo < h < 1:
+            raise ValueError(f"window thresholds must satisfy 0 < lo < hi < 1, got ({h}, {lo}); "
+                             "give (hi, lo), e.g. (0.95, 0.01)")
+    return windows
 
 
 # --------------------------------------------------------------------------- active windows
@@ -339,19 +426,14 @@ def active_windows(param_time, crossing, windows, dim="checkpoint"):
         with a ``window`` dimension labelled ``"hi/lo"`` and coords ``window_hi``,
         ``window_lo``.
     """
-    windows = [(float(h), float(lo)) for h, lo in windows]
-    for h, lo in windows:
-        if not 0 < lo < h < 1:
-            raise ValueError(f"window thresholds must satisfy 0 < lo < hi < 1, got ({h}, {lo})")
-    labels = [window_label(h, lo) for h, lo in windows]
-    c_hi = xr.concat([crossing.sel(alpha=h, drop=True) for h, _ in windows], dim="window")
-    c_lo = xr.concat([crossing.sel(alpha=lo, drop=True) for _, lo in windows], dim="window")
+    windows = threshold_pairs(windows)
+    c_hi, c_lo = _window_crossings(crossing, windows)
     mask, start, stop, n = xr.apply_ufunc(
         _active_window, param_time, c_hi, c_lo, input_core_dims=[[dim], [], []],
         output_core_dims=[[dim], [], [], []], kwargs={"axis": -1}, dask="parallelized",
         output_dtypes=[bool, np.int64, np.int64, np.int64])
     ds = xr.Dataset({"in_window": mask, "fit_start": start, "fit_stop": stop, "fit_n": n})
-    return ds.assign_coords(window=labels, window_hi=("window", [h for h, _ in windows]),
+    return ds.assign_coords(window_hi=("window", [h for h, _ in windows]),
                             window_lo=("window", [lo for _, lo in windows]))
 
 

@@ -41,6 +41,7 @@ def _cmd_train(args) -> int:
         n_points=args.n_points, panel_size=args.panel_size, vit_patch=args.vit_patch,
         latent_dim=args.latent_dim, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
         threads=args.threads, save_weights=args.save_weights, save_recon=args.save_recon,
+        device=args.device, precision=args.precision,
     )
     command = "bandscope " + " ".join(shlex.quote(a) for a in (args._argv or []))
     ds = train(cfg, args.out, progress=not args.no_progress, max_steps=args.max_steps,
@@ -103,6 +104,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT has a state")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N|mps|auto",
+                   help="where to train (default cpu; auto = cuda, else mps, else cpu)")
+    p.add_argument("--precision", choices=["32", "bf16"], default="32",
+                   help="32 = float32 (the paper); bf16 = bfloat16 autocast, weights and Adam float32")
     p.set_defaults(func=_cmd_train, _argv=argv)
 
     pt = subparsers.choices.get("param-time")

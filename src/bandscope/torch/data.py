@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..natural_sort import natural_key
 
 __all__ = ["EmbeddedData", "embedded_dataset", "load_image_folder", "load_image_array", "to_float",
            "SKIMAGE_TRAIN", "SKIMAGE_TEST"]
@@ -148,10 +149,6 @@ def embedded_dataset(image_size: int = 32, n_train: int = 8192, n_test: int = 20
     return EmbeddedData(train, test, desc)
 
 
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
 def _a1_transform(x: torch.Tensor, crop: int, image_size: int) -> torch.Tensor:
     """(N, 3, H, W) float in [0, 1] -> centre crop ``crop`` -> bilinear resize (A.1)."""
     h, w = x.shape[-2:]
@@ -193,7 +190,7 @@ def load_image_folder(path, image_size: int = 64, crop: int = 128, *, limit: int
     """
     from PIL import Image
 
-    files = sorted((f for f in os.listdir(path) if f.lower().endswith(tuple(extensions))), key=_natural_key)
+    files = sorted((f for f in os.listdir(path) if f.lower().endswith(tuple(extensions))), key=natural_key)
     if limit is not None:
         files = files[: int(limit)]
     if not files:

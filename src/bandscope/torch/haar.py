@@ -21,21 +21,9 @@ from __future__ import annotations
 
 import torch
 
+from ..bands import haar_levels
+
 __all__ = ["haar_band_losses", "haar_band_project", "haar_levels"]
-
-
-def haar_levels(size: int) -> int:
-    """Number of Haar levels ``J`` of a ``size x size`` image (``size == 2**J``).
-
-    Examples
-    --------
-    >>> haar_levels(64)
-    6
-    """
-    n = int(size)
-    if n != size or n < 1 or n & (n - 1):
-        raise ValueError(f"image size must be a power of two (1, 2, 4, ...), got {size!r}")
-    return n.bit_length() - 1
 
 
 def _check_image(t: torch.Tensor, what: str) -> int:

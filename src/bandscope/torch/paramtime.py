@@ -19,10 +19,22 @@ holds the full parameters, so the local norm is the global norm -- counted once,
 ``||d||^2 = sum_ranks ||d_rank||^2``; the squared norms are all-reduced (SUM) before the square
 root, every step and at checkpoints. Padding of flat shards is zero on every step, so it adds
 nothing. ``mode="auto"`` picks sharded when a parameter is a ``DTensor``.
+
+Where the path starts, and moving the model
+-------------------------------------------
+Arc length and chords start at the same place: the parameters at construction, or at the first
+:meth:`ParamTimeTracker.checkpoint` if it comes before any :meth:`ParamTimeTracker.step`. The
+tracker follows its parameters by identity and watches their storage: after ``model.to(device)``,
+``model.double()`` or ``p.data = ...`` (a new storage behind the same ``Parameter``) it moves its
+saved copies to the new device/dtype (values kept) and goes on; if the module it was built from
+now holds *different* ``Parameter`` objects (``torch.__future__``'s overwrite-on-conversion mode)
+it re-reads them when no step has been counted yet, and raises with the fix otherwise.
 """
 from __future__ import annotations
 
 import torch
+
+from .device import wide_dtype
 
 __all__ = ["ParamTimeTracker"]
 
@@ -71,8 +83,10 @@ class ParamTimeTracker:
     """
 
     def __init__(self, params, *, mode: str = "auto", process_group=None, trainable_only: bool = True):
-        if isinstance(params, torch.nn.Module):
-            params = [p for p in params.parameters() if p.requires_grad or not trainable_only]
+        self._module = params if isinstance(params, torch.nn.Module) else None
+        self._trainable_only = trainable_only
+        if self._module is not None:
+            params = self._module_params()
         self.params = [p for p in params]
         if not self.params:
             raise ValueError("ParamTimeTracker got no parameters")
@@ -83,15 +97,60 @@ class ParamTimeTracker:
         self.mode = mode
         self.process_group = process_group
         self._locals = [_local(p.detach()) for p in self.params]
+        self._ptrs = self._storage_keys()
         dev = self._locals[0].device
         self._prev = [t.clone() for t in self._locals]
         self._snap = [t.clone() for t in self._locals]
-        self._arc = torch.zeros((), dtype=torch.float64, device=dev)
+        self._arc = torch.zeros((), dtype=wide_dtype(dev), device=dev)
         self._arc_at_ckpt = 0.0
         self.param_time = 0.0
         self.steps = 0
         self.n_checkpoints = 0
         self._hook = None
+
+    # -- following the parameters -------------------------------------------------------
+    def _module_params(self) -> list:
+        return [p for p in self._module.parameters() if p.requires_grad or not self._trainable_only]
+
+    def _storage_keys(self) -> list:
+        return [(t.data_ptr(), t.dtype, t.device) for t in self._locals]
+
+    def _refresh(self, *, identity: bool = True) -> None:
+        """Follow the parameters' storage (cheap: one pointer per tensor) and re-snapshot when it
+        changed, e.g. after ``model.to(device)`` / ``model.double()`` (values are kept, so no
+        distance is invented); see the module docstring."""
+        if identity and self._module is not None and self.mode != "sharded":
+            current = self._module_params()
+            if len(current) != len(self.params) or any(a is not b for a, b in zip(current, self.params)):
+                self._replace_params(current)
+        if self.mode == "sharded":  # DTensor locals are re-read each time anyway
+            return
+        if any(p.data_ptr() != k[0] for p, k in zip(self.params, self._ptrs)):
+            self._relocate()
+
+    def _replace_params(self, current: list) -> None:
+        if self.steps > 0 or len(current) != len(self.params):
+            raise RuntimeError(
+                "the model now holds different Parameter objects than when the ParamTimeTracker was "
+                f"created ({len(current)} vs {len(self.params)} tensors, after {self.steps} counted steps); "
+                "the optimizer probably still updates the old ones. Create the tracker (and the "
+                "optimizer) after model.to(...)/model.double(), or build a new tracker now")
+        self.params = current
+        self._relocate()
+
+    @torch.no_grad()
+    def _relocate(self) -> None:
+        self._locals = [_local(p.detach()) for p in self.params]
+        for old, new in zip(self._prev, self._locals):
+            if old.shape != new.shape:
+                raise RuntimeError(f"a tracked parameter changed shape {tuple(old.shape)} -> {tuple(new.shape)}; "
+                                   "create a new ParamTimeTracker for the new model")
+        self._prev = [o.to(device=n.device, dtype=n.dtype, copy=True) for o, n in zip(self._prev, self._locals)]
+        self._snap = [o.to(device=n.device, dtype=n.dtype, copy=True) for o, n in zip(self._snap, self._locals)]
+        dev = self._locals[0].device
+        if self._arc.device != dev:
+            self._arc = self._arc.to(device=dev, dtype=wide_dtype(dev))
+        self._ptrs = self._storage_keys()
 
     # -- arithmetic -------------------------------------------------------------------
     def _sq_dist(self, ref: list[torch.Tensor], *, inplace: bool) -> torch.Tensor:
@@ -116,6 +175,7 @@ class ParamTimeTracker:
     @torch.no_grad()
     def step(self) -> None:
         """Add ``||theta_t - theta_{t-1}||_2`` to the arc length (no host sync)."""
+        self._refresh(identity=self.steps == 0)  # module re-read on the first step, then at checkpoints
         sq = self._sq_dist(self._prev, inplace=True)
         self._arc += sq.sqrt()
         cur = [_local(p.detach()) for p in self.params] if self.mode == "sharded" else self._locals
@@ -127,9 +187,16 @@ class ParamTimeTracker:
         """Mark a saved checkpoint; return ``(param_time, arc_length)`` (host sync here).
 
         ``param_time`` adds the chord ``||theta_k - theta_{k-1}||_2`` to the previous
-        checkpoint (0 at the first call).
+        checkpoint. The chord and the arc start at the same place: a first call before any
+        :meth:`step` is checkpoint 0 (``param_time == 0``, and both start here); a first call after
+        ``N`` steps measures the chord from the parameters at construction, where the arc
+        started too.
         """
-        if self.n_checkpoints > 0:
+        self._refresh()
+        if self.n_checkpoints == 0 and self.steps == 0:  # checkpoint 0: both paths start here
+            torch._foreach_copy_(self._prev, self._locals if self.mode != "sharded"
+                                 else [_local(p.detach()) for p in self.params])
+        else:
             chord = float(self._sq_dist(self._snap, inplace=True).sqrt())
             self.param_time += chord
         cur = [_local(p.detach()) for p in self.params] if self.mode == "sharded" else self._locals
@@ -163,6 +230,7 @@ class ParamTimeTracker:
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict` taken at a checkpoint; the parameters must already be
         restored to that checkpoint (they become both the previous step and the last chord end)."""
+        self._refresh()
         self._arc.fill_(float(state["arc_length"]))
         self.param_time = float(state["param_time"])
         self.steps = int(state["steps"])

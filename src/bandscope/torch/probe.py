@@ -6,34 +6,73 @@ on the model's device with :func:`bandscope.torch.haar.haar_band_losses` (the to
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .data import to_float
+from .device import model_device, model_dtype, unwrap, wide_dtype
 from .haar import haar_band_losses
 
-__all__ = ["select_panel", "BandProbe", "ProbeResult"]
+__all__ = ["select_panel", "as_panel", "BandProbe", "ProbeResult", "PANEL_SIZE"]
 
 
-def select_panel(n_test: int, seed: int, size: int = 256) -> np.ndarray:
+#: key search A.8: the panel has 256 images (fewer when the test set is smaller)
+PANEL_SIZE = 256
+
+
+def select_panel(n_test: int, seed: int, size: int | None = None) -> np.ndarray:
     """Indices of the evaluation panel (key search A.8): ``size`` of ``n_test`` test images,
     without replacement, RNG seed ``seed + 3``.
 
     The generator is ``numpy.random.default_rng(seed + 3).choice(n_test, size, replace=False)``
-    (the paper does not name its RNG; this is ours, fixed and documented).
+    (the paper does not name its RNG; this is ours, fixed and documented). ``size=None`` means
+    ``min(256, n_test)`` (A.8's 256, or every test image of a smaller test set). An explicit
+    ``size`` larger than ``n_test`` is clipped to ``n_test`` with a ``UserWarning``.
 
     Examples
     --------
     >>> idx = select_panel(20000, 45)
     >>> idx.shape, len(set(idx.tolist())) == 256, bool((select_panel(20000, 45) == idx).all())
     ((256,), True, True)
+    >>> select_panel(161, 45).shape  # a small test set: all of it, in a seeded order
+    (161,)
     """
-    n_test, size = int(n_test), int(size)
-    if not 0 < size <= n_test:
-        raise ValueError(f"panel size must be in 1..n_test={n_test}, got {size}")
+    n_test = int(n_test)
+    if n_test < 1:
+        raise ValueError(f"n_test must be >= 1 (the number of test images), got {n_test}")
+    if size is None:
+        size = min(PANEL_SIZE, n_test)
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"panel size must be >= 1, got {size}")
+    if size > n_test:
+        warnings.warn(f"panel size {size} asked for, but the test set has only {n_test} images: "
+                      f"using all {n_test} (pass size<={n_test} to silence this)", UserWarning, stacklevel=2)
+        size = n_test
     return np.random.default_rng(int(seed) + 3).choice(n_test, size=size, replace=False)
+
+
+def as_panel(panel) -> torch.Tensor:
+    """A panel as a (P, C, S, S) tensor: torch tensors pass through, numpy arrays (and anything
+    ``numpy.asarray`` takes) are wrapped without a copy where possible.
+
+    Examples
+    --------
+    >>> as_panel(np.zeros((2, 3, 4, 4), dtype=np.uint8)).dtype
+    torch.uint8
+    """
+    if not isinstance(panel, torch.Tensor):
+        arr = np.asarray(panel)
+        if not (arr.dtype.kind == "f" or arr.dtype == np.uint8):
+            raise TypeError(f"panel must hold uint8 or floating images, got dtype {arr.dtype}")
+        panel = torch.from_numpy(np.ascontiguousarray(arr))
+    if panel.dim() != 4:
+        raise ValueError(f"panel must be (P, C, S, S) images, got shape {tuple(panel.shape)}; "
+                         "add a channel axis for grey images (panel[:, None])")
+    return panel
 
 
 @dataclass
@@ -50,7 +89,7 @@ class BandProbe:
 
     Parameters
     ----------
-    panel : Tensor (P, C, S, S)
+    panel : Tensor or numpy array (P, C, S, S)
         The panel images (uint8, or float in [0, 1]); ``S`` a power of two.
     batch_size : int
         Panel images per forward pass.
@@ -58,9 +97,18 @@ class BandProbe:
         Where to run; default the model's device.
     keep_recon : bool
         Also return the reconstructions as float16 numpy (as the paper stores them).
-    dtype : torch.dtype
-        Precision of the band-loss arithmetic (default float64; the forward pass stays in the
-        model's dtype).
+    dtype : torch.dtype, optional
+        Precision of the band-loss arithmetic: default float64, or float32 on devices without
+        float64 (``mps``); see :attr:`band_dtype`. The forward pass runs in the model's dtype (the
+        panel is cast to it: float64, bfloat16, ... models work); the losses compare the model's
+        output, upcast, with the float32 panel.
+    output : callable, optional
+        Maps the model's output to the reconstruction (e.g. the first element of a
+        ``ModelOutput``); default the output itself.
+    autocast : torch.dtype, optional
+        Run the forward pass under ``torch.autocast(device_type, dtype=autocast)`` (e.g.
+        ``torch.bfloat16`` to evaluate as mixed-precision training does). Default: no autocast
+        of its own (an enclosing autocast context still applies).
 
     Examples
     --------
@@ -71,24 +119,33 @@ class BandProbe:
     ([0.0, 0.0, 0.0, 0.0], 0.0)
     """
 
-    def __init__(self, panel: torch.Tensor, *, batch_size: int = 256, device=None,
-                 keep_recon: bool = False, dtype: torch.dtype = torch.float64):
-        if panel.dim() != 4:
-            raise ValueError(f"panel must be (P, C, S, S), got shape {tuple(panel.shape)}")
-        self.panel = panel
+    def __init__(self, panel, *, batch_size: int = 256, device=None,
+                 keep_recon: bool = False, dtype: torch.dtype | None = None,
+                 autocast: torch.dtype | None = None, output=None):
+        self.panel = as_panel(panel)
+        self.output = output
         self.batch_size = int(batch_size)
         self.device = device
         self.keep_recon = keep_recon
         self.dtype = dtype
+        self.autocast = autocast
+        self.band_dtype: torch.dtype | None = dtype  # set at the first call when None
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> ProbeResult:
         """Band losses of ``model``'s panel reconstructions; the model's mode is restored."""
+        model = unwrap(model)  # DDP's forward may sync buffers across ranks; the inner module does not
         was_training = model.training
-        dev = self.device
-        if dev is None:
-            p = next(model.parameters(), None)
-            dev = p.device if p is not None else torch.device("cpu")
+        dev = torch.device(self.device) if self.device is not None else model_device(model)
+        in_dtype = model_dtype(model)
+        band_dtype = self.dtype if self.dtype is not None else wide_dtype(dev)
+        self.band_dtype = band_dtype
+        if self.autocast is not None:
+            ctx = torch.autocast(dev.type, dtype=self.autocast)
+        else:
+            import contextlib
+
+            ctx = contextlib.nullcontext()
         model.eval()
         try:
             sums = None
@@ -96,10 +153,13 @@ class BandProbe:
             n = self.panel.shape[0]
             for i in range(0, n, self.batch_size):
                 x = to_float(self.panel[i:i + self.batch_size].to(dev))
-                out = model(x)
+                with ctx:
+                    out = model(x if in_dtype == x.dtype else x.to(in_dtype))
+                if self.output is not None:
+                    out = self.output(out)
                 if out.shape != x.shape:
                     raise ValueError(f"model output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
-                per = haar_band_losses(x, out, per_image=True, dtype=self.dtype)
+                per = haar_band_losses(x, out.to(band_dtype), per_image=True, dtype=band_dtype)
                 s = per.sum(dim=0)
                 sums = s if sums is None else sums + s
                 if self.keep_recon:

@@ -34,13 +34,19 @@ import torch
 import torch.nn.functional as F
 
 from .data import embedded_dataset, load_image_folder, to_float
+from .device import resolve_device
 from .models import build_model, count_parameters
 from .paramtime import ParamTimeTracker
 from .probe import BandProbe, select_panel
 from .recorder import RunRecorder
 from .schedule import geometric_schedule, paper_schedule
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "train", "PRECISIONS"]
+
+#: ``precision`` values: autocast dtype of the forward pass and loss (None = plain float32)
+PRECISIONS = {"32": None, "bf16": torch.bfloat16}
+#: config fields that may differ when a run is resumed (where it runs, not what it computes)
+_RESUMABLE_ACROSS = ("device",)
 
 
 @dataclass
@@ -65,6 +71,8 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up (0 = plain Adam at `lr`, as in A.3)
     grad_clip: float | None = None  # max global L2 norm of the gradient (None = no clipping, A.3)
     threads: int | None = None
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N", "mps" or "auto" (cuda, else mps, else cpu)
+    precision: str = "32"  # "32" (float32, the paper) or "bf16" (bfloat16 autocast; weights, Adam float32)
     save_weights: bool = False
     save_recon: bool = False
 
@@ -138,15 +146,21 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
     if resume and state_path.exists() and cfg_path.exists():
         # fields added later (latent_dim, warmup_steps, grad_clip) take their defaults in older configs
         old = {**dataclasses.asdict(TrainConfig()), **json.loads(cfg_path.read_text())["config"]}
-        if old != cfg_dict:
-            diff = {k: (old.get(k), v) for k, v in cfg_dict.items() if old.get(k) != v}
+        diff = {k: (old.get(k), v) for k, v in cfg_dict.items() if old.get(k) != v and k not in _RESUMABLE_ACROSS}
+        if diff:
             raise ValueError(f"{out} holds a run with a different config (old, new): {diff}; "
                              "use another --out or resume with the same settings")
+    if str(cfg.precision) not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
+    cfg.precision = str(cfg.precision)
+    device = resolve_device(cfg.device)
+    amp_dtype = PRECISIONS[cfg.precision]
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
 
     train_x, test_x, data_desc = _load_data(cfg)
     n = train_x.shape[0]
+    train_x = train_x.to(device)  # uint8 on the device: batches are gathered there, no copy per step
     spe = n // cfg.batch_size
     if spe < 1:
         raise ValueError(f"{n} training images is less than one batch of {cfg.batch_size}")
@@ -162,7 +176,7 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
     sched_set = set(int(s) for s in sched)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, cfg.image_size, seed=cfg.seed, **cfg.model_kwargs())
+    model = build_model(cfg.arch, cfg.image_size, seed=cfg.seed, **cfg.model_kwargs()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     params = [p for p in model.parameters() if p.requires_grad]
     tracker = ParamTimeTracker(model)
@@ -184,7 +198,7 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
 
     step = 0
     if resume and state_path.exists():
-        st = torch.load(state_path, weights_only=True)
+        st = torch.load(state_path, weights_only=True, map_location="cpu")  # RNG state stays a CPU tensor
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         tracker.load_state_dict(st["tracker"])
@@ -224,11 +238,16 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
     try:
         while step < total and (max_steps is None or step < max_steps):
             ep, pos = divmod(step, spe)
-            if ep != perm_epoch:
-                perm, perm_epoch = _epoch_perm(cfg.seed, ep, n), ep
+            if ep != perm_epoch:  # the order is drawn on the CPU (device-independent), then moved
+                perm, perm_epoch = _epoch_perm(cfg.seed, ep, n).to(device), ep
             x = to_float(train_x[perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]])
             opt.zero_grad(set_to_none=True)
-            loss = F.mse_loss(model(x), x)
+            if amp_dtype is None:
+                loss = F.mse_loss(model(x), x)
+            else:  # mixed precision: bfloat16 matmuls/convs, the loss in float32
+                with torch.autocast(device.type, dtype=amp_dtype):
+                    out = model(x)
+                loss = F.mse_loss(out.float(), x)
             loss.backward()
             if cfg.grad_clip is not None:  # rescale all gradients so their joint L2 norm <= grad_clip
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
@@ -241,7 +260,8 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
             bar.update(1)
             if step in sched_set:
                 checkpoint(step)
-                bar.set_postfix(loss=f"{loss.item():.5f}", panel_mse=f"{rec.rows[-1]['mse']:.5f}")
+                bar.set_postfix(loss=f"{loss.item():.5f}", panel_mse=f"{rec.rows[-1]['mse']:.5f}",
+                               s=f"{rec.rows[-1]['param_time']:.4g}")
                 if not bar.disable and not os.isatty(2):
                     bar.write(f"[{name}] step {step}/{total} epoch {step / spe:.3f} "
                               f"panel_mse {rec.rows[-1]['mse']:.6f} s {rec.rows[-1]['param_time']:.3f} "

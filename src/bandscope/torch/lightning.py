@@ -1,0 +1,110 @@
+"""PyTorch Lightning callback: a :class:`~bandscope.torch.Monitor` driven by ``Trainer.fit``.
+
+::
+
+    from bandscope.torch.lightning import BandscopeCallback
+    trainer = Trainer(callbacks=[BandscopeCallback(panel=PANEL, path="run.nc")])
+
+Needs ``pip install "bandscope[lightning]"`` (imported only when this module is). The callback
+builds the Monitor at ``on_train_start`` (the model is on its device and wrapped by the strategy
+then), counts optimizer steps with ``trainer.global_step`` (gradient accumulation and manual
+optimisation count correctly), and sends each checkpoint's metrics to every logger of the
+trainer (``logger.log_metrics(metrics, step=global_step)``: at the checkpoint's own step, not
+thinned by ``log_every_n_steps``) and its short form (``s``, ``mse``, ``P``) to the progress bar.
+Under DDP only global rank 0 probes, writes and logs; every rank tracks parameter time on its
+full (replicated) parameters.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # pragma: no cover - the standalone package
+    try:
+        import pytorch_lightning as pl
+    except ImportError as exc:
+        raise ImportError("bandscope.torch.lightning needs Lightning: "
+                          "pip install 'bandscope[lightning]' -c constraints.txt") from exc
+
+from .monitor import METRIC_PREFIX, Monitor, progress_postfix
+
+__all__ = ["BandscopeCallback"]
+
+
+class BandscopeCallback(pl.Callback):
+    """Record band losses, parameter time, LNP and forecasts of a LightningModule as it trains.
+
+    Parameters
+    ----------
+    panel, path
+        As for :class:`~bandscope.torch.Monitor`: held-out images (the module's ``forward(images)``
+        must return reconstructions of the same shape) and the run file. Both optional: without
+        a panel only parameter time (and LNP) are logged.
+    progress_bar : bool
+        Show ``s`` (parameter time), ``mse`` and ``P`` in the progress bar.
+    **monitor_options
+        Any other :class:`~bandscope.torch.Monitor` keyword (``schedule``, ``total_steps``,
+        ``name``, ``lnp``, ``lnp_batch``, ``tensorboard``, ``forecast``, ...). Without
+        ``schedule``/``total_steps`` the geometric schedule spans
+        ``trainer.estimated_stepping_batches`` when that is finite.
+
+    Attributes
+    ----------
+    monitor : Monitor
+        The monitor, after ``on_train_start``.
+    """
+
+    def __init__(self, panel=None, path=None, *, progress_bar: bool = True,
+                 log: Callable[[dict, int], None] | None = None, **monitor_options):
+        super().__init__()
+        self.panel, self.path = panel, path
+        self.progress_bar = progress_bar
+        self.user_log = log
+        self.options = monitor_options
+        self.monitor: Monitor | None = None
+        self._trainer = None
+
+    # -- the monitor --------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._trainer = trainer
+        opts = dict(self.options)
+        if "schedule" not in opts and "total_steps" not in opts:
+            total = trainer.estimated_stepping_batches
+            if total is not None and total != float("inf") and int(total) > 0:
+                opts["total_steps"] = int(total)
+        opts.setdefault("source", "bandscope.torch.lightning.BandscopeCallback")
+        self.monitor = Monitor(pl_module, panel=self.panel, path=self.path, rank=trainer.global_rank,
+                               start_step=trainer.global_step, log=self._log, **opts)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.monitor is None:
+            return
+        checkpointed = None
+        while self.monitor.global_step < trainer.global_step:  # one call per optimizer step
+            checkpointed = self.monitor.step() or checkpointed
+        if checkpointed and self.progress_bar and trainer.is_global_zero:
+            for k, v in progress_postfix(checkpointed).items():
+                pl_module.log(k, float(v), prog_bar=True, logger=False, on_step=True, on_epoch=False,
+                              rank_zero_only=True, batch_size=1)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.monitor is not None and not self.monitor.closed:
+            self.monitor.close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self.monitor is not None and not self.monitor.closed:
+            self.monitor.close(final_checkpoint=False)
+
+    # -- loggers ------------------------------------------------------------------------------
+    def _log(self, metrics: dict, step: int) -> None:
+        trainer = self._trainer
+        for logger in getattr(trainer, "loggers", []) or []:
+            logger.log_metrics(metrics, step=step)
+        if self.user_log is not None:
+            self.user_log(metrics, step)
+
+    @property
+    def metric_prefix(self) -> str:
+        """Prefix of the logged metric names."""
+        return METRIC_PREFIX
