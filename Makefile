@@ -8,7 +8,7 @@ VENV ?= .venv
 PIP = $(VENV)/bin/pip
 BIN = $(VENV)/bin
 # Extras of the full development install (what `make test` and the CI lanes use).
-DEV_EXTRAS = torch,plot,dask,test,lint,lightning,hf,tensorboard
+DEV_EXTRAS = torch,plot,dask,test,lint,lightning,hf,tensorboard,docs
 
 .PHONY: reproduce test test-fast test-core test-min lint doctest ci dev bench venv clean
 

@@ -27,6 +27,7 @@ NEEDS = {
     "test_torch_*.py": ("torch",),
     "test_sweep*.py": ("dask",),
     "test_plot*.py": ("matplotlib",),
+    "test_docs_site*.py": ("mkdocs", "playwright"),  # the docs extra (in the development install)
 }
 
 
@@ -80,7 +81,8 @@ def pytest_runtest_makereport(item, call):
     if not rep.skipped or hasattr(rep, "wasxfail"):
         return
     reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-    for marker, env, words in (("browser", "BANDSCOPE_REQUIRE_BROWSER", ("browser", "chromium", "chrome")),
+    browser_words = ("browser", "chromium", "chrome", "playwright")
+    for marker, env, words in (("browser", "BANDSCOPE_REQUIRE_BROWSER", browser_words),
                                ("torch", "BANDSCOPE_REQUIRE_TORCH", ("torch",))):
         named = any(w in reason.lower() for w in words)  # e.g. "no headless chromium found"
         if (item.get_closest_marker(marker) is not None or named) and _required(env):
