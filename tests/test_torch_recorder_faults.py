@@ -247,6 +247,7 @@ _WRITER = textwrap.dedent("""
     import sys, time
     from bandscope.torch.recorder import RunRecorder
     path, n = sys.argv[1], int(sys.argv[2])
+    pace = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0  # seconds between records
     def row(k):
         bl = [0.02 / (k + 1), 0.01 / (k + 1), 0.005]
         return dict(step=10 * k, band_loss=bl, param_time=1.5 * k, epoch=k / 4, mse=sum(bl))
@@ -255,6 +256,7 @@ _WRITER = textwrap.dedent("""
     for k in range(len(rec), n):
         rec.record(**row(k))
         print("recorded", 10 * k, flush=True)
+        time.sleep(pace)
     print("finished", flush=True)
 """)
 
@@ -265,16 +267,20 @@ def test_sigkill_at_random_points_loses_nothing_recorded(tmp_path):
     n_total = 400
     rng = random.Random(20261130)
     acknowledged: list[int] = []
+    # The writer paces itself (10 ms between records) and each kill comes within 0.5 s of its
+    # first write, so a round records at most ~50 of the 400 rows on any machine, however fast:
+    # every kill lands mid-run (checked by the exit status), during a write or between two.
     for _round in range(4):
-        proc = _start(_WRITER, path, n_total)
+        proc = _start(_WRITER, path, n_total, 0.01)
         first = proc.stdout.readline().split()
         assert first and first[0] == "ready", proc.stderr.read()
         assert int(first[1]) >= len(acknowledged)  # resumed with at least everything acknowledged
         line = proc.stdout.readline()  # its first write in this process is done (imports are slow here)
         assert line.startswith("recorded"), proc.stderr.read()
-        time.sleep(rng.uniform(0.0, 1.0))  # then kill it at a random point of a later write
+        time.sleep(rng.uniform(0.0, 0.5))  # then kill it at a random point of a later write
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL, "the writer finished before the kill"
         acknowledged += [int(x.split()[1]) for x in [line, *out.splitlines()] if x.startswith("recorded")]
         ds = read_run(path)  # readable after every kill
         steps = ds["step"].values.tolist()

@@ -115,11 +115,11 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
                    "embedded; figures need the 'plot' extra); see docs/report.md")
 
 
-def _run_analysis(runs, args) -> int:
+def _run_analysis(runs, args, analyze=None) -> int:
     from . import analysis, report
     from . import io as bio
 
-    results = analysis.analyze(runs, analysis_options(args))
+    results = (analyze or analysis.analyze)(runs, analysis_options(args))
     results.attrs.update(_input_report(runs))
     if not args.quiet:
         print(report.format_text(results))
@@ -144,6 +144,8 @@ def _run_analysis(runs, args) -> int:
 def cmd_analyze(args) -> int:
     from . import io as bio
 
+    if args.dask or args.workers:
+        return _analyze_on_dask(args)
     runs = bio.read_runs(args.runs, dropna=args.dropna)
     for run in runs:
         rows = run.attrs.get("dropped_rows")
@@ -154,10 +156,37 @@ def cmd_analyze(args) -> int:
     return _run_analysis(runs, args)
 
 
+def _analyze_on_dask(args) -> int:
+    """``analyze --dask [--workers N]``: the files (quoted globs expanded here) opened lazily
+    and analysed chunk by chunk on dask, with a progress bar on stderr (docs/sweeps.md)."""
+    import contextlib
+
+    from . import sweep
+
+    def on_dask(stack, *options, **overrides):
+        return sweep.compute_sweep(sweep.analyze_sweep(stack, *options, **overrides), progress=True)
+
+    with sweep.local_cluster(args.workers) if args.workers else contextlib.nullcontext():
+        stack = sweep.open_runs(args.runs, dropna=args.dropna)
+        return _run_analysis(stack, args, analyze=on_dask)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} workers: need at least 1")
+    return n
+
+
 def _input_report(runs) -> dict:
     """Results attrs saying what the readers did to the inputs (``--dropna``), as JSON text."""
     import json
 
+    if not isinstance(runs, (list, tuple)):  # a lazy stack (--dask): the rows are not gathered
+        return {}
     dropped = {str(r.attrs["name"]): [int(i) for i in r.attrs["dropped_rows"]]
                for r in runs if len(r.attrs.get("dropped_rows", ()))}
     if not dropped:
@@ -238,6 +267,11 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_FILE")
     _add_analysis_options(p)
     _add_report_options(p)
+    p.add_argument("--dask", action="store_true",
+                   help="open the runs lazily and analyse them in chunks on dask (threaded scheduler), "
+                   "with a progress bar; quote a glob ('runs/*.nc') and bandscope expands it")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="with --dask: a local dask.distributed cluster of N worker processes")
     p.set_defaults(func=cmd_analyze)
     p = sub.add_parser("reproduce", help="analyse the runs shipped in reference_runs/ and print the paper's tables")
     p.add_argument("--dir", help="reference runs directory (default: the reference runs installed with bandscope)")

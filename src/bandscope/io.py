@@ -381,6 +381,8 @@ def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Datas
 def _read_run(path: Path, name: str | None, dropna: bool) -> xr.Dataset:
     if not path.exists():
         raise FileNotFoundError(2, f"no such run file: {path}", str(path))
+    if path.suffix.lower() == ".zarr":
+        return read_zarr_run(path, name=name, dropna=dropna)
     if path.is_dir():
         raise BandscopeInputError(f"{path}: is a directory, not a run file (give the files, e.g. "
                                   f"'{path}/*.nc')", path=path)
@@ -460,6 +462,8 @@ def write_run(run: xr.Dataset, path) -> Path:
         _write_atomic(path, lambda tmp: run_to_frame(run).to_csv(tmp, index=False))
     elif suffix in (".parquet", ".pq"):
         _write_atomic(path, lambda tmp: run_to_frame(run).to_parquet(tmp, index=False))
+    elif suffix == ".zarr":
+        write_zarr_run(run, path)
     else:
         raise BandscopeInputError(f"{path}: unknown run file type {suffix!r}; expected .nc, .csv or .parquet",
                                   path=path)
@@ -486,6 +490,87 @@ def stack_runs(runs: Sequence[xr.Dataset] | Mapping[str, xr.Dataset]) -> xr.Data
         arch=("run", [str(r.attrs.get("arch", "")) for _, r in items]),
         seed=("run", [int(r.attrs.get("seed", -1)) for _, r in items]),
     ).assign_attrs(bandscope_format="runs/1")
+
+
+# --------------------------------------------------------------------------- zarr runs
+def write_zarr_run(run: xr.Dataset, path) -> Path:
+    """Write one run as a Zarr store: a directory ``NAME.zarr`` (layout in ``docs/format.md``).
+
+    The store holds the run Dataset unchanged (variables, coords, ``attrs``) in Zarr format 2
+    with consolidated metadata (``.zmetadata``), which zarr-python 2 and 3 both read. The
+    store is written beside ``path`` as ``NAME.zarr.<pid>.<random>.tmp`` and renamed over it,
+    so a reader never sees a half-written store; an existing store at ``path`` is replaced
+    (moved aside to ``....old`` first, so for a moment there is no store at ``path``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from bandscope.synthetic import make_run_synthetic
+    >>> d = Path(tempfile.mkdtemp())
+    >>> run = make_run_synthetic(0)
+    >>> back = read_zarr_run(write_zarr_run(run, d / "a.zarr"))
+    >>> bool((back.band_loss == run.band_loss).all()), back.attrs["name"]
+    (True, 'synthetic-seed0')
+    """
+    import shutil
+
+    path = Path(path)
+    if "run" in run.dims:
+        raise BandscopeInputError(f"{path}: write_zarr_run writes one run, got {run.sizes['run']} "
+                                  "stacked runs; write a stack with bandscope.sweep.write_stack_zarr",
+                                  path=path)
+    validate_run(run, require_advance=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = run.copy()
+    ds.attrs = {k: _zarr_attr(v) for k, v in ds.attrs.items()}
+    for v in ds.variables.values():
+        v.attrs = {k: _zarr_attr(a) for k, a in v.attrs.items()}
+        v.encoding = {}
+    tmp = _tmp_name(path)
+    try:
+        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = tmp.with_suffix(".old")
+    if path.exists():
+        path.replace(old)
+    tmp.replace(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _zarr_attr(v):
+    """Zarr attributes are JSON: numpy scalars and arrays become python numbers and lists."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_zarr_attr(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _zarr_attr(x) for k, x in v.items()}
+    return v
+
+
+def read_zarr_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Dataset:
+    """Read one run from a Zarr store written by :func:`write_zarr_run` (``docs/format.md``).
+
+    ``name``, ``dropna``, the attributes kept and the checks are those of netCDF in
+    :func:`read_run`. A store holding a stack of runs (a ``run`` dim) is refused: open it with
+    :func:`bandscope.sweep.open_runs`.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(2, f"no such Zarr run store (a directory NAME.zarr): {path}", str(path))
+    with xr.open_zarr(path, consolidated=None) as f:
+        ds = f.load()
+    for v in ds.variables.values():
+        v.encoding = {}
+    if "run" in ds.dims:
+        raise BandscopeInputError(f"{path} holds {ds.sizes['run']} stacked runs; use "
+                                  "bandscope.sweep.open_runs", path=path)
+    return _netcdf_run(ds, path, name, dropna)  # names, source, dropna and checks as for netCDF
 
 
 # --------------------------------------------------------------------------- results
