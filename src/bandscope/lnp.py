@@ -37,6 +37,9 @@ __all__ = [
     "top_fraction",
     "probe_ratio",
     "random_feature_lnp",
+    "hutchinson_standard_error",
+    "position_standard_error",
+    "band_spectral_position",
 ]
 
 _ATTRS = {
@@ -332,6 +335,60 @@ def lnp_components(
             "definition": f"{ns} / M{suffix} (spectral reach appendix A.2)"})
         ds.attrs[f"n_units{suffix}"] = np.asarray(m.values if isinstance(m, xr.DataArray) else m).tolist()
     return ds
+
+
+def hutchinson_standard_error(probes, per_sample=None) -> float:
+    """Standard error of a Hutchinson trace estimate averaged over probes (LNP.md, estimating 𝒩).
+
+    ``probes``: the estimate of each probe (length n_probes). ``per_sample`` (n_probes, N),
+    optional: the per-sample terms ||J_nᵀu_n||² of each probe; samples draw independent probes,
+    so Var = Σ_n var_n / n_probes (a tighter estimate than the spread of the probe totals).
+    Fewer than two probes give NaN.
+
+    Examples
+    --------
+    >>> round(hutchinson_standard_error([1.0, 3.0]), 6)
+    1.0
+    >>> hutchinson_standard_error([2.0])
+    nan
+    """
+    vals = np.asarray(probes, dtype=np.float64)
+    k = vals.size
+    if k < 2:
+        return float("nan")
+    if per_sample is not None:
+        s = np.asarray(per_sample, dtype=np.float64)
+        return float(np.sqrt(s.var(axis=0, ddof=1).sum() / k))
+    return float(vals.std(ddof=1) / np.sqrt(k))
+
+
+def position_standard_error(position, network_scale, network_scale_se):
+    """First-order standard error of P = ||∇L||²/(ℒ𝒩) from the error of 𝒩: |P| · se(𝒩)/𝒩.
+
+    Examples
+    --------
+    >>> round(position_standard_error(0.2, 10.0, 1.0), 12)
+    0.02
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(np.asarray(network_scale) > 0, np.asarray(network_scale_se) / np.asarray(network_scale),
+                       np.nan)
+    out = np.abs(np.asarray(position, dtype=np.float64)) * rel
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def band_spectral_position(band_grad_norm_sq, band_loss_scale, network_scale):
+    """Per-band spectral position P_i = ||Jᵀg_i||² / (||g_i||² 𝒩) (LNP.md, band-resolved; NaN if g_i = 0).
+
+    Examples
+    --------
+    >>> band_spectral_position([2.0, 0.0], [1.0, 0.0], 4.0).tolist()
+    [0.5, nan]
+    """
+    bsq = np.asarray(band_grad_norm_sq, dtype=np.float64)
+    bls = np.asarray(band_loss_scale, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(bls > 0, bsq / (bls * network_scale), np.nan)
 
 
 def kernel_lnp(kernel, g, kernel_ab=None, g_b=None, kernel_bb=None) -> dict:

@@ -38,6 +38,7 @@ _LAZY = {
     # issue 4: LNP
     "measure_lnp": "bandscope.torch.lnp",
     "LNPHook": "bandscope.torch.lnp_hook",
+    "register_lnp_handler": "bandscope.torch.lnp",
     # one object for a training loop; framework callbacks live in .lightning / .hf (optional extras)
     "Monitor": "bandscope.torch.monitor",
     "open_geometric_schedule": "bandscope.torch.monitor",

@@ -143,7 +143,7 @@ class LNPHook:
                                           {"long_name": "measurement window index"}))
         first = self.records[0][1].attrs
         keep = ("estimator", "backend", "n_probes", "n_units_how", "n_units_b_how", "exact_output_layer",
-                "batchnorm", "definition")
+                "batchnorm", "definition", "n_units_reason", "n_units_b_reason", "world_size")
         ds.attrs = {f"lnp_{k}": first[k] for k in keep if k in first}
         ds.attrs["lnp_schedule"] = "log windows (spectral reach appendix B.1)"
         for v in ds.data_vars:

@@ -1,0 +1,398 @@
+"""LNP statistics of one training step, measured with torch (spectral reach §3, appendix B.1).
+
+:func:`measure_lnp` returns ℒ = ||dL/df||², 𝒩 = Tr K = Σ_n ||J_n||_F², ||∇L||², P and (with a
+second batch) ∇L_A·∇L_B and P_AB, raw and batch-size normalised, optionally split by Haar band.
+The definitions and the estimators are written out in ``docs/lnp.md``; the arithmetic on the
+statistics is :func:`bandscope.lnp.lnp_components`.
+
+Estimators of 𝒩 (``network_scale=``)
+
+``"hutchinson"`` (default)
+    Per-sample Hutchinson: one Rademacher vector u_n per sample and probe, 𝒩 ≈ Σ_n ||J_nᵀu_n||²
+    averaged over probes. One backward pass per probe that stops at the layer outputs (no
+    weight gradients); the per-sample squared gradient norms are formed from layer inputs and
+    output gradients by a registry of layer handlers (:mod:`.handlers`; Linear, Conv1d/2d,
+    ConvTranspose1d/2d, Embedding, LayerNorm, RMSNorm, GroupNorm, BatchNorm, MultiheadAttention,
+    transformers' Conv1D and LlamaRMSNorm, plus :func:`register_lnp_handler`), with free
+    parameters, tied weights and broadcast lookups handled by :mod:`.taps`.
+    ``backend="vmap"`` computes the same per-sample norms with torch.func (any layer, slower).
+``"batch-hutchinson"``
+    One plain backward of Σ u·f per probe (u Rademacher over the whole batch); unbiased but the
+    cross-sample kernel entries add variance.
+``"exact"``
+    Per-sample Jacobian norms: one backward per output coordinate (all samples at once) with
+    the handlers, or ``jacrev`` per sample with ``backend="vmap"``. For small outputs.
+
+BatchNorm convention: the measurement uses the model as it trains. A BatchNorm layer in
+training mode normalises with the statistics of the measured batch, exactly as in the training
+step, but those statistics are held constant (no gradient flows through the batch mean and
+variance, and running statistics are not updated). This keeps the network a per-sample function,
+so 𝒩 = Σ_n ||J_n||_F² is defined; the gradient ∇L is that of this frozen-statistics network.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from torch import nn
+
+from bandscope.lnp import band_spectral_position, lnp_components, position_standard_error
+
+from .estimators import ESTIMATOR_TABLE, Context, vmap_per_sample
+from .handlers import LayerHandler, register_lnp_handler, registered_layer_types, vmap_handler
+from .state import freeze_batchnorm_hooks, make_generator, preserved
+from .taps import LayerTaps, checked, model_output, record_checked
+
+__all__ = ["measure_lnp", "per_sample_grad_norms", "register_lnp_handler", "vmap_handler", "LayerHandler",
+           "registered_layer_types", "ESTIMATORS", "ESTIMATOR_TABLE"]
+
+ESTIMATORS = tuple(ESTIMATOR_TABLE)
+DEFAULT_ESTIMATOR = "hutchinson"
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Σ a·b as a Python float (BLAS dot in the tensors' dtype)."""
+    return float(torch.dot(a.reshape(-1), b.reshape(-1)))
+
+
+def _sqsum(ts) -> float:
+    return sum(_dot(t, t) for t in ts)
+
+
+# --------------------------------------------------------------------------------------------
+# units
+# --------------------------------------------------------------------------------------------
+_ELEMENTWISE_FNS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.binary_cross_entropy,
+                    F.binary_cross_entropy_with_logits)
+_CLASS_FNS = (F.cross_entropy, F.nll_loss)
+
+
+def _infer_units(loss_fn, out, y, n_units, arg: str) -> tuple[float, str]:
+    """(M, how it was found); M = NaN with the reason when it cannot be known."""
+    if n_units is not None:
+        if callable(n_units):
+            return float(n_units(out, y)), "n_units(outputs, targets)"
+        if isinstance(n_units, str):
+            table = {"samples": out.shape[0], "elements": out.numel(), "targets": y.numel(), "sum": 1}
+            if n_units not in table:
+                raise ValueError(f"{arg} must be an int, a callable or one of {sorted(table)}, got {n_units!r}")
+            return float(table[n_units]), n_units
+        return float(n_units), "given"
+    red = getattr(loss_fn, "reduction", "mean" if loss_fn in _ELEMENTWISE_FNS + _CLASS_FNS else None)
+    if isinstance(loss_fn, (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss,
+                            nn.BCEWithLogitsLoss)) or loss_fn in _ELEMENTWISE_FNS:
+        return (float(out.numel()), "elements (element-wise mean)") if red == "mean" else (1.0, "sum")
+    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or loss_fn in _CLASS_FNS:
+        if red == "sum":
+            return 1.0, "sum"
+        ign = getattr(loss_fn, "ignore_index", -100)
+        if y.dtype in (torch.long, torch.int, torch.int32, torch.int64):
+            return float((y != ign).sum()), "targets (tokens / samples not ignored)"
+        return float(y.numel() // max(1, y.shape[1] if y.dim() > 1 else 1)), "targets"
+    return math.nan, (f"the loss-reduction unit count M of {loss_fn!r} cannot be inferred (the raw "
+                      f"statistics and P do not need it); pass {arg}= an int, 'samples', 'elements', "
+                      "'targets', 'sum' or a callable (outputs, targets) -> M for the normalised scales")
+
+
+# --------------------------------------------------------------------------------------------
+# one batch
+# --------------------------------------------------------------------------------------------
+def _split(batch, which):
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ValueError(f"batch_{which} must be (inputs, targets), got {type(batch).__name__}")
+    return batch
+
+
+def _forward(model, x, backend, need_taps):
+    """The measured forward: (outputs, taps, calls to expand)."""
+    bn_handles = freeze_batchnorm_hooks(model)
+    try:
+        with torch.enable_grad():
+            if not need_taps:
+                return model_output(model(x)), None, set()
+            taps = LayerTaps(model)
+            n = x.shape[0] if isinstance(x, torch.Tensor) else None
+            taps.signature, expand = checked(model, x)
+            taps.verified = expand is not None
+            try:
+                if expand is None:
+                    expand = taps.plan(model, x, n)
+                with taps.capture(n, expand):
+                    out = model_output(model(x))
+            except RuntimeError as exc:
+                if not (expand or taps.free):
+                    raise
+                raise NotImplementedError(
+                    f"the forward failed once the layer calls {sorted(expand or ())} and free parameters "
+                    f"{[f[2] for f in taps.free]} were given a per-sample batch dimension (they are used "
+                    f"other than broadcast over the batch): {exc}; use backend='vmap'") from exc
+            return out, taps, expand
+    finally:
+        for h in bn_handles:
+            h.remove()
+
+
+def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backend, chunk_size,
+               bands, n_units, exact_output_layer):
+    x, y = _split(batch, which)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    need_taps = backend == "hooks" and (estimator != "batch-hutchinson" or exact_output_layer)
+    out, taps, expand = _forward(model, x, backend, need_taps)
+    with torch.enable_grad():
+        loss = loss_fn(out, y)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
+        if not loss.requires_grad:
+            raise ValueError("loss_fn(outputs, targets) does not depend on the model's outputs (its value "
+                             "needs no gradient); LNP statistics are about the loss as a function of the "
+                             "outputs: compute the loss from the outputs passed to loss_fn")
+        *grad, g = torch.autograd.grad(loss, params + [out], retain_graph=True, allow_unused=True)
+        if g is None:
+            raise ValueError("loss_fn(outputs, targets) does not depend on the model's outputs (its gradient "
+                             "with respect to them does not exist); LNP statistics are about the loss as a "
+                             "function of the outputs: compute the loss from the outputs passed to loss_fn")
+        unused = [n for (n, p), gp in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), grad)
+                  if gp is None]
+        if unused:
+            raise ValueError(f"trainable parameters {unused[:5]} do not influence the loss on this batch; "
+                             "freeze them (requires_grad=False) for the measurement")
+        if taps is not None and not taps.verified:
+            taps.verify(model, x, x.shape[0], expand, gen)
+            record_checked(model, taps.signature, expand)
+        m, m_how = _infer_units(loss_fn, out, y, n_units, "n_units" if which == "a" else "n_units_b")
+        stats = {
+            "loss": float(loss.detach()),
+            "loss_scale": _sqsum([g]),
+            "grad_norm_sq": _sqsum(grad),
+            "n_units": m, "n_units_how": m_how, "n_samples": int(out.shape[0]),
+            "n_outputs": int(out[0].numel()),
+        }
+        ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer)
+        ns = ESTIMATOR_TABLE[estimator](ctx)
+        stats.update(network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
+                     exact_output_layer=ns.exact_layer)
+        if bands:
+            from bandscope.torch.haar import haar_band_project
+
+            if out.dim() != 4:
+                raise ValueError(f"band-resolved LNP needs image outputs (N, C, H, W), got {tuple(out.shape)}")
+            parts = haar_band_project(g.detach())
+            bdot, bsq, bls = [], [], []
+            for gi in parts:
+                gpi = torch.autograd.grad(out, params, gi, retain_graph=True)
+                bdot.append(sum(_dot(a, b) for a, b in zip(gpi, grad)))
+                bsq.append(_sqsum(gpi))
+                bls.append(_sqsum([gi]))
+            stats.update(band_grad_dot=bdot, band_grad_norm_sq=bsq, band_loss_scale=bls)
+    stats["grad"] = [t.detach() for t in grad]
+    return stats
+
+
+def measure_lnp(
+    model: nn.Module,
+    loss_fn: Callable,
+    batch_a,
+    batch_b=None,
+    *,
+    network_scale: str = DEFAULT_ESTIMATOR,
+    n_probes: int = 2,
+    n_units=None,
+    n_units_b=None,
+    bands: bool = False,
+    backend: str = "hooks",
+    seed=None,
+    exact_output_layer: bool = True,
+    chunk_size: int | None = None,
+    distributed: bool | None = None,
+    process_group=None,
+) -> xr.Dataset:
+    """LNP statistics of one step: ℒ, 𝒩, ||∇L||², P (and the cross terms with a second batch).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Evaluated as it is (train or eval mode). Left exactly as found: parameters, ``.grad``,
+        modes, buffers (BatchNorm running statistics) and the global torch RNG state.
+    loss_fn : callable
+        ``loss_fn(outputs, targets) -> scalar`` with the user's own reduction; statistics are
+        for this loss as reduced ("raw").
+    batch_a, batch_b : (inputs, targets)
+        Update batch A and optional evaluation batch B (spectral reach appendix A.1, B.2).
+    network_scale : {"hutchinson", "batch-hutchinson", "exact"}
+        Estimator of 𝒩 = Tr K (module docstring; default chosen by ``benchmarks/bench_lnp.py``).
+    n_probes : int
+        Rademacher probes per batch for the Hutchinson estimators (≥ 2 gives a standard error).
+        Default 2: on the paper's CNN autoencoder (32×32, batch 32) ≈2 training steps per
+        measurement at 3–5 % relative std of 𝒩 (``benchmarks/bench_lnp.py``).
+    n_units, n_units_b : int, str or callable, optional
+        Loss-reduction unit counts M (A.2) of batch A and B, used only for the batch-size
+        normalised ``*_norm`` scales. Inferred for torch loss modules and for ``F.mse_loss`` /
+        ``F.cross_entropy`` / ``F.nll_loss`` … passed as plain functions (mean: all elements /
+        non-ignored targets, i.e. tokens); otherwise the ``*_norm`` values are NaN with the reason
+        in ``attrs["n_units_reason"]`` (raw ℒ, 𝒩, ||∇L||², P never need M). An int,
+        ``"samples"``, ``"elements"``, ``"targets"``, ``"sum"`` or ``f(outputs, targets)``.
+    bands : bool
+        Add the Haar-band split (image outputs, an MSE-type loss): ``band_grad_dot`` = ∇L_i·∇L
+        (sums to ||∇L||²), ``band_loss_scale`` = ||g_i||², ``band_grad_norm_sq`` = ||Jᵀg_i||²
+        and ``band_spectral_position`` P_i = ||Jᵀg_i||² / (||g_i||² 𝒩), on dim ``band``.
+    backend : {"hooks", "vmap"}
+        Per-sample norms by layer handlers (fast; raises naming an unsupported layer) or by
+        torch.func (any layer; no train-mode dropout).
+    seed : int, torch.Generator or None
+        Probe randomness (a private generator; the global RNG is never used).
+    exact_output_layer : bool
+        Hutchinson estimators (hooks backend): take the output layer's share of 𝒩 exactly when
+        the output is an elementwise function of its last Linear/Conv/ConvTranspose layer
+        (``_LayerTaps.output_layer_exact``) and probe only the other layers. Still unbiased;
+        removes the output layer's (often dominant) probe variance. The layer used is named in
+        ``attrs["exact_output_layer"]`` ("" if none).
+
+    distributed : bool or None
+        Under ``torch.distributed`` with each rank holding a shard of the batch, reduce to the
+        statistics of the global batch (loss = mean of the ranks' losses, as DDP descends;
+        ``bandscope.torch.lnp.distributed``). ``None`` (default): whenever a process group is
+        initialised with more than one process. Every rank must call ``measure_lnp``. A
+        ``DistributedDataParallel`` model is measured through its ``.module``.
+    process_group : optional
+        The group to reduce over (default: the world).
+
+    Returns
+    -------
+    xarray.Dataset
+        Scalars ``loss``, ``loss_scale``, ``network_scale``, ``network_scale_se``,
+        ``grad_norm_sq``, ``spectral_position``, ``spectral_position_se``, the ``*_norm``
+        batch-size-normalised scales (unit counts in attrs ``n_units``/``n_units_b``), and
+        with batch B ``loss_b``, ``loss_scale_b``, ``network_scale_b``, ``grad_norm_sq_b``,
+        ``grad_dot``, ``spectral_position_cross``.
+
+    Examples
+    --------
+    >>> _ = torch.manual_seed(0); net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    >>> x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    >>> ds = measure_lnp(net, nn.CrossEntropyLoss(), (x, y), network_scale="exact")
+    >>> 0 < float(ds.spectral_position) <= 1
+    True
+    """
+    if network_scale not in ESTIMATOR_TABLE:
+        raise ValueError(f"network_scale must be one of {ESTIMATORS}, got {network_scale!r}")
+    if backend not in ("hooks", "vmap"):
+        raise ValueError(f"backend must be 'hooks' or 'vmap', got {backend!r}")
+    n_probes = int(n_probes)
+    if n_probes < 1:
+        raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    gen = make_generator(seed)
+    kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, backend=backend, chunk_size=chunk_size,
+              exact_output_layer=bool(exact_output_layer))
+    from .distributed import active_world, reduce_stats, unwrap
+
+    world = active_world(distributed, process_group)
+    model = unwrap(model)
+    with preserved(model):
+        sa = _one_batch(model, loss_fn, batch_a, "a", bands=bands, n_units=n_units, **kw)
+    sb = None
+    if batch_b is not None:
+        with preserved(model):
+            sb = _one_batch(model, loss_fn, batch_b, "b", bands=False, n_units=n_units_b, **kw)
+    if world > 1:
+        sa = reduce_stats(sa, world, process_group)
+        sb = None if sb is None else reduce_stats(sb, world, process_group)
+    ds = _dataset(sa, sb, bands, network_scale, backend, n_probes)
+    ds.attrs["world_size"] = world
+    return ds
+
+
+def _units_or_none(m):
+    return None if not math.isfinite(m) else m
+
+
+def _dataset(sa, sb, bands, network_scale, backend, n_probes) -> xr.Dataset:
+    cross = {}
+    if sb is not None:
+        cross = dict(grad_dot=sum(_dot(a, b) for a, b in zip(sa["grad"], sb["grad"])),
+                     loss_scale_b=sb["loss_scale"], network_scale_b=sb["network_scale"],
+                     n_units_b=_units_or_none(sb["n_units"]))
+    ds = lnp_components(sa["loss_scale"], sa["network_scale"], sa["grad_norm_sq"],
+                        n_units=_units_or_none(sa["n_units"]), **cross)
+    reasons = {}
+    for suffix, s in (("", sa), ("_b", sb)):
+        if s is None or math.isfinite(s["n_units"]):
+            continue
+        reasons[f"n_units{suffix}_reason"] = s["n_units_how"]
+        for var in (f"loss_scale{suffix}_norm", f"network_scale{suffix}_norm"):
+            ds[var] = ((), math.nan, {"long_name": f"normalised {var[:-5].replace('_', ' ')} (unknown M)",
+                                      "reason": s["n_units_how"]})
+    se_attrs = {"long_name": "standard error of the network-scale estimate",
+                "definition": "0 for exact; Hutchinson: over probes (needs n_probes >= 2), else NaN"}
+    ds["loss"] = ((), sa["loss"], {"long_name": "loss on batch A as reduced by loss_fn"})
+    ds["network_scale_se"] = ((), sa["network_scale_se"], se_attrs)
+    ds["spectral_position_se"] = ((), position_standard_error(float(ds.spectral_position), sa["network_scale"],
+                                                              sa["network_scale_se"]), {
+        "long_name": "standard error of P from the network-scale estimate (first order)"})
+    if sb is not None:
+        ds["loss_b"] = ((), sb["loss"], {"long_name": "loss on batch B as reduced by loss_fn"})
+        ds["grad_norm_sq_b"] = ((), sb["grad_norm_sq"], {"long_name": "||grad L_B||^2"})
+        ds["network_scale_b_se"] = ((), sb["network_scale_se"], se_attrs)
+        pb = lnp_components(sb["loss_scale"], sb["network_scale"], sb["grad_norm_sq"])
+        ds["spectral_position_b"] = ((), float(pb.spectral_position),
+                                     {"long_name": "spectral position P of batch B (self)"})
+    if bands:
+        from bandscope.run import band_resolutions
+
+        nb = len(sa["band_grad_dot"])
+        bls = np.asarray(sa["band_loss_scale"])
+        bsq = np.asarray(sa["band_grad_norm_sq"])
+        ds = ds.assign_coords(band=("band", band_resolutions(nb), {"units": "pixels per side"}))
+        ds["band_grad_dot"] = ("band", np.asarray(sa["band_grad_dot"]), {
+            "long_name": "grad L_i . grad L (linear decrease of the step, band i)",
+            "definition": "J^T g_i . J^T g with g_i the Haar projection of dL/df; sums to grad_norm_sq"})
+        ds["band_grad_norm_sq"] = ("band", bsq, {"long_name": "||J^T g_i||^2"})
+        ds["band_loss_scale"] = ("band", bls, {"long_name": "||g_i||^2 (sums to loss_scale)"})
+        ds["band_spectral_position"] = ("band", band_spectral_position(bsq, bls, sa["network_scale"]), {
+            "long_name": "per-band spectral position P_i", "units": "1",
+            "definition": "||J^T g_i||^2 / (||g_i||^2 network_scale) (LNP.md, band-resolved)"})
+    ds.attrs.update(
+        estimator=network_scale, backend=backend, n_probes=n_probes,
+        n_units=sa["n_units"], n_units_how=sa["n_units_how"], n_samples=sa["n_samples"],
+        n_outputs=sa["n_outputs"], exact_output_layer=sa["exact_output_layer"],
+        batchnorm="training-mode BatchNorm uses the batch statistics held constant; running stats untouched",
+        definition="LNP decomposition, spectral reach section 3 / appendix A; docs/lnp.md",
+    )
+    if sb is not None:
+        ds.attrs.update(n_units_b=sb["n_units"], n_units_b_how=sb["n_units_how"], n_samples_b=sb["n_samples"])
+    ds.attrs.update(reasons)
+    return ds
+
+
+def per_sample_grad_norms(model: nn.Module, inputs: torch.Tensor, cotangent: torch.Tensor | None = None,
+                          *, backend: str = "hooks") -> torch.Tensor:
+    """Per-sample ||J_nᵀ v_n||² for cotangents v (same shape as the output), or ||J_n||_F² if None.
+
+    A building block of :func:`measure_lnp`, exposed for tests and custom estimators. The model
+    is evaluated as it is (call it in the mode you want; BatchNorm must be in eval mode).
+
+    Examples
+    --------
+    >>> lin = nn.Linear(3, 2)
+    >>> x = torch.randn(4, 3)
+    >>> n = per_sample_grad_norms(lin, x)  # exact: ||J_n||_F^2 = O (|x_n|^2 + 1)
+    >>> torch.allclose(n, 2 * (x.double().pow(2).sum(1) + 1))
+    True
+    """
+    from .estimators import hooks_exact_per_sample
+
+    with torch.enable_grad():
+        if backend == "vmap":
+            return vmap_per_sample(model, inputs, cotangent, cotangent is None, None)
+        out, taps, expand = _forward(model, inputs, backend, True)
+        if not taps.verified:
+            taps.verify(model, inputs, inputs.shape[0], expand, torch.Generator().manual_seed(0))
+            record_checked(model, taps.signature, expand)
+        if cotangent is not None:
+            return taps.per_sample_sq_norms(out, cotangent)
+        return hooks_exact_per_sample(taps, out)

@@ -1,0 +1,137 @@
+"""Estimators of the network scale 𝒩 = Tr K = Σ_n ||J_n||_F², one function each, in a table.
+
+Each estimator takes a :class:`Context` (the measured forward, the taps, the probe generator)
+and returns :class:`NetworkScale`. A new estimator (e.g. Hutch++) is one function added to
+:data:`ESTIMATOR_TABLE`; the arithmetic on its result is in :mod:`bandscope.lnp`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bandscope.lnp import hutchinson_standard_error
+
+__all__ = ["Context", "NetworkScale", "ESTIMATOR_TABLE", "rademacher", "vmap_per_sample"]
+
+
+@dataclasses.dataclass
+class Context:
+    model: nn.Module
+    out: torch.Tensor
+    taps: object  # LayerTaps or None
+    x: object
+    n_probes: int
+    gen: torch.Generator
+    backend: str
+    chunk_size: int | None
+    params: list
+    exact_output_layer: bool
+
+
+@dataclasses.dataclass
+class NetworkScale:
+    estimate: float
+    se: float
+    probes: list | None
+    exact_layer: str = ""
+
+
+def rademacher(shape, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2, shape, generator=gen, device="cpu").to(like.device, like.dtype) * 2 - 1
+
+
+def vmap_per_sample(model, x, cot, exact: bool, chunk_size):
+    """Per-sample ||J_nᵀ v_n||² (or ||J_n||_F² if exact) with torch.func on the whole model; any layer."""
+    from torch.func import functional_call, jacrev, vjp, vmap
+
+    from .taps import model_output
+
+    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def f1(p, xn):
+        return model_output(functional_call(model, ({**p, **frozen}, buffers), (xn.unsqueeze(0),))).squeeze(0)
+
+    if exact:
+        def one(xn):
+            jac = jacrev(f1)(params, xn)
+            return sum(j.to(torch.float64).pow(2).sum() for j in jac.values())
+        return vmap(one, chunk_size=chunk_size)(x)
+
+    def one(xn, vn):
+        _, pull = vjp(lambda p: f1(p, xn), params)
+        (g,) = pull(vn)
+        return sum(t.to(torch.float64).pow(2).sum() for t in g.values())
+    return vmap(one, chunk_size=chunk_size)(x, cot)
+
+
+def hooks_exact_per_sample(taps, out) -> torch.Tensor:
+    """Per-sample ||J_n||_F²: one backward per output coordinate, all samples at once."""
+    n = out.shape[0]
+    flat = out.reshape(n, -1)
+    total = torch.zeros(n, dtype=torch.float64, device=out.device)
+    for o in range(flat.shape[1]):
+        e = torch.zeros_like(flat)
+        e[:, o] = 1
+        total += taps.per_sample_sq_norms(out, e.view_as(out))
+    return total
+
+
+def exact(ctx: Context) -> NetworkScale:
+    """Σ_n ||J_n||_F² exactly (one backward per output coordinate, or jacrev under vmap)."""
+    if ctx.backend == "vmap":
+        return NetworkScale(float(vmap_per_sample(ctx.model, ctx.x, None, True, ctx.chunk_size).sum()), 0.0, None)
+    return NetworkScale(float(hooks_exact_per_sample(ctx.taps, ctx.out).sum()), 0.0, None)
+
+
+def _output_layer(ctx: Context):
+    """(skipped call keys, skipped parameter ids, exact share, layer name) of the exact output layer."""
+    if not (ctx.exact_output_layer and ctx.backend == "hooks"):
+        return (), set(), 0.0, ""
+    found = ctx.taps.output_layer_exact(ctx.out, ctx.gen)
+    if found is None:
+        return (), set(), 0.0, ""
+    key, part = found
+    mod = dict(ctx.model.named_modules())[key[0]]
+    pids = {id(p) for p in mod.parameters(recurse=False) if p.requires_grad}
+    return (key,), pids, float(part.sum()), key[0]
+
+
+def hutchinson(ctx: Context) -> NetworkScale:
+    """Per-sample Hutchinson: 𝒩 ≈ Σ_n ||J_nᵀu_n||², u_n Rademacher, averaged over probes."""
+    skip, _, const, layer = _output_layer(ctx)
+    vals, per_sample = [], []
+    for _ in range(ctx.n_probes):
+        u = rademacher(ctx.out.shape, ctx.out, ctx.gen)
+        if ctx.backend == "vmap":
+            s = vmap_per_sample(ctx.model, ctx.x, u, False, ctx.chunk_size)
+        else:
+            s = ctx.taps.per_sample_sq_norms(ctx.out, u, skip=skip)
+        per_sample.append(s.detach().cpu().numpy())
+        vals.append(const + float(s.sum()))
+    return NetworkScale(float(np.mean(vals)), hutchinson_standard_error(vals, np.stack(per_sample)), vals, layer)
+
+
+def batch_hutchinson(ctx: Context) -> NetworkScale:
+    """Whole-batch Hutchinson: 𝒩 ≈ ||Jᵀu||², one plain backward of Σ u·f per probe."""
+    _, skip_params, const, layer = _output_layer(ctx)
+    ps = [p for p in ctx.params if id(p) not in skip_params]
+    vals = []
+    for _ in range(ctx.n_probes):
+        u = rademacher(ctx.out.shape, ctx.out, ctx.gen)
+        gp = torch.autograd.grad(ctx.out, ps, u, retain_graph=True, allow_unused=True) if ps else ()
+        vals.append(const + sum(float(torch.dot(g.reshape(-1), g.reshape(-1))) for g in gp if g is not None))
+    return NetworkScale(float(np.mean(vals)), hutchinson_standard_error(vals), vals, layer)
+
+
+#: name -> estimator(Context) -> NetworkScale
+ESTIMATOR_TABLE: dict[str, Callable[[Context], NetworkScale]] = {
+    "hutchinson": hutchinson,
+    "batch-hutchinson": batch_hutchinson,
+    "exact": exact,
+}

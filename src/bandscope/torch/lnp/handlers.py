@@ -1,0 +1,456 @@
+"""Per-sample gradients of one layer call from its inputs and its output gradient: the registry.
+
+A handler turns one call of a layer (its positional inputs ``args``, keyword inputs ``kwargs``,
+both with the batch on dim 0, and the gradient ``grad_output`` of a scalar with respect to the
+layer output) into the per-sample gradients of the layer's trainable parameters, as in BackPACK's
+module extensions and Opacus' grad samplers. The measurement (:mod:`bandscope.torch.lnp.taps`)
+uses
+
+``grads(module, args, kwargs, grad_output) -> {param name: tensor (N, *param.shape)}``
+    always correct; used when a parameter is shared (tied weights, a layer called twice), so
+    the per-sample gradients of all uses are summed before the norm;
+``sq_norms(module, args, kwargs, grad_output) -> tensor (N,)`` (optional)
+    Σ over the covered parameters of the squared per-sample gradient norms, without
+    materialising them (ghost norms); used when no parameter of the call is shared.
+
+``params="direct"`` covers the module's own trainable parameters; ``params="all"`` covers its
+whole subtree (submodules are then not visited), for layers that use their submodules'
+parameters functionally (``nn.MultiheadAttention`` uses ``out_proj.weight`` without calling
+``out_proj``). :func:`vmap_handler` is a handler for any per-sample layer (``torch.func`` on that
+layer only): register it for a layer type without a hand-written rule.
+
+The registry is a module-level table, like BackPACK's ``extensions``: users add their own layer
+types with :func:`register_lnp_handler`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LayerHandler", "register_lnp_handler", "lookup_handler", "vmap_handler",
+           "registered_layer_types"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerHandler:
+    """Per-sample gradient rule of a layer type (see the module docstring)."""
+
+    grads: Callable
+    sq_norms: Callable | None = None
+    params: str = "direct"
+
+
+_REGISTRY: dict[type, LayerHandler] = {}
+
+
+def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callable | None = None,
+                         params: str = "direct") -> None:
+    """Register the per-sample gradient rule of ``layer_type`` for ``measure_lnp(backend="hooks")``.
+
+    Parameters
+    ----------
+    layer_type : type
+        An ``nn.Module`` subclass; subclasses without their own entry use it too.
+    grads : callable
+        ``grads(module, args, kwargs, grad_output)`` → dict mapping parameter names (relative to
+        the module, e.g. ``"weight"``, ``"out_proj.bias"``) to per-sample gradients
+        ``(N, *param.shape)``. ``args``/``kwargs`` are the layer's inputs (batch on dim 0),
+        ``grad_output`` the gradient w.r.t. its output (a tuple, with ``None`` for unused parts,
+        when the layer returns a tuple). ``vmap_handler`` works for any per-sample layer.
+    sq_norms : callable, optional
+        Same arguments → per-sample Σ_params ||g_n||², a faster path when no parameter is shared.
+    params : {"direct", "all"}
+        Parameters the rule covers: the module's own, or its whole subtree.
+
+    Examples
+    --------
+    >>> class Scale(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.gain = nn.Parameter(torch.ones(3))
+    ...     def forward(self, x):
+    ...         return x * self.gain
+    >>> register_lnp_handler(Scale, lambda m, args, kwargs, d: {"gain": (d * args[0]).flatten(1, -2).sum(1)
+    ...                                                         if d.dim() > 2 else d * args[0]})
+    >>> lookup_handler(Scale()) is not None
+    True
+    """
+    if not (isinstance(layer_type, type) and issubclass(layer_type, nn.Module)):
+        raise TypeError(f"layer_type must be an nn.Module subclass, got {layer_type!r}")
+    if not callable(grads):
+        raise TypeError(f"grads must be callable (module, args, kwargs, grad_output) -> dict, got {grads!r}")
+    if sq_norms is not None and not callable(sq_norms):
+        raise TypeError(f"sq_norms must be callable or None, got {sq_norms!r}")
+    if params not in ("direct", "all"):
+        raise ValueError(f"params must be 'direct' or 'all', got {params!r}")
+    _REGISTRY[layer_type] = LayerHandler(grads, sq_norms, params)
+
+
+def registered_layer_types() -> list[type]:
+    """The layer types with a handler (built-in and registered)."""
+    _register_optional()
+    return list(_REGISTRY)
+
+
+def lookup_handler(module: nn.Module) -> LayerHandler | None:
+    """The handler of ``module``'s type (nearest registered base class), or None."""
+    _register_optional()
+    for cls in type(module).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _sq(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample sum of squares over all but the first dim (one pass, no squared temporary)."""
+    return torch.linalg.vector_norm(t.flatten(1), dim=1).pow(2)
+
+
+def _trainable(module: nn.Module, name: str) -> bool:
+    p = getattr(module, name, None)
+    return isinstance(p, torch.Tensor) and p.requires_grad
+
+
+def _outer_sum_sq(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||Σ_t p_t q_tᵀ||_F² for p (N, A, T), q (N, B, T).
+
+    Either materialise the (A, B) matrix (cost N·A·B·T) or use the ghost-norm identity
+    Σ_{t,t'} (p_t·p_t')(q_t·q_t') (cost N·T²·(A+B)), whichever is cheaper.
+    """
+    a, b, t = p.shape[1], q.shape[1], p.shape[2]
+    if t * t * (a + b) < a * b * t:
+        return (torch.bmm(p.transpose(1, 2), p) * torch.bmm(q.transpose(1, 2), q)).flatten(1).sum(1)
+    return _sq(torch.bmm(p, q.transpose(1, 2)))
+
+
+def _zeros(d: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
+
+
+# --------------------------------------------------------------------------------------------
+# Linear (and transformers' Conv1D, a Linear with a transposed weight)
+# --------------------------------------------------------------------------------------------
+def _tokens(a: torch.Tensor, d: torch.Tensor):
+    n = a.shape[0]
+    return a.reshape(n, -1, a.shape[-1]), d.reshape(n, -1, d.shape[-1])
+
+
+def _linear_sq(m, args, kwargs, d):
+    a = args[0]
+    out = _zeros(d)
+    if a.dim() == 2:
+        if _trainable(m, "weight"):
+            out += _sq(d) * _sq(a)
+        if _trainable(m, "bias"):
+            out += _sq(d)
+        return out
+    a3, d3 = _tokens(a, d)
+    if _trainable(m, "weight"):
+        out += _outer_sum_sq(d3.transpose(1, 2), a3.transpose(1, 2))
+    if _trainable(m, "bias"):
+        out += _sq(d3.sum(1))
+    return out
+
+
+def _linear_grads(m, args, kwargs, d, transposed=False):
+    a3, d3 = _tokens(args[0], d)
+    g = {}
+    if _trainable(m, "weight"):
+        g["weight"] = torch.bmm(a3.transpose(1, 2), d3) if transposed else torch.bmm(d3.transpose(1, 2), a3)
+    if _trainable(m, "bias"):
+        g["bias"] = d3.sum(1)
+    return g
+
+
+def _conv1d_hf_grads(m, args, kwargs, d):
+    return _linear_grads(m, args, kwargs, d, transposed=True)
+
+
+# --------------------------------------------------------------------------------------------
+# convolutions
+# --------------------------------------------------------------------------------------------
+def _conv_padding(m) -> tuple:
+    if m.padding_mode != "zeros":
+        raise NotImplementedError(f"per-sample gradients of {type(m).__name__} with padding_mode="
+                                  f"{m.padding_mode!r} have no handler; use backend='vmap'")
+    if isinstance(m.padding, str):
+        if m.padding == "valid":
+            return (0,) * len(m.kernel_size)
+        pads = []
+        for k, dl in zip(m.kernel_size, m.dilation):
+            total = dl * (k - 1)
+            if total % 2:
+                raise NotImplementedError(f"{type(m).__name__} padding='same' with asymmetric padding has no "
+                                          "handler; use backend='vmap'")
+            pads.append(total // 2)
+        return tuple(pads)
+    return tuple(m.padding)
+
+
+def _as2d(t: torch.Tensor, nd: int) -> torch.Tensor:
+    return t.unsqueeze(-2) if nd == 1 else t
+
+
+def _pair(v, nd):
+    v = tuple(v)
+    return (1,) + v if nd == 1 else v
+
+
+def _conv_parts(m, a, d):
+    nd = len(m.kernel_size)
+    if m.groups != 1:
+        raise NotImplementedError(f"per-sample gradients of grouped {type(m).__name__} (groups={m.groups}) "
+                                  "have no handler; use backend='vmap'")
+    pad = _conv_padding(m)
+    pad = (0,) + pad if nd == 1 else pad
+    u = None
+    if _trainable(m, "weight"):
+        u = F.unfold(_as2d(a, nd), _pair(m.kernel_size, nd), dilation=_pair(m.dilation, nd), padding=pad,
+                     stride=_pair(m.stride, nd))  # (N, Cin k^2, L)
+    return _as2d(d, nd).flatten(2), u
+
+
+def _conv_sq(m, args, kwargs, d):
+    dflat, u = _conv_parts(m, args[0], d)
+    out = _zeros(d)
+    if u is not None:
+        out += _outer_sum_sq(dflat, u)
+    if _trainable(m, "bias"):
+        out += _sq(dflat.sum(2))
+    return out
+
+
+def _conv_grads(m, args, kwargs, d):
+    dflat, u = _conv_parts(m, args[0], d)
+    g = {}
+    if u is not None:
+        g["weight"] = torch.bmm(dflat, u.transpose(1, 2)).reshape(d.shape[0], *m.weight.shape)
+    if _trainable(m, "bias"):
+        g["bias"] = dflat.sum(2)
+    return g
+
+
+def _convt_parts(m, a, d):
+    nd = len(m.kernel_size)
+    if m.groups != 1:
+        raise NotImplementedError(f"per-sample gradients of grouped {type(m).__name__} have no handler; "
+                                  "use backend='vmap'")
+    if m.padding_mode != "zeros":
+        raise NotImplementedError(f"{type(m).__name__} padding_mode={m.padding_mode!r} has no handler; "
+                                  "use backend='vmap'")
+    a2, d2 = _as2d(a, nd), _as2d(d, nd)
+    u = None
+    if _trainable(m, "weight"):
+        # dW[ci, co, k] = sum_pos a[ci, pos] d[co, pos*s - p + k*dil]: unfold the output gradient
+        u = F.unfold(d2, _pair(m.kernel_size, nd), dilation=_pair(m.dilation, nd),
+                     padding=(0,) + tuple(m.padding) if nd == 1 else tuple(m.padding),
+                     stride=_pair(m.stride, nd))  # (N, Cout k^2, L)
+        if u.shape[-1] != a2.flatten(2).shape[-1]:
+            raise NotImplementedError(f"{type(m).__name__}: unfolded output gradient has {u.shape[-1]} positions, "
+                                      f"the input {a2.flatten(2).shape[-1]}; use backend='vmap'")
+    return a2.flatten(2), d2.flatten(2), u
+
+
+def _convt_sq(m, args, kwargs, d):
+    af, dflat, u = _convt_parts(m, args[0], d)
+    out = _zeros(d)
+    if u is not None:
+        out += _outer_sum_sq(af, u)
+    if _trainable(m, "bias"):
+        out += _sq(dflat.sum(2))
+    return out
+
+
+def _convt_grads(m, args, kwargs, d):
+    af, dflat, u = _convt_parts(m, args[0], d)
+    g = {}
+    if u is not None:
+        g["weight"] = torch.bmm(af, u.transpose(1, 2)).reshape(d.shape[0], *m.weight.shape)
+    if _trainable(m, "bias"):
+        g["bias"] = dflat.sum(2)
+    return g
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding
+# --------------------------------------------------------------------------------------------
+def _emb_parts(m, a, d):
+    n = a.shape[0]
+    ids = a.reshape(n, -1)
+    dd = d.reshape(n, ids.shape[1], -1)
+    if m.padding_idx is not None:
+        dd = dd * (ids != m.padding_idx).unsqueeze(-1).to(dd.dtype)
+    return ids, dd
+
+
+def _emb_grads(m, args, kwargs, d):
+    if not _trainable(m, "weight"):
+        return {}
+    ids, dd = _emb_parts(m, args[0], d)
+    n, v, dim = ids.shape[0], m.num_embeddings, dd.shape[-1]
+    g = torch.zeros(n * v, dim, dtype=dd.dtype, device=dd.device)
+    flat = (ids + v * torch.arange(n, device=ids.device).unsqueeze(1)).reshape(-1)
+    g.index_add_(0, flat, dd.reshape(-1, dim))
+    return {"weight": g.view(n, v, dim)}
+
+
+def _emb_sq(m, args, kwargs, d):
+    if not _trainable(m, "weight"):
+        return _zeros(d)
+    ids, dd = _emb_parts(m, args[0], d)
+    if ids.shape[0] * m.num_embeddings * dd.shape[-1] <= 50_000_000:
+        return _sq(_emb_grads(m, args, kwargs, d)["weight"])
+    same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(dd.dtype)
+    return (same * torch.bmm(dd, dd.transpose(1, 2))).flatten(1).sum(1)
+
+
+# --------------------------------------------------------------------------------------------
+# normalisation layers: out = weight * xhat + bias
+# --------------------------------------------------------------------------------------------
+def _affine_grads(m, xhat, d, channel_dims):
+    red = tuple(i for i in range(1, d.dim()) if i not in channel_dims)
+    g = {}
+    if _trainable(m, "weight"):
+        g["weight"] = ((d * xhat).sum(red) if red else d * xhat).reshape(d.shape[0], *m.weight.shape)
+    if _trainable(m, "bias"):
+        g["bias"] = (d.sum(red) if red else d).reshape(d.shape[0], *m.bias.shape)
+    return g
+
+
+def _xhat_unit_affine(m, args, kwargs):
+    """The layer's own output with weight 1 and bias 0 (exactly what multiplies the weight)."""
+    from torch.func import functional_call
+
+    unit = {}
+    for k in ("weight", "bias"):
+        p = getattr(m, k, None)
+        if isinstance(p, torch.Tensor):
+            unit[k] = (torch.ones_like if k == "weight" else torch.zeros_like)(p).detach()
+    with torch.no_grad():
+        return functional_call(m, unit, args, kwargs)
+
+
+def _trailing_affine_grads(m, args, kwargs, d):
+    """LayerNorm / RMSNorm: parameters of the shape of the trailing output dims."""
+    w = getattr(m, "weight", None)
+    k = (w if isinstance(w, torch.Tensor) else m.bias).dim()
+    xhat = _xhat_unit_affine(m, args, kwargs)
+    return _affine_grads(m, xhat, d, tuple(range(d.dim() - k, d.dim())))
+
+
+def _group_norm_grads(m, args, kwargs, d):
+    xhat = F.group_norm(args[0], m.num_groups, None, None, m.eps)
+    return _affine_grads(m, xhat, d, (1,))
+
+
+def _batch_norm_grads(m, args, kwargs, d):
+    if m.training or m.running_mean is None:
+        raise RuntimeError(f"{type(m).__name__} must be in frozen-statistics mode during measurement")
+    a = args[0]
+    shape = [1, -1] + [1] * (a.dim() - 2)
+    xhat = (a - m.running_mean.view(shape)) / torch.sqrt(m.running_var.view(shape) + m.eps)
+    return _affine_grads(m, xhat, d, (1,))
+
+
+def _sq_of(grads_fn):
+    def sq(m, args, kwargs, d):
+        out = _zeros(d)
+        for t in grads_fn(m, args, kwargs, d).values():
+            out += _sq(t)
+        return out
+    return sq
+
+
+# --------------------------------------------------------------------------------------------
+# any per-sample layer: torch.func on this layer only
+# --------------------------------------------------------------------------------------------
+def vmap_handler(module: nn.Module, args: tuple, kwargs: dict, grad_output) -> dict:
+    """Per-sample gradients of one layer call with ``torch.func`` (``vjp`` under ``vmap``).
+
+    Exact for any layer whose output for sample n depends only on sample n of its batched
+    inputs (positional tensors whose first dim is the batch size; every other argument is shared).
+    Covers the layer's whole parameter subtree; register it with ``params="all"``.
+    """
+    from torch.func import functional_call, vjp, vmap
+
+    cots = grad_output if isinstance(grad_output, tuple) else (grad_output,)
+    n = next(c.shape[0] for c in cots if c is not None)
+    params = {k: p.detach() for k, p in module.named_parameters() if p.requires_grad}
+    fixed = {k: p.detach() for k, p in module.named_parameters() if not p.requires_grad}
+    fixed.update(dict(module.named_buffers()))
+    batched = [isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == n for a in args]
+    b_args = [a for a, b in zip(args, batched) if b]
+    cot_mask = [c is not None for c in cots]
+    b_cots = [c for c in cots if c is not None]
+
+    def one(*flat):
+        xs, cs = flat[:len(b_args)], flat[len(b_args):]
+        it = iter(xs)
+        call_args = tuple(next(it).unsqueeze(0) if b else a for a, b in zip(args, batched))
+
+        def fwd(p):
+            out = functional_call(module, ({**p, **fixed}), call_args, kwargs)
+            outs = out if isinstance(out, tuple) else (out,)
+            return tuple(o.squeeze(0) for o, keep in zip(outs, cot_mask) if keep)
+
+        _, pull = vjp(fwd, params)
+        (g,) = pull(tuple(cs))
+        return g
+
+    return vmap(one)(*b_args, *b_cots)
+
+
+def _mha_grads(m, args, kwargs, d):
+    if not m.batch_first:
+        raise NotImplementedError("nn.MultiheadAttention with batch_first=False (batch on dim 1) has no "
+                                  "handler; use batch_first=True or backend='vmap'")
+    return vmap_handler(m, args, kwargs, d)
+
+
+# --------------------------------------------------------------------------------------------
+# built-in table
+# --------------------------------------------------------------------------------------------
+def _builtin():
+    for cls in (nn.Linear,):
+        register_lnp_handler(cls, _linear_grads, sq_norms=_linear_sq)
+    for cls in (nn.Conv1d, nn.Conv2d):
+        register_lnp_handler(cls, _conv_grads, sq_norms=_conv_sq)
+    for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d):
+        register_lnp_handler(cls, _convt_grads, sq_norms=_convt_sq)
+    register_lnp_handler(nn.Embedding, _emb_grads, sq_norms=_emb_sq)
+    register_lnp_handler(nn.LayerNorm, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads))
+    if hasattr(nn, "RMSNorm"):
+        register_lnp_handler(nn.RMSNorm, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads))
+    register_lnp_handler(nn.GroupNorm, _group_norm_grads, sq_norms=_sq_of(_group_norm_grads))
+    for cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+        register_lnp_handler(cls, _batch_norm_grads, sq_norms=_sq_of(_batch_norm_grads))
+    register_lnp_handler(nn.MultiheadAttention, _mha_grads, params="all")
+
+
+_builtin()
+_OPTIONAL_DONE: set[str] = set()
+
+
+def _register_optional():
+    """Layer types of optional libraries, registered once the library has been imported by the user."""
+    if "transformers.pytorch_utils" in sys.modules and "conv1d" not in _OPTIONAL_DONE:
+        conv1d = getattr(sys.modules["transformers.pytorch_utils"], "Conv1D", None)
+        if conv1d is not None:
+            register_lnp_handler(conv1d, _conv1d_hf_grads, sq_norms=_linear_sq)
+        _OPTIONAL_DONE.add("conv1d")
+    for mod_name, cls_name in (("transformers.models.llama.modeling_llama", "LlamaRMSNorm"),
+                               ("transformers.models.mistral.modeling_mistral", "MistralRMSNorm"),
+                               ("transformers.models.qwen2.modeling_qwen2", "Qwen2RMSNorm")):
+        if mod_name in sys.modules and cls_name not in _OPTIONAL_DONE:
+            cls = getattr(sys.modules[mod_name], cls_name, None)
+            if cls is not None:
+                register_lnp_handler(cls, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads))
+            _OPTIONAL_DONE.add(cls_name)

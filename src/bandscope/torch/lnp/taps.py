@@ -1,0 +1,399 @@
+"""Forward taps for per-sample gradient norms: layer calls, free parameters, shared weights.
+
+:class:`LayerTaps` records every call of a layer with a handler (:mod:`.handlers`): its inputs
+and a private copy of its output, so ``autograd.grad(out, taps, v)`` returns every layer's output
+gradient δ in one backward pass without computing weight gradients. Three cases need more than
+one layer at a time, and are handled exactly:
+
+* **shared parameters** (tied embedding/head, a layer called twice): the per-sample gradients of
+  every use are materialised and summed before the squared norm (the norm of the summed
+  gradient, not the sum of norms);
+* **free parameters** (used directly in a ``forward``, e.g. ``x + self.pos_embed``) with a leading
+  dimension of size 1 broadcast over the batch: during the measurement the parameter is replaced
+  by its per-sample copy ``p.expand(N, ...)`` whose gradient rows are the per-sample gradients;
+* **unbatched layer calls** (a positional ``nn.Embedding`` on ``arange(T)``, broadcast over the
+  batch): the call's output is expanded to ``(N, ...)`` the same way.
+
+Which calls are batched is read from a dry run at a second batch size (a call is batched when its
+output's first dim is the batch size in both runs). :meth:`LayerTaps.verify` then compares, on
+two or three samples, the per-sample gradients of every parameter with autograd's gradients of
+single samples; a mismatch (a parameter used outside the layer that owns it, a layer mixing
+samples, a seq-first layout) is an error naming the parameters and ``backend="vmap"``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import weakref
+
+import torch
+from torch import nn
+
+from .handlers import lookup_handler
+
+__all__ = ["LayerTaps", "model_output", "checked", "record_checked"]
+
+#: model -> {signature: calls to expand} for models whose hooks path was verified (weak keys: a cache
+#: that dies with the model, never a result)
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _signature(model: nn.Module, x) -> tuple:
+    return (tuple((id(p), tuple(p.shape), p.dtype, p.requires_grad) for p in model.parameters()),
+            tuple(getattr(x, "shape", ())), getattr(x, "dtype", None),
+            tuple(m.training for m in model.modules()))
+
+
+def checked(model: nn.Module, x) -> tuple:
+    """(signature of ``model`` on inputs like ``x``, its verified calls to expand or None)."""
+    sig = _signature(model, x)
+    return sig, _CHECKED.get(model, {}).get(sig)
+
+
+def record_checked(model: nn.Module, sig: tuple, expand) -> None:
+    """Remember that the hooks path of ``model`` was verified for this signature."""
+    _CHECKED.setdefault(model, {})[sig] = frozenset(expand)
+
+
+def model_output(out):
+    """The output tensor of a model call (``.logits`` of a transformers ``ModelOutput``)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise TypeError(f"the model must return a tensor (or an object with a .logits tensor), got {type(out).__name__}")
+
+
+def _expand(t, n: int):
+    if not isinstance(t, torch.Tensor):
+        return t
+    if t.dim() >= 1 and t.shape[0] == 1:
+        return t.expand(n, *t.shape[1:])
+    return t.unsqueeze(0).expand(n, *t.shape)
+
+
+def _detach(t):
+    return t.detach() if isinstance(t, torch.Tensor) else t
+
+
+class _Call:
+    __slots__ = ("key", "unit", "args", "kwargs", "versions", "taps", "tuple_out", "expanded", "order")
+
+
+class LayerTaps:
+    """Record layer calls and free-parameter uses of ``model`` for per-sample gradient norms."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.units: list[tuple[str, nn.Module, object, dict]] = []
+        covered: set[int] = set()
+        inside: list[str] = []
+        for name, mod in model.named_modules():
+            if any(name.startswith(p + ".") for p in inside):
+                continue
+            h = lookup_handler(mod)
+            if h is None:
+                continue
+            if h.params == "all":
+                ps = {k: p for k, p in mod.named_parameters() if p.requires_grad}
+                inside.append(name)
+            else:
+                ps = {k: p for k, p in mod.named_parameters(recurse=False) if p.requires_grad}
+            if ps:
+                self.units.append((name, mod, h, ps))
+                covered.update(id(p) for p in ps.values())
+        self.free: list[tuple[nn.Module, str, str, torch.Tensor]] = []
+        for mname, mod in model.named_modules(remove_duplicate=False):
+            for k, p in mod._parameters.items():
+                if p is None or not p.requires_grad or id(p) in covered:
+                    continue
+                full = f"{mname}.{k}" if mname else k
+                if any(m is mod and kk == k for m, kk, _, _ in self.free):
+                    continue
+                if p.dim() == 0 or p.shape[0] != 1:
+                    raise NotImplementedError(
+                        f"parameter {full!r} (shape {tuple(p.shape)}, in {type(mod).__name__}) is used outside "
+                        "any layer with a per-sample handler; the hooks backend takes such a free parameter "
+                        "exactly when its leading dimension has size 1 and is broadcast over the batch "
+                        "(e.g. a positional embedding of shape (1, T, D)); otherwise register a handler for "
+                        f"{type(mod).__name__} (bandscope.torch.register_lnp_handler, e.g. with "
+                        "bandscope.torch.lnp.vmap_handler) or use backend='vmap'")
+                self.free.append((mod, k, full, p))
+        self.calls: list[_Call] = []
+        self.subs: list[torch.Tensor | None] = []
+        self.shape0: dict[tuple[str, int], int] = {}
+        self.shared: set[int] = set()
+        self.n = 0
+        self.signature, self.verified = None, False
+
+    # ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def capture(self, n: int, expand: set | None = None):
+        """Hook every handled layer and substitute free parameters for a forward pass at batch ``n``.
+
+        ``expand=None`` (dry run): a call is unbatched when its output's first dim is not ``n``.
+        Otherwise the calls in ``expand`` (and any whose first dim is not ``n``) are expanded.
+        """
+        self.calls, self.shape0, self.n = [], {}, n
+        counts: dict[str, int] = {}
+
+        def make(uidx, name):
+            def hook(mod, args, kwargs, out):
+                k = counts.get(name, 0)
+                counts[name] = k + 1
+                key = (name, k)
+                outs = out if isinstance(out, tuple) else (out,)
+                o0 = next((o for o in outs if isinstance(o, torch.Tensor)), None)
+                if o0 is None:
+                    raise NotImplementedError(f"layer {name!r} ({type(mod).__name__}) returns no tensor; "
+                                              "use backend='vmap'")
+                self.shape0[key] = o0.shape[0] if o0.dim() else -1
+                exp = o0.dim() == 0 or o0.shape[0] != n or (expand is not None and key in expand)
+                call = _Call()
+                call.key, call.unit, call.order, call.expanded = key, uidx, len(self.calls), exp
+                call.tuple_out = isinstance(out, tuple)
+                targs = tuple(_detach(a) for a in args)
+                call.versions = [a._version if isinstance(a, torch.Tensor) else None for a in targs]
+                call.args = tuple(_expand(a, n) for a in targs) if exp else targs
+                call.kwargs = {kk: _detach(v) for kk, v in kwargs.items()}
+                taps, ret = [], []
+                for o in outs:
+                    if not isinstance(o, torch.Tensor):
+                        taps.append(None)
+                        ret.append(o)
+                        continue
+                    t = _expand(o, n) if exp else o
+                    taps.append(t if t.requires_grad else None)
+                    ret.append(t.clone())
+                call.taps = tuple(taps)
+                self.calls.append(call)
+                return tuple(ret) if isinstance(out, tuple) else ret[0]
+            return hook
+
+        handles = [mod.register_forward_hook(make(i, name), with_kwargs=True)
+                   for i, (name, mod, _, _) in enumerate(self.units)]
+        saved = []
+        self.subs = []
+        try:
+            for mod, k, _, p in self.free:
+                saved.append((mod, k, mod._parameters[k]))
+                sub = p.expand(n, *p.shape[1:]).clone()
+                mod._parameters[k] = sub
+                self.subs.append(sub if sub.requires_grad else None)
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            for mod, k, p in saved:
+                mod._parameters[k] = p
+        called = {c.unit for c in self.calls}
+        missing = [self.units[i][0] for i in range(len(self.units)) if i not in called]
+        if missing:
+            raise NotImplementedError(
+                f"layers {missing} hold trainable parameters but their forward was never called "
+                "(parameters used functionally); register a handler for the module that uses them "
+                "(bandscope.torch.register_lnp_handler) or use backend='vmap'")
+        count: dict[int, int] = {}
+        for c in self.calls:
+            for p in self.units[c.unit][3].values():
+                count[id(p)] = count.get(id(p), 0) + 1
+        for _, _, _, p in self.free:
+            count[id(p)] = count.get(id(p), 0) + 1
+        self.shared = {i for i, c in count.items() if c > 1}
+
+    def plan(self, model: nn.Module, x: torch.Tensor, n: int) -> set:
+        """Dry run at a second batch size: the calls to expand in the measurement at batch ``n``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"backend='hooks' needs a tensor of inputs with the batch on dim 0, got "
+                            f"{type(x).__name__}; use backend='vmap'")
+        m = 2 if n != 2 else 3
+        xs = x[torch.arange(m) % n]
+        modes = {mod: mod.training for mod in model.modules()}
+        try:
+            model.eval()
+            with torch.no_grad(), self.capture(m):
+                model_output(model(xs))
+        finally:
+            for mod, t in modes.items():
+                mod.training = t
+        return {key for key, s in self.shape0.items() if s != m}
+
+    # ---------------------------------------------------------------------------------------
+    def _targets(self, skip=()):
+        calls = [c for c in self.calls if c.key not in skip]
+        targets, where = [], []
+        for c in calls:
+            for j, t in enumerate(c.taps):
+                if t is not None:
+                    targets.append(t)
+                    where.append(("call", c, j))
+        for i, s in enumerate(self.subs):
+            if s is not None:
+                targets.append(s)
+                where.append(("free", i, 0))
+        return calls, targets, where
+
+    def _deltas(self, out, cot, skip=()):
+        calls, targets, where = self._targets(skip)
+        if not targets:
+            return calls, {}, {}
+        ds = torch.autograd.grad(out, targets, cot, retain_graph=True, allow_unused=True)
+        per_call: dict[int, list] = {}
+        per_free: dict[int, torch.Tensor] = {}
+        for (kind, obj, j), d in zip(where, ds):
+            if kind == "call":
+                per_call.setdefault(id(obj), [None] * len(obj.taps))[j] = d
+            elif d is not None:
+                per_free[obj] = d
+        return calls, per_call, per_free
+
+    def _call_args(self, c):
+        name = self.units[c.unit][0]
+        for a, v in zip(c.args, c.versions):
+            if isinstance(a, torch.Tensor) and v is not None and a._version != v:
+                raise RuntimeError(f"the input of layer {name!r} was modified in place after the layer ran; "
+                                   "per-sample norms need backend='vmap'")
+        return c.args, c.kwargs
+
+    def _accumulate(self, out, cot, skip=(), force_grads=False):
+        """(per-sample Σ of squared norms of unshared calls, {param id: per-sample grads})."""
+        calls, per_call, per_free = self._deltas(out, cot, skip)
+        total = torch.zeros(out.shape[0], dtype=torch.float64, device=out.device)
+        acc: dict[int, torch.Tensor] = {}
+        for c in calls:
+            ds = per_call.get(id(c))
+            if ds is None or all(d is None for d in ds):
+                continue
+            name, mod, h, ps = self.units[c.unit]
+            d = tuple(ds) if c.tuple_out else ds[0]
+            args, kwargs = self._call_args(c)
+            if not force_grads and h.sq_norms is not None and not any(id(p) in self.shared for p in ps.values()):
+                total += h.sq_norms(mod, args, kwargs, d).to(torch.float64)
+                continue
+            g = h.grads(mod, args, kwargs, d)
+            for k, p in ps.items():
+                if k not in g:
+                    raise NotImplementedError(f"the handler of layer {name!r} ({type(mod).__name__}) gave no "
+                                              f"per-sample gradient for its parameter {k!r}; use backend='vmap'")
+                acc[id(p)] = g[k] if id(p) not in acc else acc[id(p)] + g[k]
+        for i, d in per_free.items():
+            p = self.free[i][3]
+            acc[id(p)] = d if id(p) not in acc else acc[id(p)] + d
+        return total, acc
+
+    def per_sample_sq_norms(self, out: torch.Tensor, cotangent: torch.Tensor, skip=()) -> torch.Tensor:
+        """Σ over parameters of ||∂(cotangent·f_n)/∂θ||² per sample n (one backward, no weight grads)."""
+        total, acc = self._accumulate(out, cotangent, skip)
+        for g in acc.values():
+            total += g.to(torch.float64).pow(2).flatten(1).sum(1)
+        return total
+
+    # ---------------------------------------------------------------------------------------
+    def verify(self, model: nn.Module, x: torch.Tensor, n: int, expand: set, gen: torch.Generator) -> None:
+        """Per-sample gradients of every parameter on 2–3 samples against autograd on single samples.
+
+        Run after the measured forward (a training-mode BatchNorm is then frozen with the measured
+        batch's statistics) in eval mode (no dropout). Raises ``NotImplementedError`` naming the
+        parameters whose per-sample gradients the hooks path would get wrong.
+        """
+        m = 2 if n != 2 else 3
+        xs = x[torch.arange(m) % n]
+        names = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            if p.requires_grad:
+                names.setdefault(id(p), name)
+        params = {i: p for i, p in ((id(p), p) for p in model.parameters()) if p.requires_grad}
+        modes = {mod: mod.training for mod in model.modules()}
+        kept = (self.calls, self.subs, self.shape0, self.shared, self.n)
+        try:
+            model.eval()
+            with torch.enable_grad():
+                with self.capture(m, expand):
+                    out = model_output(model(xs))
+                cot = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
+                _, acc = self._accumulate(out, cot, force_grads=True)
+                single = []
+                for i in range(m):
+                    oi = model_output(model(xs[i:i + 1]))
+                    gi = torch.autograd.grad(oi, list(params.values()), cot[i:i + 1], allow_unused=True)
+                    single.append(gi)
+        finally:
+            for mod, t in modes.items():
+                mod.training = t
+            self.calls, self.subs, self.shape0, self.shared, self.n = kept
+        tol = {torch.float64: 1e-7, torch.float32: 2e-3}.get(out.dtype, 5e-2)
+        bad = []
+        for j, (pid, p) in enumerate(params.items()):
+            ref = torch.stack([torch.zeros_like(p) if s[j] is None else s[j] for s in single])
+            got = acc.get(pid)
+            got = torch.zeros_like(ref) if got is None else got.reshape(ref.shape)
+            if not (torch.isfinite(ref).all() and torch.isfinite(got).all()):
+                return  # non-finite model or inputs: the measurement reports NaN with the reason
+            err = float((got - ref).double().norm())
+            scale = float(ref.double().norm())
+            if err > tol * scale + 1e-12 * (1 + scale) and not math.isclose(err, 0.0):
+                bad.append(names.get(pid, "?"))
+        if bad:
+            raise NotImplementedError(
+                f"per-sample gradients of parameters {bad} cannot be had from the layer hooks (a parameter "
+                "used outside the layer that owns it, e.g. a tied weight used as a plain tensor, a layer "
+                "that mixes samples, or the batch not on dim 0): they would give a wrong network scale; "
+                "register a handler for the module that uses them (bandscope.torch.register_lnp_handler) "
+                "or use backend='vmap'")
+
+    # ---------------------------------------------------------------------------------------
+    def output_layer_exact(self, out: torch.Tensor, gen: torch.Generator):
+        """Exact per-sample ||J_n||_F² of the output layer's parameters, when it can be had cheaply.
+
+        Applies when the last Linear / Conv / ConvTranspose call produces a tensor z of the
+        output's shape, its parameters are used nowhere else, and the output is an elementwise
+        function of it, f = φ(z) (checked with a Gaussian probe: the vjp of w must equal
+        w ⊙ φ'(z)). Then, per sample, ||∂f/∂b||² = Σ_o φ'(z_o)² and ||∂f/∂W||² = Σ_o φ'(z_o)² S_o
+        with S_o the squared norm of the input patch feeding o (the layer's own op applied to a²
+        with unit weights). Returns ``(call key, per-sample norms)`` or ``None``.
+        """
+        import torch.nn.functional as F
+
+        cands = [c for c in self.calls if not c.tuple_out and not c.expanded and c.taps[0] is not None
+                 and c.taps[0].shape == out.shape]
+        if not cands:
+            return None
+        c = max(cands, key=lambda c: c.order)
+        name, mod, _, ps = self.units[c.unit]
+        lin = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+        if type(mod) not in lin or any(id(p) in self.shared for p in ps.values()):
+            return None
+        if not isinstance(mod, nn.Linear) and (mod.groups != 1 or mod.padding_mode != "zeros"
+                                               or isinstance(mod.padding, str)):
+            return None
+        z = c.taps[0]
+        w = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
+        d1, dw = (torch.autograd.grad(out, z, v, retain_graph=True)[0] for v in (torch.ones_like(out), w))
+        scale = float(d1.abs().max())
+        if not math.isfinite(scale):  # NaN/inf outputs (NaN inputs, a diverged model): probe instead,
+            return None  # which gives P = NaN with the reason, as the exact route does
+        if not torch.allclose(dw, w * d1, rtol=1e-4, atol=1e-6 * scale + 1e-30):
+            return None  # not elementwise (softmax, mixing, reshapes that permute...)
+        a = c.args[0]
+        phi2 = d1.pow(2)
+        total = torch.zeros(out.shape[0], dtype=torch.float64, device=out.device)
+        if "bias" in ps:
+            total += phi2.flatten(1).sum(1, dtype=torch.float64)
+        if "weight" in ps:
+            a2 = a.pow(2)
+            if isinstance(mod, nn.Linear):
+                s = a2.sum(-1, keepdim=True)  # (N, ..., 1)
+            else:
+                k = mod.kernel_size
+                cin = a.shape[1]
+                kw = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+                if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+                    conv = F.conv1d if len(k) == 1 else F.conv2d
+                    s = conv(a2, torch.ones(1, cin, *k, dtype=a2.dtype, device=a2.device), **kw)
+                else:
+                    conv = F.conv_transpose1d if len(k) == 1 else F.conv_transpose2d
+                    s = conv(a2, torch.ones(cin, 1, *k, dtype=a2.dtype, device=a2.device),
+                             output_padding=mod.output_padding, **kw)
+            total += (phi2 * s).flatten(1).sum(1, dtype=torch.float64)
+        return c.key, total
