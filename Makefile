@@ -1,10 +1,16 @@
-# bandscope developer entry points. Everything installs into .venv with the pinned constraints.
+# bandscope developer entry points. Every install goes into a venv with pinned constraints:
+# .venv (every extra, constraints.txt), .venv-core (core + test only: no torch, no dask) and
+# .venv-min (the lowest Python and the declared floors, constraints-min.txt).
 PY ?= python3
+# The lowest supported Python, for the minimum-versions lane (pyenv's 3.10 when there is one).
+PY_MIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python) $(shell command -v python3.10))
 VENV ?= .venv
 PIP = $(VENV)/bin/pip
 BIN = $(VENV)/bin
+# Extras of the full development install (what `make test` and the CI lanes use).
+DEV_EXTRAS = torch,plot,dask,test,lint,lightning,hf,tensorboard,docs
 
-.PHONY: reproduce test bench venv clean
+.PHONY: reproduce test test-fast test-core test-min lint doctest ci dev bench venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,17 +23,58 @@ reproduce: venv
 	$(PIP) install -q -c constraints.txt -e ".[torch,plot]"
 	$(BIN)/bandscope reproduce
 
-# One command: install bandscope with every extra the tests use and run the test suite.
-test: venv
-	$(PIP) install -q -c constraints.txt -e ".[torch,plot,dask,test,lightning,hf,tensorboard]"
+# The development install, redone only when pyproject.toml or constraints.txt change.
+DEV_STAMP = $(VENV)/.bandscope-dev
+$(DEV_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q -c constraints.txt -e ".[$(DEV_EXTRAS)]"
+	touch $@
+
+dev: $(DEV_STAMP)
+
+# One command: install bandscope with every extra the tests use and run the full test suite.
+test: dev
 	$(BIN)/python -m pytest -q
+
+# The fast lane: everything but the tests marked slow (end-to-end training, wheel install).
+test-fast: dev
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: dev
+	$(BIN)/ruff check
+
+# The docstring examples of the package (torch's are left out where torch is missing: conftest.py).
+doctest: dev
+	$(BIN)/python -m pytest -q --doctest-modules src/bandscope
+
+# Core only: a venv with neither torch nor dask (nor matplotlib); their tests are not collected
+# or skip (tests/conftest.py), and everything else must pass.
+test-core:
+	$(PY) -m venv .venv-core
+	.venv-core/bin/pip install -q --upgrade pip
+	.venv-core/bin/pip install -q -c constraints.txt -e ".[test]"
+	.venv-core/bin/python -c "import importlib.util as u; assert not any(u.find_spec(m) for m in ('torch', 'dask')), 'not a core-only venv'"
+	.venv-core/bin/python -m pytest -q --doctest-modules src/bandscope
+	.venv-core/bin/python -m pytest -q
+
+# Minimum versions: the lowest Python and every floor pyproject.toml declares for the core, test,
+# plot and dask dependencies (constraints-min.txt). torch is not in this lane (see README).
+test-min:
+	@test -n "$(PY_MIN)" || { echo "no Python 3.10 found for the minimum-versions lane: set PY_MIN=/path/to/python3.10" >&2; exit 2; }
+	$(PY_MIN) -m venv .venv-min
+	.venv-min/bin/pip install -q --upgrade pip
+	.venv-min/bin/pip install -q --only-binary :all: -c constraints-min.txt -e ".[test,plot,dask]"
+	.venv-min/bin/python -c "import sys; assert sys.version_info[:2] == (3, 10), sys.version"
+	.venv-min/bin/python -m pytest -q
+
+# Every CI lane, in order (.ci/run also times each one and adds the docs lanes).
+ci: lint doctest test-fast test test-core test-min
 
 bench: venv
 	$(PIP) install -q -c constraints.txt -e ".[torch,plot,opacus,test]"
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-core .venv-min build dist src/*.egg-info .pytest_cache .hypothesis
 
 # Documentation site (mkdocs.yml). `docs`: install the docs extra and build build/site with every
 # warning an error; the tutorials' code runs during the build, so a failing tutorial fails it.

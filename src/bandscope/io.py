@@ -222,9 +222,14 @@ def _check_readable(path: Path, kind: str) -> None:
                                   f"{'Parquet' if kind == 'parquet' else 'netCDF'} data", path=path)
 
 
+# pandas < 3 parses floats to within an ulp by default; "round_trip" reads back exactly what was
+# written (pandas 3 does by default and deprecates the argument).
+_CSV_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, **_CSV_FLOATS)
     except pd.errors.EmptyDataError:
         raise BandscopeInputError(f"{path}: no header and no rows (empty CSV)", path=path) from None
     except pd.errors.ParserError as exc:  # e.g. "Expected 3 fields in line 4, saw 4"
@@ -674,7 +679,7 @@ def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
         v.attrs = {k: _nc_attr(a) for k, a in v.attrs.items()}
         if v.dtype == bool:
             v.attrs["dtype_note"] = "stored as int8 0/1"
-    ds = ds.map(lambda a: a.astype(np.int8) if a.dtype == bool else a)
+    ds = ds.map(lambda a: a.astype(np.int8) if a.dtype == bool else a, keep_attrs=True)
     return _write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine=_NETCDF_ENGINE), size_hint=int(ds.nbytes))
 
 

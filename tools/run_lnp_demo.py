@@ -1,4 +1,4 @@
-"""LNP demonstration on real data (issue 4): spectral position over training, and per Haar band.
+"""LNP demonstration on real data: spectral position over training, and per Haar band.
 
 1. The key-search CNN autoencoder (A.2) at 32x32 on the embedded scikit-image patches
    (``bandscope.torch.embedded_dataset``), plain Adam lr 3e-4, batch 32, pixel MSE; LNPHook with
@@ -6,8 +6,9 @@
 2. A small CNN classifier on scikit-image's LFW subset (100 faces vs 100 non-faces, 25x25 grey,
    160 train / 40 test), Adam lr 1e-3, batch 32, cross-entropy, exact network scale (O = 2).
 
-Writes ``cnn_ae_lnp.nc``, ``lfw_classifier_lnp.nc`` and ``summary.json`` next to this file.
-Run: ``.venv/bin/python reference_runs/lnp/run_lnp_demo.py [--steps N]`` (CPU, a few minutes).
+Writes ``cnn_ae_lnp.nc``, ``lfw_classifier_lnp.nc`` and ``summary.json`` into ``reference_runs/lnp/``
+(the shipped LNP demonstration data; see its README).
+Run: ``.venv/bin/python tools/run_lnp_demo.py [--steps N]`` (CPU, a few minutes).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from bandscope.lnp import window_mean
 from bandscope.torch import LNPHook, build_model, embedded_dataset
 from bandscope.torch.data import to_float
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "reference_runs" / "lnp"
 
 
 def autoencoder(steps: int, seed: int = 45) -> dict:

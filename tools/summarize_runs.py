@@ -1,6 +1,6 @@
 """Summarise a directory of recorded runs: progress, parameter time vs arc length, saturation.
 
-Usage: ``python reference_runs/summarize.py [DIR]`` (DIR defaults to
+Usage: ``python tools/summarize_runs.py [DIR]`` (DIR defaults to
 ``reference_runs/recorded``). Reads every ``DIR/*/run.nc`` (finished or still running) and
 prints one line per run and the per-band floor-window drift from ``bandscope.analyze`` (paper
 A.9 floor window: the last 5 checkpoints; a band counts as saturated when it moved < 2 % of its
@@ -24,7 +24,7 @@ from pathlib import Path
 from bandscope.analysis import analyze
 from bandscope.io import read_run
 
-DEFAULT = Path(__file__).resolve().parent / "recorded"
+DEFAULT = Path(__file__).resolve().parents[1] / "reference_runs" / "recorded"
 
 
 def main(root=DEFAULT) -> dict:

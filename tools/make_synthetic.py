@@ -5,7 +5,7 @@ and log-normal noise (bandscope.synthetic.make_run_synthetic), on the paper's 53
 schedule, 7 bands (64x64), 12 runs labelled synthetic-cnn / synthetic-vit with seeds 45-50.
 The true parameters are in the JSON file beside each CSV.
 
-    python reference_runs/synthetic/make_synthetic.py
+    python tools/make_synthetic.py      # writes reference_runs/synthetic/
 """
 import json
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 from bandscope.io import write_run
 from bandscope.synthetic import make_runs_synthetic
 
-here = Path(__file__).resolve().parent
+here = Path(__file__).resolve().parents[1] / "reference_runs" / "synthetic"
 for run in make_runs_synthetic(12):
     name = run.attrs["name"]
     write_run(run, here / f"{name}.csv")
