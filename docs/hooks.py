@@ -40,9 +40,14 @@ PACKAGES = {"bandscope": "Core (no torch)", "bandscope.torch": "Torch adapter (b
 
 
 def _modules(package: str) -> list[str]:
-    """Public modules of ``package`` (not sub-packages), in file-name order."""
+    """Public modules of ``package`` in name order: its ``.py`` files and its sub-packages
+    (folders with an ``__init__.py``), except sub-packages that have a section of their own in
+    ``PACKAGES``."""
     folder = SRC.joinpath(*package.split("."))
-    return [f"{package}.{p.stem}" for p in sorted(folder.glob("*.py")) if not p.stem.startswith("_")]
+    names = [p.stem for p in folder.glob("*.py")]
+    names += [p.name for p in folder.iterdir() if (p / "__init__.py").exists()
+              and f"{package}.{p.name}" not in PACKAGES]
+    return [f"{package}.{n}" for n in sorted(names) if not n.startswith("_")]
 
 
 def _docstring(path: Path) -> str:
