@@ -298,3 +298,10 @@ def test_mixed_numpy_and_dataarray():
         band_losses(data[:2], xa)
     with pytest.raises(ValueError, match="same shape"):
         band_losses(xa, rec[:2])
+
+
+def test_empty_panel_is_a_clear_error():
+    """No images: a message that says so, not numpy's "cannot reshape array of size 0"."""
+    x = np.zeros((0, 3, 8, 8))
+    with pytest.raises(ValueError, match="no images"):
+        band_losses(x, x)

@@ -439,6 +439,8 @@ def band_losses(
     (('image', 'band'), [0.25, 0.25])
     """
     xd, rd, image_dims, lead_dims = _as_dataarray(x, recon, image_dims)
+    if xd.size == 0:
+        raise ValueError(f"x holds no images (shape {dict(xd.sizes)}): an empty panel has no band losses")
     if dtype is None:
         low = all(a.dtype in (np.dtype(np.float16), np.dtype(np.float32)) for a in (xd, rd))
         lazy = xd.chunks is not None or rd.chunks is not None
