@@ -61,3 +61,8 @@ def test_select_panel_without_replacement_seed_plus_3():
         assert np.array_equal(np.sort(select_panel(10, 1, 11)), np.arange(10))
     with pytest.raises(ValueError):
         select_panel(10, 1, 0)
+
+
+def test_empty_panel_is_a_clear_error():
+    with pytest.raises(ValueError, match="no images"):
+        BandProbe(np.zeros((0, 3, 8, 8), dtype=np.float32))

@@ -72,6 +72,9 @@ def as_panel(panel) -> torch.Tensor:
     if panel.dim() != 4:
         raise ValueError(f"panel must be (P, C, S, S) images, got shape {tuple(panel.shape)}; "
                          "add a channel axis for grey images (panel[:, None])")
+    if panel.shape[0] == 0:
+        raise ValueError(f"the panel holds no images (shape {tuple(panel.shape)}); "
+                         "pass at least one image (select_panel picks them from a test set)")
     return panel
 
 
