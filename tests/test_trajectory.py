@@ -164,7 +164,7 @@ def test_late_noise_known_answers():
 def test_late_noise_invariant_to_affine_loss_and_scaled_time(L, c, shift, ts):
     """A % of range does not change when L -> c L + shift (c > 0) or s -> ts s. Only for bands
     whose range float64 can still see after the shift (L ~ 1e-101 plus 1 rounds to a constant)."""
-    assume(np.ptp(L) > 1e-6 * (abs(shift) + np.abs(L).max()))
+    assume(c * np.ptp(L) > 1e-6 * (abs(shift) + c * np.abs(L).max()))  # the shifted curve's own range
     s = np.cumsum(np.r_[0.0, np.linspace(1.0, 3.0, 14)])
     base = tr._late_noise(L, s, k=5)[()]
     np.testing.assert_allclose(tr._late_noise(c * L + shift, s, k=5)[()], base, rtol=1e-6, atol=1e-6)
