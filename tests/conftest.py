@@ -89,3 +89,15 @@ def pytest_runtest_makereport(item, call):
             rep.outcome = "failed"
             rep.longrepr = f"{env}=1, but this {marker} test was skipped: {reason}"
             return
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny torch models: one intra-op thread (no OpenMP contention on a busy machine), restored
+    after. Imports torch only when a test asks for it, so the core-only lane never needs it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

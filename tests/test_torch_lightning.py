@@ -13,16 +13,8 @@ from bandscope.cli import main  # noqa: E402
 from bandscope.io import read_run  # noqa: E402
 from bandscope.torch.lightning import BandscopeCallback  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread (no OpenMP contention on a busy machine), restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class LitAE(pl.LightningModule):

@@ -12,16 +12,8 @@ import xarray as xr
 from bandscope.torch import BandProbe, Monitor, ParamTimeTracker, RunRecorder, select_panel
 from bandscope.torch.monitor import forecast_metrics, open_geometric_schedule, progress_postfix
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread (no OpenMP contention on a busy machine), restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class TinyAE(torch.nn.Module):
