@@ -1,43 +1,199 @@
-"""Benchmark: cost and noise of one LNP measurement on the paper's CNN autoencoder (32x32).
+"""Benchmark: cost and noise of one LNP measurement, each case timed in a fresh process.
 
-Run: ``.venv/bin/python benchmarks/bench_lnp.py [--quick]``. Prints, per batch size and
-estimator, the time of one ``measure_lnp`` call (self LNP on one batch: loss scale, gradient
-norm and network scale) as a multiple of one plain Adam training step measured in the same run,
-the relative standard deviation of the network scale over repeated probe draws, and the
-variance x time product relative to the perspic-style Opacus baseline (per-sample gradient
-norms by Opacus, one Rademacher vector shared by all samples of the batch, one forward and
-backward per probe; only the network-scale part is timed for the baseline, which favours it).
-Timings are minima over repetitions on one torch thread of a shared CPU and are noisy.
+Run: ``python benchmarks/bench_lnp.py [--quick] [--cases cnn32 cnn128 gpt vit] [--estimators]``.
+
+Default run (``main``): for each case below, one fresh Python process per backend (what a user's
+first session sees: the allocator has not been warmed by other measurements). In it, on one
+torch thread:
+
+1. one Adam training step (forward, backward, ``opt.step()``) as warm-up, then the first
+   ``measure_lnp`` call, reported on its own (it also pays the once-per-model layout dry run and
+   per-sample verification of the hooks path);
+2. ``draws`` rounds of [one Adam step, timed; parameters restored] then [one ``measure_lnp`` call
+   with probe seed s, timed]: the step and the measurement alternate, so both see the same
+   machine state. Reported: median and min of the measurement time over rounds, as a multiple of
+   the median Adam step of the same process (and the same ratio in CPU time, less sensitive to
+   other jobs on a shared machine);
+3. the relative standard deviation of 𝒩 over the ``draws + 1`` probe draws (same model, same
+   batch, probe seed varied).
+
+Cases: the paper's CNN autoencoder (``build_model("cnn", 32)``, batch 32 and 128, MSE), a tiny
+GPT-style LM (``bandscope.torch.lm.TinyGPT``: 4 layers, width 128, 4 heads, MLP 512, vocabulary
+256, 128 tokens, batch 32, ``F.cross_entropy`` over tokens) and bandscope's ViT autoencoder
+(``build_model("vit", 32)``, batch 32, ``F.mse_loss``), all at initialisation on random inputs.
+Rows: the default estimator (per-sample Hutchinson, 2 probes, hooks backend, exact output layer)
+and the ``backend="vmap"`` baseline (torch.func; same estimator otherwise).
+
+Targets (the default row): median ≤ 3 training steps per measurement and ≤ 5 % relative std of
+𝒩; each row says PASS or FAIL. The ``uptime`` load average at the start and end of every process is
+printed beside its figures: 2 cores shared with other jobs make wall times noisy, the CPU-time
+ratio much less so.
+
+``--estimators`` adds the older in-process comparison of every estimator on the CNN against the
+perspic-style Opacus baseline (minimum of repeated timings in one process, after the others).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 import torch
 from torch import nn
 
+#: targets of the default estimator (per row): training steps per measurement, relative std of 𝒩
+TARGET_STEPS = 3.0
+TARGET_REL_STD = 0.05
 
-def _model(size=32, seed=0):
-    try:
-        from bandscope.torch.models import build_model
-
-        return build_model("cnn", size, seed=seed)
-    except ImportError:  # local copy of key search A.2 CNN
-        torch.manual_seed(seed)
-        ch = (3, 32, 64, 128, 256)
-        side = size // 16
-        enc = []
-        for a, b in zip(ch[:-1], ch[1:]):
-            enc += [nn.Conv2d(a, b, 3, 2, 1), nn.ReLU()]
-        dec = []
-        for i, (a, b) in enumerate(zip(ch[::-1][:-1], ch[::-1][1:])):
-            dec += [nn.ConvTranspose2d(a, b, 3, 2, 1, 1), nn.Sigmoid() if i == 3 else nn.ReLU()]
-        return nn.Sequential(*enc, nn.Flatten(), nn.Linear(256 * side * side, 128),
-                             nn.Linear(128, 256 * side * side), nn.Unflatten(1, (256, side, side)), *dec)
+CASES = {
+    "cnn32": "CNN autoencoder 32x32, batch 32",
+    "cnn128": "CNN autoencoder 32x32, batch 128",
+    "gpt": "TinyGPT 4x128, T=128, batch 32",
+    "vit": "ViT autoencoder 32x32, batch 32",
+}
 
 
+def _case(name: str):
+    """(model, loss_fn, inputs, targets) of one benchmark case, deterministic."""
+    import torch.nn.functional as F
+
+    from bandscope.torch.models import build_model
+
+    g = torch.Generator().manual_seed(0)
+    if name in ("cnn32", "cnn128"):
+        b = 32 if name == "cnn32" else 128
+        x = torch.rand(b, 3, 32, 32, generator=torch.Generator().manual_seed(b))
+        return build_model("cnn", 32, seed=0), nn.MSELoss(), x, x
+    if name == "gpt":
+        from bandscope.torch.lm import LMConfig, TinyGPT
+
+        cfg = LMConfig(vocab_size=256, context=128, d_model=128, n_layers=4, n_heads=4, d_ff=512)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = TinyGPT(cfg)
+
+        def lm_loss(out, y):
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+        return (model, lm_loss, torch.randint(0, 256, (32, 128), generator=g),
+                torch.randint(0, 256, (32, 128), generator=g))
+    if name == "vit":
+        x = torch.rand(32, 3, 32, 32, generator=g)
+        return build_model("vit", 32, seed=0), F.mse_loss, x, x
+    raise ValueError(f"unknown case {name!r}; choose from {sorted(CASES)}")
+
+
+def worker(case: str, backend: str, draws: int) -> dict:
+    """Run in a fresh process: time Adam steps and measurements alternately (module docstring)."""
+    from bandscope.torch import measure_lnp
+
+    torch.set_num_threads(1)
+    load0 = os.getloadavg()[0]
+    model, loss_fn, x, y = _case(case)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    def restore():
+        model.load_state_dict(state)
+        opt.zero_grad(set_to_none=True)
+
+    def meas(seed):
+        return float(measure_lnp(model, loss_fn, (x, y), seed=seed, backend=backend).network_scale)
+
+    def timed(fn):
+        c0, t0 = time.process_time(), time.perf_counter()
+        val = fn()
+        return time.perf_counter() - t0, time.process_time() - c0, val
+
+    step()
+    restore()
+    first, first_cpu, n0 = timed(lambda: meas(0))
+    wall, cpu, swall, scpu, ns = [], [], [], [], [n0]
+    for s in range(1, draws + 1):
+        t, c, _ = timed(step)
+        restore()
+        swall.append(t)
+        scpu.append(c)
+        t, c, n = timed(lambda s=s: meas(s))
+        wall.append(t)
+        cpu.append(c)
+        ns.append(n)
+    return {"case": case, "backend": backend, "first_s": first, "first_cpu_s": first_cpu, "lnp_s": wall,
+            "lnp_cpu_s": cpu, "step_s": swall, "step_cpu_s": scpu, "network_scale": ns,
+            "load": [load0, os.getloadavg()[0]], "torch": torch.__version__}
+
+
+def _fresh(case: str, backend: str, draws: int) -> dict:
+    """``worker`` in a new Python process (same interpreter and sys.path); its JSON result."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", case, "--backend", backend,
+           "--draws", str(draws)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"benchmark worker {case}/{backend} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def summarize(r: dict) -> dict:
+    """Ratios against the Adam step of the same process, relative std of 𝒩, pass/fail."""
+    step = statistics.median(r["step_s"])
+    step_cpu = statistics.median(r["step_cpu_s"])
+    ns = np.asarray(r["network_scale"])
+    out = {
+        "step_ms": step * 1e3,
+        "ms_median": statistics.median(r["lnp_s"]) * 1e3,
+        "steps_median": statistics.median(r["lnp_s"]) / step,
+        "steps_min": min(r["lnp_s"]) / step,
+        "steps_cpu_median": statistics.median(r["lnp_cpu_s"]) / step_cpu,
+        "first_steps": r["first_s"] / step,
+        "rel_std": float(ns.std(ddof=1) / ns.mean()),
+        "draws": len(ns),
+        "load": r["load"],
+    }
+    if r["backend"] == "hooks":
+        out["pass"] = out["steps_median"] <= TARGET_STEPS and out["rel_std"] <= TARGET_REL_STD
+    return out
+
+
+def main(quick: bool = False, cases=None) -> dict:
+    """The default-estimator table: every case in fresh processes, with targets and pass/fail."""
+    cases = list(cases or CASES)
+    draws = {"hooks": 5 if quick else 12, "vmap": 2 if quick else 3}
+    print(f"LNP default estimator (hutchinson x2, hooks, exact output layer) vs backend='vmap'; one fresh "
+          f"process per row, one torch thread. Targets: median <= {TARGET_STEPS:g} Adam steps, rel. std "
+          f"of N <= {TARGET_REL_STD:.0%}.\n")
+    head = (f"{'case':34s} {'backend':7s} {'step ms':>7s} {'steps med':>9s} {'min':>5s} {'cpu med':>7s} "
+            f"{'first':>6s} {'rel.std N':>9s} {'draws':>5s} {'load':>10s}  target")
+    print(head)
+    results = {}
+    for case in cases:
+        for backend in ("hooks", "vmap"):
+            s = summarize(_fresh(case, backend, draws[backend]))
+            results[(case, backend)] = s
+            verdict = ("PASS" if s["pass"] else "FAIL") if "pass" in s else "(baseline)"
+            print(f"{CASES[case]:34s} {backend:7s} {s['step_ms']:7.0f} {s['steps_median']:9.2f} "
+                  f"{s['steps_min']:5.2f} {s['steps_cpu_median']:7.2f} {s['first_steps']:6.2f} "
+                  f"{s['rel_std'] * 100:8.1f}% {s['draws']:5d} {s['load'][0]:4.1f}->{s['load'][1]:4.1f}  {verdict}",
+                  flush=True)
+    print("\nsteps med / min: wall time of one measurement over the median Adam step of the same process "
+          "(median / min over rounds); cpu med: the same in CPU time; first: the first call (layout dry "
+          "run and verification included); load: 1-minute load average at the start and end of the process.")
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# every estimator on the CNN, in one process, against the Opacus baseline
+# --------------------------------------------------------------------------------------------
 def _time(fn, reps):
     """Minimum over repetitions (after a warm-up): the least disturbed run on a shared CPU."""
     fn()
@@ -79,19 +235,27 @@ def _opacus_network_scale(gsm, x, n_probes, gen):
     return total / n_probes
 
 
-def main(quick: bool = False) -> dict:
-    from bandscope.torch import measure_lnp
+def estimator_table(quick: bool = False) -> dict:
+    """Every estimator on the CNN autoencoder (batch 32 and 128) in one process, vs Opacus.
 
-    torch.set_num_threads(1)  # the machine is shared; one thread gives steadier ratios
+    Time of one ``measure_lnp`` call in Adam steps of the same run (minimum of repetitions), the
+    relative std of 𝒩 over probe draws and the variance x time product relative to the
+    perspic-style Opacus baseline (only its network-scale part is timed, which favours it).
+    """
+    from bandscope.torch import measure_lnp
+    from bandscope.torch.models import build_model
+
+    torch.set_num_threads(1)
     reps = 3 if quick else 5
     n_draws = 6 if quick else 12
     results = {}
     for batch in (32, 128):
-        model = _model()
+        model = build_model("cnn", 32, seed=0)
         x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
         step = _adam_step_time(model, x, reps)
         results[(batch, "adam_step_s")] = step
-        print(f"\nbatch {batch}: plain Adam step {step * 1e3:.0f} ms (baseline = 1.00 step)")
+        print(f"\nbatch {batch}: plain Adam step {step * 1e3:.0f} ms (baseline = 1.00 step), "
+              f"load {os.getloadavg()[0]:.1f}")
         rows = []
         configs = [("hutchinson", 1, True), ("hutchinson", 2, True), ("hutchinson", 1, False),
                    ("hutchinson", 4, False), ("batch-hutchinson", 1, True), ("batch-hutchinson", 1, False),
@@ -106,17 +270,17 @@ def main(quick: bool = False) -> dict:
             default = (est, k, eol) == ("hutchinson", 2, True)
             rows.append((f"{est} x{k}" + (" (exact output layer)" if eol else "") + (" DEFAULT" if default else ""),
                          t, rel))
-        # per-sample Hutchinson with torch.func.vmap (the issue's 484 ms reference)
+
         def fn(s=0):
             return measure_lnp(model, nn.MSELoss(), (x, x), network_scale="hutchinson", backend="vmap", seed=s)
         if batch == 32 or not quick:
             t = _time(fn, 1)
             vals = np.array([float(fn(s).network_scale) for s in range(max(3, n_draws // 2))])
-            rows.append(("hutchinson x1 (vmap backend)", t, vals.std(ddof=1) / vals.mean()))
+            rows.append(("hutchinson x2 (vmap backend)", t, vals.std(ddof=1) / vals.mean()))
         try:
             from opacus import GradSampleModule
 
-            gsm = GradSampleModule(_model(), loss_reduction="sum")
+            gsm = GradSampleModule(build_model("cnn", 32, seed=0), loss_reduction="sum")
             for k in (1, 8) if batch == 32 else (1,):
                 gen = torch.Generator().manual_seed(0)
                 t = _time(lambda: _opacus_network_scale(gsm, x, k, gen), 1 if k > 1 else reps)
@@ -134,68 +298,18 @@ def main(quick: bool = False) -> dict:
     return results
 
 
-def transformers_bench(quick: bool = False) -> dict:
-    """Tiny GPT-style LM (4 layers, width 128, 128 tokens, batch 32) and bandscope's ViT (32x32, batch 32).
-
-    Time of one default measurement (per-sample Hutchinson x2, hooks backend) and of the vmap
-    backend, in Adam steps of the same run; relative std of the network scale over probe draws.
-    """
-    import torch.nn.functional as F
-
-    from bandscope.torch import measure_lnp
-    from bandscope.torch.lm import LMConfig, TinyGPT
-    from bandscope.torch.models import build_model
-
-    torch.set_num_threads(1)
-    reps, n_draws = (2, 4) if quick else (3, 8)
-    g = torch.Generator().manual_seed(0)
-    cfg = LMConfig(vocab_size=256, context=128, d_model=128, n_layers=4, n_heads=4, d_ff=512)
-
-    def lm_loss(out, y):
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-
-    torch.manual_seed(0)
-    cases = {
-        "gpt (4x128, T=128, batch 32)": (TinyGPT(cfg), lm_loss,
-                                         torch.randint(0, 256, (32, 128), generator=g),
-                                         torch.randint(0, 256, (32, 128), generator=g)),
-        "vit (32x32, batch 32)": (build_model("vit", 32), F.mse_loss,
-                                  torch.rand(32, 3, 32, 32, generator=g), None),
-    }
-    results = {}
-    for name, (model, loss, x, y) in cases.items():
-        y = x if y is None else y
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss(model(x), y).backward()
-            opt.step()
-
-        st = _time(step, reps)
-        model.load_state_dict(state)
-        opt.zero_grad(set_to_none=True)
-        print(f"\n{name}: Adam step {st * 1e3:.0f} ms")
-        for label, kw, draws in (("default (hutchinson x2, hooks)", {}, n_draws),
-                                 ("hutchinson x2, vmap backend", {"backend": "vmap"}, 2)):
-            def fn(s=0, kw=kw):
-                return measure_lnp(model, loss, (x, y), seed=s, **kw)
-            t = _time(fn, 1 if kw else reps)
-            vals = np.array([float(fn(s).network_scale) for s in range(draws)])
-            rel = vals.std(ddof=1) / vals.mean()
-            print(f"  {label:34s} {t / st:6.2f} steps {t * 1e3:8.0f} ms  rel.std N {rel * 100:5.1f}% "
-                  f"({draws} draws)")
-            results[(name, label)] = {"steps": t / st, "time_s": t, "rel_std": rel}
-    return results
-
-
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=["cnn", "transformers"], default=None)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer draws (a smoke run)")
+    ap.add_argument("--cases", nargs="+", choices=sorted(CASES), default=None, help="subset of the cases")
+    ap.add_argument("--estimators", action="store_true", help="also the in-process CNN estimator table")
+    ap.add_argument("--worker", choices=sorted(CASES), help=argparse.SUPPRESS)
+    ap.add_argument("--backend", default="hooks", choices=["hooks", "vmap"], help=argparse.SUPPRESS)
+    ap.add_argument("--draws", type=int, default=12, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.only != "transformers":
-        main(args.quick)
-    if args.only != "cnn":
-        transformers_bench(args.quick)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.backend, args.draws)))
+    else:
+        main(args.quick, args.cases)
+        if args.estimators:
+            estimator_table(args.quick)
