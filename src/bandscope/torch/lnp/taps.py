@@ -356,7 +356,7 @@ class LayerTaps:
             want = od[first] if decl is None else decl
             bad = sorted({d for d in ad if d is not None} - {want})
             if bad:
-                what = "its output" if decl is None else f"its LNP handler (batch_dim={h.batch_dim!r})"
+                what = "as its output does" if decl is None else "the batch_dim of its LNP handler"
                 raise NotImplementedError(
                     f"layer {name!r} ({type(mod).__name__}) takes its batch on dim {want} ({what}), but its inputs "
                     f"follow the batch size of the model's inputs on dim(s) {bad}. measure_lnp takes the batch "
@@ -514,7 +514,7 @@ class LayerTaps:
         """Σ over parameters of ||∂(cotangent·f_n)/∂θ||² per sample n (one backward, no weight grads)."""
         total, acc = self._accumulate(out, cotangent, skip)
         for g in acc.values():
-            total += g.to(torch.float64).pow(2).flatten(1).sum(1)
+            total += g.to(torch.float64).pow(2).reshape(g.shape[0], -1).sum(1)
         return total
 
     # ---------------------------------------------------------------------------------------
@@ -607,7 +607,7 @@ class LayerTaps:
         phi2 = d1.pow(2)
         total = torch.zeros(out.shape[0], dtype=torch.float64, device=out.device)
         if "bias" in ps:
-            total += phi2.flatten(1).sum(1, dtype=torch.float64)
+            total += phi2.reshape(phi2.shape[0], -1).sum(1, dtype=torch.float64)
         if "weight" in ps:
             a2 = a.pow(2)
             if isinstance(mod, nn.Linear):
@@ -623,5 +623,5 @@ class LayerTaps:
                     conv = F.conv_transpose1d if len(k) == 1 else F.conv_transpose2d
                     s = conv(a2, torch.ones(cin, 1, *k, dtype=a2.dtype, device=a2.device),
                              output_padding=mod.output_padding, **kw)
-            total += (phi2 * s).flatten(1).sum(1, dtype=torch.float64)
+            total += (phi2 * s).reshape(phi2.shape[0], -1).sum(1, dtype=torch.float64)
         return c.key, total
