@@ -114,8 +114,16 @@ class SeqFirstGPT(nn.Module):
         x = self.tok(idx.T) + self.pos(torch.arange(t)[:, None].expand(t, n))
         h = self.n1(x)
         mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
-        kpm = (idx == 0) & (torch.arange(t) > 0) if self.padding else None  # token 0 = padding, never the first
-        x = x + self.mha(h, h, h, attn_mask=mask, key_padding_mask=kpm, need_weights=False)[0]
+        kpm = (idx == 0) & (torch.arange(t) > 0)  # token 0 = padding (never the first, so no row is all masked)
+        if self.padding == "keyword":
+            a = self.mha(h, h, h, attn_mask=mask, key_padding_mask=kpm, need_weights=False)[0]
+        elif self.padding == "positional":
+            a = self.mha(h, h, h, kpm, False, mask)[0]
+        elif self.padding == "mask3d":  # a per-sample (N*heads, T, T) mask: causal and padding
+            a = self.mha(h, h, h, attn_mask=(mask | kpm[:, None, :]).repeat_interleave(2, 0), need_weights=False)[0]
+        else:
+            a = self.mha(h, h, h, attn_mask=mask, need_weights=False)[0]
+        x = x + a
         x = x + self.fc(torch.tanh(self.n2(x)))
         return self.head(x).transpose(0, 1)
 
@@ -173,7 +181,7 @@ class Encoder(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # exact against the eNTK
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("padding", [False, True])
+@pytest.mark.parametrize("padding", [False, "keyword", "positional", "mask3d"])
 def test_seq_first_gpt_exact_equals_entk(padding):
     model = SeqFirstGPT(padding=padding)
     a, b = _tokens(4), _tokens(5, seed=2)  # batch 5 = T: the layout is read from other batch sizes

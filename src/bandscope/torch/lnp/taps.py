@@ -354,12 +354,13 @@ class LayerTaps:
             ad = tuple(None if d == "merged" else d for d in (_follow_dim(x, y, m1, m2) for x, y in zip(a1, a2)))
             decl = h.batch_dim_of(mod)
             want = od[first] if decl is None else decl
-            bad = sorted({d for d in ad if d is not None} - {want})
+            main = next((d for d, s in zip(ad, a1) if s is not None), None)  # the first tensor input
+            bad = [] if main in (None, want) else [main]
             if bad:
                 what = "as its output does" if decl is None else "the batch_dim of its LNP handler"
                 raise NotImplementedError(
-                    f"layer {name!r} ({type(mod).__name__}) takes its batch on dim {want} ({what}), but its inputs "
-                    f"follow the batch size of the model's inputs on dim(s) {bad}. measure_lnp takes the batch "
+                    f"layer {name!r} ({type(mod).__name__}) takes its batch on dim {want} ({what}), but its input "
+                    f"follows the batch size of the model's inputs on dim {bad[0]}. measure_lnp takes the batch "
                     "on dim 0 of the model's inputs and outputs: give a seq-first model batch-first inputs and "
                     "outputs (e.g. wrap it: x.transpose(0, 1) in, out.transpose(0, 1) out), register the layer "
                     "with its batch_dim (bandscope.torch.register_lnp_handler), or use backend='vmap'")
