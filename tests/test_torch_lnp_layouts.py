@@ -178,6 +178,28 @@ class Encoder(nn.Module):
         return self.head(h)
 
 
+class EncoderDecoder(nn.Module):
+    """Tokens -> nn.Transformer (encoder-decoder, seq-first by default, pre-norm, GELU) -> head."""
+
+    def __init__(self, batch_first, vocab=7, d=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.batch_first = batch_first
+        self.tok = nn.Embedding(vocab, d)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.tf = nn.Transformer(d, 2, 1, 1, 12, dropout=0.0, activation="gelu", norm_first=True,
+                                     batch_first=batch_first)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, idx):
+        src, tgt = self.tok(idx), self.tok(idx.flip(1))
+        if not self.batch_first:
+            src, tgt = src.transpose(0, 1), tgt.transpose(0, 1)
+        h = self.tf(src, tgt, tgt_mask=nn.Transformer.generate_square_subsequent_mask(idx.shape[1]))
+        return self.head(h if self.batch_first else h.transpose(0, 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # exact against the eNTK
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +224,13 @@ def test_free_parameters_exact_equals_entk():
 def test_transformer_encoder_exact_equals_entk(batch_first, padding):
     model = Encoder(batch_first, padding=padding)
     a, b = _tokens(3, vocab=7), _tokens(4, vocab=7, seed=2)
+    _check(model, lm_ce, a, b)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_transformer_encoder_decoder_exact_equals_entk(batch_first):
+    model = EncoderDecoder(batch_first)
+    a, b = _tokens(3, t=4, vocab=7), _tokens(2, t=4, vocab=7, seed=2)
     _check(model, lm_ce, a, b)
 
 
