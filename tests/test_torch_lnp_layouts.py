@@ -146,7 +146,7 @@ class FreeParams(nn.Module):
         self.drop = nn.Dropout(0.1)
 
     def forward(self, idx):
-        x = self.tok(idx) + self.pos[: idx.shape[1]]
+        x = self.tok(idx) + self.pos
         h = self.norm(x) * self.gain
         x = x + self.drop(self.scale * torch.tanh(self.fc(h)))
         return self.head(x) / self.temperature
@@ -448,6 +448,27 @@ def test_free_parameter_outside_broadcasting_is_named():
     ds = measure_lnp(MatmulFree(), F.mse_loss, (x, x), network_scale="exact", backend="vmap")
     np.testing.assert_allclose(float(ds.network_scale), _oracle(MatmulFree(), F.mse_loss, (x, x))["network_scale"],
                                rtol=1e-10)
+
+
+class SlicedTable(nn.Module):
+    """A free (T, D) table sliced on its first dim: on the per-sample copy the slice would cut the batch."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(3, 3)
+        self.pos = nn.Parameter(torch.randn(8, 3))
+
+    def forward(self, x):  # (N, T, 3), T <= 8
+        return self.fc(x + self.pos[: x.shape[1]])
+
+
+@pytest.mark.parametrize("n", [3, 9])
+def test_free_parameter_sliced_on_its_first_dim_is_named(n):
+    """pos[:T] is a no-op on the copy at the dry-run batch sizes (<= 4 < T): caught by the op, not the size."""
+    x = torch.randn(n, 5, 3)
+    with pytest.raises(NotImplementedError, match=r"'pos'.*__getitem__.*\(1, T, D\).*backend='vmap'"):
+        measure_lnp(SlicedTable(), F.mse_loss, (x, x))
 
 
 def test_batched_matmul_with_a_free_matrix_is_exact():

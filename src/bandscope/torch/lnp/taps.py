@@ -35,6 +35,7 @@ import weakref
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .handlers import lookup_handler
 
@@ -126,6 +127,32 @@ def _copy_ranks(p: torch.Tensor) -> list[int]:
     return ([-1] if p.dim() >= 1 and p.shape[0] == 1 else []) + list(range(MAX_INSERTED_DIMS + 1))
 
 
+#: ops that index, slice or reshape along a tensor's leading dim: applied to a per-sample copy
+#: ``(N, 1^k, *S)`` they act on the batch instead of the parameter's own first dim (``pos[:T]`` is a
+#: no-op at a small dry-run batch and cuts the batch at the measured one), so a copy they touch is refused
+_INDEXING = frozenset({
+    "__getitem__", "__get__", "narrow", "split", "split_with_sizes", "tensor_split", "chunk", "unbind", "select",
+    "index_select", "take", "gather", "masked_select", "view", "view_as", "reshape", "reshape_as", "flatten",
+    "unflatten", "transpose", "transpose_", "t", "permute", "movedim", "moveaxis", "swapaxes", "swapdims",
+    "roll", "flip", "repeat", "tile", "unsqueeze", "squeeze", "unfold", "diagonal", "as_strided", "embedding",
+    "linear", "hsplit", "vsplit", "dsplit"})
+
+
+class _IndexGuard(TorchFunctionMode):
+    """Notes the first indexing / reshaping op (:data:`_INDEXING`) applied directly to a watched tensor."""
+
+    def __init__(self, watched: dict):
+        super().__init__()
+        self.watched, self.hit = watched, None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.hit is None and getattr(func, "__name__", "") in _INDEXING:
+            for a in args:
+                if isinstance(a, torch.Tensor) and id(a) in self.watched:
+                    self.hit = (self.watched[id(a)], func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
 def _shape(t):
     return tuple(t.shape) if isinstance(t, torch.Tensor) else None
 
@@ -198,6 +225,8 @@ class LayerTaps:
         self.shared: set[int] = set()
         self.n = 0
         self.signature, self.verified = None, False
+        self._inserted: dict[int, str] = {}  # id of a (N, 1^k, *S) copy -> parameter name (dry runs)
+        self._refused: dict[str, str] = {}  # parameter name -> the indexing op that refused its copies
 
     # ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -205,7 +234,7 @@ class LayerTaps:
         """Replace the free parameters listed in ``ranks`` by their per-sample copies at batch ``n``."""
         saved, subs = [], []
         try:
-            for mod, k, _, p in self.free:
+            for mod, k, full, p in self.free:
                 r = ranks.get((id(mod), k))
                 if r is None:
                     subs.append(None)
@@ -214,10 +243,13 @@ class LayerTaps:
                 sub = _per_sample_copy(p, n, r)
                 mod._parameters[k] = sub
                 subs.append(sub if sub.requires_grad else None)
+                if r >= 0:
+                    self._inserted[id(sub)] = full
             yield subs
         finally:
             for mod, k, p in saved:
                 mod._parameters[k] = p
+            self._inserted.clear()
 
     def _check_called(self, called: set) -> None:
         missing = [self.units[i][0] for i in range(len(self.units)) if i not in called]
@@ -372,16 +404,20 @@ class LayerTaps:
     def _reproduces(self, model, xs: dict, refs: dict, plan=None, ranks=None) -> bool:
         """Do the expansions / per-sample copies give the model's own outputs at both dry-run sizes?"""
         for m, x in xs.items():
+            guard = _IndexGuard(self._inserted)
             try:
                 if plan is not None:
-                    with self.capture(m, plan):
+                    with self.capture(m, plan), guard:
                         out = model_output(model(x))
                 else:
-                    with self._substituted(m, ranks):
+                    with self._substituted(m, ranks), guard:
                         out = model_output(model(x))
             except Exception:  # the unmodified forward ran at this size: the substitution broke it
+                out = None
+            if guard.hit is not None:
+                self._refused[guard.hit[0]] = guard.hit[1]
                 return False
-            if not _same_output(out, refs[m]):
+            if out is None or not _same_output(out, refs[m]):
                 return False
         return True
 
@@ -419,12 +455,16 @@ class LayerTaps:
                     for mod, k, full, p in self.free:
                         ok = [r for r in _copy_ranks(p) if self._reproduces(model, xs, refs, ranks={(id(mod), k): r})]
                         if not ok:
+                            op = self._refused.get(full)
+                            why = (f"it is indexed, sliced or reshaped ({op}) before use, which on the copy would "
+                                   "act on the batch dim" if op else "it is used other than broadcast over the "
+                                   "batch (in a matmul, a reduction, an op on its own shape...)")
                             raise NotImplementedError(
                                 f"free parameter {full!r} (shape {tuple(p.shape)}, in {type(mod).__name__}) is used "
                                 "directly in a forward, and no per-sample copy of shape (N, 1, ..., 1, *shape) with "
                                 f"up to {MAX_INSERTED_DIMS} inserted ones (nor the leading size-1 dim as the batch) "
-                                "broadcasts the way it does: it is used other than broadcast over the batch (in a "
-                                "matmul, a reduction, an op on its own shape...). Register a handler for "
+                                f"broadcasts the way it does: {why}. Give it a leading dim of size 1 (e.g. shape "
+                                "(1, T, D), sliced as p[:, :T]), register a handler for "
                                 f"{type(mod).__name__} (bandscope.torch.register_lnp_handler, e.g. with "
                                 "bandscope.torch.lnp.vmap_handler and params='all') or use backend='vmap'")
                         free[(id(mod), k)] = ok[0]
