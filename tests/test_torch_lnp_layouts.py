@@ -146,7 +146,7 @@ class FreeParams(nn.Module):
         self.drop = nn.Dropout(0.1)
 
     def forward(self, idx):
-        x = self.tok(idx) + self.pos
+        x = self.tok(idx) + self.pos.to(self.gain.dtype)  # properties of a copy (.dtype) are no indexing
         h = self.norm(x) * self.gain
         x = x + self.drop(self.scale * torch.tanh(self.fc(h)))
         return self.head(x) / self.temperature
@@ -448,6 +448,24 @@ def test_free_parameter_outside_broadcasting_is_named():
     ds = measure_lnp(MatmulFree(), F.mse_loss, (x, x), network_scale="exact", backend="vmap")
     np.testing.assert_allclose(float(ds.network_scale), _oracle(MatmulFree(), F.mse_loss, (x, x))["network_scale"],
                                rtol=1e-10)
+
+
+class Transposed(nn.Module):
+    """A free (D, D) matrix used through .T: refused (the property indexes the copy's dims)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.W = nn.Parameter(torch.randn(3, 3))
+
+    def forward(self, x):  # (N, T, 3)
+        return x @ self.W.T
+
+
+def test_free_parameter_transposed_is_named():
+    x = torch.randn(4, 2, 3)
+    with pytest.raises(NotImplementedError, match=r"'W'.*\.T\b.*backend='vmap'"):
+        measure_lnp(Transposed(), F.mse_loss, (x, x))
 
 
 class SlicedTable(nn.Module):

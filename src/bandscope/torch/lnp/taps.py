@@ -44,7 +44,7 @@ __all__ = ["LayerTaps", "Plan", "model_output", "checked", "record_checked"]
 #: largest number of size-1 dims inserted after the batch dim of a free parameter's per-sample copy
 MAX_INSERTED_DIMS = 6
 
-#: model -> {signature: calls to expand} for models whose hooks path was verified (weak keys: a cache
+#: model -> {signature: its Plan} for models whose hooks path was verified (weak keys: a cache
 #: that dies with the model, never a result)
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -131,11 +131,11 @@ def _copy_ranks(p: torch.Tensor) -> list[int]:
 #: ``(N, 1^k, *S)`` they act on the batch instead of the parameter's own first dim (``pos[:T]`` is a
 #: no-op at a small dry-run batch and cuts the batch at the measured one), so a copy they touch is refused
 _INDEXING = frozenset({
-    "__getitem__", "__get__", "narrow", "split", "split_with_sizes", "tensor_split", "chunk", "unbind", "select",
-    "index_select", "take", "gather", "masked_select", "view", "view_as", "reshape", "reshape_as", "flatten",
-    "unflatten", "transpose", "transpose_", "t", "permute", "movedim", "moveaxis", "swapaxes", "swapdims",
-    "roll", "flip", "repeat", "tile", "unsqueeze", "squeeze", "unfold", "diagonal", "as_strided", "embedding",
-    "linear", "hsplit", "vsplit", "dsplit"})
+    "__getitem__", ".T", ".mT", ".H", ".mH", "narrow", "split", "split_with_sizes", "tensor_split", "chunk",
+    "unbind", "select", "index_select", "take", "gather", "masked_select", "view", "view_as", "reshape",
+    "reshape_as", "flatten", "unflatten", "transpose", "transpose_", "t", "permute", "movedim", "moveaxis",
+    "swapaxes", "swapdims", "roll", "flip", "repeat", "tile", "unsqueeze", "squeeze", "unfold", "diagonal",
+    "as_strided", "embedding", "linear", "hsplit", "vsplit", "dsplit"})
 
 
 class _IndexGuard(TorchFunctionMode):
@@ -146,10 +146,13 @@ class _IndexGuard(TorchFunctionMode):
         self.watched, self.hit = watched, None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.hit is None and getattr(func, "__name__", "") in _INDEXING:
+        name = getattr(func, "__name__", "")
+        if name == "__get__":  # a property: .T / .mT / .H / .mH index; .shape, .dtype... do not
+            name = "." + getattr(getattr(func, "__self__", None), "__name__", "")
+        if self.hit is None and name in _INDEXING:
             for a in args:
                 if isinstance(a, torch.Tensor) and id(a) in self.watched:
-                    self.hit = (self.watched[id(a)], func.__name__)
+                    self.hit = (self.watched[id(a)], name)
         return func(*args, **(kwargs or {}))
 
 
