@@ -243,10 +243,11 @@ def test_hutchinson_within_standard_errors_on_seq_first_gpt():
     assert abs(z) < 4, z
 
 
-def test_free_parameters_model_state_untouched():
-    """Parameters (identities included), .grad, modes, buffers and the global RNG state unchanged."""
-    model = FreeParams()
-    model.norm.register_buffer("seen", torch.arange(3.0))
+@pytest.mark.parametrize("make", [FreeParams, lambda: SeqFirstGPT(padding="keyword")], ids=["free", "seq-first"])
+def test_model_state_untouched(make):
+    """Parameters (identities, the tie included), .grad, modes, buffers and the global RNG state unchanged."""
+    model = make()
+    (model.n2 if hasattr(model, "n2") else model.norm).register_buffer("seen", torch.arange(3.0))
     model.train()
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.5)
