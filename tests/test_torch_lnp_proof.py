@@ -1,0 +1,369 @@
+"""An independent check of ``measure_lnp`` on transformer models: every number against a slow oracle.
+
+The oracle here shares no code with ``bandscope.torch.lnp`` (nor with the other LNP test files):
+
+* ℒ = ||∂L/∂f||², ||∇L||², ∇L_A·∇L_B from ``torch.autograd.grad`` on the loss exactly as the user
+  wrote it (the model called normally, tied weights and all);
+* 𝒩 = Tr K = ||J||_F² with J = ∂f/∂θ from ``torch.func.jacrev`` over ``functional_call`` and
+  K = J Jᵀ in float64; the oracle checks itself (||Jᵀg||² = ||∇L||², so J sees the tied head);
+* P = ||∇L||² / (ℒ 𝒩), P_AB = ∇L_A·∇L_B / √(ℒ_A ℒ_B 𝒩_A 𝒩_B) (spectral reach §3, Eq. 49).
+
+Models: a nanoGPT-style LM (nn.MultiheadAttention or SDPA, a free positional parameter or an
+``nn.Embedding`` looked up with an unbatched ``arange``, a learned gain, head tied to the token
+embedding), a LLaMA-style LM (RMSNorm, rotary positions, SDPA, SwiGLU), transformers' GPT-2 and
+LLaMA from tiny configs (random weights, nothing downloaded) and bandscope's ViT autoencoder;
+losses ``F.cross_entropy`` and ``F.mse_loss`` passed as plain functions, and lambdas.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from bandscope.torch import measure_lnp
+from bandscope.torch.lnp import per_sample_grad_norms, registered_layer_types
+from bandscope.torch.lnp.handlers import lookup_handler
+
+VOCAB, T, D = 7, 4, 8
+RTOL = 1e-9  # float64 throughout: exact routes agree with the oracle to ~1e-15 ...
+
+
+def _rtol(name):
+    """... except transformers' LLaMA, whose LlamaRMSNorm and rotary tables compute in float32
+    whatever the model's dtype: two correct float64 routes through it then agree to ~1e-10."""
+    return 1e-6 if name == "hf-llama" else RTOL
+
+
+@pytest.fixture(autouse=True)
+def _float64(one_torch_thread):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+def _rope(x):
+    """Rotary positions on (N, H, T, hd), no parameters (LLaMA's rotate-half form)."""
+    t, hd = x.shape[-2], x.shape[-1]
+    inv = 1.0 / (10000 ** (torch.arange(0, hd, 2, dtype=x.dtype) / hd))
+    ang = torch.arange(t, dtype=x.dtype)[:, None] * inv[None]
+    cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+class GPT(nn.Module):
+    """nanoGPT-style: tied embedding/head, positions as a free (1, T, D) parameter or an nn.Embedding
+    on an unbatched arange, pre-norm block with MHA or SDPA over a fused qkv Linear, GELU MLP."""
+
+    def __init__(self, attn="mha", pos="param", seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.attn_kind, self.pos_kind = attn, pos
+        self.wte = nn.Embedding(VOCAB, D)
+        if pos == "param":
+            self.wpe = nn.Parameter(0.1 * torch.randn(1, T, D))
+        else:
+            self.wpe = nn.Embedding(T, D)
+        self.ln1, self.ln2, self.ln_f = nn.LayerNorm(D), nn.LayerNorm(D), nn.LayerNorm(D)
+        if attn == "mha":
+            self.attn = nn.MultiheadAttention(D, 2, batch_first=True)
+        else:
+            self.c_attn, self.c_proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+        self.mlp = nn.Sequential(nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D))
+        self.lm_head = nn.Linear(D, VOCAB, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx):
+        n, t = idx.shape
+        pos = self.wpe[:, :t] if self.pos_kind == "param" else self.wpe(torch.arange(t))
+        x = self.wte(idx) + pos
+        h = self.ln1(x)
+        if self.attn_kind == "mha":
+            causal = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+            a = self.attn(h, h, h, attn_mask=causal, need_weights=False)[0]
+        else:
+            q, k, v = (z.view(n, t, 2, D // 2).transpose(1, 2) for z in self.c_attn(h).split(D, -1))
+            a = self.c_proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(n, t, D))
+        x = x + a
+        x = x + self.mlp(self.ln2(x))
+        return self.lm_head(self.ln_f(x))
+
+
+class Llama(nn.Module):
+    """LLaMA-style: RMSNorm, rotary q/k, SDPA (causal), SwiGLU MLP, untied head."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = nn.Embedding(VOCAB, D)
+        self.norm1, self.norm2, self.norm = nn.RMSNorm(D), nn.RMSNorm(D), nn.RMSNorm(D)
+        for m in (self.norm1, self.norm2, self.norm):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D, bias=False) for _ in range(4))
+        self.gate, self.up, self.down = nn.Linear(D, 12, bias=False), nn.Linear(D, 12, bias=False), \
+            nn.Linear(12, D, bias=False)
+        self.lm_head = nn.Linear(D, VOCAB, bias=False)
+
+    def forward(self, idx):
+        n, t = idx.shape
+        x = self.embed(idx)
+        h = self.norm1(x)
+        q, k, v = (lin(h).view(n, t, 2, D // 2).transpose(1, 2) for lin in (self.q, self.k, self.v))
+        a = F.scaled_dot_product_attention(_rope(q), _rope(k), v, is_causal=True)
+        x = x + self.o(a.transpose(1, 2).reshape(n, t, D))
+        h = self.norm2(x)
+        x = x + self.down(F.silu(self.gate(h)) * self.up(h))
+        return self.lm_head(self.norm(x))
+
+
+def _hf(kind, dropout=0.0):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if kind == "hf-gpt2":
+        cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=T, n_embd=D, n_layer=1, n_head=2,
+                                      resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+                                      use_cache=False)
+        return transformers.GPT2LMHeadModel(cfg).double()
+    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=12, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=T,
+                                   attention_dropout=dropout, use_cache=False)
+    model = transformers.LlamaForCausalLM(cfg).double()
+    with torch.no_grad():  # RMSNorm weights start at 1: perturb them so their gradients are generic
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def _vit():
+    """bandscope's ViT autoencoder at its smallest size; the middle of its CNN decoder (the 390k
+    parameters that would make J too large for the oracle) frozen, so the gradient still flows
+    through frozen layers to trainable ones on both sides."""
+    from bandscope.torch.models import ViTAutoencoder
+
+    torch.manual_seed(0)
+    model = ViTAutoencoder(16, latent_dim=3, patch=8, dim=8, depth=1, heads=2, mlp_ratio=2).double()
+    for layer in list(model.decoder.net)[:-2]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+class ClassesFirst(nn.Module):
+    """Logits (N, T, V) -> (N, V, T), the layout ``F.cross_entropy(out, y)`` takes for token targets."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, idx):
+        out = self.lm(idx)
+        logits = out if isinstance(out, torch.Tensor) else out.logits
+        return logits.transpose(1, 2)
+
+
+MODELS = {
+    "gpt-mha-param": lambda: GPT("mha", "param"),
+    "gpt-sdpa-arange": lambda: GPT("sdpa", "embedding"),
+    "llama-block": Llama,
+    "hf-gpt2": lambda: _hf("hf-gpt2"),
+    "hf-llama": lambda: _hf("hf-llama"),
+    "vit": _vit,
+}
+LMS = [k for k in MODELS if k != "vit"]
+
+
+def _logits(out):
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _batch(name, loss, n, seed):
+    """(inputs, targets) for model ``name`` and loss ``loss``; a few ignored tokens for cross-entropy."""
+    g = torch.Generator().manual_seed(seed)
+    if name == "vit":
+        x = torch.rand(n, 3, 16, 16, generator=g)
+        y = torch.rand(n, 3, 16, 16, generator=g) if loss == "mse" else torch.randint(0, 3, (n, 16, 16), generator=g)
+    else:
+        x = torch.randint(0, VOCAB, (n, T), generator=g)
+        y = torch.randn(n, T, VOCAB, generator=g) if loss == "mse" else torch.randint(0, VOCAB, (n, T), generator=g)
+    if loss == "ce":
+        y.view(-1)[:: 5] = -100  # ignore_index: these targets are not loss units
+    return x, y
+
+
+def _setup(name, loss):
+    """(model as measured, plain loss function, batch A, batch B, expected M_A, expected M_B)."""
+    model = MODELS[name]()
+    if loss == "ce" and name != "vit":
+        model = ClassesFirst(model)
+    na, nb = (2, 1) if name == "vit" else (3, 2)  # batch B of one sample: the smallest batch works too
+    a, b = _batch(name, loss, na, 1), _batch(name, loss, nb, 2)
+    fn = F.cross_entropy if loss == "ce" else F.mse_loss
+
+    def units(batch):  # tokens (targets not ignored) for cross-entropy, elements for mse
+        x, y = batch
+        return int((y != -100).sum()) if loss == "ce" else int(_logits(model(x)).numel())
+
+    return model, fn, a, b, units(a), units(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# the oracle
+# ---------------------------------------------------------------------------------------------
+def _trainable(model):
+    return [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+
+
+def _jacobian(model, x) -> np.ndarray:
+    """J = ∂f/∂θ of the whole batch's output, (N·O, P) float64, by torch.func.jacrev."""
+    from torch.func import functional_call, jacrev
+
+    params = {k: p.detach() for k, p in _trainable(model)}
+
+    def f(p):
+        return _logits(functional_call(model, p, (x,), strict=False, tie_weights=True))
+
+    jac = jacrev(f)(params)
+    n_out = f(params).numel()
+    return torch.cat([j.reshape(n_out, -1) for j in jac.values()], 1).numpy()
+
+
+def _direct(model, loss_fn, batch, rtol) -> dict:
+    """ℒ, ||∇L||², ∇L and 𝒩 = Tr(J Jᵀ) for one batch, straight from autograd and jacrev."""
+    x, y = batch
+    params = [p for _, p in _trainable(model)]
+    out = _logits(model(x))
+    loss = loss_fn(out, y)
+    *grad, g = torch.autograd.grad(loss, params + [out])
+    grad = torch.cat([t.reshape(-1) for t in grad]).numpy()
+    g = g.reshape(-1).numpy()
+    j = _jacobian(model, x)
+    kernel = j @ j.T
+    np.testing.assert_allclose(g @ kernel @ g, grad @ grad, rtol=rtol)  # the oracle checks itself
+    return {"loss": float(loss), "loss_scale": float(g @ g), "network_scale": float(np.trace(kernel)),
+            "grad_norm_sq": float(grad @ grad), "grad": grad, "j": j}
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(name, loss):
+    model, fn, a, b, ma, mb = _setup(name, loss)
+    model.eval()  # the oracle's model (dropout is 0 anyway); the measured model is built afresh
+    ra, rb = _direct(model, fn, a, _rtol(name)), _direct(model, fn, b, _rtol(name))
+    ref = {"loss": ra["loss"], "loss_scale": ra["loss_scale"], "network_scale": ra["network_scale"],
+           "grad_norm_sq": ra["grad_norm_sq"], "loss_b": rb["loss"], "loss_scale_b": rb["loss_scale"],
+           "network_scale_b": rb["network_scale"], "grad_norm_sq_b": rb["grad_norm_sq"],
+           "grad_dot": float(ra["grad"] @ rb["grad"])}
+    ref["spectral_position"] = ref["grad_norm_sq"] / (ref["loss_scale"] * ref["network_scale"])
+    ref["spectral_position_b"] = ref["grad_norm_sq_b"] / (ref["loss_scale_b"] * ref["network_scale_b"])
+    ref["spectral_position_cross"] = ref["grad_dot"] / math.sqrt(
+        ref["loss_scale"] * ref["loss_scale_b"] * ref["network_scale"] * ref["network_scale_b"])
+    ref["loss_scale_norm"], ref["network_scale_norm"] = ma * ref["loss_scale"], ref["network_scale"] / ma
+    ref["loss_scale_b_norm"], ref["network_scale_b_norm"] = mb * ref["loss_scale_b"], ref["network_scale_b"] / mb
+    return ref, ma, mb, ra["j"]
+
+
+SCALAR_VARS = ["loss", "loss_scale", "network_scale", "grad_norm_sq", "spectral_position", "loss_b",
+               "loss_scale_b", "network_scale_b", "grad_norm_sq_b", "grad_dot", "spectral_position_b",
+               "spectral_position_cross", "loss_scale_norm", "network_scale_norm", "loss_scale_b_norm",
+               "network_scale_b_norm"]
+# the ViT's exact hooks route takes one backward pass per output coordinate (768 per sample, through
+# the frozen CNN decoder): several seconds. Its per-probe hooks norms are checked exactly in the fast
+# lane (test_probe_norms_are_exact), its vmap route here.
+SLOW_CASES = {("vit", "ce", "hooks"), ("vit", "mse", "hooks")}
+
+
+def _cases():
+    for name in MODELS:
+        for loss in ("ce", "mse"):
+            for backend in ("hooks", "vmap"):
+                marks = [pytest.mark.slow] if (name, loss, backend) in SLOW_CASES else []
+                yield pytest.param(name, loss, backend, id=f"{name}-{loss}-{backend}", marks=marks)
+
+
+# ---------------------------------------------------------------------------------------------
+# exact routes == the oracle; the cross statistics; the normalised scales with the expected M
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, loss, backend", list(_cases()))
+def test_exact_routes_equal_the_oracle(name, loss, backend):
+    """ℒ, 𝒩, ||∇L||², P, ∇L_A·∇L_B, P_AB and the ``*_norm`` scales (M = tokens not ignored for
+    cross-entropy, elements for mse) of ``measure_lnp(..., network_scale="exact")``."""
+    ref, ma, mb, _ = _reference(name, loss)
+    model, fn, a, b, _, _ = _setup(name, loss)
+    ds = measure_lnp(model, fn, a, b, network_scale="exact", backend=backend)
+    assert ds.attrs["n_units"] == ma and ds.attrs["n_units_b"] == mb
+    for var in SCALAR_VARS:
+        np.testing.assert_allclose(float(ds[var]), ref[var], rtol=_rtol(name), err_msg=var)
+    assert float(ds.network_scale_se) == 0.0
+    assert -1 <= float(ds.spectral_position_cross) <= 1 and 0 < float(ds.spectral_position) <= 1
+
+
+def test_the_oracle_sees_the_tie():
+    """The tied head's gradient is the sum over both uses: the oracle on the model with the tie broken
+    (two independent copies of the same values, i.e. the sum of per-layer norms) gives 𝒩 and
+    ||∇L||² off by > 1e-4 (here ~7e-4 and ~2e-2), 1e5 times the tolerance of the exact tests, so
+    those tests would catch a hooks path that lost the cross term of the shared weight."""
+    ref, *_ = _reference("gpt-mha-param", "mse")
+    model, fn, a, _, _, _ = _setup("gpt-mha-param", "mse")
+    model.lm_head.weight = nn.Parameter(model.wte.weight.detach().clone())
+    untied = _direct(model, fn, a, RTOL)
+    for var in ["network_scale", "grad_norm_sq"]:
+        assert abs(untied[var] / ref[var] - 1) > 1e-4, var
+
+
+# ---------------------------------------------------------------------------------------------
+# the default estimator: each probe exact, the average within a few standard errors
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", LMS + ["vit"])
+def test_probe_norms_are_exact(name):
+    """The hooks' per-sample ||J_nᵀv_n||² equal the oracle's, from its J, for any cotangent v."""
+    loss = "mse" if name == "vit" else "ce"
+    _, _, _, j = _reference(name, loss)
+    model, _, (x, _), _, _, _ = _setup(name, loss)
+    model.eval()
+    out = _logits(model(x))
+    v = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    got = per_sample_grad_norms(model, x, v).numpy()
+    jtv = (v.reshape(-1).numpy()[:, None] * j).reshape(x.shape[0], -1, j.shape[1]).sum(1)
+    np.testing.assert_allclose(got, (jtv ** 2).sum(1), rtol=_rtol(name))
+
+
+@pytest.mark.parametrize("name", LMS + ["vit"])
+def test_default_estimator_within_five_standard_errors(name):
+    """Per-sample Hutchinson (the default), 16 probes, a fixed seed: |estimate - exact| < 5 SE.
+
+    The seed fixes the Rademacher draws (a private torch.Generator: the same on every CPU), so the
+    test is deterministic. 5 SE: the estimate is a mean of 16 independent draws per sample, close to
+    normal, and the standard error itself is estimated from those 16 draws (±~20 %); a correct
+    estimator then fails with probability well below 1e-4 for a new seed. The SE must also be
+    small (< 20 % of 𝒩), so a useless estimator with a huge SE cannot pass.
+    """
+    loss = "mse" if name == "vit" else "ce"
+    ref, *_ = _reference(name, loss)
+    model, fn, a, b, _, _ = _setup(name, loss)
+    ds = measure_lnp(model, fn, a, b, n_probes=16, seed=12345)
+    assert ds.attrs["estimator"] == "hutchinson"
+    se = float(ds.network_scale_se)
+    assert 0 < se < 0.2 * ref["network_scale"], (se, ref["network_scale"])
+    z = (float(ds.network_scale) - ref["network_scale"]) / se
+    assert abs(z) < 5, (z, float(ds.network_scale), ref["network_scale"], se)
+    # P's standard error is the first-order propagation of 𝒩's
+    np.testing.assert_allclose(float(ds.spectral_position_se),
+                               float(ds.spectral_position) * se / float(ds.network_scale), rtol=1e-12)
+    # the parts without probes are exact whatever the estimator
+    for var in ["loss_scale", "grad_norm_sq", "grad_dot", "loss_scale_b", "grad_norm_sq_b"]:
+        np.testing.assert_allclose(float(ds[var]), ref[var], rtol=_rtol(name), err_msg=var)
+    zb = (float(ds.network_scale_b) - ref["network_scale_b"]) / float(ds.network_scale_b_se)
+    assert abs(zb) < 5, zb
