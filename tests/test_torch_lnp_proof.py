@@ -895,3 +895,21 @@ def test_vmap_route_refusals_name_the_layer(case):
     y = torch.zeros_like(_logits(_first(model(x))))
     with pytest.raises((NotImplementedError, ValueError), match=what):
         measure_lnp(model, lambda out, t: F.mse_loss(_first(out), t), (x, y), seed=0, backend="vmap")
+
+
+# ---------------------------------------------------------------------------------------------
+# float32, as models train: no false refusal by the per-sample check, numbers at float32 accuracy
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(MODELS))
+def test_float32_models_measured_at_float32_accuracy(name):
+    loss = "mse" if name == "vit" else "ce"
+    ref, *_ = _reference(name, loss)  # float64
+    model, fn, a, b, _, _ = _setup(name, loss)
+    model = model.float()
+    a, b = ([t.float() if t.is_floating_point() else t for t in batch] for batch in (a, b))
+    ds = measure_lnp(model, fn, a, b, network_scale="exact", backend="vmap" if name == "vit" else "hooks")
+    assert ds.network_scale.dtype == np.float64
+    for var in ["loss_scale", "network_scale", "grad_norm_sq", "grad_dot", "spectral_position",
+                "spectral_position_cross"]:
+        np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-4, err_msg=var)
+    measure_lnp(model, fn, a, b, seed=0)  # the default route passes its per-sample check in float32
