@@ -9,7 +9,7 @@ import pytest
 import torch
 import xarray as xr
 
-from bandscope.torch import BandProbe, Monitor, ParamTimeTracker, RunRecorder, select_panel
+from bandscope.torch import BandProbe, Monitor, ParamTimeTracker, RunRecorder, measure_lnp, select_panel
 from bandscope.torch.monitor import forecast_metrics, open_geometric_schedule, progress_postfix
 
 pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
@@ -401,64 +401,45 @@ def test_monitor_logs_the_real_forecast(tmp_path):
 
 
 # ------------------------------------------------------------------------------ DDP (2 x gloo)
-def _ddp_worker(rank, world, port, out_dir):
-    import os
-    import sys
+def _lnp_shard(rank):
+    return torch.from_numpy(_data(4, seed=50 + rank)).float() / 255
 
-    import torch.distributed as dist
+
+def _ddp_body(rank, world, out_dir):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    ok = False
-    try:
-        torch.manual_seed(0)
-        model = DDP(TinyAE())
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        mon = Monitor(model, panel=_data(16, seed=4), path=f"{out_dir}/run.nc", schedule=[2, 5, 8])
-        flat = lambda: torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])  # noqa: E731
-        path = [flat()]
-        g = torch.Generator().manual_seed(100 + rank)  # each rank trains on its own batches
-        x_all = torch.from_numpy(_data(64, seed=rank)).float() / 255
-        for _ in range(8):
-            x = x_all[torch.randint(0, 64, (8,), generator=g)]
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), x).backward()
-            opt.step()
-            mon.step()
-            path.append(flat())
-        mon.close()
-        np.save(f"{out_dir}/path{rank}.npy", torch.stack(path).numpy())
-        np.save(f"{out_dir}/hist{rank}.npy", np.array([[h["step"], h["bandscope/param_time"],
-                                                        h["bandscope/arc_length"]] for h in mon.history]))
-        np.save(f"{out_dir}/writer{rank}.npy", np.array([mon.recorder is not None, "bandscope/mse" in mon.metrics]))
-        dist.barrier()
-        ok = True
-    finally:
-        dist.destroy_process_group()
-    # Leave without interpreter teardown: torch's gloo/device-mesh threads can abort it at exit
-    # ("terminate called without an active exception", SIGABRT; seen in CI) after every
-    # result is written and the group destroyed. Failures above still raise normally.
-    if ok:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    torch.manual_seed(0)
+    model = DDP(TinyAE())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    lnp_x = _lnp_shard(rank)  # this rank's shard of the global LNP batch
+    mon = Monitor(model, panel=_data(16, seed=4), path=f"{out_dir}/run.nc", schedule=[2, 5, 8],
+                  lnp=torch.nn.MSELoss(), lnp_batch=(lnp_x, lnp_x),
+                  lnp_options={"schedule": [3, 6], "network_scale": "exact"})
+    flat = lambda: torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])  # noqa: E731
+    path = [flat()]
+    g = torch.Generator().manual_seed(100 + rank)  # each rank trains on its own batches
+    x_all = torch.from_numpy(_data(64, seed=rank)).float() / 255
+    for _ in range(8):
+        x = x_all[torch.randint(0, 64, (8,), generator=g)]
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), x).backward()
+        opt.step()
+        mon.step()
+        path.append(flat())
+    mon.close()
+    np.save(f"{out_dir}/path{rank}.npy", torch.stack(path).numpy())
+    np.save(f"{out_dir}/hist{rank}.npy", np.array([[h["step"], h["bandscope/param_time"],
+                                                    h["bandscope/arc_length"]] for h in mon.history]))
+    np.save(f"{out_dir}/writer{rank}.npy", np.array([mon.recorder is not None, "bandscope/mse" in mon.metrics]))
 
 
 @pytest.mark.slow
 def test_ddp_two_process_gloo_one_run_correct_param_time(tmp_path):
     """Under DDP only rank 0 writes; the run's parameter time equals the float64 path of rank 0's
     own (replicated) weights, and both ranks' trackers agree."""
-    import socket
+    from gloo_workers import run_gloo
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    run_gloo(_ddp_body, 2, str(tmp_path))
     ds = xr.open_dataset(tmp_path / "run.nc").load()
     assert ds.step.values.tolist() == [0, 2, 5, 8]
     assert sorted(p.name for p in tmp_path.glob("*.nc")) == ["run.nc"]
@@ -475,3 +456,13 @@ def test_ddp_two_process_gloo_one_run_correct_param_time(tmp_path):
     hist = [np.load(tmp_path / f"hist{r}.npy") for r in range(2)]
     np.testing.assert_allclose(hist[0], hist[1], rtol=1e-6)
     assert chord[-1] > 0
+    # LNP: every rank measured its shard; the run holds the statistics of the global batch, i.e. of
+    # one process on the concatenated batch at the same weights (theta_k, right after update k)
+    assert ds.lnp_step.values.tolist() == [3, 6]
+    x = torch.cat([_lnp_shard(0), _lnp_shard(1)])
+    for i, k in enumerate([3, 6]):
+        model = TinyAE()
+        torch.nn.utils.vector_to_parameters(torch.from_numpy(paths[0][k]).float(), model.parameters())
+        ref = measure_lnp(model, torch.nn.MSELoss(), (x, x), network_scale="exact")
+        for v in ("loss", "loss_scale", "network_scale", "grad_norm_sq", "spectral_position"):
+            np.testing.assert_allclose(float(ds[f"lnp_{v}"][i]), float(ref[v]), rtol=1e-4, err_msg=v)

@@ -1,10 +1,6 @@
 """ParamTimeTracker: exact arc length against hand-computed sequences, chords, sharded all-reduce."""
 from __future__ import annotations
 
-import os
-import socket
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -114,38 +110,11 @@ def test_bad_arguments():
 
 
 # ----------------------------------------------------------------------------- distributed
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, deltas_full, result_path):
-    import torch.distributed as dist
-
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    ok = False
-    try:
-        for mode in ("sharded", "replicated"):
-            _walk_mode(rank, mode, deltas_full, result_path)
-        _ddp_run(rank, result_path)
-        _fsdp_run(rank, result_path)
-        # both ranks done before either tears down: rank 0 hosts the TCP store, and a rank that
-        # exits while the other is still in destroy_process_group can abort it (seen once in CI)
-        dist.barrier()
-        ok = True
-    finally:
-        dist.destroy_process_group()
-    # Leave without interpreter teardown: torch's gloo/device-mesh threads can abort it at exit
-    # ("terminate called without an active exception", SIGABRT; seen in CI) after every
-    # result is written and the group destroyed. Failures above still raise normally.
-    if ok:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+def _body(rank, world, deltas_full, result_path):
+    for mode in ("sharded", "replicated"):
+        _walk_mode(rank, mode, deltas_full, result_path)
+    _ddp_run(rank, result_path)
+    _fsdp_run(rank, result_path)
 
 
 def _walk_mode(rank, mode, deltas_full, result_path):
@@ -222,13 +191,12 @@ def test_two_process_gloo(tmp_path):
     """Sharded: squared distances summed over shards by all-reduce; replicated: counted once.
     Both must equal the single-process value on the full parameter vector. Then the same with
     a real DDP model and a real FSDP2 (fully_shard) model on CPU."""
-    import torch.multiprocessing as mp
+    from gloo_workers import run_gloo
 
     rng = np.random.default_rng(0)
     deltas = rng.normal(size=(4, 10)).astype(np.float32).tolist()
     result = str(tmp_path / "{mode}{rank}.npy")
-    mp.start_processes(_worker, args=(2, _free_port(), deltas, result), nprocs=2, join=True,
-                       start_method="spawn")
+    run_gloo(_body, 2, deltas, result)
     path = np.concatenate([np.zeros((1, 10)), np.cumsum(np.array(deltas, dtype=np.float64), axis=0)])
     arc = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])[[0, 2, 4]]
     chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(path[[0, 2, 4]], axis=0), axis=1))])

@@ -47,8 +47,9 @@ class LNPHook:
         Explicit measurement steps instead of log windows.
     eval_batch : (inputs, targets) or callable(step) -> (inputs, targets), optional
         Batch B (held-out); with it the cross terms ``grad_dot`` and ``P_AB`` are recorded.
-    network_scale, n_probes, bands, n_units, n_units_b, backend
-        Passed to :func:`measure_lnp`.
+    network_scale, n_probes, bands, n_units, n_units_b, backend, distributed, process_group
+        Passed to :func:`measure_lnp`. Under ``torch.distributed`` every rank calls the hook
+        with its own shard of the batch and records the statistics of the global batch.
     seed : int
         Probe seed; the measurement at step t uses ``seed + t`` (reproducible, independent draws).
     recorder : bandscope.torch.RunRecorder, optional
@@ -73,7 +74,7 @@ class LNPHook:
                  steps_per_window: int = 10, first_step: int = 0, schedule=None, eval_batch=None,
                  network_scale: str = DEFAULT_ESTIMATOR, n_probes: int = 2, bands: bool = False,
                  n_units=None, n_units_b=None, backend: str = "hooks", seed: int = 0,
-                 recorder=None, path=None):
+                 recorder=None, path=None, distributed: bool | None = None, process_group=None):
         self.model, self.loss_fn = model, loss_fn
         if schedule is None:
             if total_steps is None:
@@ -87,7 +88,8 @@ class LNPHook:
         self._window_of = dict(zip(self.steps.tolist(), self.windows.tolist()))
         self.eval_batch = eval_batch
         self.kw = dict(network_scale=network_scale, n_probes=n_probes, bands=bands, n_units=n_units,
-                       n_units_b=n_units_b, backend=backend)
+                       n_units_b=n_units_b, backend=backend, distributed=distributed,
+                       process_group=process_group)
         self.seed = int(seed)
         self.path = None if path is None else Path(path)
         self.records: list[tuple[int, xr.Dataset]] = []

@@ -68,6 +68,12 @@ def open_geometric_schedule(points_per_decade: int = 16, max_step: int = 10**12)
     return np.unique(np.concatenate([[0], np.round(10.0 ** (k / n)).astype(np.int64)]))
 
 
+def _dist_world() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_world_size())
+    return 1
+
+
 def _dist_rank() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return int(torch.distributed.get_rank())
@@ -103,7 +109,9 @@ class Monitor:
         Measure LNP: an :class:`~bandscope.torch.LNPHook` as configured, or a loss function (then
         a hook with ``total_steps`` and ``lnp_options`` is built, on the module inside a DDP
         wrapper). Measurements at step ``k`` are taken right after the ``k``-th update (at θ_k,
-        the hook's convention) on ``lnp_batch``, on rank 0 only.
+        the hook's convention) on ``lnp_batch``. Under ``torch.distributed`` (DDP, FSDP2) every
+        rank measures its own ``lnp_batch`` as its shard of the global batch and the statistics
+        are those of the global batch (:func:`~bandscope.torch.measure_lnp`); rank 0 logs them.
     lnp_batch : (inputs, targets) or callable(step) -> (inputs, targets), optional
         Batch A of the LNP measurements (required with ``lnp``); a fixed training batch.
     lnp_options : dict, optional
@@ -278,7 +286,8 @@ class Monitor:
         return None
 
     def _measure_lnp(self) -> None:
-        if self.lnp is not None and self.is_writer and self.lnp.wants(self.global_step):  # rank 0 only
+        # one rank, or every rank under torch.distributed: each measures its shard of the global batch
+        if self.lnp is not None and (self.is_writer or _dist_world() > 1) and self.lnp.wants(self.global_step):
             b = self.lnp_batch(self.global_step) if callable(self.lnp_batch) else self.lnp_batch
             ds = self.lnp(self.global_step, b)
             if ds is not None:

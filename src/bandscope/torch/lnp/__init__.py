@@ -137,7 +137,7 @@ def _forward(model, x, backend, need_taps):
 
 
 def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backend, chunk_size,
-               bands, n_units, exact_output_layer):
+               bands, n_units, exact_output_layer, keep_band_grads=False):
     x, y = _split(batch, which)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -183,13 +183,17 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             if out.dim() != 4:
                 raise ValueError(f"band-resolved LNP needs image outputs (N, C, H, W), got {tuple(out.shape)}")
             parts = haar_band_project(g.detach())
-            bdot, bsq, bls = [], [], []
+            bdot, bsq, bls, bgrads = [], [], [], []
             for gi in parts:
                 gpi = torch.autograd.grad(out, params, gi, retain_graph=True)
                 bdot.append(sum(_dot(a, b) for a, b in zip(gpi, grad)))
                 bsq.append(_sqsum(gpi))
                 bls.append(_sqsum([gi]))
+                if keep_band_grads:  # the band gradients are all-reduced across ranks
+                    bgrads.append([t.detach() for t in gpi])
             stats.update(band_grad_dot=bdot, band_grad_norm_sq=bsq, band_loss_scale=bls)
+            if keep_band_grads:
+                stats["band_grads"] = bgrads
     stats["grad"] = [t.detach() for t in grad]
     return stats
 
@@ -245,7 +249,9 @@ def measure_lnp(
         Per-sample norms by layer handlers (fast; raises naming an unsupported layer) or by
         torch.func (any layer; no train-mode dropout).
     seed : int, torch.Generator or None
-        Probe randomness (a private generator; the global RNG is never used).
+        Probe randomness (a private generator; the global RNG is never used). Under
+        ``torch.distributed`` an int seed is combined with the rank, so the ranks draw
+        independent probes (a Generator is used as given: give each rank its own).
     exact_output_layer : bool
         Hutchinson estimators (hooks backend): take the output layer's share of 𝒩 exactly when
         the output is an elementwise function of its last Linear/Conv/ConvTranspose layer
@@ -258,7 +264,11 @@ def measure_lnp(
         statistics of the global batch (loss = mean of the ranks' losses, as DDP descends;
         ``bandscope.torch.lnp.distributed``). ``None`` (default): whenever a process group is
         initialised with more than one process. Every rank must call ``measure_lnp``. A
-        ``DistributedDataParallel`` model is measured through its ``.module``.
+        ``DistributedDataParallel`` model is measured through its ``.module``; a model sharded
+        with FSDP2 (``fully_shard``) with its parameters all-gathered for the measurement (one
+        full copy of the parameters and of their gradient per rank; the sharded parameters and
+        their ``.grad`` are left as found). ``bands=True`` is reduced too (the band gradients are
+        all-reduced). FSDP1 (``FullyShardedDataParallel``) and tensor-parallel DTensors raise.
     process_group : optional
         The group to reduce over (default: the world).
 
@@ -286,19 +296,20 @@ def measure_lnp(
     n_probes = int(n_probes)
     if n_probes < 1:
         raise ValueError(f"n_probes must be >= 1, got {n_probes}")
-    gen = make_generator(seed)
-    kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, backend=backend, chunk_size=chunk_size,
-              exact_output_layer=bool(exact_output_layer))
-    from .distributed import active_world, reduce_stats, unwrap
+    from .distributed import active_world, gathered, probe_seed, reduce_stats
 
     world = active_world(distributed, process_group)
-    model = unwrap(model)
-    with preserved(model):
-        sa = _one_batch(model, loss_fn, batch_a, "a", bands=bands, n_units=n_units, **kw)
-    sb = None
-    if batch_b is not None:
+    gen = make_generator(probe_seed(seed, world, process_group))
+    kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, backend=backend, chunk_size=chunk_size,
+              exact_output_layer=bool(exact_output_layer))
+    with gathered(model) as model:
         with preserved(model):
-            sb = _one_batch(model, loss_fn, batch_b, "b", bands=False, n_units=n_units_b, **kw)
+            sa = _one_batch(model, loss_fn, batch_a, "a", bands=bands, n_units=n_units,
+                            keep_band_grads=world > 1, **kw)
+        sb = None
+        if batch_b is not None:
+            with preserved(model):
+                sb = _one_batch(model, loss_fn, batch_b, "b", bands=False, n_units=n_units_b, **kw)
     if world > 1:
         sa = reduce_stats(sa, world, process_group)
         sb = None if sb is None else reduce_stats(sb, world, process_group)
