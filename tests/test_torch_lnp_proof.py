@@ -913,3 +913,49 @@ def test_float32_models_measured_at_float32_accuracy(name):
                 "spectral_position_cross"]:
         np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-4, err_msg=var)
     measure_lnp(model, fn, a, b, seed=0)  # the default route passes its per-sample check in float32
+
+
+# ---------------------------------------------------------------------------------------------
+# positions looked up with an unbatched arange(T): every sequence length
+# ---------------------------------------------------------------------------------------------
+def _short(t, n):
+    g = torch.Generator().manual_seed(t * 10 + n)
+    return torch.randint(0, VOCAB, (n, t), generator=g), torch.randn(n, t, VOCAB, generator=g)
+
+
+@pytest.mark.parametrize("t, n", [(4, 4), (4, 2), (3, 4), (4, 1)])
+def test_unbatched_positions_at_other_lengths(t, n):
+    model = GPT("sdpa", "embedding")
+    batch = _short(t, n)
+    ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact")
+    np.testing.assert_allclose(float(ds.network_scale), _direct(model, F.mse_loss, batch, RTOL)["network_scale"],
+                               rtol=RTOL)
+
+
+@pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=(
+    "a correct GPT refused at sequence length 2 or 3: nn.Embedding(T, D)(arange(T)) (nanoGPT's wpe) with T "
+    "equal to the size of the dry run (taps.LayerTaps.plan runs at m = 2, or 3 when N = 2) looks batched "
+    "there, so the per-sample check (LayerTaps.verify, also at m) does not expand it and raises "
+    "'per-sample gradients of parameters ['wpe.weight'] cannot be had from the layer hooks ... use "
+    "backend='vmap''. Fails for (T, N) = (2, 4), (3, 2), (2, 3); (3, 4) and (4, 4) pass. Suggested fix: "
+    "verify should expand the calls the measured forward expanded"))
+@pytest.mark.parametrize("t, n", [(2, 4), (3, 2), (2, 3)])
+def test_unbatched_positions_at_the_dry_run_size(t, n):
+    model = GPT("sdpa", "embedding")
+    batch = _short(t, n)
+    ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact")
+    np.testing.assert_allclose(float(ds.network_scale), _direct(model, F.mse_loss, batch, RTOL)["network_scale"],
+                               rtol=RTOL)
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+    "sequence length 1: the unbatched lookup nn.Embedding(T, D)(arange(1)) returns (1, D), whose leading 1 "
+    "taps._expand takes for a broadcast batch dim and expands to (N, D); added to the (N, 1, D) token "
+    "embeddings it broadcasts to (N, N, D) and the forward fails with a bare RuntimeError (\"shape '[2, 1, 2, "
+    "4]' is invalid for input of size 32\") re-raised by _forward because the dry run has no expand set yet"))
+def test_unbatched_positions_at_length_one():
+    model = GPT("sdpa", "embedding")
+    batch = _short(1, 3)
+    ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact")
+    np.testing.assert_allclose(float(ds.network_scale), _direct(model, F.mse_loss, batch, RTOL)["network_scale"],
+                               rtol=RTOL)
