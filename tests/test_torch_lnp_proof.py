@@ -959,3 +959,55 @@ def test_unbatched_positions_at_length_one():
     ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact")
     np.testing.assert_allclose(float(ds.network_scale), _direct(model, F.mse_loss, batch, RTOL)["network_scale"],
                                rtol=RTOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers models as they are trained: gradient checkpointing, tied LLaMA, a shared block
+# ---------------------------------------------------------------------------------------------
+def _hf_tied_llama():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=12, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=T,
+                                   tie_word_embeddings=True, use_cache=False)
+    model = transformers.LlamaForCausalLM(cfg).double()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    return model
+
+
+class SharedBlock(nn.Module):
+    """One pre-norm attention block applied twice (ALBERT / universal-transformer weight sharing)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.emb = nn.Embedding(VOCAB, D)
+        self.norm = nn.LayerNorm(D)
+        self.attn = nn.MultiheadAttention(D, 2, batch_first=True)
+        self.fc = nn.Linear(D, D)
+        self.head = nn.Linear(D, VOCAB)
+
+    def forward(self, idx):
+        x = self.emb(idx)
+        for _ in range(2):
+            h = self.norm(x)
+            x = x + self.attn(h, h, h, need_weights=False)[0]
+            x = x + self.fc(torch.tanh(self.norm(x)))
+        return self.head(x)
+
+
+@pytest.mark.parametrize("case", ["gpt2-checkpointing", "llama-checkpointing", "llama-tied", "shared-block"])
+def test_models_as_trained(case):
+    make = {"gpt2-checkpointing": lambda: _hf("hf-gpt2"), "llama-checkpointing": lambda: _hf("hf-llama"),
+            "llama-tied": _hf_tied_llama, "shared-block": SharedBlock}[case]
+    a = _batch("gpt-mha-param", "mse", 3, 1)
+    ref = _direct(make().train(), F.mse_loss, a, 1e-6)  # the oracle on a plain copy (same seed)
+    model = make().train()
+    if case.endswith("checkpointing"):
+        model.gradient_checkpointing_enable()
+    ds = measure_lnp(model, F.mse_loss, a, network_scale="exact")
+    rtol = 1e-6 if "llama" in case else RTOL
+    for var in ["loss_scale", "network_scale", "grad_norm_sq"]:
+        np.testing.assert_allclose(float(ds[var]), ref[var], rtol=rtol, err_msg=var)
+    ds = measure_lnp(model, F.mse_loss, a, n_probes=16, seed=1)
+    assert abs(float(ds.network_scale) - ref["network_scale"]) < 5 * float(ds.network_scale_se)
