@@ -1011,3 +1011,23 @@ def test_models_as_trained(case):
         np.testing.assert_allclose(float(ds[var]), ref[var], rtol=rtol, err_msg=var)
     ds = measure_lnp(model, F.mse_loss, a, n_probes=16, seed=1)
     assert abs(float(ds.network_scale) - ref["network_scale"]) < 5 * float(ds.network_scale_se)
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
+    "transformers inputs as a dict (input_ids + attention_mask, how padded batches are fed): the hooks "
+    "route says \"backend='hooks' needs a tensor of inputs ... got dict; use backend='vmap'\", and the vmap "
+    "route then fails with a bare \"AttributeError: 'dict' object has no attribute 'size'\" (estimators."
+    "vmap_per_sample unsqueezes the inputs). Either route should take the dict (each value has the batch "
+    "on dim 0) or the error should name the limitation, not send users to a route that cannot take it"))
+def test_dict_inputs_measured_or_refused_clearly():
+    model = _hf("hf-gpt2")
+    x, y = _batch("hf-gpt2", "mse", 3, 1)
+    batch = ({"input_ids": x, "attention_mask": torch.ones_like(x)}, y)
+    for backend in ("hooks", "vmap"):
+        try:
+            ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact", backend=backend)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            assert "dict" in str(exc)
+            continue
+        ref = _direct(model, F.mse_loss, (x, y), RTOL)  # an all-ones mask changes nothing
+        np.testing.assert_allclose(float(ds.network_scale), ref["network_scale"], rtol=RTOL)
