@@ -265,6 +265,8 @@ class FunctionalTie(nn.Module):
 
 
 class ScalarScale(nn.Module):
+    """A 0-d learned scale: given the per-sample copy (N, 1), exact (tests/test_torch_lnp_layouts.py)."""
+
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(3, 2)
@@ -278,12 +280,13 @@ def test_uncoverable_layers_are_named():
     x, y = _tokens(4, vocab=7)
     with pytest.raises(NotImplementedError, match=r"tok\.weight.*backend='vmap'"):
         measure_lnp(FunctionalTie(), lm_ce, (x, y))
-    with pytest.raises(NotImplementedError, match=r"'scale'.*backend='vmap'"):
-        measure_lnp(ScalarScale(), F.mse_loss, (torch.randn(4, 3), torch.randn(4, 2)))
     # the fallback gives the eNTK numbers
     ds = measure_lnp(FunctionalTie(), lm_ce, (x, y), network_scale="exact", backend="vmap")
     np.testing.assert_allclose(float(ds.network_scale), _oracle(FunctionalTie(), lm_ce, (x, y))["network_scale"],
                                rtol=1e-10)
+    z, scaled = (torch.randn(4, 3), torch.randn(4, 2)), ScalarScale()
+    ds = measure_lnp(scaled, F.mse_loss, z, network_scale="exact")
+    np.testing.assert_allclose(float(ds.network_scale), _oracle(scaled, F.mse_loss, z)["network_scale"], rtol=1e-10)
 
 
 def test_plain_cross_entropy_infers_tokens():

@@ -123,6 +123,8 @@ def _forward(model, x, backend, need_taps):
                     expand = taps.plan(model, x, n)
                 with taps.capture(n, expand):
                     out = model_output(model(x))
+            except NotImplementedError:
+                raise  # already names the layer or parameter and the fallback
             except RuntimeError as exc:
                 if not (expand or taps.free):
                     raise

@@ -1,10 +1,10 @@
 """Per-sample gradients of one layer call from its inputs and its output gradient: the registry.
 
-A handler turns one call of a layer (its positional inputs ``args``, keyword inputs ``kwargs``,
-both with the batch on dim 0, and the gradient ``grad_output`` of a scalar with respect to the
-layer output) into the per-sample gradients of the layer's trainable parameters, as in BackPACK's
-module extensions and Opacus' grad samplers. The measurement (:mod:`bandscope.torch.lnp.taps`)
-uses
+A handler turns one call of a layer (its positional inputs ``args``, keyword inputs ``kwargs``
+and the gradient ``grad_output`` of a scalar with respect to the layer output, the batched
+positional inputs and the output gradient with the batch moved to dim 0) into the per-sample
+gradients of the layer's trainable parameters, as in BackPACK's module extensions and Opacus'
+grad samplers. The measurement (:mod:`bandscope.torch.lnp.taps`) uses
 
 ``grads(module, args, kwargs, grad_output) -> {param name: tensor (N, *param.shape)}``
     always correct; used when a parameter is shared (tied weights, a layer called twice), so
@@ -12,6 +12,13 @@ uses
 ``sq_norms(module, args, kwargs, grad_output) -> tensor (N,)`` (optional)
     Σ over the covered parameters of the squared per-sample gradient norms, without
     materialising them (ghost norms); used when no parameter of the call is shared.
+
+``batch_dim`` says where the batch is in the layer's own inputs: ``0`` (default), another int or
+a callable of the module (``nn.MultiheadAttention``: ``0 if batch_first else 1``), or ``"any"``
+for layers that treat all leading dims alike and act on the trailing ones (Linear, Embedding,
+LayerNorm, RMSNorm, transformers' Conv1D): the batch may then be on any leading dim (a
+seq-first ``(T, N, E)`` layout), read per call from the layout dry runs. The taps move the batch
+to dim 0 before calling the handler, so a handler is written for one layout only.
 
 ``params="direct"`` covers the module's own trainable parameters; ``params="all"`` covers its
 whole subtree (submodules are then not visited), for layers that use their submodules'
@@ -43,13 +50,25 @@ class LayerHandler:
     grads: Callable
     sq_norms: Callable | None = None
     params: str = "direct"
+    batch_dim: int | str | Callable = 0
+
+    def batch_dim_of(self, module: nn.Module) -> int | None:
+        """The batch dim of ``module``'s inputs (``None``: any leading dim, read from the dry runs)."""
+        b = self.batch_dim
+        if b == "any":
+            return None
+        b = b(module) if callable(b) else b
+        if not isinstance(b, int) or isinstance(b, bool) or b < 0:
+            raise ValueError(f"the LNP handler of {type(module).__name__} gives batch_dim={b!r}; it must be an "
+                             "int >= 0, 'any' or a callable (module) -> int >= 0")
+        return b
 
 
 _REGISTRY: dict[type, LayerHandler] = {}
 
 
 def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callable | None = None,
-                         params: str = "direct") -> None:
+                         params: str = "direct", batch_dim: int | str | Callable = 0) -> None:
     """Register the per-sample gradient rule of ``layer_type`` for ``measure_lnp(backend="hooks")``.
 
     Parameters
@@ -59,13 +78,21 @@ def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callabl
     grads : callable
         ``grads(module, args, kwargs, grad_output)`` → dict mapping parameter names (relative to
         the module, e.g. ``"weight"``, ``"out_proj.bias"``) to per-sample gradients
-        ``(N, *param.shape)``. ``args``/``kwargs`` are the layer's inputs (batch on dim 0),
-        ``grad_output`` the gradient w.r.t. its output (a tuple, with ``None`` for unused parts,
-        when the layer returns a tuple). ``vmap_handler`` works for any per-sample layer.
+        ``(N, *param.shape)``. ``args``/``kwargs`` are the layer's inputs, ``grad_output`` the
+        gradient w.r.t. its output (a tuple, with ``None`` for unused parts, when the layer
+        returns a tuple); batched positional inputs and ``grad_output`` come with the batch on
+        dim 0 whatever ``batch_dim`` is. ``vmap_handler`` works for any per-sample layer.
     sq_norms : callable, optional
         Same arguments → per-sample Σ_params ||g_n||², a faster path when no parameter is shared.
     params : {"direct", "all"}
         Parameters the rule covers: the module's own, or its whole subtree.
+    batch_dim : int, "any" or callable, default 0
+        Where the batch is in the layer's positional inputs: an int, a callable
+        ``(module) -> int`` (e.g. ``lambda m: 0 if m.batch_first else 1``), or ``"any"`` for a
+        layer that treats all leading dims alike (acts on trailing feature dims only), whose
+        batch is then found per call. A call whose inputs carry the batch on another dim is an
+        error naming the layer (never a wrong number). Added keyword; the default keeps the
+        earlier behaviour.
 
     Examples
     --------
@@ -88,7 +115,10 @@ def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callabl
         raise TypeError(f"sq_norms must be callable or None, got {sq_norms!r}")
     if params not in ("direct", "all"):
         raise ValueError(f"params must be 'direct' or 'all', got {params!r}")
-    _REGISTRY[layer_type] = LayerHandler(grads, sq_norms, params)
+    if not (batch_dim == "any" or callable(batch_dim)
+            or (isinstance(batch_dim, int) and not isinstance(batch_dim, bool) and batch_dim >= 0)):
+        raise ValueError(f"batch_dim must be an int >= 0, 'any' or a callable (module) -> int, got {batch_dim!r}")
+    _REGISTRY[layer_type] = LayerHandler(grads, sq_norms, params, batch_dim)
 
 
 def registered_layer_types() -> list[type]:
@@ -377,8 +407,18 @@ def vmap_handler(module: nn.Module, args: tuple, kwargs: dict, grad_output) -> d
 
     Exact for any layer whose output for sample n depends only on sample n of its batched
     inputs (positional tensors whose first dim is the batch size; every other argument is shared).
+    The layer is called on one sample at a time in its own layout: the batch dim of its
+    registered ``batch_dim`` (``0`` if unregistered or ``"any"``) is put back with size 1.
     Covers the layer's whole parameter subtree; register it with ``params="all"``.
     """
+    h = lookup_handler(module)
+    b = 0 if h is None else (h.batch_dim_of(module) or 0)
+    return _vmap_grads(module, args, kwargs, grad_output, b, {})
+
+
+def _vmap_grads(module, args, kwargs, grad_output, in_dim: int, kw_batched: dict) -> dict:
+    """``vmap_handler`` with the per-sample singleton batch at ``in_dim`` of the positional inputs and
+    ``kw_batched`` = {keyword: (tensor with the batch on dim 0, per-sample slice -> keyword value)}."""
     from torch.func import functional_call, vjp, vmap
 
     cots = grad_output if isinstance(grad_output, tuple) else (grad_output,)
@@ -388,31 +428,56 @@ def vmap_handler(module: nn.Module, args: tuple, kwargs: dict, grad_output) -> d
     fixed.update(dict(module.named_buffers()))
     batched = [isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == n for a in args]
     b_args = [a for a, b in zip(args, batched) if b]
+    kw_names = list(kw_batched)
+    b_kws = [kw_batched[k][0] for k in kw_names]
     cot_mask = [c is not None for c in cots]
     b_cots = [c for c in cots if c is not None]
 
     def one(*flat):
-        xs, cs = flat[:len(b_args)], flat[len(b_args):]
+        xs = flat[:len(b_args)]
+        ks = flat[len(b_args):len(b_args) + len(kw_names)]
+        cs = flat[len(b_args) + len(kw_names):]
         it = iter(xs)
-        call_args = tuple(next(it).unsqueeze(0) if b else a for a, b in zip(args, batched))
+        call_args = tuple(next(it).unsqueeze(in_dim) if b else a for a, b in zip(args, batched))
+        call_kwargs = {**kwargs, **{k: kw_batched[k][1](v) for k, v in zip(kw_names, ks)}}
 
         def fwd(p):
-            out = functional_call(module, ({**p, **fixed}), call_args, kwargs)
+            out = functional_call(module, ({**p, **fixed}), call_args, call_kwargs)
             outs = out if isinstance(out, tuple) else (out,)
-            return tuple(o.squeeze(0) for o, keep in zip(outs, cot_mask) if keep)
+            # the per-sample output carries a size-1 batch dim somewhere: dropping it is a reshape
+            return tuple(o.reshape(c.shape) for o, c in zip((o for o, keep in zip(outs, cot_mask) if keep), cs))
 
         _, pull = vjp(fwd, params)
         (g,) = pull(tuple(cs))
         return g
 
-    return vmap(one)(*b_args, *b_cots)
+    return vmap(one)(*b_args, *b_kws, *b_cots)
+
+
+def _mha_batch_dim(m: nn.MultiheadAttention) -> int:
+    return 0 if m.batch_first else 1
 
 
 def _mha_grads(m, args, kwargs, d):
-    if not m.batch_first:
-        raise NotImplementedError("nn.MultiheadAttention with batch_first=False (batch on dim 1) has no "
-                                  "handler; use batch_first=True or backend='vmap'")
-    return vmap_handler(m, args, kwargs, d)
+    """nn.MultiheadAttention, either layout; a (N, S) key_padding_mask and a (N·heads, L, S) attn_mask
+    are per-sample inputs (batch-first whatever ``batch_first`` is)."""
+    n = next(t for t in (d if isinstance(d, tuple) else (d,)) if t is not None).shape[0]
+    names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask")
+    kwargs = dict(kwargs)
+    if len(args) > 3:  # masks passed positionally: make them keywords
+        kwargs.update(zip(names[3:], args[3:]))
+        args = args[:3]
+    kw_batched = {}
+    kpm = kwargs.get("key_padding_mask")
+    if isinstance(kpm, torch.Tensor) and kpm.dim() == 2:
+        kw_batched["key_padding_mask"] = (kpm, lambda t: t.unsqueeze(0))
+    am = kwargs.get("attn_mask")
+    if isinstance(am, torch.Tensor) and am.dim() == 3:
+        if am.shape[0] != n * m.num_heads:
+            raise NotImplementedError(f"nn.MultiheadAttention attn_mask of shape {tuple(am.shape)}: a 3-d mask "
+                                      f"must be (batch·heads, L, S) = ({n * m.num_heads}, …); use backend='vmap'")
+        kw_batched["attn_mask"] = (am.reshape(n, m.num_heads, *am.shape[1:]), lambda t: t)
+    return _vmap_grads(m, args, kwargs, d, _mha_batch_dim(m), kw_batched)
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,19 +485,21 @@ def _mha_grads(m, args, kwargs, d):
 # --------------------------------------------------------------------------------------------
 def _builtin():
     for cls in (nn.Linear,):
-        register_lnp_handler(cls, _linear_grads, sq_norms=_linear_sq)
+        register_lnp_handler(cls, _linear_grads, sq_norms=_linear_sq, batch_dim="any")
     for cls in (nn.Conv1d, nn.Conv2d):
         register_lnp_handler(cls, _conv_grads, sq_norms=_conv_sq)
     for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d):
         register_lnp_handler(cls, _convt_grads, sq_norms=_convt_sq)
-    register_lnp_handler(nn.Embedding, _emb_grads, sq_norms=_emb_sq)
-    register_lnp_handler(nn.LayerNorm, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads))
+    register_lnp_handler(nn.Embedding, _emb_grads, sq_norms=_emb_sq, batch_dim="any")
+    register_lnp_handler(nn.LayerNorm, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads),
+                         batch_dim="any")
     if hasattr(nn, "RMSNorm"):
-        register_lnp_handler(nn.RMSNorm, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads))
+        register_lnp_handler(nn.RMSNorm, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads),
+                             batch_dim="any")
     register_lnp_handler(nn.GroupNorm, _group_norm_grads, sq_norms=_sq_of(_group_norm_grads))
     for cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
         register_lnp_handler(cls, _batch_norm_grads, sq_norms=_sq_of(_batch_norm_grads))
-    register_lnp_handler(nn.MultiheadAttention, _mha_grads, params="all")
+    register_lnp_handler(nn.MultiheadAttention, _mha_grads, params="all", batch_dim=_mha_batch_dim)
 
 
 _builtin()
@@ -444,7 +511,7 @@ def _register_optional():
     if "transformers.pytorch_utils" in sys.modules and "conv1d" not in _OPTIONAL_DONE:
         conv1d = getattr(sys.modules["transformers.pytorch_utils"], "Conv1D", None)
         if conv1d is not None:
-            register_lnp_handler(conv1d, _conv1d_hf_grads, sq_norms=_linear_sq)
+            register_lnp_handler(conv1d, _conv1d_hf_grads, sq_norms=_linear_sq, batch_dim="any")
         _OPTIONAL_DONE.add("conv1d")
     for mod_name, cls_name in (("transformers.models.llama.modeling_llama", "LlamaRMSNorm"),
                                ("transformers.models.mistral.modeling_mistral", "MistralRMSNorm"),
@@ -452,5 +519,6 @@ def _register_optional():
         if mod_name in sys.modules and cls_name not in _OPTIONAL_DONE:
             cls = getattr(sys.modules[mod_name], cls_name, None)
             if cls is not None:
-                register_lnp_handler(cls, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads))
+                register_lnp_handler(cls, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads),
+                                     batch_dim="any")
             _OPTIONAL_DONE.add(cls_name)

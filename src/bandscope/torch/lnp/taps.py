@@ -8,17 +8,24 @@ one layer at a time, and are handled exactly:
 * **shared parameters** (tied embedding/head, a layer called twice): the per-sample gradients of
   every use are materialised and summed before the squared norm (the norm of the summed
   gradient, not the sum of norms);
-* **free parameters** (used directly in a ``forward``, e.g. ``x + self.pos_embed``) with a leading
-  dimension of size 1 broadcast over the batch: during the measurement the parameter is replaced
-  by its per-sample copy ``p.expand(N, ...)`` whose gradient rows are the per-sample gradients;
+* **free parameters** (used directly in a ``forward``: ``x + self.pos_embed``, ``self.scale * x``,
+  ``x * self.gain``): during the measurement the parameter ``p`` of shape ``S`` is replaced by a
+  per-sample copy whose gradient rows are the per-sample gradients, of a shape that broadcasts
+  the way ``p`` does: ``p.expand(N, *S[1:])`` when ``S[0] == 1``, else ``(N, 1, …, 1, *S)`` with
+  the smallest number k of inserted ones for which the forward runs and gives the same output;
 * **unbatched layer calls** (a positional ``nn.Embedding`` on ``arange(T)``, broadcast over the
-  batch): the call's output is expanded to ``(N, ...)`` the same way.
+  batch): the call's output is expanded to ``(N, ...)`` the same way;
+* **seq-first layers** (``nn.MultiheadAttention(batch_first=False)``, the Linear / LayerNorm /
+  Embedding of a ``(T, N, E)`` block): the batch dim of every call is read from the dry runs and
+  moved to dim 0 before the handler sees the call.
 
-Which calls are batched is read from a dry run at a second batch size (a call is batched when its
-output's first dim is the batch size in both runs). :meth:`LayerTaps.verify` then compares, on
-two or three samples, the per-sample gradients of every parameter with autograd's gradients of
-single samples; a mismatch (a parameter used outside the layer that owns it, a layer mixing
-samples, a seq-first layout) is an error naming the parameters and ``backend="vmap"``.
+The layout is read from dry runs at two other batch sizes m₁, m₂ (:meth:`LayerTaps.plan`): a
+call's batch dim is the one dim of its output (and inputs) whose size follows the batch size;
+a call with none is unbatched. Expansions and free-parameter copies are then checked to give
+the model's own outputs at m₁ and m₂. :meth:`LayerTaps.verify` finally compares, on two or
+three samples, the per-sample gradients of every parameter with autograd's gradients of single
+samples; a mismatch (a parameter used outside the layer that owns it, a layer mixing samples)
+is an error naming the parameters and ``backend="vmap"``.
 """
 from __future__ import annotations
 
@@ -28,12 +35,16 @@ import weakref
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .handlers import lookup_handler
 
-__all__ = ["LayerTaps", "model_output", "checked", "record_checked"]
+__all__ = ["LayerTaps", "Plan", "model_output", "checked", "record_checked"]
 
-#: model -> {signature: calls to expand} for models whose hooks path was verified (weak keys: a cache
+#: largest number of size-1 dims inserted after the batch dim of a free parameter's per-sample copy
+MAX_INSERTED_DIMS = 6
+
+#: model -> {signature: its Plan} for models whose hooks path was verified (weak keys: a cache
 #: that dies with the model, never a result)
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -51,8 +62,31 @@ def checked(model: nn.Module, x) -> tuple:
 
 
 def record_checked(model: nn.Module, sig: tuple, expand) -> None:
-    """Remember that the hooks path of ``model`` was verified for this signature."""
-    _CHECKED.setdefault(model, {})[sig] = frozenset(expand)
+    """Remember that the hooks path of ``model`` was verified for this signature (with its :class:`Plan`)."""
+    _CHECKED.setdefault(model, {})[sig] = expand if isinstance(expand, Plan) else frozenset(expand)
+
+
+class Plan(frozenset):
+    """The layout of a model's calls at one input signature, from :meth:`LayerTaps.plan`.
+
+    As a set: the keys ``(layer name, call index)`` of the unbatched calls to expand. ``dims``
+    maps the key of each call whose batch is not on dim 0 to ``(input dims, output dims)``, the
+    batch dim of each positional input / output (``None``: not batched). ``free`` maps
+    ``(id(module), name)`` of each free parameter to the number k of size-1 dims inserted after
+    the batch dim of its per-sample copy (``-1``: the leading size-1 dim becomes the batch).
+    """
+
+    dims: dict
+    free: dict
+
+    def __new__(cls, expand=(), dims=None, free=None):
+        obj = super().__new__(cls, expand)
+        obj.dims = dict(dims or {})
+        obj.free = dict(free or {})
+        return obj
+
+    def __reduce__(self):
+        return (Plan, (frozenset(self), self.dims, self.free))
 
 
 def model_output(out):
@@ -77,8 +111,84 @@ def _detach(t):
     return t.detach() if isinstance(t, torch.Tensor) else t
 
 
+def _to_front(t, d):
+    return t.movedim(d, 0) if isinstance(t, torch.Tensor) and d else t
+
+
+def _per_sample_copy(p: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """The per-sample copy of a free parameter: ``(n, *S[1:])`` for ``k == -1``, else ``(n, 1^k, *S)``."""
+    if k < 0:
+        return p.expand(n, *p.shape[1:]).clone()
+    shape = (1,) * k + tuple(p.shape)
+    return p.reshape(1, *shape).expand(n, *shape).clone()
+
+
+def _copy_ranks(p: torch.Tensor) -> list[int]:
+    return ([-1] if p.dim() >= 1 and p.shape[0] == 1 else []) + list(range(MAX_INSERTED_DIMS + 1))
+
+
+#: ops that index, slice or reshape along a tensor's leading dim: applied to a per-sample copy
+#: ``(N, 1^k, *S)`` they act on the batch instead of the parameter's own first dim (``pos[:T]`` is a
+#: no-op at a small dry-run batch and cuts the batch at the measured one), so a copy they touch is refused
+_INDEXING = frozenset({
+    "__getitem__", ".T", ".mT", ".H", ".mH", "narrow", "split", "split_with_sizes", "tensor_split", "chunk",
+    "unbind", "select", "index_select", "take", "gather", "masked_select", "view", "view_as", "reshape",
+    "reshape_as", "flatten", "unflatten", "transpose", "transpose_", "t", "permute", "movedim", "moveaxis",
+    "swapaxes", "swapdims", "roll", "flip", "repeat", "tile", "unsqueeze", "squeeze", "unfold", "diagonal",
+    "as_strided", "embedding", "linear", "hsplit", "vsplit", "dsplit"})
+
+
+class _IndexGuard(TorchFunctionMode):
+    """Notes the first indexing / reshaping op (:data:`_INDEXING`) applied directly to a watched tensor."""
+
+    def __init__(self, watched: dict):
+        super().__init__()
+        self.watched, self.hit = watched, None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name == "__get__":  # a property: .T / .mT / .H / .mH index; .shape, .dtype... do not
+            name = "." + getattr(getattr(func, "__self__", None), "__name__", "")
+        if self.hit is None and name in _INDEXING:
+            for a in args:
+                if isinstance(a, torch.Tensor) and id(a) in self.watched:
+                    self.hit = (self.watched[id(a)], name)
+        return func(*args, **(kwargs or {}))
+
+
+def _shape(t):
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+
+def _follow_dim(s1, s2, m1: int, m2: int):
+    """The dim of a pair of shapes (at batch sizes m1, m2) that follows the batch size.
+
+    ``None`` if no dim changes (unbatched), ``"merged"`` if the shapes change otherwise (the batch
+    merged with another dim, a different rank...).
+    """
+    if s1 is None or s2 is None:
+        return None
+    if len(s1) != len(s2):
+        return "merged"
+    diff = [i for i, (a, b) in enumerate(zip(s1, s2)) if a != b]
+    if not diff:
+        return None
+    if len(diff) == 1 and s1[diff[0]] == m1 and s2[diff[0]] == m2:
+        return diff[0]
+    return "merged"
+
+
+def _same_output(out, ref) -> bool:
+    if not isinstance(out, torch.Tensor) or out.shape != ref.shape:
+        return False
+    tol = {torch.float64: 1e-9, torch.float32: 1e-4}.get(ref.dtype, 1e-2)
+    scale = float(ref.detach().abs().nan_to_num(0.0, 0.0, 0.0).max()) if ref.numel() else 0.0
+    return bool(torch.allclose(out.detach(), ref.detach(), rtol=tol, atol=tol * scale, equal_nan=True))
+
+
 class _Call:
-    __slots__ = ("key", "unit", "args", "kwargs", "versions", "taps", "tuple_out", "expanded", "order")
+    __slots__ = ("key", "unit", "args", "kwargs", "versions", "taps", "tuple_out", "expanded", "order",
+                 "out_dims")
 
 
 class LayerTaps:
@@ -111,14 +221,6 @@ class LayerTaps:
                 full = f"{mname}.{k}" if mname else k
                 if any(m is mod and kk == k for m, kk, _, _ in self.free):
                     continue
-                if p.dim() == 0 or p.shape[0] != 1:
-                    raise NotImplementedError(
-                        f"parameter {full!r} (shape {tuple(p.shape)}, in {type(mod).__name__}) is used outside "
-                        "any layer with a per-sample handler; the hooks backend takes such a free parameter "
-                        "exactly when its leading dimension has size 1 and is broadcast over the batch "
-                        "(e.g. a positional embedding of shape (1, T, D)); otherwise register a handler for "
-                        f"{type(mod).__name__} (bandscope.torch.register_lnp_handler, e.g. with "
-                        "bandscope.torch.lnp.vmap_handler) or use backend='vmap'")
                 self.free.append((mod, k, full, p))
         self.calls: list[_Call] = []
         self.subs: list[torch.Tensor | None] = []
@@ -126,16 +228,59 @@ class LayerTaps:
         self.shared: set[int] = set()
         self.n = 0
         self.signature, self.verified = None, False
+        self._inserted: dict[int, str] = {}  # id of a (N, 1^k, *S) copy -> parameter name (dry runs)
+        self._refused: dict[str, str] = {}  # parameter name -> the indexing op that refused its copies
 
     # ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def capture(self, n: int, expand: set | None = None):
+    def _substituted(self, n: int, ranks: dict):
+        """Replace the free parameters listed in ``ranks`` by their per-sample copies at batch ``n``."""
+        saved, subs = [], []
+        try:
+            for mod, k, full, p in self.free:
+                r = ranks.get((id(mod), k))
+                if r is None:
+                    subs.append(None)
+                    continue
+                saved.append((mod, k, mod._parameters[k]))
+                sub = _per_sample_copy(p, n, r)
+                mod._parameters[k] = sub
+                subs.append(sub if sub.requires_grad else None)
+                if r >= 0:
+                    self._inserted[id(sub)] = full
+            yield subs
+        finally:
+            for mod, k, p in saved:
+                mod._parameters[k] = p
+            self._inserted.clear()
+
+    def _check_called(self, called: set) -> None:
+        missing = [self.units[i][0] for i in range(len(self.units)) if i not in called]
+        if missing:
+            raise NotImplementedError(
+                f"layers {missing} hold trainable parameters but their forward was never called "
+                "(parameters used functionally); register a handler for the module that uses them "
+                "(bandscope.torch.register_lnp_handler) or use backend='vmap'")
+
+    @contextlib.contextmanager
+    def capture(self, n: int, expand=None):
         """Hook every handled layer and substitute free parameters for a forward pass at batch ``n``.
 
-        ``expand=None`` (dry run): a call is unbatched when its output's first dim is not ``n``.
-        Otherwise the calls in ``expand`` (and any whose first dim is not ``n``) are expanded.
+        ``expand``: the :class:`Plan` of :meth:`plan` (a plain set of call keys to expand is read as
+        a plan with every batch on dim 0). A call in it, or of the standard layout (not in
+        ``expand.dims``) whose output's first dim is not ``n``, is expanded to ``(n, ...)``.
         """
         self.calls, self.shape0, self.n = [], {}, n
+        expand = frozenset() if expand is None else expand
+        dims = getattr(expand, "dims", {})
+        ranks = getattr(expand, "free", None)
+        if ranks is None:  # a plan without free-parameter ranks: the leading size-1 dim is the batch
+            ranks = {}
+            for mod, k, full, p in self.free:
+                if p.dim() == 0 or p.shape[0] != 1:
+                    raise NotImplementedError(f"free parameter {full!r} (shape {tuple(p.shape)}) needs a layout "
+                                              "plan (LayerTaps.plan); use backend='vmap'")
+                ranks[(id(mod), k)] = -1
         counts: dict[str, int] = {}
 
         def make(uidx, name):
@@ -148,12 +293,19 @@ class LayerTaps:
                 if o0 is None:
                     raise NotImplementedError(f"layer {name!r} ({type(mod).__name__}) returns no tensor; "
                                               "use backend='vmap'")
-                self.shape0[key] = o0.shape[0] if o0.dim() else -1
-                exp = o0.dim() == 0 or o0.shape[0] != n or (expand is not None and key in expand)
+                lay = dims.get(key)
                 call = _Call()
+                if lay is None:  # the standard layout: the batch on dim 0 everywhere
+                    exp = o0.dim() == 0 or o0.shape[0] != n or key in expand
+                    targs = tuple(_detach(a) for a in args)
+                    call.out_dims = None
+                else:  # the batch elsewhere: moved to dim 0 for the handler
+                    exp = False
+                    ad = lay[0]
+                    targs = tuple(_to_front(_detach(a), ad[i] if i < len(ad) else None) for i, a in enumerate(args))
+                    call.out_dims = lay[1]
                 call.key, call.unit, call.order, call.expanded = key, uidx, len(self.calls), exp
                 call.tuple_out = isinstance(out, tuple)
-                targs = tuple(_detach(a) for a in args)
                 call.versions = [a._version if isinstance(a, torch.Tensor) else None for a in targs]
                 call.args = tuple(_expand(a, n) for a in targs) if exp else targs
                 call.kwargs = {kk: _detach(v) for kk, v in kwargs.items()}
@@ -173,27 +325,15 @@ class LayerTaps:
 
         handles = [mod.register_forward_hook(make(i, name), with_kwargs=True)
                    for i, (name, mod, _, _) in enumerate(self.units)]
-        saved = []
         self.subs = []
         try:
-            for mod, k, _, p in self.free:
-                saved.append((mod, k, mod._parameters[k]))
-                sub = p.expand(n, *p.shape[1:]).clone()
-                mod._parameters[k] = sub
-                self.subs.append(sub if sub.requires_grad else None)
-            yield self
+            with self._substituted(n, ranks) as subs:
+                self.subs = subs
+                yield self
         finally:
             for h in handles:
                 h.remove()
-            for mod, k, p in saved:
-                mod._parameters[k] = p
-        called = {c.unit for c in self.calls}
-        missing = [self.units[i][0] for i in range(len(self.units)) if i not in called]
-        if missing:
-            raise NotImplementedError(
-                f"layers {missing} hold trainable parameters but their forward was never called "
-                "(parameters used functionally); register a handler for the module that uses them "
-                "(bandscope.torch.register_lnp_handler) or use backend='vmap'")
+        self._check_called({c.unit for c in self.calls})
         count: dict[int, int] = {}
         for c in self.calls:
             for p in self.units[c.unit][3].values():
@@ -202,22 +342,149 @@ class LayerTaps:
             count[id(p)] = count.get(id(p), 0) + 1
         self.shared = {i for i, c in count.items() if c > 1}
 
-    def plan(self, model: nn.Module, x: torch.Tensor, n: int) -> set:
-        """Dry run at a second batch size: the calls to expand in the measurement at batch ``n``."""
+    # ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _recording(self, shapes: dict):
+        """Record the shapes of every handled layer call's positional inputs and outputs (nothing else)."""
+        counts: dict[str, int] = {}
+
+        def make(name):
+            def hook(mod, args, kwargs, out):
+                k = counts.get(name, 0)
+                counts[name] = k + 1
+                outs = out if isinstance(out, tuple) else (out,)
+                shapes[(name, k)] = (tuple(_shape(a) for a in args), tuple(_shape(o) for o in outs))
+            return hook
+
+        handles = [mod.register_forward_hook(make(name), with_kwargs=True) for name, mod, _, _ in self.units]
+        try:
+            yield shapes
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _layouts(self, s1: dict, s2: dict, m1: int, m2: int):
+        """(unbatched calls to expand, {call: (input batch dims, output batch dims)} off dim 0)."""
+        index = {name: i for i, (name, _, _, _) in enumerate(self.units)}
+        expand, dims = set(), {}
+        for key, (a1, o1) in s1.items():
+            if key not in s2:  # a call made at one batch size only: the standard rule in capture
+                continue
+            a2, o2 = s2[key]
+            name, mod, h, _ = self.units[index[key[0]]]
+            first = next((i for i, s in enumerate(o1) if s is not None), None)
+            if first is None:
+                continue  # no tensor output: capture names the layer
+            od = [_follow_dim(x, y, m1, m2) for x, y in zip(o1, o2)]
+            if od[first] == "merged":
+                raise NotImplementedError(
+                    f"the output of layer {name!r} ({type(mod).__name__}) has shape {o1[first]} at batch size {m1} "
+                    f"and {o2[first]} at {m2}: the batch is not a dim of its own (merged with another dim, e.g. "
+                    "(N*T, E)); per-sample gradients need it as one: keep the batch as its own dim or use "
+                    "backend='vmap'")
+            od = tuple(None if d == "merged" else d for d in od)
+            if od[first] is None:
+                expand.add(key)
+                continue
+            ad = tuple(None if d == "merged" else d for d in (_follow_dim(x, y, m1, m2) for x, y in zip(a1, a2)))
+            decl = h.batch_dim_of(mod)
+            want = od[first] if decl is None else decl
+            main = next((d for d, s in zip(ad, a1) if s is not None), None)  # the first tensor input
+            bad = [] if main in (None, want) else [main]
+            if bad:
+                what = "as its output does" if decl is None else "the batch_dim of its LNP handler"
+                raise NotImplementedError(
+                    f"layer {name!r} ({type(mod).__name__}) takes its batch on dim {want} ({what}), but its input "
+                    f"follows the batch size of the model's inputs on dim {bad[0]}. measure_lnp takes the batch "
+                    "on dim 0 of the model's inputs and outputs: give a seq-first model batch-first inputs and "
+                    "outputs (e.g. wrap it: x.transpose(0, 1) in, out.transpose(0, 1) out), register the layer "
+                    "with its batch_dim (bandscope.torch.register_lnp_handler), or use backend='vmap'")
+            if all(d in (None, 0) for d in ad + od):
+                continue  # the standard layout
+            dims[key] = (ad, od)
+        return expand, dims
+
+    def _reproduces(self, model, xs: dict, refs: dict, plan=None, ranks=None) -> bool:
+        """Do the expansions / per-sample copies give the model's own outputs at both dry-run sizes?"""
+        for m, x in xs.items():
+            guard = _IndexGuard(self._inserted)
+            try:
+                if plan is not None:
+                    with self.capture(m, plan), guard:
+                        out = model_output(model(x))
+                else:
+                    with self._substituted(m, ranks), guard:
+                        out = model_output(model(x))
+            except Exception:  # the unmodified forward ran at this size: the substitution broke it
+                out = None
+            if guard.hit is not None:
+                self._refused[guard.hit[0]] = guard.hit[1]
+                return False
+            if out is None or not _same_output(out, refs[m]):
+                return False
+        return True
+
+    def plan(self, model: nn.Module, x: torch.Tensor, n: int) -> Plan:
+        """Dry runs at two other batch sizes: the layout of every call and free parameter at batch ``n``.
+
+        Records the input / output shapes of every handled call at batch sizes m₁, m₂ ∉ {n}
+        (eval mode, gradients on so that the forward takes the path of the measurement): a call's
+        batch dim is the dim whose size follows the batch size; a call without one is unbatched
+        and gets expanded. Each free parameter gets the first per-sample copy (the leading
+        size-1 dim as the batch, then ``(N, 1^k, *S)`` for k = 0, 1, …) with which the forward
+        gives the model's own outputs at m₁ and m₂. Raises ``NotImplementedError`` naming the
+        layer or parameter when there is none.
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"backend='hooks' needs a tensor of inputs with the batch on dim 0, got "
                             f"{type(x).__name__}; use backend='vmap'")
-        m = 2 if n != 2 else 3
-        xs = x[torch.arange(m) % n]
+        m1, m2 = [m for m in (2, 3, 4) if m != n][:2]
+        xs = {m: x[torch.arange(m, device=x.device) % n] for m in (m1, m2)}
         modes = {mod: mod.training for mod in model.modules()}
+        kept = (self.calls, self.subs, self.shape0, self.shared, self.n)
         try:
             model.eval()
-            with torch.no_grad(), self.capture(m):
-                model_output(model(xs))
+            with torch.enable_grad():
+                shapes, refs = {m1: {}, m2: {}}, {}
+                for m in (m1, m2):
+                    with self._recording(shapes[m]):
+                        refs[m] = model_output(model(xs[m])).detach()
+                index = {name: i for i, (name, _, _, _) in enumerate(self.units)}
+                self._check_called({index[key[0]] for key in shapes[m1]})
+                expand, dims = self._layouts(shapes[m1], shapes[m2], m1, m2)
+                free = {(id(mod), k): _copy_ranks(p)[0] for mod, k, _, p in self.free}
+                plan = Plan(expand, dims, free)
+                if (expand or free) and not self._reproduces(model, xs, refs, plan):
+                    for mod, k, full, p in self.free:
+                        ok = [r for r in _copy_ranks(p) if self._reproduces(model, xs, refs, ranks={(id(mod), k): r})]
+                        if not ok:
+                            op = self._refused.get(full)
+                            why = (f"it is indexed, sliced or reshaped ({op}) before use, which on the copy would "
+                                   "act on the batch dim" if op else "it is used other than broadcast over the "
+                                   "batch (in a matmul, a reduction, an op on its own shape...)")
+                            raise NotImplementedError(
+                                f"free parameter {full!r} (shape {tuple(p.shape)}, in {type(mod).__name__}) is used "
+                                "directly in a forward, and no per-sample copy of shape (N, 1, ..., 1, *shape) with "
+                                f"up to {MAX_INSERTED_DIMS} inserted ones (nor the leading size-1 dim as the batch) "
+                                f"broadcasts the way it does: {why}. Give it a leading dim of size 1 (e.g. shape "
+                                "(1, T, D), sliced as p[:, :T]), register a handler for "
+                                f"{type(mod).__name__} (bandscope.torch.register_lnp_handler, e.g. with "
+                                "bandscope.torch.lnp.vmap_handler and params='all') or use backend='vmap'")
+                        free[(id(mod), k)] = ok[0]
+                    plan = Plan(expand, dims, free)
+                    if not self._reproduces(model, xs, refs, plan):
+                        calls = sorted(expand)
+                        raise NotImplementedError(
+                            f"the layer calls {calls} run on inputs without a batch dim (e.g. a positional "
+                            "embedding on arange(T)) and, given a leading per-sample batch dim (N, ...), no longer "
+                            "broadcast as they did (e.g. a seq-first model inserting the batch dim after them): "
+                            "look them up on batched indices, register a handler for the module that uses them "
+                            "(bandscope.torch.register_lnp_handler) or use backend='vmap'")
         finally:
             for mod, t in modes.items():
                 mod.training = t
-        return {key for key, s in self.shape0.items() if s != m}
+            self.calls, self.subs, self.shape0, self.shared, self.n = kept
+        return plan
 
     # ---------------------------------------------------------------------------------------
     def _targets(self, skip=()):
@@ -266,7 +533,11 @@ class LayerTaps:
             if ds is None or all(d is None for d in ds):
                 continue
             name, mod, h, ps = self.units[c.unit]
-            d = tuple(ds) if c.tuple_out else ds[0]
+            if c.out_dims is None:
+                d = tuple(ds) if c.tuple_out else ds[0]
+            else:  # the batch elsewhere in the output: moved to dim 0, as the inputs are
+                moved = tuple(_to_front(t, od) for t, od in zip(ds, c.out_dims))
+                d = moved if c.tuple_out else moved[0]
             args, kwargs = self._call_args(c)
             if not force_grads and h.sq_norms is not None and not any(id(p) in self.shared for p in ps.values()):
                 total += h.sq_norms(mod, args, kwargs, d).to(torch.float64)
@@ -279,6 +550,7 @@ class LayerTaps:
                 acc[id(p)] = g[k] if id(p) not in acc else acc[id(p)] + g[k]
         for i, d in per_free.items():
             p = self.free[i][3]
+            d = d.reshape(d.shape[0], *p.shape)  # (N, 1^k, *S) or (N, *S[1:]) -> (N, *S)
             acc[id(p)] = d if id(p) not in acc else acc[id(p)] + d
         return total, acc
 
@@ -286,7 +558,7 @@ class LayerTaps:
         """Σ over parameters of ||∂(cotangent·f_n)/∂θ||² per sample n (one backward, no weight grads)."""
         total, acc = self._accumulate(out, cotangent, skip)
         for g in acc.values():
-            total += g.to(torch.float64).pow(2).flatten(1).sum(1)
+            total += g.to(torch.float64).pow(2).reshape(g.shape[0], -1).sum(1)
         return total
 
     # ---------------------------------------------------------------------------------------
@@ -355,8 +627,8 @@ class LayerTaps:
         """
         import torch.nn.functional as F
 
-        cands = [c for c in self.calls if not c.tuple_out and not c.expanded and c.taps[0] is not None
-                 and c.taps[0].shape == out.shape]
+        cands = [c for c in self.calls if not c.tuple_out and not c.expanded and c.out_dims is None
+                 and c.taps[0] is not None and c.taps[0].shape == out.shape]
         if not cands:
             return None
         c = max(cands, key=lambda c: c.order)
@@ -379,7 +651,7 @@ class LayerTaps:
         phi2 = d1.pow(2)
         total = torch.zeros(out.shape[0], dtype=torch.float64, device=out.device)
         if "bias" in ps:
-            total += phi2.flatten(1).sum(1, dtype=torch.float64)
+            total += phi2.reshape(phi2.shape[0], -1).sum(1, dtype=torch.float64)
         if "weight" in ps:
             a2 = a.pow(2)
             if isinstance(mod, nn.Linear):
@@ -395,5 +667,5 @@ class LayerTaps:
                     conv = F.conv_transpose1d if len(k) == 1 else F.conv_transpose2d
                     s = conv(a2, torch.ones(cin, 1, *k, dtype=a2.dtype, device=a2.device),
                              output_padding=mod.output_padding, **kw)
-            total += (phi2 * s).flatten(1).sum(1, dtype=torch.float64)
+            total += (phi2 * s).reshape(phi2.shape[0], -1).sum(1, dtype=torch.float64)
         return c.key, total
