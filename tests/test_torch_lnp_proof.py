@@ -782,6 +782,8 @@ UNCOVERED = {  # name -> (model, inputs, what the message must name)
     "prelu-shared-slope": (lambda: _Seq(nn.Linear(3, 3), nn.PReLU()), _r4(4, 3), r"body\.1\.weight"),
     "prelu-per-channel": (lambda: _Seq(nn.Linear(3, 4), nn.PReLU(4)), _r4(4, 3), r"body\.1\.weight"),
     "bilinear": (lambda: _TwoInput(nn.Bilinear(3, 3, 2)), _r4(4, 3), r"layer\.weight"),
+    # weight (1, 3, 3): a leading 1 again (this was a bare RuntimeError from inside autograd)
+    "bilinear-one-output": (lambda: _TwoInput(nn.Bilinear(3, 3, 1)), _r4(4, 3), r"layer\.weight"),
     "grouped-conv": (lambda: _Seq(nn.Conv2d(2, 2, 1, groups=2)), _r4(4, 2, 3, 3), "Conv2d"),
     "reflect-padding": (lambda: _Seq(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")), _r4(4, 2, 3, 3),
                         "Conv2d"),
@@ -800,18 +802,6 @@ def test_uncovered_layers_raise_naming_the_layer_and_the_fallback(name):
         with pytest.raises(NotImplementedError, match=what) as info:
             measure_lnp(model, F.mse_loss, (x, y), seed=0, **kw)
         assert "backend='vmap'" in str(info.value)
-
-
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "nn.Bilinear(3, 3, 1): its weight (1, 3, 3) is taken for a broadcast free parameter; the per-sample "
-    "check then fails inside autograd with a bare 'RuntimeError: Mismatch in shape: grad_output[0] has a "
-    "shape of torch.Size([1, 2]) and output[0] has a shape of torch.Size([1, 1])' (taps.LayerTaps.verify), "
-    "naming neither the layer nor backend='vmap'"))
-def test_bilinear_with_one_output_is_named():
-    model = _TwoInput(nn.Bilinear(3, 3, 1))
-    x = _r4(4, 3)
-    with pytest.raises(NotImplementedError, match=r"layer\.weight.*backend='vmap'"):
-        measure_lnp(model, F.mse_loss, (x, torch.zeros(4, 1)), seed=0)
 
 
 @pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
@@ -923,8 +913,9 @@ def _short(t, n):
     return torch.randint(0, VOCAB, (n, t), generator=g), torch.randn(n, t, VOCAB, generator=g)
 
 
-@pytest.mark.parametrize("t, n", [(4, 4), (4, 2), (3, 4), (4, 1)])
+@pytest.mark.parametrize("t, n", [(4, 4), (4, 2), (3, 4), (4, 1), (2, 4), (3, 2), (2, 3)])
 def test_unbatched_positions_at_other_lengths(t, n):
+    """Including T equal to the size of a dry run (2 or 3), once refused as a sample-mixing lookup."""
     model = GPT("sdpa", "embedding")
     batch = _short(t, n)
     ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact")
@@ -933,26 +924,12 @@ def test_unbatched_positions_at_other_lengths(t, n):
 
 
 @pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=(
-    "a correct GPT refused at sequence length 2 or 3: nn.Embedding(T, D)(arange(T)) (nanoGPT's wpe) with T "
-    "equal to the size of the dry run (taps.LayerTaps.plan runs at m = 2, or 3 when N = 2) looks batched "
-    "there, so the per-sample check (LayerTaps.verify, also at m) does not expand it and raises "
-    "'per-sample gradients of parameters ['wpe.weight'] cannot be had from the layer hooks ... use "
-    "backend='vmap''. Fails for (T, N) = (2, 4), (3, 2), (2, 3); (3, 4) and (4, 4) pass. Suggested fix: "
-    "verify should expand the calls the measured forward expanded"))
-@pytest.mark.parametrize("t, n", [(2, 4), (3, 2), (2, 3)])
-def test_unbatched_positions_at_the_dry_run_size(t, n):
-    model = GPT("sdpa", "embedding")
-    batch = _short(t, n)
-    ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact")
-    np.testing.assert_allclose(float(ds.network_scale), _direct(model, F.mse_loss, batch, RTOL)["network_scale"],
-                               rtol=RTOL)
-
-
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "sequence length 1: the unbatched lookup nn.Embedding(T, D)(arange(1)) returns (1, D), whose leading 1 "
-    "taps._expand takes for a broadcast batch dim and expands to (N, D); added to the (N, 1, D) token "
-    "embeddings it broadcasts to (N, N, D) and the forward fails with a bare RuntimeError (\"shape '[2, 1, 2, "
-    "4]' is invalid for input of size 32\") re-raised by _forward because the dry run has no expand set yet"))
+    "a correct GPT refused at sequence length 1: nn.Embedding(T, D)(arange(1)) returns (1, D), whose leading "
+    "1 taps._expand takes for a broadcast batch dim (expanding it to (N, D), which then broadcasts against "
+    "the (N, 1, D) token embeddings to (N, N, D)); measure_lnp raises \"the layer calls [('wpe', 0)] run on "
+    "inputs without a batch dim ... no longer broadcast as they did ... or use backend='vmap'\". Before the "
+    "seq-first layouts were merged this was a bare RuntimeError (\"shape '[2, 1, 2, 4]' is invalid for input "
+    "of size 32\"). An unbatched call could get a new leading dim (unsqueeze(0)) instead"))
 def test_unbatched_positions_at_length_one():
     model = GPT("sdpa", "embedding")
     batch = _short(1, 3)
