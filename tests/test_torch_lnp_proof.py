@@ -520,6 +520,10 @@ LAYER_SETTINGS = {
                                              (_r(g, n, t, 2),) * 3,
                                              {"need_weights": False,
                                               "attn_mask": torch.triu(torch.ones(t, t, dtype=torch.bool), 1)}))],
+    nn.PReLU: [
+        ("shared-slope", lambda n, c, t, g: (nn.PReLU(init=0.3), (_r(g, n, t, c),), {})),
+        ("per-channel", lambda n, c, t, g: (nn.PReLU(c, init=0.2), (_r(g, n, c, t),), {})),
+        ("per-channel-2d", lambda n, c, t, g: (nn.PReLU(c), (_r(g, n, c),), {}))],
     **_optional_types(),
 }
 
@@ -779,8 +783,6 @@ UNCOVERED = {  # name -> (model, inputs, what the message must name)
                                   r"body\.0\.weight"),
     "instance-norm-one-channel": (lambda: _Seq(nn.Conv1d(2, 1, 1), nn.InstanceNorm1d(1, affine=True)),
                                   _r4(4, 2, 5), r"body\.1\.weight"),
-    "prelu-shared-slope": (lambda: _Seq(nn.Linear(3, 3), nn.PReLU()), _r4(4, 3), r"body\.1\.weight"),
-    "prelu-per-channel": (lambda: _Seq(nn.Linear(3, 4), nn.PReLU(4)), _r4(4, 3), r"body\.1\.weight"),
     "bilinear": (lambda: _TwoInput(nn.Bilinear(3, 3, 2)), _r4(4, 3), r"layer\.weight"),
     # weight (1, 3, 3): a leading 1 again (this was a bare RuntimeError from inside autograd)
     "bilinear-one-output": (lambda: _TwoInput(nn.Bilinear(3, 3, 1)), _r4(4, 3), r"layer\.weight"),
@@ -804,12 +806,6 @@ def test_uncovered_layers_raise_naming_the_layer_and_the_fallback(name):
         assert "backend='vmap'" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "BatchNorm1d(track_running_stats=False) in eval mode normalises with the batch statistics exactly as "
-    "in train mode (where measure_lnp freezes them and works), but the hooks route raises a bare "
-    "'RuntimeError: BatchNorm1d must be in frozen-statistics mode during measurement' (handlers."
-    "_batch_norm_grads; the freezing pre-hook only looks at modules in training mode) and the vmap "
-    "route a torch ValueError 'Expected more than 1 value per channel when training'"))
 def test_batchnorm_without_running_stats_in_eval_mode_is_measured_like_train_mode():
     torch.manual_seed(5)
     model = _Seq(nn.Linear(3, 4), nn.Tanh(), nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 2))
@@ -838,27 +834,26 @@ def _loop_network_scale(model, x) -> float:
     return total
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "backend='vmap' on nn.PReLU gives a silently wrong network scale when the batch size equals the "
-    "number of channels: Linear(3, 4) + PReLU(), batch 4, exact: 26.198 vs 20.980 from a per-sample "
-    "autograd loop (the jacrev oracle agrees); with another batch size it is a bare RuntimeError ('The size "
-    "of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 1'). torch.func's "
-    "prelu backward batching rule confuses the vmap dim with the channel dim (torch 2.13); the hooks "
-    "route refuses PReLU and points to this route"))
-def test_vmap_route_prelu_equals_the_oracle():
+@pytest.mark.parametrize("n", [3, 4])
+def test_prelu_equals_the_oracle_or_the_vmap_route_refuses(n):
+    """torch.func's PReLU batching rule is wrong when the vmap size equals the number of channels
+    (torch 2.13: exact 26.198 vs 20.980 at batch 4) and fails at other sizes: the vmap route must
+    refuse (naming the hooks route), and the hooks route, which has a PReLU handler, be exact."""
     torch.manual_seed(1)
-    model = _Seq(nn.Linear(3, 4), nn.PReLU())
-    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
-    ds = measure_lnp(model, F.mse_loss, (x, torch.zeros(4, 4)), network_scale="exact", backend="vmap")
-    np.testing.assert_allclose(float(ds.network_scale), _loop_network_scale(model, x), rtol=RTOL)
+    model = _Seq(nn.Linear(3, 4), nn.PReLU()).double()
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    batch = (x, torch.zeros(n, 4, dtype=torch.float64))
+    ref = _loop_network_scale(model, x)
+    ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact")
+    np.testing.assert_allclose(float(ds.network_scale), ref, rtol=RTOL)
+    try:
+        ds = measure_lnp(model, F.mse_loss, batch, network_scale="exact", backend="vmap")
+    except NotImplementedError as exc:
+        assert "backend='hooks'" in str(exc)
+    else:
+        np.testing.assert_allclose(float(ds.network_scale), ref, rtol=RTOL)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "backend='vmap' evaluates each sample alone, so on a model that mixes samples (x - x.mean(0)) it "
-    "returns the network scale of a different network without a word: exact 8.0 vs the jacrev oracle "
-    "20.51 (Linear(3, 4), centre over the batch, tanh, Linear(4, 2); batch 4). The hooks route refuses "
-    "this model and recommends backend='vmap'. A cheap guard: compare model(x)[:k] with model on single "
-    "samples before measuring, and raise naming the mismatch"))
 def test_vmap_route_refuses_or_measures_a_sample_mixing_model():
     model = _Centre()
     x = _r4(4, 3)
@@ -871,11 +866,6 @@ def test_vmap_route_refuses_or_measures_a_sample_mixing_model():
                                rtol=RTOL)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "backend='vmap' on layers torch.func cannot batch ends in a bare torch RuntimeError that names no "
-    "layer: nn.LSTM 'output with shape [1, 16] doesn't match the broadcast shape [4, 1, 16]'; a model with "
-    "train-mode nn.Dropout (transformers GPT-2 with dropout 0.1) 'vmap: called random operation while in "
-    "randomness error mode'. The hooks route's error sends users for the LSTM to exactly this route"))
 @pytest.mark.parametrize("case", ["lstm", "train-mode-dropout"])
 def test_vmap_route_refusals_name_the_layer(case):
     if case == "lstm":
@@ -923,13 +913,6 @@ def test_unbatched_positions_at_other_lengths(t, n):
                                rtol=RTOL)
 
 
-@pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=(
-    "a correct GPT refused at sequence length 1: nn.Embedding(T, D)(arange(1)) returns (1, D), whose leading "
-    "1 taps._expand takes for a broadcast batch dim (expanding it to (N, D), which then broadcasts against "
-    "the (N, 1, D) token embeddings to (N, N, D)); measure_lnp raises \"the layer calls [('wpe', 0)] run on "
-    "inputs without a batch dim ... no longer broadcast as they did ... or use backend='vmap'\". Before the "
-    "seq-first layouts were merged this was a bare RuntimeError (\"shape '[2, 1, 2, 4]' is invalid for input "
-    "of size 32\"). An unbatched call could get a new leading dim (unsqueeze(0)) instead"))
 def test_unbatched_positions_at_length_one():
     model = GPT("sdpa", "embedding")
     batch = _short(1, 3)
@@ -990,12 +973,6 @@ def test_models_as_trained(case):
     assert abs(float(ds.network_scale) - ref["network_scale"]) < 5 * float(ds.network_scale_se)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "transformers inputs as a dict (input_ids + attention_mask, how padded batches are fed): the hooks "
-    "route says \"backend='hooks' needs a tensor of inputs ... got dict; use backend='vmap'\", and the vmap "
-    "route then fails with a bare \"AttributeError: 'dict' object has no attribute 'size'\" (estimators."
-    "vmap_per_sample unsqueezes the inputs). Either route should take the dict (each value has the batch "
-    "on dim 0) or the error should name the limitation, not send users to a route that cannot take it"))
 def test_dict_inputs_measured_or_refused_clearly():
     model = _hf("hf-gpt2")
     x, y = _batch("hf-gpt2", "mse", 3, 1)
