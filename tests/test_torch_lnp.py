@@ -293,3 +293,36 @@ def test_random_feature_model_measured_with_torch(alpha):
         np.testing.assert_allclose(float(ds.spectral_position), ref["spectral_position"], rtol=1e-9)
         np.testing.assert_allclose(float(ds.network_scale), ref["network_scale"], rtol=1e-9)
     assert ds.attrs["n_units"] == n
+
+
+@pytest.mark.parametrize("backend", ["hooks", "vmap"])
+def test_seeded_measurement_does_not_depend_on_earlier_calls(backend):
+    """The first call on a model runs the one-time checks; they draw from their own generator, so
+    a seeded measurement is the same whether or not the model was measured before."""
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 4, generator=g, dtype=torch.float64), torch.randn(16, 3, generator=g, dtype=torch.float64)
+    net = build()
+    first, second = (float(measure_lnp(net, nn.MSELoss(), (x, y), seed=0, backend=backend).network_scale)
+                     for _ in range(2))
+    fresh = float(measure_lnp(build(), nn.MSELoss(), (x, y), seed=0, backend=backend).network_scale)
+    assert first == second == fresh
+    assert float(measure_lnp(net, nn.MSELoss(), (x, y), seed=1, backend=backend).network_scale) != first
+
+
+def test_class_weighted_cross_entropy_units_are_the_summed_target_weights():
+    """M is what the mean divides by: Σ w[y] over targets not ignored (torch's weighted mean)."""
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 2, -100, 1])
+    w = torch.tensor([0.5, 2.0, 1.5], dtype=torch.float64)
+    loss = nn.CrossEntropyLoss(weight=w)
+    ds = measure_lnp(net, loss, (x, y), network_scale="exact")
+    m = float(w[y[y != -100]].sum())
+    assert ds.attrs["n_units"] == m
+    summed = nn.CrossEntropyLoss(weight=w, reduction="sum")(net(x), y)
+    np.testing.assert_allclose(float(loss(net(x), y)), float(summed) / m, rtol=1e-12)

@@ -366,6 +366,10 @@ def _layer_settings(kind, n, c, t):
         return nn.MultiheadAttention(2 * c, 2, batch_first=True), torch.randn(n, t, 2 * c, generator=g)
     if kind == "gain":
         return Gain(c), torch.randn(n, t, c, generator=g)
+    if kind == "prelu":
+        return nn.PReLU(c, init=0.2), torch.randn(n, c, t, generator=g)
+    if kind == "prelu-shared":
+        return nn.PReLU(init=0.3), torch.randn(n, t, c, generator=g)
     raise KeyError(kind)
 
 
@@ -381,7 +385,8 @@ class _Wrap(nn.Module):
 
 
 LAYER_KINDS = ["linear", "linear2d", "conv1d", "conv2d", "convT1d", "convT2d", "embedding", "layernorm",
-               "rmsnorm", "groupnorm", "batchnorm", "batchnorm2d", "batchnorm3d", "mha", "gain"]
+               "rmsnorm", "groupnorm", "batchnorm", "batchnorm2d", "batchnorm3d", "mha", "gain", "prelu",
+               "prelu-shared"]
 
 
 def test_every_builtin_type_has_a_setting():

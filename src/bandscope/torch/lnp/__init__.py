@@ -31,6 +31,7 @@ so 𝒩 = Σ_n ||J_n||_F² is defined; the gradient ∇L is that of this frozen-
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -45,7 +46,8 @@ from bandscope.lnp import band_spectral_position, lnp_components, position_stand
 from .estimators import ESTIMATOR_TABLE, Context, vmap_per_sample
 from .handlers import LayerHandler, register_lnp_handler, registered_layer_types, vmap_handler
 from .state import freeze_batchnorm_hooks, make_generator, preserved
-from .taps import LayerTaps, checked, model_output, record_checked
+from .taps import LayerTaps, checked, model_output, record_checked, single_tensor_inputs_message
+from .vmap_guard import check_vmap_route, vmap_errors
 
 __all__ = ["measure_lnp", "per_sample_grad_norms", "register_lnp_handler", "vmap_handler", "LayerHandler",
            "registered_layer_types", "ESTIMATORS", "ESTIMATOR_TABLE"]
@@ -91,6 +93,10 @@ def _infer_units(loss_fn, out, y, n_units, arg: str) -> tuple[float, str]:
             return 1.0, "sum"
         ign = getattr(loss_fn, "ignore_index", -100)
         if y.dtype in (torch.long, torch.int, torch.int32, torch.int64):
+            w = getattr(loss_fn, "weight", None)
+            if w is not None:  # a weighted mean divides by the summed weights of the targets
+                keep = y != ign
+                return float(w.to(torch.float64)[y[keep]].sum()), "summed class weights of the targets not ignored"
             return float((y != ign).sum()), "targets (tokens / samples not ignored)"
         return float(y.numel() // max(1, y.shape[1] if y.dim() > 1 else 1)), "targets"
     return math.nan, (f"the loss-reduction unit count M of {loss_fn!r} cannot be inferred (the raw "
@@ -145,6 +151,8 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
     if not params:
         raise ValueError("model has no trainable parameters")
     need_taps = backend == "hooks" and (estimator != "batch-hutchinson" or exact_output_layer)
+    if (need_taps or (backend == "vmap" and estimator != "batch-hutchinson")) and not isinstance(x, torch.Tensor):
+        raise TypeError(single_tensor_inputs_message(x))
     out, taps, expand = _forward(model, x, backend, need_taps)
     with torch.enable_grad():
         loss = loss_fn(out, y)
@@ -165,8 +173,13 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             raise ValueError(f"trainable parameters {unused[:5]} do not influence the loss on this batch; "
                              "freeze them (requires_grad=False) for the measurement")
         if taps is not None and not taps.verified:
-            taps.verify(model, x, x.shape[0], expand, gen)
+            # its own generator: the probes of a seeded call must not depend on whether this model
+            # was verified before
+            taps.verify(model, x, x.shape[0], expand, torch.Generator().manual_seed(0))
             record_checked(model, taps.signature, expand)
+        if backend == "vmap" and estimator != "batch-hutchinson":
+            check_vmap_route(model, x, out, exact=estimator == "exact", gen=torch.Generator().manual_seed(0),
+                             chunk_size=chunk_size)
         m, m_how = _infer_units(loss_fn, out, y, n_units, "n_units" if which == "a" else "n_units_b")
         stats = {
             "loss": float(loss.detach()),
@@ -176,7 +189,8 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             "n_outputs": int(out[0].numel()),
         }
         ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer)
-        ns = ESTIMATOR_TABLE[estimator](ctx)
+        with vmap_errors() if backend == "vmap" else contextlib.nullcontext():
+            ns = ESTIMATOR_TABLE[estimator](ctx)
         stats.update(network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
                      exact_output_layer=ns.exact_layer)
         if bands:
@@ -242,7 +256,9 @@ def measure_lnp(
         ``F.cross_entropy`` / ``F.nll_loss`` … passed as plain functions (mean: all elements /
         non-ignored targets, i.e. tokens); otherwise the ``*_norm`` values are NaN with the reason
         in ``attrs["n_units_reason"]`` (raw ℒ, 𝒩, ||∇L||², P never need M). An int,
-        ``"samples"``, ``"elements"``, ``"targets"``, ``"sum"`` or ``f(outputs, targets)``.
+        ``"samples"``, ``"elements"``, ``"targets"`` (``targets.numel()``, ignored ones included),
+        ``"sum"`` or ``f(outputs, targets)``. A class-weighted ``nn.CrossEntropyLoss(weight=w)`` /
+        ``nn.NLLLoss`` divides by the summed weights of its targets, and that is its M.
     bands : bool
         Add the Haar-band split (image outputs, an MSE-type loss): ``band_grad_dot`` = ∇L_i·∇L
         (sums to ||∇L||²), ``band_loss_scale`` = ||g_i||², ``band_grad_norm_sq`` = ||Jᵀg_i||²

@@ -483,6 +483,16 @@ def _mha_grads(m, args, kwargs, d):
 # --------------------------------------------------------------------------------------------
 # built-in table
 # --------------------------------------------------------------------------------------------
+def _prelu_grads(m, args, kwargs, d):
+    """PReLU f = max(0, x) + w·min(0, x): ∂f/∂w = min(0, x), summed per sample over the elements
+    sharing a slope (all of them for one slope, else those of channel c = dim 1)."""
+    g = d * torch.clamp(args[0], max=0)
+    n = g.shape[0]
+    if m.weight.numel() == 1:
+        return {"weight": g.reshape(n, -1).sum(1).reshape(n, 1)}
+    return {"weight": g.reshape(n, g.shape[1], -1).sum(2)}
+
+
 def _builtin():
     for cls in (nn.Linear,):
         register_lnp_handler(cls, _linear_grads, sq_norms=_linear_sq, batch_dim="any")
@@ -500,6 +510,7 @@ def _builtin():
     for cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
         register_lnp_handler(cls, _batch_norm_grads, sq_norms=_sq_of(_batch_norm_grads))
     register_lnp_handler(nn.MultiheadAttention, _mha_grads, params="all", batch_dim=_mha_batch_dim)
+    register_lnp_handler(nn.PReLU, _prelu_grads, sq_norms=_sq_of(_prelu_grads))
 
 
 _builtin()

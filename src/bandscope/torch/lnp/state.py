@@ -33,7 +33,8 @@ def preserved(model: nn.Module):
 
 
 def freeze_batchnorm_hooks(model: nn.Module):
-    """Pre-hooks: a training-mode BatchNorm normalises with the batch statistics, held constant."""
+    """Pre-hooks: a BatchNorm that normalises with the batch statistics (training mode, or eval mode
+    without running statistics) uses them held constant."""
     handles = []
 
     def pre(mod, inp):
@@ -47,7 +48,8 @@ def freeze_batchnorm_hooks(model: nn.Module):
         return None
 
     for m in model.modules():
-        if isinstance(m, _BN) and m.training:
+        # eval mode without running statistics normalises with the batch's too (torch's bn_training)
+        if isinstance(m, _BN) and (m.training or (m.running_mean is None and m.running_var is None)):
             handles.append(m.register_forward_pre_hook(pre))
     return handles
 

@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 
 from .handlers import lookup_handler
 
-__all__ = ["LayerTaps", "Plan", "model_output", "checked", "record_checked"]
+__all__ = ["LayerTaps", "Plan", "model_output", "checked", "record_checked", "single_tensor_inputs_message"]
 
 #: largest number of size-1 dims inserted after the batch dim of a free parameter's per-sample copy
 MAX_INSERTED_DIMS = 6
@@ -74,19 +74,32 @@ class Plan(frozenset):
     batch dim of each positional input / output (``None``: not batched). ``free`` maps
     ``(id(module), name)`` of each free parameter to the number k of size-1 dims inserted after
     the batch dim of its per-sample copy (``-1``: the leading size-1 dim becomes the batch).
+    ``new_dim`` holds the unbatched calls whose expansion inserts a new batch dim even when their
+    leading dim has size 1 (a positional lookup on ``arange(1)``: ``(1, D)`` is one position,
+    not a broadcast batch).
     """
 
     dims: dict
     free: dict
+    new_dim: frozenset
 
-    def __new__(cls, expand=(), dims=None, free=None):
+    def __new__(cls, expand=(), dims=None, free=None, new_dim=()):
         obj = super().__new__(cls, expand)
         obj.dims = dict(dims or {})
         obj.free = dict(free or {})
+        obj.new_dim = frozenset(new_dim)
         return obj
 
     def __reduce__(self):
-        return (Plan, (frozenset(self), self.dims, self.free))
+        return (Plan, (frozenset(self), self.dims, self.free, self.new_dim))
+
+
+def single_tensor_inputs_message(x) -> str:
+    """Why inputs other than one tensor are refused, and the wrapper that makes them one."""
+    return (f"measure_lnp needs the inputs as one tensor with the batch on dim 0 (both backends), got "
+            f"{type(x).__name__}; wrap the model in a module taking one tensor, e.g. for transformers inputs "
+            "stack input_ids and attention_mask into x of shape (N, 2, T) and call "
+            "model(input_ids=x[:, 0], attention_mask=x[:, 1]) inside")
 
 
 def model_output(out):
@@ -99,10 +112,10 @@ def model_output(out):
     raise TypeError(f"the model must return a tensor (or an object with a .logits tensor), got {type(out).__name__}")
 
 
-def _expand(t, n: int):
+def _expand(t, n: int, new_dim: bool = False):
     if not isinstance(t, torch.Tensor):
         return t
-    if t.dim() >= 1 and t.shape[0] == 1:
+    if t.dim() >= 1 and t.shape[0] == 1 and not new_dim:
         return t.expand(n, *t.shape[1:])
     return t.unsqueeze(0).expand(n, *t.shape)
 
@@ -273,6 +286,7 @@ class LayerTaps:
         self.calls, self.shape0, self.n = [], {}, n
         expand = frozenset() if expand is None else expand
         dims = getattr(expand, "dims", {})
+        new_dim = getattr(expand, "new_dim", frozenset())
         ranks = getattr(expand, "free", None)
         if ranks is None:  # a plan without free-parameter ranks: the leading size-1 dim is the batch
             ranks = {}
@@ -307,7 +321,8 @@ class LayerTaps:
                 call.key, call.unit, call.order, call.expanded = key, uidx, len(self.calls), exp
                 call.tuple_out = isinstance(out, tuple)
                 call.versions = [a._version if isinstance(a, torch.Tensor) else None for a in targs]
-                call.args = tuple(_expand(a, n) for a in targs) if exp else targs
+                nd = key in new_dim
+                call.args = tuple(_expand(a, n, nd) for a in targs) if exp else targs
                 call.kwargs = {kk: _detach(v) for kk, v in kwargs.items()}
                 taps, ret = [], []
                 for o in outs:
@@ -315,7 +330,7 @@ class LayerTaps:
                         taps.append(None)
                         ret.append(o)
                         continue
-                    t = _expand(o, n) if exp else o
+                    t = _expand(o, n, nd) if exp else o
                     taps.append(t if t.requires_grad else None)
                     ret.append(t.clone())
                 call.taps = tuple(taps)
@@ -436,8 +451,7 @@ class LayerTaps:
         layer or parameter when there is none.
         """
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"backend='hooks' needs a tensor of inputs with the batch on dim 0, got "
-                            f"{type(x).__name__}; use backend='vmap'")
+            raise TypeError(single_tensor_inputs_message(x))
         m1, m2 = [m for m in (2, 3, 4) if m != n][:2]
         xs = {m: x[torch.arange(m, device=x.device) % n] for m in (m1, m2)}
         modes = {mod: mod.training for mod in model.modules()}
@@ -472,6 +486,9 @@ class LayerTaps:
                                 "bandscope.torch.lnp.vmap_handler and params='all') or use backend='vmap'")
                         free[(id(mod), k)] = ok[0]
                     plan = Plan(expand, dims, free)
+                    if expand and not self._reproduces(model, xs, refs, plan):
+                        # leading size-1 dims of unbatched calls as positions, not a broadcast batch
+                        plan = Plan(expand, dims, free, new_dim=expand)
                     if not self._reproduces(model, xs, refs, plan):
                         calls = sorted(expand)
                         raise NotImplementedError(

@@ -1,0 +1,134 @@
+"""Checks that make ``backend="vmap"`` fail with a clear error instead of returning a wrong number.
+
+The vmap route (:func:`.estimators.vmap_per_sample`) evaluates the model one sample at a time
+under ``torch.func`` (``functional_call`` on ``x[n:n+1]``, batched by ``vmap``). That gives the
+per-sample Jacobians of the batched model only when
+
+1. the forward is deterministic (no train-mode dropout: its mask would differ per call);
+2. the model treats samples independently (row n of ``model(x)`` equals ``model(x[n:n+1])``;
+   not so for ``x - x.mean(0)``, attention across the batch, ...);
+3. every op's ``torch.func`` batching rule is right (``nn.PReLU``'s is not in torch 2.13 when
+   the vmap size equals the number of channels: a silently wrong 𝒩).
+
+:func:`check_vmap_route` tests 1 before the measurement and 2–3 once per model and input
+signature (cached like the hooks path's verification): the outputs of two or three samples
+against single-sample forwards, and the route's own per-sample values on the measured batch
+against autograd on single samples. :func:`vmap_errors` turns an exception raised inside
+``torch.func`` into one that names the route and the fixes.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import weakref
+
+import torch
+from torch import nn
+
+from .estimators import rademacher, vmap_per_sample
+from .taps import _signature, model_output, single_tensor_inputs_message
+
+__all__ = ["check_vmap_route", "vmap_errors"]
+
+_RANDOM = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+#: model -> signatures whose vmap route was checked (weak keys: dies with the model; never a result)
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TOL = {torch.float64: 1e-7, torch.float32: 2e-3}
+
+
+def _tol(dtype) -> float:
+    return _TOL.get(dtype, 5e-2)
+
+
+def _refuse_random_and_recurrent(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        if isinstance(m, _RANDOM) and m.training and m.p > 0:
+            raise NotImplementedError(
+                f"{type(m).__name__} {name!r} is in training mode: its random mask differs between the batched "
+                "forward and the single-sample forwards of backend='vmap', so per-sample gradients cannot be had "
+                "this way; use backend='hooks' (it measures the train-mode forward as it ran) or call "
+                "model.eval() for the measurement")
+        if isinstance(m, nn.RNNBase):
+            raise NotImplementedError(
+                f"{type(m).__name__} {name!r}: torch.func cannot batch its fused kernel (backend='vmap') and the "
+                "hooks backend has no handler for it; register one (bandscope.torch.register_lnp_handler) or "
+                "measure a model built from cells (e.g. nn.LSTMCell) with backend='vmap'")
+
+
+def _close(got: torch.Tensor, ref: torch.Tensor, tol: float) -> bool:
+    err = float((got.double() - ref.double()).norm())
+    scale = float(ref.double().norm())
+    return not (err > tol * scale + 1e-12 * (1 + scale)) or math.isclose(err, 0.0)
+
+
+def _single_sq_norm(model, params, xi, cot_i=None) -> float:
+    """||J_iᵀ v_i||² (or ||J_i||_F² when ``cot_i`` is None) by plain autograd on one sample."""
+    oi = model_output(model(xi))
+    if cot_i is not None:
+        gs = torch.autograd.grad(oi, params, cot_i, allow_unused=True)
+        return sum(float(g.double().pow(2).sum()) for g in gs if g is not None)
+    flat = oi.reshape(-1)
+    total = 0.0
+    for o in range(flat.numel()):
+        gs = torch.autograd.grad(flat[o], params, retain_graph=True, allow_unused=True)
+        total += sum(float(g.double().pow(2).sum()) for g in gs if g is not None)
+    return total
+
+
+def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, exact: bool,
+                     gen: torch.Generator, chunk_size=None) -> None:
+    """Raise ``NotImplementedError`` when ``backend="vmap"`` would not give this model's numbers.
+
+    ``out`` is the batched model output of the measurement (BatchNorm statistics already frozen
+    to the batch's, as in the measured forward). ``exact`` selects which route is checked: the
+    jacrev route of ``network_scale="exact"`` or the vjp route of the Hutchinson estimator.
+    """
+    _refuse_random_and_recurrent(model)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(single_tensor_inputs_message(x))
+    sig = (_signature(model, x), bool(exact))
+    if sig in _CHECKED.get(model, set()):
+        return
+    n = x.shape[0]
+    idx = sorted({0, n // 2, n - 1})
+    params = [p for p in model.parameters() if p.requires_grad]
+    tol = _tol(out.dtype)
+    with torch.enable_grad():
+        for i in idx:
+            oi = model_output(model(x[i:i + 1]))
+            if oi.shape[1:] != out.shape[1:] or not _close(oi[0].detach(), out[i].detach(), tol):
+                raise NotImplementedError(
+                    f"the model's output for sample {i} depends on the other samples of the batch (model(x)[{i}] "
+                    f"differs from model(x[{i}:{i + 1}])), e.g. x - x.mean(0) or attention across the batch: "
+                    "per-sample gradients (backend='hooks' or 'vmap') are not defined for it; "
+                    "network_scale='batch-hutchinson' with exact_output_layer=False estimates the trace of the "
+                    "batch's kernel without them")
+        cot = None if exact else rademacher(out.shape, out, gen)
+        with vmap_errors():
+            got = vmap_per_sample(model, x, cot, exact, chunk_size)
+        bad = []
+        for i in idx:
+            ref = _single_sq_norm(model, params, x[i:i + 1], None if exact else cot[i:i + 1])
+            if not _close(got[i].reshape(()), torch.tensor(ref, dtype=torch.float64), tol):
+                bad.append((i, float(got[i]), ref))
+    if bad:
+        i, g, r = bad[0]
+        raise NotImplementedError(
+            f"backend='vmap' (torch.func) gives per-sample gradient norms that differ from autograd on single "
+            f"samples (sample {i}: {g:.6g} vs {r:.6g}): a torch.func batching rule of some layer of this model is "
+            "wrong for this batch size (known: nn.PReLU in torch 2.x); use backend='hooks' if it covers the "
+            "model, or register a handler (bandscope.torch.register_lnp_handler)")
+    _CHECKED.setdefault(model, set()).add(sig)
+
+
+@contextlib.contextmanager
+def vmap_errors():
+    """Re-raise an exception from inside ``torch.func`` as ``NotImplementedError`` naming the route."""
+    try:
+        yield
+    except (RuntimeError, ValueError, AttributeError, TypeError) as exc:
+        raise NotImplementedError(
+            f"backend='vmap' (torch.func, the model run one sample at a time) failed on this model: "
+            f"{type(exc).__name__}: {exc}. Layers torch.func cannot batch (fused recurrent kernels, "
+            "in-place ops on inputs, random ops, .item()/data-dependent control flow) need backend='hooks' "
+            "or a handler (bandscope.torch.register_lnp_handler)") from exc
