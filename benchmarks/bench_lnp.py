@@ -1,6 +1,7 @@
 """Benchmark: cost and noise of one LNP measurement, each case timed in a fresh process.
 
-Run: ``python benchmarks/bench_lnp.py [--quick] [--cases cnn32 cnn128 gpt vit] [--estimators]``.
+Run: ``python benchmarks/bench_lnp.py [--quick] [--cases cnn32 cnn128 gpt vit | --only cnn|transformers]
+[--estimators]``.
 
 Default run (``main``): for each case below, one fresh Python process per backend (what a user's
 first session sees: the allocator has not been warmed by other measurements). In it, on one
@@ -302,6 +303,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer draws (a smoke run)")
     ap.add_argument("--cases", nargs="+", choices=sorted(CASES), default=None, help="subset of the cases")
+    ap.add_argument("--only", choices=["cnn", "transformers"], default=None,
+                    help="the CNN cases (cnn32 cnn128) or the transformer cases (gpt vit)")
     ap.add_argument("--estimators", action="store_true", help="also the in-process CNN estimator table")
     ap.add_argument("--worker", choices=sorted(CASES), help=argparse.SUPPRESS)
     ap.add_argument("--backend", default="hooks", choices=["hooks", "vmap"], help=argparse.SUPPRESS)
@@ -310,6 +313,7 @@ if __name__ == "__main__":
     if args.worker:
         print(json.dumps(worker(args.worker, args.backend, args.draws)))
     else:
-        main(args.quick, args.cases)
+        only = {"cnn": ["cnn32", "cnn128"], "transformers": ["gpt", "vit"]}.get(args.only)
+        main(args.quick, args.cases or only)
         if args.estimators:
             estimator_table(args.quick)
