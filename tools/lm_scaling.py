@@ -44,7 +44,7 @@ from bandscope.torch.lm import LM_SIZES, TinyGPT
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent / "reference_runs" / "lm-scaling" / "corpus" / "python-3.11.7-stdlib.txt.gz"
 CORPUS_SHA256 = "e870eaa7c6b022d4a28d4e6d540cf002b77a0e1cfc9051c046f231f650fe9508"
-LR = {"xs": 4e-3, "s": 3e-3, "m": 2e-3}  # larger models take smaller rates, as in B.2
+LR = {"xs": 4e-3, "s": 3e-3, "m": 2e-3, "l": 1.5e-3}  # larger models take smaller rates, as in B.2
 BATCH, POOL, HELDOUT_FRACTION, WARMUP = 32, 160, 0.05, 100
 
 

@@ -48,6 +48,7 @@ LM_SIZES: dict[str, LMConfig] = {
     "xs": LMConfig(context=64, d_model=32, n_layers=2, n_heads=2, d_ff=128),
     "s": LMConfig(context=64, d_model=64, n_layers=2, n_heads=2, d_ff=256),
     "m": LMConfig(context=64, d_model=96, n_layers=3, n_heads=3, d_ff=384),
+    "l": LMConfig(context=64, d_model=128, n_layers=4, n_heads=4, d_ff=512),
 }
 
 
