@@ -169,7 +169,10 @@ def _energies_kernel(x: np.ndarray, recon: np.ndarray | None, wd: np.dtype) -> n
     # numpy casts float16 -> float64 much faster than float16 -> float32 (measured): for a
     # float32 working precision go through a float64 block (the difference of two float16
     # values is exact in float64, and also in float32 for inputs in [0, 1])
-    via64 = np.empty_like(buf, dtype=np.float64) if half and wd == np.float32 and rf is not None else None
+    # values wider than float32 (float64, int64) are also subtracted in float64 first, so the float32
+    # error is relative to the image's error e, not to |x| (x ≈ recon would lose digits otherwise)
+    wide = rf is not None and np.result_type(xf.dtype, rf.dtype).itemsize > 4
+    via64 = np.empty_like(buf, dtype=np.float64) if (half or wide) and wd == np.float32 and rf is not None else None
     for i0 in range(0, p, block):
         i1 = min(i0 + block, p)
         e = buf[: i1 - i0]
