@@ -326,3 +326,50 @@ def test_class_weighted_cross_entropy_units_are_the_summed_target_weights():
     assert ds.attrs["n_units"] == m
     summed = nn.CrossEntropyLoss(weight=w, reduction="sum")(net(x), y)
     np.testing.assert_allclose(float(loss(net(x), y)), float(summed) / m, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["conv", "tokens"])
+def test_handler_memo_reused_across_cotangents(kind):
+    """Layers in the ghost-norm regime (many channels, few positions or tokens): the unfolded inputs and
+    input Gram matrices the handlers keep per layer call are reused for every cotangent of one forward
+    (the exact route runs one backward per output coordinate on the same taps), and stay exact."""
+    torch.manual_seed(4)
+    g = torch.Generator().manual_seed(5)
+    if kind == "conv":
+        model = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Tanh(),
+                              nn.ConvTranspose2d(16, 2, 3, stride=2, padding=1, output_padding=1))
+        x = torch.randn(3, 8, 4, 4, generator=g)
+    else:
+        model = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+        x = torch.randn(3, 2, 16, generator=g)
+    h = per_sample_grad_norms(model, x, backend="hooks")
+    ref = per_sample_grad_norms(model, x, backend="vmap")
+    np.testing.assert_allclose(h.numpy(), ref.detach().numpy(), rtol=1e-10)
+    out = model(x)
+    for s in range(3):
+        v = torch.randn(out.shape, generator=torch.Generator().manual_seed(s))
+        np.testing.assert_allclose(per_sample_grad_norms(model, x, v).numpy(),
+                                   per_sample_grad_norms(model, x, v, backend="vmap").detach().numpy(), rtol=1e-10)
+
+
+def test_handler_memo_stays_within_its_byte_budget(monkeypatch):
+    """The memo keeps a tensor only while the measurement's shared budget has room; with no room the
+    handlers recompute per probe and give the same numbers."""
+    from bandscope.torch.lnp import taps
+    from bandscope.torch.lnp.handlers import memo_keep
+
+    t = torch.zeros(10, dtype=torch.float32)  # 40 bytes
+    budget = [100]
+    m1, m2, m3 = {"budget": budget}, {"budget": budget}, {"budget": budget}
+    memo_keep(m1, "unfold", t)
+    memo_keep(m2, "unfold", t)
+    memo_keep(m3, "unfold", t)  # 20 bytes left: not kept
+    assert "unfold" in m1 and "unfold" in m2 and "unfold" not in m3 and budget == [20]
+    memo_keep(None, "unfold", t)  # no memo: nothing to do
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Tanh(),
+                          nn.ConvTranspose2d(16, 2, 3, stride=2, padding=1, output_padding=1))
+    x = torch.randn(3, 8, 4, 4, generator=torch.Generator().manual_seed(5))
+    kept = per_sample_grad_norms(model, x)
+    monkeypatch.setattr(taps, "_MEMO_BYTES", 0)
+    np.testing.assert_allclose(per_sample_grad_norms(model, x).numpy(), kept.numpy(), rtol=1e-12)

@@ -51,6 +51,11 @@ class LayerHandler:
     sq_norms: Callable | None = None
     params: str = "direct"
     batch_dim: int | str | Callable = 0
+    #: ``sq_norms`` also takes ``memo=``: a dict private to one recorded layer call, kept across the
+    #: probes of one measurement, for probe-independent intermediates (unfolded inputs, Gram matrices
+    #: of the inputs) within the byte budget in ``memo["budget"]`` that all calls of the measurement
+    #: share (:func:`memo_keep`); set by the built-in Linear / Conv / ConvTranspose handlers
+    memo: bool = False
 
     def batch_dim_of(self, module: nn.Module) -> int | None:
         """The batch dim of ``module``'s inputs (``None``: any leading dim, read from the dry runs)."""
@@ -149,15 +154,36 @@ def _trainable(module: nn.Module, name: str) -> bool:
     return isinstance(p, torch.Tensor) and p.requires_grad
 
 
-def _outer_sum_sq(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def memo_keep(memo: dict | None, key: str, t: torch.Tensor) -> None:
+    """Keep ``t`` in a layer call's memo if the measurement's shared byte budget has room for it.
+
+    The budget (``memo["budget"]``, a one-element list of bytes left, shared by every call of one
+    measurement) bounds the extra memory held across probes: without it a deep conv net would keep
+    every layer's unfolded input (k² times its activations) alive at once.
+    """
+    if memo is None:
+        return
+    left = memo.get("budget")
+    size = t.numel() * t.element_size()
+    if left is not None and left[0] >= size:
+        left[0] -= size
+        memo[key] = t
+
+
+def _outer_sum_sq(p: torch.Tensor, q: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
     """Per-sample ||Σ_t p_t q_tᵀ||_F² for p (N, A, T), q (N, B, T).
 
     Either materialise the (A, B) matrix (cost N·A·B·T) or use the ghost-norm identity
-    Σ_{t,t'} (p_t·p_t')(q_t·q_t') (cost N·T²·(A+B)), whichever is cheaper.
+    Σ_{t,t'} (p_t·p_t')(q_t·q_t') (cost N·T²·(A+B)), whichever is cheaper. With ``memo`` (q the
+    same tensor on every call, e.g. a layer input across probes) q's Gram matrix is computed once.
     """
     a, b, t = p.shape[1], q.shape[1], p.shape[2]
     if t * t * (a + b) < a * b * t:
-        return (torch.bmm(p.transpose(1, 2), p) * torch.bmm(q.transpose(1, 2), q)).flatten(1).sum(1)
+        gq = None if memo is None else memo.get("gram")
+        if gq is None:
+            gq = torch.bmm(q.transpose(1, 2), q)
+            memo_keep(memo, "gram", gq)
+        return (torch.bmm(p.transpose(1, 2), p) * gq).flatten(1).sum(1)
     return _sq(torch.bmm(p, q.transpose(1, 2)))
 
 
@@ -173,7 +199,7 @@ def _tokens(a: torch.Tensor, d: torch.Tensor):
     return a.reshape(n, -1, a.shape[-1]), d.reshape(n, -1, d.shape[-1])
 
 
-def _linear_sq(m, args, kwargs, d):
+def _linear_sq(m, args, kwargs, d, memo=None):
     a = args[0]
     out = _zeros(d)
     if a.dim() == 2:
@@ -184,7 +210,7 @@ def _linear_sq(m, args, kwargs, d):
         return out
     a3, d3 = _tokens(a, d)
     if _trainable(m, "weight"):
-        out += _outer_sum_sq(d3.transpose(1, 2), a3.transpose(1, 2))
+        out += _outer_sum_sq(d3.transpose(1, 2), a3.transpose(1, 2), memo)
     if _trainable(m, "bias"):
         out += _sq(d3.sum(1))
     return out
@@ -234,25 +260,26 @@ def _pair(v, nd):
     return (1,) + v if nd == 1 else v
 
 
-def _conv_parts(m, a, d):
+def _conv_parts(m, a, d, memo=None):
     nd = len(m.kernel_size)
     if m.groups != 1:
         raise NotImplementedError(f"per-sample gradients of grouped {type(m).__name__} (groups={m.groups}) "
                                   "have no handler; use backend='vmap'")
     pad = _conv_padding(m)
     pad = (0,) + pad if nd == 1 else pad
-    u = None
-    if _trainable(m, "weight"):
+    u = None if memo is None else memo.get("unfold")
+    if u is None and _trainable(m, "weight"):
         u = F.unfold(_as2d(a, nd), _pair(m.kernel_size, nd), dilation=_pair(m.dilation, nd), padding=pad,
                      stride=_pair(m.stride, nd))  # (N, Cin k^2, L)
+        memo_keep(memo, "unfold", u)
     return _as2d(d, nd).flatten(2), u
 
 
-def _conv_sq(m, args, kwargs, d):
-    dflat, u = _conv_parts(m, args[0], d)
+def _conv_sq(m, args, kwargs, d, memo=None):
+    dflat, u = _conv_parts(m, args[0], d, memo)
     out = _zeros(d)
     if u is not None:
-        out += _outer_sum_sq(dflat, u)
+        out += _outer_sum_sq(dflat, u, memo)
     if _trainable(m, "bias"):
         out += _sq(dflat.sum(2))
     return out
@@ -289,11 +316,11 @@ def _convt_parts(m, a, d):
     return a2.flatten(2), d2.flatten(2), u
 
 
-def _convt_sq(m, args, kwargs, d):
+def _convt_sq(m, args, kwargs, d, memo=None):
     af, dflat, u = _convt_parts(m, args[0], d)
     out = _zeros(d)
     if u is not None:
-        out += _outer_sum_sq(af, u)
+        out += _outer_sum_sq(u, af, memo)  # ||Σ_t a_t u_tᵀ|| = ||Σ_t u_t a_tᵀ||; the input a is the fixed side
     if _trainable(m, "bias"):
         out += _sq(dflat.sum(2))
     return out
@@ -511,6 +538,13 @@ def _builtin():
         register_lnp_handler(cls, _batch_norm_grads, sq_norms=_sq_of(_batch_norm_grads))
     register_lnp_handler(nn.MultiheadAttention, _mha_grads, params="all", batch_dim=_mha_batch_dim)
     register_lnp_handler(nn.PReLU, _prelu_grads, sq_norms=_sq_of(_prelu_grads))
+    _with_memo(nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+
+
+def _with_memo(*classes):
+    """Mark built-in handlers whose ``sq_norms`` take ``memo=`` (see ``LayerHandler.memo``)."""
+    for cls in classes:
+        _REGISTRY[cls] = dataclasses.replace(_REGISTRY[cls], memo=True)
 
 
 _builtin()
@@ -523,6 +557,7 @@ def _register_optional():
         conv1d = getattr(sys.modules["transformers.pytorch_utils"], "Conv1D", None)
         if conv1d is not None:
             register_lnp_handler(conv1d, _conv1d_hf_grads, sq_norms=_linear_sq, batch_dim="any")
+            _with_memo(conv1d)
         _OPTIONAL_DONE.add("conv1d")
     for mod_name, cls_name in (("transformers.models.llama.modeling_llama", "LlamaRMSNorm"),
                                ("transformers.models.mistral.modeling_mistral", "MistralRMSNorm"),

@@ -48,6 +48,10 @@ MAX_INSERTED_DIMS = 6
 #: that dies with the model, never a result)
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+#: bytes the handlers may keep per measurement across probes (unfolded inputs, Gram matrices;
+#: ``handlers.memo_keep``); beyond it they recompute per probe as without a memo
+_MEMO_BYTES = 256 * 2**20
+
 
 def _signature(model: nn.Module, x) -> tuple:
     return (tuple((id(p), tuple(p.shape), p.dtype, p.requires_grad) for p in model.parameters()),
@@ -201,7 +205,7 @@ def _same_output(out, ref) -> bool:
 
 class _Call:
     __slots__ = ("key", "unit", "args", "kwargs", "versions", "taps", "tuple_out", "expanded", "order",
-                 "out_dims")
+                 "out_dims", "memo")
 
 
 class LayerTaps:
@@ -284,6 +288,7 @@ class LayerTaps:
         ``expand.dims``) whose output's first dim is not ``n``, is expanded to ``(n, ...)``.
         """
         self.calls, self.shape0, self.n = [], {}, n
+        budget = [_MEMO_BYTES]  # shared by the handler memos of every call of this forward
         expand = frozenset() if expand is None else expand
         dims = getattr(expand, "dims", {})
         new_dim = getattr(expand, "new_dim", frozenset())
@@ -319,6 +324,7 @@ class LayerTaps:
                     targs = tuple(_to_front(_detach(a), ad[i] if i < len(ad) else None) for i, a in enumerate(args))
                     call.out_dims = lay[1]
                 call.key, call.unit, call.order, call.expanded = key, uidx, len(self.calls), exp
+                call.memo = {"budget": budget}  # the handler's probe-independent intermediates of this call
                 call.tuple_out = isinstance(out, tuple)
                 call.versions = [a._version if isinstance(a, torch.Tensor) else None for a in targs]
                 nd = key in new_dim
@@ -557,7 +563,8 @@ class LayerTaps:
                 d = moved if c.tuple_out else moved[0]
             args, kwargs = self._call_args(c)
             if not force_grads and h.sq_norms is not None and not any(id(p) in self.shared for p in ps.values()):
-                total += h.sq_norms(mod, args, kwargs, d).to(torch.float64)
+                sq = h.sq_norms(mod, args, kwargs, d, memo=c.memo) if h.memo else h.sq_norms(mod, args, kwargs, d)
+                total += sq.to(torch.float64)
                 continue
             g = h.grads(mod, args, kwargs, d)
             for k, p in ps.items():
@@ -575,7 +582,7 @@ class LayerTaps:
         """Σ over parameters of ||∂(cotangent·f_n)/∂θ||² per sample n (one backward, no weight grads)."""
         total, acc = self._accumulate(out, cotangent, skip)
         for g in acc.values():
-            total += g.to(torch.float64).pow(2).reshape(g.shape[0], -1).sum(1)
+            total += torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1, dtype=torch.float64).pow(2)
         return total
 
     # ---------------------------------------------------------------------------------------
