@@ -3,8 +3,9 @@
     python tools/lm_scaling_report.py [reference_runs/lm-scaling] [--figure docs/figures/lm_scaling.png]
 
 Prints, per model size (mean ± spread over seeds): parameters, final held-out loss, the window
-means of P (batch A = training batch) and P_AB (B = held-out) in the first and last windows and
-their minimum, the normalised scales 𝒩̃ and ℒ̃ at the first and last window, and the §5.1 probe
+means of P (batch A = training batch) and P_AB (B = held-out) in the first and last windows, their
+minimum, their mean over the last three windows (``*_last3``) and their log-log slope against the
+step from step 1,000 on (``*_late_slope``: about 0 once P has flattened out), the normalised scales 𝒩̃ and ℒ̃ at the first and last window, and the §5.1 probe
 ratio ⟨P_trained backbone⟩_τ / ⟨P_random backbone⟩_τ (Eq. 12, top 10 % of each window, 10 τ bins).
 Only finished runs (with ``probe_random.nc``) are used.
 """
@@ -45,6 +46,16 @@ def windowed(ds: xr.Dataset, var: str) -> xr.DataArray:
     return out.assign_coords(step=("lnp_window", steps.values))
 
 
+def late_slope(p: xr.DataArray, start: float = 1000.0) -> float:
+    """d log P / d log step, least squares over the windows from step ``start`` on: about 0 when P
+    has flattened out, negative while it still falls (spectral reach §4, Figure 1)."""
+    step = p["step"].values
+    keep = (step >= start) & np.isfinite(p.values) & (p.values > 0)
+    if keep.sum() < 3:
+        return float("nan")
+    return float(np.polyfit(np.log(step[keep]), np.log(p.values[keep]), 1)[0])
+
+
 def summary(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for r in runs:
@@ -60,7 +71,9 @@ def summary(runs: list[dict]) -> pd.DataFrame:
             "size": r["size"], "seed": r["seed"], "params": r["n_params"],
             "heldout_loss_final": float(h["heldout_loss"].iloc[-1]),
             "P_first": float(p[0]), "P_last": float(p[-1]), "P_min": float(p.min()),
-            "P_AB_first": float(pab[0]), "P_AB_last": float(pab[-1]),
+            "P_last3": float(p[-3:].mean()), "P_late_slope": late_slope(p),
+            "P_AB_first": float(pab[0]), "P_AB_last": float(pab[-1]), "P_AB_last3": float(pab[-3:].mean()),
+            "P_AB_late_slope": late_slope(pab),
             "N_norm_first": float(n[0]), "N_norm_last": float(n[-1]),
             "L_norm_first": float(ls[0]), "L_norm_last": float(ls[-1]),
             "probe_ratio_median": float(np.nanmedian(ratio.values)),
