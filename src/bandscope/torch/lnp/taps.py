@@ -98,6 +98,18 @@ class Plan(frozenset):
         return (Plan, (frozenset(self), self.dims, self.free, self.new_dim))
 
 
+def check_tolerance(dtype) -> float:
+    """Relative tolerance of the one-time checks of a per-sample route against single-sample autograd."""
+    return {torch.float64: 1e-7, torch.float32: 2e-3}.get(dtype, 5e-2)
+
+
+def agrees(got: torch.Tensor, ref: torch.Tensor, tol: float) -> bool:
+    """||got - ref|| <= tol ||ref|| (+ a float64 floor), the criterion of those checks."""
+    err = float((got.double() - ref.double()).norm())
+    scale = float(ref.double().norm())
+    return not (err > tol * scale + 1e-12 * (1 + scale)) or math.isclose(err, 0.0)
+
+
 def single_tensor_inputs_message(x) -> str:
     """Why inputs other than one tensor are refused, and the wrapper that makes them one."""
     return (f"measure_lnp needs the inputs as one tensor with the batch on dim 0 (both backends), got "
@@ -618,7 +630,7 @@ class LayerTaps:
             for mod, t in modes.items():
                 mod.training = t
             self.calls, self.subs, self.shape0, self.shared, self.n = kept
-        tol = {torch.float64: 1e-7, torch.float32: 2e-3}.get(out.dtype, 5e-2)
+        tol = check_tolerance(out.dtype)
         bad = []
         for j, (pid, p) in enumerate(params.items()):
             ref = torch.stack([torch.zeros_like(p) if s[j] is None else s[j] for s in single])
@@ -626,9 +638,7 @@ class LayerTaps:
             got = torch.zeros_like(ref) if got is None else got.reshape(ref.shape)
             if not (torch.isfinite(ref).all() and torch.isfinite(got).all()):
                 return  # non-finite model or inputs: the measurement reports NaN with the reason
-            err = float((got - ref).double().norm())
-            scale = float(ref.double().norm())
-            if err > tol * scale + 1e-12 * (1 + scale) and not math.isclose(err, 0.0):
+            if not agrees(got, ref, tol):
                 bad.append(names.get(pid, "?"))
         if bad:
             raise NotImplementedError(

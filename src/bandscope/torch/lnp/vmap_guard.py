@@ -19,26 +19,19 @@ against autograd on single samples. :func:`vmap_errors` turns an exception raise
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 
 import torch
 from torch import nn
 
 from .estimators import rademacher, vmap_per_sample
-from .taps import _signature, model_output, single_tensor_inputs_message
+from .taps import _signature, agrees, check_tolerance, model_output, single_tensor_inputs_message
 
 __all__ = ["check_vmap_route", "vmap_errors"]
 
 _RANDOM = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 #: model -> signatures whose vmap route was checked (weak keys: dies with the model; never a result)
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_TOL = {torch.float64: 1e-7, torch.float32: 2e-3}
-
-
-def _tol(dtype) -> float:
-    return _TOL.get(dtype, 5e-2)
-
 
 def _refuse_random_and_recurrent(model: nn.Module) -> None:
     for name, m in model.named_modules():
@@ -53,12 +46,6 @@ def _refuse_random_and_recurrent(model: nn.Module) -> None:
                 f"{type(m).__name__} {name!r}: torch.func cannot batch its fused kernel (backend='vmap') and the "
                 "hooks backend has no handler for it; register one (bandscope.torch.register_lnp_handler) or "
                 "measure a model built from cells (e.g. nn.LSTMCell) with backend='vmap'")
-
-
-def _close(got: torch.Tensor, ref: torch.Tensor, tol: float) -> bool:
-    err = float((got.double() - ref.double()).norm())
-    scale = float(ref.double().norm())
-    return not (err > tol * scale + 1e-12 * (1 + scale)) or math.isclose(err, 0.0)
 
 
 def _single_sq_norm(model, params, xi, cot_i=None) -> float:
@@ -92,11 +79,11 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
     n = x.shape[0]
     idx = sorted({0, n // 2, n - 1})
     params = [p for p in model.parameters() if p.requires_grad]
-    tol = _tol(out.dtype)
+    tol = check_tolerance(out.dtype)
     with torch.enable_grad():
         for i in idx:
             oi = model_output(model(x[i:i + 1]))
-            if oi.shape[1:] != out.shape[1:] or not _close(oi[0].detach(), out[i].detach(), tol):
+            if oi.shape[1:] != out.shape[1:] or not agrees(oi[0].detach(), out[i].detach(), tol):
                 raise NotImplementedError(
                     f"the model's output for sample {i} depends on the other samples of the batch (model(x)[{i}] "
                     f"differs from model(x[{i}:{i + 1}])), e.g. x - x.mean(0) or attention across the batch: "
@@ -109,7 +96,7 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
         bad = []
         for i in idx:
             ref = _single_sq_norm(model, params, x[i:i + 1], None if exact else cot[i:i + 1])
-            if not _close(got[i].reshape(()), torch.tensor(ref, dtype=torch.float64), tol):
+            if not agrees(got[i].reshape(()), torch.tensor(ref, dtype=torch.float64), tol):
                 bad.append((i, float(got[i]), ref))
     if bad:
         i, g, r = bad[0]
