@@ -101,3 +101,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def float64_torch(one_torch_thread):
+    """float64 as torch's default dtype (exact routes then agree to ~1e-12), restored after; one
+    intra-op thread (``one_torch_thread``)."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

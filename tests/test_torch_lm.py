@@ -1,29 +1,18 @@
 """The GPT-style model of the spectral-reach scaling runs (bandscope.torch.lm): shapes, causality,
 and exact LNP on the fast per-sample path against the explicit eNTK (torch.func.jacrev)."""
-import copy
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from bandscope.lnp import kernel_lnp
 from bandscope.torch import measure_lnp
 from bandscope.torch.lm import LM_SIZES, LMConfig, TinyGPT
+from lnp_oracle import kernel_oracle, lm_ce
 
 TINY = LMConfig(vocab_size=11, context=6, d_model=8, n_layers=2, n_heads=2, d_ff=12)
 
 
-def lm_loss(logits, targets):
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_torch")
 
 
 def test_shapes_and_sizes():
@@ -55,26 +44,6 @@ def test_causal():
     assert not torch.allclose(m(x)[:, 4:], m(y)[:, 4:])
 
 
-def _oracle(model, a, b):
-    from torch.func import functional_call, jacrev
-
-    model = copy.deepcopy(model)
-    params = {k: p.detach() for k, p in model.named_parameters()}
-
-    def jac(x):
-        j = jacrev(lambda p: functional_call(model, p, (x,)))(params)
-        n_out = model(x).numel()
-        return torch.cat([v.reshape(n_out, -1) for v in j.values()], 1).detach().numpy()
-
-    def grad_out(x, y):
-        out = model(x).detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(lm_loss(out, y), out)
-        return g.reshape(-1).numpy()
-
-    ja, jb = jac(a[0]), jac(b[0])
-    return kernel_lnp(ja @ ja.T, grad_out(*a), jb @ ja.T, grad_out(*b), jb @ jb.T)
-
-
 @pytest.mark.parametrize("backend", ["hooks", "vmap"])
 def test_exact_lnp_equals_entk(backend):
     """Per-sample exact 𝒩 (one backward per output coordinate) equals Tr JJᵀ; P, P_AB equal
@@ -84,9 +53,9 @@ def test_exact_lnp_equals_entk(backend):
     m = TinyGPT(TINY)
     a = (torch.randint(0, 11, (3, 6)), torch.randint(0, 11, (3, 6)))
     b = (torch.randint(0, 11, (2, 6)), torch.randint(0, 11, (2, 6)))
-    ds = measure_lnp(m, lm_loss, a, b, network_scale="exact", n_units="targets", n_units_b="targets",
+    ds = measure_lnp(m, lm_ce, a, b, network_scale="exact", n_units="targets", n_units_b="targets",
                      backend=backend)
-    ref = _oracle(m, a, b)
+    ref = kernel_oracle(m, lm_ce, a, b)
     for ours, theirs in (("loss_scale", "loss_scale"), ("network_scale", "network_scale"),
                          ("grad_norm_sq", "grad_norm_sq"), ("spectral_position", "spectral_position"),
                          ("grad_dot", "grad_dot"), ("spectral_position_cross", "spectral_position_cross")):
@@ -98,6 +67,6 @@ def test_hutchinson_within_standard_errors():
     torch.manual_seed(4)
     m = TinyGPT(TINY)
     a = (torch.randint(0, 11, (4, 6)), torch.randint(0, 11, (4, 6)))
-    exact = float(measure_lnp(m, lm_loss, a, network_scale="exact", n_units="targets")["network_scale"])
-    ds = measure_lnp(m, lm_loss, a, network_scale="hutchinson", n_probes=32, n_units="targets", seed=1)
+    exact = float(measure_lnp(m, lm_ce, a, network_scale="exact", n_units="targets")["network_scale"])
+    ds = measure_lnp(m, lm_ce, a, network_scale="hutchinson", n_probes=32, n_units="targets", seed=1)
     assert abs(float(ds.network_scale) - exact) < 4 * float(ds.network_scale_se)

@@ -9,44 +9,9 @@ from torch import nn
 from bandscope.lnp import kernel_lnp
 from bandscope.torch import measure_lnp
 from bandscope.torch.lnp import per_sample_grad_norms
+from lnp_oracle import jacobian, kernel_oracle, output_grad
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """float64 models: exact routes agree to ~1e-12 (default dtype restored afterwards)."""
-    old, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)  # tiny tensors: extra threads only contend on the shared CPU
-    yield
-    torch.set_default_dtype(old)
-    torch.set_num_threads(threads)
-
-
-def _jacobian(model, x):
-    """J (N*O, P) of the whole-batch output with torch.func.jacrev: the slow obvious oracle."""
-    from torch.func import functional_call, jacrev
-
-    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-    jac = jacrev(lambda p: functional_call(model, ({**p, **frozen}, buffers), (x,)))(params)
-    n_out = functional_call(model, ({**params, **frozen}, buffers), (x,)).numel()
-    return torch.cat([j.reshape(n_out, -1) for j in jac.values()], 1).numpy()
-
-
-def _out_grad(model, loss_fn, x, y):
-    out = model(x).detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(loss_fn(out, y), out)
-    return g.reshape(-1).numpy()
-
-
-def _oracle(model, loss_fn, a, b=None):
-    model = copy.deepcopy(model)
-    ja, ga = _jacobian(model, a[0]), _out_grad(model, loss_fn, *a)
-    if b is None:
-        return kernel_lnp(ja @ ja.T, ga)
-    jb, gb = _jacobian(model, b[0]), _out_grad(model, loss_fn, *b)
-    return kernel_lnp(ja @ ja.T, ga, jb @ ja.T, gb, jb @ jb.T)
+pytestmark = pytest.mark.usefixtures("float64_torch")
 
 
 def mlp():
@@ -112,7 +77,7 @@ def test_exact_equals_entk(kind, backend):
     model, loss, a, b = _batches(kind)
     units = "targets" if kind == "lm_ce" else None
     ds = measure_lnp(model, loss, a, b, network_scale="exact", backend=backend, n_units=units, n_units_b=units)
-    ref = _oracle(model, loss, a, b)
+    ref = kernel_oracle(model, loss, a, b)
     for var in ["loss_scale", "network_scale", "grad_norm_sq", "spectral_position",
                 "loss_scale_b", "network_scale_b", "grad_dot", "spectral_position_cross"]:
         np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-10, err_msg=var)
@@ -122,7 +87,7 @@ def test_exact_equals_entk(kind, backend):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_per_sample_hutchinson_matches_vmap_oracle(kind):
+def test_per_sample_hutchinson_matches_vmapkernel_oracle(kind):
     """Handler (hooks) per-sample ||J_n^T v_n||^2 equal torch.func per-sample vjp norms."""
     model, _, (x, _), _ = _batches(kind)
     out = model(x)
@@ -136,7 +101,7 @@ def test_per_sample_hutchinson_matches_vmap_oracle(kind):
 @pytest.mark.parametrize("kind", ["mlp_mse", "cnn_mse", "cnn_ce"])
 def test_hutchinson_within_standard_errors(kind, estimator):
     model, loss, a, _ = _batches(kind)
-    ref = _oracle(model, loss, a)
+    ref = kernel_oracle(model, loss, a)
     ds = measure_lnp(model, loss, a, network_scale=estimator, n_probes=32, seed=11)
     z = (float(ds.network_scale) - ref["network_scale"]) / float(ds.network_scale_se)
     assert abs(z) < 4, (z, float(ds.network_scale), ref["network_scale"])
@@ -149,7 +114,7 @@ def test_hutchinson_within_standard_errors(kind, estimator):
 def test_hutchinson_is_unbiased_over_seeds():
     """Mean of many single-probe estimates within 4 standard errors of the exact trace."""
     model, loss, a, _ = _batches("cnn_mse")
-    ref = _oracle(model, loss, a)["network_scale"]
+    ref = kernel_oracle(model, loss, a)["network_scale"]
     for est in ["hutchinson", "batch-hutchinson"]:
         vals = np.array([float(measure_lnp(model, loss, a, network_scale=est, seed=s).network_scale)
                          for s in range(25)])
@@ -184,7 +149,7 @@ def test_batchnorm_frozen_statistics_and_state_untouched():
     bn.running_var = h.var((0, 2, 3), unbiased=False)
     frozen.eval()
     torch.testing.assert_close(frozen(x), model(x))  # same forward values as the training step
-    ref = _oracle(frozen, loss, (x, y))
+    ref = kernel_oracle(frozen, loss, (x, y))
     for var in ["loss_scale", "network_scale", "grad_norm_sq", "spectral_position"]:
         np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-10, err_msg=var)
 
@@ -199,9 +164,9 @@ def test_bands_sum_to_whole():
     from bandscope.torch.haar import haar_band_project
 
     m = copy.deepcopy(model)
-    j = _jacobian(m, a[0])
+    j = jacobian(m, a[0])
     k = j @ j.T
-    g = torch.from_numpy(_out_grad(m, loss, *a)).reshape(m(a[0]).shape)
+    g = torch.from_numpy(output_grad(m, loss, *a)).reshape(m(a[0]).shape)
     for i, gi in enumerate(haar_band_project(g)):
         ref = kernel_lnp(k, gi.reshape(-1).numpy())
         np.testing.assert_allclose(float(ds.band_spectral_position[i]), ref["spectral_position"], rtol=1e-10)
@@ -223,7 +188,7 @@ def test_errors_are_loud():
             return self.att(x, x, x)[0]
 
     x = torch.randn(3, 2, 4)
-    ref = _oracle(M(), nn.MSELoss(), (x, x))
+    ref = kernel_oracle(M(), nn.MSELoss(), (x, x))
     for backend in ("hooks", "vmap"):  # MultiheadAttention has a handler; vmap handles any layer
         ds = measure_lnp(M(), nn.MSELoss(), (x, x), network_scale="exact", backend=backend)
         np.testing.assert_allclose(float(ds.spectral_position), ref["spectral_position"], rtol=1e-10)

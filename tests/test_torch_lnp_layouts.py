@@ -18,68 +18,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bandscope.lnp import kernel_lnp
 from bandscope.torch import measure_lnp, register_lnp_handler
 from bandscope.torch.lnp import LayerHandler, per_sample_grad_norms
-from bandscope.torch.lnp.taps import LayerTaps, model_output
+from bandscope.torch.lnp.taps import LayerTaps
+from lnp_oracle import kernel_oracle, lm_ce
 
-pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore::UserWarning")]
+pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.usefixtures("float64_torch")]
 
 STATS = ["loss_scale", "network_scale", "grad_norm_sq", "spectral_position", "network_scale_b", "grad_dot",
          "spectral_position_cross"]
 
 
-@pytest.fixture(autouse=True)
-def _float64(one_torch_thread):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-# ---------------------------------------------------------------------------------------------
-# the slow obvious oracle: the explicit eNTK of the whole batch
-# ---------------------------------------------------------------------------------------------
-def _jacobian(model, x):
-    from torch.func import functional_call, jacrev
-
-    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def f(p):
-        return model_output(functional_call(model, ({**p, **frozen}, buffers), (x,), tie_weights=True))
-
-    jac = jacrev(f)(params)
-    n_out = f(params).numel()
-    return torch.cat([j.reshape(n_out, -1) for j in jac.values()], 1).detach().numpy()
-
-
-def _oracle(model, loss_fn, a, b=None):
-    model = copy.deepcopy(model).eval()
-
-    def grad_out(x, y):
-        out = model_output(model(x)).detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(loss_fn(out, y), out)
-        return g.reshape(-1).numpy()
-
-    ja, ga = _jacobian(model, a[0]), grad_out(*a)
-    if b is None:
-        return kernel_lnp(ja @ ja.T, ga)
-    jb, gb = _jacobian(model, b[0]), grad_out(*b)
-    return kernel_lnp(ja @ ja.T, ga, jb @ ja.T, gb, jb @ jb.T)
-
-
 def _check(model, loss_fn, a, b=None, rtol=1e-9, **kw):
     ds = measure_lnp(model, loss_fn, a, b, network_scale="exact", **kw)
-    ref = _oracle(model, loss_fn, a, b)
+    ref = kernel_oracle(model, loss_fn, a, b, eval_mode=True)
     for var in STATS if b is not None else STATS[:4]:
         np.testing.assert_allclose(float(ds[var]), ref[var], rtol=rtol, err_msg=var)
     return ds
 
 
-def lm_ce(logits, y):
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+def _oracle_scale(model, x):
+    """The oracle's 𝒩 of an autoencoding batch (x, x) under MSE."""
+    return kernel_oracle(model, F.mse_loss, (x, x), eval_mode=True)["network_scale"]
 
 
 def _tokens(n, t=5, vocab=9, seed=1):
@@ -237,7 +198,7 @@ def test_transformer_encoder_decoder_exact_equals_entk(batch_first):
 def test_hutchinson_within_standard_errors_on_seq_first_gpt():
     model = SeqFirstGPT()
     a = _tokens(6)
-    ref = _oracle(model, lm_ce, a)
+    ref = kernel_oracle(model, lm_ce, a, eval_mode=True)
     ds = measure_lnp(model, lm_ce, a, n_probes=32, seed=4)
     z = (float(ds.network_scale) - ref["network_scale"]) / float(ds.network_scale_se)
     assert abs(z) < 4, z
@@ -447,7 +408,7 @@ def test_free_parameter_outside_broadcasting_is_named():
     with pytest.raises(NotImplementedError, match=r"'g'.*backend='vmap'"):
         measure_lnp(NormalisedGain(), F.mse_loss, (x, x))
     ds = measure_lnp(MatmulFree(), F.mse_loss, (x, x), network_scale="exact", backend="vmap")
-    np.testing.assert_allclose(float(ds.network_scale), _oracle(MatmulFree(), F.mse_loss, (x, x))["network_scale"],
+    np.testing.assert_allclose(float(ds.network_scale), _oracle_scale(MatmulFree(), x),
                                rtol=1e-10)
 
 
@@ -539,4 +500,4 @@ def test_unbatched_lookup_that_cannot_be_expanded_is_named():
         measure_lnp(SeqFirstArange(), F.mse_loss, (x, x))
     ds = measure_lnp(SeqFirstArange(), F.mse_loss, (x, x), network_scale="exact", backend="vmap")
     np.testing.assert_allclose(float(ds.network_scale),
-                               _oracle(SeqFirstArange(), F.mse_loss, (x, x))["network_scale"], rtol=1e-10)
+                               _oracle_scale(SeqFirstArange(), x), rtol=1e-10)

@@ -43,11 +43,8 @@ def _rtol(name):
 
 
 @pytest.fixture(autouse=True)
-def _float64(one_torch_thread):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+def _float64(float64_torch):
     yield
-    torch.set_default_dtype(old)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,57 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bandscope.lnp import kernel_lnp
 from bandscope.torch import measure_lnp, register_lnp_handler
 from bandscope.torch.lnp import per_sample_grad_norms, registered_layer_types, vmap_handler
+from lnp_oracle import kernel_oracle, lm_ce
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(old)
-    torch.set_num_threads(threads)
-
-
-def _jacobian(model, x):
-    from torch.func import functional_call, jacrev
-
-    from bandscope.torch.lnp.taps import model_output
-
-    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-    frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def f(p):
-        return model_output(functional_call(model, ({**p, **frozen}, buffers), (x,), tie_weights=True))
-
-    jac = jacrev(f)(params)
-    n_out = f(params).numel()
-    return torch.cat([j.reshape(n_out, -1) for j in jac.values()], 1).detach().numpy()
-
-
-def _oracle(model, loss_fn, a, b=None):
-    from bandscope.torch.lnp.taps import model_output
-
-    model = copy.deepcopy(model)
-
-    def grad_out(x, y):
-        out = model_output(model(x)).detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(loss_fn(out, y), out)
-        return g.reshape(-1).numpy()
-
-    ja, ga = _jacobian(model, a[0]), grad_out(*a)
-    if b is None:
-        return kernel_lnp(ja @ ja.T, ga)
-    jb, gb = _jacobian(model, b[0]), grad_out(*b)
-    return kernel_lnp(ja @ ja.T, ga, jb @ ja.T, gb, jb @ jb.T)
-
-
-def lm_ce(logits, y):
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+pytestmark = pytest.mark.usefixtures("float64_torch")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +101,7 @@ def test_nanogpt_exact_equals_entk(name):
     model = NanoGPT(**VARIANTS[name])
     a, b = _tokens(4), _tokens(5, seed=2)  # batch 5 = sequence length 5: the broadcast lookup is still found
     ds = measure_lnp(model, lm_ce, a, b, network_scale="exact")
-    ref = _oracle(model, lm_ce, a, b)
+    ref = kernel_oracle(model, lm_ce, a, b)
     for var in ["loss_scale", "network_scale", "grad_norm_sq", "spectral_position", "network_scale_b",
                 "grad_dot", "spectral_position_cross"]:
         np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-9, err_msg=var)
@@ -185,7 +139,7 @@ def test_gpt_state_untouched():
 def test_hutchinson_within_standard_errors_on_gpt():
     model = NanoGPT(attn="mha")
     a = _tokens(6)
-    ref = _oracle(model, lm_ce, a)
+    ref = kernel_oracle(model, lm_ce, a)
     ds = measure_lnp(model, lm_ce, a, n_probes=32, seed=4)
     z = (float(ds.network_scale) - ref["network_scale"]) / float(ds.network_scale_se)
     assert abs(z) < 4, z
@@ -213,7 +167,7 @@ def test_vit_exact_equals_entk_and_state_untouched():
     assert all(torch.equal(p.grad, torch.full_like(p, 0.25)) for p in model.parameters() if p.requires_grad)
     assert torch.equal(torch.get_rng_state(), rng)
     assert isinstance(model._parameters["pos_embed"], nn.Parameter)
-    ref = _oracle(model, F.mse_loss, a)
+    ref = kernel_oracle(model, F.mse_loss, a)
     for var in ["loss_scale", "network_scale", "grad_norm_sq", "spectral_position"]:
         np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-9, err_msg=var)
     assert ds.attrs["n_units"] == x.numel()  # F.mse_loss as a plain function: all elements
@@ -242,7 +196,7 @@ def test_transformers_models_exact_equals_entk(kind):
     model = _hf(kind)
     a, b = _tokens(3, vocab=11), _tokens(4, vocab=11, seed=2)
     ds = measure_lnp(model, lm_ce, a, b, network_scale="exact")
-    ref = _oracle(model, lm_ce, a, b)
+    ref = kernel_oracle(model, lm_ce, a, b)
     for var in ["network_scale", "grad_norm_sq", "spectral_position", "grad_dot", "spectral_position_cross"]:
         np.testing.assert_allclose(float(ds[var]), ref[var], rtol=1e-7, err_msg=var)
     state = copy.deepcopy(model.state_dict())
@@ -282,11 +236,12 @@ def test_uncoverable_layers_are_named():
         measure_lnp(FunctionalTie(), lm_ce, (x, y))
     # the fallback gives the eNTK numbers
     ds = measure_lnp(FunctionalTie(), lm_ce, (x, y), network_scale="exact", backend="vmap")
-    np.testing.assert_allclose(float(ds.network_scale), _oracle(FunctionalTie(), lm_ce, (x, y))["network_scale"],
+    np.testing.assert_allclose(float(ds.network_scale), kernel_oracle(FunctionalTie(), lm_ce, (x, y))["network_scale"],
                                rtol=1e-10)
     z, scaled = (torch.randn(4, 3), torch.randn(4, 2)), ScalarScale()
     ds = measure_lnp(scaled, F.mse_loss, z, network_scale="exact")
-    np.testing.assert_allclose(float(ds.network_scale), _oracle(scaled, F.mse_loss, z)["network_scale"], rtol=1e-10)
+    ref = kernel_oracle(scaled, F.mse_loss, z)["network_scale"]
+    np.testing.assert_allclose(float(ds.network_scale), ref, rtol=1e-10)
 
 
 def test_plain_cross_entropy_infers_tokens():
@@ -297,7 +252,7 @@ def test_plain_cross_entropy_infers_tokens():
     ds = measure_lnp(model, F.cross_entropy, (x, y), network_scale="exact")
     assert ds.attrs["n_units"] == 5
     np.testing.assert_allclose(float(ds.spectral_position),
-                               _oracle(model, F.cross_entropy, (x, y))["spectral_position"], rtol=1e-10)
+                               kernel_oracle(model, F.cross_entropy, (x, y))["spectral_position"], rtol=1e-10)
 
 
 def test_any_loss_function():
@@ -306,7 +261,7 @@ def test_any_loss_function():
     a, b = _tokens(4), _tokens(3, seed=2)
     loss = lambda out, y: lm_ce(out, y) * 2.0  # noqa: E731
     ds = measure_lnp(model, loss, a, b, network_scale="exact")
-    ref = _oracle(model, loss, a, b)
+    ref = kernel_oracle(model, loss, a, b)
     np.testing.assert_allclose(float(ds.spectral_position), ref["spectral_position"], rtol=1e-9)
     np.testing.assert_allclose(float(ds.grad_dot), ref["grad_dot"], rtol=1e-9)
     assert np.isnan(float(ds.loss_scale_norm)) and np.isnan(float(ds.network_scale_b_norm))
@@ -427,7 +382,7 @@ def test_user_layer_via_vmap_handler():
         measure_lnp(model, F.mse_loss, (x, x))
     register_lnp_handler(Bilinear, vmap_handler, params="all")
     ds = measure_lnp(model, F.mse_loss, (x, x), network_scale="exact")
-    np.testing.assert_allclose(float(ds.network_scale), _oracle(model, F.mse_loss, (x, x))["network_scale"],
+    np.testing.assert_allclose(float(ds.network_scale), kernel_oracle(model, F.mse_loss, (x, x))["network_scale"],
                                rtol=1e-10)
 
 
