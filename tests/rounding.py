@@ -11,7 +11,8 @@ gives the tests and ``tools/certify_digits.py`` one way to make such moves:
 - :func:`perturb_dataset` does the same to every float data variable of an xarray Dataset (a run);
 - :func:`env_ulps` reads ``BANDSCOPE_PERTURB_ULPS`` (0 or unset: no perturbation), which the
   rounding lane of ``.ci/run`` (``make test-rounding``) sets; the ``rounding`` fixture of
-  ``tests/conftest.py`` applies it to the inputs of the numeric tests.
+  ``tests/conftest.py`` is a :class:`Rounding` with those ulps, seeded from the test's node id
+  (and ``BANDSCOPE_PERTURB_SEED``, default 0), that the numeric tests apply to their inputs.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import zlib
 import numpy as np
 
 ENV = "BANDSCOPE_PERTURB_ULPS"
+SEED_ENV = "BANDSCOPE_PERTURB_SEED"
 
 
 def env_ulps() -> int:
@@ -35,6 +37,15 @@ def env_ulps() -> int:
     if n < 0:
         raise ValueError(f"{ENV}={raw!r}: expected a whole number of ulps >= 0 (e.g. {ENV}=4)")
     return n
+
+
+def env_seed() -> int:
+    """Draw number from ``BANDSCOPE_PERTURB_SEED`` (0 when unset): another seed, other ulps."""
+    raw = os.environ.get(SEED_ENV, "").strip() or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{SEED_ENV}={raw!r}: expected a whole number (e.g. {SEED_ENV}=1)") from None
 
 
 def rng_for(key: str, seed: int = 0) -> np.random.Generator:
@@ -74,3 +85,29 @@ def perturb_dataset(ds, ulps: int, rng: np.random.Generator):
         if var.dtype.kind == "f":
             out[name] = var.copy(data=perturb(var.values, ulps, rng))
     return out
+
+
+class Rounding:
+    """Apply one perturbation to a test's inputs: ``rounding(x)`` for arrays, floats and Datasets.
+
+    ``Rounding(0, ...)`` (outside the rounding lane) returns every input as it is.
+    """
+
+    def __init__(self, ulps: int, rng: np.random.Generator):
+        self.ulps = int(ulps)
+        self.rng = rng
+
+    def __bool__(self) -> bool:
+        return self.ulps > 0
+
+    def __call__(self, x):
+        if self.ulps == 0:
+            return x
+        if hasattr(x, "data_vars"):  # xarray Dataset
+            return perturb_dataset(x, self.ulps, self.rng)
+        if hasattr(x, "dims") and hasattr(x, "copy"):  # xarray DataArray: labels kept
+            return x.copy(data=perturb(x.values, self.ulps, self.rng))
+        return perturb(x, self.ulps, self.rng)
+
+    def __repr__(self) -> str:
+        return f"Rounding(ulps={self.ulps})"
