@@ -113,6 +113,13 @@ def rounding(request) -> Rounding:
     return Rounding(env_ulps(), rng_for(request.node.nodeid, env_seed()))
 
 
+@pytest.fixture(scope="module")
+def rounding_module(request) -> Rounding:
+    """``rounding`` for inputs built once per module (a module-scoped fixture's runs), seeded by
+    the module's node id."""
+    return Rounding(env_ulps(), rng_for(request.node.nodeid, env_seed()))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
