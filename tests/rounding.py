@@ -71,8 +71,10 @@ def perturb(x, ulps: int, rng: np.random.Generator):
     if a.dtype.kind != "f":
         return x
     k = rng.integers(-ulps, ulps + 1, size=a.shape).astype(a.dtype)
-    moved = a + k * np.spacing(a)
-    out = np.where(np.isfinite(a) & (a != 0), moved, a).astype(a.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        moved = a + k * np.spacing(a)
+    # zeros, NaN and infinities stay; so does a float that would round past the largest finite one
+    out = np.where(np.isfinite(a) & (a != 0) & np.isfinite(moved), moved, a).astype(a.dtype)
     return float(out) if scalar else out
 
 
