@@ -77,7 +77,7 @@ test-core:
 # and FutureWarning raised from a bandscope module into errors.) The import check sets its filter
 # in code, not with `python -W`: pyparsing switches on its own diagnostics when -W is given.
 export IMPORT_CLEAN = import warnings; warnings.simplefilter("error"); \
-	import bandscope, bandscope.plot, bandscope.sweep, zarr, numcodecs, matplotlib.pyplot; print("imports clean")
+	import bandscope, bandscope.report.figures, bandscope.keysearch.sweep, bandscope.io, zarr, numcodecs, matplotlib.pyplot; print("imports clean")
 test-min:
 	@test -n "$(PY_MIN)" || { echo "no Python 3.10 found for the minimum-versions lane: set PY_MIN=/path/to/python3.10" >&2; exit 2; }
 	$(PY_MIN) -m venv .venv-min
