@@ -28,6 +28,8 @@ import pytest
 
 from rounding import ENV as PERTURB_ENV
 from rounding import Rounding, env_seed, env_ulps, rng_for
+from strict_warnings import ENV as STRICT_ENV
+from strict_warnings import FILTERS as STRICT_WARNINGS
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,15 +73,8 @@ def _required(env: str) -> bool:
     return os.environ.get(env, "").strip() not in ("", "0")
 
 
-# Warnings from bandscope's own calls that BANDSCOPE_STRICT_WARNINGS=1 makes errors: ini-style
-# filters, whose module field is a regular expression matched at the start of the module name
-# (``-W`` on the command line would match the module ``bandscope`` alone).
-STRICT_WARNINGS = [f"error::{w}:bandscope" for w in
-                   ("DeprecationWarning", "PendingDeprecationWarning", "FutureWarning")]
-
-
 def pytest_configure(config):
-    if _required("BANDSCOPE_STRICT_WARNINGS"):
+    if _required(STRICT_ENV):
         for line in STRICT_WARNINGS:
             config.addinivalue_line("filterwarnings", line)
     env_ulps()  # refuses a malformed BANDSCOPE_PERTURB_ULPS before any test runs
@@ -96,7 +91,7 @@ def pytest_report_header(config):
         lines.append(f"rounding lane: inputs of the numeric tests moved by up to {env_ulps()} ulps "
                      f"({PERTURB_ENV}, seed {env_seed()}); NPY_DISABLE_CPU_FEATURES="
                      f"{os.environ.get('NPY_DISABLE_CPU_FEATURES', '')!r}")
-    if _required("BANDSCOPE_STRICT_WARNINGS"):
+    if _required(STRICT_ENV):
         lines.append("strict warnings: " + ", ".join(STRICT_WARNINGS))
     return lines or None
 

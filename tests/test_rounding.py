@@ -94,3 +94,24 @@ def test_numpy_avx512_list_is_accepted_and_switches_avx512_off():
     p = subprocess.run([sys.executable, "-W", "error", tool, "--check"], env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "still on: none" in p.stdout
+
+
+def test_strict_warnings_catch_deprecations_raised_in_bandscope_modules():
+    """BANDSCOPE_STRICT_WARNINGS=1 (the minimum-versions lane) adds these ini filters: a
+    deprecation raised in any bandscope module is an error, one raised elsewhere is not."""
+    import warnings
+
+    from _pytest.config import parse_warning_filter
+
+    from strict_warnings import FILTERS as STRICT_WARNINGS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for line in STRICT_WARNINGS:  # as pytest applies ini filterwarnings
+            warnings.filterwarnings(*parse_warning_filter(line, escape=False))
+        for module in ("bandscope", "bandscope.keysearch.fitting", "bandscope.io.runfiles"):
+            for cat in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+                with pytest.raises(cat):
+                    warnings.warn_explicit("deprecated", cat, "x.py", 1, module=module)
+        warnings.warn_explicit("deprecated", DeprecationWarning, "x.py", 1, module="matplotlib._mathtext")
+        warnings.warn_explicit("a note", UserWarning, "x.py", 1, module="bandscope.keysearch.analysis")
