@@ -42,14 +42,15 @@ test-fast: dev
 # The rounding lane: the numeric tests (marker `numeric`) once more, with their inputs moved by a
 # few ulps (BANDSCOPE_PERTURB_ULPS, applied by the `rounding` fixture of tests/conftest.py) and
 # numpy's AVX-512 kernels switched off (NPY_DISABLE_CPU_FEATURES: the AVX-512 dispatch targets
-# this numpy has on this CPU, tools/numpy_avx512.py; empty on a CPU without AVX-512). A tolerance
-# tighter than its quantity's conditioning fails here, not on a user's machine. OPENBLAS_CORETYPE
-# and OPENBLAS_L2_SIZE stay as the environment sets them.
+# this numpy has on this CPU, tools/numpy_avx512.py; empty on a CPU without AVX-512), and torch's
+# too (ATEN_CPU_CAPABILITY=avx2; a CPU without AVX2 keeps what it has). A tolerance tighter than its
+# quantity's conditioning fails here, not on a user's machine. OPENBLAS_CORETYPE and
+# OPENBLAS_L2_SIZE stay as the environment sets them.
 PERTURB_ULPS ?= 4
 test-rounding: dev
 	NPY_DISABLE_CPU_FEATURES="$$($(BIN)/python tools/numpy_avx512.py)" && export NPY_DISABLE_CPU_FEATURES && \
 	$(BIN)/python tools/numpy_avx512.py --check && \
-	BANDSCOPE_PERTURB_ULPS=$(PERTURB_ULPS) $(BIN)/python -m pytest -q -m "numeric and not slow"
+	ATEN_CPU_CAPABILITY=avx2 BANDSCOPE_PERTURB_ULPS=$(PERTURB_ULPS) $(BIN)/python -m pytest -q -m "numeric and not slow"
 
 lint: dev
 	$(BIN)/ruff check
