@@ -61,7 +61,7 @@ def perturb(x, ulps: int, rng: np.random.Generator):
 
     >>> x = np.array([1.0, 0.0, np.nan, -3.0])
     >>> y = perturb(x, 4, np.random.default_rng(0))
-    >>> bool(np.all(np.abs(y - x)[[0, 3]] <= 4 * np.spacing(x[[0, 3]]))), y[1], bool(np.isnan(y[2]))
+    >>> bool(np.all(np.abs(y - x)[[0, 3]] <= 4 * np.abs(np.spacing(x[[0, 3]])))), y[1], bool(np.isnan(y[2]))
     (True, np.float64(0.0), True)
     """
     if ulps == 0:
