@@ -284,6 +284,12 @@ def test_matching_digits_counts():
     assert matching_digits([1e-9], [0.0]) == 9.0
 
 
+def test_required_digits_rule():
+    assert required_digits(15.0) == WELL_CONDITIONED_DIGITS == 8.0  # the floor of the well-conditioned
+    assert required_digits(9.0) == 8.0 and required_digits(8.99) == 7.9
+    assert required_digits(5.36) == 4.3 and required_digits(0.4) == 0.0
+
+
 def measure_digits(draws: int = 64, ulps: int = 4, log=print) -> dict:
     """Per certified variable, the fewest digits that survive ``draws`` perturbations of the
     inputs by up to ``ulps`` ulps (against the unperturbed result on this machine)."""

@@ -115,3 +115,11 @@ def test_strict_warnings_catch_deprecations_raised_in_bandscope_modules():
                     warnings.warn_explicit("deprecated", cat, "x.py", 1, module=module)
         warnings.warn_explicit("deprecated", DeprecationWarning, "x.py", 1, module="matplotlib._mathtext")
         warnings.warn_explicit("a note", UserWarning, "x.py", 1, module="bandscope.keysearch.analysis")
+
+
+def test_docstring_examples():
+    import doctest
+
+    import rounding
+
+    assert doctest.testmod(rounding).failed == 0
