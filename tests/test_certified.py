@@ -264,8 +264,9 @@ def test_rounding_catches_a_tolerance_tuned_on_one_machine():
     need = _digits()["synthetic"]["gamma_a"]["required"]
     got = [matching_digits(compute("synthetic", Rounding(4, rng_for("gamma_a", s))).gamma_a.values,
                            base.gamma_a.values) for s in range(3)]
-    assert min(got) < WELL_CONDITIONED_DIGITS <= 8.0, got
-    assert min(got) >= need, (got, need)
+    old_requirement = 8.0  # the uniform requirement this test had before its digits were measured
+    assert max(got) < old_requirement, got  # every draw breaks it
+    assert min(got) >= need, (got, need)  # none breaks the measured one
 
 
 def test_digits_cover_every_certified_variable():
