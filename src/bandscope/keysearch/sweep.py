@@ -31,7 +31,9 @@ import numpy as np
 import xarray as xr
 
 from .. import io as _io
+from ..io.atomic import write_tree_atomic
 from ..io.runfiles import _zarr_attr
+from ..io.zarrstore import check_zarr_store
 
 __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute_sweep",
            "local_cluster", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
@@ -152,6 +154,7 @@ def _scan_netcdf(path: Path) -> dict:
 
 
 def _scan_zarr(path: Path) -> dict:
+    check_zarr_store(path)  # metadata and every chunk present: a missing chunk would read as fill values
     with xr.open_zarr(path, chunks=None, consolidated=None) as f:
         if "run" in f.dims:
             raise ValueError(f"{path} holds {f.sizes['run']} stacked runs; open it on its own: "
@@ -329,6 +332,7 @@ def open_runs(paths_or_glob, *, chunk_runs: int = DEFAULT_CHUNK_RUNS, dropna: bo
 
 
 def _is_stacked_zarr(path: Path) -> bool:
+    check_zarr_store(path)
     with xr.open_zarr(path, chunks=None, consolidated=None) as f:
         return "run" in f.dims
 
@@ -362,8 +366,7 @@ def write_stack_zarr(stack: xr.Dataset, path, *, chunk_runs: int | None = None) 
     for v in ds.variables.values():
         v.attrs = {k: _zarr_attr(a) for k, a in v.attrs.items()}
         v.encoding = {}
-    ds.to_zarr(path, mode="w", consolidated=True, zarr_format=2)
-    return path
+    return write_tree_atomic(path, lambda tmp: ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2))
 
 
 # --------------------------------------------------------------------------- analysis
