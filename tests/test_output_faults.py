@@ -149,3 +149,21 @@ def test_a_28_pixel_image_gets_the_fix():
     x = np.zeros((1, 1, 28, 28))
     with pytest.raises(ValueError, match=r"pad or resize the images to 32 x 32 \(or crop to 16 x 16\)"):
         band_losses(x, x)
+
+
+def test_a_bad_seed_column_under_dask_names_its_file(tmp_path, capsys):
+    pytest.importorskip("dask")
+    import pandas as pd
+
+    from bandscope.cli import main
+    from bandscope.io import run_to_frame
+
+    good = write_run(make_run_synthetic(0, n_bands=4), tmp_path / "good.csv")
+    df = run_to_frame(make_run_synthetic(1, n_bands=4))
+    df["seed"] = "abc"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    assert good.exists()
+    assert main(["analyze", str(tmp_path / "*.csv"), "--dask", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "Traceback" not in err
+    assert pd.read_csv(tmp_path / "bad.csv")["seed"].iloc[0] == "abc"

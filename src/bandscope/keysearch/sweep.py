@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from .. import io as _io
+from ..errors import BandscopeInputError, input_error_from
 from ..io.atomic import write_tree_atomic
 from ..io.runfiles import _zarr_attr
 from ..io.zarrstore import check_zarr_store
@@ -208,7 +209,12 @@ def _scan(path: Path) -> dict:
     if scanner is None:
         raise ValueError(f"{path}: unknown run file type {path.suffix!r}; expected one of "
                          f"{sorted(SCANNERS)}")
-    return scanner(path)
+    try:
+        return scanner(path)
+    except (BandscopeInputError, OSError):
+        raise
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:  # a bad seed column, a broken header, ...
+        raise input_error_from(exc, path, "cannot scan this run file") from exc
 
 
 # --------------------------------------------------------------------------- lazy stack
