@@ -28,6 +28,7 @@ def fake_extensions(tmp_path, monkeypatch):
     eps = [EntryPoint("boom", "ext_boom:register", GROUP), EntryPoint("badreg", "ext_badreg:register", GROUP),
            EntryPoint("hello", "ext_ok:register", GROUP)]
     monkeypatch.setattr(plugins, "_entry_points", lambda: eps)
+    monkeypatch.setattr(plugins, "command_names", lambda: {ep.name: ep.value for ep in eps})
     for m in ("ext_boom", "ext_badreg", "ext_ok"):
         sys.modules.pop(m, None)
     return eps
@@ -123,3 +124,18 @@ def test_help_and_version_import_neither_extensions_nor_the_analysis():
             "assert not heavy, heavy\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_command_names_read_from_files_match_importlib_metadata():
+    from importlib.metadata import entry_points
+
+    assert plugins.command_names() == dict(sorted({e.name: e.value for e in entry_points(group=GROUP)}.items()))
+
+
+def test_command_names_parse_an_entry_points_file(tmp_path, monkeypatch):
+    d = tmp_path / "demo-1.0.dist-info"
+    d.mkdir()
+    (d / "entry_points.txt").write_text("[console_scripts]\ndemo = demo:main\n\n[bandscope.commands]\n"
+                                        "# a comment\nfit = demo.cli:register\nplot=demo.cli:register\n\n[other]\nx = y\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    assert plugins.command_names() == {"fit": "demo.cli:register", "plot": "demo.cli:register"}

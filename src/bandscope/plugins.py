@@ -22,40 +22,66 @@ The command still runs, the extension is named with its error (:func:`describe_f
 """
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 __all__ = ["GROUP", "PluginFailure", "command_names", "load_plugins", "describe_failures"]
 
 GROUP = "bandscope.commands"
 
 
-@dataclass(frozen=True)
 class PluginFailure:
     """An extension that could not be loaded: its entry point, what failed and the traceback."""
 
-    name: str
-    target: str
-    error: str
-    traceback: str = ""
+    __slots__ = ("name", "target", "error", "traceback")
+
+    def __init__(self, name: str, target: str, error: str, traceback: str = ""):
+        self.name, self.target, self.error, self.traceback = name, target, error, traceback
+
+    def __repr__(self) -> str:
+        return f"PluginFailure({self.name!r}, {self.target!r}, {self.error!r})"
 
     def __str__(self) -> str:
         return f"{self.target}: {self.error}"
 
 
 def _entry_points():
+    from importlib.metadata import entry_points  # here, not at import: `bandscope --version` never needs it
+
     return sorted(entry_points(group=GROUP), key=lambda e: e.name)
 
 
 def command_names() -> dict[str, str]:
-    """``{entry point name: "module:function"}`` of every extension, read from package metadata
-    without importing anything."""
+    """``{entry point name: "module:function"}`` of every extension, read from the installed
+    packages' ``entry_points.txt`` files without importing anything (not even
+    :mod:`importlib.metadata`, whose import and parse of every package's metadata would be most of
+    ``bandscope --help``'s time); the first distribution on ``sys.path`` wins a name, as for
+    :func:`importlib.metadata.entry_points`."""
+    import os
+    import sys
+
     out: dict[str, str] = {}
-    for ep in _entry_points():
-        out.setdefault(ep.name, ep.value)
-    return out
+    header = f"[{GROUP}]"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in sorted(names):
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(entry or ".", name, "entry_points.txt"), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if header not in text:
+                continue
+            section = text.split(header, 1)[1].split("\n[", 1)[0]
+            for line in section.splitlines():
+                key, sep, value = line.partition("=")
+                if sep and key.strip() and not key.lstrip().startswith(("#", ";")):
+                    out.setdefault(key.strip(), value.strip())
+    return dict(sorted(out.items()))
 
 
 def load_plugins(names=None) -> tuple[dict[str, Callable], dict[str, PluginFailure]]:
@@ -80,6 +106,8 @@ def load_plugins(names=None) -> tuple[dict[str, Callable], dict[str, PluginFailu
         try:
             seen[ep.value] = loaded[ep.name] = ep.load()
         except Exception as exc:  # noqa: BLE001 -- the boundary: any extension failure is contained
+            import traceback
+
             failed[ep.name] = PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}",
                                             traceback.format_exc())
     return loaded, failed

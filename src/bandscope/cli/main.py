@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 import warnings
 from pathlib import Path
 
 from ..errors import BandscopeInputError
-from ..plugins import describe_failures as ext_failures
 
 DEFAULT_WINDOWS = "0.95/0.01,0.90/0.10,0.80/0.20"
 
@@ -261,10 +259,10 @@ def cmd_reproduce(args) -> int:
     return _run_analysis(runs, args)
 
 
-def build_parser(plugins=True) -> argparse.ArgumentParser:
+def build_parser(plugins=True, *, list_extensions: bool = True) -> argparse.ArgumentParser:
     """The ``bandscope`` parser. ``plugins``: True loads every extension (``bandscope.commands``
     entry points) and lets it register its commands; a set of entry-point names loads those; False
-    loads none and lists the extension commands by name (for ``--help``)."""
+    loads none and, with ``list_extensions``, lists the extension commands by name (for ``--help``)."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="bandscope", description="What a neural network learns when.")
@@ -293,13 +291,15 @@ def build_parser(plugins=True) -> argparse.ArgumentParser:
     parser.set_defaults(_plugin_failures={})
     from .. import plugins as ext
 
-    names = ext.command_names()
+    names = ext.command_names() if plugins or list_extensions else {}
     if plugins is True or plugins:
         registers, failures = ext.load_plugins(None if plugins is True else set(plugins))
         for name, register in registers.items():
             try:
                 register(sub)
             except Exception as exc:  # noqa: BLE001 -- a broken extension must not take the core commands down
+                import traceback
+
                 failures[name] = ext.PluginFailure(name, names.get(name, name), f"register() failed: "
                                                    f"{type(exc).__name__}: {exc}", traceback.format_exc())
         parser.set_defaults(_plugin_failures=failures)
@@ -362,11 +362,14 @@ def main(argv=None) -> int:
     """Run the command line; return the exit status (0 ok, 2 expected failure, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(plugins=_needs_plugins(argv, first))
+    wants_help = first is None and any(a in ("-h", "--help") for a in argv) or not argv
+    parser = build_parser(plugins=_needs_plugins(argv, first), list_extensions=wants_help)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     failures = parser.get_default("_plugin_failures") or {}
     if failures:  # named once, with its error, before anything else; the command still runs
-        print(ext_failures(failures, debug="--debug" in argv), file=sys.stderr)
+        from ..plugins import describe_failures
+
+        print(describe_failures(failures, debug="--debug" in argv), file=sys.stderr)
         if first in failures:
             print(f"bandscope: command {first!r} is unavailable: the extension that provides it could not be "
                   "loaded (above)", file=sys.stderr)
