@@ -136,6 +136,7 @@ def test_command_names_parse_an_entry_points_file(tmp_path, monkeypatch):
     d = tmp_path / "demo-1.0.dist-info"
     d.mkdir()
     (d / "entry_points.txt").write_text("[console_scripts]\ndemo = demo:main\n\n[bandscope.commands]\n"
-                                        "# a comment\nfit = demo.cli:register\nplot=demo.cli:register\n\n[other]\nx = y\n")
+                                        "# a comment\nfit = demo.cli:register\nplot=demo.cli:register\n"
+                                        "\n[other]\nx = y\n")
     monkeypatch.setattr(sys, "path", [str(tmp_path)])
     assert plugins.command_names() == {"fit": "demo.cli:register", "plot": "demo.cli:register"}
