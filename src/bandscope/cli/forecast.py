@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 __all__ = ["register", "forecast_to_dict", "format_forecast", "parse_fraction"]
 
@@ -138,7 +137,9 @@ def cmd_forecast(args) -> int:
             print(format_forecast(fc))
             print()
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": result}, indent=1, allow_nan=False))
+        from ..io.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps({"runs": result}, indent=1, allow_nan=False))
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

@@ -64,9 +64,9 @@ def parse_epoch_windows(text: str) -> tuple[tuple[float, float], ...]:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    from ..keysearch.analysis import AnalysisOptions
+    from ..keysearch.options import AnalysisOptions
 
-    d = AnalysisOptions()
+    d = AnalysisOptions  # the dataclass's defaults, read without validating an instance
     p.add_argument("--json", metavar="OUT.json", help="write results as JSON (NaN as null)")
     p.add_argument("--netcdf", metavar="OUT.nc", help="write the full results Dataset as netCDF")
     p.add_argument("--plots", metavar="DIR", help="write figures (needs the 'plot' extra)")
@@ -259,8 +259,10 @@ def cmd_reproduce(args) -> int:
     return _run_analysis(runs, args)
 
 
-def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
-    """The ``bandscope`` parser; with ``plugins``, extension commands (entry points) included."""
+def build_parser(plugins=True, *, list_extensions: bool = True) -> argparse.ArgumentParser:
+    """The ``bandscope`` parser. ``plugins``: True loads every extension (``bandscope.commands``
+    entry points) and lets it register its commands; a set of entry-point names loads those; False
+    loads none and, with ``list_extensions``, lists the extension commands by name (for ``--help``)."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="bandscope", description="What a neural network learns when.")
@@ -287,19 +289,29 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     from . import forecast as forecastcli
     forecastcli.register(sub)
     parser.set_defaults(_plugin_failures={})
-    if plugins:
-        from ..plugins import load_plugins
+    from .. import plugins as ext
 
-        registers, failures = load_plugins()
+    names = ext.command_names() if plugins or list_extensions else {}
+    if plugins is True or plugins:
+        registers, failures = ext.load_plugins(None if plugins is True else set(plugins))
         for name, register in registers.items():
             try:
                 register(sub)
-            except Exception as exc:  # a broken extension must not take the core commands down
-                failures[name] = f"register() failed: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 -- a broken extension must not take the core commands down
+                import traceback
+
+                failures[name] = ext.PluginFailure(name, names.get(name, name), f"register() failed: "
+                                                   f"{type(exc).__name__}: {exc}", traceback.format_exc())
         parser.set_defaults(_plugin_failures=failures)
         if failures:
             parser.epilog = "Extensions that could not be loaded: " + "; ".join(
                 f"{k} ({v})" for k, v in failures.items())
+    else:  # list extension commands by name: importing them (torch) is left to the command that needs them
+        taken = set(sub.choices)
+        for name, target in names.items():
+            if name not in taken:
+                sub.add_parser(name, help=f"(extension {target.split(':')[0]}; `bandscope {name} --help` loads it)",
+                               add_help=False)
     return parser
 
 
@@ -309,12 +321,17 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 _CORE_ONLY = frozenset({"analyze", "reproduce", "bands", "forecast"})
 
 
-def _needs_plugins(argv, first) -> bool:
-    if first in _CORE_ONLY:
+def _needs_plugins(argv, first):
+    """Which extensions the parser needs: False (none: a core command, or just --help /
+    --version), the names of the extension providing command ``first``, or True (all of them:
+    an option that extends a core command, or a command no extension names)."""
+    if first is None or first in _CORE_ONLY:
         return False
     if first == "param-time":
         return any(a == "--arch" or a.startswith("--arch=") for a in argv)
-    return True
+    from ..plugins import command_names
+
+    return {first} if first in command_names() else True
 
 
 def _message(exc: BaseException) -> str:
@@ -345,13 +362,22 @@ def main(argv=None) -> int:
     """Run the command line; return the exit status (0 ok, 2 expected failure, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(plugins=_needs_plugins(argv, first))
+    wants_help = first is None and any(a in ("-h", "--help") for a in argv) or not argv
+    parser = build_parser(plugins=_needs_plugins(argv, first), list_extensions=wants_help)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    failures = parser.get_default("_plugin_failures") or {}
+    if failures:  # named once, with its error, before anything else; the command still runs
+        from ..plugins import describe_failures
+
+        print(describe_failures(failures, debug="--debug" in argv), file=sys.stderr)
+        if first in failures:
+            print(f"bandscope: command {first!r} is unavailable: the extension that provides it could not be "
+                  "loaded (above)", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        failures = getattr(args, "_plugin_failures", {})
         if first is not None and failures:
-            print(f"bandscope: unknown command {first!r}; extensions that could not be loaded: {failures}",
+            print(f"bandscope: unknown command {first!r} (an extension that could not be loaded may provide it)",
                   file=sys.stderr)
         parser.print_help()
         return 2
