@@ -194,12 +194,13 @@ def permutation_pvalue(groups, values, alternative: str = "less", *, max_assignm
             "n_runs": int(g.size), "n_groups": int(counts.size)}
 
 
-def summarise_runs(runs, options: ReachOptions = ReachOptions()) -> xr.Dataset:
+def summarise_runs(runs, options: ReachOptions | None = None) -> xr.Dataset:
     """Per-run summaries (:func:`bandscope.lnp.windows.summarise_run`) stacked on dim ``run``.
 
     Window quantities are padded with NaN to the longest window list (``lnp_window``), the
     probe ratio shares its ``time_bin`` bins. Coordinate ``run`` holds the run names.
     """
+    options = options or ReachOptions()
     if not runs:
         raise BandscopeInputError("no runs given to the spectral-reach analysis; pass run files with LNP variables")
     names = [str(r.attrs.get("name", f"run{i}")) for i, r in enumerate(runs)]
@@ -207,7 +208,7 @@ def summarise_runs(runs, options: ReachOptions = ReachOptions()) -> xr.Dataset:
         raise BandscopeInputError(f"run names are not unique: {names}; rename the files or set attrs['name']")
     parts = [summarise_run(r, options) for r in runs]
     out = xr.concat(parts, dim=xr.DataArray(names, dims="run", name="run"), join="outer",
-                    combine_attrs="drop", coords="different", compat="equals", data_vars="all")
+                    combine_attrs="override", coords="different", compat="equals", data_vars="all")
     if "run" not in out["window_step"].dims:  # every run had the same schedule: keep one layout
         out = out.assign_coords(window_step=out["window_step"].expand_dims(run=out["run"].values).transpose(
             "run", "lnp_window"))
@@ -273,7 +274,7 @@ def size_ordering(summary: xr.Dataset, tests=None, *, max_assignments: int = 2_0
     return ds
 
 
-def reach_analysis(runs, options: ReachOptions = ReachOptions()) -> xr.Dataset:
+def reach_analysis(runs, options: ReachOptions | None = None) -> xr.Dataset:
     """The spectral-reach analysis of runs with LNP: per run, by size, and the size-ordering tests.
 
     ``summarise_runs(runs)`` merged with ``by_size(...)`` and ``size_ordering(...)``; every
@@ -281,6 +282,7 @@ def reach_analysis(runs, options: ReachOptions = ReachOptions()) -> xr.Dataset:
     (``docs/format.md``). ``attrs['bandscope_results'] = "reach/1"``; ``attrs['which_p']``
     says which position is Figure 1's.
     """
+    options = options or ReachOptions()
     per_run = summarise_runs(runs, options)
     out = xr.merge([per_run, by_size(per_run), size_ordering(per_run, max_assignments=options.max_assignments)],
                    combine_attrs="override")

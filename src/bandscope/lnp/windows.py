@@ -221,7 +221,7 @@ def last_windows(values: xr.DataArray, k: int = 3, dim: str = "lnp_window") -> t
     return mean, sd
 
 
-def run_probe_ratio(run: xr.Dataset, options: ReachOptions = ReachOptions()) -> xr.DataArray | None:
+def run_probe_ratio(run: xr.Dataset, options: ReachOptions | None = None) -> xr.DataArray | None:
     """The §5.1 linear-probe ratio ⟨P_trained⟩_τ / ⟨P_random⟩_τ of one run (Eq. 12/55), or None.
 
     Reads ``probe_spectral_position(probe_backbone, probe_lnp_step)`` with backbones
@@ -230,6 +230,7 @@ def run_probe_ratio(run: xr.Dataset, options: ReachOptions = ReachOptions()) -> 
     ``options.probe_bins`` bins of normalised time τ). Below 1: the trained backbone reaches
     lower P. None when the run has no probe variables.
     """
+    options = options or ReachOptions()
     if "probe_spectral_position" not in run:
         return None
     p = run["probe_spectral_position"]
@@ -263,7 +264,7 @@ def _last_valid(da: xr.DataArray) -> float:
     return float(v[-1]) if v.size else float("nan")
 
 
-def summarise_run(run: xr.Dataset, options: ReachOptions = ReachOptions()) -> xr.Dataset:
+def summarise_run(run: xr.Dataset, options: ReachOptions | None = None) -> xr.Dataset:
     """One run's spectral-reach summary: window means, late slopes, last-window means, probe ratio.
 
     A composition of :func:`window_means`, :func:`loglog_slope`, :func:`last_windows` and
@@ -276,6 +277,7 @@ def summarise_run(run: xr.Dataset, options: ReachOptions = ReachOptions()) -> xr
     """
     from ..schema import reach_attrs
 
+    options = options or ReachOptions()
     w = window_means(run)
     last_step = float(np.nanmax(run["lnp_step"].values))
     start = float(options.slope_start) if options.slope_start is not None else last_step / 10.0
