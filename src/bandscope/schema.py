@@ -384,6 +384,10 @@ for _name, (_units, _what) in _Q.items():
 _REACH_VARIABLES += [
     _v("n_parameters", ("run",), "parameters", "trainable parameter count (run attrs['n_parameters']); "
        "groups runs by model size", "4"),
+    _v("train_loss", ("run", "checkpoint"), "as the run's train_loss",
+       "the run's training loss, carried along (NaN where not logged or padded)", "4"),
+    _v("heldout_loss", ("run", "checkpoint"), "as the run's heldout_loss",
+       "the run's held-out loss, carried along (NaN where not logged or padded)", "D.1"),
     _v("train_loss_final", ("run",), "as train_loss", "last finite train_loss of the run"),
     _v("heldout_loss_final", ("run",), "as heldout_loss", "last finite heldout_loss of the run", "D.1"),
     _v("probe_ratio", ("run", "time_bin"), "1",
@@ -401,7 +405,8 @@ _REACH_VARIABLES += [
        "Spearman rho between n_parameters (runs of one size tied) and the quantity over the runs", "4"),
     _v("ordering_p_value", ("ordering",), "1",
        "exact one-sided permutation p-value: fraction of all assignments of the runs to the size groups "
-       "(group sizes kept) with rho as extreme (alternative 'less': rho <= observed)", "4"),
+       "(group sizes kept) with rho as extreme: rho <= observed ('less'), >= ('greater'), |rho| >= |observed| "
+       "('two-sided')", "4"),
     _v("ordering_n_assignments", ("ordering",), "1", "distinct assignments enumerated: n! / prod n_size!", "4"),
     _v("ordering_n_as_extreme", ("ordering",), "1", "assignments with rho as extreme as observed", "4"),
     _v("ordering_n_runs", ("ordering",), "1", "runs with a finite quantity used in the test", "4"),
@@ -416,12 +421,15 @@ REACH_COORDS: dict[str, Variable] = {v.name: v for v in [
     _v("run", ("run",), "", "run name"),
     _v("lnp_window", ("lnp_window",), "", "log-window index of the LNP schedule", "B.1"),
     _v("window_step", _RW, "optimizer steps", "mean optimizer step of the window's LNP measurements", "C.1"),
+    _v("checkpoint", ("checkpoint",), "", "checkpoint index 0, 1, ... of each run"),
+    _v("checkpoint_step", ("run", "checkpoint"), "optimizer steps", "optimizer step of each checkpoint (NaN: padding)"),
     _v("time_bin", ("time_bin",), "1", "centre of a normalised-time bin tau in [0, 1] (time_lo, time_hi: edges)",
        "5.1"),
     _v("size", ("size",), "parameters", "model size: the n_parameters of its runs, ascending", "4"),
     _v("quantity", ("quantity",), "", "name of a per-run scalar"),
     _v("ordering", ("ordering",), "", "per-run quantity tested for the size ordering"),
-    _v("ordering_alternative", ("ordering",), "", "direction tested: 'less' = larger models lower"),
+    _v("ordering_alternative", ("ordering",), "", "direction tested: 'less' = larger models lower, 'two-sided' = no "
+       "predicted direction"),
 ]}
 
 

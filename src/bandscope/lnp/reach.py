@@ -35,6 +35,7 @@ ORDERING_TESTS = {
     "spectral_position_cross_last_mean": "less",
     "spectral_position_last_mean": "less",
     "heldout_loss_final": "less",
+    "gradient_cosine_last_mean": "two-sided",
 }
 
 
@@ -209,10 +210,12 @@ def summarise_runs(runs, options: ReachOptions | None = None) -> xr.Dataset:
     parts = [summarise_run(r, options) for r in runs]
     out = xr.concat(parts, dim=xr.DataArray(names, dims="run", name="run"), join="outer",
                     combine_attrs="override", coords="different", compat="equals", data_vars="all")
-    if "run" not in out["window_step"].dims:  # every run had the same schedule: keep one layout
-        out = out.assign_coords(window_step=out["window_step"].expand_dims(run=out["run"].values).transpose(
-            "run", "lnp_window"))
-    out.attrs = {"slope_start": "; ".join(f"{p.attrs['name']}: {p.attrs['slope_start']:g}" for p in parts),
+    for c, dim in (("window_step", "lnp_window"), ("checkpoint_step", "checkpoint")):
+        if c in out.coords and "run" not in out[c].dims:  # the same schedule in every run: keep one layout
+            out = out.assign_coords({c: out[c].expand_dims(run=out["run"].values).transpose("run", dim)})
+    starts = {p.attrs["slope_start"] for p in parts}
+    out.attrs = {"slope_start": f"{starts.pop():g}" if len(starts) == 1 else
+                 "; ".join(f"{p.attrs['name']}: {p.attrs['slope_start']:g}" for p in parts),
                  "last_k": int(options.last_k)}
     return out
 
@@ -251,7 +254,8 @@ def size_ordering(summary: xr.Dataset, tests=None, *, max_assignments: int = 2_0
     """Exact permutation tests of the size ordering of per-run quantities (module docstring).
 
     ``tests``: quantity name -> alternative (default :data:`ORDERING_TESTS`: P_AB and P last-window
-    means and the final held-out loss, all ``"less"``). Dim ``ordering``; variables
+    means and the final held-out loss, all ``"less"``; the last-window mean of cos(∇L_A, ∇L_B),
+    which links P_AB to P, ``"two-sided"``: the paper predicts no direction for it). Dim ``ordering``; variables
     ``ordering_rho``, ``ordering_p_value``, ``ordering_n_assignments``, ``ordering_n_as_extreme``,
     ``ordering_n_runs``, ``ordering_n_sizes``; coordinate ``ordering_alternative``.
     """

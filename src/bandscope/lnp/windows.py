@@ -295,6 +295,14 @@ def summarise_run(run: xr.Dataset, options: ReachOptions | None = None) -> xr.Da
     out["n_parameters"] = ((), np.int64(n_par) if n_par is not None else np.int64(-1), reach_attrs("n_parameters"))
     for var in ("train_loss", "heldout_loss"):
         out[f"{var}_final"] = ((), _last_valid(run[var]) if var in run else np.nan, reach_attrs(f"{var}_final"))
+    curves = [v for v in ("train_loss", "heldout_loss") if v in run and run[v].dims == ("checkpoint",)]
+    if curves and "step" in run.coords:  # carried along for the loss panels of Figure 1
+        n = run.sizes["checkpoint"]
+        out = out.assign_coords(checkpoint=np.arange(n), checkpoint_step=(
+            "checkpoint", np.asarray(run["step"].values, dtype=np.float64), reach_attrs("checkpoint_step")))
+        for v in curves:
+            out[v] = ("checkpoint", np.asarray(run[v].values, dtype=np.float64),
+                      {**reach_attrs(v), **({"units": run[v].attrs["units"]} if "units" in run[v].attrs else {})})
     ratio = run_probe_ratio(run, options)
     if ratio is not None:
         vals = ratio.values
