@@ -106,3 +106,21 @@ def test_cli_names_the_missing_parameter_count(tmp_path, capsys):
     ds.to_netcdf(tmp_path / "x.nc")
     assert main(["analyze", str(tmp_path / "x.nc")]) == 2
     assert "n_parameters" in capsys.readouterr().err
+
+
+def test_every_results_variable_and_coordinate_is_in_the_schema(results):
+    from bandscope.schema import REACH, REACH_COORDS
+
+    for v in results.data_vars:
+        assert v in REACH and results[v].dims == REACH[v].dims, v
+    for c in results.coords:
+        if c not in ("time_lo", "time_hi"):
+            assert c in REACH_COORDS, c
+
+
+def test_format_page_holds_the_generated_reach_table():
+    from bandscope.schema import reach_markdown_table
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "format.md").read_text()
+    assert reach_markdown_table() in page, ("regenerate it: python -c \"from bandscope import schema; "
+                                            "schema.update_reach_docs('docs/format.md')\"")
