@@ -124,3 +124,16 @@ def test_format_page_holds_the_generated_reach_table():
     page = (Path(__file__).resolve().parents[1] / "docs" / "format.md").read_text()
     assert reach_markdown_table() in page, ("regenerate it: python -c \"from bandscope import schema; "
                                             "schema.update_reach_docs('docs/format.md')\"")
+
+
+def test_a_band_run_with_lnp_but_no_parameter_count_still_gets_the_key_search(tmp_path, capsys):
+    from bandscope.io import read_run, write_run
+
+    band = read_run(SYNTHETIC_CSV[0])
+    lnp = xr.load_dataset(SHORT[0])
+    both = band.merge(lnp[[v for v in lnp.data_vars if v.startswith("lnp_")]])
+    both.attrs = dict(band.attrs)
+    path = write_run(both, tmp_path / "both.nc")
+    assert run_kinds(path) == {"bands", "lnp"}
+    assert main(["analyze", str(path), "--quiet"]) == 0
+    assert "no spectral-reach analysis" in capsys.readouterr().err

@@ -180,7 +180,12 @@ def _split_runs(paths, dropna: bool):
         kinds = run_kinds(p)
         if "bands" in kinds:
             band.append(p)
-        if "lnp" in kinds:
+        if "lnp" in kinds and "bands" in kinds:  # the key-search analysis must not fail for the LNP extras
+            try:
+                lnp.append(read_lnp_run(p))
+            except BandscopeInputError as exc:
+                print(f"bandscope analyze: no spectral-reach analysis of {p}: {exc}", file=sys.stderr)
+        elif "lnp" in kinds:
             lnp.append(read_lnp_run(p))
     return (bio.read_runs(band, dropna=dropna) if band else []), lnp
 
