@@ -23,7 +23,7 @@ _LNP_SUFFIXES = (".nc", ".nc4", ".netcdf", ".zarr")
 def _open(path: Path) -> xr.Dataset:
     if path.suffix.lower() == ".zarr":
         return xr.open_zarr(path)
-    return xr.open_dataset(path)
+    return xr.open_dataset(path, engine="netcdf4")
 
 
 def run_kinds(path) -> set[str]:
@@ -35,7 +35,11 @@ def run_kinds(path) -> set[str]:
         return {"bands"}
     if not path.exists():
         raise FileNotFoundError(f"no such run file: {path}")
-    with _open(path) as ds:
+    try:
+        ds = _open(path)
+    except Exception:  # not a readable store: the key-search reader says what is wrong with it
+        return {"bands"}
+    with ds:
         kinds = set()
         if "band_loss" in ds.variables:
             kinds.add("bands")

@@ -285,12 +285,14 @@ def summarise_run(run: xr.Dataset, options: ReachOptions | None = None) -> xr.Da
     for name in QUANTITIES:
         if name not in w:
             continue
-        out[name] = w[name].assign_attrs(reach_attrs(name))
+        var = QUANTITIES[name][0]
+        units = {"units": run[var].attrs["units"]} if var in run and "units" in run[var].attrs else {}
+        out[name] = w[name].assign_attrs({**reach_attrs(name), **units})
         out[f"{name}_late_slope"] = loglog_slope(w[name], w["window_step"], start).assign_attrs(
             reach_attrs(f"{name}_late_slope"))
         m, s = last_windows(w[name], options.last_k)
-        out[f"{name}_last_mean"] = m.assign_attrs(reach_attrs(f"{name}_last_mean"))
-        out[f"{name}_last_sd"] = s.assign_attrs(reach_attrs(f"{name}_last_sd"))
+        out[f"{name}_last_mean"] = m.assign_attrs({**reach_attrs(f"{name}_last_mean"), **units})
+        out[f"{name}_last_sd"] = s.assign_attrs({**reach_attrs(f"{name}_last_sd"), **units})
     n_par = run.attrs.get("n_parameters")
     out["n_parameters"] = ((), np.int64(n_par) if n_par is not None else np.int64(-1), reach_attrs("n_parameters"))
     for var in ("train_loss", "heldout_loss"):
