@@ -137,3 +137,15 @@ def test_a_band_run_with_lnp_but_no_parameter_count_still_gets_the_key_search(tm
     assert run_kinds(path) == {"bands", "lnp"}
     assert main(["analyze", str(path), "--quiet"]) == 0
     assert "no spectral-reach analysis" in capsys.readouterr().err
+
+
+def test_runs_without_probes_or_held_out_loss_or_with_fewer_windows_are_reported():
+    runs = [xr.load_dataset(f) for f in SHORT]
+    runs[0] = runs[0].drop_vars([v for v in runs[0].variables if v.startswith("probe_")] + ["heldout_loss"])
+    runs[1] = runs[1].isel(lnp_step=slice(0, 40))
+    res = reach_analysis(runs)
+    assert np.isnan(float(res.probe_ratio_median.isel(run=0))) and np.isnan(float(res.heldout_loss_final.isel(run=0)))
+    assert int(res.ordering_n_runs.sel(ordering="heldout_loss_final")) == 5
+    text = section.format_reach_text(res)
+    assert str(res.run.values[0]) in text
+    json.dumps(section.reach_to_dict(res), allow_nan=False)

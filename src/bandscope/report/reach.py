@@ -75,7 +75,8 @@ def reach_tables(results: xr.Dataset) -> dict[str, pd.DataFrame]:
     runs = pd.DataFrame({v: results[v].values for v in _RUN_COLUMNS if v in results},
                         index=pd.Index([str(r) for r in results["run"].values], name="run"))
     if "probe_ratio_bins" in results:
-        runs["probe_ratio_bins_below_1"] = [f"{int(a)}/{int(b)}" for a, b in
+        runs["probe_ratio_bins_below_1"] = [f"{int(a)}/{int(b)}" if np.isfinite(a) and np.isfinite(b) else "–"
+                                            for a, b in
                                             zip(results["probe_ratio_bins_below_1"].values,
                                                 results["probe_ratio_bins"].values)]
     runs = runs.sort_values("n_parameters", kind="stable")
