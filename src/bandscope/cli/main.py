@@ -115,11 +115,13 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
                    "embedded; figures need the 'plot' extra); see docs/report.md")
 
 
-def _run_analysis(runs, args, analyze=None) -> int:
+def _run_analysis(runs, args, analyze=None, reach=None) -> int:
     from .. import io as bio
     from .. import report
     from ..keysearch import analysis
 
+    if not runs:  # LNP runs only: the spectral-reach analysis alone
+        return _report_reach(reach, args)
     results = (analyze or analysis.analyze)(runs, analysis_options(args))
     results.attrs.update(_input_report(runs))
     if not args.quiet:
@@ -141,22 +143,110 @@ def _run_analysis(runs, args, analyze=None) -> int:
 
         paths = plot.write_figures(results, args.plots)
         print(f"wrote {len(paths)} figures to {args.plots}", file=sys.stderr)
+    if reach is not None:  # runs with LNP as well: the spectral-reach section joins the same outputs
+        return _report_reach(reach, args, joined=True)
+    return 0
+
+
+# ------------------------------------------------------------------ spectral reach (runs with LNP)
+def _add_reach_options(p: argparse.ArgumentParser) -> None:
+    from ..lnp.windows import ReachOptions
+
+    d = ReachOptions()
+    g = p.add_argument_group("spectral reach (runs with LNP variables; docs/lnp.md)")
+    g.add_argument("--last-windows", type=int, default=d.last_k, metavar="K",
+                   help=f"LNP windows averaged for the last-window means (default {d.last_k})")
+    g.add_argument("--slope-start", type=int, default=None, metavar="STEP",
+                   help="first optimizer step of the late log-log slopes (default: a tenth of the last LNP step)")
+    g.add_argument("--probe-bins", type=int, default=d.probe_bins, metavar="N",
+                   help=f"normalised-time bins of the linear-probe ratio (default {d.probe_bins})")
+
+
+def reach_options(args):
+    """The :class:`~bandscope.lnp.windows.ReachOptions` of parsed ``analyze`` args."""
+    from ..lnp.windows import ReachOptions
+
+    return ReachOptions(last_k=args.last_windows, slope_start=args.slope_start, probe_bins=args.probe_bins)
+
+
+def _split_runs(paths, dropna: bool):
+    """(key-search runs, LNP runs) of the files: a file with band_loss goes to the key-search
+    analysis, one with LNP variables to the spectral-reach analysis, one with both to both."""
+    from .. import io as bio
+    from ..io.lnp_runfiles import read_lnp_run, run_kinds
+
+    band, lnp = [], []
+    for p in paths:
+        kinds = run_kinds(p)
+        if "bands" in kinds:
+            band.append(p)
+        if "lnp" in kinds and "bands" in kinds:  # the key-search analysis must not fail for the LNP extras
+            try:
+                lnp.append(read_lnp_run(p))
+            except BandscopeInputError as exc:
+                print(f"bandscope analyze: no spectral-reach analysis of {p}: {exc}", file=sys.stderr)
+        elif "lnp" in kinds:
+            lnp.append(read_lnp_run(p))
+    return (bio.read_runs(band, dropna=dropna) if band else []), lnp
+
+
+def _report_reach(reach, args, joined: bool = False) -> int:
+    """Print and write the spectral-reach results; ``joined``: the key-search outputs were written
+    first, and the reach section is added to them (--html, --json) or written beside them."""
+    import json
+
+    from ..report import reach as section
+
+    if not args.quiet:
+        print(section.format_reach_text(reach, header="" if joined else getattr(args, "header", "")))
+    if getattr(args, "html", None):
+        path = Path(args.html)
+        if joined:
+            path.write_text(section.insert_section(path.read_text(encoding="utf-8"),
+                                                   section.reach_html_section(reach)), encoding="utf-8")
+        else:
+            section.write_reach_html(reach, path, header=getattr(args, "header", ""),
+                                     title=f"bandscope {args.command}: spectral reach")
+        print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        path = Path(args.json)
+        data = json.loads(path.read_text()) if joined else {}
+        data["spectral_reach"] = section.reach_to_dict(reach)
+        path.write_text(json.dumps(data, indent=1, allow_nan=False))
+        print(f"wrote {path}", file=sys.stderr)
+    if args.netcdf:
+        from .. import io as bio
+
+        path = Path(args.netcdf)
+        path = path.with_name(path.stem + "-reach" + path.suffix) if joined else path
+        bio.write_results(reach, path)
+        print(f"wrote {path}", file=sys.stderr)
+    if args.plots:
+        from ..report.lnp_figures import write_lnp_figures
+
+        paths = write_lnp_figures(reach, args.plots)
+        print(f"wrote {len(paths)} spectral-reach figures to {args.plots}", file=sys.stderr)
     return 0
 
 
 def cmd_analyze(args) -> int:
-    from .. import io as bio
 
     if args.dask or args.workers:
         return _analyze_on_dask(args)
-    runs = bio.read_runs(args.runs, dropna=args.dropna)
+    runs, lnp_runs = _split_runs(args.runs, args.dropna)
+    reach = None
+    if lnp_runs:
+        from ..lnp.reach import reach_analysis
+
+        reach = reach_analysis(lnp_runs, reach_options(args))
     for run in runs:
         rows = run.attrs.get("dropped_rows")
         if rows is not None and len(rows):
             print(f"bandscope analyze: {run.attrs.get('source') or run.attrs['name']}: dropped {len(rows)} rows "
                   f"with NaN (0-based rows {list(rows)}; --dropna)", file=sys.stderr)
-    args.header = f"Analysing {len(runs)} runs: {', '.join(str(r.attrs.get('name', '?')) for r in runs)}."
-    return _run_analysis(runs, args)
+    named = {str(r.attrs.get("name", "?")): None for r in [*runs, *lnp_runs]}
+    args.header = f"Analysing {len(named)} runs: {', '.join(named)}."
+    return _run_analysis(runs, args, reach=reach)
 
 
 def _analyze_on_dask(args) -> int:
@@ -268,10 +358,12 @@ def build_parser(plugins=True, *, list_extensions: bool = True) -> argparse.Argu
     parser = argparse.ArgumentParser(prog="bandscope", description="What a neural network learns when.")
     parser.add_argument("--version", action="version", version=f"bandscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("analyze", help="the key-search analysis of run logs (CSV, Parquet, netCDF)")
+    p = sub.add_parser("analyze", help="the key-search analysis of run logs (CSV, Parquet, netCDF) with band losses, "
+                       "and the spectral-reach analysis of runs with LNP variables")
     p.add_argument("runs", nargs="+", metavar="RUN_FILE")
     _add_analysis_options(p)
     _add_report_options(p)
+    _add_reach_options(p)
     p.add_argument("--dask", action="store_true",
                    help="open the runs lazily and analyse them in chunks on dask (threaded scheduler), "
                    "with a progress bar; quote a glob ('runs/*.nc') and bandscope expands it")
