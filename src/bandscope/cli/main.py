@@ -150,7 +150,7 @@ def _run_analysis(runs, args, analyze=None, reach=None) -> int:
 
 # ------------------------------------------------------------------ spectral reach (runs with LNP)
 def _add_reach_options(p: argparse.ArgumentParser) -> None:
-    from ..lnp.windows import ReachOptions
+    from ..lnp.options import ReachOptions
 
     d = ReachOptions()
     g = p.add_argument_group("spectral reach (runs with LNP variables; docs/lnp.md)")
@@ -164,7 +164,7 @@ def _add_reach_options(p: argparse.ArgumentParser) -> None:
 
 def reach_options(args):
     """The :class:`~bandscope.lnp.windows.ReachOptions` of parsed ``analyze`` args."""
-    from ..lnp.windows import ReachOptions
+    from ..lnp.options import ReachOptions
 
     return ReachOptions(last_k=args.last_windows, slope_start=args.slope_start, probe_bins=args.probe_bins)
 
