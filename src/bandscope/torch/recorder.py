@@ -163,7 +163,10 @@ class RunRecorder:
             if clash:
                 raise ValueError(f"extra variables {clash} would overwrite the run's own")
             attrs = {**extra.attrs, **ds.attrs}
+            var_attrs = {v: dict(src[v].attrs) for src in (ds, extra) for v in src.variables}
             ds = xr.merge([ds, extra], combine_attrs="drop").assign_attrs(attrs)
+            for v, a in var_attrs.items():  # merge(combine_attrs="drop") drops the variables' attrs too
+                ds[v].attrs = a
         return ds
 
     def __len__(self) -> int:

@@ -206,6 +206,7 @@ class LNPHook:
             src = v[4:]
             if src in self.records[0][1]:
                 ds[v].attrs = dict(self.records[0][1][src].attrs)
+            _complete_attrs(v, ds[v].attrs)
         return ds
 
     def write(self, path=None) -> Path:
@@ -230,3 +231,16 @@ def _step(step) -> int:
         raise BandscopeInputError(f"LNPHook step {step!r} is not an integer: steps count optimizer updates "
                                   "(pass the step counter, not an epoch fraction)")
     return int(f)
+
+
+def _complete_attrs(name: str, attrs: dict) -> None:
+    """Give every ``lnp_*`` variable ``units``, ``long_name`` and ``definition`` (``docs/format.md``):
+    the statistics' own where they have them, else the unit class of the name."""
+    if name.startswith("lnp_reason"):
+        attrs.setdefault("units", "")
+    elif "spectral_position" in name or name.endswith("_norm") or name.endswith("_norm_b"):
+        attrs.setdefault("units", "1")
+    else:
+        attrs.setdefault("units", "raw: in the units of loss_fn as reduced (docs/lnp.md)")
+    attrs.setdefault("long_name", name[4:].replace("_", " "))
+    attrs.setdefault("definition", attrs["long_name"] + " (bandscope.torch.measure_lnp, spectral reach B.1)")
