@@ -262,3 +262,25 @@ def test_hf_killed_and_resumed_equals_uninterrupted(tmp_path):
     with pytest.warns(UserWarning, match=r"steps \[9\]"):
         _hf_run(tmp_path / "b", tmp_path / "job.nc", resume=True)
     assert_same_run(read_run(tmp_path / "job.nc"), full)
+
+
+@pytest.mark.slow
+def test_lightning_ddp_two_processes_killed_and_resumed(tmp_path):
+    """2-process DDP (gloo, CPU): both ranks die at step 9 (after the Lightning checkpoint at step 7
+    and the run file's checkpoint at 8); the resumed job's run file equals an uninterrupted one's.
+    Gloo's two-rank all-reduce sums in a fixed order, so the same rounding as in one process."""
+    pytest.importorskip("lightning.pytorch")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("lightning_ddp_job.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for mode in ("full", "kill", "resume"):
+        subprocess.run([sys.executable, str(script), mode, str(tmp_path)], check=True, env=env, timeout=600,
+                       cwd=tmp_path)
+    full = read_run(tmp_path / "full.nc")
+    assert full.step.values.tolist() == [0, 4, 8, 12, 15]
+    assert "steps [8]" in (tmp_path / "warnings-resume.txt").read_text()
+    assert_same_run(read_run(tmp_path / "job.nc"), full)
