@@ -262,7 +262,9 @@ def _recorded_name(ds: xr.Dataset) -> str:
 def _drop_nonfinite_rows(ds: xr.Dataset, dropna: bool) -> xr.Dataset:
     if not dropna or "checkpoint" not in ds.dims:
         return ds
-    bad = ~(np.isfinite(ds["band_loss"]).all("band") & np.isfinite(ds["param_time"]))
+    bad = ~np.isfinite(ds["param_time"])
+    if "band_loss" in ds:
+        bad = bad | ~np.isfinite(ds["band_loss"]).all("band")
     if bool(bad.any()):
         ds.attrs["dropped_rows"] = np.flatnonzero(bad.values).tolist()
         ds = ds.isel(checkpoint=np.flatnonzero(~bad.values))
@@ -270,18 +272,32 @@ def _drop_nonfinite_rows(ds: xr.Dataset, dropna: bool) -> xr.Dataset:
     return ds
 
 
+def default_run_name(path) -> str:
+    """A run's default name: the file's stem, or the directory's name when the stem is ``run``
+    (``runs/cnn-seed45/run.nc`` is ``cnn-seed45``), ``docs/format.md`` "Names".
+
+    >>> default_run_name("runs/cnn-seed45/run.nc"), default_run_name("lm-small.nc")
+    ('cnn-seed45', 'lm-small')
+    """
+    path = Path(path)
+    if path.stem == "run" and path.parent.name not in ("", ".", ".."):
+        return path.parent.name
+    return path.stem
+
+
 def _netcdf_run(ds: xr.Dataset, path: Path, name: str | None, dropna: bool) -> xr.Dataset:
-    if "band_loss" not in ds:
-        raise BandscopeInputError(f"{path} is not a bandscope run (no band_loss); variables: "
-                                  f"{sorted(ds.data_vars)}", path=path)
+    if "band_loss" not in ds and not ("param_time" in ds and ("train_loss" in ds or any(
+            str(v).startswith("lnp_") for v in ds.data_vars))):
+        raise BandscopeInputError(f"{path} is not a bandscope run (no band_loss, and no param_time with "
+                                  f"train_loss or lnp_* variables); variables: {sorted(ds.data_vars)}", path=path)
     ds.attrs["source"] = str(ds.attrs.get("source", "") or "") or str(path)
     recorded = _recorded_name(ds)
     if recorded and name and name != recorded:
         ds.attrs["recorded_name"] = recorded
-    ds.attrs["name"] = name or recorded or path.stem
+    ds.attrs["name"] = name or recorded or default_run_name(path)
     ds = _drop_nonfinite_rows(ds, dropna)
     try:
-        return validate_run(ds, require_advance=False)
+        return validate_run(ds, require_advance=False, require_bands=False)
     except BandscopeInputError as exc:
         if str(path) in str(exc):
             raise
@@ -451,7 +467,7 @@ def write_run(run: xr.Dataset, path) -> Path:
     never sees a half-written file (see :func:`write_netcdf_atomic`).
     """
     path = Path(path)
-    validate_run(run, require_advance=False)
+    validate_run(run, require_advance=False, require_bands=path.suffix.lower() not in (".nc", ".nc4"))
     suffix = path.suffix.lower()
     if suffix in (".nc", ".nc4"):
         write_netcdf_atomic(run, path)

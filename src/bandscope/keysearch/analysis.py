@@ -31,6 +31,8 @@ def _trim_padding(ds, name):
     """Drop trailing NaN-padded checkpoints; padding anywhere else is an error."""
     if "checkpoint" not in ds.dims:
         raise ValueError(f"run {name!r} has no 'checkpoint' dimension; dims are {dict(ds.sizes)}")
+    if "band_loss" not in ds:  # a run without a panel: the rules say which analysis to run instead
+        validate_run(ds)
     bl = np.asarray(ds["band_loss"].transpose("checkpoint", "band").values, dtype=np.float64)
     pt = np.asarray(ds["param_time"].values, dtype=np.float64)
     good = np.isfinite(pt) & np.isfinite(bl).all(axis=1)
