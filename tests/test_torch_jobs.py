@@ -101,6 +101,17 @@ def test_lm_recipe_hf(tmp_path):
     logged = [h for h in ns["trainer"].state.log_history if "bandscope/param_time" in h]
     assert [h["step"] for h in logged] == [4, 8, 12]
     assert run.sizes["checkpoint"] > 3
+    # the run file the recipe wrote is a spectral-reach run for `bandscope analyze`
+    import json
+
+    from bandscope.cli import main
+
+    out = tmp_path / "report"
+    assert main(["analyze", str(tmp_path / "lm-hf.nc"), "--quiet", "--html", str(out / "r.html"),
+                 "--json", str(out / "r.json")]) == 0
+    reach = json.loads((out / "r.json").read_text())["spectral_reach"]
+    assert "lm-hf" in json.dumps(reach)
+    assert "id='spectral-reach'" in (out / "r.html").read_text()
 
 
 def test_lm_recipe_lightning(tmp_path):

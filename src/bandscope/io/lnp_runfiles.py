@@ -22,7 +22,9 @@ _LNP_SUFFIXES = (".nc", ".nc4", ".netcdf", ".zarr")
 
 def _open(path: Path) -> xr.Dataset:
     if path.suffix.lower() == ".zarr":
-        return xr.open_zarr(path)
+        from .zarrstore import check_zarr_store
+
+        return xr.open_zarr(check_zarr_store(path))
     return xr.open_dataset(path, engine="netcdf4")
 
 
