@@ -29,7 +29,6 @@ a set lookup; the host reads values only at checkpoints.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -126,7 +125,14 @@ class Monitor:
         Receives every checkpoint's metrics (names start with ``bandscope/``).
     forecast : bool
         At checkpoints, forecast each band with :func:`bandscope.forecast` (when installed) once
-        ``forecast_min_checkpoints`` are recorded, and log the result.
+        ``forecast_min_checkpoints`` are recorded, on a background thread
+        (:class:`~bandscope.torch.forecast_worker.ForecastWorker`), and log each finished
+        forecast at the next checkpoint with the step it was made at (``forecast_step``).
+    forecast_budget : float
+        Largest fraction of wall time the forecasts' CPU time may take (default 0.02); a
+        checkpoint over budget, or one while a forecast is still running, is not forecast.
+    forecast_background : bool
+        False: forecast on the training thread at the checkpoint itself (tests, debugging).
     probe_batch_size, probe_autocast, band_dtype, probe_output
         :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``autocast``, ``dtype`` and ``output``.
     rank : int, optional
@@ -168,6 +174,7 @@ class Monitor:
                  lnp=None, lnp_batch=None, lnp_options: dict | None = None,
                  tensorboard=None, progress=None, log: Callable[[dict, int], None] | None = None,
                  forecast: bool = True, forecast_min_checkpoints: int = 8,
+                 forecast_budget: float = 0.02, forecast_background: bool = True,
                  probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None, probe_output=None,
                  band_dtype: torch.dtype | None = None, rank: int | None = None,
                  tracker_mode: str = "auto", process_group=None, trainable_only: bool = True,
@@ -203,7 +210,8 @@ class Monitor:
         self.log = log
         self.forecast = bool(forecast)
         self.forecast_min_checkpoints = int(forecast_min_checkpoints)
-        self._forecast_failed = False
+        self._forecaster = None  # a ForecastWorker, made at the first forecast
+        self._forecast_opts = {"budget": float(forecast_budget), "synchronous": not forecast_background}
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # every checkpoint's metrics (also on ranks that do not write)
         self._last_checkpoint_step: int | None = None
@@ -326,21 +334,28 @@ class Monitor:
 
     # -- sinks --------------------------------------------------------------------------------
     def _forecast(self) -> dict:
-        if not self.forecast or self._forecast_failed or len(self.recorder) < self.forecast_min_checkpoints:
+        """Hand the run so far to the background forecast worker; return the metrics of the
+        latest forecast that has finished (tagged ``forecast_step``), or {}."""
+        if not self.forecast or len(self.recorder) < self.forecast_min_checkpoints:
             return {}
-        import bandscope
+        if self._forecaster is None:
+            import bandscope
 
-        fc = getattr(bandscope, "forecast", None)
-        if fc is None:
+            fc = getattr(bandscope, "forecast", None)
+            if fc is None:
+                return {}
+            from .forecast_worker import ForecastWorker
+
+            self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), **self._forecast_opts)
+        self._forecaster.submit(self.recorder.dataset(), self.global_step)
+        done = self._forecaster.poll()
+        if done is None:
             return {}
-        try:
-            ds = fc(self.recorder.dataset())
-        except Exception as exc:  # a forecast must never stop training: say it once, then stop trying
-            self._forecast_failed = True
-            warnings.warn(f"bandscope.forecast failed at step {self.global_step} ({type(exc).__name__}: {exc}); "
-                          "no more forecasts are logged for this run", RuntimeWarning, stacklevel=3)
-            return {}
-        return forecast_metrics(ds)
+        return {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+
+    @property
+    def _forecast_failed(self) -> bool:
+        return self._forecaster is not None and self._forecaster.failed is not None
 
     def _emit(self, m: dict, step: int) -> None:
         if self.tensorboard is not None:
@@ -372,6 +387,12 @@ class Monitor:
             self.tensorboard.flush()
             if self._tb_owned:
                 self.tensorboard.close()
+        if self._forecaster is not None:  # log the forecast still running, then stop the worker
+            done = self._forecaster.finish(timeout=60.0)
+            if done is not None and self.is_writer:
+                m = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+                self.metrics.update(m)
+                self._emit(m, self.global_step)
         if self.recorder is not None:
             self.recorder.close()  # give up ownership of the run file (its lock), the file stays
         self.closed = True
