@@ -100,7 +100,7 @@ def synthetic_shape(shape, seed, n=53):
         sigma = 0.05 * a * 0.1
     else:
         raise ValueError(shape)
-    return s, clean + sigma * _ar1(rng, n)
+    return s, clean + sigma * _ar1(rng, s.size)
 
 
 def _weibull_runs(n_seeds):
@@ -162,22 +162,24 @@ def main(argv=None):
     ap.add_argument("--cache", default=None, help="reuse/store the prefix records (a .json file)")
     args = ap.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
-    if cache is not None and cache.is_file():
-        recs = json.loads(cache.read_text())
-    else:
-        recs = {}
-        for kind in ("recorded", "pilots"):
-            recs[kind] = prefix_records(_image_runs(kind), CALIBRATION_PREFIXES)
-        lm, names = _lm_series()
-        recs["lm"] = prefix_records(lm, REPORT_PREFIXES, names=names)
-        recs["lm_all"] = prefix_records(lm, REPORT_PREFIXES, names=names, saturated_only=False)
-        for shape in ("two_phase", "power_drift", "noisy_plateau"):
-            curves = [synthetic_shape(shape, seed) for seed in range(args.synthetic_seeds)]
-            recs[shape] = prefix_records(curves, REPORT_PREFIXES, names=[f"{shape}/{i}" for i in range(len(curves))],
-                                         saturated_only=False)
-        recs["weibull"] = prefix_records(_weibull_runs(max(args.synthetic_seeds // 4, 2)), REPORT_PREFIXES)
-        if cache is not None:
-            cache.write_text(json.dumps(recs))
+    recs = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+
+    def step(key, make):  # compute one run set's records unless cached; cache as we go
+        if key not in recs:
+            recs[key] = make()
+            if cache is not None:
+                cache.write_text(json.dumps(recs))
+
+    for kind in ("recorded", "pilots"):
+        step(kind, lambda kind=kind: prefix_records(_image_runs(kind), CALIBRATION_PREFIXES))
+    lm, names = _lm_series()
+    step("lm", lambda: prefix_records(lm, REPORT_PREFIXES, names=names))
+    step("lm_all", lambda: prefix_records(lm, REPORT_PREFIXES, names=names, saturated_only=False))
+    for shape in ("two_phase", "power_drift", "noisy_plateau"):
+        curves = [synthetic_shape(shape, seed) for seed in range(args.synthetic_seeds)]
+        step(shape, lambda shape=shape, curves=curves: prefix_records(
+            curves, REPORT_PREFIXES, names=[f"{shape}/{i}" for i in range(len(curves))], saturated_only=False))
+    step("weibull", lambda: prefix_records(_weibull_runs(max(args.synthetic_seeds // 4, 2)), REPORT_PREFIXES))
     corpus = recs["recorded"] + recs["pilots"]
     cal = calibrate(corpus, source="tools/validate_forecast.py --write-calibration: reference_runs/recorded (6) "
                                    "+ reference_runs/pilots (14), prefixes 20-80 %")

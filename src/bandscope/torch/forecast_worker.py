@@ -4,7 +4,8 @@ The :class:`~bandscope.torch.monitor.Monitor` hands it the run recorded so far a
 checkpoint (:meth:`ForecastWorker.submit`); the worker forecasts on its own thread, at most one
 forecast at a time (a checkpoint that arrives while one is running is skipped: the next one
 forecasts from more data anyway), and only while the forecasts' CPU time stays within
-``budget`` (default 2 %) of the wall time since the worker started. Finished forecasts are
+``budget`` (default 2 %) of the rest of the process's CPU time since the worker started (the
+training's; CPU time, not wall time, so the budget holds on a loaded machine too). Finished forecasts are
 collected with :meth:`ForecastWorker.poll` and logged by the Monitor at its next checkpoint,
 tagged with the step they were made at (``bandscope/forecast_step``).
 """
@@ -28,8 +29,8 @@ class ForecastWorker:
         ``fn(run_dataset) -> dict`` of metrics (the Monitor passes ``bandscope.forecast`` and
         flattens the result with :func:`~bandscope.torch.monitor.forecast_metrics`).
     budget : float
-        Largest fraction of wall time (since the worker started) that the forecasts' thread CPU
-        time may take; a submission over budget is skipped (default 0.02).
+        Largest ratio of the forecasts' thread CPU time to the rest of the process's CPU time
+        (since the worker started); a submission over budget is skipped (default 0.02).
     synchronous : bool
         Run ``fn`` on the caller's thread at once (tests, debugging); the budget still applies.
 
@@ -46,7 +47,8 @@ class ForecastWorker:
 
     def __init__(self, fn: Callable, *, budget: float = 0.02, synchronous: bool = False):
         if not (0 < float(budget) <= 1):
-            raise ValueError(f"budget must be a fraction of wall time in (0, 1], e.g. 0.02; got {budget!r}")
+            raise ValueError(f"budget must be a fraction of the training's CPU time in (0, 1], e.g. 0.02; "
+                             f"got {budget!r}")
         self.fn = fn
         self.budget = float(budget)
         self.synchronous = bool(synchronous)
@@ -55,7 +57,7 @@ class ForecastWorker:
         self._future: Future | None = None
         self._result: tuple | None = None
         self._lock = threading.Lock()
-        self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
         self.cpu_seconds = 0.0  # thread CPU time spent forecasting
         self.submitted = 0
         self.skipped_busy = 0
@@ -83,8 +85,10 @@ class ForecastWorker:
         return self._future is not None and not self._future.done()
 
     def over_budget(self) -> bool:
-        """Whether the forecasts so far took more than ``budget`` of the wall time elapsed."""
-        return self.cpu_seconds > self.budget * (time.perf_counter() - self._t0)
+        """Whether the forecasts so far took more than ``budget`` times the rest of the
+        process's CPU time since the worker started."""
+        rest = time.process_time() - self._c0 - self.cpu_seconds
+        return self.cpu_seconds > self.budget * max(rest, 0.0)
 
     def submit(self, data, step: int) -> bool:
         """Forecast ``data`` (the run so far, a Dataset no one else mutates) made at ``step``

@@ -129,8 +129,9 @@ class Monitor:
         (:class:`~bandscope.torch.forecast_worker.ForecastWorker`), and log each finished
         forecast at the next checkpoint with the step it was made at (``forecast_step``).
     forecast_budget : float
-        Largest fraction of wall time the forecasts' CPU time may take (default 0.02); a
-        checkpoint over budget, or one while a forecast is still running, is not forecast.
+        Largest ratio of the forecasts' CPU time to the training process's other CPU time
+        (default 0.02); a checkpoint over budget, or one while a forecast is still running, is
+        not forecast.
     forecast_background : bool
         False: forecast on the training thread at the checkpoint itself (tests, debugging).
     probe_batch_size, probe_autocast, band_dtype, probe_output
