@@ -83,8 +83,9 @@ def test_wheel_in_fresh_venv_reproduces_from_anywhere(dists, tmp_path):
     runs = json.loads((elsewhere / "out.json").read_text())["runs"]
     assert sorted(runs) == [f"{a}-seed{s}" for a in ("cnn", "vit") for s in (45, 46, 47)]
     # the forecast's calibration is package data: forecasting a shipped run works from anywhere
-    fc = _run([venv / "bin" / "bandscope", "forecast", Path(ref) / "recorded" / "cnn-seed45" / "run.nc", "--prefix", "0.5",
-               "--json", "fc.json", "--quiet"], cwd=elsewhere)
+    shipped = Path(ref) / "recorded" / "cnn-seed45" / "run.nc"
+    fc = _run([venv / "bin" / "bandscope", "forecast", shipped, "--prefix", "0.5", "--json", "fc.json", "--quiet"],
+              cwd=elsewhere)
     assert fc.returncode == 0
     bands = json.loads((elsewhere / "fc.json").read_text())["runs"]["cnn-seed45"]["bands"]
     assert all(b["floor"] is not None and b["floor_low"] <= b["floor"] <= b["floor_high"]

@@ -35,8 +35,10 @@ def late_truth(Y, axis=-1):
     Examples
     --------
     >>> t, sat, r = late_truth(np.array([[5.0, 3, 2, 1.5, 1.2, 1.1, 1.05, 1.02, 1.01, 1.0, 1.0]]))
-    >>> round(float(t[0]), 3), bool(sat[0]), float(r[0])
-    (1.0, False, 4.0)
+    >>> round(float(t[0]), 3), bool(sat[0]), float(r[0])  # last 5 drift 0.05 / 4 = 1.25 % < 2 %
+    (1.0, True, 4.0)
+    >>> bool(late_truth(np.linspace(5.0, 1.0, 11)[None])[1][0])  # still falling: 1.6 / 4 = 40 %
+    False
     """
     Y = np.moveaxis(np.asarray(Y, dtype=np.float64), axis, -1)
     K = Y.shape[-1]

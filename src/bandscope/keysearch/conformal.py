@@ -40,9 +40,9 @@ K_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 
 def _ranks(m, confidence):
-    a = 1.0 - float(confidence)
-    lo = math.floor((m + 1) * a / 2.0)
-    hi = math.ceil((m + 1) * (1.0 - a / 2.0))
+    a = round(1.0 - float(confidence), 12)  # 1 - 0.9 is 0.0999...98 in floating point
+    lo = math.floor((m + 1) * a / 2.0 + 1e-9)
+    hi = math.ceil((m + 1) * (1.0 - a / 2.0) - 1e-9)
     return lo, hi
 
 
@@ -71,15 +71,15 @@ def _conformal_bounds_oracle(scores, confidence=0.95):
     ``1 - α/2`` of the m + 1 (scores plus +inf) at or below it, and its mirror image."""
     s = [float(v) for v in scores if np.isfinite(v)]
     m = len(s)
-    a = 1.0 - confidence
+    a = round(1.0 - confidence, 12)
     hi = np.inf
     for v in sorted(s):
-        if sum(1 for t in s if t <= v) >= (1 - a / 2) * (m + 1) - 1e-12:
+        if sum(1 for t in s if t <= v) >= (1 - a / 2) * (m + 1) - 1e-9:
             hi = v
             break
     lo = -np.inf
     for v in sorted(s, reverse=True):
-        if sum(1 for t in s if t >= v) >= (1 - a / 2) * (m + 1) - 1e-12:
+        if sum(1 for t in s if t >= v) >= (1 - a / 2) * (m + 1) - 1e-9:
             lo = v
             break
     return lo, hi

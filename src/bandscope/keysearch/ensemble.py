@@ -32,8 +32,8 @@ def bic_weights(sse, n, p, n_eff):
     Examples
     --------
     >>> w = bic_weights([1.0, 1.0], 20, [3, 5], 20)
-    >>> round(float(w[0]), 4)  # equal fit: the 2 extra parameters cost exp(-log(20)) each
-    0.9975
+    >>> round(float(w[0]), 4)  # equal fit: 2 extra parameters cost ΔBIC = 2 log 20, weight ratio 1/20
+    0.9524
     """
     sse = np.asarray(sse, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
