@@ -773,6 +773,14 @@ def _apply_calibration(res, feats, calibration, confidence):
         res["family"][c] = f["best"]
         st, _ = stage_of_curve(f)
         res["stage"][c], res["stage_group"][c] = st, g
+        notes = []
+        if f["best"] in ("pow3", "two_phase") and g >= 2:
+            notes.append(f"still falling ({f['best']} fits best, stage group {g}): the floor may keep "
+                         "drifting down; read the interval, not the point")
+        if np.isfinite(hi) and np.isfinite(lo) and hi - max(lo, 0.0) > 0.25 * f["range_seen"]:
+            notes.append("wide floor interval (over a quarter of the range seen): not settled yet")
+        if notes:
+            res["reason"][c] = "; ".join(x for x in (res["reason"][c], *notes) if x)
         if not np.isfinite(hi) or not np.isfinite(lo):
             res["reason"][c] = "; ".join(x for x in (res["reason"][c], (
                 f"floor interval unbounded: {m} calibration scores at this stage are too few for "
