@@ -90,6 +90,12 @@ class ForecastWorker:
         rest = time.process_time() - self._c0 - self.cpu_seconds
         return self.cpu_seconds > self.budget * max(rest, 0.0)
 
+    def ready(self) -> bool:
+        """Whether :meth:`submit` would start a forecast now (cheap: check before building data)."""
+        if self.failed is not None or (self._pool is None and not self.synchronous):
+            return False
+        return not self.busy() and not self.over_budget()
+
     def submit(self, data, step: int) -> bool:
         """Forecast ``data`` (the run so far, a Dataset no one else mutates) made at ``step``
         in the background, unless a forecast is running, one failed, or the budget is spent.

@@ -348,7 +348,8 @@ class Monitor:
             from .forecast_worker import ForecastWorker
 
             self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), **self._forecast_opts)
-        self._forecaster.submit(self.recorder.dataset(), self.global_step)
+        if self._forecaster.ready():  # build the run Dataset only when it will be forecast
+            self._forecaster.submit(self.recorder.dataset(), self.global_step)
         done = self._forecaster.poll()
         if done is None:
             return {}
@@ -384,16 +385,16 @@ class Monitor:
                 self.recorder.write()
             elif self.lnp.path is not None:
                 self.lnp.write()
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
-            if self._tb_owned:
-                self.tensorboard.close()
         if self._forecaster is not None:  # log the forecast still running, then stop the worker
             done = self._forecaster.finish(timeout=60.0)
             if done is not None and self.is_writer:
                 m = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
                 self.metrics.update(m)
                 self._emit(m, self.global_step)
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+            if self._tb_owned:
+                self.tensorboard.close()
         if self.recorder is not None:
             self.recorder.close()  # give up ownership of the run file (its lock), the file stays
         self.closed = True
