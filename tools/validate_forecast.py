@@ -2,7 +2,7 @@
 
 One command (from the repository root)::
 
-    python tools/validate_forecast.py [--out docs/forecast_validation.json] [--write-calibration]
+    python tools/validate_forecast.py [--cache RECORDS.json] [--out SUMMARY.json] [--write-calibration]
 
 The truth of a curve is the mean of its last 10 % of checkpoints (what the run actually did;
 never a fit), used for *saturated* curves (drift over the last 5 checkpoints < 2 % of the
