@@ -47,6 +47,19 @@ def test_family_fit_recovers_known_floor(name):
     assert fit.sse < 1e-4 * float(y @ y)
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.1, 5.0), st.floats(0.3, 20.0), st.floats(0.3, 3.0))
+def test_exp_and_pow3_fits_recover_drawn_floors(c, a, w, alpha):
+    """Noise-free curves with drawn parameters: the fit is exact (SSE at rounding level of the
+    grid) and, where the data identify it (the curve has come within 10 % of its amplitude of
+    its floor), the fitted floor is the true one to within 2 % of the amplitude."""
+    for name, y in (("exp", exp3(X, c, a, w)), ("pow3", pow3(X, c, a, w / 4, alpha))):
+        fit = fit_family(name, X, y)
+        assert fit.sse < 1e-5 * a * a * X.size, name
+        if y[-1] - c < 0.1 * a:
+            assert abs(fit.floor - c) < 0.02 * a, name
+
+
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_family_fit_agrees_with_scipy_oracle(name, seed):
