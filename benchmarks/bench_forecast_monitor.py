@@ -25,7 +25,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 _CHILD = r"""
@@ -113,4 +112,3 @@ if __name__ == "__main__":
     t = time.perf_counter()
     main(sys.argv[1:])
     print(f"({time.perf_counter() - t:.0f} s)", file=sys.stderr)
-    _ = tempfile
