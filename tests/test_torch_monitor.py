@@ -349,7 +349,7 @@ def test_monitor_logs_forecast_when_available(tmp_path, monkeypatch):
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     mon = Monitor(model, panel=_data(8), path=tmp_path / "r.nc", schedule=range(7), forecast_min_checkpoints=4,
-                  forecast=True)
+                  forecast=True, forecast_background=False, forecast_budget=1.0)
     _train(model, opt, 6, mon.step)
     assert calls == [4, 5, 6, 7]
     assert any(k.startswith("bandscope/forecast_floor/") for k in mon.metrics)
@@ -362,7 +362,7 @@ def test_monitor_logs_forecast_when_available(tmp_path, monkeypatch):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.warns(RuntimeWarning, match="no fit"):  # said once; training goes on
         mon = Monitor(model, panel=_data(8), schedule=range(3), forecast_min_checkpoints=1, path=tmp_path / "b.nc",
-                      forecast=True)
+                      forecast=True, forecast_background=False, forecast_budget=1.0)
     _train(model, opt, 1, mon.step)
     assert mon._forecast_failed and len(mon.recorder) == 2
 
@@ -393,8 +393,9 @@ def test_monitor_logs_the_real_forecast(tmp_path):
     opt = torch.optim.Adam(model.parameters(), lr=3e-2)
     seen = []
     mon = Monitor(model, panel=_data(16), path=tmp_path / "r.nc", schedule=range(0, 41, 2),
-                  log=lambda m, s: seen.append(m), forecast=True)
+                  log=lambda m, s: seen.append(m), forecast=True, forecast_budget=1.0)
     _train(model, opt, 40, mon.step)
+    mon._forecaster.wait(timeout=60)  # the background forecast of the last checkpoint
     mon.close()
     keys = set().union(*seen)
     assert any(k.startswith("bandscope/forecast_floor/") for k in keys), sorted(keys)

@@ -162,8 +162,17 @@ class Monitor:
         Receives every checkpoint's metrics (names start with ``bandscope/``).
     forecast : bool
         At checkpoints, forecast each band with :func:`bandscope.forecast` (when installed) once
-        ``forecast_min_checkpoints`` are recorded, and log the result (off by default), with
+        ``forecast_min_checkpoints`` are recorded, on a background thread
+        (:class:`~bandscope.torch.forecast_worker.ForecastWorker`), and log each finished
+        forecast at the next checkpoint with the step it was made at (``forecast_step``), with
         ``s_remaining`` also in optimizer steps and seconds (:func:`remaining_in_steps_and_time`).
+        Off by default.
+    forecast_budget : float
+        Largest ratio of the forecasts' CPU time to the training process's other CPU time
+        (default 0.02); a checkpoint over budget, or one while a forecast is still running, is
+        not forecast.
+    forecast_background : bool
+        False: forecast on the training thread at the checkpoint itself (tests, debugging).
     probe_batch_size, probe_autocast, band_dtype, probe_output
         :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``autocast``, ``dtype`` and ``output``.
     rank : int, optional
@@ -212,6 +221,7 @@ class Monitor:
                  lnp=None, lnp_batch=None, lnp_options: dict | None = None,
                  tensorboard=None, progress=None, log: Callable[[dict, int], None] | None = None,
                  forecast: bool = False, forecast_min_checkpoints: int = 8,
+                 forecast_budget: float = 0.02, forecast_background: bool = True,
                  probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None, probe_output=None,
                  band_dtype: torch.dtype | None = None, rank: int | None = None,
                  tracker_mode: str = "auto", process_group=None, trainable_only: bool = True,
@@ -229,8 +239,9 @@ class Monitor:
         try:
             self._init(model, panel, path, schedule, total_steps, n_points, steps_per_epoch, name, arch, seed,
                        source, extra_attrs, lnp, lnp_batch, lnp_options, tensorboard, progress, log, forecast,
-                       forecast_min_checkpoints, probe_batch_size, probe_autocast, probe_output, band_dtype,
-                       rank, tracker_mode, process_group, trainable_only, start_step,
+                       forecast_min_checkpoints, forecast_budget, forecast_background, probe_batch_size,
+                       probe_autocast, probe_output, band_dtype, rank, tracker_mode, process_group, trainable_only,
+                       start_step,
                        bool(resume) or state is not None, bool(overwrite), heldout_batch, heldout_loss_fn,
                        metrics, int(tensorboard_images))
             if state is not None:
@@ -242,11 +253,11 @@ class Monitor:
             self._release()  # a constructor that raises must not keep the run file locked
             raise
 
-    def _init(self, model, panel, path, schedule, total_steps, n_points, steps_per_epoch, name, arch, seed,
-              source, extra_attrs, lnp, lnp_batch, lnp_options, tensorboard, progress, log, forecast,
-              forecast_min_checkpoints, probe_batch_size, probe_autocast, probe_output, band_dtype, rank,
-              tracker_mode, process_group, trainable_only, start_step, resume, overwrite, heldout_batch,
-              heldout_loss_fn, metrics, tensorboard_images) -> None:
+    def _init(self, model, panel, path, schedule, total_steps, n_points, steps_per_epoch, name, arch, seed, source,
+              extra_attrs, lnp, lnp_batch, lnp_options, tensorboard, progress, log, forecast,
+              forecast_min_checkpoints, forecast_budget, forecast_background, probe_batch_size, probe_autocast,
+              probe_output, band_dtype, rank, tracker_mode, process_group, trainable_only, start_step, resume,
+              overwrite, heldout_batch, heldout_loss_fn, metrics, tensorboard_images) -> None:
         self.model = model
         self.rank = _dist_rank() if rank is None else int(rank)
         self.is_writer = self.rank == 0
@@ -298,7 +309,8 @@ class Monitor:
         self.log = log
         self.forecast = bool(forecast)
         self.forecast_min_checkpoints = int(forecast_min_checkpoints)
-        self._forecast_failed = False
+        self._forecaster = None  # a ForecastWorker, made at the first forecast
+        self._forecast_opts = {"budget": float(forecast_budget), "synchronous": not forecast_background}
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # every checkpoint's metrics (also on ranks that do not write)
         self._walls: list[tuple[int, float, float]] = []  # (step, param_time, wall clock) per checkpoint
@@ -568,23 +580,31 @@ class Monitor:
 
     # -- sinks --------------------------------------------------------------------------------
     def _forecast(self) -> dict:
-        if not self.forecast or self._forecast_failed or len(self.recorder) < self.forecast_min_checkpoints:
+        """Hand the run so far to the background forecast worker; return the metrics of the
+        latest forecast that has finished (tagged ``forecast_step``), or {}."""
+        if not self.forecast or len(self.recorder) < self.forecast_min_checkpoints:
             return {}
-        import bandscope
+        if self._forecaster is None:
+            import bandscope
 
-        fc = getattr(bandscope, "forecast", None)
-        if fc is None:
+            fc = getattr(bandscope, "forecast", None)
+            if fc is None:
+                return {}
+            from .forecast_worker import ForecastWorker
+
+            self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), **self._forecast_opts)
+        if self._forecaster.ready():  # build the run Dataset only when it will be forecast
+            self._forecaster.submit(self.recorder.dataset(), self.global_step)
+        done = self._forecaster.poll()
+        if done is None:
             return {}
-        try:
-            ds = fc(self.recorder.dataset())
-        except Exception as exc:  # a forecast must never stop training: say it once, then stop trying
-            self._forecast_failed = True
-            warnings.warn(f"bandscope.forecast failed at step {self.global_step} ({type(exc).__name__}: {exc}); "
-                          "no more forecasts are logged for this run", RuntimeWarning, stacklevel=3)
-            return {}
-        out = forecast_metrics(ds)
+        out = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
         out.update(remaining_in_steps_and_time(out, self._walls))
         return out
+
+    @property
+    def _forecast_failed(self) -> bool:
+        return self._forecaster is not None and self._forecaster.failed is not None
 
     def _emit(self, m: dict, step: int, recon=None) -> None:
         if self.tensorboard is not None:
@@ -624,6 +644,13 @@ class Monitor:
                         self.recorder.write()
                 elif self.lnp.path is not None:
                     self.lnp.write()
+            if self._forecaster is not None:  # log the forecast still running, then stop the worker
+                done = self._forecaster.finish(timeout=60.0)
+                if done is not None and self.is_writer:
+                    m = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+                    m.update(remaining_in_steps_and_time(m, self._walls))
+                    self.metrics.update(m)
+                    self._emit(m, self.global_step)
         finally:
             self._release()
         return self.dataset()
@@ -632,6 +659,8 @@ class Monitor:
         """Flush and close what this monitor owns (TensorBoard writer, the run file's lock)."""
         self.closed = True
         tb = self.tensorboard
+        if self._forecaster is not None:
+            self._forecaster.close()  # on a failed close, do not wait for a forecast in flight
         try:
             if tb is not None:
                 tb.flush()
