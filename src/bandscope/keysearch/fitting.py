@@ -561,24 +561,28 @@ def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200, xtol=None):
     (λ > 1e10, a local minimum to machine precision) -- ``converged`` -- or at ``max_iter``.
     With ``xtol`` a curve also counts as converged once a proposed step moves neither u nor β
     by more than ``xtol`` (the polish of a solution found on a thinned curve).
+
+    The arrays of the curves still iterating are kept compact (copied only when a curve
+    stops), and the profile at an accepted trial point is reused as the next iteration's.
     """
     u = u.astype(np.float64).copy()
     beta = beta.astype(np.float64).copy()
     C = y.shape[0]
     lam = np.full(C, 1e-3)
     converged = np.zeros(C, dtype=bool)
-    *_, sse, _ = _profile(lx, pos, y, w, u, beta)
-    active = np.arange(C)
+    a = np.arange(C)
+    LX, POS, Y, W = lx, pos, y, w
+    prof = _profile(LX, POS, Y, W, u, beta)
+    sse = prof[4].copy()
     for _ in range(max_iter):
-        if active.size == 0:
+        if a.size == 0:
             break
-        a = active
         ua, ba, la = u[a], beta[a], lam[a]
-        z, f, A, r, sse_a, sff = _profile(lx[a], pos[a], y[a], w[a], ua, ba)
+        z, f, A, r, sse_a, sff = prof
         Af = A[:, None] * f
-        wa = w[a]
+        wa = W
         g_u = wa * Af * z * ba[:, None]  # ∂(A f)/∂u
-        d = np.where(pos[a], lx[a] - ua[:, None], 0.0)
+        d = np.where(POS, LX - ua[:, None], 0.0)
         g_b = -wa * Af * z * d  # ∂(A f)/∂β
         safe = np.where(sff > 0, sff, 1.0)
         fw = f * wa
@@ -604,7 +608,8 @@ def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200, xtol=None):
             db = np.where(out, 0.0, db)
         un = np.clip(ua + du, -_U_BOUND, _U_BOUND)
         bn = ba if fixed_beta else np.clip(ba + db, BETA_MIN, BETA_MAX)
-        *_, sse_n, _ = _profile(lx[a], pos[a], y[a], w[a], un, bn)
+        trial = _profile(LX, POS, Y, W, un, bn)
+        sse_n = trial[4]
         ok = np.isfinite(sse_n) & (sse_n < sse_a)
         small = ok & ((sse_a - sse_n) <= _REL_STOP * sse_a)
         u[a] = np.where(ok, un, ua)
@@ -615,7 +620,14 @@ def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200, xtol=None):
         if xtol is not None:
             done |= (np.abs(un - ua) <= xtol) & (np.abs(bn - ba) <= xtol)
         converged[a[done]] = True
-        active = a[~done]
+        keep = ~done
+        if ok.any():
+            prof = tuple(np.where(ok if c.ndim == 1 else ok[:, None], tv, c)
+                         for tv, c in zip(trial, prof))
+        if not keep.all():
+            a = a[keep]
+            LX, POS, Y, W = LX[keep], POS[keep], Y[keep], W[keep]
+            prof = tuple(c[keep] for c in prof)
     return u, beta, sse, converged
 
 
