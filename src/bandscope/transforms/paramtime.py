@@ -420,8 +420,16 @@ def _fit_power_many(rows, min_points: int = 4) -> list[dict]:
             out[i] = _fit_power(t, s, min_points)  # omitted, failed or long: the one-row kernel
         else:
             todo.append((i, t, s))
-    if not todo:
-        return out
+    # rows of equal length together and unpadded: each row's arithmetic is then the same
+    # whatever else is in the batch (a chunk of a sweep gives what the whole stack gives)
+    sizes = sorted({t.size for _, t, _ in todo})
+    for size in sizes:
+        _fit_power_group([row for row in todo if row[1].size == size], out)
+    return out
+
+
+def _fit_power_group(todo, out):
+    """The vectorised part of :func:`_fit_power_many` for rows of one length; fills ``out``."""
     R, N = len(todo), max(t.size for _, t, _ in todo)
     n = np.array([t.size for _, t, _ in todo], dtype=np.float64)
     m = np.arange(N)[None, :] < n[:, None]
@@ -475,7 +483,6 @@ def _fit_power_many(rows, min_points: int = 4) -> list[dict]:
             res.update(status="failed", reason=f"gamma at the search bound {g:.4g} "
                        f"(searched {lo:g}..{hi:g}): s(t) is not power-like here")
         out[k] = res
-    return out
 
 
 def _as_1d_dataarray(v, name: str, dim: str) -> xr.DataArray:
