@@ -326,6 +326,6 @@ def test_vectorised_bounded_brent_takes_scipys_steps():
 
     got = _brent_bounded(f, lo, hi, 1e-12)
     for j in range(centres.size):
-        ref = minimize_scalar(lambda x: f(np.array([x]), np.array([j]))[0], bounds=(lo[j], hi[j]),
+        ref = minimize_scalar(lambda x, j=j: f(np.array([x]), np.array([j]))[0], bounds=(lo[j], hi[j]),
                               method="bounded", options={"xatol": 1e-12})
         assert got[j] == ref.x
