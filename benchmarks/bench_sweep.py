@@ -2,7 +2,8 @@
 
 One command, one run::
 
-    nice python benchmarks/bench_sweep.py            # sizes 12,100,1000,10000, netCDF files
+    nice python benchmarks/bench_sweep.py            # sizes 100,2000, netCDF files
+    nice python benchmarks/bench_sweep.py --sizes 2000,10000 --json sweep.json   # the targets
 
 It writes synthetic runs (:func:`bandscope.keysearch.synthetic.make_run_synthetic`, 53 checkpoints x 7
 bands) once into ``--dir`` (default a temporary directory; an existing one is reused) and
@@ -101,9 +102,9 @@ def one(path_kind: str, files: list[str], chunk_runs: int) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="12,100,1000,10000", help="numbers of runs (comma separated)")
+    ap.add_argument("--sizes", default="100,2000", help="numbers of runs (comma separated)")
     ap.add_argument("--paths", default=",".join(PATHS), help=f"which of {PATHS}")
     ap.add_argument("--format", default="nc", choices=["nc", "parquet", "zarr"])
     ap.add_argument("--dir", help="where the run files are written once and reused (default: a temp dir)")
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
     if args.one:
         files = Path(args.one[1]).read_text().split("\n")
         print(json.dumps(one(args.one[0], files, chunk)))
-        return 0
+        return {}
     sizes = [int(s) for s in args.sizes.split(",")]
     paths = [p for p in args.paths.split(",") if p]
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bandscope-sweep-bench-"))
@@ -153,8 +154,8 @@ def main(argv=None) -> int:
     print(f"# load average after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    return 0
+    return {"rows": rows}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
