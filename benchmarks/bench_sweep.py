@@ -110,6 +110,10 @@ def main(argv=None):
     ap.add_argument("--dir", help="where the run files are written once and reused (default: a temp dir)")
     ap.add_argument("--chunk-runs", type=int, default=None, help="runs per dask chunk (default sweep's)")
     ap.add_argument("--json", help="also write the rows as JSON")
+    ap.add_argument("--compare-src", metavar="DIR",
+                    help="also run the numpy path with the package in DIR (e.g. a previous version's src), "
+                    "as path 'numpy@other', alternating with this tree's numpy path")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the paths this many times (interleaved)")
     ap.add_argument("--one", nargs=2, metavar=("PATH", "LISTFILE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     from bandscope.keysearch import sweep
@@ -133,14 +137,18 @@ def main(argv=None):
         lst = root / f"files-{n}.txt"
         lst.write_text("\n".join(str(f) for f in files[:n]))
         base = None
-        for kind in paths:
+        kinds = ((["numpy@other"] if args.compare_src else []) + paths) * max(1, args.rounds)
+        for kind in kinds:
             env = dict(os.environ)
-            r = subprocess.run([sys.executable, __file__, "--one", kind, str(lst),
+            if kind == "numpy@other":
+                env["PYTHONPATH"] = str(Path(args.compare_src).resolve())
+            r = subprocess.run([sys.executable, __file__, "--one", kind.split("@")[0], str(lst),
                                 "--chunk-runs", str(chunk)], capture_output=True, text=True, env=env)
             if r.returncode:
                 print(f"{n:>6} {kind:<15} FAILED: {r.stderr.strip().splitlines()[-1:]}")
                 continue
             row = json.loads(r.stdout.strip().splitlines()[-1])
+            row["path"] = kind
             row["load_after"] = os.getloadavg()[0]
             rows.append(row)
             if kind == "numpy":

@@ -670,6 +670,7 @@ def _multistart(lx, pos, y, w, fixed, max_iter, starts=None, xtol=None):
 
 #: Curves with more points than this are thinned for the start search (:func:`fit_curves`).
 THIN_POINTS = 512
+_FIT_BLOCK = 4096  # curves per batch of the solver
 _POLISH_XTOL = 1e-10  # |step| in (log ω, β) below which the full-data polish has converged
 
 
@@ -756,7 +757,11 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
     fixed = model == "exponential"
     best_u, best_b, best_conv = np.zeros(fit.size), np.zeros(fit.size), np.zeros(fit.size, bool)
     long = n[fit] > THIN_POINTS
-    for group in (np.flatnonzero(~long), np.flatnonzero(long)):
+    # blocks of at most _FIT_BLOCK curves: the solver's temporaries stay bounded (a sweep of
+    # thousands of runs) and each curve's arithmetic is its own, whichever block it is in
+    groups = [g[i: i + _FIT_BLOCK] for g in (np.flatnonzero(~long), np.flatnonzero(long))
+              for i in range(0, g.size, _FIT_BLOCK)]
+    for group in groups:
         if not group.size:
             continue
         width = int(np.flatnonzero(w[group].any(axis=0))[-1]) + 1  # drop the longer curves' padding
