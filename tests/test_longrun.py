@@ -58,8 +58,10 @@ def test_thinning_changes_no_result(long_pair):
             assert np.array_equal(a, b), name
             continue
         rtol = 1e-8 if name.startswith("gamma") else 1e-6
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9 * np.nanmax(np.abs(b), initial=0),
-                                   equal_nan=True, err_msg=name)
+        atol = 1e-9 * np.nanmax(np.abs(b), initial=0)
+        if name == "gamma_a":  # the offset of s = a + b t^gamma, ~0 here: rounding of s itself
+            atol = 1e-12 * float(np.nanmax(plain.param_time.values))
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, equal_nan=True, err_msg=name)
 
 
 def test_thinned_fit_reaches_the_full_optimum():
