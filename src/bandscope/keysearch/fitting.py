@@ -702,6 +702,13 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
         (log SSE, finite where ``sse`` itself under- or overflows) and ``resid`` (C, N: the
         residuals divided by the curve's max |y|, NaN outside the curve).
 
+    Long curves (more than :data:`THIN_POINTS` valid points): the grid search and the
+    multistart solve run on ``THIN_POINTS`` points of the curve, evenly spaced in index (first
+    and last included), and the best solution is then polished by the same solver on every
+    point, so the result is the full-data optimum at a cost linear in the curve's length
+    (``tests/test_longrun.py`` compares it with the plain path). Curves are solved in batches
+    of at most 4,096; each curve's arithmetic does not depend on the others.
+
     Scale-free: every curve is divided by its max |y| before fitting and the statistics
     (R², log SSE, the residuals) are computed in those units, so multiplying y by any positive
     factor within float range changes A and SSE by that factor (SSE by its square) and
