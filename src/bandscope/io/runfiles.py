@@ -264,7 +264,7 @@ def _read_netcdf_direct(path: Path) -> xr.Dataset | None:
         for name, v in f.variables.items():
             attrs = {k: v.getncattr(k) for k in v.ncattrs()}
             fill = attrs.pop("_FillValue", None)
-            if (v.dtype.kind not in "fiu" or {"scale_factor", "add_offset", "coordinates",
+            if (getattr(v.dtype, "kind", "O") not in "fiu" or {"scale_factor", "add_offset", "coordinates",
                                                "missing_value", "calendar"} & set(attrs)
                     or "since" in str(attrs.get("units", ""))
                     or (fill is not None and not (v.dtype.kind == "f" and np.isnan(fill)))):
