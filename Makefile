@@ -94,7 +94,7 @@ ci: lint doctest test-fast test test-rounding test-core test-min
 
 bench: venv
 	$(PIP) install -q -c constraints.txt -e ".[torch,plot,opacus,test]"
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --json build/bench.json
 
 clean:
 	rm -rf $(VENV) .venv-core .venv-min build dist src/*.egg-info .pytest_cache .hypothesis

@@ -263,18 +263,16 @@ def test_exponential_bands_recover_exact_parameters(rounding):
 
 
 def test_gamma_from_paramtime(monkeypatch, runs):
-    """analyze() takes gamma from paramtime.fit_power_time's Dataset (one accessor, by name)."""
+    """analyze() takes gamma from paramtime's fit kernel, the one ``fit_power_time`` uses (per
+    run: all checkpoints, then each epoch window), by name."""
     from bandscope.transforms import paramtime
 
-    def fit_power_time(step, s, epoch_windows=None, epoch=None):
-        if epoch_windows is None:
-            return xr.Dataset({"gamma": 0.37, "a": 0.0, "b": 1.0, "r2": 0.999, "status": "ok",
-                               "reason": ""})
-        n = len(epoch_windows)
-        return xr.Dataset({"gamma": ("epoch_window", [0.3, 0.35, 0.4][:n]),
-                           "r2": ("epoch_window", [0.99] * n)})
+    def fit_many(rows, min_points=4):
+        assert len(rows) == 4 * 2  # two runs: the whole run and three epoch windows each
+        return [{"gamma": 0.37 if i % 4 == 0 else [0.3, 0.35, 0.4][i % 4 - 1], "a": 0.0, "b": 1.0,
+                 "r2": 0.99, "status": "ok", "reason": ""} for i in range(len(rows))]
 
-    monkeypatch.setattr(paramtime, "fit_power_time", fit_power_time)
+    monkeypatch.setattr(paramtime, "_fit_power_many", fit_many)
     out = analyze(runs[:2])
     np.testing.assert_allclose(out.gamma.values, 0.37)
     np.testing.assert_allclose(out.gamma_w.values, [[0.3, 0.35, 0.4]] * 2)

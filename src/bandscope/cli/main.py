@@ -231,7 +231,7 @@ def _report_reach(reach, args, joined: bool = False) -> int:
 
 def cmd_analyze(args) -> int:
 
-    if args.dask or args.workers:
+    if args.dask or args.workers or args.scheduler:
         return _analyze_on_dask(args)
     runs, lnp_runs = _split_runs(args.runs, args.dropna)
     reach = None
@@ -259,7 +259,17 @@ def _analyze_on_dask(args) -> int:
     def on_dask(stack, *options, **overrides):
         return sweep.compute_sweep(sweep.analyze_sweep(stack, *options, **overrides), progress=True)
 
-    with sweep.local_cluster(args.workers) if args.workers else contextlib.nullcontext():
+    if args.scheduler and args.workers:
+        print("bandscope analyze: give --workers (a local cluster) or --scheduler (an existing "
+              "one), not both", file=sys.stderr)
+        return 2
+    if args.scheduler:
+        cluster = sweep.scheduler_client(args.scheduler)
+    elif args.workers:
+        cluster = sweep.local_cluster(args.workers)
+    else:
+        cluster = contextlib.nullcontext()
+    with cluster:
         stack = sweep.open_runs(args.runs, dropna=args.dropna)
         return _run_analysis(stack, args, analyze=on_dask)
 
@@ -369,6 +379,10 @@ def build_parser(plugins=True, *, list_extensions: bool = True) -> argparse.Argu
                    "with a progress bar; quote a glob ('runs/*.nc') and bandscope expands it")
     p.add_argument("--workers", type=_positive_int, metavar="N",
                    help="with --dask: a local dask.distributed cluster of N worker processes")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --dask: compute on the dask.distributed scheduler already running at "
+                   "ADDRESS (e.g. tcp://10.0.0.5:8786; workers on any number of machines, the run "
+                   "files at the same paths on each)")
     p.set_defaults(func=cmd_analyze)
     p = sub.add_parser("reproduce", help="analyse the runs shipped in reference_runs/ and print the paper's tables")
     p.add_argument("--dir", help="reference runs directory (default: the reference runs installed with bandscope)")

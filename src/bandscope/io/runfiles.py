@@ -245,8 +245,40 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise input_error_from(exc, path, "not a readable Parquet file (truncated or corrupt?)") from None
 
 
+def _read_netcdf_direct(path: Path) -> xr.Dataset | None:
+    """A run file read with netCDF4 into an in-memory Dataset, without xarray's backend (a
+    third of its time per file); None for anything but a plain run file (numeric variables over
+    ``checkpoint`` and ``band``, no groups, no packing, no time units, NaN or no fill values),
+    which xarray then reads and decodes. The result is identical to ``xr.open_dataset(path).load()``
+    for the files it takes (tested)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path) as f:
+        if f.groups or set(f.dimensions) - {"checkpoint", "band"}:
+            return None
+        f.set_auto_maskandscale(False)
+        variables, coords = {}, {}
+        for name, v in f.variables.items():
+            attrs = {k: v.getncattr(k) for k in v.ncattrs()}
+            fill = attrs.pop("_FillValue", None)
+            if (getattr(v.dtype, "kind", "O") not in "fiu" or {"scale_factor", "add_offset", "coordinates",
+                                               "missing_value", "calendar"} & set(attrs)
+                    or "since" in str(attrs.get("units", ""))
+                    or (fill is not None and not (v.dtype.kind == "f" and np.isnan(fill)))):
+                return None
+            var = xr.Variable(v.dimensions, np.asarray(v[...]), attrs)
+            if fill is not None:
+                var.encoding["_FillValue"] = fill
+            (coords if v.dimensions == (name,) else variables)[name] = var
+        attrs = {k: f.getncattr(k) for k in f.ncattrs()}
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
 def _open_netcdf(path: Path) -> xr.Dataset:
     try:
+        ds = _read_netcdf_direct(path) if _NETCDF_ENGINE == "netcdf4" else None
+        if ds is not None:
+            return ds
         with xr.open_dataset(path, engine=_NETCDF_ENGINE) as f:
             return f.load()
     except (OSError, ValueError, TypeError, RuntimeError, KeyError, IndexError) as exc:

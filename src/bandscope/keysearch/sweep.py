@@ -37,7 +37,7 @@ from ..io.runfiles import _zarr_attr
 from ..io.zarrstore import check_zarr_store
 
 __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute_sweep",
-           "local_cluster", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
+           "local_cluster", "scheduler_client", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
 
 #: Runs per chunk: 32 runs of 53 checkpoints x 7 bands are ~0.1 MB of input, ~0.6 MB of results,
 #: ~20 MB of temporaries and about a second of analysis (~0.1 s per call plus 15-30 ms per run).
@@ -570,6 +570,39 @@ def local_cluster(workers: int):
                        for w in client.scheduler_info()["workers"]]
             yield client
             del warming
+
+
+@contextlib.contextmanager
+def scheduler_client(address: str, *, timeout: float = 30.0):
+    """A ``distributed.Client`` connected to an existing scheduler at ``address`` (e.g.
+    ``"tcp://10.0.0.5:8786"``), closed on exit; the scheduler and its workers keep running.
+
+    This is the way to a cluster of many machines: start ``dask scheduler`` on one machine and
+    ``dask worker tcp://HOST:8786`` on each of the others (every worker needs bandscope
+    installed and the run files at the same paths, e.g. a shared filesystem), then give the
+    address here or to ``bandscope analyze --scheduler``. The run files are scanned in this
+    process; each chunk is read and analysed by a worker.
+
+    Raises
+    ------
+    bandscope.errors.BandscopeInputError
+        When no scheduler answers at ``address`` within ``timeout`` seconds (naming it).
+    """
+    from dask.distributed import Client
+
+    from ..errors import BandscopeInputError
+
+    try:
+        client = Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise BandscopeInputError(
+            f"no dask scheduler answers at {address!r} ({type(exc).__name__}: {exc}); start one "
+            "with 'dask scheduler' and give its address, e.g. tcp://HOST:8786") from None
+    try:
+        client.run(_warm)
+        yield client
+    finally:
+        client.close()
 
 
 def _tidy(res: xr.Dataset) -> xr.Dataset:

@@ -235,6 +235,7 @@ class Monitor:
         self.recorder = None
         self.tensorboard = None
         self._tb_owned = False
+        self._forecaster = None  # a ForecastWorker, made at the first forecast
         self.closed = False
         try:
             self._init(model, panel, path, schedule, total_steps, n_points, steps_per_epoch, name, arch, seed,

@@ -115,8 +115,9 @@ class BandProbe:
     keep_recon : bool
         Also return the reconstructions as float16 numpy (as the paper stores them).
     dtype : torch.dtype, optional
-        Precision of the band-loss arithmetic: default float64, or float32 on devices without
-        float64 (``mps``); see :attr:`band_dtype`. The forward pass runs in the model's dtype (the
+        Precision of the band-loss arithmetic: default float32 with the sums of squares
+        accumulated in float64 (float32 on devices without float64, ``mps``), float64 for a
+        float64 model; see :attr:`band_dtype`. The forward pass runs in the model's dtype (the
         panel is cast to it: float64, bfloat16, ... models work); the losses compare the model's
         output, upcast, with the float32 panel.
     output : callable, optional
@@ -155,7 +156,13 @@ class BandProbe:
         was_training = model.training
         dev = torch.device(self.device) if self.device is not None else model_device(model)
         in_dtype = model_dtype(model)
-        band_dtype = self.dtype if self.dtype is not None else wide_dtype(dev)
+        # band arithmetic in float32 with float64 sums (probe ~ its forward pass; band losses to
+        # ~1e-7 relative) for float32 and narrower models; float64 models keep float64
+        acc_dtype = wide_dtype(dev)
+        if self.dtype is not None:
+            band_dtype = self.dtype
+        else:
+            band_dtype = torch.float64 if in_dtype == torch.float64 and acc_dtype == torch.float64 else torch.float32
         self.band_dtype = band_dtype
         if self.autocast is not None:
             ctx = torch.autocast(dev.type, dtype=self.autocast)
@@ -183,7 +190,8 @@ class BandProbe:
                         "(BandProbe(output=...)); the HuggingFace callback uses the first tensor by default")
                 if out.shape != x.shape:
                     raise ValueError(f"model output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
-                per = haar_band_losses(x, out.to(band_dtype), per_image=True, dtype=band_dtype)
+                per = haar_band_losses(x, out.to(band_dtype), per_image=True, dtype=band_dtype,
+                                       accumulate=acc_dtype)
                 s = per.sum(dim=0)
                 sums = s if sums is None else sums + s
                 if self.keep_recon:
