@@ -131,6 +131,23 @@ def test_monitor_resume_with_load_state_dict_and_overwrite(tmp_path):
     assert fresh.close().step.values.tolist() == [0]
 
 
+def test_resume_without_the_run_file_keeps_no_false_step_zero(tmp_path):
+    """The run file is gone (a node-local disk): the constructor's "step 0" is the restored
+    weights, not step 0, so it must not stay in the file."""
+    model = _net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    mon = _monitor(model, tmp_path / "run.nc")
+    _loop(model, opt, mon, 0, 7)
+    state = mon.state_dict()
+    mon.close(final_checkpoint=False)
+    (tmp_path / "run.nc").unlink()
+    again = _monitor(model, tmp_path / "run.nc", resume=True)
+    with pytest.warns(UserWarning, match="without its run file"):
+        again.load_state_dict(state)
+    _loop(model, opt, again, 7, 10)
+    assert again.close().step.values.tolist() == [9, 10]
+
+
 def test_lock_released_when_the_constructor_raises(tmp_path):
     path = tmp_path / "run.nc"
     with pytest.raises(BandscopeInputError, match="heldout_loss_fn"):

@@ -215,6 +215,8 @@ def _where(ds: xr.Dataset) -> str:
     """``"runs/a.csv: "`` (the run's source, else its name) to prefix error messages."""
     src = str(ds.attrs.get("source", "") or "")
     name = str(ds.attrs.get("name", "") or "")
+    if src.startswith("bandscope.") and name:  # a recorder's source names the writer, not the file
+        src = ""
     where = src or (f"run {name!r}" if name and name != "run" else "")
     return f"{where}: " if where else ""
 
@@ -268,7 +270,9 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
         if require_bands:
             raise BandscopeInputError(f"{p}run has no band losses (recorded without a panel, e.g. a language "
                                       "model): the key-search analysis needs band_loss; analyse this run with "
-                                      "the spectral-reach analysis (LNP) instead, or record it with a panel")
+                                      "the spectral-reach analysis (LNP) instead (`bandscope analyze FILE` "
+                                      "chooses it by what the file holds; in Python "
+                                      "bandscope.lnp.reach.reach_analysis), or record it with a panel")
     elif ds["band_loss"].dims != ("checkpoint", "band"):
         raise BandscopeInputError(f"{p}band_loss dims must be ('checkpoint', 'band'), got {ds['band_loss'].dims}")
     n_bands = ds.sizes["band"] if has_bands(ds) else 1

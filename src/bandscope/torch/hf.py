@@ -245,13 +245,15 @@ class BandscopeCallback(TrainerCallback):
 
 def first_tensor(out):
     """The reconstruction in a model's output: the output itself if it is a tensor, else the first
-    tensor of a ``ModelOutput`` / dict / tuple (HF models return those)."""
+    tensor with at least one dim of a ``ModelOutput`` / dict / tuple (HF models return those; a
+    0-d loss is skipped)."""
     import torch
 
     if isinstance(out, torch.Tensor):
         return out
-    if isinstance(out, dict):
-        for v in out.values():
-            if isinstance(v, torch.Tensor):
-                return v
-    return out[0]
+    values = out.values() if isinstance(out, dict) else out
+    for v in values:  # the first tensor with a batch dim: a 0-d loss is never the reconstruction
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return v
+    raise BandscopeInputError("the model's output holds no tensor with a batch dim to probe; pass "
+                              "probe_output=lambda out: out[...] naming the reconstruction")

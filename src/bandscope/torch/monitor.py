@@ -342,14 +342,14 @@ class Monitor:
         from .lnp.hook import LNPHook
 
         if lnp_batch is None:
-            raise ValueError("lnp= needs lnp_batch=(inputs, targets) (or a callable step -> batch): "
+            raise BandscopeInputError("lnp= needs lnp_batch=(inputs, targets) (or a callable step -> batch): "
                              "the training batch A of each LNP measurement")
         if isinstance(lnp, LNPHook):
             hook = lnp
         elif callable(lnp):
             opts = dict(options or {})
             if total_steps is None and "schedule" not in opts:
-                raise ValueError("lnp=loss_fn needs total_steps= (for the log-window schedule) or "
+                raise BandscopeInputError("lnp=loss_fn needs total_steps= (for the log-window schedule) or "
                                  "lnp_options={'schedule': [steps...]}")
             hook = LNPHook(unwrap(self.model), lnp, total_steps=total_steps, **opts)  # no DDP gradient sync
         else:
@@ -544,6 +544,9 @@ class Monitor:
                                       f"expected {STATE_FORMAT}); pass what Monitor.state_dict() returned")
         if self.tracker.steps and not self._awaiting_state:
             raise RuntimeError("Monitor.load_state_dict after step(): restore the state right after construction")
+        # Without a run file to resume, the constructor recorded "step 0" from the weights it was
+        # given, which are the restored ones: that row (and its LNP) is not step 0 and must go.
+        recorded_here = not self._awaiting_state and int(state["global_step"]) > 0
         self.tracker.load_state_dict(state["tracker"])
         self.global_step = int(state["global_step"])
         last = int(state["last_checkpoint_step"])
@@ -555,6 +558,11 @@ class Monitor:
         if self.recorder is not None:
             if state.get("name"):
                 self.recorder.name = str(state["name"])
+            if recorded_here and len(self.recorder):
+                self.recorder.rows = []
+                warnings.warn(f"{self.path}: resuming at step {int(state['global_step'])} without its run file (it did "
+                              "not exist): the checkpoints before this step are lost; the file restarts here",
+                              UserWarning, stacklevel=2)
             dropped = self.recorder.truncate(self.global_step)
             if len(self.recorder) != int(state.get("recorder_rows", len(self.recorder))):
                 warnings.warn(f"{self.path}: the run file holds {len(self.recorder)} checkpoints up to step "
