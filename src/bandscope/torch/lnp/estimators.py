@@ -45,29 +45,42 @@ def rademacher(shape, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def vmap_per_sample(model, x, cot, exact: bool, chunk_size):
-    """Per-sample ||J_nᵀ v_n||² (or ||J_n||_F² if exact) with torch.func on the whole model; any layer."""
+    """Per-sample ||J_nᵀ v_n||² (or ||J_n||_F² if exact) with torch.func on the whole model; any layer.
+
+    ``x``: a tensor or a mapping of tensors (:mod:`.inputs`; its batched tensors are mapped over
+    together, its other values shared). An exception raised inside the model names the module
+    whose forward was running (:func:`.checks.module_trace`).
+    """
     from torch.func import functional_call, jacrev, vjp, vmap
 
+    from .checks import module_trace, renamed
+    from .inputs import split_batched
     from .taps import model_output
 
     params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
     frozen = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
+    batched, rebuild = split_batched(x)
 
     def f1(p, xn):
-        return model_output(functional_call(model, ({**p, **frozen}, buffers), (xn.unsqueeze(0),))).squeeze(0)
+        one = torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), xn)
+        return model_output(functional_call(model, ({**p, **frozen}, buffers), (rebuild(one),))).squeeze(0)
 
-    if exact:
-        def one(xn):
-            jac = jacrev(f1)(params, xn)
-            return sum(j.to(torch.float64).pow(2).sum() for j in jac.values())
-        return vmap(one, chunk_size=chunk_size)(x)
+    with module_trace(model) as where:
+        try:
+            if exact:
+                def one(xn):
+                    jac = jacrev(f1)(params, xn)
+                    return sum(j.to(torch.float64).pow(2).sum() for j in jac.values())
+                return vmap(one, chunk_size=chunk_size)(batched)
 
-    def one(xn, vn):
-        _, pull = vjp(lambda p: f1(p, xn), params)
-        (g,) = pull(vn)
-        return sum(t.to(torch.float64).pow(2).sum() for t in g.values())
-    return vmap(one, chunk_size=chunk_size)(x, cot)
+            def one(xn, vn):
+                _, pull = vjp(lambda p: f1(p, xn), params)
+                (g,) = pull(vn)
+                return sum(t.to(torch.float64).pow(2).sum() for t in g.values())
+            return vmap(one, chunk_size=chunk_size)(batched, cot)
+        except (RuntimeError, ValueError, AttributeError, TypeError, IndexError) as exc:
+            raise renamed(exc, where) from exc
 
 
 def hooks_exact_per_sample(taps, out) -> torch.Tensor:
