@@ -506,6 +506,7 @@ LAYER_SETTINGS = {
         ("3d", lambda n, c, t, g: (_bn(nn.BatchNorm1d, c), (_r(g, n, c, t),), {}))],
     nn.BatchNorm2d: [("4d", lambda n, c, t, g: (_bn(nn.BatchNorm2d, c), (_r(g, n, c, t, 2),), {}))],
     nn.BatchNorm3d: [("5d", lambda n, c, t, g: (_bn(nn.BatchNorm3d, c), (_r(g, n, c, t, 2, 2),), {}))],
+    nn.SyncBatchNorm: [("4d", lambda n, c, t, g: (_bn(nn.SyncBatchNorm, c), (_r(g, n, c, t, 2),), {}))],
     nn.MultiheadAttention: [
         ("self", lambda n, c, t, g: (nn.MultiheadAttention(2 * c, 2, batch_first=True),
                                      (_r(g, n, t, 2 * c),) * 3, {"need_weights": False})),

@@ -480,7 +480,9 @@ def _measure_batch(model, loss_fn, batch, which, backend, **kw):
             return _one_batch(model, loss_fn, batch, which, backend=backend, **kw), backend, ""
     x = _split(batch, which)[0]
     owner = cache_owner(model)
-    key = _signature(model, x) + (kw["estimator"], kw["exact_output_layer"])
+    from .handlers import registry_generation
+
+    key = _signature(model, x) + (kw["estimator"], kw["exact_output_layer"], registry_generation())
     reason = _AUTO.get(owner, {}).get(key)
     gen = kw["gen"]
     fresh = reason is None
@@ -503,8 +505,10 @@ def _measure_batch(model, loss_fn, batch, which, backend, **kw):
                           "with backend='vmap' (torch.func: the same quantities, slower); pass backend='vmap' to "
                           "choose it, or register a handler for the layer to use the hooks", stacklevel=3)
         return stats, "vmap", reason
-    except NotPerSampleError:
-        raise
+    except NotPerSampleError as exc:
+        if not fresh:
+            raise
+        raise NotPerSampleError(f"{exc}. (The layer hooks refused first: {_no_vmap_advice(reason)})") from exc
     except NotImplementedError as exc:
         raise NotImplementedError(
             f"neither backend can measure {type(owner).__name__}. The layer hooks: {_no_vmap_advice(reason)} -- "

@@ -70,6 +70,7 @@ class LayerHandler:
 
 
 _REGISTRY: dict[type, LayerHandler] = {}
+_GENERATION = [0]
 
 
 def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callable | None = None,
@@ -125,6 +126,12 @@ def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callabl
             or (isinstance(batch_dim, int) and not isinstance(batch_dim, bool) and batch_dim >= 0)):
         raise ValueError(f"batch_dim must be an int >= 0, 'any' or a callable (module) -> int, got {batch_dim!r}")
     _REGISTRY[layer_type] = LayerHandler(grads, sq_norms, params, batch_dim)
+    _GENERATION[0] += 1
+
+
+def registry_generation() -> int:
+    """A number that changes whenever a handler is registered (a key of cached backend decisions)."""
+    return _GENERATION[0]
 
 
 def registered_layer_types() -> list[type]:

@@ -51,12 +51,12 @@ def _refuse_random_and_recurrent(model: nn.Module) -> None:
                 "forward and the single-sample forwards of backend='vmap', so per-sample gradients cannot be had "
                 "this way; call model.eval() for the measurement (where the layer hooks cover the model, "
                 "they measure the train-mode forward as it ran)")
-        if isinstance(m, nn.RNNBase) and not isinstance(m, nn.LSTM):
+        if isinstance(m, nn.RNNBase):
             raise NotImplementedError(
-                f"{type(m).__name__} {name!r}: torch.func cannot batch its fused kernel in torch "
-                f"{torch.__version__} (backend='vmap'; nn.LSTM it can) and the hooks backend has no handler for "
-                "it; register one (bandscope.torch.register_lnp_handler) or build the model from cells "
-                "(e.g. nn.GRUCell), which backend='vmap' measures")
+                f"{type(m).__name__} {name!r}: torch.func cannot batch its fused kernel in torch {torch.__version__} "
+                "(backend='vmap'; float32 nn.LSTM runs through a slow fallback, float64 and GRU / RNN fail) and "
+                "the hooks backend has no handler for it; register one (bandscope.torch.register_lnp_handler) or "
+                "build the model from cells (e.g. nn.LSTMCell, nn.GRUCell), which backend='vmap' measures")
 
 
 def _single_sq_norm(model, params, xi, cot_i=None) -> float:
