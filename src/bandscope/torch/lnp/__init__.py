@@ -47,7 +47,7 @@ from torch import nn
 from bandscope.lnp import band_spectral_position, lnp_components, position_standard_error
 
 from .checks import NotPerSampleError
-from .estimators import ESTIMATOR_TABLE, Context, vmap_per_sample
+from .estimators import ESTIMATOR_TABLE, Context, default_probes, vmap_per_sample
 from .handlers import LayerHandler, register_lnp_handler, registered_layer_types, vmap_handler
 from .inputs import Adapted, batch_size, is_batch
 from .state import freeze_batchnorm_hooks, make_generator, preserved
@@ -281,11 +281,14 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             "n_units": m, "n_units_how": m_how, "n_samples": int(out.shape[0]),
             "n_outputs": int(out[0].numel()),
         }
+        if n_probes is None:
+            n_probes = default_probes(int(out.shape[0]))
+        stats["n_probes"] = n_probes
         ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer)
         with vmap_errors() if backend == "vmap" else contextlib.nullcontext():
             ns = ESTIMATOR_TABLE[estimator](ctx)
         stats.update(network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
-                     exact_output_layer=ns.exact_layer)
+                     exact_output_layer=ns.exact_layer, network_scale_se_dof=ns.se_dof)
         check_invariants(stats, estimator, out.dtype)
         if bands:
             from bandscope.torch.haar import haar_band_project
@@ -315,7 +318,7 @@ def measure_lnp(
     batch_b=None,
     *,
     network_scale: str = DEFAULT_ESTIMATOR,
-    n_probes: int = 2,
+    n_probes: int | None = None,
     n_units=None,
     n_units_b=None,
     bands: bool = False,
@@ -341,10 +344,14 @@ def measure_lnp(
         Update batch A and optional evaluation batch B (spectral reach appendix A.1, B.2).
     network_scale : {"hutchinson", "batch-hutchinson", "exact"}
         Estimator of 𝒩 = Tr K (module docstring; default chosen by ``benchmarks/bench_lnp.py``).
-    n_probes : int
+    n_probes : int, optional
         Rademacher probes per batch for the Hutchinson estimators (≥ 2 gives a standard error).
-        Default 2: on the paper's CNN autoencoder (32×32, batch 32) ≈2 training steps per
-        measurement at 3–5 % relative std of 𝒩 (``benchmarks/bench_lnp.py``).
+        Default ``max(2, 1 + ceil(32 / N))`` for a batch of N samples (:func:`.estimators.default_probes`):
+        2 from N = 32 on (on the paper's CNN autoencoder, 32×32, batch 32: ≈2 training steps per
+        measurement at 3–5 % relative std of 𝒩, ``benchmarks/bench_lnp.py``), more at small N so
+        that the standard error rests on N·(n_probes − 1) ≥ 32 degrees of freedom (at N = 4 and 2
+        probes, |z| > 5 happened in 1–2.5 % of calls; ``benchmarks/calib_lnp_se.py``). Under
+        ``torch.distributed``: 2. The degrees of freedom are in ``attrs["network_scale_se_dof"]``.
     n_units, n_units_b : int, str or callable, optional
         Loss-reduction unit counts M (A.2) of batch A and B, used only for the batch-size
         normalised ``*_norm`` scales. Inferred for torch loss modules and for ``F.mse_loss`` /
@@ -417,12 +424,15 @@ def measure_lnp(
         raise ValueError(f"network_scale must be one of {ESTIMATORS}, got {network_scale!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    n_probes = int(n_probes)
-    if n_probes < 1:
-        raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    if n_probes is not None:
+        n_probes = int(n_probes)
+        if n_probes < 1:
+            raise ValueError(f"n_probes must be >= 1, got {n_probes}")
     from .distributed import active_world, gathered, probe_seed, reduce_stats
 
     world = active_world(distributed, process_group)
+    if n_probes is None and world > 1:
+        n_probes = 2  # every rank must draw as many probes (their totals are all-reduced)
     gen = make_generator(probe_seed(seed, world, process_group))
     kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, chunk_size=chunk_size,
               exact_output_layer=bool(exact_output_layer))
@@ -439,7 +449,7 @@ def measure_lnp(
     if world > 1:
         sa = reduce_stats(sa, world, process_group)
         sb = None if sb is None else reduce_stats(sb, world, process_group)
-    ds = _dataset(sa, sb, bands, network_scale, used, n_probes)
+    ds = _dataset(sa, sb, bands, network_scale, used, sa["n_probes"])
     ds.attrs.update(world_size=world, backend_requested=backend, backend_reason=reason, model_measured=measured)
     return ds
 
@@ -574,6 +584,7 @@ def _dataset(sa, sb, bands, network_scale, backend, n_probes) -> xr.Dataset:
             "definition": "||J^T g_i||^2 / (||g_i||^2 network_scale) (LNP.md, band-resolved)"})
     ds.attrs.update(
         estimator=network_scale, backend=backend, n_probes=n_probes,
+        network_scale_se_dof=sa["network_scale_se_dof"],
         n_units=sa["n_units"], n_units_how=sa["n_units_how"], n_samples=sa["n_samples"],
         n_outputs=sa["n_outputs"], exact_output_layer=sa["exact_output_layer"],
         batchnorm="training-mode BatchNorm uses the batch statistics held constant; running stats untouched",

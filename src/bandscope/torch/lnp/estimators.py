@@ -15,7 +15,8 @@ from torch import nn
 
 from bandscope.lnp import hutchinson_standard_error
 
-__all__ = ["Context", "NetworkScale", "ESTIMATOR_TABLE", "rademacher", "vmap_per_sample"]
+__all__ = ["Context", "NetworkScale", "ESTIMATOR_TABLE", "rademacher", "vmap_per_sample", "default_probes",
+           "welch_dof", "MIN_SE_DOF"]
 
 
 @dataclasses.dataclass
@@ -38,6 +39,34 @@ class NetworkScale:
     se: float
     probes: list | None
     exact_layer: str = ""
+    #: Welch–Satterthwaite degrees of freedom of ``se`` (NaN when not estimated from per-sample terms)
+    se_dof: float = float("nan")
+
+
+#: default probes: enough that the per-sample Hutchinson SE rests on N·(n_probes − 1) ≥ this many
+#: degrees of freedom (``benchmarks/calib_lnp_se.py``; at N ≥ 32 this is the old default of 2)
+MIN_SE_DOF = 32
+
+
+def default_probes(n_samples: int) -> int:
+    """Default Rademacher probes per batch of ``n_samples``: max(2, 1 + ceil(32 / N)).
+
+    At N = 4 the per-sample Hutchinson SE from 2 probes has about 4 degrees of freedom, and
+    |z| > 5 happened in 1–2.5 % of calls (docs/lnp.md, "Standard error at small batches"); with
+    N·(n_probes − 1) ≥ 32 it is close to normal. N ≥ 32 keeps 2 probes (the measured cost).
+    """
+    return max(2, 1 + -(-MIN_SE_DOF // max(1, int(n_samples))))
+
+
+def welch_dof(per_sample) -> float:
+    """Welch–Satterthwaite degrees of freedom of Σ_n s_n² / k from per-sample terms (k probes × N)."""
+    s = np.asarray(per_sample, dtype=np.float64)
+    k = s.shape[0]
+    if k < 2:
+        return float("nan")
+    v = s.var(axis=0, ddof=1)
+    den = float((v ** 2).sum() / (k - 1))
+    return float(v.sum() ** 2 / den) if den > 0 else float("inf")
 
 
 def rademacher(shape, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -127,7 +156,9 @@ def hutchinson(ctx: Context) -> NetworkScale:
             s = ctx.taps.per_sample_sq_norms(ctx.out, u, skip=skip)
         per_sample.append(s.detach().cpu().numpy())
         vals.append(const + float(s.sum()))
-    return NetworkScale(float(np.mean(vals)), hutchinson_standard_error(vals, np.stack(per_sample)), vals, layer)
+    stacked = np.stack(per_sample)
+    return NetworkScale(float(np.mean(vals)), hutchinson_standard_error(vals, stacked), vals, layer,
+                        welch_dof(stacked))
 
 
 def batch_hutchinson(ctx: Context) -> NetworkScale:
@@ -139,7 +170,8 @@ def batch_hutchinson(ctx: Context) -> NetworkScale:
         u = rademacher(ctx.out.shape, ctx.out, ctx.gen)
         gp = torch.autograd.grad(ctx.out, ps, u, retain_graph=True, allow_unused=True) if ps else ()
         vals.append(const + sum(float(torch.dot(g.reshape(-1), g.reshape(-1))) for g in gp if g is not None))
-    return NetworkScale(float(np.mean(vals)), hutchinson_standard_error(vals), vals, layer)
+    return NetworkScale(float(np.mean(vals)), hutchinson_standard_error(vals), vals, layer,
+                        float(len(vals) - 1) if len(vals) > 1 else float("nan"))
 
 
 #: name -> estimator(Context) -> NetworkScale
