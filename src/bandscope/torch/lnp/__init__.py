@@ -270,9 +270,10 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             # was verified before
             taps.verify(model, x, batch_size(x), expand, torch.Generator().manual_seed(0))
             record_checked(model, taps.signature, expand)
+        notes: list = []
         if backend == "vmap" and estimator != "batch-hutchinson":
             check_vmap_route(model, x, out, exact=estimator == "exact", gen=torch.Generator().manual_seed(0),
-                             chunk_size=chunk_size)
+                             chunk_size=chunk_size, notes=notes)
         m, m_how = _infer_units(loss_fn, out, y, n_units, "n_units" if which == "a" else "n_units_b")
         stats = {
             "loss": float(loss.detach()),
@@ -284,12 +285,13 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
         if n_probes is None:
             n_probes = default_probes(int(out.shape[0]))
         stats["n_probes"] = n_probes
-        ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer)
+        ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer, notes)
         with vmap_errors() if backend == "vmap" else contextlib.nullcontext():
             ns = ESTIMATOR_TABLE[estimator](ctx)
         stats.update(network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
                      exact_output_layer=ns.exact_layer, network_scale_se_dof=ns.se_dof)
         check_invariants(stats, estimator, out.dtype)
+        stats["backend_note"] = "; ".join(ctx.notes)
         if bands:
             from bandscope.torch.haar import haar_band_project
 
@@ -584,7 +586,7 @@ def _dataset(sa, sb, bands, network_scale, backend, n_probes) -> xr.Dataset:
             "definition": "||J^T g_i||^2 / (||g_i||^2 network_scale) (LNP.md, band-resolved)"})
     ds.attrs.update(
         estimator=network_scale, backend=backend, n_probes=n_probes,
-        network_scale_se_dof=sa["network_scale_se_dof"],
+        network_scale_se_dof=sa["network_scale_se_dof"], backend_note=sa.get("backend_note", ""),
         n_units=sa["n_units"], n_units_how=sa["n_units_how"], n_samples=sa["n_samples"],
         n_outputs=sa["n_outputs"], exact_output_layer=sa["exact_output_layer"],
         batchnorm="training-mode BatchNorm uses the batch statistics held constant; running stats untouched",

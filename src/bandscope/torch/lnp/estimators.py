@@ -31,6 +31,7 @@ class Context:
     chunk_size: int | None
     params: list
     exact_output_layer: bool
+    notes: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -73,12 +74,14 @@ def rademacher(shape, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, shape, generator=gen, device="cpu").to(like.device, like.dtype) * 2 - 1
 
 
-def vmap_per_sample(model, x, cot, exact: bool, chunk_size):
+def vmap_per_sample(model, x, cot, exact: bool, chunk_size, notes: list | None = None):
     """Per-sample ||J_nᵀ v_n||² (or ||J_n||_F² if exact) with torch.func on the whole model; any layer.
 
     ``x``: a tensor or a mapping of tensors (:mod:`.inputs`; its batched tensors are mapped over
     together, its other values shared). An exception raised inside the model names the module
-    whose forward was running (:func:`.checks.module_trace`).
+    whose forward was running (:func:`.checks.module_trace`). With a ``notes`` list, a model
+    torch.func cannot batch (``.item()``, data-dependent control flow) is measured by
+    :func:`loop_per_sample` instead, and the reason is appended to ``notes``.
     """
     from torch.func import functional_call, jacrev, vjp, vmap
 
@@ -109,7 +112,41 @@ def vmap_per_sample(model, x, cot, exact: bool, chunk_size):
                 return sum(t.to(torch.float64).pow(2).sum() for t in g.values())
             return vmap(one, chunk_size=chunk_size)(batched, cot)
         except (RuntimeError, ValueError, AttributeError, TypeError, IndexError) as exc:
+            if notes is not None and "vmap:" in str(exc) and "data-dependent" in str(exc):
+                at = f"module {where[-1][0]!r} ({where[-1][1]})" if where else "the model"
+                note = (f"per-sample autograd loop: torch.func cannot batch {at} (.item() or data-dependent "
+                        "control flow, e.g. a check of the attention mask)")
+                if note not in notes:
+                    notes.append(note)
+                return loop_per_sample(model, x, cot, exact)
             raise renamed(exc, where) from exc
+
+
+def loop_per_sample(model, x, cot, exact: bool) -> torch.Tensor:
+    """:func:`vmap_per_sample` one sample at a time with plain autograd (for models torch.func cannot batch).
+
+    N backward passes per probe (N·O for ``exact``): slow, and exact by construction.
+    """
+    from .inputs import batch_size, take
+    from .taps import model_output
+
+    n = batch_size(x)
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = torch.zeros(n, dtype=torch.float64)
+    with torch.enable_grad():
+        for i in range(n):
+            oi = model_output(model(take(x, torch.tensor([i]))))
+            if exact:
+                flat = oi.reshape(-1)
+                acc = 0.0
+                for o in range(flat.numel()):
+                    gs = torch.autograd.grad(flat[o], params, retain_graph=True, allow_unused=True)
+                    acc += sum(float(g.double().pow(2).sum()) for g in gs if g is not None)
+            else:
+                gs = torch.autograd.grad(oi, params, cot[i:i + 1], allow_unused=True)
+                acc = sum(float(g.double().pow(2).sum()) for g in gs if g is not None)
+            total[i] = acc
+    return total
 
 
 def hooks_exact_per_sample(taps, out) -> torch.Tensor:
@@ -127,7 +164,8 @@ def hooks_exact_per_sample(taps, out) -> torch.Tensor:
 def exact(ctx: Context) -> NetworkScale:
     """Σ_n ||J_n||_F² exactly (one backward per output coordinate, or jacrev under vmap)."""
     if ctx.backend == "vmap":
-        return NetworkScale(float(vmap_per_sample(ctx.model, ctx.x, None, True, ctx.chunk_size).sum()), 0.0, None)
+        ns = vmap_per_sample(ctx.model, ctx.x, None, True, ctx.chunk_size, ctx.notes)
+        return NetworkScale(float(ns.sum()), 0.0, None)
     return NetworkScale(float(hooks_exact_per_sample(ctx.taps, ctx.out).sum()), 0.0, None)
 
 
@@ -151,7 +189,7 @@ def hutchinson(ctx: Context) -> NetworkScale:
     for _ in range(ctx.n_probes):
         u = rademacher(ctx.out.shape, ctx.out, ctx.gen)
         if ctx.backend == "vmap":
-            s = vmap_per_sample(ctx.model, ctx.x, u, False, ctx.chunk_size)
+            s = vmap_per_sample(ctx.model, ctx.x, u, False, ctx.chunk_size, ctx.notes)
         else:
             s = ctx.taps.per_sample_sq_norms(ctx.out, u, skip=skip)
         per_sample.append(s.detach().cpu().numpy())

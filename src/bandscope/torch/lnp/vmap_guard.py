@@ -74,7 +74,7 @@ def _single_sq_norm(model, params, xi, cot_i=None) -> float:
 
 
 def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, exact: bool,
-                     gen: torch.Generator, chunk_size=None) -> None:
+                     gen: torch.Generator, chunk_size=None, notes: list | None = None) -> None:
     """Raise ``NotImplementedError`` when ``backend="vmap"`` would not give this model's numbers.
 
     ``out`` is the batched model output of the measurement (BatchNorm statistics already frozen
@@ -108,7 +108,7 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
                 raise NotPerSampleError(mixing_message(model, at))
         cot = None if exact else rademacher(out.shape, out, gen)
         with vmap_errors():
-            got = vmap_per_sample(model, x, cot, exact, chunk_size)
+            got = vmap_per_sample(model, x, cot, exact, chunk_size, [] if notes is None else notes)
         bad = []
         for i in idx:
             ref = _single_sq_norm(model, params, take(x, torch.tensor([i])), None if exact else cot[i:i + 1])
