@@ -26,6 +26,7 @@ class Arch:
     expect: str
     needs: str = "transformers"
     train: bool = False  # measured in training mode (dropout 0 in the config)
+    run_here: bool = True  # False: written for an optional package absent from the shared venv, not yet run
 
 
 def _g(seed=1):
@@ -259,7 +260,7 @@ ARCHITECTURES = {
                                            r"model\.eval\(\)", train=True),
     "whisper-seq2seq": Arch("HF audio", _whisper, "vmap"),
     "lora-linear": Arch("LoRA (peft's pattern, written out)", _lora, "hooks", needs=""),
-    "torchvision-resnet18": Arch("torchvision CNN", _torchvision_resnet, "hooks", needs="torchvision"),
-    "timm-vit": Arch("timm ViT", _timm_vit, "hooks", needs="timm"),
-    "timm-convnext": Arch("timm CNN", _timm_convnext, "vmap", needs="timm"),
+    "torchvision-resnet18": Arch("torchvision CNN", _torchvision_resnet, "hooks", needs="torchvision", run_here=False),
+    "timm-vit": Arch("timm ViT", _timm_vit, "hooks", needs="timm", run_here=False),
+    "timm-convnext": Arch("timm CNN", _timm_convnext, "vmap", needs="timm", run_here=False),
 }
