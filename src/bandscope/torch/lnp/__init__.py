@@ -620,7 +620,7 @@ def per_sample_grad_norms(model: nn.Module, inputs: torch.Tensor, cotangent: tor
             return vmap_per_sample(model, inputs, cotangent, cotangent is None, None)
         out, taps, expand = _forward(model, inputs, backend, True)
         if not taps.verified:
-            taps.verify(model, inputs, inputs.shape[0], expand, torch.Generator().manual_seed(0))
+            taps.verify(model, inputs, batch_size(inputs), expand, torch.Generator().manual_seed(0))
             record_checked(model, taps.signature, expand)
         if cotangent is not None:
             return taps.per_sample_sq_norms(out, cotangent)

@@ -628,7 +628,10 @@ class LayerTaps:
         batch's statistics), with the modes as measured except ``nn.Dropout`` layers (off: their
         masks are elementwise and kept from the measured forward). In this order it refuses
 
-        1. a forward that draws random numbers outside ``nn.Dropout`` (:func:`.checks.random_draw`);
+        1. a forward that draws random numbers outside ``nn.Dropout`` (:func:`.checks.random_draw`)
+           whatever its mode; a module that draws only in training mode (functional dropout, drop
+           path, SpecAugment) is verified in eval mode, like ``nn.Dropout``, with a warning, and
+           measured as it ran;
         2. a model whose output for one sample depends on the others (naming the first module
            where it does, :func:`.checks.first_mixing_module`);
         3. per-sample gradients whose sum over the samples is not autograd's batch gradient (the
@@ -656,11 +659,15 @@ class LayerTaps:
             with self.capture(m, expand):
                 box["out"] = model_output(model(xs))
 
+        quiet: dict = {}  # modules whose training-mode forward draws random numbers -> their modes
         try:
             with dropout_off(model), torch.enable_grad():
-                where = random_draw(model, batched)
-                if where is not None:
-                    raise NotPerSampleError(random_message(where))
+                while (where := random_draw(model, batched)) is not None:
+                    mod = dict(model.named_modules())[where[0]]
+                    if not mod.training or id(mod) in quiet:  # random whatever its mode: no per-sample Jacobian
+                        raise NotPerSampleError(random_message(where))
+                    quiet[id(mod)] = (where, {m: m.training for m in mod.modules()})
+                    mod.eval()  # checked like nn.Dropout: switched off, measured with the draws of its forward
                 out = box["out"]
                 tol = check_tolerance(out.dtype)
                 cot = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
@@ -680,6 +687,19 @@ class LayerTaps:
                     single.append(gi)
         finally:
             self.calls, self.subs, self.shape0, self.shared, self.n = kept
+            for _, modes in quiet.values():
+                for mod, t in modes.items():
+                    mod.training = t
+        if quiet:
+            import warnings
+
+            names = [f"{w[0]!r} ({w[1]})" for w, _ in quiet.values()]
+            warnings.warn(
+                f"measure_lnp: the training-mode forward of {', '.join(names)} draws random numbers outside "
+                "nn.Dropout (functional dropout, drop path, random masking): the layer hooks measure the forward "
+                "as it ran (its draws held fixed, like nn.Dropout's masks) and were verified with those modules "
+                "in eval mode; a random op that mixes samples there (mixup inside the forward) would not be "
+                "seen. Call model.eval() to measure without the random draws", stacklevel=4)
         bad_sum, bad, sq = [], [], torch.zeros(m, dtype=torch.float64)
         for j, (pid, p) in enumerate(params.items()):
             ref = torch.stack([torch.zeros_like(p) if s[j] is None else s[j] for s in single])
