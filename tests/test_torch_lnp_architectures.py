@@ -85,7 +85,7 @@ def test_architecture_exact_or_refused_for_the_named_reason(name):
         warnings.simplefilter("always")
         ds = measure_lnp(model, F.mse_loss, (x, y), network_scale="exact", output=output, seed=0)
     said = [str(w.message) for w in caught if str(w.message).startswith("measure_lnp")]
-    assert ds.attrs["backend"] == arch.expect, ds.attrs["backend_reason"]
+    assert ds.attrs["backend"] == arch.expect, ds.attrs["hooks_refusal"]
     assert len(said) == (arch.expect == "vmap")
     ref = oracle(model, x, y)
     for var in ("network_scale", "loss_scale", "grad_norm_sq"):

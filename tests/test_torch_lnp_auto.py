@@ -112,7 +112,7 @@ def test_auto_measures_what_the_hooks_refuse_through_vmap_exactly(name):
     y = torch.zeros_like(model(x))
     ds, warned = _exact(model, (x, y))
     assert ds.attrs["backend"] == "vmap" and ds.attrs["backend_requested"] == "auto"
-    assert len(warned) == 1 and word in warned[0] and word in ds.attrs["backend_reason"]
+    assert len(warned) == 1 and word in warned[0] and word in ds.attrs["hooks_refusal"]
     _check_oracle(model, (x, y), ds)
     ds2, warned2 = _exact(model, (x, y))  # the decision is remembered: no second warning
     assert warned2 == [] and ds2.attrs["backend"] == "vmap"
@@ -142,8 +142,9 @@ def test_recurrent_layers_are_refused_by_both_naming_them(rnn):
     torch.manual_seed(0)
     model = Seq(nn.Linear(3, 3), rnn(3, 4, batch_first=True), reduce=True).double()
     x = _r(4, 5, 3)
-    with pytest.raises(NotImplementedError, match=rf"neither backend.*{rnn.__name__}.*Cell"):
+    with pytest.raises(NotImplementedError, match=rf"neither backend.*{rnn.__name__}.*Cell") as info:
         measure_lnp(model, F.mse_loss, (x, torch.zeros(4, 20, dtype=torch.float64)))
+    assert "use backend='vmap'" not in str(info.value)  # never advise the backend that refused too
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,11 +357,28 @@ class ItemInForward(nn.Module):
         return self.b(h, h)
 
 
-def test_a_vmap_failure_names_the_module():
+def test_a_model_torch_func_cannot_batch_is_measured_one_sample_at_a_time():
     torch.manual_seed(0)
+    model = ItemInForward().double()
     x, y = _r(4, 3), torch.zeros(4, 2, dtype=torch.float64)
-    with pytest.raises(NotImplementedError, match=r"neither backend.*Bilinear.*in module '' \(ItemInForward\).*item"):
-        measure_lnp(ItemInForward().double(), F.mse_loss, (x, y))
+    ds, warned = _exact(model, (x, y))
+    assert ds.attrs["backend"] == "vmap" and "Bilinear" in warned[0]
+    assert "per-sample autograd loop" in ds.attrs["backend_note"] and "ItemInForward" in ds.attrs["backend_note"]
+    _check_oracle(model, (x, y), ds)
+
+
+class Boom(nn.Module):
+    def forward(self, x):
+        if x.shape[0] == 1:  # only the vmap route's single-sample calls
+            raise RuntimeError("boom")
+        return x
+
+
+def test_a_vmap_failure_names_the_module():
+    model = Seq(nn.Linear(3, 2), Boom()).double()
+    x = _r(4, 3)
+    with pytest.raises(RuntimeError, match=r"in module 'body\.1' \(Boom\): boom"):
+        estimators.vmap_per_sample(model, x, torch.ones(4, 2, dtype=torch.float64), False, None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -372,7 +372,7 @@ def measure_lnp(
         or by torch.func (``"vmap"``: any per-sample layer; no train-mode dropout). ``"auto"``
         (default): the hooks where they cover the model; where they refuse and vmap can measure
         it, vmap, with one warning per model naming the layer and the reason. The backend used is
-        ``attrs["backend"]``, the reason in ``attrs["backend_reason"]``. A model that is not a
+        ``attrs["backend"]``, the reason in ``attrs["hooks_refusal"]``. A model that is not a
         per-sample function as measured (a random forward, samples that interact) is refused by
         every backend (:class:`NotPerSampleError`).
     output : key, int or callable, optional
@@ -452,7 +452,7 @@ def measure_lnp(
         sa = reduce_stats(sa, world, process_group)
         sb = None if sb is None else reduce_stats(sb, world, process_group)
     ds = _dataset(sa, sb, bands, network_scale, used, sa["n_probes"])
-    ds.attrs.update(world_size=world, backend_requested=backend, backend_reason=reason, model_measured=measured)
+    ds.attrs.update(world_size=world, backend_requested=backend, hooks_refusal=reason, model_measured=measured)
     return ds
 
 
@@ -524,10 +524,16 @@ def _measure_batch(model, loss_fn, batch, which, backend, **kw):
     except NotImplementedError as exc:
         raise NotImplementedError(
             f"neither backend can measure {type(owner).__name__}. The layer hooks: {_no_vmap_advice(reason)} -- "
-            f"The vmap route (torch.func): {exc}") from exc
+            f"The vmap route (torch.func): {_no_hooks_advice(str(exc))}") from exc
 
 
 _VMAP_ADVICE = re.compile(r"(,| or|;)? (or )?use backend='vmap'|, or by backend='vmap'| or backend='vmap'")
+
+
+def _no_hooks_advice(msg: str) -> str:
+    """A vmap refusal without its advice to use backend='hooks' (quoted once the hooks have refused)."""
+    return msg.replace("backend='hooks' with a handler", "a handler").replace(
+        "backend='hooks' has a handler for nn.PReLU; for another layer register one", "register a handler")
 
 
 def _no_vmap_advice(msg: str) -> str:

@@ -133,6 +133,5 @@ def vmap_errors():
         raise NotImplementedError(
             f"backend='vmap' (torch.func, the model run one sample at a time) failed on this model: "
             f"{type(exc).__name__}: {exc}. Layers torch.func cannot batch (fused recurrent kernels, "
-            "in-place ops on inputs, .item()/data-dependent control flow) need a handler "
-            "(bandscope.torch.register_lnp_handler) for the layer named above, so that the hooks backend "
-            "covers them") from exc
+            "in-place ops on inputs) need backend='hooks' with a handler for the layer named above "
+            "(bandscope.torch.register_lnp_handler)") from exc
