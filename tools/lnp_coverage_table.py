@@ -3,7 +3,8 @@
 Run: ``python tools/lnp_coverage_table.py [--write]``.
 
 The layer rows come from the registry (:func:`bandscope.torch.lnp.registered_layer_types`, with
-transformers imported so that its optional layer types are registered); the architecture rows
+transformers imported so that its optional layer types are registered; types registered by user
+code are left out); the architecture rows
 from ``tests/lnp_architectures.py``, whose route each row states is checked against an
 explicit-Jacobian oracle by ``tests/test_torch_lnp_architectures.py``. ``--write`` replaces the
 block between the ``lnp-coverage`` markers of docs/lnp.md; ``tests/test_torch_lnp_coverage_doc.py``
@@ -35,7 +36,8 @@ def layer_rows() -> list[str]:
     from bandscope.torch.lnp.handlers import _REGISTRY, registered_layer_types
 
     rows = ["| layer type | per-sample rule | fast squared norms | parameters | batch dim |", "|---|---|---|---|---|"]
-    for cls in sorted(registered_layer_types(), key=lambda c: (c.__module__, c.__qualname__)):
+    built_in = [c for c in registered_layer_types() if c.__module__.startswith(("torch.", "transformers."))]
+    for cls in sorted(built_in, key=lambda c: (c.__module__, c.__qualname__)):
         h = _REGISTRY[cls]
         rows.append(f"| `{cls.__module__}.{cls.__qualname__}` | `{h.grads.__name__}` | "
                     f"{'yes' if h.sq_norms is not None else 'no'} | {h.params} | {_batch_dim(h)} |")

@@ -15,7 +15,9 @@ Estimators of 𝒩 (``network_scale=``)
     ConvTranspose1d/2d, Embedding, LayerNorm, RMSNorm, GroupNorm, BatchNorm, MultiheadAttention,
     transformers' Conv1D and LlamaRMSNorm, plus :func:`register_lnp_handler`), with free
     parameters, tied weights and broadcast lookups handled by :mod:`.taps`.
-    ``backend="vmap"`` computes the same per-sample norms with torch.func (any layer, slower).
+    ``backend="vmap"`` computes the same per-sample norms with torch.func (any layer, slower);
+    ``backend="auto"`` (default) uses the handlers where they cover the model, else vmap, with one
+    warning naming the layer (docs/lnp.md, "Choosing the backend").
 ``"batch-hutchinson"``
     One plain backward of Σ u·f per probe (u Rademacher over the whole batch); unbiased but the
     cross-sample kernel entries add variance.

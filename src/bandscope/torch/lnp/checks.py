@@ -15,16 +15,29 @@ helpers find, by running the model with hooks on every module, the module that b
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DROPOUT_TYPES", "dropout_off", "random_draw", "first_mixing_module", "module_trace", "renamed",
-           "random_message", "NotPerSampleError"]
+__all__ = ["check_tolerance", "agrees", "DROPOUT_TYPES", "dropout_off", "random_draw", "first_mixing_module",
+           "module_trace", "renamed", "random_message", "NotPerSampleError"]
 
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def check_tolerance(dtype) -> float:
+    """Relative tolerance of the one-time checks of a per-sample route against single-sample autograd."""
+    return {torch.float64: 1e-7, torch.float32: 2e-3}.get(dtype, 5e-2)
+
+
+def agrees(got: torch.Tensor, ref: torch.Tensor, tol: float) -> bool:
+    """||got - ref|| <= tol ||ref|| (+ a float64 floor), the criterion of those checks."""
+    err = float((got.double() - ref.double()).norm())
+    scale = float(ref.double().norm())
+    return not (err > tol * scale + 1e-12 * (1 + scale)) or math.isclose(err, 0.0)
 
 
 @contextlib.contextmanager
@@ -106,8 +119,6 @@ def first_mixing_module(model: nn.Module, batched_call, single_call, i: int, m: 
     """(name, class) of the first module whose output row ``i`` of a batched call of ``m`` samples
     differs from its output on sample ``i`` alone, or ``None`` (outputs compared where the shapes
     are ``(m, ...)`` and ``(1, ...)``, calls paired by module and call index)."""
-    from .taps import agrees
-
     def record(store):
         counts: dict = {}
 

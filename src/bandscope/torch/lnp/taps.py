@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .checks import dropout_off, first_mixing_module, random_draw, random_message
+from .checks import agrees, check_tolerance, dropout_off, first_mixing_module, random_draw, random_message
 from .handlers import lookup_handler, overriding_subclass
 from .inputs import input_signature, is_batch, select_output, take, unsupported_inputs_message
 
@@ -109,18 +109,6 @@ class Plan(frozenset):
 
     def __reduce__(self):
         return (Plan, (frozenset(self), self.dims, self.free, self.new_dim))
-
-
-def check_tolerance(dtype) -> float:
-    """Relative tolerance of the one-time checks of a per-sample route against single-sample autograd."""
-    return {torch.float64: 1e-7, torch.float32: 2e-3}.get(dtype, 5e-2)
-
-
-def agrees(got: torch.Tensor, ref: torch.Tensor, tol: float) -> bool:
-    """||got - ref|| <= tol ||ref|| (+ a float64 floor), the criterion of those checks."""
-    err = float((got.double() - ref.double()).norm())
-    scale = float(ref.double().norm())
-    return not (err > tol * scale + 1e-12 * (1 + scale)) or math.isclose(err, 0.0)
 
 
 def single_tensor_inputs_message(x) -> str:
