@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from bandscope.torch import measure_lnp
 from lnp_architectures import ARCHITECTURES
 
-pytestmark = pytest.mark.slow  # about a minute on a quiet 2-core machine (21 families, jacrev oracles)
+pytestmark = pytest.mark.slow  # 18 families run here: 21 min on the shared 2-core machine at load 10-19
 N = 3
 
 
