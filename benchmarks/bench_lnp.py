@@ -161,7 +161,7 @@ def summarize(r: dict) -> dict:
         "draws": len(ns),
         "load": r["load"],
     }
-    if r["backend"] == "hooks":
+    if r["backend"] in ("auto", "hooks"):
         out["pass"] = out["steps_median"] <= TARGET_STEPS and out["rel_std"] <= TARGET_REL_STD
     return out
 
@@ -307,7 +307,7 @@ if __name__ == "__main__":
                     help="the CNN cases (cnn32 cnn128) or the transformer cases (gpt vit)")
     ap.add_argument("--estimators", action="store_true", help="also the in-process CNN estimator table")
     ap.add_argument("--worker", choices=sorted(CASES), help=argparse.SUPPRESS)
-    ap.add_argument("--backend", default="hooks", choices=["hooks", "vmap"], help=argparse.SUPPRESS)
+    ap.add_argument("--backend", default="hooks", choices=["auto", "hooks", "vmap"], help=argparse.SUPPRESS)
     ap.add_argument("--draws", type=int, default=12, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

@@ -87,6 +87,8 @@ def test_unused_trainable_parameters_are_named():
             return self.used(x)
 
     with pytest.raises(NotImplementedError, match="unused"):  # hooks backend: its own clear message
+        measure_lnp(Half(), nn.MSELoss(), _data(), seed=0, backend="hooks")
+    with pytest.raises(ValueError, match=r"unused\.weight"):  # auto: the hooks refuse, vmap names them
         measure_lnp(Half(), nn.MSELoss(), _data(), seed=0)
     with pytest.raises(ValueError, match=r"unused\.weight"):  # vmap: named before autograd complains
         measure_lnp(Half(), nn.MSELoss(), _data(), seed=0, backend="vmap")

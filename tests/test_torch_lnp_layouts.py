@@ -322,7 +322,7 @@ def test_user_seq_first_layer_with_batch_dim():
     x = torch.randn(5, 4, 3)
     register_lnp_handler(TimeMix, vmap_handler, params="all")  # batch_dim=0 (the default): wrong for it
     with pytest.raises(NotImplementedError, match=r"'1\.layer'.*batch_dim"):
-        measure_lnp(model, F.mse_loss, (x, x))
+        measure_lnp(model, F.mse_loss, (x, x), backend="hooks")
     register_lnp_handler(TimeMix, vmap_handler, params="all", batch_dim=1)
     _check(model, F.mse_loss, (x, x), (x[:3], x[:3]))
     register_lnp_handler(TimeMix, vmap_handler, params="all", batch_dim=lambda m: 1)
@@ -404,9 +404,9 @@ class Merged(nn.Module):
 def test_free_parameter_outside_broadcasting_is_named():
     x = torch.randn(4, 3)
     with pytest.raises(NotImplementedError, match=r"'W'.*register_lnp_handler.*backend='vmap'"):
-        measure_lnp(MatmulFree(), F.mse_loss, (x, x))
+        measure_lnp(MatmulFree(), F.mse_loss, (x, x), backend="hooks")
     with pytest.raises(NotImplementedError, match=r"'g'.*backend='vmap'"):
-        measure_lnp(NormalisedGain(), F.mse_loss, (x, x))
+        measure_lnp(NormalisedGain(), F.mse_loss, (x, x), backend="hooks")
     ds = measure_lnp(MatmulFree(), F.mse_loss, (x, x), network_scale="exact", backend="vmap")
     np.testing.assert_allclose(float(ds.network_scale), _oracle_scale(MatmulFree(), x),
                                rtol=1e-10)
@@ -427,7 +427,7 @@ class Transposed(nn.Module):
 def test_free_parameter_transposed_is_named():
     x = torch.randn(4, 2, 3)
     with pytest.raises(NotImplementedError, match=r"'W'.*\.T\b.*backend='vmap'"):
-        measure_lnp(Transposed(), F.mse_loss, (x, x))
+        measure_lnp(Transposed(), F.mse_loss, (x, x), backend="hooks")
 
 
 class SlicedTable(nn.Module):
@@ -448,7 +448,7 @@ def test_free_parameter_sliced_on_its_first_dim_is_named(n):
     """pos[:T] is a no-op on the copy at the dry-run batch sizes (<= 4 < T): caught by the op, not the size."""
     x = torch.randn(n, 5, 3)
     with pytest.raises(NotImplementedError, match=r"'pos'.*__getitem__.*\(1, T, D\).*backend='vmap'"):
-        measure_lnp(SlicedTable(), F.mse_loss, (x, x))
+        measure_lnp(SlicedTable(), F.mse_loss, (x, x), backend="hooks")
 
 
 def test_batched_matmul_with_a_free_matrix_is_exact():
@@ -460,13 +460,13 @@ def test_batched_matmul_with_a_free_matrix_is_exact():
 def test_free_parameter_used_at_two_ranks_is_exact_or_named():
     x = torch.randn(4, 2, 3)
     with pytest.raises(NotImplementedError, match=r"'g'.*backend='vmap'"):
-        measure_lnp(TwoRanks(), F.mse_loss, (x, x))
+        measure_lnp(TwoRanks(), F.mse_loss, (x, x), backend="hooks")
 
 
 def test_merged_batch_is_named():
     x = torch.randn(4, 2, 3)
     with pytest.raises(NotImplementedError, match=r"'fc'.*batch is not a dim of its own.*backend='vmap'"):
-        measure_lnp(Merged(), F.mse_loss, (x, x))
+        measure_lnp(Merged(), F.mse_loss, (x, x), backend="hooks")
 
 
 def test_whole_seq_first_model_names_the_fix():
@@ -477,7 +477,7 @@ def test_whole_seq_first_model_names_the_fix():
         model = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0), 1)
     x = torch.randn(5, 3, 8)  # (T, N, E)
     with pytest.raises(NotImplementedError, match=r"'layers\.0\.self_attn'.*dim 1.*transpose\(0, 1\).*backend='vmap'"):
-        measure_lnp(model, F.mse_loss, (x, x))
+        measure_lnp(model, F.mse_loss, (x, x), backend="hooks")
 
 
 class SeqFirstArange(nn.Module):
@@ -497,7 +497,7 @@ class SeqFirstArange(nn.Module):
 def test_unbatched_lookup_that_cannot_be_expanded_is_named():
     x = torch.randn(4, 5, 3)
     with pytest.raises(NotImplementedError, match=r"\('pos', 0\).*backend='vmap'"):
-        measure_lnp(SeqFirstArange(), F.mse_loss, (x, x))
+        measure_lnp(SeqFirstArange(), F.mse_loss, (x, x), backend="hooks")
     ds = measure_lnp(SeqFirstArange(), F.mse_loss, (x, x), network_scale="exact", backend="vmap")
     np.testing.assert_allclose(float(ds.network_scale),
                                _oracle_scale(SeqFirstArange(), x), rtol=1e-10)

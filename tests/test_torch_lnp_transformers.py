@@ -233,7 +233,7 @@ class ScalarScale(nn.Module):
 def test_uncoverable_layers_are_named():
     x, y = _tokens(4, vocab=7)
     with pytest.raises(NotImplementedError, match=r"tok\.weight.*backend='vmap'"):
-        measure_lnp(FunctionalTie(), lm_ce, (x, y))
+        measure_lnp(FunctionalTie(), lm_ce, (x, y), backend="hooks")
     # the fallback gives the eNTK numbers
     ds = measure_lnp(FunctionalTie(), lm_ce, (x, y), network_scale="exact", backend="vmap")
     np.testing.assert_allclose(float(ds.network_scale), kernel_oracle(FunctionalTie(), lm_ce, (x, y))["network_scale"],
@@ -310,9 +310,11 @@ def _layer_settings(kind, n, c, t):
         return nn.RMSNorm(c), torch.randn(n, t, c, generator=g)
     if kind == "groupnorm":
         return nn.GroupNorm(1, c), torch.randn(n, c, t + 1, generator=g)
-    if kind.startswith("batchnorm"):
-        nd = {"batchnorm": 1, "batchnorm2d": 2, "batchnorm3d": 3}[kind]
-        bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[nd](c).eval()
+    if kind.startswith("batchnorm") or kind == "syncbatchnorm":
+        nd = {"batchnorm": 1, "batchnorm2d": 2, "batchnorm3d": 3, "syncbatchnorm": 2}[kind]
+        cls = nn.SyncBatchNorm if kind == "syncbatchnorm" else {1: nn.BatchNorm1d, 2: nn.BatchNorm2d,
+                                                                  3: nn.BatchNorm3d}[nd]
+        bn = cls(c).eval()
         bn.running_mean.uniform_(-1, 1)
         return bn, torch.randn(n, c, t, *([2] * (nd - 1)), generator=g)
     if kind == "convT1d":
@@ -340,7 +342,8 @@ class _Wrap(nn.Module):
 
 
 LAYER_KINDS = ["linear", "linear2d", "conv1d", "conv2d", "convT1d", "convT2d", "embedding", "layernorm",
-               "rmsnorm", "groupnorm", "batchnorm", "batchnorm2d", "batchnorm3d", "mha", "gain", "prelu",
+               "rmsnorm", "groupnorm", "batchnorm", "batchnorm2d", "batchnorm3d", "syncbatchnorm", "mha", "gain",
+               "prelu",
                "prelu-shared"]
 
 
@@ -379,7 +382,7 @@ def test_user_layer_via_vmap_handler():
     model = nn.Sequential(nn.Linear(3, 3), Bilinear())
     x = torch.randn(4, 3)
     with pytest.raises(NotImplementedError, match="Bilinear"):
-        measure_lnp(model, F.mse_loss, (x, x))
+        measure_lnp(model, F.mse_loss, (x, x), backend="hooks")
     register_lnp_handler(Bilinear, vmap_handler, params="all")
     ds = measure_lnp(model, F.mse_loss, (x, x), network_scale="exact")
     np.testing.assert_allclose(float(ds.network_scale), kernel_oracle(model, F.mse_loss, (x, x))["network_scale"],
@@ -401,4 +404,4 @@ class BadFree(nn.Module):
 def test_free_parameter_not_broadcast_over_the_batch_is_named():
     x = torch.randn(4, 3, 3)
     with pytest.raises(NotImplementedError, match=r"'p'.*backend='vmap'"):
-        measure_lnp(BadFree(), F.mse_loss, (x, x))
+        measure_lnp(BadFree(), F.mse_loss, (x, x), backend="hooks")

@@ -15,7 +15,9 @@ Estimators of 𝒩 (``network_scale=``)
     ConvTranspose1d/2d, Embedding, LayerNorm, RMSNorm, GroupNorm, BatchNorm, MultiheadAttention,
     transformers' Conv1D and LlamaRMSNorm, plus :func:`register_lnp_handler`), with free
     parameters, tied weights and broadcast lookups handled by :mod:`.taps`.
-    ``backend="vmap"`` computes the same per-sample norms with torch.func (any layer, slower).
+    ``backend="vmap"`` computes the same per-sample norms with torch.func (any layer, slower);
+    ``backend="auto"`` (default) uses the handlers where they cover the model, else vmap, with one
+    warning naming the layer (docs/lnp.md, "Choosing the backend").
 ``"batch-hutchinson"``
     One plain backward of Σ u·f per probe (u Rademacher over the whole batch); unbiased but the
     cross-sample kernel entries add variance.
@@ -33,7 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+import re
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -43,17 +48,76 @@ from torch import nn
 
 from bandscope.lnp import band_spectral_position, lnp_components, position_standard_error
 
-from .estimators import ESTIMATOR_TABLE, Context, vmap_per_sample
+from .checks import NotPerSampleError
+from .estimators import ESTIMATOR_TABLE, Context, default_probes, vmap_per_sample
 from .handlers import LayerHandler, register_lnp_handler, registered_layer_types, vmap_handler
+from .inputs import Adapted, batch_size, is_batch
 from .state import freeze_batchnorm_hooks, make_generator, preserved
-from .taps import LayerTaps, checked, model_output, record_checked, single_tensor_inputs_message
+from .taps import (
+    LayerTaps,
+    _signature,
+    cache_owner,
+    check_tolerance,
+    checked,
+    model_output,
+    record_checked,
+    single_tensor_inputs_message,
+)
 from .vmap_guard import check_vmap_route, vmap_errors
 
 __all__ = ["measure_lnp", "per_sample_grad_norms", "register_lnp_handler", "vmap_handler", "LayerHandler",
-           "registered_layer_types", "ESTIMATORS", "ESTIMATOR_TABLE"]
+           "registered_layer_types", "ESTIMATORS", "ESTIMATOR_TABLE", "BACKENDS", "InvariantError",
+           "NotPerSampleError"]
 
 ESTIMATORS = tuple(ESTIMATOR_TABLE)
 DEFAULT_ESTIMATOR = "hutchinson"
+BACKENDS = ("auto", "hooks", "vmap")
+
+#: user model -> {signature: why the hooks could not cover it} for backend="auto" (weak keys: a cache
+#: of decisions that dies with the model, never a result)
+_AUTO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+#: a Hutchinson estimate of 𝒩 is refused by the Cauchy–Schwarz check only when ||∇L||² exceeds ℒ·(𝒩 + k·SE)
+CAUCHY_SCHWARZ_SES = 10.0
+
+
+class InvariantError(NotImplementedError):
+    """A measurement broke an invariant that every correct result satisfies (named in the message)."""
+
+
+def check_invariants(stats: dict, estimator: str, dtype) -> None:
+    """Refuse a result that breaks an invariant of any correct one (docs/lnp.md, "Invariants").
+
+    * 𝒩 > 0 whenever ||∇L||² > 0 (the output depends on the parameters, so some J_n ≠ 0);
+    * Cauchy–Schwarz ||∇L||² = ||Jᵀg||² ≤ ||g||² ||J||_F² = ℒ·𝒩: exactly (to the float tolerance)
+      for ``"exact"``; for the Hutchinson estimates, ℒ·(𝒩 + 10 SE) (skipped with one probe, which
+      gives no SE).
+
+    The third invariant, Σ_n per-sample gradients = the batch gradient, is checked on the verified
+    samples by the one-time verification (:meth:`.taps.LayerTaps.verify`).
+    """
+    g2, ls, ns, se = stats["grad_norm_sq"], stats["loss_scale"], stats["network_scale"], stats["network_scale_se"]
+    if not all(math.isfinite(v) for v in (g2, ls, ns)):
+        return  # non-finite: reported as NaN with the reason
+    if g2 > 0 and not ns > 0:
+        raise InvariantError(
+            f"invariant failed (network scale > 0): ||grad L||^2 = {g2:.6g} > 0, so the output depends on the "
+            f"parameters and N = sum_n ||J_n||_F^2 > 0, but the measurement gave N = {ns:.6g}: the per-sample "
+            "route missed the parameters' use (e.g. a forward the layer hooks do not see, such as a compiled "
+            "submodule)")
+    tol = check_tolerance(dtype)
+    if estimator == "exact":
+        bound = ls * ns
+    elif math.isfinite(se):
+        bound = ls * (ns + CAUCHY_SCHWARZ_SES * se)
+    else:
+        return
+    if g2 > bound * (1 + tol) + 1e-300:
+        raise InvariantError(
+            f"invariant failed (Cauchy-Schwarz, ||grad L||^2 <= L * N): ||grad L||^2 = {g2:.6g} but "
+            f"L * N = {ls * ns:.6g} (L = {ls:.6g}, N = {ns:.6g}"
+            + ("" if estimator == "exact" else f", allowing {CAUCHY_SCHWARZ_SES:g} standard errors of N")
+            + "): the per-sample gradient norms are too small, the network scale is wrong")
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -121,7 +185,7 @@ def _forward(model, x, backend, need_taps):
             if not need_taps:
                 return model_output(model(x)), None, set()
             taps = LayerTaps(model)
-            n = x.shape[0] if isinstance(x, torch.Tensor) else None
+            n = batch_size(x) if is_batch(x) else None
             taps.signature, expand = checked(model, x)
             taps.verified = expand is not None
             try:
@@ -144,6 +208,35 @@ def _forward(model, x, backend, need_taps):
             h.remove()
 
 
+def _refuse_reentrant_checkpoint(out: torch.Tensor, model=None, x=None, limit: int = 100_000) -> None:
+    """Raise naming ``use_reentrant=False`` if ``out``'s graph holds a reentrant activation checkpoint
+    (or, given ``model`` and ``x``, if a forward warns that a reentrant checkpoint's inputs need no
+    gradient: its output is then cut from the parameters inside it)."""
+    seen, stack = set(), [out.grad_fn]
+    found = False
+    while stack and len(seen) < limit and not found:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        found = "CheckpointFunction" in fn.name()
+        stack.extend(f for f, _ in fn.next_functions)
+    if not found and model is not None:
+        with warnings.catch_warnings(record=True) as caught, torch.enable_grad():
+            warnings.simplefilter("always")
+            model(x)
+        found = any("None of the inputs have requires_grad=True" in str(w.message) for w in caught)
+    if found:
+        from bandscope.errors import BandscopeInputError
+
+        raise BandscopeInputError(
+                "the model uses reentrant activation checkpointing (torch.utils.checkpoint.checkpoint with "
+                "use_reentrant=True, or a library default): its recomputation runs inside backward() only, so "
+                "torch.autograd.grad, and with it every gradient statistic, cannot reach the parameters inside "
+                "the checkpointed blocks; pass use_reentrant=False (transformers: model.gradient_checkpointing_"
+                "enable(gradient_checkpointing_kwargs={'use_reentrant': False})), which measure_lnp supports")
+
+
 def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backend, chunk_size,
                bands, n_units, exact_output_layer, keep_band_grads=False):
     x, y = _split(batch, which)
@@ -151,7 +244,7 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
     if not params:
         raise ValueError("model has no trainable parameters")
     need_taps = backend == "hooks" and (estimator != "batch-hutchinson" or exact_output_layer)
-    if (need_taps or (backend == "vmap" and estimator != "batch-hutchinson")) and not isinstance(x, torch.Tensor):
+    if (need_taps or (backend == "vmap" and estimator != "batch-hutchinson")) and not is_batch(x):
         raise TypeError(single_tensor_inputs_message(x))
     out, taps, expand = _forward(model, x, backend, need_taps)
     with torch.enable_grad():
@@ -162,6 +255,7 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             raise ValueError("loss_fn(outputs, targets) does not depend on the model's outputs (its value "
                              "needs no gradient); LNP statistics are about the loss as a function of the "
                              "outputs: compute the loss from the outputs passed to loss_fn")
+        _refuse_reentrant_checkpoint(out)
         *grad, g = torch.autograd.grad(loss, params + [out], retain_graph=True, allow_unused=True)
         if g is None:
             raise ValueError("loss_fn(outputs, targets) does not depend on the model's outputs (its gradient "
@@ -170,16 +264,18 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
         unused = [n for (n, p), gp in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), grad)
                   if gp is None]
         if unused:
+            _refuse_reentrant_checkpoint(out, model, x)
             raise ValueError(f"trainable parameters {unused[:5]} do not influence the loss on this batch; "
                              "freeze them (requires_grad=False) for the measurement")
         if taps is not None and not taps.verified:
             # its own generator: the probes of a seeded call must not depend on whether this model
             # was verified before
-            taps.verify(model, x, x.shape[0], expand, torch.Generator().manual_seed(0))
+            taps.verify(model, x, batch_size(x), expand, torch.Generator().manual_seed(0))
             record_checked(model, taps.signature, expand)
+        notes: list = []
         if backend == "vmap" and estimator != "batch-hutchinson":
             check_vmap_route(model, x, out, exact=estimator == "exact", gen=torch.Generator().manual_seed(0),
-                             chunk_size=chunk_size)
+                             chunk_size=chunk_size, notes=notes)
         m, m_how = _infer_units(loss_fn, out, y, n_units, "n_units" if which == "a" else "n_units_b")
         stats = {
             "loss": float(loss.detach()),
@@ -188,11 +284,16 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             "n_units": m, "n_units_how": m_how, "n_samples": int(out.shape[0]),
             "n_outputs": int(out[0].numel()),
         }
-        ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer)
+        if n_probes is None:
+            n_probes = default_probes(int(out.shape[0]))
+        stats["n_probes"] = n_probes
+        ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer, notes)
         with vmap_errors() if backend == "vmap" else contextlib.nullcontext():
             ns = ESTIMATOR_TABLE[estimator](ctx)
         stats.update(network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
-                     exact_output_layer=ns.exact_layer)
+                     exact_output_layer=ns.exact_layer, network_scale_se_dof=ns.se_dof)
+        check_invariants(stats, estimator, out.dtype)
+        stats["backend_note"] = "; ".join(ctx.notes)
         if bands:
             from bandscope.torch.haar import haar_band_project
 
@@ -221,11 +322,12 @@ def measure_lnp(
     batch_b=None,
     *,
     network_scale: str = DEFAULT_ESTIMATOR,
-    n_probes: int = 2,
+    n_probes: int | None = None,
     n_units=None,
     n_units_b=None,
     bands: bool = False,
-    backend: str = "hooks",
+    backend: str = "auto",
+    output=None,
     seed=None,
     exact_output_layer: bool = True,
     chunk_size: int | None = None,
@@ -246,10 +348,14 @@ def measure_lnp(
         Update batch A and optional evaluation batch B (spectral reach appendix A.1, B.2).
     network_scale : {"hutchinson", "batch-hutchinson", "exact"}
         Estimator of 𝒩 = Tr K (module docstring; default chosen by ``benchmarks/bench_lnp.py``).
-    n_probes : int
+    n_probes : int, optional
         Rademacher probes per batch for the Hutchinson estimators (≥ 2 gives a standard error).
-        Default 2: on the paper's CNN autoencoder (32×32, batch 32) ≈2 training steps per
-        measurement at 3–5 % relative std of 𝒩 (``benchmarks/bench_lnp.py``).
+        Default ``max(2, 1 + ceil(32 / N))`` for a batch of N samples (:func:`.estimators.default_probes`):
+        2 from N = 32 on (on the paper's CNN autoencoder, 32×32, batch 32: ≈2 training steps per
+        measurement at 3–5 % relative std of 𝒩, ``benchmarks/bench_lnp.py``), more at small N so
+        that the standard error rests on N·(n_probes − 1) ≥ 32 degrees of freedom (at N = 4 and 2
+        probes, |z| > 5 happened in 1–2.5 % of calls; ``benchmarks/calib_lnp_se.py``). Under
+        ``torch.distributed``: 2. The degrees of freedom are in ``attrs["network_scale_se_dof"]``.
     n_units, n_units_b : int, str or callable, optional
         Loss-reduction unit counts M (A.2) of batch A and B, used only for the batch-size
         normalised ``*_norm`` scales. Inferred for torch loss modules and for ``F.mse_loss`` /
@@ -263,9 +369,20 @@ def measure_lnp(
         Add the Haar-band split (image outputs, an MSE-type loss): ``band_grad_dot`` = ∇L_i·∇L
         (sums to ||∇L||²), ``band_loss_scale`` = ||g_i||², ``band_grad_norm_sq`` = ||Jᵀg_i||²
         and ``band_spectral_position`` P_i = ||Jᵀg_i||² / (||g_i||² 𝒩), on dim ``band``.
-    backend : {"hooks", "vmap"}
-        Per-sample norms by layer handlers (fast; raises naming an unsupported layer) or by
-        torch.func (any layer; no train-mode dropout).
+    backend : {"auto", "hooks", "vmap"}
+        Per-sample norms by layer handlers (``"hooks"``: fast; raises naming an unsupported layer)
+        or by torch.func (``"vmap"``: any per-sample layer; no train-mode dropout). ``"auto"``
+        (default): the hooks where they cover the model; where they refuse and vmap can measure
+        it, vmap, with one warning per model naming the layer and the reason. The backend used is
+        ``attrs["backend"]``, the reason in ``attrs["hooks_refusal"]``. A model that is not a
+        per-sample function as measured (a random forward, samples that interact) is refused by
+        every backend (:class:`NotPerSampleError`).
+    output : key, int or callable, optional
+        Selects the measured tensor from the model's output: ``out[output]`` (a key of a dict or
+        ``ModelOutput``, an index of a tuple) or ``output(out)``. Default: the tensor returned, or
+        its ``.logits``. Inputs may be a tensor or a mapping of tensors (a dict, a transformers
+        ``BatchEncoding``), passed as ``model(**inputs)`` and split per sample along dim 0 of every
+        tensor whose first dim is the batch size.
     seed : int, torch.Generator or None
         Probe randomness (a private generator; the global RNG is never used). Under
         ``torch.distributed`` an int seed is combined with the rank, so the ranks draw
@@ -309,31 +426,121 @@ def measure_lnp(
     """
     if network_scale not in ESTIMATOR_TABLE:
         raise ValueError(f"network_scale must be one of {ESTIMATORS}, got {network_scale!r}")
-    if backend not in ("hooks", "vmap"):
-        raise ValueError(f"backend must be 'hooks' or 'vmap', got {backend!r}")
-    n_probes = int(n_probes)
-    if n_probes < 1:
-        raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if n_probes is not None:
+        n_probes = int(n_probes)
+        if n_probes < 1:
+            raise ValueError(f"n_probes must be >= 1, got {n_probes}")
     from .distributed import active_world, gathered, probe_seed, reduce_stats
 
     world = active_world(distributed, process_group)
+    if n_probes is None and world > 1:
+        n_probes = 2  # every rank must draw as many probes (their totals are all-reduced)
     gen = make_generator(probe_seed(seed, world, process_group))
-    kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, backend=backend, chunk_size=chunk_size,
+    kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, chunk_size=chunk_size,
               exact_output_layer=bool(exact_output_layer))
+    model, measured = _uncompiled(model)
     with gathered(model) as model:
-        with preserved(model):
-            sa = _one_batch(model, loss_fn, batch_a, "a", bands=bands, n_units=n_units,
-                            keep_band_grads=world > 1, **kw)
+        sa, used, reason = _measure_batch(_adapted(model, batch_a, output), loss_fn, batch_a, "a", backend,
+                                          bands=bands, n_units=n_units, keep_band_grads=world > 1, **kw)
         sb = None
         if batch_b is not None:
-            with preserved(model):
-                sb = _one_batch(model, loss_fn, batch_b, "b", bands=False, n_units=n_units_b, **kw)
+            sb, used_b, reason_b = _measure_batch(_adapted(model, batch_b, output), loss_fn, batch_b, "b",
+                                                  backend, bands=False, n_units=n_units_b, **kw)
+            if used_b != used:
+                used, reason = f"{used} (batch A), {used_b} (batch B)", reason or reason_b
     if world > 1:
         sa = reduce_stats(sa, world, process_group)
         sb = None if sb is None else reduce_stats(sb, world, process_group)
-    ds = _dataset(sa, sb, bands, network_scale, backend, n_probes)
-    ds.attrs["world_size"] = world
+    ds = _dataset(sa, sb, bands, network_scale, used, sa["n_probes"])
+    ds.attrs.update(world_size=world, backend_requested=backend, hooks_refusal=reason, model_measured=measured)
     return ds
+
+
+def _uncompiled(model: nn.Module):
+    """(the module measured, how): a ``torch.compile``'d model through its original module."""
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return model, "as given"
+    if isinstance(model, OptimizedModule):
+        model = model._orig_mod
+        how = ("the original module of a torch.compile'd model (._orig_mod: the same parameters and buffers, "
+               "run uncompiled; hooks and torch.func do not see inside compiled graphs)")
+    else:
+        how = "as given"
+    inner = [name for name, m in model.named_modules() if isinstance(m, OptimizedModule)]
+    if inner:
+        raise NotImplementedError(
+            f"submodules {inner[:5]} are torch.compile'd: the layer hooks and torch.func do not see inside a "
+            "compiled graph, so their parameters' per-sample gradients cannot be measured; measure the model "
+            "with uncompiled submodules (compile the whole model instead: measure_lnp then uses its "
+            "._orig_mod)")
+    return model, how
+
+
+def _adapted(model: nn.Module, batch, output) -> nn.Module:
+    x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else None
+    if output is None and not isinstance(x, Mapping):
+        return model
+    return Adapted(model, output)
+
+
+def _measure_batch(model, loss_fn, batch, which, backend, **kw):
+    """(statistics, backend used, why not the hooks) of one batch; ``backend="auto"`` chooses."""
+    if backend != "auto":
+        with preserved(model):
+            return _one_batch(model, loss_fn, batch, which, backend=backend, **kw), backend, ""
+    x = _split(batch, which)[0]
+    owner = cache_owner(model)
+    from .handlers import registry_generation
+
+    key = _signature(model, x) + (kw["estimator"], kw["exact_output_layer"], registry_generation())
+    reason = _AUTO.get(owner, {}).get(key)
+    gen = kw["gen"]
+    fresh = reason is None
+    if fresh:
+        state = gen.get_state()
+        try:
+            with preserved(model):
+                return _one_batch(model, loss_fn, batch, which, backend="hooks", **kw), "hooks", ""
+        except NotPerSampleError:
+            raise
+        except NotImplementedError as exc:
+            reason = str(exc)
+            gen.set_state(state)
+    try:
+        with preserved(model):
+            stats = _one_batch(model, loss_fn, batch, which, backend="vmap", **kw)
+        if fresh:
+            _AUTO.setdefault(owner, {})[key] = reason
+            warnings.warn(f"measure_lnp: the layer hooks cannot cover {type(owner).__name__}: {reason}. Measured "
+                          "with backend='vmap' (torch.func: the same quantities, slower); pass backend='vmap' to "
+                          "choose it, or register a handler for the layer to use the hooks", stacklevel=3)
+        return stats, "vmap", reason
+    except NotPerSampleError as exc:
+        if not fresh:
+            raise
+        raise NotPerSampleError(f"{exc}. (The layer hooks refused first: {_no_vmap_advice(reason)})") from exc
+    except NotImplementedError as exc:
+        raise NotImplementedError(
+            f"neither backend can measure {type(owner).__name__}. The layer hooks: {_no_vmap_advice(reason)} -- "
+            f"The vmap route (torch.func): {_no_hooks_advice(str(exc))}") from exc
+
+
+_VMAP_ADVICE = re.compile(r"(,| or|;)? (or )?use backend='vmap'|, or by backend='vmap'| or backend='vmap'")
+
+
+def _no_hooks_advice(msg: str) -> str:
+    """A vmap refusal without its advice to use backend='hooks' (quoted once the hooks have refused)."""
+    return msg.replace("backend='hooks' with a handler", "a handler").replace(
+        "backend='hooks' has a handler for nn.PReLU; for another layer register one", "register a handler")
+
+
+def _no_vmap_advice(msg: str) -> str:
+    """A hooks refusal without its advice to use backend='vmap' (quoted once vmap has refused too)."""
+    return _VMAP_ADVICE.sub("", msg)
 
 
 def _units_or_none(m):
@@ -387,6 +594,7 @@ def _dataset(sa, sb, bands, network_scale, backend, n_probes) -> xr.Dataset:
             "definition": "||J^T g_i||^2 / (||g_i||^2 network_scale) (LNP.md, band-resolved)"})
     ds.attrs.update(
         estimator=network_scale, backend=backend, n_probes=n_probes,
+        network_scale_se_dof=sa["network_scale_se_dof"], backend_note=sa.get("backend_note", ""),
         n_units=sa["n_units"], n_units_how=sa["n_units_how"], n_samples=sa["n_samples"],
         n_outputs=sa["n_outputs"], exact_output_layer=sa["exact_output_layer"],
         batchnorm="training-mode BatchNorm uses the batch statistics held constant; running stats untouched",
@@ -420,7 +628,7 @@ def per_sample_grad_norms(model: nn.Module, inputs: torch.Tensor, cotangent: tor
             return vmap_per_sample(model, inputs, cotangent, cotangent is None, None)
         out, taps, expand = _forward(model, inputs, backend, True)
         if not taps.verified:
-            taps.verify(model, inputs, inputs.shape[0], expand, torch.Generator().manual_seed(0))
+            taps.verify(model, inputs, batch_size(inputs), expand, torch.Generator().manual_seed(0))
             record_checked(model, taps.signature, expand)
         if cotangent is not None:
             return taps.per_sample_sq_norms(out, cotangent)

@@ -179,7 +179,8 @@ def reduce_stats(s: dict, world: int, group=None) -> dict:
     out.update(loss=tot[0] / world, loss_scale=tot[1] / world**2, network_scale=tot[2],
                network_scale_se=math.sqrt(tot[3]) if math.isfinite(tot[3]) else math.nan,
                n_units=tot[4], n_samples=int(tot[5]), grad=grads, grad_norm_sq=_dot(grads, grads),
-               network_scale_probes=tot[6:6 + n_p] if n_p else probes, world_size=world)
+               network_scale_probes=tot[6:6 + n_p] if n_p else probes, world_size=world,
+               network_scale_se_dof=math.nan)  # per-rank terms are not gathered
     if n_bands:
         band_grads = [_mean_grads(bg, world, group) for bg in out.pop("band_grads")]
         out.update(band_loss_scale=[v / world**2 for v in tot[6 + n_p:]],

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LayerHandler", "register_lnp_handler", "lookup_handler", "vmap_handler",
-           "registered_layer_types"]
+           "registered_layer_types", "overriding_subclass"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,7 @@ class LayerHandler:
 
 
 _REGISTRY: dict[type, LayerHandler] = {}
+_GENERATION = [0]
 
 
 def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callable | None = None,
@@ -79,7 +80,8 @@ def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callabl
     Parameters
     ----------
     layer_type : type
-        An ``nn.Module`` subclass; subclasses without their own entry use it too.
+        An ``nn.Module`` subclass; subclasses without their own entry use it too if they inherit
+        its ``forward`` (a subclass that overrides ``forward`` needs its own entry).
     grads : callable
         ``grads(module, args, kwargs, grad_output)`` → dict mapping parameter names (relative to
         the module, e.g. ``"weight"``, ``"out_proj.bias"``) to per-sample gradients
@@ -124,6 +126,12 @@ def register_lnp_handler(layer_type: type, grads: Callable, *, sq_norms: Callabl
             or (isinstance(batch_dim, int) and not isinstance(batch_dim, bool) and batch_dim >= 0)):
         raise ValueError(f"batch_dim must be an int >= 0, 'any' or a callable (module) -> int, got {batch_dim!r}")
     _REGISTRY[layer_type] = LayerHandler(grads, sq_norms, params, batch_dim)
+    _GENERATION[0] += 1
+
+
+def registry_generation() -> int:
+    """A number that changes whenever a handler is registered (a key of cached backend decisions)."""
+    return _GENERATION[0]
 
 
 def registered_layer_types() -> list[type]:
@@ -132,13 +140,35 @@ def registered_layer_types() -> list[type]:
     return list(_REGISTRY)
 
 
-def lookup_handler(module: nn.Module) -> LayerHandler | None:
-    """The handler of ``module``'s type (nearest registered base class), or None."""
+def _registered_base(module: nn.Module):
     _register_optional()
-    for cls in type(module).__mro__:
-        if cls in _REGISTRY:
-            return _REGISTRY[cls]
-    return None
+    return next((cls for cls in type(module).__mro__ if cls in _REGISTRY), None)
+
+
+def lookup_handler(module: nn.Module) -> LayerHandler | None:
+    """The handler of ``module``'s type, or of its nearest registered base class if it inherits that
+    class's ``forward``; None otherwise.
+
+    A subclass that overrides ``forward`` (a scaled embedding, a channels-first LayerNorm) computes
+    something else than its parent, so the parent's rule would give wrong per-sample gradients:
+    it gets no handler unless registered itself, and its parameters are then treated as free
+    parameters (:mod:`.taps`) or, where that cannot work, measured by ``backend="vmap"``.
+    """
+    cls = _registered_base(module)
+    if cls is None:
+        return None
+    if cls is not type(module) and getattr(type(module), "forward", None) is not getattr(cls, "forward", None):
+        return None
+    return _REGISTRY[cls]
+
+
+def overriding_subclass(module: nn.Module) -> str:
+    """``", a subclass of X that overrides forward, so X's handler is not used"`` or ``""``."""
+    cls = _registered_base(module)
+    if cls is None or cls is type(module) or lookup_handler(module) is not None:
+        return ""
+    return (f", a subclass of {cls.__module__}.{cls.__qualname__} that overrides forward, so that class's LNP "
+            "handler is not used for it")
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,7 +564,7 @@ def _builtin():
         register_lnp_handler(nn.RMSNorm, _trailing_affine_grads, sq_norms=_sq_of(_trailing_affine_grads),
                              batch_dim="any")
     register_lnp_handler(nn.GroupNorm, _group_norm_grads, sq_norms=_sq_of(_group_norm_grads))
-    for cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+    for cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm):
         register_lnp_handler(cls, _batch_norm_grads, sq_norms=_sq_of(_batch_norm_grads))
     register_lnp_handler(nn.MultiheadAttention, _mha_grads, params="all", batch_dim=_mha_batch_dim)
     register_lnp_handler(nn.PReLU, _prelu_grads, sq_norms=_sq_of(_prelu_grads))

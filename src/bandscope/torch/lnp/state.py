@@ -9,7 +9,7 @@ from torch import nn
 
 __all__ = ["preserved", "freeze_batchnorm_hooks", "make_generator"]
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @contextlib.contextmanager

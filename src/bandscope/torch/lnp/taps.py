@@ -37,9 +37,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .handlers import lookup_handler
+from .checks import agrees, check_tolerance, dropout_off, first_mixing_module, random_draw, random_message
+from .handlers import lookup_handler, overriding_subclass
+from .inputs import input_signature, is_batch, select_output, take, unsupported_inputs_message
 
-__all__ = ["LayerTaps", "Plan", "model_output", "checked", "record_checked", "single_tensor_inputs_message"]
+__all__ = ["LayerTaps", "Plan", "model_output", "checked", "record_checked", "single_tensor_inputs_message",
+           "cache_owner", "mixing_message"]
 
 #: largest number of size-1 dims inserted after the batch dim of a free parameter's per-sample copy
 MAX_INSERTED_DIMS = 6
@@ -53,21 +56,31 @@ _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MEMO_BYTES = 256 * 2**20
 
 
+def cache_owner(model: nn.Module) -> nn.Module:
+    """The module the one-time checks are remembered for: the user's model inside an :class:`.inputs.Adapted`."""
+    from .inputs import Adapted
+
+    return model.model if isinstance(model, Adapted) else model
+
+
 def _signature(model: nn.Module, x) -> tuple:
-    return (tuple((id(p), tuple(p.shape), p.dtype, p.requires_grad) for p in model.parameters()),
-            tuple(getattr(x, "shape", ())), getattr(x, "dtype", None),
+    from .inputs import Adapted
+
+    sel = ("adapted", repr(model.output)) if isinstance(model, Adapted) else ()
+    return sel + (tuple((id(p), tuple(p.shape), p.dtype, p.requires_grad) for p in model.parameters()),
+            input_signature(x),
             tuple(m.training for m in model.modules()))
 
 
 def checked(model: nn.Module, x) -> tuple:
     """(signature of ``model`` on inputs like ``x``, its verified calls to expand or None)."""
     sig = _signature(model, x)
-    return sig, _CHECKED.get(model, {}).get(sig)
+    return sig, _CHECKED.get(cache_owner(model), {}).get(sig)
 
 
 def record_checked(model: nn.Module, sig: tuple, expand) -> None:
     """Remember that the hooks path of ``model`` was verified for this signature (with its :class:`Plan`)."""
-    _CHECKED.setdefault(model, {})[sig] = expand if isinstance(expand, Plan) else frozenset(expand)
+    _CHECKED.setdefault(cache_owner(model), {})[sig] = expand if isinstance(expand, Plan) else frozenset(expand)
 
 
 class Plan(frozenset):
@@ -98,34 +111,26 @@ class Plan(frozenset):
         return (Plan, (frozenset(self), self.dims, self.free, self.new_dim))
 
 
-def check_tolerance(dtype) -> float:
-    """Relative tolerance of the one-time checks of a per-sample route against single-sample autograd."""
-    return {torch.float64: 1e-7, torch.float32: 2e-3}.get(dtype, 5e-2)
-
-
-def agrees(got: torch.Tensor, ref: torch.Tensor, tol: float) -> bool:
-    """||got - ref|| <= tol ||ref|| (+ a float64 floor), the criterion of those checks."""
-    err = float((got.double() - ref.double()).norm())
-    scale = float(ref.double().norm())
-    return not (err > tol * scale + 1e-12 * (1 + scale)) or math.isclose(err, 0.0)
-
-
 def single_tensor_inputs_message(x) -> str:
-    """Why inputs other than one tensor are refused, and the wrapper that makes them one."""
-    return (f"measure_lnp needs the inputs as one tensor with the batch on dim 0 (both backends), got "
-            f"{type(x).__name__}; wrap the model in a module taking one tensor, e.g. for transformers inputs "
-            "stack input_ids and attention_mask into x of shape (N, 2, T) and call "
-            "model(input_ids=x[:, 0], attention_mask=x[:, 1]) inside")
+    """Why inputs other than a tensor or a mapping of tensors are refused, and what to do."""
+    return unsupported_inputs_message(x)
+
+
+def mixing_message(model: nn.Module, at) -> str:
+    """Why a model whose samples interact has no per-sample gradients, naming where they start to."""
+    where = f"module {at[0]!r} ({at[1]}) is the first whose output" if at else "the model's output"
+    mode = "training" if any(mod.training for mod in model.modules()) else "eval"
+    return (f"samples interact in the mode the model is measured in ({mode} mode): {where} for one sample "
+            "depends on the other samples of the batch (e.g. a normalisation with batch statistics written by "
+            "hand, x - x.mean(0), attention across the batch). Per-sample gradients, and so the network scale "
+            "Σ_n ||J_n||², are not defined for it (with either backend); measure it in the mode where it is a "
+            "per-sample function (e.g. model.eval()), or use network_scale='batch-hutchinson' with "
+            "exact_output_layer=False, which estimates the trace of the batch's kernel without them")
 
 
 def model_output(out):
     """The output tensor of a model call (``.logits`` of a transformers ``ModelOutput``)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    raise TypeError(f"the model must return a tensor (or an object with a .logits tensor), got {type(out).__name__}")
+    return select_output(out)
 
 
 def _expand(t, n: int, new_dim: bool = False):
@@ -468,10 +473,10 @@ class LayerTaps:
         gives the model's own outputs at m₁ and m₂. Raises ``NotImplementedError`` naming the
         layer or parameter when there is none.
         """
-        if not isinstance(x, torch.Tensor):
+        if not is_batch(x):
             raise TypeError(single_tensor_inputs_message(x))
         m1, m2 = [m for m in (2, 3, 4) if m != n][:2]
-        xs = {m: x[torch.arange(m, device=x.device) % n] for m in (m1, m2)}
+        xs = {m: take(x, torch.arange(m) % n) for m in (m1, m2)}
         modes = {mod: mod.training for mod in model.modules()}
         kept = (self.calls, self.subs, self.shape0, self.shared, self.n)
         try:
@@ -495,8 +500,9 @@ class LayerTaps:
                                    "act on the batch dim" if op else "it is used other than broadcast over the "
                                    "batch (in a matmul, a reduction, an op on its own shape...)")
                             raise NotImplementedError(
-                                f"free parameter {full!r} (shape {tuple(p.shape)}, in {type(mod).__name__}) is used "
-                                "directly in a forward, and no per-sample copy of shape (N, 1, ..., 1, *shape) with "
+                                f"free parameter {full!r} (shape {tuple(p.shape)}, in {type(mod).__name__}"
+                                f"{overriding_subclass(mod)}) is used directly in a forward, and no per-sample copy "
+                                "of shape (N, 1, ..., 1, *shape) with "
                                 f"up to {MAX_INSERTED_DIMS} inserted ones (nor the leading size-1 dim as the batch) "
                                 f"broadcasts the way it does: {why}. Give it a leading dim of size 1 (e.g. shape "
                                 "(1, T, D), sliced as p[:, :T]), register a handler for "
@@ -574,11 +580,16 @@ class LayerTaps:
                 moved = tuple(_to_front(t, od) for t, od in zip(ds, c.out_dims))
                 d = moved if c.tuple_out else moved[0]
             args, kwargs = self._call_args(c)
-            if not force_grads and h.sq_norms is not None and not any(id(p) in self.shared for p in ps.values()):
-                sq = h.sq_norms(mod, args, kwargs, d, memo=c.memo) if h.memo else h.sq_norms(mod, args, kwargs, d)
-                total += sq.to(torch.float64)
-                continue
-            g = h.grads(mod, args, kwargs, d)
+            try:
+                if not force_grads and h.sq_norms is not None and not any(id(p) in self.shared for p in ps.values()):
+                    sq = h.sq_norms(mod, args, kwargs, d, memo=c.memo) if h.memo else h.sq_norms(mod, args, kwargs, d)
+                    total += sq.to(torch.float64)
+                    continue
+                g = h.grads(mod, args, kwargs, d)
+            except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+                raise NotImplementedError(
+                    f"the LNP handler of layer {name!r} ({type(mod).__name__}) failed on this call: "
+                    f"{type(exc).__name__}: {exc}") from exc
             for k, p in ps.items():
                 if k not in g:
                     raise NotImplementedError(f"the handler of layer {name!r} ({type(mod).__name__}) gave no "
@@ -598,55 +609,118 @@ class LayerTaps:
         return total
 
     # ---------------------------------------------------------------------------------------
-    def verify(self, model: nn.Module, x: torch.Tensor, n: int, expand: set, gen: torch.Generator) -> None:
-        """Per-sample gradients of every parameter on 2–3 samples against autograd on single samples.
+    def verify(self, model: nn.Module, x, n: int, expand: set, gen: torch.Generator) -> None:
+        """The one-time check of the hooks path on 2–3 samples, in the mode the model is measured in.
 
         Run after the measured forward (a training-mode BatchNorm is then frozen with the measured
-        batch's statistics) in eval mode (no dropout). Raises ``NotImplementedError`` naming the
-        parameters whose per-sample gradients the hooks path would get wrong.
+        batch's statistics), with the modes as measured except ``nn.Dropout`` layers (off: their
+        masks are elementwise and kept from the measured forward). In this order it refuses
+
+        1. a forward that draws random numbers outside ``nn.Dropout`` (:func:`.checks.random_draw`)
+           whatever its mode; a module that draws only in training mode (functional dropout, drop
+           path, SpecAugment) is verified in eval mode, like ``nn.Dropout``, with a warning, and
+           measured as it ran;
+        2. a model whose output for one sample depends on the others (naming the first module
+           where it does, :func:`.checks.first_mixing_module`);
+        3. per-sample gradients whose sum over the samples is not autograd's batch gradient (the
+           invariant every per-sample decomposition satisfies);
+        4. per-sample gradients that differ from autograd on single samples;
+        5. per-sample squared norms of the measurement's own route (ghost norms) that differ from
+           the squared norms of the per-sample gradients.
+
+        1 and 2 raise :class:`.checks.NotPerSampleError` (no backend can measure the model as it
+        is); 3–5 ``NotImplementedError`` naming the parameters.
         """
+        from .checks import NotPerSampleError
+
         m = 2 if n != 2 else 3
-        xs = x[torch.arange(m) % n]
+        xs = take(x, torch.arange(m) % n)
         names = {}
         for name, p in model.named_parameters(remove_duplicate=False):
             if p.requires_grad:
                 names.setdefault(id(p), name)
         params = {i: p for i, p in ((id(p), p) for p in model.parameters()) if p.requires_grad}
-        modes = {mod: mod.training for mod in model.modules()}
         kept = (self.calls, self.subs, self.shape0, self.shared, self.n)
+        box = {}
+
+        def batched():
+            with self.capture(m, expand):
+                box["out"] = model_output(model(xs))
+
+        quiet: dict = {}  # modules whose training-mode forward draws random numbers -> their modes
         try:
-            model.eval()
-            with torch.enable_grad():
-                with self.capture(m, expand):
-                    out = model_output(model(xs))
+            with dropout_off(model), torch.enable_grad():
+                while (where := random_draw(model, batched)) is not None:
+                    mod = dict(model.named_modules())[where[0]]
+                    if not mod.training or id(mod) in quiet:  # random whatever its mode: no per-sample Jacobian
+                        raise NotPerSampleError(random_message(where))
+                    quiet[id(mod)] = (where, {m: m.training for m in mod.modules()})
+                    mod.eval()  # checked like nn.Dropout: switched off, measured with the draws of its forward
+                out = box["out"]
+                tol = check_tolerance(out.dtype)
                 cot = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
                 _, acc = self._accumulate(out, cot, force_grads=True)
+                fast = self.per_sample_sq_norms(out, cot)
+                whole = torch.autograd.grad(out, list(params.values()), cot, retain_graph=True, allow_unused=True)
                 single = []
                 for i in range(m):
-                    oi = model_output(model(xs[i:i + 1]))
+                    xi = take(xs, torch.tensor([i]))
+                    oi = model_output(model(xi))
+                    if not (torch.isfinite(oi).all() and torch.isfinite(out[i]).all()):
+                        return  # non-finite model or inputs: the measurement reports NaN with the reason
+                    if oi.shape[1:] != out.shape[1:] or not agrees(oi[0].detach(), out[i].detach(), tol):
+                        at = first_mixing_module(model, lambda: model(xs), lambda xi=xi: model(xi), i, m, tol)
+                        raise NotPerSampleError(mixing_message(model, at))
                     gi = torch.autograd.grad(oi, list(params.values()), cot[i:i + 1], allow_unused=True)
                     single.append(gi)
         finally:
-            for mod, t in modes.items():
-                mod.training = t
             self.calls, self.subs, self.shape0, self.shared, self.n = kept
-        tol = check_tolerance(out.dtype)
-        bad = []
+            for _, modes in quiet.values():
+                for mod, t in modes.items():
+                    mod.training = t
+        if quiet:
+            import warnings
+
+            names = [f"{w[0]!r} ({w[1]})" for w, _ in quiet.values()]
+            warnings.warn(
+                f"measure_lnp: the training-mode forward of {', '.join(names)} draws random numbers outside "
+                "nn.Dropout (functional dropout, drop path, random masking): the layer hooks measure the forward "
+                "as it ran (its draws held fixed, like nn.Dropout's masks) and were verified with those modules "
+                "in eval mode; a random op that mixes samples there (mixup inside the forward) would not be "
+                "seen. Call model.eval() to measure without the random draws", stacklevel=4)
+        bad_sum, bad, sq = [], [], torch.zeros(m, dtype=torch.float64)
         for j, (pid, p) in enumerate(params.items()):
             ref = torch.stack([torch.zeros_like(p) if s[j] is None else s[j] for s in single])
             got = acc.get(pid)
             got = torch.zeros_like(ref) if got is None else got.reshape(ref.shape)
             if not (torch.isfinite(ref).all() and torch.isfinite(got).all()):
                 return  # non-finite model or inputs: the measurement reports NaN with the reason
+            batch = torch.zeros_like(p) if whole[j] is None else whole[j]
+            if not agrees(got.sum(0), batch, tol):
+                bad_sum.append(names.get(pid, "?"))
             if not agrees(got, ref, tol):
                 bad.append(names.get(pid, "?"))
+            sq += got.reshape(m, -1).double().pow(2).sum(1).cpu()
+        if bad_sum:
+            also = (f"; the per-sample gradients of {bad} also differ from autograd on single samples" if bad else "")
+            raise NotImplementedError(
+                f"invariant failed (sum of per-sample gradients = batch gradient): on the verified samples the "
+                f"per-sample gradients of parameters {bad_sum} from the layer hooks do not sum to autograd's "
+                f"gradient of the batch{also}: they are not a per-sample decomposition of it (a parameter used "
+                "outside the layer that owns it, e.g. a tied weight used as a plain tensor, a layer handler that "
+                "is wrong for this call, or the batch not on dim 0); register a handler for the module that uses "
+                "them (bandscope.torch.register_lnp_handler) or use backend='vmap'")
         if bad:
             raise NotImplementedError(
                 f"per-sample gradients of parameters {bad} cannot be had from the layer hooks (a parameter "
-                "used outside the layer that owns it, e.g. a tied weight used as a plain tensor, a layer "
-                "that mixes samples, or the batch not on dim 0): they would give a wrong network scale; "
-                "register a handler for the module that uses them (bandscope.torch.register_lnp_handler) "
-                "or use backend='vmap'")
+                "used outside the layer that owns it, e.g. a tied weight used as a plain tensor, or the batch "
+                "not on dim 0): they would give a wrong network scale; register a handler for the module "
+                "that uses them (bandscope.torch.register_lnp_handler) or use backend='vmap'")
+        if not agrees(fast.cpu(), sq, tol):
+            raise NotImplementedError(
+                f"invariant failed (squared norms of the per-sample gradients): the layer handlers' fast squared-norm "
+                f"route gives {fast.tolist()} on the verified samples, the norms of their per-sample gradients "
+                f"{sq.tolist()}: a handler's sq_norms disagrees with its grads; fix or re-register the handler")
 
     # ---------------------------------------------------------------------------------------
     def output_layer_exact(self, out: torch.Tensor, gen: torch.Generator):

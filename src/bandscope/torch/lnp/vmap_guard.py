@@ -24,12 +24,22 @@ import weakref
 import torch
 from torch import nn
 
+from .checks import DROPOUT_TYPES, NotPerSampleError, first_mixing_module, random_draw, random_message
 from .estimators import rademacher, vmap_per_sample
-from .taps import _signature, agrees, check_tolerance, model_output, single_tensor_inputs_message
+from .inputs import batch_size, is_batch, take
+from .taps import (
+    _signature,
+    agrees,
+    cache_owner,
+    check_tolerance,
+    mixing_message,
+    model_output,
+    single_tensor_inputs_message,
+)
 
 __all__ = ["check_vmap_route", "vmap_errors"]
 
-_RANDOM = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_RANDOM = DROPOUT_TYPES
 #: model -> signatures whose vmap route was checked (weak keys: dies with the model; never a result)
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -39,13 +49,14 @@ def _refuse_random_and_recurrent(model: nn.Module) -> None:
             raise NotImplementedError(
                 f"{type(m).__name__} {name!r} is in training mode: its random mask differs between the batched "
                 "forward and the single-sample forwards of backend='vmap', so per-sample gradients cannot be had "
-                "this way; use backend='hooks' (it measures the train-mode forward as it ran) or call "
-                "model.eval() for the measurement")
+                "this way; call model.eval() for the measurement (where the layer hooks cover the model, "
+                "they measure the train-mode forward as it ran)")
         if isinstance(m, nn.RNNBase):
             raise NotImplementedError(
-                f"{type(m).__name__} {name!r}: torch.func cannot batch its fused kernel (backend='vmap') and the "
-                "hooks backend has no handler for it; register one (bandscope.torch.register_lnp_handler) or "
-                "measure a model built from cells (e.g. nn.LSTMCell) with backend='vmap'")
+                f"{type(m).__name__} {name!r}: torch.func cannot batch its fused kernel in torch {torch.__version__} "
+                "(backend='vmap'; float32 nn.LSTM runs through a slow fallback, float64 and GRU / RNN fail) and "
+                "the hooks backend has no handler for it; register one (bandscope.torch.register_lnp_handler) or "
+                "build the model from cells (e.g. nn.LSTMCell, nn.GRUCell), which backend='vmap' measures")
 
 
 def _single_sq_norm(model, params, xi, cot_i=None) -> float:
@@ -63,7 +74,7 @@ def _single_sq_norm(model, params, xi, cot_i=None) -> float:
 
 
 def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, exact: bool,
-                     gen: torch.Generator, chunk_size=None) -> None:
+                     gen: torch.Generator, chunk_size=None, notes: list | None = None) -> None:
     """Raise ``NotImplementedError`` when ``backend="vmap"`` would not give this model's numbers.
 
     ``out`` is the batched model output of the measurement (BatchNorm statistics already frozen
@@ -71,31 +82,36 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
     jacrev route of ``network_scale="exact"`` or the vjp route of the Hutchinson estimator.
     """
     _refuse_random_and_recurrent(model)
-    if not isinstance(x, torch.Tensor):
+    if not is_batch(x):
         raise TypeError(single_tensor_inputs_message(x))
     sig = (_signature(model, x), bool(exact))
-    if sig in _CHECKED.get(model, set()):
+    if sig in _CHECKED.get(cache_owner(model), set()):
         return
-    n = x.shape[0]
+    n = batch_size(x)
     idx = sorted({0, n // 2, n - 1})
     params = [p for p in model.parameters() if p.requires_grad]
     tol = check_tolerance(out.dtype)
     with torch.enable_grad():
         for i in idx:
-            oi = model_output(model(x[i:i + 1]))
+            xi = take(x, torch.tensor([i]))
+            box = {}
+            where = random_draw(model, lambda xi=xi, box=box: box.setdefault("o", model_output(model(xi))))
+            if where is not None:
+                raise NotPerSampleError(random_message(where))
+            oi = box["o"]
             if oi.shape[1:] != out.shape[1:] or not agrees(oi[0].detach(), out[i].detach(), tol):
-                raise NotImplementedError(
-                    f"the model's output for sample {i} depends on the other samples of the batch (model(x)[{i}] "
-                    f"differs from model(x[{i}:{i + 1}])), e.g. x - x.mean(0) or attention across the batch: "
-                    "per-sample gradients (backend='hooks' or 'vmap') are not defined for it; "
-                    "network_scale='batch-hutchinson' with exact_output_layer=False estimates the trace of the "
-                    "batch's kernel without them")
+                m = min(n, 3)
+                sub = torch.tensor(sorted({i} | set(range(m))))
+                j = int((sub == i).nonzero()[0, 0])
+                at = first_mixing_module(model, lambda sub=sub: model(take(x, sub)), lambda xi=xi: model(xi), j,
+                                         len(sub), tol)
+                raise NotPerSampleError(mixing_message(model, at))
         cot = None if exact else rademacher(out.shape, out, gen)
         with vmap_errors():
-            got = vmap_per_sample(model, x, cot, exact, chunk_size)
+            got = vmap_per_sample(model, x, cot, exact, chunk_size, [] if notes is None else notes)
         bad = []
         for i in idx:
-            ref = _single_sq_norm(model, params, x[i:i + 1], None if exact else cot[i:i + 1])
+            ref = _single_sq_norm(model, params, take(x, torch.tensor([i])), None if exact else cot[i:i + 1])
             if not agrees(got[i].reshape(()), torch.tensor(ref, dtype=torch.float64), tol):
                 bad.append((i, float(got[i]), ref))
     if bad:
@@ -103,9 +119,9 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
         raise NotImplementedError(
             f"backend='vmap' (torch.func) gives per-sample gradient norms that differ from autograd on single "
             f"samples (sample {i}: {g:.6g} vs {r:.6g}): a torch.func batching rule of some layer of this model is "
-            "wrong for this batch size (known: nn.PReLU in torch 2.x); use backend='hooks' if it covers the "
-            "model, or register a handler (bandscope.torch.register_lnp_handler)")
-    _CHECKED.setdefault(model, set()).add(sig)
+            "wrong for this batch size (known: nn.PReLU in torch 2.x); backend='hooks' has a handler for "
+            "nn.PReLU; for another layer register one (bandscope.torch.register_lnp_handler)")
+    _CHECKED.setdefault(cache_owner(model), set()).add(sig)
 
 
 @contextlib.contextmanager
@@ -117,5 +133,5 @@ def vmap_errors():
         raise NotImplementedError(
             f"backend='vmap' (torch.func, the model run one sample at a time) failed on this model: "
             f"{type(exc).__name__}: {exc}. Layers torch.func cannot batch (fused recurrent kernels, "
-            "in-place ops on inputs, random ops, .item()/data-dependent control flow) need backend='hooks' "
-            "or a handler (bandscope.torch.register_lnp_handler)") from exc
+            "in-place ops on inputs) need backend='hooks' with a handler for the layer named above "
+            "(bandscope.torch.register_lnp_handler)") from exc
