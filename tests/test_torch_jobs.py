@@ -155,7 +155,8 @@ def test_every_logged_metric_is_documented(tmp_path):
     mse = torch.nn.functional.mse_loss
     mon = Monitor(model, panel=np.random.default_rng(0).random((4, 3, 4, 4)), path=tmp_path / "r.nc",
                   schedule=range(0, 13), lnp=mse, lnp_batch=(x, x), heldout_batch=(x, x), metrics="all",
-                  lnp_options={"schedule": [0, 4, 8]}, log=lambda m, s: seen.update(m))
+                  lnp_options={"schedule": [0, 4, 8], "eval_batch": (x[:4], x[:4])},
+                  log=lambda m, s: seen.update(m))
     for _ in range(12):
         opt.zero_grad()
         loss = mse(model(x), x)
@@ -170,7 +171,7 @@ def test_every_logged_metric_is_documented(tmp_path):
     missing = [k for k in seen if not any(re.match(p, k) for p in pats)]
     assert not missing, f"metrics not listed in docs/torch.md's metrics table: {missing}"
     assert {"bandscope/train_loss", "bandscope/heldout_loss", "bandscope/lnp_spectral_position",
-            "bandscope/forecast_s_remaining_steps/1", "bandscope/forecast_total_s_remaining_low_seconds"} <= set(seen)
+            "bandscope/lnp_spectral_position_cross", "bandscope/forecast_s_remaining_steps/1", "bandscope/forecast_total_s_remaining_low_seconds"} <= set(seen)
 
 
 def test_remaining_in_steps_and_time_from_the_recent_rate():

@@ -58,7 +58,7 @@ COMPACT_METRICS = ("param_time", "mse", "band_", "lnp_spectral_position", "heldo
 METRIC_PREFIX = "bandscope/"
 
 #: scalar LNP statistics sent to loggers (``bandscope/lnp_spectral_position``, ...)
-_LNP_LOGGED = ("spectral_position", "loss_scale", "network_scale", "grad_norm_sq", "loss")
+_LNP_LOGGED = ("spectral_position", "spectral_position_cross", "loss_scale", "network_scale", "grad_norm_sq", "loss")
 
 
 def open_geometric_schedule(points_per_decade: int = 16, max_step: int = 10**12) -> np.ndarray:
