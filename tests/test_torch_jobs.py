@@ -171,7 +171,8 @@ def test_every_logged_metric_is_documented(tmp_path):
     missing = [k for k in seen if not any(re.match(p, k) for p in pats)]
     assert not missing, f"metrics not listed in docs/torch.md's metrics table: {missing}"
     assert {"bandscope/train_loss", "bandscope/heldout_loss", "bandscope/lnp_spectral_position",
-            "bandscope/lnp_spectral_position_cross", "bandscope/forecast_s_remaining_steps/1", "bandscope/forecast_total_s_remaining_low_seconds"} <= set(seen)
+            "bandscope/lnp_spectral_position_cross", "bandscope/forecast_s_remaining_steps/1",
+            "bandscope/forecast_total_s_remaining_low_seconds"} <= set(seen)
 
 
 def test_remaining_in_steps_and_time_from_the_recent_rate():
