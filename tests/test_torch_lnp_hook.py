@@ -55,7 +55,7 @@ def test_hook_equals_loop_and_leaves_training_unchanged():
     torch.manual_seed(123)
     for t, x in enumerate(data):
         if t in hook.steps:
-            m = measure_lnp(model, nn.MSELoss(), (x, x), val, bands=True, seed=5 + t, backend="hooks", n_probes=2)
+            m = measure_lnp(model, nn.MSELoss(), (x, x), val, bands=True, seed=5 + t)
             for v in ["spectral_position", "spectral_position_cross", "network_scale", "grad_dot"]:
                 assert float(ds[f"lnp_{v}"].sel(lnp_step=t)) == float(m[v])
         opt.zero_grad()

@@ -73,8 +73,8 @@ class LNPHook:
 
     def __init__(self, model, loss_fn: Callable, *, total_steps: int | None = None, n_windows: int = 20,
                  steps_per_window: int = 10, first_step: int = 0, schedule=None, eval_batch=None,
-                 network_scale: str = DEFAULT_ESTIMATOR, n_probes: int = 2, bands: bool = False,
-                 n_units=None, n_units_b=None, backend: str = "hooks", seed: int = 0,
+                 network_scale: str = DEFAULT_ESTIMATOR, n_probes: int | None = None, bands: bool = False,
+                 n_units=None, n_units_b=None, backend: str = "auto", seed: int = 0,
                  recorder=None, path=None, distributed: bool | None = None, process_group=None):
         self.model, self.loss_fn = model, loss_fn
         if schedule is None:
