@@ -166,6 +166,7 @@ def test_write_figures_png(res, tmp_path):
     paths = plot.write_figures(small, tmp_path, dpi=40)
     names = sorted(p.name for p in paths)
     assert "weibull_shapes.png" in names and "ordering.png" in names and "full_loss.png" in names
-    assert len(paths) == 3 + 2 * small.sizes["run"]
+    assert "loss_curves.png" in names
+    assert len(paths) == 4 + 2 * small.sizes["run"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -21,6 +21,10 @@ function               content                                         paper
                        published values (rules: :mod:`bandscope.report.verdict`)
 =====================  ==============================================  =================
 
+:class:`ReportTables` holds the tables of one results Dataset, each computed once on first use;
+the text and HTML reports, the JSON writer and the figures read that one object
+(``ReportTables(results)``), so a report never recomputes a table.
+
 These DataFrames are the data (their column names are a contract: the JSON ``summary`` is
 written from them). The printed and HTML reports (:mod:`bandscope.report`) format them and set
 the paper's values (:mod:`bandscope.report.paper`) beside ours.
@@ -34,12 +38,14 @@ from ..keysearch.ordering import METRICS, summarize_runs
 from . import paper
 from . import verdict as V
 
-__all__ = ["table_b2", "table_b31", "table_ordering", "table_62", "table_a7",
+__all__ = ["ReportTables", "table_b2", "table_b31", "table_ordering", "table_62", "table_a7",
            "table_full_loss", "table_saturation", "table_verdicts", "paper_arch",
-           "all_tables"]
+           "all_tables", "METRIC_NAMES"]
 
-_METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i^∞",
-                 "initial_residual": "initial residual R_i(s_0)"}
+METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i^∞",
+                "initial_residual": "initial residual R_i(s_0)"}
+"""metric → its row label in the ordering tables (index ``metric``)."""
+_METRIC_NAMES = METRIC_NAMES
 
 
 def _primary(results, window):
@@ -101,16 +107,19 @@ def table_b2(results, window=None):
     return df
 
 
-def table_b31(results):
+def table_b31(results, *, b2=None):
     """R², β and ΔBIC medians per band under every window side by side (B.3.1).
 
     Columns are a MultiIndex (window, statistic); NaN where no run had enough checkpoints
-    (the paper's "—"); ``fitted runs`` shows how many runs entered each median.
+    (the paper's "—"); ``fitted runs`` shows how many runs entered each median. ``b2``: the
+    :func:`table_b2` of each window already computed (a callable window → DataFrame), so
+    they are not computed again.
     """
     deflation = float(results.attrs.get("deflation", 10.0))
+    b2 = b2 or (lambda w: table_b2(results, w))
     parts = {}
     for w in results["window"].values:
-        t = table_b2(results, str(w)).drop(index="overall")
+        t = b2(str(w)).drop(index="overall")
         parts[str(w)] = t[["median R²", "median β", "median ΔBIC", "fitted runs"]]
     df = pd.concat(parts, axis=1, names=["window", "statistic"])
     df.attrs.update(definition="medians across runs of 'ok' fits per window", deflation=deflation)
@@ -264,7 +273,7 @@ def _n_bands(results, window):
     return int(results.sizes["band"])
 
 
-def table_verdicts(results, window=None):
+def table_verdicts(results, window=None, *, b2=None, ordering=None, full_loss=None):
     """Verdict per test of the paper's three predictions, ours and the paper's.
 
     Rows (index ``test``): ``all band fits`` and ``band <r>`` (prediction 1, from
@@ -273,7 +282,9 @@ def table_verdicts(results, window=None):
     :func:`table_full_loss`). Columns: ``prediction`` (1, 2, 3), ``verdict`` and ``reason``
     for these runs, ``paper verdict`` and ``paper reason`` for the same rule applied to the
     paper's published values (empty where the paper has no value). Rules and thresholds:
-    :mod:`bandscope.report.verdict`.
+    :mod:`bandscope.report.verdict`. ``b2``, ``ordering`` (the ordering table of this window,
+    index metric) and ``full_loss``: those tables already computed for ``window``
+    (:class:`ReportTables` passes them), so they are not computed again.
     """
     w = _primary(results, window)
     rows = {}
@@ -283,7 +294,7 @@ def table_verdicts(results, window=None):
                       "paper verdict": theirs.level if theirs else "",
                       "paper reason": theirs.reason if theirs else ""}
 
-    b2 = table_b2(results, w)
+    b2 = table_b2(results, w) if b2 is None else b2
     d = f"n/{float(results.attrs.get('deflation', 10.0)):g}"
 
     def ours_b2(row):
@@ -299,7 +310,7 @@ def table_verdicts(results, window=None):
     for band in b2.index.drop("overall"):
         p = paper.BAND_FITS.get(int(band)) if w == paper.PRIMARY_WINDOW else None
         put(f"band {band}", 1, ours_b2(b2.loc[band]), paper_b2(p) if p else None)
-    t62 = table_ordering(results, windows=[w]).droplevel("window")
+    t62 = table_ordering(results, windows=[w]).droplevel("window") if ordering is None else ordering
     nb = _n_bands(results, w)
     for m in METRICS:
         row = t62.loc[_METRIC_NAMES[m]]
@@ -310,7 +321,7 @@ def table_verdicts(results, window=None):
         theirs = V.ordering_verdict(p["median"].value, p["q25"].value, p["q75"].value,
                                     expected_sign=sign, n_bands=paper.N_BANDS) if p else None
         put(m, 2, ours, theirs)
-    fl = table_full_loss(results, w)
+    fl = table_full_loss(results, w) if full_loss is None else full_loss
     row = fl.loc["overall"]
     pf = paper.FULL_LOSS["overall"]
     put("full loss", 3, V.weibull_verdict(row["median R²"], row["median ΔBIC"], row["wins (ΔBIC<0)"]),
@@ -331,17 +342,108 @@ def table_verdicts(results, window=None):
 
 
 def all_tables(results):
-    """Every table: dict name → DataFrame."""
-    return {
-        "table_b2": table_b2(results),
-        "table_b31": table_b31(results),
-        "table_62": table_62(results),
-        "table_ordering": table_ordering(results),
-        "table_a7": table_a7(results),
-        "table_full_loss": table_full_loss(results),
-        "table_saturation": table_saturation(results),
-        "table_verdicts": table_verdicts(results),
-    }
+    """Every table: dict name → DataFrame (:meth:`ReportTables.all` of a new
+    :class:`ReportTables`; pass a :class:`ReportTables` to reuse its tables)."""
+    rt = results if isinstance(results, ReportTables) else ReportTables(results)
+    return rt.all()
+
+
+class ReportTables:
+    """The tables of one results Dataset, each computed once, on first use.
+
+    The report's sections, its text and HTML renderings, the JSON ``summary`` and the figures'
+    captions read these; nothing that formats a report calls a ``table_*`` function itself.
+    Each method returns the same DataFrame object on every call (do not modify it).
+
+    Parameters
+    ----------
+    results : xarray.Dataset
+        From :func:`bandscope.analyze`.
+    window : str, optional
+        The primary window (default the first of the results).
+
+    Examples
+    --------
+    >>> import warnings; warnings.simplefilter("ignore")
+    >>> from bandscope import analyze
+    >>> from bandscope.keysearch.synthetic import make_runs_synthetic
+    >>> rt = ReportTables(analyze(make_runs_synthetic(2, n_bands=4)))
+    >>> rt.b2() is rt.b2(), rt.window
+    (True, '0.95/0.01')
+    """
+
+    def __init__(self, results, window=None):
+        self.results = results
+        self.window = _primary(results, window)
+        self._cache: dict = {}
+
+    def _once(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _w(self, window):
+        return self.window if window is None else _primary(self.results, window)
+
+    @property
+    def windows(self) -> list:
+        """Every window label of the results, the primary one first as in the results."""
+        return [str(w) for w in self.results["window"].values]
+
+    def b2(self, window=None):
+        """:func:`table_b2` of ``window`` (default the primary one)."""
+        w = self._w(window)
+        return self._once(("b2", w), lambda: table_b2(self.results, w))
+
+    def b31(self):
+        """:func:`table_b31`, from the :meth:`b2` tables of every window."""
+        return self._once("b31", lambda: table_b31(self.results, b2=self.b2))
+
+    def ordering(self, window=None, *, all_windows=False):
+        """:func:`table_ordering` over every window (``all_windows``), or one window's rows
+        indexed by metric (the §6.2 table, :func:`table_62` for the primary window)."""
+        full = self._once("ordering", lambda: table_ordering(self.results))
+        if all_windows:
+            return full
+        w = self._w(window)
+        return self._once(("ordering", w), lambda: full.xs(w, level="window"))
+
+    def a7(self):
+        """:func:`table_a7`."""
+        return self._once("a7", lambda: table_a7(self.results))
+
+    def full_loss(self, window=None):
+        """:func:`table_full_loss` of ``window``."""
+        w = self._w(window)
+        return self._once(("full_loss", w), lambda: table_full_loss(self.results, w))
+
+    def saturation(self):
+        """:func:`table_saturation`."""
+        return self._once("saturation", lambda: table_saturation(self.results))
+
+    def verdicts(self, window=None):
+        """:func:`table_verdicts` of ``window``, from this object's other tables."""
+        w = self._w(window)
+        return self._once(("verdicts", w), lambda: table_verdicts(
+            self.results, w, b2=self.b2(w), ordering=self.ordering(w), full_loss=self.full_loss(w)))
+
+    def n_bands(self, window=None) -> int:
+        """Bands entering each ρ of ``window`` (sets the chance level of the ordering verdicts)."""
+        w = self._w(window)
+        return self._once(("n_bands", w), lambda: _n_bands(self.results, w))
+
+    def all(self) -> dict:
+        """Every table under its ``all_tables`` name (the JSON ``summary``), primary window."""
+        return {
+            "table_b2": self.b2(),
+            "table_b31": self.b31(),
+            "table_62": self.ordering(),
+            "table_ordering": self.ordering(all_windows=True),
+            "table_a7": self.a7(),
+            "table_full_loss": self.full_loss(),
+            "table_saturation": self.saturation(),
+            "table_verdicts": self.verdicts(),
+        }
 
 
 def __getattr__(name):
