@@ -14,8 +14,18 @@ Every number comes from one :class:`~bandscope.report.tables.ReportTables`. Page
 from __future__ import annotations
 
 from .htmlpage import to_html, write_html
-from .sections import (TERMS, VIEWS, Column, FigureSpec, ReportContext, Section, register_section,
-                       registered_sections, report_context, sections)
+from .sections import (
+                       TERMS,
+                       VIEWS,
+                       Column,
+                       FigureSpec,
+                       ReportContext,
+                       Section,
+                       register_section,
+                       registered_sections,
+                       report_context,
+                       sections,
+)
 from .text import WIDTH, format_text, render_table
 
 __all__ = ["WIDTH", "Column", "Section", "FigureSpec", "TERMS", "VIEWS", "ReportContext", "report_context",

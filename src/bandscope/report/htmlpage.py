@@ -126,7 +126,8 @@ def _figure_html(spec, n, fmt, dpi, on_error) -> str:
             body = body.replace("<svg ", f"<svg role='img' aria-label='{cap}' data-figure='{html.escape(spec.name)}' ",
                                 1)
         else:
-            body = f"<img alt='{cap}' data-figure='{html.escape(spec.name)}' src='data:image/png;base64,{_png(fig, dpi)}'>"
+            data = _png(fig, dpi)
+            body = f"<img alt='{cap}' data-figure='{html.escape(spec.name)}' src='data:image/png;base64,{data}'>"
     except ImportError:
         raise
     except Exception as exc:  # a figure that fails must not lose the report: say which and why

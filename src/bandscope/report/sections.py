@@ -16,8 +16,8 @@ formats: its numbers come from ``ctx.tables`` (or the results), it never fits.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -612,7 +612,7 @@ def _forecast_section(ctx):
             figs.append(FigureSpec(f"{run}_forecast", f"{run}: forecasts from the first {n_used} "
                                    "checkpoints (filled points): the fitted curve, the floor and its interval "
                                    "(band), s_reach (dotted); pale points are what the run did afterwards.",
-                                   lambda run=run, fc=fc: _fig().plot_forecasts(r, run, fc)[0].figure))
+                                   lambda run=run, fc=fc: _fig().plot_forecasts(r, fc, name=run)[0].figure))
     conf = next(iter(ctx.forecasts.values())).attrs.get("confidence", 0.95)
     cols = [Column("band", "band"), Column("status", "status", "<"), Column("floor [95%]", "floor [95%]"),
             Column("s_reach [95%]", "s_reach [95%]"), Column("floor now", "floor now")]

@@ -69,9 +69,11 @@ def _median(x):
     return float(np.median(x)) if x.size else np.nan
 
 
-def _band_stats(sel, deflation):
-    ok = np.asarray(sel["status"].values) == "ok"
-    get = lambda v: np.where(ok, np.asarray(sel[v].values, dtype=np.float64), np.nan)  # noqa: E731
+def _band_stats(arrays, deflation):
+    """Medians of the fit statistics over the fits in ``arrays`` (name → 1-d numpy array of
+    the fits, ``status`` among them); only fits with status ``"ok"`` enter."""
+    ok = np.asarray(arrays["status"]) == "ok"
+    get = lambda v: np.where(ok, np.asarray(arrays[v], dtype=np.float64), np.nan)  # noqa: E731
     d = f"n/{deflation:g}"
     return {
         "median R²": _median(get("r2")),
@@ -85,6 +87,9 @@ def _band_stats(sel, deflation):
     }
 
 
+_FIT_STATS = ("status", "r2", "beta", "delta_bic", "delta_bic_neff", "delta_bic_acf")
+
+
 def table_b2(results, window=None):
     """Per-band Weibull vs exponential medians across runs plus an overall row (B.2).
 
@@ -95,10 +100,12 @@ def table_b2(results, window=None):
         Window label (default: the first, ``"0.95/0.01"`` by default).
     """
     w = _primary(results, window)
-    r = results.sel(window=w)
     deflation = float(results.attrs.get("deflation", 10.0))
-    rows = {str(int(b)): _band_stats(r.sel(band=b), deflation) for b in r["band"].values}
-    rows["overall"] = _band_stats(r.stack(fit=("run", "band")), deflation)
+    k = [str(x) for x in results["window"].values].index(w)
+    arr = {v: np.asarray(results[v].transpose("run", "band", "window").values)[:, :, k] for v in _FIT_STATS}
+    rows = {str(int(b)): _band_stats({v: a[:, j] for v, a in arr.items()}, deflation)
+            for j, b in enumerate(results["band"].values)}
+    rows["overall"] = _band_stats({v: a.ravel() for v, a in arr.items()}, deflation)
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "band"
     df.attrs.update(window=w, definition="medians across runs of 'ok' fits; ΔBIC = BIC_Weibull - "
@@ -130,15 +137,19 @@ def table_ordering(results, windows=None):
     """Spearman ρ(band resolution, metric) across runs: median, IQR, min--max (B.3.2)."""
     ws = [str(w) for w in results["window"].values] if windows is None else list(windows)
     summ = summarize_runs(results["rho"], "run")
+    mi = {str(m): i for i, m in enumerate(summ["metric"].values)}
+    wi = {str(w): i for i, w in enumerate(summ["window"].values)}
+    arr = {k: np.asarray(summ[k].transpose("metric", "window").values)
+           for k in ("median", "q25", "q75", "min", "max", "n_runs")}
     rows = []
     for m in METRICS:
         for w in ws:
-            s = summ.sel(metric=m, window=w)
+            i, j = mi[m], wi[w]
             rows.append({
                 "metric": _METRIC_NAMES[m], "window": w,
-                "median ρ": float(s["median"]), "IQR low (q25)": float(s["q25"]),
-                "IQR high (q75)": float(s["q75"]), "min": float(s["min"]),
-                "max": float(s["max"]), "runs": int(s["n_runs"]),
+                "median ρ": float(arr["median"][i, j]), "IQR low (q25)": float(arr["q25"][i, j]),
+                "IQR high (q75)": float(arr["q75"][i, j]), "min": float(arr["min"][i, j]),
+                "max": float(arr["max"][i, j]), "runs": int(arr["n_runs"][i, j]),
             })
     df = pd.DataFrame(rows).set_index(["metric", "window"])
     df.attrs.update(definition="within-run Spearman rho between band resolution and the metric; "
@@ -160,14 +171,16 @@ def table_a7(results):
     rows = []
     archs = [str(a) for a in np.unique(results["arch"].values)]
     gws = [str(g) for g in results["gamma_window"].values] if "gamma_window" in results.dims else []
+    run_arch = np.asarray(results["arch"].values).astype(str)
     for g in gws + ["all checkpoints"]:
+        if g == "all checkpoints":
+            g_all, r_all = np.asarray(results["gamma"].values), np.asarray(results["gamma_r2"].values)
+        else:
+            g_all = np.asarray(results["gamma_w"].sel(gamma_window=g).transpose("run").values)
+            r_all = np.asarray(results["gamma_w_r2"].sel(gamma_window=g).transpose("run").values)
         for a in archs:
-            sel = results.where(results["arch"] == a, drop=True)
-            if g == "all checkpoints":
-                gam, r2 = sel["gamma"].values, sel["gamma_r2"].values
-            else:
-                gam = sel["gamma_w"].sel(gamma_window=g).values
-                r2 = sel["gamma_w_r2"].sel(gamma_window=g).values
+            m = run_arch == a
+            gam, r2 = g_all[m], r_all[m]
             rows.append({"epoch window": g, "arch": a or "(no arch)",
                          "runs": int(np.isfinite(np.asarray(gam, dtype=float)).sum()),
                          "median γ": _median(gam), "median R²": _median(r2)})
@@ -223,22 +236,25 @@ def table_saturation(results):
     A band that has not saturated biases its floor upward, and with it every crossing, width
     and residual computed from that floor (key search §3, A.9).
     """
-    drift = results["floor_window_drift_pct"]
-    conv = results["floor_convention_diff_pct"]
-    unsat = ~results["saturated"].astype(bool)
+    def per_band(v):
+        return np.asarray(results[v].transpose("run", "band").values, dtype=np.float64)
+
+    drift = per_band("floor_window_drift_pct")
+    conv = per_band("floor_convention_diff_pct")
+    trend = per_band("floor_window_trend_pct") if "floor_window_trend_pct" in results else None
+    noise = per_band("late_noise_pct") if "late_noise_pct" in results else None
+    unsat = ~np.asarray(results["saturated"].transpose("run", "band").values).astype(bool)
     n = results.sizes["run"]
     rows = {}
-    for b in results["band"].values:
-        d = drift.sel(band=b).values
+    for j, b in enumerate(results["band"].values):
+        d = drift[:, j]
         rows[int(b)] = {
             "median drift %": _median(d),
             "max drift %": float(np.nanmax(d)) if np.isfinite(d).any() else np.nan,
-            **({"median trend %": _median(results["floor_window_trend_pct"].sel(band=b).values)}
-               if "floor_window_trend_pct" in results else {}),
-            **({"median noise %": _median(results["late_noise_pct"].sel(band=b).values)}
-               if "late_noise_pct" in results else {}),
-            "median A.9 floor diff %": _median(conv.sel(band=b).values),
-            "unsaturated runs": f"{int(unsat.sel(band=b).sum())}/{n}",
+            **({"median trend %": _median(trend[:, j])} if trend is not None else {}),
+            **({"median noise %": _median(noise[:, j])} if noise is not None else {}),
+            "median A.9 floor diff %": _median(conv[:, j]),
+            "unsaturated runs": f"{int(unsat[:, j].sum())}/{n}",
         }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "band"
