@@ -24,7 +24,8 @@ of Axes for multi-panel figures (``axes[0].figure`` is the Figure). Nothing here
 
 Text: no font is smaller than :data:`MIN_FONT_PT` points, and figures are at most
 :data:`MAX_WIDTH_IN` inches wide, so that at the HTML report's 1,100-pixel column a point is at
-least a pixel. Users' strings (run names, architectures, units) are drawn literally
+least a pixel. Labels are Unicode, not mathtext (the SVG text then measures the same in a
+browser as in matplotlib); users' strings (run names, architectures, units) are drawn literally
 (:func:`literal_text`): a ``$`` never starts matplotlib's math mode.
 """
 from __future__ import annotations
@@ -42,23 +43,23 @@ __all__ = ["plot_weibull_shapes", "plot_band_losses", "plot_band_fit", "plot_ban
            "plot_forecasts", "write_figures", "arch_colors", "literal_text", "run_label", "FORMATS",
            "MIN_FONT_PT", "MAX_WIDTH_IN", "FigureError", "safe_name", "figure_specs"]
 
-MIN_FONT_PT = 8.0
+MIN_FONT_PT = 9.0
 """Smallest font size of any text in a figure, in points."""
 MAX_WIDTH_IN = 14.0
 """Widest figure, in inches (the HTML report's column is about 1,070 px = 14.9 in at 72 px/in)."""
 FORMATS = ("png", "svg", "pdf")
 """File formats of :func:`write_figures`."""
-_SMALL = 8   # legends, tick labels, axis labels of the small panels
-_TITLE = 9   # panel titles
-_SUPTITLE = 10
+_SMALL = 9   # legends, tick labels, axis labels of the small panels
+_TITLE = 10  # panel titles
+_SUPTITLE = 11
 
 S_LABEL = "parameter time s (L2 distance in parameter space)"
 LOSS_UNIT = "squared pixel value"
 _METRIC_LABELS = {
-    "onset": (r"onset $\tau_i$", r"onset $\tau_i$ (parameter time)"),
-    "width": (r"width $w_i$", r"width $w_i$ (parameter time)"),
-    "floor": (r"floor $L_i^\infty$", r"floor $L_i^\infty$" + f" ({LOSS_UNIT})"),
-    "initial_residual": (r"initial residual $R_i(s_0)$", r"$R_i(s_0)$" + f" ({LOSS_UNIT})"),
+    "onset": ("onset τᵢ", "onset τᵢ\n(parameter time)"),
+    "width": ("width wᵢ", "width wᵢ\n(parameter time)"),
+    "floor": ("floor Lᵢ∞", f"floor Lᵢ∞\n({LOSS_UNIT})"),
+    "initial_residual": ("initial residual Rᵢ(s₀)", f"Rᵢ(s₀)\n({LOSS_UNIT})"),
 }
 _ARCH_MAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
 
@@ -87,6 +88,14 @@ def _rc():
     return {"font.size": _SMALL + 1, "axes.titlesize": _TITLE, "axes.labelsize": _SMALL + 1,
             "xtick.labelsize": _SMALL, "ytick.labelsize": _SMALL, "legend.fontsize": _SMALL,
             "legend.title_fontsize": _SMALL, "figure.titlesize": _SUPTITLE}
+
+
+def _suptitle(fig, text, fontsize=_SUPTITLE):
+    """A figure title wrapped to the figure's width (never clipped at its sides)."""
+    import textwrap
+
+    per_line = max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
+    return fig.suptitle("\n".join(textwrap.wrap(text, per_line, break_on_hyphens=False)), fontsize=fontsize)
 
 
 def _new_axes(nrows=1, ncols=1, figsize=(6, 4)):
@@ -226,7 +235,7 @@ def plot_band_losses(results: xr.Dataset, run, ax=None, yscales=("linear", "log"
         if s.size > k:
             a.axvspan(s[-k], s[-1], color="0.85", zorder=0, label=f"floor window (last {k})")
         a.set_xlabel(f"parameter time s ({su})")
-        a.set_ylabel(r"band loss $L_i$" + f" ({lu})")
+        a.set_ylabel(f"band loss Lᵢ ({lu})")
         a.set_title(f"{run_label(results, run)}: band losses, {scale} y", fontsize=_TITLE)
     axes[0].legend(fontsize=_SMALL)
     return axes
@@ -270,8 +279,8 @@ def plot_band_fit(results: xr.Dataset, run, band, window=None, ax=None):
         head += f": UNSATURATED (drift {float(r['floor_window_drift_pct'].sel(band=band)):.2g} %)"
     ax.set_title(head, fontsize=_TITLE, color="C3" if unsat else "black")
     ax.set_xlabel("parameter time s", fontsize=_SMALL)
-    ax.set_ylabel(r"residual $R_i = L_i - L_i^\infty$"
-                  + f" ({literal_text(_units(results, 'residual', LOSS_UNIT))})", fontsize=_SMALL)
+    ax.set_ylabel("residual Rᵢ = Lᵢ − Lᵢ∞"
+                  + f"\n({literal_text(_units(results, 'residual', LOSS_UNIT))})", fontsize=_SMALL)
     return ax
 
 
@@ -283,7 +292,7 @@ def plot_band_fits(results: xr.Dataset, run, window=None, ax=None):
     window = str(results["window"].values[0]) if window is None else window
     for a, band in zip(axes, bands):
         plot_band_fit(results, run, band, window, ax=a)
-    axes[0].figure.suptitle(f"{run_label(results, run)}: Weibull and exponential fits, window "
+    _suptitle(axes[0].figure, f"{run_label(results, run)}: Weibull and exponential fits, window "
                             f"{window} (pale: outside the active window)", fontsize=_SUPTITLE)
     return axes
 
@@ -323,7 +332,7 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
             a.set_yscale("log")
     has_arch = any(_arch(results, r) for r in results["run"].values)
     axes[0].legend(fontsize=_SMALL, title="run [architecture]" if has_arch else "run", title_fontsize=_SMALL)
-    axes[0].figure.suptitle(f"band ordering, window {window}", fontsize=_SUPTITLE)
+    _suptitle(axes[0].figure, f"band ordering, window {window}", fontsize=_SUPTITLE)
     return axes
 
 
@@ -337,7 +346,7 @@ def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
     ok = _valid(r) & np.isfinite(r["total_residual"].values)
     s = r["param_time"].values[ok]
     R = r["total_residual"].values[ok]
-    ax.plot(s, R, "o", ms=3, color="C0", label=r"$R_{tot}$ at saved checkpoints")
+    ax.plot(s, R, "o", ms=3, color="C0", label="R_tot at saved checkpoints")
     title = None
     if s.size and np.isfinite(float(r["total_A"])):
         ss = np.linspace(s[0], s[-1], 300)
@@ -353,11 +362,11 @@ def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
         bs = r["band_sum_fit"].sel(window=window).values[ok]
         if np.isfinite(bs).any():
             ax.plot(s, bs, ":", color="k", lw=1.2,
-                    label=r"band-sum $\sum_i \hat R_i$" + f", R²={fmt_r2(r['band_sum_r2'].sel(window=window))}")
+                    label=f"band-sum Σᵢ R̂ᵢ, R²={fmt_r2(r['band_sum_r2'].sel(window=window))}")
     ax.set_yscale("log")
     ax.set_xlabel("parameter time s", fontsize=_SMALL)
-    ax.set_ylabel(r"full-loss residual $R_{tot}$"
-                  + f" ({literal_text(_units(results, 'total_residual', LOSS_UNIT))})", fontsize=_SMALL)
+    ax.set_ylabel("full-loss residual R_tot"
+                  + f"\n({literal_text(_units(results, 'total_residual', LOSS_UNIT))})", fontsize=_SMALL)
     ax.set_title(run_label(results, run), fontsize=_TITLE)
     ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
     return ax
@@ -370,7 +379,7 @@ def plot_full_loss(results: xr.Dataset, window=None, ax=None):
     axes = _axes_list(ax, len(runs), 3, panel=(4.4, 3.4))
     for a, run in zip(axes, runs):
         plot_full_loss_fit(results, run, window, ax=a)
-    axes[0].figure.suptitle("full-loss residual: one Weibull vs the exponential (paper §6.3)",
+    _suptitle(axes[0].figure, "full-loss residual: one Weibull vs the exponential (paper §6.3)",
                             fontsize=_SUPTITLE)
     return axes
 
@@ -398,7 +407,7 @@ def plot_loss_curves(results: xr.Dataset, ax=None, xs=("step", "param_time")):
                 a.set_xscale("symlog", linthresh=max(1.0, float(np.nanmin(pos[pos > 0], initial=1.0))))
         a.set_yscale("log")
         a.set_xlabel(labels[x])
-        a.set_ylabel(f"full loss Σ_i L_i ({lu})")
+        a.set_ylabel(f"full loss Σ_i L_i\n({lu})")
         a.set_title(f"loss over {'steps' if x == 'step' else 'parameter time'}", fontsize=_TITLE)
     if results.sizes["run"] <= 12:
         axes[0].legend(fontsize=_SMALL)
@@ -482,7 +491,7 @@ def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax=None, name=None):
     for a, band in zip(axes, [*bands, None]):
         plot_forecast(run, forecast, band, ax=a)
     label = literal_text(name if name is not None else forecast.attrs.get("name", ""))
-    axes[0].figure.suptitle(f"{label}: forecasts (floor and s_reach with their intervals)".lstrip(": "),
+    _suptitle(axes[0].figure, f"{label}: forecasts (floor and s_reach with their intervals)".lstrip(": "),
                             fontsize=_SUPTITLE)
     return axes
 

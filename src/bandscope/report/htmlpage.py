@@ -108,7 +108,8 @@ def _svg(fig, n: int) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"bandscope-figure-{n}"}):
         fig.savefig(buf, format="svg")
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.S)
+    return text
 
 
 def _png(fig, dpi) -> str:

@@ -30,11 +30,19 @@ def render_table(columns, rows, gap: int = 2) -> list:
               for c in columns]
     sep = " " * gap
     over = sum(widths) + gap * (len(columns) - 1) - WIDTH
-    if over > 0 and columns[0].align == "<" and widths[0] - over >= 12:
-        # too wide (long labels, e.g. architecture names): shorten the label column with "…"
-        widths[0] -= over
-        rows = [r if r.get("_kind") == "head" or len(_cell(r, columns[0])) <= widths[0] else
-                {**r, columns[0].key: _cell(r, columns[0])[:widths[0] - 1] + "…"} for r in rows]
+    while over > 0:
+        # too wide (long labels: run or architecture names): shorten the widest left-aligned
+        # label column with "…", never below 12 characters
+        labels = [j for j, c in enumerate(columns) if c.align == "<" and widths[j] > 12]
+        if not labels:
+            break
+        j = max(labels, key=lambda i: widths[i])
+        cut = min(over, widths[j] - 12)
+        widths[j] -= cut
+        over -= cut
+        c = columns[j]
+        rows = [r if r.get("_kind") == "head" or len(_cell(r, c)) <= widths[j] else
+                {**r, c.key: _cell(r, c)[:widths[j] - 1] + "…"} for r in rows]
     lines = []
     if any(c.group for c in columns):
         parts, j = [], 0
