@@ -29,7 +29,7 @@ h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #c
 p.sub{color:#555;margin-top:-.5em}
 .tw{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.92em}
-th,td{padding:.2em .6em;text-align:right;white-space:nowrap}
+th,td{padding:.2em .6em;text-align:right;white-space:pre}
 th{border-bottom:2px solid #888}td.l,th.l{text-align:left}
 td.why{white-space:normal;min-width:14em;max-width:28em}
 tr.paper td{color:#666;font-style:italic;border-bottom:1px solid #eee}
@@ -55,12 +55,6 @@ td.v-holds,td.v-weaker,td.v-does-not-hold,td.v-not-tested{-webkit-print-color-ad
 
 def _vclass(level):
     return "v-" + level.replace(" ", "-") if level in V.LEVELS else ""
-
-
-def _text(v) -> str:
-    v = str(v)
-    lead = len(v) - len(v.lstrip(" "))
-    return "\u00a0" * (2 * lead) + html.escape(v.strip(" ")).replace("  ", " \u00a0")
 
 
 def _html_table(s: Section) -> str:
@@ -93,7 +87,7 @@ def _html_table(s: Section) -> str:
             cls = ["l"] if c.align == "<" else []
             if c.key == "verdict" and v:
                 cls.append(_vclass(v))
-            cells.append(f'<td class="{" ".join(cls)}">{_text(v)}</td>')
+            cells.append(f'<td class="{" ".join(cls)}">{html.escape(v)}</td>')
         out.append(f'<tr class="{kind}">' + "".join(cells) + "</tr>")
     out.append("</table></div>")
     return "\n".join(out)
