@@ -37,6 +37,10 @@ GUIDE_SECTION = "Guide"
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGES = {"bandscope": "Core (no torch)", "bandscope.torch": "Torch adapter (bandscope.torch)"}
+# Modules that are the package's own plumbing, not its API: left out of the API index and nav
+# (their functions are documented where they are used).
+INTERNAL = {"bandscope.schema", "bandscope.report.numfmt", "bandscope.io.lock", "bandscope.io.natural_sort",
+            "bandscope.report.document"}
 
 
 def _modules(package: str) -> list[str]:
@@ -49,7 +53,7 @@ def _modules(package: str) -> list[str]:
         name = f"{package}.{sub.name}"
         if (sub / "__init__.py").exists() and name not in PACKAGES and not sub.name.startswith("_"):
             out += [name] + _modules(name)
-    return sorted(out)
+    return sorted(m for m in out if m not in INTERNAL)
 
 
 def _docstring(path: Path) -> str:
