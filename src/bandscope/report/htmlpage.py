@@ -199,7 +199,7 @@ def to_html(results, window=None, *, title="bandscope report", header="", figure
     """
     if figure_format not in FIGURE_FORMATS:
         raise ValueError(f"figure_format {figure_format!r}: choose one of {FIGURE_FORMATS}")
-    ctx = report_context(results, window, view=view, tables_=tables, forecasts=forecasts, max_runs=max_runs)
+    ctx = report_context(results, window, view=view, tables=tables, forecasts=forecasts, max_runs=max_runs)
     body = [f"<h1>{html.escape(title)}</h1>"]
     if header:
         body.append("<p>" + "<br>".join(html.escape(x) for x in header.strip().splitlines()) + "</p>")

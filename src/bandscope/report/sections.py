@@ -25,6 +25,7 @@ from ..keysearch.ordering import METRICS
 from . import paper, tables
 from . import verdict as V
 from .numfmt import DASH, fmt_int, fmt_r2, fmt_range, fmt_rho, fmt_sig, fmt_signed
+from .tables import ReportTables, _primary
 
 __all__ = ["TERMS", "VIEWS", "Column", "Section", "FigureSpec", "ReportContext", "report_context",
            "register_section", "registered_sections", "sections", "literal", "plural"]
@@ -696,7 +697,7 @@ class ReportContext:
     """
 
     results: object
-    tables: tables.ReportTables
+    tables: ReportTables
     window: str
     view: str = "own"
     forecasts: dict | None = None
@@ -712,9 +713,9 @@ class ReportContext:
         return int(self.results.attrs.get("k", 5))
 
 
-def report_context(results, window=None, *, view=None, tables_=None, forecasts=None, max_runs=12) -> ReportContext:
+def report_context(results, window=None, *, view=None, tables=None, forecasts=None, max_runs=12) -> ReportContext:
     """A :class:`ReportContext` for ``results`` (a results Dataset, or a :class:`ReportContext`
-    returned as is). ``view`` defaults to ``"own"``; ``tables_`` reuses a
+    returned as is). ``view`` defaults to ``"own"``; ``tables`` reuses a
     :class:`~bandscope.report.tables.ReportTables` already built for these results."""
     if isinstance(results, ReportContext):
         return results
@@ -724,8 +725,8 @@ def report_context(results, window=None, *, view=None, tables_=None, forecasts=N
         from ..errors import BandscopeInputError
 
         raise BandscopeInputError(f"report view {view!r}: choose one of {VIEWS}")
-    rt = tables_ if tables_ is not None else tables.ReportTables(results, window)
-    w = rt.window if window is None else tables._primary(results, window)
+    rt = tables if tables is not None else ReportTables(results, window)
+    w = rt.window if window is None else _primary(results, window)
     return ReportContext(results, rt, w, view, dict(forecasts) if forecasts else None, int(max_runs))
 
 
@@ -805,7 +806,7 @@ def sections(results, window=None, *, view=None, tables=None, forecasts=None, ma
     ``forecasts`` a mapping run → forecast Dataset (adds the forecast section). The first
     section that uses a column term explains it (its ``legend``); later sections refer back.
     """
-    ctx = report_context(results, window, view=view, tables_=tables, forecasts=forecasts, max_runs=max_runs)
+    ctx = report_context(results, window, view=view, tables=tables, forecasts=forecasts, max_runs=max_runs)
     out = []
     for key in registered_sections(ctx.view):
         made = _REGISTRY[key].build(ctx)

@@ -106,7 +106,7 @@ def format_text(results, window=None, header: str = "", *, view=None, tables=Non
     :class:`~bandscope.report.sections.ReportContext`. No line exceeds :data:`WIDTH`
     characters except a table that cannot fit.
     """
-    ctx = report_context(results, window, view=view, tables_=tables, forecasts=forecasts)
+    ctx = report_context(results, window, view=view, tables=tables, forecasts=forecasts)
     blocks = [literal_lines(header.rstrip())] if header else []
     blocks += [b for b in (_format_section(s) for s in sections(ctx)) if b]
     return "\n\n\n".join(blocks) + "\n"
