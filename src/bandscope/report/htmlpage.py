@@ -170,7 +170,7 @@ def _reasons_html(ctx) -> str:
 
 
 def to_html(results, window=None, *, title="bandscope report", header="", figures=True,
-            max_runs=12, dpi=100, view=None, tables=None, forecasts=None, figure_format="svg",
+            max_runs=3, dpi=100, view=None, tables=None, forecasts=None, figure_format="svg",
             on_figure_error=None) -> str:
     """The report as one self-contained HTML page.
 
@@ -192,7 +192,8 @@ def to_html(results, window=None, *, title="bandscope report", header="", figure
     figure_format : "svg" or "png"
         Inline SVG (vector; default) or base64 PNG at ``dpi``.
     max_runs : int
-        Per-run figures for the first ``max_runs`` runs.
+        Per-run figures (and full-loss panels) for the first ``max_runs`` runs (default 3;
+        ``write_figures`` and ``--plots`` draw every run).
     on_figure_error : callable, optional
         ``on_figure_error(name, exc)`` for each figure that fails to draw (the page then says
         which figure failed; the rest of the report is unaffected).
