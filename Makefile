@@ -84,7 +84,13 @@ clean:
 # both views at 1,280 px (tests/test_report.py -k layout); screenshots of a tutorial, the API
 # index and both report views are kept in build/screenshots. Builds the site first if
 # build/site is missing.
-.PHONY: docs docs-check
+# `docs-serve`: the built site on http://127.0.0.1:8000/ (search needs a server: browsers do not
+# start its web worker from file://).
+.PHONY: docs docs-check docs-serve
+docs-serve:
+	test -f build/site/index.html || $(MAKE) docs
+	$(PY) -m http.server -d build/site -b 127.0.0.1 8000
+
 docs: venv
 	$(PIP) install -q -c constraints.txt -e ".[torch,plot,docs]"
 	NO_MKDOCS_2_WARNING=1 MPLBACKEND=Agg $(BIN)/mkdocs build --strict

@@ -1,6 +1,15 @@
 // Figures open at full size: a click on a figure of a page shows it at its natural size in an
-// overlay that scrolls (Escape or a second click closes it). No network, no library.
+// overlay that scrolls (Escape or a second click closes it). Opened from disk (file://), where
+// browsers do not run the search worker, the search box says how to search: through the local
+// server of `make docs-serve`. No network, no library.
 document$.subscribe(function () {
+  if (location.protocol === "file:") {
+    document.querySelectorAll(".md-search__input").forEach(function (input) {
+      input.placeholder = "Search: run make docs-serve";
+      input.title = "Browsers do not search a site opened from disk: run `make docs-serve` " +
+        "(python -m http.server -d build/site 8000) and open http://127.0.0.1:8000/";
+    });
+  }
   document.querySelectorAll("article img").forEach(function (img) {
     if (img.dataset.zoom) return;
     img.dataset.zoom = "1";
