@@ -75,7 +75,7 @@ class FigureError(RuntimeError):
 
 
 def literal_text(text) -> str:
-    """``text`` for a matplotlib label, drawn exactly as written: ``$`` (which would start
+    r"""``text`` for a matplotlib label, drawn exactly as written: ``$`` (which would start
     math mode) is escaped.
 
     >>> literal_text("lr=$1e-3$ run")

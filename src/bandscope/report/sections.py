@@ -105,13 +105,13 @@ TERMS.update({
 
 
 def literal(text) -> str:
-    """A user's string (run name, file name, attribute) made safe for a one-line table cell:
+    r"""A user's string (run name, file name, attribute) made safe for a one-line table cell:
     every character kept, except that control characters (newline, tab, ...) are written as
     their Python escapes, so a cell never breaks a line.
 
     >>> literal("a$b<c>&{d}%")
     'a$b<c>&{d}%'
-    >>> literal("two\\nlines")
+    >>> literal("two\nlines")
     'two\\nlines'
     """
     s = str(text)
