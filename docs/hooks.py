@@ -11,7 +11,8 @@
    without them. Any other missing page still fails the build. A Markdown page directly under
    ``docs/`` that the nav does not list is appended to the Guide section under its first
    heading, so a page added without a nav entry still appears.
-3. ``RstToMarkdown``, a griffe extension (``mkdocs.yml``: mkdocstrings ``extensions``): the
+3. ``on_post_build`` writes the search index as a script, which the theme loads from disk.
+4. ``RstToMarkdown``, a griffe extension (``mkdocs.yml``: mkdocstrings ``extensions``): the
    docstrings are numpydoc with a little reStructuredText inside (``:func:`x``` roles, simple
    ``====`` tables, ``::`` literal blocks, ``.. math::``), which Markdown would print verbatim.
    Roles become links to the rendered object (or inline code when the target is not rendered),
@@ -168,6 +169,15 @@ def on_config(config, **kwargs):
             nav[i] = {API_SECTION: section}
     config["nav"] = nav
     return config
+
+
+def on_post_build(config, **kwargs):
+    """``search/search_index.js``: the search index as a script (``var __index = ...``), which
+    mkdocs-material's page script loads when the site is opened from disk (``file://``); without
+    it every page logs an error there. Search itself needs a server (``make docs-serve``)."""
+    index = Path(config["site_dir"]) / "search" / "search_index.json"
+    if index.is_file():
+        index.with_suffix(".js").write_text("var __index = " + index.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def on_files(files, config, **kwargs):

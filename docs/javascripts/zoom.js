@@ -3,12 +3,14 @@
 // browsers do not run the search worker, the search box says how to search: through the local
 // server of `make docs-serve`. No network, no library.
 document$.subscribe(function () {
-  if (location.protocol === "file:") {
-    document.querySelectorAll(".md-search__input").forEach(function (input) {
-      input.placeholder = "Search: run make docs-serve";
-      input.title = "Browsers do not search a site opened from disk: run `make docs-serve` " +
-        "(python -m http.server -d build/site 8000) and open http://127.0.0.1:8000/";
-    });
+  if (location.protocol === "file:" && !document.querySelector(".bs-nosearch")) {
+    var note = document.createElement("span");
+    note.className = "bs-nosearch";
+    note.textContent = "search: make docs-serve";
+    note.title = "Browsers do not search a site opened from disk: run `make docs-serve` " +
+      "(python -m http.server -d build/site 8000) and open http://127.0.0.1:8000/";
+    var header = document.querySelector(".md-header__inner");
+    if (header) header.appendChild(note);
   }
   document.querySelectorAll("article img").forEach(function (img) {
     if (img.dataset.zoom) return;
