@@ -7,7 +7,9 @@ Baselines measured in the same run:
   memory floor: any band-loss route has to read both arrays at least once).
 
 Timing is best-of-N with the candidates interleaved round by round, so a burst of load from
-other processes hits all of them alike. Targets (brief): pywt/fast >= 6, fast/floor <= 3.
+other processes hits all of them alike. Targets (brief): pywt/fast >= 6, fast/floor <= 3; a
+float16 panel no slower than the same panel in float32 (``f16_over_f32_numpy``,
+``public_f16_over_public_f32``, ``torch_f16_over_torch_f32`` <= 1).
 
 Run: ``python benchmarks/bench_bands.py [--rounds 15]``.
 """
@@ -68,6 +70,14 @@ def main(rounds: int = 15, shape=(256, 3, 64, 64), seed: int = 0) -> dict:
                 return haar_band_losses(tx, tr, per_image=True)
 
         fns["torch_f32"] = torch_haar
+        tx16, tr16 = tx.half(), tr.half()
+
+        def torch_haar_f16():
+            with torch.no_grad():
+                return haar_band_losses(tx16, tr16, per_image=True)
+
+        fns["torch_f16"] = torch_haar_f16
+        fns["public_f16"] = lambda: band_losses(x16, r16)
     except ImportError:
         pass
     t = _interleaved_best(fns, rounds)
@@ -80,6 +90,11 @@ def main(rounds: int = 15, shape=(256, 3, 64, 64), seed: int = 0) -> dict:
         res[f"{k}_over_floor"] = t[k] / t["floor"]
     if "torch_f32" in t:
         res["torch_f32_over_floor"] = t["torch_f32"] / t["floor"]
+        res["torch_f16_over_torch_f32"] = t["torch_f16"] / t["torch_f32"]  # target <= 1
+    # float16 panel vs the same panel in float32, same working precision (target <= 1)
+    res["f16_over_f32_numpy"] = t["fast_f32_in_f16"] / t["fast_f32"]
+    if "public_f16" in t:
+        res["public_f16_over_public_f32"] = t["public_f16"] / t["public_default"]
     for k in ("fast_f32_in_f16", "fast_f64_in_f16"):
         res[f"{k}_over_floor"] = t[k] / t["floor"]
         res[f"{k}_over_floor_f16"] = t[k] / t["floor_f16"]

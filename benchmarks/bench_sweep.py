@@ -2,7 +2,8 @@
 
 One command, one run::
 
-    nice python benchmarks/bench_sweep.py            # sizes 12,100,1000,10000, netCDF files
+    nice python benchmarks/bench_sweep.py            # sizes 100,2000, netCDF files
+    nice python benchmarks/bench_sweep.py --sizes 2000,10000 --json sweep.json   # the targets
 
 It writes synthetic runs (:func:`bandscope.keysearch.synthetic.make_run_synthetic`, 53 checkpoints x 7
 bands) once into ``--dir`` (default a temporary directory; an existing one is reused) and
@@ -101,14 +102,18 @@ def one(path_kind: str, files: list[str], chunk_runs: int) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="12,100,1000,10000", help="numbers of runs (comma separated)")
+    ap.add_argument("--sizes", default="100,2000", help="numbers of runs (comma separated)")
     ap.add_argument("--paths", default=",".join(PATHS), help=f"which of {PATHS}")
     ap.add_argument("--format", default="nc", choices=["nc", "parquet", "zarr"])
     ap.add_argument("--dir", help="where the run files are written once and reused (default: a temp dir)")
     ap.add_argument("--chunk-runs", type=int, default=None, help="runs per dask chunk (default sweep's)")
     ap.add_argument("--json", help="also write the rows as JSON")
+    ap.add_argument("--compare-src", metavar="DIR",
+                    help="also run the numpy path with the package in DIR (e.g. a previous version's src), "
+                    "as path 'numpy@other', alternating with this tree's numpy path")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the paths this many times (interleaved)")
     ap.add_argument("--one", nargs=2, metavar=("PATH", "LISTFILE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     from bandscope.keysearch import sweep
@@ -117,7 +122,7 @@ def main(argv=None) -> int:
     if args.one:
         files = Path(args.one[1]).read_text().split("\n")
         print(json.dumps(one(args.one[0], files, chunk)))
-        return 0
+        return {}
     sizes = [int(s) for s in args.sizes.split(",")]
     paths = [p for p in args.paths.split(",") if p]
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bandscope-sweep-bench-"))
@@ -132,14 +137,18 @@ def main(argv=None) -> int:
         lst = root / f"files-{n}.txt"
         lst.write_text("\n".join(str(f) for f in files[:n]))
         base = None
-        for kind in paths:
+        kinds = ((["numpy@other"] if args.compare_src else []) + paths) * max(1, args.rounds)
+        for kind in kinds:
             env = dict(os.environ)
-            r = subprocess.run([sys.executable, __file__, "--one", kind, str(lst),
+            if kind == "numpy@other":
+                env["PYTHONPATH"] = str(Path(args.compare_src).resolve())
+            r = subprocess.run([sys.executable, __file__, "--one", kind.split("@")[0], str(lst),
                                 "--chunk-runs", str(chunk)], capture_output=True, text=True, env=env)
             if r.returncode:
                 print(f"{n:>6} {kind:<15} FAILED: {r.stderr.strip().splitlines()[-1:]}")
                 continue
             row = json.loads(r.stdout.strip().splitlines()[-1])
+            row["path"] = kind
             row["load_after"] = os.getloadavg()[0]
             rows.append(row)
             if kind == "numpy":
@@ -153,8 +162,8 @@ def main(argv=None) -> int:
     print(f"# load average after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    return 0
+    return {"rows": rows}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -18,6 +18,9 @@ from bandscope.transforms.bands import (
     haar_levels,
 )
 
+# numeric: runs again in the rounding lane (`make test-rounding`, numpy's AVX-512 kernels off)
+pytestmark = pytest.mark.numeric
+
 FLOATS = [np.float16, np.float32, np.float64]
 
 
@@ -314,3 +317,37 @@ def test_float32_working_precision_is_relative_to_the_error_for_float64_inputs()
     r = np.full((2, 3, 1, 1, 1), 0.81585355)
     got = band_losses(x, r, per_image=True, dtype=np.float32).values.sum(-1)
     np.testing.assert_allclose(got, ((x - r) ** 2).mean(axis=(-3, -2, -1)), rtol=3e-6)
+
+
+def test_float16_bit_decoding_equals_the_float32_path(monkeypatch):
+    """Two float16 inputs at float32 working precision are decoded by integer bit moves; the
+    band energies equal those of the same values given as float32 (to 1e-12 relative: the
+    same float32 subtraction, the same kernel), with numpy's cast (flushed subnormals) as
+    well, and every pair of finite float16 values gives numpy's float32 difference."""
+    from bandscope.transforms import bands
+
+    rng = np.random.default_rng(5)
+    x = rng.random((6, 3, 32, 32), dtype=np.float32)
+    r = np.clip(x + 0.05 * rng.standard_normal(x.shape, dtype=np.float32), 0, 1)
+    x16, r16 = x.astype(np.float16), r.astype(np.float16)
+    want = bands._band_energies(x16.astype(np.float32), r16.astype(np.float32), dtype=np.float32)
+    np.testing.assert_allclose(bands._band_energies(x16, r16, dtype=np.float32), want, rtol=1e-12)
+    monkeypatch.setattr(bands, "_subnormals_kept", lambda: False)
+    np.testing.assert_allclose(bands._band_energies(x16, r16, dtype=np.float32), want, rtol=1e-12)
+    monkeypatch.undo()
+    allh = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    fin = allh[np.isfinite(allh)]
+    a, b = rng.choice(fin, 200_000), rng.choice(fin, 200_000)
+    out = np.empty(a.shape, np.float32)
+    assert bands._half_difference(a, b, out, np.empty(a.shape, np.int32), np.empty(a.shape, np.int32))
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(out, np.subtract(a.astype(np.float32), b.astype(np.float32)))
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_float16_non_finite_input_still_raises(bad):
+    x = np.zeros((2, 1, 8, 8), dtype=np.float16)
+    r = np.zeros_like(x)
+    x[1, 0, 3, 4] = bad
+    with pytest.raises(ValueError, match="non-finite"):
+        _band_energies(x, r, dtype=np.float32)

@@ -152,3 +152,28 @@ def test_read_runs_unique_names(tmp_path, run):
 def test_constant_param_time_is_refused():
     with pytest.raises(ValueError, match="does not advance"):
         make_run([[1.0, 1.0], [0.5, 0.9], [0.4, 0.8]], [0.0, 0.0, 0.0])
+
+
+def test_direct_netcdf_read_equals_xarray(tmp_path):
+    """The netCDF4 fast path of ``read_run`` builds exactly what ``xarray.open_dataset`` gives
+    (values, dtypes, attrs); a file it does not take (packed values) goes through xarray."""
+    import xarray as xr
+
+    from bandscope.io import runfiles
+    from bandscope.keysearch.synthetic import make_run_synthetic
+
+    path = tmp_path / "a.nc"
+    bio.write_run(make_run_synthetic(4), path)
+    fast = runfiles._read_netcdf_direct(path)
+    with xr.open_dataset(path) as f:
+        ref = f.load()
+    xr.testing.assert_identical(fast, ref)
+    for k in ref.variables:
+        assert fast[k].dtype == ref[k].dtype
+    for k, v in ref.attrs.items():
+        assert type(fast.attrs[k]) is type(v) and np.array_equal(fast.attrs[k], v)
+    packed = tmp_path / "packed.nc"
+    ds = make_run_synthetic(4)
+    ds.to_netcdf(packed, encoding={"epoch": {"dtype": "int32", "scale_factor": 1e-6, "_FillValue": -1}})
+    assert runfiles._read_netcdf_direct(packed) is None
+    assert bio.read_run(packed).sizes["checkpoint"] == 53

@@ -66,29 +66,33 @@ class CountComputes(Callback):
 
 
 # --------------------------------------------------------------------------- equality
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.numeric
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_dask_equals_numpy_over_chunkings_and_padding(data):
+def test_dask_equals_numpy_over_chunkings_and_padding(data, rounding):
     n = data.draw(st.integers(1, 6), label="runs")
     lengths = data.draw(st.lists(st.integers(30, 53), min_size=n, max_size=n), label="lengths")
     chunk = data.draw(st.integers(1, n), label="chunk_runs")
-    stack = bio.stack_runs(_ragged(lengths))  # padded at the end with NaN
+    stack = rounding(bio.stack_runs(_ragged(lengths)))  # padded at the end with NaN
     want = bandscope.analyze(stack)
     with dask.config.set(scheduler="synchronous"):
         got = sweep.compute_sweep(sweep.analyze_sweep(stack, chunk_runs=chunk))
     assert_results_equal(got, want)
 
 
-def test_per_run_results_do_not_depend_on_the_block():
-    stack = bio.stack_runs(_ragged([53, 35, 44, 53, 30]))
+@pytest.mark.numeric
+def test_per_run_results_do_not_depend_on_the_block(rounding):
+    stack = rounding(bio.stack_runs(_ragged([53, 35, 44, 53, 30])))
     whole = bandscope.analyze(stack)
     for i in range(stack.sizes["run"]):
         alone = bandscope.analyze(stack.isel(run=[i]))
         assert_results_equal(alone, whole.isel(run=[i]).isel(checkpoint=slice(0, alone.sizes["checkpoint"])))
 
 
-def test_cross_run_summaries_from_per_run_results():
-    runs = _ragged([53, 40, 53, 47, 53, 36, 53])
+@pytest.mark.numeric
+def test_cross_run_summaries_from_per_run_results(rounding):
+    runs = [rounding(r) for r in _ragged([53, 40, 53, 47, 53, 36, 53])]
     want = tables.all_tables(bandscope.analyze(runs))
     with dask.config.set(scheduler="synchronous"):
         got = tables.all_tables(sweep.compute_sweep(sweep.analyze_sweep(bio.stack_runs(runs), chunk_runs=3)))
@@ -329,3 +333,75 @@ def test_cli_workers_must_be_positive(tmp_path, capsys):
         main(["analyze", str(tmp_path / "*.nc"), "--dask", "--workers", "0"])
     assert "--workers" in capsys.readouterr().err
 
+
+
+# --------------------------------------------------------------------------- an existing scheduler
+@pytest.mark.slow
+def test_existing_scheduler_and_two_worker_processes(tmp_path, capsys):
+    from bandscope.cli import main
+
+    """``--scheduler ADDRESS``: a ``dask scheduler`` and two ``dask worker`` processes started
+    apart from the test (as on a cluster of machines) compute the sweep; the results equal the
+    numpy path, and the command leaves the scheduler running."""
+    pytest.importorskip("distributed")
+    import os
+    import subprocess
+    import sys
+    import time
+
+    runs = _ragged([53, 40, 53, 46, 53])
+    for r in runs:
+        bio.write_run(r, tmp_path / f"{r.attrs['name']}.nc")
+    files = sorted(tmp_path.glob("*.nc"))
+    src = str(Path(bandscope.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    sched_file = tmp_path / "scheduler.json"
+    common = ["--scheduler-file", str(sched_file)]
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0",
+                               "--no-dashboard", *common], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(600):
+            if sched_file.exists() and sched_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                    "--nthreads", "1", "--no-nanny", "--no-dashboard"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        from dask.distributed import Client
+
+        with Client(address) as c:
+            c.wait_for_workers(2, timeout=120)
+            workers = c.scheduler_info()["workers"]
+            assert len(workers) == 2
+        want = bandscope.analyze(bio.read_runs(files))
+        with sweep.scheduler_client(address) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+            got = sweep.compute_sweep(sweep.analyze_sweep(sweep.open_runs(str(tmp_path / "*.nc"), chunk_runs=2)))
+        assert_results_equal(got, want)
+        out = tmp_path / "res.json"
+        assert main(["analyze", str(tmp_path / "*.nc"), "--scheduler", address, "--json", str(out)]) == 0
+        assert json.loads(out.read_text())
+        with Client(address) as c:  # still there for the next command
+            assert len(c.scheduler_info()["workers"]) == 2
+        capsys.readouterr()
+        assert main(["analyze", str(tmp_path / "*.nc"), "--scheduler", address, "--workers", "2"]) == 2
+        assert "not both" in capsys.readouterr().err
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_scheduler_address_without_a_scheduler(tmp_path, capsys):
+    from bandscope.cli import main
+
+    pytest.importorskip("distributed")
+    bio.write_run(make_run_synthetic(0), tmp_path / "a.nc")
+    assert main(["analyze", str(tmp_path / "*.nc"), "--scheduler", "tcp://127.0.0.1:9", "--dask"]) == 2
+    assert "no dask scheduler answers at 'tcp://127.0.0.1:9'" in capsys.readouterr().err

@@ -8,6 +8,9 @@ import torch
 from bandscope.torch.probe import BandProbe, select_panel
 from bandscope.transforms.bands import band_losses
 
+# numeric: runs again in the rounding lane (`make test-rounding`, AVX-512 kernels off)
+pytestmark = pytest.mark.numeric
+
 
 class _Noisy(torch.nn.Module):
     """Deterministic 'reconstruction' with dropout, so train/eval mode matters."""
@@ -66,3 +69,31 @@ def test_select_panel_without_replacement_seed_plus_3():
 def test_empty_panel_is_a_clear_error():
     with pytest.raises(ValueError, match="no images"):
         BandProbe(np.zeros((0, 3, 8, 8), dtype=np.float32))
+
+
+def test_probe_float32_bands_with_float64_sums_match_float64():
+    """The default probe (float32 band arithmetic, float64 accumulation) agrees with the float64
+    probe to 1e-6 relative per band, and its bands sum to the pixel MSE to 1e-6."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Sigmoid())
+    panel = torch.rand(20, 3, 32, 32)
+    fast = BandProbe(panel, batch_size=8)
+    res = fast(model)
+    assert fast.band_dtype == torch.float32
+    ref = BandProbe(panel, batch_size=8, dtype=torch.float64)(model)
+    np.testing.assert_allclose(res.band_loss, ref.band_loss, rtol=1e-6)
+    with torch.no_grad():
+        mse = float(((model(panel).double() - panel.double()) ** 2).mean())
+    assert res.band_loss.sum() == pytest.approx(mse, rel=1e-6)
+
+
+def test_torch_haar_float16_equals_float32():
+    from bandscope.torch.haar import haar_band_losses
+
+    torch.manual_seed(1)
+    x = torch.rand(4, 3, 16, 16).half()
+    r = (x.float() + 0.05 * torch.randn(4, 3, 16, 16)).clamp(0, 1).half()
+    got = haar_band_losses(x, r, per_image=True)
+    want = haar_band_losses(x.float(), r.float(), per_image=True)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)

@@ -129,6 +129,10 @@ def _bic_log(log_sse, n, p, n_eff):
     return np.where(np.isfinite(log_sse) & (n_eff > 1), out, np.nan)
 
 
+#: Rows with more valid points than this get their autocorrelation by FFT (:func:`_acf`).
+_ACF_DIRECT_MAX = 256
+
+
 def _acf(e, valid=None, max_lag=None):
     """Sample autocorrelation ρ_k, k = 0..N-1, of each row of ``e`` (C, N) over its valid
     points (``valid`` left-aligned: the first n of a row), as ``statsmodels.tsa.stattools.acf``
@@ -142,9 +146,24 @@ def _acf(e, valid=None, max_lag=None):
         mean = np.where(valid, e, 0.0).sum(axis=1) / np.maximum(n, 1)
     d = np.where(valid, e - mean[:, None], 0.0)
     L = N if max_lag is None else min(N, int(max_lag) + 1)
-    c = np.empty((C, L))
-    for k in range(L):
-        c[:, k] = np.einsum("ij,ij->i", d[:, : N - k], d[:, k:])
+    c = np.zeros((C, L))
+    # rows of few points: the lag products one by one (exact sums); long rows: by FFT
+    # (Wiener-Khinchin, O(N log N) instead of O(N * lags); equal to rounding, tested)
+    long = n > _ACF_DIRECT_MAX
+    short = np.flatnonzero(~long)
+    if short.size:
+        Ls = min(L, int(n[short].max()) if short.size else 0)
+        ds = d[short]
+        for k in range(Ls):
+            c[short, k] = np.einsum("ij,ij->i", ds[:, : N - k], ds[:, k:])
+    if long.any():
+        from scipy import fft as sfft
+
+        rows = np.flatnonzero(long)
+        width = int(np.flatnonzero(valid[rows].any(axis=0))[-1]) + 1
+        nfft = sfft.next_fast_len(2 * width - 1, real=True)
+        spec = sfft.rfft(d[rows, :width], n=nfft, axis=1)
+        c[rows] = sfft.irfft(spec.real ** 2 + spec.imag ** 2, n=nfft, axis=1)[:, :L]
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = c / c[:, :1]
     lag = np.arange(L)[None, :]
@@ -533,31 +552,37 @@ def _grid_starts(lx, pos, y, w, fixed_beta):
     return starts
 
 
-def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200):
+def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200, xtol=None):
     """Batched Levenberg--Marquardt on the profiled (u = log ω, β) problem.
 
     Kaufman's variable-projection Jacobian ``J = (I - P_f) ∂(A f)/∂θ``; box β ∈ [0.05, 8]
     handled by projection with an active set (a β at its bound whose step points outward is
     frozen for that step); ``|u| ≤ 30``. A curve stops when no damped step lowers its SSE
     (λ > 1e10, a local minimum to machine precision) -- ``converged`` -- or at ``max_iter``.
+    With ``xtol`` a curve also counts as converged once a proposed step moves neither u nor β
+    by more than ``xtol`` (the polish of a solution found on a thinned curve).
+
+    The arrays of the curves still iterating are kept compact (copied only when a curve
+    stops), and the profile at an accepted trial point is reused as the next iteration's.
     """
     u = u.astype(np.float64).copy()
     beta = beta.astype(np.float64).copy()
     C = y.shape[0]
     lam = np.full(C, 1e-3)
     converged = np.zeros(C, dtype=bool)
-    *_, sse, _ = _profile(lx, pos, y, w, u, beta)
-    active = np.arange(C)
+    a = np.arange(C)
+    LX, POS, Y, W = lx, pos, y, w
+    prof = _profile(LX, POS, Y, W, u, beta)
+    sse = prof[4].copy()
     for _ in range(max_iter):
-        if active.size == 0:
+        if a.size == 0:
             break
-        a = active
         ua, ba, la = u[a], beta[a], lam[a]
-        z, f, A, r, sse_a, sff = _profile(lx[a], pos[a], y[a], w[a], ua, ba)
+        z, f, A, r, sse_a, sff = prof
         Af = A[:, None] * f
-        wa = w[a]
+        wa = W
         g_u = wa * Af * z * ba[:, None]  # ∂(A f)/∂u
-        d = np.where(pos[a], lx[a] - ua[:, None], 0.0)
+        d = np.where(POS, LX - ua[:, None], 0.0)
         g_b = -wa * Af * z * d  # ∂(A f)/∂β
         safe = np.where(sff > 0, sff, 1.0)
         fw = f * wa
@@ -583,7 +608,8 @@ def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200):
             db = np.where(out, 0.0, db)
         un = np.clip(ua + du, -_U_BOUND, _U_BOUND)
         bn = ba if fixed_beta else np.clip(ba + db, BETA_MIN, BETA_MAX)
-        *_, sse_n, _ = _profile(lx[a], pos[a], y[a], w[a], un, bn)
+        trial = _profile(LX, POS, Y, W, un, bn)
+        sse_n = trial[4]
         ok = np.isfinite(sse_n) & (sse_n < sse_a)
         small = ok & ((sse_a - sse_n) <= _REL_STOP * sse_a)
         u[a] = np.where(ok, un, ua)
@@ -591,9 +617,61 @@ def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200):
         sse[a] = np.where(ok, sse_n, sse_a)
         lam[a] = np.where(ok, np.maximum(la * 0.3, 1e-12), la * 10.0)
         done = (lam[a] > _LAM_STOP) | small | ~np.isfinite(du) | ~np.isfinite(db)
+        if xtol is not None:
+            done |= (np.abs(un - ua) <= xtol) & (np.abs(bn - ba) <= xtol)
         converged[a[done]] = True
-        active = a[~done]
+        keep = ~done
+        if ok.any():
+            prof = tuple(np.where(ok if c.ndim == 1 else ok[:, None], tv, c)
+                         for tv, c in zip(trial, prof))
+        if not keep.all():
+            a = a[keep]
+            LX, POS, Y, W = LX[keep], POS[keep], Y[keep], W[keep]
+            prof = tuple(c[keep] for c in prof)
     return u, beta, sse, converged
+
+
+def _thin(lx, pos, y, w, m):
+    """``m`` points of each curve (rows of the scaled arrays), evenly spaced in checkpoint index
+    over its valid points, first and last included; a curve with at most ``m`` valid points is
+    kept whole. Returns the same four arrays with ``m`` columns (padding: ``w = 0``)."""
+    C = y.shape[0]
+    idx = np.zeros((C, m), dtype=np.int64)
+    keep = np.zeros((C, m), dtype=bool)
+    for c in range(C):
+        where = np.flatnonzero(w[c] > 0)
+        k = where.size
+        if k <= m:
+            idx[c, :k], keep[c, :k] = where, True
+        else:
+            idx[c] = where[np.round(np.linspace(0.0, k - 1.0, m)).astype(np.int64)]
+            keep[c] = True
+    rows = np.arange(C)[:, None]
+    return (np.where(keep, lx[rows, idx], 0.0), keep & pos[rows, idx],
+            np.where(keep, y[rows, idx], 0.0), keep.astype(np.float64))
+
+
+def _multistart(lx, pos, y, w, fixed, max_iter, starts=None, xtol=None):
+    """Batched LM from ``starts`` (default the grid starts of :func:`_grid_starts`) for all
+    curves at once; per curve the start with the lowest SSE: ``(u, beta, converged)``."""
+    if starts is None:
+        starts = _grid_starts(lx, pos, y, w, fixed)
+    S, C = len(starts), y.shape[0]
+    # all starts of all curves in one batched LM call (rows = start-major copies of the curves)
+    tile = (lambda a: a) if S == 1 else (lambda a: np.tile(a, (S, 1)))  # noqa: E731
+    u, b, sse_s, conv = _lm_profiled(
+        tile(lx), tile(pos), tile(y), tile(w),
+        np.concatenate([u0 for u0, _ in starts]), np.concatenate([b0 for _, b0 in starts]),
+        fixed, max_iter=max_iter, xtol=xtol)
+    pick = np.argmin(sse_s.reshape(S, -1), axis=0)
+    rows = pick * C + np.arange(C)
+    return u[rows], b[rows], conv[rows]
+
+
+#: Curves with more points than this are thinned for the start search (:func:`fit_curves`).
+THIN_POINTS = 512
+_FIT_BLOCK = 4096  # curves per batch of the solver
+_POLISH_XTOL = 1e-10  # |step| in (log ω, β) below which the full-data polish has converged
 
 
 def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=True,
@@ -623,6 +701,13 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
         ``converged`` (bool: batch solver reached a point no LM step improves), ``log_sse``
         (log SSE, finite where ``sse`` itself under- or overflows) and ``resid`` (C, N: the
         residuals divided by the curve's max |y|, NaN outside the curve).
+
+    Long curves (more than :data:`THIN_POINTS` valid points): the grid search and the
+    multistart solve run on ``THIN_POINTS`` points of the curve, evenly spaced in index (first
+    and last included), and the best solution is then polished by the same solver on every
+    point, so the result is the full-data optimum at a cost linear in the curve's length
+    (``tests/test_longrun.py`` compares it with the plain path). Curves are solved in batches
+    of at most 4,096; each curve's arithmetic does not depend on the others.
 
     Scale-free: every curve is divided by its max |y| before fitting and the statistics
     (R², log SSE, the residuals) are computed in those units, so multiplying y by any positive
@@ -677,16 +762,34 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
     with np.errstate(divide="ignore"):
         lx = np.where(pos, np.log(np.where(pos, xs, 1.0)), 0.0)
     fixed = model == "exponential"
-    starts = _grid_starts(lx, pos, ys, w, fixed)
-    S = len(starts)
-    # all starts of all curves in one batched LM call (rows = start-major copies of the curves)
-    u, b, sse_s, conv = _lm_profiled(
-        np.tile(lx, (S, 1)), np.tile(pos, (S, 1)), np.tile(ys, (S, 1)), np.tile(w, (S, 1)),
-        np.concatenate([u0 for u0, _ in starts]), np.concatenate([b0 for _, b0 in starts]),
-        fixed, max_iter=max_iter)
-    pick = np.argmin(sse_s.reshape(S, -1), axis=0)
-    rows = pick * fit.size + np.arange(fit.size)
-    best_u, best_b, best_conv = u[rows], b[rows], conv[rows]
+    best_u, best_b, best_conv = np.zeros(fit.size), np.zeros(fit.size), np.zeros(fit.size, bool)
+    long = n[fit] > THIN_POINTS
+    # blocks of at most _FIT_BLOCK curves: the solver's temporaries stay bounded (a sweep of
+    # thousands of runs) and each curve's arithmetic is its own, whichever block it is in
+    groups = [g[i: i + _FIT_BLOCK] for g in (np.flatnonzero(~long), np.flatnonzero(long))
+              for i in range(0, g.size, _FIT_BLOCK)]
+    for group in groups:
+        if not group.size:
+            continue
+        width = int(np.flatnonzero(w[group].any(axis=0))[-1]) + 1  # drop the longer curves' padding
+        g_in = (lx[group, :width], pos[group, :width], ys[group, :width], w[group, :width])
+        if not long[group[0]]:
+            best_u[group], best_b[group], best_conv[group] = _multistart(*g_in, fixed, max_iter)
+            continue
+        # long curves: starts searched and solved on THIN_POINTS of each curve, then the
+        # solution polished on every point (the reported fit is the full-data optimum), in
+        # buckets of curves within a factor 2 in length (padding costs at most as much as data)
+        u0, b0, _ = _multistart(*_thin(*g_in, THIN_POINTS), fixed, max_iter)
+        order = np.argsort(n[fit][group], kind="stable")
+        while order.size:
+            nb = n[fit][group][order]
+            take = order[nb <= 2 * nb[0]]
+            order = order[nb > 2 * nb[0]]
+            rows = group[take]
+            wd = int(np.flatnonzero(w[rows].any(axis=0))[-1]) + 1
+            best_u[rows], best_b[rows], best_conv[rows] = _multistart(
+                lx[rows, :wd], pos[rows, :wd], ys[rows, :wd], w[rows, :wd], fixed, max_iter,
+                starts=[(u0[take], b0[take])], xtol=_POLISH_XTOL)
     _, _, A_s, _, _, _ = _profile(lx, pos, ys, w, best_u, best_b)
     omega = np.exp(best_u) * xscale
     beta = best_b.copy()

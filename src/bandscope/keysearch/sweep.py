@@ -31,10 +31,13 @@ import numpy as np
 import xarray as xr
 
 from .. import io as _io
+from ..errors import BandscopeInputError, input_error_from
+from ..io.atomic import write_tree_atomic
 from ..io.runfiles import _zarr_attr
+from ..io.zarrstore import check_zarr_store
 
 __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute_sweep",
-           "local_cluster", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
+           "local_cluster", "scheduler_client", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
 
 #: Runs per chunk: 32 runs of 53 checkpoints x 7 bands are ~0.1 MB of input, ~0.6 MB of results,
 #: ~20 MB of temporaries and about a second of analysis (~0.1 s per call plus 15-30 ms per run).
@@ -152,6 +155,7 @@ def _scan_netcdf(path: Path) -> dict:
 
 
 def _scan_zarr(path: Path) -> dict:
+    check_zarr_store(path)  # metadata and every chunk present: a missing chunk would read as fill values
     with xr.open_zarr(path, chunks=None, consolidated=None) as f:
         if "run" in f.dims:
             raise ValueError(f"{path} holds {f.sizes['run']} stacked runs; open it on its own: "
@@ -205,7 +209,12 @@ def _scan(path: Path) -> dict:
     if scanner is None:
         raise ValueError(f"{path}: unknown run file type {path.suffix!r}; expected one of "
                          f"{sorted(SCANNERS)}")
-    return scanner(path)
+    try:
+        return scanner(path)
+    except (BandscopeInputError, OSError):
+        raise
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:  # a bad seed column, a broken header, ...
+        raise input_error_from(exc, path, "cannot scan this run file") from exc
 
 
 # --------------------------------------------------------------------------- lazy stack
@@ -329,6 +338,7 @@ def open_runs(paths_or_glob, *, chunk_runs: int = DEFAULT_CHUNK_RUNS, dropna: bo
 
 
 def _is_stacked_zarr(path: Path) -> bool:
+    check_zarr_store(path)
     with xr.open_zarr(path, chunks=None, consolidated=None) as f:
         return "run" in f.dims
 
@@ -362,8 +372,7 @@ def write_stack_zarr(stack: xr.Dataset, path, *, chunk_runs: int | None = None) 
     for v in ds.variables.values():
         v.attrs = {k: _zarr_attr(a) for k, a in v.attrs.items()}
         v.encoding = {}
-    ds.to_zarr(path, mode="w", consolidated=True, zarr_format=2)
-    return path
+    return write_tree_atomic(path, lambda tmp: ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2))
 
 
 # --------------------------------------------------------------------------- analysis
@@ -561,6 +570,39 @@ def local_cluster(workers: int):
                        for w in client.scheduler_info()["workers"]]
             yield client
             del warming
+
+
+@contextlib.contextmanager
+def scheduler_client(address: str, *, timeout: float = 30.0):
+    """A ``distributed.Client`` connected to an existing scheduler at ``address`` (e.g.
+    ``"tcp://10.0.0.5:8786"``), closed on exit; the scheduler and its workers keep running.
+
+    This is the way to a cluster of many machines: start ``dask scheduler`` on one machine and
+    ``dask worker tcp://HOST:8786`` on each of the others (every worker needs bandscope
+    installed and the run files at the same paths, e.g. a shared filesystem), then give the
+    address here or to ``bandscope analyze --scheduler``. The run files are scanned in this
+    process; each chunk is read and analysed by a worker.
+
+    Raises
+    ------
+    bandscope.errors.BandscopeInputError
+        When no scheduler answers at ``address`` within ``timeout`` seconds (naming it).
+    """
+    from dask.distributed import Client
+
+    from ..errors import BandscopeInputError
+
+    try:
+        client = Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise BandscopeInputError(
+            f"no dask scheduler answers at {address!r} ({type(exc).__name__}: {exc}); start one "
+            "with 'dask scheduler' and give its address, e.g. tcp://HOST:8786") from None
+    try:
+        client.run(_warm)
+        yield client
+    finally:
+        client.close()
 
 
 def _tidy(res: xr.Dataset) -> xr.Dataset:

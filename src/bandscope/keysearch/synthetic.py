@@ -27,6 +27,7 @@ def make_run_synthetic(
     noise: float = 0.01,
     gamma: float = 0.37,
     name: str | None = None,
+    n_checkpoints: int | None = None,
 ) -> xr.Dataset:
     """One synthetic run with known per-band Weibull truth.
 
@@ -36,6 +37,10 @@ def make_run_synthetic(
         Seeds the per-run jitter of the true parameters and the noise.
     noise : float
         Relative (multiplicative, log-normal) noise on each band's residual and floor.
+    n_checkpoints : int, optional
+        Instead of the paper's 53-point schedule, ``n_checkpoints`` checkpoints evenly spaced in
+        steps over the same 50 epochs (a long run logged every few steps, as language-model runs
+        are; at least 10). ``steps_per_epoch`` is raised if needed so that the steps are distinct.
 
     Returns
     -------
@@ -53,7 +58,16 @@ def make_run_synthetic(
     rng = np.random.default_rng(seed)
     j = np.arange(n_bands, dtype=np.float64)
     jit = lambda scale: np.exp(rng.normal(0.0, scale, n_bands))  # noqa: E731
-    step = np.round(PAPER_EPOCHS * steps_per_epoch).astype(np.int64)
+    if n_checkpoints is None:
+        epochs = PAPER_EPOCHS
+        step = np.round(epochs * steps_per_epoch).astype(np.int64)
+    else:
+        n = int(n_checkpoints)
+        if n < 10:
+            raise ValueError(f"n_checkpoints must be >= 10, got {n_checkpoints!r}")
+        total = max(50 * int(steps_per_epoch), n - 1)
+        step = np.round(np.linspace(0.0, total, n)).astype(np.int64)
+        epochs = step * (50.0 / total)
     b = 0.9 * jit(0.05)[0]
     s = b * step.astype(np.float64) ** gamma
     s_max = s[-1]
@@ -73,7 +87,7 @@ def make_run_synthetic(
         s,
         step,
         bands=band_resolutions(n_bands),
-        epoch=PAPER_EPOCHS,
+        epoch=epochs,
         mse=band_loss.sum(axis=1),
         name=name or f"{arch}-seed{seed}",
         arch=arch,

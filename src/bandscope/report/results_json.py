@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from ..io.atomic import write_text_atomic
 
 __all__ = ["results_to_dict", "write_json"]
 
@@ -108,5 +109,5 @@ def write_json(results: xr.Dataset, path, *, tables=True) -> Path:
     """Write :func:`results_to_dict` as JSON (NaN as ``null``); ``tables`` as there."""
     path = Path(path)
     data = results_to_dict(results, tables=tables)
-    path.write_text(json.dumps(data, indent=1, allow_nan=False, default=_num))
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=_num))
     return path

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..transforms.bands import haar_levels
+from ..transforms.bands import _power_of_two_fix, haar_levels
 
 __all__ = ["haar_band_losses", "haar_band_project", "haar_levels"]
 
@@ -37,7 +37,7 @@ def _check_image(t: torch.Tensor, what: str) -> int:
     try:
         return haar_levels(h)
     except ValueError:
-        raise ValueError(f"{what} image size must be a power of two, got H = W = {h}") from None
+        raise ValueError(f"{what} image size must be a power of two, got H = W = {h}: {_power_of_two_fix(h)}") from None
 
 
 def _working(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -50,7 +50,15 @@ def _working(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return t
 
 
-def _band_energies(e: torch.Tensor) -> torch.Tensor:
+def _sq_sum(t: torch.Tensor, accumulate: torch.dtype | None) -> torch.Tensor:
+    """Sum of squares over the last three dims; with ``accumulate`` each row's sum (<= S
+    values) stays in the working precision and the rows are summed in ``accumulate``."""
+    if accumulate is None or accumulate == t.dtype:
+        return t.square().sum(dim=(-3, -2, -1))
+    return t.square().sum(dim=-1).to(accumulate).sum(dim=(-2, -1))
+
+
+def _band_energies(e: torch.Tensor, accumulate: torch.dtype | None = None) -> torch.Tensor:
     """Sum of squared orthonormal Haar coefficients per band over the last three dims.
 
     Returns ``(..., J+1)``, band 1 first. Per level, with ``c = r0 + r1`` / ``u = r0 - r1`` over
@@ -71,11 +79,11 @@ def _band_energies(e: torch.Tensor) -> torch.Tensor:
         u = rows[..., 0, :] - rows[..., 1, :]
         cols = c.reshape(*lead, m, m, 2)
         v = cols[..., 0] - cols[..., 1]
-        det = u.square().sum(dim=(-3, -2, -1)) * 0.5 + v.square().sum(dim=(-3, -2, -1)) * 0.25
+        det = _sq_sum(u, accumulate) * 0.5 + _sq_sum(v, accumulate) * 0.25
         details.append(det)
         a = (cols[..., 0] + cols[..., 1]) * 0.5
         n = m
-    approx = a.square().sum(dim=(-3, -2, -1))
+    approx = _sq_sum(a, accumulate)
     return torch.stack([approx] + details[::-1], dim=-1)
 
 
@@ -85,6 +93,7 @@ def haar_band_losses(
     per_image: bool = False,
     *,
     dtype: torch.dtype | None = None,
+    accumulate: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Haar band losses ``L_i`` of ``recon`` against ``x`` (key search §3, A.6), in torch.
 
@@ -99,6 +108,11 @@ def haar_band_losses(
         If True return ``(..., J+1)`` (one row per image), else the panel mean ``(J+1,)``.
     dtype : torch.dtype, optional
         Working precision; default the inputs' dtype, with float16/bfloat16 promoted to float32.
+    accumulate : torch.dtype, optional
+        Precision of the sums of squares (e.g. ``torch.float64`` with a float32 working
+        precision: each image row is summed in float32, the rows and the bands in float64, so
+        a band's relative error stays ~1e-7 however large the image; the band probe does this).
+        Default: the working precision. The result has this dtype.
 
     Returns
     -------
@@ -118,12 +132,15 @@ def haar_band_losses(
         )
     _check_image(x, "x")
     xw = _working(x, dtype)
-    rw = _working(recon, dtype if dtype is not None else xw.dtype)
-    if rw.dtype != xw.dtype:
-        rw = rw.to(xw.dtype)
-    e = xw - rw
+    if recon.dtype in (torch.float16, torch.bfloat16) and xw.dtype == torch.float32 and dtype in (None, torch.float32):
+        e = torch.sub(xw, recon)  # recon widened inside the subtraction: one pass, no float32 copy
+    else:
+        rw = _working(recon, dtype if dtype is not None else xw.dtype)
+        if rw.dtype != xw.dtype:
+            rw = rw.to(xw.dtype)
+        e = xw - rw
     c, h, w = e.shape[-3:]
-    energies = _band_energies(e) / float(c * h * w)
+    energies = _band_energies(e, accumulate) / float(c * h * w)
     if per_image:
         return energies
     return energies.reshape(-1, energies.shape[-1]).mean(dim=0)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import BandscopeInputError
 from .device import model_device, model_dtype, unwrap, wide_dtype
 from .haar import haar_band_losses
 from .reference.data import to_float
@@ -75,6 +76,19 @@ def as_panel(panel) -> torch.Tensor:
     if panel.shape[0] == 0:
         raise ValueError(f"the panel holds no images (shape {tuple(panel.shape)}); "
                          "pass at least one image (select_panel picks them from a test set)")
+    if panel.is_floating_point():
+        bad = ~torch.isfinite(panel).flatten(1).all(dim=1)
+        if bool(bad.any()):
+            idx = torch.nonzero(bad).flatten()[:10].tolist()
+            raise BandscopeInputError(f"the panel holds NaN or inf in images {idx}: band losses would be NaN at "
+                                      "every checkpoint (this is the data, not a diverged model); drop or fix "
+                                      "those images")
+        top = float(panel.max()) if panel.numel() else 0.0
+        if top > 1.5:
+            warnings.warn(f"the float panel has values up to {top:g}: it looks like [0, 255] pixels, while the "
+                          "probe expects floats in [0, 1] (band losses would be in 255^2 units and the model "
+                          "probed on inputs it never saw); pass the uint8 images or panel / 255",
+                          UserWarning, stacklevel=3)
     return panel
 
 
@@ -101,8 +115,9 @@ class BandProbe:
     keep_recon : bool
         Also return the reconstructions as float16 numpy (as the paper stores them).
     dtype : torch.dtype, optional
-        Precision of the band-loss arithmetic: default float64, or float32 on devices without
-        float64 (``mps``); see :attr:`band_dtype`. The forward pass runs in the model's dtype (the
+        Precision of the band-loss arithmetic: default float32 with the sums of squares
+        accumulated in float64 (float32 on devices without float64, ``mps``), float64 for a
+        float64 model; see :attr:`band_dtype`. The forward pass runs in the model's dtype (the
         panel is cast to it: float64, bfloat16, ... models work); the losses compare the model's
         output, upcast, with the float32 panel.
     output : callable, optional
@@ -141,7 +156,13 @@ class BandProbe:
         was_training = model.training
         dev = torch.device(self.device) if self.device is not None else model_device(model)
         in_dtype = model_dtype(model)
-        band_dtype = self.dtype if self.dtype is not None else wide_dtype(dev)
+        # band arithmetic in float32 with float64 sums (probe ~ its forward pass; band losses to
+        # ~1e-7 relative) for float32 and narrower models; float64 models keep float64
+        acc_dtype = wide_dtype(dev)
+        if self.dtype is not None:
+            band_dtype = self.dtype
+        else:
+            band_dtype = torch.float64 if in_dtype == torch.float64 and acc_dtype == torch.float64 else torch.float32
         self.band_dtype = band_dtype
         if self.autocast is not None:
             ctx = torch.autocast(dev.type, dtype=self.autocast)
@@ -160,9 +181,17 @@ class BandProbe:
                     out = model(x if in_dtype == x.dtype else x.to(in_dtype))
                 if self.output is not None:
                     out = self.output(out)
+                if not isinstance(out, torch.Tensor):
+                    raise BandscopeInputError(
+                        f"the model returned a {type(out).__name__}"
+                        + (f" of {len(out)} items" if isinstance(out, (tuple, list, dict)) else "")
+                        + ", not the reconstruction tensor the band probe compares with the panel; say which "
+                        "output is the reconstruction: Monitor(..., probe_output=lambda out: out[0]) "
+                        "(BandProbe(output=...)); the HuggingFace callback uses the first tensor by default")
                 if out.shape != x.shape:
                     raise ValueError(f"model output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
-                per = haar_band_losses(x, out.to(band_dtype), per_image=True, dtype=band_dtype)
+                per = haar_band_losses(x, out.to(band_dtype), per_image=True, dtype=band_dtype,
+                                       accumulate=acc_dtype)
                 s = per.sum(dim=0)
                 sums = s if sums is None else sums + s
                 if self.keep_recon:

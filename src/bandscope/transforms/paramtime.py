@@ -239,6 +239,11 @@ def _sse_grid(tau: np.ndarray, s: np.ndarray, gammas: np.ndarray) -> np.ndarray:
     return np.maximum(sse, 0.0)
 
 
+#: A γ fit on more checkpoints finds its basin (the grid over γ) on this many of them, evenly
+#: spaced; the bounded Brent search that gives γ uses every checkpoint.
+GAMMA_GRID_POINTS = 2048
+
+
 def _fit_power(t: np.ndarray, s: np.ndarray, min_points: int = 4) -> dict:
     """Kernel: fit ``s = a + b t**gamma`` to finite points with ``t >= 0``.
 
@@ -268,17 +273,29 @@ def _fit_power(t: np.ndarray, s: np.ndarray, min_points: int = 4) -> dict:
         return out
     t_max = float(t.max())
     tau = t / t_max
-    sse_of = lambda g: _linear_ab(np.power(tau, g), s)[2]  # noqa: E731
+    if n > GAMMA_GRID_POINTS:  # tau**g as exp(g log tau): a third of np.power's time
+        with np.errstate(divide="ignore"):
+            log_tau = np.log(tau)
+        power = lambda g: np.exp(g * log_tau)  # noqa: E731
+    else:
+        power = lambda g: np.power(tau, g)  # noqa: E731
+    sse_of = lambda g: _linear_ab(power(g), s)[2]  # noqa: E731
     lo, hi = _GAMMA_BOUNDS
     grid = np.geomspace(lo, hi, 121)
-    sse_grid = _sse_grid(tau, s, grid)
-    i = int(np.argmin(sse_grid))
+    if n > GAMMA_GRID_POINTS:  # the basin from evenly spaced checkpoints; Brent on all of them
+        pick = np.round(np.linspace(0.0, n - 1.0, GAMMA_GRID_POINTS)).astype(np.int64)
+        i = int(np.argmin(_sse_grid(tau[pick], s[pick], grid)))
+        sse_i = sse_of(grid[i])
+    else:
+        sse_grid = _sse_grid(tau, s, grid)
+        i = int(np.argmin(sse_grid))
+        sse_i = sse_grid[i]
     left, right = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
     res = minimize_scalar(lambda lg: sse_of(np.exp(lg)), bounds=(np.log(left), np.log(right)),
                           method="bounded", options={"xatol": 1e-12})
     gamma = float(np.exp(res.x))
-    a, b_tau, sse = _linear_ab(np.power(tau, gamma), s)
-    if sse_grid[i] < sse:  # Brent never does worse than the grid point it started from
+    a, b_tau, sse = _linear_ab(power(gamma), s)
+    if sse_i < sse:  # Brent never does worse than the grid point it started from
         gamma, (a, b_tau, sse) = float(grid[i]), _linear_ab(np.power(tau, grid[i]), s)
     b = b_tau / t_max**gamma
     # standard error of gamma (in tau units gamma is unchanged)
@@ -300,6 +317,172 @@ def _fit_power(t: np.ndarray, s: np.ndarray, min_points: int = 4) -> dict:
         out.update(status="failed", reason=f"gamma at the search bound {gamma:.4g} "
                    f"(searched {lo:g}..{hi:g}): s(t) is not power-like here")
     return out
+
+
+_SQRT_EPS = float(np.sqrt(2.2e-16))
+_GOLDEN = 0.5 * (3.0 - np.sqrt(5.0))
+
+
+def _brent_bounded(f, a, b, xatol, maxfun=500):
+    """scipy's bounded Brent (``minimize_scalar(method="bounded")``) on many 1-D problems at
+    once: the same steps, element by element; ``f(x, rows)`` gives the objective of ``rows`` at
+    ``x``. Returns the minimiser of each problem."""
+    a, b = np.array(a, dtype=np.float64), np.array(b, dtype=np.float64)
+    fulc = a + _GOLDEN * (b - a)
+    nfc, xf = fulc.copy(), fulc.copy()
+    rat, e = np.zeros_like(a), np.zeros_like(a)
+    all_rows = np.arange(a.size)
+    fx = f(xf, all_rows)
+    ffulc, fnfc = fx.copy(), fx.copy()
+    xm = 0.5 * (a + b)
+    tol1 = _SQRT_EPS * np.abs(xf) + xatol / 3.0
+    tol2 = 2.0 * tol1
+    num = 1
+    act = all_rows[np.abs(xf - xm) > (tol2 - 0.5 * (b - a))]
+    while act.size and num < maxfun:
+        A, B, XF, FX, NFC, FULC = a[act], b[act], xf[act], fx[act], nfc[act], fulc[act]
+        FNFC, FFULC, E, RAT = fnfc[act], ffulc[act], e[act], rat[act]
+        XM, T1, T2 = xm[act], tol1[act], tol2[act]
+        try_par = np.abs(E) > T1
+        r = (XF - NFC) * (FX - FFULC)
+        q = (XF - FULC) * (FX - FNFC)
+        p = (XF - FULC) * q - (XF - NFC) * r
+        q = 2.0 * (q - r)
+        p = np.where(q > 0.0, -p, p)
+        q = np.abs(q)
+        r_old = E
+        E = np.where(try_par, RAT, E)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            par = try_par & (np.abs(p) < np.abs(0.5 * q * r_old)) & (p > q * (A - XF)) & (p < q * (B - XF))
+            rat_p = (p + 0.0) / q
+        x_p = XF + rat_p
+        near = ((x_p - A) < T2) | ((B - x_p) < T2)
+        si = np.sign(XM - XF) + ((XM - XF) == 0)
+        rat_p = np.where(near, T1 * si, rat_p)
+        golden = ~par
+        E = np.where(golden, np.where(XF >= XM, A - XF, B - XF), E)
+        RAT = np.where(golden, _GOLDEN * E, rat_p)
+        si = np.sign(RAT) + (RAT == 0)
+        x = XF + si * np.maximum(np.abs(RAT), T1)
+        fu = f(x, act)
+        num += 1
+        better = fu <= FX
+        # better: move the bracket to xf, shift the points
+        A_n = np.where(better, np.where(x >= XF, XF, A), np.where(x < XF, x, A))
+        B_n = np.where(better, np.where(x >= XF, B, XF), np.where(x < XF, B, x))
+        c1 = ~better & ((fu <= FNFC) | (NFC == XF))
+        c2 = ~better & ~c1 & ((fu <= FFULC) | (FULC == XF) | (FULC == NFC))
+        FULC_n = np.where(better | c1, NFC, np.where(c2, x, FULC))
+        FFULC_n = np.where(better | c1, FNFC, np.where(c2, fu, FFULC))
+        NFC_n = np.where(better, XF, np.where(c1, x, NFC))
+        FNFC_n = np.where(better, FX, np.where(c1, fu, FNFC))
+        XF_n = np.where(better, x, XF)
+        FX_n = np.where(better, fu, FX)
+        a[act], b[act], fulc[act], ffulc[act] = A_n, B_n, FULC_n, FFULC_n
+        nfc[act], fnfc[act], xf[act], fx[act] = NFC_n, FNFC_n, XF_n, FX_n
+        e[act], rat[act] = E, RAT
+        xm[act] = 0.5 * (A_n + B_n)
+        tol1[act] = _SQRT_EPS * np.abs(XF_n) + xatol / 3.0
+        tol2[act] = 2.0 * tol1[act]
+        act = act[np.abs(xf[act] - xm[act]) > (tol2[act] - 0.5 * (b[act] - a[act]))]
+    return xf
+
+
+def _linear_ab_rows(x, s, m, n):
+    """:func:`_linear_ab` of many rows at once (``m`` marks each row's points, ``n`` counts
+    them): ``(a, b, sse)`` arrays."""
+    xm = np.where(m, x, 0.0).sum(axis=1) / n
+    ym = np.where(m, s, 0.0).sum(axis=1) / n
+    dx = np.where(m, x - xm[:, None], 0.0)
+    dy = np.where(m, s - ym[:, None], 0.0)
+    sxx = np.einsum("ij,ij->i", dx, dx)
+    ok = sxx > 0
+    b = np.where(ok, np.einsum("ij,ij->i", dx, dy) / np.where(ok, sxx, 1.0), 0.0)
+    a = ym - b * xm
+    r = np.where(m, s - a[:, None] - b[:, None] * x, 0.0)
+    return a, b, np.einsum("ij,ij->i", r, r)
+
+
+def _fit_power_many(rows, min_points: int = 4) -> list[dict]:
+    """:func:`_fit_power` of many ``(t, s)`` pairs: the short ones (at most
+    ``GAMMA_GRID_POINTS`` usable points) in one vectorised pass -- the grid for all at once,
+    then one batched bounded Brent (:func:`_brent_bounded`) -- the long ones one by one."""
+    out: list = [None] * len(rows)
+    todo = []
+    for i, (t, s) in enumerate(rows):
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        s = np.asarray(s, dtype=np.float64).reshape(-1)
+        ok = np.isfinite(t) & np.isfinite(s) & (t >= 0)
+        t, s = t[ok], s[ok]
+        n = t.size
+        if n < min_points or n > GAMMA_GRID_POINTS or np.unique(t).size < 3 or not (
+                ((s - s.mean()) ** 2).sum() > 0):
+            out[i] = _fit_power(t, s, min_points)  # omitted, failed or long: the one-row kernel
+        else:
+            todo.append((i, t, s))
+    # rows of equal length together and unpadded: each row's arithmetic is then the same
+    # whatever else is in the batch (a chunk of a sweep gives what the whole stack gives)
+    sizes = sorted({t.size for _, t, _ in todo})
+    for size in sizes:
+        _fit_power_group([row for row in todo if row[1].size == size], out)
+    return out
+
+
+def _fit_power_group(todo, out):
+    """The vectorised part of :func:`_fit_power_many` for rows of one length; fills ``out``."""
+    R, N = len(todo), max(t.size for _, t, _ in todo)
+    n = np.array([t.size for _, t, _ in todo], dtype=np.float64)
+    m = np.arange(N)[None, :] < n[:, None]
+    T, S = np.zeros((R, N)), np.zeros((R, N))
+    for j, (_, t, s) in enumerate(todo):
+        T[j, : t.size], S[j, : s.size] = t, s
+    t_max = T.max(axis=1)
+    tau = T / t_max[:, None]
+    ym = S.sum(axis=1) / n
+    sst = np.where(m, (S - ym[:, None]) ** 2, 0.0).sum(axis=1)
+    lo, hi = _GAMMA_BOUNDS
+    grid = np.geomspace(lo, hi, 121)
+    with np.errstate(divide="ignore"):
+        log_tau = np.where(m & (tau > 0), np.log(np.where(tau > 0, tau, 1.0)), -np.inf)
+    sse_grid = np.empty((R, grid.size))
+    for g, gam in enumerate(grid):
+        sse_grid[:, g] = _linear_ab_rows(np.exp(gam * log_tau), S, m, n)[2]
+    i = np.argmin(sse_grid, axis=1)
+    sse_i = sse_grid[np.arange(R), i]
+    left, right = grid[np.maximum(i - 1, 0)], grid[np.minimum(i + 1, grid.size - 1)]
+
+    def sse_of(lg, which):
+        return _linear_ab_rows(np.exp(np.exp(lg)[:, None] * log_tau[which]), S[which], m[which],
+                               n[which])[2]
+
+    gamma = np.exp(_brent_bounded(sse_of, np.log(left), np.log(right), 1e-12))
+    a, b_tau, sse = _linear_ab_rows(np.exp(gamma[:, None] * log_tau), S, m, n)
+    worse = sse_i < sse  # Brent never does worse than the grid point it started from
+    if worse.any():
+        gamma = np.where(worse, grid[i], gamma)
+        a, b_tau, sse = _linear_ab_rows(np.exp(gamma[:, None] * log_tau), S, m, n)
+    b = b_tau / t_max**gamma
+    tg = np.where(m, np.exp(gamma[:, None] * log_tau), 0.0)
+    dlog = np.where(m & (tau > 0), tg * np.where(np.isfinite(log_tau), log_tau, 0.0), 0.0)
+    jac = np.stack([m.astype(np.float64), tg, b_tau[:, None] * dlog], axis=-1)  # (R, N, 3)
+    jtj = np.einsum("rni,rnj->rij", jac, jac)
+    stderr = np.full(R, np.nan)
+    for j in range(R):
+        if n[j] > 3:
+            try:
+                cov = np.linalg.inv(jtj[j]) * (sse[j] / (n[j] - 3))
+                stderr[j] = float(np.sqrt(cov[2, 2])) if cov[2, 2] >= 0 else np.nan
+            except np.linalg.LinAlgError:
+                pass
+    for j, (k, _, _) in enumerate(todo):
+        res = {v: np.nan for v in _FIT_VARS}
+        res.update(gamma=float(gamma[j]), a=float(a[j]), b=float(b[j]), r2=1.0 - sse[j] / sst[j],
+                   gamma_stderr=stderr[j], sse=float(sse[j]), n=int(n[j]), status="ok", reason="")
+        g = gamma[j]
+        if np.isclose(g, lo, rtol=1e-3) or np.isclose(g, hi, rtol=1e-3):
+            res.update(status="failed", reason=f"gamma at the search bound {g:.4g} "
+                       f"(searched {lo:g}..{hi:g}): s(t) is not power-like here")
+        out[k] = res
 
 
 def _as_1d_dataarray(v, name: str, dim: str) -> xr.DataArray:
@@ -423,19 +606,19 @@ def fit_power_time(
         s_all = arrays[1].values.reshape(-1, arrays[1].sizes[dim])
         e_all = arrays[2].values.reshape(-1, arrays[2].sizes[dim]) if epoch is not None else None
 
-    def fits_for(row: int) -> list[dict]:
-        t, s_ = t_all[row], s_all[row]
+    pairs = []
+    for r in range(t_all.shape[0]):
         if windows is None:
-            return [_fit_power(t, s_, min_points)]
-        e = e_all[row]
-        res = []
+            pairs.append((t_all[r], s_all[r]))
+            continue
+        e = e_all[r]
         for lo, hi in windows:
             tol = 1e-9 * max(1.0, abs(hi))
             m = np.isfinite(e) & (e >= lo - tol) & (e <= hi + tol)
-            res.append(_fit_power(t[m], s_[m], min_points))
-        return res
-
-    results = [fits_for(r) for r in range(t_all.shape[0])]
+            pairs.append((t_all[r][m], s_all[r][m]))
+    flat = _fit_power_many(pairs, min_points)
+    per = 1 if windows is None else len(windows)
+    results = [flat[r * per: (r + 1) * per] for r in range(t_all.shape[0])]
     n_w = 1 if windows is None else len(windows)
     shape = lead_shape + (() if windows is None else (n_w,))
     out_dims = tuple(others) + (() if windows is None else ("epoch_window",))
@@ -501,31 +684,50 @@ def upgrade(fit: xr.Dataset) -> xr.Dataset:
 _GAMMA_NOTE_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError)
 
 
-def _run_gamma(run, epoch_windows):
-    """(scalars, gamma_w, gamma_w_r2, note) of one run; see :func:`fit_run_gamma`."""
+def _epoch_mask(e, lo, hi):
+    """Checkpoints of the epoch window lo <= epoch <= hi (``fit_power_time``'s rule)."""
+    tol = 1e-9 * max(1.0, abs(hi))
+    return np.isfinite(e) & (e >= lo - tol) & (e <= hi + tol)
+
+
+def _gamma_rows(runs, epoch_windows):
+    """γ of many runs with one batched fit (:func:`_fit_power_many`): per run
+    ``(scalars, gamma_w, gamma_w_r2, note)``; see :func:`fit_run_gamma`."""
     nw = len(epoch_windows)
-    scal = {"gamma": np.nan, "gamma_a": np.nan, "gamma_b": np.nan, "gamma_r2": np.nan}
-    gw, gwr2 = np.full(nw, np.nan), np.full(nw, np.nan)
-    note = ""
-    if "step" not in run or (np.asarray(run["step"].values) < 0).all():
-        return scal, gw, gwr2, "no step: gamma not computed"
-    step, s = run["step"].values, run["param_time"].values
-    try:
-        fit = fit_power_time(step, s)
-        scal = {"gamma": float(fit["gamma"]), "gamma_a": float(fit["a"]),
-                "gamma_b": float(fit["b"]), "gamma_r2": float(fit["r2"])}
-        if str(fit["status"].values) != "ok":
-            note = f"gamma fit {fit['status'].values}: {fit['reason'].values}"
-    except _GAMMA_NOTE_ERRORS as exc:
-        note = f"fit_power_time failed: {type(exc).__name__}: {exc}"
-    if nw and "epoch" in run:
-        try:
-            fit = fit_power_time(step, s, epoch_windows=epoch_windows, epoch=run["epoch"].values)
-            gw = np.asarray(fit["gamma"].values, dtype=np.float64).reshape(nw)
-            gwr2 = np.asarray(fit["r2"].values, dtype=np.float64).reshape(nw)
-        except _GAMMA_NOTE_ERRORS as exc:
-            note += f"; windowed fit_power_time failed: {type(exc).__name__}: {exc}"
-    return scal, gw, gwr2, note
+    pairs, plan, notes = [], [], []
+    for run in runs:
+        if "step" not in run or (np.asarray(run["step"].values) < 0).all():
+            plan.append(None)
+            notes.append("no step: gamma not computed")
+            continue
+        step = np.asarray(run["step"].values, dtype=np.float64)
+        t = np.where(step >= 0, step, np.nan)
+        s = np.asarray(run["param_time"].values, dtype=np.float64)
+        first = len(pairs)
+        pairs.append((t, s))
+        windowed = bool(nw) and "epoch" in run
+        if windowed:
+            e = np.asarray(run["epoch"].values, dtype=np.float64)
+            pairs.extend((t[m], s[m]) for m in (_epoch_mask(e, lo, hi) for lo, hi in epoch_windows))
+        plan.append((first, windowed))
+        notes.append("")
+    fits = _fit_power_many(pairs)
+    out = []
+    for p, note in zip(plan, notes):
+        scal = {"gamma": np.nan, "gamma_a": np.nan, "gamma_b": np.nan, "gamma_r2": np.nan}
+        gw, gwr2 = np.full(nw, np.nan), np.full(nw, np.nan)
+        if p is not None:
+            first, windowed = p
+            fit = fits[first]
+            scal = {"gamma": float(fit["gamma"]), "gamma_a": float(fit["a"]),
+                    "gamma_b": float(fit["b"]), "gamma_r2": float(fit["r2"])}
+            if fit["status"] != "ok":
+                note = f"gamma fit {fit['status']}: {fit['reason']}"
+            if windowed:
+                gw = np.array([fits[first + 1 + j]["gamma"] for j in range(nw)], dtype=np.float64)
+                gwr2 = np.array([fits[first + 1 + j]["r2"] for j in range(nw)], dtype=np.float64)
+        out.append((scal, gw, gwr2, note))
+    return out
 
 
 def fit_run_gamma(run_or_runs, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.Dataset:
@@ -554,7 +756,7 @@ def fit_run_gamma(run_or_runs, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.
     """
     epoch_windows = [(float(lo), float(hi)) for lo, hi in epoch_windows]
     one = isinstance(run_or_runs, xr.Dataset)
-    parts = [_run_gamma(r, epoch_windows) for r in ([run_or_runs] if one else run_or_runs)]
+    parts = _gamma_rows([run_or_runs] if one else list(run_or_runs), epoch_windows)
     lead = () if one else ("run",)
     pick = (lambda a: a[0]) if one else np.asarray  # noqa: E731
     data = {k: (lead, pick(np.array([p[0][k] for p in parts])))
