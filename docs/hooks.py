@@ -81,6 +81,32 @@ def _lazy_names(package: str) -> dict[str, str]:
     return {}
 
 
+def _defines(path: Path, name: str) -> bool:
+    """Whether the module at ``path`` binds ``name`` at its top level (def, class, assignment,
+    import)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == name for a in node.names):
+            return True
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return True
+    return False
+
+
+def _home(module: str, name: str) -> str:
+    """Where ``module.name`` is documented: ``module`` itself, or, for a package that resolves
+    the name lazily (``__getattr__``), the submodule that defines it."""
+    folder = SRC.joinpath(*module.split("."))
+    init = folder / "__init__.py"
+    if not init.exists() or _defines(init, name):
+        return module
+    for sub in sorted(folder.glob("*.py")):
+        if not sub.stem.startswith("_") and _defines(sub, name):
+            return f"{module}.{sub.stem}"
+    return module
+
+
 def _page_uri(module: str) -> str:
     return f"api/{module}.md"
 
@@ -109,7 +135,8 @@ def _index_page() -> str:
         if lazy:
             lines += [f"Names importable from `{package}` directly:", "", "| name | defined in |", "|---|---|"]
             for name, mod in sorted(lazy.items(), key=lambda kv: kv[0].lower()):
-                lines.append(f"| [`{package}.{name}`][{mod}.{name}] | [`{mod}`]({mod}.md) |")
+                home = _home(mod, name)
+                lines.append(f"| [`{package}.{name}`][{home}.{name}] | [`{home}`]({home}.md) |")
             lines.append("")
         lines += ["| module | what it holds |", "|---|---|"]
         for mod in _modules(package):

@@ -49,9 +49,7 @@ API_OBJECTS = {
     "bandscope.transforms.bands.band_losses": ("api/bandscope.transforms.bands.html", True),
     "bandscope.keysearch.analysis.analyze": ("api/bandscope.keysearch.analysis.html", True),
     "bandscope.transforms.paramtime.parameter_time": ("api/bandscope.transforms.paramtime.html", True),
-    # read_run is importable as bandscope.read_run through the bandscope.io package: the index
-    # links to its name there (bandscope.io.html), the function is documented on io.runfiles
-    "bandscope.io.runfiles.read_run": ("api/bandscope.io.runfiles.html", False),
+    "bandscope.io.runfiles.read_run": ("api/bandscope.io.runfiles.html", True),
     "bandscope.lnp.statistics.lnp_components": ("api/bandscope.lnp.statistics.html", False),
     "bandscope.torch.lnp.measure_lnp": ("api/bandscope.torch.lnp.html", True),
     "bandscope.torch.lnp.hook.LNPHook": ("api/bandscope.torch.lnp.hook.html", True),
