@@ -103,9 +103,17 @@ clean:
 # warning an error; the tutorials' code runs during the build, so a failing tutorial fails it.
 # `docs-check`: open every page of the built site in headless Chromium (Debian's
 # /usr/bin/chromium, installed with apt-get when missing) and check scripts, links, images, the
-# API reference and the tutorials' output (tools/check_docs_site.py). Builds the site first if
+# API reference and the tutorials' output (tools/check_docs_site.py), then the HTML report in
+# both views at 1,280 px (tests/test_report.py -k layout); screenshots of a tutorial, the API
+# index and both report views are kept in build/screenshots. Builds the site first if
 # build/site is missing.
-.PHONY: docs docs-check
+# `docs-serve`: the built site on http://127.0.0.1:8000/ (search needs a server: browsers do not
+# start its web worker from file://).
+.PHONY: docs docs-check docs-serve
+docs-serve:
+	test -f build/site/index.html || $(MAKE) docs
+	$(PY) -m http.server -d build/site -b 127.0.0.1 8000
+
 docs: venv
 	$(PIP) install -q -c constraints.txt -e ".[torch,plot,docs]"
 	NO_MKDOCS_2_WARNING=1 MPLBACKEND=Agg $(BIN)/mkdocs build --strict
@@ -113,4 +121,5 @@ docs: venv
 docs-check: venv
 	test -f build/site/index.html || $(MAKE) docs
 	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
-	$(BIN)/python tools/check_docs_site.py build/site
+	$(BIN)/python tools/check_docs_site.py build/site --screenshots build/screenshots
+	BANDSCOPE_REQUIRE_BROWSER=1 BANDSCOPE_SCREENSHOT_DIR=build/screenshots $(BIN)/python -m pytest -q tests/test_report.py -k layout

@@ -11,7 +11,8 @@
    without them. Any other missing page still fails the build. A Markdown page directly under
    ``docs/`` that the nav does not list is appended to the Guide section under its first
    heading, so a page added without a nav entry still appears.
-3. ``RstToMarkdown``, a griffe extension (``mkdocs.yml``: mkdocstrings ``extensions``): the
+3. ``on_post_build`` writes the search index as a script, which the theme loads from disk.
+4. ``RstToMarkdown``, a griffe extension (``mkdocs.yml``: mkdocstrings ``extensions``): the
    docstrings are numpydoc with a little reStructuredText inside (``:func:`x``` roles, simple
    ``====`` tables, ``::`` literal blocks, ``.. math::``), which Markdown would print verbatim.
    Roles become links to the rendered object (or inline code when the target is not rendered),
@@ -37,6 +38,10 @@ GUIDE_SECTION = "Guide"
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGES = {"bandscope": "Core (no torch)", "bandscope.torch": "Torch adapter (bandscope.torch)"}
+# Modules that are the package's own plumbing, not its API: left out of the API index and nav
+# (their functions are documented where they are used).
+INTERNAL = {"bandscope.schema", "bandscope.report.numfmt", "bandscope.io.lock", "bandscope.io.natural_sort",
+            "bandscope.report.document"}
 
 
 def _modules(package: str) -> list[str]:
@@ -49,7 +54,7 @@ def _modules(package: str) -> list[str]:
         name = f"{package}.{sub.name}"
         if (sub / "__init__.py").exists() and name not in PACKAGES and not sub.name.startswith("_"):
             out += [name] + _modules(name)
-    return sorted(out)
+    return sorted(m for m in out if m not in INTERNAL)
 
 
 def _docstring(path: Path) -> str:
@@ -74,6 +79,32 @@ def _lazy_names(package: str) -> dict[str, str]:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_LAZY" for t in node.targets):
             return ast.literal_eval(node.value)
     return {}
+
+
+def _defines(path: Path, name: str) -> bool:
+    """Whether the module at ``path`` binds ``name`` at its top level (def, class, assignment,
+    import)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == name for a in node.names):
+            return True
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return True
+    return False
+
+
+def _home(module: str, name: str) -> str:
+    """Where ``module.name`` is documented: ``module`` itself, or, for a package that resolves
+    the name lazily (``__getattr__``), the submodule that defines it."""
+    folder = SRC.joinpath(*module.split("."))
+    init = folder / "__init__.py"
+    if not init.exists() or _defines(init, name):
+        return module
+    for sub in sorted(folder.glob("*.py")):
+        if not sub.stem.startswith("_") and _defines(sub, name):
+            return f"{module}.{sub.stem}"
+    return module
 
 
 def _page_uri(module: str) -> str:
@@ -104,7 +135,8 @@ def _index_page() -> str:
         if lazy:
             lines += [f"Names importable from `{package}` directly:", "", "| name | defined in |", "|---|---|"]
             for name, mod in sorted(lazy.items(), key=lambda kv: kv[0].lower()):
-                lines.append(f"| [`{package}.{name}`][{mod}.{name}] | [`{mod}`]({mod}.md) |")
+                home = _home(mod, name)
+                lines.append(f"| [`{package}.{name}`][{home}.{name}] | [`{home}`]({home}.md) |")
             lines.append("")
         lines += ["| module | what it holds |", "|---|---|"]
         for mod in _modules(package):
@@ -164,6 +196,15 @@ def on_config(config, **kwargs):
             nav[i] = {API_SECTION: section}
     config["nav"] = nav
     return config
+
+
+def on_post_build(config, **kwargs):
+    """``search/search_index.js``: the search index as a script (``var __index = ...``), which
+    mkdocs-material's page script loads when the site is opened from disk (``file://``); without
+    it every page logs an error there. Search itself needs a server (``make docs-serve``)."""
+    index = Path(config["site_dir"]) / "search" / "search_index.json"
+    if index.is_file():
+        index.with_suffix(".js").write_text("var __index = " + index.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def on_files(files, config, **kwargs):

@@ -71,7 +71,7 @@ def test_analyze_plots_and_netcdf(run_files, tmp_path):
     assert main(["analyze", str(run_files[0]), "--plots", str(tmp_path / "figs"), "--netcdf",
                  str(tmp_path / "r.nc"), "--quiet"]) == 0
     pngs = sorted(p.name for p in (tmp_path / "figs").glob("*.png"))
-    assert pngs == ["cnn-1_band_losses.png", "cnn-1_fits.png", "full_loss.png", "ordering.png",
+    assert pngs == ["cnn-1_band_losses.png", "cnn-1_fits.png", "full_loss.png", "loss_curves.png", "ordering.png",
                     "weibull_shapes.png"]
     import xarray as xr
 

@@ -64,7 +64,7 @@ def _site(root: Path, **defects: bool) -> Path:
 
 def _check(site):
     pytest.importorskip("playwright.sync_api")
-    return check_docs_site.check(site, CHROMIUM, api_objects=API, tutorials=TUTORIALS, search_terms=[])
+    return check_docs_site.check(site, CHROMIUM, api_objects=API, tutorials=TUTORIALS, search_terms=[], zoom=False)
 
 
 @pytest.mark.slow

@@ -166,6 +166,95 @@ def test_write_figures_png(res, tmp_path):
     paths = plot.write_figures(small, tmp_path, dpi=40)
     names = sorted(p.name for p in paths)
     assert "weibull_shapes.png" in names and "ordering.png" in names and "full_loss.png" in names
-    assert len(paths) == 3 + 2 * small.sizes["run"]
+    assert "loss_curves.png" in names
+    assert len(paths) == 4 + 2 * small.sizes["run"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _texts(fig):
+    """Every text drawn: figure titles, axes titles and labels, legends, annotations, and the
+    tick labels inside the view limits (matplotlib keeps a few outside, not drawn)."""
+    out = list(fig.texts)
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        out += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        leg = ax.get_legend()
+        if leg is not None:
+            out += [*leg.get_texts(), leg.get_title()]
+        for axis, lim, i in ((ax.xaxis, ax.get_xlim(), 0), (ax.yaxis, ax.get_ylim(), 1)):
+            lo, hi = min(lim), max(lim)
+            for t in axis.get_ticklabels():
+                if lo - 1e-12 * abs(hi - lo) <= t.get_position()[i] <= hi + 1e-12 * abs(hi - lo):
+                    out.append(t)
+    return [t for t in out if t.get_visible() and t.get_text().strip()]
+
+
+def test_every_figure_legible_and_inside(res):
+    """Every figure write_figures makes: no text under MIN_FONT_PT, none outside the figure
+    (a clipped title or label), at most MAX_WIDTH_IN wide, no empty brackets."""
+    small = res.isel(run=[0, 2]).assign_coords(arch=("run", ["", "vit"]))
+    for name, draw in plot.figure_specs(small):
+        fig = draw()
+        assert fig.get_figwidth() <= plot.MAX_WIDTH_IN + 1e-9, name
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        box = fig.bbox
+        for t in _texts(fig):
+            assert t.get_fontsize() >= plot.MIN_FONT_PT, (name, t.get_text(), t.get_fontsize())
+            e = t.get_window_extent(renderer)
+            assert e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y0 >= box.y0 - 1 and e.y1 <= box.y1 + 1, \
+                (name, t.get_text())
+            assert "[]" not in t.get_text(), (name, t.get_text())
+
+
+def test_forecast_plot_shows_prefix_floor_and_run(res):
+    from bandscope.keysearch.forecasting import forecast
+
+    run = make_runs_synthetic(1, n_bands=5, noise=0.002)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fc = forecast(run, prefix=0.5)
+    ax = plot.plot_forecast(run, fc, band=8)
+    f = fc.sel(band=8)
+    n_used = int(f.start_index + f.n_fit)
+    labels = _labels(ax)
+    assert labels[0] == f"prefix ({n_used} checkpoints)" and labels[1] == "the run afterwards"
+    pre, after, curve = ax.get_lines()[:3]
+    assert len(pre.get_xdata()) == n_used and len(after.get_xdata()) == run.sizes["checkpoint"] - n_used
+    # the curve is the documented model with the forecast's parameters, ending at the floor
+    x, y = curve.get_data()
+    expect = float(f.floor) + float(f.A) * np.exp(-(np.maximum(x - float(f.onset), 0) / float(f.omega))
+                                                   ** float(f.beta))
+    np.testing.assert_allclose(y, expect, rtol=1e-12)
+    floor_line = next(ln for ln in ax.get_lines() if ln.get_label().startswith("floor "))
+    assert floor_line.get_ydata()[0] == pytest.approx(float(f.floor))
+    assert any(lbl.startswith("s_reach ") for lbl in labels)
+    # the prefix is where the forecast saw the run: the fitted curve follows those points
+    s, yy = run.param_time.values[:n_used], run.band_loss.sel(band=8).values[:n_used]
+    ok = s >= float(f.s_start)
+    fit = float(f.floor) + float(f.A) * np.exp(-(np.maximum(s[ok] - float(f.onset), 0) / float(f.omega))
+                                               ** float(f.beta))
+    assert np.median(np.abs(fit - yy[ok]) / yy[ok]) < 0.05
+    axes = plot.plot_forecasts(run, fc)
+    assert len(axes) == run.sizes["band"] + 1 and axes[-1].get_title() == "full loss"
+
+
+def test_write_figures_formats_and_failures(res, tmp_path):
+    small = res.isel(run=[0])
+    svg = plot.write_figures(small, tmp_path / "svg", format="svg")
+    assert all(p.suffix == ".svg" and p.read_text()[:200].lstrip().startswith("<?xml") for p in svg)
+    pdf = plot.write_figures(small.isel(band=[0, 1]), tmp_path / "pdf", format="pdf")
+    assert all(p.read_bytes()[:5] == b"%PDF-" for p in pdf)
+    from bandscope.errors import BandscopeInputError
+
+    with pytest.raises(BandscopeInputError, match="eps"):
+        plot.write_figures(small, tmp_path / "x", format="eps")
+    bad = small.assign(param_time=small.param_time.astype(object))   # every per-run figure fails
+    with pytest.raises(plot.FigureError) as err:
+        plot.write_figures(bad, tmp_path / "bad")
+    assert (tmp_path / "bad" / "weibull_shapes.png").exists()
+    assert any(k.endswith("_band_losses") for k in err.value.failed)

@@ -14,7 +14,15 @@ download is never used). Fails, listing every problem, when
   link from the API index), or a module page renders no documented object,
 - a tutorial does not show its executed output (``TUTORIALS``: text printed by its code, a
   minimum number of rendered figures and tables, no traceback),
-- the site search finds nothing for a key function name.
+- the site search finds nothing for a key function name (served), or, opened from disk
+  (``file://``, where browsers do not start the search worker), the page fails or its search
+  header does not name the local server (``make docs-serve``),
+- a page is wider than the 1,280-px viewport (horizontal overflow), or a table wider than its
+  column does not scroll inside its box,
+- a figure of a tutorial does not open at full size on a click (``docs/javascripts/zoom.js``),
+- the API index lists an internal module (``INTERNAL``) or breaks a module name over two lines.
+
+With ``--screenshots DIR`` a screenshot of the first tutorial and of the API index are saved there.
 
 Usage: ``python tools/check_docs_site.py [SITE_DIR] [--chromium PATH]``; exit code 0 if all pass.
 """
@@ -60,6 +68,22 @@ TUTORIALS = {
         2, 5),
 }
 SEARCH_TERMS = ["measure_lnp", "band_losses"]
+INTERNAL = ["bandscope.schema", "bandscope.report.numfmt", "bandscope.io.lock", "bandscope.io.natural_sort"]
+VIEWPORT = {"width": 1280, "height": 900}
+
+_LAYOUT = """() => {
+  const doc = document.documentElement;
+  const art = document.querySelector('article') || document.body;
+  const abox = art.getBoundingClientRect();
+  const cut = [...art.querySelectorAll('table')].filter(t => {
+    const r = t.getBoundingClientRect();
+    const ov = getComputedStyle(t).overflowX;
+    const scrolls = ov === 'auto' || ov === 'scroll' ||
+      [...document.querySelectorAll('.md-typeset__scrollwrap')].some(w => w.contains(t));
+    return r.right > abox.right + 1 && !scrolls;
+  }).length;
+  return {width: doc.scrollWidth, client: doc.clientWidth, cut};
+}"""
 
 
 def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -81,8 +105,10 @@ def local_file(site: Path, base: str, url: str) -> Path | None:
     return target / "index.html" if (path == "" or path.endswith("/")) else target
 
 
-def check(site: Path, chromium: str, *, api_objects=None, tutorials=None, search_terms=None) -> list[str]:
-    """Every problem found on the site under ``site`` (empty list: all checks passed)."""
+def check(site: Path, chromium: str, *, api_objects=None, tutorials=None, search_terms=None,
+          screenshots: Path | None = None, zoom: bool = True) -> list[str]:
+    """Every problem found on the site under ``site`` (empty list: all checks passed);
+    ``zoom=False`` skips the full-size figure check (a site without docs/javascripts/zoom.js)."""
     from playwright.sync_api import sync_playwright
 
     api_objects = API_OBJECTS if api_objects is None else api_objects
@@ -100,13 +126,14 @@ def check(site: Path, chromium: str, *, api_objects=None, tutorials=None, search
         with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="bandscope-docs-chromium-") as profile:
             ctx = pw.chromium.launch_persistent_context(
                 profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1400, "height": 900})
+                viewport=VIEWPORT)
             ctx.set_default_timeout(60_000)
             current = {"name": ""}
 
             def route(r):
                 url = r.request.url
-                if url.startswith(base) or url.startswith("data:") or url.startswith("blob:"):
+                if (url.startswith(base) or url.startswith("data:") or url.startswith("blob:")
+                        or url.startswith(site.as_uri())):
                     r.continue_()
                 else:
                     problems.append(f"{current['name']}: external request (the site must work offline): {url}")
@@ -138,6 +165,21 @@ def check(site: Path, chromium: str, *, api_objects=None, tutorials=None, search
                     if href.startswith(base):
                         links.append((name, href))
                 text = page.inner_text("body")
+                lay = page.evaluate(_LAYOUT)
+                if lay["width"] > lay["client"]:
+                    problems.append(f"{name}: page {lay['width']} px wide at a {VIEWPORT['width']}-px viewport")
+                if lay["cut"]:
+                    problems.append(f"{name}: {lay['cut']} tables cut at the column's edge (they do not scroll)")
+                if name == "api/index.html":
+                    for mod in INTERNAL:
+                        if re.search(rf"\b{re.escape(mod)}\b", text):
+                            problems.append(f"{name}: lists the internal module {mod}")
+                    broken = page.eval_on_selector_all(
+                        "article td code", "els => els.filter(e => e.getClientRects().length > 1).map(e => e.textContent)")
+                    if broken:
+                        problems.append(f"{name}: names broken over two lines: {broken[:5]}")
+                    if screenshots:
+                        page.screenshot(path=str(screenshots / "api_index.png"), full_page=True)
                 if name in tutorials:
                     if "Traceback (most recent call last)" in text:
                         problems.append(f"{name}: shows a Python traceback")
@@ -152,6 +194,10 @@ def check(site: Path, chromium: str, *, api_objects=None, tutorials=None, search
                     n_tables = page.eval_on_selector_all("article table", "els => els.length")
                     if n_tables < min_tables:
                         problems.append(f"{name}: {n_tables} tables, expected at least {min_tables}")
+                    if figs and zoom:
+                        problems += [f"{name}: {p}" for p in _zoom_problem(page)]
+                    if screenshots and name == next(iter(tutorials)):
+                        page.screenshot(path=str(screenshots / "tutorial.png"), full_page=True)
                 if name.startswith("api/") and name != "api/index.html":
                     if not page.query_selector("article .doc-heading"):
                         problems.append(f"{name}: no documented object rendered")
@@ -165,6 +211,15 @@ def check(site: Path, chromium: str, *, api_objects=None, tutorials=None, search
                     page.wait_for_selector(".md-search-result__item", timeout=30_000)
                 except Exception:  # playwright's TimeoutError
                     problems.append(f"search: no result for {term!r}")
+            # from disk (file://) browsers do not start the search worker: the page must load
+            # without errors and its search box must name the local server (make docs-serve)
+            if search_terms:
+                current["name"] = "index.html (file://)"
+                page.goto((site / "index.html").as_uri(), wait_until="load")
+                page.wait_for_load_state("networkidle")
+                note = page.query_selector(".bs-nosearch")
+                if note is None or not note.is_visible() or "docs-serve" not in note.inner_text():
+                    problems.append("opened from disk, the page does not say how to search (make docs-serve)")
             ctx.close()
     finally:
         httpd.shutdown()
@@ -191,18 +246,39 @@ def check(site: Path, chromium: str, *, api_objects=None, tutorials=None, search
     return problems
 
 
+def _zoom_problem(page) -> list[str]:
+    """Click the page's first rendered figure: an overlay must show it at its natural size."""
+    img = page.query_selector("article img[src^='data:image/png']")
+    if img is None:
+        return []
+    natural = img.evaluate("e => e.naturalWidth")
+    img.click()
+    try:
+        page.wait_for_selector(".bs-zoom img", timeout=5_000)
+    except Exception:  # playwright's TimeoutError
+        return ["a click on a figure does not open it at full size"]
+    shown = page.eval_on_selector(".bs-zoom img", "e => e.getBoundingClientRect().width")
+    page.click(".bs-zoom")
+    if abs(shown - natural) > 1:
+        return [f"the opened figure is {shown:.0f} px wide, its natural width {natural} px"]
+    return []
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("site", nargs="?", default="build/site", help="built site (default build/site)")
     ap.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable (default /usr/bin/chromium)")
+    ap.add_argument("--screenshots", type=Path, help="save screenshots of a tutorial and the API index here")
     args = ap.parse_args(argv)
+    if args.screenshots:
+        args.screenshots.mkdir(parents=True, exist_ok=True)
     site = Path(args.site).resolve()
     if not Path(args.chromium).exists():
         print(f"no Chromium at {args.chromium}: apt-get install -y chromium (or pass --chromium PATH)",
               file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    problems = check(site, args.chromium)
+    problems = check(site, args.chromium, screenshots=args.screenshots)
     for p in problems:
         print("FAIL", p)
     print(f"{'FAILED' if problems else 'OK'}: {len(problems)} problems ({time.perf_counter() - t0:.1f} s)")

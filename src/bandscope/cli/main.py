@@ -70,6 +70,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT.json", help="write results as JSON (NaN as null)")
     p.add_argument("--netcdf", metavar="OUT.nc", help="write the full results Dataset as netCDF")
     p.add_argument("--plots", metavar="DIR", help="write figures (needs the 'plot' extra)")
+    p.add_argument("--format", dest="figure_format", choices=["png", "svg", "pdf"], default="png",
+                   help="file format of the --plots figures (default png; svg and pdf are vector)")
     p.add_argument("--windows", type=parse_windows, default=parse_windows(DEFAULT_WINDOWS),
                    help=f"threshold windows HI/LO, comma separated (default {DEFAULT_WINDOWS}); "
                    "the first is the primary window")
@@ -113,39 +115,84 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--html", metavar="OUT.html",
                    help="also write one self-contained HTML report (tables, verdicts and figures "
                    "embedded; figures need the 'plot' extra); see docs/report.md")
+    p.add_argument("--html-figures", choices=["svg", "png"], default="svg",
+                   help="figures of the HTML report: inline SVG (vector, default) or PNG")
+    p.add_argument("--compare-paper", action=argparse.BooleanOptionalAction, default=None,
+                   help="the report against the key-search paper (verdicts, the paper's rows); the default "
+                   "for `reproduce` and for the shipped reference runs. --no-compare-paper: the runs alone "
+                   "(the default for your own runs)")
+    p.add_argument("--forecast", type=_fraction, nargs="?", const=1.0, default=None, metavar="F",
+                   help="add forecasts to the report (docs/forecast.md), each run forecast from its first "
+                   "fraction F of checkpoints (default 1: all); with F < 1 the figures show what the run "
+                   "did afterwards")
+
+
+def _fraction(text: str) -> float:
+    try:
+        f = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < f <= 1:
+        raise argparse.ArgumentTypeError(f"{f}: need a fraction in (0, 1]")
+    return f
+
+
+def _view(args) -> str:
+    """The report's view: --compare-paper / --no-compare-paper when given, else the paper view
+    for ``reproduce`` and for the shipped reference runs, the runs alone otherwise."""
+    if args.compare_paper is not None:
+        return "paper" if args.compare_paper else "own"
+    return "paper" if getattr(args, "reference", False) else "own"
 
 
 def _run_analysis(runs, args, analyze=None, reach=None) -> int:
+    """Analyse, then write every output from one computed tables object; a figure that fails
+    is named (status 2) after every other output has been written."""
     from .. import io as bio
     from .. import report
     from ..keysearch import analysis
+    from ..report.tables import ReportTables
 
     if not runs:  # LNP runs only: the spectral-reach analysis alone
         return _report_reach(reach, args)
     results = (analyze or analysis.analyze)(runs, analysis_options(args))
     results.attrs.update(_input_report(runs))
+    rt = ReportTables(results)
+    view = _view(args)
+    forecasts = _forecasts(runs, args.forecast) if getattr(args, "forecast", None) else None
+    failed = {}
+
+    def fail(name, exc):
+        failed[name] = f"{type(exc).__name__}: {exc}"
+
     if not args.quiet:
-        print(report.format_text(results))
-    if getattr(args, "html", None):
-        path = report.write_html(results, args.html, header=getattr(args, "header", ""),
-                                 title=f"bandscope {args.command}")
-        print(f"wrote {path}", file=sys.stderr)
+        print(report.format_text(results, view=view, tables=rt, forecasts=forecasts))
     if args.json:
         from ..report.results_json import write_json
 
-        write_json(results, args.json)
+        write_json(results, args.json, tables=rt)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.netcdf:
         bio.write_results(results, args.netcdf)
         print(f"wrote {args.netcdf}", file=sys.stderr)
+    if getattr(args, "html", None):
+        path = report.write_html(results, args.html, header=getattr(args, "header", ""),
+                                 title=f"bandscope {args.command}", view=view, tables=rt, forecasts=forecasts,
+                                 figure_format=args.html_figures, on_figure_error=fail)
+        print(f"wrote {path}", file=sys.stderr)
     if args.plots:
         from ..report import figures as plot
 
-        paths = plot.write_figures(results, args.plots)
+        paths = plot.write_figures(results, args.plots, format=args.figure_format, forecasts=forecasts,
+                                   on_error=fail)
         print(f"wrote {len(paths)} figures to {args.plots}", file=sys.stderr)
-    if reach is not None:  # runs with LNP as well: the spectral-reach section joins the same outputs
-        return _report_reach(reach, args, joined=True)
-    return 0
+    rc = _report_reach(reach, args, joined=True) if reach is not None else 0
+    if failed:
+        for name, why in failed.items():
+            print(f"bandscope {args.command}: error: figure {name!r} could not be drawn ({why}); "
+                  "every other output was written", file=sys.stderr)
+        return 2
+    return rc
 
 
 # ------------------------------------------------------------------ spectral reach (runs with LNP)
@@ -229,6 +276,29 @@ def _report_reach(reach, args, joined: bool = False) -> int:
     return 0
 
 
+def _forecasts(runs, prefix: float) -> dict:
+    """Run name → ``bandscope.forecast`` of the run from its first ``prefix`` of checkpoints."""
+    from ..keysearch.forecasting import forecast
+
+    if not isinstance(runs, (list, tuple)):
+        raise BandscopeInputError("--forecast needs the runs in memory: drop --dask")
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for run in runs:
+            out[str(run.attrs["name"])] = forecast(run, prefix=None if prefix >= 1 else prefix)
+    return out
+
+
+def _is_reference(paths) -> bool:
+    """Whether every file lies under the shipped reference runs (``reference_dir()``)."""
+    root = Path(reference_dir()).resolve()
+    try:
+        return bool(paths) and all(Path(p).resolve().is_relative_to(root) for p in paths)
+    except OSError:
+        return False
+
+
 def cmd_analyze(args) -> int:
 
     if args.dask or args.workers or args.scheduler:
@@ -244,8 +314,11 @@ def cmd_analyze(args) -> int:
         if rows is not None and len(rows):
             print(f"bandscope analyze: {run.attrs.get('source') or run.attrs['name']}: dropped {len(rows)} rows "
                   f"with NaN (0-based rows {list(rows)}; --dropna)", file=sys.stderr)
+    from ..report.sections import plural
+
     named = {str(r.attrs.get("name", "?")): None for r in [*runs, *lnp_runs]}
-    args.header = f"Analysing {len(named)} runs: {', '.join(named)}."
+    args.header = f"Analysing {plural(len(named), 'run')}: {', '.join(named)}."
+    args.reference = _is_reference(args.runs)
     return _run_analysis(runs, args, reach=reach)
 
 
@@ -336,13 +409,16 @@ def cmd_reproduce(args) -> int:
     if not files:
         print(f"no reference runs under {root}", file=sys.stderr)
         return 2
+    from ..report.sections import plural
+
     if kind == "synthetic":
-        header = (f"NOTE: analysing {len(files)} SYNTHETIC runs from {root / 'synthetic'} (generated by "
+        header = (f"NOTE: analysing {plural(len(files), 'SYNTHETIC run')} from {root / 'synthetic'} (generated by "
                   "tools/make_synthetic.py with known Weibull truth), not training runs.")
     else:
-        header = f"Analysing {len(files)} recorded training runs from {root / 'recorded'}."
+        header = f"Analysing {plural(len(files), 'recorded training run')} from {root / 'recorded'}."
     print(header + "\n")
     args.header = header
+    args.reference = True
     runs = []
     for f in files:
         name = f.parent.name if f.stem == "run" else f.stem

@@ -15,7 +15,18 @@ of Axes for multi-panel figures (``axes[0].figure`` is the Figure). Nothing here
   line per run coloured by architecture, median ρ in each title (§6.2)
 - :func:`plot_full_loss_fit` / :func:`plot_full_loss` -- R_tot with its Weibull and
   exponential fits, ΔBIC, and the band-sum reconstruction (§6.3)
-- :func:`write_figures` -- all of them as PNG files
+- :func:`plot_loss_curves` -- the full loss of each run over optimiser steps and over
+  parameter time
+- :func:`plot_forecast` / :func:`plot_forecasts` -- a forecast (``bandscope.forecast``,
+  docs/forecast.md): the prefix it saw, the fitted curve, the floor and its interval, s_reach
+  and its interval, and the rest of the run when it is known
+- :func:`write_figures` -- all of them as PNG, SVG or PDF files
+
+Text: no font is smaller than :data:`MIN_FONT_PT` points, and figures are at most
+:data:`MAX_WIDTH_IN` inches wide, so that at the HTML report's 1,100-pixel column a point is at
+least a pixel. Labels are Unicode, not mathtext (the SVG text then measures the same in a
+browser as in matplotlib); users' strings (run names, architectures, units) are drawn literally
+(:func:`literal_text`): a ``$`` never starts matplotlib's math mode.
 """
 from __future__ import annotations
 
@@ -28,26 +39,88 @@ from ..keysearch.fitting import exponential, weibull
 from .numfmt import fmt_r2
 
 __all__ = ["plot_weibull_shapes", "plot_band_losses", "plot_band_fit", "plot_band_fits",
-           "plot_ordering", "plot_full_loss_fit", "plot_full_loss", "write_figures", "arch_colors"]
+           "plot_ordering", "plot_full_loss_fit", "plot_full_loss", "plot_loss_curves", "plot_forecast",
+           "plot_forecasts", "write_figures", "arch_colors", "literal_text", "run_label", "FORMATS",
+           "MIN_FONT_PT", "MAX_WIDTH_IN", "FigureError", "safe_name", "figure_specs"]
+
+MIN_FONT_PT = 9.0
+"""Smallest font size of any text in a figure, in points."""
+MAX_WIDTH_IN = 14.0
+"""Widest figure, in inches (the HTML report's column is about 1,070 px = 14.9 in at 72 px/in)."""
+FORMATS = ("png", "svg", "pdf")
+"""File formats of :func:`write_figures`."""
+_SMALL = 9   # legends, tick labels, axis labels of the small panels
+_TITLE = 10  # panel titles
+_SUPTITLE = 11
 
 S_LABEL = "parameter time s (L2 distance in parameter space)"
 LOSS_UNIT = "squared pixel value"
 _METRIC_LABELS = {
-    "onset": (r"onset $\tau_i$", r"onset $\tau_i$ (parameter time)"),
-    "width": (r"width $w_i$", r"width $w_i$ (parameter time)"),
-    "floor": (r"floor $L_i^\infty$", r"floor $L_i^\infty$" + f" ({LOSS_UNIT})"),
-    "initial_residual": (r"initial residual $R_i(s_0)$", r"$R_i(s_0)$" + f" ({LOSS_UNIT})"),
+    "onset": ("onset τᵢ", "onset τᵢ\n(parameter time)"),
+    "width": ("width wᵢ", "width wᵢ\n(parameter time)"),
+    "floor": ("floor Lᵢ∞", f"floor Lᵢ∞\n({LOSS_UNIT})"),
+    "initial_residual": ("initial residual Rᵢ(s₀)", f"Rᵢ(s₀)\n({LOSS_UNIT})"),
 }
 _ARCH_MAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
 
 
+class FigureError(RuntimeError):
+    """One or more figures of :func:`write_figures` failed; the others were written.
+    ``failed`` maps each failed figure's name to its exception."""
+
+    def __init__(self, failed: dict, written: list):
+        self.failed, self.written = failed, written
+        super().__init__("figures that could not be drawn: " + "; ".join(
+            f"{k} ({type(v).__name__}: {v})" for k, v in failed.items()))
+
+
+def literal_text(text) -> str:
+    r"""``text`` for a matplotlib label, drawn exactly as written: ``$`` (which would start
+    math mode) is escaped.
+
+    >>> literal_text("lr=$1e-3$ run")
+    'lr=\\$1e-3\\$ run'
+    """
+    return str(text).replace("$", r"\$")
+
+
+def _rc():
+    return {"font.size": _SMALL + 1, "axes.titlesize": _TITLE, "axes.labelsize": _SMALL + 1,
+            "xtick.labelsize": _SMALL, "ytick.labelsize": _SMALL, "legend.fontsize": _SMALL,
+            "legend.title_fontsize": _SMALL, "figure.titlesize": _SUPTITLE}
+
+
+def _yscale(ax, scale):
+    """``ax.set_yscale(scale)``; a log axis gets minor ticks at 2 and 5 times each power of ten
+    only (the default eight per decade cost most of a figure's drawing time)."""
+    ax.set_yscale(scale)
+    if scale == "log":
+        from matplotlib.ticker import LogLocator
+
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=8))
+
+
+def _suptitle(fig, text, fontsize=_SUPTITLE):
+    """A figure title wrapped to the figure's width (never clipped at its sides)."""
+    import textwrap
+
+    per_line = max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
+    return fig.suptitle("\n".join(textwrap.wrap(text, per_line, break_on_hyphens=False)), fontsize=fontsize)
+
+
 def _new_axes(nrows=1, ncols=1, figsize=(6, 4)):
     try:
+        import matplotlib
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover
         raise ImportError("figures need matplotlib: pip install 'bandscope[plot]'") from exc
-    fig = Figure(figsize=figsize, layout="constrained")
-    return np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    w, h = figsize
+    if w > MAX_WIDTH_IN:
+        w, h = MAX_WIDTH_IN, h * MAX_WIDTH_IN / w
+    with matplotlib.rc_context(_rc()):
+        fig = Figure(figsize=(w, h), layout="constrained")
+        axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    return axes
 
 
 def _axes_list(ax, n, ncols, panel=(3.2, 2.7)):
@@ -101,6 +174,19 @@ def _arch(results, run):
     return str(results["arch"].sel(run=run).values) if "arch" in results.coords else ""
 
 
+def run_label(results, run) -> str:
+    """``"run [arch]"``, or ``"run"`` when the run has no architecture, drawn literally.
+
+    >>> from bandscope.keysearch.synthetic import make_runs_synthetic
+    >>> from bandscope import analyze
+    >>> import warnings; warnings.simplefilter("ignore")
+    >>> run_label(analyze(make_runs_synthetic(2, n_bands=4)), "synthetic-cnn-seed45")
+    'synthetic-cnn-seed45 [synthetic-cnn]'
+    """
+    a = _arch(results, run)
+    return literal_text(f"{run} [{a}]" if a else str(run))
+
+
 def _valid(res_run: xr.Dataset) -> np.ndarray:
     return np.isfinite(res_run["param_time"].values)
 
@@ -121,9 +207,9 @@ def plot_weibull_shapes(betas=(0.5, 1.0, 2.0, 4.0), ax=None):
                 ls="--" if b == 1 else "-", label=f"β = {b:g} ({note})")
     ax.set_xlabel("s / ω (parameter time in units of the scale ω)")
     ax.set_ylabel("R / A (residual, fraction of amplitude)")
-    ax.set_title("Weibull decay R = A exp(-(s/ω)^β) for several β (paper Figure 2)", fontsize=9)
+    ax.set_title("Weibull decay R = A exp(-(s/ω)^β), paper Figure 2", fontsize=_TITLE)
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=_SMALL)
     return ax
 
 
@@ -152,16 +238,16 @@ def plot_band_losses(results: xr.Dataset, run, ax=None, yscales=("linear", "log"
         for a in axes:
             a.plot(s, y, "--" if unsat else "-", marker="o", ms=2.5, lw=1.2,
                    color=cmap(j / max(1, nb - 1)), label=label)
-    su = _units(results, "param_time", "L2 distance in parameter space")
-    lu = _units(results, "band_loss", LOSS_UNIT)
+    su = literal_text(_units(results, "param_time", "L2 distance in parameter space"))
+    lu = literal_text(_units(results, "band_loss", LOSS_UNIT))
     for a, scale in zip(axes, yscales):
-        a.set_yscale(scale)
+        _yscale(a, scale)
         if s.size > k:
             a.axvspan(s[-k], s[-1], color="0.85", zorder=0, label=f"floor window (last {k})")
         a.set_xlabel(f"parameter time s ({su})")
-        a.set_ylabel(r"band loss $L_i$" + f" ({lu})")
-        a.set_title(f"{run} [{_arch(results, run)}]: band losses, {scale} y", fontsize=9)
-    axes[0].legend(fontsize=7)
+        a.set_ylabel(f"band loss Lᵢ ({lu})")
+        a.set_title(f"{run_label(results, run)}: band losses, {scale} y", fontsize=_TITLE)
+    axes[0].legend(fontsize=_SMALL)
     return axes
 
 
@@ -194,16 +280,17 @@ def plot_band_fit(results: xr.Dataset, run, band, window=None, ax=None):
         d = float(f["delta_bic"])
         title = f"ΔBIC = {d:+.3g} ({'Weibull' if d < 0 else 'exponential'} preferred)"
     else:
-        ax.text(0.5, 0.5, f"no fit: {f['status'].values}", transform=ax.transAxes, ha="center", fontsize=8)
-    ax.legend(fontsize=6, title=title, title_fontsize=7, frameon=False)
+        ax.text(0.5, 0.5, literal_text(f"no fit: {f['status'].values}"), transform=ax.transAxes, ha="center",
+                fontsize=_SMALL)
+    ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
     head = f"band {int(band)}"
     unsat = "saturated" in r and not bool(r["saturated"].sel(band=band))
     if unsat:
         head += f": UNSATURATED (drift {float(r['floor_window_drift_pct'].sel(band=band)):.2g} %)"
-    ax.set_title(head, fontsize=8, color="C3" if unsat else "black")
-    ax.set_xlabel("parameter time s", fontsize=8)
-    ax.set_ylabel(r"residual $R_i = L_i - L_i^\infty$" + f" ({_units(results, 'residual', LOSS_UNIT)})",
-                  fontsize=7)
+    ax.set_title(head, fontsize=_TITLE, color="C3" if unsat else "black")
+    ax.set_xlabel("parameter time s", fontsize=_SMALL)
+    ax.set_ylabel("residual Rᵢ = Lᵢ − Lᵢ∞"
+                  + f"\n({literal_text(_units(results, 'residual', LOSS_UNIT))})", fontsize=_SMALL)
     return ax
 
 
@@ -211,12 +298,12 @@ def plot_band_fits(results: xr.Dataset, run, window=None, ax=None):
     """:func:`plot_band_fit` for every band of one run (paper Figure 3); ``ax`` a sequence of
     one Axes per band. Returns the array of Axes."""
     bands = results["band"].values
-    axes = _axes_list(ax, len(bands), 4, panel=(3.6, 3.0))
+    axes = _axes_list(ax, len(bands), 4, panel=(3.5, 3.0))
     window = str(results["window"].values[0]) if window is None else window
     for a, band in zip(axes, bands):
         plot_band_fit(results, run, band, window, ax=a)
-    axes[0].figure.suptitle(f"{run} [{_arch(results, run)}]: Weibull and exponential fits, window "
-                            f"{window} (pale: outside the active window)", fontsize=10)
+    _suptitle(axes[0].figure, f"{run_label(results, run)}: Weibull and exponential fits, window "
+                            f"{window} (pale: outside the active window)", fontsize=_SUPTITLE)
     return axes
 
 
@@ -228,7 +315,7 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
     from ..keysearch.ordering import METRICS
 
     window = str(results["window"].values[0]) if window is None else window
-    axes = _axes_list(ax, 4, 4, panel=(3.8, 3.4))
+    axes = _axes_list(ax, 4, 2, panel=(5.0, 3.4))
     data = {"onset": results["onset"].sel(window=window), "width": results["width"].sel(window=window),
             "floor": results["floor"], "initial_residual": results["initial_residual"]}
     colors = arch_colors(results)
@@ -237,7 +324,7 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
     for a, m in zip(axes, METRICS):
         for run in results["run"].values:
             a.plot(bands, data[m].sel(run=run).values, "-o", ms=3, lw=1.2, color=colors[str(run)],
-                   label=f"{run} [{_arch(results, run)}]")
+                   label=run_label(results, run))
         if "saturated" in results:
             unsat = ~results["saturated"].values.astype(bool)
             if unsat.any():
@@ -250,11 +337,12 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
         a.set_xlabel("band resolution r")
         a.set_ylabel(_METRIC_LABELS[m][1])
         med = np.nanmedian(rho.sel(metric=m).values) if np.isfinite(rho.sel(metric=m).values).any() else np.nan
-        a.set_title(f"{_METRIC_LABELS[m][0]}: median ρ = {med:+.2f}", fontsize=9)
+        a.set_title(f"{_METRIC_LABELS[m][0]}: median ρ = {med:+.2f}", fontsize=_TITLE)
         if m in ("floor", "initial_residual"):
-            a.set_yscale("log")
-    axes[0].legend(fontsize=7, title="run [architecture]", title_fontsize=7)
-    axes[0].figure.suptitle(f"band ordering, window {window}", fontsize=10)
+            _yscale(a, "log")
+    has_arch = any(_arch(results, r) for r in results["run"].values)
+    axes[0].legend(fontsize=_SMALL, title="run [architecture]" if has_arch else "run", title_fontsize=_SMALL)
+    _suptitle(axes[0].figure, f"band ordering, window {window}", fontsize=_SUPTITLE)
     return axes
 
 
@@ -268,7 +356,7 @@ def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
     ok = _valid(r) & np.isfinite(r["total_residual"].values)
     s = r["param_time"].values[ok]
     R = r["total_residual"].values[ok]
-    ax.plot(s, R, "o", ms=3, color="C0", label=r"$R_{tot}$ at saved checkpoints")
+    ax.plot(s, R, "o", ms=3, color="C0", label="R_tot at saved checkpoints")
     title = None
     if s.size and np.isfinite(float(r["total_A"])):
         ss = np.linspace(s[0], s[-1], 300)
@@ -284,13 +372,13 @@ def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
         bs = r["band_sum_fit"].sel(window=window).values[ok]
         if np.isfinite(bs).any():
             ax.plot(s, bs, ":", color="k", lw=1.2,
-                    label=r"band-sum $\sum_i \hat R_i$" + f", R²={fmt_r2(r['band_sum_r2'].sel(window=window))}")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameter time s", fontsize=8)
-    ax.set_ylabel(r"full-loss residual $R_{tot}$" + f" ({_units(results, 'total_residual', LOSS_UNIT)})",
-                  fontsize=7)
-    ax.set_title(f"{run} [{_arch(results, run)}]", fontsize=8)
-    ax.legend(fontsize=6, title=title, title_fontsize=7, frameon=False)
+                    label=f"band-sum Σᵢ R̂ᵢ, R²={fmt_r2(r['band_sum_r2'].sel(window=window))}")
+    _yscale(ax, "log")
+    ax.set_xlabel("parameter time s", fontsize=_SMALL)
+    ax.set_ylabel("full-loss residual R_tot"
+                  + f"\n({literal_text(_units(results, 'total_residual', LOSS_UNIT))})", fontsize=_SMALL)
+    ax.set_title(run_label(results, run), fontsize=_TITLE)
+    ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
     return ax
 
 
@@ -298,30 +386,191 @@ def plot_full_loss(results: xr.Dataset, window=None, ax=None):
     """:func:`plot_full_loss_fit` for every run; ``ax`` a sequence of one Axes per run.
     Returns the array of Axes."""
     runs = results["run"].values
-    axes = _axes_list(ax, len(runs), 3, panel=(4.2, 3.2))
+    axes = _axes_list(ax, len(runs), 3, panel=(4.4, 3.4))
     for a, run in zip(axes, runs):
         plot_full_loss_fit(results, run, window, ax=a)
-    axes[0].figure.suptitle("full-loss residual: one Weibull vs the exponential over all checkpoints "
-                            "(paper §6.3)", fontsize=10)
+    _suptitle(axes[0].figure, "full-loss residual: one Weibull vs the exponential (paper §6.3)",
+                            fontsize=_SUPTITLE)
     return axes
 
 
-def write_figures(results: xr.Dataset, outdir, *, dpi: int = 110) -> list[Path]:
-    """Write Figure 2, the ordering and full-loss figures, and per run the band losses
-    (Figure 1) and band fits (Figure 3) as PNG; returns the paths."""
+def plot_loss_curves(results: xr.Dataset, ax=None, xs=("step", "param_time")):
+    """The full loss L_tot = Σ_i L_i (the panel MSE) of every run over training, one panel per
+    x axis: optimiser steps and parameter time s (A.7); log y, one line per run coloured by
+    architecture (:func:`arch_colors`). Returns the array of Axes (one per entry of ``xs``)."""
+    xs = [x for x in xs if x in results]
+    axes = _axes_list(ax, len(xs), len(xs), panel=(5.2, 3.6))
+    colors = arch_colors(results)
+    total = results["band_loss"].sum("band", skipna=False)
+    lu = literal_text(_units(results, "band_loss", LOSS_UNIT))
+    labels = {"step": "optimiser step",
+              "param_time": f"parameter time s ({literal_text(_units(results, 'param_time', 'L2 distance'))})"}
+    for a, x in zip(axes, xs):
+        for run in results["run"].values:
+            xv = np.asarray(results[x].sel(run=run).values, dtype=float)
+            yv = np.asarray(total.sel(run=run).values, dtype=float)
+            ok = np.isfinite(xv) & np.isfinite(yv)
+            a.plot(xv[ok], yv[ok], "-", lw=1.3, color=colors[str(run)], label=run_label(results, run))
+        if x == "step":
+            pos = np.asarray(results["step"].values, dtype=float)
+            if np.nanmin(pos) >= 0 and np.nanmax(pos) > 100 * max(1.0, np.nanmin(pos[pos > 0], initial=1.0)):
+                a.set_xscale("symlog", linthresh=max(1.0, float(np.nanmin(pos[pos > 0], initial=1.0))))
+        _yscale(a, "log")
+        a.set_xlabel(labels[x])
+        a.set_ylabel(f"full loss Σ_i L_i\n({lu})")
+        a.set_title(f"loss over {'steps' if x == 'step' else 'parameter time'}", fontsize=_TITLE)
+    if results.sizes["run"] <= 12:
+        axes[0].legend(fontsize=_SMALL)
+    return axes
+
+
+def _forecast_curve(f, s):
+    """L∞ + A exp(-(max(s - onset, 0)/ω)^β) for s ≥ s_start (docs/forecast.md)."""
+    floor, A, om, beta, on = (float(f[k]) for k in ("floor", "A", "omega", "beta", "onset"))
+    return floor + A * np.exp(-(np.maximum(s - on, 0.0) / om) ** beta)
+
+
+def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band=None, ax=None):
+    """One forecast of ``bandscope.forecast`` (docs/forecast.md) against its run.
+
+    ``run`` is the run Dataset the forecast was made from (or a longer one: the same run
+    recorded further), or one run of a results Dataset (``results.sel(run=name)``); ``band``
+    a band resolution, or None for the full loss (``total_*``). Draws the checkpoints the
+    forecast saw (filled: the prefix ``start_index + n_fit``), the checkpoints after it (pale:
+    what the run did afterwards, when known), the fitted curve L∞ + A exp(-(max(s − s_on,
+    0)/ω)^β) from s_start on, the floor L∞ with its interval (shaded band), and s_reach with
+    its interval (dotted line, shaded span; to the right edge when unbounded). A forecast that
+    is not ``ok`` shows its status. Returns the Axes.
+    """
+    ax = _new_axes(figsize=(4.6, 3.4))[0, 0] if ax is None else ax
+    s = np.asarray(run["param_time"].values, dtype=float)
+    y = run["band_loss"].sum("band", skipna=False) if band is None else run["band_loss"].sel(band=band)
+    y = np.asarray(y.values, dtype=float)
+    f = forecast if band is None else forecast.sel(band=band)
+    pre = "total_" if band is None else ""
+    get = (lambda k: f[pre + k]) if band is None else (lambda k: f[k])
+    fv = {k: get(k) for k in ("floor", "floor_low", "floor_high", "s_reach", "s_reach_low", "s_reach_high",
+                              "A", "omega", "beta", "onset", "s_start", "start_index", "n_fit", "status")}
+    ok = np.isfinite(s) & np.isfinite(y)
+    start, n_fit = float(fv["start_index"]), float(fv["n_fit"])
+    n_used = int(start + n_fit) if np.isfinite(start) and np.isfinite(n_fit) else int(ok.sum())
+    idx = np.arange(s.size)
+    seen, after = ok & (idx < n_used), ok & (idx >= n_used)
+    ax.plot(s[seen], y[seen], "o", ms=3, color="C0", label=f"prefix ({int(seen.sum())} checkpoints)")
+    if after.any():
+        ax.plot(s[after], y[after], "o", ms=3, color="C0", alpha=0.25, label="the run afterwards")
+    status = str(fv["status"].values)
+    name = "full loss" if band is None else f"band {int(band)}"
+    if status == "ok":
+        right = np.nanmax(s[ok]) if ok.any() else 1.0
+        reach, r_lo, r_hi = (float(fv[k]) for k in ("s_reach", "s_reach_low", "s_reach_high"))
+        right = max(right, reach if np.isfinite(reach) else right)
+        ss = np.linspace(float(fv["s_start"]), right, 300)
+        ax.plot(ss, _forecast_curve({k: fv[k] for k in ("floor", "A", "omega", "beta", "onset")}, ss), "-",
+                color="C3", lw=1.5, label="forecast curve")
+        lo, hi = float(fv["floor_low"]), float(fv["floor_high"])
+        ax.axhspan(lo, hi, color="C3", alpha=0.15, lw=0)
+        ax.axhline(float(fv["floor"]), color="C3", lw=1, ls="--", label=f"floor {float(fv['floor']):.3g} "
+                   f"[{lo:.3g}, {hi:.3g}]")
+        if np.isfinite(reach):
+            ax.axvline(reach, color="k", ls=":", lw=1.2,
+                       label=f"s_reach {reach:.3g} [{r_lo:.3g}, {'inf' if np.isinf(r_hi) else f'{r_hi:.3g}'}]")
+            ax.axvspan(r_lo, r_hi if np.isfinite(r_hi) else right, color="0.5", alpha=0.12, lw=0)
+        ax.set_xlim(right=right * 1.02 if right > 0 else None)
+    else:
+        ax.text(0.5, 0.5, literal_text(f"no forecast: {status}"), transform=ax.transAxes, ha="center",
+                fontsize=_SMALL)
+    _yscale(ax, "log")
+    ax.set_xlabel("parameter time s", fontsize=_SMALL)
+    ax.set_ylabel(f"{'full loss' if band is None else 'band loss'} "
+                  f"({literal_text(_units(run, 'band_loss', LOSS_UNIT))})", fontsize=_SMALL)
+    ax.set_title(name, fontsize=_TITLE)
+    ax.legend(fontsize=_SMALL, frameon=False)
+    return ax
+
+
+def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax=None, name=None):
+    """:func:`plot_forecast` for every band and the full loss of one run; ``ax`` a sequence of
+    one Axes per band plus one. ``run`` may also be a results Dataset with ``name`` (or the
+    forecast's ``name`` attribute) selecting the run. Returns the array of Axes."""
+    if "run" in run.dims:
+        name = name if name is not None else forecast.attrs.get("name")
+        run = run.sel(run=name)
+    bands = list(forecast["band"].values)
+    axes = _axes_list(ax, len(bands) + 1, 4, panel=(3.5, 3.0))
+    for a, band in zip(axes, [*bands, None]):
+        plot_forecast(run, forecast, band, ax=a)
+    label = literal_text(name if name is not None else forecast.attrs.get("name", ""))
+    _suptitle(axes[0].figure, f"{label}: forecasts (floor and s_reach with their intervals)".lstrip(": "),
+                            fontsize=_SUPTITLE)
+    return axes
+
+
+def safe_name(text) -> str:
+    """A file-name stem from a user's string: letters, digits, ``.``, ``_``, ``-`` kept,
+    anything else (``/``, spaces, ``$``, …) replaced by ``_``; never empty, never hidden.
+
+    >>> safe_name("../run $1/a")
+    '_.._run__1_a'
+    """
+    out = "".join(ch if (ch.isascii() and (ch.isalnum() or ch in "._-")) else "_" for ch in str(text))
+    return out if out and not out.startswith(".") else "_" + (out or "run")
+
+
+def figure_specs(results: xr.Dataset, *, window=None, forecasts=None, max_runs=None):
+    """Every figure :func:`write_figures` writes, as (file stem, draw) pairs, in order: Figure 2,
+    the ordering, the full loss, the loss curves, then per run its band losses and band fits
+    (and its forecasts when ``forecasts`` has them)."""
+    window = str(results["window"].values[0]) if window is None else window
+    specs = [("weibull_shapes", lambda: plot_weibull_shapes().figure),
+             ("ordering", lambda: plot_ordering(results, window)[0].figure),
+             ("full_loss", lambda: plot_full_loss(results, window)[0].figure),
+             ("loss_curves", lambda: plot_loss_curves(results)[0].figure)]
+    runs = [str(r) for r in results["run"].values][:max_runs]
+    used = set()
+    for run in runs:
+        stem = safe_name(run)
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        specs.append((f"{stem}_band_losses", lambda run=run: plot_band_losses(results, run)[0].figure))
+        specs.append((f"{stem}_fits", lambda run=run: plot_band_fits(results, run, window)[0].figure))
+        if forecasts and run in forecasts:
+            specs.append((f"{stem}_forecast", lambda run=run: plot_forecasts(
+                results, forecasts[run], name=run)[0].figure))
+    return specs
+
+
+def write_figures(results: xr.Dataset, outdir, *, dpi: int = 110, format: str = "png", forecasts=None,
+                  on_error=None) -> list[Path]:
+    """Write every figure of :func:`figure_specs` to ``outdir`` as ``<name>.<format>`` (``png``,
+    ``svg`` or ``pdf``: :data:`FORMATS`; ``dpi`` for PNG) and return the paths written.
+
+    File names come from run names through :func:`safe_name`. A figure that fails to draw
+    does not stop the others: ``on_error(name, exc)`` is called for it, or, without
+    ``on_error``, :class:`FigureError` (naming every failed figure) is raised after the rest
+    are written.
+    """
+    if format not in FORMATS:
+        from ..errors import BandscopeInputError
+
+        raise BandscopeInputError(f"figure format {format!r}: choose one of {', '.join(FORMATS)}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-
-    def save(fig, name):
-        p = outdir / name
-        fig.savefig(p, dpi=dpi)
+    paths, failed = [], {}
+    for name, draw in figure_specs(results, forecasts=forecasts):
+        p = outdir / f"{name}.{format}"
+        try:
+            fig = draw()
+            fig.savefig(p, dpi=dpi, format=format)
+        except ImportError:
+            raise
+        except Exception as exc:  # one figure must not lose the others
+            failed[name] = exc
+            if on_error is not None:
+                on_error(name, exc)
+            continue
         paths.append(p)
-
-    save(plot_weibull_shapes().figure, "weibull_shapes.png")
-    save(plot_ordering(results)[0].figure, "ordering.png")
-    save(plot_full_loss(results)[0].figure, "full_loss.png")
-    for run in results["run"].values:
-        save(plot_band_losses(results, run)[0].figure, f"{run}_band_losses.png")
-        save(plot_band_fits(results, run)[0].figure, f"{run}_fits.png")
+    if failed and on_error is None:
+        raise FigureError(failed, paths)
     return paths

@@ -12,7 +12,6 @@ import xarray as xr
 
 from .. import schema
 from ..io.atomic import write_text_atomic
-from .tables import all_tables
 
 __all__ = ["results_to_dict", "write_json"]
 
@@ -39,47 +38,65 @@ _TOTAL_KEYS = schema.json_keys("total")
 _BAND_KEYS = schema.json_keys("band")
 
 
-def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
-    """Results Dataset -> the JSON structure of ``docs/cli.md`` (NaN -> None)."""
+def _lists(results: xr.Dataset, var: str, dims: tuple) -> list:
+    """``results[var]`` transposed to ``dims`` as nested python lists of JSON-safe scalars
+    (NaN/inf → None): one conversion per variable instead of one ``sel`` per cell."""
+    da = results[var].transpose(*dims)
+    vals = np.asarray(da.values)
+    if vals.dtype.kind == "f":
+        obj = vals.astype(object)
+        obj[~np.isfinite(vals)] = None
+        return obj.tolist()
+    if vals.dtype.kind == "S":
+        return np.char.decode(vals).tolist()
+    return vals.tolist()
+
+
+def results_to_dict(results: xr.Dataset, *, tables=True) -> dict:
+    """Results Dataset -> the JSON structure of ``docs/cli.md`` (NaN -> None).
+
+    ``tables``: True (compute the paper's tables for ``summary``), False (leave them out), or
+    a :class:`~bandscope.report.tables.ReportTables` already computed for ``results`` (reused).
+    Each variable is converted once (:func:`_lists`), then the runs are assembled from lists.
+    """
     out: dict = {"runs": {}, "summary": {}}
     windows = [str(w) for w in results["window"].values]
-    primary = windows[0]
-    for run in results["run"].values:
-        r = {"arch": _num(results["arch"].sel(run=run).values[()]) if "arch" in results.coords else None,
-             "seed": _num(results["seed"].sel(run=run).values[()]) if "seed" in results.coords else None,
-             "bands": {}}
-        for band in results["band"].values:
-            b = {key: _sel(results[var], run=run, band=band)
-                 for key, var in _BAND_KEYS.items() if var in results}
-            b["onset"] = _sel(results["onset"], run=run, band=band, window=primary)
-            b["width"] = _sel(results["width"], run=run, band=band, window=primary)
+    metrics = [str(m) for m in results["metric"].values]
+    bands = [str(int(b)) for b in results["band"].values]
+    rbw = ("run", "band", "window")
+    fit = {key: _lists(results, var, rbw) for key, var in _FIT_KEYS.items() if var in results}
+    band = {key: _lists(results, var, ("run", "band")) for key, var in _BAND_KEYS.items() if var in results}
+    total = {key: _lists(results, var, ("run",)) for key, var in _TOTAL_KEYS.items() if var in results}
+    onset = _lists(results, "onset", rbw)
+    width = _lists(results, "width", rbw)
+    bsum = _lists(results, "band_sum_r2", ("run", "window"))
+    rho = _lists(results, "rho", ("run", "window", "metric"))
+    gamma, gamma_r2 = _lists(results, "gamma", ("run",)), _lists(results, "gamma_r2", ("run",))
+    arch = _lists(results, "arch", ("run",)) if "arch" in results.coords else None
+    seed = _lists(results, "seed", ("run",)) if "seed" in results.coords else None
+    for i, run in enumerate(results["run"].values):
+        r = {"arch": arch[i] if arch else None, "seed": seed[i] if seed else None, "bands": {}}
+        for j, b_key in enumerate(bands):
+            b = {key: v[i][j] for key, v in band.items()}
+            b["onset"] = onset[i][j][0]
+            b["width"] = width[i][j][0]
             if "saturated" in b and b["saturated"] is not None:
                 b["saturated"] = bool(b["saturated"])
-            b["fits"] = {}
-            for w in windows:
-                f = {}
-                for key, var in _FIT_KEYS.items():
-                    if var in results:
-                        f[key] = _sel(results[var], run=run, band=band, window=w)
-                b["fits"][w] = f
-            r["bands"][str(int(band))] = b
-        r["total"] = {k: _sel(results[v], run=run) for k, v in _TOTAL_KEYS.items() if v in results}
-        r["total"]["band_sum_r2"] = _sel(results["band_sum_r2"], run=run, window=primary)
-        r["total"]["band_sum_r2_by_window"] = {w: _sel(results["band_sum_r2"], run=run, window=w) for w in windows}
-        r["ordering"] = {
-            str(m): _sel(results["rho"], run=run, window=primary, metric=m) for m in results["metric"].values
-        }
-        r["ordering_by_window"] = {
-            w: {str(m): _sel(results["rho"], run=run, window=w, metric=m) for m in results["metric"].values}
-            for w in windows
-        }
-        r["gamma"] = {"gamma": _sel(results["gamma"], run=run), "r2": _sel(results["gamma_r2"], run=run)}
-        if r["gamma"]["gamma"] is None:
-            r["gamma"] = None
+            b["fits"] = {w: {key: v[i][j][k] for key, v in fit.items()} for k, w in enumerate(windows)}
+            r["bands"][b_key] = b
+        r["total"] = {key: v[i] for key, v in total.items()}
+        r["total"]["band_sum_r2"] = bsum[i][0]
+        r["total"]["band_sum_r2_by_window"] = {w: bsum[i][k] for k, w in enumerate(windows)}
+        r["ordering"] = {m: rho[i][0][q] for q, m in enumerate(metrics)}
+        r["ordering_by_window"] = {w: {m: rho[i][k][q] for q, m in enumerate(metrics)}
+                                   for k, w in enumerate(windows)}
+        r["gamma"] = {"gamma": gamma[i], "r2": gamma_r2[i]} if gamma[i] is not None else None
         out["runs"][str(run)] = r
-    if tables:
+    if tables is not False:
+        from .tables import ReportTables
 
-        for key, df in all_tables(results).items():
+        rt = tables if isinstance(tables, ReportTables) else ReportTables(results)
+        for key, df in rt.all().items():
             out["summary"][key] = json.loads(df.reset_index().to_json(orient="records"))
     out["summary"]["attrs"] = {
         k: [_num(x) for x in np.asarray(v).tolist()] if isinstance(v, (list, tuple, np.ndarray)) else _num(v)
@@ -88,9 +105,9 @@ def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
     return out
 
 
-def write_json(results: xr.Dataset, path) -> Path:
-    """Write :func:`results_to_dict` as JSON (NaN as ``null``)."""
+def write_json(results: xr.Dataset, path, *, tables=True) -> Path:
+    """Write :func:`results_to_dict` as JSON (NaN as ``null``); ``tables`` as there."""
     path = Path(path)
-    data = results_to_dict(results)
+    data = results_to_dict(results, tables=tables)
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=_num))
     return path

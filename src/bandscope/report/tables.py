@@ -21,6 +21,10 @@ function               content                                         paper
                        published values (rules: :mod:`bandscope.report.verdict`)
 =====================  ==============================================  =================
 
+:class:`ReportTables` holds the tables of one results Dataset, each computed once on first use;
+the text and HTML reports, the JSON writer and the figures read that one object
+(``ReportTables(results)``), so a report never recomputes a table.
+
 These DataFrames are the data (their column names are a contract: the JSON ``summary`` is
 written from them). The printed and HTML reports (:mod:`bandscope.report`) format them and set
 the paper's values (:mod:`bandscope.report.paper`) beside ours.
@@ -34,12 +38,14 @@ from ..keysearch.ordering import METRICS, summarize_runs
 from . import paper
 from . import verdict as V
 
-__all__ = ["table_b2", "table_b31", "table_ordering", "table_62", "table_a7",
+__all__ = ["ReportTables", "table_b2", "table_b31", "table_ordering", "table_62", "table_a7",
            "table_full_loss", "table_saturation", "table_verdicts", "paper_arch",
-           "all_tables"]
+           "all_tables", "METRIC_NAMES"]
 
-_METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i^∞",
-                 "initial_residual": "initial residual R_i(s_0)"}
+METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i^∞",
+                "initial_residual": "initial residual R_i(s_0)"}
+"""metric → its row label in the ordering tables (index ``metric``)."""
+_METRIC_NAMES = METRIC_NAMES
 
 
 def _primary(results, window):
@@ -63,9 +69,11 @@ def _median(x):
     return float(np.median(x)) if x.size else np.nan
 
 
-def _band_stats(sel, deflation):
-    ok = np.asarray(sel["status"].values) == "ok"
-    get = lambda v: np.where(ok, np.asarray(sel[v].values, dtype=np.float64), np.nan)  # noqa: E731
+def _band_stats(arrays, deflation):
+    """Medians of the fit statistics over the fits in ``arrays`` (name → 1-d numpy array of
+    the fits, ``status`` among them); only fits with status ``"ok"`` enter."""
+    ok = np.asarray(arrays["status"]) == "ok"
+    get = lambda v: np.where(ok, np.asarray(arrays[v], dtype=np.float64), np.nan)  # noqa: E731
     d = f"n/{deflation:g}"
     return {
         "median R²": _median(get("r2")),
@@ -79,6 +87,9 @@ def _band_stats(sel, deflation):
     }
 
 
+_FIT_STATS = ("status", "r2", "beta", "delta_bic", "delta_bic_neff", "delta_bic_acf")
+
+
 def table_b2(results, window=None):
     """Per-band Weibull vs exponential medians across runs plus an overall row (B.2).
 
@@ -89,10 +100,12 @@ def table_b2(results, window=None):
         Window label (default: the first, ``"0.95/0.01"`` by default).
     """
     w = _primary(results, window)
-    r = results.sel(window=w)
     deflation = float(results.attrs.get("deflation", 10.0))
-    rows = {str(int(b)): _band_stats(r.sel(band=b), deflation) for b in r["band"].values}
-    rows["overall"] = _band_stats(r.stack(fit=("run", "band")), deflation)
+    k = [str(x) for x in results["window"].values].index(w)
+    arr = {v: np.asarray(results[v].transpose("run", "band", "window").values)[:, :, k] for v in _FIT_STATS}
+    rows = {str(int(b)): _band_stats({v: a[:, j] for v, a in arr.items()}, deflation)
+            for j, b in enumerate(results["band"].values)}
+    rows["overall"] = _band_stats({v: a.ravel() for v, a in arr.items()}, deflation)
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "band"
     df.attrs.update(window=w, definition="medians across runs of 'ok' fits; ΔBIC = BIC_Weibull - "
@@ -101,16 +114,19 @@ def table_b2(results, window=None):
     return df
 
 
-def table_b31(results):
+def table_b31(results, *, b2=None):
     """R², β and ΔBIC medians per band under every window side by side (B.3.1).
 
     Columns are a MultiIndex (window, statistic); NaN where no run had enough checkpoints
-    (the paper's "—"); ``fitted runs`` shows how many runs entered each median.
+    (the paper's "—"); ``fitted runs`` shows how many runs entered each median. ``b2``: the
+    :func:`table_b2` of each window already computed (a callable window → DataFrame), so
+    they are not computed again.
     """
     deflation = float(results.attrs.get("deflation", 10.0))
+    b2 = b2 or (lambda w: table_b2(results, w))
     parts = {}
     for w in results["window"].values:
-        t = table_b2(results, str(w)).drop(index="overall")
+        t = b2(str(w)).drop(index="overall")
         parts[str(w)] = t[["median R²", "median β", "median ΔBIC", "fitted runs"]]
     df = pd.concat(parts, axis=1, names=["window", "statistic"])
     df.attrs.update(definition="medians across runs of 'ok' fits per window", deflation=deflation)
@@ -121,15 +137,19 @@ def table_ordering(results, windows=None):
     """Spearman ρ(band resolution, metric) across runs: median, IQR, min--max (B.3.2)."""
     ws = [str(w) for w in results["window"].values] if windows is None else list(windows)
     summ = summarize_runs(results["rho"], "run")
+    mi = {str(m): i for i, m in enumerate(summ["metric"].values)}
+    wi = {str(w): i for i, w in enumerate(summ["window"].values)}
+    arr = {k: np.asarray(summ[k].transpose("metric", "window").values)
+           for k in ("median", "q25", "q75", "min", "max", "n_runs")}
     rows = []
     for m in METRICS:
         for w in ws:
-            s = summ.sel(metric=m, window=w)
+            i, j = mi[m], wi[w]
             rows.append({
                 "metric": _METRIC_NAMES[m], "window": w,
-                "median ρ": float(s["median"]), "IQR low (q25)": float(s["q25"]),
-                "IQR high (q75)": float(s["q75"]), "min": float(s["min"]),
-                "max": float(s["max"]), "runs": int(s["n_runs"]),
+                "median ρ": float(arr["median"][i, j]), "IQR low (q25)": float(arr["q25"][i, j]),
+                "IQR high (q75)": float(arr["q75"][i, j]), "min": float(arr["min"][i, j]),
+                "max": float(arr["max"][i, j]), "runs": int(arr["n_runs"][i, j]),
             })
     df = pd.DataFrame(rows).set_index(["metric", "window"])
     df.attrs.update(definition="within-run Spearman rho between band resolution and the metric; "
@@ -151,14 +171,16 @@ def table_a7(results):
     rows = []
     archs = [str(a) for a in np.unique(results["arch"].values)]
     gws = [str(g) for g in results["gamma_window"].values] if "gamma_window" in results.dims else []
+    run_arch = np.asarray(results["arch"].values).astype(str)
     for g in gws + ["all checkpoints"]:
+        if g == "all checkpoints":
+            g_all, r_all = np.asarray(results["gamma"].values), np.asarray(results["gamma_r2"].values)
+        else:
+            g_all = np.asarray(results["gamma_w"].sel(gamma_window=g).transpose("run").values)
+            r_all = np.asarray(results["gamma_w_r2"].sel(gamma_window=g).transpose("run").values)
         for a in archs:
-            sel = results.where(results["arch"] == a, drop=True)
-            if g == "all checkpoints":
-                gam, r2 = sel["gamma"].values, sel["gamma_r2"].values
-            else:
-                gam = sel["gamma_w"].sel(gamma_window=g).values
-                r2 = sel["gamma_w_r2"].sel(gamma_window=g).values
+            m = run_arch == a
+            gam, r2 = g_all[m], r_all[m]
             rows.append({"epoch window": g, "arch": a or "(no arch)",
                          "runs": int(np.isfinite(np.asarray(gam, dtype=float)).sum()),
                          "median γ": _median(gam), "median R²": _median(r2)})
@@ -214,22 +236,25 @@ def table_saturation(results):
     A band that has not saturated biases its floor upward, and with it every crossing, width
     and residual computed from that floor (key search §3, A.9).
     """
-    drift = results["floor_window_drift_pct"]
-    conv = results["floor_convention_diff_pct"]
-    unsat = ~results["saturated"].astype(bool)
+    def per_band(v):
+        return np.asarray(results[v].transpose("run", "band").values, dtype=np.float64)
+
+    drift = per_band("floor_window_drift_pct")
+    conv = per_band("floor_convention_diff_pct")
+    trend = per_band("floor_window_trend_pct") if "floor_window_trend_pct" in results else None
+    noise = per_band("late_noise_pct") if "late_noise_pct" in results else None
+    unsat = ~np.asarray(results["saturated"].transpose("run", "band").values).astype(bool)
     n = results.sizes["run"]
     rows = {}
-    for b in results["band"].values:
-        d = drift.sel(band=b).values
+    for j, b in enumerate(results["band"].values):
+        d = drift[:, j]
         rows[int(b)] = {
             "median drift %": _median(d),
             "max drift %": float(np.nanmax(d)) if np.isfinite(d).any() else np.nan,
-            **({"median trend %": _median(results["floor_window_trend_pct"].sel(band=b).values)}
-               if "floor_window_trend_pct" in results else {}),
-            **({"median noise %": _median(results["late_noise_pct"].sel(band=b).values)}
-               if "late_noise_pct" in results else {}),
-            "median A.9 floor diff %": _median(conv.sel(band=b).values),
-            "unsaturated runs": f"{int(unsat.sel(band=b).sum())}/{n}",
+            **({"median trend %": _median(trend[:, j])} if trend is not None else {}),
+            **({"median noise %": _median(noise[:, j])} if noise is not None else {}),
+            "median A.9 floor diff %": _median(conv[:, j]),
+            "unsaturated runs": f"{int(unsat[:, j].sum())}/{n}",
         }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "band"
@@ -264,7 +289,7 @@ def _n_bands(results, window):
     return int(results.sizes["band"])
 
 
-def table_verdicts(results, window=None):
+def table_verdicts(results, window=None, *, b2=None, ordering=None, full_loss=None):
     """Verdict per test of the paper's three predictions, ours and the paper's.
 
     Rows (index ``test``): ``all band fits`` and ``band <r>`` (prediction 1, from
@@ -273,7 +298,9 @@ def table_verdicts(results, window=None):
     :func:`table_full_loss`). Columns: ``prediction`` (1, 2, 3), ``verdict`` and ``reason``
     for these runs, ``paper verdict`` and ``paper reason`` for the same rule applied to the
     paper's published values (empty where the paper has no value). Rules and thresholds:
-    :mod:`bandscope.report.verdict`.
+    :mod:`bandscope.report.verdict`. ``b2``, ``ordering`` (the ordering table of this window,
+    index metric) and ``full_loss``: those tables already computed for ``window``
+    (:class:`ReportTables` passes them), so they are not computed again.
     """
     w = _primary(results, window)
     rows = {}
@@ -283,7 +310,7 @@ def table_verdicts(results, window=None):
                       "paper verdict": theirs.level if theirs else "",
                       "paper reason": theirs.reason if theirs else ""}
 
-    b2 = table_b2(results, w)
+    b2 = table_b2(results, w) if b2 is None else b2
     d = f"n/{float(results.attrs.get('deflation', 10.0)):g}"
 
     def ours_b2(row):
@@ -299,7 +326,7 @@ def table_verdicts(results, window=None):
     for band in b2.index.drop("overall"):
         p = paper.BAND_FITS.get(int(band)) if w == paper.PRIMARY_WINDOW else None
         put(f"band {band}", 1, ours_b2(b2.loc[band]), paper_b2(p) if p else None)
-    t62 = table_ordering(results, windows=[w]).droplevel("window")
+    t62 = table_ordering(results, windows=[w]).droplevel("window") if ordering is None else ordering
     nb = _n_bands(results, w)
     for m in METRICS:
         row = t62.loc[_METRIC_NAMES[m]]
@@ -310,7 +337,7 @@ def table_verdicts(results, window=None):
         theirs = V.ordering_verdict(p["median"].value, p["q25"].value, p["q75"].value,
                                     expected_sign=sign, n_bands=paper.N_BANDS) if p else None
         put(m, 2, ours, theirs)
-    fl = table_full_loss(results, w)
+    fl = table_full_loss(results, w) if full_loss is None else full_loss
     row = fl.loc["overall"]
     pf = paper.FULL_LOSS["overall"]
     put("full loss", 3, V.weibull_verdict(row["median R²"], row["median ΔBIC"], row["wins (ΔBIC<0)"]),
@@ -331,17 +358,108 @@ def table_verdicts(results, window=None):
 
 
 def all_tables(results):
-    """Every table: dict name → DataFrame."""
-    return {
-        "table_b2": table_b2(results),
-        "table_b31": table_b31(results),
-        "table_62": table_62(results),
-        "table_ordering": table_ordering(results),
-        "table_a7": table_a7(results),
-        "table_full_loss": table_full_loss(results),
-        "table_saturation": table_saturation(results),
-        "table_verdicts": table_verdicts(results),
-    }
+    """Every table: dict name → DataFrame (:meth:`ReportTables.all` of a new
+    :class:`ReportTables`; pass a :class:`ReportTables` to reuse its tables)."""
+    rt = results if isinstance(results, ReportTables) else ReportTables(results)
+    return rt.all()
+
+
+class ReportTables:
+    """The tables of one results Dataset, each computed once, on first use.
+
+    The report's sections, its text and HTML renderings, the JSON ``summary`` and the figures'
+    captions read these; nothing that formats a report calls a ``table_*`` function itself.
+    Each method returns the same DataFrame object on every call (do not modify it).
+
+    Parameters
+    ----------
+    results : xarray.Dataset
+        From :func:`bandscope.analyze`.
+    window : str, optional
+        The primary window (default the first of the results).
+
+    Examples
+    --------
+    >>> import warnings; warnings.simplefilter("ignore")
+    >>> from bandscope import analyze
+    >>> from bandscope.keysearch.synthetic import make_runs_synthetic
+    >>> rt = ReportTables(analyze(make_runs_synthetic(2, n_bands=4)))
+    >>> rt.b2() is rt.b2(), rt.window
+    (True, '0.95/0.01')
+    """
+
+    def __init__(self, results, window=None):
+        self.results = results
+        self.window = _primary(results, window)
+        self._cache: dict = {}
+
+    def _once(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _w(self, window):
+        return self.window if window is None else _primary(self.results, window)
+
+    @property
+    def windows(self) -> list:
+        """Every window label of the results, the primary one first as in the results."""
+        return [str(w) for w in self.results["window"].values]
+
+    def b2(self, window=None):
+        """:func:`table_b2` of ``window`` (default the primary one)."""
+        w = self._w(window)
+        return self._once(("b2", w), lambda: table_b2(self.results, w))
+
+    def b31(self):
+        """:func:`table_b31`, from the :meth:`b2` tables of every window."""
+        return self._once("b31", lambda: table_b31(self.results, b2=self.b2))
+
+    def ordering(self, window=None, *, all_windows=False):
+        """:func:`table_ordering` over every window (``all_windows``), or one window's rows
+        indexed by metric (the §6.2 table, :func:`table_62` for the primary window)."""
+        full = self._once("ordering", lambda: table_ordering(self.results))
+        if all_windows:
+            return full
+        w = self._w(window)
+        return self._once(("ordering", w), lambda: full.xs(w, level="window"))
+
+    def a7(self):
+        """:func:`table_a7`."""
+        return self._once("a7", lambda: table_a7(self.results))
+
+    def full_loss(self, window=None):
+        """:func:`table_full_loss` of ``window``."""
+        w = self._w(window)
+        return self._once(("full_loss", w), lambda: table_full_loss(self.results, w))
+
+    def saturation(self):
+        """:func:`table_saturation`."""
+        return self._once("saturation", lambda: table_saturation(self.results))
+
+    def verdicts(self, window=None):
+        """:func:`table_verdicts` of ``window``, from this object's other tables."""
+        w = self._w(window)
+        return self._once(("verdicts", w), lambda: table_verdicts(
+            self.results, w, b2=self.b2(w), ordering=self.ordering(w), full_loss=self.full_loss(w)))
+
+    def n_bands(self, window=None) -> int:
+        """Bands entering each ρ of ``window`` (sets the chance level of the ordering verdicts)."""
+        w = self._w(window)
+        return self._once(("n_bands", w), lambda: _n_bands(self.results, w))
+
+    def all(self) -> dict:
+        """Every table under its ``all_tables`` name (the JSON ``summary``), primary window."""
+        return {
+            "table_b2": self.b2(),
+            "table_b31": self.b31(),
+            "table_62": self.ordering(),
+            "table_ordering": self.ordering(all_windows=True),
+            "table_a7": self.a7(),
+            "table_full_loss": self.full_loss(),
+            "table_saturation": self.saturation(),
+            "table_verdicts": self.verdicts(),
+        }
 
 
 def __getattr__(name):

@@ -1,0 +1,86 @@
+"""Benchmark: the output corridor (JSON results and HTML report) against the analysis it reports.
+
+Workload: ``make_runs_synthetic(12)`` (12 runs × 7 bands × 3 windows), analysed once; then
+``results_to_dict`` + ``json.dumps`` (the ``--json`` output) and ``to_html`` (the ``--html``
+output, paper view, figures included: ``bandscope reproduce --html``), each timed (CPU time,
+after one untimed call of each on two runs) as a ratio to ``analyze()`` measured in the same
+process. Targets: JSON ≤ 0.3 × the analysis, HTML ≤ 10 ×.
+
+With ``--compare-src DIR`` (e.g. ``main``'s ``src``: the code before) the same three timings are
+made with the package in ``DIR``, in subprocesses alternating with this tree's, so "before" and
+"after" come from one run on the same machine load; the ratios are printed side by side.
+
+Run: ``python benchmarks/bench_report.py [--compare-src DIR] [--rounds N]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+_TIMER = r"""
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+from bandscope import analyze, report
+from bandscope.keysearch.synthetic import make_runs_synthetic
+try:
+    from bandscope.report.results_json import results_to_dict
+except ImportError:
+    from bandscope.io import results_to_dict
+runs = make_runs_synthetic(12)
+warm = analyze(runs[:2])                   # first calls (imports, caches) are not timed
+json.dumps(results_to_dict(warm), default=str)
+try:
+    report.to_html(warm, view="paper")
+except TypeError:
+    report.to_html(warm)
+out = {"analyze": [], "json": [], "html": []}
+for _ in range(int(sys.argv[1])):
+    t0 = time.process_time(); res = analyze(runs); out["analyze"].append(time.process_time() - t0)
+    t0 = time.process_time(); json.dumps(results_to_dict(res), default=str)
+    out["json"].append(time.process_time() - t0)
+    t0 = time.process_time()
+    try:
+        report.to_html(res, view="paper")
+    except TypeError:
+        report.to_html(res)
+    out["html"].append(time.process_time() - t0)
+print(json.dumps(out))
+"""
+
+
+def time_tree(src, repeats):
+    """CPU times (s) of analyze, JSON and HTML with the package in ``src``."""
+    env = dict(os.environ, PYTHONPATH=str(src), MPLBACKEND="Agg")
+    out = subprocess.run([sys.executable, "-c", _TIMER, str(repeats)], env=env, check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--compare-src", help="another tree's src (the code before), timed alternately")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    a = ap.parse_args(argv)
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    trees = {"this tree": here}
+    if a.compare_src:
+        trees = {f"before ({a.compare_src})": a.compare_src, "this tree": here}
+    times = {k: {"analyze": [], "json": [], "html": []} for k in trees}
+    for _ in range(a.rounds):
+        for name, src in trees.items():
+            for key, vals in time_tree(src, a.repeats).items():
+                times[name][key].extend(vals)
+    print("CPU time, best of each; ratios to analyze() of the same tree (targets: JSON <= 0.3, HTML <= 10)")
+    print(f"{'tree':40s} {'analyze s':>10s} {'JSON s':>8s} {'JSON/an':>8s} {'HTML s':>8s} {'HTML/an':>8s}")
+    for name, t in times.items():
+        an, js, ht = min(t["analyze"]), min(t["json"]), min(t["html"])
+        print(f"{name:40s} {an:10.3f} {js:8.3f} {js / an:8.2f} {ht:8.3f} {ht / an:8.2f}")
+    return times
+
+
+if __name__ == "__main__":
+    main()
