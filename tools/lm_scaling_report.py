@@ -7,11 +7,27 @@ means of P (batch A = training batch) and P_AB (B = held-out) in the first and l
 minimum, their mean over the last three windows (``*_last3``) and their log-log slope against the
 step from step 1,000 on (``*_late_slope``: about 0 once P has flattened out), the normalised scales 𝒩̃ and ℒ̃ at the first and last window, and the §5.1 probe
 ratio ⟨P_trained backbone⟩_τ / ⟨P_random backbone⟩_τ (Eq. 12, top 10 % of each window, 10 τ bins).
-Only finished runs (with ``probe_random.nc``) are used.
+Runs recorded without probes (``--probe-steps 0``) have no probe ratio (NaN).
+
+Then the decomposition of the held-out cross position (LNP.md, two batches) into its factors,
+
+    P_AB = ∇L_A·∇L_B / √(ℒ_Aℒ_B𝒩_A𝒩_B) = cos(∇L_A, ∇L_B) · √(P_A P_B),
+
+with P_A = ‖∇L_A‖²/(ℒ_A𝒩_A) (self, training batch) and P_B the same on the held-out batch: per
+run, the means over the last three windows of P_AB, P_A, P_B and of the per-step cosine, the
+factor ĉ = mean P_AB / √(mean P_A · mean P_B) (so that mean P_AB = ĉ √(mean P_A mean P_B)
+exactly), and the loss gap between the held-out and the training batch of the same steps
+(``lnp_loss_b − lnp_loss``, nats/byte), with the final held-out loss. Below it, for each
+quantity, Spearman's ρ between model size (parameters) and the per-run value, and its exact
+permutation p-value over runs: every assignment of the per-run values to the runs' sizes
+(n! orders, ties in size kept), one-sided in the direction of the paper's Figure 1 (larger
+models lower: ρ < 0) and two-sided.
+Only finished runs (``lnp.nc`` written; with probes also ``probe_random.nc``) are used.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -28,14 +44,18 @@ ROOT = Path(__file__).resolve().parents[1] / "reference_runs" / "lm-scaling"
 def load(root: Path) -> list[dict]:
     runs = []
     for d in sorted(root.glob("*-seed*")):
-        if not (d / "probe_random.nc").exists():
+        if not (d / "lnp.nc").exists() or not (d / "config.json").exists():
             continue
         cfg = json.loads((d / "config.json").read_text())
+        probes = cfg.get("probe_steps", 1) > 0
+        if probes and not (d / "probe_random.nc").exists():
+            continue
         runs.append({
             "dir": d, "size": cfg["size"], "seed": cfg["seed"], "n_params": cfg["n_params"],
             "lnp": xr.load_dataset(d / "lnp.nc"), "heldout": pd.read_csv(d / "heldout.csv"),
-            "probe_trained": xr.load_dataset(d / "probe_trained.nc"),
-            "probe_random": xr.load_dataset(d / "probe_random.nc"),
+            "train_loss": pd.read_csv(d / "train_loss.csv"),
+            "probe_trained": xr.load_dataset(d / "probe_trained.nc") if probes else None,
+            "probe_random": xr.load_dataset(d / "probe_random.nc") if probes else None,
         })
     return runs
 
@@ -63,9 +83,13 @@ def summary(runs: list[dict]) -> pd.DataFrame:
         pab = windowed(r["lnp"], "lnp_spectral_position_cross")
         n = windowed(r["lnp"], "lnp_network_scale_norm")
         ls = windowed(r["lnp"], "lnp_loss_scale_norm")
-        ratio = probe_ratio(r["probe_trained"]["lnp_spectral_position"], r["probe_random"]["lnp_spectral_position"],
-                            bins=10, window_pretrained=r["probe_trained"]["lnp_window"],
-                            window_random=r["probe_random"]["lnp_window"])
+        if r["probe_trained"] is None:
+            ratio = xr.DataArray(np.full(10, np.nan))
+        else:
+            ratio = probe_ratio(r["probe_trained"]["lnp_spectral_position"],
+                                r["probe_random"]["lnp_spectral_position"], bins=10,
+                                window_pretrained=r["probe_trained"]["lnp_window"],
+                                window_random=r["probe_random"]["lnp_window"])
         h = r["heldout"]
         rows.append({
             "size": r["size"], "seed": r["seed"], "params": r["n_params"],
@@ -80,6 +104,68 @@ def summary(runs: list[dict]) -> pd.DataFrame:
             "probe_ratio_bins_below_1": f"{int((ratio.values < 1).sum())}/{int(np.isfinite(ratio.values).sum())}",
         })
     return pd.DataFrame(rows).sort_values(["params", "seed"]).reset_index(drop=True)
+
+
+def decomposition(runs: list[dict], last: int = 3) -> pd.DataFrame:
+    """Per run: P_AB = cos(∇L_A, ∇L_B) · √(P_A P_B) over the last ``last`` windows, and the loss gap.
+
+    Columns: ``P_AB``, ``P_A``, ``P_B`` (means over the measurement steps of the last windows),
+    ``c_hat`` = P_AB / √(P_A P_B) of those means, ``cos_mean`` (mean of the per-step cosine
+    ∇L_A·∇L_B / (‖∇L_A‖‖∇L_B‖)), ``gap`` = mean of ``lnp_loss_b − lnp_loss`` over the same steps
+    (held-out minus training batch, nats/byte), ``heldout_final``, ``gap_final`` = final held-out
+    loss (pool) minus the mean training loss of the last 5 % of steps, and, for single-pass runs with
+    evaluation windows, ``gap_eval_final`` = held-out minus unseen-training loss at the end.
+    """
+    rows = []
+    for r in runs:
+        ds = r["lnp"]
+        keep = ds["lnp_window"] >= int(ds["lnp_window"].max()) - last + 1
+        d = ds.where(keep, drop=True)
+        pa, pb = float(d["lnp_spectral_position"].mean()), float(d["lnp_spectral_position_b"].mean())
+        pab = float(d["lnp_spectral_position_cross"].mean())
+        cos = d["lnp_grad_dot"] / np.sqrt(d["lnp_grad_norm_sq"] * d["lnp_grad_norm_sq_b"])
+        h = r["heldout"]
+        row = {"size": r["size"], "seed": r["seed"], "params": r["n_params"],
+               "steps": f"{int(d['lnp_step'].min())}-{int(d['lnp_step'].max())}",
+               "P_AB": pab, "P_A": pa, "P_B": pb, "c_hat": pab / np.sqrt(pa * pb),
+               "cos_mean": float(cos.mean()), "gap": float((d["lnp_loss_b"] - d["lnp_loss"]).mean()),
+               "heldout_final": float(h["heldout_loss"].iloc[-1])}
+        tl = r["train_loss"]["train_loss"].to_numpy()
+        row["gap_final"] = row["heldout_final"] - float(tl[-max(1, tl.size // 20):].mean())
+        if "train_unseen_loss" in h:
+            row["gap_eval_final"] = float(h["heldout_eval_loss"].iloc[-1] - h["train_unseen_loss"].iloc[-1])
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["params", "seed"]).reset_index(drop=True)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def size_permutation_test(size: np.ndarray, value: np.ndarray) -> dict:
+    """Spearman ρ(size, value) and its exact permutation p-values over runs.
+
+    The null: the per-run values are exchangeable across runs, so every one of the n! orders of
+    ``value`` against the fixed ``size`` labels is equally likely (ties in size stay ties).
+    ``p_lower`` = P(ρ_perm ≤ ρ_obs) (the paper's direction: larger models lower), ``p_two`` =
+    P(|ρ_perm| ≥ |ρ_obs|); a tolerance of 1e-12 counts equal ρ as at least as extreme.
+    """
+    size, value = np.asarray(size, float), np.asarray(value, float)
+    rho = _spearman(size, value)
+    rx = pd.Series(size).rank().to_numpy()
+    ry = pd.Series(value).rank().to_numpy()[np.array(list(itertools.permutations(range(value.size))))]
+    rx, ry = rx - rx.mean(), ry - ry.mean(axis=1, keepdims=True)
+    perms = (ry @ rx) / np.sqrt((ry * ry).sum(axis=1) * (rx @ rx))  # Spearman ρ of every order
+    return {"rho": rho, "p_lower": float((perms <= rho + 1e-12).mean()),
+            "p_two": float((np.abs(perms) >= abs(rho) - 1e-12).mean()), "n_runs": int(value.size)}
+
+
+def size_tests(dec: pd.DataFrame, columns=("P_AB", "P_A", "P_B", "c_hat", "cos_mean", "gap", "gap_final",
+                                          "gap_eval_final", "heldout_final")) -> pd.DataFrame:
+    """:func:`size_permutation_test` of each column of :func:`decomposition` against parameters."""
+    return pd.DataFrame({c: size_permutation_test(dec["params"].to_numpy(), dec[c].to_numpy())
+                         for c in columns if c in dec}).T
 
 
 def figure(runs: list[dict], path: Path) -> None:
@@ -133,6 +219,17 @@ def main(argv=None) -> int:
         num = df.drop(columns=["seed", "probe_ratio_bins_below_1"]).groupby("size", sort=False)
         print("\nmean over seeds:")
         print(num.mean().sort_values("params").to_string())
+        dec = decomposition(runs)
+        print("\nheld-out cross position, last 3 windows: P_AB = c_hat * sqrt(P_A * P_B)"
+              " (P_A: training batch, P_B: held-out batch; gap = held-out minus training batch loss, nats/byte)")
+        print(dec.to_string(index=False))
+        print("\nmean over seeds:")
+        print(dec.drop(columns=["seed", "steps"]).groupby("size", sort=False).mean().sort_values("params").to_string())
+        if len(dec) <= 10:
+            print("\nSpearman rho(parameters, value) over runs, exact permutation p (one-sided: larger lower; two-sided):")
+            print(size_tests(dec).to_string())
+            t = size_permutation_test(dec["gap"].to_numpy(), dec["c_hat"].to_numpy())
+            print(f"rho(gap, c_hat) over runs {t['rho']:+.3f}, exact two-sided p {t['p_two']:.4f}")
     if args.figure:
         figure(runs, Path(args.figure))
         print(f"wrote {args.figure}", file=sys.stderr)
