@@ -6,7 +6,9 @@ Prints, per model size (mean ± spread over seeds): parameters, final held-out l
 means of P (batch A = training batch) and P_AB (B = held-out) in the first and last windows, their
 minimum, their mean over the last three windows (``*_last3``) and their log-log slope against the
 step from step 1,000 on (``*_late_slope``: about 0 once P has flattened out), the normalised scales 𝒩̃ and ℒ̃ at the first and last window, and the §5.1 probe
-ratio ⟨P_trained backbone⟩_τ / ⟨P_random backbone⟩_τ (Eq. 12, top 10 % of each window, 10 τ bins).
+ratio ⟨P_trained backbone⟩_τ / ⟨P_random backbone⟩_τ (Eq. 12, top 10 % of each window, 10 τ bins)
+of the self P and of P_AB (median over bins, last populated bin), and the probes' 𝒩̃ range
+((max − min)/mean of its window means, %: 0 for a truly frozen kernel).
 Runs recorded without probes (``--probe-steps 0``) have no probe ratio (NaN).
 
 Then the decomposition of the held-out cross position (LNP.md, two batches) into its factors,
@@ -76,6 +78,11 @@ def late_slope(p: xr.DataArray, start: float = 1000.0) -> float:
     return float(np.polyfit(np.log(step[keep]), np.log(p.values[keep]), 1)[0])
 
 
+def _last_finite(v: np.ndarray) -> float:
+    f = v[np.isfinite(v)]
+    return float(f[-1]) if f.size else np.nan
+
+
 def summary(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for r in runs:
@@ -83,13 +90,15 @@ def summary(runs: list[dict]) -> pd.DataFrame:
         pab = windowed(r["lnp"], "lnp_spectral_position_cross")
         n = windowed(r["lnp"], "lnp_network_scale_norm")
         ls = windowed(r["lnp"], "lnp_loss_scale_norm")
-        if r["probe_trained"] is None:
-            ratio = xr.DataArray(np.full(10, np.nan))
-        else:
-            ratio = probe_ratio(r["probe_trained"]["lnp_spectral_position"],
-                                r["probe_random"]["lnp_spectral_position"], bins=10,
-                                window_pretrained=r["probe_trained"]["lnp_window"],
-                                window_random=r["probe_random"]["lnp_window"])
+        ratio, ratio_ab, n_range = xr.DataArray(np.full(10, np.nan)), xr.DataArray(np.full(10, np.nan)), {}
+        if r["probe_trained"] is not None:
+            pt, pr = r["probe_trained"], r["probe_random"]
+            ratio, ratio_ab = (probe_ratio(pt[v], pr[v], bins=10, window_pretrained=pt["lnp_window"],
+                                           window_random=pr["lnp_window"])
+                               for v in ("lnp_spectral_position", "lnp_spectral_position_cross"))
+            for name, ds in (("trained", pt), ("random", pr)):
+                w = windowed(ds, "lnp_network_scale_norm").values
+                n_range[name] = 100 * (w.max() - w.min()) / w.mean()
         h = r["heldout"]
         rows.append({
             "size": r["size"], "seed": r["seed"], "params": r["n_params"],
@@ -102,6 +111,12 @@ def summary(runs: list[dict]) -> pd.DataFrame:
             "L_norm_first": float(ls[0]), "L_norm_last": float(ls[-1]),
             "probe_ratio_median": float(np.nanmedian(ratio.values)),
             "probe_ratio_bins_below_1": f"{int((ratio.values < 1).sum())}/{int(np.isfinite(ratio.values).sum())}",
+            "probe_ratio_last_bin": _last_finite(ratio.values),
+            "probe_ratio_AB_median": float(np.nanmedian(ratio_ab.values)) if np.isfinite(ratio_ab.values).any()
+            else np.nan,
+            "probe_ratio_AB_last_bin": _last_finite(ratio_ab.values),
+            "probe_N_norm_range_pct_trained": n_range.get("trained", np.nan),
+            "probe_N_norm_range_pct_random": n_range.get("random", np.nan),
         })
     return pd.DataFrame(rows).sort_values(["params", "seed"]).reset_index(drop=True)
 
