@@ -1,6 +1,6 @@
 """pytest configuration for the doctest lane (``pytest --doctest-modules src/bandscope``).
 
-The doctests of :mod:`bandscope.torch` need torch and those of :mod:`bandscope.plot` need
+The doctests of :mod:`bandscope.torch` need torch and those of :mod:`bandscope.report.figures` need
 matplotlib; they are not collected where those optional packages are missing (the core-only
 lane). Single doctests that need dask or zarr (the sweep and Zarr functions) are skipped there,
 so the other doctests of their modules still run. Test-suite settings live in
@@ -18,10 +18,10 @@ if importlib.util.find_spec("matplotlib") is None:
 
 # doctest name -> the optional package it needs
 _DOCTEST_NEEDS = {
-    "bandscope.sweep.open_runs": "dask",
-    "bandscope.sweep.analyze_sweep": "dask",
-    "bandscope.sweep.compute_sweep": "dask",
-    "bandscope.sweep.write_stack_zarr": "zarr",
+    "bandscope.keysearch.sweep.open_runs": "dask",
+    "bandscope.keysearch.sweep.analyze_sweep": "dask",
+    "bandscope.keysearch.sweep.compute_sweep": "dask",
+    "bandscope.keysearch.sweep.write_stack_zarr": "zarr",
     "bandscope.io.write_zarr_run": "zarr",
     "bandscope.io.read_zarr_run": "zarr",
 }

@@ -27,7 +27,7 @@ def work(batch: int, reps: int) -> dict:
     from torch import nn
 
     from bandscope.torch import measure_lnp
-    from bandscope.torch.models import build_model
+    from bandscope.torch.reference.models import build_model
 
     torch.set_num_threads(1)
     load0 = os.getloadavg()

@@ -5,7 +5,7 @@ Workload: ``make_runs_synthetic(12)`` = 12 runs × 7 bands × 3 windows (0.95/0.
 
 Baseline (measured in the same process): for every curve with an active window of at least
 ``min_points`` checkpoints (windows taken from the analysis, so both fit identical data), a
-5-start ``lmfit.minimize`` Weibull fit from :func:`bandscope.fitting.start_values` plus a
+5-start ``lmfit.minimize`` Weibull fit from :func:`bandscope.keysearch.fitting.start_values` plus a
 1-start ``lmfit.minimize`` exponential fit; the same for R_tot of each run; and a loop of
 ``scipy.stats.spearmanr`` calls for the ordering.
 
@@ -34,10 +34,10 @@ import lmfit
 import numpy as np
 from scipy import stats
 
-from bandscope.analysis import analyze
-from bandscope.fitting import start_values, weibull
-from bandscope.paramtime import fit_run_gamma
-from bandscope.synthetic import make_runs_synthetic
+from bandscope.keysearch.analysis import analyze
+from bandscope.keysearch.fitting import start_values, weibull
+from bandscope.keysearch.synthetic import make_runs_synthetic
+from bandscope.transforms.paramtime import fit_run_gamma
 
 
 def _resid(params, s, R, exp):
@@ -99,8 +99,8 @@ def baseline(res, min_points=5):
 _TIMER = """
 import sys, time, warnings, json
 warnings.simplefilter("ignore")
-from bandscope.analysis import analyze
-from bandscope.synthetic import make_runs_synthetic
+from bandscope.keysearch.analysis import analyze
+from bandscope.keysearch.synthetic import make_runs_synthetic
 runs = make_runs_synthetic(12)
 analyze(runs[:1])
 t, c = [], []

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from bandscope.bands import _band_energies, _band_energies_pywt, band_losses
+from bandscope.transforms.bands import _band_energies, _band_energies_pywt, band_losses
 
 
 def _interleaved_best(fns: dict, rounds: int) -> dict:

@@ -19,7 +19,7 @@ torch thread:
    batch, probe seed varied).
 
 Cases: the paper's CNN autoencoder (``build_model("cnn", 32)``, batch 32 and 128, MSE), a tiny
-GPT-style LM (``bandscope.torch.lm.TinyGPT``: 4 layers, width 128, 4 heads, MLP 512, vocabulary
+GPT-style LM (``bandscope.torch.reference.lm.TinyGPT``: 4 layers, width 128, 4 heads, MLP 512, vocabulary
 256, 128 tokens, batch 32, ``F.cross_entropy`` over tokens) and bandscope's ViT autoencoder
 (``build_model("vit", 32)``, batch 32, ``F.mse_loss``), all at initialisation on random inputs.
 Rows: the default estimator (per-sample Hutchinson, 2 probes, hooks backend, exact output layer)
@@ -63,7 +63,7 @@ def _case(name: str):
     """(model, loss_fn, inputs, targets) of one benchmark case, deterministic."""
     import torch.nn.functional as F
 
-    from bandscope.torch.models import build_model
+    from bandscope.torch.reference.models import build_model
 
     g = torch.Generator().manual_seed(0)
     if name in ("cnn32", "cnn128"):
@@ -71,7 +71,7 @@ def _case(name: str):
         x = torch.rand(b, 3, 32, 32, generator=torch.Generator().manual_seed(b))
         return build_model("cnn", 32, seed=0), nn.MSELoss(), x, x
     if name == "gpt":
-        from bandscope.torch.lm import LMConfig, TinyGPT
+        from bandscope.torch.reference.lm import LMConfig, TinyGPT
 
         cfg = LMConfig(vocab_size=256, context=128, d_model=128, n_layers=4, n_heads=4, d_ff=512)
         with torch.random.fork_rng(devices=[]):
@@ -244,7 +244,7 @@ def estimator_table(quick: bool = False) -> dict:
     perspic-style Opacus baseline (only its network-scale part is timed, which favours it).
     """
     from bandscope.torch import measure_lnp
-    from bandscope.torch.models import build_model
+    from bandscope.torch.reference.models import build_model
 
     torch.set_num_threads(1)
     reps = 3 if quick else 5

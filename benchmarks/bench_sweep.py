@@ -4,7 +4,7 @@ One command, one run::
 
     nice python benchmarks/bench_sweep.py            # sizes 12,100,1000,10000, netCDF files
 
-It writes synthetic runs (:func:`bandscope.synthetic.make_run_synthetic`, 53 checkpoints x 7
+It writes synthetic runs (:func:`bandscope.keysearch.synthetic.make_run_synthetic`, 53 checkpoints x 7
 bands) once into ``--dir`` (default a temporary directory; an existing one is reused) and
 then, for each size N and each path, starts a fresh Python process that reads the first N files
 and analyses them:
@@ -40,7 +40,7 @@ PATHS = ("numpy", "dask-threads", "dask-2-workers")
 
 def _write_some(args):
     from bandscope import write_run
-    from bandscope.synthetic import make_run_synthetic
+    from bandscope.keysearch.synthetic import make_run_synthetic
 
     for i, path in args:
         write_run(make_run_synthetic(i, name=Path(path).stem), path)
@@ -72,7 +72,7 @@ def one(path_kind: str, files: list[str], chunk_runs: int) -> dict:
     """Run one configuration in this process and return its measurements."""
     warnings.simplefilter("ignore")
     import bandscope
-    from bandscope import sweep
+    from bandscope.keysearch import sweep
 
     out = {"path": path_kind, "n": len(files)}
     t0 = time.perf_counter()
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--one", nargs=2, metavar=("PATH", "LISTFILE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    from bandscope import sweep
+    from bandscope.keysearch import sweep
 
     chunk = args.chunk_runs or sweep.DEFAULT_CHUNK_RUNS
     if args.one:

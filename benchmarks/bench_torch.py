@@ -35,9 +35,9 @@ def _time(fn, n: int) -> tuple[float, float]:
 def main(argv=()) -> dict:
     """Measure and print; ``argv`` are this script's flags (the command line when run as a
     script; none when called from ``benchmarks/run.py``)."""
-    from bandscope.torch.models import build_model
     from bandscope.torch.paramtime import ParamTimeTracker
     from bandscope.torch.probe import BandProbe
+    from bandscope.torch.reference.models import build_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")

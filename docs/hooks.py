@@ -41,13 +41,15 @@ PACKAGES = {"bandscope": "Core (no torch)", "bandscope.torch": "Torch adapter (b
 
 def _modules(package: str) -> list[str]:
     """Public modules of ``package`` in name order: its ``.py`` files and its sub-packages
-    (folders with an ``__init__.py``), except sub-packages that have a section of their own in
-    ``PACKAGES``."""
+    (folders with an ``__init__.py``) with their own modules, except sub-packages that have a
+    section of their own in ``PACKAGES``."""
     folder = SRC.joinpath(*package.split("."))
-    names = [p.stem for p in folder.glob("*.py")]
-    names += [p.name for p in folder.iterdir() if (p / "__init__.py").exists()
-              and f"{package}.{p.name}" not in PACKAGES]
-    return [f"{package}.{n}" for n in sorted(names) if not n.startswith("_")]
+    out = [f"{package}.{p.stem}" for p in folder.glob("*.py") if not p.stem.startswith("_")]
+    for sub in folder.iterdir():
+        name = f"{package}.{sub.name}"
+        if (sub / "__init__.py").exists() and name not in PACKAGES and not sub.name.startswith("_"):
+            out += [name] + _modules(name)
+    return sorted(out)
 
 
 def _docstring(path: Path) -> str:

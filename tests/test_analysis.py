@@ -1,4 +1,4 @@
-"""bandscope.analysis.analyze: contract, known answers on synthetic runs, input forms, errors."""
+"""bandscope.keysearch.analysis.analyze: contract, known answers on synthetic runs, input forms, errors."""
 import warnings
 
 import numpy as np
@@ -7,11 +7,13 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandscope import fitting, ordering, paramtime, schema, trajectory
-from bandscope.analysis import AnalysisOptions, analyze, collect_runs, stack
-from bandscope.fitting import weibull
+from bandscope import schema
+from bandscope.keysearch import fitting, ordering, trajectory
+from bandscope.keysearch.analysis import AnalysisOptions, analyze, collect_runs, stack
+from bandscope.keysearch.fitting import weibull
+from bandscope.keysearch.synthetic import make_run_synthetic, make_runs_synthetic
 from bandscope.run import make_run
-from bandscope.synthetic import make_run_synthetic, make_runs_synthetic
+from bandscope.transforms import paramtime
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*still moved:UserWarning")
 
@@ -260,7 +262,7 @@ def test_exponential_bands_recover_exact_parameters():
 
 def test_gamma_from_paramtime(monkeypatch, runs):
     """analyze() takes gamma from paramtime.fit_power_time's Dataset (one accessor, by name)."""
-    from bandscope import paramtime
+    from bandscope.transforms import paramtime
 
     def fit_power_time(step, s, epoch_windows=None, epoch=None):
         if epoch_windows is None:

@@ -1,4 +1,4 @@
-"""Haar band losses (bandscope.bands): known answers, oracles (pywt, block-mean projection),
+"""Haar band losses (bandscope.transforms.bands): known answers, oracles (pywt, block-mean projection),
 invariants (sum to MSE, Parseval) and errors."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandscope import bands
-from bandscope.bands import (
+from bandscope.transforms import bands
+from bandscope.transforms.bands import (
     _band_energies,
     _band_energies_pywt,
     band_decompose,

@@ -46,8 +46,8 @@ def _files(kind):
 
 def compute(kind):
     """``analyze()`` of one shipped set with the default options (what ``reproduce`` runs)."""
-    from bandscope import analysis
     from bandscope import io as bio
+    from bandscope.keysearch import analysis
 
     files = _files(kind)
     runs = [bio.read_run(f, name=f.parent.name if f.stem == "run" else f.stem) for f in files]

@@ -7,7 +7,7 @@ import pytest
 
 from bandscope import io as bio
 from bandscope.cli import main, parse_windows
-from bandscope.synthetic import make_run_synthetic
+from bandscope.keysearch.synthetic import make_run_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 

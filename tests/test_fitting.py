@@ -1,11 +1,11 @@
-"""bandscope.fitting: models, statistics, lmfit path, batch path (key search A.11, B.1)."""
+"""bandscope.keysearch.fitting: models, statistics, lmfit path, batch path (key search A.11, B.1)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandscope import fitting
-from bandscope.fitting import (
+from bandscope.keysearch import fitting
+from bandscope.keysearch.fitting import (
     bic,
     bic_eff,
     compare_curves,
@@ -333,7 +333,7 @@ def _ar1(phi, n, rng):
 @pytest.mark.parametrize("phi", [0.3, 0.6, 0.8])
 def test_n_eff_acf_known_answer_ar1(phi):
     """AR(1) residuals with coefficient phi: tau = (1 + phi)/(1 - phi), n_eff = n / tau."""
-    from bandscope.fitting import n_eff_acf
+    from bandscope.keysearch.fitting import n_eff_acf
 
     rng = np.random.default_rng(int(phi * 10))
     e = np.stack([_ar1(phi, 4000, rng) for _ in range(4)])
@@ -344,7 +344,7 @@ def test_n_eff_acf_known_answer_ar1(phi):
 
 
 def test_n_eff_acf_white_noise_is_about_n():
-    from bandscope.fitting import n_eff_acf
+    from bandscope.keysearch.fitting import n_eff_acf
 
     e = np.random.default_rng(0).standard_normal((8, 2000))
     ne, _ = n_eff_acf(e)
@@ -354,7 +354,7 @@ def test_n_eff_acf_white_noise_is_about_n():
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(5, 60), seed=st.integers(0, 10_000), phi=st.floats(-0.9, 0.95))
 def test_n_eff_acf_equals_statsmodels_oracle(n, seed, phi):
-    from bandscope.fitting import n_eff_acf
+    from bandscope.keysearch.fitting import n_eff_acf
 
     e = _ar1(phi, n, np.random.default_rng(seed))
     pad = np.concatenate([e, np.full(7, np.nan)])  # left-aligned curve in a padded batch
@@ -363,7 +363,7 @@ def test_n_eff_acf_equals_statsmodels_oracle(n, seed, phi):
 
 
 def test_n_eff_acf_undefined_cases_say_why():
-    from bandscope.fitting import n_eff_acf
+    from bandscope.keysearch.fitting import n_eff_acf
 
     ne, reason = n_eff_acf(np.vstack([np.ones(10), np.linspace(0, 1, 10)]))
     assert np.isnan(ne).all()

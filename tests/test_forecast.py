@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 from scipy import optimize, stats
 
 import bandscope
-from bandscope import forecasting
 from bandscope.cli import main
-from bandscope.forecasting import ForecastOptions, _forecast_curves, forecast, prefix_length
 from bandscope.io import write_run
+from bandscope.keysearch import forecasting
+from bandscope.keysearch.forecasting import ForecastOptions, _forecast_curves, forecast, prefix_length
+from bandscope.keysearch.synthetic import make_run_synthetic
 from bandscope.run import make_run
-from bandscope.synthetic import make_run_synthetic
 
 LAM = np.log(100.0)
 
@@ -32,7 +32,7 @@ def _weibull_floor(s, c, A, omega, beta, onset=0.0):
 def test_lazy_name_is_the_function_and_module_importable():
     assert bandscope.forecast is forecasting.forecast
     assert callable(bandscope.forecast)
-    import bandscope.forecasting as mod
+    import bandscope.keysearch.forecasting as mod
 
     assert mod.forecast is bandscope.forecast
 

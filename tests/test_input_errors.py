@@ -20,8 +20,8 @@ import bandscope
 from bandscope import io as bio
 from bandscope.cli import main
 from bandscope.errors import BandscopeInputError
+from bandscope.keysearch.synthetic import make_run_synthetic
 from bandscope.run import integer_steps, make_run, validate_run
-from bandscope.synthetic import make_run_synthetic
 
 
 @pytest.fixture

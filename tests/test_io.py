@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from bandscope import io as bio
+from bandscope.keysearch.synthetic import make_run_synthetic
 from bandscope.run import make_run, validate_run
-from bandscope.synthetic import make_run_synthetic
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""bandscope.ordering: Spearman ρ against scipy, across-run summaries against numpy."""
+"""bandscope.keysearch.ordering: Spearman ρ against scipy, across-run summaries against numpy."""
 import numpy as np
 import pytest
 import xarray as xr
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from bandscope import ordering
+from bandscope.keysearch import ordering
 
 RES = np.array([1, 2, 4, 8, 16, 32, 64])
 

@@ -20,7 +20,7 @@ def test_core_imports_without_torch():
         for name in ['bands', 'paramtime', 'trajectory', 'fitting', 'ordering', 'analysis',
                      'io', 'tables', 'lnp', 'synthetic', 'run', 'cli', 'recordcli']:
             __import__(f'bandscope.{name}')
-        from bandscope.synthetic import make_run_synthetic
+        from bandscope.keysearch.synthetic import make_run_synthetic
         res = bandscope.analyze(make_run_synthetic(1, n_bands=4))
         assert 'delta_bic' in res
         x = np.random.default_rng(0).random((2, 3, 8, 8))

@@ -7,8 +7,8 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandscope.paramtime import fit_power_time, parameter_time, power_time
-from bandscope.synthetic import PAPER_EPOCHS, make_run_synthetic
+from bandscope.keysearch.synthetic import PAPER_EPOCHS, make_run_synthetic
+from bandscope.transforms.paramtime import fit_power_time, parameter_time, power_time
 
 # ----------------------------------------------------------------------- parameter_time
 
@@ -63,7 +63,7 @@ def test_matches_concatenated_oracle(n_ckpt, sizes, seed, dtype):
 
 
 def test_large_tensor_chunked(monkeypatch):
-    import bandscope.paramtime as P
+    import bandscope.transforms.paramtime as P
 
     monkeypatch.setattr(P, "_CHUNK", 7)
     rng = np.random.default_rng(0)
@@ -245,7 +245,7 @@ def test_stacked_runs_loop_over_extra_dims():
 
 
 def test_vectorised_sse_grid_equals_the_closed_form_loop():
-    from bandscope.paramtime import _linear_ab, _sse_grid
+    from bandscope.transforms.paramtime import _linear_ab, _sse_grid
 
     rng = np.random.default_rng(4)
     tau = np.sort(rng.random(40))
@@ -259,7 +259,7 @@ def test_vectorised_sse_grid_equals_the_closed_form_loop():
 def test_old_windows_keyword_and_saved_names_still_work():
     """``windows=`` (renamed ``epoch_windows=``) still works, with a DeprecationWarning, and a
     Dataset saved with the old dim names reads back under the new ones."""
-    from bandscope.paramtime import RENAMED, upgrade
+    from bandscope.transforms.paramtime import RENAMED, upgrade
 
     with pytest.warns(DeprecationWarning, match="epoch_windows"):
         old = fit_power_time(STEPS, STEPS**0.5, epoch=PAPER_EPOCHS, windows=[(0, 10)])
@@ -274,7 +274,7 @@ def test_old_windows_keyword_and_saved_names_still_work():
 
 
 def test_fit_run_gamma_notes_instead_of_raising():
-    from bandscope.paramtime import fit_run_gamma
+    from bandscope.transforms.paramtime import fit_run_gamma
 
     ds = make_run_synthetic(5, gamma=0.41)
     g = fit_run_gamma(ds)

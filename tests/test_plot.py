@@ -1,4 +1,4 @@
-"""bandscope.plot: every function returns what it drew on, with labelled axes (units), legends
+"""bandscope.report.figures: every function returns what it drew on, with labelled axes (units), legends
 by run and architecture, the fits and ΔBIC, unsaturated bands marked; no global backend change."""
 import warnings
 
@@ -10,9 +10,10 @@ matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bandscope import analyze, plot  # noqa: E402
-from bandscope.numfmt import fmt_r2  # noqa: E402
-from bandscope.synthetic import make_runs_synthetic  # noqa: E402
+from bandscope import analyze  # noqa: E402
+from bandscope.keysearch.synthetic import make_runs_synthetic  # noqa: E402
+from bandscope.report import figures as plot  # noqa: E402
+from bandscope.report.numfmt import fmt_r2  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def _no_backend_switch(monkeypatch):
     before = matplotlib.get_backend()
 
     def refuse(*a, **k):
-        raise AssertionError("bandscope.plot must not call matplotlib.use")
+        raise AssertionError("bandscope.report.figures must not call matplotlib.use")
 
     monkeypatch.setattr(matplotlib, "use", refuse)
     yield
@@ -52,7 +53,7 @@ def test_import_does_not_import_pyplot():
     import subprocess
     import sys
 
-    code = ("import sys, bandscope.plot as p; from bandscope.synthetic import make_runs_synthetic; "
+    code = ("import sys, bandscope.report.figures as p; from bandscope.keysearch.synthetic import make_runs_synthetic; "
             "from bandscope import analyze; import warnings; warnings.simplefilter('ignore'); "
             "p.plot_weibull_shapes(); p.plot_ordering(analyze(make_runs_synthetic(2, n_bands=4))); "
             "print('matplotlib.pyplot' in sys.modules)")

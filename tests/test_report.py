@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bandscope import analyze, paper, report, tables
-from bandscope import verdict as V
+from bandscope import analyze, report
 from bandscope.cli import main
-from bandscope.synthetic import make_runs_synthetic
+from bandscope.keysearch.synthetic import make_runs_synthetic
+from bandscope.report import numfmt, paper, tables
+from bandscope.report import verdict as V
 
 CHROMIUM = os.environ.get("BANDSCOPE_CHROMIUM", "/usr/bin/chromium")
 
@@ -66,7 +67,7 @@ def test_paper_value_beside_ours(res, text):
     i = next(j for j, r in enumerate(rows) if r.get("band") == "2")
     assert rows[i]["source"] == "ours" and rows[i + 1]["source"] == "paper"
     assert rows[i + 1]["ΔBIC"] == paper.BAND_FITS[2]["delta_bic"].text == "-19.05"
-    assert rows[i]["ΔBIC"] == report.fmt_signed(tables.table_b2(res).loc["2", "median ΔBIC"])
+    assert rows[i]["ΔBIC"] == numfmt.fmt_signed(tables.table_b2(res).loc["2", "median ΔBIC"])
     for needle in ("-19.65  72/84", "-1.73  78/84", "-73.83", "0.986", "Table B.3.2", "Table B.2"):
         assert needle in text
     # the ordering rows: paper row right under ours, verdicts from the rules
@@ -90,7 +91,7 @@ def test_r2_never_printed_as_one(res, text):
     r2 = tables.table_b2(res)["median R²"]
     for v in r2:
         if 0.9999 < v < 1:
-            assert report.fmt_r2(v) in text
+            assert numfmt.fmt_r2(v) in text
     assert not re.search(r"ours\s+1\s", text)
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from bandscope import io as bio
 from bandscope import schema
-from bandscope.analysis import analyze
-from bandscope.synthetic import make_runs_synthetic
+from bandscope.keysearch.analysis import analyze
+from bandscope.keysearch.synthetic import make_runs_synthetic
+from bandscope.report import results_json
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "format.md"
 
@@ -55,7 +56,7 @@ def test_docs_table_rows_name_every_variable_once():
 
 
 def test_json_keys_come_from_the_schema(res, tmp_path):
-    out = bio.write_json(res, tmp_path / "r.json")
+    out = results_json.write_json(res, tmp_path / "r.json")
     d = json.loads(out.read_text())
     run = d["runs"][str(res.run.values[0])]
     band = run["bands"]["1"]

@@ -17,8 +17,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 import bandscope  # noqa: E402
 from bandscope import io as bio  # noqa: E402
-from bandscope import sweep, tables  # noqa: E402
-from bandscope.synthetic import make_run_synthetic, make_runs_synthetic  # noqa: E402
+from bandscope.keysearch import sweep  # noqa: E402
+from bandscope.keysearch.synthetic import make_run_synthetic, make_runs_synthetic  # noqa: E402
+from bandscope.report import tables  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -186,7 +187,7 @@ def test_zarr_run_round_trip(tmp_path):
 
 def test_zarr_stacked_store_is_not_one_run(tmp_path):
     store = sweep.write_stack_zarr(bio.stack_runs(_ragged([53, 53])), tmp_path / "s.zarr")
-    with pytest.raises(ValueError, match="2 stacked runs; use bandscope.sweep.open_runs"):
+    with pytest.raises(ValueError, match="2 stacked runs; use bandscope.keysearch.sweep.open_runs"):
         bandscope.read_run(store)
 
 

@@ -1,13 +1,13 @@
-"""bandscope.tables: each table against a direct computation from the results Dataset."""
+"""bandscope.report.tables: each table against a direct computation from the results Dataset."""
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bandscope import tables
-from bandscope.analysis import analyze
-from bandscope.synthetic import make_runs_synthetic
+from bandscope.keysearch.analysis import analyze
+from bandscope.keysearch.synthetic import make_runs_synthetic
+from bandscope.report import tables
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +88,14 @@ def test_all_and_format(res):
     allt = tables.all_tables(res)
     assert set(allt) == {"table_b2", "table_b31", "table_62", "table_ordering", "table_a7",
                          "table_full_loss", "table_saturation", "table_verdicts"}
-    text = tables.format_tables(res)
+    from bandscope.report import format_text
+
+    text = format_text(res)
     assert "Table B.2" in text and "§6.3" in text and "—" in text
 
 
 def test_table_verdicts_follow_the_rules(res):
-    from bandscope import verdict as V
+    from bandscope.report import verdict as V
 
     vt = tables.table_verdicts(res)
     assert list(vt.columns) == ["prediction", "verdict", "reason", "paper verdict", "paper reason"]
@@ -117,7 +119,7 @@ def test_table_verdicts_follow_the_rules(res):
 
 def test_table_verdicts_flip_with_the_sign():
     """A run set whose fine bands start earlier (onset falling with r) fails the onset test."""
-    from bandscope import verdict as V
+    from bandscope.report import verdict as V
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -137,8 +139,8 @@ def test_unknown_window(res):
 
 def test_table_saturation_flags_a_band_still_falling():
     from bandscope import analyze
-    from bandscope.synthetic import make_run_synthetic
-    from bandscope.tables import table_saturation
+    from bandscope.keysearch.synthetic import make_run_synthetic
+    from bandscope.report.tables import table_saturation
 
     run = make_run_synthetic(5, n_bands=4, noise=0.0)
     bl = run.band_loss.values.copy()

@@ -17,8 +17,8 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 from safetensors.torch import save_file  # noqa: E402
 
 from bandscope.cli import build_parser, main  # noqa: E402
+from bandscope.cli.record import param_time_table, read_safetensors  # noqa: E402
 from bandscope.errors import BandscopeInputError  # noqa: E402
-from bandscope.recordcli import param_time_table, read_safetensors  # noqa: E402
 from bandscope.torch.checkpoints import checkpoint_param_time, load_checkpoint  # noqa: E402
 
 
@@ -152,7 +152,7 @@ def test_read_safetensors_equals_the_safetensors_package(tmp_path_factory, specs
 def test_bfloat16_checkpoints_need_no_torch(tmp_path):
     for k in range(2):
         save_file({"w": torch.full((3,), float(k), dtype=torch.bfloat16)}, str(tmp_path / f"c{k}.safetensors"))
-    code = ("import sys\nfrom bandscope.recordcli import param_time_table\n"
+    code = ("import sys\nfrom bandscope.cli.record import param_time_table\n"
             f"print(round(float(param_time_table({str(tmp_path)!r})['param_time'].iloc[-1]), 6))\n"
             "assert 'torch' not in sys.modules\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -178,8 +178,8 @@ def test_core_cli_does_not_import_the_adapter():
             "build_parser(plugins=False)\n"
             "assert not any(m.startswith('bandscope.torch') or m == 'torch' for m in sys.modules), "
             "sorted(m for m in sys.modules if 'torch' in m)\n"
-            "import ast, inspect, bandscope.cli, bandscope.recordcli, bandscope.plugins\n"
-            "for mod in (bandscope.cli, bandscope.recordcli, bandscope.plugins):\n"
+            "import ast, inspect, bandscope.cli, bandscope.cli.record, bandscope.plugins\n"
+            "for mod in (bandscope.cli, bandscope.cli.record, bandscope.plugins):\n"
             "    for node in ast.walk(ast.parse(inspect.getsource(mod))):\n"
             "        if isinstance(node, (ast.Import, ast.ImportFrom)):\n"
             "            names = [a.name for a in node.names] + [getattr(node, 'module', None) or '']\n"
@@ -195,7 +195,7 @@ def test_train_help_through_main(capsys):
 
 
 def test_train_refuses_an_output_owned_by_another_writer(tmp_path, capsys):
-    from bandscope.runlock import RunFileLock
+    from bandscope.io.lock import RunFileLock
 
     out = tmp_path / "run"
     with RunFileLock(out / "run.nc"):

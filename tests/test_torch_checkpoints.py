@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bandscope.bands import band_losses
 from bandscope.cli import main
-from bandscope.recordcli import bands_table, natural_key, param_time_table
+from bandscope.cli.record import bands_table, natural_key, param_time_table
 from bandscope.torch.checkpoints import checkpoint_param_time, load_checkpoint
+from bandscope.transforms.bands import band_losses
 
 
 def _states(n=4, seed=0):
@@ -46,7 +46,7 @@ def test_param_time_natural_sort_and_oracle(tmp_path, fmt):
 
 
 def test_trainable_restriction_and_cli(tmp_path, capsys):
-    from bandscope.torch.models import build_model
+    from bandscope.torch.reference.models import build_model
 
     m = build_model("cnn", 16, seed=0)
     sds = []

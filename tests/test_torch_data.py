@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bandscope.torch.data import embedded_dataset, load_image_array, load_image_folder, to_float
+from bandscope.torch.reference.data import embedded_dataset, load_image_array, load_image_folder, to_float
 
 
 def test_embedded_deterministic_and_distinct_seeds():

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from bandscope.bands import _band_energies_pywt, band_decompose, band_losses  # noqa: E402
 from bandscope.torch.haar import haar_band_losses, haar_band_project, haar_levels  # noqa: E402
+from bandscope.transforms.bands import _band_energies_pywt, band_decompose, band_losses  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -1,4 +1,4 @@
-"""The GPT-style model of the spectral-reach scaling runs (bandscope.torch.lm): shapes, causality,
+"""The GPT-style model of the spectral-reach scaling runs (bandscope.torch.reference.lm): shapes, causality,
 and exact LNP on the fast per-sample path against the explicit eNTK (torch.func.jacrev)."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bandscope.torch import measure_lnp
-from bandscope.torch.lm import LM_SIZES, LMConfig, TinyGPT
+from bandscope.torch.reference.lm import LM_SIZES, LMConfig, TinyGPT
 from lnp_oracle import kernel_oracle, lm_ce
 
 TINY = LMConfig(vocab_size=11, context=6, d_model=8, n_layers=2, n_heads=2, d_ff=12)

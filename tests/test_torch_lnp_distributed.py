@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bandscope.torch import LNPHook, measure_lnp
-from bandscope.torch.lm import LMConfig, TinyGPT
+from bandscope.torch.reference.lm import LMConfig, TinyGPT
 from gloo_workers import run_gloo
 
 VARS = ["loss", "loss_scale", "network_scale", "grad_norm_sq", "spectral_position", "loss_scale_norm",

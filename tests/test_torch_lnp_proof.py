@@ -149,7 +149,7 @@ def _vit():
     """bandscope's ViT autoencoder at its smallest size; the middle of its CNN decoder (the 390k
     parameters that would make J too large for the oracle) frozen, so the gradient still flows
     through frozen layers to trainable ones on both sides."""
-    from bandscope.torch.models import ViTAutoencoder
+    from bandscope.torch.reference.models import ViTAutoencoder
 
     torch.manual_seed(0)
     model = ViTAutoencoder(16, latent_dim=3, patch=8, dim=8, depth=1, heads=2, mlp_ratio=2).double()

@@ -147,7 +147,7 @@ def test_hutchinson_within_standard_errors_on_gpt():
 
 
 def test_vit_exact_equals_entk_and_state_untouched():
-    from bandscope.torch.models import ViTAutoencoder
+    from bandscope.torch.reference.models import ViTAutoencoder
 
     torch.manual_seed(0)
     model = ViTAutoencoder(16, latent_dim=2, patch=8, dim=8, depth=1, heads=2, mlp_ratio=1)

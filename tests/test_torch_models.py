@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from bandscope.synthetic import PAPER_EPOCHS as CORE_PAPER_EPOCHS
-from bandscope.torch.models import CNNAutoencoder, ViTAutoencoder, build_model, count_parameters
-from bandscope.torch.schedule import PAPER_EPOCHS, geometric_schedule, paper_epochs, paper_schedule
+from bandscope.keysearch.synthetic import PAPER_EPOCHS as CORE_PAPER_EPOCHS
+from bandscope.schedule import PAPER_EPOCHS, geometric_schedule, paper_epochs, paper_schedule
+from bandscope.torch.reference.models import CNNAutoencoder, ViTAutoencoder, build_model, count_parameters
 
 
 @pytest.mark.parametrize("arch,count", [("cnn", 1_829_379), ("vit", 2_779_651)])

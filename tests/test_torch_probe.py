@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bandscope.bands import band_losses
 from bandscope.torch.probe import BandProbe, select_panel
+from bandscope.transforms.bands import band_losses
 
 
 class _Noisy(torch.nn.Module):

@@ -57,7 +57,7 @@ def test_retraining_reproduces_start_of_cnn_seed45(tmp_path):
     follow the same trajectory (5 % on band losses, 1 % on parameter time), which still fails on
     a wrong config, seed, schedule or loss (those move the numbers by far more).
     """
-    from bandscope.torch.train import TrainConfig, train
+    from bandscope.torch.reference.train import TrainConfig, train
 
     stored = read_run(ROOT / "cnn-seed45" / "run.nc")
     doc = json.loads((ROOT / "cnn-seed45" / "config.json").read_text())

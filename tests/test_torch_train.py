@@ -9,8 +9,8 @@ import torch
 import xarray as xr
 
 from bandscope.io import read_run
-from bandscope.torch.schedule import paper_schedule
-from bandscope.torch.train import TrainConfig, train
+from bandscope.schedule import paper_schedule
+from bandscope.torch.reference.train import TrainConfig, train
 
 TINY = TrainConfig(arch="cnn", seed=3, image_size=16, epochs=4, batch_size=32, n_train=128, n_test=64,
                    panel_size=32, threads=1)
@@ -22,8 +22,8 @@ def _final_weights(out):
 
 @pytest.mark.slow
 def test_train_record_analyze(tmp_path):
-    from bandscope.analysis import analyze
     from bandscope.cli import main
+    from bandscope.keysearch.analysis import analyze
 
     out = tmp_path / "run"
     ds = train(TINY, out, progress=False, save_weights=True, save_recon=True)
@@ -44,7 +44,7 @@ def test_train_record_analyze(tmp_path):
     with pytest.warns(UserWarning, match="still moved"):
         assert main(["analyze", str(out / "run.nc")]) == 0
     # file-based commands reproduce the recorded numbers from the saved weights / panels
-    from bandscope.recordcli import bands_table, param_time_table
+    from bandscope.cli.record import bands_table, param_time_table
 
     pt = param_time_table(out / "state" / "weights")
     np.testing.assert_allclose(pt["param_time"], run["param_time"], rtol=1e-5)
@@ -90,7 +90,7 @@ def test_image_folder_and_geometric_schedule(tmp_path):
     geometric checkpoint schedule."""
     from PIL import Image
 
-    from bandscope.torch.schedule import geometric_schedule
+    from bandscope.schedule import geometric_schedule
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "imgs"
@@ -108,7 +108,7 @@ def test_warmup_and_latent_dim(tmp_path):
     """``warmup_steps`` ramps the Adam learning rate linearly: the first step of a run with
     warm-up over W steps moves the weights by about 1/W of the plain run's first step (Adam's
     first update is lr * sign(g) per weight); ``latent_dim`` sets the bottleneck width."""
-    from bandscope.torch.models import build_model
+    from bandscope.torch.reference.models import build_model
 
     cfg = TrainConfig(arch="cnn", seed=5, image_size=16, epochs=1, batch_size=32, n_train=64, n_test=32,
                       panel_size=16, threads=1, schedule="geometric", n_points=2)

@@ -1,4 +1,4 @@
-"""bandscope.trajectory: floors, residuals, A.10 crossings, active windows."""
+"""bandscope.keysearch.trajectory: floors, residuals, A.10 crossings, active windows."""
 import numpy as np
 import pytest
 import xarray as xr
@@ -6,7 +6,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bandscope import trajectory as tr
+from bandscope.keysearch import trajectory as tr
 from bandscope.run import make_run
 
 
@@ -241,7 +241,7 @@ def test_onset_width():
 
 
 def test_dask_and_numpy_inputs_agree():
-    from bandscope.synthetic import make_run_synthetic
+    from bandscope.keysearch.synthetic import make_run_synthetic
 
     run = make_run_synthetic(4)
     alphas = [0.95, 0.9, 0.1, 0.01]

@@ -1,4 +1,4 @@
-"""bandscope.verdict (rules), bandscope.paper (published values), bandscope.numfmt (digits)."""
+"""bandscope.report.verdict (rules), bandscope.report.paper (published values), bandscope.report.numfmt (digits)."""
 import itertools
 import math
 
@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bandscope import paper
-from bandscope import verdict as V
-from bandscope.numfmt import fmt_r2, fmt_rho, fmt_sig, fmt_signed
+from bandscope.report import paper
+from bandscope.report import verdict as V
+from bandscope.report.numfmt import fmt_r2, fmt_rho, fmt_sig, fmt_signed
 
 
 def _crit_oracle(n, alpha=0.05):

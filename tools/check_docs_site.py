@@ -38,13 +38,13 @@ CHROMIUM_ARGS = [
 
 # API reference: object id -> (module page it must be documented on, linked from the API index).
 API_OBJECTS = {
-    "bandscope.bands.band_losses": ("api/bandscope.bands.html", True),
-    "bandscope.analysis.analyze": ("api/bandscope.analysis.html", True),
-    "bandscope.paramtime.parameter_time": ("api/bandscope.paramtime.html", True),
-    "bandscope.io.read_run": ("api/bandscope.io.html", True),
-    "bandscope.lnp.lnp_components": ("api/bandscope.lnp.html", False),
+    "bandscope.transforms.bands.band_losses": ("api/bandscope.transforms.bands.html", True),
+    "bandscope.keysearch.analysis.analyze": ("api/bandscope.keysearch.analysis.html", True),
+    "bandscope.transforms.paramtime.parameter_time": ("api/bandscope.transforms.paramtime.html", True),
+    "bandscope.io.runfiles.read_run": ("api/bandscope.io.runfiles.html", True),
+    "bandscope.lnp.statistics.lnp_components": ("api/bandscope.lnp.statistics.html", False),
     "bandscope.torch.lnp.measure_lnp": ("api/bandscope.torch.lnp.html", True),
-    "bandscope.torch.lnp_hook.LNPHook": ("api/bandscope.torch.lnp_hook.html", True),
+    "bandscope.torch.lnp.hook.LNPHook": ("api/bandscope.torch.lnp.hook.html", True),
 }
 
 # Tutorials: page -> (regexes its executed output must contain, min figures, min tables).

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from bandscope.lnp import log_windows
 from bandscope.torch import measure_lnp
-from bandscope.torch.lm import LM_SIZES, TinyGPT
+from bandscope.torch.reference.lm import LM_SIZES, TinyGPT
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent / "reference_runs" / "lm-scaling" / "corpus" / "python-3.11.7-stdlib.txt.gz"

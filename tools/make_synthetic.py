@@ -1,7 +1,7 @@
 """Write the synthetic stand-in runs used by `bandscope reproduce` until recorded runs exist.
 
 These are NOT training runs: band losses are drawn from per-band Weibull residuals plus floors
-and log-normal noise (bandscope.synthetic.make_run_synthetic), on the paper's 53-checkpoint
+and log-normal noise (bandscope.keysearch.synthetic.make_run_synthetic), on the paper's 53-checkpoint
 schedule, 7 bands (64x64), 12 runs labelled synthetic-cnn / synthetic-vit with seeds 45-50.
 The true parameters are in the JSON file beside each CSV.
 
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from bandscope.io import write_run
-from bandscope.synthetic import make_runs_synthetic
+from bandscope.keysearch.synthetic import make_runs_synthetic
 
 here = Path(__file__).resolve().parents[1] / "reference_runs" / "synthetic"
 for run in make_runs_synthetic(12):

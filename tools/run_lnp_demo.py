@@ -23,7 +23,7 @@ from torch import nn
 
 from bandscope.lnp import window_mean
 from bandscope.torch import LNPHook, build_model, embedded_dataset
-from bandscope.torch.data import to_float
+from bandscope.torch.reference.data import to_float
 
 HERE = Path(__file__).resolve().parents[1] / "reference_runs" / "lnp"
 

@@ -21,8 +21,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from bandscope.analysis import analyze
 from bandscope.io import read_run
+from bandscope.keysearch.analysis import analyze
 
 DEFAULT = Path(__file__).resolve().parents[1] / "reference_runs" / "recorded"
 

@@ -7,7 +7,7 @@ One command (from the repository root)::
 For every run it forecasts from the first 20 %, 40 %, 60 % and 80 % of the checkpoints and
 compares with the truth:
 
-* synthetic runs (``bandscope.synthetic.make_run_synthetic``, noise 0.01 and 0.05): the true
+* synthetic runs (``bandscope.keysearch.synthetic.make_run_synthetic``, noise 0.01 and 0.05): the true
   floor and the true 1 %-crossing ``onset + ω (ln 100)^(1/β)`` of each band (the full loss has no
   closed-form truth and is left out);
 * reference runs (``reference_runs/recorded/*/run.nc``): the "truth" is the forecast from the
@@ -32,7 +32,7 @@ import numpy as np
 
 from bandscope import forecast
 from bandscope.io import read_run
-from bandscope.synthetic import make_run_synthetic
+from bandscope.keysearch.synthetic import make_run_synthetic
 
 PREFIXES = (0.2, 0.4, 0.6, 0.8)
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ imports torch. Public entry points:
 - :func:`parameter_time` -- chord parameter time between checkpoints (key search A.7)
 - :func:`read_run` / :func:`write_run` -- run logs (CSV, Parquet, netCDF)
 - :func:`analyze` -- the whole key-search analysis of one or many runs
-- :mod:`bandscope.tables` -- the paper's tables as pandas DataFrames
+- :mod:`bandscope.report.tables` -- the paper's tables as pandas DataFrames
 - :mod:`bandscope.lnp` -- LNP decomposition from gradient statistics (spectral reach)
 
 Names are resolved lazily so that ``import bandscope`` stays cheap.
@@ -16,33 +16,38 @@ from __future__ import annotations
 
 import importlib
 
+from . import _moved
+
 __version__ = "0.1.0"
 
 _LAZY = {
-    "band_losses": "bandscope.bands",
-    "band_energies": "bandscope.bands",
-    "band_decompose": "bandscope.bands",
-    "parameter_time": "bandscope.paramtime",
-    "fit_power_time": "bandscope.paramtime",
+    "band_losses": "bandscope.transforms.bands",
+    "band_energies": "bandscope.transforms.bands",
+    "band_decompose": "bandscope.transforms.bands",
+    "parameter_time": "bandscope.transforms.paramtime",
+    "fit_power_time": "bandscope.transforms.paramtime",
     "make_run": "bandscope.run",
     "validate_run": "bandscope.run",
     "read_run": "bandscope.io",
     "read_runs": "bandscope.io",
     "write_run": "bandscope.io",
     "stack_runs": "bandscope.io",
-    "analyze": "bandscope.analysis",
-    "forecast": "bandscope.forecasting",
+    "analyze": "bandscope.keysearch.analysis",
+    "forecast": "bandscope.keysearch.forecasting",
 }
-_SUBMODULES = {"tables", "bands", "paramtime", "trajectory", "fitting", "ordering",
-               "analysis", "io", "lnp", "synthetic", "plot", "cli", "run"}
+_SUBMODULES = {"transforms", "keysearch", "lnp", "io", "report", "cli", "run", "schema", "errors", "schedule"}
+#: the old flat module names (bandscope.tables, ...): importable with a DeprecationWarning (:mod:`._moved`)
+_OLD_SUBMODULES = {"tables", "bands", "paramtime", "trajectory", "fitting", "ordering", "analysis", "synthetic", "plot"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]
+
+_moved.install()
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _SUBMODULES:
+    if name in _SUBMODULES or name in _OLD_SUBMODULES:
         return importlib.import_module(f"bandscope.{name}")
     raise AttributeError(f"module 'bandscope' has no attribute {name!r}")
 

@@ -9,7 +9,7 @@ The core never imports :mod:`bandscope.torch`. An extension declares, in its pac
 
 and the ``bandscope`` command line calls ``register(subparsers)`` to let it add (or extend)
 subcommands. Importing the extension's module may also register checkpoint readers with
-:func:`bandscope.recordcli.register_checkpoint_loader` (that is how ``bandscope param-time``
+:func:`bandscope.cli.record.register_checkpoint_loader` (that is how ``bandscope param-time``
 reads ``.pt`` files when the torch extra is installed). An extension that fails to import
 (torch missing) is reported by name with its error, never silently dropped.
 """

@@ -1,7 +1,7 @@
 """Checkpoint schedules: the paper's A.5 schedule and geometric (log-spaced) schedules.
 
-Defined once here, in the core (numpy only): the torch recorder (``bandscope.torch.schedule``
-re-exports these) and the synthetic runs (:mod:`bandscope.synthetic`) both use them.
+Defined once here, in the core (numpy only): the torch recorder (``bandscope.schedule``
+re-exports these) and the synthetic runs (:mod:`bandscope.keysearch.synthetic`) both use them.
 
 A schedule is a sorted 1-D ``int64`` array of optimizer-step counts at which to record a
 checkpoint, starting with 0 (the initialisation).

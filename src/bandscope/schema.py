@@ -4,9 +4,9 @@ One table, :data:`RESULTS`, gives each results variable its name, dims, units, d
 paper section and (where it has one) its key in the JSON of ``bandscope analyze --json``.
 Everything that writes or describes results reads it:
 
-* :func:`bandscope.analysis.analyze` builds every variable with :func:`variable` (dims and
+* :func:`bandscope.keysearch.analysis.analyze` builds every variable with :func:`variable` (dims and
   attrs come from here, the data from the computation);
-* :func:`bandscope.io.results_to_dict` takes its per-window and full-loss key tables from
+* :func:`bandscope.report.results_json.results_to_dict` takes its per-window and full-loss key tables from
   :func:`json_keys`;
 * the results-variable table of ``docs/format.md`` is :func:`markdown_table` (a test checks
   the page against it; :func:`update_docs` rewrites it);
@@ -224,7 +224,7 @@ COORDS: dict[str, Variable] = {v.name: v for v in [
 #: Results names changed since ``results/1`` was introduced: old -> new. Empty: the results
 #: Dataset kept every name (the renamed epoch windows are those of
 #: :func:`bandscope.fit_power_time`, whose own renames live in
-#: :data:`bandscope.paramtime.RENAMED`).
+#: :data:`bandscope.transforms.paramtime.RENAMED`).
 RENAMED: dict[str, str] = {}
 
 

@@ -4,8 +4,8 @@ A checkpoint is a state dict saved as ``.safetensors`` or as a torch file (``.pt
 ``.bin``). Torch files are loaded with ``torch.load(..., weights_only=True)`` only: a checkpoint
 from elsewhere must never run code, so anything that is not plain tensors/containers is refused.
 The numpy twin used by the ``bandscope param-time`` command is
-:func:`bandscope.recordcli.param_time_table`; both are tested against each other and share
-:func:`bandscope.recordcli.param_time_from_files` (rows, reasons in ``note``).
+:func:`bandscope.cli.record.param_time_table`; both are tested against each other and share
+:func:`bandscope.cli.record.param_time_from_files` (rows, reasons in ``note``).
 An unreadable file (missing, truncated, a pickle named ``.safetensors``, empty) raises
 :class:`bandscope.errors.BandscopeInputError` naming it.
 """
@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ..errors import BandscopeInputError, input_error_from
-from ..recordcli import natural_key as _natural_key
+from ..io.natural_sort import natural_key as _natural_key
 
 __all__ = ["load_checkpoint", "checkpoint_param_time", "CHECKPOINT_EXTENSIONS"]
 
@@ -68,7 +68,7 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path), device=str(map_location))
         except Exception as exc:  # SafetensorError: truncated, or a pickle named .safetensors
-            from ..recordcli import read_safetensors
+            from ..io.checkpoints import read_safetensors
 
             read_safetensors(path)  # raises naming the structural problem when there is one
             raise input_error_from(exc, path, "unreadable safetensors checkpoint") from exc
@@ -120,7 +120,7 @@ def checkpoint_param_time(paths: Iterable | str | os.PathLike, *, model: torch.n
         Columns ``name`` (file name), ``param_time`` (float64, starting at 0) and ``note`` (why
         a value is NaN: an unreadable file, non-finite weights).
     """
-    from ..recordcli import param_time_from_files
+    from ..io.checkpoints import param_time_from_files
 
     files = _list(paths)
     keys = None

@@ -4,7 +4,7 @@
 "bandscope.torch.cli:register"``; the core command line (:mod:`bandscope.cli`) calls
 :func:`register` and never imports this package itself. Importing this module also registers
 the torch checkpoint readers (``.pt``, ``.pth``, ``.bin``; ``torch.load(..., weights_only=True)``)
-with :func:`bandscope.recordcli.register_checkpoint_loader`, so ``bandscope param-time`` reads
+with :func:`bandscope.cli.record.register_checkpoint_loader`, so ``bandscope param-time`` reads
 them.
 
 Commands: ``train`` (record a run of the paper's autoencoder) and the ``--arch``, ``--size``,
@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from ..recordcli import register_checkpoint_loader
+from ..io.checkpoints import register_checkpoint_loader
 from .checkpoints import CHECKPOINT_EXTENSIONS, load_checkpoint
 
 __all__ = ["register"]
@@ -32,7 +32,7 @@ for _suffix in CHECKPOINT_EXTENSIONS:
 
 
 def _cmd_train(args) -> int:
-    from .train import TrainConfig, train
+    from .reference.train import TrainConfig, train
 
     cfg = TrainConfig(
         arch=args.arch, seed=args.seed, image_size=args.size, epochs=args.epochs,
@@ -55,7 +55,7 @@ def _cmd_train(args) -> int:
 def _param_time_with_arch(core_func):
     def run(args) -> int:
         if args.arch:
-            from .models import build_model
+            from .reference.models import build_model
 
             model = build_model(args.arch, args.size, **({"patch": args.vit_patch} if args.arch == "vit" else {}))
             args.trainable = [n for n, p in model.named_parameters() if p.requires_grad]

@@ -1,4 +1,4 @@
-"""Orthogonal 2-D Haar band losses and band projections in torch (twin of :mod:`bandscope.bands`).
+"""Orthogonal 2-D Haar band losses and band projections in torch (twin of :mod:`bandscope.transforms.bands`).
 
 Same definitions as the numpy core (key search §3 and appendix A.6): for an error
 ``e = x - recon`` of shape ``(..., C, H, W)`` with ``H = W = 2**J``, band 1 is the final
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..bands import haar_levels
+from ..transforms.bands import haar_levels
 
 __all__ = ["haar_band_losses", "haar_band_project", "haar_levels"]
 

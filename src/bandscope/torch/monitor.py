@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..schedule import geometric_schedule
 from .device import unwrap
 from .paramtime import ParamTimeTracker
 from .probe import BandProbe
 from .recorder import RunRecorder
-from .schedule import geometric_schedule
 
 __all__ = ["Monitor", "open_geometric_schedule", "METRIC_PREFIX", "forecast_metrics", "progress_postfix"]
 
@@ -231,7 +231,7 @@ class Monitor:
     def _make_lnp(self, lnp, lnp_batch, options, total_steps):
         if lnp is None:
             return None
-        from .lnp_hook import LNPHook
+        from .lnp.hook import LNPHook
 
         if lnp_batch is None:
             raise ValueError("lnp= needs lnp_batch=(inputs, targets) (or a callable step -> batch): "

@@ -2,7 +2,7 @@
 
 The probe runs the model on the panel without gradient, computes the Haar band losses in torch
 on the model's device with :func:`bandscope.torch.haar.haar_band_losses` (the torch twin of
-:func:`bandscope.bands.band_losses`) and restores the model's train/eval mode afterwards.
+:func:`bandscope.transforms.bands.band_losses`) and restores the model's train/eval mode afterwards.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import to_float
 from .device import model_device, model_dtype, unwrap, wide_dtype
 from .haar import haar_band_losses
+from .reference.data import to_float
 
 __all__ = ["select_panel", "as_panel", "BandProbe", "ProbeResult", "PANEL_SIZE"]
 

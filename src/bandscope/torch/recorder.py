@@ -8,7 +8,7 @@ the checkpoint in progress.
 
 The rules it keeps (``docs/format.md``, "Rules"):
 
-- **one owner**: the recorder holds the run file's lock (:class:`bandscope.runlock.RunFileLock`,
+- **one owner**: the recorder holds the run file's lock (:class:`bandscope.io.lock.RunFileLock`,
   sidecar ``RUN.lock`` with pid/host/time) from construction to :meth:`RunRecorder.close`; a
   second recorder on the same path, in this process or another, is refused naming the owner;
 - **validation before mutation**: a checkpoint is checked (finite band losses, the same bands,
@@ -27,8 +27,8 @@ import xarray as xr
 
 from ..errors import BandscopeInputError
 from ..io import stale_temp_files, write_netcdf_atomic
+from ..io.lock import RunFileLock
 from ..run import integer_steps, make_run
-from ..runlock import RunFileLock
 
 __all__ = ["RunRecorder"]
 

@@ -1,6 +1,6 @@
 """Live forecasting of band floors and crossing times from a run in progress.
 
-:func:`forecast` (exposed as ``bandscope.forecast``; this module is ``bandscope.forecasting``
+:func:`forecast` (exposed as ``bandscope.forecast``; this module is ``bandscope.keysearch.forecasting``
 so that the name ``bandscope.forecast`` stays the function) fits, per band and for the full
 loss, the Weibull-with-floor model in parameter time (key search Eq. 4 with the floor of A.9
 and an onset as fitted parameters)
@@ -615,7 +615,7 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
 
     Examples
     --------
-    >>> from bandscope.synthetic import make_run_synthetic
+    >>> from bandscope.keysearch.synthetic import make_run_synthetic
     >>> fc = forecast(make_run_synthetic(0, noise=0.0), prefix=0.6)
     >>> fc.sizes["band"], str(fc.status.sel(band=1).item())
     (7, 'ok')
@@ -673,7 +673,7 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
     data["s_now"] = xr.Variable((), s_now, {"units": sunits,
                                             "definition": "parameter time of the latest checkpoint used"})
     data["n_checkpoints"] = xr.Variable((), K, {"definition": "checkpoints used (the prefix)"})
-    from . import __version__
+    from .. import __version__
 
     ds = xr.Dataset(data, coords={"band": ("band", bands, {"units": "pixels per side",
                                                              "long_name": "band resolution r"})})

@@ -1,11 +1,11 @@
 """``analyze()``: the whole key-search analysis of one or many runs (key search §5, §6, A, B).
 
-A short composition of the public labelled functions: :func:`bandscope.trajectory.floors`,
-:func:`~bandscope.trajectory.residuals`, :func:`~bandscope.trajectory.crossings`,
-:func:`~bandscope.trajectory.onset_width`, :func:`~bandscope.trajectory.active_windows`,
-:func:`bandscope.fitting.compare_windows` (all band windows of all runs in one batch, then the
-full-loss curves), :func:`bandscope.fitting.band_sum`,
-:func:`bandscope.ordering.band_ordering` and :func:`bandscope.paramtime.fit_run_gamma`. The
+A short composition of the public labelled functions: :func:`bandscope.keysearch.trajectory.floors`,
+:func:`~bandscope.keysearch.trajectory.residuals`, :func:`~bandscope.keysearch.trajectory.crossings`,
+:func:`~bandscope.keysearch.trajectory.onset_width`, :func:`~bandscope.keysearch.trajectory.active_windows`,
+:func:`bandscope.keysearch.fitting.compare_windows` (all band windows of all runs in one batch, then the
+full-loss curves), :func:`bandscope.keysearch.fitting.band_sum`,
+:func:`bandscope.keysearch.ordering.band_ordering` and :func:`bandscope.transforms.paramtime.fit_run_gamma`. The
 options travel as one validated :class:`AnalysisOptions`; every results variable takes its
 dims and attrs from :mod:`bandscope.schema`.
 """
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from . import fitting, ordering, paramtime, schema, trajectory
-from .run import validate_run
+from .. import schema
+from ..run import validate_run
+from ..transforms import paramtime
+from . import fitting, ordering, trajectory
 
 __all__ = ["analyze", "AnalysisOptions", "DEFAULT_WINDOWS", "DEFAULT_GAMMA_WINDOWS",
            "collect_runs", "stack"]
@@ -314,7 +316,7 @@ def analyze(run_or_runs, options=None, **overrides):
 
     Examples
     --------
-    >>> from bandscope.synthetic import make_run_synthetic
+    >>> from bandscope.keysearch.synthetic import make_run_synthetic
     >>> res = analyze(make_run_synthetic(0))
     >>> res.sizes["run"], res.sizes["band"], res.sizes["window"]
     (1, 7, 3)
@@ -369,7 +371,7 @@ def analyze(run_or_runs, options=None, **overrides):
 def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total, recon, order,
               gam):
     """The results Dataset: data from the steps, dims and attrs from :mod:`bandscope.schema`."""
-    from . import __version__
+    from .. import __version__
 
     ctx = {"loss": st["band_loss"].attrs.get("units", ""),
            "time": st["param_time"].attrs.get("units", ""), "k": opts.k, "floor": opts.floor,
@@ -443,7 +445,7 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
         "gamma_windows": [f"{a:g}-{b:g}" for a, b in opts.gamma_windows],
         "fitter": "variable projection (closed-form A) + (log omega, beta) grid + batched "
         "Levenberg-Marquardt; lmfit multistart fallback for unconverged curves "
-        "(bandscope.fitting.fit_curves)",
+        "(bandscope.keysearch.fitting.fit_curves)",
         "window_rule": "active window = saved checkpoints with c(hi) < s_k < c(lo), strict; "
         "empty when a crossing is NaN; s rebased to 0 at the first fitted checkpoint",
         "band_sum_rule": schema.RESULTS["band_sum_fit"].definition,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..natural_sort import natural_key
+from ...io.natural_sort import natural_key
 
 __all__ = ["EmbeddedData", "embedded_dataset", "load_image_folder", "load_image_array", "to_float",
            "SKIMAGE_TRAIN", "SKIMAGE_TEST"]

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import RunFileBusyError
+from ..errors import RunFileBusyError
 
 try:  # POSIX; elsewhere the lock-file contents alone decide
     import fcntl

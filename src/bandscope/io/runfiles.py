@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import schema
-from .errors import BandscopeInputError, input_error_from
-from .run import FORMAT, band_resolutions, make_run, validate_run
-from .runlock import pid_alive
+from .. import schema
+from ..errors import BandscopeInputError, input_error_from
+from ..run import FORMAT, band_resolutions, make_run, validate_run
+from .lock import pid_alive
 
 _BAND_RE = re.compile(r"^band_(\d+)$")
 _KNOWN = {"step", "param_time", "epoch", "arc_length", "mse", "arch", "seed"}
@@ -299,7 +299,7 @@ def unstack_runs(stacked: xr.Dataset, *, source: str = "", dropna: bool = False)
     ``attrs['dropped_rows']``). Names come from the ``run`` coordinate; ``arch``/``seed``
     coordinates become attributes.
 
-    >>> from bandscope.synthetic import make_run_synthetic
+    >>> from bandscope.keysearch.synthetic import make_run_synthetic
     >>> st = stack_runs([make_run_synthetic(1, n_bands=3, name="a"), make_run_synthetic(2, n_bands=3, name="b")])
     >>> [r.attrs["name"] for r in unstack_runs(st)]
     ['a', 'b']
@@ -505,7 +505,7 @@ def write_zarr_run(run: xr.Dataset, path) -> Path:
     Examples
     --------
     >>> import tempfile
-    >>> from bandscope.synthetic import make_run_synthetic
+    >>> from bandscope.keysearch.synthetic import make_run_synthetic
     >>> d = Path(tempfile.mkdtemp())
     >>> run = make_run_synthetic(0)
     >>> back = read_zarr_run(write_zarr_run(run, d / "a.zarr"))
@@ -517,7 +517,7 @@ def write_zarr_run(run: xr.Dataset, path) -> Path:
     path = Path(path)
     if "run" in run.dims:
         raise BandscopeInputError(f"{path}: write_zarr_run writes one run, got {run.sizes['run']} "
-                                  "stacked runs; write a stack with bandscope.sweep.write_stack_zarr",
+                                  "stacked runs; write a stack with bandscope.keysearch.sweep.write_stack_zarr",
                                   path=path)
     validate_run(run, require_advance=False)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -558,7 +558,7 @@ def read_zarr_run(path, *, name: str | None = None, dropna: bool = False) -> xr.
 
     ``name``, ``dropna``, the attributes kept and the checks are those of netCDF in
     :func:`read_run`. A store holding a stack of runs (a ``run`` dim) is refused: open it with
-    :func:`bandscope.sweep.open_runs`.
+    :func:`bandscope.keysearch.sweep.open_runs`.
     """
     path = Path(path)
     if not path.is_dir():
@@ -569,7 +569,7 @@ def read_zarr_run(path, *, name: str | None = None, dropna: bool = False) -> xr.
         v.encoding = {}
     if "run" in ds.dims:
         raise BandscopeInputError(f"{path} holds {ds.sizes['run']} stacked runs; use "
-                                  "bandscope.sweep.open_runs", path=path)
+                                  "bandscope.keysearch.sweep.open_runs", path=path)
     return _netcdf_run(ds, path, name, dropna)  # names, source, dropna and checks as for netCDF
 
 
@@ -670,7 +670,7 @@ def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
     its temporary file and changes nothing. Attributes that netCDF cannot store (bools, lists
     of strings, dicts) are converted (int, JSON text); bool variables are stored as int8. Every
     netCDF writer of bandscope (runs, results, the torch recorder, the LNP hook) goes through
-    here; ownership of a run file between writers is :class:`bandscope.runlock.RunFileLock`'s
+    here; ownership of a run file between writers is :class:`bandscope.io.lock.RunFileLock`'s
     job."""
     path = Path(path)
     ds = ds.copy()
@@ -715,83 +715,3 @@ def read_results(path) -> xr.Dataset:
     if "bandscope_results" not in ds.attrs:
         raise ValueError(f"{path} is not a bandscope results file (no 'bandscope_results' attr)")
     return schema.upgrade(ds)
-
-
-def _num(x):
-    """JSON-safe scalar: NaN/inf -> None, numpy -> python."""
-    if isinstance(x, (np.generic,)):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, bytes):
-        return x.decode()
-    return x
-
-
-def _sel(da: xr.DataArray, **idx):
-    return _num(da.sel(**idx).values[()])
-
-
-#: JSON key -> results variable, from the one schema (:mod:`bandscope.schema`): per band and
-#: threshold window (``fits``), the full-loss fit (``total``) and per band.
-_FIT_KEYS = schema.json_keys("fit")
-_TOTAL_KEYS = schema.json_keys("total")
-_BAND_KEYS = schema.json_keys("band")
-
-
-def results_to_dict(results: xr.Dataset, *, tables: bool = True) -> dict:
-    """Results Dataset -> the JSON structure of ``docs/cli.md`` (NaN -> None)."""
-    out: dict = {"runs": {}, "summary": {}}
-    windows = [str(w) for w in results["window"].values]
-    primary = windows[0]
-    for run in results["run"].values:
-        r = {"arch": _num(results["arch"].sel(run=run).values[()]) if "arch" in results.coords else None,
-             "seed": _num(results["seed"].sel(run=run).values[()]) if "seed" in results.coords else None,
-             "bands": {}}
-        for band in results["band"].values:
-            b = {key: _sel(results[var], run=run, band=band)
-                 for key, var in _BAND_KEYS.items() if var in results}
-            b["onset"] = _sel(results["onset"], run=run, band=band, window=primary)
-            b["width"] = _sel(results["width"], run=run, band=band, window=primary)
-            if "saturated" in b and b["saturated"] is not None:
-                b["saturated"] = bool(b["saturated"])
-            b["fits"] = {}
-            for w in windows:
-                f = {}
-                for key, var in _FIT_KEYS.items():
-                    if var in results:
-                        f[key] = _sel(results[var], run=run, band=band, window=w)
-                b["fits"][w] = f
-            r["bands"][str(int(band))] = b
-        r["total"] = {k: _sel(results[v], run=run) for k, v in _TOTAL_KEYS.items() if v in results}
-        r["total"]["band_sum_r2"] = _sel(results["band_sum_r2"], run=run, window=primary)
-        r["total"]["band_sum_r2_by_window"] = {w: _sel(results["band_sum_r2"], run=run, window=w) for w in windows}
-        r["ordering"] = {
-            str(m): _sel(results["rho"], run=run, window=primary, metric=m) for m in results["metric"].values
-        }
-        r["ordering_by_window"] = {
-            w: {str(m): _sel(results["rho"], run=run, window=w, metric=m) for m in results["metric"].values}
-            for w in windows
-        }
-        r["gamma"] = {"gamma": _sel(results["gamma"], run=run), "r2": _sel(results["gamma_r2"], run=run)}
-        if r["gamma"]["gamma"] is None:
-            r["gamma"] = None
-        out["runs"][str(run)] = r
-    if tables:
-        from . import tables as _tables
-
-        for key, df in _tables.all_tables(results).items():
-            out["summary"][key] = json.loads(df.reset_index().to_json(orient="records"))
-    out["summary"]["attrs"] = {
-        k: [_num(x) for x in np.asarray(v).tolist()] if isinstance(v, (list, tuple, np.ndarray)) else _num(v)
-        for k, v in results.attrs.items()
-    }
-    return out
-
-
-def write_json(results: xr.Dataset, path) -> Path:
-    """Write :func:`results_to_dict` as JSON (NaN as ``null``)."""
-    path = Path(path)
-    data = results_to_dict(results)
-    path.write_text(json.dumps(data, indent=1, allow_nan=False, default=_num))
-    return path

@@ -25,7 +25,7 @@ import xarray as xr
 from bandscope.io import write_netcdf_atomic
 from bandscope.lnp import log_windows
 
-from .lnp import DEFAULT_ESTIMATOR, measure_lnp
+from . import DEFAULT_ESTIMATOR, measure_lnp
 
 __all__ = ["LNPHook"]
 

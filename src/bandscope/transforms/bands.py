@@ -34,7 +34,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import xarray as xr
 
-from .run import band_resolutions
+from ..run import band_resolutions
 
 __all__ = ["band_losses", "band_energies", "band_decompose", "haar_levels"]
 

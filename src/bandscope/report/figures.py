@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .fitting import exponential, weibull
+from ..keysearch.fitting import exponential, weibull
 from .numfmt import fmt_r2
 
 __all__ = ["plot_weibull_shapes", "plot_band_losses", "plot_band_fit", "plot_band_fits",
@@ -79,7 +79,7 @@ def _units(results, var, default):
 def arch_colors(results: xr.Dataset) -> dict:
     """Run → colour: one colour family per architecture (blues, oranges, …), one shade per run.
 
-    >>> from bandscope.synthetic import make_runs_synthetic
+    >>> from bandscope.keysearch.synthetic import make_runs_synthetic
     >>> from bandscope import analyze
     >>> import warnings; warnings.simplefilter("ignore")
     >>> c = arch_colors(analyze(make_runs_synthetic(2)))
@@ -225,7 +225,7 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
     (colour family per architecture, :func:`arch_colors`); each title gives the median
     Spearman ρ across runs; unsaturated (run, band) pairs are marked with a red ×. Returns the
     array of 4 Axes."""
-    from .ordering import METRICS
+    from ..keysearch.ordering import METRICS
 
     window = str(results["window"].values[0]) if window is None else window
     axes = _axes_list(ax, 4, 4, panel=(3.8, 3.4))

@@ -815,7 +815,7 @@ def compare_windows(residual, param_time, fit_start, fit_n, *, dim="checkpoint",
         Parameter time over ``dim`` (broadcast against ``residual``).
     fit_start, fit_n : xarray.DataArray or int
         First checkpoint index and number of checkpoints of each window (e.g. from
-        :func:`bandscope.trajectory.active_windows`, dims ``(run, window, band)``); -1 / 0
+        :func:`bandscope.keysearch.trajectory.active_windows`, dims ``(run, window, band)``); -1 / 0
         for an empty window.
     deflation, min_points, fallback, n_starts
         As in :func:`compare_curves`.

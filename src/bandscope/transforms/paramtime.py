@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 from scipy.optimize import minimize_scalar
 
-from .run import _VAR_ATTRS
+from ..run import _VAR_ATTRS
 
 __all__ = ["parameter_time", "fit_power_time", "power_time", "fit_run_gamma", "RENAMED",
            "upgrade"]
@@ -545,7 +545,7 @@ def fit_run_gamma(run_or_runs, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.
 
     Examples
     --------
-    >>> from bandscope.synthetic import make_run_synthetic
+    >>> from bandscope.keysearch.synthetic import make_run_synthetic
     >>> g = fit_run_gamma(make_run_synthetic(0))
     >>> round(float(g.gamma), 6), g.gamma_window.values.tolist()
     (0.37, ['0-10', '0-25', '0-50'])

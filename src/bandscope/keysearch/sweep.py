@@ -11,7 +11,7 @@ the end with NaN) that is too large, or too slow, to read and analyse in one pie
   Every per-run result of :func:`bandscope.analyze` depends only on that run (its floors,
   crossings, windows and fits are computed from its own checkpoints), so the chunked results
   equal those of one call on the whole stack; cross-run summaries (the ordering medians of
-  :func:`bandscope.tables.all_tables`) are computed afterwards from the per-run results.
+  :func:`bandscope.report.tables.all_tables`) are computed afterwards from the per-run results.
 * :func:`compute_sweep` computes it on the threaded scheduler, or on ``workers`` processes of a
   local ``dask.distributed`` cluster, optionally with a progress bar on stderr.
 
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import io as _io
+from .. import io as _io
+from ..io.runfiles import _zarr_attr
 
 __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute_sweep",
            "local_cluster", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
@@ -272,7 +273,7 @@ def open_runs(paths_or_glob, *, chunk_runs: int = DEFAULT_CHUNK_RUNS, dropna: bo
     --------
     >>> import tempfile
     >>> from bandscope import write_run
-    >>> from bandscope.synthetic import make_runs_synthetic
+    >>> from bandscope.keysearch.synthetic import make_runs_synthetic
     >>> d = Path(tempfile.mkdtemp())
     >>> for r in make_runs_synthetic(5):
     ...     _ = write_run(r, d / f"{r.attrs['name']}.nc")
@@ -357,9 +358,9 @@ def write_stack_zarr(stack: xr.Dataset, path, *, chunk_runs: int | None = None) 
         chunks = stack["band_loss"].chunks
         chunk_runs = chunks[0][0] if chunks else DEFAULT_CHUNK_RUNS
     ds = stack.chunk({"run": int(chunk_runs), "checkpoint": -1, "band": -1})
-    ds.attrs = {k: _io._zarr_attr(v) for k, v in ds.attrs.items()}
+    ds.attrs = {k: _zarr_attr(v) for k, v in ds.attrs.items()}
     for v in ds.variables.values():
-        v.attrs = {k: _io._zarr_attr(a) for k, a in v.attrs.items()}
+        v.attrs = {k: _zarr_attr(a) for k, a in v.attrs.items()}
         v.encoding = {}
     ds.to_zarr(path, mode="w", consolidated=True, zarr_format=2)
     return path
@@ -369,7 +370,7 @@ def write_stack_zarr(stack: xr.Dataset, path, *, chunk_runs: int | None = None) 
 def _proxy_run(stack: xr.Dataset, n_checkpoints: int):
     """A small run with the stack's bands and units: analysed once to learn the results'
     variables, dims, dtypes and attrs (the template of :func:`xarray.map_blocks`)."""
-    from .run import make_run
+    from ..run import make_run
 
     s = np.linspace(0.0, 1.0, n_checkpoints)
     j = np.arange(stack.sizes["band"])
@@ -382,7 +383,7 @@ def _proxy_run(stack: xr.Dataset, n_checkpoints: int):
 
 
 def _analyze(runs, options, overrides: Mapping) -> xr.Dataset:
-    from . import analyze
+    from .analysis import analyze
 
     return analyze(runs, **overrides) if options is None else analyze(runs, options, **overrides)
 
@@ -432,7 +433,7 @@ def analyze_sweep(stack: xr.Dataset, options=None, *, chunk_runs: int | None = N
     Examples
     --------
     >>> from bandscope import stack_runs
-    >>> from bandscope.synthetic import make_runs_synthetic
+    >>> from bandscope.keysearch.synthetic import make_runs_synthetic
     >>> lazy = analyze_sweep(stack_runs(make_runs_synthetic(4)), chunk_runs=2)
     >>> lazy.beta.chunks[0]
     (2, 2)
@@ -536,8 +537,8 @@ def _active_client():
 
 def _warm():
     """Import the analysis in a fresh worker (seconds: scipy, lmfit, statsmodels)."""
-    import bandscope.analysis  # noqa: F401
     import bandscope.io  # noqa: F401
+    import bandscope.keysearch.analysis  # noqa: F401
 
 
 @contextlib.contextmanager

@@ -3,8 +3,8 @@ column explained once; as text (``bandscope analyze`` / ``reproduce``) or one se
 HTML file (``--html OUT``).
 
 Both renderings are built from the same :class:`Section` list (:func:`sections`), whose
-numbers come from :mod:`bandscope.tables` (our runs) and :mod:`bandscope.paper` (published),
-formatted by :mod:`bandscope.numfmt`; verdicts follow :mod:`bandscope.verdict`. Page:
+numbers come from :mod:`bandscope.report.tables` (our runs) and :mod:`bandscope.report.paper` (published),
+formatted by :mod:`bandscope.report.numfmt`; verdicts follow :mod:`bandscope.report.verdict`. Page:
 ``docs/report.md``.
 
 - :func:`sections` -- the report as data (titles, columns, rows of text cells, legends)
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..keysearch.ordering import METRICS
 from . import paper, tables
 from . import verdict as V
 from .numfmt import DASH, fmt_int, fmt_r2, fmt_range, fmt_rho, fmt_sig, fmt_signed
-from .ordering import METRICS
 
 __all__ = ["WIDTH", "Column", "Section", "TERMS", "sections", "format_text", "to_html",
            "write_html", "render_table"]
@@ -51,7 +51,7 @@ TERMS = {
     "ΔBIC acf": "median ΔBIC with n_eff estimated from the autocorrelation of the Weibull fit's "
                 "residuals, n / (1 + 2 Σ ρ_k) (docs/analysis.md); not in the paper.",
     "runs": "runs whose fit converged and enter the medians (in a row 'all': run-band fits).",
-    "verdict": "the rule of bandscope.verdict for this row (docs/report.md); on a paper row, "
+    "verdict": "the rule of bandscope.report.verdict for this row (docs/report.md); on a paper row, "
                "the same rule applied to the paper's values.",
     "metric": "per-band descriptor: onset τ_i = c_i(0.95), width w_i = c_i(0.01) - c_i(0.95) "
               "(parameter time), floor L_i^∞, initial residual R_i(s_0) (§6.2).",
@@ -80,7 +80,7 @@ TERMS = {
     "γ R²": "median R² of that fit.",
     "test": "what is compared; 'ours' and 'paper' give the numbers the verdict is decided on.",
     "ours": "these runs.",
-    "paper": "the paper's published value (bandscope.paper names each one's table).",
+    "paper": "the paper's published value (bandscope.report.paper names each one's table).",
 }
 
 
@@ -650,7 +650,7 @@ def _png(fig, dpi) -> str:
 
 
 def _figures(results, window, max_runs, dpi):
-    from . import plot
+    from . import figures as plot
 
     figs = [("Figure 2 of the paper: how β shapes a Weibull decay (schematic, not a fit).",
              plot.plot_weibull_shapes().figure),

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .run import band_resolutions, make_run
-from .schedule import PAPER_EPOCHS
+from ..run import band_resolutions, make_run
+from ..schedule import PAPER_EPOCHS
 
 
 def make_run_synthetic(
@@ -78,7 +78,7 @@ def make_run_synthetic(
         name=name or f"{arch}-seed{seed}",
         arch=arch,
         seed=seed,
-        source="bandscope.synthetic.make_run_synthetic (not a training run)",
+        source="bandscope.keysearch.synthetic.make_run_synthetic (not a training run)",
         extra_attrs={
             "synthetic": 1,
             "true_A": A.tolist(),

@@ -33,13 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...schedule import geometric_schedule, paper_schedule
+from ..device import resolve_device
+from ..paramtime import ParamTimeTracker
+from ..probe import BandProbe, select_panel
+from ..recorder import RunRecorder
 from .data import embedded_dataset, load_image_folder, to_float
-from .device import resolve_device
 from .models import build_model, count_parameters
-from .paramtime import ParamTimeTracker
-from .probe import BandProbe, select_panel
-from .recorder import RunRecorder
-from .schedule import geometric_schedule, paper_schedule
 
 __all__ = ["TrainConfig", "train", "PRECISIONS"]
 
@@ -187,7 +187,7 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
     attrs = {"config": json.dumps(cfg_dict), "data": data_desc, "steps_per_epoch": spe, "total_steps": total,
              "n_parameters": count_parameters(model), "torch_version": torch.__version__}
     rec = RunRecorder(out / "run.nc", name=name, arch=cfg.arch, seed=cfg.seed,
-                      source=f"bandscope.torch.train ({command or 'python API'})", extra_attrs=attrs,
+                      source=f"bandscope.torch.reference.train ({command or 'python API'})", extra_attrs=attrs,
                       resume=resume and state_path.exists())
     if cfg.save_weights:
         (state_dir / "weights").mkdir(exist_ok=True)

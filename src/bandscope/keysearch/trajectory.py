@@ -185,7 +185,7 @@ def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0, param_time=
     >>> round(float(f.floor_convention_diff_pct[0]), 6)  # 0.1 / 3 * 100
     3.333333
     """
-    from . import schema
+    from .. import schema
 
     names = ["floor_mean_last_k", "floor_final", "floor_convention_diff_pct",
              "floor_window_drift_pct", "floor_window_trend_pct", "late_noise_pct"]

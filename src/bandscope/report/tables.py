@@ -18,25 +18,25 @@ function               content                                         paper
                        floors of both conventions, unsaturated runs
 ``table_verdicts``     per test of the three predictions: verdict and   §4.1, §6, B
                        its reason, for our runs and for the paper's
-                       published values (rules: :mod:`bandscope.verdict`)
+                       published values (rules: :mod:`bandscope.report.verdict`)
 =====================  ==============================================  =================
 
 These DataFrames are the data (their column names are a contract: the JSON ``summary`` is
 written from them). The printed and HTML reports (:mod:`bandscope.report`) format them and set
-the paper's values (:mod:`bandscope.paper`) beside ours.
+the paper's values (:mod:`bandscope.report.paper`) beside ours.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from ..keysearch.ordering import METRICS, summarize_runs
 from . import paper
 from . import verdict as V
-from .ordering import METRICS, summarize_runs
 
 __all__ = ["table_b2", "table_b31", "table_ordering", "table_62", "table_a7",
            "table_full_loss", "table_saturation", "table_verdicts", "paper_arch",
-           "all_tables", "format_tables"]
+           "all_tables"]
 
 _METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i^∞",
                  "initial_residual": "initial residual R_i(s_0)"}
@@ -273,7 +273,7 @@ def table_verdicts(results, window=None):
     :func:`table_full_loss`). Columns: ``prediction`` (1, 2, 3), ``verdict`` and ``reason``
     for these runs, ``paper verdict`` and ``paper reason`` for the same rule applied to the
     paper's published values (empty where the paper has no value). Rules and thresholds:
-    :mod:`bandscope.verdict`.
+    :mod:`bandscope.report.verdict`.
     """
     w = _primary(results, window)
     rows = {}
@@ -324,9 +324,9 @@ def table_verdicts(results, window=None):
             V.weibull_verdict(None, pa["delta_bic"].value) if pa else None)
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "test"
-    df.attrs.update(window=w, definition="verdict rules of bandscope.verdict (sign, then magnitude "
+    df.attrs.update(window=w, definition="verdict rules of bandscope.report.verdict (sign, then magnitude "
                     "against stated thresholds) applied to the medians of table_b2, table_62 and "
-                    "table_full_loss, and to the paper's published values (bandscope.paper)")
+                    "table_full_loss, and to the paper's published values (bandscope.report.paper)")
     return df
 
 
@@ -344,17 +344,8 @@ def all_tables(results):
     }
 
 
-def format_tables(results, window=None, *, floatfmt=None):
-    """The printed report (:func:`bandscope.report.format_text`): the paper's value beside
-    ours, a verdict per claim, every column explained once, at most 100 columns wide.
-
-    ``floatfmt`` (one format for every number) is no longer used: digits now follow
-    :mod:`bandscope.numfmt` per kind of number; passing it warns."""
-    from .report import format_text
-
-    if floatfmt is not None:
-        import warnings
-
-        warnings.warn("format_tables(floatfmt=...) is ignored: numbers are formatted per kind "
-                      "(bandscope.numfmt); drop the argument", DeprecationWarning, stacklevel=2)
-    return format_text(results, window)
+def __getattr__(name):
+    if name == "format_tables":  # it was an alias of the report's text; the report builds on these tables
+        raise AttributeError("bandscope.report.tables.format_tables is now bandscope.report.format_text(results, "
+                             "window): the printed report lives in bandscope.report, above the tables it prints")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

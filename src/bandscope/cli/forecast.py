@@ -66,7 +66,7 @@ def forecast_to_dict(fc) -> dict:
     Examples
     --------
     >>> from bandscope import forecast
-    >>> from bandscope.synthetic import make_run_synthetic
+    >>> from bandscope.keysearch.synthetic import make_run_synthetic
     >>> d = forecast_to_dict(forecast(make_run_synthetic(0, n_bands=3), prefix=0.5))
     >>> sorted(d), sorted(d["bands"])
     (['bands', 'total'], ['1', '2', '4'])
@@ -124,8 +124,8 @@ def format_forecast(fc) -> str:
 
 
 def cmd_forecast(args) -> int:
-    from . import io as bio
-    from .forecasting import ForecastOptions, forecast
+    from .. import io as bio
+    from ..keysearch.forecasting import ForecastOptions, forecast
 
     opts = ForecastOptions(level=args.level, confidence=args.confidence)
     runs = bio.read_runs(args.runs, dropna=args.dropna)

@@ -163,7 +163,7 @@ ORDERING = _freeze({
 })
 """(metric, window) → within-run Spearman ρ(band resolution, metric) across 12 runs: ``median``,
 ``q25``, ``q75`` (the IQR), ``min``, ``max`` (Table B.3.2). Metrics as in
-:data:`bandscope.ordering.METRICS`: onset τ_i, width w_i, floor L_i^∞, initial residual R_i(s_0)."""
+:data:`bandscope.keysearch.ordering.METRICS`: onset τ_i, width w_i, floor L_i^∞, initial residual R_i(s_0)."""
 
 _62 = """\
 onset	0.79	0.75	0.79	0.75	0.89

@@ -1,7 +1,7 @@
 """The ``bandscope`` command line (documented in ``docs/cli.md``).
 
 Subcommands: ``analyze``, ``reproduce`` (here), ``bands``, ``param-time`` (pure numpy, from
-:mod:`bandscope.recordcli`) and the commands of extensions registered through the
+:mod:`bandscope.cli.record`) and the commands of extensions registered through the
 ``bandscope.commands`` entry-point group (:mod:`bandscope.plugins`; the torch adapter adds
 ``train``). The core never imports :mod:`bandscope.torch`.
 
@@ -18,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import BandscopeInputError
+from ..errors import BandscopeInputError
 
 DEFAULT_WINDOWS = "0.95/0.01,0.90/0.10,0.80/0.20"
 
@@ -64,7 +64,7 @@ def parse_epoch_windows(text: str) -> tuple[tuple[float, float], ...]:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    from .analysis import AnalysisOptions
+    from ..keysearch.analysis import AnalysisOptions
 
     d = AnalysisOptions()
     p.add_argument("--json", metavar="OUT.json", help="write results as JSON (NaN as null)")
@@ -99,8 +99,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
 
 
 def analysis_options(args):
-    """The :class:`~bandscope.analysis.AnalysisOptions` of parsed ``analyze``/``reproduce`` args."""
-    from .analysis import AnalysisOptions
+    """The :class:`~bandscope.keysearch.analysis.AnalysisOptions` of parsed ``analyze``/``reproduce`` args."""
+    from ..keysearch.analysis import AnalysisOptions
 
     return AnalysisOptions(
         windows=args.windows, floor=args.floor, k=args.floor_k, deflation=args.deflation,
@@ -116,8 +116,9 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
 
 
 def _run_analysis(runs, args, analyze=None) -> int:
-    from . import analysis, report
-    from . import io as bio
+    from .. import io as bio
+    from .. import report
+    from ..keysearch import analysis
 
     results = (analyze or analysis.analyze)(runs, analysis_options(args))
     results.attrs.update(_input_report(runs))
@@ -128,13 +129,15 @@ def _run_analysis(runs, args, analyze=None) -> int:
                                  title=f"bandscope {args.command}")
         print(f"wrote {path}", file=sys.stderr)
     if args.json:
-        bio.write_json(results, args.json)
+        from ..report.results_json import write_json
+
+        write_json(results, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.netcdf:
         bio.write_results(results, args.netcdf)
         print(f"wrote {args.netcdf}", file=sys.stderr)
     if args.plots:
-        from . import plot
+        from ..report import figures as plot
 
         paths = plot.write_figures(results, args.plots)
         print(f"wrote {len(paths)} figures to {args.plots}", file=sys.stderr)
@@ -142,7 +145,7 @@ def _run_analysis(runs, args, analyze=None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from . import io as bio
+    from .. import io as bio
 
     if args.dask or args.workers:
         return _analyze_on_dask(args)
@@ -161,7 +164,7 @@ def _analyze_on_dask(args) -> int:
     and analysed chunk by chunk on dask, with a progress bar on stderr (docs/sweeps.md)."""
     import contextlib
 
-    from . import sweep
+    from ..keysearch import sweep
 
     def on_dask(stack, *options, **overrides):
         return sweep.compute_sweep(sweep.analyze_sweep(stack, *options, **overrides), progress=True)
@@ -206,7 +209,7 @@ def reference_dir(explicit: str | None = None) -> Path:
     """
     if explicit:
         return Path(explicit)
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the bandscope package
     candidates = (here / "reference_runs", here.parents[1] / "reference_runs")
     found = next((c for c in candidates if (c / "recorded").is_dir() or (c / "synthetic").is_dir()), candidates[0])
     try:
@@ -226,7 +229,7 @@ def find_reference_runs(root: Path) -> tuple[list[Path], str]:
 
 
 def cmd_reproduce(args) -> int:
-    from . import io as bio
+    from .. import io as bio
 
     root = reference_dir(args.dir)
     files, kind = find_reference_runs(root)
@@ -258,7 +261,7 @@ def cmd_reproduce(args) -> int:
 
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     """The ``bandscope`` parser; with ``plugins``, extension commands (entry points) included."""
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="bandscope", description="What a neural network learns when.")
     parser.add_argument("--version", action="version", version=f"bandscope {__version__}")
@@ -278,14 +281,14 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     _add_analysis_options(p)
     _add_report_options(p)
     p.set_defaults(func=cmd_reproduce)
-    from . import recordcli
+    from . import record as recordcli
 
     recordcli.register(sub)
-    from . import forecastcli
+    from . import forecast as forecastcli
     forecastcli.register(sub)
     parser.set_defaults(_plugin_failures={})
     if plugins:
-        from .plugins import load_plugins
+        from ..plugins import load_plugins
 
         registers, failures = load_plugins()
         for name, register in registers.items():
@@ -334,7 +337,7 @@ def _raised_by_bandscope(exc: BaseException) -> bool:
         tb = tb.tb_next
     if last is None:
         return True
-    pkg = str(Path(__file__).resolve().parent)
+    pkg = str(Path(__file__).resolve().parents[1])  # the bandscope package
     return str(Path(last.tb_frame.f_code.co_filename).resolve()).startswith(pkg)
 
 
