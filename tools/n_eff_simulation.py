@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from bandscope.fitting import fit_curves, n_eff_acf
+from bandscope.keysearch.fitting import fit_curves, n_eff_acf
 
 TAUS = (1.0, 3.0, 5.0, 9.0, 19.0)
 NS = (10, 18, 26, 41, 53)
