@@ -243,8 +243,9 @@ def main(argv=None) -> int:
         if len(dec) <= 10:
             print("\nSpearman rho(parameters, value) over runs, exact permutation p (one-sided: larger lower; two-sided):")
             print(size_tests(dec).to_string())
-            t = size_permutation_test(dec["gap"].to_numpy(), dec["c_hat"].to_numpy())
-            print(f"rho(gap, c_hat) over runs {t['rho']:+.3f}, exact two-sided p {t['p_two']:.4f}")
+            for g in ("gap_final", "gap"):
+                t = size_permutation_test(dec[g].to_numpy(), dec["c_hat"].to_numpy())
+                print(f"rho({g}, c_hat) over runs {t['rho']:+.3f}, exact two-sided p {t['p_two']:.4f}")
     if args.figure:
         figure(runs, Path(args.figure))
         print(f"wrote {args.figure}", file=sys.stderr)
