@@ -109,7 +109,7 @@ def summary(runs: list[dict]) -> pd.DataFrame:
             "P_AB_late_slope": late_slope(pab),
             "N_norm_first": float(n[0]), "N_norm_last": float(n[-1]),
             "L_norm_first": float(ls[0]), "L_norm_last": float(ls[-1]),
-            "probe_ratio_median": float(np.nanmedian(ratio.values)),
+            "probe_ratio_median": float(np.nanmedian(ratio.values)) if np.isfinite(ratio.values).any() else np.nan,
             "probe_ratio_bins_below_1": f"{int((ratio.values < 1).sum())}/{int(np.isfinite(ratio.values).sum())}",
             "probe_ratio_last_bin": _last_finite(ratio.values),
             "probe_ratio_AB_median": float(np.nanmedian(ratio_ab.values)) if np.isfinite(ratio_ab.values).any()
