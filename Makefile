@@ -10,7 +10,7 @@ BIN = $(VENV)/bin
 # Extras of the full development install (what `make test` and the CI lanes use).
 DEV_EXTRAS = torch,plot,dask,test,lint,lightning,hf,tensorboard,docs
 
-.PHONY: reproduce test test-fast test-core test-min lint doctest ci dev bench venv clean
+.PHONY: reproduce test test-fast test-rounding test-core test-min lint doctest ci dev bench venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,19 @@ test: dev
 test-fast: dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The rounding lane: the numeric tests (marker `numeric`) once more, with their inputs moved by a
+# few ulps (BANDSCOPE_PERTURB_ULPS, applied by the `rounding` fixture of tests/conftest.py) and
+# numpy's AVX-512 kernels switched off (NPY_DISABLE_CPU_FEATURES: the AVX-512 dispatch targets
+# this numpy has on this CPU, tools/numpy_avx512.py; empty on a CPU without AVX-512), and torch's
+# too (ATEN_CPU_CAPABILITY=avx2; a CPU without AVX2 keeps what it has). A tolerance tighter than its
+# quantity's conditioning fails here, not on a user's machine. OPENBLAS_CORETYPE and
+# OPENBLAS_L2_SIZE stay as the environment sets them.
+PERTURB_ULPS ?= 4
+test-rounding: dev
+	NPY_DISABLE_CPU_FEATURES="$$($(BIN)/python tools/numpy_avx512.py)" && export NPY_DISABLE_CPU_FEATURES && \
+	$(BIN)/python tools/numpy_avx512.py --check && \
+	ATEN_CPU_CAPABILITY=avx2 BANDSCOPE_PERTURB_ULPS=$(PERTURB_ULPS) $(BIN)/python -m pytest -q -m "numeric and not slow"
+
 lint: dev
 	$(BIN)/ruff check
 
@@ -57,17 +70,27 @@ test-core:
 	.venv-core/bin/python -m pytest -q
 
 # Minimum versions: the lowest Python and every floor pyproject.toml declares for the core, test,
-# plot and dask dependencies (constraints-min.txt). torch is not in this lane (see README).
+# plot and dask dependencies (constraints-min.txt, which also pins the transitive dependencies that
+# break at the floors). torch is not in this lane (see README). A deprecation warning raised in a
+# bandscope module (a call of ours that a dependency at its floor deprecates) fails the lane, and
+# so does any warning while bandscope and its optional dependencies are imported.
+# (BANDSCOPE_STRICT_WARNINGS=1: tests/conftest.py turns DeprecationWarning, PendingDeprecationWarning
+# and FutureWarning raised from a bandscope module into errors.) The import check sets its filter
+# in code, not with `python -W`: pyparsing switches on its own diagnostics when -W is given.
+export IMPORT_CLEAN = import warnings; warnings.simplefilter("error"); \
+	import bandscope, bandscope.report.figures, bandscope.keysearch.sweep, bandscope.io, zarr, numcodecs, matplotlib.pyplot; print("imports clean")
 test-min:
 	@test -n "$(PY_MIN)" || { echo "no Python 3.10 found for the minimum-versions lane: set PY_MIN=/path/to/python3.10" >&2; exit 2; }
 	$(PY_MIN) -m venv .venv-min
 	.venv-min/bin/pip install -q --upgrade pip
 	.venv-min/bin/pip install -q --only-binary :all: -c constraints-min.txt -e ".[test,plot,dask]"
 	.venv-min/bin/python -c "import sys; assert sys.version_info[:2] == (3, 10), sys.version"
-	.venv-min/bin/python -m pytest -q
+	.venv-min/bin/python -c "$$IMPORT_CLEAN"
+	BANDSCOPE_STRICT_WARNINGS=1 .venv-min/bin/python -m pytest -q
 
-# Every CI lane, in order (.ci/run also times each one and adds the docs lanes).
-ci: lint doctest test-fast test test-core test-min
+# Every CI lane, in order (.ci/run also times each one, runs every lane whatever the others did,
+# and adds the docs lanes).
+ci: lint doctest test-fast test test-rounding test-core test-min
 
 bench: venv
 	$(PIP) install -q -c constraints.txt -e ".[torch,plot,opacus,test]"

@@ -7,6 +7,12 @@ Optional dependencies are handled here, once, instead of in each test file:
   the core-only lane (``make test-core``: neither torch nor dask);
 - a test whose own name says ``dask`` (``test_dask_matches_numpy``) is skipped when dask is not
   installed, wherever it lives;
+- ``BANDSCOPE_PERTURB_ULPS=N`` (the rounding lane, ``make test-rounding``): the ``rounding``
+  fixture moves the inputs of the numeric tests (marker ``numeric``) by up to N ulps
+  (``tests/rounding.py``); unset, it returns every input as it is;
+- ``BANDSCOPE_STRICT_WARNINGS=1`` (the minimum-versions lane): a DeprecationWarning,
+  PendingDeprecationWarning or FutureWarning raised from a bandscope module -- a call of ours that
+  a dependency deprecates -- is an error;
 - ``BANDSCOPE_REQUIRE_BROWSER=1`` (set by ``.ci/run``) turns every skip of a test marked
   ``browser``, or skipped for a reason that names a browser or Chromium, into a failure, so a
   missing headless browser cannot pass CI silently. ``BANDSCOPE_REQUIRE_TORCH=1`` does the same
@@ -19,6 +25,11 @@ import os
 from pathlib import Path
 
 import pytest
+
+from rounding import ENV as PERTURB_ENV
+from rounding import Rounding, env_seed, env_ulps, rng_for
+from strict_warnings import ENV as STRICT_ENV
+from strict_warnings import FILTERS as STRICT_WARNINGS
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,15 +74,45 @@ def _required(env: str) -> bool:
 
 
 def pytest_configure(config):
+    if _required(STRICT_ENV):
+        for line in STRICT_WARNINGS:
+            config.addinivalue_line("filterwarnings", line)
+    env_ulps()  # refuses a malformed BANDSCOPE_PERTURB_ULPS before any test runs
     if _left_out and _required("BANDSCOPE_REQUIRE_TORCH") and any("torch" in m for m in _left_out.values()):
         raise pytest.UsageError("BANDSCOPE_REQUIRE_TORCH=1 but torch is not installed (pip install -e '.[torch]')")
 
 
 def pytest_report_header(config):
+    lines = []
     if _left_out:
-        return "not collected (optional packages missing): " + ", ".join(
-            f"{g} (needs {', '.join(m)})" for g, m in _left_out.items())
-    return None
+        lines.append("not collected (optional packages missing): " + ", ".join(
+            f"{g} (needs {', '.join(m)})" for g, m in _left_out.items()))
+    if env_ulps():
+        lines.append(f"rounding lane: inputs of the numeric tests moved by up to {env_ulps()} ulps "
+                     f"({PERTURB_ENV}, seed {env_seed()}); NPY_DISABLE_CPU_FEATURES="
+                     f"{os.environ.get('NPY_DISABLE_CPU_FEATURES', '')!r}")
+    if _required(STRICT_ENV):
+        lines.append("strict warnings: " + ", ".join(STRICT_WARNINGS))
+    return lines or None
+
+
+@pytest.fixture
+def rounding(request) -> Rounding:
+    """The inputs of a numeric test, moved by ``BANDSCOPE_PERTURB_ULPS`` ulps (``tests/rounding.py``).
+
+    ``rounding(x)`` returns ``x`` unchanged outside the rounding lane; in it, every nonzero finite
+    float of an array, float, DataArray or Dataset moves by a whole number of ulps in
+    [-N, N], drawn from a generator seeded by the test's node id (and ``BANDSCOPE_PERTURB_SEED``).
+    A tolerance that holds only for the exact inputs it was tuned on fails there.
+    """
+    return Rounding(env_ulps(), rng_for(request.node.nodeid, env_seed()))
+
+
+@pytest.fixture(scope="module")
+def rounding_module(request) -> Rounding:
+    """``rounding`` for inputs built once per module (a module-scoped fixture's runs), seeded by
+    the module's node id."""
+    return Rounding(env_ulps(), rng_for(request.node.nodeid, env_seed()))
 
 
 @pytest.hookimpl(hookwrapper=True)

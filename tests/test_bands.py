@@ -18,6 +18,9 @@ from bandscope.transforms.bands import (
     haar_levels,
 )
 
+# numeric: runs again in the rounding lane (`make test-rounding`, numpy's AVX-512 kernels off)
+pytestmark = pytest.mark.numeric
+
 FLOATS = [np.float16, np.float32, np.float64]
 
 

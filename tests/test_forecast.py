@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import optimize, stats
 
@@ -81,11 +81,12 @@ def test_prefix_length():
 
 
 # ---------------------------------------------------------------- known answers
+@pytest.mark.numeric
 @pytest.mark.parametrize("beta", [0.7, 1.0, 1.6])
-def test_noise_free_known_answer(beta):
-    s = np.linspace(0.0, 12.0, 40)
+def test_noise_free_known_answer(beta, rounding):
+    s = rounding(np.linspace(0.0, 12.0, 40))
     c, A, omega = 0.3, 1.7, 2.5
-    y = _weibull_floor(s, c, A, omega, beta)
+    y = rounding(_weibull_floor(s, c, A, omega, beta))
     out = _forecast_curves(s, y[None])
     assert out["status"][0] == "ok"
     want = omega * LAM ** (1 / beta)
@@ -97,17 +98,19 @@ def test_noise_free_known_answer(beta):
     assert out["s_reach_high"][0] - out["s_reach_low"][0] < 1e-2 * want
 
 
-def test_noise_free_with_onset_and_level():
-    s = np.linspace(0.0, 20.0, 45)
-    y = _weibull_floor(s, 0.1, 1.0, 4.0, 1.3, onset=2.0)
+@pytest.mark.numeric
+def test_noise_free_with_onset_and_level(rounding):
+    s = rounding(np.linspace(0.0, 20.0, 45))
+    y = rounding(_weibull_floor(s, 0.1, 1.0, 4.0, 1.3, onset=2.0))
     out = _forecast_curves(s, y[None], level=0.05)
     assert out["onset"][0] == pytest.approx(2.0, abs=0.2)
     assert out["s_reach"][0] == pytest.approx(2.0 + 4.0 * np.log(20.0) ** (1 / 1.3), rel=5e-3)
     assert out["floor"][0] == pytest.approx(0.1, rel=3e-3)  # grid precision of the onset axis
 
 
-def test_total_is_the_sum_of_bands():
-    run = make_run_synthetic(4, n_bands=3)
+@pytest.mark.numeric
+def test_total_is_the_sum_of_bands(rounding):
+    run = rounding(make_run_synthetic(4, n_bands=3))
     fc = forecast(run)
     tot = run.band_loss.sum("band")
     alone = forecast(make_run(tot.values[:, None], run.param_time.values, bands=[1]))
@@ -117,9 +120,10 @@ def test_total_is_the_sum_of_bands():
 
 # ---------------------------------------------------------------- invariances
 @given(a=st.floats(1e-3, 1e3), b=st.floats(1e-2, 1e2))
-@settings(max_examples=8, deadline=None)
-def test_invariant_to_loss_and_time_scale(a, b):
-    run = make_run_synthetic(5, n_bands=2)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.numeric
+def test_invariant_to_loss_and_time_scale(a, b, rounding):
+    run = rounding(make_run_synthetic(5, n_bands=2))
     base = forecast(run, prefix=0.6)
     scaled = make_run(run.band_loss.values * a, run.param_time.values * b, bands=run.band.values)
     fc = forecast(scaled, prefix=0.6)
@@ -132,8 +136,9 @@ def test_invariant_to_loss_and_time_scale(a, b):
 
 
 # ---------------------------------------------------------------- truth recovered, coverage
-def test_recovers_true_floor_and_reach_on_one_run():
-    run = make_run_synthetic(11)
+@pytest.mark.numeric
+def test_recovers_true_floor_and_reach_on_one_run(rounding):
+    run = rounding(make_run_synthetic(11))
     fc = forecast(run, prefix=0.8)
     floor = np.array(run.attrs["true_floor"])
     np.testing.assert_allclose(fc.floor.values, floor, rtol=0.03)
@@ -182,12 +187,13 @@ def _oracle_profile_sse(s, y, c, start):
     return best
 
 
-def test_floor_interval_matches_a_scipy_profile():
+@pytest.mark.numeric
+def test_floor_interval_matches_a_scipy_profile(rounding):
     """At the floor interval's ends the scipy profile SSE equals the threshold
     T = SSE_min (1 + κ F_{1,n-5}(0.95)/(n-5)) (κ = kappa_floor); beyond them it exceeds T."""
     rng = np.random.default_rng(3)
-    s = np.linspace(0.0, 10.0, 30)
-    y = _weibull_floor(s, 0.5, 2.0, 2.5, 1.3) + rng.normal(0, 0.01, s.size)
+    s = rounding(np.linspace(0.0, 10.0, 30))
+    y = rounding(_weibull_floor(s, 0.5, 2.0, 2.5, 1.3) + rng.normal(0, 0.01, s.size))
     out = _forecast_curves(s, y[None], autocorr=False)
     n = s.size
     assert 1 <= out["kappa_floor"][0] <= 20
@@ -232,10 +238,11 @@ def test_rising_not_started_and_too_few():
     assert np.isnan(few.floor.values).all() and np.isnan(float(few.total_floor))
 
 
-def test_rise_then_fall_is_fitted_from_its_peak():
-    s = np.linspace(0.0, 40.0, 40)
+@pytest.mark.numeric
+def test_rise_then_fall_is_fitted_from_its_peak(rounding):
+    s = rounding(np.linspace(0.0, 40.0, 40))
     y = np.where(s < 5, 0.5 + 0.1 * s, 0.2 + 0.8 * np.exp(-(np.clip(s - 5, 0, None) / 6.0) ** 1.2))
-    y = y + np.random.default_rng(1).normal(0, 1e-4, s.size)
+    y = rounding(y + np.random.default_rng(1).normal(0, 1e-4, s.size))
     fc = forecast(_run_from([y], s))
     assert fc.status.values[0] == "ok"
     assert bool(fc.rose.values[0]) and float(fc.s_start[0]) == pytest.approx(5.1282, rel=1e-3)
@@ -243,8 +250,9 @@ def test_rise_then_fall_is_fitted_from_its_peak():
     assert float(fc.floor[0]) == pytest.approx(0.2, rel=0.01)
 
 
-def test_trailing_padding_ignored_and_inner_nan_rejected():
-    run = make_run_synthetic(6, n_bands=2)
+@pytest.mark.numeric
+def test_trailing_padding_ignored_and_inner_nan_rejected(rounding):
+    run = rounding(make_run_synthetic(6, n_bands=2))
     base = forecast(run.isel(checkpoint=slice(0, 30)))
     padded = run.copy(deep=True)
     padded["band_loss"][30:] = np.nan

@@ -58,6 +58,7 @@ def test_wheel_ships_the_run_sets_as_data_only(dists):
         assert f"bandscope/reference_runs/{s}/README.md" in data
     assert not [n for n in data if n.endswith((".py", ".sh", ".log")) or "pilots" in n or "/state/" in n]
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert "bandscope/keysearch/forecast_calibration.json" in names  # the shipped floor calibration
 
 
 def test_wheel_in_fresh_venv_reproduces_from_anywhere(dists, tmp_path):
@@ -72,7 +73,7 @@ def test_wheel_in_fresh_venv_reproduces_from_anywhere(dists, tmp_path):
     _run([py, "-m", "pip", "install", "-q", "-c", pins, wheel], cwd=tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    probe = _run([py, "-c", "import importlib.util as u, bandscope.cli as c; "
+    probe = _run([py, "-c", "import importlib.util as u, bandscope.cli.main as c; "
                   "print(u.find_spec('torch') is None, c.reference_dir().resolve())"], cwd=elsewhere)
     no_torch, ref = probe.stdout.split()
     assert no_torch == "True"
@@ -81,6 +82,14 @@ def test_wheel_in_fresh_venv_reproduces_from_anywhere(dists, tmp_path):
     assert "recorded" in res.stdout
     runs = json.loads((elsewhere / "out.json").read_text())["runs"]
     assert sorted(runs) == [f"{a}-seed{s}" for a in ("cnn", "vit") for s in (45, 46, 47)]
+    # the forecast's calibration is package data: forecasting a shipped run works from anywhere
+    shipped = Path(ref) / "recorded" / "cnn-seed45" / "run.nc"
+    fc = _run([venv / "bin" / "bandscope", "forecast", shipped, "--prefix", "0.5", "--json", "fc.json", "--quiet"],
+              cwd=elsewhere)
+    assert fc.returncode == 0
+    bands = json.loads((elsewhere / "fc.json").read_text())["runs"]["cnn-seed45"]["bands"]
+    assert all(b["floor"] is not None and b["floor_low"] <= b["floor"] <= b["floor_high"]
+               for b in bands.values() if b["floor_high"] is not None)
     version = _run([venv / "bin" / "bandscope", "--version"], cwd=elsewhere).stdout
     import bandscope
 

@@ -8,6 +8,9 @@ from hypothesis.extra.numpy import arrays
 
 from bandscope import lnp
 
+# numeric: runs again in the rounding lane (`make test-rounding`, numpy's AVX-512 kernels off)
+pytestmark = pytest.mark.numeric
+
 
 def _kernel_and_grads(seed, n_out, rank, n_b=None):
     """Random J (n_out x rank), a PSD kernel K = J J^T and output gradients."""

@@ -9,6 +9,9 @@ from scipy import stats
 
 from bandscope.keysearch import ordering
 
+# numeric: runs again in the rounding lane (`make test-rounding`, numpy's AVX-512 kernels off)
+pytestmark = pytest.mark.numeric
+
 RES = np.array([1, 2, 4, 8, 16, 32, 64])
 
 

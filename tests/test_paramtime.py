@@ -145,8 +145,9 @@ def test_power_time_model():
     np.testing.assert_allclose(power_time([0, 4, 9], 1.0, 2.0, 0.5), [1.0, 5.0, 7.0])
 
 
-def test_noise_free_exact():
-    s = power_time(STEPS, 0.3, 0.9, 0.368)
+@pytest.mark.numeric
+def test_noise_free_exact(rounding):
+    s = rounding(power_time(STEPS, 0.3, 0.9, 0.368))
     fit = fit_power_time(STEPS, s)
     assert str(fit.status.values) == "ok"
     np.testing.assert_allclose([fit.gamma, fit.a, fit.b], [0.368, 0.3, 0.9], rtol=1e-6, atol=1e-8)
@@ -155,11 +156,12 @@ def test_noise_free_exact():
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("truth", [(0.0, 0.9, 0.37), (2.0, 0.05, 0.6), (-1.0, 3.0, 0.25)])
-def test_noisy_known_answer(seed, truth):
+@pytest.mark.numeric
+def test_noisy_known_answer(seed, truth, rounding):
     a, b, g = truth
     rng = np.random.default_rng(seed)
     s_true = power_time(STEPS, a, b, g)
-    s = s_true + rng.normal(0, 2e-3 * (s_true.max() - s_true.min()), s_true.size)
+    s = rounding(s_true + rng.normal(0, 2e-3 * (s_true.max() - s_true.min()), s_true.size))
     fit = fit_power_time(STEPS, s)
     assert str(fit.status.values) == "ok"
     assert abs(float(fit.gamma) - g) < 0.01 * g + 4 * float(fit.gamma_stderr)
@@ -186,8 +188,9 @@ def test_stderr_calibrated_roughly():
     assert 0.6 < ratio < 1.6, ratio
 
 
-def test_run_dataset_variables_and_windows():
-    ds = make_run_synthetic(5, gamma=0.41)
+@pytest.mark.numeric
+def test_run_dataset_variables_and_windows(rounding):
+    ds = rounding(make_run_synthetic(5, gamma=0.41))
     fit = fit_power_time(ds.step, ds.param_time)
     np.testing.assert_allclose(float(fit.gamma), 0.41, rtol=1e-6)  # synthetic s is exactly b t^gamma
     win = fit_power_time(ds.step, ds.param_time, epoch=ds.epoch, epoch_windows=[(0, 10), (0, 25), (0, 50), (44, 46)])
@@ -199,10 +202,11 @@ def test_run_dataset_variables_and_windows():
     assert win.epoch_lo.values.tolist() == [0, 0, 0, 44]
 
 
-def test_windows_recover_changing_exponent():
+@pytest.mark.numeric
+def test_windows_recover_changing_exponent(rounding):
     # gamma differs between early and late training: window fits must see the local exponent
     t = STEPS.astype(float)
-    s = np.where(PAPER_EPOCHS <= 10, power_time(t, 0, 1.0, 0.47), np.nan)
+    s = rounding(np.where(PAPER_EPOCHS <= 10, power_time(t, 0, 1.0, 0.47), np.nan))
     win = fit_power_time(t, s, epoch=PAPER_EPOCHS, epoch_windows=[(0, 10), (0, 50)])
     np.testing.assert_allclose(win.gamma.values, [0.47, 0.47], rtol=1e-6)  # NaN padding ignored
     assert win.n.values.tolist() == [30, 30]
@@ -234,8 +238,9 @@ def test_argument_errors():
         fit_power_time(np.zeros((2, 3)), np.zeros((2, 3)))
 
 
-def test_stacked_runs_loop_over_extra_dims():
-    runs = xr.concat([make_run_synthetic(s, gamma=g) for s, g in ((1, 0.35), (2, 0.45))], dim="run")
+@pytest.mark.numeric
+def test_stacked_runs_loop_over_extra_dims(rounding):
+    runs = xr.concat([rounding(make_run_synthetic(s, gamma=g)) for s, g in ((1, 0.35), (2, 0.45))], dim="run")
     runs = runs.assign_coords(run=["r1", "r2"])
     fit = fit_power_time(runs.step, runs.param_time, epoch=runs.epoch, epoch_windows=[(0, 10), (0, 50)])
     assert fit.gamma.dims == ("run", "epoch_window") and fit.run.values.tolist() == ["r1", "r2"]
@@ -244,13 +249,14 @@ def test_stacked_runs_loop_over_extra_dims():
     assert full.gamma.dims == ("run",)
 
 
-def test_vectorised_sse_grid_equals_the_closed_form_loop():
+@pytest.mark.numeric
+def test_vectorised_sse_grid_equals_the_closed_form_loop(rounding):
     from bandscope.transforms.paramtime import _linear_ab, _sse_grid
 
     rng = np.random.default_rng(4)
-    tau = np.sort(rng.random(40))
+    tau = np.sort(rounding(rng.random(40)))
     tau[0] = 0.0
-    s = 2.0 + 3.0 * tau**0.4 + rng.normal(0, 0.01, tau.size)
+    s = rounding(2.0 + 3.0 * tau**0.4 + rng.normal(0, 0.01, tau.size))
     grid = np.geomspace(1e-3, 10, 121)
     loop = np.array([_linear_ab(np.power(tau, g), s)[2] for g in grid])
     np.testing.assert_allclose(_sse_grid(tau, s, grid), loop, rtol=1e-9, atol=1e-12 * float(s @ s))
@@ -273,10 +279,11 @@ def test_old_windows_keyword_and_saved_names_still_work():
                        epoch_windows=[(0, 10)])
 
 
-def test_fit_run_gamma_notes_instead_of_raising():
+@pytest.mark.numeric
+def test_fit_run_gamma_notes_instead_of_raising(rounding):
     from bandscope.transforms.paramtime import fit_run_gamma
 
-    ds = make_run_synthetic(5, gamma=0.41)
+    ds = rounding(make_run_synthetic(5, gamma=0.41))
     g = fit_run_gamma(ds)
     np.testing.assert_allclose(g.gamma_w.values, 0.41, rtol=1e-6)
     assert str(g.note.values) == ""

@@ -12,7 +12,8 @@ from hypothesis import strategies as st  # noqa: E402
 from bandscope.torch.haar import haar_band_losses, haar_band_project, haar_levels  # noqa: E402
 from bandscope.transforms.bands import _band_energies_pywt, band_decompose, band_losses  # noqa: E402
 
-pytestmark = pytest.mark.torch
+# numeric: runs again in the rounding lane (`make test-rounding`, AVX-512 kernels off)
+pytestmark = [pytest.mark.torch, pytest.mark.numeric]
 
 
 @st.composite

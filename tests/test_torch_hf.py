@@ -48,8 +48,8 @@ class Images(torch.utils.data.Dataset):
 def _args(tmp_path, steps, report_to, **kw):
     return transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-2,
-        logging_steps=1000, save_strategy="no", report_to=report_to, use_cpu=True, seed=0,
-        disable_tqdm=True, **kw)
+        save_strategy="no", report_to=report_to, use_cpu=True, seed=0,
+        disable_tqdm=True, **{"logging_steps": 1000, **kw})
 
 
 def test_hf_train_records_a_run_and_reports(tmp_path, monkeypatch):
@@ -58,19 +58,24 @@ def test_hf_train_records_a_run_and_reports(tmp_path, monkeypatch):
     panel = np.random.default_rng(1).random((16, 3, 8, 8), dtype=np.float32)
     cb = BandscopeCallback(panel=panel, path=tmp_path / "run.nc", name="hf")
     has_tb = importlib.util.find_spec("tensorboard") is not None
-    trainer = transformers.Trainer(model=TinyAE(), args=_args(tmp_path, 20, ["tensorboard"] if has_tb else "none"),
+    trainer = transformers.Trainer(model=TinyAE(), args=_args(tmp_path, 20, ["tensorboard"] if has_tb else "none",
+                                                              logging_steps=5),
                                    train_dataset=Images(64, 0), callbacks=[cb])
     trainer.train()
     ds = read_run(tmp_path / "run.nc")
     steps = ds.step.values.tolist()
     assert steps[0] == 0 and steps[-1] == 20 and len(steps) >= 15
     assert (np.diff(ds.param_time.values) > 0).all() and cb.monitor.tracker.steps == 20
-    # every checkpoint after step 0 reached the Trainer's logs at its own step
+    # logging_steps=5 is respected: 4 log lines, each with the latest checkpoint's metrics and its step
     hist = {h["step"]: h for h in trainer.state.log_history if "bandscope/param_time" in h}
-    assert sorted(hist) == steps[1:]
-    np.testing.assert_allclose([hist[s]["bandscope/param_time"] for s in steps[1:]], ds.param_time.values[1:],
-                               rtol=1e-9)
+    assert sorted(hist) == [5, 10, 15, 20]
+    at = {int(s): i for i, s in enumerate(steps)}
+    for h in hist.values():
+        cs = h["bandscope/checkpoint_step"]
+        assert cs <= h["step"] and cs == max(s for s in steps if s <= h["step"])
+        np.testing.assert_allclose(h["bandscope/param_time"], ds.param_time.values[at[cs]], rtol=1e-9)
     assert "bandscope/band_2" in hist[20] and "bandscope/mse" in hist[20]
+    assert np.isfinite(ds.train_loss.values[1:]).all()  # read from the model output's loss
     assert main(["analyze", str(tmp_path / "run.nc")]) == 0
     if has_tb:  # the report_to backend saw them
         import glob

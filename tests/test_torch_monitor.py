@@ -274,7 +274,8 @@ def test_default_schedule_open_geometric_and_close_records_last_step(tmp_path):
     expected = [int(s) for s in sched if s <= 25] + [25]
     assert ds.step.values.tolist() == sorted(set(expected))
     assert [s for s, _ in seen] == ds.step.values.tolist()
-    assert set(seen[-1][1]) >= {"bandscope/param_time", "bandscope/arc_length", "bandscope/mse",
+    # the compact default: band losses, mse, parameter time (arc length only with metrics="all")
+    assert set(seen[-1][1]) == {"bandscope/param_time", "bandscope/mse",
                                 "bandscope/band_1", "bandscope/band_2", "bandscope/band_4", "bandscope/band_8"}
     t = Monitor(_model(), total_steps=1000, n_points=5)
     assert t.schedule.tolist() == [0, 1, 10, 100, 1000]
@@ -287,8 +288,6 @@ def test_monitor_without_panel_and_errors(tmp_path):
     _train(model, opt, 3, mon.step)
     assert mon.metrics["bandscope/param_time"] > 0 and "bandscope/mse" not in mon.metrics
     assert mon.close() is None
-    with pytest.raises(ValueError, match="panel=IMAGES"):
-        Monitor(model, path=tmp_path / "x.nc")
     with pytest.raises(ValueError, match="lnp_batch"):
         Monitor(model, lnp=torch.nn.MSELoss(), total_steps=10)
     with pytest.raises(RuntimeError, match="after close"):
@@ -349,7 +348,8 @@ def test_monitor_logs_forecast_when_available(tmp_path, monkeypatch):
     monkeypatch.setattr(bandscope, "forecast", fake_forecast, raising=False)
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    mon = Monitor(model, panel=_data(8), path=tmp_path / "r.nc", schedule=range(7), forecast_min_checkpoints=4)
+    mon = Monitor(model, panel=_data(8), path=tmp_path / "r.nc", schedule=range(7), forecast_min_checkpoints=4,
+                  forecast=True, forecast_background=False, forecast_budget=1.0)
     _train(model, opt, 6, mon.step)
     assert calls == [4, 5, 6, 7]
     assert any(k.startswith("bandscope/forecast_floor/") for k in mon.metrics)
@@ -361,7 +361,8 @@ def test_monitor_logs_forecast_when_available(tmp_path, monkeypatch):
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.warns(RuntimeWarning, match="no fit"):  # said once; training goes on
-        mon = Monitor(model, panel=_data(8), schedule=range(3), forecast_min_checkpoints=1, path=tmp_path / "b.nc")
+        mon = Monitor(model, panel=_data(8), schedule=range(3), forecast_min_checkpoints=1, path=tmp_path / "b.nc",
+                      forecast=True, forecast_background=False, forecast_budget=1.0)
     _train(model, opt, 1, mon.step)
     assert mon._forecast_failed and len(mon.recorder) == 2
 
@@ -392,8 +393,9 @@ def test_monitor_logs_the_real_forecast(tmp_path):
     opt = torch.optim.Adam(model.parameters(), lr=3e-2)
     seen = []
     mon = Monitor(model, panel=_data(16), path=tmp_path / "r.nc", schedule=range(0, 41, 2),
-                  log=lambda m, s: seen.append(m))
+                  log=lambda m, s: seen.append(m), forecast=True, forecast_budget=1.0)
     _train(model, opt, 40, mon.step)
+    mon._forecaster.wait(timeout=60)  # the background forecast of the last checkpoint
     mon.close()
     keys = set().union(*seen)
     assert any(k.startswith("bandscope/forecast_floor/") for k in keys), sorted(keys)

@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 
 from bandscope.torch.paramtime import ParamTimeTracker
 
+# numeric: runs again in the rounding lane (`make test-rounding`, AVX-512 kernels off)
+pytestmark = pytest.mark.numeric
+
 
 def _walk(tracker, params, deltas, checkpoint_at=()):
     """Apply parameter deltas step by step; return (param_time, arc) at each checkpoint."""

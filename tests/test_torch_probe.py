@@ -8,6 +8,9 @@ import torch
 from bandscope.torch.probe import BandProbe, select_panel
 from bandscope.transforms.bands import band_losses
 
+# numeric: runs again in the rounding lane (`make test-rounding`, AVX-512 kernels off)
+pytestmark = pytest.mark.numeric
+
 
 class _Noisy(torch.nn.Module):
     """Deterministic 'reconstruction' with dropout, so train/eval mode matters."""

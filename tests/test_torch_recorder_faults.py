@@ -95,7 +95,7 @@ def test_recorded_name_comes_back(tmp_path):
 # --------------------------------------------------------------------------- a failing write, then recovery
 @pytest.mark.parametrize("failure", ["enospc", "hdf-error-on-full-disk"])
 def test_failed_write_leaves_nothing_stale_and_recovers(tmp_path, monkeypatch, failure):
-    import bandscope.io.runfiles as bio
+    import bandscope.io.atomic as bio
 
     path = tmp_path / "run.nc"
     rec = RunRecorder(path, name="r")
@@ -228,7 +228,7 @@ def test_lock_without_flock_reclaims_dead_pid_and_refuses_live_one(tmp_path, mon
 
 
 def test_temp_files_are_unique_per_writer_and_stale_ones_are_cleaned(tmp_path):
-    from bandscope.io.runfiles import _tmp_name
+    from bandscope.io.atomic import _tmp_name
 
     path = tmp_path / "run.nc"
     names = {_tmp_name(path).name for _ in range(50)}

@@ -9,6 +9,9 @@ from hypothesis.extra import numpy as hnp
 from bandscope.keysearch import trajectory as tr
 from bandscope.run import make_run
 
+# numeric: runs again in the rounding lane (`make test-rounding`, numpy's AVX-512 kernels off)
+pytestmark = pytest.mark.numeric
+
 
 def _crossing_oracle(q, s, alpha):
     """Slow, obvious A.10: walk the checkpoints."""

@@ -1,248 +1,212 @@
-"""Validate ``bandscope.forecast`` on synthetic runs (known truth) and the shipped reference runs.
+"""Validate ``bandscope.forecast``'s floors against what runs actually did, leave-one-run-out.
 
 One command (from the repository root)::
 
-    python tools/validate_forecast.py [--seeds 40] [--figure docs/figures/forecast_validation.png]
+    python tools/validate_forecast.py [--cache RECORDS.json] [--out SUMMARY.json] [--write-calibration]
 
-For every run it forecasts from the first 20 %, 40 %, 60 % and 80 % of the checkpoints and
-compares with the truth:
+The truth of a curve is the mean of its last 10 % of checkpoints (what the run actually did;
+never a fit), used for *saturated* curves (drift over the last 5 checkpoints < 2 % of the
+range: ``bandscope.keysearch.calibrate.late_truth``). Each run is forecast from its first
+20 %, 30 %, ..., 80 % of checkpoints. Run sets:
 
-* synthetic runs (``bandscope.keysearch.synthetic.make_run_synthetic``, noise 0.01 and 0.05): the true
-  floor and the true 1 %-crossing ``onset + ω (ln 100)^(1/β)`` of each band (the full loss has no
-  closed-form truth and is left out);
-* reference runs (``reference_runs/recorded/*/run.nc``): the "truth" is the forecast from the
-  *full* run (the same model fitted to all 53 checkpoints) -- a consistency check of early
-  against late forecasts, not against a ground truth. Pairs whose full-run forecast is not
-  ``ok`` or has an unbounded interval are left out and counted.
+* ``recorded``: ``reference_runs/recorded`` (6 CNN / ViT runs), bands and the full loss;
+* ``pilots``: ``reference_runs/pilots`` (14 runs; the 3 diverged ViT runs are left out: a
+  loss spike is a second onset, not one trajectory);
+* ``lm``: the 8 small-GPT runs of ``reference_runs/lm-scaling-long`` (training loss per step,
+  the mean of the 50 steps before each of 53 geometric checkpoints in 9,000 steps; time = step):
+  plain scalar series, calibrated on the image runs only (held out by construction);
+* synthetic shapes that are not the model's own, with AR(1) noise (held out by construction):
+  ``two_phase`` (a fall, a shoulder, a second fall ending before the run does), ``power_drift``
+  (a power law still drifting), ``noisy_plateau`` (done early, noise 5 % of the fall), and
+  ``weibull`` (``make_run_synthetic``, the model's own shape).
 
-Printed per prefix: how many forecasts are ``ok`` (the rest NaN with a reason), the median
-absolute floor error in % of the band's range (max L - min L over the full run), the median
-absolute crossing-time error in % of the true crossing, the coverage of the 95 % intervals
-(fraction containing the truth, ± its binomial standard error) and how many s_reach intervals
-are unbounded above. Also the CPU time per forecast curve.
+For the real image runs the interval of each forecast comes from a calibration on the *other*
+runs of recorded + pilots (leave one run out); the synthetic and LM sets use the calibration
+fitted on all 20 image runs (the one shipped). Printed per set and prefix: saturated curves,
+forecasts ``ok`` (the rest abstain with a status and a reason), floor coverage, median |error|
+of the forecast and of the naive last value (% of the curve's range), the single-Weibull
+model's coverage for comparison, and the coverage per stage group (the trust signal).
+``--write-calibration`` writes the shipped calibration (``src/bandscope/keysearch/
+forecast_calibration.json``) from all 20 image runs.
 """
 from __future__ import annotations
 
 import argparse
 import glob
-import time
+import json
 from pathlib import Path
 
 import numpy as np
 
-from bandscope import forecast
 from bandscope.io import read_run
-from bandscope.keysearch.synthetic import make_run_synthetic
+from bandscope.keysearch.calibrate import CALIBRATION_PREFIXES, calibrate, leave_one_run_out, prefix_records
+from bandscope.keysearch.conformal import STAGE_EDGES
+from bandscope.schedule import geometric_schedule
 
-PREFIXES = (0.2, 0.4, 0.6, 0.8)
 ROOT = Path(__file__).resolve().parents[1]
+REPORT_PREFIXES = (0.2, 0.4, 0.6, 0.8)
 
 
-def _rows_synthetic(seeds, noise):
-    """One record per (seed, band, prefix)."""
-    recs = []
-    times = []
-    for seed in seeds:
-        run = make_run_synthetic(seed, noise=noise)
-        a = run.attrs
-        on, om, be = (np.array(a[k]) for k in ("true_onset", "true_omega", "true_beta"))
-        reach = on + om * np.log(100.0) ** (1 / be)
-        floor = np.array(a["true_floor"])
-        L = run.band_loss.values
-        rng = L.max(axis=0) - L.min(axis=0)
-        for p in PREFIXES:
-            t0 = time.process_time()
-            fc = forecast(run, prefix=p)
-            times.append((time.process_time() - t0) / (fc.sizes["band"] + 1))
-            for i in range(fc.sizes["band"]):
-                recs.append(_record(fc, i, p, floor[i], reach[i], rng[i], seed))
-    return recs, times
+def _image_runs(kind):
+    if kind == "recorded":
+        files = sorted(glob.glob(str(ROOT / "reference_runs" / "recorded" / "*" / "run.nc")))
+    else:
+        files = sorted(f for f in glob.glob(str(ROOT / "reference_runs" / "pilots" / "*" / "*" / "run.nc"))
+                       if "diverged" not in f)
+    return [read_run(f, name=str(Path(f).parent.relative_to(ROOT / "reference_runs"))) for f in files]
 
 
-def _record(fc, i, p, floor, reach, rng, run_id, total=False):
-    g = (lambda v: float(fc["total_" + v])) if total else (lambda v: float(fc[v].values[i]))
-    st = str(fc.total_status.values) if total else str(fc.status.values[i])
-    return {
-        "run": run_id, "band": "total" if total else int(fc.band.values[i]), "prefix": p,
-        "status": st, "floor": g("floor"), "floor_low": g("floor_low"), "floor_high": g("floor_high"),
-        "s_reach": g("s_reach"), "s_reach_low": g("s_reach_low"), "s_reach_high": g("s_reach_high"),
-        "true_floor": floor, "true_reach": reach, "range": rng, "s_now": float(fc.s_now),
-    }
-
-
-def _rows_reference(files):
-    recs = []
-    skipped = 0
-    for f in files:
-        run = read_run(f, name=Path(f).parent.name)
-        full = forecast(run)
-        L = run.band_loss.values
-        rng = np.append(L.max(axis=0) - L.min(axis=0), np.ptp(L.sum(axis=1)))
-        nb = full.sizes["band"]
-        truth_ok = np.append(full.status.values == "ok", str(full.total_status.values) == "ok")
-        truth_ok &= np.isfinite(np.append(full.s_reach_high.values, float(full.total_s_reach_high)))
-        tf = np.append(full.floor.values, float(full.total_floor))
-        tr = np.append(full.s_reach.values, float(full.total_s_reach))
-        skipped += int((~truth_ok).sum())
-        for p in PREFIXES:
-            fc = forecast(run, prefix=p)
-            for i in range(nb + 1):
-                if truth_ok[i]:
-                    recs.append(_record(fc, i, p, tf[i], tr[i], rng[i], run.attrs["name"], total=i == nb))
-    return recs, skipped
-
-
-def _summary(recs):
-    """Per prefix: n, ok, floor err (median % of range), reach err (median % of truth), coverages."""
-    out = []
-    for p in PREFIXES:
-        r = [x for x in recs if x["prefix"] == p]
-        ok = [x for x in r if x["status"] == "ok"]
-        fe = np.array([abs(x["floor"] - x["true_floor"]) / x["range"] * 100 for x in ok])
-        re = np.array([abs(x["s_reach"] - x["true_reach"]) / x["true_reach"] * 100 for x in ok])
-        cf = np.array([x["floor_low"] <= x["true_floor"] <= x["floor_high"] for x in ok])
-        cs = np.array([x["s_reach_low"] <= x["true_reach"] <= x["s_reach_high"] for x in ok])
-        unb = np.array([np.isinf(x["s_reach_high"]) for x in ok])
-        se = lambda c: np.sqrt(c.mean() * (1 - c.mean()) / c.size) if c.size else np.nan  # noqa: E731
-        out.append({
-            "prefix": p, "n": len(r), "ok": len(ok),
-            "floor_err_med": np.median(fe) if fe.size else np.nan,
-            "floor_err_p90": np.percentile(fe, 90) if fe.size else np.nan,
-            "reach_err_med": np.median(re) if re.size else np.nan,
-            "reach_err_p90": np.percentile(re, 90) if re.size else np.nan,
-            "cov_floor": cf.mean() if cf.size else np.nan, "cov_floor_se": se(cf),
-            "cov_reach": cs.mean() if cs.size else np.nan, "cov_reach_se": se(cs),
-            "unbounded": unb.mean() if unb.size else np.nan,
-            "statuses": {s: sum(x["status"] == s for x in r) for s in sorted({x["status"] for x in r})},
-        })
-    return out
-
-
-def _print_table(title, summ):
-    print(f"\n{title}")
-    print("| prefix | ok / n | floor err % range (median, p90) | s_reach err % (median, p90) "
-          "| floor coverage | s_reach coverage | s_reach_high = inf | not ok |")
-    print("|---|---|---|---|---|---|---|---|")
-    for s in summ:
-        bad = ", ".join(f"{k} {v}" for k, v in s["statuses"].items() if k != "ok") or "-"
-        print(f"| {s['prefix']:.0%} | {s['ok']} / {s['n']} | {s['floor_err_med']:.2f}, "
-              f"{s['floor_err_p90']:.2f} | {s['reach_err_med']:.1f}, {s['reach_err_p90']:.1f} | "
-              f"{s['cov_floor']:.3f} ± {s['cov_floor_se']:.3f} | {s['cov_reach']:.3f} ± "
-              f"{s['cov_reach_se']:.3f} | {s['unbounded']:.2f} | {bad} |")
-
-
-def _figure(path, summaries, example_file):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(12, 9.5))
-    gs = fig.add_gridspec(3, 2, height_ratios=[1, 0.78, 0.32], hspace=0.45, wspace=0.22)
-    ax_cf, ax_cs = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
-    ax_err = fig.add_subplot(gs[1:, 0])
-    ax_ex = fig.add_subplot(gs[1, 1])
-    ax_sr = fig.add_subplot(gs[2, 1], sharex=ax_ex)
-    x = np.array(PREFIXES) * 100
-    styles = {"synthetic noise 0.01": ("C0", "o"), "synthetic noise 0.05": ("C1", "s"),
-              "reference runs (vs full run)": ("C2", "^")}
-    for name, summ in summaries.items():
-        col, mk = styles[name]
-        for key, a in (("floor", ax_cf), ("reach", ax_cs)):
-            y = np.array([s[f"cov_{key}"] for s in summ])
-            e = np.array([s[f"cov_{key}_se"] for s in summ])
-            a.errorbar(x, y, yerr=e, color=col, marker=mk, capsize=3, label=name)
-        ax_err.plot(x, [s["floor_err_med"] for s in summ], color=col, marker=mk,
-                    label=f"{name}: floor, % of band range")
-        ax_err.plot(x, [s["reach_err_med"] for s in summ], color=col, marker=mk, ls="--",
-                    label=f"{name}: s_reach, % of truth")
-    for a, what in ((ax_cf, "floor"), (ax_cs, "s_reach (1 % crossing)")):
-        a.axhline(0.95, color="k", lw=0.8)
-        a.set_ylim(0.5, 1.02)
-        a.set_xticks(x)
-        a.set_xlabel("prefix of the run used (% of checkpoints)")
-        a.set_ylabel("coverage of the 95 % interval")
-        a.set_title(f"{what}: intervals containing the truth (± 1 SE)", fontsize=10)
-        a.legend(fontsize=7, loc="lower right")
-    ax_err.set_yscale("log")
-    ax_err.set_xticks(x)
-    ax_err.set_xlabel("prefix of the run used (% of checkpoints)")
-    ax_err.set_ylabel("median |error| (%)")
-    ax_err.set_title("median error of the forecast against the truth", fontsize=10)
-    lo, hi = ax_err.get_ylim()
-    ax_err.set_ylim(lo / 30, hi)
-    ax_err.legend(fontsize=7, loc="lower left")
-    if example_file is None:
-        fig.savefig(path, dpi=110)
-        return
-    # an example: one reference run, one band, forecasts from growing prefixes
-    run = read_run(example_file, name=Path(example_file).parent.name)
-    b = 8
-    s = run.param_time.values
-    L = run.band_loss.sel(band=b).values
-    ax_ex.plot(s, L, "k.", ms=4, label=f"band {b} loss")
-    xmax = s[-1] * 1.5
-    for j, p in enumerate((*PREFIXES, 1.0)):
-        fc = forecast(run, prefix=p).sel(band=b)
-        col = plt.cm.viridis(j / 4.5)
-        lab = f"first {p:.0%}"
-        ax_sr.axvline(float(fc.s_now), color=col, lw=0.8, ls=":")
-        if str(fc.status.item()) != "ok":
-            ax_sr.text(float(fc.s_now), j, f" {lab}: {fc.status.item()}", va="center", fontsize=7)
+def _lm_series():
+    out, names = [], []
+    for d in sorted(glob.glob(str(ROOT / "reference_runs" / "lm-scaling-long" / "*-seed*"))):
+        f = Path(d) / "train_loss.csv"
+        if not f.is_file():
             continue
-        ss = np.linspace(float(fc.s_start), xmax, 300)
-        curve = float(fc.floor) + float(fc.A) * np.exp(
-            -(np.clip(ss - float(fc.onset), 0, None) / float(fc.omega)) ** float(fc.beta))
-        ax_ex.plot(ss, curve, color=col, lw=1.2, label=f"fit to {lab}")
-        ax_ex.plot([s[-1] * (1.08 + 0.05 * j)] * 2, [float(fc.floor_low), float(fc.floor_high)],
-                   color=col, lw=4, solid_capstyle="butt")
-        hi = float(fc.s_reach_high) if np.isfinite(fc.s_reach_high) else xmax
-        ax_sr.plot([float(fc.s_reach_low), hi], [j, j], color=col, lw=4, solid_capstyle="butt")
-        ax_sr.plot([float(fc.s_reach)], [j], "k|", ms=10)
-        if not np.isfinite(fc.s_reach_high):
-            ax_sr.annotate("", xy=(xmax, j), xytext=(xmax * 0.97, j),
-                           arrowprops=dict(arrowstyle="->", color=col))
-    ax_ex.set_xlim(0, xmax)
-    ax_ex.set_ylabel("band loss")
-    ax_ex.set_title(f"{run.attrs['name']}, band {b}: fits from growing prefixes; bars at right: "
-                    "floor intervals", fontsize=9)
-    ax_ex.legend(fontsize=7, ncol=2)
-    ax_sr.set_yticks(range(5))
-    ax_sr.set_yticklabels([f"{p:.0%}" for p in (*PREFIXES, 1.0)], fontsize=7)
-    ax_sr.set_ylim(-0.7, 4.7)
-    ax_sr.set_xlabel("parameter time s (dotted: s_now of each prefix)")
-    ax_sr.set_title("s_reach intervals (| = estimate)", fontsize=8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    print(f"\nwrote {path}")
+        a = np.genfromtxt(f, delimiter=",", names=True)
+        step, loss = a["step"], a["train_loss"]
+        sched = geometric_schedule(int(step[-1]), 53)
+        y = np.array([loss[max(0, int(t) - 49): int(t) + 1].mean() for t in sched])
+        out.append((sched.astype(float), y))
+        names.append(f"lm/{Path(d).name}")
+    return out, names
+
+
+def _ar1(rng, n, rho=0.5):
+    e = rng.normal(size=n)
+    for i in range(1, n):
+        e[i] = rho * e[i - 1] + np.sqrt(1 - rho ** 2) * e[i]
+    return e
+
+
+def synthetic_shape(shape, seed, n=53):
+    """``(s, y)`` of one synthetic curve of ``shape`` (module docstring) on the reference
+    schedule (53 geometric checkpoints of 23,040 steps, s = step^0.37)."""
+    rng = np.random.default_rng(seed)
+    s = geometric_schedule(23040, n).astype(float) ** 0.37
+    S = s[-1]
+    c = rng.uniform(0.05, 0.3)
+    if shape == "two_phase":
+        a1, a2 = rng.uniform(0.5, 1.0), rng.uniform(0.1, 0.3)
+        s2, w2 = rng.uniform(0.45, 0.65) * S, rng.uniform(0.03, 0.06) * S
+        clean = c + a1 * np.exp(-s / (rng.uniform(0.03, 0.08) * S)) + a2 / (1 + np.exp((s - s2) / w2))
+        sigma = 0.004 * (a1 + a2)
+    elif shape == "power_drift":
+        a, b, al = rng.uniform(0.5, 1.0), rng.uniform(0.005, 0.02) * S, rng.uniform(0.3, 0.8)
+        clean = c + a * (1 + s / b) ** (-al)
+        sigma = 0.004 * a
+    elif shape == "noisy_plateau":
+        a = rng.uniform(0.5, 1.0)
+        clean = c + a * np.exp(-s / (rng.uniform(0.02, 0.06) * S))
+        sigma = 0.05 * a * 0.1
+    else:
+        raise ValueError(shape)
+    return s, clean + sigma * _ar1(rng, s.size)
+
+
+def _weibull_runs(n_seeds):
+    from bandscope.keysearch.synthetic import make_run_synthetic
+
+    return [make_run_synthetic(seed, noise=0.01, name=f"weibull/seed{seed}") for seed in range(n_seeds)]
+
+
+def _summary(recs, set_name):
+    rows = []
+    for p in REPORT_PREFIXES:
+        rr = [r for r in recs if abs(r["prefix"] - p) < 1e-9]
+        if not rr:
+            continue
+        ok = [r for r in rr if "low" in r]
+        cov = np.array([r["low"] <= r["truth"] <= r["high"] for r in ok], dtype=float)
+        err = np.array([abs(r["point"] - r["truth"]) / r["range"] * 100 for r in ok])
+        naive = np.array([abs(r["last"] - r["truth"]) / r["range"] * 100 for r in ok])
+        wcov = np.array([r["weibull_floor_low"] <= r["truth"] <= r["weibull_floor_high"] for r in ok], dtype=float)
+        width = np.array([(r["high"] - r["low"]) / r["range"] * 100 for r in ok])
+        groups = {}
+        for g in range(len(STAGE_EDGES) + 1):
+            cg = [r["low"] <= r["truth"] <= r["high"] for r in ok if r["group"] == g]
+            groups[g] = (len(cg), float(np.mean(cg)) if cg else float("nan"))
+        statuses = {}
+        for r in rr:
+            if r["status"] != "ok":
+                statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+        se = float(np.sqrt(cov.mean() * (1 - cov.mean()) / cov.size)) if cov.size else float("nan")
+        rows.append({"set": set_name, "prefix": p, "n": len(rr), "ok": len(ok),
+                     "abstain_frac": 1 - len(ok) / len(rr), "coverage": float(cov.mean()) if cov.size else np.nan,
+                     "coverage_se": se, "err_med": float(np.median(err)) if err.size else np.nan,
+                     "naive_med": float(np.median(naive)) if naive.size else np.nan,
+                     "width_med": float(np.median(width)) if width.size else np.nan,
+                     "weibull_coverage": float(wcov.mean()) if wcov.size else np.nan,
+                     "groups": groups, "statuses": statuses})
+    return rows
+
+
+def _print(rows, title):
+    print(f"\n{title}")
+    print("| prefix | forecast / saturated | floor coverage | median err % range (forecast / last value) "
+          "| median width % range | single-Weibull coverage | coverage by stage group 0 / 1 / 2 (n) | abstained |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        g = " / ".join(f"{c:.2f} ({n})" if n else "- (0)" for n, c in r["groups"].values())
+        bad = ", ".join(f"{k} {v}" for k, v in r["statuses"].items()) or "-"
+        print(f"| {r['prefix']:.0%} | {r['ok']} / {r['n']} | {r['coverage']:.2f} ± {r['coverage_se']:.2f} | "
+              f"{r['err_med']:.2f} / {r['naive_med']:.2f} | {r['width_med']:.1f} | {r['weibull_coverage']:.2f} | "
+              f"{g} | {bad} |")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=40, help="synthetic runs per noise level (default 40)")
-    ap.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "forecast_validation.png"))
+    ap.add_argument("--out", default=None, help="also write the summary rows as JSON")
+    ap.add_argument("--write-calibration", action="store_true",
+                    help="write the shipped calibration from all 20 image runs")
+    ap.add_argument("--synthetic-seeds", type=int, default=20)
+    ap.add_argument("--cache", default=None, help="reuse/store the prefix records (a .json file)")
     args = ap.parse_args(argv)
-    summaries = {}
-    all_times = []
-    for noise in (0.01, 0.05):
-        recs, times = _rows_synthetic(range(args.seeds), noise)
-        all_times += times
-        summ = _summary(recs)
-        summaries[f"synthetic noise {noise:g}"] = summ
-        _print_table(f"Synthetic runs, noise {noise:g}: {args.seeds} seeds x 7 bands; truth = the "
-                     "generator's floor and 1 %-crossing", summ)
-    files = sorted(glob.glob(str(ROOT / "reference_runs" / "recorded" / "*" / "run.nc")))
-    if files:
-        recs, skipped = _rows_reference(files)
-        summ = _summary(recs)
-        summaries["reference runs (vs full run)"] = summ
-        _print_table(f"Reference runs: {len(files)} runs x (6 bands + total); truth = the full-run "
-                     f"forecast ({skipped} band/run pairs without an ok, bounded full-run forecast "
-                     "left out)", summ)
-    print(f"\nCPU time per forecast curve (synthetic runs, all prefixes): median "
-          f"{np.median(all_times) * 1e3:.1f} ms, max {np.max(all_times) * 1e3:.1f} ms "
-          "(a 7-band run + the total: x8)")
-    _figure(args.figure, summaries, files[0] if files else None)
+    cache = Path(args.cache) if args.cache else None
+    recs = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+
+    def step(key, make):  # compute one run set's records unless cached; cache as we go
+        if key not in recs:
+            recs[key] = make()
+            if cache is not None:
+                cache.write_text(json.dumps(recs))
+
+    for kind in ("recorded", "pilots"):
+        step(kind, lambda kind=kind: prefix_records(_image_runs(kind), CALIBRATION_PREFIXES))
+    lm, names = _lm_series()
+    step("lm", lambda: prefix_records(lm, REPORT_PREFIXES, names=names))
+    step("lm_all", lambda: prefix_records(lm, REPORT_PREFIXES, names=names, saturated_only=False))
+    for shape in ("two_phase", "power_drift", "noisy_plateau"):
+        curves = [synthetic_shape(shape, seed) for seed in range(args.synthetic_seeds)]
+        step(shape, lambda shape=shape, curves=curves: prefix_records(
+            curves, REPORT_PREFIXES, names=[f"{shape}/{i}" for i in range(len(curves))], saturated_only=False))
+    step("weibull", lambda: prefix_records(_weibull_runs(max(args.synthetic_seeds // 4, 2)), REPORT_PREFIXES))
+    corpus = recs["recorded"] + recs["pilots"]
+    cal = calibrate(corpus, source="tools/validate_forecast.py --write-calibration: reference_runs/recorded (6) "
+                                   "+ reference_runs/pilots (14), prefixes 20-80 %")
+    print(f"calibration: {len(cal.runs)} runs, k per stage group {cal.k}, scores per group "
+          f"{[len(s) for s in cal.scores]}; stage edges {list(STAGE_EDGES)}")
+    all_rows = []
+    for kind in ("recorded", "pilots"):
+        loro = leave_one_run_out(recs[kind], 0.95, calibration_records=corpus)
+        rows = _summary(loro, kind)
+        all_rows += rows
+        _print(rows, f"{kind}: leave-one-run-out over the 20 image runs; truth = mean of the last 10 % of "
+                     "checkpoints of each saturated curve (bands and total)")
+    for kind, title in (("lm", "lm (training loss, step time; saturated curves)"),
+                        ("lm_all", "lm (all curves, saturated or not)"),
+                        ("two_phase", "synthetic two_phase"), ("power_drift", "synthetic power_drift"),
+                        ("noisy_plateau", "synthetic noisy_plateau"),
+                        ("weibull", "synthetic weibull (the model's own shape; saturated bands)")):
+        held = leave_one_run_out(recs[kind], 0.95, calibration_records=corpus)
+        rows = _summary(held, kind)
+        all_rows += rows
+        _print(rows, f"{title}: calibration on all 20 image runs (held out by construction)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(all_rows, indent=1, default=str))
+    if args.write_calibration:
+        path = ROOT / "src" / "bandscope" / "keysearch" / "forecast_calibration.json"
+        path.write_text(json.dumps(cal.to_dict(), indent=1))
+        print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

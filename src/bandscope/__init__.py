@@ -28,6 +28,7 @@ _LAZY = {
     "fit_power_time": "bandscope.transforms.paramtime",
     "make_run": "bandscope.run",
     "validate_run": "bandscope.run",
+    "by_step": "bandscope.run",
     "read_run": "bandscope.io",
     "read_runs": "bandscope.io",
     "write_run": "bandscope.io",

@@ -6,10 +6,9 @@ module object), warning once per name; ``docs/architecture.md`` lists where ever
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
 import sys
 import warnings
+from importlib.machinery import ModuleSpec
 
 #: old module name -> its home since 0.2.0 (the old names go in 0.3.0)
 MOVED = {
@@ -40,7 +39,7 @@ MOVED = {
 }
 
 
-class _Alias(importlib.abc.Loader):
+class _Alias:
     """Loads an old name as the module at its new home (the same object, its own spec kept)."""
 
     def __init__(self, new: str):
@@ -58,12 +57,12 @@ class _Alias(importlib.abc.Loader):
         module.__spec__ = self.spec  # the import system set the alias's spec on the real module
 
 
-class MovedFinder(importlib.abc.MetaPathFinder):
+class MovedFinder:
     """A meta-path finder for the names in :data:`MOVED` (installed once by ``import bandscope``)."""
 
     def find_spec(self, fullname, path=None, target=None):
         new = MOVED.get(fullname)
-        return None if new is None else importlib.util.spec_from_loader(fullname, _Alias(new))
+        return None if new is None else ModuleSpec(fullname, _Alias(new))
 
 
 def install() -> None:

@@ -36,7 +36,24 @@ _VAR_ATTRS = {
         "definition": "sum over every optimizer step of ||theta_t - theta_{t-1}||_2",
     },
     "mse": {"units": "squared pixel value", "long_name": "pixel MSE of the panel as logged"},
+    "train_loss": {
+        "units": "loss units of the training objective",
+        "long_name": "training loss",
+        "definition": "the loss the training loop reported for the update that reached this step "
+        "(mean over its micro-batches); NaN where the loop did not report one",
+    },
+    "heldout_loss": {
+        "units": "loss units of the training objective",
+        "long_name": "held-out loss",
+        "definition": "the loss of the model at this step on the fixed held-out batch (eval mode, no gradient)",
+    },
 }
+
+#: variables over ``checkpoint`` a run may carry besides ``param_time`` and ``step``
+CHECKPOINT_VARS = ("epoch", "arc_length", "mse", "train_loss", "heldout_loss")
+
+#: the run variables and their meaning (``docs/format.md`` is tested against this table)
+RUN_VARIABLES = _VAR_ATTRS
 
 
 def band_resolutions(n_bands: int) -> np.ndarray:
@@ -100,6 +117,8 @@ def make_run(
     epoch=None,
     arc_length=None,
     mse=None,
+    train_loss=None,
+    heldout_loss=None,
     name: str = "run",
     arch: str = "",
     seed: int = -1,
@@ -111,8 +130,9 @@ def make_run(
 
     Parameters
     ----------
-    band_loss : array (checkpoint, band)
-        Band losses L_i at each saved checkpoint.
+    band_loss : array (checkpoint, band) or None
+        Band losses L_i at each saved checkpoint; None for a run without a panel (a language
+        model), which then needs ``train_loss`` (``docs/format.md``, "Runs without a panel").
     param_time : array (checkpoint,)
         Parameter time s_k >= 0, non-decreasing (equal values at consecutive checkpoints are
         fine: frozen weights, a warm-up from lr 0).
@@ -121,6 +141,8 @@ def make_run(
         omitted or all ``-1`` means unknown.
     bands : sequence of int, optional
         Band resolutions; default 1, 2, 4, ...
+    epoch, arc_length, mse, train_loss, heldout_loss : array (checkpoint,), optional
+        The optional variables over ``checkpoint`` (:data:`RUN_VARIABLES` defines them).
     require_advance : bool
         Refuse a run whose parameter time never advances (the analysis is in its units). The
         recorder passes ``False``: a run whose weights have not moved yet is still being recorded.
@@ -140,28 +162,34 @@ def make_run(
     """
     where = source or (name if name != "run" else "")
     prefix = f"{where}: " if where else ""
-    bl = np.asarray(band_loss, dtype=np.float64)
-    if bl.ndim != 2:
-        raise BandscopeInputError(f"{prefix}band_loss must be 2-D (checkpoint, band), got shape {bl.shape}")
-    k, nb = bl.shape
-    if k == 0 or nb == 0:
-        raise BandscopeInputError(f"{prefix}empty run: {k} checkpoints x {nb} bands; a run needs at least one "
-                                  "checkpoint and one band")
     pt = np.asarray(param_time, dtype=np.float64).reshape(-1)
-    if pt.shape != (k,):
-        raise BandscopeInputError(f"{prefix}param_time has {pt.size} values, band_loss has {k} checkpoints")
-    band_coord = band_resolutions(nb) if bands is None else np.asarray(bands, dtype=np.int64)
-    if band_coord.shape != (nb,):
-        raise BandscopeInputError(f"{prefix}{band_coord.size} band labels for {nb} band columns")
+    k = pt.size
+    data_vars = {}
+    coords = {}
+    if band_loss is not None:
+        bl = np.asarray(band_loss, dtype=np.float64)
+        if bl.ndim != 2:
+            raise BandscopeInputError(f"{prefix}band_loss must be 2-D (checkpoint, band), got shape {bl.shape}")
+        k, nb = bl.shape
+        if k == 0 or nb == 0:
+            raise BandscopeInputError(f"{prefix}empty run: {k} checkpoints x {nb} bands; a run needs at least one "
+                                      "checkpoint and one band")
+        if pt.shape != (k,):
+            raise BandscopeInputError(f"{prefix}param_time has {pt.size} values, band_loss has {k} checkpoints")
+        band_coord = band_resolutions(nb) if bands is None else np.asarray(bands, dtype=np.int64)
+        if band_coord.shape != (nb,):
+            raise BandscopeInputError(f"{prefix}{band_coord.size} band labels for {nb} band columns")
+        data_vars["band_loss"] = (("checkpoint", "band"), bl, dict(_VAR_ATTRS["band_loss"]))
+        coords["band"] = ("band", band_coord, {"units": "pixels per side", "long_name": "band resolution r"})
+    elif k == 0:
+        raise BandscopeInputError(f"{prefix}empty run: no checkpoint; a run needs at least one checkpoint")
     st = np.full(k, -1, dtype=np.int64) if step is None else integer_steps(np.reshape(step, -1), where=where)
     if st.shape != (k,):
         raise BandscopeInputError(f"{prefix}step has {st.size} values, expected {k}")
-    data_vars = {
-        "band_loss": (("checkpoint", "band"), bl, dict(_VAR_ATTRS["band_loss"])),
-        "param_time": (("checkpoint",), pt, dict(_VAR_ATTRS["param_time"])),
-        "step": (("checkpoint",), st, dict(_VAR_ATTRS["step"])),
-    }
-    for key, val in (("epoch", epoch), ("arc_length", arc_length), ("mse", mse)):
+    data_vars["param_time"] = (("checkpoint",), pt, dict(_VAR_ATTRS["param_time"]))
+    data_vars["step"] = (("checkpoint",), st, dict(_VAR_ATTRS["step"]))
+    for key, val in (("epoch", epoch), ("arc_length", arc_length), ("mse", mse), ("train_loss", train_loss),
+                     ("heldout_loss", heldout_loss)):
         if val is not None:
             arr = np.asarray(val, dtype=np.float64).reshape(-1)
             if arr.shape != (k,):
@@ -173,18 +201,13 @@ def make_run(
         "seed": int(seed),
         "source": str(source),
         "bandscope_format": FORMAT,
+        "format": FORMAT,
     }
     if extra_attrs:
         attrs.update(extra_attrs)
-    ds = xr.Dataset(
-        data_vars,
-        coords={
-            "checkpoint": ("checkpoint", np.arange(k, dtype=np.int64)),
-            "band": ("band", band_coord, {"units": "pixels per side", "long_name": "band resolution r"}),
-        },
-        attrs=attrs,
-    )
-    validate_run(ds, require_advance=require_advance)
+    coords["checkpoint"] = ("checkpoint", np.arange(k, dtype=np.int64))
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    validate_run(ds, require_advance=require_advance, require_bands=band_loss is not None)
     return ds
 
 
@@ -196,13 +219,25 @@ def _where(ds: xr.Dataset) -> str:
     return f"{where}: " if where else ""
 
 
-def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: bool = True) -> xr.Dataset:
+def has_bands(ds: xr.Dataset) -> bool:
+    """Whether a run carries band losses (a panel was probed), ``docs/format.md``."""
+    return "band_loss" in ds.variables
+
+
+def is_lnp_var(name: str) -> bool:
+    """Whether a run variable is an LNP statistic (``lnp_*`` over ``lnp_step``)."""
+    return str(name).startswith("lnp_")
+
+
+def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: bool = True,
+                 require_bands: bool = True) -> xr.Dataset:
     """Check a single run Dataset against the format; raise naming the rule, the rows and the run.
 
     The rules (``docs/format.md``, "Rules"):
 
-    - ``band_loss`` (checkpoint, band) and ``param_time`` (checkpoint) present, at least one
-      checkpoint, dyadic band coordinate 1, 2, 4, ...;
+    - ``param_time`` (checkpoint) present, at least one checkpoint; ``band_loss`` (checkpoint,
+      band) with a dyadic band coordinate 1, 2, 4, ... -- or, with ``require_bands=False``, a run
+      without a panel, which must then carry ``train_loss`` or ``lnp_*`` variables;
     - band losses finite and >= 0, ``param_time`` finite, >= 0 and non-decreasing (ties are
       valid: weights that did not move); with ``require_advance`` it must also grow somewhere;
     - ``step``, if known: integer-valued, >= 0, unique and strictly increasing (a repeated step
@@ -211,6 +246,9 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
     - ``mse``, if present, equals the sum of the band losses within ``mse_rtol`` (float16
       panels round at ~1e-3).
 
+    ``require_bands`` is for the key-search analysis, which needs band losses; the readers pass
+    ``False`` (a language-model run is a valid file, analysed by the spectral-reach analysis).
+
     Raises
     ------
     bandscope.errors.BandscopeInputError
@@ -218,22 +256,34 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
         offending checkpoints (0-based rows).
     """
     p = _where(ds)
-    for var in ("band_loss", "param_time"):
-        if var not in ds:
-            raise BandscopeInputError(f"{p}run is missing variable {var!r}; has {sorted(ds.data_vars)}")
-    if ds["band_loss"].dims != ("checkpoint", "band"):
-        raise BandscopeInputError(f"{p}band_loss dims must be ('checkpoint', 'band'), got {ds['band_loss'].dims}")
+    if "param_time" not in ds:
+        raise BandscopeInputError(f"{p}run is missing variable 'param_time'; has {sorted(ds.data_vars)}")
     if ds["param_time"].dims != ("checkpoint",):
         raise BandscopeInputError(f"{p}param_time dims must be ('checkpoint',), got {ds['param_time'].dims}")
-    if ds.sizes["checkpoint"] == 0 or ds.sizes["band"] == 0:
-        raise BandscopeInputError(f"{p}empty run ({ds.sizes['checkpoint']} checkpoints x {ds.sizes['band']} "
+    if not has_bands(ds):
+        others = [v for v in ds.data_vars if v == "train_loss" or is_lnp_var(v)]
+        if not others:
+            raise BandscopeInputError(f"{p}run is missing variable 'band_loss' and has no 'train_loss' or lnp_* "
+                                      f"variable either; has {sorted(ds.data_vars)}")
+        if require_bands:
+            raise BandscopeInputError(f"{p}run has no band losses (recorded without a panel, e.g. a language "
+                                      "model): the key-search analysis needs band_loss; analyse this run with "
+                                      "the spectral-reach analysis (LNP) instead, or record it with a panel")
+    elif ds["band_loss"].dims != ("checkpoint", "band"):
+        raise BandscopeInputError(f"{p}band_loss dims must be ('checkpoint', 'band'), got {ds['band_loss'].dims}")
+    n_bands = ds.sizes["band"] if has_bands(ds) else 1
+    if ds.sizes["checkpoint"] == 0 or n_bands == 0:
+        raise BandscopeInputError(f"{p}empty run ({ds.sizes['checkpoint']} checkpoints x {n_bands} "
                                   "bands); a run needs at least one checkpoint and one band")
-    bands = np.asarray(ds["band"].values)
-    expected = band_resolutions(bands.size)
-    if not np.array_equal(bands, expected):
-        raise BandscopeInputError(f"{p}band coordinate must be {expected.tolist()}, got {bands.tolist()}")
-    bl = np.asarray(ds["band_loss"].values, dtype=np.float64)
     pt = np.asarray(ds["param_time"].values, dtype=np.float64)
+    if has_bands(ds):
+        bands = np.asarray(ds["band"].values)
+        expected = band_resolutions(bands.size)
+        if not np.array_equal(bands, expected):
+            raise BandscopeInputError(f"{p}band coordinate must be {expected.tolist()}, got {bands.tolist()}")
+        bl = np.asarray(ds["band_loss"].values, dtype=np.float64)
+    else:
+        bl = np.zeros((pt.size, 0))
     bad_bl = ~np.isfinite(bl).all(axis=1)
     bad_pt = ~np.isfinite(pt)
     if bad_bl.any() or bad_pt.any():
@@ -279,7 +329,7 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
             _check_increasing_steps(st, p)
     if not known_steps and bl.shape[0] >= 2:
         same = (pt[1:] == pt[:-1]) & (bl[1:] == bl[:-1]).all(axis=1)
-        for opt in ("epoch", "arc_length", "mse"):
+        for opt in CHECKPOINT_VARS:
             if opt in ds:
                 v = np.asarray(ds[opt].values, dtype=np.float64)
                 same &= (v[1:] == v[:-1]) | (np.isnan(v[1:]) & np.isnan(v[:-1]))
@@ -289,7 +339,9 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
             raise BandscopeInputError(
                 f"{p}checkpoints {pairs} are identical rows (a checkpoint logged twice); without a step "
                 "column a repeat cannot be told from frozen weights: remove the duplicate, or log 'step'")
-    if "mse" in ds:
+    if "lnp_step" in ds.coords and ds.sizes.get("lnp_step", 0):
+        _check_increasing_steps(integer_steps(ds["lnp_step"].values, where=p.rstrip(": ")), p + "lnp_step: ")
+    if "mse" in ds and has_bands(ds):
         mse = ds["mse"].values
         total = bl.sum(axis=1)
         ok = np.isclose(total, mse, rtol=mse_rtol, atol=1e-12) | ~np.isfinite(mse)
@@ -316,3 +368,23 @@ def _check_increasing_steps(st: np.ndarray, p: str = "") -> None:
         i = int(dec[0])
         raise BandscopeInputError(f"{p}step decreases at row {i + 1} ({int(st[i])} -> {int(st[i + 1])}); rows "
                                   "must be in training order")
+
+
+def by_step(run: xr.Dataset) -> xr.Dataset:
+    """The run indexed by optimizer step: ``by_step(run).sel(step=1000)`` (``docs/format.md``).
+
+    One call, no copy of the data: ``step`` becomes a coordinate with an index on the
+    ``checkpoint`` dimension (``Dataset.set_xindex``), so ``.sel(step=...)`` selects checkpoints by
+    their step while every variable keeps its dims. Runs with unknown steps (``-1``) are refused.
+
+    Examples
+    --------
+    >>> ds = make_run([[2.0, 1.0], [1.0, 0.5]], [0.0, 1.5], [0, 10])
+    >>> float(by_step(ds).sel(step=10).param_time)
+    1.5
+    """
+    st = np.asarray(run["step"].values)
+    if (st < 0).any():
+        raise BandscopeInputError(f"{_where(run)}steps are unknown (-1): a run without steps cannot be indexed "
+                                  "by step; select by checkpoint instead (run.isel(checkpoint=...))")
+    return run.set_coords("step").set_xindex("step")

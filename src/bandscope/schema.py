@@ -29,7 +29,8 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["Variable", "RESULTS", "COORDS", "RENAMED", "FORMAT", "attrs", "variable",
-           "describe", "json_keys", "markdown_table", "update_docs", "upgrade"]
+           "describe", "json_keys", "markdown_table", "update_docs", "upgrade",
+           "REACH", "REACH_COORDS", "REACH_FORMAT", "reach_attrs", "reach_markdown_table", "update_reach_docs"]
 
 #: ``attrs['bandscope_results']`` of a results Dataset. Additive changes keep the version.
 FORMAT = "results/1"
@@ -346,4 +347,129 @@ def update_docs(path="docs/format.md"):
     if not pat.search(text):
         raise ValueError(f"{path} has no generated results table (marker {_START!r})")
     path.write_text(pat.sub(lambda m: markdown_table(), text))
+    return path
+
+
+# --------------------------------------------------------------------------- spectral reach
+# The results of the spectral-reach analysis (``bandscope.lnp.reach.reach_analysis``) live in a
+# table of their own: a different Dataset (dims run, lnp_window, size, ordering), the same
+# :class:`Variable` rows. ``section`` is a section of spectral_reach.txt.
+
+#: ``attrs['bandscope_results']`` of a spectral-reach results Dataset.
+REACH_FORMAT = "reach/1"
+
+_RW = ("run", "lnp_window")
+_Q = {  # quantity -> (units, what it is)
+    "spectral_position": ("1", "P = P_A, self spectral position of the update batch A (training batch)"),
+    "spectral_position_cross": ("1", "P_AB, cross spectral position, step on A, loss on the held-out batch B "
+                                "(the quantity of Figure 1)"),
+    "spectral_position_b": ("1", "P_B, self spectral position of the held-out batch B"),
+    "gradient_cosine": ("1", "cos(grad L_A, grad L_B); P_AB = cos * sqrt(P_A P_B) exactly"),
+    "loss_scale_norm": ("as lnp_loss_scale_norm", "normalised loss scale M L_A (A.2)"),
+    "network_scale_norm": ("as lnp_network_scale_norm", "normalised network scale N_A / M (A.2)"),
+    "loss_scale": ("as lnp_loss_scale", "raw loss scale ||dL_A/df||^2"),
+    "network_scale": ("as lnp_network_scale", "raw network scale Tr K_AA"),
+}
+_REACH_VARIABLES = []
+for _name, (_units, _what) in _Q.items():
+    _REACH_VARIABLES += [
+        _v(_name, _RW, _units, f"window mean of {_what} (NaN where a run has fewer windows)", "C.1"),
+        _v(f"{_name}_late_slope", ("run",), "1",
+           f"least-squares slope of log(window mean) on log(window_step) over the windows with "
+           f"window_step >= slope_start (default: a tenth of the last LNP step); {_name}; ~0 once flat", "4"),
+        _v(f"{_name}_last_mean", ("run",), _units, f"mean of the last last_k window means of {_name}", "4"),
+        _v(f"{_name}_last_sd", ("run",), _units,
+           f"standard deviation (ddof 1) of the last last_k window means of {_name}", "4"),
+    ]
+_REACH_VARIABLES += [
+    _v("n_parameters", ("run",), "parameters", "trainable parameter count (run attrs['n_parameters']); "
+       "groups runs by model size", "4"),
+    _v("train_loss", ("run", "checkpoint"), "as the run's train_loss",
+       "the run's training loss, carried along (NaN where not logged or padded)", "4"),
+    _v("heldout_loss", ("run", "checkpoint"), "as the run's heldout_loss",
+       "the run's held-out loss, carried along (NaN where not logged or padded)", "D.1"),
+    _v("train_loss_final", ("run",), "as train_loss", "last finite train_loss of the run"),
+    _v("heldout_loss_final", ("run",), "as heldout_loss", "last finite heldout_loss of the run", "D.1"),
+    _v("probe_ratio", ("run", "time_bin"), "1",
+       "<P_trained>_tau / <P_random>_tau of the linear probes (top probe_fraction of P per window, "
+       "probe_bins bins of normalised time tau)", "5.1, Eq. 12/55"),
+    _v("probe_ratio_median", ("run",), "1", "median of probe_ratio over the time bins", "5.1"),
+    _v("probe_ratio_bins_below_1", ("run",), "1", "time bins with probe_ratio < 1 (trained backbone lower)",
+       "5.1"),
+    _v("probe_ratio_bins", ("run",), "1", "time bins with a finite probe_ratio", "5.1"),
+    _v("size_mean", ("size", "quantity"), "as the quantity", "mean over the runs of one size", "4"),
+    _v("size_sd", ("size", "quantity"), "as the quantity",
+       "standard deviation (ddof 1) over the runs of one size; NaN for one run", "4"),
+    _v("size_n_runs", ("size",), "1", "runs of this size", "4"),
+    _v("ordering_rho", ("ordering",), "1",
+       "Spearman rho between n_parameters (runs of one size tied) and the quantity over the runs", "4"),
+    _v("ordering_p_value", ("ordering",), "1",
+       "exact one-sided permutation p-value: fraction of all assignments of the runs to the size groups "
+       "(group sizes kept) with rho as extreme: rho <= observed ('less'), >= ('greater'), |rho| >= |observed| "
+       "('two-sided')", "4"),
+    _v("ordering_n_assignments", ("ordering",), "1", "distinct assignments enumerated: n! / prod n_size!", "4"),
+    _v("ordering_n_as_extreme", ("ordering",), "1", "assignments with rho as extreme as observed", "4"),
+    _v("ordering_n_runs", ("ordering",), "1", "runs with a finite quantity used in the test", "4"),
+    _v("ordering_n_sizes", ("ordering",), "1", "model sizes among them", "4"),
+]
+
+#: name -> :class:`Variable` of every spectral-reach results variable.
+REACH: dict[str, Variable] = {v.name: v for v in _REACH_VARIABLES}
+
+#: name -> :class:`Variable` of every spectral-reach results coordinate.
+REACH_COORDS: dict[str, Variable] = {v.name: v for v in [
+    _v("run", ("run",), "", "run name"),
+    _v("lnp_window", ("lnp_window",), "", "log-window index of the LNP schedule", "B.1"),
+    _v("window_step", _RW, "optimizer steps", "mean optimizer step of the window's LNP measurements", "C.1"),
+    _v("checkpoint", ("checkpoint",), "", "checkpoint index 0, 1, ... of each run"),
+    _v("checkpoint_step", ("run", "checkpoint"), "optimizer steps", "optimizer step of each checkpoint (NaN: padding)"),
+    _v("time_bin", ("time_bin",), "1", "centre of a normalised-time bin tau in [0, 1] (time_lo, time_hi: edges)",
+       "5.1"),
+    _v("size", ("size",), "parameters", "model size: the n_parameters of its runs, ascending", "4"),
+    _v("quantity", ("quantity",), "", "name of a per-run scalar"),
+    _v("ordering", ("ordering",), "", "per-run quantity tested for the size ordering"),
+    _v("ordering_alternative", ("ordering",), "", "direction tested: 'less' = larger models lower, 'two-sided' = no "
+       "predicted direction"),
+]}
+
+
+def reach_attrs(name):
+    """The attrs (units, definition, paper) of spectral-reach results variable or coordinate ``name``.
+
+    >>> reach_attrs("ordering_p_value")["paper"]
+    'spectral reach 4'
+    """
+    v = REACH.get(name) or REACH_COORDS.get(name)
+    if v is None:
+        raise KeyError(f"{name!r} is not a spectral-reach results variable; known: {sorted(REACH)}")
+    out = {"definition": v.definition}
+    if v.units:
+        out["units"] = v.units
+    if v.section:
+        out["paper"] = f"spectral reach {v.section}"
+    return out
+
+
+_REACH_START = "<!-- reach-variables: generated by bandscope.schema.reach_markdown_table; do not edit -->"
+_REACH_END = "<!-- end reach-variables -->"
+
+
+def reach_markdown_table():
+    """The spectral-reach results table of ``docs/format.md`` (generated from :data:`REACH`)."""
+    def rows(head, table):
+        return [f"| {head} | dims | units | definition | paper |", "|---|---|---|---|---|",
+                *(f"| `{v.name}` | {', '.join(v.dims)} | {v.units.replace('|', chr(92) + '|')} | "
+                  f"{v.definition.replace('|', chr(92) + '|')} | {v.section} |" for v in table.values())]
+    return "\n".join([_REACH_START, *rows("variable", REACH), "", "Coordinates:", "",
+                      *rows("coordinate", REACH_COORDS), _REACH_END])
+
+
+def update_reach_docs(path="docs/format.md"):
+    """Rewrite the generated spectral-reach table in ``path`` (between its marker comments)."""
+    path = Path(path)
+    text = path.read_text()
+    pat = re.compile(re.escape(_REACH_START) + ".*?" + re.escape(_REACH_END), re.S)
+    if not pat.search(text):
+        raise ValueError(f"{path} has no generated spectral-reach table (marker {_REACH_START!r})")
+    path.write_text(pat.sub(lambda m: reach_markdown_table(), text))
     return path

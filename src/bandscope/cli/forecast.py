@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 __all__ = ["register", "forecast_to_dict", "format_forecast", "parse_fraction"]
 
@@ -123,22 +122,60 @@ def format_forecast(fc) -> str:
     return "\n".join(out)
 
 
+def cmd_calibrate(args) -> int:
+    """``--calibrate RUNS``: fit a floor-forecast calibration on finished runs, print its
+    leave-one-run-out coverage and write it (``--calibration-out``)."""
+    import numpy as np
+
+    from .. import io as bio
+    from ..errors import BandscopeInputError
+    from ..keysearch.calibrate import calibrate, leave_one_run_out, prefix_records
+
+    if not args.calibration_out:
+        raise BandscopeInputError("--calibrate needs --calibration-out FILE.json (where to write the calibration)")
+    runs = bio.read_runs(args.calibrate, dropna=args.dropna)
+    recs = prefix_records(runs)
+    cal = calibrate(recs, source=f"bandscope forecast --calibrate ({len(runs)} files)")
+    loro = leave_one_run_out(recs, args.confidence)
+    print(f"calibration from {len(cal.runs)} runs, {sum(len(s) for s in cal.scores)} forecasts of saturated "
+          f"curves; k per stage group {cal.k}")
+    print("leave-one-run-out, floor interval coverage of the late value (mean of the last 10 % of checkpoints):")
+    for p in sorted({r["prefix"] for r in loro}):
+        rr = [r for r in loro if r["prefix"] == p]
+        ok = [r for r in rr if "low" in r]
+        cov = np.mean([r["low"] <= r["truth"] <= r["high"] for r in ok]) if ok else float("nan")
+        print(f"  prefix {p:.1f}: {len(ok)}/{len(rr)} forecast, coverage {cov:.2f}")
+    from ..io.atomic import write_text_atomic
+
+    write_text_atomic(args.calibration_out, json.dumps(cal.to_dict(), indent=1))
+    print(f"wrote {args.calibration_out}", file=sys.stderr)
+    return 0
+
+
 def cmd_forecast(args) -> int:
     from .. import io as bio
+    from ..errors import BandscopeInputError
     from ..keysearch.forecasting import ForecastOptions, forecast
 
+    if args.calibrate:
+        return cmd_calibrate(args)
+    if not args.runs:
+        raise BandscopeInputError("bandscope forecast needs RUN_FILE... (or --calibrate RUN_FILE...)")
     opts = ForecastOptions(level=args.level, confidence=args.confidence)
     runs = bio.read_runs(args.runs, dropna=args.dropna)
+    cal = args.calibration if args.calibration else None
     result = {}
     for run in runs:
         name = str(run.attrs.get("name", "run"))
-        fc = forecast(run, options=opts, prefix=args.prefix)
+        fc = forecast(run, options=opts, prefix=args.prefix, calibration=cal)
         result[name] = forecast_to_dict(fc)
         if not args.quiet:
             print(format_forecast(fc))
             print()
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": result}, indent=1, allow_nan=False))
+        from ..io.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps({"runs": result}, indent=1, allow_nan=False))
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
@@ -147,7 +184,7 @@ def register(sub) -> None:
     """Add the ``forecast`` subcommand to the ``bandscope`` subparsers ``sub``."""
     p = sub.add_parser("forecast", help="forecast each band's floor and 1%%-crossing from runs "
                        "in progress (docs/forecast.md)")
-    p.add_argument("runs", nargs="+", metavar="RUN_FILE")
+    p.add_argument("runs", nargs="*", metavar="RUN_FILE")
     p.add_argument("--json", metavar="OUT.json", help="write the forecasts as JSON (null = unknown)")
     p.add_argument("--prefix", type=parse_fraction, metavar="F",
                    help="forecast from the first fraction F in (0, 1] of each run's checkpoints")
@@ -157,4 +194,9 @@ def register(sub) -> None:
                    help="interval level (default 0.95)")
     p.add_argument("--dropna", action="store_true", help="drop log rows with NaN instead of failing")
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
+    p.add_argument("--calibration", metavar="CAL.json",
+                   help="floor calibration to use (default: the one shipped with bandscope)")
+    p.add_argument("--calibrate", nargs="+", metavar="RUN_FILE",
+                   help="fit a floor calibration on these finished runs (write it with --calibration-out)")
+    p.add_argument("--calibration-out", metavar="CAL.json", help="where --calibrate writes the calibration")
     p.set_defaults(func=cmd_forecast)

@@ -64,9 +64,9 @@ def parse_epoch_windows(text: str) -> tuple[tuple[float, float], ...]:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    from ..keysearch.analysis import AnalysisOptions
+    from ..keysearch.options import AnalysisOptions
 
-    d = AnalysisOptions()
+    d = AnalysisOptions  # the dataclass's defaults, read without validating an instance
     p.add_argument("--json", metavar="OUT.json", help="write results as JSON (NaN as null)")
     p.add_argument("--netcdf", metavar="OUT.nc", help="write the full results Dataset as netCDF")
     p.add_argument("--plots", metavar="DIR", help="write figures (needs the 'plot' extra)")
@@ -115,11 +115,13 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
                    "embedded; figures need the 'plot' extra); see docs/report.md")
 
 
-def _run_analysis(runs, args, analyze=None) -> int:
+def _run_analysis(runs, args, analyze=None, reach=None) -> int:
     from .. import io as bio
     from .. import report
     from ..keysearch import analysis
 
+    if not runs:  # LNP runs only: the spectral-reach analysis alone
+        return _report_reach(reach, args)
     results = (analyze or analysis.analyze)(runs, analysis_options(args))
     results.attrs.update(_input_report(runs))
     if not args.quiet:
@@ -141,22 +143,110 @@ def _run_analysis(runs, args, analyze=None) -> int:
 
         paths = plot.write_figures(results, args.plots)
         print(f"wrote {len(paths)} figures to {args.plots}", file=sys.stderr)
+    if reach is not None:  # runs with LNP as well: the spectral-reach section joins the same outputs
+        return _report_reach(reach, args, joined=True)
+    return 0
+
+
+# ------------------------------------------------------------------ spectral reach (runs with LNP)
+def _add_reach_options(p: argparse.ArgumentParser) -> None:
+    from ..lnp.options import ReachOptions
+
+    d = ReachOptions()
+    g = p.add_argument_group("spectral reach (runs with LNP variables; docs/lnp.md)")
+    g.add_argument("--last-windows", type=int, default=d.last_k, metavar="K",
+                   help=f"LNP windows averaged for the last-window means (default {d.last_k})")
+    g.add_argument("--slope-start", type=int, default=None, metavar="STEP",
+                   help="first optimizer step of the late log-log slopes (default: a tenth of the last LNP step)")
+    g.add_argument("--probe-bins", type=int, default=d.probe_bins, metavar="N",
+                   help=f"normalised-time bins of the linear-probe ratio (default {d.probe_bins})")
+
+
+def reach_options(args):
+    """The :class:`~bandscope.lnp.windows.ReachOptions` of parsed ``analyze`` args."""
+    from ..lnp.options import ReachOptions
+
+    return ReachOptions(last_k=args.last_windows, slope_start=args.slope_start, probe_bins=args.probe_bins)
+
+
+def _split_runs(paths, dropna: bool):
+    """(key-search runs, LNP runs) of the files: a file with band_loss goes to the key-search
+    analysis, one with LNP variables to the spectral-reach analysis, one with both to both."""
+    from .. import io as bio
+    from ..io.lnp_runfiles import read_lnp_run, run_kinds
+
+    band, lnp = [], []
+    for p in paths:
+        kinds = run_kinds(p)
+        if "bands" in kinds:
+            band.append(p)
+        if "lnp" in kinds and "bands" in kinds:  # the key-search analysis must not fail for the LNP extras
+            try:
+                lnp.append(read_lnp_run(p))
+            except BandscopeInputError as exc:
+                print(f"bandscope analyze: no spectral-reach analysis of {p}: {exc}", file=sys.stderr)
+        elif "lnp" in kinds:
+            lnp.append(read_lnp_run(p))
+    return (bio.read_runs(band, dropna=dropna) if band else []), lnp
+
+
+def _report_reach(reach, args, joined: bool = False) -> int:
+    """Print and write the spectral-reach results; ``joined``: the key-search outputs were written
+    first, and the reach section is added to them (--html, --json) or written beside them."""
+    import json
+
+    from ..report import reach as section
+
+    if not args.quiet:
+        print(section.format_reach_text(reach, header="" if joined else getattr(args, "header", "")))
+    if getattr(args, "html", None):
+        path = Path(args.html)
+        if joined:
+            path.write_text(section.insert_section(path.read_text(encoding="utf-8"),
+                                                   section.reach_html_section(reach)), encoding="utf-8")
+        else:
+            section.write_reach_html(reach, path, header=getattr(args, "header", ""),
+                                     title=f"bandscope {args.command}: spectral reach")
+        print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        path = Path(args.json)
+        data = json.loads(path.read_text()) if joined else {}
+        data["spectral_reach"] = section.reach_to_dict(reach)
+        path.write_text(json.dumps(data, indent=1, allow_nan=False))
+        print(f"wrote {path}", file=sys.stderr)
+    if args.netcdf:
+        from .. import io as bio
+
+        path = Path(args.netcdf)
+        path = path.with_name(path.stem + "-reach" + path.suffix) if joined else path
+        bio.write_results(reach, path)
+        print(f"wrote {path}", file=sys.stderr)
+    if args.plots:
+        from ..report.lnp_figures import write_lnp_figures
+
+        paths = write_lnp_figures(reach, args.plots)
+        print(f"wrote {len(paths)} spectral-reach figures to {args.plots}", file=sys.stderr)
     return 0
 
 
 def cmd_analyze(args) -> int:
-    from .. import io as bio
 
     if args.dask or args.workers:
         return _analyze_on_dask(args)
-    runs = bio.read_runs(args.runs, dropna=args.dropna)
+    runs, lnp_runs = _split_runs(args.runs, args.dropna)
+    reach = None
+    if lnp_runs:
+        from ..lnp.reach import reach_analysis
+
+        reach = reach_analysis(lnp_runs, reach_options(args))
     for run in runs:
         rows = run.attrs.get("dropped_rows")
         if rows is not None and len(rows):
             print(f"bandscope analyze: {run.attrs.get('source') or run.attrs['name']}: dropped {len(rows)} rows "
                   f"with NaN (0-based rows {list(rows)}; --dropna)", file=sys.stderr)
-    args.header = f"Analysing {len(runs)} runs: {', '.join(str(r.attrs.get('name', '?')) for r in runs)}."
-    return _run_analysis(runs, args)
+    named = {str(r.attrs.get("name", "?")): None for r in [*runs, *lnp_runs]}
+    args.header = f"Analysing {len(named)} runs: {', '.join(named)}."
+    return _run_analysis(runs, args, reach=reach)
 
 
 def _analyze_on_dask(args) -> int:
@@ -259,17 +349,21 @@ def cmd_reproduce(args) -> int:
     return _run_analysis(runs, args)
 
 
-def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
-    """The ``bandscope`` parser; with ``plugins``, extension commands (entry points) included."""
+def build_parser(plugins=True, *, list_extensions: bool = True) -> argparse.ArgumentParser:
+    """The ``bandscope`` parser. ``plugins``: True loads every extension (``bandscope.commands``
+    entry points) and lets it register its commands; a set of entry-point names loads those; False
+    loads none and, with ``list_extensions``, lists the extension commands by name (for ``--help``)."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="bandscope", description="What a neural network learns when.")
     parser.add_argument("--version", action="version", version=f"bandscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("analyze", help="the key-search analysis of run logs (CSV, Parquet, netCDF)")
+    p = sub.add_parser("analyze", help="the key-search analysis of run logs (CSV, Parquet, netCDF) with band losses, "
+                       "and the spectral-reach analysis of runs with LNP variables")
     p.add_argument("runs", nargs="+", metavar="RUN_FILE")
     _add_analysis_options(p)
     _add_report_options(p)
+    _add_reach_options(p)
     p.add_argument("--dask", action="store_true",
                    help="open the runs lazily and analyse them in chunks on dask (threaded scheduler), "
                    "with a progress bar; quote a glob ('runs/*.nc') and bandscope expands it")
@@ -287,19 +381,29 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     from . import forecast as forecastcli
     forecastcli.register(sub)
     parser.set_defaults(_plugin_failures={})
-    if plugins:
-        from ..plugins import load_plugins
+    from .. import plugins as ext
 
-        registers, failures = load_plugins()
+    names = ext.command_names() if plugins or list_extensions else {}
+    if plugins is True or plugins:
+        registers, failures = ext.load_plugins(None if plugins is True else set(plugins))
         for name, register in registers.items():
             try:
                 register(sub)
-            except Exception as exc:  # a broken extension must not take the core commands down
-                failures[name] = f"register() failed: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 -- a broken extension must not take the core commands down
+                import traceback
+
+                failures[name] = ext.PluginFailure(name, names.get(name, name), f"register() failed: "
+                                                   f"{type(exc).__name__}: {exc}", traceback.format_exc())
         parser.set_defaults(_plugin_failures=failures)
         if failures:
             parser.epilog = "Extensions that could not be loaded: " + "; ".join(
                 f"{k} ({v})" for k, v in failures.items())
+    else:  # list extension commands by name: importing them (torch) is left to the command that needs them
+        taken = set(sub.choices)
+        for name, target in names.items():
+            if name not in taken:
+                sub.add_parser(name, help=f"(extension {target.split(':')[0]}; `bandscope {name} --help` loads it)",
+                               add_help=False)
     return parser
 
 
@@ -309,12 +413,17 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 _CORE_ONLY = frozenset({"analyze", "reproduce", "bands", "forecast"})
 
 
-def _needs_plugins(argv, first) -> bool:
-    if first in _CORE_ONLY:
+def _needs_plugins(argv, first):
+    """Which extensions the parser needs: False (none: a core command, or just --help /
+    --version), the names of the extension providing command ``first``, or True (all of them:
+    an option that extends a core command, or a command no extension names)."""
+    if first is None or first in _CORE_ONLY:
         return False
     if first == "param-time":
         return any(a == "--arch" or a.startswith("--arch=") for a in argv)
-    return True
+    from ..plugins import command_names
+
+    return {first} if first in command_names() else True
 
 
 def _message(exc: BaseException) -> str:
@@ -345,13 +454,22 @@ def main(argv=None) -> int:
     """Run the command line; return the exit status (0 ok, 2 expected failure, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(plugins=_needs_plugins(argv, first))
+    wants_help = first is None and any(a in ("-h", "--help") for a in argv) or not argv
+    parser = build_parser(plugins=_needs_plugins(argv, first), list_extensions=wants_help)
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    failures = parser.get_default("_plugin_failures") or {}
+    if failures:  # named once, with its error, before anything else; the command still runs
+        from ..plugins import describe_failures
+
+        print(describe_failures(failures, debug="--debug" in argv), file=sys.stderr)
+        if first in failures:
+            print(f"bandscope: command {first!r} is unavailable: the extension that provides it could not be "
+                  "loaded (above)", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        failures = getattr(args, "_plugin_failures", {})
         if first is not None and failures:
-            print(f"bandscope: unknown command {first!r}; extensions that could not be loaded: {failures}",
+            print(f"bandscope: unknown command {first!r} (an extension that could not be loaded may provide it)",
                   file=sys.stderr)
         parser.print_help()
         return 2

@@ -61,13 +61,23 @@ def _npz_images(path, prefer: str) -> np.ndarray:
         raise BandscopeInputError(f"{path}: a single .npy array, expected an .npz archive", path=path)
     with z:
         keys = list(z.keys())
-        if prefer in keys:
-            arr = z[prefer]
-        elif len([k for k in keys if z[k].ndim >= 3]) == 1:
-            arr = next(z[k] for k in keys if z[k].ndim >= 3)
-        else:
-            raise BandscopeInputError(f"{path}: expected an array {prefer!r} or a single image array; "
-                                      f"found keys {keys}", path=path)
+        try:
+            if prefer in keys:
+                arr = z[prefer]
+            elif len([k for k in keys if z[k].ndim >= 3]) == 1:
+                arr = next(z[k] for k in keys if z[k].ndim >= 3)
+            else:
+                raise BandscopeInputError(f"{path}: expected an array {prefer!r} or a single image array; "
+                                          f"found keys {keys}", path=path)
+        except ValueError as exc:  # numpy refuses object (pickled) arrays with allow_pickle=False
+            if "allow_pickle" not in str(exc) and "Object arrays" not in str(exc):
+                raise input_error_from(exc, path, "unreadable array in the .npz archive") from None
+            raise BandscopeInputError(f"{path}: holds an object (pickled) array, which bandscope never unpickles; "
+                                      "save the images as a numeric array, e.g. np.savez(path, images=np.asarray("
+                                      "images, dtype=np.float32))", path=path) from None
+    if arr.dtype.kind not in "biuf":
+        raise BandscopeInputError(f"{path}: images must be numbers (uint8 or float), got dtype {arr.dtype}",
+                                  path=path)
     if arr.ndim != 4:
         raise BandscopeInputError(f"{path}: images must be (N, C, S, S), got shape {arr.shape}", path=path)
     if 0 in arr.shape:
@@ -139,7 +149,9 @@ def param_time_table(ckpt_dir, *, trainable=None, skip_unreadable: bool = False)
 
 def _write_table(df, out) -> None:
     if out:
-        df.to_csv(out, index=False)
+        from ..io.atomic import write_atomic
+
+        write_atomic(out, lambda tmp: df.to_csv(tmp, index=False))
         print(f"wrote {len(df)} rows to {out}", file=sys.stderr)
     else:
         df.to_csv(sys.stdout, index=False)

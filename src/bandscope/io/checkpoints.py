@@ -21,10 +21,13 @@ import numpy as np
 
 from ..errors import BandscopeInputError, input_error_from
 
-__all__ = ["CHECKPOINT_EXTENSIONS", "read_safetensors", "register_checkpoint_loader", "checkpoint_loaders",
-           "load_state_dict", "param_time_from_files"]
+__all__ = ["CHECKPOINT_EXTENSIONS", "TORCH_EXTENSIONS", "read_safetensors", "register_checkpoint_loader",
+           "checkpoint_loaders", "load_state_dict", "param_time_from_files"]
 
-CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin")
+#: torch files (read by the torch adapter's loader; ``.ckpt`` is a Lightning checkpoint, whose
+#: ``state_dict`` entry is used)
+TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
+CHECKPOINT_EXTENSIONS = (".safetensors", *TORCH_EXTENSIONS)
 
 
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
@@ -132,10 +135,17 @@ def _loader_for(path: Path) -> Callable:
 
         _, failed = load_plugins()  # extensions register their loaders when imported
         if suffix not in _LOADERS:
-            why = f" (extensions that failed to load: {failed})" if failed else ""
-            raise BandscopeInputError(
-                f"{path}: no reader for {suffix} checkpoints{why}; torch files need the torch extra "
-                "(pip install 'bandscope[torch]'), or convert them to .safetensors", path=path)
+            if suffix in TORCH_EXTENSIONS:
+                broken = "; ".join(f"{k} ({v})" for k, v in failed.items())
+                fix = (f"the torch extension could not be loaded: {broken}" if failed else
+                       "torch files need the torch extra (pip install 'bandscope[torch]')")
+                fix += "; or convert the checkpoints to .safetensors"
+            else:
+                torch_too = "" if ".pt" in _LOADERS else f", {', '.join(TORCH_EXTENSIONS)} with the torch extra"
+                fix = (f"readable types: {', '.join(sorted(_LOADERS))}{torch_too}"
+                       "; convert the checkpoints to .safetensors, or register a reader with "
+                       "bandscope.io.checkpoints.register_checkpoint_loader")
+            raise BandscopeInputError(f"{path}: no reader for {suffix} checkpoints: {fix}", path=path)
     return _LOADERS[suffix]
 
 

@@ -8,12 +8,9 @@ that is recorded in ``attrs``.
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
 import re
-import secrets
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +22,7 @@ import xarray as xr
 from .. import schema
 from ..errors import BandscopeInputError, input_error_from
 from ..run import FORMAT, band_resolutions, make_run, validate_run
-from .lock import pid_alive
+from .atomic import write_atomic, write_tree_atomic
 
 _BAND_RE = re.compile(r"^band_(\d+)$")
 _KNOWN = {"step", "param_time", "epoch", "arc_length", "mse", "arch", "seed"}
@@ -265,7 +262,9 @@ def _recorded_name(ds: xr.Dataset) -> str:
 def _drop_nonfinite_rows(ds: xr.Dataset, dropna: bool) -> xr.Dataset:
     if not dropna or "checkpoint" not in ds.dims:
         return ds
-    bad = ~(np.isfinite(ds["band_loss"]).all("band") & np.isfinite(ds["param_time"]))
+    bad = ~np.isfinite(ds["param_time"])
+    if "band_loss" in ds:
+        bad = bad | ~np.isfinite(ds["band_loss"]).all("band")
     if bool(bad.any()):
         ds.attrs["dropped_rows"] = np.flatnonzero(bad.values).tolist()
         ds = ds.isel(checkpoint=np.flatnonzero(~bad.values))
@@ -273,18 +272,32 @@ def _drop_nonfinite_rows(ds: xr.Dataset, dropna: bool) -> xr.Dataset:
     return ds
 
 
+def default_run_name(path) -> str:
+    """A run's default name: the file's stem, or the directory's name when the stem is ``run``
+    (``runs/cnn-seed45/run.nc`` is ``cnn-seed45``), ``docs/format.md`` "Names".
+
+    >>> default_run_name("runs/cnn-seed45/run.nc"), default_run_name("lm-small.nc")
+    ('cnn-seed45', 'lm-small')
+    """
+    path = Path(path)
+    if path.stem == "run" and path.parent.name not in ("", ".", ".."):
+        return path.parent.name
+    return path.stem
+
+
 def _netcdf_run(ds: xr.Dataset, path: Path, name: str | None, dropna: bool) -> xr.Dataset:
-    if "band_loss" not in ds:
-        raise BandscopeInputError(f"{path} is not a bandscope run (no band_loss); variables: "
-                                  f"{sorted(ds.data_vars)}", path=path)
+    if "band_loss" not in ds and not ("param_time" in ds and ("train_loss" in ds or any(
+            str(v).startswith("lnp_") for v in ds.data_vars))):
+        raise BandscopeInputError(f"{path} is not a bandscope run (no band_loss, and no param_time with "
+                                  f"train_loss or lnp_* variables); variables: {sorted(ds.data_vars)}", path=path)
     ds.attrs["source"] = str(ds.attrs.get("source", "") or "") or str(path)
     recorded = _recorded_name(ds)
     if recorded and name and name != recorded:
         ds.attrs["recorded_name"] = recorded
-    ds.attrs["name"] = name or recorded or path.stem
+    ds.attrs["name"] = name or recorded or default_run_name(path)
     ds = _drop_nonfinite_rows(ds, dropna)
     try:
-        return validate_run(ds, require_advance=False)
+        return validate_run(ds, require_advance=False, require_bands=False)
     except BandscopeInputError as exc:
         if str(path) in str(exc):
             raise
@@ -454,14 +467,14 @@ def write_run(run: xr.Dataset, path) -> Path:
     never sees a half-written file (see :func:`write_netcdf_atomic`).
     """
     path = Path(path)
-    validate_run(run, require_advance=False)
+    validate_run(run, require_advance=False, require_bands=path.suffix.lower() not in (".nc", ".nc4"))
     suffix = path.suffix.lower()
     if suffix in (".nc", ".nc4"):
         write_netcdf_atomic(run, path)
     elif suffix == ".csv":
-        _write_atomic(path, lambda tmp: run_to_frame(run).to_csv(tmp, index=False))
+        write_atomic(path, lambda tmp: run_to_frame(run).to_csv(tmp, index=False))
     elif suffix in (".parquet", ".pq"):
-        _write_atomic(path, lambda tmp: run_to_frame(run).to_parquet(tmp, index=False))
+        write_atomic(path, lambda tmp: run_to_frame(run).to_parquet(tmp, index=False))
     elif suffix == ".zarr":
         write_zarr_run(run, path)
     else:
@@ -512,32 +525,18 @@ def write_zarr_run(run: xr.Dataset, path) -> Path:
     >>> bool((back.band_loss == run.band_loss).all()), back.attrs["name"]
     (True, 'synthetic-seed0')
     """
-    import shutil
-
     path = Path(path)
     if "run" in run.dims:
         raise BandscopeInputError(f"{path}: write_zarr_run writes one run, got {run.sizes['run']} "
                                   "stacked runs; write a stack with bandscope.keysearch.sweep.write_stack_zarr",
                                   path=path)
     validate_run(run, require_advance=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ds = run.copy()
     ds.attrs = {k: _zarr_attr(v) for k, v in ds.attrs.items()}
     for v in ds.variables.values():
         v.attrs = {k: _zarr_attr(a) for k, a in v.attrs.items()}
         v.encoding = {}
-    tmp = _tmp_name(path)
-    try:
-        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = tmp.with_suffix(".old")
-    if path.exists():
-        path.replace(old)
-    tmp.replace(path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
+    return write_tree_atomic(path, lambda tmp: ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2))
 
 
 def _zarr_attr(v):
@@ -560,11 +559,16 @@ def read_zarr_run(path, *, name: str | None = None, dropna: bool = False) -> xr.
     :func:`read_run`. A store holding a stack of runs (a ``run`` dim) is refused: open it with
     :func:`bandscope.keysearch.sweep.open_runs`.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(2, f"no such Zarr run store (a directory NAME.zarr): {path}", str(path))
-    with xr.open_zarr(path, consolidated=None) as f:
-        ds = f.load()
+    from .zarrstore import check_zarr_store, load_zarr
+
+    path = check_zarr_store(path)  # metadata and every chunk present
+    try:
+        f = xr.open_zarr(path, consolidated=None)
+    except Exception as exc:  # noqa: BLE001 -- zarr's own words, but naming the store
+        raise BandscopeInputError(f"{path}: not a readable Zarr store ({type(exc).__name__}: {exc})",
+                                  path=path) from exc
+    with f:
+        ds = load_zarr(f, path).load()
     for v in ds.variables.values():
         v.encoding = {}
     if "run" in ds.dims:
@@ -574,94 +578,6 @@ def read_zarr_run(path, *, name: str | None = None, dropna: bool = False) -> xr.
 
 
 # --------------------------------------------------------------------------- results
-def _tmp_name(path: Path) -> Path:
-    """A temporary file beside ``path`` unique to this writer: ``NAME.<pid>.<random>.tmp``."""
-    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def stale_temp_files(path) -> list[Path]:
-    """Temporary files of ``path`` (``NAME.<pid>.<random>.tmp``, or the old ``NAME.tmp``) left
-    by writers that died on this host (their pid no longer runs)."""
-    path = Path(path)
-    out = []
-    legacy = path.with_name(path.name + ".tmp")
-    if legacy.exists():
-        out.append(legacy)
-    pat = re.compile(re.escape(path.name) + r"\.(\d+)\.[0-9a-f]+\.tmp$")
-    try:
-        entries = list(path.parent.iterdir())
-    except OSError:
-        return out
-    for p in entries:
-        m = pat.match(p.name)
-        if m and not pid_alive(int(m.group(1))):
-            out.append(p)
-    return out
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _free_bytes(directory: Path) -> int | None:
-    try:
-        st = os.statvfs(directory)
-    except (OSError, AttributeError):
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def _write_atomic(path: Path, write, *, size_hint: int = 0) -> Path:
-    """Run ``write(tmp)`` on a temporary file unique to this writer, fsync it, move it over
-    ``path`` (``os.replace``). On any failure the temporary file is removed, ``path`` is left as
-    it was, and a full disk is reported as ``OSError(ENOSPC)`` naming ``path`` (codecs often
-    say only "HDF error"). Nothing stays open or locked, so the next write can succeed."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise NotADirectoryError(errno.ENOTDIR, f"cannot write {path}: a parent of it is a regular file, "
-                                 "not a directory", str(exc.filename or path.parent)) from None
-    tmp = _tmp_name(path)
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:  # pragma: no cover - best effort; the name is unique to this writer
-            pass
-        if isinstance(exc, Exception):
-            free = _free_bytes(path.parent)
-            enospc = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            if not enospc and free is not None and free < max(size_hint, 1) + (1 << 20):
-                enospc = "HDF" in str(exc) or isinstance(exc, (OSError, RuntimeError))
-            if enospc:
-                raise OSError(errno.ENOSPC, f"disk full (ENOSPC) while writing {path}: no space left on "
-                              f"device ({free if free is not None else 'unknown'} bytes free); "
-                              f"{path} still holds its previous version. Free space and write again",
-                              str(path)) from exc
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
 def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
     """Write ``ds`` to netCDF atomically: a temporary file unique to this writer
     (``NAME.<pid>.<random>.tmp`` beside ``path``) moved over it with ``os.replace``, so a
@@ -680,7 +596,7 @@ def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
         if v.dtype == bool:
             v.attrs["dtype_note"] = "stored as int8 0/1"
     ds = ds.map(lambda a: a.astype(np.int8) if a.dtype == bool else a, keep_attrs=True)
-    return _write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine=_NETCDF_ENGINE), size_hint=int(ds.nbytes))
+    return write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine=_NETCDF_ENGINE), size_hint=int(ds.nbytes))
 
 
 def _nc_attr(v):

@@ -547,9 +547,25 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
 
 # --------------------------------------------------------------------------- wrapper
 _VAR_DEFS = {
-    "floor": ("loss", "fitted floor L_inf of L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta)"),
-    "floor_low": ("loss", "lower end of the profile-likelihood interval of floor"),
-    "floor_high": ("loss", "upper end of the profile-likelihood interval of floor"),
+    "floor": ("loss", "forecast of the curve's late value (what a saturated curve settles at): the latest "
+              "value moved toward the evidence-weighted ensemble floor by the calibrated weight k of "
+              "its stage (docs/forecast.md)"),
+    "floor_low": ("loss", "lower end of the conformal interval of floor (calibrated on real runs, "
+                  "leave-one-run-out validated; docs/forecast.md)"),
+    "floor_high": ("loss", "upper end of the conformal interval of floor (inf: too few calibration "
+                   "scores for the confidence)"),
+    "floor_ensemble": ("loss", "BIC-weighted mean of the asymptotes of the curve families pow3, weibull, "
+                       "exp, two_phase, saturated"),
+    "floor_spread": ("loss", "spread of the family asymptotes: weighted sd + range of the families "
+                     "with weight >= 0.05 over 4"),
+    "family": ("", "the curve family with the largest evidence weight"),
+    "stage": ("1", "fall over the second half of the fitted checkpoints / range seen so far"),
+    "stage_group": ("", "Mondrian calibration group of stage (0 = at rest ... 2 = still falling fast)"),
+    "weibull_floor": ("loss", "floor L_inf of the single Weibull-with-onset fit "
+                      "L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta)"),
+    "weibull_floor_low": ("loss", "lower end of its profile-likelihood interval (model-based: "
+                          "assumes the Weibull shape)"),
+    "weibull_floor_high": ("loss", "upper end of its profile-likelihood interval (model-based)"),
     "s_reach": ("time", "parameter time at which the fitted residual L - L_inf falls to `level` "
                 "times its value at s_start: onset + omega (ln 1/level)^(1/beta)"),
     "s_reach_low": ("time", "lower end of the profile-likelihood interval of s_reach"),
@@ -576,7 +592,7 @@ _VAR_DEFS = {
 
 
 def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, prefix=None,
-             options: ForecastOptions | None = None) -> xr.Dataset:
+             options: ForecastOptions | None = None, calibration=None, param_time=None) -> xr.Dataset:
     """Forecast each band's and the full loss's floor and 1 %-crossing from a run in progress.
 
     Fits ``L(s) = L∞ + A exp(-((s - s_start)/ω)^β)`` (the Weibull of key search Eq. 4 with the
@@ -603,6 +619,13 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
         if it were at that point).
     options : ForecastOptions, optional
         Replaces ``level, confidence, min_points, autocorr``.
+    calibration : Calibration or path, optional
+        The conformal calibration of the floor forecast (default: the one shipped with the
+        package, made from the shipped runs; ``bandscope forecast --calibrate`` makes your own);
+        ``False``: no calibration, the floor and its interval are the single Weibull model's.
+    param_time : array, optional
+        For a plain series ``run``: its time axis (default: the series' index for pandas, its
+        coordinate for a 1-d DataArray, else 0, 1, 2, ...).
 
     Returns
     -------
@@ -625,8 +648,13 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
     """
     opts = options if options is not None else ForecastOptions(
         level=level, confidence=confidence, min_points=min_points, autocorr=autocorr)
+    cal = None
+    if calibration is not False:
+        from .conformal import load_calibration
+
+        cal = load_calibration(calibration)
     if not isinstance(run, xr.Dataset):
-        raise TypeError(f"forecast() takes one run Dataset (bandscope.read_run), got {type(run).__name__}")
+        return _forecast_series(run, param_time, opts, prefix, cal)
     if "run" in run.dims:
         raise ValueError("forecast() takes one run; select it first, e.g. runs.isel(run=0)")
     for var in ("band_loss", "param_time"):
@@ -650,6 +678,7 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
     Y = np.concatenate([L.T, L.sum(axis=1)[None, :]], axis=0) if K else np.zeros((L.shape[1] + 1, 0))
     res = _forecast_curves(s, Y, level=opts.level, confidence=opts.confidence,
                            min_points=opts.min_points, autocorr=opts.autocorr)
+    res = _calibrated(s, Y, res, cal, opts.confidence)
     s_now = float(s[-1]) if K else np.nan
     for key in ("", "_low", "_high"):
         with np.errstate(invalid="ignore"):
@@ -662,7 +691,7 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
     data, totals = {}, {}
     for key, (u, definition) in _VAR_DEFS.items():
         arr = res[key]
-        if key in ("status", "reason"):
+        if key in ("status", "reason", "family"):
             arr = arr.astype(str)
         attrs = {"units": unit_of.get(u, u), "definition": definition}
         data[key] = xr.Variable(("band",), arr[:-1], attrs)
@@ -686,12 +715,163 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
         "min_points": int(opts.min_points),
         "autocorr": int(bool(opts.autocorr)),
         "prefix": float(prefix) if prefix is not None else 1.0,
-        "model": "L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta) for s >= s_start (the "
+        "model": "floor: ensemble of curve families (pow3, weibull, exp, two_phase, saturated) weighted "
+        "by BIC with n_eff, its floor shrunk toward the latest value, conformal interval calibrated on "
+        "real runs" + ("" if cal is not None else " (calibration off: floor = the Weibull's)") +
+        "; s_reach: L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta) for s >= s_start (the "
         "curve's peak), onset >= s_start; least squares on the linear scale with L_inf >= 0, "
         "A >= 0, beta in [0.05, 8]",
-        "interval": f"{opts.confidence:g} profile-likelihood interval: range over the region "
+        "calibration": "none" if cal is None else f"{cal.source or 'calibration'} ({len(cal.runs)} runs)",
+        "interval": f"floor: {opts.confidence:g} split-conformal interval on normalised scores per stage group "
+        "(docs/forecast.md); s_reach: {opts.confidence:g} profile-likelihood interval: range over the region "
         "SSE <= SSE_min (1 + kappa df F_{df,n-5}(confidence)/(n-5)), df = 1 (floor) or 3 "
         "(s_reach), kappa = Newey-West sandwich / model variance ratio in [1, 20] "
         "(docs/forecast.md)",
     })
     return ds
+
+
+# --------------------------------------------------------------------------- calibrated floors
+def _curve_features(s, Y, res):
+    """Ensemble features (:func:`bandscope.keysearch.ensemble.ensemble_features`) of every curve
+    whose Weibull status is ``ok``, fitted from its start of decline; None for the others."""
+    from .ensemble import ensemble_features
+
+    C, n = Y.shape
+    if n == 0:
+        return [None] * C
+    sd = _noise_sd(Y, np.ones_like(Y))
+    feats = []
+    for c in range(C):
+        if res["status"][c] != "ok":
+            feats.append(None)
+            continue
+        st = int(res["start_index"][c])
+        x = np.asarray(s[st:n], dtype=np.float64) - float(s[st])
+        feats.append(ensemble_features(x, Y[c, st:n], sd[c]))
+    return feats
+
+
+def _apply_calibration(res, feats, calibration, confidence):
+    """Replace the floor and its interval by the calibrated ensemble forecast (in place); the
+    Weibull model's own numbers are kept as ``weibull_floor*``."""
+    C = len(feats)
+    for key in ("floor", "floor_low", "floor_high"):
+        res["weibull_" + key] = np.array(res[key], dtype=np.float64)
+    for key in ("floor_ensemble", "floor_spread", "stage"):
+        res[key] = np.full(C, np.nan)
+    res["family"] = np.full(C, "", dtype=object)
+    res["stage_group"] = np.full(C, -1, dtype=np.int64)
+    for c, f in enumerate(feats):
+        if f is None:
+            continue
+        p, lo, hi, g, m = calibration.interval(f["last"], f["floor_ens"], f["spread"], f["drop_half"],
+                                               f["noise"], f["range_seen"], confidence)
+        res["floor"][c], res["floor_low"][c], res["floor_high"][c] = p, max(lo, 0.0), hi
+        res["floor_ensemble"][c] = f["floor_ens"]
+        res["floor_spread"][c] = f["spread"]
+        res["family"][c] = f["best"]
+        st, _ = stage_of_curve(f)
+        res["stage"][c], res["stage_group"][c] = st, g
+        notes = []
+        if f["best"] in ("pow3", "two_phase") and g >= 2:
+            notes.append(f"still falling ({f['best']} fits best, stage group {g}): the floor may keep "
+                         "drifting down; read the interval, not the point")
+        if np.isfinite(hi) and np.isfinite(lo) and hi - max(lo, 0.0) > 0.25 * f["range_seen"]:
+            notes.append("wide floor interval (over a quarter of the range seen): not settled yet")
+        if notes:
+            res["reason"][c] = "; ".join(x for x in (res["reason"][c], *notes) if x)
+        if not np.isfinite(hi) or not np.isfinite(lo):
+            res["reason"][c] = "; ".join(x for x in (res["reason"][c], (
+                f"floor interval unbounded: {m} calibration scores at this stage are too few for "
+                f"confidence {confidence:g}")) if x)
+    return res
+
+
+def stage_of_curve(f):
+    """``(stage, group)`` of a curve's features (:func:`bandscope.keysearch.conformal.stage_of`)."""
+    from .conformal import stage_of
+
+    st, g = stage_of(f["drop_half"], f["range_seen"])
+    return float(st), int(g)
+
+
+def _calibrated(s, Y, res, cal, confidence):
+    """The calibrated floors of :func:`_apply_calibration`, or the Weibull's own (``cal`` None)
+    with the ensemble variables left NaN."""
+    C = Y.shape[0]
+    if cal is None:
+        for key in ("floor", "floor_low", "floor_high"):
+            res["weibull_" + key] = np.array(res[key], dtype=np.float64)
+        for key in ("floor_ensemble", "floor_spread", "stage"):
+            res[key] = np.full(C, np.nan)
+        res["family"] = np.full(C, "", dtype=object)
+        res["stage_group"] = np.full(C, -1, dtype=np.int64)
+        return res
+    return _apply_calibration(res, _curve_features(s, Y, res), cal, confidence)
+
+
+def _series_axis(y, param_time):
+    """``(s, y, name)`` of a plain series: numpy, list, pandas Series or a 1-d DataArray."""
+    name = "series"
+    if isinstance(y, xr.DataArray):
+        if y.ndim != 1:
+            raise ValueError(f"a plain series must be 1-d, got a DataArray with dims {y.dims}")
+        name = str(y.name) if y.name is not None else name
+        s = y[y.dims[0]].values if (param_time is None and y.dims[0] in y.coords) else param_time
+        y = y.values
+    elif hasattr(y, "index") and hasattr(y, "to_numpy"):  # pandas Series
+        name = str(y.name) if getattr(y, "name", None) is not None else name
+        s = np.asarray(y.index, dtype=np.float64) if param_time is None else param_time
+        y = y.to_numpy()
+    else:
+        s = param_time
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1:
+        raise TypeError(f"forecast() takes one run Dataset (bandscope.read_run) or a 1-d series (numpy, "
+                        f"pandas, DataArray), got an array of shape {y.shape}")
+    s = np.arange(y.size, dtype=np.float64) if s is None else np.asarray(s, dtype=np.float64)
+    if s.shape != y.shape:
+        raise ValueError(f"param_time has shape {s.shape}, the series {y.shape}; give one time per value")
+    return s, y, name
+
+
+def _forecast_series(y, param_time, opts, prefix, cal):
+    """:func:`forecast` of one plain scalar curve (a held-out loss, an LM's loss): 0-d variables
+    named as the per-band ones, ``s_now`` and ``n_checkpoints``."""
+    s, y, name = _series_axis(y, param_time)
+    good = np.isfinite(s) & np.isfinite(y)
+    K = int(good.sum())
+    if not good[:K].all():
+        raise ValueError(f"NaN at points {np.flatnonzero(~good[:K]).tolist()} before the last valid one; "
+                         "only trailing NaN is allowed")
+    if prefix is not None:
+        K = prefix_length(K, prefix)
+    s, y = s[:K], y[:K]
+    if K and np.any(np.diff(s) < 0):
+        i = int(np.flatnonzero(np.diff(s) < 0)[0])
+        raise ValueError(f"the time axis decreases at point {i + 1} ({s[i]} -> {s[i + 1]}); it must be "
+                         "non-decreasing")
+    res = _forecast_curves(s, y[None, :], level=opts.level, confidence=opts.confidence,
+                           min_points=opts.min_points, autocorr=opts.autocorr)
+    res = _calibrated(s, y[None, :], res, cal, opts.confidence)
+    s_now = float(s[-1]) if K else np.nan
+    for key in ("", "_low", "_high"):
+        with np.errstate(invalid="ignore"):
+            res["s_remaining" + key] = np.maximum(res["s_reach" + key] - s_now, 0.0)
+    data = {}
+    for key, (u, definition) in _VAR_DEFS.items():
+        v = res[key][0]
+        if key in ("status", "reason", "family"):
+            v = str(v)
+        data[key] = xr.Variable((), v, {"units": "" if u in ("loss", "time") else u, "definition": definition})
+    data["s_now"] = xr.Variable((), s_now, {"definition": "time of the latest point used"})
+    data["n_checkpoints"] = xr.Variable((), K, {"definition": "points used (the prefix)"})
+    from .. import __version__
+
+    return xr.Dataset(data, attrs={
+        "bandscope_forecast": "forecast/1", "bandscope_version": __version__, "name": name,
+        "level": float(opts.level), "confidence": float(opts.confidence), "min_points": int(opts.min_points),
+        "autocorr": int(bool(opts.autocorr)), "prefix": float(prefix) if prefix is not None else 1.0,
+        "calibration": "none" if cal is None else f"{cal.source or 'calibration'} ({len(cal.runs)} runs)",
+        "series": "a plain scalar curve: variables have no band dim and no total_ twin"})

@@ -31,7 +31,10 @@ import numpy as np
 import xarray as xr
 
 from .. import io as _io
+from ..errors import BandscopeInputError, input_error_from
+from ..io.atomic import write_tree_atomic
 from ..io.runfiles import _zarr_attr
+from ..io.zarrstore import check_zarr_store
 
 __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute_sweep",
            "local_cluster", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
@@ -152,6 +155,7 @@ def _scan_netcdf(path: Path) -> dict:
 
 
 def _scan_zarr(path: Path) -> dict:
+    check_zarr_store(path)  # metadata and every chunk present: a missing chunk would read as fill values
     with xr.open_zarr(path, chunks=None, consolidated=None) as f:
         if "run" in f.dims:
             raise ValueError(f"{path} holds {f.sizes['run']} stacked runs; open it on its own: "
@@ -205,7 +209,12 @@ def _scan(path: Path) -> dict:
     if scanner is None:
         raise ValueError(f"{path}: unknown run file type {path.suffix!r}; expected one of "
                          f"{sorted(SCANNERS)}")
-    return scanner(path)
+    try:
+        return scanner(path)
+    except (BandscopeInputError, OSError):
+        raise
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:  # a bad seed column, a broken header, ...
+        raise input_error_from(exc, path, "cannot scan this run file") from exc
 
 
 # --------------------------------------------------------------------------- lazy stack
@@ -329,6 +338,7 @@ def open_runs(paths_or_glob, *, chunk_runs: int = DEFAULT_CHUNK_RUNS, dropna: bo
 
 
 def _is_stacked_zarr(path: Path) -> bool:
+    check_zarr_store(path)
     with xr.open_zarr(path, chunks=None, consolidated=None) as f:
         return "run" in f.dims
 
@@ -362,8 +372,7 @@ def write_stack_zarr(stack: xr.Dataset, path, *, chunk_runs: int | None = None) 
     for v in ds.variables.values():
         v.attrs = {k: _zarr_attr(a) for k, a in v.attrs.items()}
         v.encoding = {}
-    ds.to_zarr(path, mode="w", consolidated=True, zarr_format=2)
-    return path
+    return write_tree_atomic(path, lambda tmp: ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2))
 
 
 # --------------------------------------------------------------------------- analysis

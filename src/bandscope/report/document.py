@@ -699,8 +699,8 @@ def to_html(results, window=None, *, title="bandscope report", header="", figure
 
 
 def write_html(results, path, window=None, **kw) -> Path:
-    """Write :func:`to_html` to ``path`` (UTF-8) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_html(results, window, **kw), encoding="utf-8")
-    return path
+    """Write :func:`to_html` to ``path`` (UTF-8, atomically: :func:`bandscope.io.atomic.write_atomic`)
+    and return the path."""
+    from ..io.atomic import write_text_atomic
+
+    return write_text_atomic(path, to_html(results, window, **kw))

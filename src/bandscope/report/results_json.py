@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from ..io.atomic import write_text_atomic
 from .tables import all_tables
 
 __all__ = ["results_to_dict", "write_json"]
@@ -91,5 +92,5 @@ def write_json(results: xr.Dataset, path) -> Path:
     """Write :func:`results_to_dict` as JSON (NaN as ``null``)."""
     path = Path(path)
     data = results_to_dict(results)
-    path.write_text(json.dumps(data, indent=1, allow_nan=False, default=_num))
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=_num))
     return path

@@ -1,7 +1,8 @@
 """Parameter time from checkpoints a user already has (key search A.7), in torch.
 
 A checkpoint is a state dict saved as ``.safetensors`` or as a torch file (``.pt``, ``.pth``,
-``.bin``). Torch files are loaded with ``torch.load(..., weights_only=True)`` only: a checkpoint
+``.bin``, or a Lightning ``.ckpt``, whose ``state_dict`` entry is used). Torch files are loaded
+with ``torch.load(..., weights_only=True)`` only: a checkpoint
 from elsewhere must never run code, so anything that is not plain tensors/containers is refused.
 The numpy twin used by the ``bandscope param-time`` command is
 :func:`bandscope.cli.record.param_time_table`; both are tested against each other and share
@@ -20,11 +21,11 @@ import pandas as pd
 import torch
 
 from ..errors import BandscopeInputError, input_error_from
+from ..io.checkpoints import CHECKPOINT_EXTENSIONS
 from ..io.natural_sort import natural_key as _natural_key
 
 __all__ = ["load_checkpoint", "checkpoint_param_time", "CHECKPOINT_EXTENSIONS"]
 
-CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def _unwrap(obj, path) -> dict:

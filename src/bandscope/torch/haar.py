@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..transforms.bands import haar_levels
+from ..transforms.bands import _power_of_two_fix, haar_levels
 
 __all__ = ["haar_band_losses", "haar_band_project", "haar_levels"]
 
@@ -37,7 +37,7 @@ def _check_image(t: torch.Tensor, what: str) -> int:
     try:
         return haar_levels(h)
     except ValueError:
-        raise ValueError(f"{what} image size must be a power of two, got H = W = {h}") from None
+        raise ValueError(f"{what} image size must be a power of two, got H = W = {h}: {_power_of_two_fix(h)}") from None
 
 
 def _working(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

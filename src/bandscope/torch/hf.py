@@ -10,18 +10,30 @@ Needs ``pip install "bandscope[hf]"`` (imported only when this module is). The M
 ``on_train_begin`` (step 0 = the weights before the first update) and stepped in ``on_step_end``,
 once per optimizer step (``state.global_step``; gradient accumulation counts correctly).
 
-Where the metrics go: at a checkpoint the callback asks the Trainer to log that step
-(``control.should_log = True``) and adds its metrics to the ``logs`` dict in ``on_log``. The
-callback moves itself to the front of the Trainer's callback list when training starts, so every
-``report_to`` backend (TensorBoard, Weights & Biases, MLflow, ...) and the console progress line,
-which read the same ``logs`` dict after it, receive them; they also land in
-``trainer.state.log_history``. Step 0's metrics are in the run file but reach the backends only
-as part of the run file (no Trainer log event exists before the first step). Under DDP only the
-world process zero probes, writes and adds metrics; every rank tracks parameter time on its full
-(replicated) parameters.
+Where the metrics go: the Trainer logs every ``logging_steps`` as configured (the callback never
+forces a log line); at each log event the callback adds the metrics of the latest checkpoint not
+yet logged to the ``logs`` dict in ``on_log``, with ``bandscope/checkpoint_step``, the step they
+were measured at. The callback moves itself to the front of the Trainer's callback list when
+training starts, so every ``report_to`` backend (TensorBoard, Weights & Biases, MLflow, ...) and
+the console progress line, which read the same ``logs`` dict after it, receive them; they also
+land in ``trainer.state.log_history``. Every checkpoint is in the run file whatever the logging
+frequency. Under DDP only the world process zero probes, writes and adds metrics; every rank
+tracks parameter time on its full (replicated) parameters.
+
+The training loss of each update (``train_loss`` in the run file) is read from the ``loss`` of the
+model's output in training mode (a forward hook; the mean over the update's micro-batches): NaN
+when the model's output carries no loss (a custom ``compute_loss``).
+
+Resume: at every Trainer checkpoint the callback saves :meth:`Monitor.state_dict` as
+``bandscope_state.pt`` in the checkpoint folder, and ``trainer.train(resume_from_checkpoint=...)``
+restores it, so the run file continues exactly (``docs/torch.md``, "Resume"). The run file's lock
+is released when ``train()`` returns or raises (the callback wraps the Trainer's ``train`` when it
+is passed to the Trainer's constructor: HF has no failure event), and by :meth:`BandscopeCallback.close`.
 """
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from collections.abc import Callable
 
@@ -31,9 +43,25 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError("bandscope.torch.hf needs transformers: pip install 'bandscope[hf]' -c constraints.txt") from exc
 
+from ..errors import BandscopeInputError
 from .monitor import Monitor
 
-__all__ = ["BandscopeCallback"]
+__all__ = ["BandscopeCallback", "STATE_FILE"]
+
+#: the monitor state's file name in each Trainer checkpoint folder
+STATE_FILE = "bandscope_state.pt"
+
+
+def _frame_local(name: str, code_name: str, max_depth: int = 12):
+    """Local ``name`` of the nearest calling frame running a function called ``code_name``."""
+    frame = sys._getframe(2)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        if frame.f_code.co_name == code_name and name in frame.f_locals:
+            return frame.f_locals[name]
+        frame = frame.f_back
+    return None
 
 
 def _calling_handler(max_depth: int = 6):
@@ -57,8 +85,9 @@ class BandscopeCallback(TrainerCallback):
     panel, path
         As for :class:`~bandscope.torch.Monitor`: held-out images (the model's ``forward`` on a
         batch of images must return a tensor of reconstructions of the same shape, or an output
-        whose first element is one) and the run file. Both optional: without a panel only
-        parameter time (and LNP) are logged.
+        whose first element is one) and the run file. Both optional: without a panel (a
+        language model) the run file holds parameter time, the training loss, ``heldout_loss``
+        (with ``heldout_batch=``, e.g. a dict of ``input_ids`` and ``labels``) and LNP.
     **monitor_options
         Any other :class:`~bandscope.torch.Monitor` keyword (``schedule``, ``total_steps``,
         ``name``, ``lnp``, ``lnp_batch``, ``forecast``, ...). Without ``schedule``/``total_steps``
@@ -77,30 +106,120 @@ class BandscopeCallback(TrainerCallback):
         self.options = monitor_options
         self.monitor: Monitor | None = None
         self._pending: dict = {}
+        self._loss_sum = None
+        self._loss_n = 0
+        self._in_monitor = False
+        self._hook = None
 
+    # -- the lock on every exit ------------------------------------------------------------------
+    def on_init_end(self, args, state, control, **kwargs):
+        trainer = _frame_local("self", "__init__")
+        if trainer is not None and callable(getattr(trainer, "train", None)):
+            self._guard(trainer)
+        return control
+
+    def _guard(self, trainer) -> None:
+        """Make ``trainer.train`` release the run file when it raises (HF has no failure event)."""
+        if getattr(trainer, "_bandscope_guard", None) is self:
+            return
+        train = trainer.train
+        cb = self
+
+        @functools.wraps(train)
+        def train_releasing_the_run_file(*args, **kwargs):
+            try:
+                return train(*args, **kwargs)
+            except BaseException:
+                cb.close()
+                raise
+
+        trainer.train = train_releasing_the_run_file
+        trainer._bandscope_guard = self
+
+    def close(self) -> None:
+        """Close the monitor (releases the run file's lock; no final checkpoint). Safe to call twice."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.monitor is not None and not self.monitor.closed:
+            self.monitor.close(final_checkpoint=False)
+
+    # -- training ------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         handler = _calling_handler()
         if handler is not None and handler.callbacks and handler.callbacks[0] is not self:
             handler.callbacks.remove(self)  # first in line: report_to backends see our additions to logs
             handler.callbacks.insert(0, self)
+        self.close()  # a monitor left by an earlier train() with this callback
         opts = dict(self.options)
         if "schedule" not in opts and "total_steps" not in opts and state.max_steps and state.max_steps > 0:
             opts["total_steps"] = int(state.max_steps)
         opts.setdefault("source", "bandscope.torch.hf.BandscopeCallback")
         opts.setdefault("probe_output", first_tensor)
-        self.monitor = Monitor(model, panel=self.panel, path=self.path,
-                               rank=0 if state.is_world_process_zero else max(1, int(args.process_index)),
-                               start_step=int(state.global_step), log=self._log, **opts)
-        self._pending.clear()  # step 0 has no log event
+        if int(state.global_step) > 0 and "state" not in opts:
+            opts["state"] = self._saved_state(args, state)
+        self._pending = {}
+        self._loss_sum, self._loss_n = None, 0
+        self._hook = model.register_forward_hook(self._capture_loss) if model is not None else None
+        try:
+            self.monitor = Monitor(model, panel=self.panel, path=self.path,
+                                   rank=0 if state.is_world_process_zero else max(1, int(args.process_index)),
+                                   start_step=int(state.global_step), log=self._log, **opts)
+        except BaseException:
+            self.close()
+            raise
+
+    def _saved_state(self, args, state) -> dict:
+        """The monitor state saved in the checkpoint folder the Trainer resumes from."""
+        import torch
+
+        folder = _frame_local("resume_from_checkpoint", "_inner_training_loop")
+        if not folder:
+            folder = os.path.join(args.output_dir, f"checkpoint-{int(state.global_step)}")
+        path = os.path.join(str(folder), STATE_FILE)
+        if not os.path.isfile(path):
+            raise BandscopeInputError(
+                f"resuming at step {int(state.global_step)} but {path} does not exist: the checkpoint was saved "
+                "without the bandscope callback, so the run file cannot continue exactly. Start a new run "
+                "(another path=, or overwrite=True)", path=path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def _capture_loss(self, module, inputs, output) -> None:
+        if self._in_monitor or not module.training:
+            return
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+        if loss is None or not hasattr(loss, "detach"):
+            return
+        loss = loss.detach().float()
+        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+        self._loss_n += 1
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.monitor is None or self.monitor.closed:
+            return control
+        loss = None if self._loss_sum is None else self._loss_sum / self._loss_n
+        self._loss_sum, self._loss_n = None, 0
+        self._in_monitor = True
+        try:
+            while self.monitor.global_step < state.global_step:  # one call per optimizer step
+                last = self.monitor.global_step + 1 == state.global_step
+                self.monitor.step(loss=loss if last else None)
+        finally:
+            self._in_monitor = False
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
         if self.monitor is None:
             return control
-        done = None
-        while self.monitor.global_step < state.global_step:  # one call per optimizer step
-            done = self.monitor.step() or done
-        if done and self.monitor.is_writer:
-            control.should_log = True  # the Trainer logs this step; on_log adds our metrics
+        import torch
+
+        saved = self.monitor.state_dict()
+        if state.is_world_process_zero:
+            folder = os.path.join(args.output_dir, f"checkpoint-{int(state.global_step)}")
+            if os.path.isdir(folder):
+                tmp = os.path.join(folder, STATE_FILE + ".tmp")
+                torch.save(saved, tmp)
+                os.replace(tmp, os.path.join(folder, STATE_FILE))
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -115,10 +234,11 @@ class BandscopeCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.monitor is not None and not self.monitor.closed:
             self.monitor.close()
+        self.close()
         return control
 
     def _log(self, metrics: dict, step: int) -> None:
-        self._pending = dict(metrics)
+        self._pending = {**metrics, "bandscope/checkpoint_step": int(step)}
         if self.user_log is not None:
             self.user_log(metrics, step)
 

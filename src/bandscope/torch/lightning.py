@@ -13,6 +13,12 @@ trainer (``logger.log_metrics(metrics, step=global_step)``: at the checkpoint's 
 thinned by ``log_every_n_steps``) and its short form (``s``, ``mse``, ``P``) to the progress bar.
 Under DDP only global rank 0 probes, writes and logs; every rank tracks parameter time on its
 full (replicated) parameters.
+
+Resume: the callback's state (:meth:`Monitor.state_dict`) is saved in every Lightning checkpoint
+(``state_dict`` / ``load_state_dict``, Lightning's callback state), and ``trainer.fit(...,
+ckpt_path="last.ckpt")`` continues the same run file exactly (``docs/torch.md``, "Resume"). The
+run file's lock is released on every exit: ``on_train_end``, ``on_exception`` (KeyboardInterrupt
+included) and ``teardown``.
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ class BandscopeCallback(pl.Callback):
     panel, path
         As for :class:`~bandscope.torch.Monitor`: held-out images (the module's ``forward(images)``
         must return reconstructions of the same shape) and the run file. Both optional: without
-        a panel only parameter time (and LNP) are logged.
+        a panel the run file holds parameter time, the training loss (``training_step``'s),
+        ``heldout_loss`` (with ``heldout_batch=``) and LNP.
     progress_bar : bool
         Show ``s`` (parameter time), ``mse`` and ``P`` in the progress bar.
     **monitor_options
@@ -64,11 +71,29 @@ class BandscopeCallback(pl.Callback):
         self.options = monitor_options
         self.monitor: Monitor | None = None
         self._trainer = None
+        self._restored: dict | None = None
+
+    # -- state (Lightning checkpoints) -----------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The monitor's state (:meth:`Monitor.state_dict`) at the step being checkpointed."""
+        if self.monitor is None:
+            return {} if self._restored is None else {"monitor": self._restored}
+        if self._trainer is not None and not self.monitor.closed:
+            self._catch_up(self._trainer)
+        return {"monitor": self.monitor.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Keep the saved monitor state; ``on_train_start`` resumes the run file from it."""
+        self._restored = state_dict.get("monitor") or None
 
     # -- the monitor --------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
         self._trainer = trainer
+        if self.monitor is not None and not self.monitor.closed:  # a second fit() with this callback
+            self.monitor.close(final_checkpoint=False)
         opts = dict(self.options)
+        if self._restored is not None:
+            opts["state"] = self._restored  # resuming from a Lightning checkpoint: continue the run file
         if "schedule" not in opts and "total_steps" not in opts:
             total = trainer.estimated_stepping_batches
             if total is not None and total != float("inf") and int(total) > 0:
@@ -76,13 +101,20 @@ class BandscopeCallback(pl.Callback):
         opts.setdefault("source", "bandscope.torch.lightning.BandscopeCallback")
         self.monitor = Monitor(pl_module, panel=self.panel, path=self.path, rank=trainer.global_rank,
                                start_step=trainer.global_step, log=self._log, **opts)
+        self._restored = None
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.monitor is None:
-            return
+    def _catch_up(self, trainer, loss=None):
         checkpointed = None
         while self.monitor.global_step < trainer.global_step:  # one call per optimizer step
-            checkpointed = self.monitor.step() or checkpointed
+            last = self.monitor.global_step + 1 == trainer.global_step
+            checkpointed = self.monitor.step(loss=loss if last else None) or checkpointed
+        return checkpointed
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.monitor is None or self.monitor.closed:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        checkpointed = self._catch_up(trainer, loss)
         if checkpointed and self.progress_bar and trainer.is_global_zero:
             for k, v in progress_postfix(checkpointed).items():
                 pl_module.log(k, float(v), prog_bar=True, logger=False, on_step=True, on_epoch=False,
@@ -93,6 +125,10 @@ class BandscopeCallback(pl.Callback):
             self.monitor.close()
 
     def on_exception(self, trainer, pl_module, exception) -> None:
+        if self.monitor is not None and not self.monitor.closed:
+            self.monitor.close(final_checkpoint=False)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
         if self.monitor is not None and not self.monitor.closed:
             self.monitor.close(final_checkpoint=False)
 

@@ -29,6 +29,7 @@ a set lookup; the host reads values only at checkpoints.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,13 +37,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import BandscopeInputError
 from ..schedule import geometric_schedule
 from .device import unwrap
 from .paramtime import ParamTimeTracker
 from .probe import BandProbe
 from .recorder import RunRecorder
 
-__all__ = ["Monitor", "open_geometric_schedule", "METRIC_PREFIX", "forecast_metrics", "progress_postfix"]
+__all__ = ["Monitor", "open_geometric_schedule", "METRIC_PREFIX", "forecast_metrics", "progress_postfix",
+           "remaining_in_steps_and_time", "COMPACT_METRICS", "STATE_FORMAT"]
+
+#: version of :meth:`Monitor.state_dict`'s layout
+STATE_FORMAT = 1
+
+#: metrics logged by default (``metrics="compact"``); ``metrics="all"`` logs every metric
+#: (``docs/torch.md``, "Metrics"). ``band_<r>`` are the band losses.
+COMPACT_METRICS = ("param_time", "mse", "band_", "lnp_spectral_position", "heldout_loss")
 
 #: prefix of every metric name the monitor sends to loggers (``bandscope/param_time``, ...)
 METRIC_PREFIX = "bandscope/"
@@ -92,9 +102,33 @@ class Monitor:
     panel : Tensor or numpy array (P, C, S, S), optional
         Held-out images (uint8 or float in [0, 1], ``S`` a power of two) whose band losses are
         recorded, e.g. ``test_images[select_panel(len(test_images), seed)]``. Without a panel
-        only parameter time (and LNP) are measured and logged, and no run file is written.
+        (a language model) the run file holds parameter time, arc length, the training loss,
+        the held-out loss and LNP (``docs/format.md``, "Runs without a panel").
     path : str or Path, optional
-        Run file (``.nc``), rewritten atomically at each checkpoint (``docs/format.md``).
+        Run file (``.nc``), rewritten atomically at each checkpoint (``docs/format.md``). A path
+        that already holds a run is refused unless ``resume=True`` or ``overwrite=True``.
+    resume : bool
+        Continue the run in ``path``: give the :meth:`state_dict` saved with the training
+        checkpoint as ``state=`` (or call :meth:`load_state_dict` before the first :meth:`step`).
+        Checkpoints of the file after the restored step are replaced, with a warning naming them.
+        Without a file at ``path`` a new run starts.
+    overwrite : bool
+        Replace the run in ``path`` (the old file is replaced at the first checkpoint).
+    state : dict, optional
+        A :meth:`state_dict` to resume from (implies ``resume=True``).
+    heldout_batch : (inputs, targets) or dict of model keywords, optional
+        A fixed held-out batch; its loss is recorded at every checkpoint as ``heldout_loss`` (eval
+        mode, no gradient) with ``heldout_loss_fn(outputs, targets)`` (default: the ``lnp`` loss
+        function; a dict batch may instead use the ``loss`` its model output carries). When
+        ``lnp`` is a loss function the batch is also LNP's held-out batch B (cross terms).
+    heldout_loss_fn : callable(outputs, targets), optional
+        Loss of the held-out batch.
+    metrics : {"compact", "all"}
+        What goes to the loggers: ``"compact"`` (default) is :data:`COMPACT_METRICS` (band
+        losses, ``mse``, parameter time, P, the held-out loss); ``"all"`` adds the arc length, the
+        training loss and every LNP scalar. Forecasts are logged only with ``forecast=True``.
+    tensorboard_images : int
+        With ``tensorboard``, also log the first ``n`` panel reconstructions as images.
     schedule : iterable of int or callable(step) -> bool, optional
         Optimizer-step counts at which to checkpoint. Default: ``geometric_schedule(total_steps,
         n_points)`` when ``total_steps`` is given, else :func:`open_geometric_schedule` (16 per
@@ -104,7 +138,9 @@ class Monitor:
     steps_per_epoch : int, optional
         Also record ``epoch = step / steps_per_epoch``.
     name, arch, seed, source, extra_attrs
-        Run attributes (:class:`~bandscope.torch.RunRecorder`).
+        Run attributes (:class:`~bandscope.torch.RunRecorder`); ``name`` defaults to the file's
+        stem, or its directory's name when the stem is ``run``. ``n_parameters`` (the trainable
+        parameter count), ``created`` and ``versions`` are added.
     lnp : LNPHook or callable loss_fn(outputs, targets), optional
         Measure LNP: an :class:`~bandscope.torch.LNPHook` as configured, or a loss function (then
         a hook with ``total_steps`` and ``lnp_options`` is built, on the module inside a DDP
@@ -126,7 +162,17 @@ class Monitor:
         Receives every checkpoint's metrics (names start with ``bandscope/``).
     forecast : bool
         At checkpoints, forecast each band with :func:`bandscope.forecast` (when installed) once
-        ``forecast_min_checkpoints`` are recorded, and log the result.
+        ``forecast_min_checkpoints`` are recorded, on a background thread
+        (:class:`~bandscope.torch.forecast_worker.ForecastWorker`), and log each finished
+        forecast at the next checkpoint with the step it was made at (``forecast_step``), with
+        ``s_remaining`` also in optimizer steps and seconds (:func:`remaining_in_steps_and_time`).
+        Off by default.
+    forecast_budget : float
+        Largest ratio of the forecasts' CPU time to the training process's other CPU time
+        (default 0.02); a checkpoint over budget, or one while a forecast is still running, is
+        not forecast.
+    forecast_background : bool
+        False: forecast on the training thread at the checkpoint itself (tests, debugging).
     probe_batch_size, probe_autocast, band_dtype, probe_output
         :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``autocast``, ``dtype`` and ``output``.
     rank : int, optional
@@ -139,8 +185,15 @@ class Monitor:
 
     Notes
     -----
-    Call :meth:`step` once after every ``optimizer.step()``. The weights at construction are
-    checkpoint 0 (``param_time = arc_length = 0``); both the arc and the chords start there.
+    Call :meth:`step` once after every ``optimizer.step()`` (``step(loss=loss)`` records the
+    training loss at checkpoints, read without a host sync in between). The weights at
+    construction are checkpoint 0 (``param_time = arc_length = 0``); both the arc and the chords
+    start there. The run file's lock is released on every exit: :meth:`close`, the end of a
+    ``with`` block, and a constructor that raises.
+
+    Resume: save ``monitor.state_dict()`` with the model and optimizer, and after restoring them
+    build ``Monitor(..., resume=True, state=saved)``; the run file then continues as if the job
+    had never stopped (``docs/torch.md``, "Resume").
 
     Examples
     --------
@@ -163,53 +216,107 @@ class Monitor:
     def __init__(self, model: torch.nn.Module, panel=None, path=None, *,
                  schedule: Iterable[int] | Callable[[int], bool] | None = None,
                  total_steps: int | None = None, n_points: int = 53, steps_per_epoch: float | None = None,
-                 name: str = "run", arch: str = "", seed: int = -1, source: str = "bandscope.torch.Monitor",
+                 name: str | None = None, arch: str = "", seed: int = -1, source: str = "bandscope.torch.Monitor",
                  extra_attrs: dict | None = None,
                  lnp=None, lnp_batch=None, lnp_options: dict | None = None,
                  tensorboard=None, progress=None, log: Callable[[dict, int], None] | None = None,
-                 forecast: bool = True, forecast_min_checkpoints: int = 8,
+                 forecast: bool = False, forecast_min_checkpoints: int = 8,
+                 forecast_budget: float = 0.02, forecast_background: bool = True,
                  probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None, probe_output=None,
                  band_dtype: torch.dtype | None = None, rank: int | None = None,
                  tracker_mode: str = "auto", process_group=None, trainable_only: bool = True,
-                 start_step: int = 0):
+                 start_step: int = 0, resume: bool = False, overwrite: bool = False, state: dict | None = None,
+                 heldout_batch=None, heldout_loss_fn: Callable | None = None, metrics: str = "compact",
+                 tensorboard_images: int = 0):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Monitor needs the nn.Module being trained, got {type(model).__name__}")
+        if metrics not in ("compact", "all"):
+            raise BandscopeInputError(f"Monitor(metrics={metrics!r}): use 'compact' (default) or 'all'")
+        self.recorder = None
+        self.tensorboard = None
+        self._tb_owned = False
+        self.closed = False
+        try:
+            self._init(model, panel, path, schedule, total_steps, n_points, steps_per_epoch, name, arch, seed,
+                       source, extra_attrs, lnp, lnp_batch, lnp_options, tensorboard, progress, log, forecast,
+                       forecast_min_checkpoints, forecast_budget, forecast_background, probe_batch_size,
+                       probe_autocast, probe_output, band_dtype, rank, tracker_mode, process_group, trainable_only,
+                       start_step,
+                       bool(resume) or state is not None, bool(overwrite), heldout_batch, heldout_loss_fn,
+                       metrics, int(tensorboard_images))
+            if state is not None:
+                self.load_state_dict(state)
+            elif not self._awaiting_state:
+                self._measure_lnp()
+                self.checkpoint()  # step 0: the weights as they are now
+        except BaseException:
+            self._release()  # a constructor that raises must not keep the run file locked
+            raise
+
+    def _init(self, model, panel, path, schedule, total_steps, n_points, steps_per_epoch, name, arch, seed, source,
+              extra_attrs, lnp, lnp_batch, lnp_options, tensorboard, progress, log, forecast,
+              forecast_min_checkpoints, forecast_budget, forecast_background, probe_batch_size, probe_autocast,
+              probe_output, band_dtype, rank, tracker_mode, process_group, trainable_only, start_step, resume,
+              overwrite, heldout_batch, heldout_loss_fn, metrics, tensorboard_images) -> None:
         self.model = model
         self.rank = _dist_rank() if rank is None else int(rank)
         self.is_writer = self.rank == 0
         self.global_step = int(start_step)
         self.steps_per_epoch = steps_per_epoch
+        self.metrics_mode = metrics
         self.tracker = ParamTimeTracker(model, mode=tracker_mode, process_group=process_group,
                                         trainable_only=trainable_only)
+        self.tensorboard_images = tensorboard_images
         self.probe = None if panel is None else BandProbe(panel, batch_size=probe_batch_size,
                                                           autocast=probe_autocast, dtype=band_dtype,
-                                                          output=probe_output)
+                                                          output=probe_output, keep_recon=tensorboard_images > 0)
         self._probe_here = self.probe is not None and (self.is_writer or self.tracker.mode == "sharded")
-        if path is not None and panel is None:
-            raise ValueError(f"a run file ({path}) holds band losses: give Monitor(..., panel=IMAGES) "
-                             "(e.g. test_images[select_panel(len(test_images), seed)]), or drop path=")
         self.path = None if path is None else Path(path)
-        attrs = dict(extra_attrs or {})
-        self.recorder = None
+        if resume and overwrite:
+            raise BandscopeInputError(f"Monitor({self.path}): resume=True and overwrite=True contradict each "
+                                      "other; pick one")
+        existing = self.path is not None and self.path.exists()
+        if existing and not (resume or overwrite):
+            raise BandscopeInputError(
+                f"{self.path} already holds a run; a new Monitor would replace it. Pass resume=True (with the "
+                "state_dict saved in your training checkpoint) to continue it, overwrite=True to replace it, "
+                "or record to another path", path=self.path)
+        self._awaiting_state = resume and existing
+        self.n_parameters = sum(int(p.numel()) for p in unwrap(model).parameters()
+                                if p.requires_grad or not trainable_only)
+        attrs = {"n_parameters": self.n_parameters, **dict(extra_attrs or {})}
         if self.path is not None and self.is_writer:
             self.recorder = RunRecorder(self.path, name=name, arch=arch, seed=seed, source=source,
-                                        extra_attrs=attrs)
+                                        extra_attrs=attrs, resume=resume)
         self._set_schedule(schedule, total_steps, n_points)
+        self.heldout_batch = heldout_batch
+        self.heldout_loss_fn = heldout_loss_fn if heldout_loss_fn is not None else (
+            lnp if callable(lnp) and not hasattr(lnp, "wants") else None)
+        if heldout_batch is not None and self.heldout_loss_fn is None and not isinstance(heldout_batch, dict):
+            raise BandscopeInputError("Monitor(heldout_batch=(inputs, targets)) needs heldout_loss_fn=loss_fn(outputs, "
+                                      "targets) (or lnp=loss_fn, which is used for it)")
+        if (heldout_batch is not None and callable(lnp) and not hasattr(lnp, "wants")
+                and not isinstance(heldout_batch, dict) and "eval_batch" not in (lnp_options or {})):
+            lnp_options = {**dict(lnp_options or {}), "eval_batch": heldout_batch}  # LNP cross terms on it
         self.lnp = self._make_lnp(lnp, lnp_batch, lnp_options, total_steps)
         self.lnp_batch = lnp_batch
-        self._tb_owned = False
+        self._lnp_arc: dict[int, float] = {}  # arc length at each LNP measurement (lnp_arc_length)
+        if self.recorder is not None and self.lnp is not None:
+            self.recorder.add_extra(self._lnp_arc_dataset)
         self.tensorboard = self._make_tensorboard(tensorboard) if self.is_writer else None
+        self._tb_layout_done = False
         self.progress = progress
         self.log = log
         self.forecast = bool(forecast)
         self.forecast_min_checkpoints = int(forecast_min_checkpoints)
-        self._forecast_failed = False
+        self._forecaster = None  # a ForecastWorker, made at the first forecast
+        self._forecast_opts = {"budget": float(forecast_budget), "synchronous": not forecast_background}
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # every checkpoint's metrics (also on ranks that do not write)
+        self._walls: list[tuple[int, float, float]] = []  # (step, param_time, wall clock) per checkpoint
         self._last_checkpoint_step: int | None = None
-        self.closed = False
-        self._measure_lnp()
-        self.checkpoint()  # step 0: the weights as they are now
+        self._loss = None
+        self._unwritten = False  # LNP measured since the file was last written
 
     # -- construction helpers ------------------------------------------------------------------
     def _set_schedule(self, schedule, total_steps, n_points) -> None:
@@ -270,16 +377,22 @@ class Monitor:
             return bool(self._schedule_fn(int(step)))
         return int(step) in self._schedule_set
 
-    def step(self) -> dict | None:
+    def step(self, loss=None) -> dict | None:
         """Count one optimizer update (call right after ``optimizer.step()``).
 
         Adds the step to the arc length on the parameters' device (no host sync); at a scheduled
         step also measures LNP and records a checkpoint, returning its metrics (else None).
+        ``loss`` (a tensor or number: the training loss of this update) is kept by reference and
+        read only if this step is a checkpoint (``train_loss``).
         """
         if self.closed:
             raise RuntimeError("Monitor.step() after close(); create a new Monitor for a new run")
+        if self._awaiting_state:
+            raise RuntimeError(f"Monitor(resume=True) on {self.path}: call load_state_dict(saved_state) before the "
+                               "first step() (or pass state= to the constructor), so the run continues exactly")
         self.tracker.step()
         self.global_step += 1
+        self._loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
         self._measure_lnp()
         if self.wants(self.global_step):
             return self.checkpoint()
@@ -288,11 +401,61 @@ class Monitor:
     def _measure_lnp(self) -> None:
         # one rank, or every rank under torch.distributed: each measures its shard of the global batch
         if self.lnp is not None and (self.is_writer or _dist_world() > 1) and self.lnp.wants(self.global_step):
+            if self.lnp.last_step is not None and self.global_step <= self.lnp.last_step:
+                return  # measured before the job was resumed
             b = self.lnp_batch(self.global_step) if callable(self.lnp_batch) else self.lnp_batch
             ds = self.lnp(self.global_step, b)
             if ds is not None:
+                self._lnp_arc[self.global_step] = self.tracker.arc_length
+                self._unwritten = True
                 self.metrics.update({f"{METRIC_PREFIX}lnp_{k}": float(ds[k]) for k in _LNP_LOGGED
                                      if k in ds and ds[k].ndim == 0})
+
+    def _lnp_arc_dataset(self):
+        if not self._lnp_arc or self.lnp is None or not self.lnp.has_data:
+            return None
+        import xarray as xr
+
+        steps = self.lnp.dataset()["lnp_step"].values.astype(np.int64)
+        arc = np.array([self._lnp_arc.get(int(s), np.nan) for s in steps], dtype=np.float64)
+        return xr.Dataset({"lnp_arc_length": ("lnp_step", arc, {
+            "units": "parameter-space L2 distance", "long_name": "arc-length parameter time at the LNP step",
+            "definition": "sum over every optimizer step up to lnp_step of ||theta_t - theta_{t-1}||_2 (the "
+                          "run's arc_length at that step)"})}, coords={"lnp_step": steps})
+
+    @torch.no_grad()
+    def _heldout_loss(self) -> float:
+        m = unwrap(self.model)
+        b = self.heldout_batch
+        was = m.training
+        m.eval()
+        try:
+            if isinstance(b, dict):
+                out = m(**b)
+                if self.heldout_loss_fn is not None:
+                    loss = self.heldout_loss_fn(out, b)
+                else:
+                    loss = out["loss"] if isinstance(out, dict) else getattr(out, "loss", None)
+                    if loss is None:
+                        raise BandscopeInputError("Monitor(heldout_batch=dict): the model output has no 'loss' "
+                                                  "(include the labels in the batch, or give heldout_loss_fn=)")
+            else:
+                x, y = b
+                loss = self.heldout_loss_fn(m(x), y)
+        finally:
+            m.train(was)
+        return float(loss)
+
+    def _train_loss(self) -> float:
+        v = self._loss
+        if v is None:
+            return math.nan
+        if isinstance(v, dict):
+            v = v.get("loss")
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return math.nan
 
     @torch.no_grad()
     def checkpoint(self) -> dict:
@@ -308,44 +471,154 @@ class Monitor:
         m = {f"{METRIC_PREFIX}param_time": pt, f"{METRIC_PREFIX}arc_length": arc}
         m.update({k: v for k, v in self.metrics.items() if k.startswith(f"{METRIC_PREFIX}lnp_")})
         epoch = None if self.steps_per_epoch is None else step / float(self.steps_per_epoch)
+        train_loss = self._train_loss()
+        if math.isfinite(train_loss):
+            m[f"{METRIC_PREFIX}train_loss"] = train_loss
+        heldout = None
+        if self.heldout_batch is not None and (self.is_writer or self.tracker.mode == "sharded"):
+            heldout = self._heldout_loss()
+            m[f"{METRIC_PREFIX}heldout_loss"] = heldout
+        recon = None
         if self._probe_here:
             r = self.probe(self.model)
+            recon = r.recon
             m[f"{METRIC_PREFIX}mse"] = r.mse
             for i, v in enumerate(r.band_loss):
                 m[f"{METRIC_PREFIX}band_{2 ** i}"] = float(v)
             if self.recorder is not None:
                 self.recorder.record(step=step, band_loss=r.band_loss, param_time=pt, arc_length=arc,
-                                     mse=r.mse, epoch=epoch)
-                m.update(self._forecast())
+                                     mse=r.mse, epoch=epoch, train_loss=train_loss, heldout_loss=heldout)
+        elif self.recorder is not None:
+            self.recorder.record(step=step, param_time=pt, arc_length=arc, epoch=epoch, train_loss=train_loss,
+                                 heldout_loss=heldout)
+        self._unwritten = False
+        self._walls.append((step, pt, time.monotonic()))
+        if self.recorder is not None and self.probe is not None:
+            m.update(self._forecast())
         self._last_checkpoint_step = step
         self.metrics = m
         self.history.append({"step": step, **m})
         if self.is_writer:
-            self._emit(m, step)
+            self._emit(self._logged(m), step, recon)
         return m
+
+    def _logged(self, m: dict) -> dict:
+        """The metrics that go to the loggers (``metrics="compact"`` keeps :data:`COMPACT_METRICS`)."""
+        if self.metrics_mode == "all":
+            return dict(m)
+        keep = tuple(METRIC_PREFIX + k for k in COMPACT_METRICS)
+        return {k: v for k, v in m.items() if k.startswith(keep) or k.startswith(METRIC_PREFIX + "forecast_")}
+
+    # -- resume -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed job needs to continue this run exactly: the step, the schedule
+        position (last checkpoint), the parameter-time tracker (arc length, chord sum and chord
+        start), the recorder's position, the LNP hook's position and the run name. Save it with
+        the model and optimizer state; pass it to :meth:`load_state_dict` (or ``state=``).
+
+        Also writes the run file if LNP was measured since the last checkpoint, so the file is
+        never behind the state. Plain Python values and tensors: ``torch.save`` /
+        ``torch.load(weights_only=True)`` round-trip it.
+        """
+        if self.recorder is not None and self._unwritten and len(self.recorder):
+            self.recorder.write()
+            self._unwritten = False
+        return {"format": STATE_FORMAT, "global_step": int(self.global_step),
+                "last_checkpoint_step": -1 if self._last_checkpoint_step is None else int(self._last_checkpoint_step),
+                "tracker": self.tracker.state_dict(),
+                "lnp": None if self.lnp is None else self.lnp.state_dict(),
+                "lnp_arc": {int(k): float(v) for k, v in self._lnp_arc.items()},
+                "recorder_rows": 0 if self.recorder is None else len(self.recorder),
+                "name": None if self.recorder is None else self.recorder.name,
+                "path": None if self.path is None else str(self.path)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` (the model and optimizer already restored to the same
+        step). The run file's checkpoints and LNP measurements after the restored step (a job
+        killed after a run-file write and before its next training checkpoint) are dropped and
+        rewritten as training redoes them, with a ``UserWarning`` naming the steps."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise BandscopeInputError(f"Monitor.load_state_dict: not a Monitor state (format "
+                                      f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r}, "
+                                      f"expected {STATE_FORMAT}); pass what Monitor.state_dict() returned")
+        if self.tracker.steps and not self._awaiting_state:
+            raise RuntimeError("Monitor.load_state_dict after step(): restore the state right after construction")
+        self.tracker.load_state_dict(state["tracker"])
+        self.global_step = int(state["global_step"])
+        last = int(state["last_checkpoint_step"])
+        self._last_checkpoint_step = None if last < 0 else last
+        self._lnp_arc = {int(k): float(v) for k, v in dict(state.get("lnp_arc") or {}).items()
+                         if int(k) <= self.global_step}
+        dropped: list[int] = []
+        dropped_lnp: list[int] = []
+        if self.recorder is not None:
+            if state.get("name"):
+                self.recorder.name = str(state["name"])
+            dropped = self.recorder.truncate(self.global_step)
+            if len(self.recorder) != int(state.get("recorder_rows", len(self.recorder))):
+                warnings.warn(f"{self.path}: the run file holds {len(self.recorder)} checkpoints up to step "
+                              f"{self.global_step}, the saved state {state.get('recorder_rows')}; was the file "
+                              "replaced since the training checkpoint?", UserWarning, stacklevel=2)
+        if self.lnp is not None and state.get("lnp") is not None:
+            prev = None if self.recorder is None else self.recorder.previous
+            if prev is not None:
+                prev = prev.drop_vars("lnp_arc_length", errors="ignore")  # the monitor's own, from the state
+            dropped_lnp = self.lnp.load_state_dict(state["lnp"], previous=prev)
+        if dropped or dropped_lnp:
+            what = []
+            if dropped:
+                what.append(f"checkpoints at steps {dropped}")
+            if dropped_lnp:
+                what.append(f"LNP measurements at steps {dropped_lnp}")
+            warnings.warn(f"{self.path}: resuming at step {self.global_step}, but the run file was ahead of the "
+                          f"training checkpoint; its {' and '.join(what)} are replaced as training redoes them",
+                          UserWarning, stacklevel=2)
+        if self.recorder is not None and len(self.recorder):
+            self.recorder.write()
+        self._awaiting_state = False
+        self._unwritten = False
 
     # -- sinks --------------------------------------------------------------------------------
     def _forecast(self) -> dict:
-        if not self.forecast or self._forecast_failed or len(self.recorder) < self.forecast_min_checkpoints:
+        """Hand the run so far to the background forecast worker; return the metrics of the
+        latest forecast that has finished (tagged ``forecast_step``), or {}."""
+        if not self.forecast or len(self.recorder) < self.forecast_min_checkpoints:
             return {}
-        import bandscope
+        if self._forecaster is None:
+            import bandscope
 
-        fc = getattr(bandscope, "forecast", None)
-        if fc is None:
-            return {}
-        try:
-            ds = fc(self.recorder.dataset())
-        except Exception as exc:  # a forecast must never stop training: say it once, then stop trying
-            self._forecast_failed = True
-            warnings.warn(f"bandscope.forecast failed at step {self.global_step} ({type(exc).__name__}: {exc}); "
-                          "no more forecasts are logged for this run", RuntimeWarning, stacklevel=3)
-            return {}
-        return forecast_metrics(ds)
+            fc = getattr(bandscope, "forecast", None)
+            if fc is None:
+                return {}
+            from .forecast_worker import ForecastWorker
 
-    def _emit(self, m: dict, step: int) -> None:
+            self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), **self._forecast_opts)
+        if self._forecaster.ready():  # build the run Dataset only when it will be forecast
+            self._forecaster.submit(self.recorder.dataset(), self.global_step)
+        done = self._forecaster.poll()
+        if done is None:
+            return {}
+        out = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+        out.update(remaining_in_steps_and_time(out, self._walls))
+        return out
+
+    @property
+    def _forecast_failed(self) -> bool:
+        return self._forecaster is not None and self._forecaster.failed is not None
+
+    def _emit(self, m: dict, step: int, recon=None) -> None:
         if self.tensorboard is not None:
+            if not self._tb_layout_done:
+                self._tb_layout_done = True
+                layout = tensorboard_layout(m)
+                add = getattr(self.tensorboard, "add_custom_scalars", None)
+                if layout and callable(add):
+                    add(layout)
             for k, v in m.items():
                 self.tensorboard.add_scalar(k, v, step)
+            if recon is not None and self.tensorboard_images > 0 and hasattr(self.tensorboard, "add_images"):
+                imgs = np.clip(np.asarray(recon[:self.tensorboard_images], dtype=np.float32), 0.0, 1.0)
+                self.tensorboard.add_images(f"{METRIC_PREFIX}reconstruction", imgs, step, dataformats="NCHW")
             flush = getattr(self.tensorboard, "flush", None)
             if callable(flush):
                 flush()
@@ -358,37 +631,51 @@ class Monitor:
     def close(self, *, final_checkpoint: bool = True):
         """Record the current step if it is not a checkpoint yet (``final_checkpoint``), write
         the LNP statistics, flush TensorBoard, release the run file's lock. Returns the run
-        Dataset (rank 0 with a path) or None."""
+        Dataset (rank 0 with a path) or None. The lock is released even if the last checkpoint
+        or write raises."""
         if self.closed:
             return self.dataset()
-        if final_checkpoint:
-            self.checkpoint()
-        if self.lnp is not None and self.is_writer and self.lnp.records:
-            if self.recorder is not None:
-                self.recorder.write()
-            elif self.lnp.path is not None:
-                self.lnp.write()
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
-            if self._tb_owned:
-                self.tensorboard.close()
-        if self.recorder is not None:
-            self.recorder.close()  # give up ownership of the run file (its lock), the file stays
-        self.closed = True
+        try:
+            if final_checkpoint and not self._awaiting_state:
+                self.checkpoint()
+            if self.lnp is not None and self.is_writer and self.lnp.has_data:
+                if self.recorder is not None:
+                    if len(self.recorder):
+                        self.recorder.write()
+                elif self.lnp.path is not None:
+                    self.lnp.write()
+            if self._forecaster is not None:  # log the forecast still running, then stop the worker
+                done = self._forecaster.finish(timeout=60.0)
+                if done is not None and self.is_writer:
+                    m = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+                    m.update(remaining_in_steps_and_time(m, self._walls))
+                    self.metrics.update(m)
+                    self._emit(m, self.global_step)
+        finally:
+            self._release()
         return self.dataset()
+
+    def _release(self) -> None:
+        """Flush and close what this monitor owns (TensorBoard writer, the run file's lock)."""
+        self.closed = True
+        tb = self.tensorboard
+        if self._forecaster is not None:
+            self._forecaster.close()  # on a failed close, do not wait for a forecast in flight
+        try:
+            if tb is not None:
+                tb.flush()
+                if self._tb_owned:
+                    tb.close()
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()  # give up ownership of the run file (its lock), the file stays
 
     def dataset(self):
         """The run recorded so far (rank 0 with a ``path``; with the LNP statistics, as in the
         file), else None."""
         if self.recorder is None or not len(self.recorder):
             return None
-        ds = self.recorder.dataset()
-        if self.lnp is not None and self.lnp.records:
-            import xarray as xr
-
-            extra = self.lnp.dataset()
-            ds = xr.merge([ds, extra], combine_attrs="drop").assign_attrs({**extra.attrs, **ds.attrs})
-        return ds
+        return self.recorder._with_extras(self.recorder.dataset())
 
     def __enter__(self) -> Monitor:
         return self
@@ -450,4 +737,67 @@ def forecast_metrics(ds) -> dict:
                 if math.isfinite(val):
                     lab = lab.item() if hasattr(lab, "item") else lab
                     out[f"{METRIC_PREFIX}forecast_{v}/{lab}"] = val
+    return out
+
+
+def tensorboard_layout(metrics: dict) -> dict:
+    """A TensorBoard custom-scalars layout (``SummaryWriter.add_custom_scalars``) that draws every
+    band on one chart (``bandscope/band_.*``), and parameter time, losses and P on others.
+
+    >>> sorted(tensorboard_layout({"bandscope/band_1": 0.1, "bandscope/param_time": 1.0})["bandscope"])
+    ['band losses', 'losses', 'parameter time']
+    """
+    p = METRIC_PREFIX
+    charts = {
+        "band losses": ["Multiline", [rf"{p}band_\d+"]],
+        "losses": ["Multiline", [rf"{p}(mse|train_loss|heldout_loss)$"]],
+        "parameter time": ["Multiline", [rf"{p}(param_time|arc_length)$"]],
+    }
+    if any(k.startswith(f"{p}lnp_") for k in metrics):
+        charts["LNP position P"] = ["Multiline", [rf"{p}lnp_spectral_position.*"]]
+    return {"bandscope": charts}
+
+
+def remaining_in_steps_and_time(forecast: dict, checkpoints, recent: int = 4) -> dict:
+    """``s_remaining`` of a forecast also in optimizer steps and seconds of wall time.
+
+    Each ``bandscope/forecast_*s_remaining*`` value (parameter time still to travel) is divided by
+    the recent rate of parameter time, over the last ``recent`` checkpoints:
+    ``steps = s_remaining / (Δs / Δstep)`` and ``seconds = s_remaining / (Δs / Δwall)``, logged as
+    ``<name>_steps`` and ``<name>_seconds``. A linear extrapolation of the recent rate: parameter
+    time usually slows down (s ~ t^γ, γ < 1), so these are lower bounds when γ < 1.
+
+    Parameters
+    ----------
+    forecast : dict
+        Logged forecast metrics (:func:`forecast_metrics`).
+    checkpoints : sequence of (step, param_time, wall_seconds)
+        The run's checkpoints, oldest first.
+
+    Examples
+    --------
+    >>> remaining_in_steps_and_time({"bandscope/forecast_total_s_remaining": 2.0},
+    ...                             [(0, 0.0, 0.0), (10, 1.0, 5.0), (20, 2.0, 10.0)])
+    {'bandscope/forecast_total_s_remaining_steps': 20.0, 'bandscope/forecast_total_s_remaining_seconds': 10.0}
+    """
+    pts = list(checkpoints)[-(int(recent) + 1):]
+    if len(pts) < 2:
+        return {}
+    (s0, p0, w0), (s1, p1, w1) = pts[0], pts[-1]
+    ds = float(p1) - float(p0)
+    if not ds > 0:
+        return {}
+    per_step = ds / (s1 - s0) if s1 > s0 else math.nan
+    per_sec = ds / (w1 - w0) if w1 > w0 else math.nan
+    out = {}
+    for k, v in forecast.items():
+        if "s_remaining" not in k or not k.startswith(f"{METRIC_PREFIX}forecast_"):
+            continue
+        head, sep, label = k.partition("/" if k.count("/") > 1 else "\0")
+        if k.count("/") > 1:  # bandscope/forecast_s_remaining/<band>: the unit goes before the label
+            head, _, label = k.rpartition("/")
+            sep = "/"
+        for suffix, rate in (("_steps", per_step), ("_seconds", per_sec)):
+            if math.isfinite(rate) and rate > 0 and math.isfinite(v):
+                out[head + suffix + sep + label] = float(v) / rate
     return out

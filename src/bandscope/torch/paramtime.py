@@ -222,14 +222,20 @@ class ParamTimeTracker:
             self._hook = None
 
     def state_dict(self) -> dict:
-        """Scalars needed to resume at a checkpoint (parameters are restored separately)."""
+        """Everything needed to resume exactly: the arc length, the chord sum, the counts and the
+        chord start (the parameters at the last :meth:`checkpoint`, as CPU copies), so a resumed
+        tracker's next chord is measured from the same place as an uninterrupted one's. Plain
+        Python numbers and tensors (loads with ``torch.load(weights_only=True)``)."""
         return {"arc_length": self.arc_length, "param_time": self.param_time, "steps": self.steps,
-                "n_checkpoints": self.n_checkpoints}
+                "n_checkpoints": self.n_checkpoints,
+                "snapshot": [t.detach().to("cpu", copy=True) for t in self._snap]}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict` taken at a checkpoint; the parameters must already be
-        restored to that checkpoint (they become both the previous step and the last chord end)."""
+        """Resume from :meth:`state_dict`; the parameters must already be restored to the step the
+        state was taken at (they become the previous step). The chord start is the saved
+        ``snapshot`` when present (exact resume between checkpoints), else the current parameters
+        (a state taken at a checkpoint)."""
         self._refresh()
         self._arc.fill_(float(state["arc_length"]))
         self.param_time = float(state["param_time"])
@@ -238,4 +244,12 @@ class ParamTimeTracker:
         cur = [_local(p.detach()) for p in self.params]
         self._locals = cur if self.mode != "sharded" else self._locals
         torch._foreach_copy_(self._prev, cur)
-        torch._foreach_copy_(self._snap, cur)
+        snap = state.get("snapshot")
+        if snap is None:
+            torch._foreach_copy_(self._snap, cur)
+            return
+        if len(snap) != len(self._snap) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(snap, self._snap)):
+            raise ValueError(f"the saved parameter-time state holds {len(snap)} tensors of other shapes than this "
+                             f"model's {len(self._snap)} trainable tensors; resume with the same model")
+        for dst, src in zip(self._snap, snap):
+            dst.copy_(src.to(device=dst.device, dtype=dst.dtype))

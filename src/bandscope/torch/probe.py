@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import BandscopeInputError
 from .device import model_device, model_dtype, unwrap, wide_dtype
 from .haar import haar_band_losses
 from .reference.data import to_float
@@ -75,6 +76,19 @@ def as_panel(panel) -> torch.Tensor:
     if panel.shape[0] == 0:
         raise ValueError(f"the panel holds no images (shape {tuple(panel.shape)}); "
                          "pass at least one image (select_panel picks them from a test set)")
+    if panel.is_floating_point():
+        bad = ~torch.isfinite(panel).flatten(1).all(dim=1)
+        if bool(bad.any()):
+            idx = torch.nonzero(bad).flatten()[:10].tolist()
+            raise BandscopeInputError(f"the panel holds NaN or inf in images {idx}: band losses would be NaN at "
+                                      "every checkpoint (this is the data, not a diverged model); drop or fix "
+                                      "those images")
+        top = float(panel.max()) if panel.numel() else 0.0
+        if top > 1.5:
+            warnings.warn(f"the float panel has values up to {top:g}: it looks like [0, 255] pixels, while the "
+                          "probe expects floats in [0, 1] (band losses would be in 255^2 units and the model "
+                          "probed on inputs it never saw); pass the uint8 images or panel / 255",
+                          UserWarning, stacklevel=3)
     return panel
 
 
@@ -160,6 +174,13 @@ class BandProbe:
                     out = model(x if in_dtype == x.dtype else x.to(in_dtype))
                 if self.output is not None:
                     out = self.output(out)
+                if not isinstance(out, torch.Tensor):
+                    raise BandscopeInputError(
+                        f"the model returned a {type(out).__name__}"
+                        + (f" of {len(out)} items" if isinstance(out, (tuple, list, dict)) else "")
+                        + ", not the reconstruction tensor the band probe compares with the panel; say which "
+                        "output is the reconstruction: Monitor(..., probe_output=lambda out: out[0]) "
+                        "(BandProbe(output=...)); the HuggingFace callback uses the first tensor by default")
                 if out.shape != x.shape:
                     raise ValueError(f"model output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
                 per = haar_band_losses(x, out.to(band_dtype), per_image=True, dtype=band_dtype)

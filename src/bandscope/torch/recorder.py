@@ -19,7 +19,10 @@ The rules it keeps (``docs/format.md``, "Rules"):
 """
 from __future__ import annotations
 
+import json
 import math
+import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +31,28 @@ import xarray as xr
 from ..errors import BandscopeInputError
 from ..io import stale_temp_files, write_netcdf_atomic
 from ..io.lock import RunFileLock
-from ..run import integer_steps, make_run
+from ..io.runfiles import default_run_name
+from ..run import CHECKPOINT_VARS, integer_steps, make_run
 
-__all__ = ["RunRecorder"]
+__all__ = ["RunRecorder", "package_versions"]
 
-_COLS = ("step", "epoch", "param_time", "arc_length", "mse")
+_COLS = ("step", "param_time", *CHECKPOINT_VARS)
+
+
+def package_versions() -> str:
+    """JSON text of the versions that produced a run: bandscope, torch, python, numpy (the
+    ``versions`` attribute of a run file, ``docs/format.md``)."""
+    import torch
+
+    from .. import __version__
+
+    return json.dumps({"bandscope": __version__, "torch": torch.__version__,
+                       "python": platform.python_version(), "numpy": np.__version__}, sort_keys=True)
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC (``2026-01-31T12:00:00Z``), the ``created`` attribute."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class RunRecorder:
@@ -43,12 +63,19 @@ class RunRecorder:
     path : str or Path
         netCDF file to (re)write. The recorder owns it (lock ``path + ".lock"``) until
         :meth:`close` (or the end of a ``with`` block, or garbage collection).
-    name, arch, seed, source : run attributes (``docs/format.md``)
+    name, arch, seed, source : run attributes (``docs/format.md``); ``name=None`` is the file's
+        stem, or its directory's name when the stem is ``run``.
     extra_attrs : dict, optional
         More attributes (e.g. the training config); values must be netCDF-storable
         (str, numbers).
     resume : bool
-        If ``path`` exists, start from its checkpoints (see :meth:`truncate`).
+        If ``path`` exists, start from its checkpoints (see :meth:`truncate`); its other
+        variables (e.g. ``lnp_*``) are in :attr:`previous`.
+
+    Attributes
+    ----------
+    previous : xr.Dataset or None
+        On resume, the file as it was (every variable), for extra providers to continue from.
 
     Raises
     ------
@@ -66,12 +93,14 @@ class RunRecorder:
     2
     """
 
-    def __init__(self, path, *, name: str = "run", arch: str = "", seed: int = -1, source: str = "",
+    def __init__(self, path, *, name: str | None = None, arch: str = "", seed: int = -1, source: str = "",
                  extra_attrs: dict | None = None, resume: bool = False):
         self.path = Path(path)
+        name = default_run_name(self.path) if name is None else name
         self.name, self.arch, self.seed, self.source = name, arch, int(seed), source
-        self.extra_attrs = dict(extra_attrs or {})
+        self.extra_attrs = {"created": utc_now(), "versions": package_versions(), **dict(extra_attrs or {})}
         self.rows: list[dict] = []
+        self.previous: xr.Dataset | None = None
         self._extras: list = []
         self._lock = RunFileLock(self.path).acquire()
         for tmp in stale_temp_files(self.path):  # left by a writer that was killed mid-write
@@ -87,8 +116,11 @@ class RunRecorder:
                 self.close()
                 raise BandscopeInputError(f"{self.path}: cannot resume from it: not a readable netCDF run "
                                           f"({type(exc).__name__}: {exc})", path=self.path) from exc
+            self.previous = ds
+            if "created" in ds.attrs:  # a resumed run keeps its creation time
+                self.extra_attrs["created"] = str(ds.attrs["created"])
             for k in range(ds.sizes["checkpoint"]):
-                row = {"band_loss": ds["band_loss"].values[k].copy()}
+                row = {"band_loss": ds["band_loss"].values[k].copy()} if "band_loss" in ds else {}
                 for c in _COLS:
                     if c in ds:
                         row[c] = ds[c].values[k].item()
@@ -131,26 +163,39 @@ class RunRecorder:
             if clash:
                 raise ValueError(f"extra variables {clash} would overwrite the run's own")
             attrs = {**extra.attrs, **ds.attrs}
+            var_attrs = {v: dict(src[v].attrs) for src in (ds, extra) for v in src.variables}
             ds = xr.merge([ds, extra], combine_attrs="drop").assign_attrs(attrs)
+            for v, a in var_attrs.items():  # merge(combine_attrs="drop") drops the variables' attrs too
+                ds[v].attrs = a
         return ds
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def truncate(self, max_step: int) -> None:
+    def truncate(self, max_step: int) -> list[int]:
         """Drop recorded checkpoints after optimizer step ``max_step`` (used when resuming from
-        a training state older than the file's last checkpoint)."""
+        a training state older than the file's last checkpoint); returns the dropped steps.
+        The file is rewritten at the next :meth:`record` / :meth:`write`."""
+        dropped = [int(r["step"]) for r in self.rows if int(r["step"]) > int(max_step)]
         self.rows = [r for r in self.rows if int(r["step"]) <= int(max_step)]
+        return dropped
 
-    def _checked_row(self, *, step, band_loss, param_time, epoch, arc_length, mse) -> dict:
+    def _checked_row(self, *, step, band_loss, param_time, epoch, arc_length, mse, train_loss=None,
+                     heldout_loss=None) -> dict:
         """The new checkpoint as a row, or ``BandscopeInputError`` -- without touching ``self``."""
         where = f"{self.path}: checkpoint at step {step!r}"
         try:
             st = int(integer_steps(np.reshape(np.asarray(step), 1), where=where)[0])
         except (TypeError, ValueError) as exc:
             raise BandscopeInputError(str(exc), path=self.path) from None
-        bl = np.array(band_loss, dtype=np.float64).reshape(-1)
-        if self.rows and bl.shape != self.rows[0]["band_loss"].shape:
+        bl = None if band_loss is None else np.array(band_loss, dtype=np.float64).reshape(-1)
+        if self.rows and (bl is None) != ("band_loss" not in self.rows[0]):
+            raise BandscopeInputError(f"{where}: a run has band losses at every checkpoint or at none (earlier "
+                                      f"checkpoints {'have' if 'band_loss' in self.rows[0] else 'have none'})",
+                                      path=self.path)
+        if bl is None:
+            bl = np.zeros(0)
+        elif self.rows and bl.shape != self.rows[0]["band_loss"].shape:
             raise BandscopeInputError(f"{where} has {bl.size} bands, earlier ones {self.rows[0]['band_loss'].size}",
                                       path=self.path)
         if not np.isfinite(bl).all():
@@ -170,27 +215,34 @@ class RunRecorder:
             if pt < float(last["param_time"]):
                 raise BandscopeInputError(f"{where}: param_time decreases from {float(last['param_time'])!r} "
                                           f"to {pt!r}; parameter time is cumulative", path=self.path)
-        row = {"band_loss": bl, "step": st, "param_time": pt}
-        for key, val in (("epoch", epoch), ("arc_length", arc_length), ("mse", mse)):
+        row = {"step": st, "param_time": pt}
+        if band_loss is not None:
+            row["band_loss"] = bl
+        elif train_loss is None:
+            train_loss = math.nan  # a run without a panel always carries train_loss (docs/format.md)
+        for key, val in (("epoch", epoch), ("arc_length", arc_length), ("mse", mse), ("train_loss", train_loss),
+                         ("heldout_loss", heldout_loss)):
             if val is not None:
                 row[key] = float(val)
         return row
 
-    def record(self, *, step: int, band_loss, param_time: float, epoch: float | None = None,
-               arc_length: float | None = None, mse: float | None = None) -> None:
+    def record(self, *, step: int, band_loss=None, param_time: float, epoch: float | None = None,
+               arc_length: float | None = None, mse: float | None = None, train_loss: float | None = None,
+               heldout_loss: float | None = None) -> None:
         """Append one checkpoint and rewrite the file atomically.
 
         The checkpoint is validated and the file written first; only then does it join the
         recorder. A rejected checkpoint (``BandscopeInputError``) or a failed write
         (``OSError``, e.g. ``ENOSPC``) leaves the recorder and the file as they were, so the
         same call can be retried. Equal parameter time at consecutive checkpoints (weights that
-        did not move) is valid.
+        did not move) is valid. ``band_loss=None`` records a run without a panel (then at every
+        checkpoint); ``train_loss`` may be NaN (not reported at that step).
         """
         if not self._lock.held:
             raise BandscopeInputError(f"{self.path}: this recorder was closed; open a new one with resume=True",
                                       path=self.path)
         row = self._checked_row(step=step, band_loss=band_loss, param_time=param_time, epoch=epoch,
-                                arc_length=arc_length, mse=mse)
+                                arc_length=arc_length, mse=mse, train_loss=train_loss, heldout_loss=heldout_loss)
         rows = [*self.rows, row]
         self._write(self._dataset(rows))
         self.rows = rows
@@ -205,11 +257,17 @@ class RunRecorder:
 
         def col(key):
             vals = [r.get(key) for r in rows]
+            if all(v is None for v in vals):
+                return None
+            if key in ("train_loss", "heldout_loss"):  # not reported at some steps: NaN there
+                return np.asarray([np.nan if v is None else v for v in vals], dtype=np.float64)
             return None if any(v is None for v in vals) else np.asarray(vals)
 
+        bl = np.stack([r["band_loss"] for r in rows]) if "band_loss" in rows[0] else None
         return make_run(
-            np.stack([r["band_loss"] for r in rows]), col("param_time"), col("step"),
+            bl, col("param_time"), col("step"),
             epoch=col("epoch"), arc_length=col("arc_length"), mse=col("mse"),
+            train_loss=col("train_loss"), heldout_loss=col("heldout_loss"),
             name=self.name, arch=self.arch, seed=self.seed, source=self.source,
             extra_attrs=self.extra_attrs, require_advance=False,
         )

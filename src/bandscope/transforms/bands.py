@@ -75,6 +75,14 @@ def haar_levels(size: int) -> int:
 # --------------------------------------------------------------------------- validation
 
 
+def _power_of_two_fix(h: int) -> str:
+    """How to make an image side ``h`` a power of two (the Haar bands need ``2**J``)."""
+    up = 1 << max(int(h) - 1, 0).bit_length()
+    down = up >> 1
+    return (f"pad or resize the images to {up} x {up}" + (f" (or crop to {down} x {down})" if down >= 1 else "")
+            + ": Haar bands halve the side at every level")
+
+
 def _shape_levels(shape: tuple[int, ...], what: str = "x") -> int:
     if len(shape) < 3:
         raise ValueError(
@@ -86,7 +94,8 @@ def _shape_levels(shape: tuple[int, ...], what: str = "x") -> int:
         raise ValueError(f"{what} images must be square (H == W), got H={h}, W={w} (shape {shape})")
     if h < 1 or h & (h - 1):
         raise ValueError(
-            f"{what} image size must be a power of two (H = W = 2**J), got H = W = {h} (shape {shape})"
+            f"{what} image size must be a power of two (H = W = 2**J), got H = W = {h} (shape {shape}): "
+            f"{_power_of_two_fix(h)}"
         )
     return int(h).bit_length() - 1
 

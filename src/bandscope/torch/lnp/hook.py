@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from bandscope.errors import BandscopeInputError
 from bandscope.io import write_netcdf_atomic
 from bandscope.lnp import log_windows
 
@@ -93,6 +94,8 @@ class LNPHook:
         self.seed = int(seed)
         self.path = None if path is None else Path(path)
         self.records: list[tuple[int, xr.Dataset]] = []
+        self.previous: xr.Dataset | None = None  # measurements of the job this one resumes
+        self._last_step: int | None = None
         self._recorder = None
         self.recorder = recorder
 
@@ -105,29 +108,80 @@ class LNPHook:
     def recorder(self, rec) -> None:
         if rec is not None and rec is not self._recorder:
             # every later rewrite of the run file (each checkpoint) keeps the LNP variables
-            rec.add_extra(lambda: self.dataset() if self.records else None)
+            rec.add_extra(lambda: self.dataset() if self.has_data else None)
         self._recorder = rec
 
+    @property
+    def has_data(self) -> bool:
+        """Whether any measurement exists (this job's or, after a resume, the earlier job's)."""
+        return bool(self.records) or (self.previous is not None and self.previous.sizes.get("lnp_step", 0) > 0)
+
+    @property
+    def last_step(self) -> int | None:
+        """The step of the last measurement (this job's or the resumed one's), None before any."""
+        return self._last_step
+
     def wants(self, step: int) -> bool:
-        """Whether ``step`` is a measurement step."""
-        return int(step) in self._window_of
+        """Whether ``step`` is a measurement step (``step`` an integer; ``2.7`` is refused, not
+        truncated)."""
+        return _step(step) in self._window_of
+
+    def state_dict(self) -> dict:
+        """The hook's position: the last measured step and the probe seed. The measurements
+        themselves live in the run file (or the hook's own file); :meth:`load_state_dict` takes
+        them back as ``previous``."""
+        return {"last_step": -1 if self._last_step is None else int(self._last_step), "seed": self.seed}
+
+    def load_state_dict(self, state: dict, previous: xr.Dataset | None = None) -> list[int]:
+        """Resume from :meth:`state_dict`: measurements after ``state["last_step"]`` in ``previous``
+        (the ``lnp_*`` variables of the file the earlier job wrote) are dropped and their steps
+        returned; the rest are kept ahead of this job's measurements in :meth:`dataset`."""
+        last = int(state["last_step"])
+        self.seed = int(state.get("seed", self.seed))
+        self._last_step = None if last < 0 else last
+        self.records = []
+        dropped: list[int] = []
+        if previous is not None and "lnp_step" in previous.dims:
+            keep = [v for v in previous.data_vars if "lnp_step" in previous[v].dims]
+            prev = previous[keep]
+            steps = prev["lnp_step"].values.astype(np.int64)
+            dropped = steps[steps > last].tolist()
+            prev = prev.isel(lnp_step=np.flatnonzero(steps <= last))
+            self.previous = prev if prev.sizes["lnp_step"] else None
+        else:
+            self.previous = None
+        return dropped
 
     def __call__(self, step: int, batch) -> xr.Dataset | None:
         """Measure at ``step`` with the training ``batch`` as batch A if scheduled; else None."""
-        step = int(step)
+        step = _step(step)
         if not self.wants(step):
             return None
-        if self.records and step <= self.records[-1][0]:
-            raise ValueError(f"step {step} is not after the last measured step {self.records[-1][0]}")
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(f"step {step} is not after the last measured step {self._last_step}")
         b = self.eval_batch(step) if callable(self.eval_batch) else self.eval_batch
         ds = measure_lnp(self.model, self.loss_fn, batch, b, seed=self.seed + step, **self.kw)
         self.records.append((step, ds))
+        self._last_step = step
         return ds
 
     def dataset(self) -> xr.Dataset:
         """All measurements so far: ``lnp_*`` variables on dim ``lnp_step`` (+ ``lnp_band``)."""
         if not self.records:
+            if self.previous is not None:
+                return self.previous
             raise ValueError("no LNP measurement recorded yet")
+        ds = self._own_dataset()
+        if self.previous is None:
+            return ds
+        prev = self.previous[[v for v in ds.data_vars if v in self.previous.data_vars]]
+        out = xr.concat([prev, ds], dim="lnp_step", data_vars="all", coords="minimal", compat="override",
+                        combine_attrs="override", join="outer")
+        for v in out.data_vars:
+            out[v].attrs = dict(ds[v].attrs)
+        return out.assign_attrs(ds.attrs)
+
+    def _own_dataset(self) -> xr.Dataset:
         steps = [s for s, _ in self.records]
         parts = []
         for _, d in self.records:
@@ -152,6 +206,7 @@ class LNPHook:
             src = v[4:]
             if src in self.records[0][1]:
                 ds[v].attrs = dict(self.records[0][1][src].attrs)
+            _complete_attrs(v, ds[v].attrs)
         return ds
 
     def write(self, path=None) -> Path:
@@ -164,3 +219,28 @@ class LNPHook:
         if target is None:
             raise ValueError("no path: give LNPHook(path=...) or write(path)")
         return write_netcdf_atomic(self.dataset(), target)
+
+
+def _step(step) -> int:
+    """An optimizer step as int: integer-valued numbers pass, ``2.7`` is refused (not truncated)."""
+    try:
+        f = float(step)
+    except (TypeError, ValueError):
+        raise BandscopeInputError(f"LNPHook step must be an integer optimizer step, got {step!r}") from None
+    if not f.is_integer():
+        raise BandscopeInputError(f"LNPHook step {step!r} is not an integer: steps count optimizer updates "
+                                  "(pass the step counter, not an epoch fraction)")
+    return int(f)
+
+
+def _complete_attrs(name: str, attrs: dict) -> None:
+    """Give every ``lnp_*`` variable ``units``, ``long_name`` and ``definition`` (``docs/format.md``):
+    the statistics' own where they have them, else the unit class of the name."""
+    if name.startswith("lnp_reason"):
+        attrs.setdefault("units", "")
+    elif "spectral_position" in name or name.endswith("_norm") or name.endswith("_norm_b"):
+        attrs.setdefault("units", "1")
+    else:
+        attrs.setdefault("units", "raw: in the units of loss_fn as reduced (docs/lnp.md)")
+    attrs.setdefault("long_name", name[4:].replace("_", " "))
+    attrs.setdefault("definition", attrs["long_name"] + " (bandscope.torch.measure_lnp, spectral reach B.1)")

@@ -1,0 +1,228 @@
+"""Conformal calibration of floor forecasts on real runs: scores, quantiles, leave-one-run-out.
+
+A floor forecast from a run's prefix is a point ``p`` and a scale ``u > 0`` (both computed from
+the prefix alone, :func:`point_and_scale`). On a calibration corpus of runs whose late values
+are known (the *truth*: the mean of each saturated curve's last 10 % of checkpoints, never a
+fit), the normalised signed scores ``r = (truth - p) / u`` are collected. Split-conformal
+prediction (Vovk et al. 2005; Lei et al. 2018) then gives the interval
+
+    [p + u · r_lo,  p + u · r_hi],
+    r_lo = the ⌊(m + 1) α/2⌋-th smallest score,  r_hi = the ⌈(m + 1)(1 - α/2)⌉-th smallest,
+
+m scores, α = 1 - confidence, which covers a new exchangeable forecast with probability at
+least ``confidence`` (each tail at most α/2; -inf/+inf when m is too small for the rank).
+Scores are grouped (Mondrian conformal) by the prefix's observable *stage*
+(:func:`stage_of`): how much of the fall seen so far came in the second half of the fitted
+checkpoints, so that curves still moving and curves at rest get their own quantiles.
+
+The point is the latest value moved toward the ensemble floor by a shrinkage weight ``k`` per
+stage group, fitted on the same corpus so that the median error is never above the naive
+forecast's at any of the corpus' prefixes (:func:`_fit_k`): ``k = 0`` is the naive "the last
+value is the floor", ``k = 1`` trusts the ensemble.
+
+:func:`conformal_bounds` is the fast kernel; :func:`_conformal_bounds_oracle` the slow obvious
+one (sorting in a loop).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["conformal_bounds", "point_and_scale", "stage_of", "Calibration", "fit_calibration",
+           "STAGE_EDGES", "K_GRID"]
+
+#: Mondrian groups by stage s = drop_half / range_seen: [0, e1), [e1, e2), ..., [e_last, inf)
+STAGE_EDGES = (0.01, 0.03, 0.08, 0.2)
+#: shrinkage weights searched for the point
+K_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
+
+def _ranks(m, confidence):
+    a = round(1.0 - float(confidence), 12)  # 1 - 0.9 is 0.0999...98 in floating point
+    lo = math.floor((m + 1) * a / 2.0 + 1e-9)
+    hi = math.ceil((m + 1) * (1.0 - a / 2.0) - 1e-9)
+    return lo, hi
+
+
+def conformal_bounds(scores, confidence=0.95):
+    """Split-conformal lower and upper score quantiles of signed scores (module docstring).
+
+    ``(r_lo, r_hi)``: the ⌊(m+1)α/2⌋-th and ⌈(m+1)(1-α/2)⌉-th smallest of the m finite scores
+    (1-based), -inf / +inf when that rank is below 1 / above m.
+
+    Examples
+    --------
+    >>> conformal_bounds(np.arange(1.0, 40.0), 0.9)  # m = 39: ranks 2 and 38
+    (2.0, 38.0)
+    >>> conformal_bounds([0.0, 1.0], 0.95)
+    (-inf, inf)
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64)[np.isfinite(scores)])
+    lo, hi = _ranks(s.size, confidence)
+    r_lo = float(s[lo - 1]) if lo >= 1 else -np.inf
+    r_hi = float(s[hi - 1]) if hi <= s.size else np.inf
+    return r_lo, r_hi
+
+
+def _conformal_bounds_oracle(scores, confidence=0.95):
+    """Slow obvious oracle of :func:`conformal_bounds`: the smallest score with at least
+    ``1 - α/2`` of the m + 1 (scores plus +inf) at or below it, and its mirror image."""
+    s = [float(v) for v in scores if np.isfinite(v)]
+    m = len(s)
+    a = round(1.0 - confidence, 12)
+    hi = np.inf
+    for v in sorted(s):
+        if sum(1 for t in s if t <= v) >= (1 - a / 2) * (m + 1) - 1e-9:
+            hi = v
+            break
+    lo = -np.inf
+    for v in sorted(s, reverse=True):
+        if sum(1 for t in s if t >= v) >= (1 - a / 2) * (m + 1) - 1e-9:
+            lo = v
+            break
+    return lo, hi
+
+
+def stage_of(drop_half, range_seen):
+    """Observable stage of a prefix: ``drop_half / range_seen`` (0 = the second half of the
+    fitted checkpoints did not fall at all), and its group index by :data:`STAGE_EDGES`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        st = np.where(np.asarray(range_seen) > 0, np.asarray(drop_half) / np.asarray(range_seen), 0.0)
+    return st, np.searchsorted(np.asarray(STAGE_EDGES), st, side="right")
+
+
+def point_and_scale(last, floor_ens, spread, drop_half, noise, k):
+    """Point ``last + k (floor_ens - last)`` and scale ``u = spread + drop_half + 2 noise``
+    (all ≥ 0; a tiny positive floor keeps u > 0) of a floor forecast: the disagreement of the
+    plausible families, how much the curve still fell in the second half of the fit, and the
+    checkpoint noise."""
+    last, fe = np.asarray(last, dtype=np.float64), np.asarray(floor_ens, dtype=np.float64)
+    point = last + np.asarray(k) * (fe - last)
+    u = np.asarray(spread) + np.asarray(drop_half) + 2.0 * np.asarray(noise)
+    u = np.maximum(u, 1e-12 * np.maximum(np.abs(last), 1e-300))
+    return point, u
+
+
+@dataclass
+class Calibration:
+    """Per-stage shrinkage weights and conformal scores of floor forecasts (JSON-serialisable).
+
+    ``k[g]`` the point's shrinkage weight of stage group g, ``scores[g]`` the sorted signed
+    scores, ``runs`` the calibration runs' names, ``source`` how it was made.
+    """
+
+    k: list
+    scores: list
+    runs: list = field(default_factory=list)
+    source: str = ""
+    stage_edges: tuple = STAGE_EDGES
+    format: str = "bandscope-forecast-calibration/1"
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "stage_edges": list(self.stage_edges), "k": [float(v) for v in self.k],
+                "scores": [[float(v) for v in s] for s in self.scores], "runs": list(self.runs),
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        if d.get("format") != "bandscope-forecast-calibration/1":
+            raise ValueError(f"not a bandscope forecast calibration (format {d.get('format')!r}); "
+                             "make one with `bandscope forecast --calibrate RUNS --calibration-out OUT.json`")
+        return cls(k=list(d["k"]), scores=[list(s) for s in d["scores"]], runs=list(d.get("runs", [])),
+                   source=str(d.get("source", "")), stage_edges=tuple(d["stage_edges"]))
+
+    def interval(self, last, floor_ens, spread, drop_half, noise, range_seen, confidence=0.95):
+        """``(point, low, high, group, n_scores)`` of one forecast (scalars)."""
+        _, g = stage_of(drop_half, range_seen)
+        g = int(g)
+        p, u = point_and_scale(last, floor_ens, spread, drop_half, noise, self.k[g])
+        r_lo, r_hi = conformal_bounds(self.scores[g], confidence)
+        return float(p), float(p + u * r_lo), float(p + u * r_hi), g, len(self.scores[g])
+
+
+def _fit_k(cols, grp, prefix, n_groups, fold=None, min_cell=5):
+    """Shrinkage weight of each stage group: the k of :data:`K_GRID` minimising
+    (lexicographically) the largest and then the mean, over the group's cells (prefixes, or
+    prefix × ``fold``; cells with at least ``min_cell`` records), of
+    median |point - truth| / median |last - truth|. k = 0 (the naive
+    point) scores exactly 1 and wins ties, so in-sample no group's point is worse than the last
+    value at any prefix."""
+    fold = np.zeros(prefix.size, dtype=np.int64) if fold is None else np.asarray(fold)
+    e0 = np.abs(cols["last"] - cols["truth"])
+    step = cols["floor_ens"] - cols["last"]
+    k = np.zeros(n_groups)
+    for g in range(n_groups):
+        in_g = grp == g
+        cells = [in_g & (prefix == p) & (fold == f) for p in np.unique(prefix) for f in np.unique(fold)]
+        cells = [c for c in cells if c.sum() >= min_cell and np.median(e0[c]) > 0]
+        if not cells:
+            continue
+        best = (1.0, 1.0)
+        for kk in K_GRID[1:]:
+            e = np.abs(cols["last"] + kk * step - cols["truth"])
+            r = [float(np.median(e[c]) / np.median(e0[c])) for c in cells]
+            o = (round(max(r), 9), round(float(np.mean(r)), 9))
+            if o < best:
+                best, k[g] = o, float(kk)
+    return k
+
+
+def fit_calibration(records, *, runs=(), source="") -> Calibration:
+    """Fit the shrinkage weights and collect the scores of a calibration corpus.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        One per (run, curve, prefix) forecast of a saturated curve, with the keys of
+        :data:`bandscope.keysearch.ensemble.FEATURES`, ``truth`` and ``prefix``.
+
+    Returns
+    -------
+    Calibration
+        Per stage group: ``k`` (:func:`_fit_k`) and the sorted scores ``(truth - point) / u``.
+    """
+    n_groups = len(STAGE_EDGES) + 1
+    cols = {key: np.array([float(r[key]) for r in records]) for key in
+            ("last", "floor_ens", "spread", "drop_half", "noise", "range_seen", "truth")}
+    prefix = np.array([float(r.get("prefix", 0.0)) for r in records])
+    _, grp = stage_of(cols["drop_half"], cols["range_seen"])
+    k = _fit_k(cols, grp, prefix, n_groups)
+    p, u = point_and_scale(cols["last"], cols["floor_ens"], cols["spread"], cols["drop_half"], cols["noise"],
+                           k[grp])
+    scores = [sorted(((cols["truth"] - p) / u)[grp == g].tolist()) for g in range(n_groups)]
+    return Calibration(k=[float(v) for v in k], scores=scores, runs=list(runs), source=source)
+
+
+#: file name of the calibration shipped with the package (``bandscope/keysearch/``)
+SHIPPED = "forecast_calibration.json"
+
+
+def load_calibration(path=None) -> Calibration:
+    """The calibration in ``path`` (JSON of :meth:`Calibration.to_dict`), or the shipped one.
+
+    Examples
+    --------
+    >>> cal = load_calibration()
+    >>> len(cal.k) == len(cal.scores) == len(STAGE_EDGES) + 1
+    True
+    """
+    import json
+    from pathlib import Path
+
+    if isinstance(path, Calibration):
+        return path
+    if path is None:
+        from importlib import resources
+
+        text = resources.files("bandscope.keysearch").joinpath(SHIPPED).read_text()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            from ..errors import BandscopeInputError
+
+            raise BandscopeInputError(f"calibration file {str(p)!r} does not exist; make one with "
+                                      "`bandscope forecast --calibrate RUNS --calibration-out FILE.json`")
+        text = p.read_text()
+    return Calibration.from_dict(json.loads(text))

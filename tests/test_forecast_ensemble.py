@@ -1,0 +1,216 @@
+"""Curve families, the evidence-weighted ensemble, conformal calibration and plain-series forecasts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import nnls
+
+import bandscope
+from bandscope.keysearch import conformal
+from bandscope.keysearch.calibrate import late_truth, leave_one_run_out, prefix_records
+from bandscope.keysearch.curve_families import (
+    FAMILIES,
+    _fit_family_scipy,
+    _nnls_small,
+    exp3,
+    fit_family,
+    pow3,
+    two_phase,
+    weibull_onset,
+)
+from bandscope.keysearch.ensemble import bic_weights, ensemble_curve
+
+X = np.linspace(0.0, 10.0, 45)
+
+KNOWN = {
+    "exp": (exp3, (0.3, 2.0, 2.0)),
+    "pow3": (pow3, (0.2, 1.5, 0.5, 1.2)),
+    "weibull": (weibull_onset, (0.4, 1.0, 3.0, 1.6, 0.5)),
+    "two_phase": (two_phase, (0.1, 1.0, 0.5, 0.4, 4.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN))
+def test_family_fit_recovers_known_floor(name):
+    """Noise-free curves of each family: the fitted floor is the true one (grid precision)."""
+    f, theta = KNOWN[name]
+    y = f(X, *theta)
+    fit = fit_family(name, X, y)
+    amp = y.max() - y.min()
+    assert abs(fit.floor - theta[0]) < 0.01 * amp
+    assert fit.sse < 1e-4 * float(y @ y)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.1, 5.0), st.floats(0.3, 20.0), st.floats(0.3, 3.0))
+def test_exp_and_pow3_fits_recover_drawn_floors(c, a, w, alpha):
+    """Noise-free curves with drawn parameters: the fit is exact (SSE at rounding level of the
+    grid) and, where the data identify it (the curve has come within 10 % of its amplitude of
+    its floor), the fitted floor is the true one to within 2 % of the amplitude."""
+    for name, y in (("exp", exp3(X, c, a, w)), ("pow3", pow3(X, c, a, w / 4, alpha))):
+        fit = fit_family(name, X, y)
+        assert fit.sse < 1e-5 * a * a * X.size, name
+        if y[-1] - c < 0.1 * a:
+            assert abs(fit.floor - c) < 0.02 * a, name
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_family_fit_agrees_with_scipy_oracle(name, seed):
+    """The profiled grid fit reaches (nearly) the SSE of scipy least squares from several starts."""
+    rng = np.random.default_rng(seed)
+    y = 0.3 + 2 * np.exp(-X / 2) + 0.3 * (1 + X) ** -0.5 + 0.01 * rng.normal(size=X.size)
+    fast, slow = fit_family(name, X, y), _fit_family_scipy(name, X, y)
+    noise_sse = X.size * 1e-4
+    assert fast.sse <= slow.sse + 0.5 * noise_sse  # within half the noise's own SSE
+    assert fast.floor == pytest.approx(slow.floor, abs=0.05)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 3))
+def test_small_nnls_matches_scipy(seed, m):
+    rng = np.random.default_rng(seed)
+    F = rng.normal(size=(3, 12, m))
+    y = rng.normal(size=12)
+    t, sse = _nnls_small(F, y)
+    for g in range(3):
+        ref, rnorm = nnls(F[g], y)
+        assert sse[g] == pytest.approx(rnorm ** 2, rel=1e-7, abs=1e-10)
+        np.testing.assert_allclose(t[g], ref, atol=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.01, 100.0), min_size=3, max_size=5), st.floats(1e-3, 1e3))
+def test_bic_weights_sum_to_one_and_ignore_a_common_scale(sse, a):
+    p = np.arange(3, 3 + len(sse))
+    w = bic_weights(sse, 40, p, 12.0)
+    assert w.sum() == pytest.approx(1.0) and np.all(w >= 0)
+    np.testing.assert_allclose(bic_weights(np.array(sse) * a, 40, p, 12.0), w, rtol=1e-9, atol=1e-12)
+
+
+def test_ensemble_spread_is_wide_when_families_disagree():
+    """A power law still falling: the families' floors disagree, the spread is large; a curve
+    at rest: the spread is small."""
+    x = np.geomspace(1, 1000, 40) - 1
+    drift = 0.1 + 1.0 * (1 + x / 2.0) ** -0.3
+    rest = 0.1 + 1.0 * np.exp(-x / 20.0)
+    r_drift, r_rest = ensemble_curve(x, drift), ensemble_curve(x, rest)
+    assert r_drift["spread"] > 10 * r_rest["spread"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=60), st.sampled_from([0.5, 0.8, 0.9, 0.95]))
+def test_conformal_bounds_match_the_oracle(scores, conf):
+    assert conformal.conformal_bounds(scores, conf) == conformal._conformal_bounds_oracle(scores, conf)
+
+
+def test_conformal_coverage_on_exchangeable_data():
+    """Scores iid: calibrate on m, test on a new one; coverage over repetitions is at least the
+    nominal level (minus 3 SE) and not above 1 - α + 2/(m + 1) (plus 3 SE)."""
+    rng = np.random.default_rng(0)
+    m, reps, conf = 79, 4000, 0.9
+    hits = 0
+    for _ in range(reps):
+        s = rng.standard_t(3, size=m + 1)
+        lo, hi = conformal.conformal_bounds(s[:m], conf)
+        hits += lo <= s[m] <= hi
+    cov = hits / reps
+    se = np.sqrt(conf * (1 - conf) / reps)
+    assert conf - 3 * se <= cov <= conf + 2 / (m + 1) + 3 * se
+
+
+def test_calibration_round_trip_and_shipped():
+    cal = conformal.load_calibration()
+    assert len(cal.runs) >= 20 and all(len(s) > 50 for s in cal.scores)
+    again = conformal.Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again.k == cal.k and again.scores == cal.scores
+    with pytest.raises(ValueError, match="calibration"):
+        conformal.Calibration.from_dict({"format": "something else"})
+
+
+def test_late_truth_and_saturation():
+    y = np.concatenate([np.linspace(2, 1, 40), np.full(13, 1.0)])
+    t, sat, rng = late_truth(y[None])
+    assert t[0] == pytest.approx(1.0) and sat[0] and rng[0] == pytest.approx(1.0)
+    t, sat, _ = late_truth(np.linspace(2, 1, 53)[None])
+    assert not sat[0]
+
+
+def _shape_run(seed, n=53):
+    rng = np.random.default_rng(seed)
+    s = np.geomspace(1, 300, n)
+    y = 0.2 + rng.uniform(0.5, 1.0) * np.exp(-s / rng.uniform(10, 40)) + 0.002 * rng.normal(size=n)
+    return s, y
+
+
+def test_leave_one_run_out_never_uses_the_own_run():
+    """A run whose truth is corrupted cannot move its own interval: LORO intervals equal those
+    of a calibration built without it."""
+    runs = [_shape_run(i) for i in range(6)]
+    names = [f"r{i}" for i in range(6)]
+    recs = prefix_records(runs, (0.4, 0.6), names=names, saturated_only=False)
+    bad = [dict(r, truth=r["truth"] + 100.0) if r["run"] == "r0" else r for r in recs]
+    a = [r for r in leave_one_run_out(recs) if r["run"] == "r0" and "low" in r]
+    b = [r for r in leave_one_run_out(bad) if r["run"] == "r0" and "low" in r]
+    assert a and [(r["low"], r["high"]) for r in a] == [(r["low"], r["high"]) for r in b]
+
+
+def test_forecast_plain_series_numpy_pandas_dataarray_agree():
+    s, y = _shape_run(3)
+    a = bandscope.forecast(y, param_time=s, prefix=0.6)
+    b = bandscope.forecast(pd.Series(y, index=s), prefix=0.6)
+    c = bandscope.forecast(xr.DataArray(y, dims="step", coords={"step": s}), prefix=0.6)
+    assert str(a.status.values) == "ok"
+    for v in ("floor", "floor_low", "floor_high", "s_reach"):
+        assert float(a[v]) == float(b[v]) == float(c[v])
+    assert float(a.floor_low) <= float(a.floor) <= float(a.floor_high)
+    with pytest.raises(ValueError, match="param_time has shape"):
+        bandscope.forecast(y, param_time=s[:-1])
+
+
+def test_series_equals_the_band_forecast_of_a_one_band_run():
+    """The plain-series path and the run path give the same calibrated floor for the same curve."""
+    from bandscope.run import make_run
+
+    s, y = _shape_run(5)
+    run = make_run(y[:, None], s, np.arange(s.size))
+    fc_run = bandscope.forecast(run, prefix=0.5)
+    fc_ser = bandscope.forecast(y, param_time=s, prefix=0.5)
+    assert float(fc_run.floor[0]) == pytest.approx(float(fc_ser.floor), rel=1e-12)
+    assert float(fc_run.floor_high[0]) == pytest.approx(float(fc_ser.floor_high), rel=1e-12)
+
+
+def test_calibration_off_gives_the_weibull_floor():
+    from bandscope.keysearch.synthetic import make_run_synthetic
+
+    run = make_run_synthetic(1)
+    on, off = bandscope.forecast(run, prefix=0.5), bandscope.forecast(run, prefix=0.5, calibration=False)
+    np.testing.assert_array_equal(off.floor.values, on.weibull_floor.values)
+    assert off.attrs["calibration"] == "none" and on.attrs["calibration"] != "none"
+
+
+def test_cli_calibrate_writes_a_usable_calibration(tmp_path, capsys):
+    from bandscope.cli.main import main
+    from bandscope.io import write_run
+    from bandscope.run import make_run
+
+    files = []
+    for i in range(4):
+        s, y = _shape_run(10 + i)
+        run = make_run(np.stack([y, 0.5 * y], axis=1), s, np.arange(s.size), name=f"r{i}")
+        f = tmp_path / f"r{i}.nc"
+        write_run(run, f)
+        files.append(str(f))
+    out = tmp_path / "cal.json"
+    assert main(["forecast", "--calibrate", *files, "--calibration-out", str(out)]) == 0
+    cal = conformal.load_calibration(out)
+    assert len(cal.runs) == 4
+    assert main(["forecast", files[0], "--prefix", "0.5", "--calibration", str(out), "--quiet"]) == 0
+    assert main(["forecast", "--calibrate", *files]) == 2  # no --calibration-out
+    assert "calibration-out" in capsys.readouterr().err

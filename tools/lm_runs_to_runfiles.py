@@ -1,0 +1,164 @@
+"""Convert the spectral-reach LM runs (``tools/lm_scaling.py`` folders) into run files (``run/1``).
+
+    python tools/lm_runs_to_runfiles.py reference_runs/lm-scaling reference_runs/lm-scaling-long
+
+Each ``ROOT/SIZE-seedN/`` folder (``config.json``, ``lnp.nc``, ``train_loss.csv``,
+``heldout.csv``, ``probe_trained.nc``, ``probe_random.nc``) becomes one netCDF run file
+``ROOT/runs/SIZE-seedN.nc`` in the layout of ``docs/format.md`` (runs without a panel):
+
+- over ``lnp_step`` (index coordinate, with ``lnp_window``): every ``lnp_*`` variable of
+  ``lnp.nc``, unchanged, with ``units``, ``long_name`` and ``definition`` attrs added;
+- over ``checkpoint`` (coordinate ``step``): ``train_loss`` at the steps where the held-out loss
+  was logged plus 120 log-spaced steps (the per-step value the loop logged; ``train_loss.csv``
+  holds every step, too many to ship), and ``heldout_loss`` (NaN at the steps where it was not
+  logged; NaN ``train_loss`` at step ``total_steps``, after the last optimizer step);
+- the linear probes of spectral reach §5.1 over (``probe_backbone``, ``probe_lnp_step``), with
+  ``probe_backbone`` = ``trained`` / ``random`` and the window index ``probe_lnp_window``:
+  ``probe_spectral_position``, ``probe_spectral_position_cross``, ``probe_network_scale_norm``,
+  ``probe_loss_scale_norm`` (the probe files' ``lnp_*`` variables of the same names);
+- attrs ``format = "run/1"``, ``name``, ``n_parameters`` (``config.json``), ``created``,
+  ``versions``, ``arch``, ``seed``, ``size``, ``total_steps``, ``source``.
+
+There is no ``lnp_arc_length``: these runs did not record parameter time. Only finished runs
+(with ``probe_random.nc``) are converted. Variables are zlib-compressed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+N_LOG_STEPS = 120
+PROBE_VARS = ("spectral_position", "spectral_position_cross", "network_scale_norm", "loss_scale_norm")
+
+_A, _B = "batch A (the training batch)", "batch B (32 held-out sequences)"
+#: attrs of the LNP variables of ``bandscope.torch.LNPHook`` (docs/lnp.md), for the files of
+#: ``tools/lm_scaling.py``, which wrote none
+LNP_ATTRS = {
+    "lnp_loss_scale": ("loss**2 / logit**2", "loss scale of batch A", f"||dL_A/df||^2 of {_A}"),
+    "lnp_network_scale": ("logit**2 / param**2", "network scale of batch A", f"Tr K_AA of {_A} (Hutchinson)"),
+    "lnp_grad_norm_sq": ("loss**2 / param**2", "squared gradient norm of batch A", f"||grad L_A||^2 of {_A}"),
+    "lnp_grad_dot": ("loss**2 / param**2", "gradient dot product", "grad L_B . grad L_A"),
+    "lnp_loss_scale_b": ("loss**2 / logit**2", "loss scale of batch B", f"||dL_B/df||^2 of {_B}"),
+    "lnp_network_scale_b": ("logit**2 / param**2", "network scale of batch B", f"Tr K_BB of {_B} (Hutchinson)"),
+    "lnp_spectral_position": ("1", "spectral position P (self, batch A)",
+                              "||grad L_A||^2 / (L_A N_A), spectral reach Eq. 49"),
+    "lnp_spectral_position_cross": ("1", "spectral position P_AB (held-out cross)",
+                                    "grad L_B . grad L_A / sqrt(L_A L_B N_A N_B) (LNP.md)"),
+    "lnp_loss_scale_norm": ("loss**2 / logit**2 * tokens", "normalised loss scale of batch A",
+                            "M_A * L_A, M = tokens (spectral reach A.2)"),
+    "lnp_network_scale_norm": ("logit**2 / param**2 / tokens", "normalised network scale of batch A",
+                               "N_A / M_A, M = tokens (spectral reach A.2)"),
+    "lnp_loss_scale_b_norm": ("loss**2 / logit**2 * tokens", "normalised loss scale of batch B",
+                              "M_B * L_B (spectral reach A.2)"),
+    "lnp_network_scale_b_norm": ("logit**2 / param**2 / tokens", "normalised network scale of batch B",
+                                 "N_B / M_B (spectral reach A.2)"),
+    "lnp_loss": ("nats / byte", "loss of batch A", "mean cross-entropy per token of batch A"),
+    "lnp_network_scale_se": ("logit**2 / param**2", "standard error of lnp_network_scale",
+                             "Hutchinson standard error over probes"),
+    "lnp_spectral_position_se": ("1", "standard error of lnp_spectral_position", "|P| se(N_A) / N_A"),
+    "lnp_loss_b": ("nats / byte", "loss of batch B", "mean cross-entropy per token of batch B"),
+    "lnp_grad_norm_sq_b": ("loss**2 / param**2", "squared gradient norm of batch B", f"||grad L_B||^2 of {_B}"),
+    "lnp_network_scale_b_se": ("logit**2 / param**2", "standard error of lnp_network_scale_b",
+                               "Hutchinson standard error over probes"),
+    "lnp_spectral_position_b": ("1", "spectral position P_B (self, batch B)",
+                                "||grad L_B||^2 / (L_B N_B), spectral reach Eq. 49"),
+}
+
+
+def checkpoint_steps(heldout_steps, total_steps: int, n_log: int = N_LOG_STEPS) -> np.ndarray:
+    """The held-out steps and ``n_log`` log-spaced steps in [0, total_steps), sorted, unique."""
+    logs = np.rint(np.geomspace(1, total_steps, n_log)).astype(np.int64) - 1
+    return np.unique(np.concatenate([np.asarray(heldout_steps, dtype=np.int64), logs]))
+
+
+def convert(run_dir: Path) -> xr.Dataset:
+    """One ``tools/lm_scaling.py`` folder as a run Dataset (see the module docstring)."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    lnp = xr.load_dataset(run_dir / "lnp.nc")
+    train = pd.read_csv(run_dir / "train_loss.csv")
+    held = pd.read_csv(run_dir / "heldout.csv")
+    held = held[held["phase"] == "train"]
+    steps = checkpoint_steps(held["step"], int(cfg["steps"]))
+    train_loss = train.set_index("step")["train_loss"].reindex(steps).to_numpy(dtype=np.float64)
+    heldout_loss = held.set_index("step")["heldout_loss"].reindex(steps).to_numpy(dtype=np.float64)
+
+    ds = xr.Dataset(coords={"step": ("checkpoint", steps, {"units": "optimizer steps"}),
+                            "lnp_step": ("lnp_step", lnp["lnp_step"].values.astype(np.int64),
+                                         {"units": "optimizer steps",
+                                          "long_name": "optimizer step of the LNP measurement"}),
+                            "lnp_window": ("lnp_step", lnp["lnp_window"].values.astype(np.int64),
+                                           {"long_name": "log-window index (spectral reach B.1)"})})
+    ds["train_loss"] = ("checkpoint", train_loss, {
+        "units": "nats / byte", "long_name": "training loss",
+        "definition": "mean cross-entropy per token of the training batch at that step, as logged"})
+    ds["heldout_loss"] = ("checkpoint", heldout_loss, {
+        "units": "nats / byte", "long_name": "held-out loss",
+        "definition": "mean cross-entropy per token of the 160 held-out sequences (NaN: not logged at that step)"})
+    for var in lnp.data_vars:
+        units, long_name, definition = LNP_ATTRS[var]
+        ds[var] = ("lnp_step", lnp[var].values.astype(np.float64),
+                   {"units": units, "long_name": long_name, "definition": definition})
+
+    probes = {k: xr.load_dataset(run_dir / f"probe_{k}.nc") for k in ("trained", "random")}
+    pstep = probes["trained"]["lnp_step"].values.astype(np.int64)
+    if not np.array_equal(pstep, probes["random"]["lnp_step"].values):
+        raise ValueError(f"{run_dir}: the two probes were measured at different steps")
+    ds = ds.assign_coords(probe_backbone=("probe_backbone", ["trained", "random"]),
+                          probe_lnp_step=("probe_lnp_step", pstep, {"units": "probe optimizer steps"}),
+                          probe_lnp_window=("probe_lnp_step", probes["trained"]["lnp_window"].values.astype(np.int64),
+                                            {"long_name": "log-window index of the probe schedule"}))
+    for var in PROBE_VARS:
+        units, long_name, definition = LNP_ATTRS[f"lnp_{var}"]
+        data = np.stack([probes[k][f"lnp_{var}"].values for k in ("trained", "random")]).astype(np.float64)
+        ds[f"probe_{var}"] = (("probe_backbone", "probe_lnp_step"), data, {
+            "units": units, "long_name": f"linear probe: {long_name}",
+            "definition": f"{definition}; only a re-initialised output head trained on the frozen trained "
+            "(end of training) or random (initialisation) backbone, spectral reach 5.1"})
+    ds.attrs = {
+        "format": "run/1", "name": run_dir.name, "n_parameters": int(cfg["n_params"]),
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "versions": json.dumps({"converted_by": "tools/lm_runs_to_runfiles.py", "numpy": np.__version__,
+                                "xarray": xr.__version__}),
+        "arch": "TinyGPT " + json.dumps(cfg["model"], sort_keys=True), "seed": int(cfg["seed"]),
+        "size": cfg["size"], "total_steps": int(cfg["steps"]),
+        "source": f"{run_dir.parent.name}/{run_dir.name} (tools/lm_scaling.py)",
+        "lnp_note": str(lnp.attrs.get("note", "")),
+    }
+    return ds
+
+
+def write(ds: xr.Dataset, path: Path) -> Path:
+    """Write ``ds`` to ``path`` (netCDF, every variable zlib level 9)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    enc = {v: {"zlib": True, "complevel": 9} for v in ds.data_vars}
+    tmp = path.with_suffix(".tmp.nc")
+    ds.to_netcdf(tmp, encoding=enc)
+    tmp.replace(path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("roots", nargs="+", help="folders holding SIZE-seedN/ run folders")
+    args = ap.parse_args(argv)
+    n = 0
+    for root in map(Path, args.roots):
+        for d in sorted(root.glob("*-seed*")):
+            if not (d / "probe_random.nc").exists():
+                print(f"skipping {d}: unfinished (no probe_random.nc)", file=sys.stderr)
+                continue
+            out = write(convert(d), root / "runs" / f"{d.name}.nc")
+            print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+            n += 1
+    return 0 if n else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
