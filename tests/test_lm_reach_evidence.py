@@ -1,4 +1,4 @@
-"""tools/lm_scaling_report.py: the P_AB = cos · sqrt(P_A P_B) decomposition of the stored scaling runs
+"""tools/lm_reach_evidence.py: the P_AB = cos · sqrt(P_A P_B) decomposition of the stored scaling runs
 and the exact permutation test over runs, each against its definition."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from scipy.stats import spearmanr
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("lm_scaling_report", REPO / "tools" / "lm_scaling_report.py")
+SPEC = importlib.util.spec_from_file_location("lm_reach_evidence", REPO / "tools" / "lm_reach_evidence.py")
 report = importlib.util.module_from_spec(SPEC)
-sys.modules["lm_scaling_report"] = report
+sys.modules["lm_reach_evidence"] = report
 SPEC.loader.exec_module(report)
 
 

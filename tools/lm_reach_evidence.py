@@ -1,6 +1,11 @@
-"""Summarise the spectral-reach scaling runs (``tools/lm_scaling.py``): tables and a figure.
+"""The evidence behind docs/lnp.md's spectral-reach claims, read from the run folders of ``tools/lm_scaling.py``.
 
-    python tools/lm_scaling_report.py [reference_runs/lm-scaling] [--figure docs/figures/lm_scaling.png]
+    python tools/lm_reach_evidence.py [reference_runs/lm-scaling] [--figure FILE.png]
+
+``bandscope analyze reference_runs/lm-scaling*/runs/*.nc`` gives the per-run window statistics and
+the size-ordering test (docs/lnp.md); this script adds what docs/lnp.md quotes beyond them: the
+loss gap, the aggregate cosine factor ĉ, the probe ratio of P_AB and the probes' 𝒩̃ range, and
+works on run folders without converted run files (the single-pass set).
 
 Prints, per model size (mean ± spread over seeds): parameters, final held-out loss, the window
 means of P (batch A = training batch) and P_AB (B = held-out) in the first and last windows, their
