@@ -16,6 +16,17 @@ with the same numbers up to float rounding of the CPU):
    same seed) is frozen, a new output head is trained alone (same optimizer, data and schedule,
    ``--probe-steps`` steps) and LNP is measured on log windows.
 
+Single pass (``--corpus DIR``, built by ``tools/lm_corpus.py``): the training split is cut into
+non-overlapping windows of ``context + 1`` bytes, their order is a permutation fixed by
+``--data-seed`` (the same for every size and seed), and step k trains on windows
+``32k … 32k + 31`` of it, so no byte is seen twice; the run refuses to start if
+``steps × 32`` windows plus the ``--eval-seqs`` unseen ones do not fit. The held-out pool (160
+sequences) comes from the held-out split (whole files, see ``tools/lm_corpus.py``). With
+``--eval-seqs N`` the loss on N held-out windows and on the N training-split windows that come
+last in the permutation (never trained on) is logged at the first step of every window
+(``heldout.csv`` columns ``heldout_eval_loss``, ``train_unseen_loss``). ``--probe-steps 0``
+skips the probe phases.
+
 Outputs in OUT: ``config.json``, ``command.txt``, ``lnp.nc`` (train phase; ``lnp_*`` variables
 on dim ``lnp_step``), ``probe_trained.nc``, ``probe_random.nc``, ``heldout.csv``,
 ``train_loss.csv`` and ``train.log``.
@@ -64,9 +75,56 @@ def batch_at(tokens: np.ndarray, step: int, context: int, data_seed: int):
     return torch.from_numpy(win[:, :-1]), torch.from_numpy(win[:, 1:])
 
 
-def heldout_pool(tokens: np.ndarray, context: int):
-    """POOL non-overlapping held-out sequences, evenly spaced over the held-out tail."""
-    starts = np.linspace(0, tokens.size - context - 1, POOL).astype(np.int64)
+class SinglePass:
+    """Non-overlapping ``context + 1``-byte windows of ``tokens`` in a fixed random order: batch k is
+    windows ``BATCH·k … BATCH·k + BATCH − 1`` of the order, the last ``n_eval`` never trained on."""
+
+    def __init__(self, tokens: np.ndarray, context: int, data_seed: int, steps: int, n_eval: int):
+        self.tokens, self.span = tokens, context + 1
+        n_win = tokens.size // self.span
+        if steps * BATCH + n_eval > n_win:
+            raise SystemExit(f"single pass: {steps} steps x {BATCH} + {n_eval} evaluation windows need "
+                             f"{steps * BATCH + n_eval} windows of {self.span} bytes, the training split has {n_win}; "
+                             "use fewer --steps or a larger corpus")
+        self.order = np.random.default_rng([data_seed, 1]).permutation(n_win)
+        self.n_eval = n_eval
+
+    def _windows(self, idx: np.ndarray):
+        win = np.stack([self.tokens[i * self.span: (i + 1) * self.span] for i in idx]).astype(np.int64)
+        return torch.from_numpy(win[:, :-1]), torch.from_numpy(win[:, 1:])
+
+    def batch(self, step: int):
+        return self._windows(self.order[step * BATCH: (step + 1) * BATCH])
+
+    def unseen(self):
+        return self._windows(self.order[self.order.size - self.n_eval:])
+
+
+def load_corpus_dir(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``train.bin`` and ``heldout.bin`` of a ``tools/lm_corpus.py`` folder, checked against its summary."""
+    summary = json.loads((path / "summary.json").read_text())
+    out = []
+    for split in ("train", "heldout"):
+        data = (path / f"{split}.bin").read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != summary["sha256"][f"{split}.bin"]:
+            raise SystemExit(f"{path / (split + '.bin')}: sha256 {digest} differs from summary.json; rebuild the corpus")
+        out.append(np.frombuffer(data, dtype=np.uint8))
+    return out[0], out[1], summary
+
+
+def mean_loss(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 256) -> float:
+    """Mean next-byte loss over all sequences of ``x`` (evaluated in chunks, no gradient)."""
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, x.shape[0], chunk):
+            total += float(lm_loss(model(x[i:i + chunk]), y[i:i + chunk])) * x[i:i + chunk].shape[0]
+    return total / x.shape[0]
+
+
+def heldout_pool(tokens: np.ndarray, context: int, n: int = POOL):
+    """``n`` (default POOL) held-out sequences, evenly spaced over the held-out tail."""
+    starts = np.linspace(0, tokens.size - context - 1, n).astype(np.int64)
     win = np.stack([tokens[s : s + context + 1] for s in starts]).astype(np.int64)
     return torch.from_numpy(win[:, :-1]), torch.from_numpy(win[:, 1:])
 
@@ -80,7 +138,7 @@ def lr_at(step: int, lr: float) -> float:
     return lr * min(1.0, (step + 1) / WARMUP)
 
 
-def run_phase(phase, model, params, tokens, pool, args, total, windows, out: Path, log):
+def run_phase(phase, model, params, tokens, pool, args, total, windows, out: Path, log, data=None, evals=None):
     """Train ``params`` of ``model`` for ``total`` steps with LNP on ``windows``; resumable."""
     state_file = out / "state" / f"{phase}.pt"
     opt = torch.optim.AdamW(params, lr=LR[args.size], betas=(0.9, 0.95), weight_decay=0.01)
@@ -102,12 +160,17 @@ def run_phase(phase, model, params, tokens, pool, args, total, windows, out: Pat
             model.eval()
             with torch.no_grad():
                 hl = float(lm_loss(model(pool_x), pool_y))
+            row = {"phase": phase, "step": step, "heldout_loss": hl}
+            if evals is not None:
+                row["heldout_eval_loss"] = mean_loss(model, *evals["heldout"])
+                row["train_unseen_loss"] = mean_loss(model, *evals["train_unseen"])
             model.train()
-            heldout.append({"phase": phase, "step": step, "heldout_loss": hl})
-            log(f"{phase} step {step}: held-out loss {hl:.4f} ({time.time() - t0:.0f} s)")
+            heldout.append(row)
+            extra = "".join(f", {k} {v:.4f}" for k, v in row.items() if k.endswith("_loss") and k != "heldout_loss")
+            log(f"{phase} step {step}: held-out loss {hl:.4f}{extra} ({time.time() - t0:.0f} s)")
         if step == total:
             break
-        x, y = batch_at(tokens, step, model.cfg.context, args.data_seed)
+        x, y = data.batch(step) if data is not None else batch_at(tokens, step, model.cfg.context, args.data_seed)
         if step in lnp_steps:
             b = np.roll(pick, -step % POOL)[:BATCH]
             ds = measure_lnp(model, lm_loss, (x, y), (pool_x[b], pool_y[b]), network_scale="hutchinson",
@@ -149,6 +212,10 @@ def main(argv=None) -> int:
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--corpus", help="single pass over a tools/lm_corpus.py folder (default: the stdlib corpus, "
+                                    "random windows)")
+    p.add_argument("--eval-seqs", type=int, default=0,
+                   help="with --corpus: held-out and unseen training windows evaluated at every window start")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -163,11 +230,24 @@ def main(argv=None) -> int:
 
     (out / "command.txt").write_text("python tools/lm_scaling.py " + shlex.join(sys.argv[1:] if argv is None else argv)
                                      + "\n")
-    tokens = load_corpus()
-    n_held = int(tokens.size * HELDOUT_FRACTION)
-    train_tokens, held_tokens = tokens[:-n_held], tokens[-n_held:]
     cfg = LM_SIZES[args.size]
-    pool = heldout_pool(held_tokens, cfg.context)
+    data = evals = None
+    if args.corpus:
+        train_tokens, held_tokens, corpus_summary = load_corpus_dir(Path(args.corpus))
+        n_held = held_tokens.size
+        data = SinglePass(train_tokens, cfg.context, args.data_seed, args.steps, args.eval_seqs)
+        if args.eval_seqs:
+            evals = {"heldout": heldout_pool(held_tokens[held_tokens.size // 2:], cfg.context, args.eval_seqs),
+                     "train_unseen": data.unseen()}
+        corpus_info = {"corpus": args.corpus, "corpus_sha256": corpus_summary["sha256"], "single_pass": True,
+                       "eval_seqs": args.eval_seqs}
+    else:
+        tokens = load_corpus()
+        n_held = int(tokens.size * HELDOUT_FRACTION)
+        train_tokens, held_tokens = tokens[:-n_held], tokens[-n_held:]
+        corpus_info = {"corpus": CORPUS.name, "corpus_sha256": CORPUS_SHA256}
+    # the pool for batch B: from the first half of the held-out split when evaluation windows take the second
+    pool = heldout_pool(held_tokens[: held_tokens.size // 2] if evals else held_tokens, cfg.context)
     torch.manual_seed(args.seed)
     model = TinyGPT(cfg)
     n_params = sum(q.numel() for q in model.parameters())
@@ -175,15 +255,15 @@ def main(argv=None) -> int:
         "model": dataclasses.asdict(cfg), "n_params": n_params, "size": args.size, "seed": args.seed,
         "lr": LR[args.size], "batch": BATCH, "warmup": WARMUP, "steps": args.steps, "probe_steps": args.probe_steps,
         "windows": [args.windows, args.window_steps], "probe_windows": [args.probe_windows, args.window_steps],
-        "data_seed": args.data_seed, "corpus": CORPUS.name, "corpus_sha256": CORPUS_SHA256,
+        "data_seed": args.data_seed, **corpus_info,
         "train_bytes": int(train_tokens.size), "heldout_bytes": int(n_held), "heldout_pool": POOL,
-        "epochs": args.steps * BATCH * cfg.context / train_tokens.size,
+        "epochs": args.steps * BATCH * (cfg.context + (1 if data else 0)) / train_tokens.size,
     }, indent=1))
     log(f"size {args.size} ({n_params} parameters), seed {args.seed}")
     heldout_all = []
     if not (out / "lnp.nc").exists():
         lnp, heldout, losses = run_phase("train", model, list(model.parameters()), train_tokens, pool, args,
-                                         args.steps, (args.windows, args.window_steps), out, log)
+                                         args.steps, (args.windows, args.window_steps), out, log, data, evals)
         lnp.to_netcdf(out / "lnp.nc")
         pd.DataFrame({"step": np.arange(len(losses)), "train_loss": losses}).to_csv(out / "train_loss.csv",
                                                                                   index=False)
@@ -191,7 +271,7 @@ def main(argv=None) -> int:
         torch.save(model.state_dict(), out / "state" / "final.pt")
     heldout_all.append(pd.read_csv(out / "heldout.csv"))
     trained = torch.load(out / "state" / "final.pt", weights_only=True)
-    for phase in ("probe-trained", "probe-random"):
+    for phase in ("probe-trained", "probe-random") if args.probe_steps > 0 else ():
         target = out / f"{phase.replace('-', '_')}.nc"
         if target.exists():
             continue
@@ -206,7 +286,7 @@ def main(argv=None) -> int:
         for name, q in backbone.named_parameters():
             q.requires_grad_(name.startswith("head."))
         lnp, heldout, _ = run_phase(phase, backbone, list(backbone.head.parameters()), train_tokens, pool, args,
-                                    args.probe_steps, (args.probe_windows, args.window_steps), out, log)
+                                    args.probe_steps, (args.probe_windows, args.window_steps), out, log, data)
         lnp.to_netcdf(target)
         pd.DataFrame(heldout).to_csv(out / f"heldout_{phase.replace('-', '_')}.csv", index=False)
     log("done")

@@ -52,7 +52,9 @@ TERMS = {
                  "correlated checkpoints (B.2); undefined (—) for windows of ≤ 10 checkpoints.",
     "wins n/10": "runs with ΔBIC(n/10) < 0 / runs where it is defined.",
     "ΔBIC acf": "median ΔBIC with n_eff estimated from the autocorrelation of the Weibull fit's "
-                "residuals, n / (1 + 2 Σ ρ_k) (docs/analysis.md); not in the paper.",
+                "residuals, n / (1 + 2 Σ ρ_k); not in the paper. At windows of tens of checkpoints "
+                "that n_eff is biased towards n, so this leans towards the undeflated ΔBIC "
+                "(docs/analysis.md).",
     "runs": "runs whose fit converged and enter the medians (in a row 'all': run-band fits).",
     "verdict": "the rule of bandscope.report.verdict for this row (docs/report.md); on a paper row, "
                "the same rule applied to the paper's values.",
