@@ -106,6 +106,23 @@ def convert(run_dir: Path) -> xr.Dataset:
         ds[var] = ("lnp_step", lnp[var].values.astype(np.float64),
                    {"units": units, "long_name": long_name, "definition": definition})
 
+    if (run_dir / "probe_trained.nc").exists():  # runs made with --probe-steps 0 have no probes
+        ds = _with_probes(ds, run_dir)
+    ds.attrs = {
+        "format": "run/1", "name": run_dir.name, "n_parameters": int(cfg["n_params"]),
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "versions": json.dumps({"converted_by": "tools/lm_runs_to_runfiles.py", "numpy": np.__version__,
+                                "xarray": xr.__version__}),
+        "arch": "TinyGPT " + json.dumps(cfg["model"], sort_keys=True), "seed": int(cfg["seed"]),
+        "size": cfg["size"], "total_steps": int(cfg["steps"]),
+        "source": f"{run_dir.parent.name}/{run_dir.name} (tools/lm_scaling.py)",
+        "lnp_note": str(lnp.attrs.get("note", "")),
+    }
+    return ds
+
+
+def _with_probes(ds: xr.Dataset, run_dir: Path) -> xr.Dataset:
+    """``ds`` with the §5.1 linear probes of ``probe_trained.nc`` / ``probe_random.nc``."""
     probes = {k: xr.load_dataset(run_dir / f"probe_{k}.nc") for k in ("trained", "random")}
     pstep = probes["trained"]["lnp_step"].values.astype(np.int64)
     if not np.array_equal(pstep, probes["random"]["lnp_step"].values):
@@ -121,16 +138,6 @@ def convert(run_dir: Path) -> xr.Dataset:
             "units": units, "long_name": f"linear probe: {long_name}",
             "definition": f"{definition}; only a re-initialised output head trained on the frozen trained "
             "(end of training) or random (initialisation) backbone, spectral reach 5.1"})
-    ds.attrs = {
-        "format": "run/1", "name": run_dir.name, "n_parameters": int(cfg["n_params"]),
-        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "versions": json.dumps({"converted_by": "tools/lm_runs_to_runfiles.py", "numpy": np.__version__,
-                                "xarray": xr.__version__}),
-        "arch": "TinyGPT " + json.dumps(cfg["model"], sort_keys=True), "seed": int(cfg["seed"]),
-        "size": cfg["size"], "total_steps": int(cfg["steps"]),
-        "source": f"{run_dir.parent.name}/{run_dir.name} (tools/lm_scaling.py)",
-        "lnp_note": str(lnp.attrs.get("note", "")),
-    }
     return ds
 
 
@@ -151,8 +158,9 @@ def main(argv=None) -> int:
     n = 0
     for root in map(Path, args.roots):
         for d in sorted(root.glob("*-seed*")):
-            if not (d / "probe_random.nc").exists():
-                print(f"skipping {d}: unfinished (no probe_random.nc)", file=sys.stderr)
+            probes_started = (d / "probe_trained.nc").exists()
+            if not (d / "lnp.nc").exists() or (probes_started and not (d / "probe_random.nc").exists()):
+                print(f"skipping {d}: unfinished (no lnp.nc, or probes begun and not finished)", file=sys.stderr)
                 continue
             out = write(convert(d), root / "runs" / f"{d.name}.nc")
             print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
