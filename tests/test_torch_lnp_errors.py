@@ -92,3 +92,13 @@ def test_unused_trainable_parameters_are_named():
         measure_lnp(Half(), nn.MSELoss(), _data(), seed=0)
     with pytest.raises(ValueError, match=r"unused\.weight"):  # vmap: named before autograd complains
         measure_lnp(Half(), nn.MSELoss(), _data(), seed=0, backend="vmap")
+
+
+def test_an_empty_batch_is_an_input_error_not_a_zero_division():
+    from bandscope.errors import BandscopeInputError
+
+    m = nn.Linear(3, 2)
+    with pytest.raises(BandscopeInputError, match="batch_a is empty"):
+        measure_lnp(m, nn.MSELoss(), (torch.zeros(0, 3), torch.zeros(0, 2)))
+    with pytest.raises(BandscopeInputError, match="batch_b is empty"):
+        measure_lnp(m, nn.MSELoss(), (torch.zeros(4, 3), torch.zeros(4, 2)), (torch.zeros(0, 3), torch.zeros(0, 2)))

@@ -555,6 +555,8 @@ def write_figures(results: xr.Dataset, outdir, *, dpi: int = 110, format: str = 
         from ..errors import BandscopeInputError
 
         raise BandscopeInputError(f"figure format {format!r}: choose one of {', '.join(FORMATS)}")
+    from ..io.atomic import write_atomic
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths, failed = [], {}
@@ -562,7 +564,7 @@ def write_figures(results: xr.Dataset, outdir, *, dpi: int = 110, format: str = 
         p = outdir / f"{name}.{format}"
         try:
             fig = draw()
-            fig.savefig(p, dpi=dpi, format=format)
+            write_atomic(p, lambda tmp, fig=fig: fig.savefig(tmp, dpi=dpi, format=format))
         except ImportError:
             raise
         except Exception as exc:  # one figure must not lose the others

@@ -202,6 +202,8 @@ def plot_probe_ratio(results: xr.Dataset, ax=None):
 def write_lnp_figures(results: xr.Dataset, outdir, *, dpi: int = 110, prefix: str = "reach") -> list[Path]:
     """Write ``{prefix}_figure1.png`` (:func:`plot_reach`), ``{prefix}_components.png``
     (:func:`plot_lnp_components`) and, with probes, ``{prefix}_probe_ratio.png`` into ``outdir``."""
+    from ..io.atomic import write_atomic
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -210,6 +212,7 @@ def write_lnp_figures(results: xr.Dataset, outdir, *, dpi: int = 110, prefix: st
             continue
         axes = np.atleast_1d(fn(results))
         path = outdir / f"{prefix}_{name}.png"
-        axes.ravel()[0].figure.savefig(path, dpi=dpi)
+        fig = axes.ravel()[0].figure
+        write_atomic(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=dpi, format="png"))
         paths.append(path)
     return paths

@@ -205,11 +205,10 @@ def insert_section(page: str, section: str) -> str:
 
 
 def write_reach_html(results: xr.Dataset, path, **kw) -> Path:
-    """Write :func:`reach_to_html` to ``path`` (UTF-8) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(reach_to_html(results, **kw), encoding="utf-8")
-    return path
+    """Write :func:`reach_to_html` to ``path`` (UTF-8, atomically) and return the path."""
+    from ..io.atomic import write_text_atomic
+
+    return write_text_atomic(path, reach_to_html(results, **kw))
 
 
 def _num(x):

@@ -432,6 +432,14 @@ def measure_lnp(
         n_probes = int(n_probes)
         if n_probes < 1:
             raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    for which, b in (("a", batch_a), ("b", batch_b)):
+        if b is not None:
+            x = _split(b, which)[0]
+            if is_batch(x) and batch_size(x) == 0:
+                from bandscope.errors import BandscopeInputError
+
+                raise BandscopeInputError(f"measure_lnp: batch_{which} is empty (0 samples): the LNP statistics are "
+                                          "sums over samples and need at least one; pass a non-empty batch")
     from .distributed import active_world, gathered, probe_seed, reduce_stats
 
     world = active_world(distributed, process_group)
