@@ -17,6 +17,7 @@ from bandscope.report import numfmt, paper, tables
 from bandscope.report import verdict as V
 
 CHROMIUM = os.environ.get("BANDSCOPE_CHROMIUM", "/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -384,3 +385,23 @@ def test_cli_analyze_html(tmp_path, capsys):
     assert "Verdicts" in printed.out and f"wrote {out}" in printed.err
     h = Path(out).read_text(encoding="utf-8")
     assert h.startswith("<!DOCTYPE html>") and "<svg" in h and "Why each verdict" in h
+
+
+def test_lm_runs_report_in_headless_chromium(tmp_path):
+    """The spectral-reach report of language-model runs (`bandscope analyze RUNS.nc --html`) at a
+    1,280-px viewport: no horizontal overflow, its tables and figures there and decoded."""
+    pytest.importorskip("matplotlib")
+    from bandscope.cli import main
+
+    runs = sorted(str(p) for p in (REPO / "reference_runs" / "lm-scaling-long" / "runs").glob("*.nc"))
+    assert len(runs) == 8
+    page = tmp_path / "lm.html"
+    assert main(["analyze", *runs, "--quiet", "--slope-start", "1000", "--html", str(page)]) == 0
+    assert "id='spectral-reach'" in page.read_text()
+    shots = os.environ.get("BANDSCOPE_SCREENSHOT_DIR")
+    shot = Path(shots) / "report-lm.png" if shots else tmp_path / "shot.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    m = render_in_browser(page, shot)
+    assert m["width"] <= m["client"] <= 1280, m["width"]
+    assert m["tables"] >= 3
+    assert m["figs"] and all(f["decoded"] and 0 < f["w"] <= m["client"] for f in m["figs"]), m["figs"]
