@@ -73,8 +73,8 @@ def test_wheel_in_fresh_venv_reproduces_from_anywhere(dists, tmp_path):
     _run([py, "-m", "pip", "install", "-q", "-c", pins, wheel], cwd=tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    probe = _run([py, "-c", "import importlib.util as u, bandscope.cli.main as c; "
-                  "print(u.find_spec('torch') is None, c.reference_dir().resolve())"], cwd=elsewhere)
+    probe = _run([py, "-c", "import importlib.util as u; from bandscope.cli.main import reference_dir as r; "
+                  "print(u.find_spec('torch') is None, r().resolve())"], cwd=elsewhere)
     no_torch, ref = probe.stdout.split()
     assert no_torch == "True"
     assert Path(ref) == Path(probe.stdout.split()[1]) and "site-packages" in ref and str(REPO) not in ref
