@@ -149,3 +149,21 @@ def test_runs_without_probes_or_held_out_loss_or_with_fewer_windows_are_reported
     text = section.format_reach_text(res)
     assert str(res.run.values[0]) in text
     json.dumps(section.reach_to_dict(res), allow_nan=False)
+
+
+def test_band_positions_plot_draws_one_line_per_window():
+    pytest.importorskip("matplotlib")
+    import numpy as np
+    import xarray as xr
+
+    from bandscope.report.lnp_figures import plot_band_positions
+
+    p = xr.DataArray(np.geomspace(1e-3, 1e-1, 12).reshape(3, 4), dims=("lnp_window", "lnp_band"),
+                     coords={"lnp_window": [0, 1, 2], "lnp_band": [1, 2, 4, 8]})
+    ax = plot_band_positions(p, window_start={0: 0, 1: 10, 2: 100})
+    assert len(ax.lines) == 3 and ax.get_xscale() == "log"
+    np.testing.assert_array_equal(ax.lines[2].get_ydata(), p.sel(lnp_window=2).values)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["window 0 (from step 0)",
+                                                                     "window 2 (from step 100)"]
+    with pytest.raises(ValueError, match="lnp_window, lnp_band"):
+        plot_band_positions(p.rename(lnp_band="band"))

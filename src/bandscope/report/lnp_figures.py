@@ -12,6 +12,8 @@ line styles. Nothing here imports ``matplotlib.pyplot`` or changes matplotlib's 
 - :func:`plot_lnp_components` -- ℒ̃, 𝒩̃, P, P_AB, P_B and cos(∇L_A, ∇L_B) over training
   (spectral reach appendix D.4, Figures 10/11)
 - :func:`plot_probe_ratio` -- the §5.1 probe ratio over normalised time (Figure 4)
+- :func:`plot_band_positions` -- band-resolved spectral positions P_i per Haar band, one line per
+  measurement window (``docs/LNP``'s band-resolved LNP; the caller takes the window means)
 - :func:`write_lnp_figures` -- all of them as PNG files
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["LABELS", "size_colours", "plot_over_training", "plot_reach", "plot_lnp_components",
-           "plot_probe_ratio", "write_lnp_figures"]
+           "plot_probe_ratio", "plot_band_positions", "write_lnp_figures"]
 
 #: axis label of each plotted results variable
 LABELS = {
@@ -197,6 +199,38 @@ def plot_probe_ratio(results: xr.Dataset, ax=None):
     ax.set_title("linear probes (§5.1): trained vs random backbone", fontsize=9)
     ax.legend(fontsize=7)
     return ax
+
+
+def plot_band_positions(band_p: xr.DataArray, ax=None, *, window_start=None):
+    """Band spectral position P_i against Haar band resolution, one line per LNP window.
+
+    ``band_p`` holds window means over (``lnp_window``, ``lnp_band``), e.g.
+    ``bandscope.lnp.window_mean(run["lnp_band_spectral_position"], run["lnp_window"])``; lines go
+    from light (early windows) to dark (late). ``window_start`` (optional, a mapping or DataArray
+    from window to its first optimizer step) labels the first and last windows. Log-log axes.
+    Returns the Axes.
+    """
+    if set(band_p.dims) != {"lnp_window", "lnp_band"}:
+        raise ValueError(f"band_p must be over (lnp_window, lnp_band), got dims {band_p.dims}")
+    a = _new_axes(1, 1, (7, 3.8))[0, 0] if ax is None else ax
+    from matplotlib import colormaps
+
+    windows = band_p["lnp_window"].values
+    cmap = colormaps["viridis"].resampled(max(len(windows), 2))
+    for j, w in enumerate(windows):
+        label = None
+        if j in (0, len(windows) - 1):
+            start = None if window_start is None else window_start[int(w)] if not hasattr(window_start, "sel") \
+                else int(window_start.sel(lnp_window=w))
+            label = f"window {int(w)}" + ("" if start is None else f" (from step {int(start)})")
+        a.plot(band_p["lnp_band"].values, band_p.sel(lnp_window=w).values, "o-", ms=3, color=cmap(j), label=label)
+    a.set_xscale("log", base=2)
+    a.set_yscale("log")
+    a.set_xlabel("Haar band resolution r")
+    a.set_ylabel("band spectral position P_i")
+    a.set_title("window mean of P_i per band (colour: training time)", fontsize=10)
+    a.legend(fontsize=8)
+    return a
 
 
 def write_lnp_figures(results: xr.Dataset, outdir, *, dpi: int = 110, prefix: str = "reach") -> list[Path]:
