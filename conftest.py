@@ -14,7 +14,7 @@ collect_ignore_glob = []
 if importlib.util.find_spec("torch") is None:
     collect_ignore_glob += ["src/bandscope/torch/*"]
 if importlib.util.find_spec("matplotlib") is None:
-    collect_ignore_glob += ["src/bandscope/plot.py"]
+    collect_ignore_glob += ["src/bandscope/report/figures.py", "src/bandscope/report/lnp_figures.py"]
 
 # doctest name -> the optional package it needs
 _DOCTEST_NEEDS = {
@@ -22,8 +22,8 @@ _DOCTEST_NEEDS = {
     "bandscope.keysearch.sweep.analyze_sweep": "dask",
     "bandscope.keysearch.sweep.compute_sweep": "dask",
     "bandscope.keysearch.sweep.write_stack_zarr": "zarr",
-    "bandscope.io.write_zarr_run": "zarr",
-    "bandscope.io.read_zarr_run": "zarr",
+    "bandscope.io.runfiles.write_zarr_run": "zarr",
+    "bandscope.io.runfiles.read_zarr_run": "zarr",
 }
 
 
