@@ -87,6 +87,7 @@ def test_json_and_forecast_outputs_are_written_whole(run_csv, tmp_path):
 # --------------------------------------------------------------------------- Zarr stores
 @pytest.fixture
 def store(tmp_path):
+    pytest.importorskip("zarr")
     return write_zarr_run(make_run_synthetic(0, n_bands=4), tmp_path / "a.zarr")
 
 
@@ -111,6 +112,7 @@ def test_a_truncated_chunk_is_named_with_its_variable(store):
 
 
 def test_an_empty_store_directory_is_not_called_missing(tmp_path):
+    pytest.importorskip("zarr")
     (tmp_path / "x.zarr").mkdir()
     with pytest.raises(BandscopeInputError, match="empty directory"):
         read_run(tmp_path / "x.zarr")
