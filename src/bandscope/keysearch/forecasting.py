@@ -663,18 +663,10 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
                              f"{list(run.data_vars)}")
     L = np.asarray(run["band_loss"].transpose("checkpoint", "band").values, dtype=np.float64)
     s = np.asarray(run["param_time"].values, dtype=np.float64)
-    good = np.isfinite(s) & np.isfinite(L).all(axis=1)
-    K = int(good.sum())
-    if not good[:K].all():
-        raise ValueError(f"NaN at checkpoints {np.flatnonzero(~good[:K]).tolist()} before the "
-                         "last valid checkpoint; only trailing padding is allowed (docs/format.md)")
-    if prefix is not None:
-        K = prefix_length(K, prefix)
+    K = _valid_prefix(s, np.isfinite(s) & np.isfinite(L).all(axis=1), prefix, (
+        "NaN at checkpoints {} before the last valid checkpoint; only trailing padding is allowed (docs/format.md)",
+        "param_time decreases at checkpoint {} ({} -> {}); it must be non-decreasing"))
     L, s = L[:K], s[:K]
-    if K and np.any(np.diff(s) < 0):
-        i = int(np.flatnonzero(np.diff(s) < 0)[0])
-        raise ValueError(f"param_time decreases at checkpoint {i + 1} ({s[i]} -> {s[i + 1]}); "
-                         "it must be non-decreasing")
     Y = np.concatenate([L.T, L.sum(axis=1)[None, :]], axis=0) if K else np.zeros((L.shape[1] + 1, 0))
     res = _forecast_curves(s, Y, level=opts.level, confidence=opts.confidence,
                            min_points=opts.min_points, autocorr=opts.autocorr)
@@ -836,22 +828,29 @@ def _series_axis(y, param_time):
     return s, y, name
 
 
+def _valid_prefix(s, good, prefix, messages) -> int:
+    """Length of the forecast prefix: the valid points (NaN only as trailing padding), cut to
+    ``prefix`` when given, on a non-decreasing time axis ``s``; ``messages`` words the two errors."""
+    nan_msg, order_msg = messages
+    K = int(good.sum())
+    if not good[:K].all():
+        raise ValueError(nan_msg.format(np.flatnonzero(~good[:K]).tolist()))
+    if prefix is not None:
+        K = prefix_length(K, prefix)
+    if K and np.any(np.diff(s[:K]) < 0):
+        i = int(np.flatnonzero(np.diff(s[:K]) < 0)[0])
+        raise ValueError(order_msg.format(i + 1, s[i], s[i + 1]))
+    return K
+
+
 def _forecast_series(y, param_time, opts, prefix, cal):
     """:func:`forecast` of one plain scalar curve (a held-out loss, an LM's loss): 0-d variables
     named as the per-band ones, ``s_now`` and ``n_checkpoints``."""
     s, y, name = _series_axis(y, param_time)
-    good = np.isfinite(s) & np.isfinite(y)
-    K = int(good.sum())
-    if not good[:K].all():
-        raise ValueError(f"NaN at points {np.flatnonzero(~good[:K]).tolist()} before the last valid one; "
-                         "only trailing NaN is allowed")
-    if prefix is not None:
-        K = prefix_length(K, prefix)
+    K = _valid_prefix(s, np.isfinite(s) & np.isfinite(y), prefix, (
+        "NaN at points {} before the last valid one; only trailing NaN is allowed",
+        "the time axis decreases at point {} ({} -> {}); it must be non-decreasing"))
     s, y = s[:K], y[:K]
-    if K and np.any(np.diff(s) < 0):
-        i = int(np.flatnonzero(np.diff(s) < 0)[0])
-        raise ValueError(f"the time axis decreases at point {i + 1} ({s[i]} -> {s[i + 1]}); it must be "
-                         "non-decreasing")
     res = _forecast_curves(s, y[None, :], level=opts.level, confidence=opts.confidence,
                            min_points=opts.min_points, autocorr=opts.autocorr)
     res = _calibrated(s, y[None, :], res, cal, opts.confidence)
