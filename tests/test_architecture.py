@@ -146,3 +146,12 @@ def test_old_module_names_still_import_with_a_deprecation_warning(old):
     assert mod is importlib.import_module(new)
     assert mod.__name__ == new and mod.__spec__.name == new  # the real module keeps its identity
     assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught)
+
+
+def test_lazy_package_name_lists_match_their_modules():
+    """bandscope.lnp lists its public names literally (so importing the package stays light);
+    the list must be the statistics module's own."""
+    import bandscope.lnp
+    import bandscope.lnp.statistics
+
+    assert bandscope.lnp.__all__ == bandscope.lnp.statistics.__all__
