@@ -37,9 +37,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .checks import agrees, check_tolerance, dropout_off, first_mixing_module, random_draw, random_message
-from .handlers import lookup_handler, overriding_subclass
-from .inputs import input_signature, is_batch, select_output, take, unsupported_inputs_message
+from ..checks import agrees, check_tolerance, dropout_off, first_mixing_module, random_draw, random_message
+from ..handlers import lookup_handler, overriding_subclass
+from ..inputs import input_signature, is_batch, select_output, take, unsupported_inputs_message
 
 __all__ = ["LayerTaps", "Plan", "model_output", "checked", "record_checked", "single_tensor_inputs_message",
            "cache_owner", "mixing_message"]
@@ -58,13 +58,13 @@ _MEMO_BYTES = 256 * 2**20
 
 def cache_owner(model: nn.Module) -> nn.Module:
     """The module the one-time checks are remembered for: the user's model inside an :class:`.inputs.Adapted`."""
-    from .inputs import Adapted
+    from ..inputs import Adapted
 
     return model.model if isinstance(model, Adapted) else model
 
 
 def _signature(model: nn.Module, x) -> tuple:
-    from .inputs import Adapted
+    from ..inputs import Adapted
 
     sel = ("adapted", repr(model.output)) if isinstance(model, Adapted) else ()
     return sel + (tuple((id(p), tuple(p.shape), p.dtype, p.requires_grad) for p in model.parameters()),
@@ -631,7 +631,7 @@ class LayerTaps:
         1 and 2 raise :class:`.checks.NotPerSampleError` (no backend can measure the model as it
         is); 3–5 ``NotImplementedError`` naming the parameters.
         """
-        from .checks import NotPerSampleError
+        from ..checks import NotPerSampleError
 
         m = 2 if n != 2 else 3
         xs = take(x, torch.arange(m) % n)
