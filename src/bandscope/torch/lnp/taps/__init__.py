@@ -40,8 +40,8 @@ from .cache import signature as _signature
 from .capture import Taps
 from .layout import MAX_INSERTED_DIMS, Plan
 from .output_layer import output_layer_exact
-from .plan import plan
-from .verify import mixing_message, verify
+from .plan import make_plan
+from .verify import mixing_message, verify_taps
 
 __all__ = ["LayerTaps", "Plan", "model_output", "checked", "record_checked", "single_tensor_inputs_message",
            "cache_owner", "mixing_message", "MAX_INSERTED_DIMS", "_signature"]
@@ -75,7 +75,7 @@ class LayerTaps(Taps):
         """The measured forward of ``model`` on ``x`` with every layer tapped: (its output, the taps).
 
         Check (:func:`.cache.checked`: a plan remembered from an earlier verification at this input
-        signature), plan (:func:`.plan.plan`, dry runs, when there is none), capture
+        signature), plan (:func:`.plan.make_plan`, dry runs, when there is none), capture
         (:meth:`.capture.Taps.capture`). A forward that fails once calls are expanded or free
         parameters copied is a ``NotImplementedError`` naming them and ``backend='vmap'``.
         """
@@ -101,7 +101,7 @@ class LayerTaps(Taps):
         return out, taps
 
     def verify_once(self) -> None:
-        """Verify → record: the one-time check of the captured forward (:func:`.verify.verify`, on the
+        """Verify → record: the one-time check of the captured forward (:func:`.verify.verify_taps`, on the
         samples of its own seed-0 generator, so that the probes of a seeded measurement do not depend on
         whether the model was verified before), remembered for the model and input signature.
 
@@ -112,17 +112,18 @@ class LayerTaps(Taps):
                                "LayerTaps.run(model, x) first")
         if self.verified:
             return
-        verify(self, self.model, self.inputs, batch_size(self.inputs), self.layout, torch.Generator().manual_seed(0))
+        gen = torch.Generator().manual_seed(0)
+        verify_taps(self, self.model, self.inputs, batch_size(self.inputs), self.layout, gen)
         record_checked(self.model, self.signature, self.layout)
         self.verified = True
 
     def plan(self, model: nn.Module, x: object, n: int) -> Plan:
-        """The layout of every call and free parameter at batch ``n``, from dry runs (:func:`.plan.plan`)."""
-        return plan(self, model, x, n)
+        """The layout of every call and free parameter at batch ``n``, from dry runs (:func:`.plan.make_plan`)."""
+        return make_plan(self, model, x, n)
 
     def verify(self, model: nn.Module, x: object, n: int, expand: Plan, gen: torch.Generator) -> None:
-        """The one-time check of the hooks path on 2–3 samples (:func:`.verify.verify`)."""
-        verify(self, model, x, n, expand, gen)
+        """The one-time check of the hooks path on 2–3 samples (:func:`.verify.verify_taps`)."""
+        verify_taps(self, model, x, n, expand, gen)
 
     def output_layer_exact(self, out: torch.Tensor, gen: torch.Generator) -> tuple[tuple, torch.Tensor] | None:
         """Exact per-sample ||J_n||_F² of the output layer's parameters (:func:`.output_layer.output_layer_exact`)."""

@@ -142,7 +142,7 @@ class Taps:
     def capture(self, n: int, expand: Plan) -> Iterator[Taps]:
         """Hook every handled layer and substitute free parameters for a forward pass at batch ``n``.
 
-        ``expand``: the :class:`.layout.Plan` of the model at these inputs (:func:`.plan.plan`, or the
+        ``expand``: the :class:`.layout.Plan` of the model at these inputs (:func:`.plan.make_plan`, or the
         one remembered with its verification); there is no capture without one. A call in it, or of
         the standard layout (not in ``expand.dims``) whose output's first dim is not ``n``, is
         expanded to ``(n, ...)``.

@@ -8,7 +8,7 @@ MAX_INSERTED_DIMS = 6
 
 
 class Plan(frozenset):
-    """The layout of a model's calls at one input signature, from :func:`.plan.plan`.
+    """The layout of a model's calls at one input signature, from :func:`.plan.make_plan`.
 
     As a set: the keys ``(layer name, call index)`` of the unbatched calls to expand. ``dims``
     maps the key of each call whose batch is not on dim 0 to ``(input dims, output dims)``, the

@@ -21,7 +21,7 @@ from ..inputs import is_batch, select_output, take, unsupported_inputs_message
 from .capture import Taps
 from .layout import MAX_INSERTED_DIMS, Plan
 
-__all__ = ["plan", "INDEXING"]
+__all__ = ["make_plan", "INDEXING"]
 
 
 def _copy_ranks(p: torch.Tensor) -> list[int]:
@@ -176,7 +176,7 @@ def _reproduces(taps: Taps, model: nn.Module, xs: dict, refs: dict, refused: dic
     return True
 
 
-def plan(taps: Taps, model: nn.Module, x: object, n: int) -> Plan:
+def make_plan(taps: Taps, model: nn.Module, x: object, n: int) -> Plan:
     """Dry runs at two other batch sizes: the layout of every call and free parameter at batch ``n``.
 
     Records the input / output shapes of every handled call at batch sizes m₁, m₂ ∉ {n}

@@ -25,7 +25,7 @@ from ..inputs import select_output, take
 from .capture import Taps
 from .layout import Plan
 
-__all__ = ["verify", "mixing_message"]
+__all__ = ["verify_taps", "mixing_message"]
 
 
 def mixing_message(model: nn.Module, at: tuple[str, str] | None) -> str:
@@ -40,7 +40,7 @@ def mixing_message(model: nn.Module, at: tuple[str, str] | None) -> str:
             "exact_output_layer=False, which estimates the trace of the batch's kernel without them")
 
 
-def verify(taps: Taps, model: nn.Module, x: object, n: int, expand: Plan, gen: torch.Generator) -> None:
+def verify_taps(taps: Taps, model: nn.Module, x: object, n: int, expand: Plan, gen: torch.Generator) -> None:
     """The one-time check of the hooks path on 2–3 samples, in the mode the model is measured in.
 
     Run after the measured forward (a training-mode BatchNorm is then frozen with the measured
