@@ -117,7 +117,7 @@ class LayerTaps(Taps):
         record_checked(self.model, self.signature, self.layout)
         self.verified = True
 
-    def plan(self, model: nn.Module, x: object, n: int) -> Plan:
+    def plan(self, model: nn.Module, x: object, n: int | None) -> Plan:
         """The layout of every call and free parameter at batch ``n``, from dry runs (:func:`.plan.make_plan`)."""
         return make_plan(self, model, x, n)
 

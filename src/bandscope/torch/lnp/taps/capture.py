@@ -54,6 +54,17 @@ class Call:
 
     __slots__ = ("key", "unit", "args", "kwargs", "versions", "taps", "tuple_out", "expanded", "order",
                  "out_dims", "memo")
+    key: tuple[str, int]
+    unit: int
+    args: tuple
+    kwargs: dict
+    versions: list[int | None]
+    taps: tuple[torch.Tensor | None, ...]
+    tuple_out: bool
+    expanded: bool
+    order: int
+    out_dims: tuple | None
+    memo: dict
 
 
 #: a handled layer: (name, module, its handler, {parameter name: trainable parameter it covers})
@@ -102,8 +113,9 @@ class Taps:
         self.subs: list[torch.Tensor | None] = []
         self.shape0: dict[tuple[str, int], int] = {}
         self.shared: set[int] = set()
-        self.n = 0
-        self.signature, self.verified = None, False
+        self.n: int | None = 0
+        self.signature: tuple | None = None
+        self.verified = False
         self.inserted: dict[int, str] = {}  # id of a (N, 1^k, *S) copy -> parameter name (watched in dry runs)
 
     # ---------------------------------------------------------------------------------------
@@ -139,7 +151,7 @@ class Taps:
                 "(bandscope.torch.register_lnp_handler) or use backend='vmap'")
 
     @contextlib.contextmanager
-    def capture(self, n: int, expand: Plan) -> Iterator[Taps]:
+    def capture(self, n: int | None, expand: Plan) -> Iterator[Taps]:
         """Hook every handled layer and substitute free parameters for a forward pass at batch ``n``.
 
         ``expand``: the :class:`.layout.Plan` of the model at these inputs (:func:`.plan.make_plan`, or the

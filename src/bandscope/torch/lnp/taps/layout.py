@@ -1,6 +1,8 @@
 """The layout of a model's layer calls at one input signature: the :class:`Plan` planning writes, capture reads."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = ["Plan", "MAX_INSERTED_DIMS"]
 
 #: largest number of size-1 dims inserted after the batch dim of a free parameter's per-sample copy
@@ -24,8 +26,8 @@ class Plan(frozenset):
     free: dict
     new_dim: frozenset
 
-    def __new__(cls, expand: object = (), dims: dict | None = None, free: dict | None = None,
-                new_dim: object = ()) -> Plan:
+    def __new__(cls, expand: Iterable = (), dims: dict | None = None, free: dict | None = None,
+                new_dim: Iterable = ()) -> Plan:
         obj = super().__new__(cls, expand)
         obj.dims = dict(dims or {})
         obj.free = dict(free or {})

@@ -176,7 +176,7 @@ def _reproduces(taps: Taps, model: nn.Module, xs: dict, refs: dict, refused: dic
     return True
 
 
-def make_plan(taps: Taps, model: nn.Module, x: object, n: int) -> Plan:
+def make_plan(taps: Taps, model: nn.Module, x: object, n: int | None) -> Plan:
     """Dry runs at two other batch sizes: the layout of every call and free parameter at batch ``n``.
 
     Records the input / output shapes of every handled call at batch sizes m₁, m₂ ∉ {n}
