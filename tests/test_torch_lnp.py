@@ -320,8 +320,8 @@ def test_handler_memo_reused_across_cotangents(kind):
 def test_handler_memo_stays_within_its_byte_budget(monkeypatch):
     """The memo keeps a tensor only while the measurement's shared budget has room; with no room the
     handlers recompute per probe and give the same numbers."""
-    from bandscope.torch.lnp import taps
     from bandscope.torch.lnp.handlers import memo_keep
+    from bandscope.torch.lnp.taps import capture
 
     t = torch.zeros(10, dtype=torch.float32)  # 40 bytes
     budget = [100]
@@ -336,5 +336,5 @@ def test_handler_memo_stays_within_its_byte_budget(monkeypatch):
                           nn.ConvTranspose2d(16, 2, 3, stride=2, padding=1, output_padding=1))
     x = torch.randn(3, 8, 4, 4, generator=torch.Generator().manual_seed(5))
     kept = per_sample_grad_norms(model, x)
-    monkeypatch.setattr(taps, "_MEMO_BYTES", 0)
+    monkeypatch.setattr(capture, "_MEMO_BYTES", 0)
     np.testing.assert_allclose(per_sample_grad_norms(model, x).numpy(), kept.numpy(), rtol=1e-12)

@@ -48,21 +48,12 @@ from torch import nn
 
 from bandscope.lnp import band_spectral_position, lnp_components, position_standard_error
 
-from .checks import NotPerSampleError
+from .checks import NotPerSampleError, check_tolerance
 from .estimators import ESTIMATOR_TABLE, Context, default_probes, vmap_per_sample
 from .handlers import LayerHandler, register_lnp_handler, registered_layer_types, vmap_handler
 from .inputs import Adapted, batch_size, is_batch
 from .state import freeze_batchnorm_hooks, make_generator, preserved
-from .taps import (
-    LayerTaps,
-    _signature,
-    cache_owner,
-    check_tolerance,
-    checked,
-    model_output,
-    record_checked,
-    single_tensor_inputs_message,
-)
+from .taps import LayerTaps, _signature, cache_owner, model_output, single_tensor_inputs_message
 from .vmap_guard import check_vmap_route, vmap_errors
 
 __all__ = ["measure_lnp", "per_sample_grad_norms", "register_lnp_handler", "vmap_handler", "LayerHandler",
@@ -178,31 +169,14 @@ def _split(batch, which):
 
 
 def _forward(model, x, backend, need_taps):
-    """The measured forward: (outputs, taps, calls to expand)."""
+    """The measured forward: (outputs, taps, their layout plan); the taps are to be verified (``verify_once``)."""
     bn_handles = freeze_batchnorm_hooks(model)
     try:
         with torch.enable_grad():
             if not need_taps:
                 return model_output(model(x)), None, set()
-            taps = LayerTaps(model)
-            n = batch_size(x) if is_batch(x) else None
-            taps.signature, expand = checked(model, x)
-            taps.verified = expand is not None
-            try:
-                if expand is None:
-                    expand = taps.plan(model, x, n)
-                with taps.capture(n, expand):
-                    out = model_output(model(x))
-            except NotImplementedError:
-                raise  # already names the layer or parameter and the fallback
-            except RuntimeError as exc:
-                if not (expand or taps.free):
-                    raise
-                raise NotImplementedError(
-                    f"the forward failed once the layer calls {sorted(expand or ())} and free parameters "
-                    f"{[f[2] for f in taps.free]} were given a per-sample batch dimension (they are used "
-                    f"other than broadcast over the batch): {exc}; use backend='vmap'") from exc
-            return out, taps, expand
+            out, taps = LayerTaps.run(model, x)  # check -> plan -> capture
+            return out, taps, taps.layout
     finally:
         for h in bn_handles:
             h.remove()
@@ -267,11 +241,8 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             _refuse_reentrant_checkpoint(out, model, x)
             raise ValueError(f"trainable parameters {unused[:5]} do not influence the loss on this batch; "
                              "freeze them (requires_grad=False) for the measurement")
-        if taps is not None and not taps.verified:
-            # its own generator: the probes of a seeded call must not depend on whether this model
-            # was verified before
-            taps.verify(model, x, batch_size(x), expand, torch.Generator().manual_seed(0))
-            record_checked(model, taps.signature, expand)
+        if taps is not None:
+            taps.verify_once()  # verify -> record, once per model and input signature
         notes: list = []
         if backend == "vmap" and estimator != "batch-hutchinson":
             check_vmap_route(model, x, out, exact=estimator == "exact", gen=torch.Generator().manual_seed(0),
@@ -634,10 +605,8 @@ def per_sample_grad_norms(model: nn.Module, inputs: torch.Tensor, cotangent: tor
     with torch.enable_grad():
         if backend == "vmap":
             return vmap_per_sample(model, inputs, cotangent, cotangent is None, None)
-        out, taps, expand = _forward(model, inputs, backend, True)
-        if not taps.verified:
-            taps.verify(model, inputs, batch_size(inputs), expand, torch.Generator().manual_seed(0))
-            record_checked(model, taps.signature, expand)
+        out, taps, _ = _forward(model, inputs, backend, True)
+        taps.verify_once()
         if cotangent is not None:
             return taps.per_sample_sq_norms(out, cotangent)
         return hooks_exact_per_sample(taps, out)

@@ -24,18 +24,20 @@ import weakref
 import torch
 from torch import nn
 
-from .checks import DROPOUT_TYPES, NotPerSampleError, first_mixing_module, random_draw, random_message
+from .checks import (
+    DROPOUT_TYPES,
+    NotPerSampleError,
+    agrees,
+    check_tolerance,
+    first_mixing_module,
+    random_draw,
+    random_message,
+)
 from .estimators import rademacher, vmap_per_sample
 from .inputs import batch_size, is_batch, take
-from .taps import (
-    _signature,
-    agrees,
-    cache_owner,
-    check_tolerance,
-    mixing_message,
-    model_output,
-    single_tensor_inputs_message,
-)
+from .taps import mixing_message, model_output, single_tensor_inputs_message
+from .taps.cache import cache_owner
+from .taps.cache import signature as _signature
 
 __all__ = ["check_vmap_route", "vmap_errors"]
 

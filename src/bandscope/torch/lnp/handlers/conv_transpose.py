@@ -1,0 +1,55 @@
+"""Per-sample gradients of ``nn.ConvTranspose1d`` / ``nn.ConvTranspose2d`` calls from the unfolded output gradient."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import outer_sum_sq, sq, trainable, zeros
+from .conv import as2d, pair
+from .registry import builtin_rule
+
+__all__: list[str] = []  # registers the transposed convolutions on import
+
+
+def _convt_parts(m: nn.Module, a: torch.Tensor,
+                 d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    nd = len(m.kernel_size)
+    if m.groups != 1:
+        raise NotImplementedError(f"per-sample gradients of grouped {type(m).__name__} have no handler; "
+                                  "use backend='vmap'")
+    if m.padding_mode != "zeros":
+        raise NotImplementedError(f"{type(m).__name__} padding_mode={m.padding_mode!r} has no handler; "
+                                  "use backend='vmap'")
+    a2, d2 = as2d(a, nd), as2d(d, nd)
+    u = None
+    if trainable(m, "weight"):
+        # dW[ci, co, k] = sum_pos a[ci, pos] d[co, pos*s - p + k*dil]: unfold the output gradient
+        u = F.unfold(d2, pair(m.kernel_size, nd), dilation=pair(m.dilation, nd),
+                     padding=(0,) + tuple(m.padding) if nd == 1 else tuple(m.padding),
+                     stride=pair(m.stride, nd))  # (N, Cout k^2, L)
+        if u.shape[-1] != a2.flatten(2).shape[-1]:
+            raise NotImplementedError(f"{type(m).__name__}: unfolded output gradient has {u.shape[-1]} positions, "
+                                      f"the input {a2.flatten(2).shape[-1]}; use backend='vmap'")
+    return a2.flatten(2), d2.flatten(2), u
+
+
+def _convt_sq(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
+    af, dflat, u = _convt_parts(m, args[0], d)
+    out = zeros(d)
+    if u is not None:
+        out += outer_sum_sq(u, af, memo)  # ||Σ_t a_t u_tᵀ|| = ||Σ_t u_t a_tᵀ||; the input a is the fixed side
+    if trainable(m, "bias"):
+        out += sq(dflat.sum(2))
+    return out
+
+
+@builtin_rule(nn.ConvTranspose1d, nn.ConvTranspose2d, sq_norms=_convt_sq, memo=True)
+def _convt_grads(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
+    af, dflat, u = _convt_parts(m, args[0], d)
+    g = {}
+    if u is not None:
+        g["weight"] = torch.bmm(af, u.transpose(1, 2)).reshape(d.shape[0], *m.weight.shape)
+    if trainable(m, "bias"):
+        g["bias"] = dflat.sum(2)
+    return g
