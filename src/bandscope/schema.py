@@ -440,6 +440,8 @@ REACH_COORDS: dict[str, Variable] = {v.name: v for v in [
     _v("checkpoint_step", ("run", "checkpoint"), "optimizer steps", "optimizer step of each checkpoint (NaN: padding)"),
     _v("time_bin", ("time_bin",), "1", "centre of a normalised-time bin tau in [0, 1] (time_lo, time_hi: edges)",
        "5.1"),
+    _v("time_lo", ("time_bin",), "1", "lower edge of the normalised-time bin tau", "5.1"),
+    _v("time_hi", ("time_bin",), "1", "upper edge of the normalised-time bin tau", "5.1"),
     _v("size", ("size",), "parameters", "model size: the n_parameters of its runs, ascending", "4"),
     _v("quantity", ("quantity",), "", "name of a per-run scalar"),
     _v("ordering", ("ordering",), "", "per-run quantity tested for the size ordering"),
@@ -575,8 +577,12 @@ _BANDS_VARIABLES = [
 ]
 
 # ---- the LNP statistics (lnp.statistics.lnp_components; torch.measure_lnp adds the rest)
-_RAW = "raw: in the units of loss_fn as reduced (docs/lnp.md)"
-_NORM = "normalised (the raw scale times M or over M, a count): in the units of loss_fn as reduced (docs/lnp.md)"
+# Units of the LNP statistics, in the units of the loss as loss_fn reduces it (``loss``), of the model
+# output f (``output``), of the parameters (``param``) and of M's loss-reduction units (``unit``:
+# samples, elements or tokens; docs/lnp.md).
+_LS = "loss**2 / output**2"
+_NS = "output**2 / param**2"
+_GS = "loss**2 / param**2"
 _MEASURED = " (bandscope.torch.measure_lnp, spectral reach B.1)"
 _SE = "0 for exact; Hutchinson: over probes (needs n_probes >= 2), else NaN"
 
@@ -590,15 +596,15 @@ def _lnp(name: str, units: str | None, long_name: str, definition: str = "", sec
 _B = "with a held-out batch B"
 _M = "with a loss-reduction count M (n_units)"
 _LNP_VARIABLES = [
-    _lnp("loss_scale", _RAW, "loss scale of batch A (raw)", "||dL_A/df||^2", "3"),
-    _lnp("network_scale", _RAW, "network scale of batch A (raw)", "Tr K_AA = sum_n ||J_n||_F^2", "3"),
-    _lnp("grad_norm_sq", _RAW, "squared parameter-gradient norm ||grad L_A||^2",
+    _lnp("loss_scale", _LS, "loss scale of batch A (raw)", "||dL_A/df||^2", "3"),
+    _lnp("network_scale", _NS, "network scale of batch A (raw)", "Tr K_AA = sum_n ||J_n||_F^2", "3"),
+    _lnp("grad_norm_sq", _GS, "squared parameter-gradient norm ||grad L_A||^2",
          "g_A^T K_AA g_A: linear loss decrease per unit learning rate (LNP.md)", "3",
          "with grad_norm_sq (always in measure_lnp)"),
-    _lnp("grad_dot", _RAW, "gradient dot product grad L_B . grad L_A",
+    _lnp("grad_dot", _GS, "gradient dot product grad L_B . grad L_A",
          "g_B^T K_BA g_A: linear decrease of L_B per unit learning rate of a step on A", "A.1", _B),
-    _lnp("loss_scale_b", _RAW, "loss scale of batch B (raw)", "||dL_B/df||^2", "A.1", _B),
-    _lnp("network_scale_b", _RAW, "network scale of batch B (raw)", "Tr K_BB = sum_n ||J_n||_F^2", "A.1", _B),
+    _lnp("loss_scale_b", _LS, "loss scale of batch B (raw)", "||dL_B/df||^2", "A.1", _B),
+    _lnp("network_scale_b", _NS, "network scale of batch B (raw)", "Tr K_BB = sum_n ||J_n||_F^2", "A.1", _B),
     _lnp("spectral_position", "1", "spectral position P (self)",
          "||grad L_A||^2 / (loss_scale * network_scale), spectral reach Eq. 49", "Eq. 49",
          "with grad_norm_sq (always in measure_lnp)"),
@@ -608,29 +614,29 @@ _LNP_VARIABLES = [
          "grad L_B . grad L_A / sqrt(loss_scale loss_scale_b network_scale network_scale_b) (LNP.md choice: "
          "geometric means)", "A.1", _B),
     _lnp("reason_cross", "", "why spectral_position_cross is NaN ('' = valid)", when=_B, dtype="str"),
-    _lnp("loss_scale_norm", _NORM, "normalised loss scale of batch A (raw)",
+    _lnp("loss_scale_norm", _LS + " * unit", "normalised loss scale of batch A (raw)",
          "M * loss_scale (spectral reach appendix A.2)", "A.2", _M),
-    _lnp("network_scale_norm", _NORM, "normalised network scale of batch A (raw)",
+    _lnp("network_scale_norm", _NS + " / unit", "normalised network scale of batch A (raw)",
          "network_scale / M (spectral reach appendix A.2)", "A.2", _M),
-    _lnp("loss_scale_b_norm", _NORM, "normalised loss scale of batch B (raw)",
+    _lnp("loss_scale_b_norm", _LS + " * unit", "normalised loss scale of batch B (raw)",
          "M_b * loss_scale_b (spectral reach appendix A.2)", "A.2", _B + " and its M (n_units_b)"),
-    _lnp("network_scale_b_norm", _NORM, "normalised network scale of batch B (raw)",
+    _lnp("network_scale_b_norm", _NS + " / unit", "normalised network scale of batch B (raw)",
          "network_scale_b / M_b (spectral reach appendix A.2)", "A.2", _B + " and its M (n_units_b)"),
     # measure_lnp (bandscope.torch.lnp) adds:
-    _lnp("loss", _RAW, "loss on batch A as reduced by loss_fn", when="measure_lnp"),
-    _lnp("network_scale_se", _RAW, "standard error of the network-scale estimate", _SE, when="measure_lnp"),
+    _lnp("loss", "loss", "loss on batch A as reduced by loss_fn", when="measure_lnp"),
+    _lnp("network_scale_se", _NS, "standard error of the network-scale estimate", _SE, when="measure_lnp"),
     _lnp("spectral_position_se", "1", "standard error of P from the network-scale estimate (first order)",
          when="measure_lnp"),
-    _lnp("loss_b", _RAW, "loss on batch B as reduced by loss_fn", when="measure_lnp, " + _B),
-    _lnp("grad_norm_sq_b", _RAW, "||grad L_B||^2", when="measure_lnp, " + _B),
-    _lnp("network_scale_b_se", _RAW, "standard error of the network-scale estimate", _SE,
+    _lnp("loss_b", "loss", "loss on batch B as reduced by loss_fn", when="measure_lnp, " + _B),
+    _lnp("grad_norm_sq_b", _GS, "||grad L_B||^2", when="measure_lnp, " + _B),
+    _lnp("network_scale_b_se", _NS, "standard error of the network-scale estimate", _SE,
          when="measure_lnp, " + _B),
     _lnp("spectral_position_b", "1", "spectral position P of batch B (self)", when="measure_lnp, " + _B),
-    _lnp("band_grad_dot", _RAW, "grad L_i . grad L (linear decrease of the step, band i)",
+    _lnp("band_grad_dot", _GS, "grad L_i . grad L (linear decrease of the step, band i)",
          "J^T g_i . J^T g with g_i the Haar projection of dL/df; sums to grad_norm_sq", when="measure_lnp(bands=True)",
          dims=("band",)),
-    _lnp("band_grad_norm_sq", _RAW, "||J^T g_i||^2", when="measure_lnp(bands=True)", dims=("band",)),
-    _lnp("band_loss_scale", _RAW, "||g_i||^2 (sums to loss_scale)", when="measure_lnp(bands=True)", dims=("band",)),
+    _lnp("band_grad_norm_sq", _GS, "||J^T g_i||^2", when="measure_lnp(bands=True)", dims=("band",)),
+    _lnp("band_loss_scale", _LS, "||g_i||^2 (sums to loss_scale)", when="measure_lnp(bands=True)", dims=("band",)),
     _lnp("band_spectral_position", "1", "per-band spectral position P_i",
          "||J^T g_i||^2 / (||g_i||^2 network_scale) (LNP.md, band-resolved)", when="measure_lnp(bands=True)",
          dims=("band",)),
@@ -767,7 +773,8 @@ def _kind_attrs(k: Kind, v: Variable, context: dict[str, object]) -> dict[str, s
 def annotate(ds: xr.Dataset, kind_name: str, **context: object) -> xr.Dataset:
     """``ds`` with every variable and coordinate of kind ``kind_name`` given its schema attrs.
 
-    Attrs the schema does not set (the kind's ``dynamic_attrs``, e.g. a ``reason``) are kept;
+    Attrs the producer sets from its call (the kind's ``dynamic_attrs``: a ``reason``, the units
+    of the run a spectral-reach quantity came from) are kept;
     variables the kind does not define are left alone (:func:`mismatches` reports them).
 
     Examples
@@ -781,8 +788,8 @@ def annotate(ds: xr.Dataset, kind_name: str, **context: object) -> xr.Dataset:
     for name in ds.variables:
         v = k.variables.get(str(name)) or k.coords.get(str(name))
         if v is not None:
-            ds[name].attrs = {**{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs},
-                              **_kind_attrs(k, v, context)}
+            ds[name].attrs = {**_kind_attrs(k, v, context),
+                              **{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs}}
     return ds
 
 
@@ -790,8 +797,8 @@ def mismatches(ds: xr.Dataset | xr.DataArray, kinds: str | tuple[str, ...], *, c
                **context: object) -> list[str]:
     """How ``ds`` differs from the schema of ``kinds`` (one kind or several, e.g. a run file with LNP).
 
-    Lists every variable or coordinate that no kind defines, whose dims or attrs differ from its
-    definition (attrs compared for equality after the kind's ``dynamic_attrs`` are dropped), and,
+    Lists every variable or coordinate that no kind defines, whose dims, dtype or attrs differ from
+    its definition (attrs compared for equality after the kind's ``dynamic_attrs`` are dropped), and,
     with ``complete``, every defined variable that ``ds`` lacks. Empty: ``ds`` is as defined.
 
     >>> mismatches(xr.Dataset({"step": ("checkpoint", [0])}), "run")
@@ -811,6 +818,9 @@ def mismatches(ds: xr.Dataset | xr.DataArray, kinds: str | tuple[str, ...], *, c
         k, v = found[0]
         if tuple(ds[name].dims) != v.dims:
             out.append(f"{name}: dims {tuple(ds[name].dims)} != schema {v.dims}")
+        dt = ds[name].dtype
+        if v.dtype and not (dt.kind in "OUS" if v.dtype == "str" else dt == np.dtype(v.dtype)):
+            out.append(f"{name}: dtype {dt} != schema {v.dtype}")
         got = {a: x for a, x in ds[name].attrs.items() if a not in k.dynamic_attrs}
         want = {a: x for a, x in _kind_attrs(k, v, dict(context)).items() if a not in k.dynamic_attrs}
         if got != want:

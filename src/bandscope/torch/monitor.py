@@ -422,7 +422,7 @@ class Monitor:
         from bandscope import schema
 
         return xr.Dataset({"lnp_arc_length": ("lnp_step", arc, schema.attrs("run", "lnp_arc_length"))},
-                          coords={"lnp_step": steps})
+                          coords={"lnp_step": ("lnp_step", steps, schema.attrs("run", "lnp_step"))})
 
     @torch.no_grad()
     def _heldout_loss(self) -> float:
