@@ -162,6 +162,20 @@ def test_lnp_components_are_the_schema():
     assert core == set(ds.data_vars)  # lnp_components writes every core statistic
 
 
+def test_lnp_schedule_and_probe_ratio_are_the_schema():
+    import xarray as xr
+
+    from bandscope.lnp.statistics import log_windows, probe_ratio
+
+    sched = log_windows(4, 3, 200)
+    assert schema.mismatches(sched, "lnp_schedule", complete=True) == []
+    a = xr.DataArray([0.2, 0.1, 0.05], dims="lnp_step", coords={"lnp_step": [0, 10, 20]})
+    b = xr.DataArray([0.4, 0.4, 0.3], dims="lnp_step", coords={"lnp_step": [0, 100, 200]})
+    ratio = probe_ratio(a, b, bins=2, fraction=None)
+    assert schema.mismatches(ratio, "probe_ratio", complete=True) == []
+    assert ratio.attrs["top_fraction"] == "none"
+
+
 def test_measure_lnp_is_the_schema():
     torch = pytest.importorskip("torch")
     from bandscope.torch import measure_lnp

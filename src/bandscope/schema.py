@@ -651,6 +651,25 @@ _LNP_VARIABLES = [
 ]
 
 
+# ---- the LNP measurement schedule (lnp.statistics.log_windows) and the probe ratio (lnp.statistics.probe_ratio)
+_SCHEDULE_VARIABLES = [
+    _k("window_start", ("window",), "int64", "optimizer steps", section="B.1", note="first step of each log window"),
+    _k("window_stop", ("window",), "int64", "optimizer steps (exclusive)", section="B.1",
+       note="first step after each window (window_start + steps_per_window)"),
+    _k("lnp_window", ("lnp_step",), "int64", None, section="B.1",
+       note="the window of each measured step (a step in overlapping windows belongs to the first)"),
+]
+_SCHEDULE_COORDS = [
+    _k("window", ("window",), "int64", None, note="window index 0, 1, ..."),
+    _k("lnp_step", ("lnp_step",), "int64", None, note="the optimizer steps to measure, ascending"),
+]
+_PROBE_RATIO = [
+    _k("probe_ratio", ("time_bin",), "float64", "1",
+       definition="<P_pretrained>_tau / <P_random>_tau, spectral reach Eq. 12/55",
+       note="attr top_fraction: the fraction of P kept per window ('none': all)"),
+]
+
+
 def _lnp_run_variable(v: Variable) -> Variable:
     """The ``lnp_*`` twin in a run file of LNP statistic ``v``: one value per ``lnp_step``."""
     dims = ("lnp_step", *("lnp_band" if d == "band" else d for d in v.dims))
@@ -742,6 +761,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("lnp", "LNP statistics", "bandscope.lnp.statistics.lnp_components, bandscope.torch.measure_lnp",
          _table(_LNP_VARIABLES), _table([dataclasses.replace(_BAND, when="measure_lnp(bands=True)")]),
          dynamic_attrs=("reason",), docs="docs/lnp.md", tag="lnp-variables"),
+    Kind("lnp_schedule", "LNP measurement schedule", "bandscope.lnp.statistics.log_windows",
+         _table(_SCHEDULE_VARIABLES), _table(_SCHEDULE_COORDS)),
+    Kind("probe_ratio", "Probe ratio", "bandscope.lnp.statistics.probe_ratio", _table(_PROBE_RATIO),
+         {n: REACH_COORDS[n] for n in ("time_bin", "time_lo", "time_hi")}, paper="spectral reach ",
+         empty_units=False, dynamic_attrs=("top_fraction",)),
     Kind("forecast", "Forecast of a run", "bandscope.keysearch.forecasting.forecast(run)",
          _table(_FORECAST_VARIABLES), _table([_BAND]), docs="docs/forecast.md", tag="forecast-variables"),
     Kind("forecast_series", "Forecast of a plain curve", "bandscope.keysearch.forecasting.forecast(values)",

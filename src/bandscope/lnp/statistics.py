@@ -458,9 +458,10 @@ def log_windows(n_windows: int, steps_per_window: int, total_steps: int, first_s
     order = np.argsort(steps, kind="stable")
     return xr.Dataset(
         {
-            "window_start": ("window", starts, {"units": "optimizer steps"}),
-            "window_stop": ("window", starts + steps_per_window, {"units": "optimizer steps (exclusive)"}),
-            "lnp_window": ("lnp_step", np.asarray(wins, dtype=np.int64)[order]),
+            "window_start": ("window", starts, schema.attrs("lnp_schedule", "window_start")),
+            "window_stop": ("window", starts + steps_per_window, schema.attrs("lnp_schedule", "window_stop")),
+            "lnp_window": ("lnp_step", np.asarray(wins, dtype=np.int64)[order],
+                           schema.attrs("lnp_schedule", "lnp_window")),
         },
         coords={"window": np.arange(starts.size), "lnp_step": np.asarray(steps, dtype=np.int64)[order]},
         attrs={"n_windows_requested": n_windows, "steps_per_window": steps_per_window,
@@ -572,10 +573,10 @@ def probe_ratio(
     centres = 0.5 * (edges[:-1] + edges[1:])
     return xr.DataArray(
         ratio, dims=("time_bin",),
-        coords={"time_bin": centres, "time_lo": ("time_bin", edges[:-1]), "time_hi": ("time_bin", edges[1:])},
+        coords={c: ("time_bin", v, schema.attrs("probe_ratio", c))
+                for c, v in (("time_bin", centres), ("time_lo", edges[:-1]), ("time_hi", edges[1:]))},
         name="probe_ratio",
-        attrs={"definition": "<P_pretrained>_tau / <P_random>_tau, spectral reach Eq. 12/55",
-               "top_fraction": "none" if fraction is None else fraction, "units": "1"},
+        attrs={**schema.attrs("probe_ratio", "probe_ratio"), "top_fraction": "none" if fraction is None else fraction},
     )
 
 
