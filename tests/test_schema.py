@@ -33,6 +33,17 @@ def test_analyze_writes_exactly_the_schema(res):
     assert res.attrs["bandscope_results"] == schema.FORMAT
 
 
+def test_results_attrs_are_the_schema(res):
+    ctx = {"loss": res.band_loss.attrs["units"], "time": res.param_time.attrs["units"], "k": res.attrs["k"],
+           "floor": res.attrs["floor_convention"], "deflation": f"{res.attrs['deflation']:g}",
+           "saturation_tol_pct": res.attrs["saturation_tol_pct"]}
+    ds = res.copy()
+    for v in ("band_loss", "param_time"):  # the run's long_name is carried along beside the schema's attrs
+        assert ds[v].attrs.pop("long_name")
+    bad = [m for m in schema.mismatches(ds, "results", complete=True, **ctx) if m.split(":")[0] in schema.RESULTS]
+    assert bad == [], bad
+
+
 def test_units_filled_from_the_run(res):
     assert res.onset.attrs["units"] == res.param_time.attrs["units"]
     assert res.floor.attrs["units"] == "squared pixel value"
