@@ -723,16 +723,24 @@ _FORECAST = [  # name, units ({loss}, {time}: the run's band_loss and param_time
     ("reason", "", "why the forecast is NaN, or notes on an 'ok' one"),
 ]
 _FORECAST_TEXT = ("family", "status", "reason")
+
+
+def _fdtype(name: str) -> str:
+    """dtype of forecast variable ``name``: text, a count or index, a flag, else a float."""
+    return ("str" if name in _FORECAST_TEXT else "int64" if name in ("stage_group", "start_index", "n_fit")
+            else "bool" if name == "rose" else "float64")
+
+
 _FORECAST_TOTAL = ("full loss L_tot = sum_i L_i (= mse), fitted on its own (not the sum of the band fits): ")
 _FORECAST_VARIABLES = [
-    *(_k(n, ("band",), "str" if n in _FORECAST_TEXT else "", u, definition=d) for n, u, d in _FORECAST),
-    *(_k("total_" + n, (), "str" if n in _FORECAST_TEXT else "", u, definition=_FORECAST_TOTAL + d)
+    *(_k(n, ("band",), _fdtype(n), u, definition=d) for n, u, d in _FORECAST),
+    *(_k("total_" + n, (), _fdtype(n), u, definition=_FORECAST_TOTAL + d)
       for n, u, d in _FORECAST),
     _k("s_now", (), "float64", "{time}", definition="parameter time of the latest checkpoint used"),
     _k("n_checkpoints", (), "int64", None, definition="checkpoints used (the prefix)"),
 ]
 _SERIES_VARIABLES = [  # forecast() of a plain scalar curve: no band, no total_ twin, no units of its own
-    *(_k(n, (), "str" if n in _FORECAST_TEXT else "", "" if u in ("{loss}", "{time}") else u, definition=d)
+    *(_k(n, (), _fdtype(n), "" if u in ("{loss}", "{time}") else u, definition=d)
       for n, u, d in _FORECAST),
     _k("s_now", (), "float64", None, definition="time of the latest point used"),
     _k("n_checkpoints", (), "int64", None, definition="points used (the prefix)"),

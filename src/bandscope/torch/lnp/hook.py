@@ -244,7 +244,7 @@ def _complete_attrs(name: str, attrs: dict) -> None:
         return
     if name.startswith("lnp_reason"):
         attrs.setdefault("units", "")
-    elif "spectral_position" in name or name.endswith("_norm") or name.endswith("_norm_b"):
+    elif "spectral_position" in name:
         attrs.setdefault("units", "1")
     else:
         attrs.setdefault("units", "raw: in the units of loss_fn as reduced (docs/lnp.md)")
