@@ -33,6 +33,17 @@ def test_analyze_writes_exactly_the_schema(res):
     assert res.attrs["bandscope_results"] == schema.FORMAT
 
 
+def test_results_attrs_are_the_schema(res):
+    ctx = {"loss": res.band_loss.attrs["units"], "time": res.param_time.attrs["units"], "k": res.attrs["k"],
+           "floor": res.attrs["floor_convention"], "deflation": f"{res.attrs['deflation']:g}",
+           "saturation_tol_pct": res.attrs["saturation_tol_pct"]}
+    ds = res.copy()
+    for v in ("band_loss", "param_time"):  # the run's long_name is carried along beside the schema's attrs
+        assert ds[v].attrs.pop("long_name")
+    bad = [m for m in schema.mismatches(ds, "results", complete=True, **ctx) if m.split(":")[0] in schema.RESULTS]
+    assert bad == [], bad
+
+
 def test_units_filled_from_the_run(res):
     assert res.onset.attrs["units"] == res.param_time.attrs["units"]
     assert res.floor.attrs["units"] == "squared pixel value"
@@ -103,3 +114,187 @@ def test_update_docs_rewrites_the_block(tmp_path):
     page.write_text("no table")
     with pytest.raises(ValueError, match="no generated results table"):
         schema.update_docs(page)
+
+
+# --------------------------------------------------------------------------- every Dataset kind
+def _conditional(kind_name):
+    """Names of kind ``kind_name`` the producer writes only in some settings (``when`` not empty)."""
+    k = schema.kind(kind_name)
+    return {v.name for v in [*k.variables.values(), *k.coords.values()] if v.when}
+
+
+def _missing(ds, kinds):
+    return [m for m in schema.mismatches(ds, kinds, complete=True) if "not in the Dataset" in m]
+
+
+def test_run_dataset_is_the_schema():
+    from bandscope.run import RUN_VARIABLES, make_run
+
+    run = make_run([[1.0, 0.5], [0.5, 0.2]], [0.0, 1.0], [0, 1], epoch=[0, 1], arc_length=[0, 1], mse=[1.5, 0.7],
+                   train_loss=[np.nan, 1.0], heldout_loss=[1.0, 0.9])
+    assert schema.mismatches(run, "run") == []
+    # every run variable over checkpoint/band is written here; the rest are LNP ones (torch test below)
+    assert {m.split(":")[0] for m in _missing(run, "run")} == {"lnp_step", "lnp_window", "lnp_arc_length"}
+    assert RUN_VARIABLES["step"] == schema.attrs("run", "step") == {"units": "optimizer steps",
+                                                                    "long_name": "raw training time t"}
+    # a run read back from netCDF keeps them
+    assert run.band_loss.attrs["definition"].endswith("sums to the pixel MSE")
+
+
+def test_run_file_roundtrip_keeps_the_schema(tmp_path):
+    from bandscope.keysearch.synthetic import make_run_synthetic
+
+    run = make_run_synthetic(0)
+    p = bio.write_run(run, tmp_path / "r.nc")
+    back = bio.read_run(p)
+    assert schema.mismatches(back[["band_loss", "param_time", "step"]], "run") == []
+
+
+def test_band_losses_are_the_schema():
+    from bandscope.transforms.bands import band_losses
+
+    x = np.random.default_rng(0).random((3, 1, 8, 8))
+    out = band_losses(x, x * 0.5)
+    assert schema.mismatches(out, "bands") == []
+    assert _missing(out.to_dataset(), "bands") == []
+    assert set(out.attrs) == {"units", "long_name", "definition", "paper", "reduction", "dtype"}
+    assert out.attrs["paper"] == "key search §3 (band loss, Eq. 1) and appendix A.6"
+    per = band_losses(x, x * 0.5, per_image=True)  # leading image dim: only the dims differ
+    assert [m.split(":")[0] for m in schema.mismatches(per, "bands")] == ["band_loss"]
+
+
+def test_lnp_components_are_the_schema():
+    from bandscope.lnp.statistics import lnp_components
+
+    ds = lnp_components([0.5, 0.0], [4.0, 4.0], [1.0, 0.0], n_units=2, grad_dot=[0.2, 0.1],
+                        loss_scale_b=[0.4, 0.4], network_scale_b=[3.0, 3.0], n_units_b=3)
+    assert [m for m in schema.mismatches(ds, "lnp") if "dims" not in m] == []  # dims: those of the inputs
+    core = {v.name for v in schema.kind("lnp").variables.values() if not v.when.startswith("measure_lnp")}
+    assert core == set(ds.data_vars)  # lnp_components writes every core statistic
+
+
+def test_lnp_schedule_and_probe_ratio_are_the_schema():
+    import xarray as xr
+
+    from bandscope.lnp.statistics import log_windows, probe_ratio
+
+    sched = log_windows(4, 3, 200)
+    assert schema.mismatches(sched, "lnp_schedule", complete=True) == []
+    a = xr.DataArray([0.2, 0.1, 0.05], dims="lnp_step", coords={"lnp_step": [0, 10, 20]})
+    b = xr.DataArray([0.4, 0.4, 0.3], dims="lnp_step", coords={"lnp_step": [0, 100, 200]})
+    ratio = probe_ratio(a, b, bins=2, fraction=None)
+    assert schema.mismatches(ratio, "probe_ratio", complete=True) == []
+    assert ratio.attrs["top_fraction"] == "none"
+
+
+def test_measure_lnp_is_the_schema():
+    torch = pytest.importorskip("torch")
+    from bandscope.torch import measure_lnp
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 16), torch.nn.Unflatten(1, (1, 4, 4)))
+    x, y = torch.randn(4, 1, 4, 4), torch.randn(4, 1, 4, 4)
+    ds = measure_lnp(model, torch.nn.functional.mse_loss, (x, y), (x + 0.1, y), bands=True)
+    assert schema.mismatches(ds, "lnp", complete=True) == []
+    # an unknown loss-reduction count: NaN *_norm with the schema attrs and a reason
+    ds = measure_lnp(model, lambda o, t: ((o - t) ** 2).mean(), (x, y))
+    assert schema.mismatches(ds, "lnp") == []
+    assert ds.loss_scale_norm.attrs["reason"] and np.isnan(float(ds.loss_scale_norm))
+
+
+def test_run_file_with_lnp_is_the_schema(tmp_path):
+    torch = pytest.importorskip("torch")
+    from bandscope.torch import Monitor
+
+    class AE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.dec = torch.nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.dec(torch.relu(self.enc(x))))
+
+    torch.manual_seed(0)
+    model = AE()
+    g = np.random.default_rng(0)
+    panel = (g.random((8, 3, 8, 8)) * 255).astype(np.uint8)
+    x = torch.from_numpy(g.random((8, 3, 8, 8))).float()
+    val = torch.from_numpy(g.random((8, 3, 8, 8))).float()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = Monitor(model, panel=panel, path=tmp_path / "r.nc", schedule=[0, 2, 4], total_steps=4,
+                  steps_per_epoch=2, heldout_batch=(val, val), lnp=torch.nn.MSELoss(), lnp_batch=(x, x),
+                  lnp_options={"schedule": [1, 3], "eval_batch": (val, val), "bands": True})
+    for _ in range(4):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), x).backward()
+        opt.step()
+        mon.step()
+    mon.close()
+    from xarray import open_dataset
+
+    with open_dataset(tmp_path / "r.nc") as ds:
+        ds = ds.load()
+    assert schema.mismatches(ds, ("run", "lnp_run")) == []
+    missing = {m.split(":")[0] for m in _missing(ds, ("run", "lnp_run"))}
+    assert missing <= _conditional("run") | _conditional("lnp_run"), missing
+    assert "lnp_spectral_position_cross" in ds and "lnp_band_spectral_position" in ds and "lnp_arc_length" in ds
+
+
+def test_forecast_is_the_schema():
+    from bandscope.keysearch.forecasting import forecast
+    from bandscope.keysearch.synthetic import make_run_synthetic
+
+    run = make_run_synthetic(0)
+    fc = forecast(run, prefix=0.6)
+    ctx = {"loss": run.band_loss.attrs["units"], "time": run.param_time.attrs["units"]}
+    assert schema.mismatches(fc, "forecast", complete=True, **ctx) == []
+    assert fc.s_reach.attrs["units"] == run.param_time.attrs["units"]
+    series = forecast(run.band_loss.sel(band=1).values, param_time=run.param_time.values)
+    assert schema.mismatches(series, "forecast_series", complete=True) == []
+
+
+def test_reach_results_are_the_schema():
+    from bandscope.io.lnp_runfiles import read_lnp_run
+    from bandscope.lnp.reach import reach_analysis
+
+    root = Path(__file__).resolve().parents[1] / "reference_runs" / "lm-scaling" / "runs"
+    runs = [read_lnp_run(p) for p in sorted(root.glob("*.nc"))]
+    assert len(runs) == 6
+    res = reach_analysis(runs)  # these runs hold every LNP statistic and the linear probes
+    assert schema.mismatches(res, "reach", complete=True) == []
+    # units are the run's (a dynamic attr), the rest the schema's
+    assert res.loss_scale.attrs["units"] == runs[0].lnp_loss_scale.attrs["units"]
+    assert res.time_bin.attrs == schema.reach_attrs("time_bin")
+
+
+@pytest.mark.parametrize("page", sorted(schema.docs_tables()))
+def test_every_docs_table_is_the_schema(page):
+    text = (DOCS.parents[0] / Path(page).name).read_text()
+    for block in schema.docs_tables()[page]:
+        assert block in text, (f"{page}'s table {block.splitlines()[0]!r} differs from bandscope.schema; "
+                               "regenerate it with python tools/schema_docs.py")
+
+
+def test_update_all_docs_rewrites_stale_tables(tmp_path):
+    for page, blocks in schema.docs_tables().items():
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text("intro\n" + "\n\n".join(b.replace("| always |", "| stale |") for b in blocks))
+    changed = schema.update_all_docs(tmp_path, check=True)
+    assert {p.relative_to(tmp_path).as_posix() for p in changed} == {"docs/bands.md", "docs/format.md",
+                                                                    "docs/forecast.md", "docs/lnp.md"}
+    schema.update_all_docs(tmp_path)
+    assert schema.update_all_docs(tmp_path, check=True) == []
+
+
+def test_kind_errors_and_two_argument_attrs():
+    with pytest.raises(KeyError, match="not a Dataset kind"):
+        schema.kind("nope")
+    with pytest.raises(KeyError, match="not a variable of the 'lnp' Dataset"):
+        schema.attrs("lnp", "nope")
+    assert schema.attrs("results", "onset", time="T") == schema.attrs("onset", time="T")
+    assert schema.attrs("reach", "size") == schema.reach_attrs("size")
+    ds = schema.annotate(__import__("xarray").Dataset({"spectral_position": ((), 0.5, {"reason": "x", "a": 1})}),
+                         "lnp")
+    assert ds.spectral_position.attrs == {**schema.attrs("lnp", "spectral_position"), "reason": "x"}
+    assert schema.mismatches(ds.assign(extra=0), "lnp") == ["extra: not in the schema of ('lnp',)"]

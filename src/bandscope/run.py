@@ -11,49 +11,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from . import schema
 from .errors import BandscopeInputError
 
 FORMAT = "run/1"
 
-_VAR_ATTRS = {
-    "band_loss": {
-        "units": "squared pixel value",
-        "long_name": "Haar band loss L_i",
-        "definition": "sum of squared orthogonal Haar coefficients of band i of the panel "
-        "error / number of pixel values (key search A.6); sums to the pixel MSE",
-    },
-    "param_time": {
-        "units": "parameter-space L2 distance",
-        "long_name": "parameter time s_k (chord)",
-        "definition": "s_k = sum_{m<=k} ||theta_m - theta_{m-1}||_2 between saved checkpoints "
-        "(key search A.7)",
-    },
-    "step": {"units": "optimizer steps", "long_name": "raw training time t"},
-    "epoch": {"units": "epochs", "long_name": "epochs completed"},
-    "arc_length": {
-        "units": "parameter-space L2 distance",
-        "long_name": "parameter time (exact arc length)",
-        "definition": "sum over every optimizer step of ||theta_t - theta_{t-1}||_2",
-    },
-    "mse": {"units": "squared pixel value", "long_name": "pixel MSE of the panel as logged"},
-    "train_loss": {
-        "units": "loss units of the training objective",
-        "long_name": "training loss",
-        "definition": "the loss the training loop reported for the update that reached this step "
-        "(mean over its micro-batches); NaN where the loop did not report one",
-    },
-    "heldout_loss": {
-        "units": "loss units of the training objective",
-        "long_name": "held-out loss",
-        "definition": "the loss of the model at this step on the fixed held-out batch (eval mode, no gradient)",
-    },
-}
-
 #: variables over ``checkpoint`` a run may carry besides ``param_time`` and ``step``
 CHECKPOINT_VARS = ("epoch", "arc_length", "mse", "train_loss", "heldout_loss")
 
-#: the run variables and their meaning (``docs/format.md`` is tested against this table)
-RUN_VARIABLES = _VAR_ATTRS
+#: the run variables over ``checkpoint`` and their attrs, from :data:`bandscope.schema.KINDS` ``["run"]``
+#: (``docs/format.md``'s run table is generated from the same schema)
+RUN_VARIABLES = {name: schema.attrs("run", name) for name in ("band_loss", "param_time", "step", *CHECKPOINT_VARS)}
+_VAR_ATTRS = RUN_VARIABLES  # the name transforms.paramtime reads
 
 
 def band_resolutions(n_bands: int) -> np.ndarray:
@@ -179,22 +148,22 @@ def make_run(
         band_coord = band_resolutions(nb) if bands is None else np.asarray(bands, dtype=np.int64)
         if band_coord.shape != (nb,):
             raise BandscopeInputError(f"{prefix}{band_coord.size} band labels for {nb} band columns")
-        data_vars["band_loss"] = (("checkpoint", "band"), bl, dict(_VAR_ATTRS["band_loss"]))
-        coords["band"] = ("band", band_coord, {"units": "pixels per side", "long_name": "band resolution r"})
+        data_vars["band_loss"] = (("checkpoint", "band"), bl, schema.attrs("run", "band_loss"))
+        coords["band"] = ("band", band_coord, schema.attrs("run", "band"))
     elif k == 0:
         raise BandscopeInputError(f"{prefix}empty run: no checkpoint; a run needs at least one checkpoint")
     st = np.full(k, -1, dtype=np.int64) if step is None else integer_steps(np.reshape(step, -1), where=where)
     if st.shape != (k,):
         raise BandscopeInputError(f"{prefix}step has {st.size} values, expected {k}")
-    data_vars["param_time"] = (("checkpoint",), pt, dict(_VAR_ATTRS["param_time"]))
-    data_vars["step"] = (("checkpoint",), st, dict(_VAR_ATTRS["step"]))
+    data_vars["param_time"] = (("checkpoint",), pt, schema.attrs("run", "param_time"))
+    data_vars["step"] = (("checkpoint",), st, schema.attrs("run", "step"))
     for key, val in (("epoch", epoch), ("arc_length", arc_length), ("mse", mse), ("train_loss", train_loss),
                      ("heldout_loss", heldout_loss)):
         if val is not None:
             arr = np.asarray(val, dtype=np.float64).reshape(-1)
             if arr.shape != (k,):
                 raise BandscopeInputError(f"{prefix}{key} has {arr.size} values, expected {k}")
-            data_vars[key] = (("checkpoint",), arr, dict(_VAR_ATTRS[key]))
+            data_vars[key] = (("checkpoint",), arr, schema.attrs("run", key))
     attrs = {
         "name": str(name),
         "arch": str(arch),

@@ -1,6 +1,14 @@
-"""The results schema: every variable of :func:`bandscope.analyze`'s Dataset, defined once.
+"""The schema: every variable of every Dataset bandscope writes, defined once.
 
-One table, :data:`RESULTS`, gives each results variable its name, dims, units, definition,
+:data:`KINDS` holds one :class:`Kind` per Dataset: the run (``run``), its LNP variables
+(``lnp_run``), the band losses (``bands``), the LNP statistics (``lnp``), the forecasts
+(``forecast``, ``forecast_series``) and the results (``results``, ``reach``). Each producer takes
+its attrs from here (:func:`attrs` ``(kind, name)``, :func:`annotate`), ``tests/test_schema.py``
+checks each producer's Dataset against it (:func:`mismatches`) and every table of variables in
+``docs/`` is generated from it (:func:`kind_table`, :func:`update_all_docs`,
+``tools/schema_docs.py``).
+
+For the key-search results, one table, :data:`RESULTS`, gives each results variable its name, dims, units, definition,
 paper section and (where it has one) its key in the JSON of ``bandscope analyze --json``.
 Everything that writes or describes results reads it:
 
@@ -21,6 +29,7 @@ old name stay readable (:func:`upgrade`).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +39,8 @@ import xarray as xr
 
 __all__ = ["Variable", "RESULTS", "COORDS", "RENAMED", "FORMAT", "attrs", "variable",
            "describe", "json_keys", "markdown_table", "update_docs", "upgrade",
-           "REACH", "REACH_COORDS", "REACH_FORMAT", "reach_attrs", "reach_markdown_table", "update_reach_docs"]
+           "REACH", "REACH_COORDS", "REACH_FORMAT", "reach_attrs", "reach_markdown_table", "update_reach_docs",
+           "Kind", "KINDS", "kind", "annotate", "mismatches", "kind_table", "docs_tables", "update_all_docs"]
 
 #: ``attrs['bandscope_results']`` of a results Dataset. Additive changes keep the version.
 FORMAT = "results/1"
@@ -43,22 +53,32 @@ PCT = "% of band range (max L_i - min L_i)"
 
 @dataclass(frozen=True)
 class Variable:
-    """One results variable (or coordinate).
+    """One variable (or coordinate) of a Dataset bandscope writes.
 
-    ``json`` is ``"fit:<key>"`` (per band and threshold window under ``fits``),
-    ``"total:<key>"`` (under ``total``), ``"band:<key>"`` (per band) or ``""`` (not in the
-    JSON runs section).
+    ``units`` is the ``units`` attr (``None``: the variable has no ``units`` attr; ``""`` in the
+    results and spectral-reach tables: none either). ``definition`` and ``long_name`` are the
+    attrs of the same names (empty: not written). ``section`` is the paper section (the ``paper``
+    attr of kinds that write one). ``json`` is ``"fit:<key>"`` (per band and threshold window
+    under ``fits``), ``"total:<key>"`` (under ``total``), ``"band:<key>"`` (per band) or ``""``
+    (not in the JSON runs section). ``dtype`` is the dtype written (``""``: not fixed), ``when``
+    says when the producer writes the variable (``""``: always) and ``note`` is documentation
+    only (it is not an attr).
     """
 
     name: str
     dims: tuple[str, ...]
-    units: str
+    units: str | None
     definition: str
     section: str = ""
     json: str = ""
+    long_name: str = ""
+    dtype: str = ""
+    when: str = ""
+    note: str = ""
 
 
-def _v(name, dims, units, definition, section="", json=""):
+def _v(name: str, dims: tuple[str, ...], units: str, definition: str, section: str = "",
+       json: str = "") -> Variable:
     return Variable(name, tuple(dims), units, definition, section, json)
 
 
@@ -233,12 +253,13 @@ RENAMED: dict[str, str] = {}
 _PLACEHOLDER = re.compile(r"\{(loss|time|k|floor|deflation|saturation_tol_pct)\}")
 
 
-def _fill(text, context):
+def _fill(text: str, context: dict[str, object]) -> str:
     return _PLACEHOLDER.sub(lambda m: str(context.get(m.group(1), m.group(0))), text)
 
 
-def attrs(name, **context):
-    """The attrs of results variable (or coordinate) ``name``: units, definition, paper.
+def attrs(kind_or_name: str, name: str | None = None, /, **context: object) -> dict[str, str]:
+    """The attrs of a variable (or coordinate): ``attrs(name)`` for a results variable,
+    ``attrs(kind, name)`` for one of any Dataset kind of :data:`KINDS`.
 
     Placeholders (``{loss}``, ``{time}``, ``{k}``, ...) are filled from ``context``; unknown
     ones stay as written.
@@ -249,19 +270,21 @@ def attrs(name, **context):
     'parameter-space L2 distance'
     >>> attrs("delta_bic")["paper"]
     'key search 5.2'
+    >>> attrs("lnp", "spectral_position")["units"]
+    '1'
     """
-    v = RESULTS.get(name) or COORDS.get(name)
+    if name is None:
+        if kind_or_name not in RESULTS and kind_or_name not in COORDS:
+            raise KeyError(f"{kind_or_name!r} is not a results variable; known: {sorted(RESULTS)}")
+        kind_or_name, name = "results", kind_or_name
+    k = kind(kind_or_name)
+    v = k.variables.get(name) or k.coords.get(name)
     if v is None:
-        raise KeyError(f"{name!r} is not a results variable; known: {sorted(RESULTS)}")
-    out = {"definition": _fill(v.definition, context)}
-    if v.units:
-        out["units"] = _fill(v.units, context)
-    if v.section:
-        out["paper"] = f"key search {v.section}"
-    return out
+        raise KeyError(f"{name!r} is not a variable of the {k.name!r} Dataset; known: {sorted(k.variables)}")
+    return _kind_attrs(k, v, context)
 
 
-def variable(name, data, **context):
+def variable(name: str, data: object, **context: object) -> xr.Variable:
     """``xr.Variable`` of results variable ``name`` with its schema dims and attrs.
 
     Examples
@@ -277,7 +300,7 @@ def variable(name, data, **context):
     return xr.Variable(v.dims, data, attrs(name, **context))
 
 
-def describe(name):
+def describe(name: str) -> str:
     """One-line meaning of a results variable, for table captions and column notes.
 
     >>> describe("fit_n")
@@ -288,7 +311,7 @@ def describe(name):
     return f"{name} [{a.get('units', '')}]: {a['definition']}{paper}"
 
 
-def json_keys(group):
+def json_keys(group: str) -> dict[str, str]:
     """JSON key -> results variable of one JSON group: ``"fit"`` (per band and threshold
     window), ``"total"`` (full-loss fit) or ``"band"`` (per band).
 
@@ -305,7 +328,7 @@ def json_keys(group):
     return out
 
 
-def upgrade(ds):
+def upgrade(ds: xr.Dataset) -> xr.Dataset:
     """Rename variables/dims of a results Dataset written under an old name (:data:`RENAMED`)."""
     names = {old: new for old, new in RENAMED.items()
              if (old in ds.variables or old in ds.dims) and new not in ds.variables}
@@ -317,29 +340,29 @@ _START = "<!-- results-variables: generated by bandscope.schema.markdown_table; 
 _END = "<!-- end results-variables -->"
 
 
-def markdown_table():
+def markdown_table() -> str:
     """The results-variable table of ``docs/format.md`` (generated from :data:`RESULTS`)."""
-    def cell(text):
-        return text.replace("|", "\\|")
+    def cell(text: str | None) -> str:
+        return (text or "").replace("|", "\\|")
 
-    def json_cell(v):
+    def json_cell(v: Variable) -> str:
         group, _, key = v.json.partition(":")
         where = {"fit": "bands.<r>.fits.<window>", "total": "total", "band": "bands.<r>"}
         return f"`{where[group]}.{key}`" if group else ""
 
-    def rows(head, table, with_json):
+    def rows(head: str, table: dict[str, Variable], with_json: bool) -> list[str]:
         out = [f"| {head} | dims | units | definition | paper |" + (" JSON |" if with_json else ""),
                "|---|---|---|---|---|" + ("---|" if with_json else "")]
         return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
                       f"{cell(v.definition)} | {v.section} |"
                       + (f" {json_cell(v)} |" if with_json else "") for v in table.values()]
 
-    rows = [*rows("variable", RESULTS, True), "", "Coordinates:", "",
-            *rows("coordinate", COORDS, False)]
-    return "\n".join([_START, *rows, _END])
+    lines = [*rows("variable", RESULTS, True), "", "Coordinates:", "",
+             *rows("coordinate", COORDS, False)]
+    return "\n".join([_START, *lines, _END])
 
 
-def update_docs(path="docs/format.md"):
+def update_docs(path: str | Path = "docs/format.md") -> Path:
     """Rewrite the generated table in ``path`` (between its marker comments)."""
     path = Path(path)
     text = path.read_text()
@@ -425,6 +448,8 @@ REACH_COORDS: dict[str, Variable] = {v.name: v for v in [
     _v("checkpoint_step", ("run", "checkpoint"), "optimizer steps", "optimizer step of each checkpoint (NaN: padding)"),
     _v("time_bin", ("time_bin",), "1", "centre of a normalised-time bin tau in [0, 1] (time_lo, time_hi: edges)",
        "5.1"),
+    _v("time_lo", ("time_bin",), "1", "lower edge of the normalised-time bin tau", "5.1"),
+    _v("time_hi", ("time_bin",), "1", "upper edge of the normalised-time bin tau", "5.1"),
     _v("size", ("size",), "parameters", "model size: the n_parameters of its runs, ascending", "4"),
     _v("quantity", ("quantity",), "", "name of a per-run scalar"),
     _v("ordering", ("ordering",), "", "per-run quantity tested for the size ordering"),
@@ -433,38 +458,32 @@ REACH_COORDS: dict[str, Variable] = {v.name: v for v in [
 ]}
 
 
-def reach_attrs(name):
+def reach_attrs(name: str) -> dict[str, str]:
     """The attrs (units, definition, paper) of spectral-reach results variable or coordinate ``name``.
 
     >>> reach_attrs("ordering_p_value")["paper"]
     'spectral reach 4'
     """
-    v = REACH.get(name) or REACH_COORDS.get(name)
-    if v is None:
+    if name not in REACH and name not in REACH_COORDS:
         raise KeyError(f"{name!r} is not a spectral-reach results variable; known: {sorted(REACH)}")
-    out = {"definition": v.definition}
-    if v.units:
-        out["units"] = v.units
-    if v.section:
-        out["paper"] = f"spectral reach {v.section}"
-    return out
+    return attrs("reach", name)
 
 
 _REACH_START = "<!-- reach-variables: generated by bandscope.schema.reach_markdown_table; do not edit -->"
 _REACH_END = "<!-- end reach-variables -->"
 
 
-def reach_markdown_table():
+def reach_markdown_table() -> str:
     """The spectral-reach results table of ``docs/format.md`` (generated from :data:`REACH`)."""
-    def rows(head, table):
+    def rows(head: str, table: dict[str, Variable]) -> list[str]:
         return [f"| {head} | dims | units | definition | paper |", "|---|---|---|---|---|",
-                *(f"| `{v.name}` | {', '.join(v.dims)} | {v.units.replace('|', chr(92) + '|')} | "
+                *(f"| `{v.name}` | {', '.join(v.dims)} | {(v.units or '').replace('|', chr(92) + '|')} | "
                   f"{v.definition.replace('|', chr(92) + '|')} | {v.section} |" for v in table.values())]
     return "\n".join([_REACH_START, *rows("variable", REACH), "", "Coordinates:", "",
                       *rows("coordinate", REACH_COORDS), _REACH_END])
 
 
-def update_reach_docs(path="docs/format.md"):
+def update_reach_docs(path: str | Path = "docs/format.md") -> Path:
     """Rewrite the generated spectral-reach table in ``path`` (between its marker comments)."""
     path = Path(path)
     text = path.read_text()
@@ -473,3 +492,442 @@ def update_reach_docs(path="docs/format.md"):
         raise ValueError(f"{path} has no generated spectral-reach table (marker {_REACH_START!r})")
     path.write_text(pat.sub(lambda m: reach_markdown_table(), text))
     return path
+
+
+# --------------------------------------------------------------------------- every Dataset kind
+# Every Dataset (or DataArray) bandscope writes is a *kind*: the run (``run.make_run``, the torch
+# recorder), the band losses (``transforms.bands.band_losses``), the LNP statistics
+# (``lnp.statistics.lnp_components`` and ``torch.measure_lnp``), their ``lnp_*`` twins in a run
+# file (``torch.LNPHook``), the forecast (``keysearch.forecasting.forecast``) and the two results
+# Datasets above. :data:`KINDS` holds them all; :func:`attrs` ``(kind, name)`` gives a variable's
+# attrs, :func:`annotate` writes them onto a Dataset, :func:`mismatches` checks one and
+# :func:`kind_table` is its table in the docs.
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of Dataset: its variables and coordinates, who writes it and where it is documented.
+
+    ``paper`` prefixes the ``paper`` attr written from a variable's ``section`` (``""``: no
+    ``paper`` attr). ``empty_units`` writes a ``units`` attr of ``""`` (the results tables leave
+    it out). ``dynamic_attrs`` are attrs the producer adds from its call (e.g. the working
+    ``dtype`` of the band losses) that the schema does not fix.
+    """
+
+    name: str
+    title: str
+    producer: str
+    variables: dict[str, Variable]
+    coords: dict[str, Variable]
+    paper: str = ""
+    empty_units: bool = True
+    dynamic_attrs: tuple[str, ...] = ()
+    docs: str = ""
+    tag: str = ""
+
+
+def _k(name: str, dims: tuple[str, ...], dtype: str, units: str | None, long_name: str = "",
+       definition: str = "", section: str = "", when: str = "", note: str = "") -> Variable:
+    return Variable(name, tuple(dims), units, definition, section, long_name=long_name, dtype=dtype,
+                    when=when, note=note)
+
+
+_BAND = _k("band", ("band",), "int64", "pixels per side", "band resolution r",
+           note="r = 1, 2, 4, ..., 2^J (band 1 = final Haar approximation coefficient)")
+_L2 = "parameter-space L2 distance"
+_LOSS = "loss units of the training objective"
+
+# ---- the run Dataset (docs/format.md "Run Dataset"; bandscope.run.make_run)
+_RUN_VARIABLES = [
+    _k("band_loss", ("checkpoint", "band"), "float64", "squared pixel value", "Haar band loss L_i",
+       "sum of squared orthogonal Haar coefficients of band i of the panel error / number of pixel values "
+       "(key search A.6); sums to the pixel MSE", "A.6", "with a panel"),
+    _k("param_time", ("checkpoint",), "float64", _L2, "parameter time s_k (chord)",
+       "s_k = sum_{m<=k} ||theta_m - theta_{m-1}||_2 between saved checkpoints (key search A.7)", "A.7",
+       note="s_0 = 0"),
+    _k("step", ("checkpoint",), "int64", "optimizer steps", "raw training time t", "", "A.7",
+       note="optimizer steps taken at the checkpoint (0 at initialisation); -1 throughout = unknown"),
+    _k("epoch", ("checkpoint",), "float64", "epochs", "epochs completed", when="optional",
+       note="fractional"),
+    _k("arc_length", ("checkpoint",), "float64", _L2, "parameter time (exact arc length)",
+       "sum over every optimizer step of ||theta_t - theta_{t-1}||_2", "A.7", "optional",
+       "the parameter time the spectral-reach analysis uses when present"),
+    _k("mse", ("checkpoint",), "float64", "squared pixel value", "pixel MSE of the panel as logged",
+       when="optional, with a panel", note="checked against sum of band_loss on read (relative 1e-3)"),
+    _k("train_loss", ("checkpoint",), "float64", _LOSS, "training loss",
+       "the loss the training loop reported for the update that reached this step (mean over its "
+       "micro-batches); NaN where the loop did not report one", when="optional; always in a run without a panel",
+       note="NaN at step 0"),
+    _k("heldout_loss", ("checkpoint",), "float64", _LOSS, "held-out loss",
+       "the loss of the model at this step on the fixed held-out batch (eval mode, no gradient)",
+       when="with a held-out batch", section="D.1"),
+    _k("lnp_arc_length", ("lnp_step",), "float64", _L2, "arc-length parameter time at the LNP step",
+       "sum over every optimizer step up to lnp_step of ||theta_t - theta_{t-1}||_2 (the run's arc_length at "
+       "that step)", when="with LNP, written by torch.Monitor"),
+]
+_RUN_COORDS = [
+    dataclasses.replace(_BAND, when="with a panel"),
+    _k("checkpoint", ("checkpoint",), "int64", None, note="0, 1, ..., K-1 in saved order"),
+    _k("lnp_step", ("lnp_step",), "int64", "optimizer steps", "step of the LNP measurement (before the update)",
+       when="with LNP", note="index coordinate of the lnp_* variables (table below)"),
+    _k("lnp_window", ("lnp_step",), "int64", None, "measurement window index", section="B.1", when="with LNP",
+       note="log window of the measurement (spectral reach B.1)"),
+]
+
+# ---- the band losses (bandscope.transforms.bands.band_losses)
+_BANDS_VARIABLES = [
+    _k("band_loss", ("band",), "float64", "squared pixel value", "Haar band loss L_i",
+       "sum of squared orthogonal Haar coefficients of band i of the error e = x - recon / number of pixel "
+       "values C*H*W of one image; band 1 = final approximation coefficient, band 2**j = detail sub-bands "
+       "refining resolution 2**(j-1) to 2**j; sum over bands = pixel MSE", "§3 (band loss, Eq. 1) and appendix A.6",
+       note="per_image=True: leading image dims before band; attrs reduction and dtype say how it was reduced "
+       "and the working precision"),
+]
+
+# ---- the LNP statistics (lnp.statistics.lnp_components; torch.measure_lnp adds the rest)
+# Units of the LNP statistics, in the units of the loss as loss_fn reduces it (``loss``), of the model
+# output f (``output``), of the parameters (``param``) and of M's loss-reduction units (``unit``:
+# samples, elements or tokens; docs/lnp.md).
+_LS = "loss**2 / output**2"
+_NS = "output**2 / param**2"
+_GS = "loss**2 / param**2"
+_MEASURED = " (bandscope.torch.measure_lnp, spectral reach B.1)"
+_SE = "0 for exact; Hutchinson: over probes (needs n_probes >= 2), else NaN"
+
+
+def _lnp(name: str, units: str | None, long_name: str, definition: str = "", section: str = "",
+         when: str = "", dims: tuple[str, ...] = (), dtype: str = "float64") -> Variable:
+    """An LNP statistic; one without a formula of its own is defined by its long name and producer."""
+    return _k(name, dims, dtype, units, long_name, definition or long_name + _MEASURED, section, when)
+
+
+_B = "with a held-out batch B"
+_M = "with a loss-reduction count M (n_units)"
+_LNP_VARIABLES = [
+    _lnp("loss_scale", _LS, "loss scale of batch A (raw)", "||dL_A/df||^2", "3"),
+    _lnp("network_scale", _NS, "network scale of batch A (raw)", "Tr K_AA = sum_n ||J_n||_F^2", "3"),
+    _lnp("grad_norm_sq", _GS, "squared parameter-gradient norm ||grad L_A||^2",
+         "g_A^T K_AA g_A: linear loss decrease per unit learning rate (LNP.md)", "3",
+         "with grad_norm_sq (always in measure_lnp)"),
+    _lnp("grad_dot", _GS, "gradient dot product grad L_B . grad L_A",
+         "g_B^T K_BA g_A: linear decrease of L_B per unit learning rate of a step on A", "A.1", _B),
+    _lnp("loss_scale_b", _LS, "loss scale of batch B (raw)", "||dL_B/df||^2", "A.1", _B),
+    _lnp("network_scale_b", _NS, "network scale of batch B (raw)", "Tr K_BB = sum_n ||J_n||_F^2", "A.1", _B),
+    _lnp("spectral_position", "1", "spectral position P (self)",
+         "||grad L_A||^2 / (loss_scale * network_scale), spectral reach Eq. 49", "Eq. 49",
+         "with grad_norm_sq (always in measure_lnp)"),
+    _lnp("reason", "", "why spectral_position is NaN ('' = valid)", section="", when="with spectral_position",
+         dtype="str"),
+    _lnp("spectral_position_cross", "1", "spectral position P_AB (cross)",
+         "grad L_B . grad L_A / sqrt(loss_scale loss_scale_b network_scale network_scale_b) (LNP.md choice: "
+         "geometric means)", "A.1", _B),
+    _lnp("reason_cross", "", "why spectral_position_cross is NaN ('' = valid)", when=_B, dtype="str"),
+    _lnp("loss_scale_norm", _LS + " * unit", "normalised loss scale of batch A (raw)",
+         "M * loss_scale (spectral reach appendix A.2)", "A.2", _M),
+    _lnp("network_scale_norm", _NS + " / unit", "normalised network scale of batch A (raw)",
+         "network_scale / M (spectral reach appendix A.2)", "A.2", _M),
+    _lnp("loss_scale_b_norm", _LS + " * unit", "normalised loss scale of batch B (raw)",
+         "M_b * loss_scale_b (spectral reach appendix A.2)", "A.2", _B + " and its M (n_units_b)"),
+    _lnp("network_scale_b_norm", _NS + " / unit", "normalised network scale of batch B (raw)",
+         "network_scale_b / M_b (spectral reach appendix A.2)", "A.2", _B + " and its M (n_units_b)"),
+    # measure_lnp (bandscope.torch.lnp) adds:
+    _lnp("loss", "loss", "loss on batch A as reduced by loss_fn", when="measure_lnp"),
+    _lnp("network_scale_se", _NS, "standard error of the network-scale estimate", _SE, when="measure_lnp"),
+    _lnp("spectral_position_se", "1", "standard error of P from the network-scale estimate (first order)",
+         when="measure_lnp"),
+    _lnp("loss_b", "loss", "loss on batch B as reduced by loss_fn", when="measure_lnp, " + _B),
+    _lnp("grad_norm_sq_b", _GS, "||grad L_B||^2", when="measure_lnp, " + _B),
+    _lnp("network_scale_b_se", _NS, "standard error of the network-scale estimate", _SE,
+         when="measure_lnp, " + _B),
+    _lnp("spectral_position_b", "1", "spectral position P of batch B (self)", when="measure_lnp, " + _B),
+    _lnp("band_grad_dot", _GS, "grad L_i . grad L (linear decrease of the step, band i)",
+         "J^T g_i . J^T g with g_i the Haar projection of dL/df; sums to grad_norm_sq", when="measure_lnp(bands=True)",
+         dims=("band",)),
+    _lnp("band_grad_norm_sq", _GS, "||J^T g_i||^2", when="measure_lnp(bands=True)", dims=("band",)),
+    _lnp("band_loss_scale", _LS, "||g_i||^2 (sums to loss_scale)", when="measure_lnp(bands=True)", dims=("band",)),
+    _lnp("band_spectral_position", "1", "per-band spectral position P_i",
+         "||J^T g_i||^2 / (||g_i||^2 network_scale) (LNP.md, band-resolved)", when="measure_lnp(bands=True)",
+         dims=("band",)),
+]
+
+
+# ---- the LNP measurement schedule (lnp.statistics.log_windows) and the probe ratio (lnp.statistics.probe_ratio)
+_SCHEDULE_VARIABLES = [
+    _k("window_start", ("window",), "int64", "optimizer steps", section="B.1", note="first step of each log window"),
+    _k("window_stop", ("window",), "int64", "optimizer steps (exclusive)", section="B.1",
+       note="first step after each window (window_start + steps_per_window)"),
+    _k("lnp_window", ("lnp_step",), "int64", None, section="B.1",
+       note="the window of each measured step (a step in overlapping windows belongs to the first)"),
+]
+_SCHEDULE_COORDS = [
+    _k("window", ("window",), "int64", None, note="window index 0, 1, ..."),
+    _k("lnp_step", ("lnp_step",), "int64", None, note="the optimizer steps to measure, ascending"),
+]
+_PROBE_RATIO = [
+    _k("probe_ratio", ("time_bin",), "float64", "1",
+       definition="<P_pretrained>_tau / <P_random>_tau, spectral reach Eq. 12/55",
+       note="attr top_fraction: the fraction of P kept per window ('none': all)"),
+]
+
+
+def _lnp_run_variable(v: Variable) -> Variable:
+    """The ``lnp_*`` twin in a run file of LNP statistic ``v``: one value per ``lnp_step``."""
+    dims = ("lnp_step", *("lnp_band" if d == "band" else d for d in v.dims))
+    return dataclasses.replace(v, name=f"lnp_{v.name}", dims=dims, when="with LNP" + (
+        "" if v.when in ("", "measure_lnp") or v.when.startswith("with grad_norm_sq")
+        else "; " + v.when.replace("measure_lnp, ", "").replace("measure_lnp(bands=True)", "LNPHook(bands=True)")))
+
+
+# ---- the forecast (keysearch.forecasting.forecast): per band and for the full loss (total_)
+_FORECAST = [  # name, units ({loss}, {time}: the run's band_loss and param_time units), definition
+    ("floor", "{loss}", "forecast of the curve's late value (what a saturated curve settles at): the latest "
+     "value moved toward the evidence-weighted ensemble floor by the calibrated weight k of its stage "
+     "(docs/forecast.md)"),
+    ("floor_low", "{loss}", "lower end of the conformal interval of floor (calibrated on real runs, "
+     "leave-one-run-out validated; docs/forecast.md)"),
+    ("floor_high", "{loss}", "upper end of the conformal interval of floor (inf: too few calibration "
+     "scores for the confidence)"),
+    ("floor_ensemble", "{loss}", "BIC-weighted mean of the asymptotes of the curve families pow3, weibull, "
+     "exp, two_phase, saturated"),
+    ("floor_spread", "{loss}", "spread of the family asymptotes: weighted sd + range of the families "
+     "with weight >= 0.05 over 4"),
+    ("family", "", "the curve family with the largest evidence weight"),
+    ("stage", "1", "fall over the second half of the fitted checkpoints / range seen so far"),
+    ("stage_group", "", "Mondrian calibration group of stage (0 = at rest ... 2 = still falling fast)"),
+    ("weibull_floor", "{loss}", "floor L_inf of the single Weibull-with-onset fit "
+     "L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta)"),
+    ("weibull_floor_low", "{loss}", "lower end of its profile-likelihood interval (model-based: "
+     "assumes the Weibull shape)"),
+    ("weibull_floor_high", "{loss}", "upper end of its profile-likelihood interval (model-based)"),
+    ("s_reach", "{time}", "parameter time at which the fitted residual L - L_inf falls to `level` "
+     "times its value at s_start: onset + omega (ln 1/level)^(1/beta)"),
+    ("s_reach_low", "{time}", "lower end of the profile-likelihood interval of s_reach"),
+    ("s_reach_high", "{time}", "upper end of the profile-likelihood interval of s_reach "
+     "(inf: not bounded by the data yet)"),
+    ("s_remaining", "{time}", "max(s_reach - s_now, 0): parameter time still to go (0 = reached)"),
+    ("s_remaining_low", "{time}", "max(s_reach_low - s_now, 0)"),
+    ("s_remaining_high", "{time}", "max(s_reach_high - s_now, 0)"),
+    ("A", "{loss}", "fitted amplitude: residual L - L_inf at s_start"),
+    ("omega", "{time}", "fitted Weibull scale"),
+    ("beta", "1", "fitted Weibull shape, bounded to [0.05, 8] (key search B.1)"),
+    ("onset", "{time}", "fitted onset s_on in [s_start, ...): L = L_inf + A before it"),
+    ("s_start", "{time}", "parameter time of the curve's peak, where the fit starts (s_0 for a "
+     "curve falling from the start)"),
+    ("start_index", "checkpoint", "index of the checkpoint at s_start"),
+    ("n_fit", "checkpoints", "checkpoints fitted (from s_start to the latest)"),
+    ("rose", "", "the curve rose significantly (> 3 noise sd) above its first value before its peak"),
+    ("kappa_floor", "1", "sandwich (Newey-West, HC3) / model variance ratio of the floor, in [1, 20]: "
+     "how much the floor interval was widened for unequal or correlated noise"),
+    ("kappa_reach", "1", "the same ratio for log(s_reach - s_start), widening the s_reach interval"),
+    ("status", "", "'ok', 'too_few_checkpoints', 'rising', 'not_started' or 'failed'"),
+    ("reason", "", "why the forecast is NaN, or notes on an 'ok' one"),
+]
+_FORECAST_TEXT = ("family", "status", "reason")
+
+
+def _fdtype(name: str) -> str:
+    """dtype of forecast variable ``name``: text, a count or index, a flag, else a float."""
+    return ("str" if name in _FORECAST_TEXT else "int64" if name in ("stage_group", "start_index", "n_fit")
+            else "bool" if name == "rose" else "float64")
+
+
+_FORECAST_TOTAL = ("full loss L_tot = sum_i L_i (= mse), fitted on its own (not the sum of the band fits): ")
+_FORECAST_VARIABLES = [
+    *(_k(n, ("band",), _fdtype(n), u, definition=d) for n, u, d in _FORECAST),
+    *(_k("total_" + n, (), _fdtype(n), u, definition=_FORECAST_TOTAL + d)
+      for n, u, d in _FORECAST),
+    _k("s_now", (), "float64", "{time}", definition="parameter time of the latest checkpoint used"),
+    _k("n_checkpoints", (), "int64", None, definition="checkpoints used (the prefix)"),
+]
+_SERIES_VARIABLES = [  # forecast() of a plain scalar curve: no band, no total_ twin, no units of its own
+    *(_k(n, (), _fdtype(n), "" if u in ("{loss}", "{time}") else u, definition=d)
+      for n, u, d in _FORECAST),
+    _k("s_now", (), "float64", None, definition="time of the latest point used"),
+    _k("n_checkpoints", (), "int64", None, definition="points used (the prefix)"),
+]
+
+
+def _table(rows: list[Variable]) -> dict[str, Variable]:
+    out = {v.name: v for v in rows}
+    if len(out) != len(rows):
+        raise ValueError(f"duplicate names in a schema table: {[v.name for v in rows]}")
+    return out
+
+
+#: kind -> :class:`Kind` of every Dataset bandscope writes.
+KINDS: dict[str, Kind] = {k.name: k for k in [
+    Kind("run", "Run Dataset", "bandscope.run.make_run (every reader, the torch recorder)",
+         _table(_RUN_VARIABLES), _table(_RUN_COORDS), docs="docs/format.md", tag="run-variables"),
+    Kind("lnp_run", "LNP variables of a run file", "bandscope.torch.LNPHook (through the recorder)",
+         _table([_lnp_run_variable(v) for v in _LNP_VARIABLES]),
+         _table([_RUN_COORDS[2], _RUN_COORDS[3],
+                 dataclasses.replace(_BAND, name="lnp_band", dims=("lnp_band",), when="LNPHook(bands=True)")]),
+         dynamic_attrs=("reason",), docs="docs/format.md", tag="lnp-run-variables"),
+    Kind("bands", "Band losses", "bandscope.transforms.bands.band_losses", _table(_BANDS_VARIABLES),
+         _table([_BAND]), paper="key search ", dynamic_attrs=("reduction", "dtype"), docs="docs/bands.md",
+         tag="band-loss-variables"),
+    Kind("lnp", "LNP statistics", "bandscope.lnp.statistics.lnp_components, bandscope.torch.measure_lnp",
+         _table(_LNP_VARIABLES), _table([dataclasses.replace(_BAND, when="measure_lnp(bands=True)")]),
+         dynamic_attrs=("reason",), docs="docs/lnp.md", tag="lnp-variables"),
+    Kind("lnp_schedule", "LNP measurement schedule", "bandscope.lnp.statistics.log_windows",
+         _table(_SCHEDULE_VARIABLES), _table(_SCHEDULE_COORDS)),
+    Kind("probe_ratio", "Probe ratio", "bandscope.lnp.statistics.probe_ratio", _table(_PROBE_RATIO),
+         {n: REACH_COORDS[n] for n in ("time_bin", "time_lo", "time_hi")}, paper="spectral reach ",
+         empty_units=False, dynamic_attrs=("top_fraction",)),
+    Kind("forecast", "Forecast of a run", "bandscope.keysearch.forecasting.forecast(run)",
+         _table(_FORECAST_VARIABLES), _table([_BAND]), docs="docs/forecast.md", tag="forecast-variables"),
+    Kind("forecast_series", "Forecast of a plain curve", "bandscope.keysearch.forecasting.forecast(values)",
+         _table(_SERIES_VARIABLES), {}, docs="docs/forecast.md", tag="forecast-series-variables"),
+    Kind("results", "Results Dataset", "bandscope.keysearch.analysis.analyze", RESULTS, COORDS,
+         paper="key search ", empty_units=False),
+    Kind("reach", "Spectral-reach results Dataset", "bandscope.lnp.reach.reach_analysis", REACH, REACH_COORDS,
+         paper="spectral reach ", empty_units=False, dynamic_attrs=("units",)),
+]}
+
+
+def kind(name: str) -> Kind:
+    """The :class:`Kind` called ``name`` (a key of :data:`KINDS`).
+
+    >>> kind("run").variables["step"].units
+    'optimizer steps'
+    """
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a Dataset kind; known: {sorted(KINDS)}") from None
+
+
+def _kind_attrs(k: Kind, v: Variable, context: dict[str, object]) -> dict[str, str]:
+    out = {}
+    if v.units is not None and (v.units or k.empty_units):
+        out["units"] = _fill(v.units, context)
+    if v.long_name:
+        out["long_name"] = v.long_name
+    if v.definition:
+        out["definition"] = _fill(v.definition, context)
+    if k.paper and v.section:
+        out["paper"] = k.paper + v.section
+    return out
+
+
+def annotate(ds: xr.Dataset, kind_name: str, **context: object) -> xr.Dataset:
+    """``ds`` with every variable and coordinate of kind ``kind_name`` given its schema attrs.
+
+    Attrs the producer sets from its call (the kind's ``dynamic_attrs``: a ``reason``, the units
+    of the run a spectral-reach quantity came from) are kept;
+    variables the kind does not define are left alone (:func:`mismatches` reports them).
+
+    Examples
+    --------
+    >>> ds = annotate(xr.Dataset({"step": ("checkpoint", [0, 10])}), "run")
+    >>> ds.step.attrs["long_name"]
+    'raw training time t'
+    """
+    k = kind(kind_name)
+    ds = ds.copy()
+    for name in ds.variables:
+        v = k.variables.get(str(name)) or k.coords.get(str(name))
+        if v is not None:
+            ds[name].attrs = {**_kind_attrs(k, v, context),
+                              **{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs}}
+    return ds
+
+
+def mismatches(ds: xr.Dataset | xr.DataArray, kinds: str | tuple[str, ...], *, complete: bool = False,
+               **context: object) -> list[str]:
+    """How ``ds`` differs from the schema of ``kinds`` (one kind or several, e.g. a run file with LNP).
+
+    Lists every variable or coordinate that no kind defines, whose dims, dtype or attrs differ from
+    its definition (attrs compared for equality after the kind's ``dynamic_attrs`` are dropped), and,
+    with ``complete``, every defined variable that ``ds`` lacks. Empty: ``ds`` is as defined.
+
+    >>> mismatches(xr.Dataset({"step": ("checkpoint", [0])}), "run")
+    ["step: attrs {} != schema {'units': 'optimizer steps', 'long_name': 'raw training time t'}"]
+    """
+    names = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    ks = [kind(n) for n in names]
+    if isinstance(ds, xr.DataArray):
+        ds = ds.to_dataset(name=str(ds.name))
+    out = []
+    for name in ds.variables:
+        found = [(k, v) for k in ks if (v := k.variables.get(str(name)) or k.coords.get(str(name))) is not None]
+        if not found:
+            out.append(f"{name}: not in the schema of {names}")
+            continue
+        k, v = found[0]
+        if tuple(ds[name].dims) != v.dims:
+            out.append(f"{name}: dims {tuple(ds[name].dims)} != schema {v.dims}")
+        dt = ds[name].dtype
+        if v.dtype and not (dt.kind in "OUS" if v.dtype == "str" else dt == np.dtype(v.dtype)):
+            out.append(f"{name}: dtype {dt} != schema {v.dtype}")
+        got = {a: x for a, x in ds[name].attrs.items() if a not in k.dynamic_attrs}
+        want = {a: x for a, x in _kind_attrs(k, v, dict(context)).items() if a not in k.dynamic_attrs}
+        if got != want:
+            out.append(f"{name}: attrs {got} != schema {want}")
+    if complete:
+        out += [f"{name}: in the schema of {k.name}, not in the Dataset" for k in ks
+                for name in [*k.variables, *k.coords] if name not in ds.variables]
+    return out
+
+
+def kind_table(kind_name: str) -> str:
+    """The table of kind ``kind_name``'s variables in its docs page, between its marker comments.
+
+    Columns: name (coordinates marked), dims, dtype, units, long name and definition, paper
+    section, and when the producer writes it.
+    """
+    k = kind(kind_name)
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = [f"<!-- {k.tag}: generated by bandscope.schema.kind_table({k.name!r}); do not edit -->",
+            "| name | dims | dtype | units | meaning | paper | written |", "|---|---|---|---|---|---|---|"]
+    for v, coord in [*((c, True) for c in k.coords.values()), *((v, False) for v in k.variables.values())]:
+        meaning = "; ".join(t for t in (v.long_name, v.definition if v.definition != v.long_name + _MEASURED
+                                        else "", v.note) if t)
+        rows.append(f"| `{v.name}`{' (coord)' if coord else ''} | `{', '.join(v.dims) or '()'}` | {v.dtype} | "
+                    f"{cell(v.units or '')} | {cell(meaning)} | {v.section} | {cell(v.when or 'always')} |")
+    rows.append(f"<!-- end {k.tag} -->")
+    return "\n".join(rows)
+
+
+def _replace_block(text: str, start: str, end: str, block: str, path: Path) -> str:
+    pat = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pat.search(text):
+        raise ValueError(f"{path} has no generated table (marker {start!r})")
+    return pat.sub(lambda m: block, text)
+
+
+def docs_tables() -> dict[str, list[str]]:
+    """docs page -> the generated tables it holds (each a block with its own marker comments).
+
+    >>> sorted(docs_tables())
+    ['docs/bands.md', 'docs/forecast.md', 'docs/format.md', 'docs/lnp.md']
+    """
+    out: dict[str, list[str]] = {"docs/format.md": [markdown_table(), reach_markdown_table()]}
+    for k in KINDS.values():
+        if k.docs:
+            out.setdefault(k.docs, []).append(kind_table(k.name))
+    return out
+
+
+def update_all_docs(root: str | Path = ".", check: bool = False) -> list[Path]:
+    """Rewrite every generated variable table of the docs under ``root`` from the schema.
+
+    With ``check``, write nothing and return the pages whose tables differ from the schema.
+    """
+    root = Path(root)
+    changed = []
+    for page, blocks in docs_tables().items():
+        path = root / page
+        text = path.read_text()
+        new = text
+        for block in blocks:
+            first, last = block.split("\n")[0], block.split("\n")[-1]
+            new = _replace_block(new, first.split(":")[0], last, block, path)
+        if new != text:
+            changed.append(path)
+            if not check:
+                path.write_text(new)
+    return changed

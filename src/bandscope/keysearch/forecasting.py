@@ -61,6 +61,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from .. import schema
 from .fitting import BETA_MAX, BETA_MIN
 
 __all__ = ["forecast", "ForecastOptions", "STATUSES", "prefix_length"]
@@ -546,49 +547,8 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
 
 
 # --------------------------------------------------------------------------- wrapper
-_VAR_DEFS = {
-    "floor": ("loss", "forecast of the curve's late value (what a saturated curve settles at): the latest "
-              "value moved toward the evidence-weighted ensemble floor by the calibrated weight k of "
-              "its stage (docs/forecast.md)"),
-    "floor_low": ("loss", "lower end of the conformal interval of floor (calibrated on real runs, "
-                  "leave-one-run-out validated; docs/forecast.md)"),
-    "floor_high": ("loss", "upper end of the conformal interval of floor (inf: too few calibration "
-                   "scores for the confidence)"),
-    "floor_ensemble": ("loss", "BIC-weighted mean of the asymptotes of the curve families pow3, weibull, "
-                       "exp, two_phase, saturated"),
-    "floor_spread": ("loss", "spread of the family asymptotes: weighted sd + range of the families "
-                     "with weight >= 0.05 over 4"),
-    "family": ("", "the curve family with the largest evidence weight"),
-    "stage": ("1", "fall over the second half of the fitted checkpoints / range seen so far"),
-    "stage_group": ("", "Mondrian calibration group of stage (0 = at rest ... 2 = still falling fast)"),
-    "weibull_floor": ("loss", "floor L_inf of the single Weibull-with-onset fit "
-                      "L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta)"),
-    "weibull_floor_low": ("loss", "lower end of its profile-likelihood interval (model-based: "
-                          "assumes the Weibull shape)"),
-    "weibull_floor_high": ("loss", "upper end of its profile-likelihood interval (model-based)"),
-    "s_reach": ("time", "parameter time at which the fitted residual L - L_inf falls to `level` "
-                "times its value at s_start: onset + omega (ln 1/level)^(1/beta)"),
-    "s_reach_low": ("time", "lower end of the profile-likelihood interval of s_reach"),
-    "s_reach_high": ("time", "upper end of the profile-likelihood interval of s_reach "
-                     "(inf: not bounded by the data yet)"),
-    "s_remaining": ("time", "max(s_reach - s_now, 0): parameter time still to go (0 = reached)"),
-    "s_remaining_low": ("time", "max(s_reach_low - s_now, 0)"),
-    "s_remaining_high": ("time", "max(s_reach_high - s_now, 0)"),
-    "A": ("loss", "fitted amplitude: residual L - L_inf at s_start"),
-    "omega": ("time", "fitted Weibull scale"),
-    "beta": ("1", "fitted Weibull shape, bounded to [0.05, 8] (key search B.1)"),
-    "onset": ("time", "fitted onset s_on in [s_start, ...): L = L_inf + A before it"),
-    "s_start": ("time", "parameter time of the curve's peak, where the fit starts (s_0 for a "
-                "curve falling from the start)"),
-    "start_index": ("checkpoint", "index of the checkpoint at s_start"),
-    "n_fit": ("checkpoints", "checkpoints fitted (from s_start to the latest)"),
-    "rose": ("", "the curve rose significantly (> 3 noise sd) above its first value before its peak"),
-    "kappa_floor": ("1", "sandwich (Newey-West, HC3) / model variance ratio of the floor, in [1, 20]: "
-                    "how much the floor interval was widened for unequal or correlated noise"),
-    "kappa_reach": ("1", "the same ratio for log(s_reach - s_start), widening the s_reach interval"),
-    "status": ("", "'ok', 'too_few_checkpoints', 'rising', 'not_started' or 'failed'"),
-    "reason": ("", "why the forecast is NaN, or notes on an 'ok' one"),
-}
+#: the variables of a forecast, in their order (``bandscope.schema`` kinds ``forecast``, ``forecast_series``)
+_VAR_NAMES = tuple(v.name for v in schema.KINDS["forecast"].variables.values() if v.dims == ("band",))
 
 
 def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, prefix=None,
@@ -681,23 +641,18 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
     sunits = run["param_time"].attrs.get("units", "")
     unit_of = {"loss": lunits, "time": sunits}
     data, totals = {}, {}
-    for key, (u, definition) in _VAR_DEFS.items():
+    for key in _VAR_NAMES:
         arr = res[key]
         if key in ("status", "reason", "family"):
             arr = arr.astype(str)
-        attrs = {"units": unit_of.get(u, u), "definition": definition}
-        data[key] = xr.Variable(("band",), arr[:-1], attrs)
-        totals["total_" + key] = xr.Variable((), arr[-1], dict(attrs, definition=(
-            "full loss L_tot = sum_i L_i (= mse), fitted on its own (not the sum of the band "
-            "fits): " + definition)))
+        data[key] = xr.Variable(("band",), arr[:-1], schema.attrs("forecast", key, **unit_of))
+        totals["total_" + key] = xr.Variable((), arr[-1], schema.attrs("forecast", "total_" + key, **unit_of))
     data.update(totals)
-    data["s_now"] = xr.Variable((), s_now, {"units": sunits,
-                                            "definition": "parameter time of the latest checkpoint used"})
-    data["n_checkpoints"] = xr.Variable((), K, {"definition": "checkpoints used (the prefix)"})
+    data["s_now"] = xr.Variable((), s_now, schema.attrs("forecast", "s_now", **unit_of))
+    data["n_checkpoints"] = xr.Variable((), K, schema.attrs("forecast", "n_checkpoints"))
     from .. import __version__
 
-    ds = xr.Dataset(data, coords={"band": ("band", bands, {"units": "pixels per side",
-                                                             "long_name": "band resolution r"})})
+    ds = xr.Dataset(data, coords={"band": ("band", bands, schema.attrs("forecast", "band"))})
     ds.attrs.update({
         "bandscope_forecast": "forecast/1",
         "bandscope_version": __version__,
@@ -859,13 +814,13 @@ def _forecast_series(y, param_time, opts, prefix, cal):
         with np.errstate(invalid="ignore"):
             res["s_remaining" + key] = np.maximum(res["s_reach" + key] - s_now, 0.0)
     data = {}
-    for key, (u, definition) in _VAR_DEFS.items():
+    for key in _VAR_NAMES:
         v = res[key][0]
         if key in ("status", "reason", "family"):
             v = str(v)
-        data[key] = xr.Variable((), v, {"units": "" if u in ("loss", "time") else u, "definition": definition})
-    data["s_now"] = xr.Variable((), s_now, {"definition": "time of the latest point used"})
-    data["n_checkpoints"] = xr.Variable((), K, {"definition": "points used (the prefix)"})
+        data[key] = xr.Variable((), v, schema.attrs("forecast_series", key))
+    data["s_now"] = xr.Variable((), s_now, schema.attrs("forecast_series", "s_now"))
+    data["n_checkpoints"] = xr.Variable((), K, schema.attrs("forecast_series", "n_checkpoints"))
     from .. import __version__
 
     return xr.Dataset(data, attrs={

@@ -290,8 +290,9 @@ def reach_analysis(runs, options: ReachOptions | None = None) -> xr.Dataset:
     per_run = summarise_runs(runs, options)
     out = xr.merge([per_run, by_size(per_run), size_ordering(per_run, max_assignments=options.max_assignments)],
                    combine_attrs="override")
-    from ..schema import REACH_FORMAT
+    from ..schema import REACH_FORMAT, annotate
 
+    out = annotate(out, "reach")  # the coordinates too (run, lnp_window, quantity, ordering, ...)
     out.attrs.update({
         "bandscope_results": REACH_FORMAT,
         "which_p": "spectral_position_cross = P_AB, batch A = the training batch, batch B = held out: the "

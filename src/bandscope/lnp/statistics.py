@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
+from .. import schema
+
 __all__ = [
     "lnp_components",
     "spectral_position",
@@ -41,39 +43,6 @@ __all__ = [
     "position_standard_error",
     "band_spectral_position",
 ]
-
-_ATTRS = {
-    "grad_norm_sq": {
-        "long_name": "squared parameter-gradient norm ||grad L_A||^2",
-        "definition": "g_A^T K_AA g_A: linear loss decrease per unit learning rate (LNP.md)",
-    },
-    "grad_dot": {
-        "long_name": "gradient dot product grad L_B . grad L_A",
-        "definition": "g_B^T K_BA g_A: linear decrease of L_B per unit learning rate of a step on A",
-    },
-    "loss_scale": {"long_name": "loss scale of batch A (raw)", "definition": "||dL_A/df||^2"},
-    "network_scale": {
-        "long_name": "network scale of batch A (raw)",
-        "definition": "Tr K_AA = sum_n ||J_n||_F^2",
-    },
-    "loss_scale_b": {"long_name": "loss scale of batch B (raw)", "definition": "||dL_B/df||^2"},
-    "network_scale_b": {
-        "long_name": "network scale of batch B (raw)",
-        "definition": "Tr K_BB = sum_n ||J_n||_F^2",
-    },
-    "spectral_position": {
-        "long_name": "spectral position P (self)",
-        "definition": "||grad L_A||^2 / (loss_scale * network_scale), spectral reach Eq. 49",
-        "units": "1",
-    },
-    "spectral_position_cross": {
-        "long_name": "spectral position P_AB (cross)",
-        "definition": "grad L_B . grad L_A / sqrt(loss_scale loss_scale_b network_scale "
-        "network_scale_b) (LNP.md choice: geometric means)",
-        "units": "1",
-    },
-}
-
 
 # --------------------------------------------------------------------------------------------
 # numpy kernels
@@ -317,22 +286,18 @@ def lnp_components(
             raise ValueError(f"{var} is meaningless at index {tuple(int(j) for j in i)}: "
                              f"{reason[i]}; statistics there: {vals}")
         p = np.where(bad, np.nan, p)
-        ds[var] = (dims, p, dict(_ATTRS[var]))
-        ds[rname] = (dims, reason, {"long_name": f"why {var} is NaN ('' = valid)"})
+        ds[var] = (dims, p, schema.attrs("lnp", var))
+        ds[rname] = (dims, reason, schema.attrs("lnp", rname))
     for k in named:
-        ds[k].attrs.update(_ATTRS[k])
+        ds[k].attrs.update(schema.attrs("lnp", k))
     for suffix, m, ls, ns in (("", n_units, "loss_scale", "network_scale"),
                               ("_b", n_units_b, "loss_scale_b", "network_scale_b")):
         if m is None or ls not in ds:
             continue
         lt, nt = _normalise_scales(ds[ls].values, ds[ns].values,
                                    m.values if isinstance(m, xr.DataArray) else m)
-        ds[f"{ls}_norm"] = (dims, np.broadcast_to(lt, ds[ls].shape).copy(), {
-            "long_name": f"normalised {ds[ls].attrs['long_name']}",
-            "definition": f"M{suffix} * {ls} (spectral reach appendix A.2)"})
-        ds[f"{ns}_norm"] = (dims, np.broadcast_to(nt, ds[ns].shape).copy(), {
-            "long_name": f"normalised {ds[ns].attrs['long_name']}",
-            "definition": f"{ns} / M{suffix} (spectral reach appendix A.2)"})
+        ds[f"{ls}_norm"] = (dims, np.broadcast_to(lt, ds[ls].shape).copy(), schema.attrs("lnp", f"{ls}_norm"))
+        ds[f"{ns}_norm"] = (dims, np.broadcast_to(nt, ds[ns].shape).copy(), schema.attrs("lnp", f"{ns}_norm"))
         ds.attrs[f"n_units{suffix}"] = np.asarray(m.values if isinstance(m, xr.DataArray) else m).tolist()
     return ds
 
@@ -493,9 +458,10 @@ def log_windows(n_windows: int, steps_per_window: int, total_steps: int, first_s
     order = np.argsort(steps, kind="stable")
     return xr.Dataset(
         {
-            "window_start": ("window", starts, {"units": "optimizer steps"}),
-            "window_stop": ("window", starts + steps_per_window, {"units": "optimizer steps (exclusive)"}),
-            "lnp_window": ("lnp_step", np.asarray(wins, dtype=np.int64)[order]),
+            "window_start": ("window", starts, schema.attrs("lnp_schedule", "window_start")),
+            "window_stop": ("window", starts + steps_per_window, schema.attrs("lnp_schedule", "window_stop")),
+            "lnp_window": ("lnp_step", np.asarray(wins, dtype=np.int64)[order],
+                           schema.attrs("lnp_schedule", "lnp_window")),
         },
         coords={"window": np.arange(starts.size), "lnp_step": np.asarray(steps, dtype=np.int64)[order]},
         attrs={"n_windows_requested": n_windows, "steps_per_window": steps_per_window,
@@ -607,10 +573,10 @@ def probe_ratio(
     centres = 0.5 * (edges[:-1] + edges[1:])
     return xr.DataArray(
         ratio, dims=("time_bin",),
-        coords={"time_bin": centres, "time_lo": ("time_bin", edges[:-1]), "time_hi": ("time_bin", edges[1:])},
+        coords={c: ("time_bin", v, schema.attrs("probe_ratio", c))
+                for c, v in (("time_bin", centres), ("time_lo", edges[:-1]), ("time_hi", edges[1:]))},
         name="probe_ratio",
-        attrs={"definition": "<P_pretrained>_tau / <P_random>_tau, spectral reach Eq. 12/55",
-               "top_fraction": "none" if fraction is None else fraction, "units": "1"},
+        attrs={**schema.attrs("probe_ratio", "probe_ratio"), "top_fraction": "none" if fraction is None else fraction},
     )
 
 

@@ -137,17 +137,19 @@ def window_means(run: xr.Dataset) -> xr.Dataset:
     >>> window_means(run).spectral_position.values.tolist()
     [0.30000000000000004, 0.1]
     """
+    from ..schema import reach_attrs
+
     _need_lnp(run)
     labels = run["lnp_window"]
     steps = window_mean(run["lnp_step"].astype(np.float64), labels)
     out = xr.Dataset(coords={"lnp_window": steps["lnp_window"].values,
-                             "window_step": ("lnp_window", steps.values, {"units": "optimizer steps",
-                                             "definition": "mean optimizer step of the window's LNP measurements"})})
+                             "window_step": ("lnp_window", steps.values, reach_attrs("window_step"))})
     for name in QUANTITIES:
         per_step = _per_step(run, name)
         if per_step is not None:
-            out[name] = ("lnp_window", window_mean(per_step, labels).values,
-                         {"definition": f"window mean of {QUANTITIES[name][1]}"})
+            var = QUANTITIES[name][0]
+            units = {"units": run[var].attrs["units"]} if var in run and "units" in run[var].attrs else {}
+            out[name] = ("lnp_window", window_mean(per_step, labels).values, {**reach_attrs(name), **units})
     return out
 
 

@@ -419,10 +419,10 @@ class Monitor:
 
         steps = self.lnp.dataset()["lnp_step"].values.astype(np.int64)
         arc = np.array([self._lnp_arc.get(int(s), np.nan) for s in steps], dtype=np.float64)
-        return xr.Dataset({"lnp_arc_length": ("lnp_step", arc, {
-            "units": "parameter-space L2 distance", "long_name": "arc-length parameter time at the LNP step",
-            "definition": "sum over every optimizer step up to lnp_step of ||theta_t - theta_{t-1}||_2 (the "
-                          "run's arc_length at that step)"})}, coords={"lnp_step": steps})
+        from bandscope import schema
+
+        return xr.Dataset({"lnp_arc_length": ("lnp_step", arc, schema.attrs("run", "lnp_arc_length"))},
+                          coords={"lnp_step": ("lnp_step", steps, schema.attrs("run", "lnp_step"))})
 
     @torch.no_grad()
     def _heldout_loss(self) -> float:

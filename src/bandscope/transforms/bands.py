@@ -34,6 +34,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import xarray as xr
 
+from .. import schema
 from ..run import band_resolutions
 
 __all__ = ["band_losses", "band_energies", "band_decompose", "haar_levels"]
@@ -41,17 +42,6 @@ __all__ = ["band_losses", "band_energies", "band_decompose", "haar_levels"]
 #: bytes of working buffer per block of images in the fast kernel (fits the L2/L3 caches)
 _BLOCK_BYTES = 1 << 21
 _HALF_BLOCK_BYTES = 1 << 18
-
-_ATTRS = {
-    "units": "squared pixel value",
-    "long_name": "Haar band loss L_i",
-    "definition": "sum of squared orthogonal Haar coefficients of band i of the error "
-    "e = x - recon / number of pixel values C*H*W of one image; band 1 = final approximation "
-    "coefficient, band 2**j = detail sub-bands refining resolution 2**(j-1) to 2**j; "
-    "sum over bands = pixel MSE",
-    "paper": "key search §3 (band loss, Eq. 1) and appendix A.6",
-}
-
 
 def haar_levels(size: int) -> int:
     """Number of Haar levels ``J`` of a ``size x size`` image, ``size == 2**J``.
@@ -529,9 +519,8 @@ def _band_losses_da(xd, rd, image_dims, lead_dims, per_image, wd) -> xr.DataArra
         output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {"band": n_bands}},
     )
-    band_attrs = {"units": "pixels per side", "long_name": "band resolution r"}
-    out = out.assign_coords(band=("band", band_resolutions(n_bands), band_attrs))
-    attrs = dict(_ATTRS, dtype=str(wd))
+    out = out.assign_coords(band=("band", band_resolutions(n_bands), schema.attrs("bands", "band")))
+    attrs = dict(schema.attrs("bands", "band_loss"), dtype=str(wd))
     if per_image:
         attrs["reduction"] = "per image"
     else:

@@ -526,7 +526,11 @@ def _units_or_none(m):
     return None if not math.isfinite(m) else m
 
 
-def _dataset(sa, sb, bands, network_scale, backend, n_probes) -> xr.Dataset:
+def _dataset(sa: dict, sb: dict | None, bands: bool, network_scale: str, backend: str,
+             n_probes: int | None) -> xr.Dataset:
+    """The Dataset of :func:`measure_lnp` from the statistics of batch A (and B); attrs from ``bandscope.schema``."""
+    from bandscope import schema
+
     cross = {}
     if sb is not None:
         cross = dict(grad_dot=sum(_dot(a, b) for a, b in zip(sa["grad"], sb["grad"])),
@@ -540,37 +544,30 @@ def _dataset(sa, sb, bands, network_scale, backend, n_probes) -> xr.Dataset:
             continue
         reasons[f"n_units{suffix}_reason"] = s["n_units_how"]
         for var in (f"loss_scale{suffix}_norm", f"network_scale{suffix}_norm"):
-            ds[var] = ((), math.nan, {"long_name": f"normalised {var[:-5].replace('_', ' ')} (unknown M)",
-                                      "reason": s["n_units_how"]})
-    se_attrs = {"long_name": "standard error of the network-scale estimate",
-                "definition": "0 for exact; Hutchinson: over probes (needs n_probes >= 2), else NaN"}
-    ds["loss"] = ((), sa["loss"], {"long_name": "loss on batch A as reduced by loss_fn"})
-    ds["network_scale_se"] = ((), sa["network_scale_se"], se_attrs)
+            ds[var] = ((), math.nan, {**schema.attrs("lnp", var), "reason": s["n_units_how"]})
+    ds["loss"] = ((), sa["loss"], schema.attrs("lnp", "loss"))
+    ds["network_scale_se"] = ((), sa["network_scale_se"], schema.attrs("lnp", "network_scale_se"))
     ds["spectral_position_se"] = ((), position_standard_error(float(ds.spectral_position), sa["network_scale"],
-                                                              sa["network_scale_se"]), {
-        "long_name": "standard error of P from the network-scale estimate (first order)"})
+                                                              sa["network_scale_se"]),
+                                  schema.attrs("lnp", "spectral_position_se"))
     if sb is not None:
-        ds["loss_b"] = ((), sb["loss"], {"long_name": "loss on batch B as reduced by loss_fn"})
-        ds["grad_norm_sq_b"] = ((), sb["grad_norm_sq"], {"long_name": "||grad L_B||^2"})
-        ds["network_scale_b_se"] = ((), sb["network_scale_se"], se_attrs)
+        ds["loss_b"] = ((), sb["loss"], schema.attrs("lnp", "loss_b"))
+        ds["grad_norm_sq_b"] = ((), sb["grad_norm_sq"], schema.attrs("lnp", "grad_norm_sq_b"))
+        ds["network_scale_b_se"] = ((), sb["network_scale_se"], schema.attrs("lnp", "network_scale_b_se"))
         pb = lnp_components(sb["loss_scale"], sb["network_scale"], sb["grad_norm_sq"])
-        ds["spectral_position_b"] = ((), float(pb.spectral_position),
-                                     {"long_name": "spectral position P of batch B (self)"})
+        ds["spectral_position_b"] = ((), float(pb.spectral_position), schema.attrs("lnp", "spectral_position_b"))
     if bands:
         from bandscope.run import band_resolutions
 
         nb = len(sa["band_grad_dot"])
         bls = np.asarray(sa["band_loss_scale"])
         bsq = np.asarray(sa["band_grad_norm_sq"])
-        ds = ds.assign_coords(band=("band", band_resolutions(nb), {"units": "pixels per side"}))
-        ds["band_grad_dot"] = ("band", np.asarray(sa["band_grad_dot"]), {
-            "long_name": "grad L_i . grad L (linear decrease of the step, band i)",
-            "definition": "J^T g_i . J^T g with g_i the Haar projection of dL/df; sums to grad_norm_sq"})
-        ds["band_grad_norm_sq"] = ("band", bsq, {"long_name": "||J^T g_i||^2"})
-        ds["band_loss_scale"] = ("band", bls, {"long_name": "||g_i||^2 (sums to loss_scale)"})
-        ds["band_spectral_position"] = ("band", band_spectral_position(bsq, bls, sa["network_scale"]), {
-            "long_name": "per-band spectral position P_i", "units": "1",
-            "definition": "||J^T g_i||^2 / (||g_i||^2 network_scale) (LNP.md, band-resolved)"})
+        ds = ds.assign_coords(band=("band", band_resolutions(nb), schema.attrs("lnp", "band")))
+        ds["band_grad_dot"] = ("band", np.asarray(sa["band_grad_dot"]), schema.attrs("lnp", "band_grad_dot"))
+        ds["band_grad_norm_sq"] = ("band", bsq, schema.attrs("lnp", "band_grad_norm_sq"))
+        ds["band_loss_scale"] = ("band", bls, schema.attrs("lnp", "band_loss_scale"))
+        ds["band_spectral_position"] = ("band", band_spectral_position(bsq, bls, sa["network_scale"]),
+                                        schema.attrs("lnp", "band_spectral_position"))
     ds.attrs.update(
         estimator=network_scale, backend=backend, n_probes=n_probes,
         network_scale_se_dof=sa["network_scale_se_dof"], backend_note=sa.get("backend_note", ""),

@@ -235,10 +235,16 @@ def _step(step) -> int:
 
 def _complete_attrs(name: str, attrs: dict) -> None:
     """Give every ``lnp_*`` variable ``units``, ``long_name`` and ``definition`` (``docs/format.md``):
-    the statistics' own where they have them, else the unit class of the name."""
+    those of ``bandscope.schema`` (kind ``lnp_run``) for the variables it defines, else the statistics'
+    own where they have them and the unit class of the name."""
+    from bandscope import schema
+
+    if name in schema.KINDS["lnp_run"].variables:
+        attrs.update(schema.attrs("lnp_run", name))
+        return
     if name.startswith("lnp_reason"):
         attrs.setdefault("units", "")
-    elif "spectral_position" in name or name.endswith("_norm") or name.endswith("_norm_b"):
+    elif "spectral_position" in name:
         attrs.setdefault("units", "1")
     else:
         attrs.setdefault("units", "raw: in the units of loss_fn as reduced (docs/lnp.md)")
