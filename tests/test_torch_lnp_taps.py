@@ -76,14 +76,18 @@ def test_run_gives_the_models_output_plans_once_and_remembers_after_verification
 
 def test_the_remembered_plan_dies_with_its_model():
     import gc
+    import weakref
 
     model, x = _model_and_inputs(seed=3)
     _, taps = LayerTaps.run(model, x)
     taps.verify_once()
-    n = len(cache._CHECKED)
+    owner = weakref.ref(cache.cache_owner(model))
+    assert owner() in cache._CHECKED
     del model, taps
     gc.collect()
-    assert len(cache._CHECKED) == n - 1
+    # the cache holds no strong reference: the model (its cache key) is gone, and its entry with it
+    assert owner() is None
+    assert all(k is not None for k in cache._CHECKED.keys())
 
 
 @pytest.mark.parametrize("mutation, message", [
