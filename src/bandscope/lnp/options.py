@@ -105,8 +105,9 @@ def options_from_keywords(cls: type[T], options: T | None, where: str, given: Ma
 
     The one rule by which bandscope's functions that take both an options object and its fields
     as keywords (kept for existing calls) resolve them: keywords equal to the field's default
-    count as not given; without ``options`` the rest build a ``cls``; with ``options`` any of
-    them is refused, so a call has one source of truth. Validation is ``cls``'s own, once.
+    (None for a field with a default factory) count as not given; without ``options`` the rest
+    build a ``cls``; with ``options`` any of them is refused, so a call has one source of truth.
+    Validation is ``cls``'s own, once.
 
     Parameters
     ----------
@@ -128,7 +129,9 @@ def options_from_keywords(cls: type[T], options: T | None, where: str, given: Ma
     >>> options_from_keywords(ReachOptions, None, "f", {"last_k": 2}).last_k
     2
     """
-    fields = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    # a field built by a default factory has None as its legacy keyword's default
+    fields = {f.name: None if f.default is dataclasses.MISSING else f.default
+              for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(given) - set(fields))
     if unknown:
         raise BandscopeInputError(f"{where}: unknown {cls.__name__} field(s) {unknown}; known: {sorted(fields)}")

@@ -388,7 +388,8 @@ class Monitor:
         self.forecast = bool(forecast)
         self.forecast_min_checkpoints = int(forecast_min_checkpoints)
         self._forecaster = None  # a ForecastWorker, made at the first forecast
-        self._forecast_opts = {"budget": float(forecast_budget), "synchronous": not forecast_background}
+        self._forecast_budget = float(forecast_budget)  # ForecastWorker's budget and synchronous
+        self._forecast_synchronous = not forecast_background
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # every checkpoint's metrics (also on ranks that do not write)
         self._walls: list[tuple[int, float, float]] = []  # (step, param_time, wall clock) per checkpoint
@@ -684,7 +685,8 @@ class Monitor:
                 return {}
             from .forecast_worker import ForecastWorker
 
-            self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), **self._forecast_opts)
+            self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), budget=self._forecast_budget,
+                                              synchronous=self._forecast_synchronous)
         if self._forecaster.ready():  # build the run Dataset only when it will be forecast
             self._forecaster.submit(self.recorder.dataset(), self.global_step)
         done = self._forecaster.poll()

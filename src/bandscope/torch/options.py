@@ -8,6 +8,7 @@ is :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``RunIdentity.arch`` th
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ import torch
 from ..errors import BandscopeInputError
 from ..lnp.options import LNPOptions, options_from_keywords
 
-__all__ = ["ProbeOptions", "RunIdentity", "SinkOptions", "LNPOptions", "options_from_keywords", "METRICS_MODES"]
+__all__ = ["ProbeOptions", "RunIdentity", "SinkOptions", "LNPOptions", "options_from_keywords", "METRICS_MODES",
+           "callback_monitor_options"]
 
 #: what :class:`SinkOptions` sends to the loggers (``docs/torch.md``, "Metrics")
 METRICS_MODES = ("compact", "all")
@@ -160,7 +162,7 @@ class SinkOptions:
 
     def __post_init__(self) -> None:
         if self.metrics not in METRICS_MODES:
-            raise BandscopeInputError(f"SinkOptions: metrics = {self.metrics!r}: use 'compact' (default) or 'all'")
+            raise BandscopeInputError(f"SinkOptions: metrics = {self.metrics!r}: pass 'compact' (default) or 'all'")
         if not _whole(self.tensorboard_images) or int(self.tensorboard_images) < 0:
             raise BandscopeInputError(f"SinkOptions: tensorboard_images = {self.tensorboard_images!r}: pass a count "
                                       ">= 0 of panel reconstructions to log")
@@ -176,3 +178,55 @@ class SinkOptions:
                 and not hasattr(tb, "__fspath__"):
             raise BandscopeInputError(f"SinkOptions: tensorboard = {tb!r} is neither a SummaryWriter (add_scalar) "
                                       "nor a log directory; pass one of them (or None)")
+
+
+def callback_monitor_options(options: Mapping[str, object], *, source: str, log: Callable[[dict, int], None],
+                             probe_output: Callable | None = None) -> dict[str, object]:
+    """The :class:`~bandscope.torch.Monitor` keywords of a framework callback: the user's ``options``
+    with the callback's own ``source``, metrics receiver ``log`` and (HuggingFace) ``probe_output``,
+    set in the typed objects when the user gave those (``identity=``, ``sinks=``, ``probe=``) and as
+    keywords otherwise, so the two spellings work alike.
+
+    A user's own ``source`` / ``probe_output`` wins over the callback's default; the user's
+    ``sinks.log`` is refused (the callback's own ``log=`` receives the metrics besides the
+    framework's loggers).
+
+    Parameters
+    ----------
+    options : mapping of str to object
+        The keywords the user gave the callback.
+    source : str
+        The callback's ``RunIdentity.source`` default.
+    log : callable(metrics, step)
+        The callback's metrics receiver (it forwards to the framework's loggers).
+    probe_output : callable, optional
+        The callback's default ``ProbeOptions.output``.
+
+    Returns
+    -------
+    dict
+        Keywords for ``Monitor``.
+    """
+    opts = dict(options)
+    identity = opts.get("identity")
+    if isinstance(identity, RunIdentity):
+        if identity.source == RunIdentity.source:
+            opts["identity"] = dataclasses.replace(identity, source=source)
+    else:
+        opts.setdefault("source", source)
+    sinks = opts.get("sinks")
+    if isinstance(sinks, SinkOptions):
+        if sinks.log is not None:
+            raise BandscopeInputError("BandscopeCallback: sinks=SinkOptions(log=...) would replace the callback's "
+                                      "own logging; pass the function as BandscopeCallback(log=...)")
+        opts["sinks"] = dataclasses.replace(sinks, log=log)
+    else:
+        opts["log"] = log
+    if probe_output is not None:
+        probe = opts.get("probe")
+        if isinstance(probe, ProbeOptions):
+            if probe.output is None:
+                opts["probe"] = dataclasses.replace(probe, output=probe_output)
+        else:
+            opts.setdefault("probe_output", probe_output)
+    return opts
