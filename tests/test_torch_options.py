@@ -282,3 +282,20 @@ def test_callback_options_keep_the_callbacks_defaults_in_either_spelling():
     assert callback_monitor_options({"identity": mine}, source="cb", log=log)["identity"] is mine
     with pytest.raises(BandscopeInputError, match=r"BandscopeCallback\(log=...\)"):
         callback_monitor_options({"sinks": SinkOptions(log=print)}, source="cb", log=log)
+
+
+def test_a_batch_is_measured_into_typed_statistics():
+    """One batch's statistics are a BatchStatistics (fields, not dict keys), and the Dataset is built from them."""
+    from bandscope.torch.lnp.results import BatchStatistics
+
+    opts = LNPOptions(estimator="exact", backend="hooks", n_units="samples")
+    a = _batch(6, 1)
+    stats, used, reason = tlnp._measure_batch(_net(), nn.MSELoss(), a, "a", opts, gen=torch.Generator())
+    assert isinstance(stats, BatchStatistics) and used == "hooks" and reason == ""
+    assert stats.band_grad_dot is None and "band_grad_dot" not in stats and stats.n_units == 6
+    with pytest.raises(KeyError):
+        stats["band_loss_scale"]  # not measured
+    ds = measure_lnp(_net(), nn.MSELoss(), a, options=opts, seed=0)
+    for v in ("loss", "loss_scale", "network_scale", "grad_norm_sq"):
+        np.testing.assert_allclose(float(ds[v]), getattr(stats, v), rtol=RTOL, err_msg=v)
+    assert inspect.signature(tlnp._one_batch).return_annotation == "BatchStatistics"

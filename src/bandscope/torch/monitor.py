@@ -198,10 +198,18 @@ class Monitor:
         Run length and number of points of the default geometric schedule.
     steps_per_epoch : int, optional
         Also record ``epoch = step / steps_per_epoch``.
+    identity : bandscope.torch.RunIdentity, optional
+        The run attributes (:class:`~bandscope.torch.RunRecorder`): ``name`` defaults to the
+        file's stem, or its directory's name when the stem is ``run``. ``n_parameters`` (the
+        trainable parameter count), ``created`` and ``versions`` are added. Kept as
+        ``monitor.identity``.
+    probe : bandscope.torch.ProbeOptions, optional
+        The band probe's options (``monitor.probe_options``).
+    sinks : bandscope.torch.SinkOptions, optional
+        Where the metrics go: TensorBoard, a progress bar, a ``log`` callable, which metrics
+        (``monitor.sinks``).
     name, arch, seed, source, extra_attrs
-        Run attributes (:class:`~bandscope.torch.RunRecorder`); ``name`` defaults to the file's
-        stem, or its directory's name when the stem is ``run``. ``n_parameters`` (the trainable
-        parameter count), ``created`` and ``versions`` are added.
+        The fields of ``identity`` as keywords (give either these or ``identity``).
     lnp : LNPHook or callable loss_fn(outputs, targets), optional
         Measure LNP: an :class:`~bandscope.torch.LNPHook` as configured, or a loss function (then
         a hook with ``total_steps`` and ``lnp_options`` is built, on the module inside a DDP
@@ -211,9 +219,15 @@ class Monitor:
         are those of the global batch (:func:`~bandscope.torch.measure_lnp`); rank 0 logs them.
     lnp_batch : (inputs, targets) or callable(step) -> (inputs, targets), optional
         Batch A of the LNP measurements (required with ``lnp``); a fixed training batch.
-    lnp_options : dict, optional
-        Keywords for the :class:`~bandscope.torch.LNPHook` built from a loss function
-        (``eval_batch``, ``n_windows``, ``network_scale``, ...).
+    lnp_options : LNPOptions or dict, optional
+        For the :class:`~bandscope.torch.LNPHook` built from a loss function: its measurement
+        options (:class:`~bandscope.lnp.options.LNPOptions`), or a dict of the hook's keywords
+        (``eval_batch``, ``n_windows``, ``schedule``, ``seed``, ``options``, ...) and
+        ``LNPOptions`` fields (``estimator``, ``n_probes``, ...; the key ``network_scale`` is a
+        deprecated spelling of ``estimator``). An unknown key is refused.
+    tensorboard, progress, log, metrics, tensorboard_images
+        The fields of ``sinks`` as keywords (give either these or ``sinks``):
+
     tensorboard : str, Path or SummaryWriter, optional
         Log every checkpoint's metrics with ``add_scalar`` (a directory makes a
         ``torch.utils.tensorboard.SummaryWriter``; needs the ``tensorboard`` package).
@@ -235,7 +249,8 @@ class Monitor:
     forecast_background : bool
         False: forecast on the training thread at the checkpoint itself (tests, debugging).
     probe_batch_size, probe_autocast, band_dtype, probe_output
-        :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``autocast``, ``dtype`` and ``output``.
+        The fields ``batch_size``, ``autocast``, ``dtype`` and ``output`` of ``probe`` as keywords
+        (:class:`~bandscope.torch.BandProbe`'s; give either these or ``probe``).
     rank : int, optional
         Process rank (default ``torch.distributed.get_rank()`` when initialised, else 0). Only
         rank 0 probes, writes and logs; every rank tracks parameter time (the tracker needs every

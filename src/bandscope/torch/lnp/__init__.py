@@ -55,6 +55,7 @@ from .checks import NotPerSampleError
 from .estimators import ESTIMATOR_TABLE, Context, default_probes, vmap_per_sample
 from .handlers import LayerHandler, register_lnp_handler, registered_layer_types, vmap_handler
 from .inputs import Adapted, batch_size, is_batch
+from .results import BatchStatistics
 from .state import freeze_batchnorm_hooks, make_generator, preserved
 from .taps import (
     LayerTaps,
@@ -88,7 +89,7 @@ class InvariantError(NotImplementedError):
     """A measurement broke an invariant that every correct result satisfies (named in the message)."""
 
 
-def check_invariants(stats: dict, estimator: str, dtype) -> None:
+def check_invariants(stats: BatchStatistics, estimator: str, dtype: torch.dtype) -> None:
     """Refuse a result that breaks an invariant of any correct one (docs/lnp.md, "Invariants").
 
     * 𝒩 > 0 whenever ||∇L||² > 0 (the output depends on the parameters, so some J_n ≠ 0);
@@ -99,7 +100,7 @@ def check_invariants(stats: dict, estimator: str, dtype) -> None:
     The third invariant, Σ_n per-sample gradients = the batch gradient, is checked on the verified
     samples by the one-time verification (:meth:`.taps.LayerTaps.verify`).
     """
-    g2, ls, ns, se = stats["grad_norm_sq"], stats["loss_scale"], stats["network_scale"], stats["network_scale_se"]
+    g2, ls, ns, se = stats.grad_norm_sq, stats.loss_scale, stats.network_scale, stats.network_scale_se
     if not all(math.isfinite(v) for v in (g2, ls, ns)):
         return  # non-finite: reported as NaN with the reason
     if g2 > 0 and not ns > 0:
@@ -241,7 +242,7 @@ def _refuse_reentrant_checkpoint(out: torch.Tensor, model=None, x=None, limit: i
 
 
 def _one_batch(model: nn.Module, loss_fn: Callable, batch: object, which: str, options: LNPOptions, *,
-               backend: str, gen: torch.Generator, keep_band_grads: bool = False) -> dict:
+               backend: str, gen: torch.Generator, keep_band_grads: bool = False) -> BatchStatistics:
     """The statistics of one batch (``which``: ``"a"`` or ``"b"``) measured with ``backend`` (``"hooks"`` or
     ``"vmap"``, the route ``options.backend`` chose); every other option is read from ``options`` by its own
     name."""
@@ -287,23 +288,18 @@ def _one_batch(model: nn.Module, loss_fn: Callable, batch: object, which: str, o
             check_vmap_route(model, x, out, exact=estimator == "exact", gen=torch.Generator().manual_seed(0),
                              chunk_size=chunk_size, notes=notes)
         m, m_how = _infer_units(loss_fn, out, y, n_units, "n_units" if which == "a" else "n_units_b")
-        stats = {
-            "loss": float(loss.detach()),
-            "loss_scale": _sqsum([g]),
-            "grad_norm_sq": _sqsum(grad),
-            "n_units": m, "n_units_how": m_how, "n_samples": int(out.shape[0]),
-            "n_outputs": int(out[0].numel()),
-        }
         if n_probes is None:
             n_probes = default_probes(int(out.shape[0]))
-        stats["n_probes"] = n_probes
         ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer, notes)
         with vmap_errors() if backend == "vmap" else contextlib.nullcontext():
             ns = ESTIMATOR_TABLE[estimator](ctx)
-        stats.update(network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
-                     exact_output_layer=ns.exact_layer, network_scale_se_dof=ns.se_dof)
+        stats = BatchStatistics(
+            loss=float(loss.detach()), loss_scale=_sqsum([g]), grad_norm_sq=_sqsum(grad), n_units=m, n_units_how=m_how,
+            n_samples=int(out.shape[0]), n_outputs=int(out[0].numel()), n_probes=n_probes,
+            network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
+            exact_output_layer=ns.exact_layer, network_scale_se_dof=ns.se_dof, backend_note="; ".join(ctx.notes),
+            grad=[t.detach() for t in grad])
         check_invariants(stats, estimator, out.dtype)
-        stats["backend_note"] = "; ".join(ctx.notes)
         if bands:
             from bandscope.torch.haar import haar_band_project
 
@@ -318,10 +314,8 @@ def _one_batch(model: nn.Module, loss_fn: Callable, batch: object, which: str, o
                 bls.append(_sqsum([gi]))
                 if keep_band_grads:  # the band gradients are all-reduced across ranks
                     bgrads.append([t.detach() for t in gpi])
-            stats.update(band_grad_dot=bdot, band_grad_norm_sq=bsq, band_loss_scale=bls)
-            if keep_band_grads:
-                stats["band_grads"] = bgrads
-    stats["grad"] = [t.detach() for t in grad]
+            stats = dataclasses.replace(stats, band_grad_dot=bdot, band_grad_norm_sq=bsq, band_loss_scale=bls,
+                                        band_grads=bgrads if keep_band_grads else None)
     return stats
 
 
@@ -439,7 +433,7 @@ def measure_lnp(
     --------
     >>> _ = torch.manual_seed(0); net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
-    >>> ds = measure_lnp(net, nn.CrossEntropyLoss(), (x, y), network_scale="exact")
+    >>> ds = measure_lnp(net, nn.CrossEntropyLoss(), (x, y), estimator="exact")
     >>> 0 < float(ds.spectral_position) <= 1
     True
     """
@@ -482,7 +476,7 @@ def _measure(model: nn.Module, loss_fn: Callable, batch_a: object, batch_b: obje
     if world > 1:
         sa = reduce_stats(sa, world, options.process_group)
         sb = None if sb is None else reduce_stats(sb, world, options.process_group)
-    ds = _dataset(sa, sb, options.bands, options.estimator, used, sa["n_probes"])
+    ds = _dataset(sa, sb, options.bands, options.estimator, used, sa.n_probes)
     ds.attrs.update(world_size=world, backend_requested=options.backend, hooks_refusal=reason,
                     model_measured=measured)
     return ds
@@ -518,7 +512,7 @@ def _adapted(model: nn.Module, batch, output) -> nn.Module:
 
 
 def _measure_batch(model: nn.Module, loss_fn: Callable, batch: object, which: str, options: LNPOptions, *,
-                   gen: torch.Generator, keep_band_grads: bool = False) -> tuple[dict, str, str]:
+                   gen: torch.Generator, keep_band_grads: bool = False) -> tuple[BatchStatistics, str, str]:
     """(statistics, backend used, why not the hooks) of one batch; ``backend="auto"`` chooses."""
     backend = options.backend
     if backend != "auto":
