@@ -73,7 +73,7 @@ def _is_int(v: object) -> bool:
 
 
 def _flag(name: str, value: object, where: str) -> bool:
-    if isinstance(value, (bool, np.bool_)) or (_is_int(value) and int(value) in (0, 1)):  # type: ignore[arg-type]
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
         return bool(value)
     raise BandscopeInputError(f"{where}: {name} = {value!r} is not a flag; pass True or False")
 
@@ -89,7 +89,7 @@ def _units(name: str, value: object, where: str) -> object:
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         m = float(value)
         if math.isfinite(m) and m > 0:
-            return int(value) if _is_int(value) else m
+            return int(value) if isinstance(value, numbers.Integral) else m
     raise BandscopeInputError(f"{where}: {name} = {value!r} is not a unit count M (the number the loss divides "
                               f"by, spectral reach A.2); pass a positive number, one of {UNIT_NAMES} or a "
                               "callable (outputs, targets) -> M")
