@@ -134,7 +134,7 @@ def test_hook_settings_defaults_are_the_hooks():
     sig = inspect.signature(LNPHook.__init__).parameters
     base = monitor_module._HookSettings()
     for name in ("total_steps", "n_windows", "steps_per_window", "first_step", "schedule", "eval_batch", "seed",
-                 "path"):
+                 "path", "recorder"):
         assert getattr(base, name) == sig[name].default, name
     assert set(monitor_module._HOOK_KEYS) - {"options"} <= set(sig)
 
@@ -214,9 +214,10 @@ def test_options_and_keywords_together_are_refused():
 # ProbeOptions, RunIdentity, SinkOptions
 # ---------------------------------------------------------------------------------------------
 BAD = [
-    (ProbeOptions, "batch_size", 0), (ProbeOptions, "batch_size", 2.0), (ProbeOptions, "autocast", "bf16"),
+    (ProbeOptions, "batch_size", 0), (ProbeOptions, "batch_size", 2.5), (ProbeOptions, "autocast", "bf16"),
     (ProbeOptions, "dtype", torch.int64), (ProbeOptions, "output", 3),
     (RunIdentity, "name", 5), (RunIdentity, "arch", None), (RunIdentity, "seed", 1.5), (RunIdentity, "seed", "45"),
+    (RunIdentity, "seed", True),
     (RunIdentity, "source", b"x"), (RunIdentity, "extra_attrs", [("a", 1)]), (RunIdentity, "extra_attrs", {1: 2}),
     (SinkOptions, "metrics", "everything"), (SinkOptions, "tensorboard_images", -1),
     (SinkOptions, "tensorboard_images", 1.5), (SinkOptions, "progress", object()), (SinkOptions, "log", "wandb"),

@@ -101,7 +101,7 @@ def _dist_rank() -> int:
 #: keywords of ``lnp_options`` (a dict) that go to the :class:`~bandscope.torch.LNPHook` itself; every
 #: other key is a field of :class:`~bandscope.lnp.options.LNPOptions` (or the deprecated ``network_scale``)
 _HOOK_KEYS = ("total_steps", "n_windows", "steps_per_window", "first_step", "schedule", "eval_batch", "seed", "path",
-              "options")
+              "recorder", "options")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,7 @@ class _HookSettings:
     has_eval_batch: bool = False
     seed: int = 0
     path: str | Path | None = None
+    recorder: RunRecorder | None = None
     options: LNPOptions = field(default_factory=LNPOptions)
 
 
@@ -148,7 +149,8 @@ def _hook_settings(lnp_options: LNPOptions | Mapping | None) -> _HookSettings:
                          steps_per_window=d.get("steps_per_window", base.steps_per_window),
                          first_step=d.get("first_step", base.first_step), schedule=d.get("schedule"),
                          eval_batch=d.get("eval_batch"), has_eval_batch="eval_batch" in d,
-                         seed=d.get("seed", base.seed), path=d.get("path"), options=options)
+                         seed=d.get("seed", base.seed), path=d.get("path"), recorder=d.get("recorder"),
+                         options=options)
 
 
 class Monitor:
@@ -450,7 +452,7 @@ class Monitor:
                            n_windows=settings.n_windows, steps_per_window=settings.steps_per_window,
                            first_step=settings.first_step, schedule=settings.schedule,
                            eval_batch=settings.eval_batch, options=settings.options, seed=settings.seed,
-                           path=settings.path)
+                           recorder=settings.recorder, path=settings.path)
         else:
             raise TypeError(f"lnp must be an LNPHook or a loss function, got {type(lnp).__name__}")
         if self.recorder is not None and hook.recorder is None:

@@ -27,7 +27,10 @@ METRICS_MODES = ("compact", "all")
 
 
 def _whole(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """An integer, or a real number with an integer value (``45.0``); never a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or float(value).is_integer()
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,10 @@ class ProbeOptions:
     output: Callable | None = None
 
     def __post_init__(self) -> None:
-        if not _whole(self.batch_size) or int(self.batch_size) < 1:
+        if not _whole(self.batch_size) or int(self.batch_size) < 1:  # type: ignore[call-overload]
             raise BandscopeInputError(f"ProbeOptions: batch_size = {self.batch_size!r}: need at least one image per "
                                       "forward pass; pass batch_size >= 1")
-        object.__setattr__(self, "batch_size", int(self.batch_size))
+        object.__setattr__(self, "batch_size", int(self.batch_size))  # type: ignore[call-overload]
         for name in ("autocast", "dtype"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, torch.dtype) and v.is_floating_point):
@@ -119,7 +122,7 @@ class RunIdentity:
         if not _whole(self.seed):
             raise BandscopeInputError(f"RunIdentity: seed = {self.seed!r} is not an integer; pass the training seed "
                                       "(or -1 when unknown)")
-        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "seed", int(self.seed))  # type: ignore[call-overload]
         extra = {} if self.extra_attrs is None else self.extra_attrs
         if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
             raise BandscopeInputError(f"RunIdentity: extra_attrs = {self.extra_attrs!r} is not a mapping of "
