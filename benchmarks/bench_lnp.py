@@ -263,7 +263,7 @@ def estimator_table(quick: bool = False) -> dict:
                    ("batch-hutchinson", 8, False)]
         for est, k, eol in configs:
             def fn(s=0, est=est, k=k, eol=eol):
-                return measure_lnp(model, nn.MSELoss(), (x, x), network_scale=est, n_probes=k, seed=s,
+                return measure_lnp(model, nn.MSELoss(), (x, x), estimator=est, n_probes=k, seed=s,
                                    exact_output_layer=eol)
             t = _time(fn, reps)
             vals = np.array([float(fn(s).network_scale) for s in range(n_draws)])
@@ -273,7 +273,7 @@ def estimator_table(quick: bool = False) -> dict:
                          t, rel))
 
         def fn(s=0):
-            return measure_lnp(model, nn.MSELoss(), (x, x), network_scale="hutchinson", backend="vmap", seed=s)
+            return measure_lnp(model, nn.MSELoss(), (x, x), estimator="hutchinson", backend="vmap", seed=s)
         if batch == 32 or not quick:
             t = _time(fn, 1)
             vals = np.array([float(fn(s).network_scale) for s in range(max(3, n_draws // 2))])

@@ -3,8 +3,8 @@
 Run: ``python benchmarks/calib_lnp_se.py [--seeds 200] [--batches 4 32] [--n-probes K]``.
 
 For each model below and batch size N, the exact 𝒩 = Σ_n ||J_n||_F² is measured once
-(``network_scale="exact"``, checked against the explicit eNTK in the tests), then
-``measure_lnp(network_scale="hutchinson", seed=s)`` for ``--seeds`` probe seeds on the same batch.
+(``estimator="exact"``, checked against the explicit eNTK in the tests), then
+``measure_lnp(estimator="hutchinson", seed=s)`` for ``--seeds`` probe seeds on the same batch.
 Printed per case: the mean of z = (𝒩̂ − 𝒩)/SE, the fraction of calls with |z| > 3 and |z| > 5, the
 relative bias of 𝒩̂, the probes used and the reported degrees of freedom of the SE. The
 documented promise (docs/lnp.md, "Standard error at small batches"): |z| > 5 in at most 1 % of
@@ -70,7 +70,7 @@ def run(seeds: int, batches, n_probes):
     for name, make in CASES.items():
         for n in batches:
             model, batch, loss = make(n, torch.Generator().manual_seed(1))
-            exact = float(measure_lnp(model, loss, batch, network_scale="exact").network_scale)
+            exact = float(measure_lnp(model, loss, batch, estimator="exact").network_scale)
             z, est, dof, probes = [], [], [], None
             t0 = time.perf_counter()
             for s in range(seeds):

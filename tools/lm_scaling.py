@@ -173,7 +173,7 @@ def run_phase(phase, model, params, tokens, pool, args, total, windows, out: Pat
         x, y = data.batch(step) if data is not None else batch_at(tokens, step, model.cfg.context, args.data_seed)
         if step in lnp_steps:
             b = np.roll(pick, -step % POOL)[:BATCH]
-            ds = measure_lnp(model, lm_loss, (x, y), (pool_x[b], pool_y[b]), network_scale="hutchinson",
+            ds = measure_lnp(model, lm_loss, (x, y), (pool_x[b], pool_y[b]), estimator="hutchinson",
                              n_probes=2, n_units="targets", n_units_b="targets", seed=args.seed * 1_000_003 + step)
             scalars = {k: float(v) for k, v in ds.data_vars.items() if v.ndim == 0 and v.dtype.kind == "f"}
             rows.append({"lnp_step": step, **scalars})

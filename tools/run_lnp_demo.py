@@ -89,7 +89,7 @@ def classifier(steps: int, seed: int = 0) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed + 1)
     hook = LNPHook(model, nn.CrossEntropyLoss(), total_steps=steps, n_windows=12, steps_per_window=5,
-                   eval_batch=(imgs[te], labels[te]), network_scale="exact", seed=seed,
+                   eval_batch=(imgs[te], labels[te]), estimator="exact", seed=seed,
                    path=HERE / "lfw_classifier_lnp.nc")
     for t in range(steps):
         idx = tr[torch.randint(0, 160, (32,), generator=g)]

@@ -43,6 +43,11 @@ _LAZY = {
     "Monitor": "bandscope.torch.monitor",
     "open_geometric_schedule": "bandscope.torch.monitor",
     "as_panel": "bandscope.torch.probe",
+    # the options, each validated once (docs/torch.md, "Options")
+    "LNPOptions": "bandscope.lnp.options",
+    "ProbeOptions": "bandscope.torch.options",
+    "RunIdentity": "bandscope.torch.options",
+    "SinkOptions": "bandscope.torch.options",
 }
 
 __all__ = sorted(_LAZY)

@@ -45,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..errors import BandscopeInputError
 from .monitor import Monitor
+from .options import callback_monitor_options
 
 __all__ = ["BandscopeCallback", "STATE_FILE"]
 
@@ -90,7 +91,9 @@ class BandscopeCallback(TrainerCallback):
         (with ``heldout_batch=``, e.g. a dict of ``input_ids`` and ``labels``) and LNP.
     **monitor_options
         Any other :class:`~bandscope.torch.Monitor` keyword (``schedule``, ``total_steps``,
-        ``name``, ``lnp``, ``lnp_batch``, ``forecast``, ...). Without ``schedule``/``total_steps``
+        ``name``, ``lnp``, ``lnp_batch``, ``forecast``, ...), the typed options included
+        (``identity=RunIdentity(...)``, ``probe=ProbeOptions(...)``, ``sinks=SinkOptions(...)`` without
+        ``log``, ``lnp_options=LNPOptions(...)``). Without ``schedule``/``total_steps``
         the geometric schedule spans ``state.max_steps``.
 
     Attributes
@@ -99,8 +102,9 @@ class BandscopeCallback(TrainerCallback):
         The monitor, after ``on_train_begin``.
     """
 
-    def __init__(self, panel=None, path=None, *, log: Callable[[dict, int], None] | None = None,
-                 **monitor_options):
+    def __init__(self, panel: object = None, path: str | os.PathLike | None = None, *,
+                 log: Callable[[dict, int], None] | None = None,
+                 **monitor_options: object) -> None:
         self.panel, self.path = panel, path
         self.user_log = log
         self.options = monitor_options
@@ -154,8 +158,8 @@ class BandscopeCallback(TrainerCallback):
         opts = dict(self.options)
         if "schedule" not in opts and "total_steps" not in opts and state.max_steps and state.max_steps > 0:
             opts["total_steps"] = int(state.max_steps)
-        opts.setdefault("source", "bandscope.torch.hf.BandscopeCallback")
-        opts.setdefault("probe_output", first_tensor)
+        opts = callback_monitor_options(opts, source="bandscope.torch.hf.BandscopeCallback", log=self._log,
+                                        probe_output=first_tensor)
         if int(state.global_step) > 0 and "state" not in opts:
             opts["state"] = self._saved_state(args, state)
         self._pending = {}
@@ -164,7 +168,7 @@ class BandscopeCallback(TrainerCallback):
         try:
             self.monitor = Monitor(model, panel=self.panel, path=self.path,
                                    rank=0 if state.is_world_process_zero else max(1, int(args.process_index)),
-                                   start_step=int(state.global_step), log=self._log, **opts)
+                                   start_step=int(state.global_step), **opts)
         except BaseException:
             self.close()
             raise

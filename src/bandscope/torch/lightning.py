@@ -22,6 +22,7 @@ included) and ``teardown``.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 try:
@@ -34,6 +35,7 @@ except ImportError:  # pragma: no cover - the standalone package
                           "pip install 'bandscope[lightning]' -c constraints.txt") from exc
 
 from .monitor import METRIC_PREFIX, Monitor, progress_postfix
+from .options import callback_monitor_options
 
 __all__ = ["BandscopeCallback"]
 
@@ -52,7 +54,9 @@ class BandscopeCallback(pl.Callback):
         Show ``s`` (parameter time), ``mse`` and ``P`` in the progress bar.
     **monitor_options
         Any other :class:`~bandscope.torch.Monitor` keyword (``schedule``, ``total_steps``,
-        ``name``, ``lnp``, ``lnp_batch``, ``tensorboard``, ``forecast``, ...). Without
+        ``name``, ``lnp``, ``lnp_batch``, ``tensorboard``, ``forecast``, ...), the typed options included
+        (``identity=RunIdentity(...)``, ``probe=ProbeOptions(...)``, ``sinks=SinkOptions(...)`` without
+        ``log``, ``lnp_options=LNPOptions(...)``). Without
         ``schedule``/``total_steps`` the geometric schedule spans
         ``trainer.estimated_stepping_batches`` when that is finite.
 
@@ -62,8 +66,8 @@ class BandscopeCallback(pl.Callback):
         The monitor, after ``on_train_start``.
     """
 
-    def __init__(self, panel=None, path=None, *, progress_bar: bool = True,
-                 log: Callable[[dict, int], None] | None = None, **monitor_options):
+    def __init__(self, panel: object = None, path: str | os.PathLike | None = None, *, progress_bar: bool = True,
+                 log: Callable[[dict, int], None] | None = None, **monitor_options: object) -> None:
         super().__init__()
         self.panel, self.path = panel, path
         self.progress_bar = progress_bar
@@ -98,9 +102,10 @@ class BandscopeCallback(pl.Callback):
             total = trainer.estimated_stepping_batches
             if total is not None and total != float("inf") and int(total) > 0:
                 opts["total_steps"] = int(total)
-        opts.setdefault("source", "bandscope.torch.lightning.BandscopeCallback")
+        opts = callback_monitor_options(opts, source="bandscope.torch.lightning.BandscopeCallback", log=self._log)
+        # the user's Monitor keywords (the callback's public contract), typed options included
         self.monitor = Monitor(pl_module, panel=self.panel, path=self.path, rank=trainer.global_rank,
-                               start_step=trainer.global_step, log=self._log, **opts)
+                               start_step=trainer.global_step, **opts)
         self._restored = None
 
     def _catch_up(self, trainer, loss=None):

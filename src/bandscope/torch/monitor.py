@@ -28,21 +28,29 @@ a set lookup; the host reads values only at checkpoints.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import BandscopeInputError
+from ..lnp.options import ESTIMATOR_RENAMED, LNPOptions, legacy_estimator
 from ..schedule import geometric_schedule
 from .device import unwrap
+from .options import ProbeOptions, RunIdentity, SinkOptions, options_from_keywords
 from .paramtime import ParamTimeTracker
 from .probe import BandProbe
 from .recorder import RunRecorder
+
+if TYPE_CHECKING:
+    from .lnp.hook import LNPHook
 
 __all__ = ["Monitor", "open_geometric_schedule", "METRIC_PREFIX", "forecast_metrics", "progress_postfix",
            "remaining_in_steps_and_time", "COMPACT_METRICS", "STATE_FORMAT"]
@@ -88,6 +96,61 @@ def _dist_rank() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return int(torch.distributed.get_rank())
     return 0
+
+
+#: keywords of ``lnp_options`` (a dict) that go to the :class:`~bandscope.torch.LNPHook` itself; every
+#: other key is a field of :class:`~bandscope.lnp.options.LNPOptions` (or the deprecated ``network_scale``)
+_HOOK_KEYS = ("total_steps", "n_windows", "steps_per_window", "first_step", "schedule", "eval_batch", "seed", "path",
+              "recorder", "options")
+
+
+@dataclass(frozen=True)
+class _HookSettings:
+    """The :class:`~bandscope.torch.LNPHook` a monitor builds from ``lnp=loss_fn``: its schedule, batch B,
+    seed, own file and measurement options (defaults: the hook's)."""
+
+    total_steps: int | None = None
+    n_windows: int = 20
+    steps_per_window: int = 10
+    first_step: int = 0
+    schedule: Iterable[int] | None = None
+    eval_batch: object = None
+    has_eval_batch: bool = False
+    seed: int = 0
+    path: str | Path | None = None
+    recorder: RunRecorder | None = None
+    options: LNPOptions = field(default_factory=LNPOptions)
+
+
+def _hook_settings(lnp_options: LNPOptions | Mapping | None) -> _HookSettings:
+    """``Monitor(lnp_options=)``: an :class:`LNPOptions`, or the legacy dict of hook keywords and LNP options,
+    read key by key (an unknown key is refused, ``network_scale`` warns)."""
+    if lnp_options is None:
+        return _HookSettings()
+    if isinstance(lnp_options, LNPOptions):
+        return _HookSettings(options=lnp_options)
+    if not isinstance(lnp_options, Mapping):
+        raise BandscopeInputError(f"Monitor: lnp_options = {lnp_options!r} is neither an LNPOptions nor a dict of "
+                                  "LNPHook keywords; pass bandscope.lnp.options.LNPOptions(...)")
+    d = dict(lnp_options)
+    fields = {f.name for f in dataclasses.fields(LNPOptions)}
+    unknown = sorted(set(d) - fields - set(_HOOK_KEYS) - {"network_scale"})
+    if unknown:
+        raise BandscopeInputError(f"Monitor: lnp_options has unknown key(s) {unknown}; known: LNPHook's "
+                                  f"{sorted(_HOOK_KEYS)} and LNPOptions' {sorted(fields)}")
+    given = {k: v for k, v in d.items() if k in fields}
+    if "network_scale" in d:
+        given["estimator"] = legacy_estimator(d["network_scale"], given.get("estimator", LNPOptions.estimator),
+                                              "Monitor(lnp_options=)")
+        warnings.warn(ESTIMATOR_RENAMED.format(d["network_scale"]), DeprecationWarning, stacklevel=3)
+    options = LNPOptions.from_keywords(d.get("options"), "Monitor(lnp_options=)", given)
+    base = _HookSettings()
+    return _HookSettings(total_steps=d.get("total_steps"), n_windows=d.get("n_windows", base.n_windows),
+                         steps_per_window=d.get("steps_per_window", base.steps_per_window),
+                         first_step=d.get("first_step", base.first_step), schedule=d.get("schedule"),
+                         eval_batch=d.get("eval_batch"), has_eval_batch="eval_batch" in d,
+                         seed=d.get("seed", base.seed), path=d.get("path"), recorder=d.get("recorder"),
+                         options=options)
 
 
 class Monitor:
@@ -137,10 +200,18 @@ class Monitor:
         Run length and number of points of the default geometric schedule.
     steps_per_epoch : int, optional
         Also record ``epoch = step / steps_per_epoch``.
+    identity : bandscope.torch.RunIdentity, optional
+        The run attributes (:class:`~bandscope.torch.RunRecorder`): ``name`` defaults to the
+        file's stem, or its directory's name when the stem is ``run``. ``n_parameters`` (the
+        trainable parameter count), ``created`` and ``versions`` are added. Kept as
+        ``monitor.identity``.
+    probe : bandscope.torch.ProbeOptions, optional
+        The band probe's options (``monitor.probe_options``).
+    sinks : bandscope.torch.SinkOptions, optional
+        Where the metrics go: TensorBoard, a progress bar, a ``log`` callable, which metrics
+        (``monitor.sinks``).
     name, arch, seed, source, extra_attrs
-        Run attributes (:class:`~bandscope.torch.RunRecorder`); ``name`` defaults to the file's
-        stem, or its directory's name when the stem is ``run``. ``n_parameters`` (the trainable
-        parameter count), ``created`` and ``versions`` are added.
+        The fields of ``identity`` as keywords (give either these or ``identity``).
     lnp : LNPHook or callable loss_fn(outputs, targets), optional
         Measure LNP: an :class:`~bandscope.torch.LNPHook` as configured, or a loss function (then
         a hook with ``total_steps`` and ``lnp_options`` is built, on the module inside a DDP
@@ -150,9 +221,15 @@ class Monitor:
         are those of the global batch (:func:`~bandscope.torch.measure_lnp`); rank 0 logs them.
     lnp_batch : (inputs, targets) or callable(step) -> (inputs, targets), optional
         Batch A of the LNP measurements (required with ``lnp``); a fixed training batch.
-    lnp_options : dict, optional
-        Keywords for the :class:`~bandscope.torch.LNPHook` built from a loss function
-        (``eval_batch``, ``n_windows``, ``network_scale``, ...).
+    lnp_options : LNPOptions or dict, optional
+        For the :class:`~bandscope.torch.LNPHook` built from a loss function: its measurement
+        options (:class:`~bandscope.lnp.options.LNPOptions`), or a dict of the hook's keywords
+        (``eval_batch``, ``n_windows``, ``schedule``, ``seed``, ``options``, ...) and
+        ``LNPOptions`` fields (``estimator``, ``n_probes``, ...; the key ``network_scale`` is a
+        deprecated spelling of ``estimator``). An unknown key is refused.
+    tensorboard, progress, log, metrics, tensorboard_images
+        The fields of ``sinks`` as keywords (give either these or ``sinks``):
+
     tensorboard : str, Path or SummaryWriter, optional
         Log every checkpoint's metrics with ``add_scalar`` (a directory makes a
         ``torch.utils.tensorboard.SummaryWriter``; needs the ``tensorboard`` package).
@@ -174,7 +251,8 @@ class Monitor:
     forecast_background : bool
         False: forecast on the training thread at the checkpoint itself (tests, debugging).
     probe_batch_size, probe_autocast, band_dtype, probe_output
-        :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``autocast``, ``dtype`` and ``output``.
+        The fields ``batch_size``, ``autocast``, ``dtype`` and ``output`` of ``probe`` as keywords
+        (:class:`~bandscope.torch.BandProbe`'s; give either these or ``probe``).
     rank : int, optional
         Process rank (default ``torch.distributed.get_rank()`` when initialised, else 0). Only
         rank 0 probes, writes and logs; every rank tracks parameter time (the tracker needs every
@@ -213,38 +291,48 @@ class Monitor:
     ([0, 5, 10], True)
     """
 
-    def __init__(self, model: torch.nn.Module, panel=None, path=None, *,
+    def __init__(self, model: torch.nn.Module, panel: object = None, path: str | Path | None = None, *,
                  schedule: Iterable[int] | Callable[[int], bool] | None = None,
                  total_steps: int | None = None, n_points: int = 53, steps_per_epoch: float | None = None,
+                 identity: RunIdentity | None = None, probe: ProbeOptions | None = None,
+                 sinks: SinkOptions | None = None,
                  name: str | None = None, arch: str = "", seed: int = -1, source: str = "bandscope.torch.Monitor",
-                 extra_attrs: dict | None = None,
-                 lnp=None, lnp_batch=None, lnp_options: dict | None = None,
-                 tensorboard=None, progress=None, log: Callable[[dict, int], None] | None = None,
+                 extra_attrs: Mapping[str, object] | None = None,
+                 lnp: object = None, lnp_batch: object = None, lnp_options: LNPOptions | Mapping | None = None,
+                 tensorboard: object = None, progress: object = None, log: Callable[[dict, int], None] | None = None,
                  forecast: bool = False, forecast_min_checkpoints: int = 8,
                  forecast_budget: float = 0.02, forecast_background: bool = True,
-                 probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None, probe_output=None,
-                 band_dtype: torch.dtype | None = None, rank: int | None = None,
-                 tracker_mode: str = "auto", process_group=None, trainable_only: bool = True,
-                 start_step: int = 0, resume: bool = False, overwrite: bool = False, state: dict | None = None,
-                 heldout_batch=None, heldout_loss_fn: Callable | None = None, metrics: str = "compact",
-                 tensorboard_images: int = 0):
+                 probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None,
+                 probe_output: Callable | None = None, band_dtype: torch.dtype | None = None,
+                 rank: int | None = None, tracker_mode: str = "auto", process_group: object = None,
+                 trainable_only: bool = True, start_step: int = 0, resume: bool = False, overwrite: bool = False,
+                 state: dict | None = None, heldout_batch: object = None, heldout_loss_fn: Callable | None = None,
+                 metrics: str = "compact", tensorboard_images: int = 0) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Monitor needs the nn.Module being trained, got {type(model).__name__}")
-        if metrics not in ("compact", "all"):
-            raise BandscopeInputError(f"Monitor(metrics={metrics!r}): use 'compact' (default) or 'all'")
+        # the one place where the legacy keywords become the typed options (docs/torch.md, "Options")
+        identity = options_from_keywords(RunIdentity, identity, "Monitor", {
+            "name": name, "arch": arch, "seed": seed, "source": source, "extra_attrs": extra_attrs})
+        probe = options_from_keywords(ProbeOptions, probe, "Monitor", {
+            "batch_size": probe_batch_size, "autocast": probe_autocast, "dtype": band_dtype, "output": probe_output})
+        sinks = options_from_keywords(SinkOptions, sinks, "Monitor", {
+            "tensorboard": tensorboard, "progress": progress, "log": log, "metrics": metrics,
+            "tensorboard_images": tensorboard_images})
+        hook_settings = _hook_settings(lnp_options)
         self.recorder = None
         self.tensorboard = None
         self._tb_owned = False
         self._forecaster = None  # a ForecastWorker, made at the first forecast
         self.closed = False
         try:
-            self._init(model, panel, path, schedule, total_steps, n_points, steps_per_epoch, name, arch, seed,
-                       source, extra_attrs, lnp, lnp_batch, lnp_options, tensorboard, progress, log, forecast,
-                       forecast_min_checkpoints, forecast_budget, forecast_background, probe_batch_size,
-                       probe_autocast, probe_output, band_dtype, rank, tracker_mode, process_group, trainable_only,
-                       start_step,
-                       bool(resume) or state is not None, bool(overwrite), heldout_batch, heldout_loss_fn,
-                       metrics, int(tensorboard_images))
+            self._init(model, panel, path, schedule=schedule, total_steps=total_steps, n_points=n_points,
+                       steps_per_epoch=steps_per_epoch, identity=identity, probe=probe, sinks=sinks, lnp=lnp,
+                       lnp_batch=lnp_batch, hook_settings=hook_settings, forecast=forecast,
+                       forecast_min_checkpoints=forecast_min_checkpoints, forecast_budget=forecast_budget,
+                       forecast_background=forecast_background, rank=rank, tracker_mode=tracker_mode,
+                       process_group=process_group, trainable_only=trainable_only, start_step=start_step,
+                       resume=bool(resume) or state is not None, overwrite=bool(overwrite),
+                       heldout_batch=heldout_batch, heldout_loss_fn=heldout_loss_fn)
             if state is not None:
                 self.load_state_dict(state)
             elif not self._awaiting_state:
@@ -254,23 +342,28 @@ class Monitor:
             self._release()  # a constructor that raises must not keep the run file locked
             raise
 
-    def _init(self, model, panel, path, schedule, total_steps, n_points, steps_per_epoch, name, arch, seed, source,
-              extra_attrs, lnp, lnp_batch, lnp_options, tensorboard, progress, log, forecast,
-              forecast_min_checkpoints, forecast_budget, forecast_background, probe_batch_size, probe_autocast,
-              probe_output, band_dtype, rank, tracker_mode, process_group, trainable_only, start_step, resume,
-              overwrite, heldout_batch, heldout_loss_fn, metrics, tensorboard_images) -> None:
+    def _init(self, model: torch.nn.Module, panel: object, path: str | Path | None, *,
+              schedule: Iterable[int] | Callable[[int], bool] | None, total_steps: int | None, n_points: int,
+              steps_per_epoch: float | None, identity: RunIdentity, probe: ProbeOptions, sinks: SinkOptions,
+              lnp: object, lnp_batch: object, hook_settings: _HookSettings, forecast: bool,
+              forecast_min_checkpoints: int, forecast_budget: float, forecast_background: bool, rank: int | None,
+              tracker_mode: str, process_group: object, trainable_only: bool, start_step: int, resume: bool,
+              overwrite: bool, heldout_batch: object, heldout_loss_fn: Callable | None) -> None:
+        #: the validated options (``docs/torch.md``, "Options")
+        self.identity, self.probe_options, self.sinks = identity, probe, sinks
         self.model = model
         self.rank = _dist_rank() if rank is None else int(rank)
         self.is_writer = self.rank == 0
         self.global_step = int(start_step)
         self.steps_per_epoch = steps_per_epoch
-        self.metrics_mode = metrics
+        self.metrics_mode = sinks.metrics
         self.tracker = ParamTimeTracker(model, mode=tracker_mode, process_group=process_group,
                                         trainable_only=trainable_only)
-        self.tensorboard_images = tensorboard_images
-        self.probe = None if panel is None else BandProbe(panel, batch_size=probe_batch_size,
-                                                          autocast=probe_autocast, dtype=band_dtype,
-                                                          output=probe_output, keep_recon=tensorboard_images > 0)
+        self.tensorboard_images = sinks.tensorboard_images
+        self.probe = None if panel is None else BandProbe(panel, batch_size=probe.batch_size,
+                                                          autocast=probe.autocast, dtype=probe.dtype,
+                                                          output=probe.output,
+                                                          keep_recon=sinks.tensorboard_images > 0)
         self._probe_here = self.probe is not None and (self.is_writer or self.tracker.mode == "sharded")
         self.path = None if path is None else Path(path)
         if resume and overwrite:
@@ -285,10 +378,10 @@ class Monitor:
         self._awaiting_state = resume and existing
         self.n_parameters = sum(int(p.numel()) for p in unwrap(model).parameters()
                                 if p.requires_grad or not trainable_only)
-        attrs = {"n_parameters": self.n_parameters, **dict(extra_attrs or {})}
+        attrs = {"n_parameters": self.n_parameters, **dict(identity.extra_attrs)}
         if self.path is not None and self.is_writer:
-            self.recorder = RunRecorder(self.path, name=name, arch=arch, seed=seed, source=source,
-                                        extra_attrs=attrs, resume=resume)
+            self.recorder = RunRecorder(self.path, name=identity.name, arch=identity.arch, seed=identity.seed,
+                                        source=identity.source, extra_attrs=attrs, resume=resume)
         self._set_schedule(schedule, total_steps, n_points)
         self.heldout_batch = heldout_batch
         self.heldout_loss_fn = heldout_loss_fn if heldout_loss_fn is not None else (
@@ -297,21 +390,23 @@ class Monitor:
             raise BandscopeInputError("Monitor(heldout_batch=(inputs, targets)) needs heldout_loss_fn=loss_fn(outputs, "
                                       "targets) (or lnp=loss_fn, which is used for it)")
         if (heldout_batch is not None and callable(lnp) and not hasattr(lnp, "wants")
-                and not isinstance(heldout_batch, dict) and "eval_batch" not in (lnp_options or {})):
-            lnp_options = {**dict(lnp_options or {}), "eval_batch": heldout_batch}  # LNP cross terms on it
-        self.lnp = self._make_lnp(lnp, lnp_batch, lnp_options, total_steps)
+                and not isinstance(heldout_batch, dict) and not hook_settings.has_eval_batch):
+            # LNP cross terms on it
+            hook_settings = dataclasses.replace(hook_settings, eval_batch=heldout_batch, has_eval_batch=True)
+        self.lnp = self._make_lnp(lnp, lnp_batch, hook_settings, total_steps)
         self.lnp_batch = lnp_batch
         self._lnp_arc: dict[int, float] = {}  # arc length at each LNP measurement (lnp_arc_length)
         if self.recorder is not None and self.lnp is not None:
             self.recorder.add_extra(self._lnp_arc_dataset)
-        self.tensorboard = self._make_tensorboard(tensorboard) if self.is_writer else None
+        self.tensorboard = self._make_tensorboard(sinks.tensorboard) if self.is_writer else None
         self._tb_layout_done = False
-        self.progress = progress
-        self.log = log
+        self.progress = sinks.progress
+        self.log = sinks.log
         self.forecast = bool(forecast)
         self.forecast_min_checkpoints = int(forecast_min_checkpoints)
         self._forecaster = None  # a ForecastWorker, made at the first forecast
-        self._forecast_opts = {"budget": float(forecast_budget), "synchronous": not forecast_background}
+        self._forecast_budget = float(forecast_budget)  # ForecastWorker's budget and synchronous
+        self._forecast_synchronous = not forecast_background
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # every checkpoint's metrics (also on ranks that do not write)
         self._walls: list[tuple[int, float, float]] = []  # (step, param_time, wall clock) per checkpoint
@@ -336,7 +431,8 @@ class Monitor:
         self.schedule = sched
         self._schedule_set = set(int(s) for s in sched)
 
-    def _make_lnp(self, lnp, lnp_batch, options, total_steps):
+    def _make_lnp(self, lnp: object, lnp_batch: object, settings: _HookSettings,
+                  total_steps: int | None) -> LNPHook | None:
         if lnp is None:
             return None
         from .lnp.hook import LNPHook
@@ -347,18 +443,23 @@ class Monitor:
         if isinstance(lnp, LNPHook):
             hook = lnp
         elif callable(lnp):
-            opts = dict(options or {})
-            if total_steps is None and "schedule" not in opts:
+            if settings.total_steps is not None:
+                total_steps = settings.total_steps
+            if total_steps is None and settings.schedule is None:
                 raise BandscopeInputError("lnp=loss_fn needs total_steps= (for the log-window schedule) or "
                                  "lnp_options={'schedule': [steps...]}")
-            hook = LNPHook(unwrap(self.model), lnp, total_steps=total_steps, **opts)  # no DDP gradient sync
+            hook = LNPHook(unwrap(self.model), lnp, total_steps=total_steps,  # no DDP gradient sync
+                           n_windows=settings.n_windows, steps_per_window=settings.steps_per_window,
+                           first_step=settings.first_step, schedule=settings.schedule,
+                           eval_batch=settings.eval_batch, options=settings.options, seed=settings.seed,
+                           recorder=settings.recorder, path=settings.path)
         else:
             raise TypeError(f"lnp must be an LNPHook or a loss function, got {type(lnp).__name__}")
         if self.recorder is not None and hook.recorder is None:
             hook.recorder = self.recorder  # LNP variables are merged into every rewrite of the run
         return hook
 
-    def _make_tensorboard(self, tb):
+    def _make_tensorboard(self, tb: object) -> object:
         if tb is None:
             return None
         if hasattr(tb, "add_scalar"):
@@ -601,7 +702,8 @@ class Monitor:
                 return {}
             from .forecast_worker import ForecastWorker
 
-            self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), **self._forecast_opts)
+            self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), budget=self._forecast_budget,
+                                              synchronous=self._forecast_synchronous)
         if self._forecaster.ready():  # build the run Dataset only when it will be forecast
             self._forecaster.submit(self.recorder.dataset(), self.global_step)
         done = self._forecaster.poll()

@@ -5,7 +5,7 @@ second batch) ∇L_A·∇L_B and P_AB, raw and batch-size normalised, optionally
 The definitions and the estimators are written out in ``docs/lnp.md``; the arithmetic on the
 statistics is :func:`bandscope.lnp.lnp_components`.
 
-Estimators of 𝒩 (``network_scale=``)
+Estimators of 𝒩 (``estimator=``, :class:`~bandscope.lnp.options.LNPOptions`)
 
 ``"hutchinson"`` (default)
     Per-sample Hutchinson: one Rademacher vector u_n per sample and probe, 𝒩 ≈ Σ_n ||J_nᵀu_n||²
@@ -34,6 +34,7 @@ so 𝒩 = Σ_n ||J_n||_F² is defined; the gradient ∇L is that of this frozen-
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 import warnings
@@ -46,21 +47,24 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 
+from bandscope.errors import BandscopeInputError
 from bandscope.lnp import band_spectral_position, lnp_components, position_standard_error
+from bandscope.lnp.options import ESTIMATOR_NAMES, ESTIMATOR_RENAMED, LNPOptions, legacy_estimator
 
 from .checks import NotPerSampleError, check_tolerance
 from .estimators import ESTIMATOR_TABLE, Context, default_probes, vmap_per_sample
 from .handlers import LayerHandler, register_lnp_handler, registered_layer_types, vmap_handler
 from .inputs import Adapted, batch_size, is_batch
+from .results import BatchStatistics
 from .state import freeze_batchnorm_hooks, make_generator, preserved
 from .taps import LayerTaps, _signature, cache_owner, model_output, single_tensor_inputs_message
 from .vmap_guard import check_vmap_route, vmap_errors
 
-__all__ = ["measure_lnp", "per_sample_grad_norms", "register_lnp_handler", "vmap_handler", "LayerHandler",
+__all__ = ["measure_lnp", "LNPOptions", "per_sample_grad_norms", "register_lnp_handler", "vmap_handler", "LayerHandler",
            "registered_layer_types", "ESTIMATORS", "ESTIMATOR_TABLE", "BACKENDS", "InvariantError",
            "NotPerSampleError"]
 
-ESTIMATORS = tuple(ESTIMATOR_TABLE)
+ESTIMATORS = ESTIMATOR_NAMES
 DEFAULT_ESTIMATOR = "hutchinson"
 BACKENDS = ("auto", "hooks", "vmap")
 
@@ -76,7 +80,7 @@ class InvariantError(NotImplementedError):
     """A measurement broke an invariant that every correct result satisfies (named in the message)."""
 
 
-def check_invariants(stats: dict, estimator: str, dtype) -> None:
+def check_invariants(stats: BatchStatistics, estimator: str, dtype: torch.dtype) -> None:
     """Refuse a result that breaks an invariant of any correct one (docs/lnp.md, "Invariants").
 
     * 𝒩 > 0 whenever ||∇L||² > 0 (the output depends on the parameters, so some J_n ≠ 0);
@@ -87,7 +91,7 @@ def check_invariants(stats: dict, estimator: str, dtype) -> None:
     The third invariant, Σ_n per-sample gradients = the batch gradient, is checked on the verified
     samples by the one-time verification (:meth:`.taps.LayerTaps.verify`).
     """
-    g2, ls, ns, se = stats["grad_norm_sq"], stats["loss_scale"], stats["network_scale"], stats["network_scale_se"]
+    g2, ls, ns, se = stats.grad_norm_sq, stats.loss_scale, stats.network_scale, stats.network_scale_se
     if not all(math.isfinite(v) for v in (g2, ls, ns)):
         return  # non-finite: reported as NaN with the reason
     if g2 > 0 and not ns > 0:
@@ -211,8 +215,15 @@ def _refuse_reentrant_checkpoint(out: torch.Tensor, model=None, x=None, limit: i
                 "enable(gradient_checkpointing_kwargs={'use_reentrant': False})), which measure_lnp supports")
 
 
-def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backend, chunk_size,
-               bands, n_units, exact_output_layer, keep_band_grads=False):
+def _one_batch(model: nn.Module, loss_fn: Callable, batch: object, which: str, options: LNPOptions, *,
+               backend: str, gen: torch.Generator, keep_band_grads: bool = False) -> BatchStatistics:
+    """The statistics of one batch (``which``: ``"a"`` or ``"b"``) measured with ``backend`` (``"hooks"`` or
+    ``"vmap"``, the route ``options.backend`` chose); every other option is read from ``options`` by its own
+    name."""
+    estimator, n_probes, chunk_size = options.estimator, options.n_probes, options.chunk_size
+    exact_output_layer = options.exact_output_layer
+    bands = options.bands and which == "a"  # the band split is of batch A
+    n_units = options.n_units if which == "a" else options.n_units_b
     x, y = _split(batch, which)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -248,23 +259,18 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
             check_vmap_route(model, x, out, exact=estimator == "exact", gen=torch.Generator().manual_seed(0),
                              chunk_size=chunk_size, notes=notes)
         m, m_how = _infer_units(loss_fn, out, y, n_units, "n_units" if which == "a" else "n_units_b")
-        stats = {
-            "loss": float(loss.detach()),
-            "loss_scale": _sqsum([g]),
-            "grad_norm_sq": _sqsum(grad),
-            "n_units": m, "n_units_how": m_how, "n_samples": int(out.shape[0]),
-            "n_outputs": int(out[0].numel()),
-        }
         if n_probes is None:
             n_probes = default_probes(int(out.shape[0]))
-        stats["n_probes"] = n_probes
         ctx = Context(model, out, taps, x, n_probes, gen, backend, chunk_size, params, exact_output_layer, notes)
         with vmap_errors() if backend == "vmap" else contextlib.nullcontext():
             ns = ESTIMATOR_TABLE[estimator](ctx)
-        stats.update(network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
-                     exact_output_layer=ns.exact_layer, network_scale_se_dof=ns.se_dof)
+        stats = BatchStatistics(
+            loss=float(loss.detach()), loss_scale=_sqsum([g]), grad_norm_sq=_sqsum(grad), n_units=m, n_units_how=m_how,
+            n_samples=int(out.shape[0]), n_outputs=int(out[0].numel()), n_probes=n_probes,
+            network_scale=ns.estimate, network_scale_se=ns.se, network_scale_probes=ns.probes,
+            exact_output_layer=ns.exact_layer, network_scale_se_dof=ns.se_dof, backend_note="; ".join(ctx.notes),
+            grad=[t.detach() for t in grad])
         check_invariants(stats, estimator, out.dtype)
-        stats["backend_note"] = "; ".join(ctx.notes)
         if bands:
             from bandscope.torch.haar import haar_band_project
 
@@ -279,31 +285,31 @@ def _one_batch(model, loss_fn, batch, which, *, estimator, n_probes, gen, backen
                 bls.append(_sqsum([gi]))
                 if keep_band_grads:  # the band gradients are all-reduced across ranks
                     bgrads.append([t.detach() for t in gpi])
-            stats.update(band_grad_dot=bdot, band_grad_norm_sq=bsq, band_loss_scale=bls)
-            if keep_band_grads:
-                stats["band_grads"] = bgrads
-    stats["grad"] = [t.detach() for t in grad]
+            stats = dataclasses.replace(stats, band_grad_dot=bdot, band_grad_norm_sq=bsq, band_loss_scale=bls,
+                                        band_grads=bgrads if keep_band_grads else None)
     return stats
 
 
 def measure_lnp(
     model: nn.Module,
     loss_fn: Callable,
-    batch_a,
-    batch_b=None,
+    batch_a: object,
+    batch_b: object = None,
     *,
-    network_scale: str = DEFAULT_ESTIMATOR,
+    options: LNPOptions | None = None,
+    seed: int | torch.Generator | None = None,
+    estimator: str = DEFAULT_ESTIMATOR,
     n_probes: int | None = None,
-    n_units=None,
-    n_units_b=None,
+    n_units: object = None,
+    n_units_b: object = None,
     bands: bool = False,
     backend: str = "auto",
-    output=None,
-    seed=None,
+    output: object = None,
     exact_output_layer: bool = True,
     chunk_size: int | None = None,
     distributed: bool | None = None,
-    process_group=None,
+    process_group: object = None,
+    network_scale: str | None = None,
 ) -> xr.Dataset:
     """LNP statistics of one step: ℒ, 𝒩, ||∇L||², P (and the cross terms with a second batch).
 
@@ -317,8 +323,15 @@ def measure_lnp(
         for this loss as reduced ("raw").
     batch_a, batch_b : (inputs, targets)
         Update batch A and optional evaluation batch B (spectral reach appendix A.1, B.2).
-    network_scale : {"hutchinson", "batch-hutchinson", "exact"}
+    options : bandscope.lnp.options.LNPOptions, optional
+        Every option below but ``seed`` in one validated object (the documented way); the
+        keywords below are its fields, kept for existing calls. Give either ``options`` or the
+        keywords: a keyword set away from its default beside ``options`` is refused.
+    estimator : {"hutchinson", "batch-hutchinson", "exact"}
         Estimator of 𝒩 = Tr K (module docstring; default chosen by ``benchmarks/bench_lnp.py``).
+    network_scale : str, optional
+        Deprecated spelling of ``estimator`` (it collides with the output statistic
+        ``network_scale``); still accepted, with a ``DeprecationWarning``.
     n_probes : int, optional
         Rademacher probes per batch for the Hutchinson estimators (≥ 2 gives a standard error).
         Default ``max(2, 1 + ceil(32 / N))`` for a batch of N samples (:func:`.estimators.default_probes`):
@@ -391,49 +404,52 @@ def measure_lnp(
     --------
     >>> _ = torch.manual_seed(0); net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
-    >>> ds = measure_lnp(net, nn.CrossEntropyLoss(), (x, y), network_scale="exact")
+    >>> ds = measure_lnp(net, nn.CrossEntropyLoss(), (x, y), estimator="exact")
     >>> 0 < float(ds.spectral_position) <= 1
     True
     """
-    if network_scale not in ESTIMATOR_TABLE:
-        raise ValueError(f"network_scale must be one of {ESTIMATORS}, got {network_scale!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if n_probes is not None:
-        n_probes = int(n_probes)
-        if n_probes < 1:
-            raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    if network_scale is not None:
+        estimator = legacy_estimator(network_scale, estimator, "measure_lnp")
+        warnings.warn(ESTIMATOR_RENAMED.format(network_scale), DeprecationWarning, stacklevel=2)
+    options = LNPOptions.from_keywords(options, "measure_lnp", {
+        "estimator": estimator, "n_probes": n_probes, "n_units": n_units, "n_units_b": n_units_b, "bands": bands,
+        "backend": backend, "output": output, "exact_output_layer": exact_output_layer, "chunk_size": chunk_size,
+        "distributed": distributed, "process_group": process_group})
+    return _measure(model, loss_fn, batch_a, batch_b, options, seed)
+
+
+def _measure(model: nn.Module, loss_fn: Callable, batch_a: object, batch_b: object, options: LNPOptions,
+             seed: int | torch.Generator | None) -> xr.Dataset:
+    """:func:`measure_lnp` with its options validated (the one implementation)."""
     for which, b in (("a", batch_a), ("b", batch_b)):
         if b is not None:
             x = _split(b, which)[0]
             if is_batch(x) and batch_size(x) == 0:
-                from bandscope.errors import BandscopeInputError
-
                 raise BandscopeInputError(f"measure_lnp: batch_{which} is empty (0 samples): the LNP statistics are "
                                           "sums over samples and need at least one; pass a non-empty batch")
     from .distributed import active_world, gathered, probe_seed, reduce_stats
 
-    world = active_world(distributed, process_group)
-    if n_probes is None and world > 1:
-        n_probes = 2  # every rank must draw as many probes (their totals are all-reduced)
-    gen = make_generator(probe_seed(seed, world, process_group))
-    kw = dict(estimator=network_scale, n_probes=n_probes, gen=gen, chunk_size=chunk_size,
-              exact_output_layer=bool(exact_output_layer))
+    world = active_world(options.distributed, options.process_group)
+    if options.n_probes is None and world > 1:
+        # every rank must draw as many probes (their totals are all-reduced)
+        options = dataclasses.replace(options, n_probes=2)
+    gen = make_generator(probe_seed(seed, world, options.process_group))
     model, measured = _uncompiled(model)
     with gathered(model) as model:
-        sa, used, reason = _measure_batch(_adapted(model, batch_a, output), loss_fn, batch_a, "a", backend,
-                                          bands=bands, n_units=n_units, keep_band_grads=world > 1, **kw)
+        sa, used, reason = _measure_batch(_adapted(model, batch_a, options.output), loss_fn, batch_a, "a", options,
+                                          gen=gen, keep_band_grads=world > 1)
         sb = None
         if batch_b is not None:
-            sb, used_b, reason_b = _measure_batch(_adapted(model, batch_b, output), loss_fn, batch_b, "b",
-                                                  backend, bands=False, n_units=n_units_b, **kw)
+            sb, used_b, reason_b = _measure_batch(_adapted(model, batch_b, options.output), loss_fn, batch_b, "b",
+                                                  options, gen=gen)
             if used_b != used:
                 used, reason = f"{used} (batch A), {used_b} (batch B)", reason or reason_b
     if world > 1:
-        sa = reduce_stats(sa, world, process_group)
-        sb = None if sb is None else reduce_stats(sb, world, process_group)
-    ds = _dataset(sa, sb, bands, network_scale, used, sa["n_probes"])
-    ds.attrs.update(world_size=world, backend_requested=backend, hooks_refusal=reason, model_measured=measured)
+        sa = reduce_stats(sa, world, options.process_group)
+        sb = None if sb is None else reduce_stats(sb, world, options.process_group)
+    ds = _dataset(sa, sb, options.bands, options.estimator, used, sa.n_probes)
+    ds.attrs.update(world_size=world, backend_requested=options.backend, hooks_refusal=reason,
+                    model_measured=measured)
     return ds
 
 
@@ -466,24 +482,27 @@ def _adapted(model: nn.Module, batch, output) -> nn.Module:
     return Adapted(model, output)
 
 
-def _measure_batch(model, loss_fn, batch, which, backend, **kw):
+def _measure_batch(model: nn.Module, loss_fn: Callable, batch: object, which: str, options: LNPOptions, *,
+                   gen: torch.Generator, keep_band_grads: bool = False) -> tuple[BatchStatistics, str, str]:
     """(statistics, backend used, why not the hooks) of one batch; ``backend="auto"`` chooses."""
+    backend = options.backend
     if backend != "auto":
         with preserved(model):
-            return _one_batch(model, loss_fn, batch, which, backend=backend, **kw), backend, ""
+            return _one_batch(model, loss_fn, batch, which, options, backend=backend, gen=gen,
+                              keep_band_grads=keep_band_grads), backend, ""
     x = _split(batch, which)[0]
     owner = cache_owner(model)
     from .handlers import registry_generation
 
-    key = _signature(model, x) + (kw["estimator"], kw["exact_output_layer"], registry_generation())
+    key = _signature(model, x) + (options.estimator, options.exact_output_layer, registry_generation())
     reason = _AUTO.get(owner, {}).get(key)
-    gen = kw["gen"]
     fresh = reason is None
     if fresh:
         state = gen.get_state()
         try:
             with preserved(model):
-                return _one_batch(model, loss_fn, batch, which, backend="hooks", **kw), "hooks", ""
+                return _one_batch(model, loss_fn, batch, which, options, backend="hooks", gen=gen,
+                                  keep_band_grads=keep_band_grads), "hooks", ""
         except NotPerSampleError:
             raise
         except NotImplementedError as exc:
@@ -491,7 +510,8 @@ def _measure_batch(model, loss_fn, batch, which, backend, **kw):
             gen.set_state(state)
     try:
         with preserved(model):
-            stats = _one_batch(model, loss_fn, batch, which, backend="vmap", **kw)
+            stats = _one_batch(model, loss_fn, batch, which, options, backend="vmap", gen=gen,
+                               keep_band_grads=keep_band_grads)
         if fresh:
             _AUTO.setdefault(owner, {})[key] = reason
             warnings.warn(f"measure_lnp: the layer hooks cannot cover {type(owner).__name__}: {reason}. Measured "

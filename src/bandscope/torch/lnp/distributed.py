@@ -23,9 +23,12 @@ are not touched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import torch
+
+from .results import BatchStatistics
 
 __all__ = ["active_world", "gathered", "probe_seed", "unwrap", "reduce_stats"]
 
@@ -164,26 +167,28 @@ def _dot(a, b) -> float:
     return sum(float(torch.dot(x.reshape(-1), y.reshape(-1))) for x, y in zip(a, b))
 
 
-def reduce_stats(s: dict, world: int, group=None) -> dict:
+def reduce_stats(s: BatchStatistics, world: int, group: object = None) -> BatchStatistics:
     """Per-rank statistics of one batch → statistics of the global batch (module docstring)."""
-    probes = s["network_scale_probes"]
+    probes = s.network_scale_probes
     n_p = 0 if probes is None else len(probes)
-    se2 = s["network_scale_se"] ** 2
-    vals = [s["loss"], s["loss_scale"], s["network_scale"], se2, s["n_units"], float(s["n_samples"])]
+    se2 = s.network_scale_se ** 2
+    vals = [s.loss, s.loss_scale, s.network_scale, se2, s.n_units, float(s.n_samples)]
     vals += list(probes or [])
-    n_bands = len(s.get("band_loss_scale", ()))
-    vals += list(s.get("band_loss_scale", ()))
+    band_ls = s.band_loss_scale or []
+    n_bands = len(band_ls)
+    vals += list(band_ls)
     tot = _all_sum(vals, group)
-    grads = _mean_grads(s["grad"], world, group)
-    out = dict(s)
-    out.update(loss=tot[0] / world, loss_scale=tot[1] / world**2, network_scale=tot[2],
-               network_scale_se=math.sqrt(tot[3]) if math.isfinite(tot[3]) else math.nan,
-               n_units=tot[4], n_samples=int(tot[5]), grad=grads, grad_norm_sq=_dot(grads, grads),
-               network_scale_probes=tot[6:6 + n_p] if n_p else probes, world_size=world,
-               network_scale_se_dof=math.nan)  # per-rank terms are not gathered
+    grads = _mean_grads(s.grad, world, group)
+    out = dataclasses.replace(
+        s, loss=tot[0] / world, loss_scale=tot[1] / world**2, network_scale=tot[2],
+        network_scale_se=math.sqrt(tot[3]) if math.isfinite(tot[3]) else math.nan,
+        n_units=tot[4], n_samples=int(tot[5]), grad=grads, grad_norm_sq=_dot(grads, grads),
+        network_scale_probes=tot[6:6 + n_p] if n_p else probes, world_size=world,
+        network_scale_se_dof=math.nan)  # per-rank terms are not gathered
     if n_bands:
-        band_grads = [_mean_grads(bg, world, group) for bg in out.pop("band_grads")]
-        out.update(band_loss_scale=[v / world**2 for v in tot[6 + n_p:]],
-                   band_grad_dot=[_dot(bg, grads) for bg in band_grads],
-                   band_grad_norm_sq=[_dot(bg, bg) for bg in band_grads])
+        band_grads = [_mean_grads(bg, world, group) for bg in (s.band_grads or [])]
+        out = dataclasses.replace(
+            out, band_grads=None, band_loss_scale=[v / world**2 for v in tot[6 + n_p:]],
+            band_grad_dot=[_dot(bg, grads) for bg in band_grads],
+            band_grad_norm_sq=[_dot(bg, bg) for bg in band_grads])
     return out

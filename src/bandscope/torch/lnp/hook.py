@@ -16,19 +16,26 @@ they never clash with a run Dataset's ``checkpoint``/``band`` (``docs/format.md`
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
+from torch import nn
 
 from bandscope.errors import BandscopeInputError
 from bandscope.io import write_netcdf_atomic
 from bandscope.lnp import log_windows
+from bandscope.lnp.options import ESTIMATOR_RENAMED, LNPOptions, legacy_estimator
 
-from . import DEFAULT_ESTIMATOR, measure_lnp
+from . import DEFAULT_ESTIMATOR, _measure
 
-__all__ = ["LNPHook"]
+if TYPE_CHECKING:
+    from bandscope.torch.recorder import RunRecorder
+
+__all__ = ["LNPHook", "LNPOptions"]
 
 
 class LNPHook:
@@ -48,9 +55,15 @@ class LNPHook:
         Explicit measurement steps instead of log windows.
     eval_batch : (inputs, targets) or callable(step) -> (inputs, targets), optional
         Batch B (held-out); with it the cross terms ``grad_dot`` and ``P_AB`` are recorded.
-    network_scale, n_probes, bands, n_units, n_units_b, backend, distributed, process_group
-        Passed to :func:`measure_lnp`. Under ``torch.distributed`` every rank calls the hook
-        with its own shard of the batch and records the statistics of the global batch.
+    options : bandscope.lnp.options.LNPOptions, optional
+        The options of every measurement (:func:`measure_lnp`), validated once; kept as
+        ``hook.options``. Under ``torch.distributed`` every rank calls the hook with its own
+        shard of the batch and records the statistics of the global batch.
+    estimator, n_probes, bands, n_units, n_units_b, backend, distributed, process_group
+        The fields of ``options`` as keywords (for existing calls); give either these or
+        ``options``.
+    network_scale : str, optional
+        Deprecated spelling of ``estimator`` (``DeprecationWarning``).
     seed : int
         Probe seed; the measurement at step t uses ``seed + t`` (reproducible, independent draws).
     recorder : bandscope.torch.RunRecorder, optional
@@ -64,18 +77,28 @@ class LNPHook:
     >>> from torch import nn
     >>> net = nn.Linear(3, 2); x, y = torch.randn(8, 3), torch.randn(8, 2)
     >>> hook = LNPHook(net, nn.MSELoss(), total_steps=50, n_windows=3, steps_per_window=2,
-    ...                network_scale="exact")
+    ...                options=LNPOptions(estimator="exact"))
     >>> for t in range(50):
     ...     _ = hook(t, (x, y))
     >>> hook.dataset().lnp_step.values.tolist()
     [0, 1, 6, 7, 48, 49]
     """
 
-    def __init__(self, model, loss_fn: Callable, *, total_steps: int | None = None, n_windows: int = 20,
-                 steps_per_window: int = 10, first_step: int = 0, schedule=None, eval_batch=None,
-                 network_scale: str = DEFAULT_ESTIMATOR, n_probes: int | None = None, bands: bool = False,
-                 n_units=None, n_units_b=None, backend: str = "auto", seed: int = 0,
-                 recorder=None, path=None, distributed: bool | None = None, process_group=None):
+    def __init__(self, model: nn.Module, loss_fn: Callable, *, total_steps: int | None = None,
+                 n_windows: int = 20, steps_per_window: int = 10, first_step: int = 0,
+                 schedule: Iterable[int] | None = None, eval_batch: object = None,
+                 options: LNPOptions | None = None, estimator: str = DEFAULT_ESTIMATOR, n_probes: int | None = None,
+                 bands: bool = False, n_units: object = None, n_units_b: object = None, backend: str = "auto",
+                 seed: int = 0, recorder: RunRecorder | None = None, path: str | Path | None = None,
+                 distributed: bool | None = None, process_group: object = None,
+                 network_scale: str | None = None) -> None:
+        if network_scale is not None:
+            estimator = legacy_estimator(network_scale, estimator, "LNPHook")
+            warnings.warn(ESTIMATOR_RENAMED.format(network_scale), DeprecationWarning, stacklevel=2)
+        #: the options of every measurement (validated once, here)
+        self.options = LNPOptions.from_keywords(options, "LNPHook", {
+            "estimator": estimator, "n_probes": n_probes, "bands": bands, "n_units": n_units, "n_units_b": n_units_b,
+            "backend": backend, "distributed": distributed, "process_group": process_group})
         self.model, self.loss_fn = model, loss_fn
         if schedule is None:
             if total_steps is None:
@@ -88,9 +111,6 @@ class LNPHook:
             self.windows = np.arange(self.steps.size, dtype=np.int64)
         self._window_of = dict(zip(self.steps.tolist(), self.windows.tolist()))
         self.eval_batch = eval_batch
-        self.kw = dict(network_scale=network_scale, n_probes=n_probes, bands=bands, n_units=n_units,
-                       n_units_b=n_units_b, backend=backend, distributed=distributed,
-                       process_group=process_group)
         self.seed = int(seed)
         self.path = None if path is None else Path(path)
         self.records: list[tuple[int, xr.Dataset]] = []
@@ -160,7 +180,7 @@ class LNPHook:
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(f"step {step} is not after the last measured step {self._last_step}")
         b = self.eval_batch(step) if callable(self.eval_batch) else self.eval_batch
-        ds = measure_lnp(self.model, self.loss_fn, batch, b, seed=self.seed + step, **self.kw)
+        ds = _measure(self.model, self.loss_fn, batch, b, self.options, self.seed + step)
         self.records.append((step, ds))
         self._last_step = step
         return ds

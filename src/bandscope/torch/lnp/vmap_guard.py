@@ -81,7 +81,7 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
 
     ``out`` is the batched model output of the measurement (BatchNorm statistics already frozen
     to the batch's, as in the measured forward). ``exact`` selects which route is checked: the
-    jacrev route of ``network_scale="exact"`` or the vjp route of the Hutchinson estimator.
+    jacrev route of ``estimator="exact"`` or the vjp route of the Hutchinson estimator.
     """
     _refuse_random_and_recurrent(model)
     if not is_batch(x):
