@@ -36,7 +36,7 @@ def mixing_message(model: nn.Module, at: tuple[str, str] | None) -> str:
             "depends on the other samples of the batch (e.g. a normalisation with batch statistics written by "
             "hand, x - x.mean(0), attention across the batch). Per-sample gradients, and so the network scale "
             "Σ_n ||J_n||², are not defined for it (with either backend); measure it in the mode where it is a "
-            "per-sample function (e.g. model.eval()), or use network_scale='batch-hutchinson' with "
+            "per-sample function (e.g. model.eval()), or use estimator='batch-hutchinson' with "
             "exact_output_layer=False, which estimates the trace of the batch's kernel without them")
 
 
