@@ -129,6 +129,7 @@ class AnalysisOptions:
 
     @property
     def window_labels(self):
+        """The windows as labels (`window_label`), in the order of `windows`."""
         from .trajectory import window_label
 
         return [window_label(h, lo) for h, lo in self.windows]
