@@ -15,6 +15,7 @@ Names are resolved lazily so that ``import bandscope`` stays cheap.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from . import _moved
 
@@ -45,7 +46,7 @@ __all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]
 _moved.install()
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _SUBMODULES or name in _OLD_SUBMODULES:
@@ -53,5 +54,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bandscope' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return __all__

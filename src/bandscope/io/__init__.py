@@ -9,6 +9,7 @@ does not import pandas and xarray.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 __all__ = ["read_results", "read_run", "read_runs", "read_zarr_run", "run_from_frame", "run_to_frame", "stack_runs",
            "stale_temp_files", "unstack_runs", "write_netcdf_atomic", "write_results", "write_run", "write_zarr_run"]
@@ -17,7 +18,7 @@ __all__ = ["read_results", "read_run", "read_runs", "read_zarr_run", "run_from_f
 _HOME = {"stale_temp_files": "bandscope.io.atomic"}
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in __all__:
         return getattr(importlib.import_module(_HOME.get(name, "bandscope.io.runfiles")), name)
     if name in ("results_to_dict", "write_json"):  # JSON results are a report of the analysis, not a run file
@@ -25,5 +26,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(__all__)

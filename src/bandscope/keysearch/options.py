@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["AnalysisOptions", "DEFAULT_WINDOWS", "DEFAULT_GAMMA_WINDOWS"]
 
@@ -74,7 +76,7 @@ class AnalysisOptions:
     fallback: bool = True
     band_sum_missing: str = "nan"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         from .trajectory import threshold_pairs
 
@@ -111,7 +113,7 @@ class AnalysisOptions:
         put("fallback", bool(self.fallback))
 
     @classmethod
-    def resolve(cls, options=None, **overrides):
+    def resolve(cls, options: AnalysisOptions | None = None, **overrides: Any) -> AnalysisOptions:
         """``options`` (an :class:`AnalysisOptions` or None) with ``overrides`` applied."""
         base = cls() if options is None else options
         if not isinstance(base, cls):
@@ -123,12 +125,12 @@ class AnalysisOptions:
         return dataclasses.replace(base, **overrides) if overrides else base
 
     @property
-    def alphas(self):
+    def alphas(self) -> npt.NDArray[np.float64]:
         """Every threshold of every window, descending (the ``alpha`` coordinate)."""
         return np.array(sorted({a for w in self.windows for a in w}, reverse=True))
 
     @property
-    def window_labels(self):
+    def window_labels(self) -> list[str]:
         """The windows as labels (`window_label`), in the order of `windows`."""
         from .trajectory import window_label
 

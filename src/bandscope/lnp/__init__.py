@@ -8,6 +8,7 @@ resolved lazily (so that :mod:`.options` is light to import).
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 __all__ = [
     "lnp_components",
@@ -26,11 +27,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in __all__:
         return getattr(importlib.import_module("bandscope.lnp.statistics"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(__all__)
