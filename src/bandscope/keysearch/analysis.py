@@ -222,7 +222,7 @@ def analyze(run_or_runs: RunInput, options: AnalysisOptions | None = None, **ove
                              f"min_points = {opts.min_points} for the full-loss fit)")
     st = stack(runs)
     L, s = st["band_loss"], st["param_time"]
-    fit_kw = {"deflation": opts.deflation, "min_points": opts.min_points,
+    fit_kw: dict[str, Any] = {"deflation": opts.deflation, "min_points": opts.min_points,
               "fallback": opts.fallback, "n_starts": opts.n_starts}
 
     # floors (A.9), each run on its own checkpoints

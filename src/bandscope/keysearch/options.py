@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +66,7 @@ class AnalysisOptions:
     """
 
     windows: tuple = DEFAULT_WINDOWS
-    floor: str = "mean_last_k"
+    floor: Literal["mean_last_k", "final"] = "mean_last_k"
     k: int = 5
     deflation: float = 10.0
     min_points: int = 5
@@ -74,7 +74,7 @@ class AnalysisOptions:
     n_starts: int = 5
     gamma_windows: tuple = DEFAULT_GAMMA_WINDOWS
     fallback: bool = True
-    band_sum_missing: str = "nan"
+    band_sum_missing: Literal["nan", "observed"] = "nan"
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
