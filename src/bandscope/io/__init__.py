@@ -9,7 +9,22 @@ does not import pandas and xarray.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers and IDEs (tests/test_typing.py)
+    from .atomic import stale_temp_files as stale_temp_files
+    from .runfiles import read_results as read_results
+    from .runfiles import read_run as read_run
+    from .runfiles import read_runs as read_runs
+    from .runfiles import read_zarr_run as read_zarr_run
+    from .runfiles import run_from_frame as run_from_frame
+    from .runfiles import run_to_frame as run_to_frame
+    from .runfiles import stack_runs as stack_runs
+    from .runfiles import unstack_runs as unstack_runs
+    from .runfiles import write_netcdf_atomic as write_netcdf_atomic
+    from .runfiles import write_results as write_results
+    from .runfiles import write_run as write_run
+    from .runfiles import write_zarr_run as write_zarr_run
 
 __all__ = ["read_results", "read_run", "read_runs", "read_zarr_run", "run_from_frame", "run_to_frame", "stack_runs",
            "stale_temp_files", "unstack_runs", "write_netcdf_atomic", "write_results", "write_run", "write_zarr_run"]
