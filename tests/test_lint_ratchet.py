@@ -9,6 +9,11 @@ ratchet:
   listed files; a code that no longer fires must leave the list (so a fixed file shrinks it);
 - the list holds at most ``FROZEN_ENTRIES`` (file, code) pairs, so growing it is a visible edit
   of this test, not only of pyproject.toml.
+
+The mypy error codes switched off per module (``disable_error_code`` in ``[tool.mypy]``
+overrides, for bodies mypy cannot yet follow) are held the same way: at most
+``FROZEN_MYPY_CODES``, and each must still fire in its module with the overrides removed (slow:
+one cold mypy run).
 """
 from __future__ import annotations
 
@@ -75,3 +80,70 @@ def test_every_listed_code_still_breaks():
     assert not stale, (
         f"these files no longer break these codes: delete them from the allow list in pyproject.toml "
         f"and lower FROZEN_ENTRIES in tests/test_lint_ratchet.py: {stale}")
+
+
+# --------------------------------------------------------------------------- mypy
+#: (module, error code) pairs switched off in [tool.mypy] overrides; lower it when you drop one
+FROZEN_MYPY_CODES = 27
+
+
+def _mypy_config() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["mypy"]
+
+
+def _disabled_codes() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for o in _mypy_config().get("overrides", []):
+        if "disable_error_code" in o:
+            mods = o["module"] if isinstance(o["module"], list) else [o["module"]]
+            for m in mods:
+                out.setdefault(m, []).extend(o["disable_error_code"])
+    return out
+
+
+def test_mypy_disabled_codes_do_not_grow():
+    n = sum(len(v) for v in _disabled_codes().values())
+    assert n <= FROZEN_MYPY_CODES, (
+        f"{n} (module, code) pairs are switched off for mypy, more than the {FROZEN_MYPY_CODES} frozen in "
+        "tests/test_lint_ratchet.py: annotate the body instead")
+
+
+def _ini_value(v) -> str:
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, list):
+        return ", ".join(v)
+    return str(v)
+
+
+@pytest.mark.slow
+def test_every_disabled_mypy_code_still_fires(tmp_path):
+    """mypy once, without the disable_error_code overrides: each switched-off code must still occur
+    in its module (else it leaves the list)."""
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy is not installed (the lint extra)")
+    cfg = _mypy_config()
+    lines = ["[mypy]"] + [f"{k} = {_ini_value(v)}" for k, v in cfg.items() if k != "overrides"]
+    for o in cfg.get("overrides", []):
+        if "disable_error_code" in o:
+            continue
+        mods = o["module"] if isinstance(o["module"], list) else [o["module"]]
+        lines.append(f"[mypy-{','.join(mods)}]")
+        lines += [f"{k} = {_ini_value(v)}" for k, v in o.items() if k != "module"]
+    ini = tmp_path / "mypy.ini"
+    ini.write_text("\n".join(lines) + "\n")
+    p = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ini), "--cache-dir", str(tmp_path / "cache"),
+                        "--show-error-codes", "--no-pretty"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    found: dict[str, set[str]] = {}
+    for ln in p.stdout.splitlines():
+        if ": error:" in ln and ln.rstrip().endswith("]"):
+            path, code = ln.split(":", 1)[0], ln.rstrip().rsplit("[", 1)[1][:-1]
+            mod = ".".join(Path(path).with_suffix("").parts[1:]).removesuffix(".__init__")
+            found.setdefault(mod, set()).add(code)
+    assert found, p.stdout[-3000:] + p.stderr[-3000:]
+    stale = sorted((m, c) for m, codes in _disabled_codes().items() for c in codes if c not in found.get(m, set()))
+    assert not stale, (f"mypy no longer reports these codes in these modules: drop them from the overrides in "
+                       f"pyproject.toml and lower FROZEN_MYPY_CODES: {stale}")
+    unexpected = sorted(set(found) - set(_disabled_codes()))
+    assert not unexpected, f"mypy errors outside the overridden modules: {unexpected}\n{p.stdout[-3000:]}"
