@@ -51,6 +51,25 @@ def _trim_padding(ds: xr.Dataset, name: str) -> xr.Dataset:
     return ds
 
 
+def _unstack(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
+    """``(name, run)`` of each run of a stacked Dataset (``run`` dim; its ``arch`` and ``seed``
+    coordinates become each run's attrs)."""
+    names = ds["run"].values.tolist() if "run" in ds.coords else [f"run{i}" for i in range(ds.sizes["run"])]
+    items = []
+    for i, nm in enumerate(names):
+        one = ds.isel(run=i)
+        attrs = dict(ds.attrs)
+        for key in ("arch", "seed"):
+            if key in one.coords or key in one.data_vars:
+                attrs[key] = one[key].values.item()
+                one = one.drop_vars(key)
+        one = one.drop_vars("run", errors="ignore")
+        attrs["name"] = str(nm)
+        one.attrs = attrs
+        items.append((str(nm), one))
+    return items
+
+
 def collect_runs(run_or_runs: RunInput) -> list[tuple[str, xr.Dataset]]:
     """Normalise the accepted inputs to a list of ``(name, run Dataset)``.
 
@@ -59,25 +78,10 @@ def collect_runs(run_or_runs: RunInput) -> list[tuple[str, xr.Dataset]]:
     made unique with ``#2``, ``#3``, ...); or a dict name → run. Every run is validated with
     :func:`bandscope.run.validate_run` after its padding is dropped.
     """
-    items = []
+    items: list[tuple[str, Any]] = []  # each checked to be a Dataset below
     if isinstance(run_or_runs, xr.Dataset):
         ds = run_or_runs
-        if "run" in ds.dims:
-            names = (ds["run"].values.tolist() if "run" in ds.coords
-                     else [f"run{i}" for i in range(ds.sizes["run"])])
-            for i, nm in enumerate(names):
-                one = ds.isel(run=i)
-                attrs = dict(ds.attrs)
-                for key in ("arch", "seed"):
-                    if key in one.coords or key in one.data_vars:
-                        attrs[key] = one[key].values.item()
-                        one = one.drop_vars(key)
-                one = one.drop_vars("run", errors="ignore")
-                attrs["name"] = str(nm)
-                one.attrs = attrs
-                items.append((str(nm), one))
-        else:
-            items.append((str(ds.attrs.get("name", "run")), ds))
+        items = _unstack(ds) if "run" in ds.dims else [(str(ds.attrs.get("name", "run")), ds)]
     elif isinstance(run_or_runs, Mapping):
         items = [(str(k), v) for k, v in run_or_runs.items()]
     elif isinstance(run_or_runs, Sequence) and not isinstance(run_or_runs, str):

@@ -94,9 +94,9 @@ def parameter_time(
     names: Sequence[str] | None = None,
     keys: Sequence[str] | None = None,
 ) -> xr.DataArray:
-    """Chord parameter time between saved checkpoints (key search §3, appendix A.7).
+    r"""Chord parameter time between saved checkpoints (key search §3, appendix A.7).
 
-    .. math:: s_0 = 0, \\qquad s_k = \\sum_{m=1}^{k} \\lVert \\theta_m - \\theta_{m-1} \\rVert_2
+    .. math:: s_0 = 0, \qquad s_k = \sum_{m=1}^{k} \lVert \theta_m - \theta_{m-1} \rVert_2
 
     where the norm runs over every floating tensor of the checkpoint (all parameters and
     floating buffers, no exclusions, no per-layer normalisation). Accumulated in float64.
