@@ -10,7 +10,7 @@ BIN = $(VENV)/bin
 # Extras of the full development install (what `make test` and the CI lanes use).
 DEV_EXTRAS = torch,plot,dask,test,lint,lightning,hf,tensorboard,docs
 
-.PHONY: reproduce test test-fast test-rounding test-core test-min lint doctest ci dev bench venv clean
+.PHONY: reproduce test test-fast test-rounding test-core test-min lint typecheck doctest ci dev bench venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,11 @@ test-rounding: dev
 lint: dev
 	$(BIN)/ruff check
 
+# The type-checker lane: mypy over the analysis core and the public API (the `files` list and the
+# strictness of [tool.mypy] in pyproject.toml; tests/test_lint_ratchet.py keeps ruff's allow list shrinking).
+typecheck: dev
+	$(BIN)/mypy
+
 # The docstring examples of the package (torch's are left out where torch is missing: conftest.py).
 doctest: dev
 	$(BIN)/python -m pytest -q --doctest-modules src/bandscope
@@ -91,7 +96,7 @@ test-min:
 
 # Every CI lane, in order (.ci/run also times each one, runs every lane whatever the others did,
 # and adds the docs lanes).
-ci: lint doctest test-fast test test-rounding test-core test-min
+ci: lint typecheck doctest test-fast test test-rounding test-core test-min
 
 bench: venv
 	$(PIP) install -q -c constraints.txt -e ".[torch,plot,opacus,test]"

@@ -28,6 +28,7 @@ _DOCTEST_NEEDS = {
 
 
 def pytest_collection_modifyitems(config, items):
+    """Skip the doctests whose optional package is not installed."""
     for item in items:
         need = _DOCTEST_NEEDS.get(item.name)
         if need and importlib.util.find_spec(need) is None:

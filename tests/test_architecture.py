@@ -51,12 +51,23 @@ def _resolve(module: str, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _facade_names(tree: ast.Module) -> set[int]:
+    """ids of the import nodes of a package ``__init__``'s module-level ``if TYPE_CHECKING:`` block:
+    its lazy public names spelled out for type checkers (tests/test_typing.py), not a dependency."""
+    return {id(n) for stmt in tree.body if isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Name)
+            and stmt.test.id == "TYPE_CHECKING" for n in ast.walk(stmt) if isinstance(n, ast.ImportFrom)}
+
+
 def imports(module: str) -> set[str]:
     """The bandscope modules that ``module`` imports (a name imported from a package counts as its
-    submodule when there is one)."""
+    submodule when there is one). A package ``__init__``'s ``if TYPE_CHECKING:`` re-exports are
+    left out (:func:`_facade_names`); every other import counts, typing-only ones included."""
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    skip = _facade_names(tree) if MODULES[module].name == "__init__.py" else set()
     out = set()
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / ".ci" / "run"
-LANES = ["lint", "doctest", "fast", "full", "rounding", "core", "min", "docs"]
+LANES = ["lint", "typecheck", "doctest", "fast", "full", "rounding", "core", "min", "docs"]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or shutil.which("bash") is None,
                                 reason=".ci/run is a bash script")
@@ -84,6 +84,6 @@ def test_selected_lanes_only(tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_dry_run_with_the_real_makefile(tmp_path):
     """Every lane's make target exists: `make -n` of each succeeds on the real Makefile."""
-    p, _ = _run(tmp_path, real_make=True, lanes="lint doctest fast full rounding core min")
+    p, _ = _run(tmp_path, real_make=True, lanes="lint typecheck doctest fast full rounding core min")
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert set(_summary(p.stdout).values()) == {"ok"}

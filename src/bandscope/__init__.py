@@ -15,8 +15,25 @@ Names are resolved lazily so that ``import bandscope`` stays cheap.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from . import _moved
+
+if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers and IDEs (tests/test_typing.py)
+    from .io.runfiles import read_run as read_run
+    from .io.runfiles import read_runs as read_runs
+    from .io.runfiles import stack_runs as stack_runs
+    from .io.runfiles import write_run as write_run
+    from .keysearch.analysis import analyze as analyze
+    from .keysearch.forecasting import forecast as forecast
+    from .run import by_step as by_step
+    from .run import make_run as make_run
+    from .run import validate_run as validate_run
+    from .transforms.bands import band_decompose as band_decompose
+    from .transforms.bands import band_energies as band_energies
+    from .transforms.bands import band_losses as band_losses
+    from .transforms.paramtime import fit_power_time as fit_power_time
+    from .transforms.paramtime import parameter_time as parameter_time
 
 __version__ = "0.1.0"
 
@@ -45,7 +62,7 @@ __all__ = sorted(_LAZY) + sorted(_SUBMODULES) + ["__version__"]
 _moved.install()
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _SUBMODULES or name in _OLD_SUBMODULES:
@@ -53,5 +70,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bandscope' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return __all__

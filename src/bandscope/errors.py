@@ -19,6 +19,9 @@ run.csv | run.csv: no 'param_time' column
 """
 from __future__ import annotations
 
+import os
+from typing import Any
+
 __all__ = ["BandscopeInputError", "RunFileBusyError", "input_error_from"]
 
 
@@ -33,7 +36,7 @@ class BandscopeInputError(ValueError):
         The file concerned (also in the message); kept as ``.path`` for callers.
     """
 
-    def __init__(self, message: str, *, path=None):
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
         super().__init__(message)
         self.path = None if path is None else str(path)
 
@@ -45,12 +48,14 @@ class RunFileBusyError(BandscopeInputError):
     ``argv``).
     """
 
-    def __init__(self, message: str, *, path=None, owner: dict | None = None):
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None,
+                 owner: dict[str, Any] | None = None) -> None:
         super().__init__(message, path=path)
         self.owner = dict(owner or {})
 
 
-def input_error_from(exc: BaseException, path, what: str = "cannot read") -> BandscopeInputError:
+def input_error_from(exc: BaseException, path: str | os.PathLike[str],
+                     what: str = "cannot read") -> BandscopeInputError:
     """Wrap a codec's or pandas' exception so that the message names ``path``.
 
     >>> str(input_error_from(ValueError("No columns to parse from file"), "x.csv"))

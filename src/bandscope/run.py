@@ -7,12 +7,18 @@ generator) builds its Dataset with :func:`make_run`, and every consumer checks i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from . import schema
 from .errors import BandscopeInputError
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    import numpy.typing as npt
 
 FORMAT = "run/1"
 
@@ -31,14 +37,14 @@ def band_resolutions(n_bands: int) -> np.ndarray:
 
 
 
-def _rows(mask, limit: int = 20) -> str:
+def _rows(mask: npt.ArrayLike, limit: int = 20) -> str:
     """``[3, 7]`` (at most ``limit`` indices, then ``...``) for a boolean mask or index list."""
     idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask, dtype=np.int64)
     text = ", ".join(str(int(i)) for i in idx[:limit])
     return f"[{text}{', ...' if idx.size > limit else ''}]"
 
 
-def integer_steps(values, *, where: str = "") -> np.ndarray:
+def integer_steps(values: npt.ArrayLike, *, where: str = "") -> np.ndarray:
     """Optimizer steps as int64, refusing anything that would be truncated or invented.
 
     Integers pass; floats must be finite and integer-valued (``10.0`` is step 10, ``10.5`` is an
@@ -78,21 +84,21 @@ def integer_steps(values, *, where: str = "") -> np.ndarray:
 
 
 def make_run(
-    band_loss,
-    param_time,
-    step=None,
+    band_loss: npt.ArrayLike | None,
+    param_time: npt.ArrayLike,
+    step: npt.ArrayLike | None = None,
     *,
-    bands: Sequence[int] | None = None,
-    epoch=None,
-    arc_length=None,
-    mse=None,
-    train_loss=None,
-    heldout_loss=None,
+    bands: Sequence[int] | npt.ArrayLike | None = None,
+    epoch: npt.ArrayLike | None = None,
+    arc_length: npt.ArrayLike | None = None,
+    mse: npt.ArrayLike | None = None,
+    train_loss: npt.ArrayLike | None = None,
+    heldout_loss: npt.ArrayLike | None = None,
     name: str = "run",
     arch: str = "",
     seed: int = -1,
     source: str = "",
-    extra_attrs: Mapping | None = None,
+    extra_attrs: Mapping[str, Any] | None = None,
     require_advance: bool = True,
 ) -> xr.Dataset:
     """Build a validated run Dataset (``docs/format.md``).

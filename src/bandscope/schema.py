@@ -33,9 +33,17 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterable, Mapping
+    from typing import Literal
+
+    import numpy.typing as npt
 
 __all__ = ["Variable", "RESULTS", "COORDS", "RENAMED", "FORMAT", "attrs", "variable",
            "describe", "json_keys", "markdown_table", "update_docs", "upgrade",
@@ -77,8 +85,7 @@ class Variable:
     note: str = ""
 
 
-def _v(name: str, dims: tuple[str, ...], units: str, definition: str, section: str = "",
-       json: str = "") -> Variable:
+def _v(name: str, dims: Iterable[str], units: str, definition: str, section: str = "", json: str = "") -> Variable:
     return Variable(name, tuple(dims), units, definition, section, json)
 
 
@@ -253,7 +260,7 @@ RENAMED: dict[str, str] = {}
 _PLACEHOLDER = re.compile(r"\{(loss|time|k|floor|deflation|saturation_tol_pct)\}")
 
 
-def _fill(text: str, context: dict[str, object]) -> str:
+def _fill(text: str, context: Mapping[str, object]) -> str:
     return _PLACEHOLDER.sub(lambda m: str(context.get(m.group(1), m.group(0))), text)
 
 
@@ -284,7 +291,7 @@ def attrs(kind_or_name: str, name: str | None = None, /, **context: object) -> d
     return _kind_attrs(k, v, context)
 
 
-def variable(name: str, data: object, **context: object) -> xr.Variable:
+def variable(name: str, data: npt.ArrayLike, **context: object) -> xr.Variable:
     """``xr.Variable`` of results variable ``name`` with its schema dims and attrs.
 
     Examples
@@ -311,7 +318,7 @@ def describe(name: str) -> str:
     return f"{name} [{a.get('units', '')}]: {a['definition']}{paper}"
 
 
-def json_keys(group: str) -> dict[str, str]:
+def json_keys(group: Literal["fit", "total", "band"]) -> dict[str, str]:
     """JSON key -> results variable of one JSON group: ``"fit"`` (per band and threshold
     window), ``"total"`` (full-loss fit) or ``"band"`` (per band).
 
@@ -350,7 +357,7 @@ def markdown_table() -> str:
         where = {"fit": "bands.<r>.fits.<window>", "total": "total", "band": "bands.<r>"}
         return f"`{where[group]}.{key}`" if group else ""
 
-    def rows(head: str, table: dict[str, Variable], with_json: bool) -> list[str]:
+    def rows(head: str, table: Mapping[str, Variable], with_json: bool) -> list[str]:
         out = [f"| {head} | dims | units | definition | paper |" + (" JSON |" if with_json else ""),
                "|---|---|---|---|---|" + ("---|" if with_json else "")]
         return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
@@ -362,7 +369,7 @@ def markdown_table() -> str:
     return "\n".join([_START, *lines, _END])
 
 
-def update_docs(path: str | Path = "docs/format.md") -> Path:
+def update_docs(path: str | os.PathLike[str] = "docs/format.md") -> Path:
     """Rewrite the generated table in ``path`` (between its marker comments)."""
     path = Path(path)
     text = path.read_text()
@@ -475,7 +482,7 @@ _REACH_END = "<!-- end reach-variables -->"
 
 def reach_markdown_table() -> str:
     """The spectral-reach results table of ``docs/format.md`` (generated from :data:`REACH`)."""
-    def rows(head: str, table: dict[str, Variable]) -> list[str]:
+    def rows(head: str, table: Mapping[str, Variable]) -> list[str]:
         return [f"| {head} | dims | units | definition | paper |", "|---|---|---|---|---|",
                 *(f"| `{v.name}` | {', '.join(v.dims)} | {(v.units or '').replace('|', chr(92) + '|')} | "
                   f"{v.definition.replace('|', chr(92) + '|')} | {v.section} |" for v in table.values())]
@@ -483,7 +490,7 @@ def reach_markdown_table() -> str:
                       *rows("coordinate", REACH_COORDS), _REACH_END])
 
 
-def update_reach_docs(path: str | Path = "docs/format.md") -> Path:
+def update_reach_docs(path: str | os.PathLike[str] = "docs/format.md") -> Path:
     """Rewrite the generated spectral-reach table in ``path`` (between its marker comments)."""
     path = Path(path)
     text = path.read_text()

@@ -114,6 +114,7 @@ class RunFileLock:
 
     @property
     def held(self) -> bool:
+        """Whether this lock holds the run file now."""
         return self._fd is not None
 
     def _refuse(self, owner: dict):

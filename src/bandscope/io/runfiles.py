@@ -14,6 +14,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,10 @@ from .. import schema
 from ..errors import BandscopeInputError, input_error_from
 from ..run import FORMAT, band_resolutions, make_run, validate_run
 from .atomic import write_atomic, write_tree_atomic
+
+if TYPE_CHECKING:
+    import os
+    from typing import Any
 
 _BAND_RE = re.compile(r"^band_(\d+)$")
 _KNOWN = {"step", "param_time", "epoch", "arc_length", "mse", "arch", "seed"}
@@ -304,7 +309,7 @@ def _drop_nonfinite_rows(ds: xr.Dataset, dropna: bool) -> xr.Dataset:
     return ds
 
 
-def default_run_name(path) -> str:
+def default_run_name(path: str | os.PathLike[str]) -> str:
     """A run's default name: the file's stem, or the directory's name when the stem is ``run``
     (``runs/cnn-seed45/run.nc`` is ``cnn-seed45``), ``docs/format.md`` "Names".
 
@@ -385,7 +390,7 @@ def unstack_runs(stacked: xr.Dataset, *, source: str = "", dropna: bool = False)
     return out
 
 
-def read_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Dataset:
+def read_run(path: str | os.PathLike[str], *, name: str | None = None, dropna: bool = False) -> xr.Dataset:
     """Read one run from ``.csv``, ``.parquet`` / ``.pq`` or bandscope netCDF (``.nc``).
 
     Parameters
@@ -492,7 +497,7 @@ def read_runs(paths: Iterable, *, dropna: bool = False) -> list[xr.Dataset]:
     return items
 
 
-def write_run(run: xr.Dataset, path) -> Path:
+def write_run(run: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     """Write a run to ``.nc`` (netCDF4, lossless, atomic), ``.csv`` or ``.parquet`` (wide form).
 
     Every format is written to a temporary file beside ``path`` and moved over it, so a reader
@@ -538,7 +543,7 @@ def stack_runs(runs: Sequence[xr.Dataset] | Mapping[str, xr.Dataset]) -> xr.Data
 
 
 # --------------------------------------------------------------------------- zarr runs
-def write_zarr_run(run: xr.Dataset, path) -> Path:
+def write_zarr_run(run: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     """Write one run as a Zarr store: a directory ``NAME.zarr`` (layout in ``docs/format.md``).
 
     The store holds the run Dataset unchanged (variables, coords, ``attrs``) in Zarr format 2
@@ -571,7 +576,7 @@ def write_zarr_run(run: xr.Dataset, path) -> Path:
     return write_tree_atomic(path, lambda tmp: ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2))
 
 
-def _zarr_attr(v):
+def _zarr_attr(v: Any) -> Any:
     """Zarr attributes are JSON: numpy scalars and arrays become python numbers and lists."""
     if isinstance(v, np.generic):
         return v.item()
@@ -584,7 +589,7 @@ def _zarr_attr(v):
     return v
 
 
-def read_zarr_run(path, *, name: str | None = None, dropna: bool = False) -> xr.Dataset:
+def read_zarr_run(path: str | os.PathLike[str], *, name: str | None = None, dropna: bool = False) -> xr.Dataset:
     """Read one run from a Zarr store written by :func:`write_zarr_run` (``docs/format.md``).
 
     ``name``, ``dropna``, the attributes kept and the checks are those of netCDF in
@@ -610,7 +615,7 @@ def read_zarr_run(path, *, name: str | None = None, dropna: bool = False) -> xr.
 
 
 # --------------------------------------------------------------------------- results
-def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
+def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     """Write ``ds`` to netCDF atomically: a temporary file unique to this writer
     (``NAME.<pid>.<random>.tmp`` beside ``path``) moved over it with ``os.replace``, so a
     reader never sees a half-written file and a crash leaves the previous version. A failed
@@ -631,7 +636,7 @@ def write_netcdf_atomic(ds: xr.Dataset, path) -> Path:
     return write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine=_NETCDF_ENGINE), size_hint=int(ds.nbytes))
 
 
-def _nc_attr(v):
+def _nc_attr(v: Any) -> Any:
     if isinstance(v, (bool, np.bool_)):
         return int(v)
     if isinstance(v, (list, tuple)):
@@ -645,14 +650,14 @@ def _nc_attr(v):
     return v
 
 
-def write_results(results: xr.Dataset, path) -> Path:
+def write_results(results: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     """Write an analysis results Dataset to netCDF (strings as variable-length strings)."""
     path = Path(path)
     write_netcdf_atomic(results, path)
     return path
 
 
-def read_results(path) -> xr.Dataset:
+def read_results(path: str | os.PathLike[str]) -> xr.Dataset:
     """Read a results Dataset written by :func:`write_results` (any bandscope version): names
     renamed since it was written are mapped to the current ones (:func:`bandscope.schema.upgrade`)."""
     path = Path(path)

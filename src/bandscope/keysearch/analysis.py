@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
 from .. import schema
@@ -26,8 +28,11 @@ from .options import DEFAULT_GAMMA_WINDOWS, DEFAULT_WINDOWS, AnalysisOptions
 __all__ = ["analyze", "AnalysisOptions", "DEFAULT_WINDOWS", "DEFAULT_GAMMA_WINDOWS",
            "collect_runs", "stack"]
 
+#: what :func:`analyze` accepts: one run, a stacked Dataset, a list of runs or a dict name -> run
+RunInput = xr.Dataset | Sequence[xr.Dataset] | Mapping[str, xr.Dataset]
+
 # --------------------------------------------------------------------------- inputs
-def _trim_padding(ds, name):
+def _trim_padding(ds: xr.Dataset, name: str) -> xr.Dataset:
     """Drop trailing NaN-padded checkpoints; padding anywhere else is an error."""
     if "checkpoint" not in ds.dims:
         raise ValueError(f"run {name!r} has no 'checkpoint' dimension; dims are {dict(ds.sizes)}")
@@ -46,7 +51,26 @@ def _trim_padding(ds, name):
     return ds
 
 
-def collect_runs(run_or_runs):
+def _unstack(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
+    """``(name, run)`` of each run of a stacked Dataset (``run`` dim; its ``arch`` and ``seed``
+    coordinates become each run's attrs)."""
+    names = ds["run"].values.tolist() if "run" in ds.coords else [f"run{i}" for i in range(ds.sizes["run"])]
+    items = []
+    for i, nm in enumerate(names):
+        one = ds.isel(run=i)
+        attrs = dict(ds.attrs)
+        for key in ("arch", "seed"):
+            if key in one.coords or key in one.data_vars:
+                attrs[key] = one[key].values.item()
+                one = one.drop_vars(key)
+        one = one.drop_vars("run", errors="ignore")
+        attrs["name"] = str(nm)
+        one.attrs = attrs
+        items.append((str(nm), one))
+    return items
+
+
+def collect_runs(run_or_runs: RunInput) -> list[tuple[str, xr.Dataset]]:
     """Normalise the accepted inputs to a list of ``(name, run Dataset)``.
 
     Accepts one run Dataset; a stacked Dataset with a ``run`` dim (trailing NaN padding of
@@ -54,25 +78,10 @@ def collect_runs(run_or_runs):
     made unique with ``#2``, ``#3``, ...); or a dict name → run. Every run is validated with
     :func:`bandscope.run.validate_run` after its padding is dropped.
     """
-    items = []
+    items: list[tuple[str, Any]] = []  # each checked to be a Dataset below
     if isinstance(run_or_runs, xr.Dataset):
         ds = run_or_runs
-        if "run" in ds.dims:
-            names = (ds["run"].values.tolist() if "run" in ds.coords
-                     else [f"run{i}" for i in range(ds.sizes["run"])])
-            for i, nm in enumerate(names):
-                one = ds.isel(run=i)
-                attrs = dict(ds.attrs)
-                for key in ("arch", "seed"):
-                    if key in one.coords or key in one.data_vars:
-                        attrs[key] = one[key].values.item()
-                        one = one.drop_vars(key)
-                one = one.drop_vars("run", errors="ignore")
-                attrs["name"] = str(nm)
-                one.attrs = attrs
-                items.append((str(nm), one))
-        else:
-            items.append((str(ds.attrs.get("name", "run")), ds))
+        items = _unstack(ds) if "run" in ds.dims else [(str(ds.attrs.get("name", "run")), ds)]
     elif isinstance(run_or_runs, Mapping):
         items = [(str(k), v) for k, v in run_or_runs.items()]
     elif isinstance(run_or_runs, Sequence) and not isinstance(run_or_runs, str):
@@ -107,7 +116,7 @@ def collect_runs(run_or_runs):
 
 
 # --------------------------------------------------------------------------- stacking
-def stack(runs):
+def stack(runs: Sequence[tuple[str, xr.Dataset]]) -> xr.Dataset:
     """Stack ``collect_runs`` output into one Dataset (run, checkpoint, band), NaN-padded at the
     end of shorter runs (``step`` -1 there), with coords run, band, checkpoint, arch, seed."""
     names = [nm for nm, _ in runs]
@@ -133,7 +142,7 @@ def stack(runs):
                                          dtype=np.int64))})
 
 
-def _warn_unsaturated(fl, opts):
+def _warn_unsaturated(fl: xr.Dataset, opts: AnalysisOptions) -> None:
     sat = fl["saturated"].values
     if sat.all():
         return
@@ -152,7 +161,8 @@ def _warn_unsaturated(fl, opts):
         UserWarning, stacklevel=3)
 
 
-def _no_window_reasons(fits, fit_n, windows_crossed, q0_nan):
+def _no_window_reasons(fits: xr.Dataset, fit_n: npt.NDArray[np.integer], windows_crossed: npt.NDArray[np.bool_],
+                       q0_nan: npt.NDArray[np.bool_]) -> xr.Dataset:
     """Say why an omitted fit had no active window (no crossing at all)."""
     reason = fits.variables["reason"].values.copy()
     no_cross = (fit_n == 0) & ~windows_crossed & (fits.variables["status"].values == "omitted")
@@ -165,7 +175,7 @@ def _no_window_reasons(fits, fit_n, windows_crossed, q0_nan):
 
 
 # --------------------------------------------------------------------------- analysis
-def analyze(run_or_runs, options=None, **overrides):
+def analyze(run_or_runs: RunInput, options: AnalysisOptions | None = None, **overrides: Any) -> xr.Dataset:
     """Key-search analysis of one or many runs → results Dataset (``docs/format.md``).
 
     Per run: floors (A.9; both conventions, ``floor`` selects which defines the residual),
@@ -216,7 +226,7 @@ def analyze(run_or_runs, options=None, **overrides):
                              f"min_points = {opts.min_points} for the full-loss fit)")
     st = stack(runs)
     L, s = st["band_loss"], st["param_time"]
-    fit_kw = {"deflation": opts.deflation, "min_points": opts.min_points,
+    fit_kw: dict[str, Any] = {"deflation": opts.deflation, "min_points": opts.min_points,
               "fallback": opts.fallback, "n_starts": opts.n_starts}
 
     # floors (A.9), each run on its own checkpoints
@@ -251,8 +261,10 @@ def analyze(run_or_runs, options=None, **overrides):
                      order, gam)
 
 
-def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total, recon, order,
-              gam):
+def _assemble(st: xr.Dataset, opts: AnalysisOptions, fl: xr.Dataset, floor: xr.DataArray, R: xr.DataArray,
+              Rtot: xr.DataArray, cross: xr.DataArray, onset: xr.DataArray, width: xr.DataArray, aw: xr.Dataset,
+              fits: xr.Dataset, total: xr.Dataset, recon: xr.Dataset, order: xr.Dataset,
+              gam: xr.Dataset) -> xr.Dataset:
     """The results Dataset: data from the steps, dims and attrs from :mod:`bandscope.schema`."""
     from .. import __version__
 
@@ -260,7 +272,7 @@ def _assemble(st, opts, fl, floor, R, Rtot, cross, onset, width, aw, fits, total
            "time": st["param_time"].attrs.get("units", ""), "k": opts.k, "floor": opts.floor,
            "deflation": f"{opts.deflation:g}", "saturation_tol_pct": opts.saturation_tol_pct}
     rwb = ("run", "window", "band")
-    def vals(da, dims):
+    def vals(da: xr.DataArray, dims: tuple[str, ...]) -> npt.NDArray[Any]:
         return np.asarray(da.values if da.dims == dims else da.transpose(*dims).values)
 
     data = {

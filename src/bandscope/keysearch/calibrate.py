@@ -12,10 +12,19 @@ record per (run, curve, prefix) with the prefix's observables and the truth;
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .conformal import Calibration, fit_calibration
 from .forecasting import _curve_features, _forecast_curves, prefix_length
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    import numpy.typing as npt
+    import xarray as xr
 
 __all__ = ["late_truth", "prefix_records", "calibrate", "leave_one_run_out", "CALIBRATION_PREFIXES",
            "TRUTH_FRACTION", "SATURATION_TOL_PCT"]
@@ -28,7 +37,7 @@ TRUTH_FRACTION = 0.1
 SATURATION_TOL_PCT = 2.0
 
 
-def late_truth(Y, axis=-1):
+def late_truth(Y: npt.ArrayLike, axis: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(truth, saturated, range)`` of curves Y (C, K): the mean of the last
     ``max(ceil(0.1 K), 1)`` checkpoints, drift over the last 5 < 2 % of max - min, and max - min.
 
@@ -51,7 +60,7 @@ def late_truth(Y, axis=-1):
     return truth, drift < SATURATION_TOL_PCT, rng
 
 
-def _curves(run):
+def _curves(run: xr.Dataset | tuple[npt.ArrayLike, npt.ArrayLike]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(s, Y (C, K), labels) of a run Dataset (bands then the full loss) or a plain series."""
     import xarray as xr
 
@@ -67,7 +76,9 @@ def _curves(run):
     return np.asarray(s, dtype=np.float64), np.asarray(y, dtype=np.float64)[None, :], ["series"]
 
 
-def prefix_records(runs, prefixes=CALIBRATION_PREFIXES, *, names=None, saturated_only=True):
+def prefix_records(runs: Sequence[xr.Dataset | tuple[npt.ArrayLike, npt.ArrayLike]],
+                   prefixes: Sequence[float] = CALIBRATION_PREFIXES, *, names: Sequence[str] | None = None,
+                   saturated_only: bool = True) -> list[dict[str, Any]]:
     """One record per (run, curve, prefix): the prefix's observables and the late truth.
 
     Parameters
@@ -121,7 +132,7 @@ def prefix_records(runs, prefixes=CALIBRATION_PREFIXES, *, names=None, saturated
     return recs
 
 
-def calibrate(records, source="") -> Calibration:
+def calibrate(records: Sequence[Mapping[str, Any]], source: str = "") -> Calibration:
     """A :class:`Calibration` from the ``ok`` records of :func:`prefix_records`."""
     ok = [r for r in records if r["status"] == "ok" and np.isfinite(r["truth"])]
     if not ok:
@@ -132,7 +143,8 @@ def calibrate(records, source="") -> Calibration:
     return fit_calibration(ok, runs=sorted({r["run"] for r in ok}), source=source)
 
 
-def leave_one_run_out(records, confidence=0.95, calibration_records=None):
+def leave_one_run_out(records: Sequence[Mapping[str, Any]], confidence: float = 0.95,
+                      calibration_records: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Each ``ok`` record's point and interval from a calibration without its own run.
 
     ``calibration_records`` (default ``records``) is the corpus; a record's own run is left

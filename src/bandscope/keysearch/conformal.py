@@ -27,8 +27,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any
+
+    import numpy.typing as npt
 
 __all__ = ["conformal_bounds", "point_and_scale", "stage_of", "Calibration", "fit_calibration",
            "STAGE_EDGES", "K_GRID"]
@@ -39,14 +47,14 @@ STAGE_EDGES = (0.01, 0.03, 0.08, 0.2)
 K_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 
-def _ranks(m, confidence):
+def _ranks(m: int, confidence: float) -> tuple[int, int]:
     a = round(1.0 - float(confidence), 12)  # 1 - 0.9 is 0.0999...98 in floating point
     lo = math.floor((m + 1) * a / 2.0 + 1e-9)
     hi = math.ceil((m + 1) * (1.0 - a / 2.0) - 1e-9)
     return lo, hi
 
 
-def conformal_bounds(scores, confidence=0.95):
+def conformal_bounds(scores: npt.ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
     """Split-conformal lower and upper score quantiles of signed scores (module docstring).
 
     ``(r_lo, r_hi)``: the ⌊(m+1)α/2⌋-th and ⌈(m+1)(1-α/2)⌉-th smallest of the m finite scores
@@ -66,7 +74,7 @@ def conformal_bounds(scores, confidence=0.95):
     return r_lo, r_hi
 
 
-def _conformal_bounds_oracle(scores, confidence=0.95):
+def _conformal_bounds_oracle(scores: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
     """Slow obvious oracle of :func:`conformal_bounds`: the smallest score with at least
     ``1 - α/2`` of the m + 1 (scores plus +inf) at or below it, and its mirror image."""
     s = [float(v) for v in scores if np.isfinite(v)]
@@ -85,7 +93,7 @@ def _conformal_bounds_oracle(scores, confidence=0.95):
     return lo, hi
 
 
-def stage_of(drop_half, range_seen):
+def stage_of(drop_half: npt.ArrayLike, range_seen: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Observable stage of a prefix: ``drop_half / range_seen`` (0 = the second half of the
     fitted checkpoints did not fall at all), and its group index by :data:`STAGE_EDGES`."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -93,7 +101,8 @@ def stage_of(drop_half, range_seen):
     return st, np.searchsorted(np.asarray(STAGE_EDGES), st, side="right")
 
 
-def point_and_scale(last, floor_ens, spread, drop_half, noise, k):
+def point_and_scale(last: npt.ArrayLike, floor_ens: npt.ArrayLike, spread: npt.ArrayLike, drop_half: npt.ArrayLike,
+                    noise: npt.ArrayLike, k: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Point ``last + k (floor_ens - last)`` and scale ``u = spread + drop_half + 2 noise``
     (all ≥ 0; a tiny positive floor keeps u > 0) of a floor forecast: the disagreement of the
     plausible families, how much the curve still fell in the second half of the fit, and the
@@ -120,20 +129,21 @@ class Calibration:
     stage_edges: tuple = STAGE_EDGES
     format: str = "bandscope-forecast-calibration/1"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"format": self.format, "stage_edges": list(self.stage_edges), "k": [float(v) for v in self.k],
                 "scores": [[float(v) for v in s] for s in self.scores], "runs": list(self.runs),
                 "source": self.source}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Calibration:
+    def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
         if d.get("format") != "bandscope-forecast-calibration/1":
             raise ValueError(f"not a bandscope forecast calibration (format {d.get('format')!r}); "
                              "make one with `bandscope forecast --calibrate RUNS --calibration-out OUT.json`")
         return cls(k=list(d["k"]), scores=[list(s) for s in d["scores"]], runs=list(d.get("runs", [])),
                    source=str(d.get("source", "")), stage_edges=tuple(d["stage_edges"]))
 
-    def interval(self, last, floor_ens, spread, drop_half, noise, range_seen, confidence=0.95):
+    def interval(self, last: float, floor_ens: float, spread: float, drop_half: float, noise: float,
+                 range_seen: float, confidence: float = 0.95) -> tuple[float, float, float, int, int]:
         """``(point, low, high, group, n_scores)`` of one forecast (scalars)."""
         _, g = stage_of(drop_half, range_seen)
         g = int(g)
@@ -142,7 +152,8 @@ class Calibration:
         return float(p), float(p + u * r_lo), float(p + u * r_hi), g, len(self.scores[g])
 
 
-def _fit_k(cols, grp, prefix, n_groups, fold=None, min_cell=5):
+def _fit_k(cols: Mapping[str, np.ndarray], grp: np.ndarray, prefix: np.ndarray, n_groups: int,
+           fold: np.ndarray | None = None, min_cell: int = 5) -> np.ndarray:
     """Shrinkage weight of each stage group: the k of :data:`K_GRID` minimising
     (lexicographically) the largest and then the mean, over the group's cells (prefixes, or
     prefix × ``fold``; cells with at least ``min_cell`` records), of
@@ -169,7 +180,8 @@ def _fit_k(cols, grp, prefix, n_groups, fold=None, min_cell=5):
     return k
 
 
-def fit_calibration(records, *, runs=(), source="") -> Calibration:
+def fit_calibration(records: Sequence[Mapping[str, Any]], *, runs: Iterable[str] = (),
+                    source: str = "") -> Calibration:
     """Fit the shrinkage weights and collect the scores of a calibration corpus.
 
     Parameters
@@ -199,7 +211,7 @@ def fit_calibration(records, *, runs=(), source="") -> Calibration:
 SHIPPED = "forecast_calibration.json"
 
 
-def load_calibration(path=None) -> Calibration:
+def load_calibration(path: Calibration | str | os.PathLike[str] | None = None) -> Calibration:
     """The calibration in ``path`` (JSON of :meth:`Calibration.to_dict`), or the shipped one.
 
     Examples

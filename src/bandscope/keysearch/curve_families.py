@@ -30,37 +30,44 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import numpy.typing as npt
 
 __all__ = ["pow3", "weibull_onset", "exp3", "two_phase", "saturated", "FAMILIES", "Family", "fit_family",
            "FamilyFit"]
 
 
-def pow3(x, c, a, b, alpha):
+def pow3(x: npt.ArrayLike, c: float, a: float, b: float, alpha: float) -> np.ndarray:
     """Power law with floor ``c + a (1 + x/b)^(-alpha)`` (Domhan et al. 2015, pow3)."""
     return c + a * (1.0 + np.asarray(x, dtype=np.float64) / b) ** (-alpha)
 
 
-def weibull_onset(x, c, a, w, beta, d):
+def weibull_onset(x: npt.ArrayLike, c: float, a: float, w: float, beta: float, d: float) -> np.ndarray:
     """Weibull with floor and onset ``c + a exp(-((x - d)_+ / w)^beta)`` (key search Eq. 4, A.9)."""
     z = np.clip(np.asarray(x, dtype=np.float64) - d, 0.0, None) / w
     with np.errstate(over="ignore"):
         return c + a * np.exp(-np.minimum(z ** beta, 745.0))
 
 
-def exp3(x, c, a, w):
+def exp3(x: npt.ArrayLike, c: float, a: float, w: float) -> np.ndarray:
     """Exponential decay with floor ``c + a exp(-x / w)`` (the Weibull at beta = 1)."""
     return c + a * np.exp(-np.minimum(np.asarray(x, dtype=np.float64) / w, 745.0))
 
 
-def two_phase(x, c, a1, w1, a2, w2):
+def two_phase(x: npt.ArrayLike, c: float, a1: float, w1: float, a2: float, w2: float) -> np.ndarray:
     """Two exponential phases with a common floor ``c + a1 exp(-x/w1) + a2 exp(-x/w2)``."""
     x = np.asarray(x, dtype=np.float64)
     return c + a1 * np.exp(-np.minimum(x / w1, 745.0)) + a2 * np.exp(-np.minimum(x / w2, 745.0))
 
 
-def saturated(x, c, a, xk, e=1e-2):
+def saturated(x: npt.ArrayLike, c: float, a: float, xk: float, e: float = 1e-2) -> np.ndarray:
     """Already saturated: ``c + a (log(xk + e) - log(x + e))_+``, flat at ``c`` after the knot ``xk``."""
     x = np.asarray(x, dtype=np.float64)
     return c + a * np.clip(np.log(xk + e) - np.log(x + e), 0.0, None)
@@ -87,33 +94,33 @@ class Family:
         return len(self.params)
 
 
-def _level_guess(y):
+def _level_guess(y: np.ndarray) -> tuple[float, float]:
     n = y.size
     tail = y[max(n - 3, 0):]
     return float(max(np.median(tail), 0.0)), float(max(y[: max(n // 5, 1)].max() - np.median(tail), 1e-6))
 
 
-def _g_pow3(x, y, e):
+def _g_pow3(x: np.ndarray, y: np.ndarray, e: float) -> list[np.ndarray]:
     c, a = _level_guess(y)
     return [np.array([c * f, a + c * (1 - f), b, al]) for f in (0.9, 0.5) for b, al in ((0.05, 0.5), (0.2, 1.5))]
 
 
-def _g_weibull(x, y, e):
+def _g_weibull(x: np.ndarray, y: np.ndarray, e: float) -> list[np.ndarray]:
     c, a = _level_guess(y)
     return [np.array([c * 0.95, a, w, be, 0.0]) for w in (0.1, 0.4) for be in (0.7, 1.5)]
 
 
-def _g_exp(x, y, e):
+def _g_exp(x: np.ndarray, y: np.ndarray, e: float) -> list[np.ndarray]:
     c, a = _level_guess(y)
     return [np.array([c * 0.95, a, w]) for w in (0.05, 0.3, 1.0)]
 
 
-def _g_two(x, y, e):
+def _g_two(x: np.ndarray, y: np.ndarray, e: float) -> list[np.ndarray]:
     c, a = _level_guess(y)
     return [np.array([c * 0.9, 0.7 * a, 0.03, 0.3 * a, w2]) for w2 in (0.3, 1.0)]
 
 
-def _g_sat(x, y, e):
+def _g_sat(x: np.ndarray, y: np.ndarray, e: float) -> list[np.ndarray]:
     c, a = _level_guess(y)
     return [np.array([c, a / np.log((k + e) / e), k]) for k in (0.3, 0.7)]
 
@@ -121,23 +128,23 @@ def _g_sat(x, y, e):
 _BIG = np.inf
 
 
-def _b_pow3(x, e):
+def _b_pow3(x: np.ndarray, e: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array([0.0, 0.0, 1e-4, 0.01]), np.array([_BIG, _BIG, 1e3, 8.0])
 
 
-def _b_weibull(x, e):
+def _b_weibull(x: np.ndarray, e: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array([0.0, 0.0, 1e-3, 0.05, 0.0]), np.array([_BIG, _BIG, 1e4, 8.0, 0.5])
 
 
-def _b_exp(x, e):
+def _b_exp(x: np.ndarray, e: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array([0.0, 0.0, 1e-3]), np.array([_BIG, _BIG, 1e4])
 
 
-def _b_two(x, e):
+def _b_two(x: np.ndarray, e: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array([0.0, 0.0, 1e-3, 0.0, 1e-3]), np.array([_BIG, _BIG, 1e4, _BIG, 1e4])
 
 
-def _b_sat(x, e):
+def _b_sat(x: np.ndarray, e: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array([0.0, 0.0, 0.0]), np.array([_BIG, _BIG, 1.0])
 
 
@@ -169,7 +176,7 @@ class FamilyFit:
         return float(self.theta[0])
 
 
-def _scale_theta(fam: Family, th, span, yscale):
+def _scale_theta(fam: Family, th: npt.ArrayLike, span: float, yscale: float) -> np.ndarray:
     """Parameters of the unit-scaled fit in the caller's units (loss and time scales)."""
     out = np.array(th, dtype=np.float64)
     for j, name in enumerate(fam.params):
@@ -180,7 +187,7 @@ def _scale_theta(fam: Family, th, span, yscale):
     return out
 
 
-def _prepare(x, y):
+def _prepare(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, float, float, float]:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
@@ -193,7 +200,7 @@ def _prepare(x, y):
     return xs, ys, span, yscale, e
 
 
-def _fit_family_scipy(family, x, y, *, max_nfev=300) -> FamilyFit:
+def _fit_family_scipy(family: str, x: npt.ArrayLike, y: npt.ArrayLike, *, max_nfev: int = 300) -> FamilyFit:
     """Slow obvious oracle of :func:`fit_family`: ``scipy.optimize.least_squares`` over all
     parameters from several starts of the family's ``guess`` (the best is kept).
 
@@ -228,7 +235,7 @@ def _fit_family_scipy(family, x, y, *, max_nfev=300) -> FamilyFit:
         with np.errstate(invalid="ignore"):
             t0 = np.where(t0 >= hi, hi - 1e-9 - 1e-6 * np.abs(np.where(np.isfinite(hi), hi, 0.0)), t0)
 
-        def res(t):
+        def res(t: np.ndarray) -> np.ndarray:
             r = fam.model(xs, t, e) - ys
             return np.where(np.isfinite(r), r, 1e3)
 
@@ -249,7 +256,7 @@ def _fit_family_scipy(family, x, y, *, max_nfev=300) -> FamilyFit:
 # Each family is linear in its amplitudes (c and the a's) for fixed nonlinear parameters, so the
 # fit profiles them out exactly (non-negative least squares by enumerating active sets, m <= 3)
 # on a grid of the nonlinear parameters, zooms once onto the best cell, and keeps the best point.
-def _basis(name, xs, nl, e):
+def _basis(name: str, xs: np.ndarray, nl: np.ndarray, e: float) -> np.ndarray:
     """Basis columns (G, n, m) of family ``name`` at nonlinear grid points ``nl`` (G, q)."""
     X = xs[None, :]
     one = np.ones((nl.shape[0], xs.size))
@@ -272,7 +279,7 @@ def _basis(name, xs, nl, e):
     return np.stack(cols, axis=2)
 
 
-def _grid_axes(name, e):
+def _grid_axes(name: str, e: float) -> list[np.ndarray]:
     """Nonlinear parameter axes (unit-scaled data) searched by the kernel."""
     lg = np.geomspace
     if name == "pow3":
@@ -288,7 +295,7 @@ def _grid_axes(name, e):
     raise KeyError(name)
 
 
-def _nnls_small(F, y):
+def _nnls_small(F: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact NNLS ``min ||F θ - y||, θ >= 0`` for a stack of small designs F (G, n, m), m <= 3,
     by enumerating active sets. Returns ``(theta (G, m), sse (G,))``."""
     G, n, m = F.shape
@@ -317,11 +324,11 @@ def _nnls_small(F, y):
 _N_STAGES = 4  # the grid, then three zooms
 
 
-def _mesh(axes):
+def _mesh(axes: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
 
 
-def fit_family(family, x, y) -> FamilyFit:
+def fit_family(family: str, x: npt.ArrayLike, y: npt.ArrayLike) -> FamilyFit:
     """Least-squares fit of one curve family to one curve (linear scale, key search §5.2).
 
     The amplitudes (c, a, ...) are profiled out exactly (bounded linear least squares) on a
@@ -370,7 +377,7 @@ def fit_family(family, x, y) -> FamilyFit:
     return FamilyFit(fam.name, _scale_theta(fam, th, span, yscale), sse * yscale ** 2, int(xs.size), fam.p)
 
 
-def _assemble(name, lin, nl):
+def _assemble(name: str, lin: np.ndarray, nl: np.ndarray) -> np.ndarray:
     """Family parameter vector (in :attr:`Family.params` order) from amplitudes and nonlinear ones."""
     if name == "pow3":
         return np.array([lin[0], lin[1], nl[0], nl[1]])

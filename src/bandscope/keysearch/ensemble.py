@@ -15,16 +15,24 @@ the observables the calibrated interval of :mod:`bandscope.keysearch.conformal` 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .curve_families import FAMILIES, fit_family
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    import numpy.typing as npt
 
 __all__ = ["ensemble_curve", "bic_weights", "ensemble_features", "FEATURES"]
 
 _MIN_W_RANGE = 0.05
 
 
-def bic_weights(sse, n, p, n_eff):
+def bic_weights(sse: npt.ArrayLike, n: int, p: npt.ArrayLike, n_eff: float) -> np.ndarray:
     """Normalised evidence weights ``exp(-ΔBIC/2)`` of families with SSEs ``sse`` and parameter
     counts ``p`` fitted to the same n points, with ``BIC = n_eff log(SSE/n) + p log n_eff``
     (key search A.11 with the effective n of B.2). Families with a non-finite SSE get weight 0.
@@ -48,7 +56,7 @@ def bic_weights(sse, n, p, n_eff):
     return w / w.sum()
 
 
-def _n_eff(resid):
+def _n_eff(resid: npt.ArrayLike) -> float:
     e = np.asarray(resid, dtype=np.float64)
     n = e.size
     if n < 4 or not np.any(e):
@@ -58,7 +66,7 @@ def _n_eff(resid):
     return float(np.clip(n * (1 - r1) / (1 + r1), 3.0, n))
 
 
-def ensemble_curve(x, y, families=None) -> dict:
+def ensemble_curve(x: np.ndarray, y: np.ndarray, families: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit every family to one curve and weigh them by evidence.
 
     Parameters
@@ -118,7 +126,8 @@ def ensemble_curve(x, y, families=None) -> dict:
 FEATURES = ("last", "floor_ens", "spread", "drop_half", "noise", "range_seen")
 
 
-def ensemble_features(x, y, noise_sd=0.0, families=None) -> dict:
+def ensemble_features(x: np.ndarray, y: np.ndarray, noise_sd: float = 0.0,
+                      families: Sequence[str] | None = None) -> dict[str, Any]:
     """:func:`ensemble_curve` plus the observables of the calibrated forecast.
 
     ``last``: the latest value; ``drop_half``: the fall over the second half of the fitted

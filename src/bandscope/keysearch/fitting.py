@@ -27,8 +27,21 @@ Bounds (B.1): ``A > 0``, ``ω > 0``, ``β ∈ [0.05, 8]``. The exponential is th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable, Mapping, Sequence
+    from typing import Any, Literal
+
+    import numpy.typing as npt
+    import xarray as xr
+
+    #: a float or an array of floats (the model functions and BIC broadcast)
+    _Num = float | np.ndarray
+    #: the two models of key search 5.2
+    Model = Literal["weibull", "exponential"]
 
 BETA_MIN = 0.05
 BETA_MAX = 8.0
@@ -43,7 +56,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- model shapes
-def weibull(s, A, omega, beta):
+def weibull(s: _Num, A: _Num, omega: _Num, beta: _Num) -> np.ndarray:
     """Weibull residual ``R(s) = A · exp(-(s/ω)^β)`` (key search Eq. 4, s already rebased).
 
     Examples
@@ -57,7 +70,7 @@ def weibull(s, A, omega, beta):
     return A * np.exp(-np.power(np.clip(s, 0.0, None) / omega, beta))
 
 
-def exponential(s, A, omega):
+def exponential(s: _Num, A: _Num, omega: _Num) -> np.ndarray:
     """Exponential residual ``R(s) = A · exp(-s/ω)``: the Weibull with β = 1.
 
     Examples
@@ -69,7 +82,7 @@ def exponential(s, A, omega):
 
 
 # --------------------------------------------------------------------------- statistics
-def bic(sse, n, p):
+def bic(sse: _Num, n: _Num, p: _Num) -> np.ndarray:
     """Reduced BIC ``n log(SSE/n) + p log n`` (key search A.11).
 
     The dropped terms ``n log 2π + n`` cancel in ΔBIC for equal n. ``SSE <= 0`` (an exact
@@ -87,7 +100,7 @@ def bic(sse, n, p):
         return np.where(sse > 0, n * np.log(sse / n) + p * np.log(n), np.nan)
 
 
-def bic_eff(sse, n, p, deflation=10.0):
+def bic_eff(sse: _Num, n: _Num, p: _Num, deflation: _Num = 10.0) -> np.ndarray:
     """BIC with an effective sample size ``n_eff = n / deflation`` (key search B.2).
 
     ``n_eff log(SSE/n) + p log n_eff``: the per-point error variance SSE/n is kept, only the
@@ -117,7 +130,7 @@ def bic_eff(sse, n, p, deflation=10.0):
     return np.where((n_eff > 1) & (sse > 0), out, np.nan)
 
 
-def _bic_log(log_sse, n, p, n_eff):
+def _bic_log(log_sse: _Num, n: _Num, p: _Num, n_eff: _Num) -> np.ndarray:
     """``n_eff (log SSE - log n) + p log n_eff`` from log SSE (scale-free: log SSE of losses
     ~1e-200 is finite where SSE itself underflows). NaN where SSE = 0 (log = -inf), n_eff is
     NaN or n_eff <= 1 (non-positive penalty, see :func:`bic_eff`)."""
@@ -133,7 +146,7 @@ def _bic_log(log_sse, n, p, n_eff):
 _ACF_DIRECT_MAX = 256
 
 
-def _acf(e, valid=None, max_lag=None):
+def _acf(e: npt.ArrayLike, valid: np.ndarray | None = None, max_lag: int | None = None) -> np.ndarray:
     """Sample autocorrelation ρ_k, k = 0..N-1, of each row of ``e`` (C, N) over its valid
     points (``valid`` left-aligned: the first n of a row), as ``statsmodels.tsa.stattools.acf``
     (demeaned, ``adjusted=False``: both c_k and c_0 divided by n). NaN beyond n - 1 and for
@@ -170,7 +183,8 @@ def _acf(e, valid=None, max_lag=None):
     return np.where((lag < n[:, None]) & (n[:, None] >= 2) & (c[:, :1] > 0), rho, np.nan)
 
 
-def n_eff_acf(residuals, valid=None, p=3):
+def n_eff_acf(residuals: npt.ArrayLike, valid: np.ndarray | None = None,
+              p: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Effective sample size from the autocorrelation of fit residuals, per row (key search B.2).
 
     ``n_eff = n / τ`` with the integrated autocorrelation time ``τ = 1 + 2 Σ_{k=1..K} ρ_k``,
@@ -234,7 +248,8 @@ def n_eff_acf(residuals, valid=None, p=3):
     return np.where(flat | low, np.nan, ne), reason
 
 
-def r_squared(y, yhat, axis=-1, where=None):
+def r_squared(y: npt.ArrayLike, yhat: npt.ArrayLike, axis: int = -1,
+              where: npt.ArrayLike | None = None) -> np.ndarray:
     """Coefficient of determination on the linear scale, ``1 - SSE / Σ (y - ȳ)²`` (§5.2).
 
     Scale-free: y and yhat are divided by max |y| before squaring, so multiplying both by any
@@ -266,7 +281,7 @@ def r_squared(y, yhat, axis=-1, where=None):
 
 
 # --------------------------------------------------------------------------- start values
-def guess(s, R):
+def guess(s: npt.ArrayLike, R: npt.ArrayLike) -> dict[str, float]:
     """Start values ``{"A", "omega", "beta"}`` from a linearised Weibull fit.
 
     ``A₀ = R(s₀)`` (or max R if that is not positive); then for points with ``s > 0`` and
@@ -313,7 +328,8 @@ _A_TINY = 1e-8
 _START_BETAS = (None, 1.0, 0.5, 2.0, 4.0, 0.25, 1.5, 3.0)
 
 
-def start_values(s, R, n_starts=5, model="weibull"):
+def start_values(s: npt.ArrayLike, R: npt.ArrayLike, n_starts: int = 5,
+                 model: Model = "weibull") -> list[dict[str, float]]:
     """``n_starts`` start dicts for a multistart fit: :func:`guess` first, then the guess's
     (A, ω) with β = 1, 0.5, 2, 4, 0.25, 1.5, 3 (and ω scaled by 1/2, 2 beyond that).
 
@@ -347,11 +363,11 @@ class FitResult:
     reason: str = ""
     nfev: int = 0
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def lmfit_model(model="weibull"):
+def lmfit_model(model: Model = "weibull") -> Any:
     """An ``lmfit.Model`` of :func:`weibull` / :func:`exponential` with the B.1 bounds as
     parameter hints and a ``guess(data, s)`` method built on :func:`guess`.
 
@@ -378,7 +394,7 @@ def lmfit_model(model="weibull"):
     if model == "weibull":
         m.set_param_hint("beta", min=BETA_MIN, max=BETA_MAX)
 
-    def _guess(data, s, **kws):
+    def _guess(data: npt.ArrayLike, s: npt.ArrayLike, **kws: Any) -> Any:
         g = guess(s, data)
         if model == "exponential":
             g.pop("beta")
@@ -388,7 +404,7 @@ def lmfit_model(model="weibull"):
     return m
 
 
-def _lmfit_params(start, model, s_span):
+def _lmfit_params(start: Mapping[str, float], model: Model, s_span: float) -> Any:
     import lmfit
 
     p = lmfit.Parameters()
@@ -400,13 +416,14 @@ def _lmfit_params(start, model, s_span):
     return p
 
 
-def _lmfit_residual(params, s, R, model):
+def _lmfit_residual(params: Any, s: np.ndarray, R: np.ndarray, model: Model) -> np.ndarray:
     v = params.valuesdict()
     beta = v["beta"] if model == "weibull" else 1.0
     return weibull(s, v["A"], v["omega"], beta) - R
 
 
-def fit_lmfit(s, R, *, model="weibull", n_starts=5, starts=None, min_points=None):
+def fit_lmfit(s: npt.ArrayLike, R: npt.ArrayLike, *, model: Model = "weibull", n_starts: int = 5,
+              starts: Sequence[Mapping[str, float]] | None = None, min_points: int | None = None) -> FitResult:
     """Fit one curve with ``lmfit.minimize`` (least squares, bounds of B.1), multistart.
 
     Parameters
@@ -487,7 +504,8 @@ _GRID_BETA = np.geomspace(BETA_MIN, BETA_MAX, 16)
 _BETA_BRACKETS = ((BETA_MIN, 0.75), (0.75, 1.6), (1.6, BETA_MAX))
 
 
-def _profile(lx, pos, y, w, u, beta):
+def _profile(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, u: np.ndarray,
+             beta: np.ndarray) -> tuple[np.ndarray, ...]:
     """Profiled problem at (u, β) per curve: f, optimal A ≥ 0, weighted residual, SSE."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         z = np.where(pos, np.exp(beta[:, None] * (lx - u[:, None])), 0.0)
@@ -501,7 +519,8 @@ def _profile(lx, pos, y, w, u, beta):
     return z, f, A, r, np.einsum("ij,ij->i", r, r), sff
 
 
-def _grid_starts(lx, pos, y, w, fixed_beta):
+def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
+                 fixed_beta: float | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Best grid point per curve in each β bracket: list of (u, β) start arrays.
 
     The grid is 22 log ω × 16 β shared by all curves, plus, for the three largest β (nearly
@@ -518,7 +537,7 @@ def _grid_starts(lx, pos, y, w, fixed_beta):
     G = _GRID_U.size
     sse = np.full((C, betas.size, G + n_mid), np.inf)
 
-    def profiled_sse(f):
+    def profiled_sse(f: np.ndarray) -> np.ndarray:
         fw = f * w
         sff = np.einsum("ij,ij->i", fw, f)
         sfy = np.einsum("ij,ij->i", fw, y)
@@ -552,7 +571,9 @@ def _grid_starts(lx, pos, y, w, fixed_beta):
     return starts
 
 
-def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200, xtol=None):
+def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, u: np.ndarray, beta: np.ndarray,
+                 fixed_beta: float | None, max_iter: int = 200,
+                 xtol: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Batched Levenberg--Marquardt on the profiled (u = log ω, β) problem.
 
     Kaufman's variable-projection Jacobian ``J = (I - P_f) ∂(A f)/∂θ``; box β ∈ [0.05, 8]
@@ -631,7 +652,8 @@ def _lm_profiled(lx, pos, y, w, u, beta, fixed_beta, max_iter=200, xtol=None):
     return u, beta, sse, converged
 
 
-def _thin(lx, pos, y, w, m):
+def _thin(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
+          m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``m`` points of each curve (rows of the scaled arrays), evenly spaced in checkpoint index
     over its valid points, first and last included; a curve with at most ``m`` valid points is
     kept whole. Returns the same four arrays with ``m`` columns (padding: ``w = 0``)."""
@@ -651,7 +673,9 @@ def _thin(lx, pos, y, w, m):
             np.where(keep, y[rows, idx], 0.0), keep.astype(np.float64))
 
 
-def _multistart(lx, pos, y, w, fixed, max_iter, starts=None, xtol=None):
+def _multistart(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, fixed: float | None, max_iter: int,
+                starts: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                xtol: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batched LM from ``starts`` (default the grid starts of :func:`_grid_starts`) for all
     curves at once; per curve the start with the lowest SSE: ``(u, beta, converged)``."""
     if starts is None:
@@ -674,8 +698,9 @@ _FIT_BLOCK = 4096  # curves per batch of the solver
 _POLISH_XTOL = 1e-10  # |step| in (log ω, β) below which the full-data polish has converged
 
 
-def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=True,
-               n_starts=5, max_iter=200):
+def fit_curves(x: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = None, *, model: Model = "weibull",
+               min_points: int | None = None, fallback: bool = True, n_starts: int = 5,
+               max_iter: int = 200) -> dict[str, np.ndarray]:
     """Fit many curves at once (variable projection + batched LM; lmfit fallback).
 
     Parameters
@@ -823,8 +848,8 @@ def fit_curves(x, y, valid=None, *, model="weibull", min_points=None, fallback=T
     return out
 
 
-def compare_curves(x, y, valid=None, *, deflation=10.0, min_points=None, fallback=True,
-                   n_starts=5):
+def compare_curves(x: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = None, *, deflation: float = 10.0,
+                   min_points: int | None = None, fallback: bool = True, n_starts: int = 5) -> dict[str, np.ndarray]:
     """Weibull and exponential fits of the same curves plus BIC, ΔBIC and ΔBIC(n_eff).
 
     ``delta_bic = bic(sse_weibull, n, 3) - bic(sse_exp, n, 2)`` (A.11; negative favours
@@ -864,7 +889,7 @@ def compare_curves(x, y, valid=None, *, deflation=10.0, min_points=None, fallbac
     bea = np.where(oke, _bic_log(le, n, 2, ne_acf), np.nan)
     reason = wb["reason"].copy()
 
-    def note(c, text):
+    def note(c: int | np.integer, text: str) -> None:
         reason[c] = (reason[c] + "; " if reason[c] else "") + text
 
     for c in np.flatnonzero(okw & ~oke):
@@ -900,8 +925,9 @@ _COMPARE_OUT = {
 }
 
 
-def compare_windows(residual, param_time, fit_start, fit_n, *, dim="checkpoint",
-                    deflation=10.0, min_points=5, fallback=True, n_starts=5):
+def compare_windows(residual: xr.DataArray, param_time: xr.DataArray, fit_start: xr.DataArray | int,
+                    fit_n: xr.DataArray | int, *, dim: str = "checkpoint", deflation: float = 10.0,
+                    min_points: int = 5, fallback: bool = True, n_starts: int = 5) -> xr.Dataset:
     """Weibull vs exponential fits of labelled residual curves in given checkpoint windows.
 
     The labelled wrapper of :func:`compare_curves` (key search §5.2, §6.3, A.11, B.1, B.2):
@@ -945,8 +971,9 @@ def compare_windows(residual, param_time, fit_start, fit_n, *, dim="checkpoint",
                                n_starts=n_starts)[0]
 
 
-def compare_window_sets(sets, *, dim="checkpoint", deflation=10.0, min_points=5, fallback=True,
-                        n_starts=5):
+def compare_window_sets(sets: Sequence[tuple[xr.DataArray, xr.DataArray, xr.DataArray | int, xr.DataArray | int]], *,
+                        dim: str = "checkpoint", deflation: float = 10.0, min_points: int = 5, fallback: bool = True,
+                        n_starts: int = 5) -> list[xr.Dataset]:
     """:func:`compare_windows` of several sets of curves in one batch (one grid search and one
     batched Levenberg--Marquardt for all of them, which is what makes the analysis fast).
 
@@ -971,7 +998,8 @@ def compare_window_sets(sets, *, dim="checkpoint", deflation=10.0, min_points=5,
         fit_start, fit_n, template = xr.broadcast(fit_start, fit_n, template)
         out_dims, shape, K = fit_start.dims, fit_start.shape, residual.sizes[dim]
 
-        def curves(da, out_dims=out_dims, shape=shape, K=K):  # (C, K) view, broadcast, no copy
+        def curves(da: xr.DataArray, out_dims: tuple[Hashable, ...] = out_dims, shape: tuple[int, ...] = shape,
+                   K: int = K) -> np.ndarray:  # (C, K) view, broadcast, no copy
             own = [d for d in out_dims if d in da.dims]
             a = da.transpose(*own, dim).values
             a = a.reshape([da.sizes[d] if d in da.dims else 1 for d in out_dims] + [K])
@@ -1006,8 +1034,9 @@ def compare_window_sets(sets, *, dim="checkpoint", deflation=10.0, min_points=5,
     return out
 
 
-def band_sum(fits, residual, total_residual, param_time, fit_start, *, missing="nan",
-             dim="checkpoint"):
+def band_sum(fits: xr.Dataset, residual: xr.DataArray, total_residual: xr.DataArray, param_time: xr.DataArray,
+             fit_start: xr.DataArray, *, missing: Literal["nan", "observed"] = "nan",
+             dim: str = "checkpoint") -> xr.Dataset:
     """Band-fit reconstruction of the total residual, R̂_Σ = Σ_i R̂_i, and its R² (§6.3).
 
     ``R̂_i(s) = A_i exp(-((s - s_start,i)/ω_i)^β_i)`` for s after band i's window starts and
@@ -1042,7 +1071,8 @@ def band_sum(fits, residual, total_residual, param_time, fit_start, *, missing="
     lead = [d for d in fits["A"].dims if d != "band"]
     shape = tuple(fits.sizes[d] for d in lead)
 
-    def arr(da, dims):  # numpy view of ``da`` laid out as ``dims``, broadcast over fits' dims
+    def arr(da: xr.DataArray, dims: Sequence[Hashable]
+            ) -> np.ndarray:  # numpy view of ``da`` laid out as ``dims``, broadcast over fits' dims
         a = da.transpose(*[d for d in dims if d in da.dims]).values
         a = a.reshape([da.sizes[d] if d in da.dims else 1 for d in dims])
         return np.broadcast_to(a, [max(fits.sizes.get(d, 1), da.sizes.get(d, 1)) for d in dims])

@@ -56,6 +56,7 @@ that is not a significant rise); the fit failed (``"failed"``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -63,6 +64,16 @@ from scipy import stats
 
 from .. import schema
 from .fitting import BETA_MAX, BETA_MIN
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Mapping, Sequence
+    from typing import Any, Literal
+
+    import numpy.typing as npt
+    import pandas as pd
+
+    from .conformal import Calibration
 
 __all__ = ["forecast", "ForecastOptions", "STATUSES", "prefix_length"]
 
@@ -105,7 +116,7 @@ class ForecastOptions:
     min_points: int = 6
     autocorr: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (isinstance(self.level, (int, float)) and 0 < float(self.level) < 1):
             raise ValueError(f"level must be a residual fraction in (0, 1), e.g. 0.01; got {self.level!r}")
         if not (isinstance(self.confidence, (int, float)) and 0 < float(self.confidence) < 1):
@@ -129,7 +140,7 @@ def prefix_length(n_checkpoints: int, fraction: float) -> int:
 
 
 # --------------------------------------------------------------------------- kernel pieces
-def _noise_sd(y, w):
+def _noise_sd(y: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Robust checkpoint-to-checkpoint noise sd per curve from second differences (MAD)."""
     d = y[:, 2:] - 2 * y[:, 1:-1] + y[:, :-2]
     ok = w[:, 2:] * w[:, 1:-1] * w[:, :-2] > 0
@@ -140,7 +151,8 @@ def _noise_sd(y, w):
     return out
 
 
-def _qp(S1, Sf, Sff, Sy, Sfy, Syy):
+def _qp(S1: np.ndarray, Sf: np.ndarray, Sff: np.ndarray, Sy: np.ndarray, Sfy: np.ndarray,
+        Syy: np.ndarray) -> tuple[np.ndarray, ...]:
     """Bounded linear least squares min over c ≥ 0, A ≥ 0 of Σ w (y - c - A f)².
 
     All inputs broadcast; returns ``(c, A, sse, cu, Au, sse_u, det)`` (constrained optimum and
@@ -154,7 +166,7 @@ def _qp(S1, Sf, Sff, Sy, Sfy, Syy):
         Au = np.where(good, (S1 * Sfy - Sf * Sy) / sd, 0.0)
         cu = np.where(good, (Sy - Au * Sf) / np.where(S1 > 0, S1, 1.0), Sy / np.where(S1 > 0, S1, 1.0))
 
-    def sse(c, A):
+    def sse(c: np.ndarray | float, A: np.ndarray | float) -> np.ndarray:
         return Syy - 2 * c * Sy - 2 * A * Sfy + c * c * S1 + 2 * c * A * Sf + A * A * Sff
 
     sse_u = sse(cu, Au)
@@ -175,7 +187,8 @@ def _qp(S1, Sf, Sff, Sy, Sfy, Syy):
     return best_c, best_A, np.maximum(best, 0.0), cu, Au, np.maximum(sse_u, 0.0), det
 
 
-def _floor_range(T, S1, Sf, Sff, Sy, Syy, cu, Au, sse_u, det):
+def _floor_range(T: np.ndarray, S1: np.ndarray, Sf: np.ndarray, Sff: np.ndarray, Sy: np.ndarray, Syy: np.ndarray,
+                 cu: np.ndarray, Au: np.ndarray, sse_u: np.ndarray, det: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Range of c over ``{(c, A): SSE(c, A) ≤ T, c ≥ 0, A ≥ 0}`` at each grid point.
 
     The SSE is the quadratic ``sse_u + (θ - θu)ᵀ M (θ - θu)``, M = [[S1, Sf], [Sf, Sff]]. Its
@@ -205,7 +218,7 @@ def _floor_range(T, S1, Sf, Sff, Sy, Syy, cu, Au, sse_u, det):
     return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
 
 
-def _shape(xs, pos, v, b, d, lam):
+def _shape(xs: np.ndarray, pos: np.ndarray, v: np.ndarray, b: np.ndarray, d: np.ndarray, lam: float) -> np.ndarray:
     """f = exp(-Λ ((x - δ)₊ / (e^v - δ))^β) on per-curve axes: (C, Gv, Gb, Gd, n).
 
     ``xs`` (C, n) is s - s_start in units of the fitted span; v, b, d are (C, G·) axes
@@ -222,7 +235,8 @@ def _shape(xs, pos, v, b, d, lam):
     return np.where(pos[:, None, None, None, :], f, 1.0)
 
 
-def _grid_eval(xs, pos, w, y, v, b, d, lam):
+def _grid_eval(xs: np.ndarray, pos: np.ndarray, w: np.ndarray, y: np.ndarray, v: np.ndarray, b: np.ndarray,
+               d: np.ndarray, lam: float) -> dict[str, np.ndarray]:
     """Profiled (bounded linear) fit at every (v, β, δ) of per-curve axes; arrays (C, Gv, Gb, Gd)."""
     f = _shape(xs, pos, v, b, d, lam)
     C, n = xs.shape
@@ -242,7 +256,8 @@ def _grid_eval(xs, pos, w, y, v, b, d, lam):
                 sse_u=sse_u, det=det)
 
 
-def _threshold(sse_min, n, confidence, df=1, kappa=1.0):
+def _threshold(sse_min: np.ndarray, n: np.ndarray, confidence: float, df: int = 1,
+               kappa: np.ndarray | float = 1.0) -> np.ndarray:
     """``T = SSE_min (1 + κ df F_{df, n-5}(confidence) / (n-5))``: the F form of the
     profile-likelihood region for ``df`` parameters (Gaussian errors, unknown variance, 5
     parameters), widened by the sandwich/model variance ratio κ (:func:`_robust_factor`)."""
@@ -251,7 +266,9 @@ def _threshold(sse_min, n, confidence, df=1, kappa=1.0):
     return sse_min * (1.0 + kappa * fq / dof)
 
 
-def _robust_factor(xs, pos, w, resid, c, A, v, b, d, lam, autocorr):
+def _robust_factor(xs: np.ndarray, pos: np.ndarray, w: np.ndarray, resid: np.ndarray, c: np.ndarray, A: np.ndarray,
+                   v: np.ndarray, b: np.ndarray, d: np.ndarray, lam: float,
+                   autocorr: bool) -> tuple[np.ndarray, np.ndarray]:
     """Sandwich / model variance ratios κ of the floor and of log s_reach at the best fit.
 
     With J the Jacobian of the model in θ = (L∞, A, v, log β) at the optimum (onset fixed),
@@ -267,7 +284,7 @@ def _robust_factor(xs, pos, w, resid, c, A, v, b, d, lam, autocorr):
     h = 1e-5
     lb = np.log(b)
 
-    def fshape(vv, lbb):
+    def fshape(vv: np.ndarray, lbb: np.ndarray) -> np.ndarray:
         return _shape(xs, pos, vv[:, None], np.exp(lbb)[:, None], d[:, None], lam)[:, 0, 0, 0, :]
 
     f0 = fshape(v, lb)
@@ -301,7 +318,8 @@ def _robust_factor(xs, pos, w, resid, c, A, v, b, d, lam, autocorr):
     return np.clip(kf, 1.0, _KAPPA_MAX), np.clip(kr, 1.0, _KAPPA_MAX)
 
 
-def _polish(xs, pos, w, ys, c, A, v, b, d, lam):
+def _polish(xs: np.ndarray, pos: np.ndarray, w: np.ndarray, ys: np.ndarray, c: np.ndarray, A: np.ndarray,
+            v: np.ndarray, b: np.ndarray, d: np.ndarray, lam: float) -> tuple[np.ndarray, ...]:
     """Continuous least squares (scipy ``least_squares``, bounds as the grid) from the best grid
     point of each curve; returns the polished ``(c, A, v, β, δ, sse)`` (unchanged where the
     polish does not lower the SSE)."""
@@ -313,7 +331,7 @@ def _polish(xs, pos, w, ys, c, A, v, b, d, lam):
         k = np.flatnonzero(w[j] > 0)
         x, y, pj = xs[j, k], ys[j, k], pos[j, k]
 
-        def res(p, x=x, y=y, pj=pj):
+        def res(p: np.ndarray, x: np.ndarray = x, y: np.ndarray = y, pj: np.ndarray = pj) -> np.ndarray:
             cc, aa, vv, lbb, dd = p
             dist = np.exp(vv) - dd
             if not dist > 0:
@@ -341,8 +359,8 @@ def _polish(xs, pos, w, ys, c, A, v, b, d, lam):
     return c, A, v, b, d, sse
 
 
-def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_points=6,
-                     autocorr=True):
+def _forecast_curves(s: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = None, *, level: float = 0.01,
+                     confidence: float = 0.95, min_points: int = 6, autocorr: bool = True) -> dict[str, np.ndarray]:
     """Forecast many curves at once (the numpy kernel of :func:`forecast`).
 
     Parameters
@@ -551,8 +569,11 @@ def _forecast_curves(s, y, valid=None, *, level=0.01, confidence=0.95, min_point
 _VAR_NAMES = tuple(v.name for v in schema.KINDS["forecast"].variables.values() if v.dims == ("band",))
 
 
-def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, prefix=None,
-             options: ForecastOptions | None = None, calibration=None, param_time=None) -> xr.Dataset:
+def forecast(run: xr.Dataset | xr.DataArray | pd.Series | npt.ArrayLike, *, level: float = 0.01,
+             confidence: float = 0.95, min_points: int = 6, autocorr: bool = True, prefix: float | None = None,
+             options: ForecastOptions | None = None,
+             calibration: Calibration | str | os.PathLike[str] | Literal[False] | None = None,
+             param_time: npt.ArrayLike | None = None) -> xr.Dataset:
     """Forecast each band's and the full loss's floor and 1 %-crossing from a run in progress.
 
     Fits ``L(s) = L∞ + A exp(-((s - s_start)/ω)^β)`` (the Weibull of key search Eq. 4 with the
@@ -679,7 +700,7 @@ def forecast(run, *, level=0.01, confidence=0.95, min_points=6, autocorr=True, p
 
 
 # --------------------------------------------------------------------------- calibrated floors
-def _curve_features(s, Y, res):
+def _curve_features(s: np.ndarray, Y: np.ndarray, res: Mapping[str, np.ndarray]) -> list[dict[str, Any] | None]:
     """Ensemble features (:func:`bandscope.keysearch.ensemble.ensemble_features`) of every curve
     whose Weibull status is ``ok``, fitted from its start of decline; None for the others."""
     from .ensemble import ensemble_features
@@ -699,7 +720,8 @@ def _curve_features(s, Y, res):
     return feats
 
 
-def _apply_calibration(res, feats, calibration, confidence):
+def _apply_calibration(res: dict[str, np.ndarray], feats: Sequence[Mapping[str, Any] | None],
+                       calibration: Calibration, confidence: float) -> dict[str, np.ndarray]:
     """Replace the floor and its interval by the calibrated ensemble forecast (in place); the
     Weibull model's own numbers are kept as ``weibull_floor*``."""
     C = len(feats)
@@ -735,7 +757,7 @@ def _apply_calibration(res, feats, calibration, confidence):
     return res
 
 
-def stage_of_curve(f):
+def stage_of_curve(f: Mapping[str, Any]) -> tuple[float, int]:
     """``(stage, group)`` of a curve's features (:func:`bandscope.keysearch.conformal.stage_of`)."""
     from .conformal import stage_of
 
@@ -743,7 +765,8 @@ def stage_of_curve(f):
     return float(st), int(g)
 
 
-def _calibrated(s, Y, res, cal, confidence):
+def _calibrated(s: np.ndarray, Y: np.ndarray, res: dict[str, np.ndarray], cal: Calibration | None,
+                confidence: float) -> dict[str, np.ndarray]:
     """The calibrated floors of :func:`_apply_calibration`, or the Weibull's own (``cal`` None)
     with the ensemble variables left NaN."""
     C = Y.shape[0]
@@ -758,7 +781,7 @@ def _calibrated(s, Y, res, cal, confidence):
     return _apply_calibration(res, _curve_features(s, Y, res), cal, confidence)
 
 
-def _series_axis(y, param_time):
+def _series_axis(y: Any, param_time: npt.ArrayLike | None) -> tuple[np.ndarray, np.ndarray, str]:
     """``(s, y, name)`` of a plain series: numpy, list, pandas Series or a 1-d DataArray."""
     name = "series"
     if isinstance(y, xr.DataArray):
@@ -783,7 +806,7 @@ def _series_axis(y, param_time):
     return s, y, name
 
 
-def _valid_prefix(s, good, prefix, messages) -> int:
+def _valid_prefix(s: np.ndarray, good: np.ndarray, prefix: float | None, messages: tuple[str, str]) -> int:
     """Length of the forecast prefix: the valid points (NaN only as trailing padding), cut to
     ``prefix`` when given, on a non-decreasing time axis ``s``; ``messages`` words the two errors."""
     nan_msg, order_msg = messages
@@ -798,7 +821,8 @@ def _valid_prefix(s, good, prefix, messages) -> int:
     return K
 
 
-def _forecast_series(y, param_time, opts, prefix, cal):
+def _forecast_series(y: Any, param_time: npt.ArrayLike | None, opts: ForecastOptions, prefix: float | None,
+                     cal: Calibration | None) -> xr.Dataset:
     """:func:`forecast` of one plain scalar curve (a held-out loss, an LM's loss): 0-d variables
     named as the per-band ones, ``s_now`` and ``n_checkpoints``."""
     s, y, name = _series_axis(y, param_time)

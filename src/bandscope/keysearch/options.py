@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["AnalysisOptions", "DEFAULT_WINDOWS", "DEFAULT_GAMMA_WINDOWS"]
 
@@ -64,7 +66,7 @@ class AnalysisOptions:
     """
 
     windows: tuple = DEFAULT_WINDOWS
-    floor: str = "mean_last_k"
+    floor: Literal["mean_last_k", "final"] = "mean_last_k"
     k: int = 5
     deflation: float = 10.0
     min_points: int = 5
@@ -72,9 +74,9 @@ class AnalysisOptions:
     n_starts: int = 5
     gamma_windows: tuple = DEFAULT_GAMMA_WINDOWS
     fallback: bool = True
-    band_sum_missing: str = "nan"
+    band_sum_missing: Literal["nan", "observed"] = "nan"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         from .trajectory import threshold_pairs
 
@@ -111,7 +113,7 @@ class AnalysisOptions:
         put("fallback", bool(self.fallback))
 
     @classmethod
-    def resolve(cls, options=None, **overrides):
+    def resolve(cls, options: AnalysisOptions | None = None, **overrides: Any) -> AnalysisOptions:
         """``options`` (an :class:`AnalysisOptions` or None) with ``overrides`` applied."""
         base = cls() if options is None else options
         if not isinstance(base, cls):
@@ -123,12 +125,13 @@ class AnalysisOptions:
         return dataclasses.replace(base, **overrides) if overrides else base
 
     @property
-    def alphas(self):
+    def alphas(self) -> npt.NDArray[np.float64]:
         """Every threshold of every window, descending (the ``alpha`` coordinate)."""
         return np.array(sorted({a for w in self.windows for a in w}, reverse=True))
 
     @property
-    def window_labels(self):
+    def window_labels(self) -> list[str]:
+        """The windows as labels (`window_label`), in the order of `windows`."""
         from .trajectory import window_label
 
         return [window_label(h, lo) for h, lo in self.windows]

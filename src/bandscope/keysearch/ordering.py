@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 from scipy import stats
 
@@ -21,7 +22,8 @@ __all__ = ["spearman_rho", "band_ordering", "summarize_runs", "METRICS"]
 METRICS = ("onset", "width", "floor", "initial_residual")
 
 
-def _spearman(values, resolution, axis=-1):
+def _spearman(values: npt.ArrayLike, resolution: npt.ArrayLike,
+              axis: int = -1) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """Spearman ρ of each curve along ``axis`` against ``resolution``, NaN-aware.
 
     Returns ``(rho, n)`` with ``n`` the number of finite entries used.
@@ -58,7 +60,7 @@ def _spearman(values, resolution, axis=-1):
     return rho.reshape(v.shape[:-1]), n.reshape(v.shape[:-1])
 
 
-def spearman_rho(values, dim="band"):
+def spearman_rho(values: xr.DataArray, dim: str = "band") -> tuple[xr.DataArray, xr.DataArray]:
     """ρ between the ``band`` coordinate (resolution) and ``values`` along ``dim``.
 
     Returns ``(rho, n)`` DataArrays.
@@ -74,7 +76,8 @@ def spearman_rho(values, dim="band"):
                           output_core_dims=[[], []], kwargs={"axis": -1})
 
 
-def band_ordering(onset, width, floor, initial_residual, dim="band"):
+def band_ordering(onset: xr.DataArray, width: xr.DataArray, floor: xr.DataArray, initial_residual: xr.DataArray,
+                  dim: str = "band") -> xr.Dataset:
     """ρ for the four §6.2 descriptors, stacked along a ``metric`` dimension.
 
     ``floor`` and ``initial_residual`` do not depend on the window; they are broadcast
@@ -97,7 +100,7 @@ def band_ordering(onset, width, floor, initial_residual, dim="band"):
     return xr.Dataset({"rho": rho, "rho_n": n})
 
 
-def summarize_runs(da, dim="run"):
+def summarize_runs(da: xr.DataArray, dim: str = "run") -> xr.Dataset:
     """Across-run summary: ``median``, ``q25``, ``q75``, ``min``, ``max``, ``n_runs``.
 
     NaN runs are ignored (``n_runs`` counts the finite ones); all-NaN gives NaN.

@@ -26,6 +26,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -35,6 +36,13 @@ from ..errors import BandscopeInputError, input_error_from
 from ..io.atomic import write_tree_atomic
 from ..io.runfiles import _zarr_attr
 from ..io.zarrstore import check_zarr_store
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any
+
+    from .options import AnalysisOptions
 
 __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute_sweep",
            "local_cluster", "scheduler_client", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
@@ -47,7 +55,7 @@ _OPTIONAL = ("epoch", "arc_length", "mse")
 _NETCDF = (".nc", ".nc4", ".netcdf")
 
 
-def _read_lock():
+def _read_lock() -> Any:
     """One lock per process around reading run files: the netCDF-C / HDF5 libraries are not
     thread-safe (two threads opening files at once fail with "NetCDF: Can't open HDF5
     attribute"), so the threaded scheduler reads one file at a time and analyses in parallel.
@@ -58,7 +66,7 @@ def _read_lock():
 
 
 # --------------------------------------------------------------------------- files
-def find_run_files(paths_or_glob) -> list[Path]:
+def find_run_files(paths_or_glob: str | Path | Iterable[str | Path]) -> list[Path]:
     """Run files named by paths and/or glob patterns, in the order given.
 
     Each item is a path (kept as it is if it exists) or a glob pattern (``*``, ``?``, ``[``;
@@ -168,7 +176,7 @@ def _scan_zarr(path: Path) -> dict:
                 "arch": str(f.attrs.get("arch", "")), "seed": int(f.attrs.get("seed", -1))}
 
 
-def _wide_meta(path: Path, columns: list[str], n: int, read_columns) -> dict:
+def _wide_meta(path: Path, columns: list[str], n: int, read_columns: Callable[[Sequence[str]], Any]) -> dict:
     bands = tuple(sorted(int(c[5:]) for c in columns if c.startswith("band_") and c[5:].isdigit()))
     meta = {"n": n, "bands": bands, "vars": {v for v in _OPTIONAL if v in columns},
             "recorded": "", "arch": "", "seed": -1}
@@ -218,7 +226,8 @@ def _scan(path: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- lazy stack
-def _read_block(paths, names, n_checkpoints, bands, variables, dropna):
+def _read_block(paths: Sequence[str | os.PathLike[str]], names: Sequence[str], n_checkpoints: int,
+                bands: Sequence[int] | np.ndarray, variables: Iterable[str], dropna: bool) -> dict[str, np.ndarray]:
     """Read runs into padded arrays (the per-chunk task of :func:`open_runs`)."""
     n, nb = len(paths), len(bands)
     out = {"band_loss": np.full((n, n_checkpoints, nb), np.nan),
@@ -247,7 +256,8 @@ def _read_block(paths, names, n_checkpoints, bands, variables, dropna):
     return out
 
 
-def open_runs(paths_or_glob, *, chunk_runs: int = DEFAULT_CHUNK_RUNS, dropna: bool = False) -> xr.Dataset:
+def open_runs(paths_or_glob: str | Path | Iterable[str | Path], *,
+              chunk_runs: int = DEFAULT_CHUNK_RUNS, dropna: bool = False) -> xr.Dataset:
     """Open many run files as one lazy stack along ``run``, chunked by ``chunk_runs`` runs.
 
     Parameters
@@ -352,7 +362,7 @@ def _open_stacked_zarr(path: Path, chunk_runs: int) -> xr.Dataset:
     return ds.chunk({"run": chunk_runs, "checkpoint": -1, "band": -1})
 
 
-def write_stack_zarr(stack: xr.Dataset, path, *, chunk_runs: int | None = None) -> Path:
+def write_stack_zarr(stack: xr.Dataset, path: str | os.PathLike[str], *, chunk_runs: int | None = None) -> Path:
     """Write a stack of runs (lazy or not) to one Zarr store, chunk by chunk.
 
     The store (Zarr format 2, consolidated metadata, layout in ``docs/format.md``) holds the
@@ -376,7 +386,7 @@ def write_stack_zarr(stack: xr.Dataset, path, *, chunk_runs: int | None = None) 
 
 
 # --------------------------------------------------------------------------- analysis
-def _proxy_run(stack: xr.Dataset, n_checkpoints: int):
+def _proxy_run(stack: xr.Dataset, n_checkpoints: int) -> xr.Dataset:
     """A small run with the stack's bands and units: analysed once to learn the results'
     variables, dims, dtypes and attrs (the template of :func:`xarray.map_blocks`)."""
     from ..run import make_run
@@ -391,20 +401,21 @@ def _proxy_run(stack: xr.Dataset, n_checkpoints: int):
     return run
 
 
-def _analyze(runs, options, overrides: Mapping) -> xr.Dataset:
+def _analyze(runs: xr.Dataset, options: AnalysisOptions | None, overrides: Mapping[str, Any]) -> xr.Dataset:
     from .analysis import analyze
 
     return analyze(runs, **overrides) if options is None else analyze(runs, options, **overrides)
 
 
-def _option(options, overrides: Mapping, name: str, default):
+def _option(options: AnalysisOptions | None, overrides: Mapping[str, Any], name: str, default: Any) -> Any:
     """An analysis option from the keyword overrides, else the options object, else default."""
     if name in overrides:
         return overrides[name]
     return default if options is None else getattr(options, name, default)
 
 
-def _analyze_block(block: xr.Dataset, options, overrides: Mapping, checkpoints: np.ndarray,
+def _analyze_block(block: xr.Dataset, options: AnalysisOptions | None, overrides: Mapping[str, Any],
+                   checkpoints: np.ndarray,
                    names: list) -> xr.Dataset:
     """bandscope.analyze on one chunk of runs, padded to the sweep's checkpoints."""
     res = _analyze(block, options, overrides)
@@ -414,8 +425,8 @@ def _analyze_block(block: xr.Dataset, options, overrides: Mapping, checkpoints: 
     return res[names]
 
 
-def analyze_sweep(stack: xr.Dataset, options=None, *, chunk_runs: int | None = None,
-                  **overrides) -> xr.Dataset:
+def analyze_sweep(stack: xr.Dataset, options: AnalysisOptions | None = None, *, chunk_runs: int | None = None,
+                  **overrides: Any) -> xr.Dataset:
     """The key-search analysis of a stack of runs, lazily, one dask task per chunk of runs.
 
     Parameters
@@ -533,7 +544,7 @@ def compute_sweep(results: xr.Dataset, *, workers: int | None = None, progress: 
     return _tidy(out)
 
 
-def _active_client():
+def _active_client() -> Any:
     try:
         from dask.distributed import get_client
     except ImportError:  # pragma: no cover - distributed ships with the dask extra
@@ -544,14 +555,14 @@ def _active_client():
         return None
 
 
-def _warm():
+def _warm() -> None:
     """Import the analysis in a fresh worker (seconds: scipy, lmfit, statsmodels)."""
     import bandscope.io  # noqa: F401
     import bandscope.keysearch.analysis  # noqa: F401
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int):
+def local_cluster(workers: int) -> Iterator[Any]:
     """``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` and a ``Client``
     on it, closed on exit; yields the client. Workers start importing the analysis at once,
     so opening the run files inside the block overlaps with their start-up.
@@ -573,7 +584,7 @@ def local_cluster(workers: int):
 
 
 @contextlib.contextmanager
-def scheduler_client(address: str, *, timeout: float = 30.0):
+def scheduler_client(address: str, *, timeout: float = 30.0) -> Iterator[Any]:
     """A ``distributed.Client`` connected to an existing scheduler at ``address`` (e.g.
     ``"tcp://10.0.0.5:8786"``), closed on exit; the scheduler and its workers keep running.
 

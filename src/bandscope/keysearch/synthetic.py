@@ -67,7 +67,7 @@ def make_run_synthetic(
             raise ValueError(f"n_checkpoints must be >= 10, got {n_checkpoints!r}")
         total = max(50 * int(steps_per_epoch), n - 1)
         step = np.round(np.linspace(0.0, total, n)).astype(np.int64)
-        epochs = step * (50.0 / total)
+        epochs = (step * (50.0 / total)).astype(np.float64)
     b = 0.9 * jit(0.05)[0]
     s = b * step.astype(np.float64) ** gamma
     s_max = s[-1]

@@ -24,8 +24,15 @@ Conventions (decisions where the paper is silent are marked *choice*):
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
+
+#: float64 array (numpy kernels take array-likes and return this)
+F64 = npt.NDArray[np.float64]
 
 __all__ = [
     "floors", "residuals", "normalized_residual", "crossings", "active_windows",
@@ -34,7 +41,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- floors
-def _window_and_range(L, k, axis):
+def _window_and_range(L: npt.ArrayLike, k: int, axis: int) -> tuple[F64, int, F64, F64]:
     """Shared by the floor-window statistics: L as float64 with checkpoints last, k checked
     against the number of checkpoints, the band range max L - min L, and that range with 0
     replaced by 1 (a safe divisor)."""
@@ -47,14 +54,14 @@ def _window_and_range(L, k, axis):
     return L, k, rng, np.where(rng > 0, rng, 1.0)
 
 
-def _time_like(s, L, axis):
+def _time_like(s: npt.ArrayLike, L: F64, axis: int) -> F64:
     """Parameter time s as float64 laid out like ``L`` from :func:`_window_and_range`
     (checkpoints last): a 1-d s is broadcast, an n-d s has its ``axis`` moved last."""
     s = np.asarray(s, dtype=np.float64)
     return np.broadcast_to(s if s.ndim == 1 else np.moveaxis(s, axis, -1), L.shape)
 
 
-def _floors(L, k=5, axis=-1):
+def _floors(L: npt.ArrayLike, k: int = 5, axis: int = -1) -> tuple[F64, F64, F64, F64]:
     """Floor statistics along ``axis`` (checkpoints): returns
     ``(mean_last_k, final, convention_diff_pct, window_drift_pct)``.
 
@@ -71,7 +78,7 @@ def _floors(L, k=5, axis=-1):
     return mean_k, final, diff, drift
 
 
-def _window_trend(L, s, k=5, axis=-1):
+def _window_trend(L: npt.ArrayLike, s: npt.ArrayLike, k: int = 5, axis: int = -1) -> F64:
     """Net fall of L over the floor window by its least-squares line, % of the band's range.
 
     ``trend = -b · (s_K - s_{K-k+1}) / (max L - min L) · 100`` where ``b`` is the ordinary
@@ -92,7 +99,7 @@ def _window_trend(L, s, k=5, axis=-1):
     return np.where(rng > 0, -slope * span / safe * 100.0, np.where(ok, 0.0, np.nan))
 
 
-def _late_noise(L, s, k=5, axis=-1):
+def _late_noise(L: npt.ArrayLike, s: npt.ArrayLike, k: int = 5, axis: int = -1) -> F64:
     """Checkpoint-to-checkpoint noise of L late in the run, % of the band's range.
 
     Over the last ``m = min(K, 2k + 2)`` checkpoints (*choice*: 2k second differences, twice
@@ -120,7 +127,8 @@ def _late_noise(L, s, k=5, axis=-1):
     return np.where(n > 0, np.where(rng > 0, np.sqrt(var) * 100.0, 0.0), np.nan)
 
 
-def _floor_table(L, s=None, k=5, axis=-1):
+def _floor_table(L: npt.ArrayLike, s: npt.ArrayLike | None = None, k: int = 5,
+                 axis: int = -1) -> tuple[F64, ...]:
     """All floor statistics of curves that may end in NaN padding (a stack of runs of unequal
     length): ``(mean_last_k, final, diff_pct, drift_pct, trend_pct, noise_pct)``.
 
@@ -152,7 +160,8 @@ def _floor_table(L, s=None, k=5, axis=-1):
     return tuple(o.reshape(lead) for o in out)
 
 
-def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0, param_time=None):
+def floors(band_loss: xr.DataArray, k: int = 5, dim: str = "checkpoint", saturation_tol_pct: float = 2.0,
+           param_time: xr.DataArray | None = None) -> xr.Dataset:
     """Band floors under both conventions and how settled each band is (§5, A.9).
 
     Parameters
@@ -204,7 +213,7 @@ def floors(band_loss, k=5, dim="checkpoint", saturation_tol_pct=2.0, param_time=
     return out
 
 
-def residuals(band_loss, floor):
+def residuals(band_loss: xr.DataArray, floor: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     """R_i = L_i - L_i^∞ and R_tot = Σ_i R_i (= L_tot - Σ_i L_i^∞ exactly, A.9).
 
     Returns ``(residual, total_residual)`` as DataArrays (total sums over ``band``; a NaN
@@ -231,7 +240,7 @@ def residuals(band_loss, floor):
 _R0_ULPS = 16.0
 
 
-def _normalized_residual(R, axis=-1):
+def _normalized_residual(R: npt.ArrayLike, axis: int = -1) -> F64:
     """q = R / R(s_0) along ``axis``; NaN everywhere for a curve with R(s_0) ≤ 0 (or NaN).
 
     ``R(s_0) ≤ 16·eps·max|R|`` counts as 0: that is rounding of ``L - floor`` (e.g. a flat band
@@ -247,14 +256,14 @@ def _normalized_residual(R, axis=-1):
     return np.moveaxis(q, -1, axis)
 
 
-def normalized_residual(residual, dim="checkpoint"):
+def normalized_residual(residual: xr.DataArray, dim: str = "checkpoint") -> xr.DataArray:
     """q_i(s_k) = R_i(s_k) / R_i(s_0) (§5.1); NaN for bands with R_i(s_0) ≤ 0."""
     return xr.apply_ufunc(_normalized_residual, residual, input_core_dims=[[dim]],
                           output_core_dims=[[dim]], kwargs={"axis": -1},
                           dask="parallelized", output_dtypes=[float])
 
 
-def _crossings(q, s, alphas, axis=-1):
+def _crossings(q: npt.ArrayLike, s: npt.ArrayLike, alphas: npt.ArrayLike, axis: int = -1) -> F64:
     """α-crossings by the A.10 interpolation, vectorised over curves and alphas.
 
     Parameters
@@ -296,7 +305,8 @@ def _crossings(q, s, alphas, axis=-1):
     return np.where(has, c, np.nan)
 
 
-def crossings(residual, param_time, alphas, dim="checkpoint"):
+def crossings(residual: xr.DataArray, param_time: xr.DataArray, alphas: npt.ArrayLike,
+              dim: str = "checkpoint") -> xr.DataArray:
     """c_i(α) for every band and α (§5.1, A.10); adds an ``alpha`` dimension.
 
     Scale-invariant: multiplying all losses by c > 0 leaves q and hence c(α) unchanged.
@@ -323,7 +333,8 @@ def crossings(residual, param_time, alphas, dim="checkpoint"):
         "NaN if never crossed or R_i(s_0) <= 0")
 
 
-def onset_width(crossing, hi=0.95, lo=0.01, *, windows=None):
+def onset_width(crossing: xr.DataArray, hi: float = 0.95, lo: float = 0.01, *,
+                windows: Sequence[tuple[float, float]] | None = None) -> tuple[xr.DataArray, xr.DataArray]:
     """Onset τ = c(hi) and active width w = c(lo) - c(hi) (§5.1).
 
     With ``windows`` (a sequence of (hi, lo) threshold pairs) both get a ``window`` dim
@@ -344,16 +355,17 @@ def onset_width(crossing, hi=0.95, lo=0.01, *, windows=None):
     return c_hi, c_hi.copy(data=c_lo.values - c_hi.values)
 
 
-def _window_crossings(crossing, windows):
+def _window_crossings(crossing: xr.DataArray,
+                      windows: Sequence[tuple[float, float]]) -> tuple[xr.DataArray, xr.DataArray]:
     """c(hi) and c(lo) of each threshold pair along a new leading ``window`` dim (a numpy
     take along ``alpha``: the pairs' thresholds must be among the ``alpha`` coordinate)."""
     alphas = np.asarray(crossing["alpha"].values, dtype=np.float64)
     ax = crossing.get_axis_num("alpha")
     others = [d for d in crossing.dims if d != "alpha"]
-    coords = {"window": [window_label(h, lo) for h, lo in windows]}
+    coords: dict[Hashable, Any] = {"window": [window_label(h, lo) for h, lo in windows]}
     coords.update({k: v for k, v in crossing.coords.items() if "alpha" not in v.dims})
 
-    def pick(j):
+    def pick(j: int) -> xr.DataArray:
         idx = []
         for w in windows:
             hit = np.flatnonzero(alphas == w[j])
@@ -368,24 +380,26 @@ def _window_crossings(crossing, windows):
     return pick(0), pick(1)
 
 
-def threshold_pairs(windows):
+def threshold_pairs(windows: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     """Threshold pairs as floats, checked: at least one, each 0 < lo < hi < 1.
 
     >>> threshold_pairs([(0.95, 0.01)])
     [(0.95, 0.01)]
     """
-    windows = [(float(h), float(lo)) for h, lo in windows]
-    if not windows:
+    pairs = [(float(h), float(lo)) for h, lo in windows]
+    if not pairs:
         raise ValueError("windows must contain at least one (hi, lo) threshold pair")
-    for h, lo in windows:
+    for h, lo in pairs:
         if not 0 < lo < h < 1:
             raise ValueError(f"window thresholds must satisfy 0 < lo < hi < 1, got ({h}, {lo}); "
                              "give (hi, lo), e.g. (0.95, 0.01)")
-    return windows
+    return pairs
 
 
 # --------------------------------------------------------------------------- active windows
-def _active_window(s, c_hi, c_lo, axis=-1):
+def _active_window(s: npt.ArrayLike, c_hi: npt.ArrayLike, c_lo: npt.ArrayLike,
+                   axis: int = -1) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                            npt.NDArray[np.int64]]:
     """Active-window mask: checkpoints with c_hi < s_k < c_lo (strict; NaN s never included).
 
     Returns ``(mask, start, stop, n)``: ``mask`` has the shape of ``s`` broadcast against the
@@ -410,7 +424,8 @@ def _active_window(s, c_hi, c_lo, axis=-1):
     return mask, start, stop, n
 
 
-def active_windows(param_time, crossing, windows, dim="checkpoint"):
+def active_windows(param_time: xr.DataArray, crossing: xr.DataArray, windows: Sequence[tuple[float, float]],
+                   dim: str = "checkpoint") -> xr.Dataset:
     """Active windows for each (hi, lo) threshold pair (§5.1).
 
     Parameters
@@ -437,13 +452,13 @@ def active_windows(param_time, crossing, windows, dim="checkpoint"):
                             window_lo=("window", [lo for _, lo in windows]))
 
 
-def window_label(hi, lo):
+def window_label(hi: float, lo: float) -> str:
     """``"0.95/0.01"``-style label of a threshold pair.
 
     >>> window_label(0.9, 0.1)
     '0.90/0.10'
     """
-    def fmt(v):
+    def fmt(v: float) -> str:
         t = f"{v:.2f}"
         return t if float(t) == v else repr(float(v))
     return f"{fmt(hi)}/{fmt(lo)}"

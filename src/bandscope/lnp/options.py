@@ -48,7 +48,7 @@ class ReachOptions:
     probe_fraction: float = 0.1
     max_assignments: int = 2_000_000
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if int(self.last_k) < 1:
             raise BandscopeInputError(f"last_k = {self.last_k!r}: need at least one window; pass last_k >= 1")
         if self.slope_start is not None and int(self.slope_start) < 0:

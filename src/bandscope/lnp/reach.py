@@ -20,18 +20,24 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
 from ..errors import BandscopeInputError
 from .windows import ReachOptions, summarise_run
 
+#: the alternative hypothesis of a one-sided (or two-sided) permutation test
+Alternative = Literal["less", "greater", "two-sided"]
+
 __all__ = ["spearman", "n_assignments", "permutation_pvalue", "size_ordering", "by_size",
            "summarise_runs", "reach_analysis", "ORDERING_TESTS"]
 
 #: per-run quantities the analysis tests for the size ordering, with the predicted direction
-ORDERING_TESTS = {
+ORDERING_TESTS: dict[str, Alternative] = {
     "spectral_position_cross_last_mean": "less",
     "spectral_position_last_mean": "less",
     "heldout_loss_final": "less",
@@ -42,7 +48,7 @@ ORDERING_TESTS = {
 # --------------------------------------------------------------------------------------------
 # numpy kernels
 # --------------------------------------------------------------------------------------------
-def _ranks(x):
+def _ranks(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Ranks 1..n of ``x`` along the last axis, ties averaged."""
     x = np.asarray(x, dtype=np.float64)
     order = np.argsort(x, kind="stable")
@@ -55,7 +61,7 @@ def _ranks(x):
     return ranks
 
 
-def _pearson_rows(a, b):
+def _pearson_rows(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Pearson correlation of each row of ``a`` (n_rows, n) with the vector ``b`` (n)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -66,20 +72,20 @@ def _pearson_rows(a, b):
         return np.sum(a0 * b0, axis=-1) / denom
 
 
-def _spearman(x, y):
+def _spearman(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """Spearman ρ of two vectors (Pearson correlation of their average ranks)."""
     return float(_pearson_rows(_ranks(x)[None, :], _ranks(y))[0])
 
 
-def _assignments(counts):
+def _assignments(counts: Sequence[int]) -> npt.NDArray[np.int64]:
     """Every distinct assignment of n = sum(counts) slots to groups 0..G-1 with those counts.
 
     Returns an int array (n_assignments, n): row r gives each slot's group.
     """
     n = int(sum(counts))
-    rows = []
+    rows: list[npt.NDArray[np.int64]] = []
 
-    def fill(slots, group, current):
+    def fill(slots: list[int], group: int, current: npt.NDArray[np.int64]) -> None:
         if group == len(counts):
             rows.append(current.copy())
             return
@@ -92,7 +98,7 @@ def _assignments(counts):
     return np.asarray(rows, dtype=np.int64).reshape(-1, n)
 
 
-def _n_assignments(counts):
+def _n_assignments(counts: Iterable[int]) -> int:
     n = int(sum(counts))
     out = math.factorial(n)
     for c in counts:
@@ -100,7 +106,8 @@ def _n_assignments(counts):
     return out
 
 
-def _permutation_pvalue(groups, values, alternative="less", rtol=1e-12):
+def _permutation_pvalue(groups: npt.ArrayLike, values: npt.ArrayLike, alternative: Alternative = "less",
+                        rtol: float = 1e-12) -> tuple[float, float, int, int]:
     """Exact one-sided permutation p-value of Spearman ρ(groups, values) over group assignments.
 
     ``groups``: an ordered group key per run (e.g. n_parameters); ``values``: the quantity.
@@ -131,7 +138,7 @@ def _permutation_pvalue(groups, values, alternative="less", rtol=1e-12):
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
-def spearman(x, y) -> float:
+def spearman(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """Spearman rank correlation ρ (Pearson correlation of average ranks; ties averaged).
 
     Examples
@@ -142,7 +149,7 @@ def spearman(x, y) -> float:
     return _spearman(x, y)
 
 
-def n_assignments(counts) -> int:
+def n_assignments(counts: Iterable[int]) -> int:
     """Distinct assignments of runs to groups of the given sizes: n! / Π n_g! (multinomial).
 
     >>> n_assignments([2, 2, 2, 2])
@@ -151,7 +158,8 @@ def n_assignments(counts) -> int:
     return _n_assignments(counts)
 
 
-def permutation_pvalue(groups, values, alternative: str = "less", *, max_assignments: int = 2_000_000) -> dict:
+def permutation_pvalue(groups: npt.ArrayLike, values: npt.ArrayLike, alternative: Alternative = "less", *,
+                       max_assignments: int = 2_000_000) -> dict[str, Any]:
     """Exact permutation test of Spearman ρ between a group key and a per-run value.
 
     Enumerates every distinct assignment of the runs to the groups (each group keeps its
@@ -195,7 +203,7 @@ def permutation_pvalue(groups, values, alternative: str = "less", *, max_assignm
             "n_runs": int(g.size), "n_groups": int(counts.size)}
 
 
-def summarise_runs(runs, options: ReachOptions | None = None) -> xr.Dataset:
+def summarise_runs(runs: Sequence[xr.Dataset], options: ReachOptions | None = None) -> xr.Dataset:
     """Per-run summaries (:func:`bandscope.lnp.windows.summarise_run`) stacked on dim ``run``.
 
     Window quantities are padded with NaN to the longest window list (``lnp_window``), the
@@ -220,7 +228,7 @@ def summarise_runs(runs, options: ReachOptions | None = None) -> xr.Dataset:
     return out
 
 
-def by_size(summary: xr.Dataset, quantities=None) -> xr.Dataset:
+def by_size(summary: xr.Dataset, quantities: Iterable[str] | None = None) -> xr.Dataset:
     """Mean, standard deviation (ddof 1; NaN for one run) and run count of per-run scalars by size.
 
     Groups the runs of :func:`summarise_runs` by ``n_parameters``; dim ``size`` (coordinate:
@@ -250,7 +258,8 @@ def by_size(summary: xr.Dataset, quantities=None) -> xr.Dataset:
         coords={"size": ("size", sizes.astype(np.int64), reach_attrs("size")), "quantity": scalars})
 
 
-def size_ordering(summary: xr.Dataset, tests=None, *, max_assignments: int = 2_000_000) -> xr.Dataset:
+def size_ordering(summary: xr.Dataset, tests: Mapping[str, Alternative] | None = None, *,
+                  max_assignments: int = 2_000_000) -> xr.Dataset:
     """Exact permutation tests of the size ordering of per-run quantities (module docstring).
 
     ``tests``: quantity name -> alternative (default :data:`ORDERING_TESTS`: P_AB and P last-window
@@ -263,7 +272,8 @@ def size_ordering(summary: xr.Dataset, tests=None, *, max_assignments: int = 2_0
 
     tests = dict(ORDERING_TESTS if tests is None else tests)
     tests = {q: a for q, a in tests.items() if q in summary}
-    rows = {k: [] for k in ("rho", "p_value", "n_assignments", "n_as_extreme", "n_runs", "n_groups")}
+    rows: dict[str, list[Any]] = {k: [] for k in ("rho", "p_value", "n_assignments", "n_as_extreme", "n_runs",
+                                                  "n_groups")}
     for q, alt in tests.items():
         r = permutation_pvalue(summary["n_parameters"].values, summary[q].values, alt,
                                max_assignments=max_assignments)
@@ -278,7 +288,7 @@ def size_ordering(summary: xr.Dataset, tests=None, *, max_assignments: int = 2_0
     return ds
 
 
-def reach_analysis(runs, options: ReachOptions | None = None) -> xr.Dataset:
+def reach_analysis(runs: Sequence[xr.Dataset], options: ReachOptions | None = None) -> xr.Dataset:
     """The spectral-reach analysis of runs with LNP: per run, by size, and the size-ordering tests.
 
     ``summarise_runs(runs)`` merged with ``by_size(...)`` and ``size_ordering(...)``; every

@@ -22,11 +22,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from .. import schema
+
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    import numpy.typing as npt
+
+    #: a statistic: a DataArray (labelled), or a number or array (plain)
+    _Stat = xr.DataArray | npt.ArrayLike
+    #: window labels: a DataArray or array along the step dim, a log_windows Dataset, or None (the coord)
+    _Window = xr.DataArray | xr.Dataset | npt.ArrayLike | None
 
 __all__ = [
     "lnp_components",
@@ -47,7 +58,8 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # numpy kernels
 # --------------------------------------------------------------------------------------------
-def _spectral_position(dot, la, na, lb=None, nb=None):
+def _spectral_position(dot: npt.ArrayLike, la: npt.ArrayLike, na: npt.ArrayLike, lb: npt.ArrayLike | None = None,
+                       nb: npt.ArrayLike | None = None) -> np.ndarray:
     """P = dot / (la na) (self) or dot / sqrt(la lb na nb) (cross); elementwise."""
     dot = np.asarray(dot, dtype=np.float64)
     la = np.asarray(la, dtype=np.float64)
@@ -60,13 +72,14 @@ def _spectral_position(dot, la, na, lb=None, nb=None):
         return dot / (np.sqrt(la * lb) * np.sqrt(na * nb))
 
 
-def _invalid_reason(named: Sequence[tuple[str, np.ndarray]], *, dot=None, nonneg_dot=False):
+def _invalid_reason(named: Sequence[tuple[str, np.ndarray]], *, dot: npt.ArrayLike | None = None,
+                    nonneg_dot: bool = False) -> np.ndarray:
     """Per-element reason ('' when valid) why P is meaningless for these statistics."""
     arrays = [np.asarray(a, dtype=np.float64) for _, a in named]
     shape = np.broadcast_shapes(*(a.shape for a in arrays), *(() if dot is None else (np.shape(dot),)))
     reason = np.full(shape, "", dtype=object)
 
-    def mark(mask, text):
+    def mark(mask: np.ndarray, text: str) -> None:
         mask = np.broadcast_to(mask, shape)
         empty = (reason == "") & mask
         reason[empty] = text
@@ -83,19 +96,20 @@ def _invalid_reason(named: Sequence[tuple[str, np.ndarray]], *, dot=None, nonneg
     return reason.astype(str)
 
 
-def _normalise_scales(loss_scale, network_scale, n_units):
+def _normalise_scales(loss_scale: npt.ArrayLike, network_scale: npt.ArrayLike,
+                      n_units: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(M * L, N / M): batch-size normalised loss and network scales (appendix A.2)."""
     m = np.asarray(n_units, dtype=np.float64)
     return np.asarray(loss_scale, dtype=np.float64) * m, np.asarray(network_scale, dtype=np.float64) / m
 
 
-def _inverse_participation_ratio(eigenvalues, axis=-1):
+def _inverse_participation_ratio(eigenvalues: npt.ArrayLike, axis: int = -1) -> np.ndarray:
     """sum(lam^2) / sum(lam)^2 along ``axis``."""
     lam = np.asarray(eigenvalues, dtype=np.float64)
     return np.sum(lam**2, axis=axis) / np.sum(lam, axis=axis) ** 2
 
 
-def _top_fraction_mask(values, labels, fraction):
+def _top_fraction_mask(values: npt.ArrayLike, labels: npt.ArrayLike, fraction: float) -> npt.NDArray[np.bool_]:
     """Boolean mask keeping, inside each label group, the ceil(fraction * n) largest values."""
     values = np.asarray(values, dtype=np.float64)
     labels = np.asarray(labels)
@@ -115,7 +129,7 @@ def _top_fraction_mask(values, labels, fraction):
 # --------------------------------------------------------------------------------------------
 # public, labelled API
 # --------------------------------------------------------------------------------------------
-def _as_da(x, name):
+def _as_da(x: _Stat, name: str) -> xr.DataArray:
     if isinstance(x, xr.DataArray):
         return x.rename(name)
     arr = np.asarray(x, dtype=np.float64)
@@ -126,7 +140,7 @@ def _as_da(x, name):
     return xr.DataArray(arr, dims=tuple(f"dim_{i}" for i in range(arr.ndim)), name=name)
 
 
-def _check_units(n_units, name):
+def _check_units(n_units: _Stat | None, name: str) -> _Stat | None:
     if n_units is None:
         return None
     m = np.asarray(n_units.values if isinstance(n_units, xr.DataArray) else n_units, dtype=float)
@@ -135,7 +149,8 @@ def _check_units(n_units, name):
     return n_units
 
 
-def spectral_position(grad_dot, loss_scale, network_scale, loss_scale_b=None, network_scale_b=None):
+def spectral_position(grad_dot: _Stat, loss_scale: _Stat, network_scale: _Stat, loss_scale_b: _Stat | None = None,
+                      network_scale_b: _Stat | None = None) -> xr.DataArray | np.ndarray:
     """Spectral position from the three LNP statistics (no validity checks; see lnp_components).
 
     Self: ``P = ||grad L||^2 / (loss_scale * network_scale)`` (spectral reach Eq. 49);
@@ -160,7 +175,8 @@ def spectral_position(grad_dot, loss_scale, network_scale, loss_scale_b=None, ne
     return _spectral_position(*args)
 
 
-def normalise_scales(loss_scale, network_scale, n_units):
+def normalise_scales(loss_scale: npt.ArrayLike, network_scale: npt.ArrayLike,
+                     n_units: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Batch-size normalised scales ``(M * loss_scale, network_scale / M)`` (appendix A.2).
 
     M is the number of loss-reduction units of the loss as reduced (N samples for a per-sample
@@ -177,16 +193,16 @@ def normalise_scales(loss_scale, network_scale, n_units):
 
 
 def lnp_components(
-    loss_scale,
-    network_scale,
-    grad_norm_sq=None,
+    loss_scale: _Stat,
+    network_scale: _Stat,
+    grad_norm_sq: _Stat | None = None,
     *,
-    n_units=None,
-    grad_dot=None,
-    loss_scale_b=None,
-    network_scale_b=None,
-    n_units_b=None,
-    invalid: str = "nan",
+    n_units: _Stat | None = None,
+    grad_dot: _Stat | None = None,
+    loss_scale_b: _Stat | None = None,
+    network_scale_b: _Stat | None = None,
+    n_units_b: _Stat | None = None,
+    invalid: Literal["nan", "raise"] = "nan",
 ) -> xr.Dataset:
     """LNP components ℒ, 𝒩, P (self and/or cross), raw and batch-size normalised.
 
@@ -302,7 +318,7 @@ def lnp_components(
     return ds
 
 
-def hutchinson_standard_error(probes, per_sample=None) -> float:
+def hutchinson_standard_error(probes: npt.ArrayLike, per_sample: npt.ArrayLike | None = None) -> float:
     """Standard error of a Hutchinson trace estimate averaged over probes (LNP.md, estimating 𝒩).
 
     ``probes``: the estimate of each probe (length n_probes). ``per_sample`` (n_probes, N),
@@ -327,7 +343,8 @@ def hutchinson_standard_error(probes, per_sample=None) -> float:
     return float(vals.std(ddof=1) / np.sqrt(k))
 
 
-def position_standard_error(position, network_scale, network_scale_se):
+def position_standard_error(position: npt.ArrayLike, network_scale: npt.ArrayLike,
+                            network_scale_se: npt.ArrayLike) -> float | np.ndarray:
     """First-order standard error of P = ||∇L||²/(ℒ𝒩) from the error of 𝒩: |P| · se(𝒩)/𝒩.
 
     Examples
@@ -342,7 +359,8 @@ def position_standard_error(position, network_scale, network_scale_se):
     return float(out) if np.ndim(out) == 0 else out
 
 
-def band_spectral_position(band_grad_norm_sq, band_loss_scale, network_scale):
+def band_spectral_position(band_grad_norm_sq: npt.ArrayLike, band_loss_scale: npt.ArrayLike,
+                           network_scale: float | np.ndarray) -> np.ndarray:
     """Per-band spectral position P_i = ||Jᵀg_i||² / (||g_i||² 𝒩) (LNP.md, band-resolved; NaN if g_i = 0).
 
     Examples
@@ -356,7 +374,8 @@ def band_spectral_position(band_grad_norm_sq, band_loss_scale, network_scale):
         return np.where(bls > 0, bsq / (bls * network_scale), np.nan)
 
 
-def kernel_lnp(kernel, g, kernel_ab=None, g_b=None, kernel_bb=None) -> dict:
+def kernel_lnp(kernel: npt.ArrayLike, g: npt.ArrayLike, kernel_ab: npt.ArrayLike | None = None,
+               g_b: npt.ArrayLike | None = None, kernel_bb: npt.ArrayLike | None = None) -> dict[str, Any]:
     """LNP components straight from the eNTK (the definition; an oracle for small models).
 
     Self: ℒ = ||g||^2, 𝒩 = Tr K, ||grad L||^2 = g^T K g, and P also as the eigen-sum
@@ -394,7 +413,7 @@ def kernel_lnp(kernel, g, kernel_ab=None, g_b=None, kernel_bb=None) -> dict:
     return out
 
 
-def inverse_participation_ratio(eigenvalues, dim: str | None = None):
+def inverse_participation_ratio(eigenvalues: _Stat, dim: str | None = None) -> xr.DataArray | np.ndarray | float:
     """Σλ² / (Σλ)²: P at initialisation for a teacher in the kernel's RKHS (spectral reach A.4).
 
     Examples
@@ -470,7 +489,7 @@ def log_windows(n_windows: int, steps_per_window: int, total_steps: int, first_s
     )
 
 
-def _window_labels(values: xr.DataArray, window, dim):
+def _window_labels(values: xr.DataArray, window: _Window, dim: str) -> xr.DataArray:
     if window is None:
         if "lnp_window" in values.coords:
             return values.coords["lnp_window"]
@@ -485,7 +504,7 @@ def _window_labels(values: xr.DataArray, window, dim):
     return window.rename("lnp_window")
 
 
-def window_mean(values: xr.DataArray, window=None, dim: str = "lnp_step") -> xr.DataArray:
+def window_mean(values: xr.DataArray, window: _Window = None, dim: str = "lnp_step") -> xr.DataArray:
     """Average of ``values`` over each measurement window (NaN ignored); dim becomes ``lnp_window``.
 
     Examples
@@ -500,7 +519,8 @@ def window_mean(values: xr.DataArray, window=None, dim: str = "lnp_step") -> xr.
     return out
 
 
-def top_fraction(values: xr.DataArray, window=None, fraction: float = 0.1, dim: str = "lnp_step") -> xr.DataArray:
+def top_fraction(values: xr.DataArray, window: _Window = None, fraction: float = 0.1,
+                 dim: str = "lnp_step") -> xr.DataArray:
     """Keep, in each window, the top ``fraction`` of values (ceil of the count); others NaN.
 
     The filter of spectral reach appendix C.1 (top 10 % of P per window, against late
@@ -526,12 +546,12 @@ def top_fraction(values: xr.DataArray, window=None, fraction: float = 0.1, dim: 
 def probe_ratio(
     p_pretrained: xr.DataArray,
     p_random: xr.DataArray,
-    bins=10,
+    bins: int | Sequence[float] = 10,
     *,
     dim: str = "lnp_step",
     fraction: float | None = 0.1,
-    window_pretrained=None,
-    window_random=None,
+    window_pretrained: _Window = None,
+    window_random: _Window = None,
 ) -> xr.DataArray:
     """Spectral-position ratio ⟨P_pretrained⟩_τ / ⟨P_random⟩_τ over normalised time (Eq. 12/55).
 
@@ -581,7 +601,7 @@ def probe_ratio(
 
 
 def random_feature_lnp(alpha: float, n_samples: int = 400, dim: int = 200, width: int = 2000,
-                       n_teachers: int = 1, seed: int = 0) -> dict:
+                       n_teachers: int = 1, seed: int = 0) -> dict[str, Any]:
     """The random-feature check (spectral reach §3.2, appendices A.4, B.2.5) for one feature draw.
 
     Gaussian inputs with covariance eigenvalues ∝ k^-α (trace 1), frozen variance-preserving

@@ -16,7 +16,10 @@ Numpy kernels are ``_name(..., axis)``; the public functions take and return xar
 """
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
 from ..errors import BandscopeInputError
@@ -43,14 +46,15 @@ QUANTITIES = {
 # --------------------------------------------------------------------------------------------
 # numpy kernels
 # --------------------------------------------------------------------------------------------
-def _gradient_cosine(dot, sq_a, sq_b):
+def _gradient_cosine(dot: npt.ArrayLike, sq_a: npt.ArrayLike, sq_b: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """dot / sqrt(sq_a sq_b), elementwise; NaN where a squared norm is not positive."""
     dot, sq_a, sq_b = (np.asarray(v, dtype=np.float64) for v in (dot, sq_a, sq_b))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((sq_a > 0) & (sq_b > 0), dot / np.sqrt(sq_a * sq_b), np.nan)
 
 
-def _loglog_slope(step, values, start, axis=-1, min_points=3):
+def _loglog_slope(step: npt.ArrayLike, values: npt.ArrayLike, start: float, axis: int = -1,
+                  min_points: int = 3) -> npt.NDArray[np.float64]:
     """Least-squares slope of log(values) on log(step) over step >= start (finite, positive values).
 
     NaN where fewer than ``min_points`` points qualify. ``step`` broadcasts against ``values``.
@@ -72,7 +76,8 @@ def _loglog_slope(step, values, start, axis=-1, min_points=3):
     return out
 
 
-def _last_finite(values, k, axis=-1):
+def _last_finite(values: npt.ArrayLike, k: int,
+                 axis: int = -1) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Mean and standard deviation (ddof 1) of the last ``k`` finite entries along ``axis``."""
     v = np.moveaxis(np.asarray(values, dtype=np.float64), axis, -1)
     mean, sd = np.full(v.shape[:-1], np.nan), np.full(v.shape[:-1], np.nan)
@@ -88,7 +93,8 @@ def _last_finite(values, k, axis=-1):
 # --------------------------------------------------------------------------------------------
 # public, labelled API
 # --------------------------------------------------------------------------------------------
-def gradient_cosine(grad_dot, grad_norm_sq, grad_norm_sq_b):
+def gradient_cosine(grad_dot: xr.DataArray | npt.ArrayLike, grad_norm_sq: xr.DataArray | npt.ArrayLike,
+                    grad_norm_sq_b: xr.DataArray | npt.ArrayLike) -> xr.DataArray | npt.NDArray[np.float64]:
     """Cosine between the update-batch and held-out gradients, cos(∇L_A, ∇L_B).
 
     ``cos = ∇L_B·∇L_A / sqrt(‖∇L_A‖² ‖∇L_B‖²)``. With the LNP definitions (LNP.md)
@@ -120,7 +126,7 @@ def _per_step(run: xr.Dataset, name: str) -> xr.DataArray | None:
         need = ("lnp_grad_dot", "lnp_grad_norm_sq", "lnp_grad_norm_sq_b")
         if not all(v in run for v in need):
             return None
-        return gradient_cosine(*(run[v] for v in need))
+        return cast(xr.DataArray, gradient_cosine(*(run[v] for v in need)))
     return run[var] if var in run else None
 
 
@@ -153,7 +159,8 @@ def window_means(run: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def loglog_slope(values: xr.DataArray, step, start: float = 0.0, dim: str = "lnp_window") -> xr.DataArray:
+def loglog_slope(values: xr.DataArray, step: xr.DataArray | npt.ArrayLike, start: float = 0.0,
+                 dim: str = "lnp_window") -> xr.DataArray:
     """Least-squares slope of log(values) on log(step) over the entries with step >= ``start``.
 
     ``d log Q / d log step``: a power law Q ∝ step^a gives ``a``; about 0 once Q has flattened

@@ -31,10 +31,19 @@ the paper's values (:mod:`bandscope.report.paper`) beside ours.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from ..keysearch.ordering import METRICS, summarize_runs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Mapping, Sequence
+    from typing import Any
+
+    import numpy.typing as npt
+    import xarray as xr
 from . import paper
 from . import verdict as V
 
@@ -48,7 +57,7 @@ METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i
 _METRIC_NAMES = METRIC_NAMES
 
 
-def _primary(results, window):
+def _primary(results: xr.Dataset, window: str | None) -> str:
     if window is None:
         return str(results["window"].values[0])
     labels = [str(w) for w in results["window"].values]
@@ -57,19 +66,19 @@ def _primary(results, window):
     return window
 
 
-def _wins(dbic):
+def _wins(dbic: npt.ArrayLike) -> str:
     d = np.asarray(dbic, dtype=np.float64)
     d = d[np.isfinite(d)]
     return f"{int((d < 0).sum())}/{d.size}"
 
 
-def _median(x):
+def _median(x: np.ndarray) -> float:
     x = np.asarray(x, dtype=np.float64)
     x = x[np.isfinite(x)]
     return float(np.median(x)) if x.size else np.nan
 
 
-def _band_stats(arrays, deflation):
+def _band_stats(arrays: Mapping[str, npt.ArrayLike], deflation: float) -> dict[str, Any]:
     """Medians of the fit statistics over the fits in ``arrays`` (name → 1-d numpy array of
     the fits, ``status`` among them); only fits with status ``"ok"`` enter."""
     ok = np.asarray(arrays["status"]) == "ok"
@@ -90,7 +99,7 @@ def _band_stats(arrays, deflation):
 _FIT_STATS = ("status", "r2", "beta", "delta_bic", "delta_bic_neff", "delta_bic_acf")
 
 
-def table_b2(results, window=None):
+def table_b2(results: xr.Dataset, window: str | None = None) -> pd.DataFrame:
     """Per-band Weibull vs exponential medians across runs plus an overall row (B.2).
 
     Parameters
@@ -114,7 +123,7 @@ def table_b2(results, window=None):
     return df
 
 
-def table_b31(results, *, b2=None):
+def table_b31(results: xr.Dataset, *, b2: Callable[[str], pd.DataFrame] | None = None) -> pd.DataFrame:
     """R², β and ΔBIC medians per band under every window side by side (B.3.1).
 
     Columns are a MultiIndex (window, statistic); NaN where no run had enough checkpoints
@@ -133,7 +142,7 @@ def table_b31(results, *, b2=None):
     return df
 
 
-def table_ordering(results, windows=None):
+def table_ordering(results: xr.Dataset, windows: Sequence[str] | None = None) -> pd.DataFrame:
     """Spearman ρ(band resolution, metric) across runs: median, IQR, min--max (B.3.2)."""
     ws = [str(w) for w in results["window"].values] if windows is None else list(windows)
     summ = summarize_runs(results["rho"], "run")
@@ -157,13 +166,13 @@ def table_ordering(results, windows=None):
     return df
 
 
-def table_62(results):
+def table_62(results: xr.Dataset) -> pd.DataFrame:
     """§6.2 ordering table: :func:`table_ordering` for the primary window only."""
     df = table_ordering(results, windows=[_primary(results, None)])
     return df.droplevel("window")
 
 
-def table_a7(results):
+def table_a7(results: xr.Dataset) -> pd.DataFrame:
     """γ of s(t) ≈ a + b·t^γ by epoch window and architecture: runs, median γ, median R² (A.7).
 
     Rows (epoch window, arch) from ``gamma_w``; plus ("all checkpoints", arch) from ``gamma``.
@@ -189,7 +198,7 @@ def table_a7(results):
     return df
 
 
-def table_full_loss(results, window=None):
+def table_full_loss(results: xr.Dataset, window: str | None = None) -> pd.DataFrame:
     """Full-loss Weibull fit and band-sum reconstruction (§6.3), overall and by arch.
 
     Columns: runs fitted, median R², β, ΔBIC, ΔBIC(n/deflation), exponential R², and the
@@ -225,7 +234,7 @@ def table_full_loss(results, window=None):
     return df
 
 
-def table_saturation(results):
+def table_saturation(results: xr.Dataset) -> pd.DataFrame:
     """Did every band reach its floor? Per band, across runs: median and max floor-window drift
     ((max − min of L_i over the floor window) / (max − min of L_i over the run) × 100), median
     floor-window trend (the steady fall by a least-squares line in parameter time, same units),
@@ -236,7 +245,7 @@ def table_saturation(results):
     A band that has not saturated biases its floor upward, and with it every crossing, width
     and residual computed from that floor (key search §3, A.9).
     """
-    def per_band(v):
+    def per_band(v: str) -> npt.NDArray[np.float64]:
         return np.asarray(results[v].transpose("run", "band").values, dtype=np.float64)
 
     drift = per_band("floor_window_drift_pct")
@@ -264,7 +273,7 @@ def table_saturation(results):
     return df
 
 
-def paper_arch(arch) -> str | None:
+def paper_arch(arch: object) -> str | None:
     """The paper's architecture (``"cnn"``/``"vit"``) an ``arch`` label stands for, or None.
 
     ``"cnn"``, ``"CNN"`` and ``"synthetic-cnn"`` map to ``"cnn"``.
@@ -279,7 +288,7 @@ def paper_arch(arch) -> str | None:
     return None
 
 
-def _n_bands(results, window):
+def _n_bands(results: xr.Dataset, window: str) -> int:
     """Bands entering each ρ: the median over runs of ``rho_n`` (all bands if absent)."""
     if "rho_n" in results:
         n = np.asarray(results["rho_n"].sel(window=window).values, dtype=float)
@@ -289,7 +298,8 @@ def _n_bands(results, window):
     return int(results.sizes["band"])
 
 
-def table_verdicts(results, window=None, *, b2=None, ordering=None, full_loss=None):
+def table_verdicts(results: xr.Dataset, window: str | None = None, *, b2: pd.DataFrame | None = None,
+                   ordering: pd.DataFrame | None = None, full_loss: pd.DataFrame | None = None) -> pd.DataFrame:
     """Verdict per test of the paper's three predictions, ours and the paper's.
 
     Rows (index ``test``): ``all band fits`` and ``band <r>`` (prediction 1, from
@@ -305,7 +315,7 @@ def table_verdicts(results, window=None, *, b2=None, ordering=None, full_loss=No
     w = _primary(results, window)
     rows = {}
 
-    def put(test, pred, ours, theirs):
+    def put(test: str, pred: int, ours: V.Verdict, theirs: V.Verdict | None) -> None:
         rows[test] = {"prediction": pred, "verdict": ours.level, "reason": ours.reason,
                       "paper verdict": theirs.level if theirs else "",
                       "paper reason": theirs.reason if theirs else ""}
@@ -313,11 +323,11 @@ def table_verdicts(results, window=None, *, b2=None, ordering=None, full_loss=No
     b2 = table_b2(results, w) if b2 is None else b2
     d = f"n/{float(results.attrs.get('deflation', 10.0)):g}"
 
-    def ours_b2(row):
+    def ours_b2(row: pd.Series) -> V.Verdict:
         return V.weibull_verdict(row["median R²"], row["median ΔBIC"], row["wins (ΔBIC<0)"],
                                  row[f"median ΔBIC ({d})"], neff_expected=True)
 
-    def paper_b2(p):
+    def paper_b2(p: Mapping[str, Any]) -> V.Verdict:
         return V.weibull_verdict(p["r2"].value, p["delta_bic"].value, p["wins"].text,
                                  p["delta_bic_neff"].value, neff_expected=True)
 
@@ -357,7 +367,7 @@ def table_verdicts(results, window=None, *, b2=None, ordering=None, full_loss=No
     return df
 
 
-def all_tables(results):
+def all_tables(results: xr.Dataset | ReportTables) -> dict[str, pd.DataFrame]:
     """Every table: dict name → DataFrame (:meth:`ReportTables.all` of a new
     :class:`ReportTables`; pass a :class:`ReportTables` to reuse its tables)."""
     rt = results if isinstance(results, ReportTables) else ReportTables(results)
@@ -388,34 +398,34 @@ class ReportTables:
     (True, '0.95/0.01')
     """
 
-    def __init__(self, results, window=None):
+    def __init__(self, results: xr.Dataset, window: str | None = None) -> None:
         self.results = results
         self.window = _primary(results, window)
         self._cache: dict = {}
 
-    def _once(self, key, make):
+    def _once(self, key: Hashable, make: Callable[[], Any]) -> Any:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
 
-    def _w(self, window):
+    def _w(self, window: str | None) -> str:
         return self.window if window is None else _primary(self.results, window)
 
     @property
-    def windows(self) -> list:
+    def windows(self) -> list[str]:
         """Every window label of the results, the primary one first as in the results."""
         return [str(w) for w in self.results["window"].values]
 
-    def b2(self, window=None):
+    def b2(self, window: str | None = None) -> pd.DataFrame:
         """:func:`table_b2` of ``window`` (default the primary one)."""
         w = self._w(window)
         return self._once(("b2", w), lambda: table_b2(self.results, w))
 
-    def b31(self):
+    def b31(self) -> pd.DataFrame:
         """:func:`table_b31`, from the :meth:`b2` tables of every window."""
         return self._once("b31", lambda: table_b31(self.results, b2=self.b2))
 
-    def ordering(self, window=None, *, all_windows=False):
+    def ordering(self, window: str | None = None, *, all_windows: bool = False) -> pd.DataFrame:
         """:func:`table_ordering` over every window (``all_windows``), or one window's rows
         indexed by metric (the §6.2 table, :func:`table_62` for the primary window)."""
         full = self._once("ordering", lambda: table_ordering(self.results))
@@ -424,31 +434,31 @@ class ReportTables:
         w = self._w(window)
         return self._once(("ordering", w), lambda: full.xs(w, level="window"))
 
-    def a7(self):
+    def a7(self) -> pd.DataFrame:
         """:func:`table_a7`."""
         return self._once("a7", lambda: table_a7(self.results))
 
-    def full_loss(self, window=None):
+    def full_loss(self, window: str | None = None) -> pd.DataFrame:
         """:func:`table_full_loss` of ``window``."""
         w = self._w(window)
         return self._once(("full_loss", w), lambda: table_full_loss(self.results, w))
 
-    def saturation(self):
+    def saturation(self) -> pd.DataFrame:
         """:func:`table_saturation`."""
         return self._once("saturation", lambda: table_saturation(self.results))
 
-    def verdicts(self, window=None):
+    def verdicts(self, window: str | None = None) -> pd.DataFrame:
         """:func:`table_verdicts` of ``window``, from this object's other tables."""
         w = self._w(window)
         return self._once(("verdicts", w), lambda: table_verdicts(
             self.results, w, b2=self.b2(w), ordering=self.ordering(w), full_loss=self.full_loss(w)))
 
-    def n_bands(self, window=None) -> int:
+    def n_bands(self, window: str | None = None) -> int:
         """Bands entering each ρ of ``window`` (sets the chance level of the ordering verdicts)."""
         w = self._w(window)
         return self._once(("n_bands", w), lambda: _n_bands(self.results, w))
 
-    def all(self) -> dict:
+    def all(self) -> dict[str, pd.DataFrame]:
         """Every table under its ``all_tables`` name (the JSON ``summary``), primary window."""
         return {
             "table_b2": self.b2(),
@@ -462,7 +472,7 @@ class ReportTables:
         }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name == "format_tables":  # it was an alias of the report's text; the report builds on these tables
         raise AttributeError("bandscope.report.tables.format_tables is now bandscope.report.format_text(results, "
                              "window): the printed report lives in bandscope.report, above the tables it prints")

@@ -30,12 +30,18 @@ so bands much smaller than the mean of the error keep their relative precision.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from .. import schema
 from ..run import band_resolutions
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    import numpy.typing as npt
 
 __all__ = ["band_losses", "band_energies", "band_decompose", "haar_levels"]
 
@@ -91,7 +97,7 @@ def _shape_levels(shape: tuple[int, ...], what: str = "x") -> int:
     return int(h).bit_length() - 1
 
 
-def _working_dtype(dtype) -> np.dtype:
+def _working_dtype(dtype: npt.DTypeLike) -> np.dtype:
     wd = np.dtype(dtype)
     if wd not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64 (working precision), got {wd}")
@@ -145,7 +151,7 @@ _HALF_SCALE = np.float32(2.0**112)  # float32 bias 127 - float16 bias 15 = 112
 _HALF_INF = np.float32(2.0**-96)  # where float16 inf/NaN land after the bit move
 
 
-def _half_difference(x16, r16, out, xi, ri):
+def _half_difference(x16: np.ndarray, r16: np.ndarray, out: np.ndarray, xi: np.ndarray, ri: np.ndarray) -> bool:
     """``out = float32(x16 - r16)`` for float16 blocks, exactly as numpy's float32 subtraction
     of the converted values: each input's bits are moved into float32 position (its value times
     2**-112, exact, subnormal float32 included), the scaled values are subtracted (IEEE
@@ -238,7 +244,8 @@ def _energies_kernel(x: np.ndarray, recon: np.ndarray | None, wd: np.dtype) -> n
     return rows.reshape(n_img, c, j_levels + 1).sum(axis=1).reshape(*lead, j_levels + 1)
 
 
-def _prepare(x, recon, axis) -> tuple[np.ndarray, np.ndarray | None]:
+def _prepare(x: npt.ArrayLike, recon: npt.ArrayLike | None,
+             axis: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
     x = np.asarray(x)
     _check_real(x, "x")
     if recon is not None:
@@ -260,7 +267,8 @@ def _prepare(x, recon, axis) -> tuple[np.ndarray, np.ndarray | None]:
     return x, recon
 
 
-def _band_energies(x, recon=None, axis=(-3, -2, -1), dtype=np.float64) -> np.ndarray:
+def _band_energies(x: npt.ArrayLike, recon: npt.ArrayLike | None = None, axis: tuple[int, ...] = (-3, -2, -1),
+                   dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """Fast kernel: per-image band energies ``sum of squared coefficients`` (not normalised).
 
     ``x - recon`` (or ``x`` alone when ``recon`` is None) over the image ``axis`` (C, H, W);
@@ -277,14 +285,16 @@ def _band_energies(x, recon=None, axis=(-3, -2, -1), dtype=np.float64) -> np.nda
     return out
 
 
-def _band_losses(x, recon, axis=(-3, -2, -1), dtype=np.float64) -> np.ndarray:
+def _band_losses(x: npt.ArrayLike, recon: npt.ArrayLike | None, axis: tuple[int, ...] = (-3, -2, -1),
+                 dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """Per-image band losses ``L_i = energy_i / (C*H*W)``; (..., J+1) float64."""
     x, recon = _prepare(x, recon, axis)
     n_pix = int(np.prod(x.shape[-3:]))
     return _band_energies(x, recon, dtype=dtype) / n_pix
 
 
-def _band_energies_pywt(x, recon=None, axis=(-3, -2, -1), dtype=np.float64) -> np.ndarray:
+def _band_energies_pywt(x: npt.ArrayLike, recon: npt.ArrayLike | None = None,
+                        axis: tuple[int, ...] = (-3, -2, -1), dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """Slow oracle: ``pywt.wavedec2(e, 'haar', level=J, axes=(-2, -1))``, then squared
     coefficients summed per band (and over channels). For dyadic sizes the boundary mode is
     irrelevant (Haar never reaches past an even-length edge; the tests check 'periodization')."""
@@ -304,7 +314,7 @@ def _band_energies_pywt(x, recon=None, axis=(-3, -2, -1), dtype=np.float64) -> n
 # --------------------------------------------------------------------------- public API
 
 
-def band_energies(err, *, dtype=np.float64) -> np.ndarray:
+def band_energies(err: npt.ArrayLike, *, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """Sums of squared orthonormal Haar coefficients per band of error images (key search A.6).
 
     Parameters
@@ -328,7 +338,7 @@ def band_energies(err, *, dtype=np.float64) -> np.ndarray:
     return _band_energies(err, None, dtype=dtype)
 
 
-def band_decompose(err) -> np.ndarray:
+def band_decompose(err: npt.ArrayLike) -> np.ndarray:
     """Orthogonal band components ``e_i`` of error images (key search A.6), ``sum_i e_i = e``.
 
     The Haar approximation at resolution ``r`` is the mean of ``e`` over each
@@ -363,7 +373,7 @@ def band_decompose(err) -> np.ndarray:
         approx.append(a)
     approx = approx[::-1]  # resolution 1, 2, ..., n
 
-    def up(t):
+    def up(t: np.ndarray) -> np.ndarray:
         k = n // t.shape[-1]
         return np.repeat(np.repeat(t, k, axis=-2), k, axis=-1)
 
@@ -373,7 +383,9 @@ def band_decompose(err) -> np.ndarray:
     return np.stack(parts, axis=0)
 
 
-def _as_dataarray(x, recon, image_dims):
+def _as_dataarray(x: Any, recon: Any,
+                  image_dims: Sequence[Hashable] | None
+                  ) -> tuple[xr.DataArray, xr.DataArray, tuple[Hashable, ...], tuple[Hashable, ...]]:
     """Both inputs as DataArrays with the same dims; returns (x, recon, image_dims, lead_dims)."""
     if isinstance(x, xr.DataArray):
         dims = tuple(x.dims)
@@ -425,11 +437,11 @@ def _as_dataarray(x, recon, image_dims):
 
 
 def band_losses(
-    x,
-    recon,
+    x: xr.DataArray | npt.ArrayLike,
+    recon: xr.DataArray | npt.ArrayLike,
     *,
     per_image: bool = False,
-    dtype=None,
+    dtype: npt.DTypeLike | None = None,
     image_dims: Sequence[Hashable] | None = None,
 ) -> xr.DataArray:
     """Haar band losses ``L_i`` of reconstructions (key search §3 Eq. 1, appendix A.6).
@@ -498,7 +510,8 @@ def band_losses(
     return _band_losses_da(xd, rd, image_dims, lead_dims, per_image, _working_dtype(dtype))
 
 
-def _band_losses_da(xd, rd, image_dims, lead_dims, per_image, wd) -> xr.DataArray:
+def _band_losses_da(xd: xr.DataArray, rd: xr.DataArray, image_dims: Sequence[Hashable], lead_dims: Sequence[Hashable],
+                    per_image: bool, wd: np.dtype) -> xr.DataArray:
     """xarray part of :func:`band_losses` for a fixed working precision ``wd``."""
     j_levels = _shape_levels(tuple(xd.sizes[d] for d in image_dims), "x")
     for what, arr in (("x", xd), ("recon", rd)):

@@ -9,13 +9,18 @@ No torch import: tensors are converted by duck typing (``.detach().cpu().numpy()
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from ..run import _VAR_ATTRS
+
+#: float64 array (numpy kernels take array-likes and return this)
+F64 = npt.NDArray[np.float64]
 
 __all__ = ["parameter_time", "fit_power_time", "power_time", "fit_run_gamma", "RENAMED",
            "upgrade"]
@@ -32,7 +37,7 @@ _CHUNK = 1 << 20
 # --------------------------------------------------------------------------- parameter time
 
 
-def _to_numpy(value, where: str) -> np.ndarray:
+def _to_numpy(value: Any, where: str) -> np.ndarray:
     """Array from a numpy array, array-like or tensor-like (duck typed, torch not imported)."""
     if hasattr(value, "detach"):
         t = value.detach()
@@ -51,7 +56,7 @@ def _to_numpy(value, where: str) -> np.ndarray:
     return arr
 
 
-def _entries(item, k: int, keys: Sequence[str] | None):
+def _entries(item: Any, k: int, keys: Sequence[str] | None) -> tuple[str, dict[str, np.ndarray], list[str]]:
     """(name -> array) of one checkpoint, the floating ones, and the skipped non-floating names."""
     if isinstance(item, Mapping):
         names = list(item.keys())
@@ -84,14 +89,14 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def parameter_time(
-    params: Iterable,
+    params: Iterable[Any],
     *,
     names: Sequence[str] | None = None,
     keys: Sequence[str] | None = None,
 ) -> xr.DataArray:
-    """Chord parameter time between saved checkpoints (key search §3, appendix A.7).
+    r"""Chord parameter time between saved checkpoints (key search §3, appendix A.7).
 
-    .. math:: s_0 = 0, \\qquad s_k = \\sum_{m=1}^{k} \\lVert \\theta_m - \\theta_{m-1} \\rVert_2
+    .. math:: s_0 = 0, \qquad s_k = \sum_{m=1}^{k} \lVert \theta_m - \theta_{m-1} \rVert_2
 
     where the norm runs over every floating tensor of the checkpoint (all parameters and
     floating buffers, no exclusions, no per-layer normalisation). Accumulated in float64.
@@ -175,13 +180,14 @@ def parameter_time(
     if k < 0:
         raise ValueError("params is empty: need at least one checkpoint")
     n_ckpt = k + 1
-    coords = {"checkpoint": ("checkpoint", np.arange(n_ckpt, dtype=np.int64))}
+    coords: dict[str, tuple[str, Any]] = {"checkpoint": ("checkpoint", np.arange(n_ckpt, dtype=np.int64))}
     if names is not None:
         names = [str(n) for n in names]
         if len(names) != n_ckpt:
             raise ValueError(f"{len(names)} names for {n_ckpt} checkpoints")
         coords["checkpoint_name"] = ("checkpoint", names)
-    attrs = dict(_VAR_ATTRS["param_time"])
+    assert prev is not None  # k >= 0: checkpoint 0 was read
+    attrs: dict[str, Any] = dict(_VAR_ATTRS["param_time"])
     attrs.update(
         paper="key search §3 and appendix A.7",
         accumulation="float64",
@@ -203,7 +209,7 @@ _GAMMA_BOUNDS = (1e-3, 10.0)
 _FIT_VARS = ("gamma", "a", "b", "r2", "gamma_stderr", "sse", "n")
 
 
-def power_time(t, a: float, b: float, gamma: float):
+def power_time(t: npt.ArrayLike, a: float, b: float, gamma: float) -> npt.NDArray[np.float64]:
     """Model of A.7: ``s(t) = a + b * t**gamma``.
 
     >>> float(power_time(100.0, 1.0, 2.0, 0.5))
@@ -244,7 +250,7 @@ def _sse_grid(tau: np.ndarray, s: np.ndarray, gammas: np.ndarray) -> np.ndarray:
 GAMMA_GRID_POINTS = 2048
 
 
-def _fit_power(t: np.ndarray, s: np.ndarray, min_points: int = 4) -> dict:
+def _fit_power(t: np.ndarray, s: np.ndarray, min_points: int = 4) -> dict[str, Any]:
     """Kernel: fit ``s = a + b t**gamma`` to finite points with ``t >= 0``.
 
     Variable projection: for fixed gamma, (a, b) are linear and solved in closed form, so the
@@ -253,7 +259,7 @@ def _fit_power(t: np.ndarray, s: np.ndarray, min_points: int = 4) -> dict:
     conditioning. Standard error of gamma from the Jacobian at the optimum,
     ``sigma^2 (J^T J)^-1`` with ``sigma^2 = SSE / (n - 3)``.
     """
-    out = {v: np.nan for v in _FIT_VARS}
+    out: dict[str, Any] = {v: np.nan for v in _FIT_VARS}
     out.update(n=0, status="omitted", reason="")
     t = np.asarray(t, dtype=np.float64).reshape(-1)
     s = np.asarray(s, dtype=np.float64).reshape(-1)
@@ -323,7 +329,8 @@ _SQRT_EPS = float(np.sqrt(2.2e-16))
 _GOLDEN = 0.5 * (3.0 - np.sqrt(5.0))
 
 
-def _brent_bounded(f, a, b, xatol, maxfun=500):
+def _brent_bounded(f: Callable[[F64, npt.NDArray[np.intp]], F64], a: npt.ArrayLike, b: npt.ArrayLike,
+                   xatol: float, maxfun: int = 500) -> F64:
     """scipy's bounded Brent (``minimize_scalar(method="bounded")``) on many 1-D problems at
     once: the same steps, element by element; ``f(x, rows)`` gives the objective of ``rows`` at
     ``x``. Returns the minimiser of each problem."""
@@ -388,7 +395,7 @@ def _brent_bounded(f, a, b, xatol, maxfun=500):
     return xf
 
 
-def _linear_ab_rows(x, s, m, n):
+def _linear_ab_rows(x: F64, s: F64, m: npt.NDArray[np.bool_], n: F64) -> tuple[F64, F64, F64]:
     """:func:`_linear_ab` of many rows at once (``m`` marks each row's points, ``n`` counts
     them): ``(a, b, sse)`` arrays."""
     xm = np.where(m, x, 0.0).sum(axis=1) / n
@@ -403,12 +410,12 @@ def _linear_ab_rows(x, s, m, n):
     return a, b, np.einsum("ij,ij->i", r, r)
 
 
-def _fit_power_many(rows, min_points: int = 4) -> list[dict]:
+def _fit_power_many(rows: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]], min_points: int = 4) -> list[dict[str, Any]]:
     """:func:`_fit_power` of many ``(t, s)`` pairs: the short ones (at most
     ``GAMMA_GRID_POINTS`` usable points) in one vectorised pass -- the grid for all at once,
     then one batched bounded Brent (:func:`_brent_bounded`) -- the long ones one by one."""
-    out: list = [None] * len(rows)
-    todo = []
+    out: list[Any] = [None] * len(rows)
+    todo: list[tuple[int, F64, F64]] = []
     for i, (t, s) in enumerate(rows):
         t = np.asarray(t, dtype=np.float64).reshape(-1)
         s = np.asarray(s, dtype=np.float64).reshape(-1)
@@ -428,7 +435,7 @@ def _fit_power_many(rows, min_points: int = 4) -> list[dict]:
     return out
 
 
-def _fit_power_group(todo, out):
+def _fit_power_group(todo: Sequence[tuple[int, F64, F64]], out: list[Any]) -> None:
     """The vectorised part of :func:`_fit_power_many` for rows of one length; fills ``out``."""
     R, N = len(todo), max(t.size for _, t, _ in todo)
     n = np.array([t.size for _, t, _ in todo], dtype=np.float64)
@@ -451,7 +458,7 @@ def _fit_power_group(todo, out):
     sse_i = sse_grid[np.arange(R), i]
     left, right = grid[np.maximum(i - 1, 0)], grid[np.minimum(i + 1, grid.size - 1)]
 
-    def sse_of(lg, which):
+    def sse_of(lg: F64, which: npt.NDArray[np.intp]) -> F64:
         return _linear_ab_rows(np.exp(np.exp(lg)[:, None] * log_tau[which]), S[which], m[which],
                                n[which])[2]
 
@@ -475,7 +482,7 @@ def _fit_power_group(todo, out):
             except np.linalg.LinAlgError:
                 pass
     for j, (k, _, _) in enumerate(todo):
-        res = {v: np.nan for v in _FIT_VARS}
+        res: dict[str, Any] = {v: np.nan for v in _FIT_VARS}
         res.update(gamma=float(gamma[j]), a=float(a[j]), b=float(b[j]), r2=1.0 - sse[j] / sst[j],
                    gamma_stderr=stderr[j], sse=float(sse[j]), n=int(n[j]), status="ok", reason="")
         g = gamma[j]
@@ -485,7 +492,7 @@ def _fit_power_group(todo, out):
         out[k] = res
 
 
-def _as_1d_dataarray(v, name: str, dim: str) -> xr.DataArray:
+def _as_1d_dataarray(v: xr.DataArray | npt.ArrayLike, name: str, dim: str) -> xr.DataArray:
     if isinstance(v, xr.DataArray):
         if dim not in v.dims:
             raise ValueError(f"{name} has dims {v.dims}, expected a {dim!r} dim")
@@ -501,11 +508,11 @@ def _window_label(lo: float, hi: float) -> str:
 
 
 def fit_power_time(
-    step,
-    s,
+    step: xr.DataArray | npt.ArrayLike,
+    s: xr.DataArray | npt.ArrayLike,
     *,
     epoch_windows: Sequence[tuple[float, float]] | None = None,
-    epoch=None,
+    epoch: xr.DataArray | npt.ArrayLike | None = None,
     dim: str = "checkpoint",
     min_points: int = 4,
     windows: Sequence[tuple[float, float]] | None = None,
@@ -611,6 +618,7 @@ def fit_power_time(
         if windows is None:
             pairs.append((t_all[r], s_all[r]))
             continue
+        assert e_all is not None  # windows come with an epoch (checked above)
         e = e_all[r]
         for lo, hi in windows:
             tol = 1e-9 * max(1.0, abs(hi))
@@ -623,7 +631,7 @@ def fit_power_time(
     shape = lead_shape + (() if windows is None else (n_w,))
     out_dims = tuple(others) + (() if windows is None else ("epoch_window",))
 
-    def collect(key, dtype):
+    def collect(key: str, dtype: npt.DTypeLike) -> np.ndarray:
         vals = np.array([[f[key] for f in fits] for fits in results], dtype=dtype)
         return vals.reshape(shape)
 
@@ -651,7 +659,8 @@ def fit_power_time(
         "status": {"long_name": "ok / omitted (too few points) / failed"},
         "reason": {"long_name": "why a fit is omitted or failed"},
     }
-    coords = {d: coord_src[d] for d in others if d in coord_src.coords}
+    coords: dict[Hashable, Any] = ({} if coord_src is None else
+                                   {d: coord_src[d] for d in others if d in coord_src.coords})
     if windows is not None:
         coords["epoch_window"] = ("epoch_window", [_window_label(lo, hi) for lo, hi in windows])
         coords["epoch_lo"] = ("epoch_window", [lo for lo, _ in windows], {"units": "epochs"})
@@ -684,17 +693,20 @@ def upgrade(fit: xr.Dataset) -> xr.Dataset:
 _GAMMA_NOTE_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError)
 
 
-def _epoch_mask(e, lo, hi):
+def _epoch_mask(e: F64, lo: float, hi: float) -> npt.NDArray[np.bool_]:
     """Checkpoints of the epoch window lo <= epoch <= hi (``fit_power_time``'s rule)."""
     tol = 1e-9 * max(1.0, abs(hi))
     return np.isfinite(e) & (e >= lo - tol) & (e <= hi + tol)
 
 
-def _gamma_rows(runs, epoch_windows):
+def _gamma_rows(runs: Sequence[xr.Dataset], epoch_windows: Sequence[tuple[float, float]]
+                ) -> list[tuple[dict[str, float], F64, F64, str]]:
     """γ of many runs with one batched fit (:func:`_fit_power_many`): per run
     ``(scalars, gamma_w, gamma_w_r2, note)``; see :func:`fit_run_gamma`."""
     nw = len(epoch_windows)
-    pairs, plan, notes = [], [], []
+    pairs: list[tuple[F64, F64]] = []
+    plan: list[tuple[int, bool] | None] = []
+    notes: list[str] = []
     for run in runs:
         if "step" not in run or (np.asarray(run["step"].values) < 0).all():
             plan.append(None)
@@ -730,7 +742,8 @@ def _gamma_rows(runs, epoch_windows):
     return out
 
 
-def fit_run_gamma(run_or_runs, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.Dataset:
+def fit_run_gamma(run_or_runs: xr.Dataset | Iterable[xr.Dataset],
+                  epoch_windows: Iterable[tuple[float, float]] = ((0, 10), (0, 25), (0, 50))) -> xr.Dataset:
     """γ of a run (or a list of runs): ``s(t) ~ a + b t^γ`` over all checkpoints and per
     epoch window (A.7).
 
@@ -754,15 +767,15 @@ def fit_run_gamma(run_or_runs, epoch_windows=((0, 10), (0, 25), (0, 50))) -> xr.
     >>> fit_run_gamma([make_run_synthetic(0), make_run_synthetic(1)]).gamma_w.dims
     ('run', 'gamma_window')
     """
-    epoch_windows = [(float(lo), float(hi)) for lo, hi in epoch_windows]
+    windows = [(float(lo), float(hi)) for lo, hi in epoch_windows]
     one = isinstance(run_or_runs, xr.Dataset)
-    parts = _gamma_rows([run_or_runs] if one else list(run_or_runs), epoch_windows)
+    parts = _gamma_rows([run_or_runs] if isinstance(run_or_runs, xr.Dataset) else list(run_or_runs), windows)
     lead = () if one else ("run",)
     pick = (lambda a: a[0]) if one else np.asarray  # noqa: E731
-    data = {k: (lead, pick(np.array([p[0][k] for p in parts])))
+    data: dict[str, tuple[tuple[str, ...], Any]] = {k: (lead, pick(np.array([p[0][k] for p in parts])))
             for k in ("gamma", "gamma_a", "gamma_b", "gamma_r2")}
     data["gamma_w"] = (lead + ("gamma_window",), pick(np.array([p[1] for p in parts])))
     data["gamma_w_r2"] = (lead + ("gamma_window",), pick(np.array([p[2] for p in parts])))
     data["note"] = (lead, pick(np.array([p[3] for p in parts], dtype=str)))
     return xr.Dataset(data, coords={"gamma_window": [_window_label(lo, hi)
-                                                     for lo, hi in epoch_windows]})
+                                                     for lo, hi in windows]})

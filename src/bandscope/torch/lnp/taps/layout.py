@@ -28,6 +28,7 @@ class Plan(frozenset):
 
     def __new__(cls, expand: Iterable = (), dims: dict | None = None, free: dict | None = None,
                 new_dim: Iterable = ()) -> Plan:
+        """A plan: the expanded modules, their batch dims, the free parameters, the new-dim modules."""
         obj = super().__new__(cls, expand)
         obj.dims = dict(dims or {})
         obj.free = dict(free or {})
