@@ -358,7 +358,19 @@ def plot_weibull_shapes(betas=(0.5, 1.0, 2.0, 4.0), ax=None):
     return ax
 
 
-def plot_band_losses(results: xr.Dataset, run, ax=None, yscales=("linear", "log")):
+def _at(r: xr.Dataset, var: str, **pos: int) -> np.ndarray:
+    """``r[var]`` at integer positions along the named dims, as numpy (no label lookup)."""
+    v = r.variables[var]
+    return np.asarray(v.values[tuple(pos.get(d, slice(None)) for d in v.dims)])
+
+
+def _one_run(results: xr.Dataset, run: Any) -> xr.Dataset:
+    """``results`` of one run (``run`` a name), selected once for all the panels of a figure."""
+    return results.sel(run=run)
+
+
+def plot_band_losses(results: xr.Dataset, run: Any, ax: Any = None,
+                     yscales: tuple = ("linear", "log")) -> np.ndarray:
     """Band loss L_i against parameter time s for one run, one panel per y scale (Figure 1).
 
     Unsaturated bands (floor-window drift ≥ tolerance, ``saturated`` False) are dashed and
@@ -366,7 +378,7 @@ def plot_band_losses(results: xr.Dataset, run, ax=None, yscales=("linear", "log"
 
     Returns an array of Axes, one per entry of ``yscales``.
     """
-    r = results.sel(run=run)
+    r = _one_run(results, run)
     ok = _valid(r)
     s = r["param_time"].values[ok]
     made = ax is None
@@ -375,85 +387,98 @@ def plot_band_losses(results: xr.Dataset, run, ax=None, yscales=("linear", "log"
     nb = r.sizes["band"]
     k = int(results.attrs.get("k", 5))
     for j, band in enumerate(r["band"].values):
-        y = r["band_loss"].sel(band=band).values[ok]
-        unsat = "saturated" in r and not bool(r["saturated"].sel(band=band))
+        y = _at(r, "band_loss", band=j)[ok]
+        unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
         label = f"band {int(band)}"
         if unsat:
-            drift = float(r["floor_window_drift_pct"].sel(band=band))
+            drift = float(_at(r, "floor_window_drift_pct", band=j))
             label += f" (unsaturated, drift {drift:.2g} %)"
         for a in axes:
             a.plot(s, y, "--" if unsat else "-", marker="o", ms=2.5, lw=1.2,
                    color=cmap(j / max(1, nb - 1)), label=label)
     su = literal_text(_units(results, "param_time", "L2 distance in parameter space"))
     lu = literal_text(_units(results, "band_loss", LOSS_UNIT))
+    name = run_label(results, run)
     for a, scale in zip(axes, yscales):
         _yscale(a, scale)
         if s.size > k:
             a.axvspan(s[-k], s[-1], color="0.85", zorder=0, label=f"floor window (last {k})")
         a.set_xlabel(f"parameter time s ({su})")
         a.set_ylabel(f"band loss Lᵢ ({lu})")
-        a.set_title(f"{run_label(results, run)}: band losses, {scale} y", fontsize=_TITLE)
+        a.set_title(f"{name}: band losses, {scale} y", fontsize=_TITLE)
     axes[0].legend(fontsize=_SMALL)
     if made:
         _fixed_layout(axes[0].figure)
     return axes
 
 
-def plot_band_fit(results: xr.Dataset, run, band, window=None, ax=None):
+def plot_band_fit(results: xr.Dataset, run: Any, band: Any, window: str | None = None, ax: Any = None) -> Any:
     """Residual R_i(s) of one band with its Weibull and exponential fits over the active
     window; checkpoints outside the window pale; ΔBIC in the legend title; an unsaturated band
     says so in the title (red). Returns the Axes."""
     made = ax is None
     ax = _new_axes(figsize=(4, 3))[0, 0] if ax is None else ax
-    r = results.sel(run=run)
+    _draw_band_fit(ax, _one_run(results, run), band, window, literal_text(_units(results, "residual", LOSS_UNIT)))
+    if made:
+        _fixed_layout(ax.figure)
+    return ax
+
+
+def _draw_band_fit(ax: Any, r: xr.Dataset, band: Any, window: str | None, unit: str) -> None:
+    """:func:`plot_band_fit` on ``ax`` from ``r``, the results of one run (numpy reads only)."""
     window = str(r["window"].values[0]) if window is None else window
+    j = int(np.flatnonzero(r["band"].values == band)[0])
+    wk = int([str(w) for w in r["window"].values].index(window))
     ok = _valid(r)
     s = r["param_time"].values[ok]
-    R = r["residual"].sel(band=band).values[ok]
-    f = r.sel(band=band, window=window)
-    start, stop = int(f["fit_start"]), int(f["fit_stop"])
+    R = _at(r, "residual", band=j)[ok]
+
+    def f(var: str) -> Any:
+        return _at(r, var, band=j, window=wk)[()]
+
+    start, stop = int(f("fit_start")), int(f("fit_stop"))
     inside = np.zeros(R.shape, bool)
     if 0 <= start <= stop:
         inside[start: stop + 1] = True
     ax.plot(s[~inside], R[~inside], "o", ms=3, color="C0", alpha=0.25, label="outside window")
     ax.plot(s[inside], R[inside], "o", ms=3, color="C0", label="fitted checkpoints")
     title = None
-    if inside.any() and np.isfinite(float(f["A"])):
+    if inside.any() and np.isfinite(float(f("A"))):
         s0 = s[start]
         ss = np.linspace(s0, s[stop], 200)
-        ax.plot(ss, weibull(ss - s0, float(f["A"]), float(f["omega"]), float(f["beta"])), "-",
-                color="C3", lw=1.6, label=f"Weibull β={float(f['beta']):.3g}, R²={fmt_r2(f['r2'])}")
-        if "exp_A" in f and np.isfinite(float(f["exp_A"])):
-            ax.plot(ss, exponential(ss - s0, float(f["exp_A"]), float(f["exp_omega"])), "--",
-                    color="C2", lw=1.4, label=f"exponential, R²={fmt_r2(f['exp_r2'])}")
-        d = float(f["delta_bic"])
+        ax.plot(ss, weibull(ss - s0, float(f("A")), float(f("omega")), float(f("beta"))), "-",
+                color="C3", lw=1.6, label=f"Weibull β={float(f('beta')):.3g}, R²={fmt_r2(f('r2'))}")
+        if "exp_A" in r and np.isfinite(float(f("exp_A"))):
+            ax.plot(ss, exponential(ss - s0, float(f("exp_A")), float(f("exp_omega"))), "--",
+                    color="C2", lw=1.4, label=f"exponential, R²={fmt_r2(f('exp_r2'))}")
+        d = float(f("delta_bic"))
         title = f"ΔBIC = {d:+.3g} ({'Weibull' if d < 0 else 'exponential'} preferred)"
     else:
-        ax.text(0.5, 0.5, literal_text(f"no fit: {f['status'].values}"), transform=ax.transAxes, ha="center",
+        status = f("status")
+        status = status.decode() if isinstance(status, bytes) else status
+        ax.text(0.5, 0.5, literal_text(f"no fit: {status}"), transform=ax.transAxes, ha="center",
                 fontsize=_SMALL)
     ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
     head = f"band {int(band)}"
-    unsat = "saturated" in r and not bool(r["saturated"].sel(band=band))
+    unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
     if unsat:
-        head += f": UNSATURATED (drift {float(r['floor_window_drift_pct'].sel(band=band)):.2g} %)"
+        head += f": UNSATURATED (drift {float(_at(r, 'floor_window_drift_pct', band=j)):.2g} %)"
     ax.set_title(head, fontsize=_TITLE, color="C3" if unsat else "black")
     ax.set_xlabel("parameter time s", fontsize=_SMALL)
-    ax.set_ylabel("residual Rᵢ = Lᵢ − Lᵢ∞"
-                  + f"\n({literal_text(_units(results, 'residual', LOSS_UNIT))})", fontsize=_SMALL)
-    if made:
-        _fixed_layout(ax.figure)
-    return ax
+    ax.set_ylabel("residual Rᵢ = Lᵢ − Lᵢ∞" + f"\n({unit})", fontsize=_SMALL)
 
 
-def plot_band_fits(results: xr.Dataset, run, window=None, ax=None):
+def plot_band_fits(results: xr.Dataset, run: Any, window: str | None = None, ax: Any = None) -> np.ndarray:
     """:func:`plot_band_fit` for every band of one run (paper Figure 3); ``ax`` a sequence of
     one Axes per band. Returns the array of Axes."""
     bands = results["band"].values
     made = ax is None
     axes = _axes_list(ax, len(bands), 4, panel=(3.5, 3.0))
     window = str(results["window"].values[0]) if window is None else window
+    r = _one_run(results, run)
+    unit = literal_text(_units(results, "residual", LOSS_UNIT))
     for a, band in zip(axes, bands):
-        plot_band_fit(results, run, band, window, ax=a)
+        _draw_band_fit(a, r, band, window, unit)
     _suptitle(axes[0].figure, f"{run_label(results, run)}: Weibull and exponential fits, window "
                             f"{window} (pale: outside the active window)", fontsize=_SUPTITLE)
     if made:
@@ -476,10 +501,12 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
     colors = arch_colors(results)
     bands = results["band"].values
     rho = results["rho"].sel(window=window)
+    runs = results["run"].values
+    labels = [run_label(results, run) for run in runs]
     for a, m in zip(axes, METRICS):
-        for run in results["run"].values:
-            a.plot(bands, data[m].sel(run=run).values, "-o", ms=3, lw=1.2, color=colors[str(run)],
-                   label=run_label(results, run))
+        per_run = np.asarray(data[m].transpose("run", "band").values)
+        for i, run in enumerate(runs):
+            a.plot(bands, per_run[i], "-o", ms=3, lw=1.2, color=colors[str(run)], label=labels[i])
         if "saturated" in results:
             unsat = ~results["saturated"].values.astype(bool)
             if unsat.any():
@@ -570,12 +597,15 @@ def plot_loss_curves(results: xr.Dataset, ax=None, xs=("step", "param_time")):
     lu = literal_text(_units(results, "band_loss", LOSS_UNIT))
     labels = {"step": "optimiser step",
               "param_time": f"parameter time s ({literal_text(_units(results, 'param_time', 'L2 distance'))})"}
+    runs = results["run"].values
+    run_labels = [run_label(results, run) for run in runs]
+    y_all = np.asarray(total.transpose("run", ...).values, dtype=float)
     for a, x in zip(axes, xs):
-        for run in results["run"].values:
-            xv = np.asarray(results[x].sel(run=run).values, dtype=float)
-            yv = np.asarray(total.sel(run=run).values, dtype=float)
+        x_all = np.asarray(results[x].transpose("run", ...).values, dtype=float)
+        for i, run in enumerate(runs):
+            xv, yv = x_all[i], y_all[i]
             ok = np.isfinite(xv) & np.isfinite(yv)
-            a.plot(xv[ok], yv[ok], "-", lw=1.3, color=colors[str(run)], label=run_label(results, run))
+            a.plot(xv[ok], yv[ok], "-", lw=1.3, color=colors[str(run)], label=run_labels[i])
         if x == "step":
             pos = np.asarray(results["step"].values, dtype=float)
             if np.nanmin(pos) >= 0 and np.nanmax(pos) > 100 * max(1.0, np.nanmin(pos[pos > 0], initial=1.0)):
