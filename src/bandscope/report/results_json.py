@@ -40,9 +40,10 @@ _BAND_KEYS = schema.json_keys("band")
 
 def _lists(results: xr.Dataset, var: str, dims: tuple) -> list:
     """``results[var]`` transposed to ``dims`` as nested python lists of JSON-safe scalars
-    (NaN/inf → None): one conversion per variable instead of one ``sel`` per cell."""
-    da = results[var].transpose(*dims)
-    vals = np.asarray(da.values)
+    (NaN/inf → None): one conversion per variable instead of one ``sel`` per cell, read from the
+    Variable (no DataArray is built). ``dims`` must be the variable's dims."""
+    v = results.variables[var]
+    vals = np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
     if vals.dtype.kind == "f":
         obj = vals.astype(object)
         obj[~np.isfinite(vals)] = None

@@ -48,6 +48,15 @@ METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i
 _METRIC_NAMES = METRIC_NAMES
 
 
+def _values(results, var: str, dims: tuple) -> np.ndarray:
+    """``results[var]`` as numpy with its axes in the order ``dims`` (which must be its dims),
+    read from the Variable: no DataArray is built (that costs more than the table's arithmetic)."""
+    v = results.variables[var]
+    if set(v.dims) != set(dims):
+        raise ValueError(f"{var} has dims {v.dims}, not {dims}")
+    return np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
+
+
 def _primary(results, window):
     if window is None:
         return str(results["window"].values[0])
@@ -102,7 +111,7 @@ def table_b2(results, window=None):
     w = _primary(results, window)
     deflation = float(results.attrs.get("deflation", 10.0))
     k = [str(x) for x in results["window"].values].index(w)
-    arr = {v: np.asarray(results[v].transpose("run", "band", "window").values)[:, :, k] for v in _FIT_STATS}
+    arr = {v: _values(results, v, ("run", "band", "window"))[:, :, k] for v in _FIT_STATS}
     rows = {str(int(b)): _band_stats({v: a[:, j] for v, a in arr.items()}, deflation)
             for j, b in enumerate(results["band"].values)}
     rows["overall"] = _band_stats({v: a.ravel() for v, a in arr.items()}, deflation)
@@ -176,8 +185,9 @@ def table_a7(results):
         if g == "all checkpoints":
             g_all, r_all = np.asarray(results["gamma"].values), np.asarray(results["gamma_r2"].values)
         else:
-            g_all = np.asarray(results["gamma_w"].sel(gamma_window=g).transpose("run").values)
-            r_all = np.asarray(results["gamma_w_r2"].sel(gamma_window=g).transpose("run").values)
+            gi = gws.index(g)
+            g_all = _values(results, "gamma_w", ("run", "gamma_window"))[:, gi]
+            r_all = _values(results, "gamma_w_r2", ("run", "gamma_window"))[:, gi]
         for a in archs:
             m = run_arch == a
             gam, r2 = g_all[m], r_all[m]
@@ -198,12 +208,16 @@ def table_full_loss(results, window=None):
     w = _primary(results, window)
     deflation = float(results.attrs.get("deflation", 10.0))
     groups = {"overall": np.ones(results.sizes["run"], dtype=bool)}
-    for a in np.unique(results["arch"].values):
-        groups[str(a) or "(no arch)"] = results["arch"].values == a
+    arch = np.asarray(results.variables["arch"].values)
+    for a in np.unique(arch):
+        groups[str(a) or "(no arch)"] = arch == a
+    wk = [str(x) for x in results["window"].values].index(w)
+    bsum = _values(results, "band_sum_r2", ("run", "window"))[:, wk]
+    status = np.asarray(results.variables["total_status"].values)
     rows = {}
     for g, m in groups.items():
-        ok = (results["total_status"].values == "ok") & m
-        pick = lambda v, ok=ok: np.where(ok, results[v].values, np.nan)  # noqa: E731
+        ok = (status == "ok") & m
+        pick = lambda v, ok=ok: np.where(ok, results.variables[v].values, np.nan)  # noqa: E731
         rows[g] = {
             "runs fitted": int(ok.sum()),
             "median R²": _median(pick("total_r2")),
@@ -213,10 +227,8 @@ def table_full_loss(results, window=None):
             f"median ΔBIC (n/{deflation:g})": _median(pick("total_delta_bic_neff")),
             "median ΔBIC (n_eff acf)": _median(pick("total_delta_bic_acf")),
             "median exp R²": _median(pick("total_exp_r2")),
-            f"median band-sum R² ({w})": _median(
-                np.where(m, results["band_sum_r2"].sel(window=w).values, np.nan)),
-            "band-sum runs": int(np.isfinite(
-                np.where(m, results["band_sum_r2"].sel(window=w).values, np.nan)).sum()),
+            f"median band-sum R² ({w})": _median(np.where(m, bsum, np.nan)),
+            "band-sum runs": int(np.isfinite(np.where(m, bsum, np.nan)).sum()),
         }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "group"
@@ -237,13 +249,13 @@ def table_saturation(results):
     and residual computed from that floor (key search §3, A.9).
     """
     def per_band(v):
-        return np.asarray(results[v].transpose("run", "band").values, dtype=np.float64)
+        return np.asarray(_values(results, v, ("run", "band")), dtype=np.float64)
 
     drift = per_band("floor_window_drift_pct")
     conv = per_band("floor_convention_diff_pct")
     trend = per_band("floor_window_trend_pct") if "floor_window_trend_pct" in results else None
     noise = per_band("late_noise_pct") if "late_noise_pct" in results else None
-    unsat = ~np.asarray(results["saturated"].transpose("run", "band").values).astype(bool)
+    unsat = ~np.asarray(_values(results, "saturated", ("run", "band"))).astype(bool)
     n = results.sizes["run"]
     rows = {}
     for j, b in enumerate(results["band"].values):
