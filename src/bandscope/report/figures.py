@@ -30,6 +30,7 @@ browser as in matplotlib); users' strings (run names, architectures, units) are 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from .numfmt import fmt_r2
 __all__ = ["plot_weibull_shapes", "plot_band_losses", "plot_band_fit", "plot_band_fits",
            "plot_ordering", "plot_full_loss_fit", "plot_full_loss", "plot_loss_curves", "plot_forecast",
            "plot_forecasts", "write_figures", "arch_colors", "literal_text", "run_label", "FORMATS",
-           "MIN_FONT_PT", "MAX_WIDTH_IN", "FigureError", "safe_name", "figure_specs"]
+           "MIN_FONT_PT", "MAX_WIDTH_IN", "FigureError", "safe_name", "figure_specs", "draw_again"]
 
 MIN_FONT_PT = 9.0
 """Smallest font size of any text in a figure, in points."""
@@ -278,6 +279,34 @@ def _axes_list(ax, n, ncols, panel=(3.2, 2.7)):
     if axes.size < n:
         raise ValueError(f"ax has {axes.size} Axes; this figure needs {n} (one per panel)")
     return axes[:n]
+
+
+def _emptied_axes(fig: Any) -> np.ndarray:
+    """The visible Axes of ``fig`` with everything drawn on them removed (lines, patches,
+    collections, texts, legends) and autoscaling on again; their axes, scales and ticks kept."""
+    axes = [a for a in fig.axes if a.get_visible()]
+    for a in axes:
+        for art in [*a.lines, *a.collections, *a.patches, *a.texts, *a.images]:
+            art.remove()
+        if a.get_legend() is not None:
+            a.get_legend().remove()
+        a.relim()
+        a.set_autoscale_on(True)
+    return np.asarray(axes, dtype=object)
+
+
+def draw_again(fig: Any, plot: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Draw ``plot(*args, ax=<the Axes of fig>, **kwargs)`` on a figure that the same ``plot``
+    made earlier (for another run) and that has been saved: its Axes are emptied, drawn on
+    again and laid out again, and ``fig`` is returned.
+
+    The result is the figure ``plot(*args, **kwargs)`` would make; making a figure's Axes and
+    their ticks is most of the cost of a small figure, so the HTML report draws its per-run
+    figures this way. ``fig`` itself changes: do not use it for the earlier run any more.
+    """
+    plot(*args, ax=_emptied_axes(fig), **kwargs)
+    _fixed_layout(fig)
+    return fig
 
 
 def _cmap(name):

@@ -57,10 +57,17 @@ def _values(results, var: str, dims: tuple) -> np.ndarray:
     return np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
 
 
-def _primary(results, window):
+def _window_labels(results) -> list:
+    """The results' window labels as strings (read from the coordinate's Variable)."""
+    return [str(w) for w in np.asarray(results.variables["window"].values)]
+
+
+def _primary(results, window: str | None, labels: list | None = None) -> str:
+    """``window``, checked against the results' windows (``labels`` when already read), or the
+    first window when None."""
+    labels = _window_labels(results) if labels is None else labels
     if window is None:
-        return str(results["window"].values[0])
-    labels = [str(w) for w in results["window"].values]
+        return labels[0]
     if window not in labels:
         raise ValueError(f"window {window!r} not in the results; have {labels}")
     return window
@@ -400,9 +407,10 @@ class ReportTables:
     (True, '0.95/0.01')
     """
 
-    def __init__(self, results, window=None):
+    def __init__(self, results, window: str | None = None) -> None:
         self.results = results
-        self.window = _primary(results, window)
+        self._windows = _window_labels(results)
+        self.window = _primary(results, window, self._windows)
         self._cache: dict = {}
 
     def _once(self, key, make):
@@ -410,13 +418,13 @@ class ReportTables:
             self._cache[key] = make()
         return self._cache[key]
 
-    def _w(self, window):
-        return self.window if window is None else _primary(self.results, window)
+    def _w(self, window: str | None) -> str:
+        return self.window if window is None else _primary(self.results, window, self._windows)
 
     @property
     def windows(self) -> list:
         """Every window label of the results, the primary one first as in the results."""
-        return [str(w) for w in self.results["window"].values]
+        return list(self._windows)
 
     def b2(self, window=None):
         """:func:`table_b2` of ``window`` (default the primary one)."""
