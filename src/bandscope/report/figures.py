@@ -96,14 +96,32 @@ def _rc() -> dict:
 
 def _yscale(ax: Any, scale: str) -> None:
     """``ax.set_yscale(scale)``; a log axis gets minor ticks at 2 and 5 times each power of ten
-    only (the default eight per decade cost most of a figure's drawing time) and Unicode tick
-    labels (:func:`_plain_log_labels`)."""
+    only, and none over more than :data:`_MINOR_DECADES` decades (the default eight per decade
+    cost most of a figure's drawing time), and Unicode tick labels (:func:`_plain_log_labels`)."""
     ax.set_yscale(scale)
     if scale == "log":
-        from matplotlib.ticker import LogLocator
-
-        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=8))
+        ax.yaxis.set_minor_locator(_minor_log_locator())
         _plain_log_labels(ax.yaxis)
+
+
+_MINOR_DECADES = 4.0
+"""A log axis spanning more decades than this has no minor ticks (they would be marks too
+close to tell apart, and making them is most of such a figure's cost)."""
+
+
+def _minor_log_locator() -> Any:
+    """Minor ticks of a log axis at 2 and 5 times each power of ten, none when the axis spans
+    more than :data:`_MINOR_DECADES` decades."""
+    from matplotlib.ticker import LogLocator
+
+    class FewMinorLocator(LogLocator):
+        def tick_values(self, vmin: float, vmax: float) -> np.ndarray:
+            lo, hi = sorted((float(vmin), float(vmax)))
+            if lo > 0 and np.log10(hi / lo) > _MINOR_DECADES:
+                return np.array([])
+            return super().tick_values(vmin, vmax)
+
+    return FewMinorLocator(base=10, subs=(2.0, 5.0), numticks=8)
 
 
 _SUPERSCRIPT = str.maketrans("0123456789-−+", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁻⁺")
@@ -435,7 +453,7 @@ def plot_band_losses(results: xr.Dataset, run: Any, ax: Any = None,
         a.set_xlabel(f"parameter time s ({su})")
         a.set_ylabel(f"band loss Lᵢ ({lu})")
         a.set_title(f"{name}: band losses, {scale} y", fontsize=_TITLE)
-    axes[0].legend(fontsize=_SMALL)
+    axes[0].legend(fontsize=_SMALL, loc="upper right")
     if made:
         _fixed_layout(axes[0].figure)
     return axes
@@ -487,7 +505,7 @@ def _draw_band_fit(ax: Any, r: xr.Dataset, band: Any, window: str | None, unit: 
         status = status.decode() if isinstance(status, bytes) else status
         ax.text(0.5, 0.5, literal_text(f"no fit: {status}"), transform=ax.transAxes, ha="center",
                 fontsize=_SMALL)
-    ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
+    ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False, loc="upper right")
     head = f"band {int(band)}"
     unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
     if unsat:
@@ -645,7 +663,7 @@ def plot_loss_curves(results: xr.Dataset, ax=None, xs=("step", "param_time")):
         a.set_ylabel(f"full loss Σ_i L_i\n({lu})")
         a.set_title(f"loss over {'steps' if x == 'step' else 'parameter time'}", fontsize=_TITLE)
     if results.sizes["run"] <= 12:
-        axes[0].legend(fontsize=_SMALL)
+        axes[0].legend(fontsize=_SMALL, loc="upper right")
     if made:
         _fixed_layout(axes[0].figure)
     return axes
