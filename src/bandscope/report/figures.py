@@ -30,7 +30,7 @@ browser as in matplotlib); users' strings (run names, architectures, units) are 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +115,10 @@ def _minor_log_locator() -> Any:
     from matplotlib.ticker import LogLocator
 
     class FewMinorLocator(LogLocator):
-        def tick_values(self, vmin: float, vmax: float) -> np.ndarray:
+        def tick_values(self, vmin: float, vmax: float) -> Sequence[float]:
             lo, hi = sorted((float(vmin), float(vmax)))
             if lo > 0 and np.log10(hi / lo) > _MINOR_DECADES:
-                return np.array([])
+                return []
             return super().tick_values(vmin, vmax)
 
     return FewMinorLocator(base=10, subs=(2.0, 5.0), numticks=8)
@@ -207,6 +207,7 @@ def _text_width_pt(text: str, size: float) -> float:
 
 
 def _lines(text: str) -> int:
+    """Lines of ``text`` (0 when empty)."""
     return text.count("\n") + 1 if text else 0
 
 
@@ -380,7 +381,7 @@ def _valid(res_run: xr.Dataset) -> np.ndarray:
     return np.isfinite(res_run["param_time"].values)
 
 
-def plot_weibull_shapes(betas=(0.5, 1.0, 2.0, 4.0), ax=None):
+def plot_weibull_shapes(betas: tuple = (0.5, 1.0, 2.0, 4.0), ax: Any = None) -> Any:
     """Stylised Weibull decays R/A = exp(-(s/ω)^β) for several β: the paper's Figure 2
     (schematic, not a fit). β = 1 is the exponential; β < 1 decays fast then slows; β > 1 has a
     slow "warm-up" then decays faster.
@@ -408,7 +409,8 @@ def plot_weibull_shapes(betas=(0.5, 1.0, 2.0, 4.0), ax=None):
 def _at(r: xr.Dataset, var: str, **pos: int) -> np.ndarray:
     """``r[var]`` at integer positions along the named dims, as numpy (no label lookup)."""
     v = r.variables[var]
-    return np.asarray(v.values[tuple(pos.get(d, slice(None)) for d in v.dims)])
+    at: dict[str, Any] = dict(pos)
+    return np.asarray(v.values[tuple(at.get(str(d), slice(None)) for d in v.dims)])
 
 
 def _one_run(results: xr.Dataset, run: Any) -> xr.Dataset:
@@ -533,7 +535,7 @@ def plot_band_fits(results: xr.Dataset, run: Any, window: str | None = None, ax:
     return axes
 
 
-def plot_ordering(results: xr.Dataset, window=None, ax=None):
+def plot_ordering(results: xr.Dataset, window: str | None = None, ax: Any = None) -> np.ndarray:
     """Onset, width, floor and initial residual against band resolution r, one line per run
     (colour family per architecture, :func:`arch_colors`); each title gives the median
     Spearman ρ across runs; unsaturated (run, band) pairs are marked with a red ×. Returns the
@@ -578,7 +580,7 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
     return axes
 
 
-def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
+def plot_full_loss_fit(results: xr.Dataset, run: Any, window: str | None = None, ax: Any = None) -> Any:
     """R_tot(s) of one run with the single Weibull and exponential fits over all checkpoints
     (s rebased to s_0) and the band-sum reconstruction Σ_i R̂_i; ΔBIC in the legend title.
     Returns the Axes."""
@@ -617,7 +619,7 @@ def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
     return ax
 
 
-def plot_full_loss(results: xr.Dataset, window=None, ax=None):
+def plot_full_loss(results: xr.Dataset, window: str | None = None, ax: Any = None) -> np.ndarray:
     """:func:`plot_full_loss_fit` for every run; ``ax`` a sequence of one Axes per run.
     Returns the array of Axes."""
     runs = results["run"].values
@@ -632,7 +634,7 @@ def plot_full_loss(results: xr.Dataset, window=None, ax=None):
     return axes
 
 
-def plot_loss_curves(results: xr.Dataset, ax=None, xs=("step", "param_time")):
+def plot_loss_curves(results: xr.Dataset, ax: Any = None, xs: Sequence[str] = ("step", "param_time")) -> np.ndarray:
     """The full loss L_tot = Σ_i L_i (the panel MSE) of every run over training, one panel per
     x axis: optimiser steps and parameter time s (A.7); log y, one line per run coloured by
     architecture (:func:`arch_colors`). Returns the array of Axes (one per entry of ``xs``)."""
@@ -675,7 +677,7 @@ def _forecast_curve(f, s):
     return floor + A * np.exp(-(np.maximum(s - on, 0.0) / om) ** beta)
 
 
-def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band=None, ax=None):
+def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band: Any = None, ax: Any = None) -> Any:
     """One forecast of ``bandscope.forecast`` (docs/forecast.md) against its run.
 
     ``run`` is the run Dataset the forecast was made from (or a longer one: the same run
@@ -690,8 +692,8 @@ def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band=None, ax=None):
     made = ax is None
     ax = _new_axes(figsize=(4.6, 3.4))[0, 0] if ax is None else ax
     s = np.asarray(run["param_time"].values, dtype=float)
-    y = run["band_loss"].sum("band", skipna=False) if band is None else run["band_loss"].sel(band=band)
-    y = np.asarray(y.values, dtype=float)
+    y_da = run["band_loss"].sum("band", skipna=False) if band is None else run["band_loss"].sel(band=band)
+    y = np.asarray(y_da.values, dtype=float)
     f = forecast if band is None else forecast.sel(band=band)
     pre = "total_" if band is None else ""
     get = (lambda k: f[pre + k]) if band is None else (lambda k: f[k])
@@ -737,7 +739,7 @@ def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band=None, ax=None):
     return ax
 
 
-def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax=None, name=None):
+def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax: Any = None, name: Any = None) -> np.ndarray:
     """:func:`plot_forecast` for every band and the full loss of one run; ``ax`` a sequence of
     one Axes per band plus one. ``run`` may also be a results Dataset with ``name`` (or the
     forecast's ``name`` attribute) selecting the run. Returns the array of Axes."""
@@ -773,7 +775,7 @@ def figure_specs(results: xr.Dataset, *, window=None, forecasts=None, max_runs=N
     the ordering, the full loss, the loss curves, then per run its band losses and band fits
     (and its forecasts when ``forecasts`` has them)."""
     window = str(results["window"].values[0]) if window is None else window
-    specs = [("weibull_shapes", lambda: plot_weibull_shapes().figure),
+    specs: list[tuple[str, Callable[[], Any]]] = [("weibull_shapes", lambda: plot_weibull_shapes().figure),
              ("ordering", lambda: plot_ordering(results, window)[0].figure),
              ("full_loss", lambda: plot_full_loss(results, window)[0].figure),
              ("loss_curves", lambda: plot_loss_curves(results)[0].figure)]

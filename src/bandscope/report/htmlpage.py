@@ -121,6 +121,7 @@ def _figure_html(spec: Any, n: int, fmt: str, dpi: float, on_error: Callable | N
     instead of making a new one; updated here."""
     cap = html.escape(spec.caption)
     kind = getattr(spec, "kind", "") if drawn is not None else ""
+    drawn = {} if drawn is None else drawn
     try:
         before = drawn.pop(kind, None) if kind else None
         draw_on = getattr(spec, "draw_on", None)
@@ -180,9 +181,10 @@ def _reasons_html(ctx) -> str:
             f"<p>{html.escape(rules)}</p>" + "\n".join(rows) + "</section>")
 
 
-def to_html(results, window=None, *, title="bandscope report", header="", figures=True,
-            max_runs=3, dpi=100, view=None, tables=None, forecasts=None, figure_format="svg",
-            on_figure_error=None) -> str:
+def to_html(results: Any, window: str | None = None, *, title: str = "bandscope report", header: str = "",
+            figures: bool = True, max_runs: int = 3, dpi: float = 100, view: str | None = None, tables: Any = None,
+            forecasts: dict | None = None, figure_format: str = "svg",
+            on_figure_error: Callable | None = None) -> str:
     """The report as one self-contained HTML page.
 
     Parameters

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -76,7 +77,7 @@ def results_to_dict(results: xr.Dataset, *, tables=True) -> dict:
     arch = _lists(results, "arch", ("run",)) if "arch" in results.coords else None
     seed = _lists(results, "seed", ("run",)) if "seed" in results.coords else None
     for i, run in enumerate(results["run"].values):
-        r = {"arch": arch[i] if arch else None, "seed": seed[i] if seed else None, "bands": {}}
+        r: dict[str, Any] = {"arch": arch[i] if arch else None, "seed": seed[i] if seed else None, "bands": {}}
         for j, b_key in enumerate(bands):
             b = {key: v[i][j] for key, v in band.items()}
             b["onset"] = onset[i][j][0]

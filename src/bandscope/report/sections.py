@@ -562,7 +562,7 @@ def _fig():
     return figures
 
 
-def _per_run_figures(ctx):
+def _per_run_figures(ctx: ReportContext) -> Section:
     """Per run (the first ``ctx.max_runs``): band losses (Figure 1) and band fits (Figure 3)."""
     r = ctx.results
     runs = [str(x) for x in r["run"].values]

@@ -31,8 +31,12 @@ the paper's values (:mod:`bandscope.report.paper`) beside ours.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from ..keysearch.ordering import METRICS, summarize_runs
 from . import paper
@@ -48,7 +52,7 @@ METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i
 _METRIC_NAMES = METRIC_NAMES
 
 
-def _values(results, var: str, dims: tuple) -> np.ndarray:
+def _values(results: xr.Dataset, var: str, dims: tuple) -> np.ndarray:
     """``results[var]`` as numpy with its axes in the order ``dims`` (which must be its dims),
     read from the Variable: no DataArray is built (that costs more than the table's arithmetic)."""
     v = results.variables[var]
@@ -57,12 +61,12 @@ def _values(results, var: str, dims: tuple) -> np.ndarray:
     return np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
 
 
-def _window_labels(results) -> list:
+def _window_labels(results: xr.Dataset) -> list:
     """The results' window labels as strings (read from the coordinate's Variable)."""
     return [str(w) for w in np.asarray(results.variables["window"].values)]
 
 
-def _primary(results, window: str | None, labels: list | None = None) -> str:
+def _primary(results: xr.Dataset, window: str | None, labels: list | None = None) -> str:
     """``window``, checked against the results' windows (``labels`` when already read), or the
     first window when None."""
     labels = _window_labels(results) if labels is None else labels
@@ -106,7 +110,7 @@ def _band_stats(arrays, deflation):
 _FIT_STATS = ("status", "r2", "beta", "delta_bic", "delta_bic_neff", "delta_bic_acf")
 
 
-def table_b2(results, window=None):
+def table_b2(results: xr.Dataset, window: str | None = None) -> pd.DataFrame:
     """Per-band Weibull vs exponential medians across runs plus an overall row (B.2).
 
     Parameters
@@ -179,7 +183,7 @@ def table_62(results):
     return df.droplevel("window")
 
 
-def table_a7(results):
+def table_a7(results: xr.Dataset) -> pd.DataFrame:
     """γ of s(t) ≈ a + b·t^γ by epoch window and architecture: runs, median γ, median R² (A.7).
 
     Rows (epoch window, arch) from ``gamma_w``; plus ("all checkpoints", arch) from ``gamma``.
@@ -206,7 +210,7 @@ def table_a7(results):
     return df
 
 
-def table_full_loss(results, window=None):
+def table_full_loss(results: xr.Dataset, window: str | None = None) -> pd.DataFrame:
     """Full-loss Weibull fit and band-sum reconstruction (§6.3), overall and by arch.
 
     Columns: runs fitted, median R², β, ΔBIC, ΔBIC(n/deflation), exponential R², and the
@@ -244,7 +248,7 @@ def table_full_loss(results, window=None):
     return df
 
 
-def table_saturation(results):
+def table_saturation(results: xr.Dataset) -> pd.DataFrame:
     """Did every band reach its floor? Per band, across runs: median and max floor-window drift
     ((max − min of L_i over the floor window) / (max − min of L_i over the run) × 100), median
     floor-window trend (the steady fall by a least-squares line in parameter time, same units),
@@ -255,7 +259,7 @@ def table_saturation(results):
     A band that has not saturated biases its floor upward, and with it every crossing, width
     and residual computed from that floor (key search §3, A.9).
     """
-    def per_band(v):
+    def per_band(v: str) -> np.ndarray:
         return np.asarray(_values(results, v, ("run", "band")), dtype=np.float64)
 
     drift = per_band("floor_window_drift_pct")
@@ -407,13 +411,13 @@ class ReportTables:
     (True, '0.95/0.01')
     """
 
-    def __init__(self, results, window: str | None = None) -> None:
+    def __init__(self, results: xr.Dataset, window: str | None = None) -> None:
         self.results = results
         self._windows = _window_labels(results)
         self.window = _primary(results, window, self._windows)
         self._cache: dict = {}
 
-    def _once(self, key, make):
+    def _once(self, key: Any, make: Callable[[], Any]) -> Any:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
