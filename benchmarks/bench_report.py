@@ -4,7 +4,8 @@ Workload: ``make_runs_synthetic(12)`` (12 runs × 7 bands × 3 windows), analyse
 ``results_to_dict`` + ``json.dumps`` (the ``--json`` output) and ``to_html`` (the ``--html``
 output, paper view, figures included: ``bandscope reproduce --html``), each timed (CPU time,
 after one untimed call of each on two runs) as a ratio to ``analyze()`` measured in the same
-process. Targets: JSON ≤ 0.3 × the analysis, HTML ≤ 10 ×.
+process; each ratio is taken within one repeat, and the medians and ranges of the ratios
+are printed with the machine's load average. Targets: JSON ≤ 0.3 × the analysis, HTML ≤ 10 ×.
 
 With ``--compare-src DIR`` (e.g. ``main``'s ``src``: the code before) the same three timings are
 made with the package in ``DIR``, in subprocesses alternating with this tree's, so "before" and
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -51,15 +53,22 @@ print(json.dumps(out))
 """
 
 
-def time_tree(src, repeats):
-    """CPU times (s) of analyze, JSON and HTML with the package in ``src``."""
+def time_tree(src: str, repeats: int) -> dict:
+    """CPU times (s) of analyze, JSON and HTML with the package in ``src``, ``repeats`` of each."""
     env = dict(os.environ, PYTHONPATH=str(src), MPLBACKEND="Agg")
     out = subprocess.run([sys.executable, "-c", _TIMER, str(repeats)], env=env, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None):
+def _median(xs: list) -> float:
+    return float(statistics.median(xs))
+
+
+def main(argv: list | None = None) -> dict:
+    """Time the trees in alternating subprocesses and print, per tree, the median CPU times and
+    the median (and range) of the ratios JSON / analysis and HTML / analysis, each ratio taken
+    within one repeat (the analysis timed just before the output it is compared with)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--compare-src", help="another tree's src (the code before), timed alternately")
     ap.add_argument("--rounds", type=int, default=2)
@@ -69,16 +78,27 @@ def main(argv=None):
     trees = {"this tree": here}
     if a.compare_src:
         trees = {f"before ({a.compare_src})": a.compare_src, "this tree": here}
-    times = {k: {"analyze": [], "json": [], "html": []} for k in trees}
+    times: dict = {k: {"analyze": [], "json": [], "html": []} for k in trees}
+    loads = [os.getloadavg()[0]]
     for _ in range(a.rounds):
         for name, src in trees.items():
             for key, vals in time_tree(src, a.repeats).items():
                 times[name][key].extend(vals)
-    print("CPU time, best of each; ratios to analyze() of the same tree (targets: JSON <= 0.3, HTML <= 10)")
-    print(f"{'tree':40s} {'analyze s':>10s} {'JSON s':>8s} {'JSON/an':>8s} {'HTML s':>8s} {'HTML/an':>8s}")
+            loads.append(os.getloadavg()[0])
+    print(f"CPU time, medians of {a.rounds * a.repeats} repeats; ratios per repeat to analyze() of the same tree, "
+          "median [min, max] (targets: JSON <= 0.3, HTML <= 10)")
+    print(f"1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f} "
+          f"({os.cpu_count()} CPUs)")
+    print(f"{'tree':40s} {'analyze s':>10s} {'JSON s':>8s} {'JSON/analysis':>22s} {'HTML s':>8s} "
+          f"{'HTML/analysis':>22s}")
     for name, t in times.items():
-        an, js, ht = min(t["analyze"]), min(t["json"]), min(t["html"])
-        print(f"{name:40s} {an:10.3f} {js:8.3f} {js / an:8.2f} {ht:8.3f} {ht / an:8.2f}")
+        rj = [j / n for j, n in zip(t["json"], t["analyze"])]
+        rh = [h / n for h, n in zip(t["html"], t["analyze"])]
+        t["json_ratio"], t["html_ratio"] = rj, rh
+        print(f"{name:40s} {_median(t['analyze']):10.3f} {_median(t['json']):8.3f} "
+              f"{_median(rj):8.2f} [{min(rj):.2f}, {max(rj):.2f}] {_median(t['html']):8.3f} "
+              f"{_median(rh):8.1f} [{min(rh):.1f}, {max(rh):.1f}]")
+    times["load_average"] = loads
     return times
 
 

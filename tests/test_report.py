@@ -185,14 +185,14 @@ def test_own_view_has_no_paper(small):
         report.sections(small, view="mine")
 
 
-def test_each_table_function_runs_once_per_report(small, monkeypatch):
-    """Text, HTML (both views' sections) and JSON from one ReportTables: every table function
-    runs once per (function, window)."""
-    from bandscope.report.results_json import results_to_dict
+_TABLE_FUNCTIONS = ("table_b2", "table_b31", "table_ordering", "table_62", "table_a7", "table_full_loss",
+                    "table_saturation", "table_verdicts")
 
-    calls = {}
-    for name in ("table_b2", "table_b31", "table_ordering", "table_a7", "table_full_loss", "table_saturation",
-                 "table_verdicts"):
+
+def _count_table_calls(monkeypatch) -> dict:
+    """Wrap every table function of bandscope.report.tables in a counter: (name, window) → calls."""
+    calls: dict = {}
+    for name in _TABLE_FUNCTIONS:
         real = getattr(tables, name)
 
         def counted(*a, _real=real, _name=name, **k):
@@ -201,6 +201,15 @@ def test_each_table_function_runs_once_per_report(small, monkeypatch):
             return _real(*a, **k)
 
         monkeypatch.setattr(tables, name, counted)
+    return calls
+
+
+def test_each_table_function_runs_once_per_report(small, monkeypatch):
+    """Text, HTML (both views' sections) and JSON from one ReportTables: every table function
+    runs once per (function, window)."""
+    from bandscope.report.results_json import results_to_dict
+
+    calls = _count_table_calls(monkeypatch)
     rt = tables.ReportTables(small)
     report.format_text(small, view="paper", tables=rt)
     report.format_text(small, view="own", tables=rt)
@@ -211,6 +220,29 @@ def test_each_table_function_runs_once_per_report(small, monkeypatch):
     # the same numbers as the functions called alone
     assert rt.verdicts().equals(tables.table_verdicts(small))
     assert rt.b31().equals(tables.table_b31(small))
+
+
+def test_analyze_html_json_builds_each_table_once(tmp_path, monkeypatch):
+    """One `bandscope analyze --compare-paper --html --json` (printed text, JSON, HTML with its
+    figures): every table function that runs, runs once per (function, window), and the counter
+    sees them all (a report that built a table twice, or a counter that missed them, fails)."""
+    pytest.importorskip("matplotlib")
+    from bandscope import io as bio
+
+    files = []
+    for j, run in enumerate(make_runs_synthetic(2, n_bands=4)):
+        f = tmp_path / f"run{j}.nc"
+        bio.write_run(run, f)
+        files.append(str(f))
+    calls = _count_table_calls(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert main(["analyze", *files, "--compare-paper", "--html", str(tmp_path / "r.html"),
+                     "--json", str(tmp_path / "r.json")]) == 0
+    assert "<svg" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    called = {name for name, _ in calls}
+    assert called == set(_TABLE_FUNCTIONS) - {"table_62"}, called
+    assert max(calls.values()) == 1, calls
 
 
 def test_section_registry(small):

@@ -30,7 +30,9 @@ browser as in matplotlib); users' strings (run names, architectures, units) are 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -41,7 +43,7 @@ from .numfmt import fmt_r2
 __all__ = ["plot_weibull_shapes", "plot_band_losses", "plot_band_fit", "plot_band_fits",
            "plot_ordering", "plot_full_loss_fit", "plot_full_loss", "plot_loss_curves", "plot_forecast",
            "plot_forecasts", "write_figures", "arch_colors", "literal_text", "run_label", "FORMATS",
-           "MIN_FONT_PT", "MAX_WIDTH_IN", "FigureError", "safe_name", "figure_specs"]
+           "MIN_FONT_PT", "MAX_WIDTH_IN", "FigureError", "safe_name", "figure_specs", "draw_again"]
 
 MIN_FONT_PT = 9.0
 """Smallest font size of any text in a figure, in points."""
@@ -84,20 +86,84 @@ def literal_text(text) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _rc():
+def _rc() -> dict:
+    """The rcParams of the figures this module makes (sizes only, and titles at a fixed height
+    above their axes: matplotlib's automatic title placement measures every tick label again)."""
     return {"font.size": _SMALL + 1, "axes.titlesize": _TITLE, "axes.labelsize": _SMALL + 1,
             "xtick.labelsize": _SMALL, "ytick.labelsize": _SMALL, "legend.fontsize": _SMALL,
-            "legend.title_fontsize": _SMALL, "figure.titlesize": _SUPTITLE}
+            "legend.title_fontsize": _SMALL, "figure.titlesize": _SUPTITLE, "axes.titley": 1.0}
 
 
-def _yscale(ax, scale):
+def _yscale(ax: Any, scale: str) -> None:
     """``ax.set_yscale(scale)``; a log axis gets minor ticks at 2 and 5 times each power of ten
-    only (the default eight per decade cost most of a figure's drawing time)."""
+    only, and none over more than :data:`_MINOR_DECADES` decades (the default eight per decade
+    cost most of a figure's drawing time), and Unicode tick labels (:func:`_plain_log_labels`)."""
     ax.set_yscale(scale)
     if scale == "log":
-        from matplotlib.ticker import LogLocator
+        ax.yaxis.set_minor_locator(_minor_log_locator())
+        _plain_log_labels(ax.yaxis)
 
-        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=8))
+
+_MINOR_DECADES = 4.0
+"""A log axis spanning more decades than this has no minor ticks (they would be marks too
+close to tell apart, and making them is most of such a figure's cost)."""
+
+
+def _minor_log_locator() -> Any:
+    """Minor ticks of a log axis at 2 and 5 times each power of ten, none when the axis spans
+    more than :data:`_MINOR_DECADES` decades."""
+    from matplotlib.ticker import LogLocator
+
+    class FewMinorLocator(LogLocator):
+        def tick_values(self, vmin: float, vmax: float) -> Sequence[float]:
+            lo, hi = sorted((float(vmin), float(vmax)))
+            if lo > 0 and np.log10(hi / lo) > _MINOR_DECADES:
+                return []
+            return super().tick_values(vmin, vmax)
+
+    return FewMinorLocator(base=10, subs=(2.0, 5.0), numticks=8)
+
+
+_SUPERSCRIPT = str.maketrans("0123456789-−+", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁻⁺")
+
+
+def _unmath(label: str) -> str:
+    r"""A tick label of matplotlib's log formatters (``$\mathdefault{10^{-3}}$``) in Unicode
+    (``10⁻³``): plain text, so no mathtext parse, and SVG text a browser draws the same.
+
+    >>> _unmath(r"$\mathdefault{2\times10^{-3}}$"), _unmath(r"$\mathdefault{10^{0}}$"), _unmath("0.5")
+    ('2×10⁻³', '10⁰', '0.5')
+    """
+    if len(label) < 2 or not (label.startswith("$") and label.endswith("$")):
+        return label
+    import re
+
+    t = label[1:-1].replace(r"\mathdefault", "").replace(r"\times", "×")
+    t = re.sub(r"\^\{([^{}]*)\}", lambda m: m.group(1).translate(_SUPERSCRIPT), t)
+    return t.replace("{", "").replace("}", "").replace("-", "−")
+
+
+def _unicode_log_formatter(old: Any) -> Any:
+    """A log tick formatter with the settings of ``old`` (a matplotlib ``LogFormatter``: base,
+    which minor ticks get labels) whose labels are Unicode (:func:`_unmath`)."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class UnicodeLogFormatter(LogFormatterSciNotation):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return _unmath(super().__call__(x, pos))
+
+    return UnicodeLogFormatter(base=old._base, labelOnlyBase=old.labelOnlyBase,
+                               minor_thresholds=old.minor_thresholds, linthresh=old._linthresh)
+
+
+def _plain_log_labels(axis: Any) -> None:
+    """Replace the log formatters of ``axis`` (major and minor) by :func:`_unicode_log_formatter`."""
+    from matplotlib.ticker import LogFormatter
+
+    for f, put in ((axis.get_major_formatter(), axis.set_major_formatter),
+                   (axis.get_minor_formatter(), axis.set_minor_formatter)):
+        if isinstance(f, LogFormatter):
+            put(_unicode_log_formatter(f))
 
 
 def _suptitle(fig, text, fontsize=_SUPTITLE):
@@ -108,7 +174,9 @@ def _suptitle(fig, text, fontsize=_SUPTITLE):
     return fig.suptitle("\n".join(textwrap.wrap(text, per_line, break_on_hyphens=False)), fontsize=fontsize)
 
 
-def _new_axes(nrows=1, ncols=1, figsize=(6, 4)):
+def _new_axes(nrows: int = 1, ncols: int = 1, figsize: tuple = (6, 4)) -> np.ndarray:
+    """A new Figure of ``nrows`` × ``ncols`` Axes (no layout engine: :func:`_fixed_layout` places
+    them once they are drawn on), at most :data:`MAX_WIDTH_IN` wide."""
     try:
         import matplotlib
         from matplotlib.figure import Figure
@@ -118,9 +186,103 @@ def _new_axes(nrows=1, ncols=1, figsize=(6, 4)):
     if w > MAX_WIDTH_IN:
         w, h = MAX_WIDTH_IN, h * MAX_WIDTH_IN / w
     with matplotlib.rc_context(_rc()):
-        fig = Figure(figsize=(w, h), layout="constrained")
+        fig = Figure(figsize=(w, h))
         axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
     return axes
+
+
+_LINE = 1.2      # line height of a text, in font sizes (matplotlib's default line spacing)
+_TICK_PT = 3.5 + 3.5   # major tick length + tick label pad (rc defaults), points
+_LABEL_PAD_PT = 4.0    # axis label pad
+_TITLE_PAD_PT = 6.0    # axes title pad
+_GAP_PT = 4.0          # white space around every box
+
+
+def _text_width_pt(text: str, size: float) -> float:
+    """Width of one line of ``text`` in points at font size ``size`` (the default font, as drawn)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    return float(text_to_path.get_text_width_height_descent(text, FontProperties(size=size), False)[0])
+
+
+def _lines(text: str) -> int:
+    """Lines of ``text`` (0 when empty)."""
+    return text.count("\n") + 1 if text else 0
+
+
+def _tick_labels(axis: Any) -> list:
+    """The tick labels ``axis`` will draw inside its view limits (major and minor), computed from
+    its locators and formatters without drawing."""
+    lo, hi = sorted(axis.get_view_interval())
+    out = []
+    for locs, fmt in ((axis.get_majorticklocs(), axis.get_major_formatter()),
+                      (axis.get_minorticklocs(), axis.get_minor_formatter())):
+        locs = np.asarray(locs, dtype=float)
+        labels = fmt.format_ticks(list(locs)) if locs.size else []
+        eps = 1e-10 * (hi - lo)
+        out += [t for x, t in zip(locs, labels) if lo - eps <= x <= hi + eps and t]
+    return out
+
+
+def _axes_extents(ax: Any) -> dict:
+    """Room (points) the decorations of ``ax`` take outside it: tick labels, axis labels, title,
+    offset texts; ``right`` is the overhang of the last x tick label."""
+    ylab = _tick_labels(ax.yaxis)
+    xlab = _tick_labels(ax.xaxis)
+    ywidth = max((_text_width_pt(t, _SMALL) for t in sorted(ylab, key=len)[-2:]), default=0.0)
+    ytext, xtext, title = ax.yaxis.label.get_text(), ax.xaxis.label.get_text(), ax.get_title()
+    left = ywidth + _TICK_PT + (_lines(ytext) * _LINE * ax.yaxis.label.get_fontsize() + _LABEL_PAD_PT
+                                if ytext else 0.0)
+    bottom = ((_LINE * _SMALL + _TICK_PT) if xlab else 0.0) + (
+        _lines(xtext) * _LINE * ax.xaxis.label.get_fontsize() + _LABEL_PAD_PT if xtext else 0.0)
+    if ax.xaxis.get_major_formatter().get_offset():
+        bottom += _LINE * _SMALL
+    top = _lines(title) * _LINE * ax.title.get_fontsize() + _TITLE_PAD_PT if title else 0.0
+    if ax.yaxis.get_major_formatter().get_offset():
+        top = max(top, _LINE * _SMALL + _TICK_PT)
+    right = _text_width_pt(max(xlab, key=len), _SMALL) / 2 if xlab else 0.0
+    return {"left": left + _GAP_PT, "right": right + _GAP_PT, "top": top + _GAP_PT, "bottom": bottom + _GAP_PT}
+
+
+def _fixed_layout(fig: Any) -> None:
+    """Place the Axes grid of a figure this module made: margins and gaps (points) from the
+    sizes of the texts around each Axes and of the figure title, measured without drawing.
+
+    Replaces matplotlib's constrained layout, which draws every text of a figure three more
+    times to find the same margins; the figure is then drawn once, when it is saved.
+    """
+    axes = [a for a in fig.axes if a.get_visible()]
+    if not axes:
+        return
+    gs = axes[0].get_subplotspec().get_gridspec()
+    nrows, ncols = gs.get_geometry()
+    ext = {id(a): _axes_extents(a) for a in axes}
+    zero = {"left": 0.0, "right": 0.0, "top": 0.0, "bottom": 0.0}
+    grid = {}
+    for a in axes:
+        ss = a.get_subplotspec()
+        grid[(ss.rowspan.start, ss.colspan.start)] = ext[id(a)]
+
+    def cell(i: int, j: int) -> dict:
+        return grid.get((i, j), zero)
+
+    left = max(cell(i, 0)["left"] for i in range(nrows))
+    right = max(cell(i, ncols - 1)["right"] for i in range(nrows))
+    top = max(cell(0, j)["top"] for j in range(ncols))
+    bottom = max(cell(nrows - 1, j)["bottom"] for j in range(ncols))
+    wgap = max((cell(i, j)["right"] + cell(i, j + 1)["left"] for i in range(nrows) for j in range(ncols - 1)),
+               default=0.0)
+    hgap = max((cell(i, j)["bottom"] + cell(i + 1, j)["top"] for i in range(nrows - 1) for j in range(ncols)),
+               default=0.0)
+    W, H = fig.get_figwidth() * 72, fig.get_figheight() * 72
+    sup = fig._suptitle
+    if sup is not None and sup.get_text():
+        top += (1 - sup.get_position()[1]) * H + _lines(sup.get_text()) * _LINE * sup.get_fontsize()
+    aw = (W - left - right - (ncols - 1) * wgap) / ncols
+    ah = (H - top - bottom - (nrows - 1) * hgap) / nrows
+    fig.subplots_adjust(left=left / W, right=1 - right / W, bottom=bottom / H, top=1 - top / H,
+                        wspace=wgap / aw if ncols > 1 else 0.2, hspace=hgap / ah if nrows > 1 else 0.2)
 
 
 def _axes_list(ax, n, ncols, panel=(3.2, 2.7)):
@@ -136,6 +298,34 @@ def _axes_list(ax, n, ncols, panel=(3.2, 2.7)):
     if axes.size < n:
         raise ValueError(f"ax has {axes.size} Axes; this figure needs {n} (one per panel)")
     return axes[:n]
+
+
+def _emptied_axes(fig: Any) -> np.ndarray:
+    """The visible Axes of ``fig`` with everything drawn on them removed (lines, patches,
+    collections, texts, legends) and autoscaling on again; their axes, scales and ticks kept."""
+    axes = [a for a in fig.axes if a.get_visible()]
+    for a in axes:
+        for art in [*a.lines, *a.collections, *a.patches, *a.texts, *a.images]:
+            art.remove()
+        if a.get_legend() is not None:
+            a.get_legend().remove()
+        a.relim()
+        a.set_autoscale_on(True)
+    return np.asarray(axes, dtype=object)
+
+
+def draw_again(fig: Any, plot: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Draw ``plot(*args, ax=<the Axes of fig>, **kwargs)`` on a figure that the same ``plot``
+    made earlier (for another run) and that has been saved: its Axes are emptied, drawn on
+    again and laid out again, and ``fig`` is returned.
+
+    The result is the figure ``plot(*args, **kwargs)`` would make; making a figure's Axes and
+    their ticks is most of the cost of a small figure, so the HTML report draws its per-run
+    figures this way. ``fig`` itself changes: do not use it for the earlier run any more.
+    """
+    plot(*args, ax=_emptied_axes(fig), **kwargs)
+    _fixed_layout(fig)
+    return fig
 
 
 def _cmap(name):
@@ -191,13 +381,14 @@ def _valid(res_run: xr.Dataset) -> np.ndarray:
     return np.isfinite(res_run["param_time"].values)
 
 
-def plot_weibull_shapes(betas=(0.5, 1.0, 2.0, 4.0), ax=None):
+def plot_weibull_shapes(betas: tuple = (0.5, 1.0, 2.0, 4.0), ax: Any = None) -> Any:
     """Stylised Weibull decays R/A = exp(-(s/ω)^β) for several β: the paper's Figure 2
     (schematic, not a fit). β = 1 is the exponential; β < 1 decays fast then slows; β > 1 has a
     slow "warm-up" then decays faster.
 
     Returns the Axes.
     """
+    made = ax is None
     ax = _new_axes(figsize=(5.5, 3.6))[0, 0] if ax is None else ax
     x = np.linspace(0, 3, 301)
     describe = {1.0: "exponential"}
@@ -210,10 +401,25 @@ def plot_weibull_shapes(betas=(0.5, 1.0, 2.0, 4.0), ax=None):
     ax.set_title("Weibull decay R = A exp(-(s/ω)^β), paper Figure 2", fontsize=_TITLE)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=_SMALL)
+    if made:
+        _fixed_layout(ax.figure)
     return ax
 
 
-def plot_band_losses(results: xr.Dataset, run, ax=None, yscales=("linear", "log")):
+def _at(r: xr.Dataset, var: str, **pos: int) -> np.ndarray:
+    """``r[var]`` at integer positions along the named dims, as numpy (no label lookup)."""
+    v = r.variables[var]
+    at: dict[str, Any] = dict(pos)
+    return np.asarray(v.values[tuple(at.get(str(d), slice(None)) for d in v.dims)])
+
+
+def _one_run(results: xr.Dataset, run: Any) -> xr.Dataset:
+    """``results`` of one run (``run`` a name), selected once for all the panels of a figure."""
+    return results.sel(run=run)
+
+
+def plot_band_losses(results: xr.Dataset, run: Any, ax: Any = None,
+                     yscales: tuple = ("linear", "log")) -> np.ndarray:
     """Band loss L_i against parameter time s for one run, one panel per y scale (Figure 1).
 
     Unsaturated bands (floor-window drift ≥ tolerance, ``saturated`` False) are dashed and
@@ -221,93 +427,115 @@ def plot_band_losses(results: xr.Dataset, run, ax=None, yscales=("linear", "log"
 
     Returns an array of Axes, one per entry of ``yscales``.
     """
-    r = results.sel(run=run)
+    r = _one_run(results, run)
     ok = _valid(r)
     s = r["param_time"].values[ok]
+    made = ax is None
     axes = _axes_list(ax, len(yscales), len(yscales), panel=(5.5, 3.8))
     cmap = _cmap("viridis")
     nb = r.sizes["band"]
     k = int(results.attrs.get("k", 5))
     for j, band in enumerate(r["band"].values):
-        y = r["band_loss"].sel(band=band).values[ok]
-        unsat = "saturated" in r and not bool(r["saturated"].sel(band=band))
+        y = _at(r, "band_loss", band=j)[ok]
+        unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
         label = f"band {int(band)}"
         if unsat:
-            drift = float(r["floor_window_drift_pct"].sel(band=band))
+            drift = float(_at(r, "floor_window_drift_pct", band=j))
             label += f" (unsaturated, drift {drift:.2g} %)"
         for a in axes:
             a.plot(s, y, "--" if unsat else "-", marker="o", ms=2.5, lw=1.2,
                    color=cmap(j / max(1, nb - 1)), label=label)
     su = literal_text(_units(results, "param_time", "L2 distance in parameter space"))
     lu = literal_text(_units(results, "band_loss", LOSS_UNIT))
+    name = run_label(results, run)
     for a, scale in zip(axes, yscales):
         _yscale(a, scale)
         if s.size > k:
             a.axvspan(s[-k], s[-1], color="0.85", zorder=0, label=f"floor window (last {k})")
         a.set_xlabel(f"parameter time s ({su})")
         a.set_ylabel(f"band loss Lᵢ ({lu})")
-        a.set_title(f"{run_label(results, run)}: band losses, {scale} y", fontsize=_TITLE)
-    axes[0].legend(fontsize=_SMALL)
+        a.set_title(f"{name}: band losses, {scale} y", fontsize=_TITLE)
+    axes[0].legend(fontsize=_SMALL, loc="upper right")
+    if made:
+        _fixed_layout(axes[0].figure)
     return axes
 
 
-def plot_band_fit(results: xr.Dataset, run, band, window=None, ax=None):
+def plot_band_fit(results: xr.Dataset, run: Any, band: Any, window: str | None = None, ax: Any = None) -> Any:
     """Residual R_i(s) of one band with its Weibull and exponential fits over the active
     window; checkpoints outside the window pale; ΔBIC in the legend title; an unsaturated band
     says so in the title (red). Returns the Axes."""
+    made = ax is None
     ax = _new_axes(figsize=(4, 3))[0, 0] if ax is None else ax
-    r = results.sel(run=run)
+    _draw_band_fit(ax, _one_run(results, run), band, window, literal_text(_units(results, "residual", LOSS_UNIT)))
+    if made:
+        _fixed_layout(ax.figure)
+    return ax
+
+
+def _draw_band_fit(ax: Any, r: xr.Dataset, band: Any, window: str | None, unit: str) -> None:
+    """:func:`plot_band_fit` on ``ax`` from ``r``, the results of one run (numpy reads only)."""
     window = str(r["window"].values[0]) if window is None else window
+    j = int(np.flatnonzero(r["band"].values == band)[0])
+    wk = int([str(w) for w in r["window"].values].index(window))
     ok = _valid(r)
     s = r["param_time"].values[ok]
-    R = r["residual"].sel(band=band).values[ok]
-    f = r.sel(band=band, window=window)
-    start, stop = int(f["fit_start"]), int(f["fit_stop"])
+    R = _at(r, "residual", band=j)[ok]
+
+    def f(var: str) -> Any:
+        return _at(r, var, band=j, window=wk)[()]
+
+    start, stop = int(f("fit_start")), int(f("fit_stop"))
     inside = np.zeros(R.shape, bool)
     if 0 <= start <= stop:
         inside[start: stop + 1] = True
     ax.plot(s[~inside], R[~inside], "o", ms=3, color="C0", alpha=0.25, label="outside window")
     ax.plot(s[inside], R[inside], "o", ms=3, color="C0", label="fitted checkpoints")
     title = None
-    if inside.any() and np.isfinite(float(f["A"])):
+    if inside.any() and np.isfinite(float(f("A"))):
         s0 = s[start]
         ss = np.linspace(s0, s[stop], 200)
-        ax.plot(ss, weibull(ss - s0, float(f["A"]), float(f["omega"]), float(f["beta"])), "-",
-                color="C3", lw=1.6, label=f"Weibull β={float(f['beta']):.3g}, R²={fmt_r2(f['r2'])}")
-        if "exp_A" in f and np.isfinite(float(f["exp_A"])):
-            ax.plot(ss, exponential(ss - s0, float(f["exp_A"]), float(f["exp_omega"])), "--",
-                    color="C2", lw=1.4, label=f"exponential, R²={fmt_r2(f['exp_r2'])}")
-        d = float(f["delta_bic"])
+        ax.plot(ss, weibull(ss - s0, float(f("A")), float(f("omega")), float(f("beta"))), "-",
+                color="C3", lw=1.6, label=f"Weibull β={float(f('beta')):.3g}, R²={fmt_r2(f('r2'))}")
+        if "exp_A" in r and np.isfinite(float(f("exp_A"))):
+            ax.plot(ss, exponential(ss - s0, float(f("exp_A")), float(f("exp_omega"))), "--",
+                    color="C2", lw=1.4, label=f"exponential, R²={fmt_r2(f('exp_r2'))}")
+        d = float(f("delta_bic"))
         title = f"ΔBIC = {d:+.3g} ({'Weibull' if d < 0 else 'exponential'} preferred)"
     else:
-        ax.text(0.5, 0.5, literal_text(f"no fit: {f['status'].values}"), transform=ax.transAxes, ha="center",
+        status = f("status")
+        status = status.decode() if isinstance(status, bytes) else status
+        ax.text(0.5, 0.5, literal_text(f"no fit: {status}"), transform=ax.transAxes, ha="center",
                 fontsize=_SMALL)
-    ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
+    ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False, loc="upper right")
     head = f"band {int(band)}"
-    unsat = "saturated" in r and not bool(r["saturated"].sel(band=band))
+    unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
     if unsat:
-        head += f": UNSATURATED (drift {float(r['floor_window_drift_pct'].sel(band=band)):.2g} %)"
+        head += f": UNSATURATED (drift {float(_at(r, 'floor_window_drift_pct', band=j)):.2g} %)"
     ax.set_title(head, fontsize=_TITLE, color="C3" if unsat else "black")
     ax.set_xlabel("parameter time s", fontsize=_SMALL)
-    ax.set_ylabel("residual Rᵢ = Lᵢ − Lᵢ∞"
-                  + f"\n({literal_text(_units(results, 'residual', LOSS_UNIT))})", fontsize=_SMALL)
-    return ax
+    ax.set_ylabel("residual Rᵢ = Lᵢ − Lᵢ∞" + f"\n({unit})", fontsize=_SMALL)
 
 
-def plot_band_fits(results: xr.Dataset, run, window=None, ax=None):
+def plot_band_fits(results: xr.Dataset, run: Any, window: str | None = None, ax: Any = None) -> np.ndarray:
     """:func:`plot_band_fit` for every band of one run (paper Figure 3); ``ax`` a sequence of
     one Axes per band. Returns the array of Axes."""
     bands = results["band"].values
+    made = ax is None
     axes = _axes_list(ax, len(bands), 4, panel=(3.5, 3.0))
     window = str(results["window"].values[0]) if window is None else window
+    r = _one_run(results, run)
+    unit = literal_text(_units(results, "residual", LOSS_UNIT))
     for a, band in zip(axes, bands):
-        plot_band_fit(results, run, band, window, ax=a)
+        _draw_band_fit(a, r, band, window, unit)
     _suptitle(axes[0].figure, f"{run_label(results, run)}: Weibull and exponential fits, window "
                             f"{window} (pale: outside the active window)", fontsize=_SUPTITLE)
+    if made:
+        _fixed_layout(axes[0].figure)
     return axes
 
 
-def plot_ordering(results: xr.Dataset, window=None, ax=None):
+def plot_ordering(results: xr.Dataset, window: str | None = None, ax: Any = None) -> np.ndarray:
     """Onset, width, floor and initial residual against band resolution r, one line per run
     (colour family per architecture, :func:`arch_colors`); each title gives the median
     Spearman ρ across runs; unsaturated (run, band) pairs are marked with a red ×. Returns the
@@ -315,16 +543,19 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
     from ..keysearch.ordering import METRICS
 
     window = str(results["window"].values[0]) if window is None else window
+    made = ax is None
     axes = _axes_list(ax, 4, 2, panel=(5.0, 3.4))
     data = {"onset": results["onset"].sel(window=window), "width": results["width"].sel(window=window),
             "floor": results["floor"], "initial_residual": results["initial_residual"]}
     colors = arch_colors(results)
     bands = results["band"].values
     rho = results["rho"].sel(window=window)
+    runs = results["run"].values
+    labels = [run_label(results, run) for run in runs]
     for a, m in zip(axes, METRICS):
-        for run in results["run"].values:
-            a.plot(bands, data[m].sel(run=run).values, "-o", ms=3, lw=1.2, color=colors[str(run)],
-                   label=run_label(results, run))
+        per_run = np.asarray(data[m].transpose("run", "band").values)
+        for i, run in enumerate(runs):
+            a.plot(bands, per_run[i], "-o", ms=3, lw=1.2, color=colors[str(run)], label=labels[i])
         if "saturated" in results:
             unsat = ~results["saturated"].values.astype(bool)
             if unsat.any():
@@ -333,6 +564,7 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
                 a.plot(bb[unsat], vals[unsat], "x", color="red", ms=7, mew=1.5, ls="none",
                        label="unsaturated band (floor biased up)")
         a.set_xscale("log", base=2)
+        _plain_log_labels(a.xaxis)
         a.set_xticks(bands, [str(int(b)) for b in bands])
         a.set_xlabel("band resolution r")
         a.set_ylabel(_METRIC_LABELS[m][1])
@@ -343,13 +575,16 @@ def plot_ordering(results: xr.Dataset, window=None, ax=None):
     has_arch = any(_arch(results, r) for r in results["run"].values)
     axes[0].legend(fontsize=_SMALL, title="run [architecture]" if has_arch else "run", title_fontsize=_SMALL)
     _suptitle(axes[0].figure, f"band ordering, window {window}", fontsize=_SUPTITLE)
+    if made:
+        _fixed_layout(axes[0].figure)
     return axes
 
 
-def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
+def plot_full_loss_fit(results: xr.Dataset, run: Any, window: str | None = None, ax: Any = None) -> Any:
     """R_tot(s) of one run with the single Weibull and exponential fits over all checkpoints
     (s rebased to s_0) and the band-sum reconstruction Σ_i R̂_i; ΔBIC in the legend title.
     Returns the Axes."""
+    made = ax is None
     ax = _new_axes(figsize=(4.5, 3.2))[0, 0] if ax is None else ax
     r = results.sel(run=run)
     window = str(r["window"].values[0]) if window is None else window
@@ -379,48 +614,60 @@ def plot_full_loss_fit(results: xr.Dataset, run, window=None, ax=None):
                   + f"\n({literal_text(_units(results, 'total_residual', LOSS_UNIT))})", fontsize=_SMALL)
     ax.set_title(run_label(results, run), fontsize=_TITLE)
     ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
+    if made:
+        _fixed_layout(ax.figure)
     return ax
 
 
-def plot_full_loss(results: xr.Dataset, window=None, ax=None):
+def plot_full_loss(results: xr.Dataset, window: str | None = None, ax: Any = None) -> np.ndarray:
     """:func:`plot_full_loss_fit` for every run; ``ax`` a sequence of one Axes per run.
     Returns the array of Axes."""
     runs = results["run"].values
+    made = ax is None
     axes = _axes_list(ax, len(runs), 3, panel=(4.4, 3.4))
     for a, run in zip(axes, runs):
         plot_full_loss_fit(results, run, window, ax=a)
     _suptitle(axes[0].figure, "full-loss residual: one Weibull vs the exponential (paper §6.3)",
                             fontsize=_SUPTITLE)
+    if made:
+        _fixed_layout(axes[0].figure)
     return axes
 
 
-def plot_loss_curves(results: xr.Dataset, ax=None, xs=("step", "param_time")):
+def plot_loss_curves(results: xr.Dataset, ax: Any = None, xs: Sequence[str] = ("step", "param_time")) -> np.ndarray:
     """The full loss L_tot = Σ_i L_i (the panel MSE) of every run over training, one panel per
     x axis: optimiser steps and parameter time s (A.7); log y, one line per run coloured by
     architecture (:func:`arch_colors`). Returns the array of Axes (one per entry of ``xs``)."""
     xs = [x for x in xs if x in results]
+    made = ax is None
     axes = _axes_list(ax, len(xs), len(xs), panel=(5.2, 3.6))
     colors = arch_colors(results)
     total = results["band_loss"].sum("band", skipna=False)
     lu = literal_text(_units(results, "band_loss", LOSS_UNIT))
     labels = {"step": "optimiser step",
               "param_time": f"parameter time s ({literal_text(_units(results, 'param_time', 'L2 distance'))})"}
+    runs = results["run"].values
+    run_labels = [run_label(results, run) for run in runs]
+    y_all = np.asarray(total.transpose("run", ...).values, dtype=float)
     for a, x in zip(axes, xs):
-        for run in results["run"].values:
-            xv = np.asarray(results[x].sel(run=run).values, dtype=float)
-            yv = np.asarray(total.sel(run=run).values, dtype=float)
+        x_all = np.asarray(results[x].transpose("run", ...).values, dtype=float)
+        for i, run in enumerate(runs):
+            xv, yv = x_all[i], y_all[i]
             ok = np.isfinite(xv) & np.isfinite(yv)
-            a.plot(xv[ok], yv[ok], "-", lw=1.3, color=colors[str(run)], label=run_label(results, run))
+            a.plot(xv[ok], yv[ok], "-", lw=1.3, color=colors[str(run)], label=run_labels[i])
         if x == "step":
             pos = np.asarray(results["step"].values, dtype=float)
             if np.nanmin(pos) >= 0 and np.nanmax(pos) > 100 * max(1.0, np.nanmin(pos[pos > 0], initial=1.0)):
                 a.set_xscale("symlog", linthresh=max(1.0, float(np.nanmin(pos[pos > 0], initial=1.0))))
+                _plain_log_labels(a.xaxis)
         _yscale(a, "log")
         a.set_xlabel(labels[x])
         a.set_ylabel(f"full loss Σ_i L_i\n({lu})")
         a.set_title(f"loss over {'steps' if x == 'step' else 'parameter time'}", fontsize=_TITLE)
     if results.sizes["run"] <= 12:
-        axes[0].legend(fontsize=_SMALL)
+        axes[0].legend(fontsize=_SMALL, loc="upper right")
+    if made:
+        _fixed_layout(axes[0].figure)
     return axes
 
 
@@ -430,7 +677,7 @@ def _forecast_curve(f, s):
     return floor + A * np.exp(-(np.maximum(s - on, 0.0) / om) ** beta)
 
 
-def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band=None, ax=None):
+def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band: Any = None, ax: Any = None) -> Any:
     """One forecast of ``bandscope.forecast`` (docs/forecast.md) against its run.
 
     ``run`` is the run Dataset the forecast was made from (or a longer one: the same run
@@ -442,10 +689,11 @@ def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band=None, ax=None):
     its interval (dotted line, shaded span; to the right edge when unbounded). A forecast that
     is not ``ok`` shows its status. Returns the Axes.
     """
+    made = ax is None
     ax = _new_axes(figsize=(4.6, 3.4))[0, 0] if ax is None else ax
     s = np.asarray(run["param_time"].values, dtype=float)
-    y = run["band_loss"].sum("band", skipna=False) if band is None else run["band_loss"].sel(band=band)
-    y = np.asarray(y.values, dtype=float)
+    y_da = run["band_loss"].sum("band", skipna=False) if band is None else run["band_loss"].sel(band=band)
+    y = np.asarray(y_da.values, dtype=float)
     f = forecast if band is None else forecast.sel(band=band)
     pre = "total_" if band is None else ""
     get = (lambda k: f[pre + k]) if band is None else (lambda k: f[k])
@@ -486,10 +734,12 @@ def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band=None, ax=None):
                   f"({literal_text(_units(run, 'band_loss', LOSS_UNIT))})", fontsize=_SMALL)
     ax.set_title(name, fontsize=_TITLE)
     ax.legend(fontsize=_SMALL, frameon=False)
+    if made:
+        _fixed_layout(ax.figure)
     return ax
 
 
-def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax=None, name=None):
+def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax: Any = None, name: Any = None) -> np.ndarray:
     """:func:`plot_forecast` for every band and the full loss of one run; ``ax`` a sequence of
     one Axes per band plus one. ``run`` may also be a results Dataset with ``name`` (or the
     forecast's ``name`` attribute) selecting the run. Returns the array of Axes."""
@@ -497,12 +747,15 @@ def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax=None, name=None):
         name = name if name is not None else forecast.attrs.get("name")
         run = run.sel(run=name)
     bands = list(forecast["band"].values)
+    made = ax is None
     axes = _axes_list(ax, len(bands) + 1, 4, panel=(3.5, 3.0))
     for a, band in zip(axes, [*bands, None]):
         plot_forecast(run, forecast, band, ax=a)
     label = literal_text(name if name is not None else forecast.attrs.get("name", ""))
     _suptitle(axes[0].figure, f"{label}: forecasts (floor and s_reach with their intervals)".lstrip(": "),
                             fontsize=_SUPTITLE)
+    if made:
+        _fixed_layout(axes[0].figure)
     return axes
 
 
@@ -522,7 +775,7 @@ def figure_specs(results: xr.Dataset, *, window=None, forecasts=None, max_runs=N
     the ordering, the full loss, the loss curves, then per run its band losses and band fits
     (and its forecasts when ``forecasts`` has them)."""
     window = str(results["window"].values[0]) if window is None else window
-    specs = [("weibull_shapes", lambda: plot_weibull_shapes().figure),
+    specs: list[tuple[str, Callable[[], Any]]] = [("weibull_shapes", lambda: plot_weibull_shapes().figure),
              ("ordering", lambda: plot_ordering(results, window)[0].figure),
              ("full_loss", lambda: plot_full_loss(results, window)[0].figure),
              ("loss_curves", lambda: plot_loss_curves(results)[0].figure)]

@@ -11,7 +11,9 @@ import base64
 import html
 import io as _io
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import verdict as V
 from .sections import TERMS, Section, report_context, sections
@@ -112,10 +114,18 @@ def _png(fig, dpi) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure_html(spec, n, fmt, dpi, on_error) -> str:
+def _figure_html(spec: Any, n: int, fmt: str, dpi: float, on_error: Callable | None,
+                 drawn: dict | None = None) -> str:
+    """One ``<figure>`` of ``spec`` (or the failure line). ``drawn``: kind → the last figure of
+    that kind, already rendered, which a spec of the same kind draws on again (``spec.draw_on``)
+    instead of making a new one; updated here."""
     cap = html.escape(spec.caption)
+    kind = getattr(spec, "kind", "") if drawn is not None else ""
+    drawn = {} if drawn is None else drawn
     try:
-        fig = spec.draw()
+        before = drawn.pop(kind, None) if kind else None
+        draw_on = getattr(spec, "draw_on", None)
+        fig = draw_on(before) if before is not None and draw_on is not None else spec.draw()
         if fmt == "svg":
             body = _svg(fig, n)
             body = body.replace("<svg ", f"<svg role='img' aria-label='{cap}' data-figure='{html.escape(spec.name)}' ",
@@ -130,6 +140,8 @@ def _figure_html(spec, n, fmt, dpi, on_error) -> str:
             on_error(spec.name, exc)
         return (f"<p class='fail'>Figure {html.escape(spec.name)} could not be drawn: "
                 f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
+    if kind:
+        drawn[kind] = fig
     return f"<figure>{body}<figcaption>{cap}</figcaption></figure>"
 
 
@@ -169,9 +181,10 @@ def _reasons_html(ctx) -> str:
             f"<p>{html.escape(rules)}</p>" + "\n".join(rows) + "</section>")
 
 
-def to_html(results, window=None, *, title="bandscope report", header="", figures=True,
-            max_runs=3, dpi=100, view=None, tables=None, forecasts=None, figure_format="svg",
-            on_figure_error=None) -> str:
+def to_html(results: Any, window: str | None = None, *, title: str = "bandscope report", header: str = "",
+            figures: bool = True, max_runs: int = 3, dpi: float = 100, view: str | None = None, tables: Any = None,
+            forecasts: dict | None = None, figure_format: str = "svg",
+            on_figure_error: Callable | None = None) -> str:
     """The report as one self-contained HTML page.
 
     Parameters
@@ -214,11 +227,12 @@ def to_html(results, window=None, *, title="bandscope report", header="", figure
     if note:
         body.append(f"<p>{html.escape(note)}</p>")
     n = 0
+    drawn: dict = {}   # per-run figures of one kind are drawn on the previous one's Axes
     for s in sections(ctx):
         figs = []
         if figures:
             for spec in s.figures:
-                figs.append(_figure_html(spec, n, figure_format, dpi, on_figure_error))
+                figs.append(_figure_html(spec, n, figure_format, dpi, on_figure_error, drawn))
                 n += 1
         if s.columns or figs or s.notes:
             body.append(_html_section(s, figs))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -40,9 +41,10 @@ _BAND_KEYS = schema.json_keys("band")
 
 def _lists(results: xr.Dataset, var: str, dims: tuple) -> list:
     """``results[var]`` transposed to ``dims`` as nested python lists of JSON-safe scalars
-    (NaN/inf → None): one conversion per variable instead of one ``sel`` per cell."""
-    da = results[var].transpose(*dims)
-    vals = np.asarray(da.values)
+    (NaN/inf → None): one conversion per variable instead of one ``sel`` per cell, read from the
+    Variable (no DataArray is built). ``dims`` must be the variable's dims."""
+    v = results.variables[var]
+    vals = np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
     if vals.dtype.kind == "f":
         obj = vals.astype(object)
         obj[~np.isfinite(vals)] = None
@@ -75,7 +77,7 @@ def results_to_dict(results: xr.Dataset, *, tables=True) -> dict:
     arch = _lists(results, "arch", ("run",)) if "arch" in results.coords else None
     seed = _lists(results, "seed", ("run",)) if "seed" in results.coords else None
     for i, run in enumerate(results["run"].values):
-        r = {"arch": arch[i] if arch else None, "seed": seed[i] if seed else None, "bands": {}}
+        r: dict[str, Any] = {"arch": arch[i] if arch else None, "seed": seed[i] if seed else None, "bands": {}}
         for j, b_key in enumerate(bands):
             b = {key: v[i][j] for key, v in band.items()}
             b["onset"] = onset[i][j][0]

@@ -147,11 +147,19 @@ class Column:
 class FigureSpec:
     """A figure of a section: a file-name stem, a caption, and ``draw()`` returning a
     :class:`matplotlib.figure.Figure` (called only when the figure is rendered: text reports
-    never import matplotlib)."""
+    never import matplotlib).
+
+    Optional: ``kind`` names figures drawn by the same function for different runs, and
+    ``draw_on(fig)`` draws this one on ``fig``, the figure of the previous spec of the same
+    kind once it has been rendered (:func:`bandscope.report.figures.draw_again`); the HTML
+    page uses it so per-run figures do not make their Axes and ticks anew.
+    """
 
     name: str
     caption: str
     draw: Callable
+    kind: str = ""
+    draw_on: Callable | None = None
 
 
 @dataclass
@@ -554,7 +562,7 @@ def _fig():
     return figures
 
 
-def _per_run_figures(ctx):
+def _per_run_figures(ctx: ReportContext) -> Section:
     """Per run (the first ``ctx.max_runs``): band losses (Figure 1) and band fits (Figure 3)."""
     r = ctx.results
     runs = [str(x) for x in r["run"].values]
@@ -563,10 +571,13 @@ def _per_run_figures(ctx):
     for run in shown:
         figs.append(FigureSpec(f"{run}_band_losses", f"{run}: band losses over parameter time; "
                                "unsaturated bands dashed, the floor window shaded.",
-                               lambda run=run: _fig().plot_band_losses(r, run)[0].figure))
+                               lambda run=run: _fig().plot_band_losses(r, run)[0].figure, "band_losses",
+                               lambda fig, run=run: _fig().draw_again(fig, _fig().plot_band_losses, r, run)))
         figs.append(FigureSpec(f"{run}_fits", f"{run}: residual per band with its Weibull and "
                                f"exponential fits (window {ctx.window}); pale points lie outside the active "
-                               "window.", lambda run=run: _fig().plot_band_fits(r, run, ctx.window)[0].figure))
+                               "window.", lambda run=run: _fig().plot_band_fits(r, run, ctx.window)[0].figure,
+                               "fits", lambda fig, run=run: _fig().draw_again(fig, _fig().plot_band_fits, r, run,
+                                                                              ctx.window)))
     notes = []
     if len(runs) > len(shown):
         notes.append(f"Figures for the first {plural(len(shown), 'run')} of {len(runs)}; "

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from ..keysearch.ordering import METRICS, summarize_runs
 
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     import numpy.typing as npt
-    import xarray as xr
 from . import paper
 from . import verdict as V
 
@@ -57,10 +57,26 @@ METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i
 _METRIC_NAMES = METRIC_NAMES
 
 
-def _primary(results: xr.Dataset, window: str | None) -> str:
+def _values(results: xr.Dataset, var: str, dims: tuple[str, ...]) -> npt.NDArray[Any]:
+    """``results[var]`` as numpy with its axes in the order ``dims`` (which must be its dims),
+    read from the Variable: no DataArray is built (that costs more than the table's arithmetic)."""
+    v = results.variables[var]
+    if set(v.dims) != set(dims):
+        raise ValueError(f"{var} has dims {v.dims}, not {dims}")
+    return np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
+
+
+def _window_labels(results: xr.Dataset) -> list[str]:
+    """The results' window labels as strings (read from the coordinate's Variable)."""
+    return [str(w) for w in np.asarray(results.variables["window"].values)]
+
+
+def _primary(results: xr.Dataset, window: str | None, labels: list[str] | None = None) -> str:
+    """``window``, checked against the results' windows (``labels`` when already read), or the
+    first window when None."""
+    labels = _window_labels(results) if labels is None else labels
     if window is None:
-        return str(results["window"].values[0])
-    labels = [str(w) for w in results["window"].values]
+        return labels[0]
     if window not in labels:
         raise ValueError(f"window {window!r} not in the results; have {labels}")
     return window
@@ -111,7 +127,7 @@ def table_b2(results: xr.Dataset, window: str | None = None) -> pd.DataFrame:
     w = _primary(results, window)
     deflation = float(results.attrs.get("deflation", 10.0))
     k = [str(x) for x in results["window"].values].index(w)
-    arr = {v: np.asarray(results[v].transpose("run", "band", "window").values)[:, :, k] for v in _FIT_STATS}
+    arr = {v: _values(results, v, ("run", "band", "window"))[:, :, k] for v in _FIT_STATS}
     rows = {str(int(b)): _band_stats({v: a[:, j] for v, a in arr.items()}, deflation)
             for j, b in enumerate(results["band"].values)}
     rows["overall"] = _band_stats({v: a.ravel() for v, a in arr.items()}, deflation)
@@ -185,8 +201,9 @@ def table_a7(results: xr.Dataset) -> pd.DataFrame:
         if g == "all checkpoints":
             g_all, r_all = np.asarray(results["gamma"].values), np.asarray(results["gamma_r2"].values)
         else:
-            g_all = np.asarray(results["gamma_w"].sel(gamma_window=g).transpose("run").values)
-            r_all = np.asarray(results["gamma_w_r2"].sel(gamma_window=g).transpose("run").values)
+            gi = gws.index(g)
+            g_all = _values(results, "gamma_w", ("run", "gamma_window"))[:, gi]
+            r_all = _values(results, "gamma_w_r2", ("run", "gamma_window"))[:, gi]
         for a in archs:
             m = run_arch == a
             gam, r2 = g_all[m], r_all[m]
@@ -207,12 +224,16 @@ def table_full_loss(results: xr.Dataset, window: str | None = None) -> pd.DataFr
     w = _primary(results, window)
     deflation = float(results.attrs.get("deflation", 10.0))
     groups = {"overall": np.ones(results.sizes["run"], dtype=bool)}
-    for a in np.unique(results["arch"].values):
-        groups[str(a) or "(no arch)"] = results["arch"].values == a
+    arch = np.asarray(results.variables["arch"].values)
+    for a in np.unique(arch):
+        groups[str(a) or "(no arch)"] = arch == a
+    wk = [str(x) for x in results["window"].values].index(w)
+    bsum = _values(results, "band_sum_r2", ("run", "window"))[:, wk]
+    status = np.asarray(results.variables["total_status"].values)
     rows = {}
     for g, m in groups.items():
-        ok = (results["total_status"].values == "ok") & m
-        pick = lambda v, ok=ok: np.where(ok, results[v].values, np.nan)  # noqa: E731
+        ok = (status == "ok") & m
+        pick = lambda v, ok=ok: np.where(ok, results.variables[v].values, np.nan)  # noqa: E731
         rows[g] = {
             "runs fitted": int(ok.sum()),
             "median R²": _median(pick("total_r2")),
@@ -222,10 +243,8 @@ def table_full_loss(results: xr.Dataset, window: str | None = None) -> pd.DataFr
             f"median ΔBIC (n/{deflation:g})": _median(pick("total_delta_bic_neff")),
             "median ΔBIC (n_eff acf)": _median(pick("total_delta_bic_acf")),
             "median exp R²": _median(pick("total_exp_r2")),
-            f"median band-sum R² ({w})": _median(
-                np.where(m, results["band_sum_r2"].sel(window=w).values, np.nan)),
-            "band-sum runs": int(np.isfinite(
-                np.where(m, results["band_sum_r2"].sel(window=w).values, np.nan)).sum()),
+            f"median band-sum R² ({w})": _median(np.where(m, bsum, np.nan)),
+            "band-sum runs": int(np.isfinite(np.where(m, bsum, np.nan)).sum()),
         }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "group"
@@ -246,13 +265,13 @@ def table_saturation(results: xr.Dataset) -> pd.DataFrame:
     and residual computed from that floor (key search §3, A.9).
     """
     def per_band(v: str) -> npt.NDArray[np.float64]:
-        return np.asarray(results[v].transpose("run", "band").values, dtype=np.float64)
+        return np.asarray(_values(results, v, ("run", "band")), dtype=np.float64)
 
     drift = per_band("floor_window_drift_pct")
     conv = per_band("floor_convention_diff_pct")
     trend = per_band("floor_window_trend_pct") if "floor_window_trend_pct" in results else None
     noise = per_band("late_noise_pct") if "late_noise_pct" in results else None
-    unsat = ~np.asarray(results["saturated"].transpose("run", "band").values).astype(bool)
+    unsat = ~np.asarray(_values(results, "saturated", ("run", "band"))).astype(bool)
     n = results.sizes["run"]
     rows = {}
     for j, b in enumerate(results["band"].values):
@@ -400,7 +419,8 @@ class ReportTables:
 
     def __init__(self, results: xr.Dataset, window: str | None = None) -> None:
         self.results = results
-        self.window = _primary(results, window)
+        self._windows = _window_labels(results)
+        self.window = _primary(results, window, self._windows)
         self._cache: dict = {}
 
     def _once(self, key: Hashable, make: Callable[[], Any]) -> Any:
@@ -409,12 +429,12 @@ class ReportTables:
         return self._cache[key]
 
     def _w(self, window: str | None) -> str:
-        return self.window if window is None else _primary(self.results, window)
+        return self.window if window is None else _primary(self.results, window, self._windows)
 
     @property
     def windows(self) -> list[str]:
         """Every window label of the results, the primary one first as in the results."""
-        return [str(w) for w in self.results["window"].values]
+        return list(self._windows)
 
     def b2(self, window: str | None = None) -> pd.DataFrame:
         """:func:`table_b2` of ``window`` (default the primary one)."""
