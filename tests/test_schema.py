@@ -42,6 +42,9 @@ def test_results_attrs_are_the_schema(res):
         assert ds[v].attrs.pop("long_name")
     bad = [m for m in schema.mismatches(ds, "results", complete=True, **ctx) if m.split(":")[0] in schema.RESULTS]
     assert bad == [], bad
+    # the coordinates too (run, window, checkpoint, alpha, metric, arch, seed, ...)
+    bad = [m for m in schema.mismatches(ds, "results", **ctx) if m.split(":")[0] in schema.COORDS]
+    assert bad == [], bad
 
 
 def test_units_filled_from_the_run(res):
