@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Record the forecast's held-out CNN runs (reference_runs/forecast-heldout/) with `bandscope train`:
-# new seeds (50-57) and settings unlike the calibration corpus (latent widths 64 / 128 / 256,
-# lr 2e-3 to 5e-3, 1,920 and 2,560 steps), on four lanes with one torch thread each, at nice 10.
+# new seeds (50-61) and settings unlike the calibration corpus (batch 64 and 128, latent widths
+# 64 / 128 / 256, lr 2e-3 to 5e-3, about 1,000 steps), on six lanes with one torch thread each, at nice 10.
 #
 #   tools/record_forecast_heldout.sh [NAME]
 #
-# NAME records one run (a directory name below), all eight on four lanes when omitted. Re-running
+# NAME records one run (a directory name below), all twelve on six lanes when omitted. Re-running
 # resumes unfinished runs from their last checkpoint (the git-ignored state/ directory); finished
 # runs return at once. BANDSCOPE names the command to use (default .venv/bin/bandscope).
 set -u
@@ -14,16 +14,20 @@ cd "$(dirname "$SELF")/.."
 SET=forecast-heldout
 BS=${BANDSCOPE:-.venv/bin/bandscope}
 COMMON="--arch cnn --size 32 --n-train 8192 --n-test 2048 --threads 1 --no-progress"
-settings() {  # the settings of one run by name (64 steps per epoch)
+settings() {  # the settings of one run by name
   case "$1" in
-    cnn-lr3e-3-1920steps-latent128-seed50) echo "--lr 3e-3 --epochs 30 --latent-dim 128 --seed 50" ;;
-    cnn-lr3e-3-1920steps-latent64-seed51)  echo "--lr 3e-3 --epochs 30 --latent-dim 64 --seed 51" ;;
-    cnn-lr2e-3-2560steps-latent128-seed52) echo "--lr 2e-3 --epochs 40 --latent-dim 128 --seed 52" ;;
-    cnn-lr3e-3-2560steps-latent256-seed53) echo "--lr 3e-3 --epochs 40 --latent-dim 256 --seed 53" ;;
-    cnn-lr5e-3-1920steps-latent128-seed54) echo "--lr 5e-3 --epochs 30 --latent-dim 128 --seed 54" ;;
-    cnn-lr5e-3-1920steps-latent64-seed55)  echo "--lr 5e-3 --epochs 30 --latent-dim 64 --seed 55" ;;
-    cnn-lr3e-3-1920steps-latent256-seed56) echo "--lr 3e-3 --epochs 30 --latent-dim 256 --seed 56" ;;
-    cnn-lr4e-3-1920steps-latent128-seed57) echo "--lr 4e-3 --epochs 30 --latent-dim 128 --seed 57" ;;
+    cnn-b64-lr3e-3-1024steps-latent128-seed50) echo "--batch-size 64 --lr 3e-3 --epochs 8 --latent-dim 128 --seed 50" ;;
+    cnn-b64-lr3e-3-1024steps-latent64-seed51) echo "--batch-size 64 --lr 3e-3 --epochs 8 --latent-dim 64 --seed 51" ;;
+    cnn-b64-lr2e-3-1024steps-latent128-seed52) echo "--batch-size 64 --lr 2e-3 --epochs 8 --latent-dim 128 --seed 52" ;;
+    cnn-b64-lr5e-3-1024steps-latent64-seed53) echo "--batch-size 64 --lr 5e-3 --epochs 8 --latent-dim 64 --seed 53" ;;
+    cnn-b128-lr3e-3-960steps-latent128-seed54) echo "--batch-size 128 --lr 3e-3 --epochs 15 --latent-dim 128 --seed 54" ;;
+    cnn-b128-lr5e-3-960steps-latent64-seed55) echo "--batch-size 128 --lr 5e-3 --epochs 15 --latent-dim 64 --seed 55" ;;
+    cnn-b64-lr5e-3-1024steps-latent128-seed56) echo "--batch-size 64 --lr 5e-3 --epochs 8 --latent-dim 128 --seed 56" ;;
+    cnn-b64-lr2e-3-1024steps-latent256-seed57) echo "--batch-size 64 --lr 2e-3 --epochs 8 --latent-dim 256 --seed 57" ;;
+    cnn-b64-lr3e-3-1024steps-latent256-seed58) echo "--batch-size 64 --lr 3e-3 --epochs 8 --latent-dim 256 --seed 58" ;;
+    cnn-b64-lr4e-3-1024steps-latent128-seed59) echo "--batch-size 64 --lr 4e-3 --epochs 8 --latent-dim 128 --seed 59" ;;
+    cnn-b64-lr3e-3-1024steps-latent128-seed60) echo "--batch-size 64 --lr 3e-3 --epochs 8 --latent-dim 128 --seed 60" ;;
+    cnn-b64-lr5e-3-1024steps-latent256-seed61) echo "--batch-size 64 --lr 5e-3 --epochs 8 --latent-dim 256 --seed 61" ;;
     *) return 2 ;;
   esac
 }
@@ -40,10 +44,12 @@ one() {
 }
 lane() { for name in "$@"; do "$SELF" "$name"; done; }
 case "${1:-all}" in
-  all) lane cnn-lr3e-3-1920steps-latent128-seed50 cnn-lr5e-3-1920steps-latent128-seed54 &
-       lane cnn-lr3e-3-1920steps-latent64-seed51 cnn-lr5e-3-1920steps-latent64-seed55 &
-       lane cnn-lr2e-3-2560steps-latent128-seed52 cnn-lr3e-3-1920steps-latent256-seed56 &
-       lane cnn-lr3e-3-2560steps-latent256-seed53 cnn-lr4e-3-1920steps-latent128-seed57 &
+  all) lane cnn-b64-lr3e-3-1024steps-latent128-seed50 cnn-b64-lr5e-3-1024steps-latent128-seed56 &
+       lane cnn-b64-lr3e-3-1024steps-latent64-seed51 cnn-b64-lr2e-3-1024steps-latent256-seed57 &
+       lane cnn-b64-lr2e-3-1024steps-latent128-seed52 cnn-b64-lr3e-3-1024steps-latent256-seed58 &
+       lane cnn-b64-lr5e-3-1024steps-latent64-seed53 cnn-b64-lr4e-3-1024steps-latent128-seed59 &
+       lane cnn-b128-lr3e-3-960steps-latent128-seed54 cnn-b64-lr3e-3-1024steps-latent128-seed60 &
+       lane cnn-b128-lr5e-3-960steps-latent64-seed55 cnn-b64-lr5e-3-1024steps-latent256-seed61 &
        wait ;;
   *) one "$1" ;;
 esac
