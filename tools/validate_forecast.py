@@ -178,6 +178,36 @@ def _print(rows, title):
               f"{g} | {bad} |")
 
 
+def _group_table(loro_by_set: dict) -> None:
+    """Print the trust-signal table: per stage group, pooled over the 40-80 % prefixes, each
+    set's number of forecasts, floor coverage, median width and median error (forecast / last
+    value), both as % of the curve's range.
+
+    Parameters
+    ----------
+    loro_by_set : dict
+        Set name -> records with ``point, low, high, group`` (:func:`leave_one_run_out`).
+    """
+    print("\nstage groups, prefixes 40-80 % pooled: n, coverage, median width % range, "
+          "median err % range (forecast / last value)")
+    print("| stage group | stage | " + " | ".join(loro_by_set) + " |")
+    print("|---|---|" + "---|" * len(loro_by_set))
+    edges = (0.0,) + tuple(STAGE_EDGES) + (np.inf,)
+    for g in range(len(STAGE_EDGES) + 1):
+        cells = []
+        for recs in loro_by_set.values():
+            rr = [r for r in recs if "low" in r and r["group"] == g and 0.4 - 1e-9 <= r["prefix"] <= 0.8 + 1e-9]
+            if not rr:
+                cells.append("0")
+                continue
+            cov = np.mean([r["low"] <= r["truth"] <= r["high"] for r in rr])
+            width = np.median([(r["high"] - r["low"]) / r["range"] * 100 for r in rr])
+            err = np.median([abs(r["point"] - r["truth"]) / r["range"] * 100 for r in rr])
+            naive = np.median([abs(r["last"] - r["truth"]) / r["range"] * 100 for r in rr])
+            cells.append(f"{len(rr)}, {cov:.2f}, {width:.1f}, {err:.2f} / {naive:.2f}")
+        print(f"| {g} | {edges[g]:g}-{edges[g + 1]:g} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=None, help="also write the summary rows as JSON")
@@ -216,8 +246,10 @@ def main(argv=None):
     print(f"calibration: {len(cal.runs)} runs, k per stage group {cal.k}, scores per group "
           f"{[len(s) for s in cal.scores]}; stage edges {list(STAGE_EDGES)}")
     all_rows = []
+    loro_by_set = {}
     for kind in ("recorded", "pilots"):
         loro = leave_one_run_out(recs[kind], 0.95, calibration_records=corpus)
+        loro_by_set[kind] = loro
         rows = _summary(loro, kind)
         all_rows += rows
         _print(rows, f"{kind}: leave-one-run-out over the 20 image runs; truth = mean of the last 10 % of "
@@ -246,6 +278,8 @@ def main(argv=None):
         _print(rows, f"heldout: reference_runs/forecast-heldout ({len(runs)} runs), calibration on all 20 image "
                      "runs (the shipped one; these runs were recorded after the method was frozen)")
         print(f"runs: {', '.join(runs)}")
+        loro_by_set["heldout"] = held
+    _group_table(loro_by_set)
     if args.out:
         Path(args.out).write_text(json.dumps(all_rows, indent=1, default=str))
     if args.write_calibration:
