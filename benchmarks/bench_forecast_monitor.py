@@ -29,6 +29,11 @@ machine; CPU-time ratios much more). Usage::
 
     python benchmarks/bench_forecast_monitor.py [--quick] [--steps N] [--rounds R]
                                                 [--schedule reference|dense] [--n-points P]
+    python benchmarks/bench_forecast_monitor.py --profile
+
+``--profile`` times each piece of the Monitor in one fresh process instead (a training step,
+``tracker.step()``, the band probe, a checkpoint's record-and-write, ``tracker.checkpoint()``,
+one forecast), interleaved, as shares of a training step.
 """
 from __future__ import annotations
 
@@ -86,7 +91,90 @@ print(json.dumps({"wall": wall, "cpu": cpu, "thread": thread, "forecasts_logged"
                   "checkpoints": len(sched) if mon is not None else 0}))
 """
 
+_PROFILE = r"""
+import json, os, sys, tempfile, time
+import torch
+torch.set_num_threads(1)
+torch.manual_seed(0)
+from bandscope.torch import Monitor
+from bandscope.torch.reference.models import build_model
+import bandscope
+model = build_model("cnn", 32, seed=0)
+opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+g = torch.Generator().manual_seed(1)
+data = torch.rand(1024, 3, 32, 32, generator=g)
+panel = (torch.rand(256, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+mon = Monitor(model, panel, os.path.join(tempfile.mkdtemp(), "run.nc"), schedule=[0])
+reps = int(sys.argv[1])
+def train(n):
+    for t in range(n):
+        x = data[(t * 128) % 1024:(t * 128) % 1024 + 128]
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), x).backward()
+        opt.step()
+def timed(fn, n):
+    c = time.thread_time()
+    for _ in range(n):
+        fn()
+    return (time.thread_time() - c) / n
+train(3)
+out = {k: [] for k in ("train_step", "tracker_step", "probe", "record_and_write", "tracker_checkpoint")}
+step = [1]
+def record():
+    r = mon.probe(model)
+    step[0] += 1
+    mon.recorder.record(step=step[0], band_loss=r.band_loss, param_time=float(step[0]), arc_length=float(step[0]),
+                        mse=r.mse)
+for _ in range(reps):  # interleaved, so that a change of machine load hits every item alike
+    out["train_step"].append(timed(lambda: train(1), 5))
+    out["tracker_step"].append(timed(mon.tracker.step, 20))
+    out["probe"].append(timed(lambda: mon.probe(model), 1))
+    out["record_and_write"].append(timed(record, 1) - out["probe"][-1])
+    out["tracker_checkpoint"].append(timed(mon.tracker.checkpoint, 5))
+ds = mon.recorder.dataset()
+c = time.thread_time()
+bandscope.forecast(ds)
+fc = time.thread_time() - c
+mon.close(final_checkpoint=False)
+med = {k: sorted(v)[len(v) // 2] for k, v in out.items()}
+med["forecast"] = fc
+med["checkpoints_in_forecast"] = int(ds.sizes["checkpoint"])
+print(json.dumps(med))
+"""
+
 VARIANTS = ("plain", "monitor", "monitor_noforecast")
+
+
+def profile(reps: int = 5) -> dict:
+    """CPU cost of each piece of the Monitor in one fresh process, as a share of a training step.
+
+    Parameters
+    ----------
+    reps : int
+        Interleaved repetitions (medians are printed).
+
+    Returns
+    -------
+    dict
+        Median thread-CPU seconds of a training step, ``tracker.step()``, the band probe, the
+        checkpoint's record-and-write, ``tracker.checkpoint()``, and one forecast; plus the
+        predicted overhead of a whole reference CNN run (53 checkpoints in 23,040 steps).
+    """
+    out = subprocess.run([sys.executable, "-c", _PROFILE, str(reps)], check=True, capture_output=True, text=True)
+    med = json.loads(out.stdout.strip().splitlines()[-1])
+    t = med["train_step"]
+    print(f"per-piece CPU (thread time, median of {reps} interleaved repetitions):")
+    for k in ("train_step", "tracker_step", "probe", "record_and_write", "tracker_checkpoint", "forecast"):
+        print(f"  {k:20s} {med[k] * 1e3:9.2f} ms  {med[k] / t * 100:8.2f} % of a training step")
+    per_ckpt = med["probe"] + med["record_and_write"] + med["tracker_checkpoint"]
+    n_steps, n_ckpt = 23040, 53
+    train_thread = (n_steps * med["tracker_step"] + n_ckpt * per_ckpt) / (n_steps * t)
+    fc_share = (n_ckpt - 7) * med["forecast"] / (n_steps * t)
+    print(f"predicted for a whole reference CNN run ({n_ckpt} checkpoints in {n_steps} steps): training thread "
+          f"+{train_thread * 100:.2f} %, forecasts (one per checkpoint from the 8th, "
+          f"{med['checkpoints_in_forecast']}-checkpoint cost) +{fc_share * 100:.2f} %")
+    med["predicted_train_thread"] = train_thread
+    return med
 
 
 def _run(variant: str, steps: int, schedule: str, n_points: int) -> dict:
@@ -134,7 +222,10 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> dict:
     ap.add_argument("--schedule", choices=("reference", "dense"), default="reference")
     ap.add_argument("--n-points", type=int, default=53, help="checkpoints of the dense schedule (default 53)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, plain first")
+    ap.add_argument("--profile", action="store_true", help="only the per-piece CPU profile (one process)")
     args = ap.parse_args(argv)
+    if args.profile:
+        return profile()
     steps, rounds = (120, 1) if args.quick else (args.steps, args.rounds)
     variants = tuple(v for v in args.variants.split(",") if v)
     if variants[0] != "plain" or any(v not in VARIANTS for v in variants):
