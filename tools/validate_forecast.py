@@ -233,8 +233,10 @@ def main(argv=None):
     step("lm", lambda: prefix_records(lm, REPORT_PREFIXES, names=names))
     step("lm_all", lambda: prefix_records(lm, REPORT_PREFIXES, names=names, saturated_only=False))
     step("lm_cal", lambda: prefix_records(lm, CALIBRATION_PREFIXES, names=names, saturated_only=False))
-    if args.heldout:
-        step("heldout", lambda: prefix_records(_heldout_runs(), CALIBRATION_PREFIXES))
+    if args.heldout:  # cached run by run: runs that finish later are added on the next call
+        for run in _heldout_runs():
+            step(f"heldout/{run.attrs['name']}", lambda run=run: prefix_records([run], CALIBRATION_PREFIXES))
+        recs["heldout"] = [r for k in sorted(recs) if k.startswith("heldout/") for r in recs[k]]
     for shape in ("two_phase", "power_drift", "noisy_plateau"):
         curves = [synthetic_shape(shape, seed) for seed in range(args.synthetic_seeds)]
         step(shape, lambda shape=shape, curves=curves: prefix_records(
