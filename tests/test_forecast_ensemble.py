@@ -218,3 +218,26 @@ def test_cli_calibrate_writes_a_usable_calibration(tmp_path, capsys):
     assert main(["forecast", files[0], "--prefix", "0.5", "--calibration", str(out), "--quiet"]) == 0
     assert main(["forecast", "--calibrate", *files]) == 2  # no --calibration-out
     assert "calibration-out" in capsys.readouterr().err
+
+
+def test_point_is_the_last_value_below_the_falling_group_and_never_above_it():
+    rng = np.random.default_rng(3)
+    n = 400
+    last = rng.uniform(1.0, 2.0, n)
+    range_seen = np.full(n, 1.0)
+    drop_half = rng.choice([0.0, 0.02, 0.05, 0.1, 0.5], n)  # every stage group
+    truth = last - rng.uniform(0.0, 0.8, n) * drop_half  # falling curves end below their last value
+    floor_ens = truth + rng.normal(0.0, 0.05, n)  # an ensemble that knows where they go ...
+    floor_ens[::7] = last[::7] + 0.3  # ... except some misfits above the last value
+    recs = [{"last": a, "floor_ens": b, "spread": 0.01, "drop_half": c, "noise": 0.001, "range_seen": d,
+             "truth": t, "prefix": p} for a, b, c, d, t, p in
+            zip(last, floor_ens, drop_half, range_seen, truth, np.tile([0.4, 0.6], n // 2))]
+    cal = conformal.fit_calibration(recs)
+    assert all(k == 0.0 for k in cal.k[:conformal.SHRINK_GROUP])
+    assert cal.k[conformal.SHRINK_GROUP] > 0  # the ensemble helps there, so it is used
+    for r in recs:
+        p, lo, hi, g, _ = cal.interval(r["last"], r["floor_ens"], r["spread"], r["drop_half"], r["noise"],
+                                       r["range_seen"])
+        assert p <= r["last"]
+        if g < conformal.SHRINK_GROUP:
+            assert p == r["last"]

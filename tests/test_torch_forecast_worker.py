@@ -1,6 +1,8 @@
 """The background forecast worker: off the caller's thread, one at a time, within its CPU budget."""
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -67,3 +69,28 @@ def test_finish_waits_and_returns_the_last_result():
 def test_bad_budget_is_refused():
     with pytest.raises(ValueError, match="budget"):
         ForecastWorker(lambda d: {}, budget=0.0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_worker_thread_runs_at_lower_priority_and_the_caller_does_not():
+    main_tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, main_tid)
+    seen = {}
+
+    def fn(data):
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return {"x": data}
+
+    w = ForecastWorker(fn, budget=1.0, nice=5)
+    assert w.submit(1, step=0)
+    w.wait(10)
+    w.close()
+    assert seen["nice"] == min(before + 5, 19) == w.thread_nice  # only the worker's thread moved
+    assert os.getpriority(os.PRIO_PROCESS, main_tid) == before
+    s = ForecastWorker(fn, budget=1.0, synchronous=True, nice=5)  # the caller's thread is never niced
+    assert s.submit(2, step=0) and seen["nice"] == before and s.thread_nice is None
+
+
+def test_bad_nice_is_refused():
+    with pytest.raises(ValueError, match="nice"):
+        ForecastWorker(lambda d: {}, nice=-1)

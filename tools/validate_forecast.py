@@ -3,6 +3,7 @@
 One command (from the repository root)::
 
     python tools/validate_forecast.py [--cache RECORDS.json] [--out SUMMARY.json] [--write-calibration]
+                                      [--heldout]
 
 The truth of a curve is the mean of its last 10 % of checkpoints (what the run actually did;
 never a fit), used for *saturated* curves (drift over the last 5 checkpoints < 2 % of the
@@ -14,7 +15,14 @@ range: ``bandscope.keysearch.calibrate.late_truth``). Each run is forecast from 
   loss spike is a second onset, not one trajectory);
 * ``lm``: the 8 small-GPT runs of ``reference_runs/lm-scaling-long`` (training loss per step,
   the mean of the 50 steps before each of 53 geometric checkpoints in 9,000 steps; time = step):
-  plain scalar series, calibrated on the image runs only (held out by construction);
+  plain scalar series, calibrated on the image runs only (held out by construction), and
+  ``lm_self``: the same curves calibrated leave one run out over the *other LM runs* (what
+  ``bandscope forecast --calibrate`` does for a user's own curves; all 8 curves, saturated or
+  not, truth = the mean of the last 10 % of checkpoints: with 3 saturated curves a
+  saturated-only LM corpus is too small for a 95 % interval);
+* ``heldout`` (with ``--heldout``): ``reference_runs/forecast-heldout`` (CNN runs recorded after
+  the method was frozen, never used to make or tune it), calibrated on all 20 image runs (the
+  shipped calibration);
 * synthetic shapes that are not the model's own, with AR(1) noise (held out by construction):
   ``two_phase`` (a fall, a shoulder, a second fall ending before the run does), ``power_drift``
   (a power law still drifting), ``noisy_plateau`` (done early, noise 5 % of the fall), and
@@ -53,6 +61,23 @@ def _image_runs(kind):
     else:
         files = sorted(f for f in glob.glob(str(ROOT / "reference_runs" / "pilots" / "*" / "*" / "run.nc"))
                        if "diverged" not in f)
+    return [read_run(f, name=str(Path(f).parent.relative_to(ROOT / "reference_runs"))) for f in files]
+
+
+def _heldout_runs() -> list:
+    """The finished runs of ``reference_runs/forecast-heldout``.
+
+    Returns
+    -------
+    list of xarray.Dataset
+        One run Dataset per run directory whose ``train.log`` has an ``exit 0`` line (a run
+        still being recorded is left out), named by its path under ``reference_runs/``.
+    """
+    files = []
+    for f in sorted(glob.glob(str(ROOT / "reference_runs" / "forecast-heldout" / "*" / "run.nc"))):
+        log = Path(f).parent / "train.log"
+        if log.is_file() and any(line.startswith("exit 0") for line in log.read_text().splitlines()):
+            files.append(f)
     return [read_run(f, name=str(Path(f).parent.relative_to(ROOT / "reference_runs"))) for f in files]
 
 
@@ -143,7 +168,7 @@ def _summary(recs, set_name):
 def _print(rows, title):
     print(f"\n{title}")
     print("| prefix | forecast / saturated | floor coverage | median err % range (forecast / last value) "
-          "| median width % range | single-Weibull coverage | coverage by stage group 0 / 1 / 2 (n) | abstained |")
+          "| median width % range | single-Weibull coverage | coverage by stage group 0 / 1 / 2 / 3 / 4 (n) | abstained |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         g = " / ".join(f"{c:.2f} ({n})" if n else "- (0)" for n, c in r["groups"].values())
@@ -153,6 +178,36 @@ def _print(rows, title):
               f"{g} | {bad} |")
 
 
+def _group_table(loro_by_set: dict) -> None:
+    """Print the trust-signal table: per stage group, pooled over the 40-80 % prefixes, each
+    set's number of forecasts, floor coverage, median width and median error (forecast / last
+    value), both as % of the curve's range.
+
+    Parameters
+    ----------
+    loro_by_set : dict
+        Set name -> records with ``point, low, high, group`` (:func:`leave_one_run_out`).
+    """
+    print("\nstage groups, prefixes 40-80 % pooled: n, coverage, median width % range, "
+          "median err % range (forecast / last value)")
+    print("| stage group | stage | " + " | ".join(loro_by_set) + " |")
+    print("|---|---|" + "---|" * len(loro_by_set))
+    edges = (0.0,) + tuple(STAGE_EDGES) + (np.inf,)
+    for g in range(len(STAGE_EDGES) + 1):
+        cells = []
+        for recs in loro_by_set.values():
+            rr = [r for r in recs if "low" in r and r["group"] == g and 0.4 - 1e-9 <= r["prefix"] <= 0.8 + 1e-9]
+            if not rr:
+                cells.append("0")
+                continue
+            cov = np.mean([r["low"] <= r["truth"] <= r["high"] for r in rr])
+            width = np.median([(r["high"] - r["low"]) / r["range"] * 100 for r in rr])
+            err = np.median([abs(r["point"] - r["truth"]) / r["range"] * 100 for r in rr])
+            naive = np.median([abs(r["last"] - r["truth"]) / r["range"] * 100 for r in rr])
+            cells.append(f"{len(rr)}, {cov:.2f}, {width:.1f}, {err:.2f} / {naive:.2f}")
+        print(f"| {g} | {edges[g]:g}-{edges[g + 1]:g} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=None, help="also write the summary rows as JSON")
@@ -160,6 +215,8 @@ def main(argv=None):
                     help="write the shipped calibration from all 20 image runs")
     ap.add_argument("--synthetic-seeds", type=int, default=20)
     ap.add_argument("--cache", default=None, help="reuse/store the prefix records (a .json file)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="also validate on reference_runs/forecast-heldout (finished runs only)")
     args = ap.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
     recs = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
@@ -175,6 +232,11 @@ def main(argv=None):
     lm, names = _lm_series()
     step("lm", lambda: prefix_records(lm, REPORT_PREFIXES, names=names))
     step("lm_all", lambda: prefix_records(lm, REPORT_PREFIXES, names=names, saturated_only=False))
+    step("lm_cal", lambda: prefix_records(lm, CALIBRATION_PREFIXES, names=names, saturated_only=False))
+    if args.heldout:  # cached run by run: runs that finish later are added on the next call
+        for run in _heldout_runs():
+            step(f"heldout/{run.attrs['name']}", lambda run=run: prefix_records([run], CALIBRATION_PREFIXES))
+        recs["heldout"] = [r for k in sorted(recs) if k.startswith("heldout/") for r in recs[k]]
     for shape in ("two_phase", "power_drift", "noisy_plateau"):
         curves = [synthetic_shape(shape, seed) for seed in range(args.synthetic_seeds)]
         step(shape, lambda shape=shape, curves=curves: prefix_records(
@@ -186,8 +248,10 @@ def main(argv=None):
     print(f"calibration: {len(cal.runs)} runs, k per stage group {cal.k}, scores per group "
           f"{[len(s) for s in cal.scores]}; stage edges {list(STAGE_EDGES)}")
     all_rows = []
+    loro_by_set = {}
     for kind in ("recorded", "pilots"):
         loro = leave_one_run_out(recs[kind], 0.95, calibration_records=corpus)
+        loro_by_set[kind] = loro
         rows = _summary(loro, kind)
         all_rows += rows
         _print(rows, f"{kind}: leave-one-run-out over the 20 image runs; truth = mean of the last 10 % of "
@@ -201,6 +265,23 @@ def main(argv=None):
         rows = _summary(held, kind)
         all_rows += rows
         _print(rows, f"{title}: calibration on all 20 image runs (held out by construction)")
+    lm_self = [r for r in leave_one_run_out(recs["lm_cal"], 0.95, calibration_records=recs["lm_cal"])
+               if any(abs(r["prefix"] - p) < 1e-9 for p in REPORT_PREFIXES)]
+    for kind, recs_k in (("lm_self", lm_self), ("lm_self_saturated", [r for r in lm_self if r["saturated"]])):
+        rows = _summary(recs_k, kind)
+        all_rows += rows
+        _print(rows, f"{kind}: LM curves calibrated leave one run out over the other LM runs "
+                     f"({'saturated curves' if 'saturated' in kind else 'all curves'}; truth = mean of the last 10 %)")
+    if args.heldout:
+        runs = sorted({r["run"] for r in recs["heldout"]})
+        held = leave_one_run_out(recs["heldout"], 0.95, calibration_records=corpus)
+        rows = _summary(held, "heldout")
+        all_rows += rows
+        _print(rows, f"heldout: reference_runs/forecast-heldout ({len(runs)} runs), calibration on all 20 image "
+                     "runs (the shipped one; these runs were recorded after the method was frozen)")
+        print(f"runs: {', '.join(runs)}")
+        loro_by_set["heldout"] = held
+    _group_table(loro_by_set)
     if args.out:
         Path(args.out).write_text(json.dumps(all_rows, indent=1, default=str))
     if args.write_calibration:

@@ -15,10 +15,12 @@ Scores are grouped (Mondrian conformal) by the prefix's observable *stage*
 (:func:`stage_of`): how much of the fall seen so far came in the second half of the fitted
 checkpoints, so that curves still moving and curves at rest get their own quantiles.
 
-The point is the latest value moved toward the ensemble floor by a shrinkage weight ``k`` per
-stage group, fitted on the same corpus so that the median error is never above the naive
-forecast's at any of the corpus' prefixes (:func:`_fit_k`): ``k = 0`` is the naive "the last
-value is the floor", ``k = 1`` trusts the ensemble.
+The point is the latest value, moved down toward the ensemble floor only while the curve is
+still falling fast (the top stage group, :data:`SHRINK_GROUP`) by a shrinkage weight ``k``
+fitted on the same corpus so that the median error is never above the naive forecast's at any
+of the corpus' prefixes (:func:`_fit_k`): ``k = 0`` is the naive "the last value is the floor",
+``k = 1`` trusts the ensemble. The point is never above the last value (an ensemble floor above
+the latest checkpoint of a falling curve is a misfit, not evidence of a rise).
 
 :func:`conformal_bounds` is the fast kernel; :func:`_conformal_bounds_oracle` the slow obvious
 one (sorting in a loop).
@@ -39,12 +41,15 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 __all__ = ["conformal_bounds", "point_and_scale", "stage_of", "Calibration", "fit_calibration",
-           "STAGE_EDGES", "K_GRID"]
+           "STAGE_EDGES", "K_GRID", "SHRINK_GROUP"]
 
 #: Mondrian groups by stage s = drop_half / range_seen: [0, e1), [e1, e2), ..., [e_last, inf)
 STAGE_EDGES = (0.01, 0.03, 0.08, 0.2)
 #: shrinkage weights searched for the point
 K_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+#: the stage group (and above) whose point may move below the last value ("still falling fast");
+#: every lower group's point is the last value (k = 0)
+SHRINK_GROUP = len(STAGE_EDGES)
 
 
 def _ranks(m: int, confidence: float) -> tuple[int, int]:
@@ -103,12 +108,35 @@ def stage_of(drop_half: npt.ArrayLike, range_seen: npt.ArrayLike) -> tuple[np.nd
 
 def point_and_scale(last: npt.ArrayLike, floor_ens: npt.ArrayLike, spread: npt.ArrayLike, drop_half: npt.ArrayLike,
                     noise: npt.ArrayLike, k: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Point ``last + k (floor_ens - last)`` and scale ``u = spread + drop_half + 2 noise``
-    (all ≥ 0; a tiny positive floor keeps u > 0) of a floor forecast: the disagreement of the
-    plausible families, how much the curve still fell in the second half of the fit, and the
-    checkpoint noise."""
+    """Point and scale of a floor forecast.
+
+    Point ``last + k min(floor_ens - last, 0)`` (never above the last value) and scale
+    ``u = spread + drop_half + 2 noise`` (all ≥ 0; a tiny positive floor keeps u > 0): the
+    disagreement of the plausible families, how much the curve still fell in the second half of
+    the fit, and the checkpoint noise.
+
+    Parameters
+    ----------
+    last, floor_ens, spread, drop_half, noise : float or array_like
+        The prefix's observables (:data:`bandscope.keysearch.ensemble.FEATURES`).
+    k : float or array_like
+        Shrinkage weight of the point toward the ensemble floor (0 = the last value).
+
+    Returns
+    -------
+    point, u : numpy.ndarray
+        The point forecast of the floor and the scale of its conformal interval.
+
+    Examples
+    --------
+    >>> p, u = point_and_scale(1.0, 0.6, 0.1, 0.2, 0.05, 0.5)
+    >>> float(p), float(u)
+    (0.8, 0.4)
+    >>> float(point_and_scale(1.0, 1.3, 0.1, 0.2, 0.05, 0.5)[0])  # an ensemble floor above the last value
+    1.0
+    """
     last, fe = np.asarray(last, dtype=np.float64), np.asarray(floor_ens, dtype=np.float64)
-    point = last + np.asarray(k) * (fe - last)
+    point = last + np.asarray(k) * np.minimum(fe - last, 0.0)
     u = np.asarray(spread) + np.asarray(drop_half) + 2.0 * np.asarray(noise)
     u = np.maximum(u, 1e-12 * np.maximum(np.abs(last), 1e-300))
     return point, u
@@ -154,17 +182,17 @@ class Calibration:
 
 def _fit_k(cols: Mapping[str, np.ndarray], grp: np.ndarray, prefix: np.ndarray, n_groups: int,
            fold: np.ndarray | None = None, min_cell: int = 5) -> np.ndarray:
-    """Shrinkage weight of each stage group: the k of :data:`K_GRID` minimising
-    (lexicographically) the largest and then the mean, over the group's cells (prefixes, or
-    prefix × ``fold``; cells with at least ``min_cell`` records), of
-    median |point - truth| / median |last - truth|. k = 0 (the naive
-    point) scores exactly 1 and wins ties, so in-sample no group's point is worse than the last
-    value at any prefix."""
+    """Shrinkage weight of each stage group: 0 below :data:`SHRINK_GROUP`; from it on, the k of
+    :data:`K_GRID` minimising (lexicographically) the largest and then the mean, over the
+    group's cells (prefixes, or prefix × ``fold``; cells with at least ``min_cell`` records), of
+    median |point - truth| / median |last - truth|, with the point of :func:`point_and_scale`.
+    k = 0 (the naive point) scores exactly 1 and wins ties, so in-sample no group's point is
+    worse than the last value at any prefix."""
     fold = np.zeros(prefix.size, dtype=np.int64) if fold is None else np.asarray(fold)
     e0 = np.abs(cols["last"] - cols["truth"])
-    step = cols["floor_ens"] - cols["last"]
+    step = np.minimum(cols["floor_ens"] - cols["last"], 0.0)
     k = np.zeros(n_groups)
-    for g in range(n_groups):
+    for g in range(min(SHRINK_GROUP, n_groups), n_groups):
         in_g = grp == g
         cells = [in_g & (prefix == p) & (fold == f) for p in np.unique(prefix) for f in np.unique(fold)]
         cells = [c for c in cells if c.sum() >= min_cell and np.median(e0[c]) > 0]

@@ -7,10 +7,14 @@ forecasts from more data anyway), and only while the forecasts' CPU time stays w
 ``budget`` (default 2 %) of the rest of the process's CPU time since the worker started (the
 training's; CPU time, not wall time, so the budget holds on a loaded machine too). Finished forecasts are
 collected with :meth:`ForecastWorker.poll` and logged by the Monitor at its next checkpoint,
-tagged with the step they were made at (``bandscope/forecast_step``).
+tagged with the step they were made at (``bandscope/forecast_step``). On Linux the worker's
+thread runs at a lower scheduling priority (``nice``, default +10: only that thread, not the
+process), so on a machine without a spare core the training thread wins the CPU.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 import warnings
@@ -33,6 +37,10 @@ class ForecastWorker:
         (since the worker started); a submission over budget is skipped (default 0.02).
     synchronous : bool
         Run ``fn`` on the caller's thread at once (tests, debugging); the budget still applies.
+    nice : int
+        Added to the worker thread's nice value when it starts its first forecast (Linux only,
+        where nice is per thread; default 10, 0 = unchanged, capped at 19). Never applied to
+        the caller's thread (``synchronous``).
 
     Examples
     --------
@@ -45,10 +53,15 @@ class ForecastWorker:
     >>> w.close()
     """
 
-    def __init__(self, fn: Callable, *, budget: float = 0.02, synchronous: bool = False):
+    def __init__(self, fn: Callable, *, budget: float = 0.02, synchronous: bool = False, nice: int = 10):
         if not (0 < float(budget) <= 1):
             raise ValueError(f"budget must be a fraction of the training's CPU time in (0, 1], e.g. 0.02; "
                              f"got {budget!r}")
+        if int(nice) < 0:
+            raise ValueError(f"nice must be >= 0 (a lower priority for the worker thread, or 0); got {nice!r}")
+        self.nice = int(nice)
+        self._niced = False
+        self.thread_nice: int | None = None  # the worker thread's nice value once lowered (Linux)
         self.fn = fn
         self.budget = float(budget)
         self.synchronous = bool(synchronous)
@@ -65,7 +78,24 @@ class ForecastWorker:
         self.failed: BaseException | None = None
         self._warned = False
 
+    def _lower_priority(self) -> None:
+        """Raise the calling (worker) thread's nice value by :attr:`nice`, once (Linux only).
+
+        On Linux ``setpriority(PRIO_PROCESS, tid)`` changes one thread; elsewhere the same call
+        would change a process, so nothing is done there."""
+        if self._niced or self.synchronous or self.nice == 0 or not sys.platform.startswith("linux"):
+            return
+        self._niced = True
+        try:
+            tid = threading.get_native_id()
+            target = min(os.getpriority(os.PRIO_PROCESS, tid) + self.nice, 19)
+            os.setpriority(os.PRIO_PROCESS, tid, target)
+            self.thread_nice = os.getpriority(os.PRIO_PROCESS, tid)
+        except (AttributeError, OSError):  # a sandbox may forbid it: a priority is not worth a failure
+            pass
+
     def _job(self, data, step):
+        self._lower_priority()
         c0 = time.thread_time()
         try:
             out = self.fn(data)
