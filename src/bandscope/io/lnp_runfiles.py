@@ -45,11 +45,33 @@ def run_kinds(path) -> set[str]:
             return {"bands"}
         with ds:
             names = set(ds.variables), set(ds.dims)
-    variables, dims = names
+    return kinds_of(*names)
+
+
+def kinds_of(variables: set[str], dims: set[str]) -> set[str]:
+    """The analyses a run file supports, from its variable and dimension names (the rule of
+    :func:`run_kinds`).
+
+    Parameters
+    ----------
+    variables, dims : set of str
+        The file's variable (coordinates included) and dimension names.
+
+    Returns
+    -------
+    set of str
+        ``"bands"`` and/or ``"lnp"``; ``{"bands"}`` when neither applies (the key-search reader
+        then says what is missing).
+
+    Examples
+    --------
+    >>> sorted(kinds_of({"band_loss", "param_time"}, {"checkpoint", "band"}))
+    ['bands']
+    """
     kinds = set()
     if "band_loss" in variables:
         kinds.add("bands")
-    if "lnp_step" in dims and ({"lnp_spectral_position", "lnp_spectral_position_cross"} & variables):
+    if "lnp_step" in dims and ({"lnp_spectral_position", "lnp_spectral_position_cross"} & set(variables)):
         kinds.add("lnp")
     return kinds or {"bands"}  # neither: let the key-search reader say what is missing
 
