@@ -335,10 +335,16 @@ def _analyze_on_dask(args) -> int:
         print("bandscope analyze: give --workers (a local cluster) or --scheduler (an existing "
               "one), not both", file=sys.stderr)
         return 2
+    if args.workers:
+        # local workers: one task per chunk of files, read where it is analysed (no scan, no graph)
+        def on_workers(files, *options, **overrides):
+            return sweep.analyze_files(files.paths, *options, workers=args.workers, dropna=args.dropna,
+                                       progress=True, **overrides)
+
+        files = sweep.RunFiles([str(p) for p in sweep.find_run_files(args.runs)])
+        return _run_analysis(files, args, analyze=on_workers)
     if args.scheduler:
         cluster = sweep.scheduler_client(args.scheduler)
-    elif args.workers:
-        cluster = sweep.local_cluster(args.workers)
     else:
         cluster = contextlib.nullcontext()
     with cluster:
