@@ -690,7 +690,7 @@ def _start_cluster(workers: int, box: dict, ready) -> None:
     from dask.distributed import Client, LocalCluster
 
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux" else None
-    cfg = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    cfg: dict[str, object] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
     if method:
         cfg["distributed.worker.multiprocessing-method"] = method
     try:
