@@ -1,27 +1,28 @@
-"""Sweep benchmark: numpy vs dask (threaded, distributed) on 100, 1,000 and 10,000 run files.
+"""Sweep benchmark: ``bandscope analyze`` over 2,000 (and 10,000) run files, plain vs ``--workers 2``.
 
 One command, one run::
 
-    nice python benchmarks/bench_sweep.py            # sizes 100,2000, netCDF files
-    nice python benchmarks/bench_sweep.py --sizes 2000,10000 --json sweep.json   # the targets
+    nice python benchmarks/bench_sweep.py --dir /tmp/sweeps-bench --json sweep.json   # 2,000 runs
+    nice python benchmarks/bench_sweep.py --sizes 2000,10000 --rounds 2 --dir /tmp/sweeps-bench
 
 It writes synthetic runs (:func:`bandscope.keysearch.synthetic.make_run_synthetic`, 53 checkpoints x 7
 bands) once into ``--dir`` (default a temporary directory; an existing one is reused) and
-then, for each size N and each path, starts a fresh Python process that reads the first N files
-and analyses them:
+then, for each size N and each path, starts a fresh Python process that runs the command on
+the first N files (in-process ``bandscope.cli.main.main``, ``--quiet``: reading, analysis and
+the report's tables, nothing printed):
 
-* ``numpy``: ``bandscope.read_runs`` + ``bandscope.analyze`` (the CLI without ``--dask``);
-* ``dask-threads``: ``sweep.open_runs`` + ``analyze_sweep`` + ``compute_sweep()`` (threaded
-  scheduler, 2 threads on this machine);
-* ``dask-2-workers``: the same on ``LocalCluster(n_workers=2, threads_per_worker=1,
-  processes=True)``; the cluster's start-up (~2-4 s) is included in the total and shown apart.
+* ``numpy``: ``bandscope analyze FILES`` (the plain path; the baseline of every ratio);
+* ``workers-2``: ``bandscope analyze FILES --workers 2`` (a local cluster of two forked worker
+  processes, one task per chunk of files; its start is included);
+* ``dask-threads``: ``bandscope analyze FILES --dask`` (threaded scheduler);
+* ``numpy@other``: the plain path with the package in ``--compare-src`` (e.g. the previous
+  version's ``src``).
 
-Reported: wall time (total and per run), the speed-up against numpy at the same N, CPU time
-per run (this process's threads plus, for the distributed path, the workers' CPU since they
-started, imports included), peak RSS of the process (``getrusage``) and, for the distributed
-path, of the largest worker, and the 1-minute load average when the configuration ended
-(``os.getloadavg``; also printed before and after): other work on the same cores slows every
-path and makes the ratios noisy, while CPU time per run depends much less on it.
+With ``--rounds R`` the paths run R times, interleaved, and every ratio is taken against the
+numpy run of the same round. Reported: wall time (total and per run), the speed-up against
+numpy, CPU time per run (this process and its finished children, i.e. the workers), peak RSS,
+and the 1-minute load average (``os.getloadavg``; printed before and after too): other work on
+the same cores slows every path, so wall-time ratios mean something only on a quiet machine.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import time
 import warnings
 from pathlib import Path
 
-PATHS = ("numpy", "dask-threads", "dask-2-workers")
+PATHS = ("numpy", "workers-2", "dask-threads")
 
 
 def _write_some(args):
@@ -64,51 +65,80 @@ def write_files(root: Path, n: int, fmt: str) -> list[Path]:
     return paths
 
 
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+def _cpu_all() -> float:
+    """CPU seconds of this process and of its finished children (the forked workers).
+
+    Returns
+    -------
+    float
+        User plus system time, seconds.
+    """
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
 
 
-def one(path_kind: str, files: list[str], chunk_runs: int) -> dict:
-    """Run one configuration in this process and return its measurements."""
+def one(path_kind: str, files: list[str]) -> dict:
+    """Run one configuration of the command in this process and return its measurements.
+
+    Parameters
+    ----------
+    path_kind : {"numpy", "workers-2", "dask-threads"}
+        Which command line (see the module docstring).
+    files : list of str
+        The run files.
+
+    Returns
+    -------
+    dict
+        ``total_s``, ``ms_per_run``, ``cpu_s``, ``cpu_ms_per_run``, ``peak_rss_mb``,
+        ``load_1min``.
+    """
     warnings.simplefilter("ignore")
-    import bandscope
-    from bandscope.keysearch import sweep
+    import contextlib
+    import io
+
+    from bandscope.cli.main import main as cli
 
     out = {"path": path_kind, "n": len(files)}
+    extra = {"numpy": [], "workers-2": ["--workers", "2"], "dask-threads": ["--dask"]}[path_kind]
     t0 = time.perf_counter()
-    if path_kind == "numpy":
-        res = bandscope.analyze(bandscope.read_runs(files))
-    elif path_kind == "dask-threads":
-        lazy = sweep.analyze_sweep(sweep.open_runs(files, chunk_runs=chunk_runs))
-        out["graph_s"] = time.perf_counter() - t0
-        res = sweep.compute_sweep(lazy)
-    else:
-        with sweep.local_cluster(2) as client:
-            out["cluster_start_s"] = time.perf_counter() - t0
-            lazy = sweep.analyze_sweep(sweep.open_runs(files, chunk_runs=chunk_runs))
-            out["graph_s"] = time.perf_counter() - t0 - out["cluster_start_s"]
-            res = sweep.compute_sweep(lazy)
-            rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-            out["worker_peak_rss_mb"] = max(rss.values()) / 1024
-            out["worker_cpu_s"] = sum(client.run(_cpu).values())  # since worker start, imports included
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli(["analyze", *files, "--quiet", *extra])
+    if rc:
+        raise SystemExit(f"bandscope analyze returned {rc}: {err.getvalue()[-2000:]}")
     out["total_s"] = time.perf_counter() - t0
-    out["cpu_s"] = _cpu() + out.get("worker_cpu_s", 0.0)  # this process (all threads) + workers
+    out["cpu_s"] = _cpu_all()  # imports included, as a user pays them
     out["cpu_ms_per_run"] = 1000 * out["cpu_s"] / len(files)
     out["load_1min"] = os.getloadavg()[0]
     out["ms_per_run"] = 1000 * out["total_s"] / len(files)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out["ok_fits"] = int((res["status"] == "ok").sum())
     return out
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> dict:
+    """Write the files once, run every configuration in a fresh process, print and return rows.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    dict
+        ``rows`` (one per configuration and round), ``summary`` (per size and path: median CPU
+        ms per run and median speed-up against the numpy run of the same round), the load
+        averages before and after.
+    """
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="100,2000", help="numbers of runs (comma separated)")
+    ap.add_argument("--sizes", default="2000", help="numbers of runs (comma separated)")
     ap.add_argument("--paths", default=",".join(PATHS), help=f"which of {PATHS}")
     ap.add_argument("--format", default="nc", choices=["nc", "parquet", "zarr"])
     ap.add_argument("--dir", help="where the run files are written once and reused (default: a temp dir)")
-    ap.add_argument("--chunk-runs", type=int, default=None, help="runs per dask chunk (default sweep's)")
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--compare-src", metavar="DIR",
                     help="also run the numpy path with the package in DIR (e.g. a previous version's src), "
@@ -116,53 +146,60 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=1, help="repeat the paths this many times (interleaved)")
     ap.add_argument("--one", nargs=2, metavar=("PATH", "LISTFILE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    from bandscope.keysearch import sweep
-
-    chunk = args.chunk_runs or sweep.DEFAULT_CHUNK_RUNS
     if args.one:
         files = Path(args.one[1]).read_text().split("\n")
-        print(json.dumps(one(args.one[0], files, chunk)))
+        print(json.dumps(one(args.one[0], files)))
         return {}
     sizes = [int(s) for s in args.sizes.split(",")]
     paths = [p for p in args.paths.split(",") if p]
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bandscope-sweep-bench-"))
     files = write_files(root / args.format, max(sizes), args.format)
     load0 = os.getloadavg()
-    print(f"# bandscope sweep benchmark: {args.format} files in {root}, chunk_runs={chunk}, "
-          f"{os.cpu_count()} CPUs, load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
-    print(f"{'runs':>6} {'path':<15} {'total s':>8} {'ms/run':>7} {'vs numpy':>8} {'CPU ms/run':>10} "
-          f"{'peak RSS MB':>11} {'worker MB':>9} {'cluster s':>9} {'load':>5}")
+    print(f"# bandscope sweep benchmark: {args.format} files in {root}, {os.cpu_count()} CPUs, "
+          f"load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
+    print(f"{'runs':>6} {'round':>5} {'path':<13} {'total s':>8} {'ms/run':>7} {'vs numpy':>8} "
+          f"{'CPU ms/run':>10} {'peak RSS MB':>11} {'load':>5}")
     rows = []
+    summary: dict = {}
     for n in sizes:
         lst = root / f"files-{n}.txt"
         lst.write_text("\n".join(str(f) for f in files[:n]))
-        base = None
-        kinds = ((["numpy@other"] if args.compare_src else []) + paths) * max(1, args.rounds)
-        for kind in kinds:
-            env = dict(os.environ)
-            if kind == "numpy@other":
-                env["PYTHONPATH"] = str(Path(args.compare_src).resolve())
-            r = subprocess.run([sys.executable, __file__, "--one", kind.split("@")[0], str(lst),
-                                "--chunk-runs", str(chunk)], capture_output=True, text=True, env=env)
-            if r.returncode:
-                print(f"{n:>6} {kind:<15} FAILED: {r.stderr.strip().splitlines()[-1:]}")
-                continue
-            row = json.loads(r.stdout.strip().splitlines()[-1])
-            row["path"] = kind
-            row["load_after"] = os.getloadavg()[0]
-            rows.append(row)
-            if kind == "numpy":
-                base = row["total_s"]
-            ratio = f"{base / row['total_s']:.2f}x" if base else "-"
-            print(f"{n:>6} {kind:<15} {row['total_s']:8.2f} {row['ms_per_run']:7.1f} {ratio:>8} "
-                  f"{row['cpu_ms_per_run']:10.1f} {row['peak_rss_mb']:11.0f} "
-                  f"{row.get('worker_peak_rss_mb', float('nan')):9.0f} "
-                  f"{row.get('cluster_start_s', float('nan')):9.2f} {row['load_1min']:5.1f}", flush=True)
+        for rnd in range(max(1, args.rounds)):
+            base = None
+            for kind in (["numpy@other"] if args.compare_src else []) + paths:
+                env = dict(os.environ)
+                if kind == "numpy@other":
+                    env["PYTHONPATH"] = str(Path(args.compare_src).resolve())
+                cmd = [sys.executable, __file__, "--one", kind.split("@")[0], str(lst)]
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if r.returncode:
+                    print(f"{n:>6} {rnd:>5} {kind:<13} FAILED: {r.stderr.strip().splitlines()[-1:]}")
+                    continue
+                row = json.loads(r.stdout.strip().splitlines()[-1])
+                row.update(path=kind, round=rnd, load_after=os.getloadavg()[0])
+                if kind == "numpy":
+                    base = row["total_s"]
+                row["speedup_vs_numpy"] = base / row["total_s"] if base else None
+                rows.append(row)
+                ratio = f"{row['speedup_vs_numpy']:.2f}x" if base else "-"
+                print(f"{n:>6} {rnd:>5} {kind:<13} {row['total_s']:8.2f} {row['ms_per_run']:7.1f} {ratio:>8} "
+                      f"{row['cpu_ms_per_run']:10.1f} {row['peak_rss_mb']:11.0f} {row['load_1min']:5.1f}",
+                      flush=True)
+        for kind in {r["path"] for r in rows if r["n"] == n}:
+            mine = [r for r in rows if r["n"] == n and r["path"] == kind]
+            cpu = sorted(r["cpu_ms_per_run"] for r in mine)
+            sp = sorted(r["speedup_vs_numpy"] for r in mine if r["speedup_vs_numpy"])
+            summary[f"{kind}_{n}_cpu_ms_per_run_median"] = cpu[len(cpu) // 2]
+            if sp and kind != "numpy":
+                summary[f"{kind}_{n}_speedup_vs_numpy_median"] = sp[len(sp) // 2]
     load1 = os.getloadavg()
     print(f"# load average after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    print("# targets: numpy_2000_cpu_ms_per_run <= 8; workers-2 speed-up >= 1.6 at 2,000 runs, >= 1.8 at 10,000")
+    for k, v in sorted(summary.items()):
+        print(f"  {k:45s} {v:8.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    return {"rows": rows}
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+    return {"rows": rows, "summary": summary, "load_before": load0[0], "load_after": load1[0]}
 
 
 if __name__ == "__main__":

@@ -256,14 +256,16 @@ def test_bugs_keep_their_traceback(tmp_path, frame, monkeypatch):
     def bug(*a, **k):
         raise KeyError("a bug, not bad input")
 
-    monkeypatch.setattr(bio, "read_runs", bug)
+    from bandscope.io import runfiles
+
+    monkeypatch.setattr(runfiles, "read_runs_by_kind", bug)  # the reader of bandscope analyze
     with pytest.raises(KeyError):
         main(["analyze", str(tmp_path / "r.csv")])
 
     def library_value_error(*a, **k):
         np.zeros(3).reshape(2, 2)  # a ValueError raised deep inside numpy: a bug of ours
 
-    monkeypatch.setattr(bio, "read_runs", library_value_error)
+    monkeypatch.setattr(runfiles, "read_runs_by_kind", library_value_error)
     with pytest.raises(ValueError, match="reshape"):
         main(["analyze", str(tmp_path / "r.csv")])
 

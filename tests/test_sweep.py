@@ -137,6 +137,40 @@ def test_distributed_local_cluster_two_workers(tmp_path):
     assert_results_equal(got, bandscope.analyze(bio.read_runs(files)))
 
 
+def test_analyze_files_on_local_workers_equals_the_plain_path(tmp_path):
+    """analyze_files (one task per chunk of files, read where it is analysed) equals
+    analyze(read_runs(files)): values (to rounding), names -- also stems repeated across chunks, whose
+    runs take their directory's name, and recorded names that clash (-2) -- coords and attrs."""
+    pytest.importorskip("distributed")
+    runs = _ragged([53, 40, 53, 46, 35])
+    files = []
+    for i, r in enumerate(runs):
+        d = tmp_path / f"dir{i}"
+        d.mkdir()
+        r = r.copy()
+        r.attrs["name"] = "run" if i < 2 else ("clash" if i < 4 else "solo")  # "run": no recorded name
+        files.append(bio.write_run(r, d / ("run.nc" if i < 2 else f"r{i}.nc")))
+    want = bandscope.analyze(bio.read_runs(files))
+    assert list(want.run.values) == ["dir0", "dir1", "clash", "clash-2", "solo"]
+    got = sweep.analyze_files(files, workers=1, chunk_runs=2)
+    assert_results_equal(got, want, rtol=1e-12)  # rounding of statistics over the chunk's widths
+    assert got.attrs["gamma_note"] == want.attrs["gamma_note"]
+
+
+def test_cli_workers_equals_numpy(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    from bandscope.cli import main
+
+    files = [str(f) for f in _write(_ragged([53, 42, 53, 48]), tmp_path / "runs", ".nc")]
+    assert main(["analyze", *sorted(files), "--quiet", "--json", str(tmp_path / "np.json")]) == 0
+    assert main(["analyze", str(tmp_path / "runs" / "*.nc"), "--workers", "2", "--quiet", "--json",
+                 str(tmp_path / "w.json")]) == 0
+    assert "chunks" in capsys.readouterr().err  # the progress count went to stderr
+    a = json.loads((tmp_path / "np.json").read_text())
+    b = json.loads((tmp_path / "w.json").read_text())
+    assert a == b
+
+
 # --------------------------------------------------------------------------- formats
 def _write(runs, root: Path, suffix: str) -> list[Path]:
     root.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,32 @@ def test_half_precision_inputs_work_in_float32():
     np.testing.assert_allclose(got64.numpy(), band_losses(x, r, dtype=np.float64).values, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_image_blocks_equal_the_whole_panel(monkeypatch, dtype):
+    """On the CPU without autograd the panel is transformed in blocks of images (cache-sized):
+    per image and panel values equal the one-piece computation (to the working precision's
+    rounding), and float16 inputs equal their float32 values given as float32, bit for bit."""
+    from bandscope.torch import haar
+
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.random((2, 7, 3, 16, 16))).to(dtype)
+    r = torch.from_numpy(rng.random((2, 7, 3, 16, 16))).to(dtype)
+    monkeypatch.setattr(haar, "_BLOCK_BYTES", 1 << 40)
+    whole = haar_band_losses(x, r, per_image=True)
+    monkeypatch.setattr(haar, "_BLOCK_BYTES", 3 * 3 * 16 * 16 * 4)  # 3 images per block
+    blocked = haar_band_losses(x, r, per_image=True)
+    assert blocked.shape == whole.shape == (2, 7, 5)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    np.testing.assert_allclose(blocked.numpy(), whole.numpy(), rtol=tol)
+    np.testing.assert_allclose(haar_band_losses(x, r).numpy(), whole.reshape(-1, 5).mean(0).numpy(), rtol=tol)
+    x16, r16 = x.half(), r.half()
+    x32 = x16.float()
+    want = haar_band_losses(x32, r16.float(), per_image=True)
+    assert torch.equal(haar_band_losses(x16, r16, per_image=True), want)
+    assert torch.equal(haar_band_losses(x32, r16, per_image=True), want)
+    assert torch.equal(x32, x16.float())  # a float32 input is not modified in place
+
+
 def test_project_sums_to_e_orthogonal_and_matches_numpy():
     e = torch.randn(3, 2, 16, 16, dtype=torch.float64)
     parts = haar_band_project(e)

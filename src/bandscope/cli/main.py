@@ -219,22 +219,21 @@ def reach_options(args):
 def _split_runs(paths, dropna: bool):
     """(key-search runs, LNP runs) of the files: a file with band_loss goes to the key-search
     analysis, one with LNP variables to the spectral-reach analysis, one with both to both."""
-    from .. import io as bio
-    from ..io.lnp_runfiles import read_lnp_run, run_kinds
+    from ..io.lnp_runfiles import read_lnp_run
+    from ..io.runfiles import read_runs_by_kind
 
-    band, lnp = [], []
-    for p in paths:
-        kinds = run_kinds(p)
-        if "bands" in kinds:
-            band.append(p)
-        if "lnp" in kinds and "bands" in kinds:  # the key-search analysis must not fail for the LNP extras
+    # each plain netCDF run file is opened once, for its kinds and its data
+    runs, lnp_only, both = read_runs_by_kind(paths, dropna=dropna)
+    lnp, with_lnp, both = [], {*lnp_only, *both}, set(both)
+    for p in (Path(q) for q in paths if Path(q) in with_lnp):
+        if p in both:  # the key-search analysis must not fail for the LNP extras
             try:
                 lnp.append(read_lnp_run(p))
             except BandscopeInputError as exc:
                 print(f"bandscope analyze: no spectral-reach analysis of {p}: {exc}", file=sys.stderr)
-        elif "lnp" in kinds:
+        else:
             lnp.append(read_lnp_run(p))
-    return (bio.read_runs(band, dropna=dropna) if band else []), lnp
+    return runs, lnp
 
 
 def _report_reach(reach, args, joined: bool = False) -> int:
@@ -336,10 +335,16 @@ def _analyze_on_dask(args) -> int:
         print("bandscope analyze: give --workers (a local cluster) or --scheduler (an existing "
               "one), not both", file=sys.stderr)
         return 2
+    if args.workers:
+        # local workers: one task per chunk of files, read where it is analysed (no scan, no graph)
+        def on_workers(files, *options, **overrides):
+            return sweep.analyze_files(files.paths, *options, workers=args.workers, dropna=args.dropna,
+                                       progress=True, **overrides)
+
+        files = sweep.RunFiles([str(p) for p in sweep.find_run_files(args.runs)])
+        return _run_analysis(files, args, analyze=on_workers)
     if args.scheduler:
         cluster = sweep.scheduler_client(args.scheduler)
-    elif args.workers:
-        cluster = sweep.local_cluster(args.workers)
     else:
         cluster = contextlib.nullcontext()
     with cluster:

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -259,23 +260,39 @@ def _read_netcdf_direct(path: Path) -> xr.Dataset | None:
     import netCDF4
 
     with netCDF4.Dataset(path) as f:
-        if f.groups or set(f.dimensions) - {"checkpoint", "band"}:
+        return _direct_dataset(f)
+
+
+def _direct_dataset(f) -> xr.Dataset | None:
+    """The Dataset of :func:`_read_netcdf_direct` from an open ``netCDF4.Dataset``.
+
+    Parameters
+    ----------
+    f : netCDF4.Dataset
+        The open file (left open).
+
+    Returns
+    -------
+    xarray.Dataset or None
+        In memory; None when the file is not a plain run file (see :func:`_read_netcdf_direct`).
+    """
+    if f.groups or set(f.dimensions) - {"checkpoint", "band"}:
+        return None
+    f.set_auto_maskandscale(False)
+    variables, coords = {}, {}
+    for name, v in f.variables.items():
+        attrs = {k: v.getncattr(k) for k in v.ncattrs()}
+        fill = attrs.pop("_FillValue", None)
+        if (getattr(v.dtype, "kind", "O") not in "fiu" or {"scale_factor", "add_offset", "coordinates",
+                                           "missing_value", "calendar"} & set(attrs)
+                or "since" in str(attrs.get("units", ""))
+                or (fill is not None and not (v.dtype.kind == "f" and np.isnan(fill)))):
             return None
-        f.set_auto_maskandscale(False)
-        variables, coords = {}, {}
-        for name, v in f.variables.items():
-            attrs = {k: v.getncattr(k) for k in v.ncattrs()}
-            fill = attrs.pop("_FillValue", None)
-            if (getattr(v.dtype, "kind", "O") not in "fiu" or {"scale_factor", "add_offset", "coordinates",
-                                               "missing_value", "calendar"} & set(attrs)
-                    or "since" in str(attrs.get("units", ""))
-                    or (fill is not None and not (v.dtype.kind == "f" and np.isnan(fill)))):
-                return None
-            var = xr.Variable(v.dimensions, np.asarray(v[...]), attrs)
-            if fill is not None:
-                var.encoding["_FillValue"] = fill
-            (coords if v.dimensions == (name,) else variables)[name] = var
-        attrs = {k: f.getncattr(k) for k in f.ncattrs()}
+        var = xr.Variable(v.dimensions, np.asarray(v[...]), attrs)
+        if fill is not None:
+            var.encoding["_FillValue"] = fill
+        (coords if v.dimensions == (name,) else variables)[name] = var
+    attrs = {k: f.getncattr(k) for k in f.ncattrs()}
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
@@ -465,6 +482,86 @@ def _read_file_runs(path: Path, dropna: bool) -> list[tuple[xr.Dataset, bool]]:
     return [(read_run(path, dropna=dropna), True)]
 
 
+def read_runs_by_kind(paths: Iterable, *, dropna: bool = False) -> tuple[list[xr.Dataset], list[Path], list[Path]]:
+    """The runs of the files that have band losses, and which files have LNP measurements,
+    opening each plain netCDF run file once.
+
+    ``bandscope analyze`` sends a file with ``band_loss`` to the key-search analysis and one
+    with LNP variables to the spectral-reach analysis (:func:`bandscope.io.lnp_runfiles.run_kinds`);
+    this reads the first kind and finds the second in one pass. A plain netCDF run file (the
+    files of a sweep) is opened once, for its names and its data together; other files are
+    classified by ``run_kinds`` and read by the readers of :func:`read_runs`.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        Run files.
+    dropna : bool
+        As in :func:`read_runs`.
+
+    Returns
+    -------
+    runs : list of xarray.Dataset
+        ``read_runs`` of the files with band losses (same names, same checks).
+    lnp_only, lnp_and_bands : list of Path
+        Files with LNP measurements and no band losses, and files with both.
+
+    Raises
+    ------
+    bandscope.errors.BandscopeInputError
+        As :func:`read_runs`.
+    """
+    from .lnp_runfiles import kinds_of, run_kinds
+
+    band_paths: list[Path] = []
+    opened: dict[int, xr.Dataset] = {}
+    lnp_only: list[Path] = []
+    both: list[Path] = []
+    for p in (Path(q) for q in paths):
+        ds, kinds = _open_with_kinds(p, kinds_of)
+        if kinds is None:
+            kinds = run_kinds(p)
+        if "bands" in kinds:
+            if ds is not None:
+                opened[len(band_paths)] = ds
+            band_paths.append(p)
+        if "lnp" in kinds:
+            (both if "bands" in kinds else lnp_only).append(p)
+    runs = _read_runs(band_paths, dropna, opened) if band_paths else []
+    return runs, lnp_only, both
+
+
+def _open_with_kinds(path: Path, kinds_of) -> tuple[xr.Dataset | None, set[str] | None]:
+    """Open a netCDF run file once: its kinds (``kinds_of`` of its names) and, for a plain run
+    file, its Dataset (:func:`_direct_dataset`).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A run file.
+    kinds_of : callable
+        ``(variables, dims) -> set of kinds`` (:func:`bandscope.io.lnp_runfiles.kinds_of`).
+
+    Returns
+    -------
+    tuple
+        ``(Dataset or None, kinds or None)``; ``(None, None)`` for files this does not take
+        (not netCDF by suffix or content, unreadable: the ordinary readers decide and explain).
+    """
+    if path.suffix.lower() not in (".nc", ".nc4", ".netcdf") or _NETCDF_ENGINE != "netcdf4":
+        return None, None
+    try:
+        _check_readable(path, "netcdf")
+        import netCDF4
+
+        with netCDF4.Dataset(path) as f:
+            kinds = kinds_of(set(f.variables), set(f.dimensions))
+            ds = _direct_dataset(f) if kinds == {"bands"} else None
+    except Exception:  # noqa: BLE001 -- the ordinary reader opens it again and names the problem
+        return None, None
+    return ds, kinds
+
+
 def read_runs(paths: Iterable, *, dropna: bool = False) -> list[xr.Dataset]:
     """Read several run files; a netCDF file holding stacked runs contributes each of its runs.
 
@@ -478,14 +575,25 @@ def read_runs(paths: Iterable, *, dropna: bool = False) -> list[xr.Dataset]:
     bandscope.errors.BandscopeInputError
         As :func:`read_run`, or no paths given.
     """
-    paths = [Path(p) for p in paths]
+    return _read_runs([Path(p) for p in paths], dropna, {})
+
+
+def _read_runs(paths: list[Path], dropna: bool, opened: Mapping[int, xr.Dataset]) -> list[xr.Dataset]:
+    """:func:`read_runs`, with the Datasets of some files already read (``opened``: index in
+    ``paths`` -> the file's Dataset from :func:`_direct_dataset`)."""
     if not paths:
         raise BandscopeInputError("no run files given")
-    stems = [p.stem for p in paths]
+    stems = Counter(p.stem for p in paths)  # (a count per file would be quadratic in a sweep)
     items = []
-    for p in paths:
-        for run, by_stem in _read_file_runs(p, dropna):
-            if by_stem and stems.count(p.stem) > 1 and p.parent.name:
+    for i, p in enumerate(paths):
+        if i in opened:
+            ds = opened[i]
+            runs = ([(_netcdf_run(ds, p, None, dropna), not _recorded_name(ds))] if "run" not in ds.dims
+                    else [(r, False) for r in unstack_runs(ds, source=str(p), dropna=dropna)])
+        else:
+            runs = _read_file_runs(p, dropna)
+        for run, by_stem in runs:
+            if by_stem and stems[p.stem] > 1 and p.parent.name:
                 run.attrs["name"] = p.parent.name
             items.append(run)
     seen: dict[str, int] = {}

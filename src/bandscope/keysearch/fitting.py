@@ -696,6 +696,70 @@ def _multistart(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, f
 THIN_POINTS = 512
 _FIT_BLOCK = 4096  # curves per batch of the solver
 _POLISH_XTOL = 1e-10  # |step| in (log ω, β) below which the full-data polish has converged
+_SIMD_COLS = 8  # solver blocks are padded to a multiple of this many columns (see fit_curves)
+_MIN_BLOCK = 512  # a width block smaller than this joins the next wider one (per-call overhead)
+
+
+def _simd_width(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`_SIMD_COLS` (at least one multiple).
+
+    Parameters
+    ----------
+    n : int
+        Columns a block needs.
+
+    Returns
+    -------
+    int
+        The padded number of columns.
+
+    Examples
+    --------
+    >>> _simd_width(5), _simd_width(16), _simd_width(0)
+    (8, 16, 8)
+    """
+    return max(1, -(-int(n) // _SIMD_COLS)) * _SIMD_COLS
+
+
+def _width_blocks(rows: np.ndarray, extent: np.ndarray) -> list[np.ndarray]:
+    """Split curve indices into solver blocks of similar width.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray of int
+        Indices of the curves to split (into ``extent``).
+    extent : numpy.ndarray of int
+        Per curve, one past its last valid column (the width its block needs).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Blocks of indices, each of at most :data:`_FIT_BLOCK` curves whose widths lie within a
+        factor 2 of each other (narrower blocks of fewer than :data:`_MIN_BLOCK` curves are
+        merged into the next wider block, so a small batch stays one block). Every curve's
+        arithmetic is its own: the block only decides how much padding it is computed with.
+
+    Examples
+    --------
+    >>> [b.tolist() for b in _width_blocks(np.arange(4), np.array([40, 6, 7, 41]))]
+    [[1, 2, 0, 3]]
+    """
+    if rows.size == 0:
+        return []
+    order = rows[np.argsort(extent[rows], kind="stable")]
+    ext = extent[order]
+    blocks: list[np.ndarray] = []
+    start = 0
+    while start < order.size:
+        stop = int(np.searchsorted(ext, 2 * max(int(ext[start]), 1), side="right"))
+        stop = max(stop, start + 1)
+        if order.size - stop < _MIN_BLOCK or stop - start < _MIN_BLOCK:
+            # too few curves on either side to pay for another block: widen this one
+            stop = order.size if order.size - stop < _MIN_BLOCK else start + _MIN_BLOCK
+        stop = min(stop, start + _FIT_BLOCK)
+        blocks.append(order[start:stop])
+        start = stop
+    return blocks
 
 
 def fit_curves(x: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = None, *, model: Model = "weibull",
@@ -787,17 +851,24 @@ def fit_curves(x: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = No
     with np.errstate(divide="ignore"):
         lx = np.where(pos, np.log(np.where(pos, xs, 1.0)), 0.0)
     fixed = model == "exponential"
+    cols = _simd_width(lx.shape[1])
+    lxp, posp, ysp, wp = (np.pad(a, ((0, 0), (0, cols - a.shape[1]))) for a in (lx, pos, ys, w))
     best_u, best_b, best_conv = np.zeros(fit.size), np.zeros(fit.size), np.zeros(fit.size, bool)
     long = n[fit] > THIN_POINTS
-    # blocks of at most _FIT_BLOCK curves: the solver's temporaries stay bounded (a sweep of
-    # thousands of runs) and each curve's arithmetic is its own, whichever block it is in
-    groups = [g[i: i + _FIT_BLOCK] for g in (np.flatnonzero(~long), np.flatnonzero(long))
-              for i in range(0, g.size, _FIT_BLOCK)]
+    # blocks of at most _FIT_BLOCK curves of similar width (the solver's temporaries stay
+    # bounded and little of each block is padding); each curve's arithmetic is its own,
+    # whichever block it is in
+    extent = np.where(w.any(axis=1), w.shape[1] - np.argmax(w[:, ::-1] > 0, axis=1), 0)
+    groups = _width_blocks(np.flatnonzero(~long), extent) + [
+        g[i: i + _FIT_BLOCK] for g in (np.flatnonzero(long),) for i in range(0, g.size, _FIT_BLOCK)]
     for group in groups:
         if not group.size:
             continue
-        width = int(np.flatnonzero(w[group].any(axis=0))[-1]) + 1  # drop the longer curves' padding
-        g_in = (lx[group, :width], pos[group, :width], ys[group, :width], w[group, :width])
+        # drop the longer curves' padding, keeping a multiple of _SIMD_COLS columns: numpy's row
+        # sums then add every value in the same order whatever the block's width, so a curve's
+        # fit is bit for bit the same in any block (a sweep's chunks equal the whole stack)
+        width = _simd_width(int(extent[group].max()))
+        g_in = (lxp[group, :width], posp[group, :width], ysp[group, :width], wp[group, :width])
         if not long[group[0]]:
             best_u[group], best_b[group], best_conv[group] = _multistart(*g_in, fixed, max_iter)
             continue

@@ -623,3 +623,229 @@ def _tidy(res: xr.Dataset) -> xr.Dataset:
             res[name] = var.astype(str)
     return res
 
+
+
+# --------------------------------------------------------------------------- one queue, local workers
+_MAX_FILE_CHUNK = 256  # files per task of analyze_files at most (bounded temporaries per worker)
+
+
+class RunFiles:
+    """Run files for :func:`analyze_files`, as the command line passes them on: not a list of
+    runs (the command's per-run reports -- ``--dropna`` rows, forecasts -- need the runs in
+    memory and say so).
+
+    Parameters
+    ----------
+    paths : list of str
+        The files, in order.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        """The number of files."""
+        return len(self.paths)
+
+
+def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: bool, options,
+                   overrides: Mapping) -> tuple[xr.Dataset, list[str]]:
+    """Read and analyse one chunk of run files (a task of :func:`analyze_files`).
+
+    Parameters
+    ----------
+    paths : list of str
+        The chunk's files.
+    stem_counts : mapping of str to int
+        How many files of the whole sweep have each stem (the naming rule of
+        :func:`bandscope.read_runs` needs the whole sweep).
+    dropna, options, overrides
+        As in :func:`analyze_files`.
+
+    Returns
+    -------
+    tuple
+        The results Dataset of the chunk's runs (in memory) and the runs' names before clashes
+        across the sweep are numbered (``-2``, ``-3``, ...).
+    """
+    from ..io.runfiles import _read_file_runs
+
+    runs, names = [], []
+    for p in map(Path, paths):
+        for run, by_stem in _read_file_runs(p, dropna):
+            if by_stem and stem_counts.get(p.stem, 0) > 1 and p.parent.name:
+                run.attrs["name"] = p.parent.name
+            runs.append(run)
+            names.append(str(run.attrs["name"]))
+    res = _analyze(runs, options, overrides)
+    return res, names
+
+
+def _start_cluster(workers: int, box: dict, ready) -> None:
+    """Start ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` and a
+    ``Client`` (workers forked where the platform allows: they inherit the imported analysis),
+    put them in ``box`` and set ``ready`` (a ``threading.Event``); an exception is put there too.
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes.
+    box : dict
+        Receives ``"cluster"``, ``"client"`` or ``"error"``.
+    ready : threading.Event
+        Set when the cluster is up (or failed).
+    """
+    import multiprocessing
+
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux" else None
+    cfg: dict[str, object] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    if method:
+        cfg["distributed.worker.multiprocessing-method"] = method
+    try:
+        with dask.config.set(cfg):
+            cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            box["cluster"] = cluster
+            box["client"] = Client(cluster)
+    except Exception as exc:  # noqa: BLE001 -- re-raised in the calling thread
+        box["error"] = exc
+    finally:
+        ready.set()
+
+
+def _pad_checkpoints(res: xr.Dataset, n_checkpoints: int) -> xr.Dataset:
+    """``res`` with its ``checkpoint`` dim padded at the end to ``n_checkpoints`` (NaN; -1 for
+    integers), as :func:`bandscope.analyze` pads the shorter runs of a stack."""
+    k = res.sizes.get("checkpoint", n_checkpoints)
+    if k == n_checkpoints:
+        return res
+    fill = {name: (-1 if np.issubdtype(v.dtype, np.integer) else np.nan)
+            for name, v in res.data_vars.items() if "checkpoint" in v.dims}
+    return res.reindex(checkpoint=np.arange(n_checkpoints, dtype=res["checkpoint"].dtype), fill_value=fill)
+
+
+def analyze_files(paths_or_glob, options=None, *, workers: int = 2, chunk_runs: int | None = None,
+                  dropna: bool = False, progress: bool = False, **overrides) -> xr.Dataset:
+    """``bandscope.analyze(bandscope.read_runs(files))`` on ``workers`` local processes, one task
+    per chunk of files.
+
+    The cluster (:func:`local_cluster`'s settings; workers forked on Linux, so they start in a
+    fraction of a second with the analysis already imported) is started first, before any
+    file is opened here; then every chunk is a task (file paths out, the chunk's results
+    Dataset back) and this process gathers them. No metadata scan, no dask graph: each chunk
+    is read once, by the worker that analyses it.
+
+    Parameters
+    ----------
+    paths_or_glob : str, Path or iterable of them
+        Run files or glob patterns (:func:`find_run_files`).
+    options, **overrides
+        As for :func:`bandscope.analyze`.
+    workers : int
+        Worker processes.
+    chunk_runs : int, optional
+        Files per task (default: about four tasks per worker, between 32 and 256 files: the
+        analysis of a chunk costs ~0.1 s plus its runs, so larger tasks pay that less often).
+    dropna : bool
+        As for :func:`bandscope.read_runs` (the dropped rows are not gathered).
+    progress : bool
+        Count the finished chunks on stderr.
+
+    Returns
+    -------
+    xarray.Dataset
+        Equal to ``bandscope.analyze(bandscope.read_runs(files), options, **overrides)``: every
+        per-run value (each run is analysed on its own checkpoints, and the fitter's arithmetic
+        per curve does not depend on the other curves of its batch), the names (the rule of
+        ``read_runs`` over the whole sweep), the coordinates and the attributes (``gamma_note``
+        the union of the chunks' notes).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from bandscope import analyze, read_runs, write_run
+    >>> from bandscope.keysearch.synthetic import make_runs_synthetic
+    >>> d = Path(tempfile.mkdtemp())
+    >>> files = [write_run(r, d / f"{r.attrs['name']}.nc") for r in make_runs_synthetic(3)]
+    >>> res = analyze_files(files, workers=1, chunk_runs=2)  # doctest: +SKIP
+    >>> bool((res.beta == analyze(read_runs(files)).beta).all())  # doctest: +SKIP
+    True
+    """
+    import threading
+    from collections import Counter
+
+    from dask.distributed import as_completed
+
+    if int(workers) < 1:
+        raise ValueError(f"workers must be a positive number of processes, got {workers}")
+    paths = [str(p) for p in find_run_files(paths_or_glob)]
+    if chunk_runs is None:  # about four tasks per worker, each between 32 and 256 runs
+        chunk_runs = min(_MAX_FILE_CHUNK, max(DEFAULT_CHUNK_RUNS, -(-len(paths) // (4 * int(workers)))))
+    chunk_runs = int(chunk_runs)
+    if chunk_runs < 1:
+        raise ValueError(f"chunk_runs must be a positive number of runs, got {chunk_runs}")
+    stems = dict(Counter(Path(p).stem for p in paths))
+    todo = list(range(0, len(paths), chunk_runs))[::-1]  # a stack: pop() takes the next chunk
+    done: dict[int, tuple[xr.Dataset, list[str]]] = {}
+    box: dict = {}
+    ready = threading.Event()
+    _warm()  # imported here, the analysis is inherited by forked workers (no import per worker)
+    starter = threading.Thread(target=_start_cluster, args=(workers, box, ready), daemon=True)
+    starter.start()
+    overrides = dict(overrides)
+
+    def note() -> None:
+        if progress:
+            print(f"\rbandscope: {len(done)}/{len(paths[::chunk_runs])} chunks", end="", file=sys.stderr, flush=True)
+
+    try:
+        # the cluster is started before this process opens any file: a worker forked while this
+        # process is inside the HDF5 library would inherit its locks held (and hang)
+        starter.join()
+        if "error" in box:
+            raise box["error"]
+        client = box["client"]
+        futures = {client.submit(_chunk_results, paths[i: i + chunk_runs], stems, dropna, options, overrides,
+                                 pure=False): i for i in todo}
+        for fut in as_completed(futures):
+            done[futures[fut]] = fut.result()
+            note()
+    finally:
+        if progress:
+            print(file=sys.stderr)
+        for key in ("client", "cluster"):
+            if key in box:
+                box[key].close()
+    return _gather_chunks([done[i] for i in sorted(done)])
+
+
+def _gather_chunks(parts: list[tuple[xr.Dataset, list[str]]]) -> xr.Dataset:
+    """One results Dataset from the chunks' (in order): checkpoints padded to the longest run,
+    runs concatenated, names numbered across the sweep as :func:`bandscope.read_runs` does,
+    ``gamma_note`` the union of the chunks' notes.
+
+    Parameters
+    ----------
+    parts : list of (xarray.Dataset, list of str)
+        Each chunk's results and its runs' names (from :func:`_chunk_results`).
+
+    Returns
+    -------
+    xarray.Dataset
+        The results of the whole sweep.
+    """
+    k = max(res.sizes.get("checkpoint", 0) for res, _ in parts)
+    res = xr.concat([_pad_checkpoints(r, k) for r, _ in parts], dim="run", data_vars="minimal",
+                    coords="minimal", compat="override", join="override", combine_attrs="override")
+    seen: dict[str, int] = {}
+    names = []
+    for nm in (n for _, ns in parts for n in ns):
+        seen[nm] = seen.get(nm, 0) + 1
+        names.append(nm if seen[nm] == 1 else f"{nm}-{seen[nm]}")
+    notes = sorted({n for r, _ in parts for n in str(r.attrs.get("gamma_note", "")).split("; ") if n})
+    res = res.assign_coords(run=("run", names))
+    res.attrs["gamma_note"] = "; ".join(notes)
+    return res

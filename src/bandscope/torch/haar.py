@@ -131,19 +131,58 @@ def haar_band_losses(
             f"x and recon must have the same shape, got {tuple(x.shape)} and {tuple(recon.shape)}"
         )
     _check_image(x, "x")
+    c, h, w = x.shape[-3:]
+    lead = x.shape[:-3]
+    n_img = x.numel() // max(c * h * w, 1)
+    per_block = max(1, _BLOCK_BYTES // max(4 * c * h * w, 1))
+    if (x.device.type == "cpu" and n_img > per_block and x.numel() > 0
+            and not (torch.is_grad_enabled() and (x.requires_grad or recon.requires_grad))):
+        # CPU, no autograd graph: blocks of images small enough for the cache, each widened
+        # (float16) and transformed while it is there; every image's arithmetic is its own
+        xs, rs = x.reshape(n_img, c, h, w), recon.reshape(n_img, c, h, w)
+        energies = torch.cat([_image_energies(xs[i: i + per_block], rs[i: i + per_block], dtype, accumulate)
+                              for i in range(0, n_img, per_block)]).reshape(*lead, -1)
+    else:
+        energies = _image_energies(x, recon, dtype, accumulate)
+    energies = energies / float(c * h * w)
+    if per_image:
+        return energies
+    return energies.reshape(-1, energies.shape[-1]).mean(dim=0)
+
+
+#: bytes of float32 error per block of images on the CPU (the working set stays in L2)
+_BLOCK_BYTES = 1 << 20
+
+
+def _image_energies(x: torch.Tensor, recon: torch.Tensor, dtype: torch.dtype | None,
+                    accumulate: torch.dtype | None) -> torch.Tensor:
+    """Band energies ``(..., J+1)`` of ``x - recon`` in the working precision (not normalised).
+
+    Parameters
+    ----------
+    x, recon : torch.Tensor, shape (..., C, H, W)
+        Images and reconstructions (same shape).
+    dtype : torch.dtype or None
+        Working precision (None: the inputs', float16/bfloat16 widened to float32).
+    accumulate : torch.dtype or None
+        Precision of the sums of squares (see :func:`haar_band_losses`).
+
+    Returns
+    -------
+    torch.Tensor
+        Sums of squared orthonormal Haar coefficients per band, band 1 first.
+    """
     xw = _working(x, dtype)
     if recon.dtype in (torch.float16, torch.bfloat16) and xw.dtype == torch.float32 and dtype in (None, torch.float32):
-        e = torch.sub(xw, recon)  # recon widened inside the subtraction: one pass, no float32 copy
+        # both widened by torch's vectorised casts, then subtracted in place: the same float32
+        # values as a float32 input (a mixed-dtype subtraction casts element by element)
+        e = (xw.clone() if xw is x else xw).sub_(recon.float())
     else:
         rw = _working(recon, dtype if dtype is not None else xw.dtype)
         if rw.dtype != xw.dtype:
             rw = rw.to(xw.dtype)
         e = xw - rw
-    c, h, w = e.shape[-3:]
-    energies = _band_energies(e, accumulate) / float(c * h * w)
-    if per_image:
-        return energies
-    return energies.reshape(-1, energies.shape[-1]).mean(dim=0)
+    return _band_energies(e, accumulate)
 
 
 def haar_band_project(e: torch.Tensor) -> torch.Tensor:
