@@ -28,6 +28,7 @@ from .atomic import write_atomic, write_tree_atomic
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable
     from typing import Any
 
 _BAND_RE = re.compile(r"^band_(\d+)$")
@@ -263,7 +264,7 @@ def _read_netcdf_direct(path: Path) -> xr.Dataset | None:
         return _direct_dataset(f)
 
 
-def _direct_dataset(f) -> xr.Dataset | None:
+def _direct_dataset(f: Any) -> xr.Dataset | None:
     """The Dataset of :func:`_read_netcdf_direct` from an open ``netCDF4.Dataset``.
 
     Parameters
@@ -531,7 +532,8 @@ def read_runs_by_kind(paths: Iterable, *, dropna: bool = False) -> tuple[list[xr
     return runs, lnp_only, both
 
 
-def _open_with_kinds(path: Path, kinds_of) -> tuple[xr.Dataset | None, set[str] | None]:
+def _open_with_kinds(path: Path, kinds_of: Callable[[set[str], set[str]], set[str]]
+                     ) -> tuple[xr.Dataset | None, set[str] | None]:
     """Open a netCDF run file once: its kinds (``kinds_of`` of its names) and, for a plain run
     file, its Dataset (:func:`_direct_dataset`).
 

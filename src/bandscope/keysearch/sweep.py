@@ -39,13 +39,15 @@ from ..io.zarrstore import check_zarr_store
 
 if TYPE_CHECKING:
     import os
+    import threading
     from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
     from .options import AnalysisOptions
 
 __all__ = ["find_run_files", "run_names", "open_runs", "analyze_sweep", "compute_sweep",
-           "local_cluster", "scheduler_client", "write_stack_zarr", "DEFAULT_CHUNK_RUNS"]
+           "local_cluster", "scheduler_client", "write_stack_zarr", "DEFAULT_CHUNK_RUNS",
+           "analyze_files", "RunFiles"]
 
 #: Runs per chunk: 32 runs of 53 checkpoints x 7 bands are ~0.1 MB of input, ~0.6 MB of results,
 #: ~20 MB of temporaries and about a second of analysis (~0.1 s per call plus 15-30 ms per run).
@@ -401,7 +403,8 @@ def _proxy_run(stack: xr.Dataset, n_checkpoints: int) -> xr.Dataset:
     return run
 
 
-def _analyze(runs: xr.Dataset, options: AnalysisOptions | None, overrides: Mapping[str, Any]) -> xr.Dataset:
+def _analyze(runs: xr.Dataset | list[xr.Dataset], options: AnalysisOptions | None,
+             overrides: Mapping[str, Any]) -> xr.Dataset:
     from .analysis import analyze
 
     return analyze(runs, **overrides) if options is None else analyze(runs, options, **overrides)
@@ -648,8 +651,8 @@ class RunFiles:
         return len(self.paths)
 
 
-def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: bool, options,
-                   overrides: Mapping) -> tuple[xr.Dataset, list[str]]:
+def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: bool,
+                   options: AnalysisOptions | None, overrides: Mapping[str, Any]) -> tuple[xr.Dataset, list[str]]:
     """Read and analyse one chunk of run files (a task of :func:`analyze_files`).
 
     Parameters
@@ -681,7 +684,7 @@ def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: boo
     return res, names
 
 
-def _start_cluster(workers: int, box: dict, ready) -> None:
+def _start_cluster(workers: int, box: dict[str, Any], ready: threading.Event) -> None:
     """Start ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` and a
     ``Client`` (workers forked where the platform allows: they inherit the imported analysis),
     put them in ``box`` and set ``ready`` (a ``threading.Event``); an exception is put there too.
@@ -727,8 +730,9 @@ def _pad_checkpoints(res: xr.Dataset, n_checkpoints: int) -> xr.Dataset:
     return res.reindex(checkpoint=np.arange(n_checkpoints, dtype=res["checkpoint"].dtype), fill_value=fill)
 
 
-def analyze_files(paths_or_glob, options=None, *, workers: int = 2, chunk_runs: int | None = None,
-                  dropna: bool = False, progress: bool = False, **overrides) -> xr.Dataset:
+def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
+                  options: AnalysisOptions | None = None, *, workers: int = 2, chunk_runs: int | None = None,
+                  dropna: bool = False, progress: bool = False, **overrides: Any) -> xr.Dataset:
     """``bandscope.analyze(bandscope.read_runs(files))`` on ``workers`` local processes, one task
     per chunk of files.
 
