@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["Variable", "RESULTS", "COORDS", "RENAMED", "FORMAT", "attrs", "variable",
            "describe", "json_keys", "markdown_table", "update_docs", "upgrade",
            "REACH", "REACH_COORDS", "REACH_FORMAT", "reach_attrs", "reach_markdown_table", "update_reach_docs",
-           "Kind", "KINDS", "kind", "annotate", "mismatches", "kind_table", "docs_tables", "update_all_docs"]
+           "Kind", "KINDS", "kind", "annotate", "annotate_coords", "mismatches", "kind_table", "docs_tables",
+           "update_all_docs"]
 
 #: ``attrs['bandscope_results']`` of a results Dataset. Additive changes keep the version.
 FORMAT = "results/1"
@@ -837,6 +838,21 @@ def annotate(ds: xr.Dataset, kind_name: str, **context: object) -> xr.Dataset:
         if v is not None:
             ds[name].attrs = {**_kind_attrs(k, v, context),
                               **{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs}}
+    return ds
+
+
+def annotate_coords(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` (changed in place and returned) with every results coordinate of :data:`COORDS`
+    that has no attrs given its schema attrs (``run``, ``window``, ``checkpoint``, ...).
+
+    Examples
+    --------
+    >>> annotate_coords(xr.Dataset(coords={"run": ["a"]})).run.attrs["definition"]
+    'run name'
+    """
+    for coord in ds.coords:
+        if coord in COORDS and not ds[coord].attrs:
+            ds[coord].attrs = attrs(str(coord))
     return ds
 
 

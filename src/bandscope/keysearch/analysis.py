@@ -325,9 +325,7 @@ def _assemble(st: xr.Dataset, opts: AnalysisOptions, fl: xr.Dataset, floor: xr.D
         "seed": ("run", st["seed"].values),
     }
     res = xr.Dataset(data_vars, coords=coords)
-    for coord in res.coords:  # every coordinate with its schema attrs (run, window, checkpoint, ...)
-        if coord in schema.COORDS and not res[coord].attrs:
-            res[coord].attrs = schema.attrs(str(coord))
+    schema.annotate_coords(res)  # every coordinate with its schema attrs (run, window, checkpoint, ...)
     res.attrs.update({
         "bandscope_results": schema.FORMAT,
         "bandscope_version": __version__,

@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 
 from .. import io as _io
+from .. import schema
 from ..errors import BandscopeInputError, input_error_from
 from ..io.atomic import write_tree_atomic
 from ..io.runfiles import _zarr_attr
@@ -498,7 +499,7 @@ def analyze_sweep(stack: xr.Dataset, options: AnalysisOptions | None = None, *, 
                      else xr.Variable("run", np.full(stack.sizes["run"], "" if c == "arch" else -1)))
     attrs = dict(proxy.attrs)
     attrs["gamma_note"] = ""
-    template = xr.Dataset(tvars, coords=coords, attrs=attrs)
+    template = schema.annotate_coords(xr.Dataset(tvars, coords=coords, attrs=attrs))
     return xr.map_blocks(_analyze_block, stack,
                          kwargs={"options": options, "overrides": dict(overrides),
                                  "checkpoints": checkpoints, "names": list(tvars)},
@@ -850,6 +851,6 @@ def _gather_chunks(parts: list[tuple[xr.Dataset, list[str]]]) -> xr.Dataset:
         seen[nm] = seen.get(nm, 0) + 1
         names.append(nm if seen[nm] == 1 else f"{nm}-{seen[nm]}")
     notes = sorted({n for r, _ in parts for n in str(r.attrs.get("gamma_note", "")).split("; ") if n})
-    res = res.assign_coords(run=("run", names))
+    res = schema.annotate_coords(res.assign_coords(run=("run", names)))
     res.attrs["gamma_note"] = "; ".join(notes)
     return res
