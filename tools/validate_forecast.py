@@ -20,7 +20,7 @@ range: ``bandscope.keysearch.calibrate.late_truth``). Each run is forecast from 
   ``bandscope forecast --calibrate`` does for a user's own curves; all 8 curves, saturated or
   not, truth = the mean of the last 10 % of checkpoints: with 3 saturated curves a
   saturated-only LM corpus is too small for a 95 % interval);
-* ``heldout`` (with ``--heldout``): ``reference_runs/forecast-heldout`` (CNN runs recorded after
+* ``heldout`` (with ``--heldout``): ``reference_runs/forecast-cnn-1k`` (CNN runs recorded after
   the method was frozen, never used to make or tune it), calibrated on all 20 image runs (the
   shipped calibration);
 * synthetic shapes that are not the model's own, with AR(1) noise (held out by construction):
@@ -65,7 +65,7 @@ def _image_runs(kind):
 
 
 def _heldout_runs() -> list:
-    """The finished runs of ``reference_runs/forecast-heldout``.
+    """The finished runs of ``reference_runs/forecast-cnn-1k``.
 
     Returns
     -------
@@ -74,7 +74,7 @@ def _heldout_runs() -> list:
         still being recorded is left out), named by its path under ``reference_runs/``.
     """
     files = []
-    for f in sorted(glob.glob(str(ROOT / "reference_runs" / "forecast-heldout" / "*" / "run.nc"))):
+    for f in sorted(glob.glob(str(ROOT / "reference_runs" / "forecast-cnn-1k" / "*" / "run.nc"))):
         log = Path(f).parent / "train.log"
         if log.is_file() and any(line.startswith("exit 0") for line in log.read_text().splitlines()):
             files.append(f)
@@ -216,7 +216,7 @@ def main(argv=None):
     ap.add_argument("--synthetic-seeds", type=int, default=20)
     ap.add_argument("--cache", default=None, help="reuse/store the prefix records (a .json file)")
     ap.add_argument("--heldout", action="store_true",
-                    help="also validate on reference_runs/forecast-heldout (finished runs only)")
+                    help="also validate on reference_runs/forecast-cnn-1k (finished runs only)")
     args = ap.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
     recs = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
@@ -277,7 +277,7 @@ def main(argv=None):
         held = leave_one_run_out(recs["heldout"], 0.95, calibration_records=corpus)
         rows = _summary(held, "heldout")
         all_rows += rows
-        _print(rows, f"heldout: reference_runs/forecast-heldout ({len(runs)} runs), calibration on all 20 image "
+        _print(rows, f"heldout: reference_runs/forecast-cnn-1k ({len(runs)} runs), calibration on all 20 image "
                      "runs (the shipped one; these runs were recorded after the method was frozen)")
         print(f"runs: {', '.join(runs)}")
         loro_by_set["heldout"] = held
