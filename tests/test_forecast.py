@@ -230,8 +230,15 @@ def test_rising_not_started_and_too_few():
         assert np.isnan(one.floor) and np.isnan(one.s_reach) and np.isnan(one.s_remaining)
         assert np.isnan(one.floor_low) and np.isnan(one.s_reach_high)
         assert str(one.reason.item())
-    assert "still above its first loss" in str(fc.reason.sel(band=4).item())
+    assert "has not come back down" in str(fc.reason.sel(band=4).item())
     assert "rose" in str(fc.reason.sel(band=2).item())
+    # a band that rose and has fallen back by more than half of its rise is forecast from its peak
+    # even while still above its first loss
+    back = np.where(s < 8, 0.3 + 0.05 * s, 0.7 - 0.3 * (1 - np.exp(-(s - 8) / 4))) + noise()
+    fb = forecast(_run_from([falling, back], s))
+    assert str(fb.status.sel(band=2).item()) == "ok", str(fb.reason.sel(band=2).item())
+    assert np.median(back[-3:]) > back[0]  # still above its first loss
+    assert "rose before falling" in str(fb.reason.sel(band=2).item())
     few = forecast(_run_from([falling, flat], s), prefix=4 / 25)
     assert (few.status.values == "too_few_checkpoints").all()
     assert "min_points" in str(few.reason.values[0])

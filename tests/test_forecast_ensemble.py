@@ -230,14 +230,64 @@ def test_point_is_the_last_value_below_the_falling_group_and_never_above_it():
     floor_ens = truth + rng.normal(0.0, 0.05, n)  # an ensemble that knows where they go ...
     floor_ens[::7] = last[::7] + 0.3  # ... except some misfits above the last value
     recs = [{"last": a, "floor_ens": b, "spread": 0.01, "drop_half": c, "noise": 0.001, "range_seen": d,
-             "truth": t, "prefix": p} for a, b, c, d, t, p in
+             "truth": t, "prefix": p, "n": 30} for a, b, c, d, t, p in
             zip(last, floor_ens, drop_half, range_seen, truth, np.tile([0.4, 0.6], n // 2))]
     cal = conformal.fit_calibration(recs)
-    assert all(k == 0.0 for k in cal.k[:conformal.SHRINK_GROUP])
+    assert all(k == 0.0 for g, k in enumerate(cal.k) if g not in conformal.SHRINK_GROUPS)
     assert cal.k[conformal.SHRINK_GROUP] > 0  # the ensemble helps there, so it is used
     for r in recs:
         p, lo, hi, g, _ = cal.interval(r["last"], r["floor_ens"], r["spread"], r["drop_half"], r["noise"],
-                                       r["range_seen"])
+                                       r["range_seen"], n_seen=r["n"])
         assert p <= r["last"]
-        if g < conformal.SHRINK_GROUP:
+        if g not in conformal.SHRINK_GROUPS:
             assert p == r["last"]
+
+
+def test_early_forecasts_have_their_own_group_and_scores():
+    """Forecasts from fewer than EARLY_CHECKPOINTS checkpoints are calibrated apart from the
+    stage groups: a corpus whose early forecasts err ten times more gives them intervals about
+    ten times wider than mature forecasts of the same stage."""
+    rng = np.random.default_rng(4)
+    recs = []
+    for i in range(600):
+        early = i % 2 == 0
+        n_seen = conformal.EARLY_CHECKPOINTS - 5 if early else conformal.EARLY_CHECKPOINTS + 5
+        err = rng.normal(0.0, 1.0 if early else 0.1)
+        recs.append({"last": 1.0, "floor_ens": 1.0, "spread": 0.0, "drop_half": 0.5, "noise": 0.0,
+                     "range_seen": 1.0, "truth": 1.0 + 0.5 * err, "prefix": 0.4, "n": n_seen})
+    cal = conformal.fit_calibration(recs)
+    assert len(cal.scores) == conformal.N_GROUPS
+    assert len(cal.scores[conformal.EARLY_GROUP]) == 300 and len(cal.scores[conformal.SHRINK_GROUP]) == 300
+    _, lo_e, hi_e, g_e, _ = cal.interval(1.0, 1.0, 0.0, 0.5, 0.0, 1.0, n_seen=conformal.EARLY_CHECKPOINTS - 1)
+    _, lo_m, hi_m, g_m, _ = cal.interval(1.0, 1.0, 0.0, 0.5, 0.0, 1.0, n_seen=conformal.EARLY_CHECKPOINTS)
+    assert (g_e, g_m) == (conformal.EARLY_GROUP, conformal.SHRINK_GROUP)
+    assert 5.0 < (hi_e - lo_e) / (hi_m - lo_m) < 20.0  # sd ratio 10; quantiles of 300 draws each
+
+
+def test_a_group_with_too_few_scores_uses_the_pooled_scores():
+    """Below 2/alpha - 1 scores a group's own interval would be unbounded; the pooled scores are
+    used instead, and only when those are too few as well is the interval unbounded."""
+    scores = [list(np.linspace(-1.0, 1.0, 60))] + [[0.0]] * (conformal.N_GROUPS - 1)
+    cal = conformal.Calibration(k=[0.0] * conformal.N_GROUPS, scores=scores)
+    pooled = conformal.conformal_bounds([v for s in scores for v in s], 0.95)
+    p, lo, hi, g, m = cal.interval(1.0, 1.0, 0.0, 0.5, 0.0, 1.0, n_seen=50)  # stage group 4: one score
+    assert g == conformal.SHRINK_GROUP and m == 60 + conformal.N_GROUPS - 1
+    assert (lo, hi) == pytest.approx((p + 0.5 * pooled[0], p + 0.5 * pooled[1]))
+    tiny = conformal.Calibration(k=[0.0] * conformal.N_GROUPS, scores=[[0.0]] * conformal.N_GROUPS)
+    _, lo, hi, _, _ = tiny.interval(1.0, 1.0, 0.0, 0.5, 0.0, 1.0, n_seen=50)
+    assert lo == -np.inf and hi == np.inf
+
+
+def test_format_1_calibrations_still_load_with_their_own_groups_and_scale():
+    """A calibration file of format 1 (stage groups only, scale with 2 noise sd) is applied as it
+    was made: no early group, noise weight 2."""
+    d = {"format": "bandscope-forecast-calibration/1", "stage_edges": [0.01, 0.03, 0.08, 0.2],
+         "k": [0.0] * 5, "scores": [list(np.linspace(-1.0, 1.0, 79))] * 5}
+    cal = conformal.Calibration.from_dict(d)
+    assert cal.early_checkpoints is None and cal.noise_weight == 2.0
+    p, lo, hi, g, _ = cal.interval(1.0, 1.0, 0.0, 0.0, 0.1, 1.0, n_seen=3)  # at rest, few checkpoints
+    assert g == 0  # no early group in format 1
+    r_lo, r_hi = conformal.conformal_bounds(d["scores"][0], 0.95)
+    assert (lo, hi) == pytest.approx((1.0 + 0.2 * r_lo, 1.0 + 0.2 * r_hi))  # u = 2 x noise 0.1
+    with pytest.raises(ValueError, match="not a bandscope forecast calibration"):
+        conformal.Calibration.from_dict(dict(d, format="something-else"))

@@ -10,32 +10,36 @@ never a fit), used for *saturated* curves (drift over the last 5 checkpoints < 2
 range: ``bandscope.keysearch.calibrate.late_truth``). Each run is forecast from its first
 20 %, 30 %, ..., 80 % of checkpoints. Run sets:
 
-* ``recorded``: ``reference_runs/recorded`` (6 CNN / ViT runs), bands and the full loss;
+The calibration corpus (:data:`CORPUS`, 32 image runs), each set reported separately,
+leave one run out (each run's intervals and shrinkage weights come from a calibration on the
+other 31 runs), bands and the full loss:
+
+* ``recorded``: ``reference_runs/recorded`` (6 CNN / ViT runs);
 * ``pilots``: ``reference_runs/pilots`` (14 runs; the 3 diverged ViT runs are left out: a
   loss spike is a second onset, not one trajectory);
+* ``forecast-cnn-1k``: ``reference_runs/forecast-cnn-1k`` (12 CNN runs of about 1,000 steps;
+  recorded to test the previous method, calibration data since).
+
+Held out by construction (calibrated on all 32 corpus runs, the shipped calibration):
+
 * ``lm``: the 8 small-GPT runs of ``reference_runs/lm-scaling-long`` (training loss per step,
   the mean of the 50 steps before each of 53 geometric checkpoints in 9,000 steps; time = step):
-  plain scalar series, calibrated on the image runs only (held out by construction), and
-  ``lm_self``: the same curves calibrated leave one run out over the *other LM runs* (what
-  ``bandscope forecast --calibrate`` does for a user's own curves; all 8 curves, saturated or
-  not, truth = the mean of the last 10 % of checkpoints: with 3 saturated curves a
-  saturated-only LM corpus is too small for a 95 % interval);
-* ``heldout`` (with ``--heldout``): ``reference_runs/forecast-cnn-1k`` (CNN runs recorded after
-  the method was frozen, never used to make or tune it), calibrated on all 20 image runs (the
-  shipped calibration);
-* synthetic shapes that are not the model's own, with AR(1) noise (held out by construction):
-  ``two_phase`` (a fall, a shoulder, a second fall ending before the run does), ``power_drift``
-  (a power law still drifting), ``noisy_plateau`` (done early, noise 5 % of the fall), and
-  ``weibull`` (``make_run_synthetic``, the model's own shape).
+  plain scalar series, and ``lm_self``: the same curves calibrated leave one run out over the
+  *other LM runs* (what ``bandscope forecast --calibrate`` does for a user's own curves; all 8
+  curves, saturated or not, truth = the mean of the last 10 % of checkpoints: with 3 saturated
+  curves a saturated-only LM corpus is too small for a 95 % interval);
+* synthetic shapes that are not the model's own, with AR(1) noise: ``two_phase`` (a fall, a
+  shoulder, a second fall ending before the run does), ``power_drift`` (a power law still
+  drifting), ``noisy_plateau`` (done early, noise 5 % of the fall), and ``weibull``
+  (``make_run_synthetic``, the model's own shape);
+* ``heldout`` (with ``--heldout``): ``reference_runs/forecast-test`` (:data:`HELDOUT`; runs whose
+  ``train.log`` has no ``exit 0`` line are skipped), never part of the corpus and never cached.
 
-For the real image runs the interval of each forecast comes from a calibration on the *other*
-runs of recorded + pilots (leave one run out); the synthetic and LM sets use the calibration
-fitted on all 20 image runs (the one shipped). Printed per set and prefix: saturated curves,
-forecasts ``ok`` (the rest abstain with a status and a reason), floor coverage, median |error|
-of the forecast and of the naive last value (% of the curve's range), the single-Weibull
-model's coverage for comparison, and the coverage per stage group (the trust signal).
-``--write-calibration`` writes the shipped calibration (``src/bandscope/keysearch/
-forecast_calibration.json``) from all 20 image runs.
+Printed per set and prefix: saturated curves, forecasts ``ok`` (the rest abstain with a status
+and a reason), floor coverage, median |error| of the forecast and of the naive last value (% of
+the curve's range), the single-Weibull model's coverage for comparison, and the coverage per
+calibration group (the trust signal). ``--write-calibration`` writes the shipped calibration
+(``src/bandscope/keysearch/forecast_calibration.json``) from all 32 corpus runs.
 """
 from __future__ import annotations
 
@@ -48,36 +52,38 @@ import numpy as np
 
 from bandscope.io import read_run
 from bandscope.keysearch.calibrate import CALIBRATION_PREFIXES, calibrate, leave_one_run_out, prefix_records
-from bandscope.keysearch.conformal import STAGE_EDGES
+from bandscope.keysearch.conformal import EARLY_CHECKPOINTS, N_GROUPS, STAGE_EDGES
 from bandscope.schedule import geometric_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_PREFIXES = (0.2, 0.4, 0.6, 0.8)
 
 
-def _image_runs(kind):
-    if kind == "recorded":
-        files = sorted(glob.glob(str(ROOT / "reference_runs" / "recorded" / "*" / "run.nc")))
-    else:
-        files = sorted(f for f in glob.glob(str(ROOT / "reference_runs" / "pilots" / "*" / "*" / "run.nc"))
-                       if "diverged" not in f)
-    return [read_run(f, name=str(Path(f).parent.relative_to(ROOT / "reference_runs"))) for f in files]
+#: the calibration corpus: run set -> glob of its run files under reference_runs/
+CORPUS = {
+    "recorded": "recorded/*/run.nc",
+    "pilots": "pilots/*/*/run.nc",
+    "forecast-cnn-1k": "forecast-cnn-1k/*/run.nc",
+}
+#: the test set (``--heldout``): never part of the calibration, read only after the freeze
+HELDOUT = "forecast-test/*/run.nc"
 
 
-def _heldout_runs() -> list:
-    """The finished runs of ``reference_runs/forecast-cnn-1k``.
+def _finished(f: str) -> bool:
+    """A run counts once its ``train.log`` has an ``exit 0`` line (a run still being recorded
+    is left out, and so are the diverged ViT pilots, which never exited cleanly)."""
+    log = Path(f).parent / "train.log"
+    return log.is_file() and any(line.startswith("exit 0") for line in log.read_text().splitlines())
 
-    Returns
-    -------
-    list of xarray.Dataset
-        One run Dataset per run directory whose ``train.log`` has an ``exit 0`` line (a run
-        still being recorded is left out), named by its path under ``reference_runs/``.
-    """
-    files = []
-    for f in sorted(glob.glob(str(ROOT / "reference_runs" / "forecast-cnn-1k" / "*" / "run.nc"))):
-        log = Path(f).parent / "train.log"
-        if log.is_file() and any(line.startswith("exit 0") for line in log.read_text().splitlines()):
-            files.append(f)
+
+def _run_files(pattern: str) -> list[str]:
+    """Finished run files matching ``pattern`` under ``reference_runs/``; the diverged ViT
+    pilots are left out by name too (a loss spike is a second onset, not one trajectory)."""
+    return [f for f in sorted(glob.glob(str(ROOT / "reference_runs" / pattern)))
+            if "diverged" not in f and _finished(f)]
+
+
+def _read(files: list[str]) -> list:
     return [read_run(f, name=str(Path(f).parent.relative_to(ROOT / "reference_runs"))) for f in files]
 
 
@@ -147,7 +153,7 @@ def _summary(recs, set_name):
         wcov = np.array([r["weibull_floor_low"] <= r["truth"] <= r["weibull_floor_high"] for r in ok], dtype=float)
         width = np.array([(r["high"] - r["low"]) / r["range"] * 100 for r in ok])
         groups = {}
-        for g in range(len(STAGE_EDGES) + 1):
+        for g in range(N_GROUPS):
             cg = [r["low"] <= r["truth"] <= r["high"] for r in ok if r["group"] == g]
             groups[g] = (len(cg), float(np.mean(cg)) if cg else float("nan"))
         statuses = {}
@@ -168,7 +174,8 @@ def _summary(recs, set_name):
 def _print(rows, title):
     print(f"\n{title}")
     print("| prefix | forecast / saturated | floor coverage | median err % range (forecast / last value) "
-          "| median width % range | single-Weibull coverage | coverage by stage group 0 / 1 / 2 / 3 / 4 (n) | abstained |")
+          "| median width % range | single-Weibull coverage | coverage by group 0 / 1 / 2 / 3 / 4 / early (n) "
+          "| abstained |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         g = " / ".join(f"{c:.2f} ({n})" if n else "- (0)" for n, c in r["groups"].values())
@@ -193,7 +200,7 @@ def _group_table(loro_by_set: dict) -> None:
     print("| stage group | stage | " + " | ".join(loro_by_set) + " |")
     print("|---|---|" + "---|" * len(loro_by_set))
     edges = (0.0,) + tuple(STAGE_EDGES) + (np.inf,)
-    for g in range(len(STAGE_EDGES) + 1):
+    for g in range(N_GROUPS):
         cells = []
         for recs in loro_by_set.values():
             rr = [r for r in recs if "low" in r and r["group"] == g and 0.4 - 1e-9 <= r["prefix"] <= 0.8 + 1e-9]
@@ -205,18 +212,21 @@ def _group_table(loro_by_set: dict) -> None:
             err = np.median([abs(r["point"] - r["truth"]) / r["range"] * 100 for r in rr])
             naive = np.median([abs(r["last"] - r["truth"]) / r["range"] * 100 for r in rr])
             cells.append(f"{len(rr)}, {cov:.2f}, {width:.1f}, {err:.2f} / {naive:.2f}")
-        print(f"| {g} | {edges[g]:g}-{edges[g + 1]:g} | " + " | ".join(cells) + " |")
+        label = (f"| {g} | {edges[g]:g}-{edges[g + 1]:g} | " if g < len(edges) - 1 else
+                 f"| early | < {EARLY_CHECKPOINTS} checkpoints | ")
+        print(label + " | ".join(cells) + " |")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=None, help="also write the summary rows as JSON")
     ap.add_argument("--write-calibration", action="store_true",
-                    help="write the shipped calibration from all 20 image runs")
+                    help="write the shipped calibration from all the corpus' runs")
     ap.add_argument("--synthetic-seeds", type=int, default=20)
     ap.add_argument("--cache", default=None, help="reuse/store the prefix records (a .json file)")
     ap.add_argument("--heldout", action="store_true",
-                    help="also validate on reference_runs/forecast-cnn-1k (finished runs only)")
+                    help=f"also validate on reference_runs/{HELDOUT.split('/')[0]} (finished runs only), "
+                         "with the calibration fitted on the whole corpus")
     args = ap.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
     recs = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
@@ -227,35 +237,35 @@ def main(argv=None):
             if cache is not None:
                 cache.write_text(json.dumps(recs))
 
-    for kind in ("recorded", "pilots"):
-        step(kind, lambda kind=kind: prefix_records(_image_runs(kind), CALIBRATION_PREFIXES))
+    for kind, pattern in CORPUS.items():
+        step(kind, lambda pattern=pattern: prefix_records(_read(_run_files(pattern)), CALIBRATION_PREFIXES))
     lm, names = _lm_series()
     step("lm", lambda: prefix_records(lm, REPORT_PREFIXES, names=names))
     step("lm_all", lambda: prefix_records(lm, REPORT_PREFIXES, names=names, saturated_only=False))
     step("lm_cal", lambda: prefix_records(lm, CALIBRATION_PREFIXES, names=names, saturated_only=False))
-    if args.heldout:  # cached run by run: runs that finish later are added on the next call
-        for run in _heldout_runs():
-            step(f"heldout/{run.attrs['name']}", lambda run=run: prefix_records([run], CALIBRATION_PREFIXES))
-        recs["heldout"] = [r for k in sorted(recs) if k.startswith("heldout/") for r in recs[k]]
     for shape in ("two_phase", "power_drift", "noisy_plateau"):
         curves = [synthetic_shape(shape, seed) for seed in range(args.synthetic_seeds)]
         step(shape, lambda shape=shape, curves=curves: prefix_records(
             curves, REPORT_PREFIXES, names=[f"{shape}/{i}" for i in range(len(curves))], saturated_only=False))
     step("weibull", lambda: prefix_records(_weibull_runs(max(args.synthetic_seeds // 4, 2)), REPORT_PREFIXES))
-    corpus = recs["recorded"] + recs["pilots"]
-    cal = calibrate(corpus, source="tools/validate_forecast.py --write-calibration: reference_runs/recorded (6) "
-                                   "+ reference_runs/pilots (14), prefixes 20-80 %")
-    print(f"calibration: {len(cal.runs)} runs, k per stage group {cal.k}, scores per group "
-          f"{[len(s) for s in cal.scores]}; stage edges {list(STAGE_EDGES)}")
+    corpus = [r for kind in CORPUS for r in recs[kind]]
+    n_runs = {kind: len({r["run"] for r in recs[kind]}) for kind in CORPUS}
+    corpus_txt = " + ".join(f"reference_runs/{kind} ({n_runs[kind]})" for kind in CORPUS)
+    cal = calibrate(corpus, source=f"tools/validate_forecast.py --write-calibration: {corpus_txt}, "
+                                   "prefixes 20-80 %")
+    print(f"calibration: {len(cal.runs)} runs ({corpus_txt}), k per group {cal.k}, scores per group "
+          f"{[len(s) for s in cal.scores]}; stage edges {list(STAGE_EDGES)}, early group: fewer than "
+          f"{EARLY_CHECKPOINTS} checkpoints")
     all_rows = []
     loro_by_set = {}
-    for kind in ("recorded", "pilots"):
+    n_all = sum(n_runs.values())
+    for kind in CORPUS:
         loro = leave_one_run_out(recs[kind], 0.95, calibration_records=corpus)
         loro_by_set[kind] = loro
         rows = _summary(loro, kind)
         all_rows += rows
-        _print(rows, f"{kind}: leave-one-run-out over the 20 image runs; truth = mean of the last 10 % of "
-                     "checkpoints of each saturated curve (bands and total)")
+        _print(rows, f"{kind}: leave-one-run-out over the {n_all} corpus runs; truth = mean of the last 10 % "
+                     "of checkpoints of each saturated curve (bands and total)")
     for kind, title in (("lm", "lm (training loss, step time; saturated curves)"),
                         ("lm_all", "lm (all curves, saturated or not)"),
                         ("two_phase", "synthetic two_phase"), ("power_drift", "synthetic power_drift"),
@@ -264,7 +274,7 @@ def main(argv=None):
         held = leave_one_run_out(recs[kind], 0.95, calibration_records=corpus)
         rows = _summary(held, kind)
         all_rows += rows
-        _print(rows, f"{title}: calibration on all 20 image runs (held out by construction)")
+        _print(rows, f"{title}: calibration on all {n_all} corpus runs (held out by construction)")
     lm_self = [r for r in leave_one_run_out(recs["lm_cal"], 0.95, calibration_records=recs["lm_cal"])
                if any(abs(r["prefix"] - p) < 1e-9 for p in REPORT_PREFIXES)]
     for kind, recs_k in (("lm_self", lm_self), ("lm_self_saturated", [r for r in lm_self if r["saturated"]])):
@@ -272,16 +282,20 @@ def main(argv=None):
         all_rows += rows
         _print(rows, f"{kind}: LM curves calibrated leave one run out over the other LM runs "
                      f"({'saturated curves' if 'saturated' in kind else 'all curves'}; truth = mean of the last 10 %)")
-    if args.heldout:
-        runs = sorted({r["run"] for r in recs["heldout"]})
-        held = leave_one_run_out(recs["heldout"], 0.95, calibration_records=corpus)
+    _group_table(loro_by_set)
+    if args.heldout:  # never cached: the test set is evaluated once, with the calibration fitted above
+        test_name = HELDOUT.split("/")[0]
+        files = _run_files(HELDOUT)
+        unfinished = len(glob.glob(str(ROOT / "reference_runs" / HELDOUT))) - len(files)
+        held = leave_one_run_out(prefix_records(_read(files), CALIBRATION_PREFIXES), 0.95,
+                                 calibration_records=corpus) if files else []
+        runs = sorted({r["run"] for r in held})
         rows = _summary(held, "heldout")
         all_rows += rows
-        _print(rows, f"heldout: reference_runs/forecast-cnn-1k ({len(runs)} runs), calibration on all 20 image "
-                     "runs (the shipped one; these runs were recorded after the method was frozen)")
+        _print(rows, f"heldout: reference_runs/{test_name} ({len(runs)} finished runs, {unfinished} unfinished "
+                     f"left out), calibration on all {n_all} corpus runs (the shipped one)")
         print(f"runs: {', '.join(runs)}")
-        loro_by_set["heldout"] = held
-    _group_table(loro_by_set)
+        _group_table({test_name: held})
     if args.out:
         Path(args.out).write_text(json.dumps(all_rows, indent=1, default=str))
     if args.write_calibration:

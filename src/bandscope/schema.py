@@ -689,8 +689,8 @@ def _lnp_run_variable(v: Variable) -> Variable:
 # ---- the forecast (keysearch.forecasting.forecast): per band and for the full loss (total_)
 _FORECAST = [  # name, units ({loss}, {time}: the run's band_loss and param_time units), definition
     ("floor", "{loss}", "forecast of the curve's late value (what a saturated curve settles at): the latest "
-     "value moved toward the evidence-weighted ensemble floor by the calibrated weight k of its stage "
-     "(docs/forecast.md)"),
+     "value moved toward the evidence-weighted ensemble floor by the calibrated weight k of its calibration "
+     "group (docs/forecast.md)"),
     ("floor_low", "{loss}", "lower end of the conformal interval of floor (calibrated on real runs, "
      "leave-one-run-out validated; docs/forecast.md)"),
     ("floor_high", "{loss}", "upper end of the conformal interval of floor (inf: too few calibration "
@@ -701,7 +701,8 @@ _FORECAST = [  # name, units ({loss}, {time}: the run's band_loss and param_time
      "with weight >= 0.05 over 4"),
     ("family", "", "the curve family with the largest evidence weight"),
     ("stage", "1", "fall over the second half of the fitted checkpoints / range seen so far"),
-    ("stage_group", "", "Mondrian calibration group of stage (0 = at rest ... 2 = still falling fast)"),
+    ("stage_group", "", "Mondrian calibration group: by stage 0 (at rest) ... 4 (still falling fast), or 5 "
+     "(early: fewer than 20 checkpoints in the forecast's prefix, any stage); -1 without calibration"),
     ("weibull_floor", "{loss}", "floor L_inf of the single Weibull-with-onset fit "
      "L(s) = L_inf + A exp(-(max(s - onset, 0)/omega)^beta)"),
     ("weibull_floor_low", "{loss}", "lower end of its profile-likelihood interval (model-based: "

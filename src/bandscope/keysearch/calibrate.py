@@ -128,6 +128,8 @@ def prefix_records(runs: Sequence[xr.Dataset | tuple[npt.ArrayLike, npt.ArrayLik
                 if f is not None:
                     r.update({k: f[k] for k in ("floor_ens", "spread", "drop_half", "noise", "range_seen")})
                     r["best"] = f["best"]
+                    r["family_weight"] = {nm: float(w) for nm, w in zip(f["names"], f["weights"])}
+                    r["family_floor"] = {nm: float(v) for nm, v in zip(f["names"], f["floors"])}
                 recs.append(r)
     return recs
 
@@ -161,7 +163,7 @@ def leave_one_run_out(records: Sequence[Mapping[str, Any]], confidence: float = 
                 cache[r["run"]] = fit_calibration([x for x in corpus if x["run"] != r["run"]])
             cal = cache[r["run"]]
             p, lo, hi, g, _ = cal.interval(r["last"], r["floor_ens"], r["spread"], r["drop_half"],
-                                           r["noise"], r["range_seen"], confidence)
+                                           r["noise"], r["range_seen"], confidence, n_seen=r["n"])
             r.update(point=p, low=max(lo, 0.0), high=hi, group=g)
         out.append(r)
     return out

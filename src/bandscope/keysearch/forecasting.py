@@ -46,8 +46,8 @@ Method (numpy kernel :func:`_forecast_curves`, vectorised over curves):
 Curves get NaN and a ``status``/``reason`` instead of a plausible number when (checked in this
 order): fewer than ``min_points`` checkpoints (``"too_few_checkpoints"``); the curve rose
 significantly (> 3 noise sd) above its first loss and either fewer than ``min_points``
-checkpoints follow its peak or its latest checkpoints (median of 3) are still above its first
-loss (``"rising"``); no significant decline since the peak (``"not_started"``: the fall
+checkpoints follow its peak or its latest checkpoints (median of 3) have fallen back from the
+peak by at most half of the rise (``"rising"``); no significant decline since the peak (``"not_started"``: the fall
 from the peak to the latest checkpoints (median of 3) is under 5 noise sd -- the noise sd from
 the median absolute second difference -- and the Weibull-with-floor fit is no better than a
 constant by an F-test at ``1 - 1e-3``; or fewer than ``min_points`` checkpoints after a peak
@@ -91,6 +91,7 @@ _DF_REACH = 3  # s_reach: projection of the joint region of (s_reach, beta, onse
 _DECLINE_P = 1e-3  # F-test level for "has the curve started to decline"
 _RISE_Z = 3.0  # a rise counts when it exceeds this many noise sds
 _FALL_Z = 5.0  # a fall from the peak counts as a decline when it exceeds this many noise sds
+_BACK_DOWN = 0.5  # a curve that rose is forecast once it has fallen back by more than this share of its rise
 
 
 @dataclass(frozen=True)
@@ -429,11 +430,12 @@ def _forecast_curves(s: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | Non
                 out["status"][c] = "not_started"
                 out["reason"][c] = (f"no decline yet: its highest loss is at checkpoint {k} of "
                                     f"{n[c]}, fewer than min_points={min_points} after it")
-        elif out["rose"][c] and np.median(y[c, n[c] - 3: n[c]]) > y[c, 0]:
+        elif out["rose"][c] and (y[c, k] - np.median(y[c, n[c] - 3: n[c]])) <= _BACK_DOWN * rise:
             out["status"][c] = "rising"
-            out["reason"][c] = (f"rose before falling and is still above its first loss: peak "
+            out["reason"][c] = (f"rose before falling and has not come back down yet: peak "
                                 f"at checkpoint {k} of {n[c]} (up {rise:.3g}), the latest "
-                                "checkpoints (median of 3) have not come back below the start")
+                                f"checkpoints (median of 3) have fallen back by at most {_BACK_DOWN:g} "
+                                "of the rise")
         elif not np.all(np.diff(s[c, : n[c]]) >= 0):
             raise ValueError(f"param_time must be non-decreasing; curve {c} is not")
         else:
@@ -716,7 +718,9 @@ def _curve_features(s: np.ndarray, Y: np.ndarray, res: Mapping[str, np.ndarray])
             continue
         st = int(res["start_index"][c])
         x = np.asarray(s[st:n], dtype=np.float64) - float(s[st])
-        feats.append(ensemble_features(x, Y[c, st:n], sd[c]))
+        f = ensemble_features(x, Y[c, st:n], sd[c])
+        f["n_seen"] = n  # checkpoints of the prefix (the calibration's early group)
+        feats.append(f)
     return feats
 
 
@@ -735,24 +739,27 @@ def _apply_calibration(res: dict[str, np.ndarray], feats: Sequence[Mapping[str, 
         if f is None:
             continue
         p, lo, hi, g, m = calibration.interval(f["last"], f["floor_ens"], f["spread"], f["drop_half"],
-                                               f["noise"], f["range_seen"], confidence)
+                                               f["noise"], f["range_seen"], confidence, n_seen=f["n_seen"])
         res["floor"][c], res["floor_low"][c], res["floor_high"][c] = p, max(lo, 0.0), hi
         res["floor_ensemble"][c] = f["floor_ens"]
         res["floor_spread"][c] = f["spread"]
         res["family"][c] = f["best"]
-        st, _ = stage_of_curve(f)
-        res["stage"][c], res["stage_group"][c] = st, g
+        res["stage"][c], st_g = stage_of_curve(f)
+        res["stage_group"][c] = g
         notes = []
-        if f["best"] in ("pow3", "two_phase") and g >= 2:
-            notes.append(f"still falling ({f['best']} fits best, stage group {g}): the floor may keep "
+        if f["best"] in ("pow3", "two_phase") and 2 <= st_g:
+            notes.append(f"still falling ({f['best']} fits best, stage {res['stage'][c]:.2g}): the floor may keep "
                          "drifting down; read the interval, not the point")
         if np.isfinite(hi) and np.isfinite(lo) and hi - max(lo, 0.0) > 0.25 * f["range_seen"]:
             notes.append("wide floor interval (over a quarter of the range seen): not settled yet")
+        if m != len(calibration.scores[g]) and np.isfinite(hi) and np.isfinite(lo):
+            notes.append(f"{len(calibration.scores[g])} calibration scores in its group are too few for "
+                         f"confidence {confidence:g}: the interval uses all {m} scores of the calibration")
         if notes:
             res["reason"][c] = "; ".join(x for x in (res["reason"][c], *notes) if x)
         if not np.isfinite(hi) or not np.isfinite(lo):
             res["reason"][c] = "; ".join(x for x in (res["reason"][c], (
-                f"floor interval unbounded: {m} calibration scores at this stage are too few for "
+                f"floor interval unbounded: {m} calibration scores are too few for "
                 f"confidence {confidence:g}")) if x)
     return res
 
