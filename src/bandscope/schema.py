@@ -40,7 +40,7 @@ import xarray as xr
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Literal
 
     import numpy.typing as npt
@@ -350,35 +350,46 @@ _END = "<!-- end results-variables -->"
 
 def markdown_table() -> str:
     """The results-variable table of ``docs/format.md`` (generated from :data:`RESULTS`)."""
-    def cell(text: str | None) -> str:
-        return (text or "").replace("|", "\\|")
-
     def json_cell(v: Variable) -> str:
         group, _, key = v.json.partition(":")
         where = {"fit": "bands.<r>.fits.<window>", "total": "total", "band": "bands.<r>"}
         return f"`{where[group]}.{key}`" if group else ""
 
-    def rows(head: str, table: Mapping[str, Variable], with_json: bool) -> list[str]:
-        out = [f"| {head} | dims | units | definition | paper |" + (" JSON |" if with_json else ""),
-               "|---|---|---|---|---|" + ("---|" if with_json else "")]
-        return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
-                      f"{cell(v.definition)} | {v.section} |"
-                      + (f" {json_cell(v)} |" if with_json else "") for v in table.values()]
-
-    lines = [*rows("variable", RESULTS, True), "", "Coordinates:", "",
-             *rows("coordinate", COORDS, False)]
+    lines = [*_results_rows("variable", RESULTS, json_cell), "", "Coordinates:", "",
+             *_results_rows("coordinate", COORDS)]
     return "\n".join([_START, *lines, _END])
+
+
+def _results_rows(head: str, table: Mapping[str, Variable],
+                  json_cell: Callable[[Variable], str] | None = None) -> list[str]:
+    """Markdown rows (name, dims, units, definition, paper[, JSON]) of a results table."""
+    def cell(text: str | None) -> str:
+        return (text or "").replace("|", "\\|")
+
+    out = [f"| {head} | dims | units | definition | paper |" + (" JSON |" if json_cell else ""),
+           "|---|---|---|---|---|" + ("---|" if json_cell else "")]
+    return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | {cell(v.definition)} | {v.section} |"
+                  + (f" {json_cell(v)} |" if json_cell else "") for v in table.values()]
+
+
+def _replace_block(text: str, start: str, end: str, block: str, path: Path, what: str = "") -> str:
+    """``text`` with the block between the marker comments ``start`` and ``end`` replaced by ``block``."""
+    pat = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pat.search(text):
+        raise ValueError(f"{path} has no generated {what + ' ' if what else ''}table (marker {start!r})")
+    return pat.sub(lambda m: block, text)
+
+
+def _rewrite_block(path: str | os.PathLike[str], start: str, end: str, block: str, what: str) -> Path:
+    """Rewrite the generated block of the page ``path`` (between its marker comments) with ``block``."""
+    path = Path(path)
+    path.write_text(_replace_block(path.read_text(), start, end, block, path, what))
+    return path
 
 
 def update_docs(path: str | os.PathLike[str] = "docs/format.md") -> Path:
     """Rewrite the generated table in ``path`` (between its marker comments)."""
-    path = Path(path)
-    text = path.read_text()
-    pat = re.compile(re.escape(_START) + ".*?" + re.escape(_END), re.S)
-    if not pat.search(text):
-        raise ValueError(f"{path} has no generated results table (marker {_START!r})")
-    path.write_text(pat.sub(lambda m: markdown_table(), text))
-    return path
+    return _rewrite_block(path, _START, _END, markdown_table(), "results")
 
 
 # --------------------------------------------------------------------------- spectral reach
@@ -483,23 +494,13 @@ _REACH_END = "<!-- end reach-variables -->"
 
 def reach_markdown_table() -> str:
     """The spectral-reach results table of ``docs/format.md`` (generated from :data:`REACH`)."""
-    def rows(head: str, table: Mapping[str, Variable]) -> list[str]:
-        return [f"| {head} | dims | units | definition | paper |", "|---|---|---|---|---|",
-                *(f"| `{v.name}` | {', '.join(v.dims)} | {(v.units or '').replace('|', chr(92) + '|')} | "
-                  f"{v.definition.replace('|', chr(92) + '|')} | {v.section} |" for v in table.values())]
-    return "\n".join([_REACH_START, *rows("variable", REACH), "", "Coordinates:", "",
-                      *rows("coordinate", REACH_COORDS), _REACH_END])
+    return "\n".join([_REACH_START, *_results_rows("variable", REACH), "", "Coordinates:", "",
+                      *_results_rows("coordinate", REACH_COORDS), _REACH_END])
 
 
 def update_reach_docs(path: str | os.PathLike[str] = "docs/format.md") -> Path:
     """Rewrite the generated spectral-reach table in ``path`` (between its marker comments)."""
-    path = Path(path)
-    text = path.read_text()
-    pat = re.compile(re.escape(_REACH_START) + ".*?" + re.escape(_REACH_END), re.S)
-    if not pat.search(text):
-        raise ValueError(f"{path} has no generated spectral-reach table (marker {_REACH_START!r})")
-    path.write_text(pat.sub(lambda m: reach_markdown_table(), text))
-    return path
+    return _rewrite_block(path, _REACH_START, _REACH_END, reach_markdown_table(), "spectral-reach")
 
 
 # --------------------------------------------------------------------------- every Dataset kind
@@ -818,12 +819,15 @@ def _kind_attrs(k: Kind, v: Variable, context: dict[str, object]) -> dict[str, s
     return out
 
 
-def annotate(ds: xr.Dataset, kind_name: str, **context: object) -> xr.Dataset:
+def annotate(ds: xr.Dataset, kind_name: str, *, coords_only: bool = False, **context: object) -> xr.Dataset:
     """``ds`` with every variable and coordinate of kind ``kind_name`` given its schema attrs.
 
     Attrs the producer sets from its call (the kind's ``dynamic_attrs``: a ``reason``, the units
     of the run a spectral-reach quantity came from) are kept;
     variables the kind does not define are left alone (:func:`mismatches` reports them).
+    With ``coords_only``, only the kind's coordinates that have no attrs yet are given theirs, in
+    ``ds`` itself (changed in place and returned: several producers build one results Dataset's
+    coordinates, :func:`annotate_coords`).
 
     Examples
     --------
@@ -832,28 +836,28 @@ def annotate(ds: xr.Dataset, kind_name: str, **context: object) -> xr.Dataset:
     'raw training time t'
     """
     k = kind(kind_name)
-    ds = ds.copy()
-    for name in ds.variables:
-        v = k.variables.get(str(name)) or k.coords.get(str(name))
-        if v is not None:
-            ds[name].attrs = {**_kind_attrs(k, v, context),
-                              **{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs}}
+    if not coords_only:
+        ds = ds.copy()
+    for name in (ds.coords if coords_only else ds.variables):
+        v = (None if coords_only else k.variables.get(str(name))) or k.coords.get(str(name))
+        if v is None or (coords_only and ds[name].attrs):
+            continue
+        ds[name].attrs = {**_kind_attrs(k, v, context),
+                          **{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs}}
     return ds
 
 
 def annotate_coords(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` (changed in place and returned) with every results coordinate of :data:`COORDS`
-    that has no attrs given its schema attrs (``run``, ``window``, ``checkpoint``, ...).
+    that has no attrs given its schema attrs (``run``, ``window``, ``checkpoint``, ...):
+    ``annotate(ds, "results", coords_only=True)``.
 
     Examples
     --------
     >>> annotate_coords(xr.Dataset(coords={"run": ["a"]})).run.attrs["definition"]
     'run name'
     """
-    for coord in ds.coords:
-        if coord in COORDS and not ds[coord].attrs:
-            ds[coord].attrs = attrs(str(coord))
-    return ds
+    return annotate(ds, "results", coords_only=True)
 
 
 def mismatches(ds: xr.Dataset | xr.DataArray, kinds: str | tuple[str, ...], *, complete: bool = False,
@@ -915,11 +919,6 @@ def kind_table(kind_name: str) -> str:
     return "\n".join(rows)
 
 
-def _replace_block(text: str, start: str, end: str, block: str, path: Path) -> str:
-    pat = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pat.search(text):
-        raise ValueError(f"{path} has no generated table (marker {start!r})")
-    return pat.sub(lambda m: block, text)
 
 
 def docs_tables() -> dict[str, list[str]]:

@@ -546,9 +546,12 @@ def _units_or_none(m):
     return None if not math.isfinite(m) else m
 
 
-def _dataset(sa: dict, sb: dict | None, bands: bool, network_scale: str, backend: str,
+def _dataset(sa: BatchStatistics, sb: BatchStatistics | None, bands: bool, estimator: str, backend: str,
              n_probes: int | None) -> xr.Dataset:
-    """The Dataset of :func:`measure_lnp` from the statistics of batch A (and B); attrs from ``bandscope.schema``."""
+    """The Dataset of :func:`measure_lnp` from the statistics of batch A (and B); attrs from ``bandscope.schema``.
+
+    ``estimator`` is the estimator of 𝒩 that was used (``LNPOptions.estimator``), written as ``attrs['estimator']``.
+    """
     from bandscope import schema
 
     cross = {}
@@ -589,7 +592,7 @@ def _dataset(sa: dict, sb: dict | None, bands: bool, network_scale: str, backend
         ds["band_spectral_position"] = ("band", band_spectral_position(bsq, bls, sa["network_scale"]),
                                         schema.attrs("lnp", "band_spectral_position"))
     ds.attrs.update(
-        estimator=network_scale, backend=backend, n_probes=n_probes,
+        estimator=estimator, backend=backend, n_probes=n_probes,
         network_scale_se_dof=sa["network_scale_se_dof"], backend_note=sa.get("backend_note", ""),
         n_units=sa["n_units"], n_units_how=sa["n_units_how"], n_samples=sa["n_samples"],
         n_outputs=sa["n_outputs"], exact_output_layer=sa["exact_output_layer"],

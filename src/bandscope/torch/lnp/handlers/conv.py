@@ -57,22 +57,43 @@ def _conv_parts(m: nn.Module, a: torch.Tensor, d: torch.Tensor,
     return as2d(d, nd).flatten(2), u
 
 
-def _conv_sq(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
-    dflat, u = _conv_parts(m, args[0], d, memo)
+def sq_norms_from(m: nn.Module, pq: tuple[torch.Tensor, torch.Tensor] | None, dflat: torch.Tensor,
+                  d: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
+    """Per-sample ||dW||² + ||db||² of a convolution whose weight gradient is Σ_t p_t q_tᵀ, ``pq = (p, q)``.
+
+    ``pq`` is None when the weight is not trainable; ``dflat`` (N, C_out, T) is the flattened output
+    gradient, whose sum over positions is the bias gradient; ``q`` is the side whose Gram matrix
+    ``memo`` may keep (:func:`.common.outer_sum_sq`).
+    """
     out = zeros(d)
-    if u is not None:
-        out += outer_sum_sq(dflat, u, memo)
+    if pq is not None:
+        out += outer_sum_sq(*pq, memo)
     if trainable(m, "bias"):
         out += sq(dflat.sum(2))
     return out
 
 
-@builtin_rule(nn.Conv1d, nn.Conv2d, sq_norms=_conv_sq, memo=True)
-def _conv_grads(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
-    dflat, u = _conv_parts(m, args[0], d)
+def grads_from(m: nn.Module, pq: tuple[torch.Tensor, torch.Tensor] | None, dflat: torch.Tensor,
+               d: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample ``weight`` (Σ_t p_t q_tᵀ, ``pq = (p, q)``, reshaped as the weight) and ``bias`` (Σ_t dflat_t).
+
+    The one arithmetic of the convolution and the transposed convolution; they differ only in
+    which tensors are ``p`` and ``q`` (``pq`` None: the weight is not trainable).
+    """
     g = {}
-    if u is not None:
-        g["weight"] = torch.bmm(dflat, u.transpose(1, 2)).reshape(d.shape[0], *m.weight.shape)
+    if pq is not None:
+        g["weight"] = torch.bmm(pq[0], pq[1].transpose(1, 2)).reshape(d.shape[0], *m.weight.shape)
     if trainable(m, "bias"):
         g["bias"] = dflat.sum(2)
     return g
+
+
+def _conv_sq(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
+    dflat, u = _conv_parts(m, args[0], d, memo)
+    return sq_norms_from(m, None if u is None else (dflat, u), dflat, d, memo)
+
+
+@builtin_rule(nn.Conv1d, nn.Conv2d, sq_norms=_conv_sq, memo=True)
+def _conv_grads(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
+    dflat, u = _conv_parts(m, args[0], d)
+    return grads_from(m, None if u is None else (dflat, u), dflat, d)
