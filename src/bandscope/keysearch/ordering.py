@@ -86,17 +86,19 @@ def band_ordering(onset: xr.DataArray, width: xr.DataArray, floor: xr.DataArray,
     Returns
     -------
     xarray.Dataset
-        ``rho`` and ``rho_n`` (bands used) with dims (..., metric).
+        ``rho`` and ``rho_n`` (bands used) with dims (metric, ...); attrs from :mod:`bandscope.schema`
+        (kind ``trajectory``).
     """
     parts = {"onset": onset, "width": width, "floor": floor,
              "initial_residual": initial_residual}
     arrays = xr.broadcast(*parts.values())
-    stacked = xr.concat(arrays, dim=xr.Variable("metric", list(METRICS)))
+    from .. import schema
+
+    stacked = xr.concat(arrays, dim=xr.Variable("metric", list(METRICS), schema.attrs("trajectory", "metric")))
     rho, n = spearman_rho(stacked, dim)
-    rho.attrs.update(long_name="Spearman rho(band resolution, descriptor)",
-                     definition="scipy.stats.spearmanr over bands with a finite descriptor; "
-                     "NaN with < 3 such bands or a constant descriptor (key search 6.2, B.3.2)")
-    n.attrs.update(long_name="bands used in rho")
+
+    rho.attrs = schema.attrs("trajectory", "rho")
+    n.attrs = schema.attrs("trajectory", "rho_n")
     return xr.Dataset({"rho": rho, "rho_n": n})
 
 
