@@ -107,5 +107,6 @@ class Adapted(nn.Module):
         self.output = output
 
     def forward(self, x: Any) -> torch.Tensor:
+        """The selected output tensor of the model on ``x`` (a mapping passed as keywords)."""
         out = self.model(**x) if isinstance(x, Mapping) else self.model(x)
         return select_output(out, self.output)
