@@ -417,3 +417,19 @@ def test_lnp_concept_table_names_only_lnp_variables(monkeypatch):
     monkeypatch.setattr(schema, "LNP_CONCEPTS", [*schema.LNP_CONCEPTS, ("gone", "x", "`no_such_variable`")])
     with pytest.raises(ValueError, match="no_such_variable"):
         schema.lnp_concept_table()
+
+
+def test_annotate_coords_only_fills_bare_coordinates_in_place():
+    import xarray as xr
+
+    ds = xr.Dataset({"onset": ("run", [1.0], {"units": "mine"})},
+                    coords={"run": ["a"], "window": ("window", ["0.95/0.01"], {"definition": "kept"})})
+    out = schema.annotate(ds, "results", coords_only=True)
+    assert out is ds  # in place, as annotate_coords always was
+    assert ds.run.attrs == schema.attrs("results", "run")
+    assert ds.window.attrs == {"definition": "kept"}  # a coordinate with attrs is left alone
+    assert ds.onset.attrs == {"units": "mine"}  # and so is every data variable
+    assert schema.annotate_coords(xr.Dataset(coords={"run": ["b"]})).run.attrs == schema.attrs("run")
+    # without coords_only: a copy, every variable the kind defines given its attrs
+    full = schema.annotate(ds, "results", time="s")
+    assert full is not ds and full.onset.attrs == schema.attrs("onset", time="s")
