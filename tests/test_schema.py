@@ -433,3 +433,20 @@ def test_annotate_coords_only_fills_bare_coordinates_in_place():
     # without coords_only: a copy, every variable the kind defines given its attrs
     full = schema.annotate(ds, "results", time="s")
     assert full is not ds and full.onset.attrs == schema.attrs("onset", time="s")
+
+
+def test_across_runs_and_reach_parts_are_the_schema():
+    import xarray as xr
+
+    from bandscope.io.lnp_runfiles import read_lnp_run
+    from bandscope.keysearch.ordering import summarize_runs
+    from bandscope.lnp import reach
+
+    da = xr.DataArray([0.5, 0.75, 1.0, np.nan], dims="run", attrs={"units": "steps", "long_name": "not carried"})
+    s = summarize_runs(da)
+    assert schema.mismatches(s, "across_runs", complete=True) == []
+    assert s["median"].attrs["units"] == "steps" and s.n_runs.attrs["units"] == "1"
+    root = Path(__file__).resolve().parents[1] / "reference_runs" / "lm-scaling" / "runs"
+    per_run = reach.summarise_runs([read_lnp_run(p) for p in sorted(root.glob("*.nc"))[:2]])
+    assert schema.mismatches(per_run, "reach") == []
+    assert schema.mismatches(reach.by_size(per_run), "reach") == []

@@ -821,6 +821,17 @@ _TRAJECTORY_COORDS = [
     *(COORDS[n] for n in ("window", "window_hi", "window_lo", "metric")),
 ]
 
+# ---- a quantity summarised across runs (keysearch.ordering.summarize_runs); units: the quantity's
+_ACROSS = "over the runs' finite values (NaN runs ignored; all NaN: NaN)"
+_ACROSS_RUNS_VARIABLES = [
+    _k("median", (), "float64", None, definition="median " + _ACROSS),
+    _k("q25", (), "float64", None, definition="25th percentile (linear interpolation) " + _ACROSS),
+    _k("q75", (), "float64", None, definition="75th percentile (linear interpolation) " + _ACROSS),
+    _k("min", (), "float64", None, definition="smallest " + _ACROSS.replace("; all NaN: NaN", "")),
+    _k("max", (), "float64", None, definition="largest " + _ACROSS.replace("; all NaN: NaN", "")),
+    _k("n_runs", (), "int64", "1", definition="runs with a finite value"),
+]
+
 # ---- one run's spectral-reach summary (lnp.windows.summarise_run, window_means): the reach results
 # variables without the run dim, and what the functions beneath it return
 _SUMMARY_VARIABLES = [_per_run(v) for v in _REACH_VARIABLES
@@ -902,6 +913,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          paper="key search ", empty_units=False),
     Kind("reach", "Spectral-reach results Dataset", "bandscope.lnp.reach.reach_analysis", REACH, REACH_COORDS,
          paper="spectral reach ", empty_units=False, dynamic_attrs=("units",)),
+    Kind("across_runs", "A quantity across runs", "bandscope.keysearch.ordering.summarize_runs",
+         _table(_ACROSS_RUNS_VARIABLES), {}, empty_units=False, dynamic_attrs=("units",), docs="docs/format.md",
+         tag="across-runs-variables"),
     Kind("power_time", "Power law of parameter time", "bandscope.transforms.paramtime.fit_power_time",
          _table(_POWER_TIME_VARIABLES), _table(_POWER_TIME_COORDS), docs="docs/paramtime.md",
          tag="power-time-variables"),

@@ -105,7 +105,8 @@ def band_ordering(onset: xr.DataArray, width: xr.DataArray, floor: xr.DataArray,
 def summarize_runs(da: xr.DataArray, dim: str = "run") -> xr.Dataset:
     """Across-run summary: ``median``, ``q25``, ``q75``, ``min``, ``max``, ``n_runs``.
 
-    NaN runs are ignored (``n_runs`` counts the finite ones); all-NaN gives NaN.
+    NaN runs are ignored (``n_runs`` counts the finite ones); all-NaN gives NaN. Attrs from
+    :mod:`bandscope.schema` (kind ``across_runs``), with the units of ``da``.
 
     Examples
     --------
@@ -124,5 +125,10 @@ def summarize_runs(da: xr.DataArray, dim: str = "run") -> xr.Dataset:
             "max": da.max(dim, skipna=True),
             "n_runs": da.notnull().sum(dim),
         })
+    from .. import schema
+
+    units = {"units": da.attrs["units"]} if "units" in da.attrs else {}
+    for name in out.data_vars:
+        out[name].attrs = {**schema.attrs("across_runs", str(name)), **({} if name == "n_runs" else units)}
     return out.assign_attrs(definition=f"across '{dim}': median, 25th/75th percentiles "
                             "(linear interpolation), min, max of finite values")
