@@ -235,8 +235,8 @@ def residuals(band_loss: xr.DataArray, floor: xr.DataArray) -> tuple[xr.DataArra
     from .. import schema
 
     loss = band_loss.attrs.get("units", "")
-    R = (band_loss - floor).assign_attrs(schema.attrs("trajectory", "residual", loss=loss))
-    Rt = R.sum("band", skipna=False).assign_attrs(schema.attrs("trajectory", "total_residual", loss=loss))
+    R = _with_attrs(band_loss - floor, schema.attrs("trajectory", "residual", loss=loss))
+    Rt = _with_attrs(R.sum("band", skipna=False), schema.attrs("trajectory", "total_residual", loss=loss))
     return R, Rt
 
 
@@ -265,10 +265,10 @@ def normalized_residual(residual: xr.DataArray, dim: str = "checkpoint") -> xr.D
     """q_i(s_k) = R_i(s_k) / R_i(s_0) (§5.1); NaN for bands with R_i(s_0) ≤ 0."""
     from .. import schema
 
-    return xr.apply_ufunc(_normalized_residual, residual, input_core_dims=[[dim]],
-                          output_core_dims=[[dim]], kwargs={"axis": -1},
-                          dask="parallelized", output_dtypes=[float]).assign_attrs(
-                              schema.attrs("trajectory", "normalized_residual"))
+    q = xr.apply_ufunc(_normalized_residual, residual, input_core_dims=[[dim]],
+                       output_core_dims=[[dim]], kwargs={"axis": -1},
+                       dask="parallelized", output_dtypes=[float])
+    return _with_attrs(q, schema.attrs("trajectory", "normalized_residual"))
 
 
 def _crossings(q: npt.ArrayLike, s: npt.ArrayLike, alphas: npt.ArrayLike, axis: int = -1) -> F64:
@@ -336,8 +336,8 @@ def crossings(residual: xr.DataArray, param_time: xr.DataArray, alphas: npt.Arra
                          dask_gufunc_kwargs={"output_sizes": {"alpha": alphas.size}})
     from .. import schema
 
-    return out.assign_coords(alpha=("alpha", alphas, schema.attrs("trajectory", "alpha"))).assign_attrs(
-        schema.attrs("trajectory", "crossing", time=param_time.attrs.get("units", "")))
+    return _with_attrs(out.assign_coords(alpha=("alpha", alphas, schema.attrs("trajectory", "alpha"))),
+                       schema.attrs("trajectory", "crossing", time=param_time.attrs.get("units", "")))
 
 
 def onset_width(crossing: xr.DataArray, hi: float = 0.95, lo: float = 0.01, *,
