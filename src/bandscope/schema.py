@@ -815,7 +815,7 @@ _TRAJECTORY_VARIABLES = [
 ]
 _TRAJECTORY_COORDS = [
     dataclasses.replace(_BAND, when="as the band losses'"),
-    _k("checkpoint", ("checkpoint",), "", None, when="as the band losses'"),
+    _k("checkpoint", ("checkpoint",), "", None, when="as the band losses'", note="the band losses' checkpoint index"),
     _k("alpha", ("alpha",), "float64", "1", definition="the thresholds alpha of the crossings, as given",
        section="A.10"),
     *(COORDS[n] for n in ("window", "window_hi", "window_lo", "metric")),
