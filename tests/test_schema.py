@@ -450,3 +450,12 @@ def test_across_runs_and_reach_parts_are_the_schema():
     per_run = reach.summarise_runs([read_lnp_run(p) for p in sorted(root.glob("*.nc"))[:2]])
     assert schema.mismatches(per_run, "reach") == []
     assert schema.mismatches(reach.by_size(per_run), "reach") == []
+
+
+def test_parameter_time_carries_the_run_schema():
+    from bandscope.transforms.paramtime import parameter_time
+
+    pt = parameter_time([{"w": [0.0, 0.0]}, {"w": [3.0, 4.0]}])
+    want = schema.attrs("run", "param_time")
+    assert {k: pt.attrs[k] for k in want} == want  # plus what the call adds (paper, n_parameters, ...)
+    assert pt.dims == schema.kind("run").variables["param_time"].dims
