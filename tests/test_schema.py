@@ -285,7 +285,8 @@ def test_update_all_docs_rewrites_stale_tables(tmp_path):
         (tmp_path / page).write_text("intro\n" + "\n\n".join(b.replace("| always |", "| stale |") for b in blocks))
     changed = schema.update_all_docs(tmp_path, check=True)
     assert {p.relative_to(tmp_path).as_posix() for p in changed} == {"docs/bands.md", "docs/format.md",
-                                                                    "docs/forecast.md", "docs/lnp.md"}
+                                                                    "docs/forecast.md", "docs/lnp.md",
+                                                                    "docs/paramtime.md"}
     schema.update_all_docs(tmp_path)
     assert schema.update_all_docs(tmp_path, check=True) == []
 
@@ -301,3 +302,160 @@ def test_kind_errors_and_two_argument_attrs():
                          "lnp")
     assert ds.spectral_position.attrs == {**schema.attrs("lnp", "spectral_position"), "reason": "x"}
     assert schema.mismatches(ds.assign(extra=0), "lnp") == ["extra: not in the schema of ('lnp',)"]
+
+
+# --------------------------------------------------------------------------- the kinds beneath the public functions
+def test_fit_power_time_is_the_schema():
+    from bandscope.keysearch.synthetic import make_run_synthetic
+    from bandscope.transforms.paramtime import fit_power_time
+
+    run = make_run_synthetic(0)
+    fit = fit_power_time(run.step.values, run.param_time.values)
+    assert _missing(fit, "power_time") == [f"{c}: in the schema of power_time, not in the Dataset"
+                                           for c in ("epoch_window", "epoch_lo", "epoch_hi")]
+    assert schema.mismatches(fit, "power_time") == []
+    assert fit.gamma.attrs == {"units": "1", "long_name": "exponent gamma of s(t) = a + b t**gamma"}
+    # epoch windows add a last dim (only the dims differ from the schema's plain-array case)
+    win = fit_power_time(run.step, run.param_time, epoch=run.epoch, epoch_windows=[(0, 10), (0, 25)])
+    bad = schema.mismatches(win, "power_time", complete=True)
+    assert bad == [f"{n}: dims ('epoch_window',) != schema ()" for n in schema.kind("power_time").variables]
+
+
+def test_fit_run_gamma_is_the_schema():
+    from bandscope.keysearch.synthetic import make_run_synthetic
+    from bandscope.transforms.paramtime import fit_run_gamma
+
+    run = make_run_synthetic(0)
+    g = fit_run_gamma(run)
+    assert schema.mismatches(g, "run_gamma", complete=True, time=run.param_time.attrs["units"]) == []
+    # the attrs of the results variables of the same names (analyze's)
+    res_ctx = {"time": run.param_time.attrs["units"]}
+    for name in ("gamma", "gamma_a", "gamma_w"):
+        assert g[name].attrs == schema.attrs(name, **res_ctx)
+    many = fit_run_gamma(iter([run, make_run_synthetic(1)]))  # a generator: the units still come from the first
+    assert many.gamma_a.dims == ("run",) and many.gamma_a.attrs["units"] == run.param_time.attrs["units"]
+
+
+def _trajectory_dataset(run, windows=((0.95, 0.01), (0.5, 0.01))):
+    import xarray as xr
+
+    from bandscope.keysearch import ordering, trajectory
+
+    L, s = run.band_loss, run.param_time
+    f = trajectory.floors(L, param_time=s)
+    R, Rt = trajectory.residuals(L, f.floor_mean_last_k)
+    c = trajectory.crossings(R, s, sorted({a for w in windows for a in w}, reverse=True))
+    on, w = trajectory.onset_width(c, windows=windows)
+    aw = trajectory.active_windows(s, c, windows)
+    o = ordering.band_ordering(on, w, f.floor_mean_last_k, R.isel(checkpoint=0, drop=True))
+    return xr.Dataset({**f.data_vars, "residual": R, "total_residual": Rt,
+                       "normalized_residual": trajectory.normalized_residual(R), "crossing": c, "onset": on,
+                       "width": w, **aw.data_vars, **o.data_vars})
+
+
+def test_trajectory_steps_are_the_schema():
+    from bandscope.keysearch.synthetic import make_run_synthetic
+
+    run = make_run_synthetic(0)
+    ds = _trajectory_dataset(run)
+    ctx = {"loss": run.band_loss.attrs["units"], "time": run.param_time.attrs["units"], "k": 5,
+           "saturation_tol_pct": 2.0}
+    assert schema.mismatches(ds, "trajectory", complete=True, **ctx) == []
+    # no attr of the band losses leaks into a floor, no crossing attr into onset or width
+    assert "long_name" not in ds.floor_final.attrs and ds.width.attrs["definition"].startswith("w_i")
+    # the results variables of the same name carry the same attrs (analyze's)
+    for name in ("floor_final", "onset", "fit_n", "rho"):
+        assert ds[name].attrs == schema.attrs(name, **ctx), name
+
+
+def test_lnp_run_summary_and_window_functions_are_the_schema():
+    import xarray as xr
+
+    from bandscope.io.lnp_runfiles import read_lnp_run
+    from bandscope.lnp import windows
+
+    root = Path(__file__).resolve().parents[1] / "reference_runs" / "lm-scaling" / "runs"
+    run = read_lnp_run(sorted(root.glob("*.nc"))[0])
+    summary = windows.summarise_run(run)  # this run holds every LNP statistic and the linear probes
+    assert schema.mismatches(summary, "lnp_summary", complete=True) == []
+    assert summary.loss_scale.attrs["units"] == run.lnp_loss_scale.attrs["units"]
+    w = windows.window_means(run)
+    assert schema.mismatches(w, "lnp_summary") == []
+    cos = windows.gradient_cosine(run.lnp_grad_dot, run.lnp_grad_norm_sq, run.lnp_grad_norm_sq_b)
+    slope = windows.loglog_slope(w.spectral_position, w.window_step, 1000)
+    m, sd = windows.last_windows(w.loss_scale)
+    ds = xr.Dataset({"gradient_cosine": cos.drop_vars(list(cos.coords)), "late_slope": slope, "last_mean": m,
+                     "last_sd": sd})
+    assert schema.mismatches(ds, "lnp_windows", complete=True, start="1000") == []
+    assert "long_name" not in cos.attrs  # not the grad_dot's
+    assert m.attrs["units"] == run.lnp_loss_scale.attrs["units"]
+
+
+def test_probe_variables_of_the_lm_runs_are_the_schema():
+    import sys
+
+    import xarray as xr
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "tools"))
+    try:
+        import lm_runs_to_runfiles
+    finally:
+        sys.path.remove(str(root / "tools"))
+    ds = lm_runs_to_runfiles.convert(root / "reference_runs" / "lm-scaling" / "m-seed0")
+    probes = [v for v in ds.variables if str(v).startswith("probe_")]
+    assert schema.mismatches(ds[probes], "lnp_probes", complete=True) == []
+    # the shipped run files were written by the tool: the same attrs
+    shipped = xr.load_dataset(root / "reference_runs" / "lm-scaling" / "runs" / "m-seed0.nc")
+    assert schema.mismatches(shipped[probes], "lnp_probes", complete=True) == []
+    assert shipped.probe_loss_scale_norm.attrs["units"] == ds.probe_loss_scale_norm.attrs["units"]
+
+
+def test_lnp_concept_table_names_only_lnp_variables(monkeypatch):
+    table = schema.lnp_concept_table()
+    assert "| spectral position | P = ‖∇L‖²/(ℒ𝒩) ∈ [0, 1] (Eq. 49) | `spectral_position` |" in table
+    monkeypatch.setattr(schema, "LNP_CONCEPTS", [*schema.LNP_CONCEPTS, ("gone", "x", "`no_such_variable`")])
+    with pytest.raises(ValueError, match="no_such_variable"):
+        schema.lnp_concept_table()
+
+
+def test_annotate_coords_only_fills_bare_coordinates_in_place():
+    import xarray as xr
+
+    ds = xr.Dataset({"onset": ("run", [1.0], {"units": "mine"})},
+                    coords={"run": ["a"], "window": ("window", ["0.95/0.01"], {"definition": "kept"})})
+    out = schema.annotate(ds, "results", coords_only=True)
+    assert out is ds  # in place, as annotate_coords always was
+    assert ds.run.attrs == schema.attrs("results", "run")
+    assert ds.window.attrs == {"definition": "kept"}  # a coordinate with attrs is left alone
+    assert ds.onset.attrs == {"units": "mine"}  # and so is every data variable
+    assert schema.annotate_coords(xr.Dataset(coords={"run": ["b"]})).run.attrs == schema.attrs("run")
+    # without coords_only: a copy, every variable the kind defines given its attrs
+    full = schema.annotate(ds, "results", time="s")
+    assert full is not ds and full.onset.attrs == schema.attrs("onset", time="s")
+
+
+def test_across_runs_and_reach_parts_are_the_schema():
+    import xarray as xr
+
+    from bandscope.io.lnp_runfiles import read_lnp_run
+    from bandscope.keysearch.ordering import summarize_runs
+    from bandscope.lnp import reach
+
+    da = xr.DataArray([0.5, 0.75, 1.0, np.nan], dims="run", attrs={"units": "steps", "long_name": "not carried"})
+    s = summarize_runs(da)
+    assert schema.mismatches(s, "across_runs", complete=True) == []
+    assert s["median"].attrs["units"] == "steps" and s.n_runs.attrs["units"] == "1"
+    root = Path(__file__).resolve().parents[1] / "reference_runs" / "lm-scaling" / "runs"
+    per_run = reach.summarise_runs([read_lnp_run(p) for p in sorted(root.glob("*.nc"))[:2]])
+    assert schema.mismatches(per_run, "reach") == []
+    assert schema.mismatches(reach.by_size(per_run), "reach") == []
+
+
+def test_parameter_time_carries_the_run_schema():
+    from bandscope.transforms.paramtime import parameter_time
+
+    pt = parameter_time([{"w": [0.0, 0.0]}, {"w": [3.0, 4.0]}])
+    want = schema.attrs("run", "param_time")
+    assert {k: pt.attrs[k] for k in want} == want  # plus what the call adds (paper, n_parameters, ...)
+    assert pt.dims == schema.kind("run").variables["param_time"].dims

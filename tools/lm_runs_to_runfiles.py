@@ -15,7 +15,8 @@ Each ``ROOT/SIZE-seedN/`` folder (``config.json``, ``lnp.nc``, ``train_loss.csv`
 - the linear probes of spectral reach §5.1 over (``probe_backbone``, ``probe_lnp_step``), with
   ``probe_backbone`` = ``trained`` / ``random`` and the window index ``probe_lnp_window``:
   ``probe_spectral_position``, ``probe_spectral_position_cross``, ``probe_network_scale_norm``,
-  ``probe_loss_scale_norm`` (the probe files' ``lnp_*`` variables of the same names);
+  ``probe_loss_scale_norm`` (the probe files' ``lnp_*`` variables of the same names; attrs from
+  ``bandscope.schema``, kind ``lnp_probes``);
 - attrs ``format = "run/1"``, ``name``, ``n_parameters`` (``config.json``), ``created``,
   ``versions``, ``arch``, ``seed``, ``size``, ``total_steps``, ``source``.
 
@@ -33,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from bandscope import schema
 
 N_LOG_STEPS = 120
 PROBE_VARS = ("spectral_position", "spectral_position_cross", "network_scale_norm", "loss_scale_norm")
@@ -127,17 +130,16 @@ def _with_probes(ds: xr.Dataset, run_dir: Path) -> xr.Dataset:
     pstep = probes["trained"]["lnp_step"].values.astype(np.int64)
     if not np.array_equal(pstep, probes["random"]["lnp_step"].values):
         raise ValueError(f"{run_dir}: the two probes were measured at different steps")
-    ds = ds.assign_coords(probe_backbone=("probe_backbone", ["trained", "random"]),
-                          probe_lnp_step=("probe_lnp_step", pstep, {"units": "probe optimizer steps"}),
+    ds = ds.assign_coords(probe_backbone=("probe_backbone", ["trained", "random"],
+                                          schema.attrs("lnp_probes", "probe_backbone")),
+                          probe_lnp_step=("probe_lnp_step", pstep, schema.attrs("lnp_probes", "probe_lnp_step")),
                           probe_lnp_window=("probe_lnp_step", probes["trained"]["lnp_window"].values.astype(np.int64),
-                                            {"long_name": "log-window index of the probe schedule"}))
+                                            schema.attrs("lnp_probes", "probe_lnp_window")))
     for var in PROBE_VARS:
-        units, long_name, definition = LNP_ATTRS[f"lnp_{var}"]
+        units = LNP_ATTRS[f"lnp_{var}"][0]  # the units of this model's statistic; the rest is the schema's
         data = np.stack([probes[k][f"lnp_{var}"].values for k in ("trained", "random")]).astype(np.float64)
-        ds[f"probe_{var}"] = (("probe_backbone", "probe_lnp_step"), data, {
-            "units": units, "long_name": f"linear probe: {long_name}",
-            "definition": f"{definition}; only a re-initialised output head trained on the frozen trained "
-            "(end of training) or random (initialisation) backbone, spectral reach 5.1"})
+        ds[f"probe_{var}"] = (("probe_backbone", "probe_lnp_step"), data,
+                              {"units": units, **schema.attrs("lnp_probes", f"probe_{var}")})
     return ds
 
 

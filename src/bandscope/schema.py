@@ -22,7 +22,8 @@ Everything that writes or describes results reads it:
 
 Units and definitions may hold placeholders filled from the run and the options:
 ``{loss}`` (the units of ``band_loss``), ``{time}`` (the units of ``param_time``), ``{k}``,
-``{floor}``, ``{deflation}``, ``{saturation_tol_pct}``; :func:`attrs` fills them.
+``{floor}``, ``{deflation}``, ``{saturation_tol_pct}``, ``{start}`` (the first step of a log-log
+slope); :func:`attrs` fills them.
 
 Renames are listed in :data:`RENAMED` (old name → new name) so that files written with an
 old name stay readable (:func:`upgrade`).
@@ -40,7 +41,7 @@ import xarray as xr
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Literal
 
     import numpy.typing as npt
@@ -49,7 +50,7 @@ __all__ = ["Variable", "RESULTS", "COORDS", "RENAMED", "FORMAT", "attrs", "varia
            "describe", "json_keys", "markdown_table", "update_docs", "upgrade",
            "REACH", "REACH_COORDS", "REACH_FORMAT", "reach_attrs", "reach_markdown_table", "update_reach_docs",
            "Kind", "KINDS", "kind", "annotate", "annotate_coords", "mismatches", "kind_table", "docs_tables",
-           "update_all_docs"]
+           "update_all_docs", "LNP_CONCEPTS", "lnp_concept_table"]
 
 #: ``attrs['bandscope_results']`` of a results Dataset. Additive changes keep the version.
 FORMAT = "results/1"
@@ -258,7 +259,7 @@ RENAMED: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- attrs
-_PLACEHOLDER = re.compile(r"\{(loss|time|k|floor|deflation|saturation_tol_pct)\}")
+_PLACEHOLDER = re.compile(r"\{(loss|time|k|floor|deflation|saturation_tol_pct|start)\}")
 
 
 def _fill(text: str, context: Mapping[str, object]) -> str:
@@ -350,35 +351,46 @@ _END = "<!-- end results-variables -->"
 
 def markdown_table() -> str:
     """The results-variable table of ``docs/format.md`` (generated from :data:`RESULTS`)."""
-    def cell(text: str | None) -> str:
-        return (text or "").replace("|", "\\|")
-
     def json_cell(v: Variable) -> str:
         group, _, key = v.json.partition(":")
         where = {"fit": "bands.<r>.fits.<window>", "total": "total", "band": "bands.<r>"}
         return f"`{where[group]}.{key}`" if group else ""
 
-    def rows(head: str, table: Mapping[str, Variable], with_json: bool) -> list[str]:
-        out = [f"| {head} | dims | units | definition | paper |" + (" JSON |" if with_json else ""),
-               "|---|---|---|---|---|" + ("---|" if with_json else "")]
-        return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | "
-                      f"{cell(v.definition)} | {v.section} |"
-                      + (f" {json_cell(v)} |" if with_json else "") for v in table.values()]
-
-    lines = [*rows("variable", RESULTS, True), "", "Coordinates:", "",
-             *rows("coordinate", COORDS, False)]
+    lines = [*_results_rows("variable", RESULTS, json_cell), "", "Coordinates:", "",
+             *_results_rows("coordinate", COORDS)]
     return "\n".join([_START, *lines, _END])
+
+
+def _results_rows(head: str, table: Mapping[str, Variable],
+                  json_cell: Callable[[Variable], str] | None = None) -> list[str]:
+    """Markdown rows (name, dims, units, definition, paper[, JSON]) of a results table."""
+    def cell(text: str | None) -> str:
+        return (text or "").replace("|", "\\|")
+
+    out = [f"| {head} | dims | units | definition | paper |" + (" JSON |" if json_cell else ""),
+           "|---|---|---|---|---|" + ("---|" if json_cell else "")]
+    return out + [f"| `{v.name}` | {', '.join(v.dims)} | {cell(v.units)} | {cell(v.definition)} | {v.section} |"
+                  + (f" {json_cell(v)} |" if json_cell else "") for v in table.values()]
+
+
+def _replace_block(text: str, start: str, end: str, block: str, path: Path, what: str = "") -> str:
+    """``text`` with the block between the marker comments ``start`` and ``end`` replaced by ``block``."""
+    pat = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pat.search(text):
+        raise ValueError(f"{path} has no generated {what + ' ' if what else ''}table (marker {start!r})")
+    return pat.sub(lambda m: block, text)
+
+
+def _rewrite_block(path: str | os.PathLike[str], start: str, end: str, block: str, what: str) -> Path:
+    """Rewrite the generated block of the page ``path`` (between its marker comments) with ``block``."""
+    path = Path(path)
+    path.write_text(_replace_block(path.read_text(), start, end, block, path, what))
+    return path
 
 
 def update_docs(path: str | os.PathLike[str] = "docs/format.md") -> Path:
     """Rewrite the generated table in ``path`` (between its marker comments)."""
-    path = Path(path)
-    text = path.read_text()
-    pat = re.compile(re.escape(_START) + ".*?" + re.escape(_END), re.S)
-    if not pat.search(text):
-        raise ValueError(f"{path} has no generated results table (marker {_START!r})")
-    path.write_text(pat.sub(lambda m: markdown_table(), text))
-    return path
+    return _rewrite_block(path, _START, _END, markdown_table(), "results")
 
 
 # --------------------------------------------------------------------------- spectral reach
@@ -483,23 +495,13 @@ _REACH_END = "<!-- end reach-variables -->"
 
 def reach_markdown_table() -> str:
     """The spectral-reach results table of ``docs/format.md`` (generated from :data:`REACH`)."""
-    def rows(head: str, table: Mapping[str, Variable]) -> list[str]:
-        return [f"| {head} | dims | units | definition | paper |", "|---|---|---|---|---|",
-                *(f"| `{v.name}` | {', '.join(v.dims)} | {(v.units or '').replace('|', chr(92) + '|')} | "
-                  f"{v.definition.replace('|', chr(92) + '|')} | {v.section} |" for v in table.values())]
-    return "\n".join([_REACH_START, *rows("variable", REACH), "", "Coordinates:", "",
-                      *rows("coordinate", REACH_COORDS), _REACH_END])
+    return "\n".join([_REACH_START, *_results_rows("variable", REACH), "", "Coordinates:", "",
+                      *_results_rows("coordinate", REACH_COORDS), _REACH_END])
 
 
 def update_reach_docs(path: str | os.PathLike[str] = "docs/format.md") -> Path:
     """Rewrite the generated spectral-reach table in ``path`` (between its marker comments)."""
-    path = Path(path)
-    text = path.read_text()
-    pat = re.compile(re.escape(_REACH_START) + ".*?" + re.escape(_REACH_END), re.S)
-    if not pat.search(text):
-        raise ValueError(f"{path} has no generated spectral-reach table (marker {_REACH_START!r})")
-    path.write_text(pat.sub(lambda m: reach_markdown_table(), text))
-    return path
+    return _rewrite_block(path, _REACH_START, _REACH_END, reach_markdown_table(), "spectral-reach")
 
 
 # --------------------------------------------------------------------------- every Dataset kind
@@ -756,6 +758,127 @@ _SERIES_VARIABLES = [  # forecast() of a plain scalar curve: no band, no total_ 
 ]
 
 
+# ---- the power law of parameter time (transforms.paramtime.fit_power_time)
+_S_T = "s(t) = a + b t**gamma"
+_POWER_TIME_VARIABLES = [
+    _k("gamma", (), "float64", "1", f"exponent gamma of {_S_T}"),
+    _k("a", (), "float64", _L2, f"offset a of {_S_T}"),
+    _k("b", (), "float64", _L2 + " / step**gamma", f"scale b of {_S_T}"),
+    _k("r2", (), "float64", "1", "R^2 = 1 - SSE/SST of the fit on the linear scale"),
+    _k("gamma_stderr", (), "float64", "1", "asymptotic standard error of gamma (Jacobian, SSE/(n-3))"),
+    _k("sse", (), "float64", f"({_L2})**2", "sum of squared residuals"),
+    _k("n", (), "int64", None, "checkpoints used in the fit"),
+    _k("status", (), "str", None, "ok / omitted (too few points) / failed"),
+    _k("reason", (), "str", None, "why a fit is omitted or failed"),
+]
+_EPOCH_WINDOWS = "with epoch_windows"
+_POWER_TIME_COORDS = [
+    _k("epoch_window", ("epoch_window",), "str", None, when=_EPOCH_WINDOWS,
+       note="label 'lo-hi' of each epoch window, e.g. '0-10'"),
+    _k("epoch_lo", ("epoch_window",), "float64", "epochs", when=_EPOCH_WINDOWS,
+       note="first epoch of the window (lo <= epoch, included)"),
+    _k("epoch_hi", ("epoch_window",), "float64", "epochs", when=_EPOCH_WINDOWS,
+       note="last epoch of the window (epoch <= hi, included)"),
+]
+
+
+def _per_run(v: Variable, dims: tuple[str, ...] | None = None) -> Variable:
+    """Results variable ``v`` as one run's producer writes it: without the ``run`` dim (or with ``dims``)."""
+    return dataclasses.replace(v, dims=tuple(d for d in v.dims if d != "run") if dims is None else dims)
+
+
+_RUN_GAMMA_VARIABLES = [
+    *(_per_run(RESULTS[n]) for n in ("gamma", "gamma_a", "gamma_b", "gamma_r2", "gamma_w", "gamma_w_r2")),
+    Variable("note", (), None, "why a gamma is NaN (no step, a failed fit); '' if none is", dtype="str"),
+]
+
+
+# ---- one run's key-search steps (keysearch.trajectory, keysearch.ordering.band_ordering): the results
+# variables without the run dim, and the intermediates the results do not keep
+_TRAJECTORY_VARIABLES = [
+    *(_per_run(RESULTS[n]) for n in ("floor_mean_last_k", "floor_final", "floor_convention_diff_pct",
+                                     "floor_window_drift_pct", "floor_window_trend_pct", "late_noise_pct",
+                                     "saturated")),
+    _k("residual", ("checkpoint", "band"), "float64", "{loss}", "band residual R_i",
+       "R_i = L_i - L_i^inf, L_i^inf the floor given to residuals()", "5.1"),
+    _k("total_residual", ("checkpoint",), "float64", "{loss}", "total residual R_tot",
+       "R_tot = sum_i R_i = L_tot - sum_i L_i^inf; NaN where a band loss is NaN", "A.9"),
+    _k("normalized_residual", ("band", "checkpoint"), "float64", "1", "normalised residual q_i",
+       "q_i(s_k) = R_i(s_k) / R_i(s_0); NaN for a band with R_i(s_0) <= 0 (within 16 ulps of max |R_i|)", "5.1"),
+    _k("crossing", ("band", "alpha"), "float64", "{time}", "alpha-crossing c_i(alpha)",
+       "first k with q_{k-1} > alpha >= q_k, q = R_i/R_i(s_0); c = s_{k-1} + (q_{k-1}-alpha)/(q_{k-1}-q_k)"
+       "(s_k-s_{k-1}); NaN if never crossed or R_i(s_0) <= 0", "A.10"),
+    *(_per_run(RESULTS[n]) for n in ("onset", "width")),
+    _k("in_window", ("window", "band", "checkpoint"), "bool", None, "checkpoint in the active window",
+       "c_i(hi) < s_k < c_i(lo) (strict: a checkpoint on a crossing is outside)", "5.1"),
+    *(_per_run(RESULTS[n]) for n in ("fit_start", "fit_stop", "fit_n")),
+    *(_per_run(RESULTS[n], ("metric", "window")) for n in ("rho", "rho_n")),
+]
+_TRAJECTORY_COORDS = [
+    dataclasses.replace(_BAND, when="as the band losses'"),
+    _k("checkpoint", ("checkpoint",), "", None, when="as the band losses'", note="the band losses' checkpoint index"),
+    _k("alpha", ("alpha",), "float64", "1", definition="the thresholds alpha of the crossings, as given",
+       section="A.10"),
+    *(COORDS[n] for n in ("window", "window_hi", "window_lo", "metric")),
+]
+
+# ---- a quantity summarised across runs (keysearch.ordering.summarize_runs); units: the quantity's
+_ACROSS = "over the runs' finite values (NaN runs ignored; all NaN: NaN)"
+_ACROSS_RUNS_VARIABLES = [
+    _k("median", (), "float64", None, definition="median " + _ACROSS),
+    _k("q25", (), "float64", None, definition="25th percentile (linear interpolation) " + _ACROSS),
+    _k("q75", (), "float64", None, definition="75th percentile (linear interpolation) " + _ACROSS),
+    _k("min", (), "float64", None, definition="smallest " + _ACROSS.replace("; all NaN: NaN", "")),
+    _k("max", (), "float64", None, definition="largest " + _ACROSS.replace("; all NaN: NaN", "")),
+    _k("n_runs", (), "int64", "1", definition="runs with a finite value"),
+]
+
+# ---- one run's spectral-reach summary (lnp.windows.summarise_run, window_means): the reach results
+# variables without the run dim, and what the functions beneath it return
+_SUMMARY_VARIABLES = [_per_run(v) for v in _REACH_VARIABLES
+                      if not v.name.startswith(("size_", "ordering_"))]
+_SUMMARY_COORDS = [_per_run(REACH_COORDS[n]) for n in ("lnp_window", "window_step", "checkpoint", "checkpoint_step",
+                                                       "time_bin", "time_lo", "time_hi")]
+_WINDOW_FUNCTIONS = [  # definitions only: summarise_run gives the same values the attrs of REACH
+    _k("gradient_cosine", ("lnp_step",), "float64", "1",
+       definition="cos(grad L_A, grad L_B) = grad L_B . grad L_A / sqrt(||grad L_A||^2 ||grad L_B||^2); P_AB = "
+       "cos * sqrt(P_A P_B) exactly; NaN where a squared norm is not positive", section="C.1",
+       note="gradient_cosine(); dims of its inputs"),
+    _k("late_slope", (), "float64", "1",
+       definition="least-squares slope of log Q on log step over step >= {start}; NaN with fewer than 3 finite "
+       "positive entries", section="4", note="loglog_slope(); the dims of its input but dim"),
+    _k("last_mean", (), "float64", None, definition="mean of the last k finite window means", section="4",
+       note="last_windows()[0]; units: those of its input"),
+    _k("last_sd", (), "float64", None, definition="standard deviation (ddof 1) of the last k finite window means",
+       section="4", note="last_windows()[1]; units: those of its input"),
+]
+
+# ---- the linear probes of a spectral-reach run file (tools/lm_runs_to_runfiles.py; spectral reach 5.1)
+_PROBE_HEAD = ("; only a re-initialised output head trained on the frozen trained (end of training) or random "
+               "(initialisation) backbone, spectral reach 5.1")
+_LNP_PROBES = [
+    _k(f"probe_{name}", ("probe_backbone", "probe_lnp_step"), "float64", None, f"linear probe: {long_name}",
+       definition + _PROBE_HEAD, when="" if name == "spectral_position" else "optional",
+       note="units: those of the model's LNP statistic (attr units)")
+    for name, long_name, definition in [
+        ("spectral_position", "spectral position P (self, batch A)",
+         "||grad L_A||^2 / (L_A N_A), spectral reach Eq. 49"),
+        ("spectral_position_cross", "spectral position P_AB (held-out cross)",
+         "grad L_B . grad L_A / sqrt(L_A L_B N_A N_B) (LNP.md)"),
+        ("network_scale_norm", "normalised network scale of batch A", "N_A / M_A, M = tokens (spectral reach A.2)"),
+        ("loss_scale_norm", "normalised loss scale of batch A", "M_A * L_A, M = tokens (spectral reach A.2)"),
+    ]
+]
+_LNP_PROBE_COORDS = [
+    _k("probe_backbone", ("probe_backbone",), "str", None, note="'trained' and 'random': the backbone the probe "
+       "head was trained on"),
+    _k("probe_lnp_step", ("probe_lnp_step",), "int64", "probe optimizer steps",
+       note="optimizer step of the probe head's own training at the measurement"),
+    _k("probe_lnp_window", ("probe_lnp_step",), "int64", None, "log-window index of the probe schedule",
+       note="log windows as spectral reach B.1"),
+]
+
+
 def _table(rows: list[Variable]) -> dict[str, Variable]:
     out = {v.name: v for v in rows}
     if len(out) != len(rows):
@@ -791,6 +914,29 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          paper="key search ", empty_units=False),
     Kind("reach", "Spectral-reach results Dataset", "bandscope.lnp.reach.reach_analysis", REACH, REACH_COORDS,
          paper="spectral reach ", empty_units=False, dynamic_attrs=("units",)),
+    Kind("across_runs", "A quantity across runs", "bandscope.keysearch.ordering.summarize_runs",
+         _table(_ACROSS_RUNS_VARIABLES), {}, empty_units=False, dynamic_attrs=("units",), docs="docs/format.md",
+         tag="across-runs-variables"),
+    Kind("power_time", "Power law of parameter time", "bandscope.transforms.paramtime.fit_power_time",
+         _table(_POWER_TIME_VARIABLES), _table(_POWER_TIME_COORDS), docs="docs/paramtime.md",
+         tag="power-time-variables"),
+    Kind("run_gamma", "Gamma of a run", "bandscope.transforms.paramtime.fit_run_gamma", _table(_RUN_GAMMA_VARIABLES),
+         {"gamma_window": COORDS["gamma_window"]}, paper="key search ", empty_units=False, docs="docs/paramtime.md",
+         tag="run-gamma-variables"),
+    Kind("trajectory", "One run's key-search steps",
+         "bandscope.keysearch.trajectory (floors, residuals, normalized_residual, crossings, onset_width, "
+         "active_windows), bandscope.keysearch.ordering.band_ordering", _table(_TRAJECTORY_VARIABLES),
+         _table(_TRAJECTORY_COORDS), paper="key search ", empty_units=False, docs="docs/format.md",
+         tag="trajectory-variables"),
+    Kind("lnp_summary", "One run's spectral-reach summary", "bandscope.lnp.windows.summarise_run, window_means",
+         _table(_SUMMARY_VARIABLES), _table(_SUMMARY_COORDS), paper="spectral reach ", empty_units=False,
+         dynamic_attrs=("units", "top_fraction"), docs="docs/lnp.md", tag="lnp-summary-variables"),
+    Kind("lnp_windows", "LNP window functions", "bandscope.lnp.windows (gradient_cosine, loglog_slope, last_windows)",
+         _table(_WINDOW_FUNCTIONS), {}, paper="spectral reach ", empty_units=False, dynamic_attrs=("units",),
+         docs="docs/lnp.md", tag="lnp-window-functions"),
+    Kind("lnp_probes", "Linear probes of a spectral-reach run file", "tools/lm_runs_to_runfiles.py",
+         _table(_LNP_PROBES), _table(_LNP_PROBE_COORDS), paper="spectral reach ", dynamic_attrs=("units",),
+         docs="docs/format.md", tag="lnp-probe-variables"),
 ]}
 
 
@@ -819,12 +965,15 @@ def _kind_attrs(k: Kind, v: Variable, context: dict[str, object]) -> dict[str, s
     return out
 
 
-def annotate(ds: xr.Dataset, kind_name: str, **context: object) -> xr.Dataset:
+def annotate(ds: xr.Dataset, kind_name: str, *, coords_only: bool = False, **context: object) -> xr.Dataset:
     """``ds`` with every variable and coordinate of kind ``kind_name`` given its schema attrs.
 
     Attrs the producer sets from its call (the kind's ``dynamic_attrs``: a ``reason``, the units
     of the run a spectral-reach quantity came from) are kept;
     variables the kind does not define are left alone (:func:`mismatches` reports them).
+    With ``coords_only``, only the kind's coordinates that have no attrs yet are given theirs, in
+    ``ds`` itself (changed in place and returned: several producers build one results Dataset's
+    coordinates, :func:`annotate_coords`).
 
     Examples
     --------
@@ -833,28 +982,28 @@ def annotate(ds: xr.Dataset, kind_name: str, **context: object) -> xr.Dataset:
     'raw training time t'
     """
     k = kind(kind_name)
-    ds = ds.copy()
-    for name in ds.variables:
-        v = k.variables.get(str(name)) or k.coords.get(str(name))
-        if v is not None:
-            ds[name].attrs = {**_kind_attrs(k, v, context),
-                              **{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs}}
+    if not coords_only:
+        ds = ds.copy()
+    for name in (ds.coords if coords_only else ds.variables):
+        v = (None if coords_only else k.variables.get(str(name))) or k.coords.get(str(name))
+        if v is None or (coords_only and ds[name].attrs):
+            continue
+        ds[name].attrs = {**_kind_attrs(k, v, context),
+                          **{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs}}
     return ds
 
 
 def annotate_coords(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` (changed in place and returned) with every results coordinate of :data:`COORDS`
-    that has no attrs given its schema attrs (``run``, ``window``, ``checkpoint``, ...).
+    that has no attrs given its schema attrs (``run``, ``window``, ``checkpoint``, ...):
+    ``annotate(ds, "results", coords_only=True)``.
 
     Examples
     --------
     >>> annotate_coords(xr.Dataset(coords={"run": ["a"]})).run.attrs["definition"]
     'run name'
     """
-    for coord in ds.coords:
-        if coord in COORDS and not ds[coord].attrs:
-            ds[coord].attrs = attrs(str(coord))
-    return ds
+    return annotate(ds, "results", coords_only=True)
 
 
 def mismatches(ds: xr.Dataset | xr.DataArray, kinds: str | tuple[str, ...], *, complete: bool = False,
@@ -916,20 +1065,52 @@ def kind_table(kind_name: str) -> str:
     return "\n".join(rows)
 
 
-def _replace_block(text: str, start: str, end: str, block: str, path: Path) -> str:
-    pat = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pat.search(text):
-        raise ValueError(f"{path} has no generated table (marker {start!r})")
-    return pat.sub(lambda m: block, text)
+
+
+#: The LNP quantities of ``docs/lnp.md`` ("What is computed"): (quantity, formula, where the Dataset of
+#: kind ``lnp`` holds it). Every plain name in backquotes in the last column is a variable of that kind
+#: (:func:`lnp_concept_table` checks), so the table cannot name a variable the Dataset lacks.
+LNP_CONCEPTS: list[tuple[str, str, str]] = [
+    ("loss scale ℒ", "‖g‖²", "`loss_scale`"),
+    ("network scale 𝒩", "Tr K = Σ_n ‖J_n‖_F²", "`network_scale` (+ `network_scale_se`)"),
+    ("linear decrease", "‖∇L‖² = gᵀKg", "`grad_norm_sq`"),
+    ("spectral position", "P = ‖∇L‖²/(ℒ𝒩) ∈ [0, 1] (Eq. 49)", "`spectral_position`"),
+    ("cross (step on A, loss on B)", "∇L_B·∇L_A = g_BᵀK_BA g_A", "`grad_dot`"),
+    ("cross position", "P_AB = ∇L_B·∇L_A / √(ℒ_Aℒ_B𝒩_A𝒩_B) ∈ [−1, 1] (LNP.md choice)", "`spectral_position_cross`"),
+    ("normalised scales (A.2)", "ℒ̃ = Mℒ, 𝒩̃ = 𝒩/M",
+     '`loss_scale_norm`, `network_scale_norm`; M in `attrs["n_units"]`'),
+    ("band split (image MSE)", "g_i = Haar projection of g; ∇L_i·∇L (Σ_i = ‖∇L‖²)", "`band_grad_dot` (dim `band`)"),
+    ("band position", "P_i = ‖Jᵀg_i‖² / (‖g_i‖² 𝒩)",
+     "`band_spectral_position`, with `band_loss_scale` = ‖g_i‖², `band_grad_norm_sq`"),
+]
+_CONCEPTS_TAG = "lnp-concepts"
+
+
+def lnp_concept_table() -> str:
+    """The table of LNP quantities of ``docs/lnp.md`` (:data:`LNP_CONCEPTS`), between its marker comments.
+
+    Raises ``ValueError`` if a quantity names a variable (or dim) that kind ``lnp`` does not define.
+    """
+    k = kind("lnp")
+    rows = [f"<!-- {_CONCEPTS_TAG}: generated by bandscope.schema.lnp_concept_table; do not edit -->",
+            "| quantity | formula | name in results |", "|---|---|---|"]
+    for quantity, formula, where in LNP_CONCEPTS:
+        unknown = [n for n in re.findall(r"`([A-Za-z_]\w*)`", where) if n not in k.variables and n not in k.coords]
+        if unknown:
+            raise ValueError(f"LNP_CONCEPTS row {quantity!r} names {unknown}, not variables of kind 'lnp'")
+        rows.append(f"| {quantity} | {formula} | {where} |")
+    rows.append(f"<!-- end {_CONCEPTS_TAG} -->")
+    return "\n".join(rows)
 
 
 def docs_tables() -> dict[str, list[str]]:
     """docs page -> the generated tables it holds (each a block with its own marker comments).
 
     >>> sorted(docs_tables())
-    ['docs/bands.md', 'docs/forecast.md', 'docs/format.md', 'docs/lnp.md']
+    ['docs/bands.md', 'docs/forecast.md', 'docs/format.md', 'docs/lnp.md', 'docs/paramtime.md']
     """
-    out: dict[str, list[str]] = {"docs/format.md": [markdown_table(), reach_markdown_table()]}
+    out: dict[str, list[str]] = {"docs/format.md": [markdown_table(), reach_markdown_table()],
+                                 "docs/lnp.md": [lnp_concept_table()]}
     for k in KINDS.values():
         if k.docs:
             out.setdefault(k.docs, []).append(kind_table(k.name))

@@ -86,24 +86,27 @@ def band_ordering(onset: xr.DataArray, width: xr.DataArray, floor: xr.DataArray,
     Returns
     -------
     xarray.Dataset
-        ``rho`` and ``rho_n`` (bands used) with dims (..., metric).
+        ``rho`` and ``rho_n`` (bands used) with dims (metric, ...); attrs from :mod:`bandscope.schema`
+        (kind ``trajectory``).
     """
     parts = {"onset": onset, "width": width, "floor": floor,
              "initial_residual": initial_residual}
     arrays = xr.broadcast(*parts.values())
-    stacked = xr.concat(arrays, dim=xr.Variable("metric", list(METRICS)))
+    from .. import schema
+
+    stacked = xr.concat(arrays, dim=xr.Variable("metric", list(METRICS), schema.attrs("trajectory", "metric")))
     rho, n = spearman_rho(stacked, dim)
-    rho.attrs.update(long_name="Spearman rho(band resolution, descriptor)",
-                     definition="scipy.stats.spearmanr over bands with a finite descriptor; "
-                     "NaN with < 3 such bands or a constant descriptor (key search 6.2, B.3.2)")
-    n.attrs.update(long_name="bands used in rho")
+
+    rho.attrs = schema.attrs("trajectory", "rho")
+    n.attrs = schema.attrs("trajectory", "rho_n")
     return xr.Dataset({"rho": rho, "rho_n": n})
 
 
 def summarize_runs(da: xr.DataArray, dim: str = "run") -> xr.Dataset:
     """Across-run summary: ``median``, ``q25``, ``q75``, ``min``, ``max``, ``n_runs``.
 
-    NaN runs are ignored (``n_runs`` counts the finite ones); all-NaN gives NaN.
+    NaN runs are ignored (``n_runs`` counts the finite ones); all-NaN gives NaN. Attrs from
+    :mod:`bandscope.schema` (kind ``across_runs``), with the units of ``da``.
 
     Examples
     --------
@@ -122,5 +125,10 @@ def summarize_runs(da: xr.DataArray, dim: str = "run") -> xr.Dataset:
             "max": da.max(dim, skipna=True),
             "n_runs": da.notnull().sum(dim),
         })
+    from .. import schema
+
+    units = {"units": da.attrs["units"]} if "units" in da.attrs else {}
+    for name in out.data_vars:
+        out[name].attrs = {**schema.attrs("across_runs", str(name)), **({} if name == "n_runs" else units)}
     return out.assign_attrs(definition=f"across '{dim}': median, 25th/75th percentiles "
                             "(linear interpolation), min, max of finite values")

@@ -207,9 +207,15 @@ def floors(band_loss: xr.DataArray, k: int = 5, dim: str = "checkpoint", saturat
         names, parts = names[:4], parts[:4]
     ctx = {"loss": band_loss.attrs.get("units", ""), "k": int(k),
            "saturation_tol_pct": saturation_tol_pct}
-    out = xr.Dataset({nm: p.assign_attrs(schema.attrs(nm, **ctx)) for nm, p in zip(names, parts)})
-    out["saturated"] = (out["floor_window_drift_pct"] < saturation_tol_pct).assign_attrs(
-        schema.attrs("saturated", **ctx))
+    out = xr.Dataset({nm: _with_attrs(p, schema.attrs(nm, **ctx)) for nm, p in zip(names, parts)})
+    out["saturated"] = _with_attrs(out["floor_window_drift_pct"] < saturation_tol_pct, schema.attrs("saturated", **ctx))
+    return out
+
+
+def _with_attrs(da: xr.DataArray, attrs: dict[str, str]) -> xr.DataArray:
+    """``da`` with exactly ``attrs`` (none carried over from its inputs)."""
+    out = da.copy(deep=False)
+    out.attrs = dict(attrs)
     return out
 
 
@@ -226,12 +232,11 @@ def residuals(band_loss: xr.DataArray, floor: xr.DataArray) -> tuple[xr.DataArra
     >>> Rt.values.tolist()
     [3.0, 0.0]
     """
-    R = (band_loss - floor).assign_attrs(
-        units=band_loss.attrs.get("units", ""), long_name="band residual R_i",
-        definition="R_i = L_i - L_i^inf")
-    Rt = R.sum("band", skipna=False).assign_attrs(
-        units=band_loss.attrs.get("units", ""), long_name="total residual R_tot",
-        definition="R_tot = sum_i R_i = L_tot - sum_i L_i^inf (key search A.9)")
+    from .. import schema
+
+    loss = band_loss.attrs.get("units", "")
+    R = _with_attrs(band_loss - floor, schema.attrs("trajectory", "residual", loss=loss))
+    Rt = _with_attrs(R.sum("band", skipna=False), schema.attrs("trajectory", "total_residual", loss=loss))
     return R, Rt
 
 
@@ -258,9 +263,12 @@ def _normalized_residual(R: npt.ArrayLike, axis: int = -1) -> F64:
 
 def normalized_residual(residual: xr.DataArray, dim: str = "checkpoint") -> xr.DataArray:
     """q_i(s_k) = R_i(s_k) / R_i(s_0) (§5.1); NaN for bands with R_i(s_0) ≤ 0."""
-    return xr.apply_ufunc(_normalized_residual, residual, input_core_dims=[[dim]],
-                          output_core_dims=[[dim]], kwargs={"axis": -1},
-                          dask="parallelized", output_dtypes=[float])
+    from .. import schema
+
+    q = xr.apply_ufunc(_normalized_residual, residual, input_core_dims=[[dim]],
+                       output_core_dims=[[dim]], kwargs={"axis": -1},
+                       dask="parallelized", output_dtypes=[float])
+    return _with_attrs(q, schema.attrs("trajectory", "normalized_residual"))
 
 
 def _crossings(q: npt.ArrayLike, s: npt.ArrayLike, alphas: npt.ArrayLike, axis: int = -1) -> F64:
@@ -326,11 +334,10 @@ def crossings(residual: xr.DataArray, param_time: xr.DataArray, alphas: npt.Arra
                          output_core_dims=[["alpha"]], kwargs={"alphas": alphas, "axis": -1},
                          dask="parallelized", output_dtypes=[float],
                          dask_gufunc_kwargs={"output_sizes": {"alpha": alphas.size}})
-    return out.assign_coords(alpha=alphas).assign_attrs(
-        units=param_time.attrs.get("units", ""), long_name="alpha-crossing c_i(alpha)",
-        definition="first k with q_{k-1} > alpha >= q_k, q = R_i/R_i(s_0); "
-        "c = s_{k-1} + (q_{k-1}-alpha)/(q_{k-1}-q_k)(s_k-s_{k-1}) (key search A.10); "
-        "NaN if never crossed or R_i(s_0) <= 0")
+    from .. import schema
+
+    return _with_attrs(out.assign_coords(alpha=("alpha", alphas, schema.attrs("trajectory", "alpha"))),
+                       schema.attrs("trajectory", "crossing", time=param_time.attrs.get("units", "")))
 
 
 def onset_width(crossing: xr.DataArray, hi: float = 0.95, lo: float = 0.01, *,
@@ -347,12 +354,18 @@ def onset_width(crossing: xr.DataArray, hi: float = 0.95, lo: float = 0.01, *,
     >>> on.values.tolist(), w.values.tolist()
     ([[1.0], [2.0]], [[4.0], [3.0]])
     """
+    from .. import schema
+
+    ctx = {"time": crossing.attrs.get("units", "")}
     if windows is None:
         c_hi = crossing.sel(alpha=hi, drop=True)
         c_lo = crossing.sel(alpha=lo, drop=True)
-        return c_hi, c_lo - c_hi
-    c_hi, c_lo = _window_crossings(crossing, threshold_pairs(windows))
-    return c_hi, c_hi.copy(data=c_lo.values - c_hi.values)
+        width = c_lo - c_hi
+    else:
+        c_hi, c_lo = _window_crossings(crossing, threshold_pairs(windows))
+        width = c_hi.copy(data=c_lo.values - c_hi.values)
+    return (_with_attrs(c_hi, schema.attrs("trajectory", "onset", **ctx)),
+            _with_attrs(width, schema.attrs("trajectory", "width", **ctx)))
 
 
 def _window_crossings(crossing: xr.DataArray,
@@ -362,7 +375,10 @@ def _window_crossings(crossing: xr.DataArray,
     alphas = np.asarray(crossing["alpha"].values, dtype=np.float64)
     ax = crossing.get_axis_num("alpha")
     others = [d for d in crossing.dims if d != "alpha"]
-    coords: dict[Hashable, Any] = {"window": [window_label(h, lo) for h, lo in windows]}
+    from .. import schema
+
+    coords: dict[Hashable, Any] = {"window": ("window", [window_label(h, lo) for h, lo in windows],
+                                              schema.attrs("trajectory", "window"))}
     coords.update({k: v for k, v in crossing.coords.items() if "alpha" not in v.dims})
 
     def pick(j: int) -> xr.DataArray:
@@ -439,7 +455,7 @@ def active_windows(param_time: xr.DataArray, crossing: xr.DataArray, windows: Se
     xarray.Dataset
         ``in_window`` (bool, …, window, checkpoint), ``fit_start``, ``fit_stop``, ``fit_n``
         with a ``window`` dimension labelled ``"hi/lo"`` and coords ``window_hi``,
-        ``window_lo``.
+        ``window_lo``; attrs from :mod:`bandscope.schema` (kind ``trajectory``).
     """
     windows = threshold_pairs(windows)
     c_hi, c_lo = _window_crossings(crossing, windows)
@@ -447,9 +463,14 @@ def active_windows(param_time: xr.DataArray, crossing: xr.DataArray, windows: Se
         _active_window, param_time, c_hi, c_lo, input_core_dims=[[dim], [], []],
         output_core_dims=[[dim], [], [], []], kwargs={"axis": -1}, dask="parallelized",
         output_dtypes=[bool, np.int64, np.int64, np.int64])
+    from .. import schema
+
     ds = xr.Dataset({"in_window": mask, "fit_start": start, "fit_stop": stop, "fit_n": n})
-    return ds.assign_coords(window_hi=("window", [h for h, _ in windows]),
-                            window_lo=("window", [lo for _, lo in windows]))
+    ds = ds.assign_coords(window_hi=("window", [h for h, _ in windows]),
+                          window_lo=("window", [lo for _, lo in windows]))
+    for name in ("in_window", "fit_start", "fit_stop", "fit_n", "window_hi", "window_lo", "window"):
+        ds[name].attrs = schema.attrs("trajectory", name)
+    return ds
 
 
 def window_label(hi: float, lo: float) -> str:

@@ -244,25 +244,9 @@ class LNPOptions:
 
     @classmethod
     def from_keywords(cls, options: LNPOptions | None, where: str, given: Mapping[str, object]) -> LNPOptions:
-        """The options of a call that takes both ``options=`` and the individual keywords.
-
-        The one place where legacy keywords become an :class:`LNPOptions`: ``given`` holds the
-        caller's keywords by field name; those equal to the field's default count as not given.
-        Without ``options`` they build one; with it, any keyword away from its default is refused
-        (one source of truth per call).
-
-        Parameters
-        ----------
-        options : LNPOptions or None
-            The typed options, if the caller gave them.
-        where : str
-            The call, named in the error (``"measure_lnp"``, ``"LNPHook"``, ...).
-        given : mapping of str to object
-            Field name -> value of each keyword of the call.
-
-        Returns
-        -------
-        LNPOptions
+        """The options of a call that takes both ``options=`` and the individual keywords:
+        :func:`options_from_keywords` with ``cls = LNPOptions`` (its parameters and rule; ``where``
+        names the call, ``"measure_lnp"``, ``"LNPHook"``, ...).
 
         Examples
         --------

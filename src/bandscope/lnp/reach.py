@@ -225,7 +225,9 @@ def summarise_runs(runs: Sequence[xr.Dataset], options: ReachOptions | None = No
     out.attrs = {"slope_start": f"{starts.pop():g}" if len(starts) == 1 else
                  "; ".join(f"{p.attrs['name']}: {p.attrs['slope_start']:g}" for p in parts),
                  "last_k": int(options.last_k)}
-    return out
+    from ..schema import annotate
+
+    return annotate(out, "reach")  # the run coordinate too; attrs as reach_analysis gives them
 
 
 def by_size(summary: xr.Dataset, quantities: Iterable[str] | None = None) -> xr.Dataset:
@@ -255,7 +257,8 @@ def by_size(summary: xr.Dataset, quantities: Iterable[str] | None = None) -> xr.
         {"size_mean": (("size", "quantity"), mean, reach_attrs("size_mean")),
          "size_sd": (("size", "quantity"), sd, reach_attrs("size_sd")),
          "size_n_runs": ("size", count, reach_attrs("size_n_runs"))},
-        coords={"size": ("size", sizes.astype(np.int64), reach_attrs("size")), "quantity": scalars})
+        coords={"size": ("size", sizes.astype(np.int64), reach_attrs("size")),
+                "quantity": ("quantity", scalars, reach_attrs("quantity"))})
 
 
 def size_ordering(summary: xr.Dataset, tests: Mapping[str, Alternative] | None = None, *,

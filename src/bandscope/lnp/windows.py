@@ -23,6 +23,7 @@ import numpy.typing as npt
 import xarray as xr
 
 from ..errors import BandscopeInputError
+from ..schema import attrs
 from .options import ReachOptions
 from .statistics import probe_ratio, window_mean
 
@@ -115,8 +116,9 @@ def gradient_cosine(grad_dot: xr.DataArray | npt.ArrayLike, grad_norm_sq: xr.Dat
     args = (grad_dot, grad_norm_sq, grad_norm_sq_b)
     if any(isinstance(a, xr.DataArray) for a in args):
         out = xr.apply_ufunc(_gradient_cosine, *args, dask="parallelized", output_dtypes=[float])
-        return out.rename("gradient_cosine").assign_attrs(
-            units="1", definition="grad L_B . grad L_A / sqrt(||grad L_A||^2 ||grad L_B||^2)")
+        out = out.rename("gradient_cosine")
+        out.attrs = attrs("lnp_windows", "gradient_cosine")
+        return out
     return _gradient_cosine(*args)
 
 
@@ -148,7 +150,7 @@ def window_means(run: xr.Dataset) -> xr.Dataset:
     _need_lnp(run)
     labels = run["lnp_window"]
     steps = window_mean(run["lnp_step"].astype(np.float64), labels)
-    out = xr.Dataset(coords={"lnp_window": steps["lnp_window"].values,
+    out = xr.Dataset(coords={"lnp_window": ("lnp_window", steps["lnp_window"].values, reach_attrs("lnp_window")),
                              "window_step": ("lnp_window", steps.values, reach_attrs("window_step"))})
     for name in QUANTITIES:
         per_step = _per_step(run, name)
@@ -176,7 +178,8 @@ def loglog_slope(values: xr.DataArray, step: xr.DataArray | npt.ArrayLike, start
     step = step if isinstance(step, xr.DataArray) else xr.DataArray(np.asarray(step, float), dims=(dim,))
     out = xr.apply_ufunc(_loglog_slope, step, values, input_core_dims=[[dim], [dim]],
                          kwargs={"start": float(start)}, output_dtypes=[float])
-    return out.assign_attrs(units="1", definition=f"least-squares slope of log Q on log step over step >= {start:g}")
+    out.attrs = attrs("lnp_windows", "late_slope", start=f"{start:g}")
+    return out
 
 
 def last_windows(values: xr.DataArray, k: int = 3, dim: str = "lnp_window") -> tuple[xr.DataArray, xr.DataArray]:
@@ -190,6 +193,9 @@ def last_windows(values: xr.DataArray, k: int = 3, dim: str = "lnp_window") -> t
     """
     mean, sd = xr.apply_ufunc(_last_finite, values, input_core_dims=[[dim]], kwargs={"k": int(k)},
                               output_core_dims=[[], []], output_dtypes=[float, float])
+    units = {"units": values.attrs["units"]} if "units" in values.attrs else {}
+    mean.attrs = {**attrs("lnp_windows", "last_mean"), **units}
+    sd.attrs = {**attrs("lnp_windows", "last_sd"), **units}
     return mean, sd
 
 
@@ -272,7 +278,7 @@ def summarise_run(run: xr.Dataset, options: ReachOptions | None = None) -> xr.Da
     curves = [v for v in ("train_loss", "heldout_loss") if v in run and run[v].dims == ("checkpoint",)]
     if curves and "step" in run.coords:  # carried along for the loss panels of Figure 1
         n = run.sizes["checkpoint"]
-        out = out.assign_coords(checkpoint=np.arange(n), checkpoint_step=(
+        out = out.assign_coords(checkpoint=("checkpoint", np.arange(n), reach_attrs("checkpoint")), checkpoint_step=(
             "checkpoint", np.asarray(run["step"].values, dtype=np.float64), reach_attrs("checkpoint_step")))
         for v in curves:
             out[v] = ("checkpoint", np.asarray(run[v].values, dtype=np.float64),

@@ -6,6 +6,7 @@ Names are resolved lazily from the modules below.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 try:  # fail early, with the fix, when torch is missing
     import torch as _torch  # noqa: F401
@@ -53,11 +54,11 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'bandscope.torch' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return __all__

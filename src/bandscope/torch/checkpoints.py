@@ -16,6 +16,7 @@ import os
 import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -28,7 +29,7 @@ __all__ = ["load_checkpoint", "checkpoint_param_time", "CHECKPOINT_EXTENSIONS"]
 
 
 
-def _unwrap(obj, path) -> dict:
+def _unwrap(obj: object, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """A state dict: the object itself, or its ``state_dict`` / ``model`` entry."""
     if isinstance(obj, Mapping):
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -41,7 +42,7 @@ def _unwrap(obj, path) -> dict:
                      f"'state_dict' or 'model'); got {type(obj).__name__}", path=path)
 
 
-def load_checkpoint(path, map_location="cpu") -> dict[str, torch.Tensor]:
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, torch.Tensor]:
     """Load a state dict from ``.safetensors`` or a torch file, never executing code.
 
     Torch files go through ``torch.load(path, weights_only=True)``; a pickle that would build
@@ -87,7 +88,7 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
-def _list(paths) -> list[Path]:
+def _list(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)) and Path(paths).is_dir():
         files = [p for p in Path(paths).iterdir()
                  if p.suffix in CHECKPOINT_EXTENSIONS and (p.is_file() or p.is_symlink())]

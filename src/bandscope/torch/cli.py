@@ -13,8 +13,12 @@ parameters).
 """
 from __future__ import annotations
 
+import argparse
+import os
 import shlex
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from ..io.checkpoints import register_checkpoint_loader
 from .checkpoints import CHECKPOINT_EXTENSIONS, load_checkpoint
@@ -22,7 +26,7 @@ from .checkpoints import CHECKPOINT_EXTENSIONS, load_checkpoint
 __all__ = ["register"]
 
 
-def _load_numpy_ready(path):
+def _load_numpy_ready(path: str | os.PathLike[str]) -> dict[str, Any]:
     return load_checkpoint(path)
 
 
@@ -31,7 +35,7 @@ for _suffix in CHECKPOINT_EXTENSIONS:
         register_checkpoint_loader(_suffix, _load_numpy_ready)
 
 
-def _cmd_train(args) -> int:
+def _cmd_train(args: argparse.Namespace) -> int:
     from .reference.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -52,8 +56,8 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _param_time_with_arch(core_func):
-    def run(args) -> int:
+def _param_time_with_arch(core_func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
         if args.arch:
             from .reference.models import build_model
 
@@ -64,7 +68,7 @@ def _param_time_with_arch(core_func):
     return run
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     """Add ``train`` to the ``bandscope`` CLI and ``--arch`` to its ``param-time``."""
     argv = sys.argv[1:]
 

@@ -6,7 +6,7 @@ import torch
 __all__ = ["wide_dtype", "model_device", "model_dtype", "resolve_device", "unwrap"]
 
 
-def wide_dtype(device) -> torch.dtype:
+def wide_dtype(device: torch.device | str) -> torch.dtype:
     """float64 where the device has it, else float32 (Apple ``mps`` has no float64).
 
     Used for band losses of a panel and for the parameter-time accumulators.
@@ -34,8 +34,8 @@ def model_device(model: torch.nn.Module) -> torch.device:
     """Device of the model's first parameter (or buffer); CPU for a parameterless model."""
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

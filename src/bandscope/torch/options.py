@@ -65,10 +65,10 @@ class ProbeOptions:
     output: Callable | None = None
 
     def __post_init__(self) -> None:
-        if not _whole(self.batch_size) or int(self.batch_size) < 1:  # type: ignore[call-overload]
+        if not _whole(self.batch_size) or int(self.batch_size) < 1:
             raise BandscopeInputError(f"ProbeOptions: batch_size = {self.batch_size!r}: need at least one image per "
                                       "forward pass; pass batch_size >= 1")
-        object.__setattr__(self, "batch_size", int(self.batch_size))  # type: ignore[call-overload]
+        object.__setattr__(self, "batch_size", int(self.batch_size))
         for name in ("autocast", "dtype"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, torch.dtype) and v.is_floating_point):
@@ -122,7 +122,7 @@ class RunIdentity:
         if not _whole(self.seed):
             raise BandscopeInputError(f"RunIdentity: seed = {self.seed!r} is not an integer; pass the training seed "
                                       "(or -1 when unknown)")
-        object.__setattr__(self, "seed", int(self.seed))  # type: ignore[call-overload]
+        object.__setattr__(self, "seed", int(self.seed))
         extra = {} if self.extra_attrs is None else self.extra_attrs
         if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
             raise BandscopeInputError(f"RunIdentity: extra_attrs = {self.extra_attrs!r} is not a mapping of "

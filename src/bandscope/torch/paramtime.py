@@ -32,6 +32,9 @@ it re-reads them when no step has been counted yet, and raises with the fix othe
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import torch
 
 from .device import wide_dtype
@@ -82,12 +85,12 @@ class ParamTimeTracker:
     (0.0, 10.0)
     """
 
-    def __init__(self, params, *, mode: str = "auto", process_group=None, trainable_only: bool = True):
+    def __init__(self, params: torch.nn.Module | Iterable[torch.Tensor], *, mode: str = "auto",
+                 process_group: Any = None, trainable_only: bool = True) -> None:
         self._module = params if isinstance(params, torch.nn.Module) else None
         self._trainable_only = trainable_only
-        if self._module is not None:
-            params = self._module_params()
-        self.params = [p for p in params]
+        self.params: list[torch.Tensor] = (self._module_params() if isinstance(params, torch.nn.Module)
+                                           else list(params))
         if not self.params:
             raise ValueError("ParamTimeTracker got no parameters")
         if mode not in ("auto", "replicated", "sharded"):
@@ -106,10 +109,12 @@ class ParamTimeTracker:
         self.param_time = 0.0
         self.steps = 0
         self.n_checkpoints = 0
-        self._hook = None
+        self._hook: torch.utils.hooks.RemovableHandle | None = None
 
     # -- following the parameters -------------------------------------------------------
-    def _module_params(self) -> list:
+    def _module_params(self) -> list[torch.Tensor]:
+        if self._module is None:
+            return self.params
         return [p for p in self._module.parameters() if p.requires_grad or not self._trainable_only]
 
     def _storage_keys(self) -> list:
@@ -159,6 +164,7 @@ class ParamTimeTracker:
         With ``inplace`` the difference is written into ``ref`` (saves an allocation; the caller
         then overwrites ``ref`` with the current parameters)."""
         cur = [_local(p.detach()) for p in self.params] if self.mode == "sharded" else self._locals
+        diffs: Sequence[torch.Tensor]
         if inplace:
             torch._foreach_sub_(ref, cur)  # ref <- ref - theta ; norm is sign-blind
             diffs = ref

@@ -7,7 +7,9 @@ on the model's device with :func:`bandscope.torch.haar.haar_band_losses` (the to
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +58,7 @@ def select_panel(n_test: int, seed: int, size: int | None = None) -> np.ndarray:
     return np.random.default_rng(int(seed) + 3).choice(n_test, size=size, replace=False)
 
 
-def as_panel(panel) -> torch.Tensor:
+def as_panel(panel: Any) -> torch.Tensor:
     """A panel as a (P, C, S, S) tensor: torch tensors pass through, numpy arrays (and anything
     ``numpy.asarray`` takes) are wrapped without a copy where possible.
 
@@ -137,9 +139,9 @@ class BandProbe:
     ([0.0, 0.0, 0.0, 0.0], 0.0)
     """
 
-    def __init__(self, panel, *, batch_size: int = 256, device=None,
+    def __init__(self, panel: Any, *, batch_size: int = 256, device: torch.device | str | None = None,
                  keep_recon: bool = False, dtype: torch.dtype | None = None,
-                 autocast: torch.dtype | None = None, output=None):
+                 autocast: torch.dtype | None = None, output: Callable[[Any], Any] | None = None) -> None:
         self.panel = as_panel(panel)
         self.output = output
         self.batch_size = int(batch_size)
@@ -164,15 +166,13 @@ class BandProbe:
         else:
             band_dtype = torch.float64 if in_dtype == torch.float64 and acc_dtype == torch.float64 else torch.float32
         self.band_dtype = band_dtype
-        if self.autocast is not None:
-            ctx = torch.autocast(dev.type, dtype=self.autocast)
-        else:
-            import contextlib
+        import contextlib
 
-            ctx = contextlib.nullcontext()
+        ctx: contextlib.AbstractContextManager[Any] = (
+            torch.autocast(dev.type, dtype=self.autocast) if self.autocast is not None else contextlib.nullcontext())
         model.eval()
         try:
-            sums = None
+            sums: torch.Tensor | None = None
             recons = []
             n = self.panel.shape[0]
             for i in range(0, n, self.batch_size):
@@ -198,5 +198,7 @@ class BandProbe:
                     recons.append(out.to(torch.float16).cpu().numpy())
         finally:
             model.train(was_training)
+        if sums is None:
+            raise ValueError("the panel is empty: no image to probe")
         bl = (sums / n).cpu().numpy().astype(np.float64)
         return ProbeResult(bl, float(bl.sum()), np.concatenate(recons) if self.keep_recon else None)

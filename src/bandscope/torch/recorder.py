@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -93,8 +96,8 @@ class RunRecorder:
     2
     """
 
-    def __init__(self, path, *, name: str | None = None, arch: str = "", seed: int = -1, source: str = "",
-                 extra_attrs: dict | None = None, resume: bool = False):
+    def __init__(self, path: str | os.PathLike[str], *, name: str | None = None, arch: str = "", seed: int = -1,
+                 source: str = "", extra_attrs: dict | None = None, resume: bool = False) -> None:
         self.path = Path(path)
         name = default_run_name(self.path) if name is None else name
         self.name, self.arch, self.seed, self.source = name, arch, int(seed), source
@@ -135,16 +138,16 @@ class RunRecorder:
     def __enter__(self) -> RunRecorder:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
-    def add_extra(self, provider) -> None:
+    def add_extra(self, provider: Callable[[], xr.Dataset | None]) -> None:
         """Merge ``provider()`` (an ``xr.Dataset`` of extra variables on their own dims, e.g.
         the LNP statistics of :class:`bandscope.torch.LNPHook` on ``lnp_step``) into every
         file written from now on, so extra measurements are never dropped by a rewrite.
@@ -180,8 +183,9 @@ class RunRecorder:
         self.rows = [r for r in self.rows if int(r["step"]) <= int(max_step)]
         return dropped
 
-    def _checked_row(self, *, step, band_loss, param_time, epoch, arc_length, mse, train_loss=None,
-                     heldout_loss=None) -> dict:
+    def _checked_row(self, *, step: int, band_loss: Any, param_time: float, epoch: float | None,
+                     arc_length: float | None, mse: float | None, train_loss: float | None = None,
+                     heldout_loss: float | None = None) -> dict[str, Any]:
         """The new checkpoint as a row, or ``BandscopeInputError`` -- without touching ``self``."""
         where = f"{self.path}: checkpoint at step {step!r}"
         try:
@@ -215,7 +219,7 @@ class RunRecorder:
             if pt < float(last["param_time"]):
                 raise BandscopeInputError(f"{where}: param_time decreases from {float(last['param_time'])!r} "
                                           f"to {pt!r}; parameter time is cumulative", path=self.path)
-        row = {"step": st, "param_time": pt}
+        row: dict[str, Any] = {"step": st, "param_time": pt}
         if band_loss is not None:
             row["band_loss"] = bl
         elif train_loss is None:
@@ -226,7 +230,7 @@ class RunRecorder:
                 row[key] = float(val)
         return row
 
-    def record(self, *, step: int, band_loss=None, param_time: float, epoch: float | None = None,
+    def record(self, *, step: int, band_loss: Any = None, param_time: float, epoch: float | None = None,
                arc_length: float | None = None, mse: float | None = None, train_loss: float | None = None,
                heldout_loss: float | None = None) -> None:
         """Append one checkpoint and rewrite the file atomically.
@@ -251,11 +255,11 @@ class RunRecorder:
         """The recorded checkpoints as a validated run Dataset."""
         return self._dataset(self.rows)
 
-    def _dataset(self, rows) -> xr.Dataset:
+    def _dataset(self, rows: list[dict[str, Any]]) -> xr.Dataset:
         if not rows:
             raise BandscopeInputError("no checkpoint recorded yet")
 
-        def col(key):
+        def col(key: str) -> np.ndarray | None:
             vals = [r.get(key) for r in rows]
             if all(v is None for v in vals):
                 return None
@@ -264,8 +268,10 @@ class RunRecorder:
             return None if any(v is None for v in vals) else np.asarray(vals)
 
         bl = np.stack([r["band_loss"] for r in rows]) if "band_loss" in rows[0] else None
+        param_time = col("param_time")
+        assert param_time is not None  # every row has one (_checked_row)
         return make_run(
-            bl, col("param_time"), col("step"),
+            bl, param_time, col("step"),
             epoch=col("epoch"), arc_length=col("arc_length"), mse=col("mse"),
             train_loss=col("train_loss"), heldout_loss=col("heldout_loss"),
             name=self.name, arch=self.arch, seed=self.seed, source=self.source,

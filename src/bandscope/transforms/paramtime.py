@@ -17,6 +17,7 @@ import numpy.typing as npt
 import xarray as xr
 from scipy.optimize import minimize_scalar
 
+from .. import schema
 from ..run import _VAR_ATTRS
 
 #: float64 array (numpy kernels take array-likes and return this)
@@ -551,6 +552,7 @@ def fit_power_time(
         dim ``epoch_window`` (labels ``"0-10"`` ..., coords ``epoch_lo``, ``epoch_hi`` in
         epochs) when ``epoch_windows`` is given, plus any extra dims of the inputs. (Before
         the rename these were ``window``, ``window_lo``, ``window_hi``; see :data:`RENAMED`.)
+        Attrs from :mod:`bandscope.schema` (kind ``power_time``, ``docs/paramtime.md``).
 
     Examples
     --------
@@ -646,26 +648,13 @@ def fit_power_time(
         "status": collect("status", object).astype(str),
         "reason": collect("reason", object).astype(str),
     }
-    var_attrs = {
-        "gamma": {"long_name": "exponent gamma of s(t) = a + b t**gamma", "units": "1"},
-        "a": {"long_name": "offset a of s(t) = a + b t**gamma", "units": "parameter-space L2 distance"},
-        "b": {"long_name": "scale b of s(t) = a + b t**gamma",
-              "units": "parameter-space L2 distance / step**gamma"},
-        "r2": {"long_name": "R^2 = 1 - SSE/SST of the fit on the linear scale", "units": "1"},
-        "gamma_stderr": {"long_name": "asymptotic standard error of gamma (Jacobian, SSE/(n-3))",
-                         "units": "1"},
-        "sse": {"long_name": "sum of squared residuals", "units": "(parameter-space L2 distance)**2"},
-        "n": {"long_name": "checkpoints used in the fit"},
-        "status": {"long_name": "ok / omitted (too few points) / failed"},
-        "reason": {"long_name": "why a fit is omitted or failed"},
-    }
     coords: dict[Hashable, Any] = ({} if coord_src is None else
                                    {d: coord_src[d] for d in others if d in coord_src.coords})
     if windows is not None:
         coords["epoch_window"] = ("epoch_window", [_window_label(lo, hi) for lo, hi in windows])
-        coords["epoch_lo"] = ("epoch_window", [lo for lo, _ in windows], {"units": "epochs"})
-        coords["epoch_hi"] = ("epoch_window", [hi for _, hi in windows], {"units": "epochs"})
-    ds = xr.Dataset({k: xr.Variable(out_dims, v, var_attrs[k]) for k, v in data_vars.items()},
+        coords["epoch_lo"] = ("epoch_window", [lo for lo, _ in windows], schema.attrs("power_time", "epoch_lo"))
+        coords["epoch_hi"] = ("epoch_window", [hi for _, hi in windows], schema.attrs("power_time", "epoch_hi"))
+    ds = xr.Dataset({k: xr.Variable(out_dims, v, schema.attrs("power_time", k)) for k, v in data_vars.items()},
                     coords=coords)
     ds.attrs = {
         "model": "s(t) = a + b * t**gamma, t in optimizer steps (not rebased within a window)",
@@ -756,7 +745,8 @@ def fit_run_gamma(run_or_runs: xr.Dataset | Iterable[xr.Dataset],
     xarray.Dataset
         ``gamma``, ``gamma_a``, ``gamma_b``, ``gamma_r2``; ``gamma_w``, ``gamma_w_r2`` over
         dim ``gamma_window`` (labels ``"0-10"`` ...); ``note`` (why something is NaN, ""
-        if nothing is). For a list of runs every variable gets a leading ``run`` dim.
+        if nothing is). For a list of runs every variable gets a leading ``run`` dim. Attrs from
+        :mod:`bandscope.schema` (kind ``run_gamma``: the results variables of the same names).
 
     Examples
     --------
@@ -769,7 +759,8 @@ def fit_run_gamma(run_or_runs: xr.Dataset | Iterable[xr.Dataset],
     """
     windows = [(float(lo), float(hi)) for lo, hi in epoch_windows]
     one = isinstance(run_or_runs, xr.Dataset)
-    parts = _gamma_rows([run_or_runs] if isinstance(run_or_runs, xr.Dataset) else list(run_or_runs), windows)
+    runs = [run_or_runs] if isinstance(run_or_runs, xr.Dataset) else list(run_or_runs)
+    parts = _gamma_rows(runs, windows)
     lead = () if one else ("run",)
     pick = (lambda a: a[0]) if one else np.asarray  # noqa: E731
     data: dict[str, tuple[tuple[str, ...], Any]] = {k: (lead, pick(np.array([p[0][k] for p in parts])))
@@ -777,5 +768,6 @@ def fit_run_gamma(run_or_runs: xr.Dataset | Iterable[xr.Dataset],
     data["gamma_w"] = (lead + ("gamma_window",), pick(np.array([p[1] for p in parts])))
     data["gamma_w_r2"] = (lead + ("gamma_window",), pick(np.array([p[2] for p in parts])))
     data["note"] = (lead, pick(np.array([p[3] for p in parts], dtype=str)))
-    return xr.Dataset(data, coords={"gamma_window": [_window_label(lo, hi)
-                                                     for lo, hi in windows]})
+    time = runs[0]["param_time"].attrs.get("units", "") if runs and "param_time" in runs[0] else ""
+    return schema.annotate(xr.Dataset(data, coords={"gamma_window": [_window_label(lo, hi) for lo, hi in windows]}),
+                           "run_gamma", time=time)

@@ -39,7 +39,8 @@ import math
 import re
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +59,7 @@ from .inputs import Adapted, batch_size, is_batch
 from .results import BatchStatistics
 from .state import freeze_batchnorm_hooks, make_generator, preserved
 from .taps import LayerTaps, _signature, cache_owner, model_output, single_tensor_inputs_message
+from .taps.layout import Plan
 from .vmap_guard import check_vmap_route, vmap_errors
 
 __all__ = ["measure_lnp", "LNPOptions", "per_sample_grad_norms", "register_lnp_handler", "vmap_handler", "LayerHandler",
@@ -120,7 +122,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a.reshape(-1), b.reshape(-1)))
 
 
-def _sqsum(ts) -> float:
+def _sqsum(ts: Iterable[torch.Tensor]) -> float:
     return sum(_dot(t, t) for t in ts)
 
 
@@ -132,7 +134,8 @@ _ELEMENTWISE_FNS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.bin
 _CLASS_FNS = (F.cross_entropy, F.nll_loss)
 
 
-def _infer_units(loss_fn, out, y, n_units, arg: str) -> tuple[float, str]:
+def _infer_units(loss_fn: Callable[..., Any], out: torch.Tensor, y: Any, n_units: Any,
+                 arg: str) -> tuple[float, str]:
     """(M, how it was found); M = NaN with the reason when it cannot be known."""
     if n_units is not None:
         if callable(n_units):
@@ -166,19 +169,20 @@ def _infer_units(loss_fn, out, y, n_units, arg: str) -> tuple[float, str]:
 # --------------------------------------------------------------------------------------------
 # one batch
 # --------------------------------------------------------------------------------------------
-def _split(batch, which):
+def _split(batch: object, which: str) -> tuple[Any, Any]:
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
         raise ValueError(f"batch_{which} must be (inputs, targets), got {type(batch).__name__}")
-    return batch
+    return batch[0], batch[1]
 
 
-def _forward(model, x, backend, need_taps):
+def _forward(model: nn.Module, x: Any, backend: str,
+             need_taps: bool) -> tuple[torch.Tensor, LayerTaps | None, Plan | None]:
     """The measured forward: (outputs, taps, their layout plan); the taps are to be verified (``verify_once``)."""
     bn_handles = freeze_batchnorm_hooks(model)
     try:
         with torch.enable_grad():
             if not need_taps:
-                return model_output(model(x)), None, set()
+                return model_output(model(x)), None, None
             out, taps = LayerTaps.run(model, x)  # check -> plan -> capture
             return out, taps, taps.layout
     finally:
@@ -186,11 +190,13 @@ def _forward(model, x, backend, need_taps):
             h.remove()
 
 
-def _refuse_reentrant_checkpoint(out: torch.Tensor, model=None, x=None, limit: int = 100_000) -> None:
+def _refuse_reentrant_checkpoint(out: torch.Tensor, model: nn.Module | None = None, x: Any = None,
+                                 limit: int = 100_000) -> None:
     """Raise naming ``use_reentrant=False`` if ``out``'s graph holds a reentrant activation checkpoint
     (or, given ``model`` and ``x``, if a forward warns that a reentrant checkpoint's inputs need no
     gradient: its output is then cut from the parameters inside it)."""
-    seen, stack = set(), [out.grad_fn]
+    seen: set[Any] = set()
+    stack = [out.grad_fn]
     found = False
     while stack and len(seen) < limit and not found:
         fn = stack.pop()
@@ -225,7 +231,7 @@ def _one_batch(model: nn.Module, loss_fn: Callable, batch: object, which: str, o
     bands = options.bands and which == "a"  # the band split is of batch A
     n_units = options.n_units if which == "a" else options.n_units_b
     x, y = _split(batch, which)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
     need_taps = backend == "hooks" and (estimator != "batch-hutchinson" or exact_output_layer)
@@ -254,7 +260,7 @@ def _one_batch(model: nn.Module, loss_fn: Callable, batch: object, which: str, o
                              "freeze them (requires_grad=False) for the measurement")
         if taps is not None:
             taps.verify_once()  # verify -> record, once per model and input signature
-        notes: list = []
+        notes: list[str] = []
         if backend == "vmap" and estimator != "batch-hutchinson":
             check_vmap_route(model, x, out, exact=estimator == "exact", gen=torch.Generator().manual_seed(0),
                              chunk_size=chunk_size, notes=notes)
@@ -453,7 +459,7 @@ def _measure(model: nn.Module, loss_fn: Callable, batch_a: object, batch_b: obje
     return ds
 
 
-def _uncompiled(model: nn.Module):
+def _uncompiled(model: nn.Module) -> tuple[nn.Module, str]:
     """(the module measured, how): a ``torch.compile``'d model through its original module."""
     try:
         from torch._dynamo.eval_frame import OptimizedModule
@@ -475,7 +481,7 @@ def _uncompiled(model: nn.Module):
     return model, how
 
 
-def _adapted(model: nn.Module, batch, output) -> nn.Module:
+def _adapted(model: nn.Module, batch: object, output: Any) -> nn.Module:
     x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else None
     if output is None and not isinstance(x, Mapping):
         return model
@@ -542,62 +548,67 @@ def _no_vmap_advice(msg: str) -> str:
     return _VMAP_ADVICE.sub("", msg)
 
 
-def _units_or_none(m):
+def _units_or_none(m: float) -> float | None:
     return None if not math.isfinite(m) else m
 
 
-def _dataset(sa: dict, sb: dict | None, bands: bool, network_scale: str, backend: str,
+def _dataset(sa: BatchStatistics, sb: BatchStatistics | None, bands: bool, estimator: str, backend: str,
              n_probes: int | None) -> xr.Dataset:
-    """The Dataset of :func:`measure_lnp` from the statistics of batch A (and B); attrs from ``bandscope.schema``."""
+    """The Dataset of :func:`measure_lnp` from the statistics of batch A (and B); attrs from ``bandscope.schema``.
+
+    ``estimator`` is the estimator of 𝒩 that was used (``LNPOptions.estimator``), written as ``attrs['estimator']``.
+    """
     from bandscope import schema
 
-    cross = {}
+    cross: dict[str, Any] = {}
     if sb is not None:
-        cross = dict(grad_dot=sum(_dot(a, b) for a, b in zip(sa["grad"], sb["grad"])),
-                     loss_scale_b=sb["loss_scale"], network_scale_b=sb["network_scale"],
-                     n_units_b=_units_or_none(sb["n_units"]))
-    ds = lnp_components(sa["loss_scale"], sa["network_scale"], sa["grad_norm_sq"],
-                        n_units=_units_or_none(sa["n_units"]), **cross)
+        cross = dict(grad_dot=sum(_dot(a, b) for a, b in zip(sa.grad, sb.grad)),
+                     loss_scale_b=sb.loss_scale, network_scale_b=sb.network_scale,
+                     n_units_b=_units_or_none(sb.n_units))
+    ds = lnp_components(sa.loss_scale, sa.network_scale, sa.grad_norm_sq, n_units=_units_or_none(sa.n_units),
+                        **cross)
     reasons = {}
     for suffix, s in (("", sa), ("_b", sb)):
-        if s is None or math.isfinite(s["n_units"]):
+        if s is None or math.isfinite(s.n_units):
             continue
-        reasons[f"n_units{suffix}_reason"] = s["n_units_how"]
+        reasons[f"n_units{suffix}_reason"] = s.n_units_how
         for var in (f"loss_scale{suffix}_norm", f"network_scale{suffix}_norm"):
-            ds[var] = ((), math.nan, {**schema.attrs("lnp", var), "reason": s["n_units_how"]})
-    ds["loss"] = ((), sa["loss"], schema.attrs("lnp", "loss"))
-    ds["network_scale_se"] = ((), sa["network_scale_se"], schema.attrs("lnp", "network_scale_se"))
-    ds["spectral_position_se"] = ((), position_standard_error(float(ds.spectral_position), sa["network_scale"],
-                                                              sa["network_scale_se"]),
+            ds[var] = ((), math.nan, {**schema.attrs("lnp", var), "reason": s.n_units_how})
+    ds["loss"] = ((), sa.loss, schema.attrs("lnp", "loss"))
+    ds["network_scale_se"] = ((), sa.network_scale_se, schema.attrs("lnp", "network_scale_se"))
+    ds["spectral_position_se"] = ((), position_standard_error(float(ds.spectral_position), sa.network_scale,
+                                                              sa.network_scale_se),
                                   schema.attrs("lnp", "spectral_position_se"))
     if sb is not None:
-        ds["loss_b"] = ((), sb["loss"], schema.attrs("lnp", "loss_b"))
-        ds["grad_norm_sq_b"] = ((), sb["grad_norm_sq"], schema.attrs("lnp", "grad_norm_sq_b"))
-        ds["network_scale_b_se"] = ((), sb["network_scale_se"], schema.attrs("lnp", "network_scale_b_se"))
-        pb = lnp_components(sb["loss_scale"], sb["network_scale"], sb["grad_norm_sq"])
+        ds["loss_b"] = ((), sb.loss, schema.attrs("lnp", "loss_b"))
+        ds["grad_norm_sq_b"] = ((), sb.grad_norm_sq, schema.attrs("lnp", "grad_norm_sq_b"))
+        ds["network_scale_b_se"] = ((), sb.network_scale_se, schema.attrs("lnp", "network_scale_b_se"))
+        pb = lnp_components(sb.loss_scale, sb.network_scale, sb.grad_norm_sq)
         ds["spectral_position_b"] = ((), float(pb.spectral_position), schema.attrs("lnp", "spectral_position_b"))
     if bands:
         from bandscope.run import band_resolutions
 
-        nb = len(sa["band_grad_dot"])
-        bls = np.asarray(sa["band_loss_scale"])
-        bsq = np.asarray(sa["band_grad_norm_sq"])
+        if sa.band_grad_dot is None or sa.band_loss_scale is None or sa.band_grad_norm_sq is None:
+            raise RuntimeError("bands=True but batch A was measured without its band split")
+        nb = len(sa.band_grad_dot)
+        bls = np.asarray(sa.band_loss_scale)
+        bsq = np.asarray(sa.band_grad_norm_sq)
         ds = ds.assign_coords(band=("band", band_resolutions(nb), schema.attrs("lnp", "band")))
-        ds["band_grad_dot"] = ("band", np.asarray(sa["band_grad_dot"]), schema.attrs("lnp", "band_grad_dot"))
+        ds["band_grad_dot"] = ("band", np.asarray(sa.band_grad_dot), schema.attrs("lnp", "band_grad_dot"))
         ds["band_grad_norm_sq"] = ("band", bsq, schema.attrs("lnp", "band_grad_norm_sq"))
         ds["band_loss_scale"] = ("band", bls, schema.attrs("lnp", "band_loss_scale"))
-        ds["band_spectral_position"] = ("band", band_spectral_position(bsq, bls, sa["network_scale"]),
+        ds["band_spectral_position"] = ("band", band_spectral_position(bsq, bls, sa.network_scale),
                                         schema.attrs("lnp", "band_spectral_position"))
     ds.attrs.update(
-        estimator=network_scale, backend=backend, n_probes=n_probes,
-        network_scale_se_dof=sa["network_scale_se_dof"], backend_note=sa.get("backend_note", ""),
-        n_units=sa["n_units"], n_units_how=sa["n_units_how"], n_samples=sa["n_samples"],
-        n_outputs=sa["n_outputs"], exact_output_layer=sa["exact_output_layer"],
+        estimator=estimator, backend=backend, n_probes=n_probes,
+        network_scale_se_dof=sa.network_scale_se_dof, backend_note=sa.backend_note,
+        n_units=sa.n_units, n_units_how=sa.n_units_how, n_samples=sa.n_samples,
+        n_outputs=sa.n_outputs, exact_output_layer=sa.exact_output_layer,
         batchnorm="training-mode BatchNorm uses the batch statistics held constant; running stats untouched",
         definition="LNP decomposition, spectral reach section 3 / appendix A; docs/lnp.md",
     )
     if sb is not None:
-        ds.attrs.update(n_units_b=sb["n_units"], n_units_b_how=sb["n_units_how"], n_samples_b=sb["n_samples"])
+        ds.attrs.update(n_units_b=sb.n_units, n_units_b_how=sb.n_units_how, n_samples_b=sb.n_samples)
     ds.attrs.update(reasons)
     return ds
 
@@ -623,6 +634,7 @@ def per_sample_grad_norms(model: nn.Module, inputs: torch.Tensor, cotangent: tor
         if backend == "vmap":
             return vmap_per_sample(model, inputs, cotangent, cotangent is None, None)
         out, taps, _ = _forward(model, inputs, backend, True)
+        assert taps is not None  # need_taps=True
         taps.verify_once()
         if cotangent is not None:
             return taps.per_sample_sq_norms(out, cotangent)

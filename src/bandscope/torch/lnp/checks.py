@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ __all__ = ["check_tolerance", "agrees", "DROPOUT_TYPES", "dropout_off", "random_
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
-def check_tolerance(dtype) -> float:
+def check_tolerance(dtype: torch.dtype) -> float:
     """Relative tolerance of the one-time checks of a per-sample route against single-sample autograd."""
     return {torch.float64: 1e-7, torch.float32: 2e-3}.get(dtype, 5e-2)
 
@@ -41,7 +43,7 @@ def agrees(got: torch.Tensor, ref: torch.Tensor, tol: float) -> bool:
 
 
 @contextlib.contextmanager
-def dropout_off(model: nn.Module):
+def dropout_off(model: nn.Module) -> Iterator[None]:
     """The ``nn.Dropout``-family layers of ``model`` in eval mode; every other mode as it is."""
     on = [m for m in model.modules() if isinstance(m, DROPOUT_TYPES) and m.training]
     try:
@@ -53,30 +55,30 @@ def dropout_off(model: nn.Module):
             m.training = True
 
 
-def _rng_state():
-    np_state = np.random.get_state()
+def _rng_state() -> tuple[Any, ...]:
+    np_state: Any = np.random.get_state()
     return torch.get_rng_state(), np_state[1].copy(), np_state[2], np_state[3], random.getstate()
 
 
-def _same_rng(a, b) -> bool:
+def _same_rng(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return (torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2:4] == b[2:4] and a[4] == b[4])
 
 
-def random_draw(model: nn.Module, call) -> tuple[str, str] | None:
+def random_draw(model: nn.Module, call: Callable[[], object]) -> tuple[str, str] | None:
     """(name, class) of the innermost module whose forward drew from a global RNG during ``call()``.
 
     ``("", class of model)`` when the draw happened in the model's own forward outside any
     submodule; ``None`` when nothing was drawn. Draws from a private ``np.random.Generator`` or
     ``torch.Generator`` are not seen (they do not change the global states).
     """
-    stack: list = []
-    found: list = []
+    stack: list[tuple[Any, ...]] = []
+    found: list[tuple[str, str]] = []
 
-    def pre(mod, args):
+    def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
         stack.append(_rng_state())
 
-    def make_post(name):
-        def post(mod, args, out):
+    def make_post(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        def post(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
             before = stack.pop() if stack else None
             if not found and before is not None and not _same_rng(before, _rng_state()):
                 found.append((name, type(mod).__name__))
@@ -95,6 +97,7 @@ def random_draw(model: nn.Module, call) -> tuple[str, str] | None:
 
 
 def random_message(where: tuple[str, str]) -> str:
+    """The refusal of a forward that draws random numbers, naming where it drew (:func:`random_draw`)."""
     name, cls = where
     what = f"module {name!r} ({cls})" if name else f"the model's own forward ({cls})"
     return (f"the forward draws random numbers: {what} drew from torch's, numpy's or Python's global random "
@@ -105,7 +108,7 @@ def random_message(where: tuple[str, str]) -> str:
             "hooks backend keeps from the measured forward)")
 
 
-def _first_tensor(out):
+def _first_tensor(out: Any) -> torch.Tensor | None:
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)):
@@ -115,15 +118,18 @@ def _first_tensor(out):
     return None
 
 
-def first_mixing_module(model: nn.Module, batched_call, single_call, i: int, m: int, tol: float):
+def first_mixing_module(model: nn.Module, batched_call: Callable[[], object], single_call: Callable[[], object],
+                        i: int, m: int, tol: float) -> tuple[str, str] | None:
     """(name, class) of the first module whose output row ``i`` of a batched call of ``m`` samples
     differs from its output on sample ``i`` alone, or ``None`` (outputs compared where the shapes
     are ``(m, ...)`` and ``(1, ...)``, calls paired by module and call index)."""
-    def record(store):
-        counts: dict = {}
+    Store = list[tuple[tuple[str, int], str, torch.Tensor]]
 
-        def make(name):
-            def hook(mod, args, out):
+    def record(store: Store) -> list[torch.utils.hooks.RemovableHandle]:
+        counts: dict[str, int] = {}
+
+        def make(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+            def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
                 k = counts.get(name, 0)
                 counts[name] = k + 1
                 t = _first_tensor(out)
@@ -132,8 +138,8 @@ def first_mixing_module(model: nn.Module, batched_call, single_call, i: int, m: 
             return hook
         return [mod.register_forward_hook(make(name)) for name, mod in model.named_modules() if name]
 
-    outs_b: list = []
-    outs_s: list = []
+    outs_b: Store = []
+    outs_s: Store = []
     for store, call in ((outs_b, batched_call), (outs_s, single_call)):
         handles = record(store)
         try:
@@ -155,17 +161,17 @@ def first_mixing_module(model: nn.Module, batched_call, single_call, i: int, m: 
 
 
 @contextlib.contextmanager
-def module_trace(model: nn.Module):
+def module_trace(model: nn.Module) -> Iterator[list[tuple[str, str]]]:
     """Yield the live stack of ``(name, class)`` of the modules whose forward is running: after an
     exception raised in a forward, its last entry is the innermost module that raised."""
-    stack: list = []
+    stack: list[tuple[str, str]] = []
 
-    def make_pre(name):
-        def pre(mod, args):
+    def make_pre(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
             stack.append((name, type(mod).__name__))
         return pre
 
-    def post(mod, args, out):
+    def post(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         if stack:
             stack.pop()
 
@@ -180,7 +186,7 @@ def module_trace(model: nn.Module):
             h.remove()
 
 
-def renamed(exc: BaseException, where: list) -> BaseException:
+def renamed(exc: BaseException, where: list[tuple[str, str]]) -> BaseException:
     """``exc`` with the innermost running module of ``where`` (a :func:`module_trace` stack) in its message."""
     if not where:
         return exc

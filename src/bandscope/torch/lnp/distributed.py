@@ -24,16 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import math
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
+from torch import nn
 
 from .results import BatchStatistics
 
 __all__ = ["active_world", "gathered", "probe_seed", "unwrap", "reduce_stats"]
 
 
-def active_world(distributed, group=None) -> int:
+def active_world(distributed: bool | None, group: Any = None) -> int:
     """World size to reduce over (1 = no reduction). ``distributed=None``: automatic."""
     if distributed is False:
         return 1
@@ -46,7 +50,7 @@ def active_world(distributed, group=None) -> int:
     return dist.get_world_size(group) if ok else 1
 
 
-def probe_seed(seed, world: int, group=None):
+def probe_seed(seed: int | torch.Generator | None, world: int, group: Any = None) -> int | torch.Generator | None:
     """The probe seed of this rank: an int ``seed`` mixed with the rank when ``world > 1``.
 
     Ranks hold different samples; drawing their probes from one seed would correlate the
@@ -60,11 +64,11 @@ def probe_seed(seed, world: int, group=None):
     return int(np.random.SeedSequence([int(seed), int(dist.get_rank(group))]).generate_state(1, np.uint64)[0] >> 2)
 
 
-def _is_dtensor(p) -> bool:
+def _is_dtensor(p: object) -> bool:
     return type(p).__name__ == "DTensor"
 
 
-def _fsdp2_module_type():
+def _fsdp2_module_type() -> type | None:
     """``FSDPModule`` of this torch (``torch.distributed.fsdp`` from 2.6, ``_composable.fsdp`` before)."""
     try:
         from torch.distributed.fsdp import FSDPModule
@@ -76,7 +80,7 @@ def _fsdp2_module_type():
     return FSDPModule
 
 
-def unwrap(model):
+def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` wrapper; refuses FSDP1 (flat parameters)."""
     from torch.nn.parallel import DistributedDataParallel
 
@@ -91,7 +95,7 @@ def unwrap(model):
 
 
 @contextlib.contextmanager
-def gathered(model):
+def gathered(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` ready to measure as a plain module; FSDP2 parameters all-gathered for the duration.
 
     Without FSDP2 this yields :func:`unwrap` (model). With FSDP2 every ``FSDPModule`` in the
@@ -109,7 +113,7 @@ def gathered(model):
     """
     model = unwrap(model)
     fsdp_type = _fsdp2_module_type()
-    mods = [m for m in model.modules() if fsdp_type is not None and isinstance(m, fsdp_type)]
+    mods: list[Any] = [m for m in model.modules() if fsdp_type is not None and isinstance(m, fsdp_type)]
     if not mods:
         bad = [n for n, p in model.named_parameters() if _is_dtensor(p)]
         if bad:
@@ -118,10 +122,7 @@ def gathered(model):
                 "supports fully_shard (FSDP2) and DistributedDataParallel models")
         yield model
         return
-    try:
-        from torch.distributed.fsdp._fully_shard._fsdp_common import TrainingState
-    except ImportError:  # torch < 2.6
-        from torch.distributed._composable.fsdp._fsdp_common import TrainingState
+    TrainingState = _training_state_type()
     states = [m._get_fsdp_state() for m in mods]
     was_unsharded = [all(g.is_unsharded for g in st._fsdp_param_groups) for st in states]
     for m in mods:
@@ -144,7 +145,16 @@ def gathered(model):
                 m.reshard()
 
 
-def _all_sum(values: list[float], group) -> list[float]:
+def _training_state_type() -> Any:
+    """FSDP2's ``TrainingState`` enum (``torch.distributed.fsdp._fully_shard`` from 2.6, ``_composable.fsdp``
+    before)."""
+    try:
+        return importlib.import_module("torch.distributed.fsdp._fully_shard._fsdp_common").TrainingState
+    except ImportError:  # torch < 2.6
+        return importlib.import_module("torch.distributed._composable.fsdp._fsdp_common").TrainingState
+
+
+def _all_sum(values: list[float], group: Any) -> list[float]:
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64)
@@ -152,7 +162,7 @@ def _all_sum(values: list[float], group) -> list[float]:
     return t.tolist()
 
 
-def _mean_grads(grads, world: int, group) -> list[torch.Tensor]:
+def _mean_grads(grads: Sequence[torch.Tensor], world: int, group: Any) -> list[torch.Tensor]:
     import torch.distributed as dist
 
     out = []
@@ -163,11 +173,11 @@ def _mean_grads(grads, world: int, group) -> list[torch.Tensor]:
     return out
 
 
-def _dot(a, b) -> float:
+def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
     return sum(float(torch.dot(x.reshape(-1), y.reshape(-1))) for x, y in zip(a, b))
 
 
-def reduce_stats(s: BatchStatistics, world: int, group: object = None) -> BatchStatistics:
+def reduce_stats(s: BatchStatistics, world: int, group: Any = None) -> BatchStatistics:
     """Per-rank statistics of one batch → statistics of the global batch (module docstring)."""
     probes = s.network_scale_probes
     n_p = 0 if probes is None else len(probes)

@@ -7,7 +7,8 @@ and returns :class:`NetworkScale`. A new estimator (e.g. Hutch++) is one functio
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,30 +16,44 @@ from torch import nn
 
 from bandscope.lnp import hutchinson_standard_error
 
+if TYPE_CHECKING:
+    from .taps import LayerTaps
+
 __all__ = ["Context", "NetworkScale", "ESTIMATOR_TABLE", "rademacher", "vmap_per_sample", "default_probes",
            "welch_dof", "MIN_SE_DOF"]
 
 
 @dataclasses.dataclass
 class Context:
+    """What an estimator reads: the measured forward (``out`` of ``model`` on ``x``), the layer taps
+    (None on the vmap backend), the probe generator and the options that shape the estimate."""
+
     model: nn.Module
     out: torch.Tensor
-    taps: object  # LayerTaps or None
-    x: object
+    taps: LayerTaps | None
+    x: Any
     n_probes: int
     gen: torch.Generator
     backend: str
     chunk_size: int | None
-    params: list
+    params: list[torch.Tensor]
     exact_output_layer: bool
-    notes: list = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def layer_taps(self) -> LayerTaps:
+        """The taps of the hooks backend (an estimator on that backend needs them)."""
+        if self.taps is None:
+            raise RuntimeError(f"the {self.backend!r} backend measured without layer taps; this estimator needs them")
+        return self.taps
 
 
 @dataclasses.dataclass
 class NetworkScale:
+    """An estimate of 𝒩, its standard error, the per-probe values (Hutchinson) and the exact layer."""
+
     estimate: float
     se: float
-    probes: list | None
+    probes: list[float] | None
     exact_layer: str = ""
     #: Welch–Satterthwaite degrees of freedom of ``se`` (NaN when not estimated from per-sample terms)
     se_dof: float = float("nan")
@@ -59,7 +74,7 @@ def default_probes(n_samples: int) -> int:
     return max(2, 1 + -(-MIN_SE_DOF // max(1, int(n_samples))))
 
 
-def welch_dof(per_sample) -> float:
+def welch_dof(per_sample: Any) -> float:
     """Welch–Satterthwaite degrees of freedom of Σ_n s_n² / k from per-sample terms (k probes × N)."""
     s = np.asarray(per_sample, dtype=np.float64)
     k = s.shape[0]
@@ -70,11 +85,13 @@ def welch_dof(per_sample) -> float:
     return float(v.sum() ** 2 / den) if den > 0 else float("inf")
 
 
-def rademacher(shape, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def rademacher(shape: Sequence[int], like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """±1 entries of ``shape`` (drawn on the CPU from ``gen``), in the dtype and device of ``like``."""
     return torch.randint(0, 2, shape, generator=gen, device="cpu").to(like.device, like.dtype) * 2 - 1
 
 
-def vmap_per_sample(model, x, cot, exact: bool, chunk_size, notes: list | None = None):
+def vmap_per_sample(model: nn.Module, x: Any, cot: torch.Tensor | None, exact: bool, chunk_size: int | None,
+                    notes: list[str] | None = None) -> torch.Tensor:
     """Per-sample ||J_nᵀ v_n||² (or ||J_n||_F² if exact) with torch.func on the whole model; any layer.
 
     ``x``: a tensor or a mapping of tensors (:mod:`.inputs`; its batched tensors are mapped over
@@ -94,22 +111,23 @@ def vmap_per_sample(model, x, cot, exact: bool, chunk_size, notes: list | None =
     buffers = dict(model.named_buffers())
     batched, rebuild = split_batched(x)
 
-    def f1(p, xn):
+    def f1(p: dict[str, torch.Tensor], xn: Any) -> torch.Tensor:
         one = torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), xn)
         return model_output(functional_call(model, ({**p, **frozen}, buffers), (rebuild(one),))).squeeze(0)
 
     with module_trace(model) as where:
         try:
             if exact:
-                def one(xn):
+                def one_exact(xn: Any) -> torch.Tensor:
                     jac = jacrev(f1)(params, xn)
                     return sum(j.to(torch.float64).pow(2).sum() for j in jac.values())
-                return vmap(one, chunk_size=chunk_size)(batched)
+                return vmap(one_exact, chunk_size=chunk_size)(batched)
 
-            def one(xn, vn):
-                _, pull = vjp(lambda p: f1(p, xn), params)
+            def one(xn: Any, vn: torch.Tensor) -> torch.Tensor:
+                pull = vjp(lambda p: f1(p, xn), params)[1]
                 (g,) = pull(vn)
                 return sum(t.to(torch.float64).pow(2).sum() for t in g.values())
+            assert cot is not None, "a cotangent per sample unless exact"
             return vmap(one, chunk_size=chunk_size)(batched, cot)
         except (RuntimeError, ValueError, AttributeError, TypeError, IndexError) as exc:
             if notes is not None and "vmap:" in str(exc) and "data-dependent" in str(exc):
@@ -122,7 +140,7 @@ def vmap_per_sample(model, x, cot, exact: bool, chunk_size, notes: list | None =
             raise renamed(exc, where) from exc
 
 
-def loop_per_sample(model, x, cot, exact: bool) -> torch.Tensor:
+def loop_per_sample(model: nn.Module, x: Any, cot: torch.Tensor | None, exact: bool) -> torch.Tensor:
     """:func:`vmap_per_sample` one sample at a time with plain autograd (for models torch.func cannot batch).
 
     N backward passes per probe (N·O for ``exact``): slow, and exact by construction.
@@ -143,13 +161,14 @@ def loop_per_sample(model, x, cot, exact: bool) -> torch.Tensor:
                     gs = torch.autograd.grad(flat[o], params, retain_graph=True, allow_unused=True)
                     acc += sum(float(g.double().pow(2).sum()) for g in gs if g is not None)
             else:
+                assert cot is not None, "a cotangent per sample unless exact"
                 gs = torch.autograd.grad(oi, params, cot[i:i + 1], allow_unused=True)
                 acc = sum(float(g.double().pow(2).sum()) for g in gs if g is not None)
             total[i] = acc
     return total
 
 
-def hooks_exact_per_sample(taps, out) -> torch.Tensor:
+def hooks_exact_per_sample(taps: LayerTaps, out: torch.Tensor) -> torch.Tensor:
     """Per-sample ||J_n||_F²: one backward per output coordinate, all samples at once."""
     n = out.shape[0]
     flat = out.reshape(n, -1)
@@ -166,14 +185,14 @@ def exact(ctx: Context) -> NetworkScale:
     if ctx.backend == "vmap":
         ns = vmap_per_sample(ctx.model, ctx.x, None, True, ctx.chunk_size, ctx.notes)
         return NetworkScale(float(ns.sum()), 0.0, None)
-    return NetworkScale(float(hooks_exact_per_sample(ctx.taps, ctx.out).sum()), 0.0, None)
+    return NetworkScale(float(hooks_exact_per_sample(ctx.layer_taps(), ctx.out).sum()), 0.0, None)
 
 
-def _output_layer(ctx: Context):
+def _output_layer(ctx: Context) -> tuple[tuple[Any, ...], set[int], float, str]:
     """(skipped call keys, skipped parameter ids, exact share, layer name) of the exact output layer."""
     if not (ctx.exact_output_layer and ctx.backend == "hooks"):
         return (), set(), 0.0, ""
-    found = ctx.taps.output_layer_exact(ctx.out, ctx.gen)
+    found = ctx.layer_taps().output_layer_exact(ctx.out, ctx.gen)
     if found is None:
         return (), set(), 0.0, ""
     key, part = found
@@ -191,7 +210,7 @@ def hutchinson(ctx: Context) -> NetworkScale:
         if ctx.backend == "vmap":
             s = vmap_per_sample(ctx.model, ctx.x, u, False, ctx.chunk_size, ctx.notes)
         else:
-            s = ctx.taps.per_sample_sq_norms(ctx.out, u, skip=skip)
+            s = ctx.layer_taps().per_sample_sq_norms(ctx.out, u, skip=skip)
         per_sample.append(s.detach().cpu().numpy())
         vals.append(const + float(s.sum()))
     stacked = np.stack(per_sample)

@@ -16,15 +16,17 @@ they never clash with a run Dataset's ``checkpoint``/``band`` (``docs/format.md`
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, SupportsFloat
 
 import numpy as np
 import xarray as xr
 from torch import nn
 
+from bandscope import schema
 from bandscope.errors import BandscopeInputError
 from bandscope.io import write_netcdf_atomic
 from bandscope.lnp import log_windows
@@ -120,12 +122,12 @@ class LNPHook:
         self.recorder = recorder
 
     @property
-    def recorder(self):
+    def recorder(self) -> Any:
         """The :class:`~bandscope.torch.RunRecorder` whose run file holds the LNP statistics."""
         return self._recorder
 
     @recorder.setter
-    def recorder(self, rec) -> None:
+    def recorder(self, rec: Any) -> None:
         if rec is not None and rec is not self._recorder:
             # every later rewrite of the run file (each checkpoint) keeps the LNP variables
             rec.add_extra(lambda: self.dataset() if self.has_data else None)
@@ -172,7 +174,7 @@ class LNPHook:
             self.previous = None
         return dropped
 
-    def __call__(self, step: int, batch) -> xr.Dataset | None:
+    def __call__(self, step: int, batch: object) -> xr.Dataset | None:
         """Measure at ``step`` with the training ``batch`` as batch A if scheduled; else None."""
         step = _step(step)
         if not self.wants(step):
@@ -206,30 +208,32 @@ class LNPHook:
         parts = []
         for _, d in self.records:
             # text variables are dropped, except the reasons why P is NaN (kept as fixed-width text)
-            d = d.drop_vars([v for v in d.data_vars if d[v].dtype.kind in "OUS" and not v.startswith("reason")])
-            d = d.assign({v: d[v].astype(str) for v in d.data_vars if v.startswith("reason")})
+            d = d.drop_vars([v for v in d.data_vars if d[v].dtype.kind in "OUS" and not str(v).startswith("reason")])
+            d = d.assign({str(v): d[v].astype(str) for v in d.data_vars if str(v).startswith("reason")})
             if "band" in d.dims:
                 d = d.rename({"band": "lnp_band"})
             parts.append(d.rename({v: f"lnp_{v}" for v in d.data_vars}))
         ds = xr.concat(parts, dim="lnp_step", data_vars="all", coords="minimal", compat="override",
                        combine_attrs="drop")
-        ds = ds.assign_coords(lnp_step=("lnp_step", np.asarray(steps, dtype=np.int64), {
-            "units": "optimizer steps", "long_name": "step of the LNP measurement (before the update)"}))
+        ds = ds.assign_coords(lnp_step=("lnp_step", np.asarray(steps, dtype=np.int64),
+                                        schema.attrs("lnp_run", "lnp_step")))
         ds = ds.assign_coords(lnp_window=("lnp_step", np.asarray([self._window_of[s] for s in steps]),
-                                          {"long_name": "measurement window index"}))
+                                          schema.attrs("lnp_run", "lnp_window")))
         first = self.records[0][1].attrs
         keep = ("estimator", "backend", "n_probes", "n_units_how", "n_units_b_how", "exact_output_layer",
                 "batchnorm", "definition", "n_units_reason", "n_units_b_reason", "world_size")
         ds.attrs = {f"lnp_{k}": first[k] for k in keep if k in first}
         ds.attrs["lnp_schedule"] = "log windows (spectral reach appendix B.1)"
+        lnp_run = schema.kind("lnp_run")
         for v in ds.data_vars:
-            src = v[4:]
-            if src in self.records[0][1]:
-                ds[v].attrs = dict(self.records[0][1][src].attrs)
-            _complete_attrs(v, ds[v].attrs)
+            src = str(v)[4:]
+            own = dict(self.records[0][1][src].attrs) if src in self.records[0][1] else {}
+            # the schema's attrs (kind lnp_run), with the measurement's own dynamic ones (a reason);
+            # a variable the schema does not define keeps its own (schema.mismatches reports it)
+            ds[v].attrs = ({**own, **schema.attrs("lnp_run", str(v))} if str(v) in lnp_run.variables else own)
         return ds
 
-    def write(self, path=None) -> Path:
+    def write(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write atomically: merged into the recorder's run file, else to ``path``."""
         if self.recorder is not None and path is None:
             if not self.recorder.rows:  # nothing recorded yet: the run file cannot exist
@@ -241,7 +245,7 @@ class LNPHook:
         return write_netcdf_atomic(self.dataset(), target)
 
 
-def _step(step) -> int:
+def _step(step: SupportsFloat | str) -> int:
     """An optimizer step as int: integer-valued numbers pass, ``2.7`` is refused (not truncated)."""
     try:
         f = float(step)
@@ -251,22 +255,3 @@ def _step(step) -> int:
         raise BandscopeInputError(f"LNPHook step {step!r} is not an integer: steps count optimizer updates "
                                   "(pass the step counter, not an epoch fraction)")
     return int(f)
-
-
-def _complete_attrs(name: str, attrs: dict) -> None:
-    """Give every ``lnp_*`` variable ``units``, ``long_name`` and ``definition`` (``docs/format.md``):
-    those of ``bandscope.schema`` (kind ``lnp_run``) for the variables it defines, else the statistics'
-    own where they have them and the unit class of the name."""
-    from bandscope import schema
-
-    if name in schema.KINDS["lnp_run"].variables:
-        attrs.update(schema.attrs("lnp_run", name))
-        return
-    if name.startswith("lnp_reason"):
-        attrs.setdefault("units", "")
-    elif "spectral_position" in name:
-        attrs.setdefault("units", "1")
-    else:
-        attrs.setdefault("units", "raw: in the units of loss_fn as reduced (docs/lnp.md)")
-    attrs.setdefault("long_name", name[4:].replace("_", " "))
-    attrs.setdefault("definition", attrs["long_name"] + " (bandscope.torch.measure_lnp, spectral reach B.1)")

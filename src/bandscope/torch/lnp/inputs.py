@@ -8,7 +8,8 @@ used is the tensor the model returns, its ``.logits``, or what ``output=`` selec
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,14 +17,14 @@ from torch import nn
 __all__ = ["batch_size", "take", "input_signature", "select_output", "Adapted", "split_batched", "is_batch"]
 
 
-def is_batch(x) -> bool:
+def is_batch(x: object) -> bool:
     """Is ``x`` a batch of inputs measure_lnp can split (a tensor or a mapping holding one)?"""
     if isinstance(x, torch.Tensor):
         return x.dim() >= 1
     return isinstance(x, Mapping) and any(isinstance(v, torch.Tensor) and v.dim() >= 1 for v in x.values())
 
 
-def batch_size(x) -> int:
+def batch_size(x: object) -> int:
     """N: dim 0 of the tensor, or of the mapping's first tensor value (all batched values must agree)."""
     if isinstance(x, torch.Tensor):
         return int(x.shape[0])
@@ -35,11 +36,11 @@ def batch_size(x) -> int:
     raise TypeError(unsupported_inputs_message(x))
 
 
-def _batched_keys(x: Mapping, n: int) -> list:
+def _batched_keys(x: Mapping[Any, Any], n: int) -> list[Hashable]:
     return [k for k, v in x.items() if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == n]
 
 
-def take(x, idx: torch.Tensor):
+def take(x: Any, idx: torch.Tensor) -> Any:
     """The samples ``idx`` of a batch (every batched tensor of a mapping indexed together)."""
     if isinstance(x, torch.Tensor):
         return x[idx.to(x.device)]
@@ -48,7 +49,7 @@ def take(x, idx: torch.Tensor):
     return {k: (v[idx.to(v.device)] if k in keys else v) for k, v in x.items()}
 
 
-def split_batched(x):
+def split_batched(x: Any) -> tuple[Any, Callable[[Any], Any]]:
     """(batched tensors as a dict or the tensor itself, rebuild(batched) -> inputs) for torch.func.vmap."""
     if isinstance(x, torch.Tensor):
         return x, lambda b: b
@@ -58,7 +59,7 @@ def split_batched(x):
     return {k: x[k] for k in keys}, lambda b: {**rest, **b}
 
 
-def input_signature(x) -> tuple:
+def input_signature(x: object) -> tuple[Any, ...]:
     """Shapes and dtypes of the inputs (a key of the one-time checks' caches)."""
     if isinstance(x, torch.Tensor):
         return (tuple(x.shape), x.dtype)
@@ -68,13 +69,14 @@ def input_signature(x) -> tuple:
     return (type(x).__name__,)
 
 
-def unsupported_inputs_message(x) -> str:
+def unsupported_inputs_message(x: object) -> str:
+    """The refusal of inputs that are neither a tensor nor a mapping of tensors."""
     return (f"measure_lnp takes the inputs as one tensor with the batch on dim 0 or as a mapping (dict, "
             f"BatchEncoding) of tensors with the batch on dim 0, passed as model(**inputs); got "
             f"{type(x).__name__}; wrap the model in a module taking one of these")
 
 
-def select_output(out, output=None) -> torch.Tensor:
+def select_output(out: Any, output: str | int | Callable[[Any], Any] | None = None) -> torch.Tensor:
     """The measured output tensor: ``output(out)`` if callable, ``out[output]`` for a key or index,
     else the tensor itself or its ``.logits`` (a transformers ``ModelOutput``)."""
     if output is not None:
@@ -99,11 +101,12 @@ class Adapted(nn.Module):
     user's model, registered as ``model`` (parameter names in messages carry the ``model.`` prefix).
     """
 
-    def __init__(self, model: nn.Module, output: str | int | Callable | None):
+    def __init__(self, model: nn.Module, output: str | int | Callable[[Any], Any] | None) -> None:
         super().__init__()
         self.model = model
         self.output = output
 
-    def forward(self, x):
+    def forward(self, x: Any) -> torch.Tensor:
+        """The selected output tensor of the model on ``x`` (a mapping passed as keywords)."""
         out = self.model(**x) if isinstance(x, Mapping) else self.model(x)
         return select_output(out, self.output)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module):
+def preserved(model: nn.Module) -> Iterator[None]:
     """Restore modes, buffers (running stats), buffer identities and the torch RNG state."""
     modes = {m: m.training for m in model.modules()}
     bufs = {(m, k): (b, None if b is None else b.detach().clone())
@@ -26,18 +27,18 @@ def preserved(model: nn.Module):
             m.training = t
         with torch.no_grad():
             for (m, k), (orig, copy) in bufs.items():
-                if orig is not None:
+                if orig is not None and copy is not None:
                     orig.copy_(copy)
                 m._buffers[k] = orig
         torch.set_rng_state(rng)
 
 
-def freeze_batchnorm_hooks(model: nn.Module):
+def freeze_batchnorm_hooks(model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
     """Pre-hooks: a BatchNorm that normalises with the batch statistics (training mode, or eval mode
     without running statistics) uses them held constant."""
     handles = []
 
-    def pre(mod, inp):
+    def pre(mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
         x = inp[0].detach()
         dims = [0] + list(range(2, x.dim()))
         mean = x.mean(dims)
@@ -54,7 +55,8 @@ def freeze_batchnorm_hooks(model: nn.Module):
     return handles
 
 
-def make_generator(seed) -> torch.Generator:
+def make_generator(seed: int | torch.Generator | None) -> torch.Generator:
+    """``seed`` itself if a generator, else a new CPU generator seeded with it (None: from the system)."""
     if isinstance(seed, torch.Generator):
         return seed
     g = torch.Generator()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,7 +63,7 @@ def _refuse_random_and_recurrent(model: nn.Module) -> None:
                 "build the model from cells (e.g. nn.LSTMCell, nn.GRUCell), which backend='vmap' measures")
 
 
-def _single_sq_norm(model, params, xi, cot_i=None) -> float:
+def _single_sq_norm(model: nn.Module, params: list[torch.Tensor], xi: Any, cot_i: torch.Tensor | None = None) -> float:
     """||J_iᵀ v_i||² (or ||J_i||_F² when ``cot_i`` is None) by plain autograd on one sample."""
     oi = model_output(model(xi))
     if cot_i is not None:
@@ -76,7 +78,7 @@ def _single_sq_norm(model, params, xi, cot_i=None) -> float:
 
 
 def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, exact: bool,
-                     gen: torch.Generator, chunk_size=None, notes: list | None = None) -> None:
+                     gen: torch.Generator, chunk_size: int | None = None, notes: list[str] | None = None) -> None:
     """Raise ``NotImplementedError`` when ``backend="vmap"`` would not give this model's numbers.
 
     ``out`` is the batched model output of the measurement (BatchNorm statistics already frozen
@@ -91,13 +93,17 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
         return
     n = batch_size(x)
     idx = sorted({0, n // 2, n - 1})
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     tol = check_tolerance(out.dtype)
     with torch.enable_grad():
         for i in idx:
             xi = take(x, torch.tensor([i]))
-            box = {}
-            where = random_draw(model, lambda xi=xi, box=box: box.setdefault("o", model_output(model(xi))))
+            box: dict[str, torch.Tensor] = {}
+
+            def single(xi: Any = xi, box: dict[str, torch.Tensor] = box) -> torch.Tensor:
+                return box.setdefault("o", model_output(model(xi)))
+
+            where = random_draw(model, single)
             if where is not None:
                 raise NotPerSampleError(random_message(where))
             oi = box["o"]
@@ -105,15 +111,20 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
                 m = min(n, 3)
                 sub = torch.tensor(sorted({i} | set(range(m))))
                 j = int((sub == i).nonzero()[0, 0])
-                at = first_mixing_module(model, lambda sub=sub: model(take(x, sub)), lambda xi=xi: model(xi), j,
-                                         len(sub), tol)
+                def batched(sub: torch.Tensor = sub) -> object:
+                    return model(take(x, sub))
+
+                def alone(xi: Any = xi) -> object:
+                    return model(xi)
+
+                at = first_mixing_module(model, batched, alone, j, len(sub), tol)
                 raise NotPerSampleError(mixing_message(model, at))
         cot = None if exact else rademacher(out.shape, out, gen)
         with vmap_errors():
             got = vmap_per_sample(model, x, cot, exact, chunk_size, [] if notes is None else notes)
         bad = []
         for i in idx:
-            ref = _single_sq_norm(model, params, take(x, torch.tensor([i])), None if exact else cot[i:i + 1])
+            ref = _single_sq_norm(model, params, take(x, torch.tensor([i])), None if cot is None else cot[i:i + 1])
             if not agrees(got[i].reshape(()), torch.tensor(ref, dtype=torch.float64), tol):
                 bad.append((i, float(got[i]), ref))
     if bad:
@@ -127,7 +138,7 @@ def check_vmap_route(model: nn.Module, x: torch.Tensor, out: torch.Tensor, *, ex
 
 
 @contextlib.contextmanager
-def vmap_errors():
+def vmap_errors() -> Iterator[None]:
     """Re-raise an exception from inside ``torch.func`` as ``NotImplementedError`` naming the route."""
     try:
         yield

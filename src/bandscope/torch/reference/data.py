@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,7 +163,7 @@ def _a1_transform(x: torch.Tensor, crop: int, image_size: int) -> torch.Tensor:
     return x
 
 
-def load_image_array(images, image_size: int = 64, crop: int = 128) -> torch.Tensor:
+def load_image_array(images: Any, image_size: int = 64, crop: int = 128) -> torch.Tensor:
     """A.1 preprocessing for an array of images (N, H, W, 3) uint8 (or float in [0, 1]).
 
     Returns float32 (N, 3, image_size, image_size) in [0, 1].
@@ -179,8 +181,9 @@ def load_image_array(images, image_size: int = 64, crop: int = 128) -> torch.Ten
     return _a1_transform(t, crop, image_size).clamp_(0.0, 1.0)
 
 
-def load_image_folder(path, image_size: int = 64, crop: int = 128, *, limit: int | None = None,
-                      extensions=(".jpg", ".jpeg", ".png", ".bmp", ".webp")) -> torch.Tensor:
+def load_image_folder(path: str | os.PathLike[str], image_size: int = 64, crop: int = 128, *,
+                      limit: int | None = None,
+                      extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")) -> torch.Tensor:
     """Load a folder of images (natural sort by file name) with the A.1 preprocessing.
 
     Each image is read with PIL, converted to RGB and ``ToTensor``-scaled to [0, 1], centre

@@ -34,7 +34,7 @@ class LMConfig:
     n_heads: int = 2
     d_ff: int = 256
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if not isinstance(v, int) or v < 1:
@@ -112,4 +112,5 @@ class TinyGPT(nn.Module):
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (N, T, vocab_size) of the token ids ``idx`` (N, T)."""
         return self.head(self.features(idx))

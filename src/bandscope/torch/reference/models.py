@@ -14,6 +14,8 @@ paper does not give kernel sizes or the ViT's details; the counts pin them down:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -73,6 +75,7 @@ class CNNAutoencoder(nn.Module):
         self.decoder = _Decoder(self.image_size, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction (N, 3, S, S) of the images ``x`` through the latent bottleneck."""
         return self.decoder(self.encoder(x))
 
 
@@ -120,11 +123,13 @@ class ViTAutoencoder(nn.Module):
         self.decoder = _Decoder(self.image_size, latent_dim)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent (N, latent_dim): patch tokens through the transformer blocks, mean-pooled."""
         t = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
         t = self.norm(self.blocks(t))
         return self.to_latent(t.mean(dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction (N, 3, S, S) of the images ``x`` through the latent bottleneck."""
         return self.decoder(self.encode(x))
 
 
@@ -133,7 +138,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def build_model(arch: str, image_size: int = 64, *, seed: int | None = None, **kwargs) -> nn.Module:
+def build_model(arch: str, image_size: int = 64, *, seed: int | None = None, **kwargs: Any) -> nn.Module:
     """Build ``"cnn"`` or ``"vit"`` at ``image_size``; with ``seed``, initialise deterministically.
 
     The seed is applied inside ``torch.random.fork_rng`` so the global RNG state is untouched.

@@ -28,10 +28,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import xarray as xr
 
 from ...schedule import geometric_schedule, paper_schedule
 from ..device import resolve_device
@@ -77,13 +79,14 @@ class TrainConfig:
     save_recon: bool = False
 
     def model_kwargs(self) -> dict:
+        """Keywords of :func:`.models.build_model` for this configuration (latent width, ViT patch)."""
         kw = {"latent_dim": int(self.latent_dim)}
         if self.arch == "vit":
             kw["patch"] = int(self.vit_patch)
         return kw
 
 
-def _load_data(cfg: TrainConfig):
+def _load_data(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
     if cfg.data in ("skimage", "lfw"):
         d = embedded_dataset(cfg.image_size, cfg.n_train, cfg.n_test, source=cfg.data, data_seed=cfg.data_seed)
         return d.train, d.test, d.description
@@ -96,7 +99,7 @@ def _load_data(cfg: TrainConfig):
     return train_x, test_x, f"folder {cfg.data}: {train_x.shape[0]} train, last {cfg.n_test} test (A.1)"
 
 
-def _atomic_save(obj, path: Path) -> None:
+def _atomic_save(obj: object, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -107,8 +110,8 @@ def _epoch_perm(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
-          max_steps: int | None = None, resume: bool = True, command: str = "", **overrides):
+def train(config: TrainConfig | None = None, out: str | os.PathLike[str] | None = None, *, progress: bool = True,
+          max_steps: int | None = None, resume: bool = True, command: str = "", **overrides: Any) -> xr.Dataset:
     """Train an A.2 autoencoder and record its run (key search section 5, appendix A).
 
     Parameters
@@ -220,6 +223,7 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
             save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
                       str(state_dir / "weights" / f"step_{step:08d}.safetensors"))
         if cfg.save_recon:
+            assert r.recon is not None  # the probe keeps its reconstructions with save_recon
             np.savez_compressed(state_dir / "recon" / f"step_{step:08d}.npz", recon=r.recon)
         rec.record(step=step, epoch=step / spe, band_loss=r.band_loss, param_time=pt, arc_length=arc, mse=r.mse)
         _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "tracker": tracker.state_dict(),
@@ -232,7 +236,8 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
 
     bar = tqdm(total=total, initial=step, disable=not progress, desc=name, unit="step",
                mininterval=1.0 if os.isatty(2) else 30.0)
-    perm, perm_epoch = None, -1
+    perm: torch.Tensor | None = None
+    perm_epoch = -1
     t0 = time.perf_counter()
     model.train()
     try:
@@ -240,14 +245,15 @@ def train(config: TrainConfig | None = None, out=None, *, progress: bool = True,
             ep, pos = divmod(step, spe)
             if ep != perm_epoch:  # the order is drawn on the CPU (device-independent), then moved
                 perm, perm_epoch = _epoch_perm(cfg.seed, ep, n).to(device), ep
+            assert perm is not None  # drawn at the first step of every epoch
             x = to_float(train_x[perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]])
             opt.zero_grad(set_to_none=True)
             if amp_dtype is None:
                 loss = F.mse_loss(model(x), x)
             else:  # mixed precision: bfloat16 matmuls/convs, the loss in float32
                 with torch.autocast(device.type, dtype=amp_dtype):
-                    out = model(x)
-                loss = F.mse_loss(out.float(), x)
+                    recon = model(x)
+                loss = F.mse_loss(recon.float(), x)
             loss.backward()
             if cfg.grad_clip is not None:  # rescale all gradients so their joint L2 norm <= grad_clip
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)

@@ -10,7 +10,7 @@ __all__: list[str] = []  # registers nn.PReLU on import
 
 
 @builtin_rule(nn.PReLU, sq_from_grads=True)
-def _prelu_grads(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
+def _prelu_grads(m: nn.PReLU, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
     """PReLU f = max(0, x) + w·min(0, x): ∂f/∂w = min(0, x), summed per sample over the elements
     sharing a slope (all of them for one slope, else those of channel c = dim 1)."""
     g = d * torch.clamp(args[0], max=0)

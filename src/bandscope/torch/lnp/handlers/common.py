@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["sq", "trainable", "memo_keep", "outer_sum_sq", "zeros", "sq_of"]
+__all__ = ["sq", "trainable", "param", "memo_keep", "outer_sum_sq", "zeros", "sq_of"]
 
 
 def sq(t: torch.Tensor) -> torch.Tensor:
@@ -18,6 +18,14 @@ def trainable(module: nn.Module, name: str) -> bool:
     """Whether ``module.<name>`` is a tensor that needs a gradient (a covered parameter)."""
     p = getattr(module, name, None)
     return isinstance(p, torch.Tensor) and p.requires_grad
+
+
+def param(module: nn.Module, name: str) -> torch.Tensor:
+    """``module.<name>`` (a parameter or buffer a rule reads), refused with the layer's type if not a tensor."""
+    t = getattr(module, name, None)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.{name} is {type(t).__name__}, not a tensor")
+    return t
 
 
 def memo_keep(memo: dict | None, key: str, t: torch.Tensor) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from .common import memo_keep, outer_sum_sq, sq, trainable, zeros
 from .registry import builtin_rule
@@ -11,7 +12,7 @@ from .registry import builtin_rule
 __all__: list[str] = []  # registers the convolutions on import
 
 
-def conv_padding(m: nn.Module) -> tuple:
+def conv_padding(m: _ConvNd) -> tuple[int, ...]:
     """The explicit per-dim zero padding of a convolution (``"valid"`` / symmetric ``"same"`` resolved)."""
     if m.padding_mode != "zeros":
         raise NotImplementedError(f"per-sample gradients of {type(m).__name__} with padding_mode="
@@ -35,13 +36,13 @@ def as2d(t: torch.Tensor, nd: int) -> torch.Tensor:
     return t.unsqueeze(-2) if nd == 1 else t
 
 
-def pair(v: tuple | list, nd: int) -> tuple:
+def pair(v: tuple[int, ...] | list[int], nd: int) -> tuple[int, ...]:
     """A 1-d conv's per-dim setting for the 2-d unfold (``(1,) + v``); a 2-d one as it is."""
     v = tuple(v)
     return (1,) + v if nd == 1 else v
 
 
-def _conv_parts(m: nn.Module, a: torch.Tensor, d: torch.Tensor,
+def _conv_parts(m: _ConvNd, a: torch.Tensor, d: torch.Tensor,
                 memo: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     nd = len(m.kernel_size)
     if m.groups != 1:
@@ -57,22 +58,43 @@ def _conv_parts(m: nn.Module, a: torch.Tensor, d: torch.Tensor,
     return as2d(d, nd).flatten(2), u
 
 
-def _conv_sq(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
-    dflat, u = _conv_parts(m, args[0], d, memo)
+def sq_norms_from(m: _ConvNd, pq: tuple[torch.Tensor, torch.Tensor] | None, dflat: torch.Tensor,
+                  d: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
+    """Per-sample ||dW||² + ||db||² of a convolution whose weight gradient is Σ_t p_t q_tᵀ, ``pq = (p, q)``.
+
+    ``pq`` is None when the weight is not trainable; ``dflat`` (N, C_out, T) is the flattened output
+    gradient, whose sum over positions is the bias gradient; ``q`` is the side whose Gram matrix
+    ``memo`` may keep (:func:`.common.outer_sum_sq`).
+    """
     out = zeros(d)
-    if u is not None:
-        out += outer_sum_sq(dflat, u, memo)
+    if pq is not None:
+        out += outer_sum_sq(*pq, memo)
     if trainable(m, "bias"):
         out += sq(dflat.sum(2))
     return out
 
 
-@builtin_rule(nn.Conv1d, nn.Conv2d, sq_norms=_conv_sq, memo=True)
-def _conv_grads(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
-    dflat, u = _conv_parts(m, args[0], d)
+def grads_from(m: _ConvNd, pq: tuple[torch.Tensor, torch.Tensor] | None, dflat: torch.Tensor,
+               d: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample ``weight`` (Σ_t p_t q_tᵀ, ``pq = (p, q)``, reshaped as the weight) and ``bias`` (Σ_t dflat_t).
+
+    The one arithmetic of the convolution and the transposed convolution; they differ only in
+    which tensors are ``p`` and ``q`` (``pq`` None: the weight is not trainable).
+    """
     g = {}
-    if u is not None:
-        g["weight"] = torch.bmm(dflat, u.transpose(1, 2)).reshape(d.shape[0], *m.weight.shape)
+    if pq is not None:
+        g["weight"] = torch.bmm(pq[0], pq[1].transpose(1, 2)).reshape(d.shape[0], *m.weight.shape)
     if trainable(m, "bias"):
         g["bias"] = dflat.sum(2)
     return g
+
+
+def _conv_sq(m: _ConvNd, args: tuple, kwargs: dict, d: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
+    dflat, u = _conv_parts(m, args[0], d, memo)
+    return sq_norms_from(m, None if u is None else (dflat, u), dflat, d, memo)
+
+
+@builtin_rule(nn.Conv1d, nn.Conv2d, sq_norms=_conv_sq, memo=True)
+def _conv_grads(m: _ConvNd, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
+    dflat, u = _conv_parts(m, args[0], d)
+    return grads_from(m, None if u is None else (dflat, u), dflat, d)

@@ -4,21 +4,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.conv import _ConvTransposeNd
 
-from .common import outer_sum_sq, sq, trainable, zeros
-from .conv import as2d, pair
+from .common import trainable
+from .conv import as2d, grads_from, pair, sq_norms_from
 from .registry import builtin_rule
 
 __all__: list[str] = []  # registers the transposed convolutions on import
 
 
-def _convt_parts(m: nn.Module, a: torch.Tensor,
+def _convt_parts(m: _ConvTransposeNd, a: torch.Tensor,
                  d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     nd = len(m.kernel_size)
     if m.groups != 1:
         raise NotImplementedError(f"per-sample gradients of grouped {type(m).__name__} have no handler; "
                                   "use backend='vmap'")
-    if m.padding_mode != "zeros":
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise NotImplementedError(f"{type(m).__name__} padding_mode={m.padding_mode!r} has no handler; "
                                   "use backend='vmap'")
     a2, d2 = as2d(a, nd), as2d(d, nd)
@@ -34,22 +35,14 @@ def _convt_parts(m: nn.Module, a: torch.Tensor,
     return a2.flatten(2), d2.flatten(2), u
 
 
-def _convt_sq(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
+def _convt_sq(m: _ConvTransposeNd, args: tuple, kwargs: dict, d: torch.Tensor,
+              memo: dict | None = None) -> torch.Tensor:
     af, dflat, u = _convt_parts(m, args[0], d)
-    out = zeros(d)
-    if u is not None:
-        out += outer_sum_sq(u, af, memo)  # ||Σ_t a_t u_tᵀ|| = ||Σ_t u_t a_tᵀ||; the input a is the fixed side
-    if trainable(m, "bias"):
-        out += sq(dflat.sum(2))
-    return out
+    # ||Σ_t a_t u_tᵀ|| = ||Σ_t u_t a_tᵀ||: the input a is the fixed side whose Gram matrix the memo keeps
+    return sq_norms_from(m, None if u is None else (u, af), dflat, d, memo)
 
 
 @builtin_rule(nn.ConvTranspose1d, nn.ConvTranspose2d, sq_norms=_convt_sq, memo=True)
-def _convt_grads(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
+def _convt_grads(m: _ConvTransposeNd, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
     af, dflat, u = _convt_parts(m, args[0], d)
-    g = {}
-    if u is not None:
-        g["weight"] = torch.bmm(af, u.transpose(1, 2)).reshape(d.shape[0], *m.weight.shape)
-    if trainable(m, "bias"):
-        g["bias"] = dflat.sum(2)
-    return g
+    return grads_from(m, None if u is None else (af, u), dflat, d)

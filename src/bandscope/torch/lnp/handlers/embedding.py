@@ -13,16 +13,16 @@ __all__: list[str] = []  # registers nn.Embedding on import
 _MATERIALISE = 50_000_000
 
 
-def _emb_parts(m: nn.Module, a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _emb_parts(m: nn.Embedding, a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n = a.shape[0]
     ids = a.reshape(n, -1)
     dd = d.reshape(n, ids.shape[1], -1)
     if m.padding_idx is not None:
-        dd = dd * (ids != m.padding_idx).unsqueeze(-1).to(dd.dtype)
+        dd = dd * ids.ne(m.padding_idx).unsqueeze(-1).to(dd.dtype)
     return ids, dd
 
 
-def _emb_sq(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> torch.Tensor:
+def _emb_sq(m: nn.Embedding, args: tuple, kwargs: dict, d: torch.Tensor) -> torch.Tensor:
     if not trainable(m, "weight"):
         return zeros(d)
     ids, dd = _emb_parts(m, args[0], d)
@@ -34,7 +34,7 @@ def _emb_sq(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> torch.T
 
 
 @builtin_rule(nn.Embedding, sq_norms=_emb_sq, batch_dim="any")
-def _emb_grads(m: nn.Module, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
+def _emb_grads(m: nn.Embedding, args: tuple, kwargs: dict, d: torch.Tensor) -> dict[str, torch.Tensor]:
     if not trainable(m, "weight"):
         return {}
     ids, dd = _emb_parts(m, args[0], d)

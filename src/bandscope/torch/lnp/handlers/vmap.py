@@ -55,7 +55,7 @@ def vmap_grads(module: nn.Module, args: tuple, kwargs: dict, grad_output: torch.
             # the per-sample output carries a size-1 batch dim somewhere: dropping it is a reshape
             return tuple(o.reshape(c.shape) for o, c in zip((o for o, keep in zip(outs, cot_mask) if keep), cs))
 
-        _, pull = vjp(fwd, params)
+        pull = vjp(fwd, params)[1]
         (g,) = pull(tuple(cs))
         return g
 

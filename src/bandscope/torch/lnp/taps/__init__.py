@@ -112,6 +112,7 @@ class LayerTaps(Taps):
                                "LayerTaps.run(model, x) first")
         if self.verified:
             return
+        assert self.signature is not None  # set by run() with the layout
         gen = torch.Generator().manual_seed(0)
         verify_taps(self, self.model, self.inputs, batch_size(self.inputs), self.layout, gen)
         record_checked(self.model, self.signature, self.layout)

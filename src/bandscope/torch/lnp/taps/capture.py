@@ -10,7 +10,8 @@ handlers (shared parameters: the per-sample gradients of every use summed before
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,19 +26,26 @@ __all__ = ["Taps", "Call"]
 _MEMO_BYTES = 256 * 2**20
 
 
-def _expand(t: object, n: int, new_dim: bool = False) -> object:
+#: the refusal of a per-sample copy or expansion without a batch size
+_NO_BATCH = ("a layer call or free parameter needs a per-sample batch dimension but the inputs are not a batch "
+             "(no batch size); pass a tensor or a mapping of tensors with the batch on dim 0")
+
+
+def _expand(t: Any, n: int | None, new_dim: bool = False) -> Any:
     if not isinstance(t, torch.Tensor):
         return t
+    if n is None:
+        raise TypeError(_NO_BATCH)
     if t.dim() >= 1 and t.shape[0] == 1 and not new_dim:
         return t.expand(n, *t.shape[1:])
     return t.unsqueeze(0).expand(n, *t.shape)
 
 
-def _detach(t: object) -> object:
+def _detach(t: Any) -> Any:
     return t.detach() if isinstance(t, torch.Tensor) else t
 
 
-def _to_front(t: object, d: int | None) -> object:
+def _to_front(t: Any, d: int | None) -> Any:
     return t.movedim(d, 0) if isinstance(t, torch.Tensor) and d else t
 
 
@@ -120,25 +128,28 @@ class Taps:
 
     # ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def substituted(self, n: int, ranks: dict) -> Iterator[list[torch.Tensor | None]]:
+    def substituted(self, n: int | None, ranks: dict) -> Iterator[list[torch.Tensor | None]]:
         """Replace the free parameters listed in ``ranks`` by their per-sample copies at batch ``n``."""
-        saved, subs = [], []
+        saved: list[tuple[nn.Module, str, nn.Parameter | None]] = []
+        subs: list[torch.Tensor | None] = []
         try:
             for mod, k, full, p in self.free:
                 r = ranks.get((id(mod), k))
                 if r is None:
                     subs.append(None)
                     continue
+                if n is None:
+                    raise TypeError(_NO_BATCH)
                 saved.append((mod, k, mod._parameters[k]))
                 sub = _per_sample_copy(p, n, r)
-                mod._parameters[k] = sub
+                mod._parameters[k] = sub  # type: ignore[assignment]  # a per-sample copy where a Parameter was
                 subs.append(sub if sub.requires_grad else None)
                 if r >= 0:
                     self.inserted[id(sub)] = full
             yield subs
         finally:
-            for mod, k, p in saved:
-                mod._parameters[k] = p
+            for mod, k, orig in saved:
+                mod._parameters[k] = orig
             self.inserted.clear()
 
     def check_called(self, called: set[int]) -> None:
@@ -195,7 +206,8 @@ class Taps:
                 nd = key in new_dim
                 call.args = tuple(_expand(a, n, nd) for a in targs) if exp else targs
                 call.kwargs = {kk: _detach(v) for kk, v in kwargs.items()}
-                taps, ret = [], []
+                taps: list[torch.Tensor | None] = []
+                ret: list[Any] = []
                 for o in outs:
                     if not isinstance(o, torch.Tensor):
                         taps.append(None)
@@ -229,9 +241,11 @@ class Taps:
         self.shared = {i for i, c in count.items() if c > 1}
 
     # ---------------------------------------------------------------------------------------
-    def _targets(self, skip: object = ()) -> tuple[list[Call], list[torch.Tensor], list[tuple]]:
+    def _targets(self, skip: Container[object] = ()
+                 ) -> tuple[list[Call], list[torch.Tensor], list[tuple[str, Any, int]]]:
         calls = [c for c in self.calls if c.key not in skip]
-        targets, where = [], []
+        targets: list[torch.Tensor] = []
+        where: list[tuple[str, Any, int]] = []
         for c in calls:
             for j, t in enumerate(c.taps):
                 if t is not None:
@@ -244,7 +258,7 @@ class Taps:
         return calls, targets, where
 
     def _deltas(self, out: torch.Tensor, cot: torch.Tensor,
-                skip: object = ()) -> tuple[list[Call], dict[int, list], dict[int, torch.Tensor]]:
+                skip: Container[object] = ()) -> tuple[list[Call], dict[int, list], dict[int, torch.Tensor]]:
         calls, targets, where = self._targets(skip)
         if not targets:
             return calls, {}, {}
@@ -266,7 +280,7 @@ class Taps:
                                    "per-sample norms need backend='vmap'")
         return c.args, c.kwargs
 
-    def accumulate(self, out: torch.Tensor, cot: torch.Tensor, skip: object = (),
+    def accumulate(self, out: torch.Tensor, cot: torch.Tensor, skip: Container[object] = (),
                    force_grads: bool = False) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """(per-sample Σ of squared norms of unshared calls, {param id: per-sample grads})."""
         calls, per_call, per_free = self._deltas(out, cot, skip)
@@ -304,7 +318,8 @@ class Taps:
             acc[id(p)] = d if id(p) not in acc else acc[id(p)] + d
         return total, acc
 
-    def per_sample_sq_norms(self, out: torch.Tensor, cotangent: torch.Tensor, skip: object = ()) -> torch.Tensor:
+    def per_sample_sq_norms(self, out: torch.Tensor, cotangent: torch.Tensor,
+                            skip: Container[object] = ()) -> torch.Tensor:
         """Σ over parameters of ||∂(cotangent·f_n)/∂θ||² per sample n (one backward, no weight grads)."""
         total, acc = self.accumulate(out, cotangent, skip)
         for g in acc.values():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +31,13 @@ def output_layer_exact(taps: Taps, out: torch.Tensor, gen: torch.Generator) -> t
     c = max(cands, key=lambda c: c.order)
     name, mod, _, ps = taps.units[c.unit]
     lin = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
-    if type(mod) not in lin or any(id(p) in taps.shared for p in ps.values()):
+    if not isinstance(mod, lin) or type(mod) not in lin or any(id(p) in taps.shared for p in ps.values()):
         return None
     if not isinstance(mod, nn.Linear) and (mod.groups != 1 or mod.padding_mode != "zeros"
                                            or isinstance(mod.padding, str)):
         return None
     z = c.taps[0]
+    assert z is not None  # a candidate's first tap is its output (filtered above)
     w = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
     d1, dw = (torch.autograd.grad(out, z, v, retain_graph=True)[0] for v in (torch.ones_like(out), w))
     scale = float(d1.abs().max())
@@ -54,7 +57,8 @@ def output_layer_exact(taps: Taps, out: torch.Tensor, gen: torch.Generator) -> t
         else:
             k = mod.kernel_size
             cin = a.shape[1]
-            kw = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+            kw: dict[str, Any] = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation)
+            conv: Callable[..., torch.Tensor]
             if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
                 conv = F.conv1d if len(k) == 1 else F.conv2d
                 s = conv(a2, torch.ones(1, cin, *k, dtype=a2.dtype, device=a2.device), **kw)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..handlers import overriding_subclass
-from ..inputs import is_batch, select_output, take, unsupported_inputs_message
+from ..inputs import batch_size, is_batch, select_output, take, unsupported_inputs_message
 from .capture import Taps
 from .layout import MAX_INSERTED_DIMS, Plan
 
@@ -45,7 +46,8 @@ class _IndexGuard(TorchFunctionMode):
 
     def __init__(self, watched: dict) -> None:
         super().__init__()
-        self.watched, self.hit = watched, None
+        self.watched = watched
+        self.hit: tuple[str, str] | None = None
 
     def __torch_function__(self, func: Callable, types: tuple, args: tuple = (),
                            kwargs: dict | None = None) -> object:
@@ -122,14 +124,14 @@ def _layouts(taps: Taps, s1: dict, s2: dict, m1: int, m2: int) -> tuple[set, dic
         first = next((i for i, s in enumerate(o1) if s is not None), None)
         if first is None:
             continue  # no tensor output: capture names the layer
-        od = [_follow_dim(x, y, m1, m2) for x, y in zip(o1, o2)]
-        if od[first] == "merged":
+        follow = [_follow_dim(x, y, m1, m2) for x, y in zip(o1, o2)]
+        if follow[first] == "merged":
             raise NotImplementedError(
                 f"the output of layer {name!r} ({type(mod).__name__}) has shape {o1[first]} at batch size {m1} "
                 f"and {o2[first]} at {m2}: the batch is not a dim of its own (merged with another dim, e.g. "
                 "(N*T, E)); per-sample gradients need it as one: keep the batch as its own dim or use "
                 "backend='vmap'")
-        od = tuple(None if d == "merged" else d for d in od)
+        od = tuple(None if d == "merged" else d for d in follow)
         if od[first] is None:
             expand.add(key)
             continue
@@ -164,7 +166,7 @@ def _reproduces(taps: Taps, model: nn.Module, xs: dict, refs: dict, refused: dic
                 with taps.capture(m, layout), guard:
                     out = select_output(model(x))
             else:
-                with taps.substituted(m, ranks), guard:
+                with taps.substituted(m, ranks or {}), guard:
                     out = select_output(model(x))
         except Exception:  # the unmodified forward ran at this size: the substitution broke it
             out = None
@@ -189,15 +191,17 @@ def make_plan(taps: Taps, model: nn.Module, x: object, n: int | None) -> Plan:
     """
     if not is_batch(x):
         raise TypeError(unsupported_inputs_message(x))
-    m1, m2 = [m for m in (2, 3, 4) if m != n][:2]
-    xs = {m: take(x, torch.arange(m) % n) for m in (m1, m2)}
+    size = batch_size(x) if n is None else n
+    m1, m2 = [m for m in (2, 3, 4) if m != size][:2]
+    xs = {m: take(x, torch.arange(m) % size) for m in (m1, m2)}
     modes = {mod: mod.training for mod in model.modules()}
     refused: dict[str, str] = {}
     kept = (taps.calls, taps.subs, taps.shape0, taps.shared, taps.n)
     try:
         model.eval()
         with torch.enable_grad():
-            shapes, refs = {m1: {}, m2: {}}, {}
+            shapes: dict[int, dict[Any, Any]] = {m1: {}, m2: {}}
+            refs: dict[int, torch.Tensor] = {}
             for m in (m1, m2):
                 with _recording(taps, shapes[m]):
                     refs[m] = select_output(model(xs[m])).detach()

@@ -64,13 +64,13 @@ def verify_taps(taps: Taps, model: nn.Module, x: object, n: int, expand: Plan, g
     """
     m = 2 if n != 2 else 3
     xs = take(x, torch.arange(m) % n)
-    names = {}
+    names: dict[int, str] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if p.requires_grad:
             names.setdefault(id(p), name)
     params = {i: p for i, p in ((id(p), p) for p in model.parameters()) if p.requires_grad}
     kept = (taps.calls, taps.subs, taps.shape0, taps.shared, taps.n)
-    box = {}
+    box: dict[str, torch.Tensor] = {}
 
     def batched() -> None:
         with taps.capture(m, expand):
@@ -98,7 +98,10 @@ def verify_taps(taps: Taps, model: nn.Module, x: object, n: int, expand: Plan, g
                 if not (torch.isfinite(oi).all() and torch.isfinite(out[i]).all()):
                     return  # non-finite model or inputs: the measurement reports NaN with the reason
                 if oi.shape[1:] != out.shape[1:] or not agrees(oi[0].detach(), out[i].detach(), tol):
-                    at = first_mixing_module(model, lambda: model(xs), lambda xi=xi: model(xi), i, m, tol)
+                    def alone(xi: object = xi) -> object:
+                        return model(xi)
+
+                    at = first_mixing_module(model, lambda: model(xs), alone, i, m, tol)
                     raise NotPerSampleError(mixing_message(model, at))
                 gi = torch.autograd.grad(oi, list(params.values()), cot[i:i + 1], allow_unused=True)
                 single.append(gi)
@@ -108,9 +111,9 @@ def verify_taps(taps: Taps, model: nn.Module, x: object, n: int, expand: Plan, g
             for mod, t in modes.items():
                 mod.training = t
     if quiet:
-        names = [f"{w[0]!r} ({w[1]})" for w, _ in quiet.values()]
+        drew = [f"{w[0]!r} ({w[1]})" for w, _ in quiet.values()]
         warnings.warn(
-            f"measure_lnp: the training-mode forward of {', '.join(names)} draws random numbers outside "
+            f"measure_lnp: the training-mode forward of {', '.join(drew)} draws random numbers outside "
             "nn.Dropout (functional dropout, drop path, random masking): the layer hooks measure the forward "
             "as it ran (its draws held fixed, like nn.Dropout's masks) and were verified with those modules "
             "in eval mode; a random op that mixes samples there (mixup inside the forward) would not be "
