@@ -1,4 +1,5 @@
-"""The ``bandscope`` command line (documented in ``docs/cli.md``).
+"""The ``bandscope`` command line (documented in ``docs/cli.md``): the parser, the error boundary
+:func:`main` and the commands ``analyze`` and ``reproduce``.
 
 Subcommands: ``analyze``, ``reproduce`` (here), ``bands``, ``param-time`` (pure numpy, from
 :mod:`bandscope.cli.record`) and the commands of extensions registered through the
@@ -299,7 +300,8 @@ def _is_reference(paths) -> bool:
 
 
 def cmd_analyze(args) -> int:
-
+    """``bandscope analyze FILES``: read the run files, analyse them (key search, spectral reach)
+    and print or write the report (docs/cli.md); returns the exit status."""
     if args.dask or args.workers or args.scheduler:
         return _analyze_on_dask(args)
     runs, lnp_runs = _split_runs(args.runs, args.dropna)
@@ -407,6 +409,8 @@ def find_reference_runs(root: Path) -> tuple[list[Path], str]:
 
 
 def cmd_reproduce(args) -> int:
+    """``bandscope reproduce``: the shipped reference runs (:func:`reference_dir`), analysed and
+    reported against the key-search paper (docs/cli.md); returns the exit status."""
     from .. import io as bio
 
     root = reference_dir(args.dir)
