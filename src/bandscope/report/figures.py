@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from ..keysearch.fitting import exponential, weibull
+from .arrays import values
 from .numfmt import fmt_r2
 
 __all__ = ["plot_weibull_shapes", "plot_band_losses", "plot_band_fit", "plot_band_fits",
@@ -406,13 +407,6 @@ def plot_weibull_shapes(betas: tuple = (0.5, 1.0, 2.0, 4.0), ax: Any = None) -> 
     return ax
 
 
-def _at(r: xr.Dataset, var: str, **pos: int) -> np.ndarray:
-    """``r[var]`` at integer positions along the named dims, as numpy (no label lookup)."""
-    v = r.variables[var]
-    at: dict[str, Any] = dict(pos)
-    return np.asarray(v.values[tuple(at.get(str(d), slice(None)) for d in v.dims)])
-
-
 def _one_run(results: xr.Dataset, run: Any) -> xr.Dataset:
     """``results`` of one run (``run`` a name), selected once for all the panels of a figure."""
     return results.sel(run=run)
@@ -436,11 +430,11 @@ def plot_band_losses(results: xr.Dataset, run: Any, ax: Any = None,
     nb = r.sizes["band"]
     k = int(results.attrs.get("k", 5))
     for j, band in enumerate(r["band"].values):
-        y = _at(r, "band_loss", band=j)[ok]
-        unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
+        y = values(r, "band_loss", band=j)[ok]
+        unsat = "saturated" in r and not bool(values(r, "saturated", band=j))
         label = f"band {int(band)}"
         if unsat:
-            drift = float(_at(r, "floor_window_drift_pct", band=j))
+            drift = float(values(r, "floor_window_drift_pct", band=j))
             label += f" (unsaturated, drift {drift:.2g} %)"
         for a in axes:
             a.plot(s, y, "--" if unsat else "-", marker="o", ms=2.5, lw=1.2,
@@ -480,10 +474,10 @@ def _draw_band_fit(ax: Any, r: xr.Dataset, band: Any, window: str | None, unit: 
     wk = int([str(w) for w in r["window"].values].index(window))
     ok = _valid(r)
     s = r["param_time"].values[ok]
-    R = _at(r, "residual", band=j)[ok]
+    R = values(r, "residual", band=j)[ok]
 
     def f(var: str) -> Any:
-        return _at(r, var, band=j, window=wk)[()]
+        return values(r, var, band=j, window=wk)[()]
 
     start, stop = int(f("fit_start")), int(f("fit_stop"))
     inside = np.zeros(R.shape, bool)
@@ -509,9 +503,9 @@ def _draw_band_fit(ax: Any, r: xr.Dataset, band: Any, window: str | None, unit: 
                 fontsize=_SMALL)
     ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False, loc="upper right")
     head = f"band {int(band)}"
-    unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
+    unsat = "saturated" in r and not bool(values(r, "saturated", band=j))
     if unsat:
-        head += f": UNSATURATED (drift {float(_at(r, 'floor_window_drift_pct', band=j)):.2g} %)"
+        head += f": UNSATURATED (drift {float(values(r, 'floor_window_drift_pct', band=j)):.2g} %)"
     ax.set_title(head, fontsize=_TITLE, color="C3" if unsat else "black")
     ax.set_xlabel("parameter time s", fontsize=_SMALL)
     ax.set_ylabel("residual Rᵢ = Lᵢ − Lᵢ∞" + f"\n({unit})", fontsize=_SMALL)

@@ -13,6 +13,7 @@ import xarray as xr
 
 from .. import schema
 from ..io.atomic import write_text_atomic
+from .arrays import json_lists, values
 
 __all__ = ["results_to_dict", "write_json"]
 
@@ -39,19 +40,10 @@ _TOTAL_KEYS = schema.json_keys("total")
 _BAND_KEYS = schema.json_keys("band")
 
 
-def _lists(results: xr.Dataset, var: str, dims: tuple) -> list:
-    """``results[var]`` transposed to ``dims`` as nested python lists of JSON-safe scalars
-    (NaN/inf → None): one conversion per variable instead of one ``sel`` per cell, read from the
-    Variable (no DataArray is built). ``dims`` must be the variable's dims."""
-    v = results.variables[var]
-    vals = np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
-    if vals.dtype.kind == "f":
-        obj = vals.astype(object)
-        obj[~np.isfinite(vals)] = None
-        return obj.tolist()
-    if vals.dtype.kind == "S":
-        return np.char.decode(vals).tolist()
-    return vals.tolist()
+def _lists(results: xr.Dataset, var: str, dims: tuple[str, ...]) -> Any:
+    """``results[var]`` transposed to ``dims`` as nested python lists of JSON-safe scalars: one
+    conversion per variable instead of one ``sel`` per cell (:mod:`.arrays`)."""
+    return json_lists(values(results, var, dims))
 
 
 def results_to_dict(results: xr.Dataset, *, tables=True) -> dict:
