@@ -17,6 +17,7 @@ from typing import Any
 
 from . import verdict as V
 from .sections import TERMS, Section, report_context, sections
+from .svg import figure_svg
 
 __all__ = ["to_html", "write_html", "CSS", "FIGURE_FORMATS"]
 
@@ -95,15 +96,13 @@ def _html_table(s: Section) -> str:
     return "\n".join(out)
 
 
-def _svg(fig, n: int) -> str:
+def _svg(fig: Any, n: int, fast: bool = True) -> str:
     """``fig`` as an inline ``<svg>`` element: text kept as text (selectable, measurable), ids
     salted per figure so several figures on one page never share a clip path."""
     import matplotlib
 
-    buf = _io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"bandscope-figure-{n}"}):
-        fig.savefig(buf, format="svg")
-    text = buf.getvalue()
+        text = figure_svg(fig, fast=fast)
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.S)
     return text
 
