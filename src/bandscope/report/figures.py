@@ -77,7 +77,7 @@ class FigureError(RuntimeError):
             f"{k} ({type(v).__name__}: {v})" for k, v in failed.items()))
 
 
-def literal_text(text) -> str:
+def literal_text(text: Any) -> str:
     r"""``text`` for a matplotlib label, drawn exactly as written: ``$`` (which would start
     math mode) is escaped.
 
@@ -167,7 +167,7 @@ def _plain_log_labels(axis: Any) -> None:
             put(_unicode_log_formatter(f))
 
 
-def _suptitle(fig, text, fontsize=_SUPTITLE):
+def _suptitle(fig: Any, text: str, fontsize: float = _SUPTITLE) -> Any:
     """A figure title wrapped to the figure's width (never clipped at its sides)."""
     import textwrap
 
@@ -286,7 +286,7 @@ def _fixed_layout(fig: Any) -> None:
                         wspace=wgap / aw if ncols > 1 else 0.2, hspace=hgap / ah if nrows > 1 else 0.2)
 
 
-def _axes_list(ax, n, ncols, panel=(3.2, 2.7)):
+def _axes_list(ax: Any, n: int, ncols: int, panel: tuple[float, float] = (3.2, 2.7)) -> np.ndarray:
     """``ax`` as a flat array of ``n`` Axes (a new grid of ``ncols`` columns if None)."""
     if ax is None:
         ncols = max(1, min(ncols, n))
@@ -329,13 +329,13 @@ def draw_again(fig: Any, plot: Callable[..., Any], *args: Any, **kwargs: Any) ->
     return fig
 
 
-def _cmap(name):
+def _cmap(name: str) -> Any:
     import matplotlib
 
     return matplotlib.colormaps[name]
 
 
-def _units(results, var, default):
+def _units(results: xr.Dataset, var: str, default: str) -> str:
     u = results[var].attrs.get("units") if var in results else None
     return u or default
 
@@ -361,11 +361,11 @@ def arch_colors(results: xr.Dataset) -> dict:
     return out
 
 
-def _arch(results, run):
+def _arch(results: xr.Dataset, run: Any) -> str:
     return str(results["arch"].sel(run=run).values) if "arch" in results.coords else ""
 
 
-def run_label(results, run) -> str:
+def run_label(results: xr.Dataset, run: Any) -> str:
     """``"run [arch]"``, or ``"run"`` when the run has no architecture, drawn literally.
 
     >>> from bandscope.keysearch.synthetic import make_runs_synthetic
@@ -665,7 +665,7 @@ def plot_loss_curves(results: xr.Dataset, ax: Any = None, xs: Sequence[str] = ("
     return axes
 
 
-def _forecast_curve(f, s):
+def _forecast_curve(f: Any, s: np.ndarray) -> np.ndarray:
     """L∞ + A exp(-(max(s - onset, 0)/ω)^β) for s ≥ s_start (docs/forecast.md)."""
     floor, A, om, beta, on = (float(f[k]) for k in ("floor", "A", "omega", "beta", "onset"))
     return floor + A * np.exp(-(np.maximum(s - on, 0.0) / om) ** beta)
@@ -753,7 +753,7 @@ def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax: Any = None, name: 
     return axes
 
 
-def safe_name(text) -> str:
+def safe_name(text: Any) -> str:
     """A file-name stem from a user's string: letters, digits, ``.``, ``_``, ``-`` kept,
     anything else (``/``, spaces, ``$``, …) replaced by ``_``; never empty, never hidden.
 
@@ -764,7 +764,8 @@ def safe_name(text) -> str:
     return out if out and not out.startswith(".") else "_" + (out or "run")
 
 
-def figure_specs(results: xr.Dataset, *, window=None, forecasts=None, max_runs=None):
+def figure_specs(results: xr.Dataset, *, window: str | None = None, forecasts: dict | None = None,
+                 max_runs: int | None = None) -> list[tuple[str, Callable[[], Any]]]:
     """Every figure :func:`write_figures` writes, as (file stem, draw) pairs, in order: Figure 2,
     the ordering, the full loss, the loss curves, then per run its band losses and band fits
     (and its forecasts when ``forecasts`` has them)."""
@@ -780,16 +781,16 @@ def figure_specs(results: xr.Dataset, *, window=None, forecasts=None, max_runs=N
         while stem in used:
             stem += "_"
         used.add(stem)
-        specs.append((f"{stem}_band_losses", lambda run=run: plot_band_losses(results, run)[0].figure))
-        specs.append((f"{stem}_fits", lambda run=run: plot_band_fits(results, run, window)[0].figure))
+        specs.append((f"{stem}_band_losses", lambda run=run: plot_band_losses(results, run)[0].figure))  # type: ignore[misc]
+        specs.append((f"{stem}_fits", lambda run=run: plot_band_fits(results, run, window)[0].figure))  # type: ignore[misc]
         if forecasts and run in forecasts:
-            specs.append((f"{stem}_forecast", lambda run=run: plot_forecasts(
+            specs.append((f"{stem}_forecast", lambda run=run: plot_forecasts(  # type: ignore[misc]
                 results, forecasts[run], name=run)[0].figure))
     return specs
 
 
-def write_figures(results: xr.Dataset, outdir, *, dpi: int = 110, format: str = "png", forecasts=None,
-                  on_error=None) -> list[Path]:
+def write_figures(results: xr.Dataset, outdir: str | Path, *, dpi: int = 110, format: str = "png",
+                  forecasts: dict | None = None, on_error: Callable[[str, Exception], Any] | None = None) -> list[Path]:
     """Write every figure of :func:`figure_specs` to ``outdir`` as ``<name>.<format>`` (``png``,
     ``svg`` or ``pdf``: :data:`FORMATS`; ``dpi`` for PNG) and return the paths written.
 

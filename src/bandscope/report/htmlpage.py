@@ -56,7 +56,7 @@ td.v-holds,td.v-weaker,td.v-does-not-hold,td.v-not-tested{-webkit-print-color-ad
 """
 
 
-def _vclass(level):
+def _vclass(level: str) -> str:
     return "v-" + level.replace(" ", "-") if level in V.LEVELS else ""
 
 
@@ -107,7 +107,7 @@ def _svg(fig: Any, n: int, fast: bool = True) -> str:
     return text
 
 
-def _png(fig, dpi) -> str:
+def _png(fig: Any, dpi: float) -> str:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -144,7 +144,7 @@ def _figure_html(spec: Any, n: int, fmt: str, dpi: float, on_error: Callable | N
     return f"<figure>{body}<figcaption>{cap}</figcaption></figure>"
 
 
-def _html_section(s: Section, figs) -> str:
+def _html_section(s: Section, figs: list[str]) -> str:
     parts = [f'<section id="{html.escape(s.key)}">', f"<h2>{html.escape(s.title)}</h2>",
              f'<p class="sub">{html.escape(s.subtitle)}</p>']
     if s.columns:
@@ -159,7 +159,7 @@ def _html_section(s: Section, figs) -> str:
     return "\n".join(parts)
 
 
-def _reasons_html(ctx) -> str:
+def _reasons_html(ctx: Any) -> str:
     vt = ctx.tables.verdicts(ctx.window)
     rows = ["<div class='tw'><table><tr><th class='l'>test</th><th class='l'>verdict</th><th class='l'>why</th>"
             "<th class='l'>paper verdict</th><th class='l'>why</th></tr>"]
@@ -247,7 +247,7 @@ def _minify(css: str) -> str:
     return re.sub(r"\n", "", css)
 
 
-def write_html(results, path, window=None, **kw) -> Path:
+def write_html(results: Any, path: str | Path, window: str | None = None, **kw: Any) -> Path:
     """Write :func:`to_html` to ``path`` (UTF-8, atomically: :func:`bandscope.io.atomic.write_text_atomic`)
     and return the path."""
     from ..io.atomic import write_text_atomic

@@ -18,7 +18,7 @@ from .arrays import json_lists, values
 __all__ = ["results_to_dict", "write_json"]
 
 
-def _num(x):
+def _num(x: Any) -> Any:
     """JSON-safe scalar: NaN/inf -> None, numpy -> python."""
     if isinstance(x, (np.generic,)):
         x = x.item()
@@ -27,10 +27,6 @@ def _num(x):
     if isinstance(x, bytes):
         return x.decode()
     return x
-
-
-def _sel(da: xr.DataArray, **idx):
-    return _num(da.sel(**idx).values[()])
 
 
 #: JSON key -> results variable, from the one schema (:mod:`bandscope.schema`): per band and
@@ -46,7 +42,7 @@ def _lists(results: xr.Dataset, var: str, dims: tuple[str, ...]) -> Any:
     return json_lists(values(results, var, dims))
 
 
-def results_to_dict(results: xr.Dataset, *, tables=True) -> dict:
+def results_to_dict(results: xr.Dataset, *, tables: Any = True) -> dict:
     """Results Dataset -> the JSON structure of ``docs/cli.md`` (NaN -> None).
 
     ``tables``: True (compute the paper's tables for ``summary``), False (leave them out), or
@@ -99,7 +95,7 @@ def results_to_dict(results: xr.Dataset, *, tables=True) -> dict:
     return out
 
 
-def write_json(results: xr.Dataset, path, *, tables=True) -> Path:
+def write_json(results: xr.Dataset, path: str | Path, *, tables: Any = True) -> Path:
     """Write :func:`results_to_dict` as JSON (NaN as ``null``); ``tables`` as there."""
     path = Path(path)
     data = results_to_dict(results, tables=tables)

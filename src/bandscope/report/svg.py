@@ -41,7 +41,7 @@ def _font_height(prop: Any) -> tuple[Any, Any, Any]:
     measure the text instead."""
     from matplotlib.font_manager import findfont, get_font
 
-    font = get_font(findfont(prop))
+    font: Any = get_font(findfont(prop))  # its tables are TypedDicts keyed by literal names
     for name, gap, ascent, descent in (("OS/2", "sTypoLineGap", "sTypoAscender", "sTypoDescender"),
                                        ("hhea", "lineGap", "ascent", "descent")):
         table = font.get_sfnt_table(name)
@@ -119,7 +119,7 @@ def _classes() -> tuple[type, type]:
             dpi = self.figure.dpi
             self.figure.dpi = 72
             width, height = self.figure.get_size_inches()
-            renderer = MixedModeRenderer(
+            renderer: Any = MixedModeRenderer(  # a RendererBase by delegation, as in matplotlib's print_svg
                 self.figure, width, height, dpi,
                 Renderer(width * 72, height * 72, out, image_dpi=dpi, metadata=metadata),
                 bbox_inches_restore=bbox_inches_restore)
