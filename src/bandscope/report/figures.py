@@ -197,6 +197,7 @@ _TICK_PT = 3.5 + 3.5   # major tick length + tick label pad (rc defaults), point
 _LABEL_PAD_PT = 4.0    # axis label pad
 _TITLE_PAD_PT = 6.0    # axes title pad
 _GAP_PT = 4.0          # white space around every box
+_AXIS_LABELPAD_PT = 4.0  # matplotlib's axes.labelpad (rc default): axis label to tick labels
 
 
 def _text_width_pt(text: str, size: float) -> float:
@@ -231,7 +232,7 @@ def _axes_extents(ax: Any) -> dict:
     offset texts; ``right`` is the overhang of the last x tick label."""
     ylab = _tick_labels(ax.yaxis)
     xlab = _tick_labels(ax.xaxis)
-    ywidth = max((_text_width_pt(t, _SMALL) for t in sorted(ylab, key=len)[-2:]), default=0.0)
+    ywidth = max((_text_width_pt(t, _SMALL) for t in set(ylab)), default=0.0)
     ytext, xtext, title = ax.yaxis.label.get_text(), ax.xaxis.label.get_text(), ax.get_title()
     left = ywidth + _TICK_PT + (_lines(ytext) * _LINE * ax.yaxis.label.get_fontsize() + _LABEL_PAD_PT
                                 if ytext else 0.0)
@@ -243,7 +244,36 @@ def _axes_extents(ax: Any) -> dict:
     if ax.yaxis.get_major_formatter().get_offset():
         top = max(top, _LINE * _SMALL + _TICK_PT)
     right = _text_width_pt(max(xlab, key=len), _SMALL) / 2 if xlab else 0.0
-    return {"left": left + _GAP_PT, "right": right + _GAP_PT, "top": top + _GAP_PT, "bottom": bottom + _GAP_PT}
+    # where matplotlib would put the axis labels (beyond the tick labels, or the ticks, by the
+    # label pad), so that it need not measure every tick label again to find out
+    ylabel = (_TICK_PT + ywidth if ylab else _TICK_PT / 2) + _AXIS_LABELPAD_PT
+    xlabel = (_TICK_PT + _tick_label_height_pt() if xlab else _TICK_PT / 2) + _AXIS_LABELPAD_PT
+    return {"left": left + _GAP_PT, "right": right + _GAP_PT, "top": top + _GAP_PT, "bottom": bottom + _GAP_PT,
+            "ylabel": ylabel, "xlabel": xlabel}
+
+
+def _tick_label_height_pt() -> float:
+    """Height in points of a one-line tick label (numbers: the font's ascent plus descent, as
+    matplotlib lays out text), at :data:`_SMALL` points."""
+    from matplotlib.font_manager import FontProperties
+
+    from .svg import font_height
+
+    ascent, descent, _ = font_height(FontProperties(size=_SMALL))
+    return float(ascent + descent) if ascent is not None else _LINE * _SMALL
+
+
+def _place_axis_labels(ax: Any, ext: dict) -> None:
+    """Put the axis labels of ``ax`` where matplotlib's automatic placement would (``ext`` from
+    :func:`_axes_extents`): ``ext["ylabel"]`` points left of the Axes, ``ext["xlabel"]`` below.
+    matplotlib otherwise finds these places at every draw by laying out every tick label again."""
+    from matplotlib.transforms import ScaledTranslation
+
+    inches = ax.figure.dpi_scale_trans
+    if ax.yaxis.label.get_text() and ax.yaxis.get_label_position() == "left":
+        ax.yaxis.set_label_coords(0, 0.5, transform=ax.transAxes + ScaledTranslation(-ext["ylabel"] / 72, 0, inches))
+    if ax.xaxis.label.get_text() and ax.xaxis.get_label_position() == "bottom":
+        ax.xaxis.set_label_coords(0.5, 0, transform=ax.transAxes + ScaledTranslation(0, -ext["xlabel"] / 72, inches))
 
 
 def _fixed_layout(fig: Any) -> None:
@@ -284,6 +314,8 @@ def _fixed_layout(fig: Any) -> None:
     ah = (H - top - bottom - (nrows - 1) * hgap) / nrows
     fig.subplots_adjust(left=left / W, right=1 - right / W, bottom=bottom / H, top=1 - top / H,
                         wspace=wgap / aw if ncols > 1 else 0.2, hspace=hgap / ah if nrows > 1 else 0.2)
+    for a in axes:
+        _place_axis_labels(a, ext[id(a)])
 
 
 def _axes_list(ax: Any, n: int, ncols: int, panel: tuple[float, float] = (3.2, 2.7)) -> np.ndarray:

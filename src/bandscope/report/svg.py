@@ -16,7 +16,7 @@ import functools
 import io
 from typing import Any
 
-__all__ = ["figure_svg"]
+__all__ = ["figure_svg", "font_height"]
 
 
 class _Parts:
@@ -35,7 +35,7 @@ def _number(x: float) -> str:
     return f"{x:f}".rstrip("0").rstrip(".")
 
 
-def _font_height(prop: Any) -> tuple[Any, Any, Any]:
+def font_height(prop: Any) -> tuple[Any, Any, Any]:
     """(ascent, descent, line gap) in points of the font of ``prop`` at its size, from the font's
     OS/2 or hhea table as matplotlib's text layout reads them; (None, None, None) lets matplotlib
     measure the text instead."""
@@ -105,7 +105,7 @@ def _classes() -> tuple[type, type]:
             key = (tuple(prop.get_family()), prop.get_style(), prop.get_variant(), prop.get_weight(),
                    prop.get_stretch(), prop.get_size_in_points(), prop.get_file(), prop.get_math_fontfamily())
             if key not in self._font_heights:
-                self._font_heights[key] = _font_height(prop)
+                self._font_heights[key] = font_height(prop)
             return self._font_heights[key]
 
     class Canvas(FigureCanvasSVG):
