@@ -1,14 +1,16 @@
 """A matplotlib Figure as SVG text: the same bytes as ``Figure.savefig(format="svg")``, written
 faster (the HTML report's figures).
 
-Most of an SVG of scatter points and tick marks is matplotlib writing one ``<use>`` element per
-marker, each through its XML writer with the marker's style worked out again. Here the SVG
-renderer draws the first marker of each call as matplotlib does and writes the others from that
-element, changing only their positions: the same text, a sixth of the HTML report's time.
+matplotlib's SVG renderer writes one ``<use>`` element per marker (scatter points, tick marks),
+each through its XML writer with the marker's style worked out again, and (from 3.11) reads the
+font's ascent and descent again for every text it lays out. Here the renderer draws the first
+marker of each call as matplotlib does and writes the others as copies of that element with
+their positions changed, and reads each font's heights once per figure (:func:`font_height`):
+the same text, with fewer Python calls (``benchmarks/bench_report.py`` times the page).
 ``tests/test_report_svg.py`` checks that every figure of the report comes out byte for byte as
 ``savefig`` writes it; where matplotlib does something this module does not expect (a marker
-with a link, a path with curves, a newer renderer that writes markers differently), the marker
-is drawn by matplotlib itself.
+with a link, a path with curves, a first point that is not finite, a newer renderer that writes
+markers differently), the markers are drawn by matplotlib itself.
 """
 from __future__ import annotations
 
