@@ -194,10 +194,9 @@ def _new_axes(nrows: int = 1, ncols: int = 1, figsize: tuple = (6, 4)) -> np.nda
 
 _LINE = 1.2      # line height of a text, in font sizes (matplotlib's default line spacing)
 _TICK_PT = 3.5 + 3.5   # major tick length + tick label pad (rc defaults), points
-_LABEL_PAD_PT = 4.0    # axis label pad
+_LABEL_PAD_PT = 4.0    # axis label pad (matplotlib's axes.labelpad, rc default): axis label to tick labels
 _TITLE_PAD_PT = 6.0    # axes title pad
 _GAP_PT = 4.0          # white space around every box
-_AXIS_LABELPAD_PT = 4.0  # matplotlib's axes.labelpad (rc default): axis label to tick labels
 
 
 def _text_width_pt(text: str, size: float) -> float:
@@ -246,8 +245,8 @@ def _axes_extents(ax: Any) -> dict:
     right = _text_width_pt(max(xlab, key=len), _SMALL) / 2 if xlab else 0.0
     # where matplotlib would put the axis labels (beyond the tick labels, or the ticks, by the
     # label pad), so that it need not measure every tick label again to find out
-    ylabel = (_TICK_PT + ywidth if ylab else _TICK_PT / 2) + _AXIS_LABELPAD_PT
-    xlabel = (_TICK_PT + _tick_label_height_pt() if xlab else _TICK_PT / 2) + _AXIS_LABELPAD_PT
+    ylabel = (_TICK_PT + ywidth if ylab else _TICK_PT / 2) + _LABEL_PAD_PT
+    xlabel = (_TICK_PT + _tick_label_height_pt() if xlab else _TICK_PT / 2) + _LABEL_PAD_PT
     return {"left": left + _GAP_PT, "right": right + _GAP_PT, "top": top + _GAP_PT, "bottom": bottom + _GAP_PT,
             "ylabel": ylabel, "xlabel": xlabel}
 
