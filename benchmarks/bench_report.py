@@ -9,7 +9,9 @@ are printed with the machine's load average. Targets: JSON ≤ 0.3 × the analys
 
 With ``--compare-src DIR`` (e.g. ``main``'s ``src``: the code before) the same three timings are
 made with the package in ``DIR``, in subprocesses alternating with this tree's, so "before" and
-"after" come from one run on the same machine load; the ratios are printed side by side.
+"after" come from one run on the same machine load; the ratios are printed side by side, and the
+HTML time of this tree over the other's, per round (the two subprocesses of a round run one after
+the other, so the machine's load changes least between them).
 
 Run: ``python benchmarks/bench_report.py [--compare-src DIR] [--rounds N]``
 """
@@ -80,11 +82,18 @@ def main(argv: list | None = None) -> dict:
         trees = {f"before ({a.compare_src})": a.compare_src, "this tree": here}
     times: dict = {k: {"analyze": [], "json": [], "html": []} for k in trees}
     loads = [os.getloadavg()[0]]
+    paired: list[float] = []   # per round: this tree's HTML time / the other tree's, both medians
     for _ in range(a.rounds):
+        html = {}
         for name, src in trees.items():
-            for key, vals in time_tree(src, a.repeats).items():
+            t = time_tree(src, a.repeats)
+            for key, vals in t.items():
                 times[name][key].extend(vals)
+            html[name] = _median(t["html"])
             loads.append(os.getloadavg()[0])
+        if len(trees) == 2:
+            before, after = (html[k] for k in trees)
+            paired.append(after / before)
     print(f"CPU time, medians of {a.rounds * a.repeats} repeats; ratios per repeat to analyze() of the same tree, "
           "median [min, max] (targets: JSON <= 0.3, HTML <= 10)")
     print(f"1-minute load average during the run: {min(loads):.1f} to {max(loads):.1f} "
@@ -98,6 +107,10 @@ def main(argv: list | None = None) -> dict:
         print(f"{name:40s} {_median(t['analyze']):10.3f} {_median(t['json']):8.3f} "
               f"{_median(rj):8.2f} [{min(rj):.2f}, {max(rj):.2f}] {_median(t['html']):8.3f} "
               f"{_median(rh):8.1f} [{min(rh):.1f}, {max(rh):.1f}]")
+    if paired:
+        print(f"HTML time, this tree / before, per round (adjacent subprocesses): median {_median(paired):.2f} "
+              f"[{min(paired):.2f}, {max(paired):.2f}] over {len(paired)} rounds")
+    times["html_after_over_before"] = paired
     times["load_average"] = loads
     return times
 

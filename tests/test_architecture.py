@@ -138,7 +138,7 @@ def test_no_import_cycles():
 def test_the_graph_reader_sees_relative_and_lazy_imports():
     assert "bandscope.keysearch.fitting" in imports("bandscope.keysearch.analysis")  # from . import fitting
     assert "bandscope.transforms.paramtime" in imports("bandscope.keysearch.analysis")  # from ..transforms import
-    assert "bandscope.report.results_json" in imports("bandscope.cli.main")  # inside a function
+    assert "bandscope.report.results_json" in imports("bandscope.cli.commands")  # inside a function
 
 
 @pytest.mark.parametrize("old", sorted(__import__("bandscope._moved", fromlist=["MOVED"]).MOVED))

@@ -107,3 +107,60 @@ def test_reproduce_skips_unfinished_recorded_runs(tmp_path, capsys):
     assert main(argv) == 0
     assert "skipping r2: unfinished" in capsys.readouterr().err
     assert set(json.loads((tmp_path / "o.json").read_text())["runs"]) == {"r0", "r1"}
+
+
+def _in_fresh_python(code: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], capture_output=True,
+                       text=True, env=env, timeout=120)
+    return p.stdout.strip() + p.stderr.strip()
+
+
+@pytest.mark.parametrize("first", [
+    "import bandscope.cli.main",
+    "import bandscope.cli",
+    "import bandscope.cli.commands",
+    "import importlib; importlib.import_module('bandscope.cli.main')",
+    "import warnings; warnings.simplefilter('ignore'); from bandscope.cli.main import build_parser",
+])
+def test_bandscope_cli_main_is_the_function_whatever_is_imported_first(first):
+    """``bandscope.cli.main`` (the console script ``bandscope.cli:main`` of pyproject) is the
+    function in every import order: the module that holds it is ``bandscope.cli.commands``."""
+    code = (f"{first}\nimport bandscope.cli, bandscope.cli.commands as c\nfrom bandscope.cli import main\n"
+            "import bandscope.cli.main as m\n"
+            "print(main is c.main and bandscope.cli.main is c.main and m is c.main and callable(main))")
+    assert _in_fresh_python(code) == "True"
+
+
+def test_console_script_resolves_to_the_function():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    import importlib
+
+    from bandscope.cli import commands
+
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["bandscope"]
+    module, attr = target.split(":")
+    importlib.import_module("bandscope.cli.main")  # the old module name must not rebind the attribute
+    assert getattr(importlib.import_module(module), attr) is commands.main
+
+
+def test_old_module_name_imports_with_a_deprecation_warning():
+    import warnings
+
+    from bandscope.cli import commands
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from bandscope.cli.main import build_parser, reference_dir
+    assert build_parser is commands.build_parser and reference_dir is commands.reference_dir
+    assert [w.category for w in caught] == [DeprecationWarning, DeprecationWarning]
+    assert all("bandscope.cli.commands" in str(w.message) for w in caught)
+    with pytest.raises(ImportError):
+        from bandscope.cli.main import no_such_name  # noqa: F401

@@ -200,7 +200,7 @@ def test_calibration_off_gives_the_weibull_floor():
 
 
 def test_cli_calibrate_writes_a_usable_calibration(tmp_path, capsys):
-    from bandscope.cli.main import main
+    from bandscope.cli import main
     from bandscope.io import write_run
     from bandscope.run import make_run
 

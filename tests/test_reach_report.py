@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bandscope.cli.main import main
+from bandscope.cli import main
 from bandscope.errors import BandscopeInputError
 from bandscope.io.lnp_runfiles import read_lnp_run, run_kinds
 from bandscope.lnp.reach import reach_analysis

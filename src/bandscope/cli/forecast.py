@@ -18,6 +18,10 @@ import argparse
 import json
 import math
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["register", "forecast_to_dict", "format_forecast", "parse_fraction"]
 
@@ -49,7 +53,7 @@ def parse_level(text: str) -> float:
     return f
 
 
-def _num(x):
+def _num(x: Any) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
 
@@ -59,7 +63,7 @@ def _keys(level: float) -> tuple[str, str, str]:
     return base, base + "_low", base + "_high"
 
 
-def forecast_to_dict(fc) -> dict:
+def forecast_to_dict(fc: xr.Dataset) -> dict:
     """``{"bands": {"1": {...}, ...}, "total": {...}}`` of one :func:`bandscope.forecast` Dataset.
 
     Examples
@@ -74,7 +78,7 @@ def forecast_to_dict(fc) -> dict:
     """
     k, klo, khi = _keys(float(fc.attrs["level"]))
 
-    def entry(prefix, sel):
+    def entry(prefix: str, sel: int | None) -> dict[str, float | None]:
         get = lambda name: _num(fc[prefix + name].values[sel] if sel is not None else fc[prefix + name].values)  # noqa: E731
         return {"floor": get("floor"), "floor_low": get("floor_low"), "floor_high": get("floor_high"),
                 k: get("s_reach"), klo: get("s_reach_low"), khi: get("s_reach_high")}
@@ -83,8 +87,8 @@ def forecast_to_dict(fc) -> dict:
     return {"bands": bands, "total": entry("total_", None)}
 
 
-def _fmt(x, lo, hi):
-    def g(v):
+def _fmt(x: Any, lo: Any, hi: Any) -> str:
+    def g(v: Any) -> str:
         v = float(v)
         return "inf" if math.isinf(v) else ("-" if math.isnan(v) else f"{v:.4g}")
     if math.isnan(float(x)):
@@ -92,7 +96,7 @@ def _fmt(x, lo, hi):
     return f"{g(x)} [{g(lo)}, {g(hi)}]"
 
 
-def format_forecast(fc) -> str:
+def format_forecast(fc: xr.Dataset) -> str:
     """A readable table of one forecast: one row per band and one for the full loss."""
     level = float(fc.attrs["level"])
     conf = float(fc.attrs["confidence"])
@@ -122,7 +126,7 @@ def format_forecast(fc) -> str:
     return "\n".join(out)
 
 
-def cmd_calibrate(args) -> int:
+def cmd_calibrate(args: argparse.Namespace) -> int:
     """``--calibrate RUNS``: fit a floor-forecast calibration on finished runs, print its
     leave-one-run-out coverage and write it (``--calibration-out``)."""
     import numpy as np
@@ -152,7 +156,7 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-def cmd_forecast(args) -> int:
+def cmd_forecast(args: argparse.Namespace) -> int:
     from .. import io as bio
     from ..errors import BandscopeInputError
     from ..keysearch.forecasting import ForecastOptions, forecast
@@ -180,7 +184,7 @@ def cmd_forecast(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:
     """Add the ``forecast`` subcommand to the ``bandscope`` subparsers ``sub``."""
     p = sub.add_parser("forecast", help="forecast each band's floor and 1%%-crossing from runs "
                        "in progress (docs/forecast.md)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,12 +32,17 @@ from ..io.checkpoints import (
 )
 from ..io.natural_sort import natural_key
 
+if TYPE_CHECKING:
+    import argparse
+
+    import pandas as pd
+
 __all__ = ["register", "bands_table", "param_time_table", "natural_key", "read_safetensors",
            "register_checkpoint_loader", "checkpoint_loaders", "CHECKPOINT_EXTENSIONS"]
 
 
 
-def _list_files(path, extensions) -> list[Path]:
+def _list_files(path: str | Path, extensions: tuple[str, ...]) -> list[Path]:
     path = Path(path)
     if path.is_dir():
         # a broken symlink is listed (and then refused by name), never silently left out
@@ -49,7 +55,7 @@ def _list_files(path, extensions) -> list[Path]:
     return [path]
 
 
-def _npz_images(path, prefer: str) -> np.ndarray:
+def _npz_images(path: str | Path, prefer: str) -> np.ndarray:
     """The image array of an ``.npz``: key ``prefer``, else its only array. (N, C, S, S)."""
     try:
         z = np.load(path, allow_pickle=False)
@@ -86,7 +92,7 @@ def _npz_images(path, prefer: str) -> np.ndarray:
     return arr
 
 
-def bands_table(panel, recon):
+def bands_table(panel: str | Path, recon: str | Path) -> pd.DataFrame:
     """Band losses of saved panel reconstructions, one row per reconstruction file.
 
     Parameters
@@ -114,14 +120,14 @@ def bands_table(panel, recon):
         if r.shape != x.shape:
             raise BandscopeInputError(f"{f}: reconstructions have shape {r.shape}, the panel {x.shape}", path=f)
         bl = band_losses(x, r, dtype=np.float64).values
-        row = {"name": f.name}
+        row: dict[str, Any] = {"name": f.name}
         row.update({f"band_{int(b)}": float(v) for b, v in zip(2 ** np.arange(bl.size), bl)})
         row["mse"] = float(np.mean((x.astype(np.float64) - r.astype(np.float64)) ** 2))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def param_time_table(ckpt_dir, *, trainable=None, skip_unreadable: bool = False):
+def param_time_table(ckpt_dir: str | Path, *, trainable: Any = None, skip_unreadable: bool = False) -> pd.DataFrame:
     """Chord parameter time over a directory of checkpoints (key search A.7).
 
     ``s_0 = 0``, ``s_k = s_{k-1} + ||theta_k - theta_{k-1}||_2`` over all floating tensors of
@@ -147,7 +153,7 @@ def param_time_table(ckpt_dir, *, trainable=None, skip_unreadable: bool = False)
                                  skip_unreadable=skip_unreadable)
 
 
-def _write_table(df, out) -> None:
+def _write_table(df: pd.DataFrame, out: str | None) -> None:
     if out:
         from ..io.atomic import write_atomic
 
@@ -157,12 +163,12 @@ def _write_table(df, out) -> None:
         df.to_csv(sys.stdout, index=False)
 
 
-def _cmd_bands(args) -> int:
+def _cmd_bands(args: argparse.Namespace) -> int:
     _write_table(bands_table(args.panel, args.recon), args.out)
     return 0
 
 
-def _cmd_param_time(args) -> int:
+def _cmd_param_time(args: argparse.Namespace) -> int:
     df = param_time_table(args.ckpt_dir, trainable=getattr(args, "trainable", None),
                           skip_unreadable=args.skip_unreadable)
     for name, note in zip(df["name"], df["note"]):
@@ -172,7 +178,7 @@ def _cmd_param_time(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     """Add ``bands`` and ``param-time`` to the ``bandscope`` CLI's subparsers."""
     p = subparsers.add_parser("bands", help="band losses of saved panel reconstructions (.npz)",
                               description="One row per reconstruction file: name, band_1, band_2, ..., mse. "

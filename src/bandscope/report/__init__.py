@@ -3,26 +3,10 @@
 verdict rules (:mod:`.verdict`), the paper's published numbers (:mod:`.paper`) and number
 formatting (:mod:`.numfmt`).
 
-``bandscope.report.<name>`` is the public name of each function of :mod:`.document`.
+``bandscope.report.<name>`` is the public name of each name of :mod:`.document`, whose
+``__all__`` is the one list of them.
 """
-from .document import (
-                       TERMS,
-                       VIEWS,
-                       WIDTH,
-                       Column,
-                       FigureSpec,
-                       ReportContext,
-                       Section,
-                       format_text,
-                       register_section,
-                       registered_sections,
-                       render_table,
-                       report_context,
-                       sections,
-                       to_html,
-                       write_html,
-)
+from . import document
+from .document import *  # noqa: F403 -- exactly document.__all__ (a literal list static tools read)
 
-__all__ = ["WIDTH", "Column", "Section", "FigureSpec", "TERMS", "VIEWS", "ReportContext", "report_context",
-           "register_section", "registered_sections", "sections", "format_text", "to_html", "write_html",
-           "render_table"]
+__all__ = document.__all__

@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from ..keysearch.fitting import exponential, weibull
+from .arrays import values
 from .numfmt import fmt_r2
 
 __all__ = ["plot_weibull_shapes", "plot_band_losses", "plot_band_fit", "plot_band_fits",
@@ -76,7 +77,7 @@ class FigureError(RuntimeError):
             f"{k} ({type(v).__name__}: {v})" for k, v in failed.items()))
 
 
-def literal_text(text) -> str:
+def literal_text(text: Any) -> str:
     r"""``text`` for a matplotlib label, drawn exactly as written: ``$`` (which would start
     math mode) is escaped.
 
@@ -166,7 +167,7 @@ def _plain_log_labels(axis: Any) -> None:
             put(_unicode_log_formatter(f))
 
 
-def _suptitle(fig, text, fontsize=_SUPTITLE):
+def _suptitle(fig: Any, text: str, fontsize: float = _SUPTITLE) -> Any:
     """A figure title wrapped to the figure's width (never clipped at its sides)."""
     import textwrap
 
@@ -193,7 +194,7 @@ def _new_axes(nrows: int = 1, ncols: int = 1, figsize: tuple = (6, 4)) -> np.nda
 
 _LINE = 1.2      # line height of a text, in font sizes (matplotlib's default line spacing)
 _TICK_PT = 3.5 + 3.5   # major tick length + tick label pad (rc defaults), points
-_LABEL_PAD_PT = 4.0    # axis label pad
+_LABEL_PAD_PT = 4.0    # axis label pad (matplotlib's axes.labelpad, rc default): axis label to tick labels
 _TITLE_PAD_PT = 6.0    # axes title pad
 _GAP_PT = 4.0          # white space around every box
 
@@ -230,7 +231,7 @@ def _axes_extents(ax: Any) -> dict:
     offset texts; ``right`` is the overhang of the last x tick label."""
     ylab = _tick_labels(ax.yaxis)
     xlab = _tick_labels(ax.xaxis)
-    ywidth = max((_text_width_pt(t, _SMALL) for t in sorted(ylab, key=len)[-2:]), default=0.0)
+    ywidth = max((_text_width_pt(t, _SMALL) for t in set(ylab)), default=0.0)
     ytext, xtext, title = ax.yaxis.label.get_text(), ax.xaxis.label.get_text(), ax.get_title()
     left = ywidth + _TICK_PT + (_lines(ytext) * _LINE * ax.yaxis.label.get_fontsize() + _LABEL_PAD_PT
                                 if ytext else 0.0)
@@ -242,7 +243,36 @@ def _axes_extents(ax: Any) -> dict:
     if ax.yaxis.get_major_formatter().get_offset():
         top = max(top, _LINE * _SMALL + _TICK_PT)
     right = _text_width_pt(max(xlab, key=len), _SMALL) / 2 if xlab else 0.0
-    return {"left": left + _GAP_PT, "right": right + _GAP_PT, "top": top + _GAP_PT, "bottom": bottom + _GAP_PT}
+    # where matplotlib would put the axis labels (beyond the tick labels, or the ticks, by the
+    # label pad), so that it need not measure every tick label again to find out
+    ylabel = (_TICK_PT + ywidth if ylab else _TICK_PT / 2) + _LABEL_PAD_PT
+    xlabel = (_TICK_PT + _tick_label_height_pt() if xlab else _TICK_PT / 2) + _LABEL_PAD_PT
+    return {"left": left + _GAP_PT, "right": right + _GAP_PT, "top": top + _GAP_PT, "bottom": bottom + _GAP_PT,
+            "ylabel": ylabel, "xlabel": xlabel}
+
+
+def _tick_label_height_pt() -> float:
+    """Height in points of a one-line tick label (numbers: the font's ascent plus descent, as
+    matplotlib lays out text), at :data:`_SMALL` points."""
+    from matplotlib.font_manager import FontProperties
+
+    from .svg import font_height
+
+    ascent, descent, _ = font_height(FontProperties(size=_SMALL))
+    return float(ascent + descent) if ascent is not None else _LINE * _SMALL
+
+
+def _place_axis_labels(ax: Any, ext: dict) -> None:
+    """Put the axis labels of ``ax`` where matplotlib's automatic placement would (``ext`` from
+    :func:`_axes_extents`): ``ext["ylabel"]`` points left of the Axes, ``ext["xlabel"]`` below.
+    matplotlib otherwise finds these places at every draw by laying out every tick label again."""
+    from matplotlib.transforms import ScaledTranslation
+
+    inches = ax.figure.dpi_scale_trans
+    if ax.yaxis.label.get_text() and ax.yaxis.get_label_position() == "left":
+        ax.yaxis.set_label_coords(0, 0.5, transform=ax.transAxes + ScaledTranslation(-ext["ylabel"] / 72, 0, inches))
+    if ax.xaxis.label.get_text() and ax.xaxis.get_label_position() == "bottom":
+        ax.xaxis.set_label_coords(0.5, 0, transform=ax.transAxes + ScaledTranslation(0, -ext["xlabel"] / 72, inches))
 
 
 def _fixed_layout(fig: Any) -> None:
@@ -283,9 +313,11 @@ def _fixed_layout(fig: Any) -> None:
     ah = (H - top - bottom - (nrows - 1) * hgap) / nrows
     fig.subplots_adjust(left=left / W, right=1 - right / W, bottom=bottom / H, top=1 - top / H,
                         wspace=wgap / aw if ncols > 1 else 0.2, hspace=hgap / ah if nrows > 1 else 0.2)
+    for a in axes:
+        _place_axis_labels(a, ext[id(a)])
 
 
-def _axes_list(ax, n, ncols, panel=(3.2, 2.7)):
+def _axes_list(ax: Any, n: int, ncols: int, panel: tuple[float, float] = (3.2, 2.7)) -> np.ndarray:
     """``ax`` as a flat array of ``n`` Axes (a new grid of ``ncols`` columns if None)."""
     if ax is None:
         ncols = max(1, min(ncols, n))
@@ -328,13 +360,13 @@ def draw_again(fig: Any, plot: Callable[..., Any], *args: Any, **kwargs: Any) ->
     return fig
 
 
-def _cmap(name):
+def _cmap(name: str) -> Any:
     import matplotlib
 
     return matplotlib.colormaps[name]
 
 
-def _units(results, var, default):
+def _units(results: xr.Dataset, var: str, default: str) -> str:
     u = results[var].attrs.get("units") if var in results else None
     return u or default
 
@@ -360,11 +392,11 @@ def arch_colors(results: xr.Dataset) -> dict:
     return out
 
 
-def _arch(results, run):
+def _arch(results: xr.Dataset, run: Any) -> str:
     return str(results["arch"].sel(run=run).values) if "arch" in results.coords else ""
 
 
-def run_label(results, run) -> str:
+def run_label(results: xr.Dataset, run: Any) -> str:
     """``"run [arch]"``, or ``"run"`` when the run has no architecture, drawn literally.
 
     >>> from bandscope.keysearch.synthetic import make_runs_synthetic
@@ -406,13 +438,6 @@ def plot_weibull_shapes(betas: tuple = (0.5, 1.0, 2.0, 4.0), ax: Any = None) -> 
     return ax
 
 
-def _at(r: xr.Dataset, var: str, **pos: int) -> np.ndarray:
-    """``r[var]`` at integer positions along the named dims, as numpy (no label lookup)."""
-    v = r.variables[var]
-    at: dict[str, Any] = dict(pos)
-    return np.asarray(v.values[tuple(at.get(str(d), slice(None)) for d in v.dims)])
-
-
 def _one_run(results: xr.Dataset, run: Any) -> xr.Dataset:
     """``results`` of one run (``run`` a name), selected once for all the panels of a figure."""
     return results.sel(run=run)
@@ -436,11 +461,11 @@ def plot_band_losses(results: xr.Dataset, run: Any, ax: Any = None,
     nb = r.sizes["band"]
     k = int(results.attrs.get("k", 5))
     for j, band in enumerate(r["band"].values):
-        y = _at(r, "band_loss", band=j)[ok]
-        unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
+        y = values(r, "band_loss", band=j)[ok]
+        unsat = "saturated" in r and not bool(values(r, "saturated", band=j))
         label = f"band {int(band)}"
         if unsat:
-            drift = float(_at(r, "floor_window_drift_pct", band=j))
+            drift = float(values(r, "floor_window_drift_pct", band=j))
             label += f" (unsaturated, drift {drift:.2g} %)"
         for a in axes:
             a.plot(s, y, "--" if unsat else "-", marker="o", ms=2.5, lw=1.2,
@@ -480,10 +505,10 @@ def _draw_band_fit(ax: Any, r: xr.Dataset, band: Any, window: str | None, unit: 
     wk = int([str(w) for w in r["window"].values].index(window))
     ok = _valid(r)
     s = r["param_time"].values[ok]
-    R = _at(r, "residual", band=j)[ok]
+    R = values(r, "residual", band=j)[ok]
 
     def f(var: str) -> Any:
-        return _at(r, var, band=j, window=wk)[()]
+        return values(r, var, band=j, window=wk)[()]
 
     start, stop = int(f("fit_start")), int(f("fit_stop"))
     inside = np.zeros(R.shape, bool)
@@ -509,9 +534,9 @@ def _draw_band_fit(ax: Any, r: xr.Dataset, band: Any, window: str | None, unit: 
                 fontsize=_SMALL)
     ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False, loc="upper right")
     head = f"band {int(band)}"
-    unsat = "saturated" in r and not bool(_at(r, "saturated", band=j))
+    unsat = "saturated" in r and not bool(values(r, "saturated", band=j))
     if unsat:
-        head += f": UNSATURATED (drift {float(_at(r, 'floor_window_drift_pct', band=j)):.2g} %)"
+        head += f": UNSATURATED (drift {float(values(r, 'floor_window_drift_pct', band=j)):.2g} %)"
     ax.set_title(head, fontsize=_TITLE, color="C3" if unsat else "black")
     ax.set_xlabel("parameter time s", fontsize=_SMALL)
     ax.set_ylabel("residual Rᵢ = Lᵢ − Lᵢ∞" + f"\n({unit})", fontsize=_SMALL)
@@ -671,7 +696,7 @@ def plot_loss_curves(results: xr.Dataset, ax: Any = None, xs: Sequence[str] = ("
     return axes
 
 
-def _forecast_curve(f, s):
+def _forecast_curve(f: Any, s: np.ndarray) -> np.ndarray:
     """L∞ + A exp(-(max(s - onset, 0)/ω)^β) for s ≥ s_start (docs/forecast.md)."""
     floor, A, om, beta, on = (float(f[k]) for k in ("floor", "A", "omega", "beta", "onset"))
     return floor + A * np.exp(-(np.maximum(s - on, 0.0) / om) ** beta)
@@ -759,7 +784,7 @@ def plot_forecasts(run: xr.Dataset, forecast: xr.Dataset, ax: Any = None, name: 
     return axes
 
 
-def safe_name(text) -> str:
+def safe_name(text: Any) -> str:
     """A file-name stem from a user's string: letters, digits, ``.``, ``_``, ``-`` kept,
     anything else (``/``, spaces, ``$``, …) replaced by ``_``; never empty, never hidden.
 
@@ -770,7 +795,8 @@ def safe_name(text) -> str:
     return out if out and not out.startswith(".") else "_" + (out or "run")
 
 
-def figure_specs(results: xr.Dataset, *, window=None, forecasts=None, max_runs=None):
+def figure_specs(results: xr.Dataset, *, window: str | None = None, forecasts: dict | None = None,
+                 max_runs: int | None = None) -> list[tuple[str, Callable[[], Any]]]:
     """Every figure :func:`write_figures` writes, as (file stem, draw) pairs, in order: Figure 2,
     the ordering, the full loss, the loss curves, then per run its band losses and band fits
     (and its forecasts when ``forecasts`` has them)."""
@@ -786,16 +812,16 @@ def figure_specs(results: xr.Dataset, *, window=None, forecasts=None, max_runs=N
         while stem in used:
             stem += "_"
         used.add(stem)
-        specs.append((f"{stem}_band_losses", lambda run=run: plot_band_losses(results, run)[0].figure))
-        specs.append((f"{stem}_fits", lambda run=run: plot_band_fits(results, run, window)[0].figure))
+        specs.append((f"{stem}_band_losses", lambda run=run: plot_band_losses(results, run)[0].figure))  # type: ignore[misc]
+        specs.append((f"{stem}_fits", lambda run=run: plot_band_fits(results, run, window)[0].figure))  # type: ignore[misc]
         if forecasts and run in forecasts:
-            specs.append((f"{stem}_forecast", lambda run=run: plot_forecasts(
+            specs.append((f"{stem}_forecast", lambda run=run: plot_forecasts(  # type: ignore[misc]
                 results, forecasts[run], name=run)[0].figure))
     return specs
 
 
-def write_figures(results: xr.Dataset, outdir, *, dpi: int = 110, format: str = "png", forecasts=None,
-                  on_error=None) -> list[Path]:
+def write_figures(results: xr.Dataset, outdir: str | Path, *, dpi: int = 110, format: str = "png",
+                  forecasts: dict | None = None, on_error: Callable[[str, Exception], Any] | None = None) -> list[Path]:
     """Write every figure of :func:`figure_specs` to ``outdir`` as ``<name>.<format>`` (``png``,
     ``svg`` or ``pdf``: :data:`FORMATS`; ``dpi`` for PNG) and return the paths written.
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import verdict as V
 from .sections import TERMS, Section, report_context, sections
+from .svg import figure_svg
 
 __all__ = ["to_html", "write_html", "CSS", "FIGURE_FORMATS"]
 
@@ -55,7 +56,7 @@ td.v-holds,td.v-weaker,td.v-does-not-hold,td.v-not-tested{-webkit-print-color-ad
 """
 
 
-def _vclass(level):
+def _vclass(level: str) -> str:
     return "v-" + level.replace(" ", "-") if level in V.LEVELS else ""
 
 
@@ -95,20 +96,18 @@ def _html_table(s: Section) -> str:
     return "\n".join(out)
 
 
-def _svg(fig, n: int) -> str:
+def _svg(fig: Any, n: int, fast: bool = True) -> str:
     """``fig`` as an inline ``<svg>`` element: text kept as text (selectable, measurable), ids
     salted per figure so several figures on one page never share a clip path."""
     import matplotlib
 
-    buf = _io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"bandscope-figure-{n}"}):
-        fig.savefig(buf, format="svg")
-    text = buf.getvalue()
+        text = figure_svg(fig, fast=fast)
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.S)
     return text
 
 
-def _png(fig, dpi) -> str:
+def _png(fig: Any, dpi: float) -> str:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -145,7 +144,7 @@ def _figure_html(spec: Any, n: int, fmt: str, dpi: float, on_error: Callable | N
     return f"<figure>{body}<figcaption>{cap}</figcaption></figure>"
 
 
-def _html_section(s: Section, figs) -> str:
+def _html_section(s: Section, figs: list[str]) -> str:
     parts = [f'<section id="{html.escape(s.key)}">', f"<h2>{html.escape(s.title)}</h2>",
              f'<p class="sub">{html.escape(s.subtitle)}</p>']
     if s.columns:
@@ -160,7 +159,7 @@ def _html_section(s: Section, figs) -> str:
     return "\n".join(parts)
 
 
-def _reasons_html(ctx) -> str:
+def _reasons_html(ctx: Any) -> str:
     vt = ctx.tables.verdicts(ctx.window)
     rows = ["<div class='tw'><table><tr><th class='l'>test</th><th class='l'>verdict</th><th class='l'>why</th>"
             "<th class='l'>paper verdict</th><th class='l'>why</th></tr>"]
@@ -248,7 +247,7 @@ def _minify(css: str) -> str:
     return re.sub(r"\n", "", css)
 
 
-def write_html(results, path, window=None, **kw) -> Path:
+def write_html(results: Any, path: str | Path, window: str | None = None, **kw: Any) -> Path:
     """Write :func:`to_html` to ``path`` (UTF-8, atomically: :func:`bandscope.io.atomic.write_text_atomic`)
     and return the path."""
     from ..io.atomic import write_text_atomic

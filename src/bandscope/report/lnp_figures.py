@@ -19,6 +19,7 @@ line styles. Nothing here imports ``matplotlib.pyplot`` or changes matplotlib's 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -42,7 +43,7 @@ LABELS = {
 _STYLES = ("-", "--", ":", "-.")
 
 
-def _new_axes(nrows=1, ncols=1, figsize=(6, 4)):
+def _new_axes(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 4)) -> np.ndarray:
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover
@@ -81,13 +82,13 @@ def _styles(results: xr.Dataset) -> dict:
     return out
 
 
-def _series_label(results, run) -> str:
+def _series_label(results: xr.Dataset, run: Any) -> str:
     n = int(results["n_parameters"].sel(run=run))
     return f"{run} ({_size_label(n)})"
 
 
-def plot_over_training(results: xr.Dataset, var: str = "spectral_position_cross", ax=None, *,
-                       legend: bool = True, logy: bool | None = None):
+def plot_over_training(results: xr.Dataset, var: str = "spectral_position_cross", ax: Any = None, *,
+                       legend: bool = True, logy: bool | None = None) -> Any:
     """Window means of ``var`` against the window's mean step + 1, one line per run, log-log.
 
     ``var`` is a (run, lnp_window) variable of the results (``spectral_position_cross``: P_AB,
@@ -122,7 +123,7 @@ def plot_over_training(results: xr.Dataset, var: str = "spectral_position_cross"
     return ax
 
 
-def plot_reach(results: xr.Dataset, ax=None):
+def plot_reach(results: xr.Dataset, ax: Any = None) -> Any:
     """The layout of spectral reach Figure 1 for one setting: loss (top) and P_AB (bottom) over training.
 
     Top: the held-out loss over training when the runs logged one, else the training loss; bottom:
@@ -152,7 +153,7 @@ def plot_reach(results: xr.Dataset, ax=None):
     return axes
 
 
-def plot_lnp_components(results: xr.Dataset, ax=None):
+def plot_lnp_components(results: xr.Dataset, ax: Any = None) -> Any:
     """ℒ̃, 𝒩̃, P, P_AB, P_B and cos(∇L_A, ∇L_B) over training by model size (appendix D.4).
 
     Raw scales stand in for the normalised ones when a run has no unit count. Panels the runs
@@ -175,7 +176,7 @@ def plot_lnp_components(results: xr.Dataset, ax=None):
     return axes
 
 
-def plot_probe_ratio(results: xr.Dataset, ax=None):
+def plot_probe_ratio(results: xr.Dataset, ax: Any = None) -> Any:
     """The §5.1 probe ratio ⟨P_trained⟩_τ / ⟨P_random⟩_τ per run over normalised time τ (Figure 4).
 
     Below the dashed line at 1 the probe on the trained backbone reaches lower P than on the
@@ -201,7 +202,7 @@ def plot_probe_ratio(results: xr.Dataset, ax=None):
     return ax
 
 
-def plot_band_positions(band_p: xr.DataArray, ax=None, *, window_start=None):
+def plot_band_positions(band_p: xr.DataArray, ax: Any = None, *, window_start: Any = None) -> Any:
     """Band spectral position P_i against Haar band resolution, one line per LNP window.
 
     ``band_p`` holds window means over (``lnp_window``, ``lnp_band``), e.g.
@@ -233,7 +234,7 @@ def plot_band_positions(band_p: xr.DataArray, ax=None, *, window_start=None):
     return a
 
 
-def write_lnp_figures(results: xr.Dataset, outdir, *, dpi: int = 110, prefix: str = "reach") -> list[Path]:
+def write_lnp_figures(results: xr.Dataset, outdir: str | Path, *, dpi: int = 110, prefix: str = "reach") -> list[Path]:
     """Write ``{prefix}_figure1.png`` (:func:`plot_reach`), ``{prefix}_components.png``
     (:func:`plot_lnp_components`) and, with probes, ``{prefix}_probe_ratio.png`` into ``outdir``."""
     from ..io.atomic import write_atomic

@@ -13,20 +13,22 @@ only place the reports decide how many digits to show; the numbers themselves ar
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["DASH", "fmt_sig", "fmt_signed", "fmt_r2", "fmt_rho", "fmt_int", "fmt_range"]
 
 DASH = "—"
 
 
-def _bad(x) -> bool:
+def _bad(x: Any) -> bool:
     try:
         return x is None or not math.isfinite(float(x))
     except (TypeError, ValueError):
         return True
 
 
-def fmt_sig(x, sig: int = 3, *, signed: bool = False) -> str:
+def fmt_sig(x: Any, sig: int = 3, *, signed: bool = False) -> str:
     """``x`` to ``sig`` significant digits in fixed notation (trailing zeros kept, so the digits
     shown are the digits meant); scientific below 1e-4 or from 1e6 in magnitude.
 
@@ -50,12 +52,12 @@ def fmt_sig(x, sig: int = 3, *, signed: bool = False) -> str:
     return sign + text
 
 
-def fmt_signed(x, sig: int = 3) -> str:
+def fmt_signed(x: Any, sig: int = 3) -> str:
     """:func:`fmt_sig` with an explicit ``+`` on positive values (ΔBIC, trends)."""
     return fmt_sig(x, sig, signed=True)
 
 
-def fmt_r2(x) -> str:
+def fmt_r2(x: Any) -> str:
     """R² with enough decimals that 1 − R² shows two significant digits (at least 3 decimals,
     at most 6); exactly 1 prints ``"1"``, within 5e-7 of 1 prints ``"1-<gap>"``, so a value
     below 1 never prints as 1.
@@ -78,21 +80,21 @@ def fmt_r2(x) -> str:
     return text
 
 
-def fmt_rho(x) -> str:
+def fmt_rho(x: Any) -> str:
     """Spearman ρ with sign and three decimals (as the paper's Table B.3.2)."""
     if _bad(x):
         return DASH
     return f"{float(x):+.3f}"
 
 
-def fmt_int(x) -> str:
+def fmt_int(x: Any) -> str:
     """An integer count; NaN as ``"—"``."""
     if _bad(x):
         return DASH
     return str(int(x))
 
 
-def fmt_range(lo, hi, fmt=fmt_rho) -> str:
+def fmt_range(lo: Any, hi: Any, fmt: Callable[[Any], str] = fmt_rho) -> str:
     """``"[lo, hi]"`` with ``fmt``; ``"—"`` if either end is missing.
 
     >>> fmt_range(0.6, 0.7714)

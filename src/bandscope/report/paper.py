@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import pandas as pd
 
@@ -74,7 +75,7 @@ def _num(text: str, source: str) -> Published:
     return Published(value, t, source)
 
 
-def _freeze(d):
+def _freeze(d: dict[Any, Any]) -> MappingProxyType[Any, Any]:
     return MappingProxyType(d)
 
 
@@ -125,7 +126,7 @@ _B31 = """\
 _B31_WINDOWS = ("0.95/0.01", "0.90/0.10", "0.80/0.20")
 
 
-def _b31():
+def _b31() -> MappingProxyType[Any, Any]:
     out = {}
     for row in _B31.splitlines():
         cells = row.split("\t")

@@ -15,6 +15,7 @@ import io as _io
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,7 +59,7 @@ def _size_titles() -> dict:
     return out
 
 
-def _g(x, sig=3) -> str:
+def _g(x: Any, sig: int = 3) -> str:
     if isinstance(x, str):
         return x
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -146,7 +147,7 @@ def _html_table(df: pd.DataFrame, titles: dict | None = None) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _png(fig, dpi) -> str:
+def _png(fig: Any, dpi: float) -> str:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -204,14 +205,14 @@ def insert_section(page: str, section: str) -> str:
     return page[:i] + section + "\n" + page[i:]
 
 
-def write_reach_html(results: xr.Dataset, path, **kw) -> Path:
+def write_reach_html(results: xr.Dataset, path: str | Path, **kw: Any) -> Path:
     """Write :func:`reach_to_html` to ``path`` (UTF-8, atomically) and return the path."""
     from ..io.atomic import write_text_atomic
 
     return write_text_atomic(path, reach_to_html(results, **kw))
 
 
-def _num(x):
+def _num(x: Any) -> Any:
     if isinstance(x, (np.integer, int)):
         return int(x)
     if isinstance(x, str):
@@ -245,7 +246,7 @@ def reach_to_dict(results: xr.Dataset) -> dict:
     }
 
 
-def write_reach_json(results: xr.Dataset, path) -> Path:
+def write_reach_json(results: xr.Dataset, path: str | Path) -> Path:
     """Write :func:`reach_to_dict` as JSON to ``path`` and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

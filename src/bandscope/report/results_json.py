@@ -13,11 +13,12 @@ import xarray as xr
 
 from .. import schema
 from ..io.atomic import write_text_atomic
+from .arrays import json_lists, values
 
 __all__ = ["results_to_dict", "write_json"]
 
 
-def _num(x):
+def _num(x: Any) -> Any:
     """JSON-safe scalar: NaN/inf -> None, numpy -> python."""
     if isinstance(x, (np.generic,)):
         x = x.item()
@@ -28,10 +29,6 @@ def _num(x):
     return x
 
 
-def _sel(da: xr.DataArray, **idx):
-    return _num(da.sel(**idx).values[()])
-
-
 #: JSON key -> results variable, from the one schema (:mod:`bandscope.schema`): per band and
 #: threshold window (``fits``), the full-loss fit (``total``) and per band.
 _FIT_KEYS = schema.json_keys("fit")
@@ -39,22 +36,13 @@ _TOTAL_KEYS = schema.json_keys("total")
 _BAND_KEYS = schema.json_keys("band")
 
 
-def _lists(results: xr.Dataset, var: str, dims: tuple) -> list:
-    """``results[var]`` transposed to ``dims`` as nested python lists of JSON-safe scalars
-    (NaN/inf → None): one conversion per variable instead of one ``sel`` per cell, read from the
-    Variable (no DataArray is built). ``dims`` must be the variable's dims."""
-    v = results.variables[var]
-    vals = np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
-    if vals.dtype.kind == "f":
-        obj = vals.astype(object)
-        obj[~np.isfinite(vals)] = None
-        return obj.tolist()
-    if vals.dtype.kind == "S":
-        return np.char.decode(vals).tolist()
-    return vals.tolist()
+def _lists(results: xr.Dataset, var: str, dims: tuple[str, ...]) -> Any:
+    """``results[var]`` transposed to ``dims`` as nested python lists of JSON-safe scalars: one
+    conversion per variable instead of one ``sel`` per cell (:mod:`.arrays`)."""
+    return json_lists(values(results, var, dims))
 
 
-def results_to_dict(results: xr.Dataset, *, tables=True) -> dict:
+def results_to_dict(results: xr.Dataset, *, tables: Any = True) -> dict:
     """Results Dataset -> the JSON structure of ``docs/cli.md`` (NaN -> None).
 
     ``tables``: True (compute the paper's tables for ``summary``), False (leave them out), or
@@ -107,7 +95,7 @@ def results_to_dict(results: xr.Dataset, *, tables=True) -> dict:
     return out
 
 
-def write_json(results: xr.Dataset, path, *, tables=True) -> Path:
+def write_json(results: xr.Dataset, path: str | Path, *, tables: Any = True) -> Path:
     """Write :func:`results_to_dict` as JSON (NaN as ``null``); ``tables`` as there."""
     path = Path(path)
     data = results_to_dict(results, tables=tables)

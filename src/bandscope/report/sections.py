@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from . import paper, tables
 from . import verdict as V
 from .numfmt import DASH, fmt_int, fmt_r2, fmt_range, fmt_rho, fmt_sig, fmt_signed
 from .tables import ReportTables, _primary
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["TERMS", "VIEWS", "Column", "Section", "FigureSpec", "ReportContext", "report_context",
            "register_section", "registered_sections", "sections", "literal", "plural"]
@@ -106,7 +110,7 @@ TERMS.update({
 })
 
 
-def literal(text) -> str:
+def literal(text: Any) -> str:
     r"""A user's string (run name, file name, attribute) made safe for a one-line table cell:
     every character kept, except that control characters (newline, tab, ...) are written as
     their Python escapes, so a cell never breaks a line.
@@ -186,15 +190,15 @@ class Section:
 # ----------------------------------------------------------------------------- building
 
 
-def _paper_txt(p):
+def _paper_txt(p: Any) -> str:
     return p.text if p is not None else DASH
 
 
-def _verdict_cell(level):
+def _verdict_cell(level: str) -> str:
     return level or ""
 
 
-def _section_verdicts(ctx):
+def _section_verdicts(ctx: ReportContext) -> Section:
     results, w, T = ctx.results, ctx.window, ctx.tables
     vt = T.verdicts(w)
     b2 = T.b2(w)
@@ -204,10 +208,10 @@ def _section_verdicts(ctx):
     primary = w == paper.PRIMARY_WINDOW
     rows = []
 
-    def head(text, level):
+    def head(text: str, level: str) -> None:
         rows.append({"_kind": "head", "_text": text, "verdict": level})
 
-    def row(test, ours, theirs, level=""):
+    def row(test: str, ours: str, theirs: str, level: str = "") -> None:
         rows.append({"test": test, "ours": ours, "paper": theirs, "verdict": level})
 
     band_rows = [t for t in vt.index if t.startswith("band ")]
@@ -264,7 +268,7 @@ def _section_verdicts(ctx):
         rows, legend=["test", "ours", "paper", "verdict"], notes=notes)
 
 
-def _combine(levels):
+def _combine(levels: Any) -> str:
     """The weakest verdict among ``levels`` (not tested only if all are)."""
     tested = [lv for lv in levels if lv != V.UNTESTED]
     if not tested:
@@ -275,7 +279,7 @@ def _combine(levels):
     return V.HOLDS
 
 
-def _section_band_fits(ctx):
+def _section_band_fits(ctx: ReportContext) -> Section:
     results, w, T = ctx.results, ctx.window, ctx.tables
     b2 = T.b2(w)
     vt = T.verdicts(w)
@@ -319,7 +323,7 @@ def _section_band_fits(ctx):
                                        "wins n/10", "ΔBIC acf", "runs", "verdict"])
 
 
-def _section_ordering(ctx):
+def _section_ordering(ctx: ReportContext) -> Section:
     w, T = ctx.window, ctx.tables
     t = T.ordering(w)
     vt = T.verdicts(w)
@@ -352,7 +356,7 @@ def _section_ordering(ctx):
                           f"{chance}."])
 
 
-def _section_full_loss(ctx):
+def _section_full_loss(ctx: ReportContext) -> Section:
     results, w, T = ctx.results, ctx.window, ctx.tables
     fl = T.full_loss(w)
     vt = T.verdicts(w)
@@ -390,7 +394,7 @@ def _section_full_loss(ctx):
                                                 else ".")])
 
 
-def _section_saturation(ctx):
+def _section_saturation(ctx: ReportContext) -> Section:
     results = ctx.results
     t = ctx.tables.saturation()
     rows = []
@@ -420,7 +424,7 @@ def _section_saturation(ctx):
                           "up, and with it its crossings, width and residuals."])
 
 
-def _section_by_window(ctx):
+def _section_by_window(ctx: ReportContext) -> Section:
     t = ctx.tables.b31()
     windows = list(t.columns.get_level_values("window").unique())
     bands = [int(b) for b in t.index]
@@ -465,7 +469,7 @@ def _section_by_window(ctx):
                           "checkpoints fall inside the window." if ctx.compare else "")])
 
 
-def _section_ordering_by_window(ctx):
+def _section_ordering_by_window(ctx: ReportContext) -> Section:
     T = ctx.tables
     t = T.ordering(all_windows=True)
     windows = list(t.index.get_level_values("window").unique())
@@ -498,7 +502,7 @@ def _section_ordering_by_window(ctx):
                    notes=["Columns as in the band-ordering table above."])
 
 
-def _section_gamma(ctx):
+def _section_gamma(ctx: ReportContext) -> Section:
     t = ctx.tables.a7()
     rows = []
     for (g, a), r in t.iterrows():
@@ -526,7 +530,7 @@ def _section_gamma(ctx):
 # ----------------------------------------------------------------------------- the runs alone
 
 
-def _runs_overview(ctx):
+def _runs_overview(ctx: ReportContext) -> Section:
     """The runs analysed: name, architecture, checkpoints, steps, final parameter time and
     loss; the loss-over-training figure."""
     r = ctx.results
@@ -556,7 +560,7 @@ def _runs_overview(ctx):
                    legend=["run", "arch", "checkpoints", "steps", "s final", "final loss"], figures=figs)
 
 
-def _fig():
+def _fig() -> Any:
     from . import figures
 
     return figures
@@ -586,15 +590,16 @@ def _per_run_figures(ctx: ReportContext) -> Section:
                    "paper Figures 1 and 3", [], [], notes=notes, figures=figs)
 
 
-def _forecast_section(ctx):
+def _forecast_section(ctx: ReportContext) -> Section | None:
     """The forecasts handed to the report (``forecasts=``): per run and band the floor and
     s_reach with their intervals (docs/forecast.md), and the forecast figures."""
     if not ctx.forecasts:
         return None
     r = ctx.results
-    rows, figs = [], []
+    rows: list[dict[str, Any]] = []
+    figs: list[FigureSpec] = []
 
-    def iv(fc, var, suffix=""):
+    def iv(fc: Any, var: str, suffix: str = "") -> str:
         v, lo, hi = (float(fc[f"{var}{x}"].values) for x in ("", "_low", "_high"))
         if not np.isfinite(v):
             return DASH
@@ -612,7 +617,7 @@ def _forecast_section(ctx):
             b = fc.sel(band=band)
             rows.append({"band": str(int(band)), "status": str(b["status"].values),
                          "floor [95%]": iv(b, "floor"), "s_reach [95%]": iv(b, "s_reach"),
-                         "floor now": fmt_sig(measured.sel(band=band)) if longer else DASH})
+                         "floor now": fmt_sig(measured.sel(band=band)) if longer and measured is not None else DASH})
         total = {k[len("total_"):]: fc[k] for k in fc.data_vars if k.startswith("total_")}
         if total:
             import xarray as xr
@@ -635,7 +640,7 @@ def _forecast_section(ctx):
                    legend=["status", "floor [95%]", "s_reach [95%]", "floor now"], figures=figs)
 
 
-def _n_used(fc) -> int:
+def _n_used(fc: Any) -> int:
     if "n_fit" in fc and "start_index" in fc:
         n = np.asarray(fc["start_index"].values, float) + np.asarray(fc["n_fit"].values, float)
         n = n[np.isfinite(n)]
@@ -655,9 +660,10 @@ def _without_paper(s: Section) -> Section:
     return s
 
 
-def _with_figures(build, *specs):
+def _with_figures(build: Callable[[ReportContext], Any], *specs: Callable[[ReportContext], Any]
+                  ) -> Callable[[ReportContext], Any]:
     """``build`` with figures appended (``specs``: functions ctx → FigureSpec or None)."""
-    def wrapped(ctx):
+    def wrapped(ctx: ReportContext) -> Any:
         s = build(ctx)
         if s is not None:
             s.figures += [f for f in (spec(ctx) for spec in specs) if f is not None]
@@ -666,20 +672,20 @@ def _with_figures(build, *specs):
     return wrapped
 
 
-def _fig2(ctx):
+def _fig2(ctx: ReportContext) -> FigureSpec | None:
     if not ctx.compare:
         return None
     return FigureSpec("weibull_shapes", "Figure 2 of the paper: how β shapes a Weibull decay (schematic, "
                       "not a fit).", lambda: _fig().plot_weibull_shapes().figure)
 
 
-def _fig_ordering(ctx):
+def _fig_ordering(ctx: ReportContext) -> FigureSpec | None:
     return FigureSpec("ordering", "Band ordering: onset, width, floor and initial residual against band "
                       "resolution, one line per run, coloured by architecture; ρ is the median Spearman ρ.",
                       lambda: _fig().plot_ordering(ctx.results, ctx.window)[0].figure)
 
 
-def _fig_full_loss(ctx):
+def _fig_full_loss(ctx: ReportContext) -> FigureSpec | None:
     return FigureSpec("full_loss", "Full-loss residual R_tot with the Weibull and exponential fits of each "
                       f"run (the first {ctx.max_runs}).",
                       lambda: _fig().plot_full_loss(ctx.results.isel(run=slice(0, ctx.max_runs)),
@@ -709,7 +715,7 @@ class ReportContext:
         Per-run figures (and full-loss panels) for the first ``max_runs`` runs.
     """
 
-    results: object
+    results: xr.Dataset
     tables: ReportTables
     window: str
     view: str = "own"
@@ -726,7 +732,8 @@ class ReportContext:
         return int(self.results.attrs.get("k", 5))
 
 
-def report_context(results, window=None, *, view=None, tables=None, forecasts=None, max_runs=12) -> ReportContext:
+def report_context(results: Any, window: str | None = None, *, view: str | None = None, tables: Any = None,
+                   forecasts: dict | None = None, max_runs: int = 12) -> ReportContext:
     """A :class:`ReportContext` for ``results`` (a results Dataset, or a :class:`ReportContext`
     returned as is). ``view`` defaults to ``"own"``; ``tables`` reuses a
     :class:`~bandscope.report.tables.ReportTables` already built for these results."""
@@ -754,7 +761,8 @@ class _Entry:
 _REGISTRY: dict = {}
 
 
-def register_section(key: str, build: Callable, *, views=VIEWS, order: float = 100.0) -> None:
+def register_section(key: str, build: Callable[..., Any], *, views: tuple[str, ...] = VIEWS,
+                     order: float = 100.0) -> None:
     """Add (or replace) a report section.
 
     Parameters
@@ -782,16 +790,16 @@ def registered_sections(view: str) -> list:
     return [e.key for e in sorted(_REGISTRY.values(), key=lambda e: e.order) if view in e.views]
 
 
-def _own_or_paper(build):
-    def wrapped(ctx):
+def _own_or_paper(build: Callable[[ReportContext], Any]) -> Callable[[ReportContext], Any]:
+    def wrapped(ctx: ReportContext) -> Any:
         s = build(ctx)
         return s if ctx.compare or s is None else _without_paper(s)
     wrapped.__name__ = build.__name__
     return wrapped
 
 
-def _multi_window(build):
-    def wrapped(ctx):
+def _multi_window(build: Callable[[ReportContext], Any]) -> Callable[[ReportContext], Any]:
+    def wrapped(ctx: ReportContext) -> Any:
         return build(ctx) if ctx.results.sizes.get("window", 1) > 1 else None
     wrapped.__name__ = build.__name__
     return wrapped
@@ -811,7 +819,8 @@ register_section("forecast", _forecast_section, order=80)
 register_section("per_run", _per_run_figures, order=90)
 
 
-def sections(results, window=None, *, view=None, tables=None, forecasts=None, max_runs=12) -> list:
+def sections(results: Any, window: str | None = None, *, view: str | None = None, tables: Any = None,
+             forecasts: dict | None = None, max_runs: int = 12) -> list[Section]:
     """The report as a list of :class:`Section`, in print order (:func:`registered_sections`).
 
     ``results`` is a results Dataset or a :class:`ReportContext`; ``view`` ``"own"`` (default)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 from . import paper
 from . import verdict as V
+from .arrays import values
 
 __all__ = ["ReportTables", "table_b2", "table_b31", "table_ordering", "table_62", "table_a7",
            "table_full_loss", "table_saturation", "table_verdicts", "paper_arch",
@@ -55,15 +56,6 @@ METRIC_NAMES = {"onset": "onset τ_i", "width": "width w_i", "floor": "floor L_i
                 "initial_residual": "initial residual R_i(s_0)"}
 """metric → its row label in the ordering tables (index ``metric``)."""
 _METRIC_NAMES = METRIC_NAMES
-
-
-def _values(results: xr.Dataset, var: str, dims: tuple[str, ...]) -> npt.NDArray[Any]:
-    """``results[var]`` as numpy with its axes in the order ``dims`` (which must be its dims),
-    read from the Variable: no DataArray is built (that costs more than the table's arithmetic)."""
-    v = results.variables[var]
-    if set(v.dims) != set(dims):
-        raise ValueError(f"{var} has dims {v.dims}, not {dims}")
-    return np.transpose(np.asarray(v.values), [v.dims.index(d) for d in dims])
 
 
 def _window_labels(results: xr.Dataset) -> list[str]:
@@ -127,7 +119,7 @@ def table_b2(results: xr.Dataset, window: str | None = None) -> pd.DataFrame:
     w = _primary(results, window)
     deflation = float(results.attrs.get("deflation", 10.0))
     k = [str(x) for x in results["window"].values].index(w)
-    arr = {v: _values(results, v, ("run", "band", "window"))[:, :, k] for v in _FIT_STATS}
+    arr = {v: values(results, v, ("run", "band", "window"))[:, :, k] for v in _FIT_STATS}
     rows = {str(int(b)): _band_stats({v: a[:, j] for v, a in arr.items()}, deflation)
             for j, b in enumerate(results["band"].values)}
     rows["overall"] = _band_stats({v: a.ravel() for v, a in arr.items()}, deflation)
@@ -202,8 +194,8 @@ def table_a7(results: xr.Dataset) -> pd.DataFrame:
             g_all, r_all = np.asarray(results["gamma"].values), np.asarray(results["gamma_r2"].values)
         else:
             gi = gws.index(g)
-            g_all = _values(results, "gamma_w", ("run", "gamma_window"))[:, gi]
-            r_all = _values(results, "gamma_w_r2", ("run", "gamma_window"))[:, gi]
+            g_all = values(results, "gamma_w", ("run", "gamma_window"))[:, gi]
+            r_all = values(results, "gamma_w_r2", ("run", "gamma_window"))[:, gi]
         for a in archs:
             m = run_arch == a
             gam, r2 = g_all[m], r_all[m]
@@ -228,7 +220,7 @@ def table_full_loss(results: xr.Dataset, window: str | None = None) -> pd.DataFr
     for a in np.unique(arch):
         groups[str(a) or "(no arch)"] = arch == a
     wk = [str(x) for x in results["window"].values].index(w)
-    bsum = _values(results, "band_sum_r2", ("run", "window"))[:, wk]
+    bsum = values(results, "band_sum_r2", ("run", "window"))[:, wk]
     status = np.asarray(results.variables["total_status"].values)
     rows = {}
     for g, m in groups.items():
@@ -265,13 +257,13 @@ def table_saturation(results: xr.Dataset) -> pd.DataFrame:
     and residual computed from that floor (key search §3, A.9).
     """
     def per_band(v: str) -> npt.NDArray[np.float64]:
-        return np.asarray(_values(results, v, ("run", "band")), dtype=np.float64)
+        return np.asarray(values(results, v, ("run", "band")), dtype=np.float64)
 
     drift = per_band("floor_window_drift_pct")
     conv = per_band("floor_convention_diff_pct")
     trend = per_band("floor_window_trend_pct") if "floor_window_trend_pct" in results else None
     noise = per_band("late_noise_pct") if "late_noise_pct" in results else None
-    unsat = ~np.asarray(_values(results, "saturated", ("run", "band"))).astype(bool)
+    unsat = ~np.asarray(values(results, "saturated", ("run", "band"))).astype(bool)
     n = results.sizes["run"]
     rows = {}
     for j, b in enumerate(results["band"].values):

@@ -5,6 +5,8 @@ title underlined with ``=``, a subtitle, an aligned table, its legend and notes,
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
+from typing import Any
 
 from .sections import TERMS, Column, Section, literal, report_context, sections  # noqa: F401 (Column: doctest)
 
@@ -14,11 +16,11 @@ WIDTH = 100
 """Longest printed line."""
 
 
-def _cell(row, c):
+def _cell(row: dict[str, Any], c: Column) -> str:
     return literal(row.get(c.key, ""))
 
 
-def render_table(columns, rows, gap: int = 2) -> list:
+def render_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]], gap: int = 2) -> list[str]:
     """Rows of text cells as aligned lines (group labels over their columns, a header, the
     rows; ``"head"`` rows printed as a line of their own). A table wider than :data:`WIDTH`
     whose first column is a left-aligned label has that label shortened with "…" to fit.
@@ -70,7 +72,7 @@ def render_table(columns, rows, gap: int = 2) -> list:
     return lines
 
 
-def _wrap(text, indent="", width=WIDTH, sub=""):
+def _wrap(text: str, indent: str = "", width: int = WIDTH, sub: str = "") -> list[str]:
     return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=sub or indent,
                          break_long_words=False, break_on_hyphens=False)
 
@@ -95,7 +97,8 @@ def _format_section(s: Section) -> str:
     return "\n".join(lines)
 
 
-def format_text(results, window=None, header: str = "", *, view=None, tables=None, forecasts=None) -> str:
+def format_text(results: Any, window: str | None = None, header: str = "", *, view: str | None = None,
+                tables: Any = None, forecasts: dict | None = None) -> str:
     """The printed report: ``header`` (if any), then every section of
     :func:`~bandscope.report.sections.sections` that has a table or notes, each a title
     underlined with ``=``, a subtitle naming the paper section, the table, and its legend.

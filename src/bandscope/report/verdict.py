@@ -35,6 +35,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -68,11 +69,11 @@ class Verdict:
         return self.level
 
 
-def _missing(x) -> bool:
+def _missing(x: Any) -> bool:
     return x is None or not np.isfinite(float(x))
 
 
-def parse_wins(wins) -> tuple[int, int]:
+def parse_wins(wins: Any) -> tuple[int, int]:
     """``"5/6"`` or ``(5, 6)`` → ``(5, 6)``.
 
     >>> parse_wins("33/36")
@@ -85,7 +86,8 @@ def parse_wins(wins) -> tuple[int, int]:
     return int(k), int(n)
 
 
-def weibull_verdict(r2, delta_bic, wins=None, delta_bic_neff=None, *, neff_expected=False) -> Verdict:
+def weibull_verdict(r2: Any, delta_bic: Any, wins: Any = None, delta_bic_neff: Any = None, *,
+                    neff_expected: bool = False) -> Verdict:
     """Prediction 1 (per band) or 3 (full loss): is the residual a Weibull, and a better one
     than the exponential (β = 1)?
 
@@ -157,7 +159,7 @@ def weibull_verdict(r2, delta_bic, wins=None, delta_bic_neff=None, *, neff_expec
     return Verdict(HOLDS, "; ".join(good))
 
 
-def r2_verdict(r2) -> Verdict:
+def r2_verdict(r2: Any) -> Verdict:
     """A fit-quality claim alone (the band-sum reconstruction of §6.3): holds for median
     R² ≥ ``R2_HOLDS``, weaker in [``R2_FAILS``, ``R2_HOLDS``), does not hold below.
 
@@ -206,7 +208,7 @@ def spearman_critical(n_bands: int, alpha: float = RHO_ALPHA) -> float:
     return float(t / math.sqrt(n - 2 + t * t))
 
 
-def ordering_verdict(rho, q25=None, q75=None, *, expected_sign: int, n_bands: int) -> Verdict:
+def ordering_verdict(rho: Any, q25: Any = None, q75: Any = None, *, expected_sign: int, n_bands: int) -> Verdict:
     """Prediction 2 for one descriptor: median within-run Spearman ρ(band resolution, descriptor).
 
     Parameters

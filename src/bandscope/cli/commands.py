@@ -1,4 +1,5 @@
-"""The ``bandscope`` command line (documented in ``docs/cli.md``).
+"""The ``bandscope`` command line (documented in ``docs/cli.md``): the parser, the error boundary
+:func:`main` and the commands ``analyze`` and ``reproduce``.
 
 Subcommands: ``analyze``, ``reproduce`` (here), ``bands``, ``param-time`` (pure numpy, from
 :mod:`bandscope.cli.record`) and the commands of extensions registered through the
@@ -16,14 +17,21 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BandscopeInputError
+
+if TYPE_CHECKING:
+    from ..keysearch.options import AnalysisOptions
+    from ..lnp.options import ReachOptions
 
 DEFAULT_WINDOWS = "0.95/0.01,0.90/0.10,0.80/0.20"
 
 
-def _parse_pairs(text: str, sep: str, what: str, example: str, ok, need: str):
+def _parse_pairs(text: str, sep: str, what: str, example: str, ok: Callable[[float, float], bool],
+                 need: str) -> tuple[tuple[float, float], ...]:
     """Comma-separated ``A<sep>B`` pairs of floats, each checked with ``ok(a, b)``."""
     out = []
     for part in text.split(","):
@@ -100,7 +108,7 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="do not print the tables")
 
 
-def analysis_options(args):
+def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
     """The :class:`~bandscope.keysearch.analysis.AnalysisOptions` of parsed ``analyze``/``reproduce`` args."""
     from ..keysearch.analysis import AnalysisOptions
 
@@ -137,7 +145,7 @@ def _fraction(text: str) -> float:
     return f
 
 
-def _view(args) -> str:
+def _view(args: argparse.Namespace) -> str:
     """The report's view: --compare-paper / --no-compare-paper when given, else the paper view
     for ``reproduce`` and for the shipped reference runs, the runs alone otherwise."""
     if args.compare_paper is not None:
@@ -145,7 +153,7 @@ def _view(args) -> str:
     return "paper" if getattr(args, "reference", False) else "own"
 
 
-def _run_analysis(runs, args, analyze=None, reach=None) -> int:
+def _run_analysis(runs: Any, args: argparse.Namespace, analyze: Any = None, reach: Any = None) -> int:
     """Analyse, then write every output from one computed tables object; a figure that fails
     is named (status 2) after every other output has been written."""
     from .. import io as bio
@@ -162,7 +170,7 @@ def _run_analysis(runs, args, analyze=None, reach=None) -> int:
     forecasts = _forecasts(runs, args.forecast) if getattr(args, "forecast", None) else None
     failed = {}
 
-    def fail(name, exc):
+    def fail(name: str, exc: Exception) -> None:
         failed[name] = f"{type(exc).__name__}: {exc}"
 
     if not args.quiet:
@@ -209,14 +217,14 @@ def _add_reach_options(p: argparse.ArgumentParser) -> None:
                    help=f"normalised-time bins of the linear-probe ratio (default {d.probe_bins})")
 
 
-def reach_options(args):
+def reach_options(args: argparse.Namespace) -> ReachOptions:
     """The :class:`~bandscope.lnp.windows.ReachOptions` of parsed ``analyze`` args."""
     from ..lnp.options import ReachOptions
 
     return ReachOptions(last_k=args.last_windows, slope_start=args.slope_start, probe_bins=args.probe_bins)
 
 
-def _split_runs(paths, dropna: bool):
+def _split_runs(paths: list[str], dropna: bool) -> tuple[list[Any], list[Any]]:
     """(key-search runs, LNP runs) of the files: a file with band_loss goes to the key-search
     analysis, one with LNP variables to the spectral-reach analysis, one with both to both."""
     from ..io.lnp_runfiles import read_lnp_run
@@ -224,9 +232,10 @@ def _split_runs(paths, dropna: bool):
 
     # each plain netCDF run file is opened once, for its kinds and its data
     runs, lnp_only, both = read_runs_by_kind(paths, dropna=dropna)
-    lnp, with_lnp, both = [], {*lnp_only, *both}, set(both)
+    lnp: list[Any] = []
+    with_lnp, both_set = {*lnp_only, *both}, set(both)
     for p in (Path(q) for q in paths if Path(q) in with_lnp):
-        if p in both:  # the key-search analysis must not fail for the LNP extras
+        if p in both_set:  # the key-search analysis must not fail for the LNP extras
             try:
                 lnp.append(read_lnp_run(p))
             except BandscopeInputError as exc:
@@ -236,7 +245,7 @@ def _split_runs(paths, dropna: bool):
     return runs, lnp
 
 
-def _report_reach(reach, args, joined: bool = False) -> int:
+def _report_reach(reach: Any, args: argparse.Namespace, joined: bool = False) -> int:
     """Print and write the spectral-reach results; ``joined``: the key-search outputs were written
     first, and the reach section is added to them (--html, --json) or written beside them."""
     import json
@@ -275,7 +284,7 @@ def _report_reach(reach, args, joined: bool = False) -> int:
     return 0
 
 
-def _forecasts(runs, prefix: float) -> dict:
+def _forecasts(runs: list[Any], prefix: float) -> dict:
     """Run name → ``bandscope.forecast`` of the run from its first ``prefix`` of checkpoints."""
     from ..keysearch.forecasting import forecast
 
@@ -289,7 +298,7 @@ def _forecasts(runs, prefix: float) -> dict:
     return out
 
 
-def _is_reference(paths) -> bool:
+def _is_reference(paths: list[str]) -> bool:
     """Whether every file lies under the shipped reference runs (``reference_dir()``)."""
     root = Path(reference_dir()).resolve()
     try:
@@ -298,8 +307,9 @@ def _is_reference(paths) -> bool:
         return False
 
 
-def cmd_analyze(args) -> int:
-
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``bandscope analyze FILES``: read the run files, analyse them (key search, spectral reach)
+    and print or write the report (docs/cli.md); returns the exit status."""
     if args.dask or args.workers or args.scheduler:
         return _analyze_on_dask(args)
     runs, lnp_runs = _split_runs(args.runs, args.dropna)
@@ -321,14 +331,14 @@ def cmd_analyze(args) -> int:
     return _run_analysis(runs, args, reach=reach)
 
 
-def _analyze_on_dask(args) -> int:
+def _analyze_on_dask(args: argparse.Namespace) -> int:
     """``analyze --dask [--workers N]``: the files (quoted globs expanded here) opened lazily
     and analysed chunk by chunk on dask, with a progress bar on stderr (docs/sweeps.md)."""
     import contextlib
 
     from ..keysearch import sweep
 
-    def on_dask(stack, *options, **overrides):
+    def on_dask(stack: Any, *options: Any, **overrides: Any) -> Any:
         return sweep.compute_sweep(sweep.analyze_sweep(stack, *options, **overrides), progress=True)
 
     if args.scheduler and args.workers:
@@ -337,12 +347,13 @@ def _analyze_on_dask(args) -> int:
         return 2
     if args.workers:
         # local workers: one task per chunk of files, read where it is analysed (no scan, no graph)
-        def on_workers(files, *options, **overrides):
+        def on_workers(files: Any, *options: Any, **overrides: Any) -> Any:
             return sweep.analyze_files(files.paths, *options, workers=args.workers, dropna=args.dropna,
                                        progress=True, **overrides)
 
         files = sweep.RunFiles([str(p) for p in sweep.find_run_files(args.runs)])
         return _run_analysis(files, args, analyze=on_workers)
+    cluster: Any
     if args.scheduler:
         cluster = sweep.scheduler_client(args.scheduler)
     else:
@@ -362,7 +373,7 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _input_report(runs) -> dict:
+def _input_report(runs: list[Any]) -> dict:
     """Results attrs saying what the readers did to the inputs (``--dropna``), as JSON text."""
     import json
 
@@ -406,7 +417,9 @@ def find_reference_runs(root: Path) -> tuple[list[Path], str]:
     return synthetic, "synthetic"
 
 
-def cmd_reproduce(args) -> int:
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``bandscope reproduce``: the shipped reference runs (:func:`reference_dir`), analysed and
+    reported against the key-search paper (docs/cli.md); returns the exit status."""
     from .. import io as bio
 
     root = reference_dir(args.dir)
@@ -440,7 +453,7 @@ def cmd_reproduce(args) -> int:
     return _run_analysis(runs, args)
 
 
-def build_parser(plugins=True, *, list_extensions: bool = True) -> argparse.ArgumentParser:
+def build_parser(plugins: bool | set[str] = True, *, list_extensions: bool = True) -> argparse.ArgumentParser:
     """The ``bandscope`` parser. ``plugins``: True loads every extension (``bandscope.commands``
     entry points) and lets it register its commands; a set of entry-point names loads those; False
     loads none and, with ``list_extensions``, lists the extension commands by name (for ``--help``)."""
@@ -508,7 +521,7 @@ def build_parser(plugins=True, *, list_extensions: bool = True) -> argparse.Argu
 _CORE_ONLY = frozenset({"analyze", "reproduce", "bands", "forecast"})
 
 
-def _needs_plugins(argv, first):
+def _needs_plugins(argv: list[str], first: str | None) -> bool | set[str]:
     """Which extensions the parser needs: False (none: a core command, or just --help /
     --version), the names of the extension providing command ``first``, or True (all of them:
     an option that extends a core command, or a command no extension names)."""
@@ -545,7 +558,7 @@ def _raised_by_bandscope(exc: BaseException) -> bool:
     return str(Path(last.tb_frame.f_code.co_filename).resolve()).startswith(pkg)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 2 expected failure, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)

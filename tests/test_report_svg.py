@@ -1,0 +1,98 @@
+"""bandscope.report.svg: the HTML report's figures come out byte for byte as ``Figure.savefig(format="svg")``
+writes them (the oracle), markers copied from the first of each call included."""
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+
+from matplotlib.figure import Figure  # noqa: E402
+
+from bandscope import analyze  # noqa: E402
+from bandscope.keysearch.synthetic import make_runs_synthetic  # noqa: E402
+from bandscope.report import htmlpage  # noqa: E402
+from bandscope.report.sections import report_context, sections  # noqa: E402
+from bandscope.report.svg import figure_svg  # noqa: E402
+
+_SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "bandscope-test"}
+
+
+def _both(fig):
+    """(fast, savefig) SVG texts of ``fig`` without their metadata (which holds the time of writing)."""
+    with matplotlib.rc_context(_SVG_RC):
+        fast, slow = figure_svg(fig), figure_svg(fig, fast=False)
+    strip = re.compile(r"<metadata>.*?</metadata>", re.S)
+    return strip.sub("", fast), strip.sub("", slow)
+
+
+@pytest.fixture(scope="module")
+def res():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return analyze(make_runs_synthetic(3, n_bands=5))
+
+
+@pytest.mark.parametrize("view", ["own", "paper"])
+def test_every_report_figure_is_what_savefig_writes(res, view):
+    ctx = report_context(res, None, view=view, max_runs=2)
+    specs = [spec for s in sections(ctx) for spec in s.figures]
+    assert len(specs) >= 5
+    uses = 0
+    for spec in specs:
+        fast, slow = _both(spec.draw())
+        assert fast == slow, spec.name
+        uses += fast.count("<use ")
+    assert uses > 300  # markers (points and ticks) were drawn, most of them copied from the first of their call
+
+
+def test_markers_nan_clipped_linked_and_single_points_as_savefig_writes():
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    x = np.linspace(0, 1, 40)
+    ax.plot(x, np.where(x < 0.1, np.nan, x), "o", ms=3)             # the first points are NaN
+    ax.plot(x, x ** 2, "s", ms=2, url="https://example.org/a")       # a marker with a link
+    ax.plot([0.5], [0.5], "x")                                       # one point
+    ax.plot([-50.0, 0.2, 0.4], [0.1, 0.2, 0.3], "^")                 # the first point far outside the figure
+    ax.plot(x, 1 - x, "o-", markevery=3, label="line & <markers>")   # markers on a line, text to escape
+    ax.scatter(x, x / 2, s=4)                                        # a collection, not markers
+    ax.legend()
+    fast, slow = _both(fig)
+    assert fast == slow
+
+
+def test_the_canvas_is_left_as_it_was():
+    fig = Figure()
+    fig.subplots().plot([1, 2, 3], "o")
+    before = fig.canvas
+    _both(fig)
+    assert fig.canvas is before
+
+
+def test_the_page_is_the_page_savefig_makes(res, monkeypatch):
+    fast = htmlpage.to_html(res, view="paper", max_runs=1)
+    real = htmlpage._svg
+    monkeypatch.setattr(htmlpage, "_svg", lambda fig, n: real(fig, n, fast=False))
+    assert htmlpage.to_html(res, view="paper", max_runs=1) == fast
+
+
+def test_markers_after_the_first_are_copied_not_drawn_by_matplotlib(res, monkeypatch):
+    """The fast path is taken: matplotlib's own draw_markers sees one point of each plain marker line."""
+    from matplotlib.backends.backend_svg import RendererSVG
+
+    seen = []
+    real = RendererSVG.draw_markers
+
+    def counting(self, gc, marker_path, marker_trans, path, trans, rgbFace=None):
+        seen.append(len(path.vertices))
+        return real(self, gc, marker_path, marker_trans, path, trans, rgbFace)
+
+    monkeypatch.setattr(RendererSVG, "draw_markers", counting)
+    fig = Figure()
+    fig.subplots().plot(np.arange(50.0), "o")
+    with matplotlib.rc_context(_SVG_RC):
+        figure_svg(fig, fast=False)
+        slow, seen[:] = list(seen), []
+        text = figure_svg(fig)
+    assert 50 in slow and max(seen) < 50 and text.count("<use ") == sum(slow)
