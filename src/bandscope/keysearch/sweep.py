@@ -565,6 +565,12 @@ def _warm() -> None:
     import bandscope.keysearch.analysis  # noqa: F401
 
 
+#: dask config of the local workers: no ``MALLOC_TRIM_THRESHOLD_`` (below), and no statistical
+#: profiler (a thread sampling the task's stack every 10 ms, for the dashboard, which is off)
+_WORKER_CONFIG: dict[str, object] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                     "distributed.worker.profile.enabled": False}
+
+
 @contextlib.contextmanager
 def local_cluster(workers: int) -> Iterator[Any]:
     """``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` and a ``Client``
@@ -578,7 +584,7 @@ def local_cluster(workers: int) -> Iterator[Any]:
     import dask
     from dask.distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set(_WORKER_CONFIG):
         with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
             warming = [client.submit(_warm, pure=False, workers=[w], allow_other_workers=False)
@@ -630,7 +636,36 @@ def _tidy(res: xr.Dataset) -> xr.Dataset:
 
 
 # --------------------------------------------------------------------------- one queue, local workers
-_MAX_FILE_CHUNK = 256  # files per task of analyze_files at most (bounded temporaries per worker)
+_MAX_FILE_CHUNK = 1024  # files per task of analyze_files at most (bounded temporaries per worker)
+_MIN_FILE_CHUNK = 128  # files per task at least (below, the analysis' per-call cost shows)
+
+
+def _file_chunks(n: int, workers: int, chunk_runs: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the tasks of :func:`analyze_files` over ``n`` files.
+
+    With ``chunk_runs``, chunks of that many files. By default the chunks shrink as the sweep
+    is used up (guided self-scheduling): each takes a ``2 * workers``-th of the files still left,
+    between :data:`_MIN_FILE_CHUNK` and :data:`_MAX_FILE_CHUNK` files, and a remainder of less
+    than half the minimum joins the last chunk. The first tasks are large (the analysis costs
+    less per run in larger batches) and the last ones small, so the workers finish close together.
+
+    >>> [b - a for a, b in _file_chunks(2000, 2, None)]
+    [500, 375, 282, 211, 158, 128, 128, 128, 90]
+    >>> _file_chunks(5, 2, 2)
+    [(0, 2), (2, 4), (4, 5)]
+    """
+    out, start = [], 0
+    while start < n:
+        left = n - start
+        if chunk_runs is not None:
+            size = min(left, chunk_runs)
+        else:
+            size = min(left, _MAX_FILE_CHUNK, max(_MIN_FILE_CHUNK, -(-left // (2 * workers))))
+            if left - size < _MIN_FILE_CHUNK // 2:
+                size = left
+        out.append((start, start + size))
+        start += size
+    return out
 
 
 class RunFiles:
@@ -675,8 +710,9 @@ def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: boo
     from ..io.runfiles import _read_file_runs
 
     runs, names = [], []
+    shared: dict = {}  # index coordinates shared by the chunk's runs
     for p in map(Path, paths):
-        for run, by_stem in _read_file_runs(p, dropna):
+        for run, by_stem in _read_file_runs(p, dropna, shared):
             if by_stem and stem_counts.get(p.stem, 0) > 1 and p.parent.name:
                 run.attrs["name"] = p.parent.name
             runs.append(run)
@@ -705,7 +741,7 @@ def _start_cluster(workers: int, box: dict[str, Any], ready: threading.Event) ->
     from dask.distributed import Client, LocalCluster
 
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux" else None
-    cfg: dict[str, object] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    cfg: dict[str, object] = dict(_WORKER_CONFIG)
     if method:
         cfg["distributed.worker.multiprocessing-method"] = method
     try:
@@ -752,8 +788,10 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     workers : int
         Worker processes.
     chunk_runs : int, optional
-        Files per task (default: about four tasks per worker, between 32 and 256 files: the
-        analysis of a chunk costs ~0.1 s plus its runs, so larger tasks pay that less often).
+        Files per task (default: chunks that shrink as the sweep is used up, each a
+        ``2 * workers``-th of the files left, between 128 and 1,024 files; see
+        :func:`_file_chunks`: the analysis costs less per run in larger batches, and small last
+        tasks let the workers finish together).
     dropna : bool
         As for :func:`bandscope.read_runs` (the dropped rows are not gathered).
     progress : bool
@@ -787,13 +825,10 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     if int(workers) < 1:
         raise ValueError(f"workers must be a positive number of processes, got {workers}")
     paths = [str(p) for p in find_run_files(paths_or_glob)]
-    if chunk_runs is None:  # about four tasks per worker, each between 32 and 256 runs
-        chunk_runs = min(_MAX_FILE_CHUNK, max(DEFAULT_CHUNK_RUNS, -(-len(paths) // (4 * int(workers)))))
-    chunk_runs = int(chunk_runs)
-    if chunk_runs < 1:
+    if chunk_runs is not None and int(chunk_runs) < 1:
         raise ValueError(f"chunk_runs must be a positive number of runs, got {chunk_runs}")
+    chunks = _file_chunks(len(paths), int(workers), None if chunk_runs is None else int(chunk_runs))
     stems = dict(Counter(Path(p).stem for p in paths))
-    todo = list(range(0, len(paths), chunk_runs))[::-1]  # a stack: pop() takes the next chunk
     done: dict[int, tuple[xr.Dataset, list[str]]] = {}
     box: dict = {}
     ready = threading.Event()
@@ -804,7 +839,7 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
 
     def note() -> None:
         if progress:
-            print(f"\rbandscope: {len(done)}/{len(paths[::chunk_runs])} chunks", end="", file=sys.stderr, flush=True)
+            print(f"\rbandscope: {len(done)}/{len(chunks)} chunks", end="", file=sys.stderr, flush=True)
 
     try:
         # the cluster is started before this process opens any file: a worker forked while this
@@ -813,8 +848,8 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
         if "error" in box:
             raise box["error"]
         client = box["client"]
-        futures = {client.submit(_chunk_results, paths[i: i + chunk_runs], stems, dropna, options, overrides,
-                                 pure=False): i for i in todo}
+        futures = {client.submit(_chunk_results, paths[a:b], stems, dropna, options, overrides,  # largest first
+                                 pure=False): a for a, b in chunks}
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
             note()
