@@ -160,8 +160,8 @@ def test_analyze_files_on_local_workers_equals_the_plain_path(tmp_path):
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 30_000), workers=st.integers(1, 8), chunk=st.none() | st.integers(1, 3000))
 def test_file_chunks_cover_the_sweep_once(n, workers, chunk):
-    """The tasks of analyze_files cover every file once, in order; default chunks shrink, stay
-    within their bounds (the last may take a remainder of less than half the minimum)."""
+    """The tasks of analyze_files cover every file once, in order; default chunks shrink (to
+    one file: a round's chunks are equal to one file) and stay within the maximum."""
     chunks = sweep._file_chunks(n, workers, chunk)
     if n == 0:
         assert chunks == []
@@ -169,12 +169,13 @@ def test_file_chunks_cover_the_sweep_once(n, workers, chunk):
     assert [a for a, _ in chunks] == [0] + [b for _, b in chunks[:-1]]
     assert chunks[-1][1] == n
     sizes = [b - a for a, b in chunks]
+    assert min(sizes) > 0
     if chunk is not None:
-        assert all(s == chunk for s in sizes[:-1]) and all(0 < s <= chunk for s in sizes)
-    elif sizes:
-        assert all(sweep._MIN_FILE_CHUNK <= s <= sweep._MAX_FILE_CHUNK for s in sizes[:-1])
-        assert sizes[:-1] == sorted(sizes[:-1], reverse=True)
-        assert sizes[-1] <= max(sweep._MAX_FILE_CHUNK, sweep._MIN_FILE_CHUNK + sweep._MIN_FILE_CHUNK // 2)
+        assert all(s == chunk for s in sizes[:-1]) and sizes[-1] <= chunk
+    else:
+        assert max(sizes) <= sweep._MAX_FILE_CHUNK
+        assert all(b <= a + 1 for a, b in zip(sizes, sizes[1:]))
+        assert len(sizes) % min(workers, n) == 0 or n < workers  # whole rounds
 
 
 def test_cli_workers_equals_numpy(tmp_path, capsys):

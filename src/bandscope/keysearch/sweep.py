@@ -649,14 +649,15 @@ _MIN_FILE_CHUNK = 128  # files per task at least (below, the analysis' per-call 
 def _file_chunks(n: int, workers: int, chunk_runs: int | None) -> list[tuple[int, int]]:
     """``(start, stop)`` of the tasks of :func:`analyze_files` over ``n`` files.
 
-    With ``chunk_runs``, chunks of that many files. By default the chunks shrink as the sweep
-    is used up (guided self-scheduling): each takes a ``2 * workers``-th of the files still left,
-    between :data:`_MIN_FILE_CHUNK` and :data:`_MAX_FILE_CHUNK` files, and a remainder of less
-    than half the minimum joins the last chunk. The first tasks are large (the analysis costs
-    less per run in larger batches) and the last ones small, so the workers finish close together.
+    With ``chunk_runs``, chunks of that many files. By default the chunks come in rounds of
+    ``workers`` equal chunks (to one file), each round half of the files still left (at least
+    :data:`_MIN_FILE_CHUNK` and at most :data:`_MAX_FILE_CHUNK` files per chunk); a remainder
+    smaller than a round at the minimum joins the last round. The first tasks are large (the
+    analysis costs less per run in larger batches), the workers of one round finish together
+    when they run at the same speed, and the small last rounds even them out when they do not.
 
     >>> [b - a for a, b in _file_chunks(2000, 2, None)]
-    [500, 375, 282, 211, 158, 128, 128, 128, 90]
+    [500, 500, 250, 250, 250, 250]
     >>> _file_chunks(5, 2, 2)
     [(0, 2), (2, 4), (4, 5)]
     """
@@ -664,13 +665,18 @@ def _file_chunks(n: int, workers: int, chunk_runs: int | None) -> list[tuple[int
     while start < n:
         left = n - start
         if chunk_runs is not None:
-            size = min(left, chunk_runs)
-        else:
-            size = min(left, _MAX_FILE_CHUNK, max(_MIN_FILE_CHUNK, -(-left // (2 * workers))))
-            if left - size < _MIN_FILE_CHUNK // 2:
-                size = left
-        out.append((start, start + size))
-        start += size
+            out.append((start, start + min(left, chunk_runs)))
+            start = out[-1][1]
+            continue
+        least = _MIN_FILE_CHUNK * workers
+        take = min(left, _MAX_FILE_CHUNK * workers, max(least, -(-left // 2)))
+        if left - take < least:
+            take = left
+        parts = min(workers, take)
+        for j in range(parts):  # `parts` chunks of equal size, to one file
+            size = take // parts + (j < take % parts)
+            out.append((start, start + size))
+            start += size
     return out
 
 
@@ -794,10 +800,9 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     workers : int
         Worker processes.
     chunk_runs : int, optional
-        Files per task (default: chunks that shrink as the sweep is used up, each a
-        ``2 * workers``-th of the files left, between 128 and 1,024 files; see
-        :func:`_file_chunks`: the analysis costs less per run in larger batches, and small last
-        tasks let the workers finish together).
+        Files per task (default: rounds of ``workers`` equal chunks, each round half of the
+        files left, 128 to 1,024 files per chunk, see :func:`_file_chunks`: the analysis costs
+        less per run in larger batches, and smaller last rounds let the workers finish together).
     dropna : bool
         As for :func:`bandscope.read_runs` (the dropped rows are not gathered).
     progress : bool
