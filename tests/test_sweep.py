@@ -178,6 +178,22 @@ def test_file_chunks_cover_the_sweep_once(n, workers, chunk):
         assert len(sizes) % min(workers, n) == 0 or n < workers  # whole rounds
 
 
+def test_concat_runs_equals_xarray_concat():
+    """The gathering of analyze_files joins the chunks' results as xr.concat does: the same
+    variables in the same order, dtypes (strings at the widest width), values, coords and attrs,
+    with a chunk whose runs are shorter padded first."""
+    runs = _ragged([53, 41, 53, 50, 53, 37, 53])
+    parts = [bandscope.analyze(runs[i:i + 3]) for i in range(0, len(runs), 3)]
+    k = max(r.sizes["checkpoint"] for r in parts)
+    padded = [sweep._pad_checkpoints(r, k) for r in parts]
+    got = sweep._concat_runs(padded)
+    want = xr.concat(padded, dim="run", data_vars="minimal", coords="minimal", compat="override",
+                     join="override", combine_attrs="override")
+    xr.testing.assert_identical(got, want)
+    assert list(got.variables) == list(want.variables)
+    assert all(got[v].dtype == want[v].dtype for v in want.variables)
+
+
 def test_cli_workers_equals_numpy(tmp_path, capsys):
     pytest.importorskip("distributed")
     from bandscope.cli import main

@@ -873,6 +873,35 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     return _gather_chunks([done[i] for i in sorted(done)])
 
 
+def _concat_runs(results: list[xr.Dataset]) -> xr.Dataset:
+    """Results Datasets of the same layout (variables, dims, coordinates but ``run``) joined along
+    ``run``: what ``xr.concat(results, "run", data_vars="minimal", coords="minimal",
+    compat="override", join="override", combine_attrs="override")`` gives (tested), without its
+    per-variable alignment and checks: the variables along ``run`` joined by numpy (strings at
+    the widest width), the others and every attribute taken from the first.
+
+    Parameters
+    ----------
+    results : list of xarray.Dataset
+        In order; the same variables and, but for ``run``, the same sizes.
+
+    Returns
+    -------
+    xarray.Dataset
+        The joined results (the ``run`` coordinate as the parts' names, in order).
+    """
+    first = results[0]
+    if len(results) == 1:
+        return first
+    data_vars, coords = {}, {}
+    for name, var in first.variables.items():
+        if "run" in var.dims:
+            data = np.concatenate([r.variables[name].values for r in results], axis=var.dims.index("run"))
+            var = xr.Variable(var.dims, data, dict(var.attrs))
+        (coords if name in first.coords else data_vars)[name] = var
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(first.attrs))
+
+
 def _gather_chunks(parts: list[tuple[xr.Dataset, list[str]]]) -> xr.Dataset:
     """One results Dataset from the chunks' (in order): checkpoints padded to the longest run,
     runs concatenated, names numbered across the sweep as :func:`bandscope.read_runs` does,
@@ -889,8 +918,7 @@ def _gather_chunks(parts: list[tuple[xr.Dataset, list[str]]]) -> xr.Dataset:
         The results of the whole sweep.
     """
     k = max(res.sizes.get("checkpoint", 0) for res, _ in parts)
-    res = xr.concat([_pad_checkpoints(r, k) for r, _ in parts], dim="run", data_vars="minimal",
-                    coords="minimal", compat="override", join="override", combine_attrs="override")
+    res = _concat_runs([_pad_checkpoints(r, k) for r, _ in parts])
     seen: dict[str, int] = {}
     names = []
     for nm in (n for _, ns in parts for n in ns):
