@@ -325,7 +325,7 @@ def _index_coordinate(name: str, values: np.ndarray, attrs: dict, shared: dict |
             return hit[0].copy(deep=False), hit[1]
     built = xr.Coordinates({name: xr.Variable((name,), values, attrs)})
     var, index = built.variables[name], built.xindexes[name]
-    if key is not None:
+    if key is not None and shared is not None:
         shared[key] = (var, index)
     return var.copy(deep=False), index
 

@@ -893,7 +893,8 @@ def _concat_runs(results: list[xr.Dataset]) -> xr.Dataset:
     first = results[0]
     if len(results) == 1:
         return first
-    data_vars, coords = {}, {}
+    data_vars: dict[Any, xr.Variable] = {}
+    coords: dict[Any, xr.Variable] = {}
     for name, var in first.variables.items():
         if "run" in var.dims:
             data = np.concatenate([r.variables[name].values for r in results], axis=var.dims.index("run"))
