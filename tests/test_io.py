@@ -203,6 +203,10 @@ def test_direct_netcdf_read_equals_xarray(tmp_path):
         assert fast[k].dtype == ref[k].dtype
     for k, v in ref.attrs.items():
         assert type(fast.attrs[k]) is type(v) and np.array_equal(fast.attrs[k], v)
+    floaty = tmp_path / "float-coord.nc"  # a float dimension coordinate (NaN _FillValue, as xarray writes it)
+    make_run_synthetic(4).assign_coords(checkpoint=np.arange(53) * 0.5).to_netcdf(floaty)
+    with xr.open_dataset(floaty) as f:
+        xr.testing.assert_identical(runfiles._read_netcdf_direct(floaty), f.load())
     packed = tmp_path / "packed.nc"
     ds = make_run_synthetic(4)
     ds.to_netcdf(packed, encoding={"epoch": {"dtype": "int32", "scale_factor": 1e-6, "_FillValue": -1}})

@@ -293,10 +293,11 @@ def _direct_dataset(f: Any, shared: dict | None = None) -> xr.Dataset | None:
                 or "since" in str(attrs.get("units", ""))
                 or (fill is not None and not (v.dtype.kind == "f" and np.isnan(fill)))):
             return None
-        if v.dimensions == (name,) and fill is None:
-            coords[name], indexes[name] = _index_coordinate(name, _whole_variable(v), attrs, shared)
-            continue
-        var = xr.Variable(v.dimensions, _whole_variable(v), attrs)
+        if v.dimensions == (name,):  # a dimension coordinate, with its index
+            var, indexes[name] = _index_coordinate(name, _whole_variable(v), attrs,
+                                                   shared if fill is None else None)
+        else:
+            var = xr.Variable(v.dimensions, _whole_variable(v), attrs)
         if fill is not None:
             var.encoding["_FillValue"] = fill
         (coords if v.dimensions == (name,) else variables)[name] = var
@@ -304,9 +305,7 @@ def _direct_dataset(f: Any, shared: dict | None = None) -> xr.Dataset | None:
     try:  # the variables, indexes and dims are already consistent: no merge, no alignment
         return xr.Dataset._construct_direct({**variables, **coords}, set(coords), attrs=attrs, indexes=indexes)
     except (AttributeError, TypeError):  # pragma: no cover - another xarray: its public constructor
-        plain = {k: c for k, c in coords.items() if k not in indexes}
-        return xr.Dataset({**variables, **plain}, attrs=attrs, coords=xr.Coordinates(
-            {k: c for k, c in coords.items() if k in indexes}, indexes=indexes))
+        return xr.Dataset(variables, attrs=attrs, coords=xr.Coordinates(coords, indexes=indexes))
 
 
 _SCALAR_ATTR = (str, int, float, np.integer, np.floating)
