@@ -15,11 +15,13 @@ the report's tables, nothing printed):
 * ``workers-2``: ``bandscope analyze FILES --workers 2`` (a local cluster of two forked worker
   processes, one task per chunk of files; its start is included);
 * ``dask-threads``: ``bandscope analyze FILES --dask`` (threaded scheduler);
-* ``numpy@other``: the plain path with the package in ``--compare-src`` (e.g. the previous
-  version's ``src``).
+* ``PATH@other``: each path again with the package in ``--compare-src`` (e.g. the previous
+  version's ``src``), run just before this tree's.
 
 With ``--rounds R`` the paths run R times, interleaved, and every ratio is taken against the
-numpy run of the same round. Reported: wall time (total and per run), the speed-up against
+numpy run of the same round and the same tree (``numpy@other`` for the ``@other`` paths); with
+``--compare-src`` the summary also gives each path's CPU per run against its ``@other`` twin of
+the same round (``PATH_N_cpu_vs_other_median``). Reported: wall time (total and per run), the speed-up against
 numpy, CPU time per run (this process and its finished children, i.e. the workers), peak RSS,
 and the 1-minute load average (``os.getloadavg``; printed before and after too): other work on
 the same cores slows every path, so wall-time ratios mean something only on a quiet machine.
@@ -141,8 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dir", help="where the run files are written once and reused (default: a temp dir)")
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--compare-src", metavar="DIR",
-                    help="also run the numpy path with the package in DIR (e.g. a previous version's src), "
-                    "as path 'numpy@other', alternating with this tree's numpy path")
+                    help="also run every path with the package in DIR (e.g. a previous version's src), "
+                    "as path 'PATH@other', each just before this tree's")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the paths this many times (interleaved)")
     ap.add_argument("--one", nargs=2, metavar=("PATH", "LISTFILE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -165,8 +167,9 @@ def main(argv: list[str] | None = None) -> dict:
         lst = root / f"files-{n}.txt"
         lst.write_text("\n".join(str(f) for f in files[:n]))
         for rnd in range(max(1, args.rounds)):
-            base = None
-            for kind in (["numpy@other"] if args.compare_src else []) + paths:
+            base: dict[str, float] = {}  # tree ("" or "@other") -> its numpy wall time this round
+            kinds = [k for p in paths for k in ([f"{p}@other"] if args.compare_src else []) + [p]]
+            for kind in kinds:
                 env = dict(os.environ)
                 if kind == "numpy@other":
                     env["PYTHONPATH"] = str(Path(args.compare_src).resolve())
@@ -177,11 +180,14 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 row = json.loads(r.stdout.strip().splitlines()[-1])
                 row.update(path=kind, round=rnd, load_after=os.getloadavg()[0])
-                if kind == "numpy":
-                    base = row["total_s"]
-                row["speedup_vs_numpy"] = base / row["total_s"] if base else None
+                tree = kind[kind.index("@"):] if "@" in kind else ""
+                if kind.split("@")[0] == "numpy":
+                    base[tree] = row["total_s"]
+                row["speedup_vs_numpy"] = base[tree] / row["total_s"] if tree in base else None
+                twin = [r for r in rows if r["n"] == n and r["round"] == rnd and r["path"] == f"{kind}@other"]
+                row["cpu_vs_other"] = row["cpu_ms_per_run"] / twin[0]["cpu_ms_per_run"] if twin else None
                 rows.append(row)
-                ratio = f"{row['speedup_vs_numpy']:.2f}x" if base else "-"
+                ratio = f"{row['speedup_vs_numpy']:.2f}x" if row["speedup_vs_numpy"] else "-"
                 print(f"{n:>6} {rnd:>5} {kind:<13} {row['total_s']:8.2f} {row['ms_per_run']:7.1f} {ratio:>8} "
                       f"{row['cpu_ms_per_run']:10.1f} {row['peak_rss_mb']:11.0f} {row['load_1min']:5.1f}",
                       flush=True)
@@ -189,9 +195,12 @@ def main(argv: list[str] | None = None) -> dict:
             mine = [r for r in rows if r["n"] == n and r["path"] == kind]
             cpu = sorted(r["cpu_ms_per_run"] for r in mine)
             sp = sorted(r["speedup_vs_numpy"] for r in mine if r["speedup_vs_numpy"])
+            vs = sorted(r["cpu_vs_other"] for r in mine if r.get("cpu_vs_other"))
             summary[f"{kind}_{n}_cpu_ms_per_run_median"] = cpu[len(cpu) // 2]
-            if sp and kind != "numpy":
+            if sp and kind.split("@")[0] != "numpy":
                 summary[f"{kind}_{n}_speedup_vs_numpy_median"] = sp[len(sp) // 2]
+            if vs:
+                summary[f"{kind}_{n}_cpu_vs_other_median"] = vs[len(vs) // 2]
     load1 = os.getloadavg()
     print(f"# load average after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     print("# targets: numpy_2000_cpu_ms_per_run <= 8; workers-2 speed-up >= 1.6 at 2,000 runs, >= 1.8 at 10,000")

@@ -154,6 +154,37 @@ def test_constant_param_time_is_refused():
         make_run([[1.0, 1.0], [0.5, 0.9], [0.4, 0.8]], [0.0, 0.0, 0.0])
 
 
+def test_whole_variable_equals_netcdf4_indexing(tmp_path):
+    """The direct whole-variable read of the netCDF fast path gives exactly ``v[...]`` (values,
+    shape, dtype) for every numeric type, byte order and shape, an empty dimension included."""
+    import netCDF4
+
+    from bandscope.io.runfiles import _whole_variable
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "kinds.nc"
+    with netCDF4.Dataset(path, "w") as f:
+        f.createDimension("checkpoint", None)
+        f.createDimension("band", 5)
+        f.createDimension("empty", 0)
+        specs = {"f8": ("checkpoint", "band"), "f4": ("checkpoint",), "i8": ("checkpoint",),
+                 "i4": ("band",), "u2": ("band",), "i1": ("checkpoint", "band")}
+        for dtype, dims in specs.items():
+            for endian in ("native", "big"):
+                dt = np.dtype(dtype).newbyteorder(">") if endian == "big" else np.dtype(dtype)
+                v = f.createVariable(f"{dtype}_{endian}", dt, dims, endian=endian)
+                shape = tuple(11 if d == "checkpoint" else 5 for d in dims)
+                v[...] = (rng.normal(size=shape) * 100).astype(dtype)
+        f.createVariable("nothing", "f8", ("empty",))
+        f.createVariable("scalar", "f8", ())[...] = 2.5
+    with netCDF4.Dataset(path) as f:
+        f.set_auto_maskandscale(False)
+        for name, v in f.variables.items():
+            got, ref = _whole_variable(v), np.asarray(v[...])
+            assert got.shape == ref.shape and got.dtype == ref.dtype, name
+            assert np.array_equal(got, ref), name
+
+
 def test_direct_netcdf_read_equals_xarray(tmp_path):
     """The netCDF4 fast path of ``read_run`` builds exactly what ``xarray.open_dataset`` gives
     (values, dtypes, attrs); a file it does not take (packed values) goes through xarray."""
@@ -172,6 +203,10 @@ def test_direct_netcdf_read_equals_xarray(tmp_path):
         assert fast[k].dtype == ref[k].dtype
     for k, v in ref.attrs.items():
         assert type(fast.attrs[k]) is type(v) and np.array_equal(fast.attrs[k], v)
+    floaty = tmp_path / "float-coord.nc"  # a float dimension coordinate (NaN _FillValue, as xarray writes it)
+    make_run_synthetic(4).assign_coords(checkpoint=np.arange(53) * 0.5).to_netcdf(floaty)
+    with xr.open_dataset(floaty) as f:
+        xr.testing.assert_identical(runfiles._read_netcdf_direct(floaty), f.load())
     packed = tmp_path / "packed.nc"
     ds = make_run_synthetic(4)
     ds.to_netcdf(packed, encoding={"epoch": {"dtype": "int32", "scale_factor": 1e-6, "_FillValue": -1}})

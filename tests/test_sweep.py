@@ -157,6 +157,43 @@ def test_analyze_files_on_local_workers_equals_the_plain_path(tmp_path):
     assert got.attrs["gamma_note"] == want.attrs["gamma_note"]
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 30_000), workers=st.integers(1, 8), chunk=st.none() | st.integers(1, 3000))
+def test_file_chunks_cover_the_sweep_once(n, workers, chunk):
+    """The tasks of analyze_files cover every file once, in order; default chunks shrink (to
+    one file: a round's chunks are equal to one file) and stay within the maximum."""
+    chunks = sweep._file_chunks(n, workers, chunk)
+    if n == 0:
+        assert chunks == []
+        return
+    assert [a for a, _ in chunks] == [0] + [b for _, b in chunks[:-1]]
+    assert chunks[-1][1] == n
+    sizes = [b - a for a, b in chunks]
+    assert min(sizes) > 0
+    if chunk is not None:
+        assert all(s == chunk for s in sizes[:-1]) and sizes[-1] <= chunk
+    else:
+        assert max(sizes) <= sweep._MAX_FILE_CHUNK
+        assert all(b <= a + 1 for a, b in zip(sizes, sizes[1:]))
+        assert len(sizes) % min(workers, n) == 0 or n < workers  # whole rounds
+
+
+def test_concat_runs_equals_xarray_concat():
+    """The gathering of analyze_files joins the chunks' results as xr.concat does: the same
+    variables in the same order, dtypes (strings at the widest width), values, coords and attrs,
+    with a chunk whose runs are shorter padded first."""
+    runs = _ragged([53, 41, 53, 50, 53, 37, 53])
+    parts = [bandscope.analyze(runs[i:i + 3]) for i in range(0, len(runs), 3)]
+    k = max(r.sizes["checkpoint"] for r in parts)
+    padded = [sweep._pad_checkpoints(r, k) for r in parts]
+    got = sweep._concat_runs(padded)
+    want = xr.concat(padded, dim="run", data_vars="minimal", coords="minimal", compat="override",
+                     join="override", combine_attrs="override")
+    xr.testing.assert_identical(got, want)
+    assert list(got.variables) == list(want.variables)
+    assert all(got[v].dtype == want[v].dtype for v in want.variables)
+
+
 def test_cli_workers_equals_numpy(tmp_path, capsys):
     pytest.importorskip("distributed")
     from bandscope.cli import main

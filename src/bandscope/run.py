@@ -206,6 +206,12 @@ def is_lnp_var(name: str) -> bool:
     return str(name).startswith("lnp_")
 
 
+def _values(ds: xr.Dataset, name: str) -> np.ndarray:
+    """``ds[name].values`` without building a DataArray (a dim without a coordinate gives its range)."""
+    var = ds.variables.get(name)
+    return np.asarray(ds[name].values if var is None else var.values)
+
+
 def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: bool = True,
                  require_bands: bool = True) -> xr.Dataset:
     """Check a single run Dataset against the format; raise naming the rule, the rows and the run.
@@ -235,8 +241,8 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
     p = _where(ds)
     if "param_time" not in ds:
         raise BandscopeInputError(f"{p}run is missing variable 'param_time'; has {sorted(ds.data_vars)}")
-    if ds["param_time"].dims != ("checkpoint",):
-        raise BandscopeInputError(f"{p}param_time dims must be ('checkpoint',), got {ds['param_time'].dims}")
+    if ds.variables["param_time"].dims != ("checkpoint",):
+        raise BandscopeInputError(f"{p}param_time dims must be ('checkpoint',), got {ds.variables['param_time'].dims}")
     if not has_bands(ds):
         others = [v for v in ds.data_vars if v == "train_loss" or is_lnp_var(v)]
         if not others:
@@ -248,19 +254,20 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
                                       "the spectral-reach analysis (LNP) instead (`bandscope analyze FILE` "
                                       "chooses it by what the file holds; in Python "
                                       "bandscope.lnp.reach.reach_analysis), or record it with a panel")
-    elif ds["band_loss"].dims != ("checkpoint", "band"):
-        raise BandscopeInputError(f"{p}band_loss dims must be ('checkpoint', 'band'), got {ds['band_loss'].dims}")
+    elif ds.variables["band_loss"].dims != ("checkpoint", "band"):
+        raise BandscopeInputError(f"{p}band_loss dims must be ('checkpoint', 'band'), "
+                                  f"got {ds.variables['band_loss'].dims}")
     n_bands = ds.sizes["band"] if has_bands(ds) else 1
     if ds.sizes["checkpoint"] == 0 or n_bands == 0:
         raise BandscopeInputError(f"{p}empty run ({ds.sizes['checkpoint']} checkpoints x {n_bands} "
                                   "bands); a run needs at least one checkpoint and one band")
-    pt = np.asarray(ds["param_time"].values, dtype=np.float64)
+    pt = np.asarray(_values(ds, "param_time"), dtype=np.float64)
     if has_bands(ds):
-        bands = np.asarray(ds["band"].values)
+        bands = np.asarray(_values(ds, "band"))
         expected = band_resolutions(bands.size)
         if not np.array_equal(bands, expected):
             raise BandscopeInputError(f"{p}band coordinate must be {expected.tolist()}, got {bands.tolist()}")
-        bl = np.asarray(ds["band_loss"].values, dtype=np.float64)
+        bl = np.asarray(_values(ds, "band_loss"), dtype=np.float64)
     else:
         bl = np.zeros((pt.size, 0))
     bad_bl = ~np.isfinite(bl).all(axis=1)
@@ -294,7 +301,7 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
         )
     known_steps = False
     if "step" in ds:
-        st = integer_steps(ds["step"].values, where=p.rstrip(": "))
+        st = integer_steps(_values(ds, "step"), where=p.rstrip(": "))
         unknown = st == -1
         if unknown.all():
             pass
@@ -310,7 +317,7 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
         same = (pt[1:] == pt[:-1]) & (bl[1:] == bl[:-1]).all(axis=1)
         for opt in CHECKPOINT_VARS:
             if opt in ds:
-                v = np.asarray(ds[opt].values, dtype=np.float64)
+                v = np.asarray(_values(ds, opt), dtype=np.float64)
                 same &= (v[1:] == v[:-1]) | (np.isnan(v[1:]) & np.isnan(v[:-1]))
         if same.any():
             i = np.flatnonzero(same)
@@ -319,9 +326,9 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
                 f"{p}checkpoints {pairs} are identical rows (a checkpoint logged twice); without a step "
                 "column a repeat cannot be told from frozen weights: remove the duplicate, or log 'step'")
     if "lnp_step" in ds.coords and ds.sizes.get("lnp_step", 0):
-        _check_increasing_steps(integer_steps(ds["lnp_step"].values, where=p.rstrip(": ")), p + "lnp_step: ")
+        _check_increasing_steps(integer_steps(_values(ds, "lnp_step"), where=p.rstrip(": ")), p + "lnp_step: ")
     if "mse" in ds and has_bands(ds):
-        mse = ds["mse"].values
+        mse = _values(ds, "mse")
         total = bl.sum(axis=1)
         ok = np.isclose(total, mse, rtol=mse_rtol, atol=1e-12) | ~np.isfinite(mse)
         if not ok.all():
@@ -335,6 +342,8 @@ def validate_run(ds: xr.Dataset, *, mse_rtol: float = 1e-3, require_advance: boo
 
 def _check_increasing_steps(st: np.ndarray, p: str = "") -> None:
     """Unique, strictly increasing steps; repeated steps are named as duplicated checkpoints."""
+    if st.size < 2 or bool((st[1:] > st[:-1]).all()):  # strictly increasing: nothing to name
+        return
     vals, first, counts = np.unique(st, return_index=True, return_counts=True)
     if (counts > 1).any():
         dup = []

@@ -252,25 +252,29 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise input_error_from(exc, path, "not a readable Parquet file (truncated or corrupt?)") from None
 
 
-def _read_netcdf_direct(path: Path) -> xr.Dataset | None:
+def _read_netcdf_direct(path: Path, shared: dict | None = None) -> xr.Dataset | None:
     """A run file read with netCDF4 into an in-memory Dataset, without xarray's backend (a
     third of its time per file); None for anything but a plain run file (numeric variables over
     ``checkpoint`` and ``band``, no groups, no packing, no time units, NaN or no fill values),
     which xarray then reads and decodes. The result is identical to ``xr.open_dataset(path).load()``
-    for the files it takes (tested)."""
+    for the files it takes (tested). ``shared``: see :func:`_direct_dataset`."""
     import netCDF4
 
     with netCDF4.Dataset(path) as f:
-        return _direct_dataset(f)
+        return _direct_dataset(f, shared)
 
 
-def _direct_dataset(f: Any) -> xr.Dataset | None:
+def _direct_dataset(f: Any, shared: dict | None = None) -> xr.Dataset | None:
     """The Dataset of :func:`_read_netcdf_direct` from an open ``netCDF4.Dataset``.
 
     Parameters
     ----------
     f : netCDF4.Dataset
         The open file (left open).
+    shared : dict, optional
+        Index coordinates already built for earlier files of the same read (the ``band`` and
+        ``checkpoint`` coordinates of a sweep's files are mostly equal): one index is built per
+        distinct coordinate and shared, immutable, by the Datasets (each has its own variable).
 
     Returns
     -------
@@ -280,7 +284,7 @@ def _direct_dataset(f: Any) -> xr.Dataset | None:
     if f.groups or set(f.dimensions) - {"checkpoint", "band"}:
         return None
     f.set_auto_maskandscale(False)
-    variables, coords = {}, {}
+    variables, coords, indexes = {}, {}, {}
     for name, v in f.variables.items():
         attrs = {k: v.getncattr(k) for k in v.ncattrs()}
         fill = attrs.pop("_FillValue", None)
@@ -289,17 +293,65 @@ def _direct_dataset(f: Any) -> xr.Dataset | None:
                 or "since" in str(attrs.get("units", ""))
                 or (fill is not None and not (v.dtype.kind == "f" and np.isnan(fill)))):
             return None
-        var = xr.Variable(v.dimensions, np.asarray(v[...]), attrs)
+        if v.dimensions == (name,):  # a dimension coordinate, with its index
+            var, indexes[name] = _index_coordinate(name, _whole_variable(v), attrs,
+                                                   shared if fill is None else None)
+        else:
+            var = xr.Variable(v.dimensions, _whole_variable(v), attrs)
         if fill is not None:
             var.encoding["_FillValue"] = fill
         (coords if v.dimensions == (name,) else variables)[name] = var
     attrs = {k: f.getncattr(k) for k in f.ncattrs()}
-    return xr.Dataset(variables, coords=coords, attrs=attrs)
+    try:  # the variables, indexes and dims are already consistent: no merge, no alignment
+        return xr.Dataset._construct_direct({**variables, **coords}, set(coords), attrs=attrs, indexes=indexes)
+    except (AttributeError, TypeError):  # pragma: no cover - another xarray: its public constructor
+        return xr.Dataset(variables, attrs=attrs, coords=xr.Coordinates(coords, indexes=indexes))
 
 
-def _open_netcdf(path: Path) -> xr.Dataset:
+_SCALAR_ATTR = (str, int, float, np.integer, np.floating)
+
+
+def _index_coordinate(name: str, values: np.ndarray, attrs: dict, shared: dict | None) -> tuple[xr.Variable, Any]:
+    """``(variable, index)`` of the dimension coordinate ``name``; the index is taken from
+    ``shared`` when an equal coordinate (values, dtype, attrs) was built before, else built
+    and kept there. The variable is always a new one (its attrs are the caller's own)."""
+    key = None
+    if shared is not None and all(isinstance(a, _SCALAR_ATTR) for a in attrs.values()):
+        key = (name, values.dtype.str, values.tobytes(),
+               tuple(sorted((k, type(a).__name__, a) for k, a in attrs.items())))
+        hit = shared.get(key)
+        if hit is not None:
+            return hit[0].copy(deep=False), hit[1]
+    built = xr.Coordinates({name: xr.Variable((name,), values, attrs)})
+    var, index = built.variables[name], built.xindexes[name]
+    if key is not None and shared is not None:
+        shared[key] = (var, index)
+    return var.copy(deep=False), index
+
+
+def _whole_variable(v: Any) -> np.ndarray:
+    """All values of a netCDF4 variable (auto mask and scale off), equal to ``v[...]``.
+
+    ``v[...]`` spends most of its time turning the index into start/count/stride (about 0.1 ms
+    per variable, seven variables per run file); this asks the netCDF library for the whole
+    variable directly (``Variable._get``) and falls back to ``v[...]`` where that is not
+    possible (an empty dimension, another netCDF4 version) or gives another shape or dtype.
+    """
+    shape = tuple(v.shape)
+    get = getattr(v, "_get", None)
+    if get is not None and shape and all(shape):
+        try:
+            arr = get(np.zeros(len(shape), np.intp), np.array(shape, np.intp), np.ones(len(shape), np.intp))
+        except (TypeError, ValueError, AttributeError):
+            arr = None
+        if isinstance(arr, np.ndarray) and arr.shape == shape and arr.dtype == v.dtype:
+            return arr
+    return np.asarray(v[...])
+
+
+def _open_netcdf(path: Path, shared: dict | None = None) -> xr.Dataset:
     try:
-        ds = _read_netcdf_direct(path) if _NETCDF_ENGINE == "netcdf4" else None
+        ds = _read_netcdf_direct(path, shared) if _NETCDF_ENGINE == "netcdf4" else None
         if ds is not None:
             return ds
         with xr.open_dataset(path, engine=_NETCDF_ENGINE) as f:
@@ -470,12 +522,13 @@ def _read_run(path: Path, name: str | None, dropna: bool) -> xr.Dataset:
     return _netcdf_run(ds, path, name, dropna)
 
 
-def _read_file_runs(path: Path, dropna: bool) -> list[tuple[xr.Dataset, bool]]:
-    """The runs of one file as ``(run, named_by_stem)``: one for a run file, several for a stack."""
+def _read_file_runs(path: Path, dropna: bool, shared: dict | None = None) -> list[tuple[xr.Dataset, bool]]:
+    """The runs of one file as ``(run, named_by_stem)``: one for a run file, several for a stack
+    (``shared``: the index coordinates of the files read before, :func:`_direct_dataset`)."""
     path = Path(path)
     if path.suffix.lower() in (".nc", ".nc4", ".netcdf") and path.exists():
         _check_readable(path, "netcdf")
-        ds = _open_netcdf(path)
+        ds = _open_netcdf(path, shared)
         if "run" in ds.dims:
             return [(r, False) for r in unstack_runs(ds, source=str(path), dropna=dropna)]
         run = _netcdf_run(ds, path, None, dropna)
@@ -518,8 +571,9 @@ def read_runs_by_kind(paths: Iterable, *, dropna: bool = False) -> tuple[list[xr
     opened: dict[int, xr.Dataset] = {}
     lnp_only: list[Path] = []
     both: list[Path] = []
+    shared: dict = {}  # index coordinates shared by the files' Datasets (_direct_dataset)
     for p in (Path(q) for q in paths):
-        ds, kinds = _open_with_kinds(p, kinds_of)
+        ds, kinds = _open_with_kinds(p, kinds_of, shared)
         if kinds is None:
             kinds = run_kinds(p)
         if "bands" in kinds:
@@ -532,7 +586,7 @@ def read_runs_by_kind(paths: Iterable, *, dropna: bool = False) -> tuple[list[xr
     return runs, lnp_only, both
 
 
-def _open_with_kinds(path: Path, kinds_of: Callable[[set[str], set[str]], set[str]]
+def _open_with_kinds(path: Path, kinds_of: Callable[[set[str], set[str]], set[str]], shared: dict | None = None
                      ) -> tuple[xr.Dataset | None, set[str] | None]:
     """Open a netCDF run file once: its kinds (``kinds_of`` of its names) and, for a plain run
     file, its Dataset (:func:`_direct_dataset`).
@@ -543,6 +597,8 @@ def _open_with_kinds(path: Path, kinds_of: Callable[[set[str], set[str]], set[st
         A run file.
     kinds_of : callable
         ``(variables, dims) -> set of kinds`` (:func:`bandscope.io.lnp_runfiles.kinds_of`).
+    shared : dict, optional
+        Index coordinates of the files read before (:func:`_direct_dataset`).
 
     Returns
     -------
@@ -558,7 +614,7 @@ def _open_with_kinds(path: Path, kinds_of: Callable[[set[str], set[str]], set[st
 
         with netCDF4.Dataset(path) as f:
             kinds = kinds_of(set(f.variables), set(f.dimensions))
-            ds = _direct_dataset(f) if kinds == {"bands"} else None
+            ds = _direct_dataset(f, shared) if kinds == {"bands"} else None
     except Exception:  # noqa: BLE001 -- the ordinary reader opens it again and names the problem
         return None, None
     return ds, kinds
@@ -586,6 +642,7 @@ def _read_runs(paths: list[Path], dropna: bool, opened: Mapping[int, xr.Dataset]
     if not paths:
         raise BandscopeInputError("no run files given")
     stems = Counter(p.stem for p in paths)  # (a count per file would be quadratic in a sweep)
+    shared: dict = {}  # index coordinates shared by the files' Datasets (_direct_dataset)
     items = []
     for i, p in enumerate(paths):
         if i in opened:
@@ -593,7 +650,7 @@ def _read_runs(paths: list[Path], dropna: bool, opened: Mapping[int, xr.Dataset]
             runs = ([(_netcdf_run(ds, p, None, dropna), not _recorded_name(ds))] if "run" not in ds.dims
                     else [(r, False) for r in unstack_runs(ds, source=str(p), dropna=dropna)])
         else:
-            runs = _read_file_runs(p, dropna)
+            runs = _read_file_runs(p, dropna, shared)
         for run, by_stem in runs:
             if by_stem and stems[p.stem] > 1 and p.parent.name:
                 run.attrs["name"] = p.parent.name

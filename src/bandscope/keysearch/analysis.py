@@ -38,8 +38,8 @@ def _trim_padding(ds: xr.Dataset, name: str) -> xr.Dataset:
         raise ValueError(f"run {name!r} has no 'checkpoint' dimension; dims are {dict(ds.sizes)}")
     if "band_loss" not in ds:  # a run without a panel: the rules say which analysis to run instead
         validate_run(ds)
-    bl = np.asarray(ds["band_loss"].transpose("checkpoint", "band").values, dtype=np.float64)
-    pt = np.asarray(ds["param_time"].values, dtype=np.float64)
+    bl = np.asarray(ds.variables["band_loss"].transpose("checkpoint", "band").values, dtype=np.float64)
+    pt = np.asarray(ds.variables["param_time"].values, dtype=np.float64)
     good = np.isfinite(pt) & np.isfinite(bl).all(axis=1)
     n = int(good.sum())
     if not good[:n].all():
@@ -127,14 +127,15 @@ def stack(runs: Sequence[tuple[str, xr.Dataset]]) -> xr.Dataset:
     s = np.full((len(runs), K), np.nan)
     step = np.full((len(runs), K), -1, dtype=np.int64)
     for i, (_, ds) in enumerate(runs):
-        L[i, : Ks[i]] = ds["band_loss"].transpose("checkpoint", "band").values
-        s[i, : Ks[i]] = ds["param_time"].values
-        if "step" in ds:
-            step[i, : Ks[i]] = ds["step"].values
+        v = ds.variables  # (no DataArray per variable and run)
+        L[i, : Ks[i]] = v["band_loss"].transpose("checkpoint", "band").values
+        s[i, : Ks[i]] = v["param_time"].values
+        if "step" in v:
+            step[i, : Ks[i]] = v["step"].values
     first = runs[0][1]
     return xr.Dataset(
-        {"band_loss": (("run", "checkpoint", "band"), L, dict(first["band_loss"].attrs)),
-         "param_time": (("run", "checkpoint"), s, dict(first["param_time"].attrs)),
+        {"band_loss": (("run", "checkpoint", "band"), L, dict(first.variables["band_loss"].attrs)),
+         "param_time": (("run", "checkpoint"), s, dict(first.variables["param_time"].attrs)),
          "step": (("run", "checkpoint"), step)},
         coords={"run": names, "band": bands, "checkpoint": np.arange(K, dtype=np.int64),
                 "arch": ("run", [str(ds.attrs.get("arch", "")) for _, ds in runs]),

@@ -565,6 +565,18 @@ def _warm() -> None:
     import bandscope.keysearch.analysis  # noqa: F401
 
 
+#: dask config of the local clusters: no ``MALLOC_TRIM_THRESHOLD_`` (below); no statistical
+#: profiler (a thread sampling the task's stack every 10 ms, for the dashboard, which is off);
+#: the event loops' watchdog tick, the system monitor and the nannies' memory check once a
+#: second or two instead of every 20, 500 and 100 ms (these wake-ups cost the process that runs
+#: the scheduler and the nannies 60-70 % of its CPU while the workers compute)
+_WORKER_CONFIG: dict[str, object] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                     "distributed.worker.profile.enabled": False,
+                                     "distributed.admin.tick.interval": "1000ms",
+                                     "distributed.admin.system-monitor.interval": "2000ms",
+                                     "distributed.worker.memory.monitor-interval": "1000ms"}
+
+
 @contextlib.contextmanager
 def local_cluster(workers: int) -> Iterator[Any]:
     """``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` and a ``Client``
@@ -578,7 +590,7 @@ def local_cluster(workers: int) -> Iterator[Any]:
     import dask
     from dask.distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set(_WORKER_CONFIG):
         with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
             warming = [client.submit(_warm, pure=False, workers=[w], allow_other_workers=False)
@@ -630,7 +642,42 @@ def _tidy(res: xr.Dataset) -> xr.Dataset:
 
 
 # --------------------------------------------------------------------------- one queue, local workers
-_MAX_FILE_CHUNK = 256  # files per task of analyze_files at most (bounded temporaries per worker)
+_MAX_FILE_CHUNK = 1024  # files per task of analyze_files at most (bounded temporaries per worker)
+_MIN_FILE_CHUNK = 128  # files per task at least (below, the analysis' per-call cost shows)
+
+
+def _file_chunks(n: int, workers: int, chunk_runs: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the tasks of :func:`analyze_files` over ``n`` files.
+
+    With ``chunk_runs``, chunks of that many files. By default the chunks come in rounds of
+    ``workers`` equal chunks (to one file), each round half of the files still left (at least
+    :data:`_MIN_FILE_CHUNK` and at most :data:`_MAX_FILE_CHUNK` files per chunk); a remainder
+    smaller than a round at the minimum joins the last round. The first tasks are large (the
+    analysis costs less per run in larger batches), the workers of one round finish together
+    when they run at the same speed, and the small last rounds even them out when they do not.
+
+    >>> [b - a for a, b in _file_chunks(2000, 2, None)]
+    [500, 500, 250, 250, 250, 250]
+    >>> _file_chunks(5, 2, 2)
+    [(0, 2), (2, 4), (4, 5)]
+    """
+    out, start = [], 0
+    while start < n:
+        left = n - start
+        if chunk_runs is not None:
+            out.append((start, start + min(left, chunk_runs)))
+            start = out[-1][1]
+            continue
+        least = _MIN_FILE_CHUNK * workers
+        take = min(left, _MAX_FILE_CHUNK * workers, max(least, -(-left // 2)))
+        if left - take < least:
+            take = left
+        parts = min(workers, take)
+        for j in range(parts):  # `parts` chunks of equal size, to one file
+            size = take // parts + (j < take % parts)
+            out.append((start, start + size))
+            start += size
+    return out
 
 
 class RunFiles:
@@ -675,8 +722,9 @@ def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: boo
     from ..io.runfiles import _read_file_runs
 
     runs, names = [], []
+    shared: dict = {}  # index coordinates shared by the chunk's runs
     for p in map(Path, paths):
-        for run, by_stem in _read_file_runs(p, dropna):
+        for run, by_stem in _read_file_runs(p, dropna, shared):
             if by_stem and stem_counts.get(p.stem, 0) > 1 and p.parent.name:
                 run.attrs["name"] = p.parent.name
             runs.append(run)
@@ -705,7 +753,7 @@ def _start_cluster(workers: int, box: dict[str, Any], ready: threading.Event) ->
     from dask.distributed import Client, LocalCluster
 
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux" else None
-    cfg: dict[str, object] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    cfg: dict[str, object] = dict(_WORKER_CONFIG)
     if method:
         cfg["distributed.worker.multiprocessing-method"] = method
     try:
@@ -752,8 +800,9 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     workers : int
         Worker processes.
     chunk_runs : int, optional
-        Files per task (default: about four tasks per worker, between 32 and 256 files: the
-        analysis of a chunk costs ~0.1 s plus its runs, so larger tasks pay that less often).
+        Files per task (default: rounds of ``workers`` equal chunks, each round half of the
+        files left, 128 to 1,024 files per chunk, see :func:`_file_chunks`: the analysis costs
+        less per run in larger batches, and smaller last rounds let the workers finish together).
     dropna : bool
         As for :func:`bandscope.read_runs` (the dropped rows are not gathered).
     progress : bool
@@ -787,13 +836,10 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     if int(workers) < 1:
         raise ValueError(f"workers must be a positive number of processes, got {workers}")
     paths = [str(p) for p in find_run_files(paths_or_glob)]
-    if chunk_runs is None:  # about four tasks per worker, each between 32 and 256 runs
-        chunk_runs = min(_MAX_FILE_CHUNK, max(DEFAULT_CHUNK_RUNS, -(-len(paths) // (4 * int(workers)))))
-    chunk_runs = int(chunk_runs)
-    if chunk_runs < 1:
+    if chunk_runs is not None and int(chunk_runs) < 1:
         raise ValueError(f"chunk_runs must be a positive number of runs, got {chunk_runs}")
+    chunks = _file_chunks(len(paths), int(workers), None if chunk_runs is None else int(chunk_runs))
     stems = dict(Counter(Path(p).stem for p in paths))
-    todo = list(range(0, len(paths), chunk_runs))[::-1]  # a stack: pop() takes the next chunk
     done: dict[int, tuple[xr.Dataset, list[str]]] = {}
     box: dict = {}
     ready = threading.Event()
@@ -804,7 +850,7 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
 
     def note() -> None:
         if progress:
-            print(f"\rbandscope: {len(done)}/{len(paths[::chunk_runs])} chunks", end="", file=sys.stderr, flush=True)
+            print(f"\rbandscope: {len(done)}/{len(chunks)} chunks", end="", file=sys.stderr, flush=True)
 
     try:
         # the cluster is started before this process opens any file: a worker forked while this
@@ -813,8 +859,8 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
         if "error" in box:
             raise box["error"]
         client = box["client"]
-        futures = {client.submit(_chunk_results, paths[i: i + chunk_runs], stems, dropna, options, overrides,
-                                 pure=False): i for i in todo}
+        futures = {client.submit(_chunk_results, paths[a:b], stems, dropna, options, overrides,  # largest first
+                                 pure=False): a for a, b in chunks}
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
             note()
@@ -825,6 +871,36 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
             if key in box:
                 box[key].close()
     return _gather_chunks([done[i] for i in sorted(done)])
+
+
+def _concat_runs(results: list[xr.Dataset]) -> xr.Dataset:
+    """Results Datasets of the same layout (variables, dims, coordinates but ``run``) joined along
+    ``run``: what ``xr.concat(results, "run", data_vars="minimal", coords="minimal",
+    compat="override", join="override", combine_attrs="override")`` gives (tested), without its
+    per-variable alignment and checks: the variables along ``run`` joined by numpy (strings at
+    the widest width), the others and every attribute taken from the first.
+
+    Parameters
+    ----------
+    results : list of xarray.Dataset
+        In order; the same variables and, but for ``run``, the same sizes.
+
+    Returns
+    -------
+    xarray.Dataset
+        The joined results (the ``run`` coordinate as the parts' names, in order).
+    """
+    first = results[0]
+    if len(results) == 1:
+        return first
+    data_vars: dict[Any, xr.Variable] = {}
+    coords: dict[Any, xr.Variable] = {}
+    for name, var in first.variables.items():
+        if "run" in var.dims:
+            data = np.concatenate([r.variables[name].values for r in results], axis=var.dims.index("run"))
+            var = xr.Variable(var.dims, data, dict(var.attrs))
+        (coords if name in first.coords else data_vars)[name] = var
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(first.attrs))
 
 
 def _gather_chunks(parts: list[tuple[xr.Dataset, list[str]]]) -> xr.Dataset:
@@ -843,8 +919,7 @@ def _gather_chunks(parts: list[tuple[xr.Dataset, list[str]]]) -> xr.Dataset:
         The results of the whole sweep.
     """
     k = max(res.sizes.get("checkpoint", 0) for res, _ in parts)
-    res = xr.concat([_pad_checkpoints(r, k) for r, _ in parts], dim="run", data_vars="minimal",
-                    coords="minimal", compat="override", join="override", combine_attrs="override")
+    res = _concat_runs([_pad_checkpoints(r, k) for r, _ in parts])
     seen: dict[str, int] = {}
     names = []
     for nm in (n for _, ns in parts for n in ns):
