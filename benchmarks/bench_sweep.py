@@ -8,7 +8,7 @@ One command, one run::
 It writes synthetic runs (:func:`bandscope.keysearch.synthetic.make_run_synthetic`, 53 checkpoints x 7
 bands) once into ``--dir`` (default a temporary directory; an existing one is reused) and
 then, for each size N and each path, starts a fresh Python process that runs the command on
-the first N files (in-process ``bandscope.cli.main.main``, ``--quiet``: reading, analysis and
+the first N files (in-process ``bandscope.cli.main``, ``--quiet``: reading, analysis and
 the report's tables, nothing printed):
 
 * ``numpy``: ``bandscope analyze FILES`` (the plain path; the baseline of every ratio);
@@ -102,7 +102,7 @@ def one(path_kind: str, files: list[str]) -> dict:
     import contextlib
     import io
 
-    from bandscope.cli.main import main as cli
+    from bandscope.cli import main as cli
 
     out = {"path": path_kind, "n": len(files)}
     extra = {"numpy": [], "workers-2": ["--workers", "2"], "dask-threads": ["--dask"]}[path_kind]

@@ -73,7 +73,7 @@ def test_wheel_in_fresh_venv_reproduces_from_anywhere(dists, tmp_path):
     _run([py, "-m", "pip", "install", "-q", "-c", pins, wheel], cwd=tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    probe = _run([py, "-c", "import importlib.util as u; from bandscope.cli.main import reference_dir as r; "
+    probe = _run([py, "-c", "import importlib.util as u; from bandscope.cli.commands import reference_dir as r; "
                   "print(u.find_spec('torch') is None, r().resolve())"], cwd=elsewhere)
     no_torch, ref = probe.stdout.split()
     assert no_torch == "True"
