@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -319,7 +319,7 @@ def live_forecast_options(forecast: object, where: str, *, forecast_min_checkpoi
                               "bandscope.keysearch.forecasting.ForecastOptions(...)")
 
 
-def callback_forecast_options(forecast: object, monitor_options: dict[str, object],
+def callback_forecast_options(forecast: object, monitor_options: dict[str, Any],
                               where: str) -> LiveForecastOptions | None:
     """A framework callback's forecast options: its ``forecast=`` argument with the legacy keywords
     taken out of ``monitor_options`` (removed from it), by :func:`live_forecast_options`, so the
