@@ -34,7 +34,12 @@ average before and after: wall ratios need a quiet machine, CPU ratios much less
     python benchmarks/bench_forecast_monitor.py [--pairs 10] [--steps 120] [--min-checkpoints 4]
                                                 [--schedule reference|dense] [--n-points P]
                                                 [--variants plain,monitor[,monitor_noforecast]] [--json OUT]
+                                                [--compare-src OTHER_SRC]
     python benchmarks/bench_forecast_monitor.py --profile
+
+``--compare-src OTHER_SRC`` adds a third process to each round, the Monitor of another source tree
+(e.g. ``git worktree`` of the commit before a change, its ``src``), and prints this tree's Monitor
+over that one, pair by pair: a before/after measured interleaved.
 
 ``--profile`` times each piece of the Monitor in one fresh process instead (a training step,
 ``tracker.step()``, the band probe, a checkpoint's record-and-write, ``tracker.checkpoint()``,
@@ -102,6 +107,7 @@ class _TimedMonitor:
         self.wall = {"step": 0.0, "checkpoint": 0.0}
         self.cpu = {"step": 0.0, "checkpoint": 0.0}
         self.calls = {"step": 0, "checkpoint": 0}
+        self.each = {"wall": [], "cpu": []}  # every checkpoint's call
         self.logged = 0
 
     def step(self, loss=None):
@@ -112,6 +118,9 @@ class _TimedMonitor:
         self.wall[kind] += dw
         self.cpu[kind] += dc
         self.calls[kind] += 1
+        if m is not None:
+            self.each["wall"].append(dw)
+            self.each["cpu"].append(dc)
         if m and any(k.startswith("bandscope/forecast_floor") for k in m):
             self.logged += 1
         return m
@@ -120,7 +129,8 @@ class _TimedMonitor:
 mon = None
 if variant != "plain":
     from bandscope.torch import LiveForecastOptions, Monitor
-    fc = LiveForecastOptions(min_checkpoints=min_ckpt) if variant == "monitor" else False
+    fc = LiveForecastOptions(min_checkpoints=min_ckpt) if variant.startswith("monitor") and \
+        "noforecast" not in variant else False
     mon = _TimedMonitor(Monitor(model, panel, os.path.join(tempfile.mkdtemp(), "run.nc"), schedule=sched,
                                 forecast=fc))
 r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -135,7 +145,7 @@ out = {"wall": wall, "cpu": cpu, "thread": thread, "sys": r1.ru_stime - r0.ru_st
        "minflt": r1.ru_minflt - r0.ru_minflt, "checkpoints": 0}
 if mon is not None:
     fw = mon.mon._forecaster
-    out.update({"mon_wall": mon.wall, "mon_cpu": mon.cpu, "mon_calls": mon.calls,
+    out.update({"mon_wall": mon.wall, "mon_cpu": mon.cpu, "mon_calls": mon.calls, "mon_each": mon.each,
                 "checkpoints": mon.calls["checkpoint"], "forecasts_logged": mon.logged,
                 "forecast_cpu": fw.cpu_seconds if fw is not None else 0.0,
                 "forecasts_started": fw.submitted if fw is not None else 0})
@@ -258,8 +268,10 @@ def profile(reps: int = 5) -> dict:
     return med
 
 
-def _run(variant: str, steps: int, schedule: str, n_points: int, min_checkpoints: int) -> dict:
-    """One measurement in a fresh process (``variant`` one of :data:`VARIANTS`).
+def _run(variant: str, steps: int, schedule: str, n_points: int, min_checkpoints: int,
+         compare_src: str | None = None) -> dict:
+    """One measurement in a fresh process (``variant`` one of :data:`VARIANTS`; ``monitor@compare``
+    is ``monitor`` with ``compare_src`` first on ``PYTHONPATH``).
 
     Returns
     -------
@@ -269,8 +281,11 @@ def _run(variant: str, steps: int, schedule: str, n_points: int, min_checkpoints
         ``Monitor.step()``, by ``step`` / ``checkpoint`` call), ``mon_calls``, ``checkpoints``,
         ``forecasts_logged``, ``forecasts_started`` and ``forecast_cpu`` (the worker's CPU s).
     """
+    env = None
+    if variant.endswith("@compare"):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(compare_src), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", _CHILD, variant, str(steps), schedule, str(n_points),
-                          str(min_checkpoints)], check=True, capture_output=True, text=True)
+                          str(min_checkpoints)], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -304,17 +319,85 @@ def attribution(r: dict) -> dict:
     return out
 
 
-def predicted(a: dict, clock: str, steps: int) -> float:
+def predicted(r: dict, a: dict, clock: str, steps: int) -> float:
     """Training-thread overhead of the first ``steps`` steps of the reference schedule predicted
-    from one process's attribution ``a`` (per-step and per-checkpoint cost over the training step)."""
+    from one monitor process ``r`` and its attribution ``a``: its checkpoints' measured calls
+    (one-time costs included), the median of them for each further checkpoint, and the mean
+    plain step's call, over the loop's own time per training step."""
     k = _reference_checkpoints(steps)
-    return ((steps - k) * a[f"step_{clock}"] + k * a[f"checkpoint_{clock}"]) / (steps * a[f"train_{clock}"])
+    each = r["mon_each"][clock]
+    ckpt = sum(each[:k]) + max(k - len(each), 0) * (statistics.median(each) if each else 0.0)
+    return (ckpt + (steps - k) * a[f"step_{clock}"]) / (steps * a[f"train_{clock}"])
 
 
 def _fmt(m: tuple[float, float, float], pct: bool = False) -> str:
     if pct:
         return f"{m[0] * 100:+6.2f} % [{m[1] * 100:+6.2f}, {m[2] * 100:+6.2f}]"
     return f"{m[0]:6.3f} [{m[1]:6.3f}, {m[2]:6.3f}]"
+
+
+def _report_attribution(v: str, res: dict, out: dict) -> dict:
+    """Print and store (in ``out["attribution"][v]``) the attribution of variant ``v``; return whether its
+    predicted ratios lie inside the A/B intervals."""
+    p = res["plain"]
+    att = [attribution(r) for r in res[v]]
+    s: dict = {"per_process": att}
+    for key in ("wall", "cpu", "worker"):
+        s[key] = median_ci([a[key] for a in att])
+    for key in ("step_wall", "checkpoint_wall", "train_wall", "step_cpu", "checkpoint_cpu", "train_cpu"):
+        s[key] = statistics.median(a[key] for a in att)
+    # what the attribution predicts for the A/B ratios, and the time outside the monitor's calls
+    s["predicted_wall_ratio"] = median_ci([1 + a["wall"] for a in att])
+    s["predicted_cpu_ratio"] = median_ci([1 + a["cpu"] + a["worker"] for a in att])
+    s["predicted_thread_ratio"] = median_ci([1 + a["cpu"] for a in att])
+    s["rest_wall_ratio"] = median_ci([(r["wall"] - sum(r["mon_wall"].values())) / q["wall"]
+                                      for r, q in zip(res[v], p)])
+    s["rest_thread_ratio"] = median_ci([(r["thread"] - sum(r["mon_cpu"].values())) / q["thread"]
+                                        for r, q in zip(res[v], p)])
+    for clock in ("wall", "cpu"):
+        s[f"dense_start_{clock}"] = statistics.median(predicted(r, a, clock, DENSE_START)
+                                                      for r, a in zip(res[v], att))
+        s[f"whole_run_{clock}"] = statistics.median(predicted(r, a, clock, RUN_STEPS) for r, a in zip(res[v], att))
+        s[f"checkpoint_median_{clock}"] = statistics.median(statistics.median(r["mon_each"][clock])
+                                                            for r in res[v])
+    out["attribution"][v] = s
+    print(f"\nattribution, {v} (training thread inside Monitor.step(), per process; median [bootstrap 95 %]):")
+    print(f"  overhead on the training thread, wall: {_fmt(s['wall'], True)}; CPU: {_fmt(s['cpu'], True)}")
+    print(f"  forecast worker CPU / the loop's CPU:  {_fmt(s['worker'], True)}")
+    print(f"  per call: plain step {s['step_wall'] * 1e3:.2f} ms wall / {s['step_cpu'] * 1e3:.2f} ms CPU, "
+          f"checkpoint mean {s['checkpoint_wall'] * 1e3:.1f} / {s['checkpoint_cpu'] * 1e3:.1f} ms, median "
+          f"{s['checkpoint_median_wall'] * 1e3:.1f} / {s['checkpoint_median_cpu'] * 1e3:.1f} ms; training step "
+          f"{s['train_wall'] * 1e3:.1f} / {s['train_cpu'] * 1e3:.1f} ms")
+    print(f"  predicted on the training thread: first {DENSE_START} steps of A.5 "
+          f"({_reference_checkpoints(DENSE_START)} checkpoints) {s['dense_start_wall'] * 100:+.2f} % wall / "
+          f"{s['dense_start_cpu'] * 100:+.2f} % CPU; whole run ({_reference_checkpoints(RUN_STEPS)} checkpoints "
+          f"in {RUN_STEPS} steps) {s['whole_run_wall'] * 100:+.2f} % / {s['whole_run_cpu'] * 100:+.2f} %")
+    ab = out["ab"][v]
+    agrees: dict = {}
+    for key, pred in (("wall", "predicted_wall_ratio"), ("cpu", "predicted_cpu_ratio"),
+                      ("thread", "predicted_thread_ratio")):
+        lo, hi = ab[key][1], ab[key][2]
+        agrees[key] = bool(lo <= s[pred][0] <= hi)
+        print(f"  {key:6s} ratio: attribution predicts {s[pred][0]:.3f}, A/B measured {_fmt(ab[key])}: "
+              f"{'inside' if agrees[key] else 'OUTSIDE'} the A/B interval")
+    print(f"  loop time outside the monitor's calls / the plain loop's: wall {_fmt(s['rest_wall_ratio'])}, "
+          f"training thread CPU {_fmt(s['rest_thread_ratio'])}")
+    return agrees
+
+
+def _report_compare(res: dict, compare_src: str) -> dict:
+    """Print and return this tree's Monitor against the one of ``compare_src`` (pair by pair)."""
+    cmp: dict = {}
+    print(f"\nthis tree's Monitor / the Monitor of {compare_src} (per pair, median [bootstrap 95 %]):")
+    for key in ("wall", "cpu", "thread"):
+        cmp[key] = median_ci([r[key] / q[key] for r, q in zip(res["monitor"], res["monitor@compare"])])
+    for clock in ("wall", "cpu"):
+        cmp[f"attribution_{clock}"] = median_ci([
+            attribution(r)[clock] - attribution(q)[clock] for r, q in zip(res["monitor"], res["monitor@compare"])])
+    print(f"  A/B: wall {_fmt(cmp['wall'])}, process CPU {_fmt(cmp['cpu'])}, training thread {_fmt(cmp['thread'])}")
+    print(f"  attribution, training-thread overhead this tree minus the other: wall "
+          f"{_fmt(cmp['attribution_wall'], True)}, CPU {_fmt(cmp['attribution_cpu'], True)}")
+    return cmp
 
 
 def main(argv: list[str] | tuple[str, ...] = ()) -> dict:
@@ -341,20 +424,24 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> dict:
     ap.add_argument("--n-points", type=int, default=53, help="checkpoints of the dense schedule (default 53)")
     ap.add_argument("--variants", default="plain,monitor", help="comma-separated, plain first (default plain,monitor)")
     ap.add_argument("--profile", action="store_true", help="only the per-piece CPU profile (one process)")
+    ap.add_argument("--compare-src", help="also time variant monitor@compare: the Monitor of this source tree "
+                    "(e.g. a checkout's src/ before a change), and print monitor / monitor@compare")
     ap.add_argument("--json", help="also write what is printed (and every process's numbers) to this JSON file")
     args = ap.parse_args(argv)
     if args.profile:
         return profile()
     steps, pairs = (40, 2) if args.quick else (args.steps, args.pairs)
     variants = tuple(v for v in args.variants.split(",") if v)
-    if len(variants) < 2 or variants[0] != "plain" or any(v not in VARIANTS for v in variants):
+    if args.compare_src:
+        variants += ("monitor@compare",)
+    if len(variants) < 2 or variants[0] != "plain" or any(v not in VARIANTS + ("monitor@compare",) for v in variants):
         raise SystemExit(f"--variants must start with plain and name only {VARIANTS}; got {args.variants!r}")
     load0 = os.getloadavg()
     t_start = time.perf_counter()
     res: dict[str, list[dict]] = {v: [] for v in variants}
     for k in range(pairs):  # the order rotates from pair to pair (alternates for two variants)
         for v in variants[k % len(variants):] + variants[:k % len(variants)]:
-            res[v].append(_run(v, steps, args.schedule, args.n_points, args.min_checkpoints))
+            res[v].append(_run(v, steps, args.schedule, args.n_points, args.min_checkpoints, args.compare_src))
     load1 = os.getloadavg()
     out: dict = {"steps": steps, "pairs": pairs, "schedule": args.schedule, "min_checkpoints": args.min_checkpoints,
                  "load_before": load0, "load_after": load1, "seconds": time.perf_counter() - t_start, "ab": {},
@@ -382,47 +469,10 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> dict:
         print(f"{v:20s} {row['checkpoints']:5.0f} {_fmt(row['wall']):>26s} {_fmt(row['cpu']):>26s} "
               f"{_fmt(row['thread']):>26s} {row['forecasts_started']:9d} {row['minflt']:11.0f}")
         print("  per-pair process CPU ratios: " + ", ".join(f"{x:.3f}" for x in row["cpu_ratios"]))
-    agrees = {}
-    for v in variants[1:]:
-        att = [attribution(r) for r in res[v]]
-        s: dict = {"per_process": att}
-        for key in ("wall", "cpu", "worker"):
-            s[key] = median_ci([a[key] for a in att])
-        for key in ("step_wall", "checkpoint_wall", "train_wall", "step_cpu", "checkpoint_cpu", "train_cpu"):
-            s[key] = statistics.median(a[key] for a in att)
-        # what the attribution predicts for the A/B ratios, and the time outside the monitor's calls
-        s["predicted_wall_ratio"] = median_ci([1 + a["wall"] for a in att])
-        s["predicted_cpu_ratio"] = median_ci([1 + a["cpu"] + a["worker"] for a in att])
-        s["predicted_thread_ratio"] = median_ci([1 + a["cpu"] for a in att])
-        s["rest_wall_ratio"] = median_ci([(r["wall"] - sum(r["mon_wall"].values())) / q["wall"]
-                                          for r, q in zip(res[v], p)])
-        s["rest_thread_ratio"] = median_ci([(r["thread"] - sum(r["mon_cpu"].values())) / q["thread"]
-                                            for r, q in zip(res[v], p)])
-        for clock in ("wall", "cpu"):
-            s[f"dense_start_{clock}"] = statistics.median(predicted(a, clock, DENSE_START) for a in att)
-            s[f"whole_run_{clock}"] = statistics.median(predicted(a, clock, RUN_STEPS) for a in att)
-        out["attribution"][v] = s
-        print(f"\nattribution, {v} (training thread inside Monitor.step(), per process; median [bootstrap 95 %]):")
-        print(f"  overhead on the training thread, wall: {_fmt(s['wall'], True)}; CPU: {_fmt(s['cpu'], True)}")
-        print(f"  forecast worker CPU / the loop's CPU:  {_fmt(s['worker'], True)}")
-        print(f"  per call: plain step {s['step_wall'] * 1e3:.2f} ms wall / {s['step_cpu'] * 1e3:.2f} ms CPU, "
-              f"checkpoint {s['checkpoint_wall'] * 1e3:.1f} / {s['checkpoint_cpu'] * 1e3:.1f} ms; training step "
-              f"{s['train_wall'] * 1e3:.1f} / {s['train_cpu'] * 1e3:.1f} ms")
-        print(f"  predicted on the training thread: first {DENSE_START} steps of A.5 "
-              f"({_reference_checkpoints(DENSE_START)} checkpoints) {s['dense_start_wall'] * 100:+.2f} % wall / "
-              f"{s['dense_start_cpu'] * 100:+.2f} % CPU; whole run ({_reference_checkpoints(RUN_STEPS)} checkpoints "
-              f"in {RUN_STEPS} steps) {s['whole_run_wall'] * 100:+.2f} % / {s['whole_run_cpu'] * 100:+.2f} %")
-        ab = out["ab"][v]
-        agrees[v] = {}
-        for key, pred in (("wall", "predicted_wall_ratio"), ("cpu", "predicted_cpu_ratio"),
-                          ("thread", "predicted_thread_ratio")):
-            lo, hi = ab[key][1], ab[key][2]
-            agrees[v][key] = bool(lo <= s[pred][0] <= hi)
-            print(f"  {key:6s} ratio: attribution predicts {s[pred][0]:.3f}, A/B measured {_fmt(ab[key])}: "
-                  f"{'inside' if agrees[v][key] else 'OUTSIDE'} the A/B interval")
-        print(f"  loop time outside the monitor's calls / the plain loop's: wall {_fmt(s['rest_wall_ratio'])}, "
-              f"training thread CPU {_fmt(s['rest_thread_ratio'])}")
+    agrees = {v: _report_attribution(v, res, out) for v in variants[1:]}
     out["agrees"] = agrees
+    if "monitor@compare" in res and "monitor" in res:
+        out["compare"] = _report_compare(res, args.compare_src)
     out["raw"] = res
     if args.json:
         with open(args.json, "w") as fh:

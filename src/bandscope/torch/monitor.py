@@ -708,23 +708,14 @@ class Monitor:
         if o is None or len(self.recorder) < o.min_checkpoints:
             return {}
         if self._forecaster is None:
-            import bandscope
-
-            fc = getattr(bandscope, "forecast", None)
-            if fc is None:
-                return {}
             from .forecast_worker import ForecastWorker
 
-            def run(ds):
-                if o.options is None and o.calibration is None:
-                    return forecast_metrics(fc(ds))  # bandscope.forecast's own defaults
-                return forecast_metrics(fc(ds, options=o.options, calibration=o.calibration))
-
-            self._forecaster = ForecastWorker(run, budget=o.budget, synchronous=o.synchronous, nice=o.nice)
+            self._forecaster = ForecastWorker(_forecast_job(o), budget=o.budget, synchronous=o.synchronous,
+                                              nice=o.nice)
         if self._forecaster.ready():  # build the run Dataset only when it will be forecast
             self._forecaster.submit(self.recorder.dataset(), self.global_step)
         done = self._forecaster.poll()
-        if done is None:
+        if done is None or not done[1]:  # nothing finished, or no forecast function
             return {}
         out = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
         out.update(remaining_in_steps_and_time(out, self._walls))
@@ -774,7 +765,7 @@ class Monitor:
                     self.lnp.write()
             if self._forecaster is not None:  # log the forecast still running, then stop the worker
                 done = self._forecaster.finish(timeout=60.0)
-                if done is not None and self.is_writer:
+                if done is not None and done[1] and self.is_writer:
                     m = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
                     m.update(remaining_in_steps_and_time(m, self._walls))
                     self.metrics.update(m)
@@ -815,6 +806,26 @@ class Monitor:
     def inner_model(self) -> torch.nn.Module:
         """The model without DDP / compile wrappers (what the probe runs)."""
         return unwrap(self.model)
+
+
+def _forecast_job(o: LiveForecastOptions) -> Callable:
+    """The worker's job: ``run Dataset -> logged forecast metrics`` by :func:`bandscope.forecast`.
+
+    ``bandscope.forecast`` is looked up when the job runs, so its first import (the forecasting
+    module with scipy: about 0.7 s of CPU) happens on the worker's thread, not the training's;
+    without it (``bandscope.forecast is None``) no metrics are logged."""
+
+    def run(ds) -> dict:
+        import bandscope
+
+        fc = getattr(bandscope, "forecast", None)
+        if fc is None:
+            return {}
+        if o.options is None and o.calibration is None:
+            return forecast_metrics(fc(ds))  # bandscope.forecast's own defaults
+        return forecast_metrics(fc(ds, options=o.options, calibration=o.calibration))
+
+    return run
 
 
 def progress_postfix(metrics: dict) -> dict:
