@@ -28,7 +28,7 @@ test). Two measurements in one command:
    effects outside the monitor's calls (the worker holding the GIL, caches, the allocator).
 
 The Monitor itself carries no instrumentation (the wrapper lives only in this script); it adds
-two clock reads per step (about a microsecond against a ~100 ms step). Printed with the load
+four clock reads per step (a few microseconds against a ~110 ms step). Printed with the load
 average before and after: wall ratios need a quiet machine, CPU ratios much less so. Usage::
 
     python benchmarks/bench_forecast_monitor.py [--pairs 10] [--steps 120] [--min-checkpoints 4]
