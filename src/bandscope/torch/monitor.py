@@ -417,7 +417,8 @@ class Monitor:
         #: the live forecasts' options (None: no forecasts)
         self.forecast_options = forecast
         self.forecast = forecast is not None
-        self.forecast_min_checkpoints = 8 if forecast is None else forecast.min_checkpoints
+        self.forecast_min_checkpoints = (LiveForecastOptions.min_checkpoints if forecast is None
+                                         else forecast.min_checkpoints)
         self._forecaster = None  # a ForecastWorker, made at the first forecast
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # every checkpoint's metrics (also on ranks that do not write)
