@@ -49,6 +49,7 @@ _LAZY = {
     "ProbeOptions": "bandscope.torch.options",
     "RunIdentity": "bandscope.torch.options",
     "SinkOptions": "bandscope.torch.options",
+    "LiveForecastOptions": "bandscope.torch.options",
 }
 
 __all__ = sorted(_LAZY)

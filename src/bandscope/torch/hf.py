@@ -36,6 +36,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 try:
     from transformers import TrainerCallback
@@ -45,7 +46,10 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..errors import BandscopeInputError
 from .monitor import Monitor
-from .options import callback_monitor_options
+from .options import LiveForecastOptions, callback_forecast_options, callback_monitor_options
+
+if TYPE_CHECKING:
+    from ..keysearch.forecasting import ForecastOptions
 
 __all__ = ["BandscopeCallback", "STATE_FILE"]
 
@@ -89,9 +93,14 @@ class BandscopeCallback(TrainerCallback):
         whose first element is one) and the run file. Both optional: without a panel (a
         language model) the run file holds parameter time, the training loss, ``heldout_loss``
         (with ``heldout_batch=``, e.g. a dict of ``input_ids`` and ``labels``) and LNP.
+    forecast : bool, LiveForecastOptions or ForecastOptions
+        The Monitor's live forecasts (:class:`~bandscope.torch.LiveForecastOptions`; ``True``: the
+        defaults; off by default). The legacy keywords ``forecast_min_checkpoints``,
+        ``forecast_budget`` and ``forecast_background`` still work among ``monitor_options`` and
+        are converted once, here (``callback.forecast_options``).
     **monitor_options
         Any other :class:`~bandscope.torch.Monitor` keyword (``schedule``, ``total_steps``,
-        ``name``, ``lnp``, ``lnp_batch``, ``forecast``, ...), the typed options included
+        ``name``, ``lnp``, ``lnp_batch``, ...), the typed options included
         (``identity=RunIdentity(...)``, ``probe=ProbeOptions(...)``, ``sinks=SinkOptions(...)`` without
         ``log``, ``lnp_options=LNPOptions(...)``). Without ``schedule``/``total_steps``
         the geometric schedule spans ``state.max_steps``.
@@ -104,10 +113,13 @@ class BandscopeCallback(TrainerCallback):
 
     def __init__(self, panel: object = None, path: str | os.PathLike | None = None, *,
                  log: Callable[[dict, int], None] | None = None,
+                 forecast: bool | LiveForecastOptions | ForecastOptions = False,
                  **monitor_options: object) -> None:
         self.panel, self.path = panel, path
         self.user_log = log
         self.options = monitor_options
+        #: the Monitor's live forecasts (None: off), from ``forecast`` and the legacy keywords
+        self.forecast_options = callback_forecast_options(forecast, self.options, "hf.BandscopeCallback")
         self.monitor: Monitor | None = None
         self._pending: dict = {}
         self._loss_sum = None
@@ -168,7 +180,8 @@ class BandscopeCallback(TrainerCallback):
         try:
             self.monitor = Monitor(model, panel=self.panel, path=self.path,
                                    rank=0 if state.is_world_process_zero else max(1, int(args.process_index)),
-                                   start_step=int(state.global_step), **opts)
+                                   start_step=int(state.global_step), forecast=self.forecast_options,
+                                   **opts)
         except BaseException:
             self.close()
             raise

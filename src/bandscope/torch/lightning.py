@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 try:
     import lightning.pytorch as pl
@@ -35,7 +36,10 @@ except ImportError:  # pragma: no cover - the standalone package
                           "pip install 'bandscope[lightning]' -c constraints.txt") from exc
 
 from .monitor import METRIC_PREFIX, Monitor, progress_postfix
-from .options import callback_monitor_options
+from .options import LiveForecastOptions, callback_forecast_options, callback_monitor_options
+
+if TYPE_CHECKING:
+    from ..keysearch.forecasting import ForecastOptions
 
 __all__ = ["BandscopeCallback"]
 
@@ -52,9 +56,14 @@ class BandscopeCallback(pl.Callback):
         ``heldout_loss`` (with ``heldout_batch=``) and LNP.
     progress_bar : bool
         Show ``s`` (parameter time), ``mse`` and ``P`` in the progress bar.
+    forecast : bool, LiveForecastOptions or ForecastOptions
+        The Monitor's live forecasts (:class:`~bandscope.torch.LiveForecastOptions`; ``True``: the
+        defaults; off by default). The legacy keywords ``forecast_min_checkpoints``,
+        ``forecast_budget`` and ``forecast_background`` still work among ``monitor_options`` and
+        are converted once, here (``callback.forecast_options``).
     **monitor_options
         Any other :class:`~bandscope.torch.Monitor` keyword (``schedule``, ``total_steps``,
-        ``name``, ``lnp``, ``lnp_batch``, ``tensorboard``, ``forecast``, ...), the typed options included
+        ``name``, ``lnp``, ``lnp_batch``, ``tensorboard``, ...), the typed options included
         (``identity=RunIdentity(...)``, ``probe=ProbeOptions(...)``, ``sinks=SinkOptions(...)`` without
         ``log``, ``lnp_options=LNPOptions(...)``). Without
         ``schedule``/``total_steps`` the geometric schedule spans
@@ -67,12 +76,16 @@ class BandscopeCallback(pl.Callback):
     """
 
     def __init__(self, panel: object = None, path: str | os.PathLike | None = None, *, progress_bar: bool = True,
-                 log: Callable[[dict, int], None] | None = None, **monitor_options: object) -> None:
+                 log: Callable[[dict, int], None] | None = None,
+                 forecast: bool | LiveForecastOptions | ForecastOptions = False, **monitor_options: object) -> None:
         super().__init__()
         self.panel, self.path = panel, path
         self.progress_bar = progress_bar
         self.user_log = log
         self.options = monitor_options
+        #: the Monitor's live forecasts (None: off), from ``forecast`` and the legacy keywords
+        self.forecast_options = callback_forecast_options(forecast, self.options,
+                                                          "lightning.BandscopeCallback")
         self.monitor: Monitor | None = None
         self._trainer = None
         self._restored: dict | None = None
@@ -105,7 +118,8 @@ class BandscopeCallback(pl.Callback):
         opts = callback_monitor_options(opts, source="bandscope.torch.lightning.BandscopeCallback", log=self._log)
         # the user's Monitor keywords (the callback's public contract), typed options included
         self.monitor = Monitor(pl_module, panel=self.panel, path=self.path, rank=trainer.global_rank,
-                               start_step=trainer.global_step, **opts)
+                               start_step=trainer.global_step, forecast=self.forecast_options,
+                               **opts)
         self._restored = None
 
     def _catch_up(self, trainer, loss=None):

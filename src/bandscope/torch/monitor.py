@@ -44,12 +44,20 @@ from ..errors import BandscopeInputError
 from ..lnp.options import ESTIMATOR_RENAMED, LNPOptions, legacy_estimator
 from ..schedule import geometric_schedule
 from .device import unwrap
-from .options import ProbeOptions, RunIdentity, SinkOptions, options_from_keywords
+from .options import (
+    LiveForecastOptions,
+    ProbeOptions,
+    RunIdentity,
+    SinkOptions,
+    live_forecast_options,
+    options_from_keywords,
+)
 from .paramtime import ParamTimeTracker
 from .probe import BandProbe
 from .recorder import RunRecorder
 
 if TYPE_CHECKING:
+    from ..keysearch.forecasting import ForecastOptions
     from .lnp.hook import LNPHook
 
 __all__ = ["Monitor", "open_geometric_schedule", "METRIC_PREFIX", "forecast_metrics", "progress_postfix",
@@ -237,19 +245,22 @@ class Monitor:
         Show ``s`` (parameter time), ``mse`` and the LNP position in its postfix at checkpoints.
     log : callable(metrics: dict, step: int), optional
         Receives every checkpoint's metrics (names start with ``bandscope/``).
-    forecast : bool
+    forecast : bool, bandscope.torch.LiveForecastOptions or ForecastOptions
         At checkpoints, forecast each band with :func:`bandscope.forecast` (when installed) once
-        ``forecast_min_checkpoints`` are recorded, on a background thread
+        ``min_checkpoints`` are recorded, on a background thread
         (:class:`~bandscope.torch.forecast_worker.ForecastWorker`), and log each finished
         forecast at the next checkpoint with the step it was made at (``forecast_step``), with
         ``s_remaining`` also in optimizer steps and seconds (:func:`remaining_in_steps_and_time`).
-        Off by default.
-    forecast_budget : float
-        Largest ratio of the forecasts' CPU time to the training process's other CPU time
-        (default 0.02); a checkpoint over budget, or one while a forecast is still running, is
-        not forecast.
-    forecast_background : bool
-        False: forecast on the training thread at the checkpoint itself (tests, debugging).
+        Off by default. ``True`` uses the defaults (or the legacy keywords below); a
+        :class:`~bandscope.torch.LiveForecastOptions` sets when, where, within which CPU budget
+        and with which :func:`bandscope.forecast` options; a core
+        :class:`~bandscope.keysearch.forecasting.ForecastOptions` is shorthand for
+        ``LiveForecastOptions(options=...)``. Kept as ``monitor.forecast_options`` (None when off).
+    forecast_min_checkpoints, forecast_budget, forecast_background
+        Legacy keywords of ``LiveForecastOptions``' ``min_checkpoints``, ``budget`` (largest ratio
+        of the forecasts' CPU time to the training process's other CPU time, default 0.02; a
+        checkpoint over budget, or one while a forecast is still running, is not forecast) and
+        ``not synchronous`` (False: forecast on the training thread at the checkpoint itself).
     probe_batch_size, probe_autocast, band_dtype, probe_output
         The fields ``batch_size``, ``autocast``, ``dtype`` and ``output`` of ``probe`` as keywords
         (:class:`~bandscope.torch.BandProbe`'s; give either these or ``probe``).
@@ -300,7 +311,7 @@ class Monitor:
                  extra_attrs: Mapping[str, object] | None = None,
                  lnp: object = None, lnp_batch: object = None, lnp_options: LNPOptions | Mapping | None = None,
                  tensorboard: object = None, progress: object = None, log: Callable[[dict, int], None] | None = None,
-                 forecast: bool = False, forecast_min_checkpoints: int = 8,
+                 forecast: bool | LiveForecastOptions | ForecastOptions = False, forecast_min_checkpoints: int = 8,
                  forecast_budget: float = 0.02, forecast_background: bool = True,
                  probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None,
                  probe_output: Callable | None = None, band_dtype: torch.dtype | None = None,
@@ -318,6 +329,8 @@ class Monitor:
         sinks = options_from_keywords(SinkOptions, sinks, "Monitor", {
             "tensorboard": tensorboard, "progress": progress, "log": log, "metrics": metrics,
             "tensorboard_images": tensorboard_images})
+        live = live_forecast_options(forecast, "Monitor", forecast_min_checkpoints=forecast_min_checkpoints,
+                                     forecast_budget=forecast_budget, forecast_background=forecast_background)
         hook_settings = _hook_settings(lnp_options)
         self.recorder = None
         self.tensorboard = None
@@ -327,9 +340,8 @@ class Monitor:
         try:
             self._init(model, panel, path, schedule=schedule, total_steps=total_steps, n_points=n_points,
                        steps_per_epoch=steps_per_epoch, identity=identity, probe=probe, sinks=sinks, lnp=lnp,
-                       lnp_batch=lnp_batch, hook_settings=hook_settings, forecast=forecast,
-                       forecast_min_checkpoints=forecast_min_checkpoints, forecast_budget=forecast_budget,
-                       forecast_background=forecast_background, rank=rank, tracker_mode=tracker_mode,
+                       lnp_batch=lnp_batch, hook_settings=hook_settings, forecast=live, rank=rank,
+                       tracker_mode=tracker_mode,
                        process_group=process_group, trainable_only=trainable_only, start_step=start_step,
                        resume=bool(resume) or state is not None, overwrite=bool(overwrite),
                        heldout_batch=heldout_batch, heldout_loss_fn=heldout_loss_fn)
@@ -345,8 +357,8 @@ class Monitor:
     def _init(self, model: torch.nn.Module, panel: object, path: str | Path | None, *,
               schedule: Iterable[int] | Callable[[int], bool] | None, total_steps: int | None, n_points: int,
               steps_per_epoch: float | None, identity: RunIdentity, probe: ProbeOptions, sinks: SinkOptions,
-              lnp: object, lnp_batch: object, hook_settings: _HookSettings, forecast: bool,
-              forecast_min_checkpoints: int, forecast_budget: float, forecast_background: bool, rank: int | None,
+              lnp: object, lnp_batch: object, hook_settings: _HookSettings, forecast: LiveForecastOptions | None,
+              rank: int | None,
               tracker_mode: str, process_group: object, trainable_only: bool, start_step: int, resume: bool,
               overwrite: bool, heldout_batch: object, heldout_loss_fn: Callable | None) -> None:
         #: the validated options (``docs/torch.md``, "Options")
@@ -402,11 +414,12 @@ class Monitor:
         self._tb_layout_done = False
         self.progress = sinks.progress
         self.log = sinks.log
-        self.forecast = bool(forecast)
-        self.forecast_min_checkpoints = int(forecast_min_checkpoints)
+        #: the live forecasts' options (None: no forecasts)
+        self.forecast_options = forecast
+        self.forecast = forecast is not None
+        self.forecast_min_checkpoints = (LiveForecastOptions.min_checkpoints if forecast is None
+                                         else forecast.min_checkpoints)
         self._forecaster = None  # a ForecastWorker, made at the first forecast
-        self._forecast_budget = float(forecast_budget)  # ForecastWorker's budget and synchronous
-        self._forecast_synchronous = not forecast_background
         self.metrics: dict[str, float] = {}
         self.history: list[dict] = []  # every checkpoint's metrics (also on ranks that do not write)
         self._walls: list[tuple[int, float, float]] = []  # (step, param_time, wall clock) per checkpoint
@@ -692,22 +705,18 @@ class Monitor:
     def _forecast(self) -> dict:
         """Hand the run so far to the background forecast worker; return the metrics of the
         latest forecast that has finished (tagged ``forecast_step``), or {}."""
-        if not self.forecast or len(self.recorder) < self.forecast_min_checkpoints:
+        o = self.forecast_options
+        if o is None or len(self.recorder) < o.min_checkpoints:
             return {}
         if self._forecaster is None:
-            import bandscope
-
-            fc = getattr(bandscope, "forecast", None)
-            if fc is None:
-                return {}
             from .forecast_worker import ForecastWorker
 
-            self._forecaster = ForecastWorker(lambda ds: forecast_metrics(fc(ds)), budget=self._forecast_budget,
-                                              synchronous=self._forecast_synchronous)
+            self._forecaster = ForecastWorker(_forecast_job(o), budget=o.budget, synchronous=o.synchronous,
+                                              nice=o.nice)
         if self._forecaster.ready():  # build the run Dataset only when it will be forecast
             self._forecaster.submit(self.recorder.dataset(), self.global_step)
         done = self._forecaster.poll()
-        if done is None:
+        if done is None or not done[1]:  # nothing finished, or no forecast function
             return {}
         out = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
         out.update(remaining_in_steps_and_time(out, self._walls))
@@ -757,7 +766,7 @@ class Monitor:
                     self.lnp.write()
             if self._forecaster is not None:  # log the forecast still running, then stop the worker
                 done = self._forecaster.finish(timeout=60.0)
-                if done is not None and self.is_writer:
+                if done is not None and done[1] and self.is_writer:
                     m = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
                     m.update(remaining_in_steps_and_time(m, self._walls))
                     self.metrics.update(m)
@@ -798,6 +807,26 @@ class Monitor:
     def inner_model(self) -> torch.nn.Module:
         """The model without DDP / compile wrappers (what the probe runs)."""
         return unwrap(self.model)
+
+
+def _forecast_job(o: LiveForecastOptions) -> Callable:
+    """The worker's job: ``run Dataset -> logged forecast metrics`` by :func:`bandscope.forecast`.
+
+    ``bandscope.forecast`` is looked up when the job runs, so its first import (the forecasting
+    module with scipy: about 0.7 s of CPU) happens on the worker's thread, not the training's;
+    without it (``bandscope.forecast is None``) no metrics are logged."""
+
+    def run(ds) -> dict:
+        import bandscope
+
+        fc = getattr(bandscope, "forecast", None)
+        if fc is None:
+            return {}
+        if o.options is None and o.calibration is None:
+            return forecast_metrics(fc(ds))  # bandscope.forecast's own defaults
+        return forecast_metrics(fc(ds, options=o.options, calibration=o.calibration))
+
+    return run
 
 
 def progress_postfix(metrics: dict) -> dict:

@@ -1,6 +1,8 @@
 """The options of :class:`~bandscope.torch.Monitor` by concern, each validated once: the band probe
-(:class:`ProbeOptions`), the run's identity (:class:`RunIdentity`) and where metrics go
-(:class:`SinkOptions`); the LNP measurement's are :class:`bandscope.lnp.options.LNPOptions`.
+(:class:`ProbeOptions`), the run's identity (:class:`RunIdentity`), where metrics go
+(:class:`SinkOptions`) and live forecasting (:class:`LiveForecastOptions`); the LNP measurement's
+are :class:`bandscope.lnp.options.LNPOptions`, the forecast method's
+:class:`bandscope.keysearch.forecasting.ForecastOptions`.
 
 Each field has the name of the keyword of the piece that consumes it (``ProbeOptions.batch_size``
 is :class:`~bandscope.torch.BandProbe`'s ``batch_size``, ``RunIdentity.arch`` the
@@ -13,14 +15,19 @@ import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import BandscopeInputError
 from ..lnp.options import LNPOptions, options_from_keywords
 
-__all__ = ["ProbeOptions", "RunIdentity", "SinkOptions", "LNPOptions", "options_from_keywords", "METRICS_MODES",
-           "callback_monitor_options"]
+if TYPE_CHECKING:
+    from ..keysearch.forecasting import ForecastOptions
+
+__all__ = ["ProbeOptions", "RunIdentity", "SinkOptions", "LiveForecastOptions", "LNPOptions", "options_from_keywords",
+           "live_forecast_options", "callback_forecast_options", "METRICS_MODES", "callback_monitor_options",
+           "FORECAST_KEYWORDS"]
 
 #: what :class:`SinkOptions` sends to the loggers (``docs/torch.md``, "Metrics")
 METRICS_MODES = ("compact", "all")
@@ -181,6 +188,155 @@ class SinkOptions:
                 and not hasattr(tb, "__fspath__"):
             raise BandscopeInputError(f"SinkOptions: tensorboard = {tb!r} is neither a SummaryWriter (add_scalar) "
                                       "nor a log directory; pass one of them (or None)")
+
+
+@dataclass(frozen=True)
+class LiveForecastOptions:
+    """How the :class:`~bandscope.torch.Monitor` forecasts a run while it trains (``docs/torch.md``,
+    "Live forecasts"): when, on which thread, within which CPU budget, and with which options of
+    :func:`bandscope.forecast` (``docs/forecast.md``).
+
+    Giving one to ``Monitor(forecast=...)`` turns forecasting on.
+
+    Parameters
+    ----------
+    min_checkpoints : int
+        Checkpoints recorded before the first forecast (>= 1; default 8). Legacy ``Monitor``
+        keyword: ``forecast_min_checkpoints``.
+    budget : float
+        Largest ratio of the forecasts' CPU time to the rest of the training process's CPU time,
+        in (0, 1] (default 0.02): :class:`~bandscope.torch.forecast_worker.ForecastWorker`'s
+        ``budget`` (``forecast_budget``).
+    synchronous : bool
+        Forecast on the training thread at the checkpoint itself (tests, debugging; default False:
+        on the background worker). The worker's ``synchronous``; the legacy keyword
+        ``forecast_background`` is its negation.
+    nice : int
+        Added to the worker thread's nice value on Linux (>= 0; default 10): the worker's ``nice``.
+    options : bandscope.keysearch.forecasting.ForecastOptions or None
+        The forecast method's options, :func:`bandscope.forecast`'s ``options`` (None: its defaults).
+    calibration : Calibration, path, False or None
+        :func:`bandscope.forecast`'s ``calibration`` (None: the calibration shipped with the
+        package; False: none).
+
+    Examples
+    --------
+    >>> LiveForecastOptions(budget=0.05).min_checkpoints
+    8
+    >>> LiveForecastOptions(budget=2.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bandscope.errors.BandscopeInputError: LiveForecastOptions: budget = 2.0 is not a fraction in (0, 1] ...
+    """
+
+    min_checkpoints: int = 8
+    budget: float = 0.02
+    synchronous: bool = False
+    nice: int = 10
+    options: ForecastOptions | None = None
+    calibration: object = None
+
+    def __post_init__(self) -> None:
+        if not _whole(self.min_checkpoints) or int(self.min_checkpoints) < 1:  # type: ignore[call-overload]
+            raise BandscopeInputError(f"LiveForecastOptions: min_checkpoints = {self.min_checkpoints!r}: pass the "
+                                      "number of checkpoints (>= 1) recorded before the first forecast")
+        object.__setattr__(self, "min_checkpoints", int(self.min_checkpoints))  # type: ignore[call-overload]
+        b = self.budget
+        if isinstance(b, bool) or not isinstance(b, numbers.Real) or not 0 < float(b) <= 1:
+            raise BandscopeInputError(f"LiveForecastOptions: budget = {b!r} is not a fraction in (0, 1] of the "
+                                      "training's CPU time; pass e.g. 0.02")
+        object.__setattr__(self, "budget", float(b))
+        if not isinstance(self.synchronous, bool):
+            raise BandscopeInputError(f"LiveForecastOptions: synchronous = {self.synchronous!r} is not a bool; pass "
+                                      "False (forecast on the background worker) or True (on the training thread)")
+        if not _whole(self.nice) or int(self.nice) < 0:  # type: ignore[call-overload]
+            raise BandscopeInputError(f"LiveForecastOptions: nice = {self.nice!r}: pass an integer >= 0 added to the "
+                                      "worker thread's nice value (0: unchanged)")
+        object.__setattr__(self, "nice", int(self.nice))  # type: ignore[call-overload]
+        if self.options is not None:
+            from ..keysearch.forecasting import ForecastOptions
+
+            if not isinstance(self.options, ForecastOptions):
+                raise BandscopeInputError(f"LiveForecastOptions: options = {self.options!r} is not a ForecastOptions; "
+                                          "pass bandscope.keysearch.forecasting.ForecastOptions(...) (or None)")
+
+
+#: the legacy ``Monitor`` keywords of :class:`LiveForecastOptions` and their defaults
+FORECAST_KEYWORDS = {"forecast_min_checkpoints": 8, "forecast_budget": 0.02, "forecast_background": True}
+
+
+def live_forecast_options(forecast: object, where: str, *, forecast_min_checkpoints: int = 8,
+                          forecast_budget: float = 0.02,
+                          forecast_background: bool = True) -> LiveForecastOptions | None:
+    """The one place where ``Monitor(forecast=...)`` and its legacy keywords become options.
+
+    Parameters
+    ----------
+    forecast : bool, LiveForecastOptions or ForecastOptions
+        False / None: no forecasts (the keywords are then ignored, as before). True: forecasts
+        with the keywords' settings. A :class:`LiveForecastOptions`: exactly these (a keyword
+        away from its default beside it is refused). A core
+        :class:`~bandscope.keysearch.forecasting.ForecastOptions`: forecasts with these method
+        options and the keywords' settings.
+    where : str
+        The call, named in errors.
+    forecast_min_checkpoints, forecast_budget, forecast_background
+        The legacy keywords: ``min_checkpoints``, ``budget`` and ``not synchronous``.
+
+    Returns
+    -------
+    LiveForecastOptions or None
+        None when forecasting is off.
+
+    Examples
+    --------
+    >>> live_forecast_options(True, "Monitor", forecast_background=False).synchronous
+    True
+    >>> live_forecast_options(False, "Monitor") is None
+    True
+    """
+    if forecast is None or forecast is False:
+        return None
+    if not isinstance(forecast_background, bool):
+        raise BandscopeInputError(f"{where}: forecast_background = {forecast_background!r} is not a bool; pass "
+                                  "True (the background worker) or False (the training thread)")
+    legacy = {"forecast_min_checkpoints": forecast_min_checkpoints, "forecast_budget": forecast_budget,
+              "forecast_background": forecast_background}
+    field_of = {"forecast_min_checkpoints": "min_checkpoints", "forecast_budget": "budget",
+                "forecast_background": "synchronous"}
+    given = {field_of[k]: (not v if k == "forecast_background" else v) for k, v in legacy.items()
+             if not (type(v) is type(FORECAST_KEYWORDS[k]) and v == FORECAST_KEYWORDS[k])}  # a default: not given
+    if isinstance(forecast, LiveForecastOptions):
+        return options_from_keywords(LiveForecastOptions, forecast, where, given)
+    if forecast is True:
+        return options_from_keywords(LiveForecastOptions, None, where, given)
+    from ..keysearch.forecasting import ForecastOptions
+
+    if isinstance(forecast, ForecastOptions):
+        return dataclasses.replace(options_from_keywords(LiveForecastOptions, None, where, given), options=forecast)
+    raise BandscopeInputError(f"{where}: forecast = {forecast!r}: pass True/False, a "
+                              "bandscope.torch.LiveForecastOptions(...) or a "
+                              "bandscope.keysearch.forecasting.ForecastOptions(...)")
+
+
+def callback_forecast_options(forecast: object, monitor_options: dict[str, Any],
+                              where: str) -> LiveForecastOptions | None:
+    """A framework callback's forecast options: its ``forecast=`` argument with the legacy keywords
+    taken out of ``monitor_options`` (removed from it), by :func:`live_forecast_options`, so the
+    callback hands its :class:`~bandscope.torch.Monitor` one typed object.
+
+    Examples
+    --------
+    >>> opts = {"forecast_budget": 0.1, "schedule": [5]}
+    >>> callback_forecast_options(True, opts, "BandscopeCallback").budget, opts
+    (0.1, {'schedule': [5]})
+    """
+    d = FORECAST_KEYWORDS
+    return live_forecast_options(
+        forecast, where,
+        forecast_min_checkpoints=monitor_options.pop("forecast_min_checkpoints", d["forecast_min_checkpoints"]),
+        forecast_budget=monitor_options.pop("forecast_budget", d["forecast_budget"]),
+        forecast_background=monitor_options.pop("forecast_background", d["forecast_background"]))
 
 
 def callback_monitor_options(options: Mapping[str, object], *, source: str, log: Callable[[dict, int], None],
