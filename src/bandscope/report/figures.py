@@ -79,12 +79,16 @@ class FigureError(RuntimeError):
 
 def literal_text(text: Any) -> str:
     r"""``text`` for a matplotlib label, drawn exactly as written: ``$`` (which would start
-    math mode) is escaped.
+    math mode) is escaped, and a leading ``_`` (which makes matplotlib leave the artist out of
+    its legend) is preceded by a zero-width space.
 
     >>> literal_text("lr=$1e-3$ run")
     'lr=\\$1e-3\\$ run'
+    >>> literal_text("_baseline")
+    '\u200b_baseline'
     """
-    return str(text).replace("$", r"\$")
+    out = str(text).replace("$", r"\$")
+    return "\u200b" + out if out.startswith("_") else out
 
 
 def _rc() -> dict:
