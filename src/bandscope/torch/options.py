@@ -237,10 +237,10 @@ class LiveForecastOptions:
     calibration: object = None
 
     def __post_init__(self) -> None:
-        if not _whole(self.min_checkpoints) or int(self.min_checkpoints) < 1:  # type: ignore[call-overload]
+        if not _whole(self.min_checkpoints) or int(self.min_checkpoints) < 1:
             raise BandscopeInputError(f"LiveForecastOptions: min_checkpoints = {self.min_checkpoints!r}: pass the "
                                       "number of checkpoints (>= 1) recorded before the first forecast")
-        object.__setattr__(self, "min_checkpoints", int(self.min_checkpoints))  # type: ignore[call-overload]
+        object.__setattr__(self, "min_checkpoints", int(self.min_checkpoints))
         b = self.budget
         if isinstance(b, bool) or not isinstance(b, numbers.Real) or not 0 < float(b) <= 1:
             raise BandscopeInputError(f"LiveForecastOptions: budget = {b!r} is not a fraction in (0, 1] of the "
@@ -249,10 +249,10 @@ class LiveForecastOptions:
         if not isinstance(self.synchronous, bool):
             raise BandscopeInputError(f"LiveForecastOptions: synchronous = {self.synchronous!r} is not a bool; pass "
                                       "False (forecast on the background worker) or True (on the training thread)")
-        if not _whole(self.nice) or int(self.nice) < 0:  # type: ignore[call-overload]
+        if not _whole(self.nice) or int(self.nice) < 0:
             raise BandscopeInputError(f"LiveForecastOptions: nice = {self.nice!r}: pass an integer >= 0 added to the "
                                       "worker thread's nice value (0: unchanged)")
-        object.__setattr__(self, "nice", int(self.nice))  # type: ignore[call-overload]
+        object.__setattr__(self, "nice", int(self.nice))
         if self.options is not None:
             from ..keysearch.forecasting import ForecastOptions
 
