@@ -39,15 +39,16 @@ def _number(x: float) -> str:
 
 def font_height(prop: Any) -> tuple[Any, Any, Any]:
     """(ascent, descent, line gap) in points of the font of ``prop`` at its size, from the font's
-    OS/2 or hhea table as matplotlib's text layout reads them; (None, None, None) lets matplotlib
-    measure the text instead."""
+    OS/2 or hhea table as matplotlib's text layout reads them (matplotlib >= 3.11); a table
+    without those fields (matplotlib 3.10's OS/2 table has no ``sTypo*`` entries) is skipped;
+    (None, None, None) lets matplotlib measure the text instead."""
     from matplotlib.font_manager import findfont, get_font
 
     font: Any = get_font(findfont(prop))  # its tables are TypedDicts keyed by literal names
     for name, gap, ascent, descent in (("OS/2", "sTypoLineGap", "sTypoAscender", "sTypoDescender"),
                                        ("hhea", "lineGap", "ascent", "descent")):
         table = font.get_sfnt_table(name)
-        if table is None:
+        if table is None or not all(k in table for k in (gap, ascent, descent)):
             continue
         scale = prop.get_size_in_points() / font.get_sfnt_table("head")["unitsPerEm"]
         return table[ascent] * scale, -table[descent] * scale, table[gap] * scale
