@@ -986,10 +986,10 @@ def annotate(ds: xr.Dataset, kind_name: str, *, coords_only: bool = False, **con
         ds = ds.copy()
     for name in (ds.coords if coords_only else ds.variables):
         v = (None if coords_only else k.variables.get(str(name))) or k.coords.get(str(name))
-        if v is None or (coords_only and ds[name].attrs):
+        var = ds.variables[name]  # the stored Variable: ``ds[name]`` of an index coordinate is a copy in older xarray
+        if v is None or (coords_only and var.attrs):
             continue
-        ds[name].attrs = {**_kind_attrs(k, v, context),
-                          **{a: x for a, x in ds[name].attrs.items() if a in k.dynamic_attrs}}
+        var.attrs = {**_kind_attrs(k, v, context), **{a: x for a, x in var.attrs.items() if a in k.dynamic_attrs}}
     return ds
 
 

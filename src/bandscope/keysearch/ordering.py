@@ -99,7 +99,8 @@ def band_ordering(onset: xr.DataArray, width: xr.DataArray, floor: xr.DataArray,
 
     rho.attrs = schema.attrs("trajectory", "rho")
     n.attrs = schema.attrs("trajectory", "rho_n")
-    return xr.Dataset({"rho": rho, "rho_n": n})
+    return schema.annotate(xr.Dataset({"rho": rho, "rho_n": n}), "trajectory", coords_only=True)  # older xarray
+    # drops the attrs of a coordinate made by concat
 
 
 def summarize_runs(da: xr.DataArray, dim: str = "run") -> xr.Dataset:

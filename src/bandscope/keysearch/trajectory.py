@@ -209,7 +209,7 @@ def floors(band_loss: xr.DataArray, k: int = 5, dim: str = "checkpoint", saturat
            "saturation_tol_pct": saturation_tol_pct}
     out = xr.Dataset({nm: _with_attrs(p, schema.attrs(nm, **ctx)) for nm, p in zip(names, parts)})
     out["saturated"] = _with_attrs(out["floor_window_drift_pct"] < saturation_tol_pct, schema.attrs("saturated", **ctx))
-    return out
+    return schema.annotate(out, "trajectory", coords_only=True)  # older xarray drops the band coordinate's attrs
 
 
 def _with_attrs(da: xr.DataArray, attrs: dict[str, str]) -> xr.DataArray:

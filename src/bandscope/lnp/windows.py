@@ -23,7 +23,7 @@ import numpy.typing as npt
 import xarray as xr
 
 from ..errors import BandscopeInputError
-from ..schema import attrs
+from ..schema import annotate, attrs
 from .options import ReachOptions
 from .statistics import probe_ratio, window_mean
 
@@ -158,7 +158,7 @@ def window_means(run: xr.Dataset) -> xr.Dataset:
             var = QUANTITIES[name][0]
             units = {"units": run[var].attrs["units"]} if var in run and "units" in run[var].attrs else {}
             out[name] = ("lnp_window", window_mean(per_step, labels).values, {**reach_attrs(name), **units})
-    return out
+    return annotate(out, "lnp_summary", coords_only=True)  # older xarray drops an index coordinate's attrs here
 
 
 def loglog_slope(values: xr.DataArray, step: xr.DataArray | npt.ArrayLike, start: float = 0.0,
@@ -292,4 +292,4 @@ def summarise_run(run: xr.Dataset, options: ReachOptions | None = None) -> xr.Da
         out["probe_ratio_bins_below_1"] = ((), int((vals < 1).sum()), reach_attrs("probe_ratio_bins_below_1"))
         out["probe_ratio_bins"] = ((), int(np.isfinite(vals).sum()), reach_attrs("probe_ratio_bins"))
     out.attrs = {"name": str(run.attrs.get("name", "?")), "slope_start": start, "last_k": int(options.last_k)}
-    return out
+    return annotate(out, "lnp_summary", coords_only=True)  # older xarray drops an index coordinate's attrs
