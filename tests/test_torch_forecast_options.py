@@ -14,18 +14,9 @@ from bandscope.errors import BandscopeInputError  # noqa: E402
 from bandscope.keysearch.forecasting import ForecastOptions  # noqa: E402
 from bandscope.torch import LiveForecastOptions, Monitor  # noqa: E402
 from bandscope.torch.options import callback_forecast_options, live_forecast_options  # noqa: E402
+from torch_models import TinyAE  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
-
-
-class TinyAE(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.enc = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU())
-        self.dec = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1), torch.nn.Sigmoid())
-
-    def forward(self, x):
-        return self.dec(self.enc(x))
 
 
 def _panel(n=8, seed=0):

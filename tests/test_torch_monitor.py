@@ -11,21 +11,9 @@ import xarray as xr
 
 from bandscope.torch import BandProbe, Monitor, ParamTimeTracker, RunRecorder, measure_lnp, select_panel
 from bandscope.torch.monitor import forecast_metrics, open_geometric_schedule, progress_postfix
+from torch_models import TinyAE
 
 pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
-
-
-
-class TinyAE(torch.nn.Module):
-    """A 3x8x8 conv autoencoder small enough for many unit tests."""
-
-    def __init__(self):
-        super().__init__()
-        self.enc = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU())
-        self.dec = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1), torch.nn.Sigmoid())
-
-    def forward(self, x):
-        return self.dec(self.enc(x))
 
 
 def _data(n=96, seed=0):
