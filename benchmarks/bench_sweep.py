@@ -12,8 +12,8 @@ the first N files (in-process ``bandscope.cli.main``, ``--quiet``: reading, anal
 the report's tables, nothing printed):
 
 * ``numpy``: ``bandscope analyze FILES`` (the plain path; the baseline of every ratio);
-* ``workers-2``: ``bandscope analyze FILES --workers 2`` (a local cluster of two forked worker
-  processes, one task per chunk of files; its start is included);
+* ``workers-2``: ``bandscope analyze FILES --workers 2`` (a pool of two forked worker processes,
+  one task per chunk of files; its start is included);
 * ``dask-threads``: ``bandscope analyze FILES --dask`` (threaded scheduler);
 * ``PATH@other``: each path again with the package in ``--compare-src`` (e.g. the previous
   version's ``src``), run just before this tree's.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -140,8 +141,8 @@ def test_distributed_local_cluster_two_workers(tmp_path):
 def test_analyze_files_on_local_workers_equals_the_plain_path(tmp_path):
     """analyze_files (one task per chunk of files, read where it is analysed) equals
     analyze(read_runs(files)): values (to rounding), names -- also stems repeated across chunks, whose
-    runs take their directory's name, and recorded names that clash (-2) -- coords and attrs."""
-    pytest.importorskip("distributed")
+    runs take their directory's name, and recorded names that clash (-2) -- coords and attrs; on
+    the default pool of forked processes and on any executor given."""
     runs = _ragged([53, 40, 53, 46, 35])
     files = []
     for i, r in enumerate(runs):
@@ -152,9 +153,14 @@ def test_analyze_files_on_local_workers_equals_the_plain_path(tmp_path):
         files.append(bio.write_run(r, d / ("run.nc" if i < 2 else f"r{i}.nc")))
     want = bandscope.analyze(bio.read_runs(files))
     assert list(want.run.values) == ["dir0", "dir1", "clash", "clash-2", "solo"]
-    got = sweep.analyze_files(files, workers=1, chunk_runs=2)
+    got = sweep.analyze_files(files, workers=2, chunk_runs=2)
     assert_results_equal(got, want, rtol=1e-12)  # rounding of statistics over the chunk's widths
     assert got.attrs["gamma_note"] == want.attrs["gamma_note"]
+    with ThreadPoolExecutor(2) as pool:
+        got = sweep.analyze_files(files, workers=2, chunk_runs=3, executor=pool)
+        assert pool.submit(len, "still running").result() == 13  # an executor given is left open
+    assert_results_equal(got, want, rtol=1e-12)
+    assert list(got.run.values) == list(want.run.values)
 
 
 @settings(max_examples=60, deadline=None)
@@ -195,7 +201,6 @@ def test_concat_runs_equals_xarray_concat():
 
 
 def test_cli_workers_equals_numpy(tmp_path, capsys):
-    pytest.importorskip("distributed")
     from bandscope.cli import main
 
     files = [str(f) for f in _write(_ragged([53, 42, 53, 48]), tmp_path / "runs", ".nc")]
@@ -450,6 +455,8 @@ def test_existing_scheduler_and_two_worker_processes(tmp_path, capsys):
         with sweep.scheduler_client(address) as client:
             assert len(client.scheduler_info()["workers"]) == 2
             got = sweep.compute_sweep(sweep.analyze_sweep(sweep.open_runs(str(tmp_path / "*.nc"), chunk_runs=2)))
+            assert_results_equal(got, want)
+            got = sweep.analyze_files(files, chunk_runs=2, executor=client.get_executor(pure=False))
         assert_results_equal(got, want)
         out = tmp_path / "res.json"
         assert main(["analyze", str(tmp_path / "*.nc"), "--scheduler", address, "--json", str(out)]) == 0

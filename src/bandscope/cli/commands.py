@@ -472,7 +472,7 @@ def build_parser(plugins: bool | set[str] = True, *, list_extensions: bool = Tru
                    help="open the runs lazily and analyse them in chunks on dask (threaded scheduler), "
                    "with a progress bar; quote a glob ('runs/*.nc') and bandscope expands it")
     p.add_argument("--workers", type=_positive_int, metavar="N",
-                   help="with --dask: a local dask.distributed cluster of N worker processes")
+                   help="analyse the files on N local worker processes (one task per chunk of files)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="with --dask: compute on the dask.distributed scheduler already running at "
                    "ADDRESS (e.g. tcp://10.0.0.5:8786; workers on any number of machines, the run "

@@ -40,8 +40,8 @@ from ..io.zarrstore import check_zarr_store
 
 if TYPE_CHECKING:
     import os
-    import threading
     from collections.abc import Callable, Iterator, Sequence
+    from concurrent.futures import Executor
     from typing import Any
 
     from .options import AnalysisOptions
@@ -719,12 +719,21 @@ def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: boo
         The results Dataset of the chunk's runs (in memory) and the runs' names before clashes
         across the sweep are numbered (``-2``, ``-3``, ...).
     """
+    from xarray.backends.locks import HDF5_LOCK, NETCDFC_LOCK
+
     from ..io.runfiles import _read_file_runs
 
     runs, names = [], []
     shared: dict = {}  # index coordinates shared by the chunk's runs
     for p in map(Path, paths):
-        for run, by_stem in _read_file_runs(p, dropna, shared):
+        # the netCDF-C and HDF5 libraries are not thread-safe: a netCDF file is read under
+        # xarray's locks for them (in the order xarray takes them), so tasks on threads work too
+        with contextlib.ExitStack() as held:
+            if p.suffix.lower() in _NETCDF:
+                held.enter_context(NETCDFC_LOCK)
+                held.enter_context(HDF5_LOCK)
+            read = list(_read_file_runs(p, dropna, shared))
+        for run, by_stem in read:
             if by_stem and stem_counts.get(p.stem, 0) > 1 and p.parent.name:
                 run.attrs["name"] = p.parent.name
             runs.append(run)
@@ -733,39 +742,26 @@ def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: boo
     return res, names
 
 
-def _start_cluster(workers: int, box: dict[str, Any], ready: threading.Event) -> None:
-    """Start ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` and a
-    ``Client`` (workers forked where the platform allows: they inherit the imported analysis),
-    put them in ``box`` and set ``ready`` (a ``threading.Event``); an exception is put there too.
+def _process_pool(workers: int) -> Executor:
+    """``workers`` processes of :class:`concurrent.futures.ProcessPoolExecutor`, forked on Linux
+    (they inherit the imported analysis: nothing to import per worker), the platform's default
+    start method elsewhere.
 
     Parameters
     ----------
     workers : int
         Worker processes.
-    box : dict
-        Receives ``"cluster"``, ``"client"`` or ``"error"``.
-    ready : threading.Event
-        Set when the cluster is up (or failed).
+
+    Returns
+    -------
+    concurrent.futures.ProcessPoolExecutor
+        Not started yet: its processes are created at the first ``submit``.
     """
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    import dask
-    from dask.distributed import Client, LocalCluster
-
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux" else None
-    cfg: dict[str, object] = dict(_WORKER_CONFIG)
-    if method:
-        cfg["distributed.worker.multiprocessing-method"] = method
-    try:
-        with dask.config.set(cfg):
-            cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            box["cluster"] = cluster
-            box["client"] = Client(cluster)
-    except Exception as exc:  # noqa: BLE001 -- re-raised in the calling thread
-        box["error"] = exc
-    finally:
-        ready.set()
+    fork = sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+    return ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("fork") if fork else None)
 
 
 def _pad_checkpoints(res: xr.Dataset, n_checkpoints: int) -> xr.Dataset:
@@ -781,15 +777,18 @@ def _pad_checkpoints(res: xr.Dataset, n_checkpoints: int) -> xr.Dataset:
 
 def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
                   options: AnalysisOptions | None = None, *, workers: int = 2, chunk_runs: int | None = None,
-                  dropna: bool = False, progress: bool = False, **overrides: Any) -> xr.Dataset:
-    """``bandscope.analyze(bandscope.read_runs(files))`` on ``workers`` local processes, one task
-    per chunk of files.
+                  dropna: bool = False, progress: bool = False, executor: Executor | None = None,
+                  **overrides: Any) -> xr.Dataset:
+    """``bandscope.analyze(bandscope.read_runs(files))`` on ``workers`` local processes (or on any
+    ``executor``), one task per chunk of files.
 
-    The cluster (:func:`local_cluster`'s settings; workers forked on Linux, so they start in a
-    fraction of a second with the analysis already imported) is started first, before any
-    file is opened here; then every chunk is a task (file paths out, the chunk's results
-    Dataset back) and this process gathers them. No metadata scan, no dask graph: each chunk
-    is read once, by the worker that analyses it.
+    Every chunk is a task: its file paths go out, the chunk's results Dataset comes back, and
+    this process gathers them. No metadata scan, no dask graph: each chunk is read once, by the
+    process that analyses it. By default the tasks run on a
+    :class:`concurrent.futures.ProcessPoolExecutor` of ``workers`` processes forked from this
+    one on Linux after the analysis is imported here (they start in milliseconds with nothing
+    to import; the platform's default start method elsewhere), created before any file is
+    opened here and shut down at the end.
 
     Parameters
     ----------
@@ -798,7 +797,8 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     options, **overrides
         As for :func:`bandscope.analyze`.
     workers : int
-        Worker processes.
+        Worker processes of the default pool; with ``executor``, the number of tasks per round
+        of chunks (say how many tasks the executor runs at once).
     chunk_runs : int, optional
         Files per task (default: rounds of ``workers`` equal chunks, each round half of the
         files left, 128 to 1,024 files per chunk, see :func:`_file_chunks`: the analysis costs
@@ -807,6 +807,10 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
         As for :func:`bandscope.read_runs` (the dropped rows are not gathered).
     progress : bool
         Count the finished chunks on stderr.
+    executor : concurrent.futures.Executor, optional
+        Run the tasks there instead, and leave it running: e.g.
+        ``distributed.Client(address).get_executor(pure=False)`` for the workers of a
+        ``dask.distributed`` cluster (each needs bandscope and the files at the same paths).
 
     Returns
     -------
@@ -817,6 +821,11 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
         ``read_runs`` over the whole sweep), the coordinates and the attributes (``gamma_note``
         the union of the chunks' notes).
 
+    Raises
+    ------
+    ValueError
+        When ``workers`` or ``chunk_runs`` is not a positive number.
+
     Examples
     --------
     >>> import tempfile
@@ -824,14 +833,12 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     >>> from bandscope.keysearch.synthetic import make_runs_synthetic
     >>> d = Path(tempfile.mkdtemp())
     >>> files = [write_run(r, d / f"{r.attrs['name']}.nc") for r in make_runs_synthetic(3)]
-    >>> res = analyze_files(files, workers=1, chunk_runs=2)  # doctest: +SKIP
+    >>> res = analyze_files(files, workers=2, chunk_runs=2)  # doctest: +SKIP
     >>> bool((res.beta == analyze(read_runs(files)).beta).all())  # doctest: +SKIP
     True
     """
-    import threading
     from collections import Counter
-
-    from dask.distributed import as_completed
+    from concurrent.futures import as_completed
 
     if int(workers) < 1:
         raise ValueError(f"workers must be a positive number of processes, got {workers}")
@@ -841,35 +848,26 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     chunks = _file_chunks(len(paths), int(workers), None if chunk_runs is None else int(chunk_runs))
     stems = dict(Counter(Path(p).stem for p in paths))
     done: dict[int, tuple[xr.Dataset, list[str]]] = {}
-    box: dict = {}
-    ready = threading.Event()
-    _warm()  # imported here, the analysis is inherited by forked workers (no import per worker)
-    starter = threading.Thread(target=_start_cluster, args=(workers, box, ready), daemon=True)
-    starter.start()
     overrides = dict(overrides)
-
-    def note() -> None:
-        if progress:
-            print(f"\rbandscope: {len(done)}/{len(chunks)} chunks", end="", file=sys.stderr, flush=True)
-
+    own = executor is None
+    if own:
+        _warm()  # imported here, the analysis is inherited by the forked workers
+    pool = _process_pool(workers) if executor is None else executor
     try:
-        # the cluster is started before this process opens any file: a worker forked while this
-        # process is inside the HDF5 library would inherit its locks held (and hang)
-        starter.join()
-        if "error" in box:
-            raise box["error"]
-        client = box["client"]
-        futures = {client.submit(_chunk_results, paths[a:b], stems, dropna, options, overrides,  # largest first
-                                 pure=False): a for a, b in chunks}
+        # every task is submitted (so every worker forked, at the first submit) before this
+        # process opens a file: a worker forked while this process is inside the HDF5 library
+        # would inherit its locks held (and hang)
+        futures = {pool.submit(_chunk_results, paths[a:b], stems, dropna, options, overrides): a
+                   for a, b in chunks}  # largest first
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
-            note()
+            if progress:
+                print(f"\rbandscope: {len(done)}/{len(chunks)} chunks", end="", file=sys.stderr, flush=True)
     finally:
         if progress:
             print(file=sys.stderr)
-        for key in ("client", "cluster"):
-            if key in box:
-                box[key].close()
+        if own:
+            pool.shutdown(cancel_futures=True)
     return _gather_chunks([done[i] for i in sorted(done)])
 
 
