@@ -2,7 +2,9 @@
 
 :data:`KINDS` holds one :class:`Kind` per Dataset: the run (``run``), its LNP variables
 (``lnp_run``), the band losses (``bands``), the LNP statistics (``lnp``), the forecasts
-(``forecast``, ``forecast_series``) and the results (``results``, ``reach``). Each producer takes
+(``forecast``, ``forecast_series``), the results (``results``, ``reach``), the language-model run
+files of ``tools/lm_runs_to_runfiles.py`` (``lm_run``) and the Datasets of the functions beneath
+the analyses. Each producer takes
 its attrs from here (:func:`attrs` ``(kind, name)``, :func:`annotate`), ``tests/test_schema.py``
 checks each producer's Dataset against it (:func:`mismatches`) and every table of variables in
 ``docs/`` is generated from it (:func:`kind_table`, :func:`update_all_docs`,
