@@ -622,9 +622,9 @@ _BANDS_VARIABLES = [
 ]
 
 # ---- the LNP statistics (lnp.statistics.lnp_components; torch.measure_lnp adds the rest)
-# Units of the LNP statistics, in the units of the loss as loss_fn reduces it (``loss``), of the model
-# output f (``output``), of the parameters (``param``) and of M's loss-reduction units (``unit``:
-# samples, elements or tokens; docs/lnp.md).
+# Units of the LNP statistics, templates in the units of the loss as loss_fn reduces it (``{loss}``), of the
+# model output f (``{output}``), of the parameters (``{param}``) and of M's loss-reduction units (``{unit}``:
+# samples, elements or tokens; docs/lnp.md), filled by the producer (defaults: the words themselves).
 _LS = "{loss}**2 / {output}**2"
 _NS = "{output}**2 / {param}**2"
 _GS = "{loss}**2 / {param}**2"
