@@ -404,11 +404,13 @@ def test_probe_variables_of_the_lm_runs_are_the_schema():
         sys.path.remove(str(root / "tools"))
     ds = lm_runs_to_runfiles.convert(root / "reference_runs" / "lm-scaling" / "m-seed0")
     probes = [v for v in ds.variables if str(v).startswith("probe_")]
-    assert schema.mismatches(ds[probes], "lnp_probes", complete=True) == []
+    units = {"loss": "nats / byte", "output": "logit", "unit": "tokens"}  # the model's (kind lm_run)
+    assert schema.mismatches(ds[probes], "lnp_probes", complete=True, **units) == []
     # the shipped run files were written by the tool: the same attrs
     shipped = xr.load_dataset(root / "reference_runs" / "lm-scaling" / "runs" / "m-seed0.nc")
-    assert schema.mismatches(shipped[probes], "lnp_probes", complete=True) == []
+    assert schema.mismatches(shipped[probes], "lnp_probes", complete=True, **units) == []
     assert shipped.probe_loss_scale_norm.attrs["units"] == ds.probe_loss_scale_norm.attrs["units"]
+    assert ds.probe_loss_scale_norm.attrs["units"] == "(nats / byte)**2 / logit**2 * tokens"
 
 
 def test_lnp_concept_table_names_only_lnp_variables(monkeypatch):

@@ -7,7 +7,7 @@ Each ``ROOT/SIZE-seedN/`` folder (``config.json``, ``lnp.nc``, ``train_loss.csv`
 ``ROOT/runs/SIZE-seedN.nc`` in the layout of ``docs/format.md`` (runs without a panel):
 
 - over ``lnp_step`` (index coordinate, with ``lnp_window``): every ``lnp_*`` variable of
-  ``lnp.nc``, unchanged, with ``units``, ``long_name`` and ``definition`` attrs added;
+  ``lnp.nc``, unchanged;
 - over ``checkpoint`` (coordinate ``step``): ``train_loss`` at the steps where the held-out loss
   was logged plus 120 log-spaced steps (the per-step value the loop logged; ``train_loss.csv``
   holds every step, too many to ship), and ``heldout_loss`` (NaN at the steps where it was not
@@ -15,13 +15,15 @@ Each ``ROOT/SIZE-seedN/`` folder (``config.json``, ``lnp.nc``, ``train_loss.csv`
 - the linear probes of spectral reach §5.1 over (``probe_backbone``, ``probe_lnp_step``), with
   ``probe_backbone`` = ``trained`` / ``random`` and the window index ``probe_lnp_window``:
   ``probe_spectral_position``, ``probe_spectral_position_cross``, ``probe_network_scale_norm``,
-  ``probe_loss_scale_norm`` (the probe files' ``lnp_*`` variables of the same names; attrs from
-  ``bandscope.schema``, kind ``lnp_probes``);
+  ``probe_loss_scale_norm`` (the probe files' ``lnp_*`` variables of the same names);
 - attrs ``format = "run/1"``, ``name``, ``n_parameters`` (``config.json``), ``created``,
   ``versions``, ``arch``, ``seed``, ``size``, ``total_steps``, ``source``.
 
-There is no ``lnp_arc_length``: these runs did not record parameter time. Only finished runs
-(with ``probe_random.nc``) are converted. Variables are zlib-compressed.
+Every variable and coordinate takes its attrs (``units``, ``long_name``, ``definition``) from
+``bandscope.schema``, kind ``lm_run`` (``docs/lnp.md``), with the units of the model filled in
+(:func:`units`: nats per byte for a byte-level vocabulary, logits, tokens). There is no
+``lnp_arc_length``: these runs did not record parameter time. Only finished runs
+are converted (an ``lnp.nc``, and ``probe_random.nc`` if the probes were begun). Variables are zlib-compressed.
 """
 from __future__ import annotations
 
@@ -40,39 +42,18 @@ from bandscope import schema
 N_LOG_STEPS = 120
 PROBE_VARS = ("spectral_position", "spectral_position_cross", "network_scale_norm", "loss_scale_norm")
 
-_A, _B = "batch A (the training batch)", "batch B (32 held-out sequences)"
-#: attrs of the LNP variables of ``bandscope.torch.LNPHook`` (docs/lnp.md), for the files of
-#: ``tools/lm_scaling.py``, which wrote none
-LNP_ATTRS = {
-    "lnp_loss_scale": ("loss**2 / logit**2", "loss scale of batch A", f"||dL_A/df||^2 of {_A}"),
-    "lnp_network_scale": ("logit**2 / param**2", "network scale of batch A", f"Tr K_AA of {_A} (Hutchinson)"),
-    "lnp_grad_norm_sq": ("loss**2 / param**2", "squared gradient norm of batch A", f"||grad L_A||^2 of {_A}"),
-    "lnp_grad_dot": ("loss**2 / param**2", "gradient dot product", "grad L_B . grad L_A"),
-    "lnp_loss_scale_b": ("loss**2 / logit**2", "loss scale of batch B", f"||dL_B/df||^2 of {_B}"),
-    "lnp_network_scale_b": ("logit**2 / param**2", "network scale of batch B", f"Tr K_BB of {_B} (Hutchinson)"),
-    "lnp_spectral_position": ("1", "spectral position P (self, batch A)",
-                              "||grad L_A||^2 / (L_A N_A), spectral reach Eq. 49"),
-    "lnp_spectral_position_cross": ("1", "spectral position P_AB (held-out cross)",
-                                    "grad L_B . grad L_A / sqrt(L_A L_B N_A N_B) (LNP.md)"),
-    "lnp_loss_scale_norm": ("loss**2 / logit**2 * tokens", "normalised loss scale of batch A",
-                            "M_A * L_A, M = tokens (spectral reach A.2)"),
-    "lnp_network_scale_norm": ("logit**2 / param**2 / tokens", "normalised network scale of batch A",
-                               "N_A / M_A, M = tokens (spectral reach A.2)"),
-    "lnp_loss_scale_b_norm": ("loss**2 / logit**2 * tokens", "normalised loss scale of batch B",
-                              "M_B * L_B (spectral reach A.2)"),
-    "lnp_network_scale_b_norm": ("logit**2 / param**2 / tokens", "normalised network scale of batch B",
-                                 "N_B / M_B (spectral reach A.2)"),
-    "lnp_loss": ("nats / byte", "loss of batch A", "mean cross-entropy per token of batch A"),
-    "lnp_network_scale_se": ("logit**2 / param**2", "standard error of lnp_network_scale",
-                             "Hutchinson standard error over probes"),
-    "lnp_spectral_position_se": ("1", "standard error of lnp_spectral_position", "|P| se(N_A) / N_A"),
-    "lnp_loss_b": ("nats / byte", "loss of batch B", "mean cross-entropy per token of batch B"),
-    "lnp_grad_norm_sq_b": ("loss**2 / param**2", "squared gradient norm of batch B", f"||grad L_B||^2 of {_B}"),
-    "lnp_network_scale_b_se": ("logit**2 / param**2", "standard error of lnp_network_scale_b",
-                               "Hutchinson standard error over probes"),
-    "lnp_spectral_position_b": ("1", "spectral position P_B (self, batch B)",
-                                "||grad L_B||^2 / (L_B N_B), spectral reach Eq. 49"),
-}
+#: the schema kind of the run files written here: every variable's attrs come from it
+KIND = "lm_run"
+
+
+def units(cfg: dict) -> dict[str, str]:
+    """The model-dependent units of ``config.json``'s model, for the placeholders of kind ``lm_run``.
+
+    ``loss``: the loss is the mean next-token cross-entropy in nats (``tools/lm_scaling.py``), per byte for a
+    byte-level vocabulary (256 tokens), else per token. The other placeholders keep the kind's defaults.
+    """
+    vocab = int(cfg["model"]["vocab_size"])
+    return {"loss": "nats / byte" if vocab == 256 else "nats / token"}
 
 
 def checkpoint_steps(heldout_steps, total_steps: int, n_log: int = N_LOG_STEPS) -> np.ndarray:
@@ -92,25 +73,19 @@ def convert(run_dir: Path) -> xr.Dataset:
     train_loss = train.set_index("step")["train_loss"].reindex(steps).to_numpy(dtype=np.float64)
     heldout_loss = held.set_index("step")["heldout_loss"].reindex(steps).to_numpy(dtype=np.float64)
 
-    ds = xr.Dataset(coords={"step": ("checkpoint", steps, {"units": "optimizer steps"}),
+    ctx = units(cfg)
+    ds = xr.Dataset(coords={"step": ("checkpoint", steps, _attrs("step", ctx)),
                             "lnp_step": ("lnp_step", lnp["lnp_step"].values.astype(np.int64),
-                                         {"units": "optimizer steps",
-                                          "long_name": "optimizer step of the LNP measurement"}),
+                                         _attrs("lnp_step", ctx)),
                             "lnp_window": ("lnp_step", lnp["lnp_window"].values.astype(np.int64),
-                                           {"long_name": "log-window index (spectral reach B.1)"})})
-    ds["train_loss"] = ("checkpoint", train_loss, {
-        "units": "nats / byte", "long_name": "training loss",
-        "definition": "mean cross-entropy per token of the training batch at that step, as logged"})
-    ds["heldout_loss"] = ("checkpoint", heldout_loss, {
-        "units": "nats / byte", "long_name": "held-out loss",
-        "definition": "mean cross-entropy per token of the 160 held-out sequences (NaN: not logged at that step)"})
+                                           _attrs("lnp_window", ctx))})
+    ds["train_loss"] = ("checkpoint", train_loss, _attrs("train_loss", ctx))
+    ds["heldout_loss"] = ("checkpoint", heldout_loss, _attrs("heldout_loss", ctx))
     for var in lnp.data_vars:
-        units, long_name, definition = LNP_ATTRS[var]
-        ds[var] = ("lnp_step", lnp[var].values.astype(np.float64),
-                   {"units": units, "long_name": long_name, "definition": definition})
+        ds[var] = ("lnp_step", lnp[var].values.astype(np.float64), _attrs(str(var), ctx))
 
     if (run_dir / "probe_trained.nc").exists():  # runs made with --probe-steps 0 have no probes
-        ds = _with_probes(ds, run_dir)
+        ds = _with_probes(ds, run_dir, ctx)
     ds.attrs = {
         "format": "run/1", "name": run_dir.name, "n_parameters": int(cfg["n_params"]),
         "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -124,22 +99,24 @@ def convert(run_dir: Path) -> xr.Dataset:
     return ds
 
 
-def _with_probes(ds: xr.Dataset, run_dir: Path) -> xr.Dataset:
+def _attrs(name: str, ctx: dict[str, str]) -> dict[str, str]:
+    """The attrs of variable ``name`` of kind ``lm_run`` in the units ``ctx`` (a KeyError names an unknown one)."""
+    return schema.attrs(KIND, name, **ctx)
+
+
+def _with_probes(ds: xr.Dataset, run_dir: Path, ctx: dict[str, str]) -> xr.Dataset:
     """``ds`` with the §5.1 linear probes of ``probe_trained.nc`` / ``probe_random.nc``."""
     probes = {k: xr.load_dataset(run_dir / f"probe_{k}.nc") for k in ("trained", "random")}
     pstep = probes["trained"]["lnp_step"].values.astype(np.int64)
     if not np.array_equal(pstep, probes["random"]["lnp_step"].values):
         raise ValueError(f"{run_dir}: the two probes were measured at different steps")
-    ds = ds.assign_coords(probe_backbone=("probe_backbone", ["trained", "random"],
-                                          schema.attrs("lnp_probes", "probe_backbone")),
-                          probe_lnp_step=("probe_lnp_step", pstep, schema.attrs("lnp_probes", "probe_lnp_step")),
+    ds = ds.assign_coords(probe_backbone=("probe_backbone", ["trained", "random"], _attrs("probe_backbone", ctx)),
+                          probe_lnp_step=("probe_lnp_step", pstep, _attrs("probe_lnp_step", ctx)),
                           probe_lnp_window=("probe_lnp_step", probes["trained"]["lnp_window"].values.astype(np.int64),
-                                            schema.attrs("lnp_probes", "probe_lnp_window")))
+                                            _attrs("probe_lnp_window", ctx)))
     for var in PROBE_VARS:
-        units = LNP_ATTRS[f"lnp_{var}"][0]  # the units of this model's statistic; the rest is the schema's
         data = np.stack([probes[k][f"lnp_{var}"].values for k in ("trained", "random")]).astype(np.float64)
-        ds[f"probe_{var}"] = (("probe_backbone", "probe_lnp_step"), data,
-                              {"units": units, **schema.attrs("lnp_probes", f"probe_{var}")})
+        ds[f"probe_{var}"] = (("probe_backbone", "probe_lnp_step"), data, _attrs(f"probe_{var}", ctx))
     return ds
 
 

@@ -2,7 +2,9 @@
 
 :data:`KINDS` holds one :class:`Kind` per Dataset: the run (``run``), its LNP variables
 (``lnp_run``), the band losses (``bands``), the LNP statistics (``lnp``), the forecasts
-(``forecast``, ``forecast_series``) and the results (``results``, ``reach``). Each producer takes
+(``forecast``, ``forecast_series``), the results (``results``, ``reach``), the language-model run
+files of ``tools/lm_runs_to_runfiles.py`` (``lm_run``) and the Datasets of the functions beneath
+the analyses. Each producer takes
 its attrs from here (:func:`attrs` ``(kind, name)``, :func:`annotate`), ``tests/test_schema.py``
 checks each producer's Dataset against it (:func:`mismatches`) and every table of variables in
 ``docs/`` is generated from it (:func:`kind_table`, :func:`update_all_docs`,
@@ -23,7 +25,10 @@ Everything that writes or describes results reads it:
 Units and definitions may hold placeholders filled from the run and the options:
 ``{loss}`` (the units of ``band_loss``), ``{time}`` (the units of ``param_time``), ``{k}``,
 ``{floor}``, ``{deflation}``, ``{saturation_tol_pct}``, ``{start}`` (the first step of a log-log
-slope); :func:`attrs` fills them.
+slope); :func:`attrs` fills them. The units of the LNP statistics and of a run's losses are
+templates in the units of the model (:attr:`Kind.unit_params`): ``{loss}`` (the loss as reduced),
+``{output}`` (the model output), ``{param}`` (the parameters) and ``{unit}`` (what the
+loss-reduction count M counts), each with its kind's default unless the producer gives it.
 
 Renames are listed in :data:`RENAMED` (old name → new name) so that files written with an
 old name stay readable (:func:`upgrade`).
@@ -259,11 +264,23 @@ RENAMED: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- attrs
-_PLACEHOLDER = re.compile(r"\{(loss|time|k|floor|deflation|saturation_tol_pct|start)\}")
+_PLACEHOLDER = re.compile(r"\{(loss|time|k|floor|deflation|saturation_tol_pct|start|output|param|unit)\}")
+_ONE_WORD = re.compile(r"[\w.]+")
 
 
 def _fill(text: str, context: Mapping[str, object]) -> str:
-    return _PLACEHOLDER.sub(lambda m: str(context.get(m.group(1), m.group(0))), text)
+    """``text`` with each known placeholder given in ``context`` replaced by its value.
+
+    A value of more than one word raised to a power is parenthesised: ``{loss}**2`` with
+    ``loss="nats / byte"`` is ``(nats / byte)**2``.
+    """
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) not in context:
+            return m.group(0)
+        value = str(context[m.group(1)])
+        return f"({value})" if m.string.startswith("**", m.end()) and not _ONE_WORD.fullmatch(value) else value
+
+    return _PLACEHOLDER.sub(sub, text)
 
 
 def attrs(kind_or_name: str, name: str | None = None, /, **context: object) -> dict[str, str]:
@@ -521,7 +538,10 @@ class Kind:
     ``paper`` prefixes the ``paper`` attr written from a variable's ``section`` (``""``: no
     ``paper`` attr). ``empty_units`` writes a ``units`` attr of ``""`` (the results tables leave
     it out). ``dynamic_attrs`` are attrs the producer adds from its call (e.g. the working
-    ``dtype`` of the band losses) that the schema does not fix.
+    ``dtype`` of the band losses) that the schema does not fix. ``unit_params`` are the placeholders
+    of the kind's units that depend on the model, as ``(placeholder, meaning, default)``: the
+    producer fills them at write time (``attrs(kind, name, loss="nats / byte")``), a placeholder it
+    does not give takes the default (``None``: no default, the producer must give it).
     """
 
     name: str
@@ -534,6 +554,11 @@ class Kind:
     dynamic_attrs: tuple[str, ...] = ()
     docs: str = ""
     tag: str = ""
+    unit_params: tuple[tuple[str, str, str | None], ...] = ()
+
+    def defaults(self) -> dict[str, str]:
+        """placeholder -> default of the :attr:`unit_params` that have one."""
+        return {name: default for name, _, default in self.unit_params if default is not None}
 
 
 def _k(name: str, dims: tuple[str, ...], dtype: str, units: str | None, long_name: str = "",
@@ -546,6 +571,8 @@ _BAND = _k("band", ("band",), "int64", "pixels per side", "band resolution r",
            note="r = 1, 2, 4, ..., 2^J (band 1 = final Haar approximation coefficient)")
 _L2 = "parameter-space L2 distance"
 _LOSS = "loss units of the training objective"
+#: the placeholder of a run's loss units: what ``{loss}`` means and its default
+_RUN_UNIT_PARAMS: tuple[tuple[str, str, str | None], ...] = (("loss", "units of the training loss", _LOSS),)
 
 # ---- the run Dataset (docs/format.md "Run Dataset"; bandscope.run.make_run)
 _RUN_VARIABLES = [
@@ -564,11 +591,11 @@ _RUN_VARIABLES = [
        "the parameter time the spectral-reach analysis uses when present"),
     _k("mse", ("checkpoint",), "float64", "squared pixel value", "pixel MSE of the panel as logged",
        when="optional, with a panel", note="checked against sum of band_loss on read (relative 1e-3)"),
-    _k("train_loss", ("checkpoint",), "float64", _LOSS, "training loss",
+    _k("train_loss", ("checkpoint",), "float64", "{loss}", "training loss",
        "the loss the training loop reported for the update that reached this step (mean over its "
        "micro-batches); NaN where the loop did not report one", when="optional; always in a run without a panel",
        note="NaN at step 0"),
-    _k("heldout_loss", ("checkpoint",), "float64", _LOSS, "held-out loss",
+    _k("heldout_loss", ("checkpoint",), "float64", "{loss}", "held-out loss",
        "the loss of the model at this step on the fixed held-out batch (eval mode, no gradient)",
        when="with a held-out batch", section="D.1"),
     _k("lnp_arc_length", ("lnp_step",), "float64", _L2, "arc-length parameter time at the LNP step",
@@ -595,12 +622,19 @@ _BANDS_VARIABLES = [
 ]
 
 # ---- the LNP statistics (lnp.statistics.lnp_components; torch.measure_lnp adds the rest)
-# Units of the LNP statistics, in the units of the loss as loss_fn reduces it (``loss``), of the model
-# output f (``output``), of the parameters (``param``) and of M's loss-reduction units (``unit``:
-# samples, elements or tokens; docs/lnp.md).
-_LS = "loss**2 / output**2"
-_NS = "output**2 / param**2"
-_GS = "loss**2 / param**2"
+# Units of the LNP statistics, templates in the units of the loss as loss_fn reduces it (``{loss}``), of the
+# model output f (``{output}``), of the parameters (``{param}``) and of M's loss-reduction units (``{unit}``:
+# samples, elements or tokens; docs/lnp.md), filled by the producer (defaults: the words themselves).
+_LS = "{loss}**2 / {output}**2"
+_NS = "{output}**2 / {param}**2"
+_GS = "{loss}**2 / {param}**2"
+#: the placeholders of the LNP units: (placeholder, meaning, default); the torch producers write the defaults
+_LNP_UNIT_PARAMS: tuple[tuple[str, str, str | None], ...] = (
+    ("loss", "units of the loss as loss_fn reduces it", "loss"),
+    ("output", "units of the model output f", "output"),
+    ("param", "units of the parameters", "param"),
+    ("unit", "what the loss-reduction count M counts (samples, elements, tokens)", "unit"),
+)
 _MEASURED = " (bandscope.torch.measure_lnp, spectral reach B.1)"
 _SE = "0 for exact; Hutchinson: over probes (needs n_probes >= 2), else NaN"
 
@@ -632,20 +666,20 @@ _LNP_VARIABLES = [
          "grad L_B . grad L_A / sqrt(loss_scale loss_scale_b network_scale network_scale_b) (LNP.md choice: "
          "geometric means)", "A.1", _B),
     _lnp("reason_cross", "", "why spectral_position_cross is NaN ('' = valid)", when=_B, dtype="str"),
-    _lnp("loss_scale_norm", _LS + " * unit", "normalised loss scale of batch A (raw)",
+    _lnp("loss_scale_norm", _LS + " * {unit}", "normalised loss scale of batch A (raw)",
          "M * loss_scale (spectral reach appendix A.2)", "A.2", _M),
-    _lnp("network_scale_norm", _NS + " / unit", "normalised network scale of batch A (raw)",
+    _lnp("network_scale_norm", _NS + " / {unit}", "normalised network scale of batch A (raw)",
          "network_scale / M (spectral reach appendix A.2)", "A.2", _M),
-    _lnp("loss_scale_b_norm", _LS + " * unit", "normalised loss scale of batch B (raw)",
+    _lnp("loss_scale_b_norm", _LS + " * {unit}", "normalised loss scale of batch B (raw)",
          "M_b * loss_scale_b (spectral reach appendix A.2)", "A.2", _B + " and its M (n_units_b)"),
-    _lnp("network_scale_b_norm", _NS + " / unit", "normalised network scale of batch B (raw)",
+    _lnp("network_scale_b_norm", _NS + " / {unit}", "normalised network scale of batch B (raw)",
          "network_scale_b / M_b (spectral reach appendix A.2)", "A.2", _B + " and its M (n_units_b)"),
     # measure_lnp (bandscope.torch.lnp) adds:
-    _lnp("loss", "loss", "loss on batch A as reduced by loss_fn", when="measure_lnp"),
+    _lnp("loss", "{loss}", "loss on batch A as reduced by loss_fn", when="measure_lnp"),
     _lnp("network_scale_se", _NS, "standard error of the network-scale estimate", _SE, when="measure_lnp"),
     _lnp("spectral_position_se", "1", "standard error of P from the network-scale estimate (first order)",
          when="measure_lnp"),
-    _lnp("loss_b", "loss", "loss on batch B as reduced by loss_fn", when="measure_lnp, " + _B),
+    _lnp("loss_b", "{loss}", "loss on batch B as reduced by loss_fn", when="measure_lnp, " + _B),
     _lnp("grad_norm_sq_b", _GS, "||grad L_B||^2", when="measure_lnp, " + _B),
     _lnp("network_scale_b_se", _NS, "standard error of the network-scale estimate", _SE,
          when="measure_lnp, " + _B),
@@ -856,18 +890,12 @@ _WINDOW_FUNCTIONS = [  # definitions only: summarise_run gives the same values t
 # ---- the linear probes of a spectral-reach run file (tools/lm_runs_to_runfiles.py; spectral reach 5.1)
 _PROBE_HEAD = ("; only a re-initialised output head trained on the frozen trained (end of training) or random "
                "(initialisation) backbone, spectral reach 5.1")
-_LNP_PROBES = [
-    _k(f"probe_{name}", ("probe_backbone", "probe_lnp_step"), "float64", None, f"linear probe: {long_name}",
-       definition + _PROBE_HEAD, when="" if name == "spectral_position" else "optional",
-       note="units: those of the model's LNP statistic (attr units)")
-    for name, long_name, definition in [
-        ("spectral_position", "spectral position P (self, batch A)",
-         "||grad L_A||^2 / (L_A N_A), spectral reach Eq. 49"),
-        ("spectral_position_cross", "spectral position P_AB (held-out cross)",
-         "grad L_B . grad L_A / sqrt(L_A L_B N_A N_B) (LNP.md)"),
-        ("network_scale_norm", "normalised network scale of batch A", "N_A / M_A, M = tokens (spectral reach A.2)"),
-        ("loss_scale_norm", "normalised loss scale of batch A", "M_A * L_A, M = tokens (spectral reach A.2)"),
-    ]
+_LNP_BY_NAME = {v.name: v for v in _LNP_VARIABLES}
+_LNP_PROBES = [  # the LNP statistic of the same name (units, long name, definition), measured on the probe
+    _k(f"probe_{name}", ("probe_backbone", "probe_lnp_step"), "float64", _LNP_BY_NAME[name].units,
+       "linear probe: " + _LNP_BY_NAME[name].long_name, _LNP_BY_NAME[name].definition + _PROBE_HEAD,
+       when="" if name == "spectral_position" else "optional")
+    for name in ("spectral_position", "spectral_position_cross", "network_scale_norm", "loss_scale_norm")
 ]
 _LNP_PROBE_COORDS = [
     _k("probe_backbone", ("probe_backbone",), "str", None, note="'trained' and 'random': the backbone the probe "
@@ -877,6 +905,39 @@ _LNP_PROBE_COORDS = [
     _k("probe_lnp_window", ("probe_lnp_step",), "int64", None, "log-window index of the probe schedule",
        note="log windows as spectral reach B.1"),
 ]
+
+
+# ---- a language-model run file of spectral reach (tools/lm_runs_to_runfiles.py): the run's losses (here
+# cross-entropies, logged by tools/lm_scaling.py), every scalar LNP statistic of measure_lnp as its lnp_*
+# twin and the linear probes; units in the model's units (``{loss}`` given by the tool)
+_RUN_BY_NAME = {v.name: v for v in _RUN_VARIABLES}
+_LM_TRAIN_LOSS = dataclasses.replace(
+    _RUN_BY_NAME["train_loss"], when="", note="NaN at step total_steps (no update taken there)",
+    definition="mean cross-entropy per token of the training batch of the update taken at this step, as the loop "
+    "logged it before that optimizer step (a recorded run's train_loss at step + 1: there it is the update that "
+    "reached the step)")
+_LM_HELDOUT_LOSS = dataclasses.replace(
+    _RUN_BY_NAME["heldout_loss"], when="",
+    definition="mean cross-entropy per token of the model at this step on the fixed held-out pool (config.json "
+    "heldout_pool sequences; eval mode, no gradient)",
+    note="logged at the first step of each LNP window and at total_steps; NaN at the other steps")
+_LM_RUN_VARIABLES = [
+    _LM_TRAIN_LOSS, _LM_HELDOUT_LOSS,
+    *(dataclasses.replace(_lnp_run_variable(v), when="")  # the scalar statistics of measure_lnp
+      for v in _LNP_VARIABLES if v.dtype == "float64" and not v.dims),
+    *(dataclasses.replace(v, when="with probes") for v in _LNP_PROBES),
+]
+_LM_RUN_COORDS = [
+    dataclasses.replace(_RUN_BY_NAME["step"], when=""),
+    *(dataclasses.replace(c, when="") for c in _RUN_COORDS if c.name in ("lnp_step", "lnp_window")),
+    *(dataclasses.replace(c, when="with probes") for c in _LNP_PROBE_COORDS),
+]
+_LM_UNIT_PARAMS: tuple[tuple[str, str, str | None], ...] = (
+    ("loss", "units of the cross-entropy: nats / byte for a byte-level vocabulary (256), else nats / token", None),
+    ("output", "units of the model output", "logit"),
+    ("param", "units of the parameters", "param"),
+    ("unit", "what M counts (measure_lnp n_units='targets')", "tokens"),
+)
 
 
 def _table(rows: list[Variable]) -> dict[str, Variable]:
@@ -889,18 +950,19 @@ def _table(rows: list[Variable]) -> dict[str, Variable]:
 #: kind -> :class:`Kind` of every Dataset bandscope writes.
 KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("run", "Run Dataset", "bandscope.run.make_run (every reader, the torch recorder)",
-         _table(_RUN_VARIABLES), _table(_RUN_COORDS), docs="docs/format.md", tag="run-variables"),
+         _table(_RUN_VARIABLES), _table(_RUN_COORDS), docs="docs/format.md", tag="run-variables",
+         unit_params=_RUN_UNIT_PARAMS),
     Kind("lnp_run", "LNP variables of a run file", "bandscope.torch.LNPHook (through the recorder)",
          _table([_lnp_run_variable(v) for v in _LNP_VARIABLES]),
          _table([_RUN_COORDS[2], _RUN_COORDS[3],
                  dataclasses.replace(_BAND, name="lnp_band", dims=("lnp_band",), when="LNPHook(bands=True)")]),
-         dynamic_attrs=("reason",), docs="docs/format.md", tag="lnp-run-variables"),
+         dynamic_attrs=("reason",), docs="docs/format.md", tag="lnp-run-variables", unit_params=_LNP_UNIT_PARAMS),
     Kind("bands", "Band losses", "bandscope.transforms.bands.band_losses", _table(_BANDS_VARIABLES),
          _table([_BAND]), paper="key search ", dynamic_attrs=("reduction", "dtype"), docs="docs/bands.md",
          tag="band-loss-variables"),
     Kind("lnp", "LNP statistics", "bandscope.lnp.statistics.lnp_components, bandscope.torch.measure_lnp",
          _table(_LNP_VARIABLES), _table([dataclasses.replace(_BAND, when="measure_lnp(bands=True)")]),
-         dynamic_attrs=("reason",), docs="docs/lnp.md", tag="lnp-variables"),
+         dynamic_attrs=("reason",), docs="docs/lnp.md", tag="lnp-variables", unit_params=_LNP_UNIT_PARAMS),
     Kind("lnp_schedule", "LNP measurement schedule", "bandscope.lnp.statistics.log_windows",
          _table(_SCHEDULE_VARIABLES), _table(_SCHEDULE_COORDS)),
     Kind("probe_ratio", "Probe ratio", "bandscope.lnp.statistics.probe_ratio", _table(_PROBE_RATIO),
@@ -935,8 +997,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          _table(_WINDOW_FUNCTIONS), {}, paper="spectral reach ", empty_units=False, dynamic_attrs=("units",),
          docs="docs/lnp.md", tag="lnp-window-functions"),
     Kind("lnp_probes", "Linear probes of a spectral-reach run file", "tools/lm_runs_to_runfiles.py",
-         _table(_LNP_PROBES), _table(_LNP_PROBE_COORDS), paper="spectral reach ", dynamic_attrs=("units",),
-         docs="docs/format.md", tag="lnp-probe-variables"),
+         _table(_LNP_PROBES), _table(_LNP_PROBE_COORDS), paper="spectral reach ", docs="docs/format.md",
+         tag="lnp-probe-variables", unit_params=_LNP_UNIT_PARAMS),
+    Kind("lm_run", "Language-model run file", "tools/lm_runs_to_runfiles.py", _table(_LM_RUN_VARIABLES),
+         _table(_LM_RUN_COORDS), docs="docs/lnp.md", tag="lm-run-variables", unit_params=_LM_UNIT_PARAMS),
 ]}
 
 
@@ -952,7 +1016,14 @@ def kind(name: str) -> Kind:
         raise KeyError(f"{name!r} is not a Dataset kind; known: {sorted(KINDS)}") from None
 
 
-def _kind_attrs(k: Kind, v: Variable, context: dict[str, object]) -> dict[str, str]:
+def _kind_attrs(k: Kind, v: Variable, context: Mapping[str, object]) -> dict[str, str]:
+    context = {**k.defaults(), **context}
+    missing = [n for n, _, default in k.unit_params if default is None and n not in context
+               and "{" + n + "}" in (v.units or "") + v.definition]
+    if missing:
+        raise ValueError(f"the units of {v.name!r} of kind {k.name!r} depend on the model: give "
+                         f"{', '.join(f'{n}=...' for n in missing)} (e.g. attrs({k.name!r}, {v.name!r}, "
+                         f"{missing[0]}='...'))")
     out = {}
     if v.units is not None and (v.units or k.empty_units):
         out["units"] = _fill(v.units, context)
@@ -1047,20 +1118,28 @@ def kind_table(kind_name: str) -> str:
     """The table of kind ``kind_name``'s variables in its docs page, between its marker comments.
 
     Columns: name (coordinates marked), dims, dtype, units, long name and definition, paper
-    section, and when the producer writes it.
+    section, and when the producer writes it. Units are set as code (``**`` is not emphasis, a trailing
+    ``{unit}`` not an attribute list). A kind with :attr:`Kind.unit_params` says first what
+    each placeholder of its units means and its default.
     """
     k = kind(kind_name)
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    rows = [f"<!-- {k.tag}: generated by bandscope.schema.kind_table({k.name!r}); do not edit -->",
-            "| name | dims | dtype | units | meaning | paper | written |", "|---|---|---|---|---|---|---|"]
+    rows = [f"<!-- {k.tag}: generated by bandscope.schema.kind_table({k.name!r}); do not edit -->"]
+    if k.unit_params:
+        rows += ["Units placeholders, filled by the producer when it writes: " + "; ".join(
+            f"`{{{name}}}`: {meaning} ("
+            + (f"default `{default}`" if default is not None else "no default: given by the producer") + ")"
+            for name, meaning, default in k.unit_params) + ".", ""]
+    rows += ["| name | dims | dtype | units | meaning | paper | written |", "|---|---|---|---|---|---|---|"]
     for v, coord in [*((c, True) for c in k.coords.values()), *((v, False) for v in k.variables.values())]:
         meaning = "; ".join(t for t in (v.long_name, v.definition if v.definition != v.long_name + _MEASURED
                                         else "", v.note) if t)
+        units = f"`{cell(v.units)}`" if v.units else ""
         rows.append(f"| `{v.name}`{' (coord)' if coord else ''} | `{', '.join(v.dims) or '()'}` | {v.dtype} | "
-                    f"{cell(v.units or '')} | {cell(meaning)} | {v.section} | {cell(v.when or 'always')} |")
+                    f"{units} | {cell(meaning)} | {v.section} | {cell(v.when or 'always')} |")
     rows.append(f"<!-- end {k.tag} -->")
     return "\n".join(rows)
 
