@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bandscope.errors import BandscopeInputError  # noqa: E402
-from bandscope.torch import LiveForecastOptions, Monitor, ProbeOptions, RunIdentity, SinkOptions  # noqa: E402
+from bandscope.torch import LiveForecastOptions, LNPHook, Monitor, ProbeOptions, RunIdentity, SinkOptions  # noqa: E402
 from bandscope.torch.options import (  # noqa: E402
     FORECAST_KEYWORDS,
     LEGACY_KEYWORDS,
@@ -45,7 +45,7 @@ def test_the_monitors_keywords_are_the_callbacks_typed_keywords():
     text), and MonitorOptions' fields with the legacy keywords of the table are all of them."""
     sig = inspect.signature(Monitor.__init__).parameters
     params = set(sig) - NOT_KEYWORDS
-    hints = typing.get_type_hints(MonitorKeywords)  # every annotation resolves
+    hints = typing.get_type_hints(MonitorKeywords, localns={"LNPHook": LNPHook})  # every annotation resolves
     assert set(hints) == params - CALLBACK_OWN
     for k, ref in MonitorKeywords.__annotations__.items():
         assert getattr(ref, "__forward_arg__", ref) == sig[k].annotation, k

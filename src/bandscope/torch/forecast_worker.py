@@ -20,9 +20,16 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["ForecastWorker"]
+__all__ = ["ForecastWorker", "FinishedForecast"]
+
+
+class FinishedForecast(NamedTuple):
+    """A forecast the worker finished: the step whose run it forecast and its metrics (``fn``'s result)."""
+
+    step: int
+    metrics: dict[str, float]
 
 
 class ForecastWorker:
@@ -50,7 +57,7 @@ class ForecastWorker:
     True
     >>> w.wait()
     >>> w.poll()
-    (10, {'x': 3.0})
+    FinishedForecast(step=10, metrics={'x': 3.0})
     >>> w.close()
     """
 
@@ -70,7 +77,7 @@ class ForecastWorker:
         self._pool: ThreadPoolExecutor | None = None if synchronous else ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="bandscope-forecast")
         self._future: Future[None] | None = None
-        self._result: tuple[int, dict[str, float]] | None = None
+        self._result: FinishedForecast | None = None
         self._lock = threading.Lock()
         self._c0 = time.process_time()
         self.cpu_seconds = 0.0  # thread CPU time spent forecasting
@@ -109,7 +116,7 @@ class ForecastWorker:
             with self._lock:
                 self.cpu_seconds += time.thread_time() - c0
         with self._lock:
-            self._result = (int(step), dict(out))
+            self._result = FinishedForecast(int(step), dict(out))
         return None
 
     def busy(self) -> bool:
@@ -147,8 +154,8 @@ class ForecastWorker:
             self._future = self._pool.submit(self._job, data, step)
         return True
 
-    def poll(self) -> tuple[int, dict[str, float]] | None:
-        """The latest finished forecast as ``(step, metrics)`` once (then None until the next),
+    def poll(self) -> FinishedForecast | None:
+        """The latest finished forecast (``(step, metrics)``) once (then None until the next),
         warning once if a forecast failed."""
         if self.failed is not None and not self._warned:
             self._warned = True
@@ -167,7 +174,7 @@ class ForecastWorker:
             except Exception:  # noqa: BLE001 - timeouts leave it running; errors are in .failed
                 pass
 
-    def finish(self, timeout: float | None = None) -> tuple[int, dict[str, float]] | None:
+    def finish(self, timeout: float | None = None) -> FinishedForecast | None:
         """Wait up to ``timeout`` s for the running forecast, stop the worker and return the
         last finished forecast not yet polled (or None)."""
         self.wait(timeout)

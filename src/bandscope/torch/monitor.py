@@ -322,7 +322,7 @@ class Monitor:
                  sinks: SinkOptions | None = None,
                  name: str | None = None, arch: str = "", seed: int = -1, source: str = "bandscope.torch.Monitor",
                  extra_attrs: Mapping[str, object] | None = None,
-                 lnp: object = None, lnp_batch: object = None,
+                 lnp: LNPHook | Callable[[Any, Any], Any] | None = None, lnp_batch: object = None,
                  lnp_options: LNPOptions | Mapping[str, object] | None = None,
                  tensorboard: ScalarWriter | str | os.PathLike[str] | None = None, progress: ProgressBar | None = None,
                  log: Callable[[dict, int], None] | None = None,
@@ -460,7 +460,7 @@ class Monitor:
         self.schedule = sched
         self._schedule_set = set(int(s) for s in sched)
 
-    def _make_lnp(self, lnp: object, lnp_batch: object, settings: _HookSettings,
+    def _make_lnp(self, lnp: LNPHook | Callable[[Any, Any], Any] | None, lnp_batch: object, settings: _HookSettings,
                   total_steps: int | None) -> LNPHook | None:
         if lnp is None:
             return None
@@ -735,9 +735,9 @@ class Monitor:
         if self._forecaster.ready():  # build the run Dataset only when it will be forecast
             self._forecaster.submit(self.recorder.dataset(), self.global_step)
         done = self._forecaster.poll()
-        if done is None or not done[1]:  # nothing finished, or no forecast function
+        if done is None or not done.metrics:  # nothing finished, or no forecast function
             return {}
-        out = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+        out = {**done.metrics, f"{METRIC_PREFIX}forecast_step": float(done.step)}
         out.update(remaining_in_steps_and_time(out, self._walls))
         return out
 
@@ -785,8 +785,8 @@ class Monitor:
                     self.lnp.write()
             if self._forecaster is not None:  # log the forecast still running, then stop the worker
                 done = self._forecaster.finish(timeout=60.0)
-                if done is not None and done[1] and self.is_writer:
-                    m = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+                if done is not None and done.metrics and self.is_writer:
+                    m = {**done.metrics, f"{METRIC_PREFIX}forecast_step": float(done.step)}
                     m.update(remaining_in_steps_and_time(m, self._walls))
                     self.metrics.update(m)
                     self._emit(m, self.global_step)

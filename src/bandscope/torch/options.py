@@ -26,6 +26,7 @@ from ..lnp.options import LNPOptions, options_from_keywords
 
 if TYPE_CHECKING:
     from ..keysearch.forecasting import ForecastOptions
+    from .lnp.hook import LNPHook
 
 __all__ = ["ProbeOptions", "RunIdentity", "SinkOptions", "LiveForecastOptions", "LNPOptions", "options_from_keywords",
            "live_forecast_options", "callback_forecast_options", "METRICS_MODES", "callback_monitor_options",
@@ -492,7 +493,7 @@ class MonitorKeywords(TypedDict, total=False):
     seed: int
     source: str
     extra_attrs: Mapping[str, object] | None
-    lnp: object
+    lnp: LNPHook | Callable[[Any, Any], Any] | None
     lnp_batch: object
     lnp_options: LNPOptions | Mapping[str, object] | None
     tensorboard: ScalarWriter | str | os.PathLike[str] | None
@@ -564,7 +565,7 @@ class MonitorOptions:
     probe: ProbeOptions = field(default_factory=ProbeOptions)
     sinks: SinkOptions = field(default_factory=SinkOptions)
     forecast: LiveForecastOptions | None = None
-    lnp: object = None
+    lnp: LNPHook | Callable[[Any, Any], Any] | None = None
     lnp_batch: object = None
     lnp_options: LNPOptions | Mapping[str, object] | None = None
     heldout_batch: object = None
