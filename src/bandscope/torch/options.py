@@ -328,8 +328,12 @@ def _is_legacy_default(keyword: str, value: object) -> bool:
 
 def _legacy_fields(cls: type, keywords: Mapping[str, object]) -> dict[str, object]:
     """``cls``'s fields set by the legacy ``keywords`` away from their defaults, under the fields' names."""
-    return {name: (not v if k in NEGATED_KEYWORDS else v) for k, v in keywords.items()
-            for c, name in (LEGACY_KEYWORDS[k],) if c is cls and not _is_legacy_default(k, v)}
+    out: dict[str, object] = {}
+    for k, v in keywords.items():
+        owner, name = LEGACY_KEYWORDS[k]
+        if owner is cls and not _is_legacy_default(k, v):
+            out[name] = (not v) if k in NEGATED_KEYWORDS else v
+    return out
 
 
 #: the legacy ``Monitor`` keywords of :class:`LiveForecastOptions` and their defaults (from :data:`LEGACY_KEYWORDS`)
@@ -406,9 +410,12 @@ def callback_forecast_options(forecast: object, monitor_options: dict[str, Any],
 
     Examples
     --------
-    >>> import warnings; warnings.simplefilter("ignore", DeprecationWarning)
+    >>> import warnings
     >>> opts = {"forecast_budget": 0.1, "schedule": [5]}
-    >>> callback_forecast_options(True, opts, "BandscopeCallback").budget, opts
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", DeprecationWarning)
+    ...     live = callback_forecast_options(True, opts, "BandscopeCallback")
+    >>> live.budget, opts
     (0.1, {'schedule': [5]})
     """
     warnings.warn("bandscope.torch.options.callback_forecast_options is deprecated: the callbacks build their "
