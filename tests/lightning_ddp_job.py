@@ -14,28 +14,11 @@ import numpy as np
 import torch
 
 from bandscope.torch.lightning import BandscopeCallback
+from torch_models import lightning_autoencoder, seeded_mlp_ae
 
 torch.set_num_threads(1)
 MODE, OUT = sys.argv[1], Path(sys.argv[2])
 PANEL = np.random.default_rng(5).random((8, 3, 4, 4))
-
-
-class Lit(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 16), torch.nn.Tanh(),
-                                       torch.nn.Linear(16, 48), torch.nn.Unflatten(1, (3, 4, 4))).double()
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        (x,) = batch
-        return torch.nn.functional.mse_loss(self(x), x)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
 class Kill(pl.Callback):
@@ -58,7 +41,7 @@ def main():
         (resume,) = (OUT / "ckpt-kill").glob("*step=7.ckpt")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        trainer.fit(Lit(), loader, ckpt_path=resume)
+        trainer.fit(lightning_autoencoder(seeded_mlp_ae), loader, ckpt_path=resume)
     if trainer.global_rank == 0:
         (OUT / f"warnings-{MODE}.txt").write_text("\n".join(str(w.message) for w in seen))
 

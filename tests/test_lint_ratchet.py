@@ -27,7 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (file, code) pairs in the allow list; lower it when you fix one, never raise it
-FROZEN_ENTRIES = 14
+FROZEN_ENTRIES = 12
 
 try:
     import tomllib

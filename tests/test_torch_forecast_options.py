@@ -14,7 +14,7 @@ from bandscope.errors import BandscopeInputError  # noqa: E402
 from bandscope.keysearch.forecasting import ForecastOptions  # noqa: E402
 from bandscope.torch import LiveForecastOptions, Monitor  # noqa: E402
 from bandscope.torch.options import callback_forecast_options, live_forecast_options  # noqa: E402
-from torch_models import TinyAE  # noqa: E402
+from torch_models import TinyAE, lightning_autoencoder  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -166,26 +166,11 @@ def test_lightning_callback_hands_the_monitor_one_typed_object(tmp_path):
     with pytest.raises(BandscopeInputError, match="both set"):
         BandscopeCallback(forecast=typed, forecast_budget=0.5)
 
-    class Lit(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = TinyAE()
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            (x,) = batch
-            return torch.nn.functional.mse_loss(self(x), x)
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=1e-2)
-
     cb = BandscopeCallback(panel=_panel(), path=tmp_path / "b.nc", forecast=typed, schedule=[1, 2])
     data = torch.utils.data.TensorDataset(torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, callbacks=[cb],
                          enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
-    trainer.fit(Lit(), torch.utils.data.DataLoader(data, batch_size=8))
+    trainer.fit(lightning_autoencoder(TinyAE), torch.utils.data.DataLoader(data, batch_size=8))
     assert cb.monitor.forecast_options is typed
 
 

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 from bandscope.errors import BandscopeInputError  # noqa: E402
 from bandscope.io import read_run  # noqa: E402
 from bandscope.torch import Monitor  # noqa: E402
+from torch_models import lightning_autoencoder, seeded_mlp_ae  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -39,10 +40,7 @@ def assert_same_run(resumed, full, rtol=RTOL):
 
 
 # ------------------------------------------------------------------------------ plain loop
-def _net():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 16), torch.nn.Tanh(),
-                               torch.nn.Linear(16, 48), torch.nn.Unflatten(1, (3, 4, 4))).double()
+_net = seeded_mlp_ae  # float64: resumed runs are compared at float64 tolerances
 
 
 def _batch(t):
@@ -162,21 +160,6 @@ def _lightning_run(tmp_path, path, *, kill_at=None, ckpt_path=None, **cb_kw):
     pl = pytest.importorskip("lightning.pytorch")
     from bandscope.torch.lightning import BandscopeCallback
 
-    class Lit(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = _net()
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            (x,) = batch
-            return MSE(self(x), x)
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=1e-2)
-
     class Kill(pl.Callback):
         def on_train_batch_end(self, trainer, *args):
             if kill_at is not None and trainer.global_step == kill_at:
@@ -190,7 +173,7 @@ def _lightning_run(tmp_path, path, *, kill_at=None, ckpt_path=None, **cb_kw):
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=7, save_top_k=-1)
     trainer = pl.Trainer(max_steps=18, accelerator="cpu", devices=1, logger=False, callbacks=[cb, Kill(), ckpt],
                          enable_model_summary=False, enable_progress_bar=False)
-    model = Lit()
+    model = lightning_autoencoder(_net)
     if kill_at is not None:
         with pytest.raises((KeyboardInterrupt, SystemExit)):
             trainer.fit(model, loader)

@@ -6,7 +6,7 @@ Names are resolved lazily from the modules below.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:  # fail early, with the fix, when torch is missing
     import torch as _torch  # noqa: F401
@@ -15,6 +15,37 @@ except ImportError as exc:  # pragma: no cover - exercised in the no-torch test
         "bandscope.torch needs PyTorch: pip install 'bandscope[torch]' "
         "(pin torch with -c constraints.txt to get the CPU build)"
     ) from exc
+
+if TYPE_CHECKING:  # the lazy names below, spelled out for type checkers and IDEs (tests/test_torch_typing.py)
+    from ..lnp.options import LNPOptions as LNPOptions
+    from ..schedule import geometric_schedule as geometric_schedule
+    from ..schedule import paper_schedule as paper_schedule
+    from .checkpoints import checkpoint_param_time as checkpoint_param_time
+    from .checkpoints import load_checkpoint as load_checkpoint
+    from .haar import haar_band_losses as haar_band_losses
+    from .lnp import measure_lnp as measure_lnp
+    from .lnp import register_lnp_handler as register_lnp_handler
+    from .lnp.hook import LNPHook as LNPHook
+    from .monitor import Monitor as Monitor
+    from .monitor import open_geometric_schedule as open_geometric_schedule
+    from .options import LiveForecastOptions as LiveForecastOptions
+    from .options import ProbeOptions as ProbeOptions
+    from .options import RunIdentity as RunIdentity
+    from .options import SinkOptions as SinkOptions
+    from .paramtime import ParamTimeTracker as ParamTimeTracker
+    from .probe import BandProbe as BandProbe
+    from .probe import ProbeResult as ProbeResult
+    from .probe import as_panel as as_panel
+    from .probe import select_panel as select_panel
+    from .recorder import RunRecorder as RunRecorder
+    from .reference.data import embedded_dataset as embedded_dataset
+    from .reference.data import load_image_folder as load_image_folder
+    from .reference.models import CNNAutoencoder as CNNAutoencoder
+    from .reference.models import ViTAutoencoder as ViTAutoencoder
+    from .reference.models import build_model as build_model
+    from .reference.models import count_parameters as count_parameters
+    from .reference.train import TrainConfig as TrainConfig
+    from .reference.train import train as train
 
 _LAZY = {
     # issue 3: recording a run

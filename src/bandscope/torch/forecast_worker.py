@@ -18,10 +18,18 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple
 
-__all__ = ["ForecastWorker"]
+__all__ = ["ForecastWorker", "FinishedForecast"]
+
+
+class FinishedForecast(NamedTuple):
+    """A forecast the worker finished: the step whose run it forecast and its metrics (``fn``'s result)."""
+
+    step: int
+    metrics: dict[str, float]
 
 
 class ForecastWorker:
@@ -49,11 +57,12 @@ class ForecastWorker:
     True
     >>> w.wait()
     >>> w.poll()
-    (10, {'x': 3.0})
+    FinishedForecast(step=10, metrics={'x': 3.0})
     >>> w.close()
     """
 
-    def __init__(self, fn: Callable, *, budget: float = 0.02, synchronous: bool = False, nice: int = 10):
+    def __init__(self, fn: Callable[[Any], Mapping[str, float]], *, budget: float = 0.02, synchronous: bool = False,
+                 nice: int = 10) -> None:
         if not (0 < float(budget) <= 1):
             raise ValueError(f"budget must be a fraction of the training's CPU time in (0, 1], e.g. 0.02; "
                              f"got {budget!r}")
@@ -65,10 +74,10 @@ class ForecastWorker:
         self.fn = fn
         self.budget = float(budget)
         self.synchronous = bool(synchronous)
-        self._pool = None if synchronous else ThreadPoolExecutor(max_workers=1,
-                                                                 thread_name_prefix="bandscope-forecast")
-        self._future: Future | None = None
-        self._result: tuple | None = None
+        self._pool: ThreadPoolExecutor | None = None if synchronous else ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="bandscope-forecast")
+        self._future: Future[None] | None = None
+        self._result: FinishedForecast | None = None
         self._lock = threading.Lock()
         self._c0 = time.process_time()
         self.cpu_seconds = 0.0  # thread CPU time spent forecasting
@@ -94,7 +103,7 @@ class ForecastWorker:
         except (AttributeError, OSError):  # a sandbox may forbid it: a priority is not worth a failure
             pass
 
-    def _job(self, data, step):
+    def _job(self, data: object, step: int) -> None:
         self._lower_priority()
         c0 = time.thread_time()
         try:
@@ -107,7 +116,7 @@ class ForecastWorker:
             with self._lock:
                 self.cpu_seconds += time.thread_time() - c0
         with self._lock:
-            self._result = (int(step), dict(out))
+            self._result = FinishedForecast(int(step), dict(out))
         return None
 
     def busy(self) -> bool:
@@ -126,11 +135,11 @@ class ForecastWorker:
             return False
         return not self.busy() and not self.over_budget()
 
-    def submit(self, data, step: int) -> bool:
+    def submit(self, data: object, step: int) -> bool:
         """Forecast ``data`` (the run so far, a Dataset no one else mutates) made at ``step``
         in the background, unless a forecast is running, one failed, or the budget is spent.
         Returns whether it was started."""
-        if self.failed is not None or self._pool is None and not self.synchronous:
+        if self.failed is not None or (self._pool is None and not self.synchronous):
             return False
         if self.busy():
             self.skipped_busy += 1
@@ -139,14 +148,14 @@ class ForecastWorker:
             self.skipped_budget += 1
             return False
         self.submitted += 1
-        if self.synchronous:
+        if self._pool is None:  # synchronous
             self._job(data, step)
         else:
             self._future = self._pool.submit(self._job, data, step)
         return True
 
-    def poll(self) -> tuple | None:
-        """The latest finished forecast as ``(step, metrics)`` once (then None until the next),
+    def poll(self) -> FinishedForecast | None:
+        """The latest finished forecast (``(step, metrics)``) once (then None until the next),
         warning once if a forecast failed."""
         if self.failed is not None and not self._warned:
             self._warned = True
@@ -165,7 +174,7 @@ class ForecastWorker:
             except Exception:  # noqa: BLE001 - timeouts leave it running; errors are in .failed
                 pass
 
-    def finish(self, timeout: float | None = None) -> tuple | None:
+    def finish(self, timeout: float | None = None) -> FinishedForecast | None:
         """Wait up to ``timeout`` s for the running forecast, stop the worker and return the
         last finished forecast not yet polled (or None)."""
         self.wait(timeout)

@@ -32,24 +32,31 @@ is passed to the Trainer's constructor: HF has no failure event), and by :meth:`
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 try:
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
     from transformers.trainer_callback import CallbackHandler
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError("bandscope.torch.hf needs transformers: pip install 'bandscope[hf]' -c constraints.txt") from exc
 
 from ..errors import BandscopeInputError
 from .monitor import Monitor
-from .options import LiveForecastOptions, callback_forecast_options, callback_monitor_options
+from .options import FORECAST_KEYWORDS, LiveForecastOptions, MonitorOptions, callback_defaults
+from .options import monitor_options as make_monitor_options
 
 if TYPE_CHECKING:
+    import torch
+    from typing_extensions import Unpack
+
     from ..keysearch.forecasting import ForecastOptions
+    from .options import MonitorKeywords
 
 __all__ = ["BandscopeCallback", "STATE_FILE"]
 
@@ -57,9 +64,13 @@ __all__ = ["BandscopeCallback", "STATE_FILE"]
 STATE_FILE = "bandscope_state.pt"
 
 
-def _frame_local(name: str, code_name: str, max_depth: int = 12):
+#: the ``RunIdentity.source`` of the runs this callback records (unless the user gives one)
+SOURCE = "bandscope.torch.hf.BandscopeCallback"
+
+
+def _frame_local(name: str, code_name: str, max_depth: int = 12) -> Any:
     """Local ``name`` of the nearest calling frame running a function called ``code_name``."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(max_depth):
         if frame is None:
             return None
@@ -69,9 +80,9 @@ def _frame_local(name: str, code_name: str, max_depth: int = 12):
     return None
 
 
-def _calling_handler(max_depth: int = 6):
+def _calling_handler(max_depth: int = 6) -> CallbackHandler | None:
     """The ``CallbackHandler`` dispatching the current event (found on the call stack), or None."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(max_depth):
         if frame is None:
             return None
@@ -80,6 +91,11 @@ def _calling_handler(max_depth: int = 6):
             return obj
         frame = frame.f_back
     return None
+
+
+def _checkpoint_folder(args: TrainingArguments, state: TrainerState) -> str:
+    """The folder the Trainer saves its checkpoint of ``state.global_step`` in."""
+    return os.path.join(args.output_dir or os.curdir, f"checkpoint-{int(state.global_step)}")
 
 
 class BandscopeCallback(TrainerCallback):
@@ -93,48 +109,64 @@ class BandscopeCallback(TrainerCallback):
         whose first element is one) and the run file. Both optional: without a panel (a
         language model) the run file holds parameter time, the training loss, ``heldout_loss``
         (with ``heldout_batch=``, e.g. a dict of ``input_ids`` and ``labels``) and LNP.
+    log : callable(metrics, step), optional
+        Also receives every checkpoint's metrics (besides the ``logs`` of the Trainer).
     forecast : bool, LiveForecastOptions or ForecastOptions
         The Monitor's live forecasts (:class:`~bandscope.torch.LiveForecastOptions`; ``True``: the
         defaults; off by default). The legacy keywords ``forecast_min_checkpoints``,
-        ``forecast_budget`` and ``forecast_background`` still work among ``monitor_options`` and
-        are converted once, here (``callback.forecast_options``).
-    **monitor_options
+        ``forecast_budget`` and ``forecast_background`` still work among ``monitor_options``.
+    **monitor_options : MonitorKeywords
         Any other :class:`~bandscope.torch.Monitor` keyword (``schedule``, ``total_steps``,
-        ``name``, ``lnp``, ``lnp_batch``, ...), the typed options included
-        (``identity=RunIdentity(...)``, ``probe=ProbeOptions(...)``, ``sinks=SinkOptions(...)`` without
-        ``log``, ``lnp_options=LNPOptions(...)``). Without ``schedule``/``total_steps``
-        the geometric schedule spans ``state.max_steps``.
+        ``name``, ``lnp``, ``lnp_batch``, ...; typed by :class:`~bandscope.torch.options.MonitorKeywords`),
+        the typed options included (``identity=RunIdentity(...)``, ``probe=ProbeOptions(...)``,
+        ``sinks=SinkOptions(...)`` without ``log``, ``lnp_options=LNPOptions(...)``). Without
+        ``schedule``/``total_steps`` the geometric schedule spans ``state.max_steps``.
+
+    All of them are validated once, here, into one
+    :class:`~bandscope.torch.options.MonitorOptions` that each Monitor of the callback receives.
 
     Attributes
     ----------
+    monitor_options : MonitorOptions
+        The Monitor's options (with the callback's ``source``, ``log`` and ``probe_output``).
+    forecast_options : LiveForecastOptions or None
+        ``monitor_options.forecast``.
+    options : dict
+        The Monitor keywords as given, the legacy forecast keywords left out.
     monitor : Monitor
         The monitor, after ``on_train_begin``.
     """
 
-    def __init__(self, panel: object = None, path: str | os.PathLike | None = None, *,
+    def __init__(self, panel: object = None, path: str | os.PathLike[str] | None = None, *,
                  log: Callable[[dict, int], None] | None = None,
                  forecast: bool | LiveForecastOptions | ForecastOptions = False,
-                 **monitor_options: object) -> None:
+                 **monitor_options: Unpack[MonitorKeywords]) -> None:
         self.panel, self.path = panel, path
         self.user_log = log
-        self.options = monitor_options
+        self.options: dict[str, object] = {k: v for k, v in monitor_options.items() if k not in FORECAST_KEYWORDS}
+        #: the Monitor's options, validated once (the user's, with the callback's source, log and probe output)
+        self.monitor_options: MonitorOptions = callback_defaults(
+            make_monitor_options("hf.BandscopeCallback", monitor_options, forecast=forecast),
+            where="hf.BandscopeCallback", source=SOURCE, log=self._log, probe_output=first_tensor)
         #: the Monitor's live forecasts (None: off), from ``forecast`` and the legacy keywords
-        self.forecast_options = callback_forecast_options(forecast, self.options, "hf.BandscopeCallback")
+        self.forecast_options = self.monitor_options.forecast
         self.monitor: Monitor | None = None
-        self._pending: dict = {}
-        self._loss_sum = None
+        self._pending: dict[str, float] = {}
+        self._loss_sum: torch.Tensor | None = None
         self._loss_n = 0
         self._in_monitor = False
-        self._hook = None
+        self._hook: torch.utils.hooks.RemovableHandle | None = None
 
     # -- the lock on every exit ------------------------------------------------------------------
-    def on_init_end(self, args, state, control, **kwargs):
+    def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: object) -> TrainerControl:
+        """Guard the Trainer being built: its ``train`` releases the run file when it raises."""
         trainer = _frame_local("self", "__init__")
         if trainer is not None and callable(getattr(trainer, "train", None)):
             self._guard(trainer)
         return control
 
-    def _guard(self, trainer) -> None:
+    def _guard(self, trainer: Any) -> None:
         """Make ``trainer.train`` release the run file when it raises (HF has no failure event)."""
         if getattr(trainer, "_bandscope_guard", None) is self:
             return
@@ -142,7 +174,7 @@ class BandscopeCallback(TrainerCallback):
         cb = self
 
         @functools.wraps(train)
-        def train_releasing_the_run_file(*args, **kwargs):
+        def train_releasing_the_run_file(*args: Any, **kwargs: Any) -> Any:
             try:
                 return train(*args, **kwargs)
             except BaseException:
@@ -161,38 +193,39 @@ class BandscopeCallback(TrainerCallback):
             self.monitor.close(final_checkpoint=False)
 
     # -- training ------------------------------------------------------------------------------
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: torch.nn.Module | None = None, **kwargs: object) -> None:
+        """Build the Monitor on the model (resuming from the checkpoint's saved state)."""
         handler = _calling_handler()
         if handler is not None and handler.callbacks and handler.callbacks[0] is not self:
             handler.callbacks.remove(self)  # first in line: report_to backends see our additions to logs
             handler.callbacks.insert(0, self)
         self.close()  # a monitor left by an earlier train() with this callback
-        opts = dict(self.options)
-        if "schedule" not in opts and "total_steps" not in opts and state.max_steps and state.max_steps > 0:
-            opts["total_steps"] = int(state.max_steps)
-        opts = callback_monitor_options(opts, source="bandscope.torch.hf.BandscopeCallback", log=self._log,
-                                        probe_output=first_tensor)
-        if int(state.global_step) > 0 and "state" not in opts:
-            opts["state"] = self._saved_state(args, state)
+        opts = self.monitor_options
+        if opts.schedule is None and opts.total_steps is None and state.max_steps and state.max_steps > 0:
+            opts = dataclasses.replace(opts, total_steps=int(state.max_steps))
+        if int(state.global_step) > 0 and opts.state is None:
+            opts = dataclasses.replace(opts, state=self._saved_state(args, state))
         self._pending = {}
         self._loss_sum, self._loss_n = None, 0
-        self._hook = model.register_forward_hook(self._capture_loss) if model is not None else None
+        if model is None:
+            raise TypeError("hf.BandscopeCallback: the Trainer gave on_train_begin no model to monitor")
+        self._hook = model.register_forward_hook(self._capture_loss)
         try:
-            self.monitor = Monitor(model, panel=self.panel, path=self.path,
+            self.monitor = Monitor(model, panel=self.panel, path=self.path, options=opts,
                                    rank=0 if state.is_world_process_zero else max(1, int(args.process_index)),
-                                   start_step=int(state.global_step), forecast=self.forecast_options,
-                                   **opts)
+                                   start_step=int(state.global_step))
         except BaseException:
             self.close()
             raise
 
-    def _saved_state(self, args, state) -> dict:
+    def _saved_state(self, args: TrainingArguments, state: TrainerState) -> dict[str, Any]:
         """The monitor state saved in the checkpoint folder the Trainer resumes from."""
         import torch
 
         folder = _frame_local("resume_from_checkpoint", "_inner_training_loop")
         if not folder:
-            folder = os.path.join(args.output_dir, f"checkpoint-{int(state.global_step)}")
+            folder = _checkpoint_folder(args, state)
         path = os.path.join(str(folder), STATE_FILE)
         if not os.path.isfile(path):
             raise BandscopeInputError(
@@ -201,7 +234,7 @@ class BandscopeCallback(TrainerCallback):
                 "(another path=, or overwrite=True)", path=path)
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    def _capture_loss(self, module, inputs, output) -> None:
+    def _capture_loss(self, module: torch.nn.Module, inputs: object, output: object) -> None:
         if self._in_monitor or not module.training:
             return
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
@@ -211,7 +244,9 @@ class BandscopeCallback(TrainerCallback):
         self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
         self._loss_n += 1
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: object) -> TrainerControl:
+        """Count the optimizer steps up to ``state.global_step`` (the last with the update's training loss)."""
         if self.monitor is None or self.monitor.closed:
             return control
         loss = None if self._loss_sum is None else self._loss_sum / self._loss_n
@@ -225,21 +260,25 @@ class BandscopeCallback(TrainerCallback):
             self._in_monitor = False
         return control
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                **kwargs: object) -> TrainerControl:
+        """Save the monitor's state in the checkpoint folder the Trainer just wrote."""
         if self.monitor is None:
             return control
         import torch
 
         saved = self.monitor.state_dict()
         if state.is_world_process_zero:
-            folder = os.path.join(args.output_dir, f"checkpoint-{int(state.global_step)}")
+            folder = _checkpoint_folder(args, state)
             if os.path.isdir(folder):
                 tmp = os.path.join(folder, STATE_FILE + ".tmp")
                 torch.save(saved, tmp)
                 os.replace(tmp, os.path.join(folder, STATE_FILE))
         return control
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: object) -> TrainerControl:
+        """Add the latest checkpoint's metrics not yet logged to the Trainer's ``logs``."""
         if self._pending and logs is not None and "eval_loss" not in logs:
             logs.update(self._pending)
             last = state.log_history[-1] if state.log_history else None
@@ -248,7 +287,9 @@ class BandscopeCallback(TrainerCallback):
             self._pending = {}
         return control
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: object) -> TrainerControl:
+        """The last checkpoint; release the run file."""
         if self.monitor is not None and not self.monitor.closed:
             self.monitor.close()
         self.close()
@@ -260,7 +301,7 @@ class BandscopeCallback(TrainerCallback):
             self.user_log(metrics, step)
 
 
-def first_tensor(out):
+def first_tensor(out: Any) -> torch.Tensor:
     """The reconstruction in a model's output: the output itself if it is a tensor, else the first
     tensor with at least one dim of a ``ModelOutput`` / dict / tuple (HF models return those; a
     0-d loss is skipped)."""

@@ -22,24 +22,35 @@ included) and ``teardown``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # the types are lightning's; pytorch_lightning is the same API under its older name
     import lightning.pytorch as pl
-except ImportError:  # pragma: no cover - the standalone package
+else:
     try:
-        import pytorch_lightning as pl
-    except ImportError as exc:
-        raise ImportError("bandscope.torch.lightning needs Lightning: "
-                          "pip install 'bandscope[lightning]' -c constraints.txt") from exc
+        import lightning.pytorch as pl
+    except ImportError:  # pragma: no cover - the standalone package
+        try:
+            import pytorch_lightning as pl
+        except ImportError as exc:
+            raise ImportError("bandscope.torch.lightning needs Lightning: "
+                              "pip install 'bandscope[lightning]' -c constraints.txt") from exc
 
 from .monitor import METRIC_PREFIX, Monitor, progress_postfix
-from .options import LiveForecastOptions, callback_forecast_options, callback_monitor_options
+from .options import FORECAST_KEYWORDS, LiveForecastOptions, MonitorOptions, callback_defaults
+from .options import monitor_options as make_monitor_options
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ..keysearch.forecasting import ForecastOptions
+    from .options import MonitorKeywords
+
+#: the ``RunIdentity.source`` of the runs this callback records (unless the user gives one)
+SOURCE = "bandscope.torch.lightning.BandscopeCallback"
 
 __all__ = ["BandscopeCallback"]
 
@@ -56,42 +67,57 @@ class BandscopeCallback(pl.Callback):
         ``heldout_loss`` (with ``heldout_batch=``) and LNP.
     progress_bar : bool
         Show ``s`` (parameter time), ``mse`` and ``P`` in the progress bar.
+    log : callable(metrics, step), optional
+        Also receives every checkpoint's metrics (besides the trainer's loggers).
     forecast : bool, LiveForecastOptions or ForecastOptions
         The Monitor's live forecasts (:class:`~bandscope.torch.LiveForecastOptions`; ``True``: the
         defaults; off by default). The legacy keywords ``forecast_min_checkpoints``,
-        ``forecast_budget`` and ``forecast_background`` still work among ``monitor_options`` and
-        are converted once, here (``callback.forecast_options``).
-    **monitor_options
+        ``forecast_budget`` and ``forecast_background`` still work among ``monitor_options``.
+    **monitor_options : MonitorKeywords
         Any other :class:`~bandscope.torch.Monitor` keyword (``schedule``, ``total_steps``,
-        ``name``, ``lnp``, ``lnp_batch``, ``tensorboard``, ...), the typed options included
+        ``name``, ``lnp``, ``lnp_batch``, ``tensorboard``, ...; typed by
+        :class:`~bandscope.torch.options.MonitorKeywords`), the typed options included
         (``identity=RunIdentity(...)``, ``probe=ProbeOptions(...)``, ``sinks=SinkOptions(...)`` without
         ``log``, ``lnp_options=LNPOptions(...)``). Without
         ``schedule``/``total_steps`` the geometric schedule spans
         ``trainer.estimated_stepping_batches`` when that is finite.
 
+    All of them are validated once, here, into one
+    :class:`~bandscope.torch.options.MonitorOptions` that each Monitor of the callback receives.
+
     Attributes
     ----------
+    monitor_options : MonitorOptions
+        The Monitor's options (with the callback's ``source`` and ``log``).
+    forecast_options : LiveForecastOptions or None
+        ``monitor_options.forecast``.
+    options : dict
+        The Monitor keywords as given, the legacy forecast keywords left out.
     monitor : Monitor
         The monitor, after ``on_train_start``.
     """
 
-    def __init__(self, panel: object = None, path: str | os.PathLike | None = None, *, progress_bar: bool = True,
+    def __init__(self, panel: object = None, path: str | os.PathLike[str] | None = None, *, progress_bar: bool = True,
                  log: Callable[[dict, int], None] | None = None,
-                 forecast: bool | LiveForecastOptions | ForecastOptions = False, **monitor_options: object) -> None:
+                 forecast: bool | LiveForecastOptions | ForecastOptions = False,
+                 **monitor_options: Unpack[MonitorKeywords]) -> None:
         super().__init__()
         self.panel, self.path = panel, path
         self.progress_bar = progress_bar
         self.user_log = log
-        self.options = monitor_options
+        self.options: dict[str, object] = {k: v for k, v in monitor_options.items() if k not in FORECAST_KEYWORDS}
+        #: the Monitor's options, validated once (the user's, with the callback's source and log)
+        self.monitor_options: MonitorOptions = callback_defaults(
+            make_monitor_options("lightning.BandscopeCallback", monitor_options, forecast=forecast),
+            where="lightning.BandscopeCallback", source=SOURCE, log=self._log)
         #: the Monitor's live forecasts (None: off), from ``forecast`` and the legacy keywords
-        self.forecast_options = callback_forecast_options(forecast, self.options,
-                                                          "lightning.BandscopeCallback")
+        self.forecast_options = self.monitor_options.forecast
         self.monitor: Monitor | None = None
-        self._trainer = None
-        self._restored: dict | None = None
+        self._trainer: pl.Trainer | None = None
+        self._restored: dict[str, Any] | None = None
 
     # -- state (Lightning checkpoints) -----------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The monitor's state (:meth:`Monitor.state_dict`) at the step being checkpointed."""
         if self.monitor is None:
             return {} if self._restored is None else {"monitor": self._restored}
@@ -99,37 +125,41 @@ class BandscopeCallback(pl.Callback):
             self._catch_up(self._trainer)
         return {"monitor": self.monitor.state_dict()}
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the saved monitor state; ``on_train_start`` resumes the run file from it."""
         self._restored = state_dict.get("monitor") or None
 
     # -- the monitor --------------------------------------------------------------------------
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Build the Monitor on the module as placed by the strategy (resuming from a restored state)."""
         self._trainer = trainer
         if self.monitor is not None and not self.monitor.closed:  # a second fit() with this callback
             self.monitor.close(final_checkpoint=False)
-        opts = dict(self.options)
-        if self._restored is not None:
-            opts["state"] = self._restored  # resuming from a Lightning checkpoint: continue the run file
-        if "schedule" not in opts and "total_steps" not in opts:
+        opts = self.monitor_options
+        if self._restored is not None:  # resuming from a Lightning checkpoint: continue the run file
+            opts = dataclasses.replace(opts, state=self._restored)
+        if opts.schedule is None and opts.total_steps is None:
             total = trainer.estimated_stepping_batches
             if total is not None and total != float("inf") and int(total) > 0:
-                opts["total_steps"] = int(total)
-        opts = callback_monitor_options(opts, source="bandscope.torch.lightning.BandscopeCallback", log=self._log)
-        # the user's Monitor keywords (the callback's public contract), typed options included
-        self.monitor = Monitor(pl_module, panel=self.panel, path=self.path, rank=trainer.global_rank,
-                               start_step=trainer.global_step, forecast=self.forecast_options,
-                               **opts)
+                opts = dataclasses.replace(opts, total_steps=int(total))
+        self.monitor = Monitor(pl_module, panel=self.panel, path=self.path, options=opts, rank=trainer.global_rank,
+                               start_step=trainer.global_step)
         self._restored = None
 
-    def _catch_up(self, trainer, loss=None):
+    def _catch_up(self, trainer: pl.Trainer, loss: object = None) -> dict[str, float] | None:
+        """Step the monitor up to the trainer's optimizer step; the metrics of the last checkpoint it recorded."""
         checkpointed = None
-        while self.monitor.global_step < trainer.global_step:  # one call per optimizer step
-            last = self.monitor.global_step + 1 == trainer.global_step
-            checkpointed = self.monitor.step(loss=loss if last else None) or checkpointed
+        monitor = self.monitor
+        if monitor is None:
+            return None
+        while monitor.global_step < trainer.global_step:  # one call per optimizer step
+            last = monitor.global_step + 1 == trainer.global_step
+            checkpointed = monitor.step(loss=loss if last else None) or checkpointed
         return checkpointed
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        """Count the optimizer steps of this batch; show a checkpoint's short metrics in the progress bar."""
         if self.monitor is None or self.monitor.closed:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
@@ -139,15 +169,18 @@ class BandscopeCallback(pl.Callback):
                 pl_module.log(k, float(v), prog_bar=True, logger=False, on_step=True, on_epoch=False,
                               rank_zero_only=True, batch_size=1)
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The last checkpoint; release the run file."""
         if self.monitor is not None and not self.monitor.closed:
             self.monitor.close()
 
-    def on_exception(self, trainer, pl_module, exception) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Release the run file (no final checkpoint)."""
         if self.monitor is not None and not self.monitor.closed:
             self.monitor.close(final_checkpoint=False)
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Release the run file (no final checkpoint)."""
         if self.monitor is not None and not self.monitor.closed:
             self.monitor.close(final_checkpoint=False)
 

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, SupportsFloat
 
 import numpy as np
 import torch
@@ -46,18 +47,24 @@ from ..schedule import geometric_schedule
 from .device import unwrap
 from .options import (
     LiveForecastOptions,
+    MonitorKeywords,
+    MonitorOptions,
     ProbeOptions,
+    ProgressBar,
     RunIdentity,
+    ScalarWriter,
     SinkOptions,
-    live_forecast_options,
-    options_from_keywords,
+    monitor_options,
 )
 from .paramtime import ParamTimeTracker
 from .probe import BandProbe
 from .recorder import RunRecorder
 
 if TYPE_CHECKING:
+    import xarray as xr
+
     from ..keysearch.forecasting import ForecastOptions
+    from .forecast_worker import ForecastWorker
     from .lnp.hook import LNPHook
 
 __all__ = ["Monitor", "open_geometric_schedule", "METRIC_PREFIX", "forecast_metrics", "progress_postfix",
@@ -178,6 +185,11 @@ class Monitor:
     path : str or Path, optional
         Run file (``.nc``), rewritten atomically at each checkpoint (``docs/format.md``). A path
         that already holds a run is refused unless ``resume=True`` or ``overwrite=True``.
+    options : bandscope.torch.options.MonitorOptions, optional
+        Every option below but ``rank`` and ``start_step`` in one validated object (what the
+        Lightning and HuggingFace callbacks hand their Monitor); a keyword away from its default
+        beside it is refused. Without it the keywords build one (:func:`~bandscope.torch.options.monitor_options`),
+        kept as ``monitor.options`` either way.
     resume : bool
         Continue the run in ``path``: give the :meth:`state_dict` saved with the training
         checkpoint as ``state=`` (or call :meth:`load_state_dict` before the first :meth:`step`).
@@ -302,51 +314,50 @@ class Monitor:
     ([0, 5, 10], True)
     """
 
-    def __init__(self, model: torch.nn.Module, panel: object = None, path: str | Path | None = None, *,
+    def __init__(self, model: torch.nn.Module, panel: object = None, path: str | os.PathLike[str] | None = None, *,
+                 options: MonitorOptions | None = None,
                  schedule: Iterable[int] | Callable[[int], bool] | None = None,
                  total_steps: int | None = None, n_points: int = 53, steps_per_epoch: float | None = None,
                  identity: RunIdentity | None = None, probe: ProbeOptions | None = None,
                  sinks: SinkOptions | None = None,
                  name: str | None = None, arch: str = "", seed: int = -1, source: str = "bandscope.torch.Monitor",
                  extra_attrs: Mapping[str, object] | None = None,
-                 lnp: object = None, lnp_batch: object = None, lnp_options: LNPOptions | Mapping | None = None,
-                 tensorboard: object = None, progress: object = None, log: Callable[[dict, int], None] | None = None,
-                 forecast: bool | LiveForecastOptions | ForecastOptions = False, forecast_min_checkpoints: int = 8,
-                 forecast_budget: float = 0.02, forecast_background: bool = True,
+                 lnp: LNPHook | Callable[[Any, Any], Any] | None = None, lnp_batch: object = None,
+                 lnp_options: LNPOptions | Mapping[str, object] | None = None,
+                 tensorboard: ScalarWriter | str | os.PathLike[str] | None = None, progress: ProgressBar | None = None,
+                 log: Callable[[dict, int], None] | None = None,
+                 forecast: bool | LiveForecastOptions | ForecastOptions | None = False,
+                 forecast_min_checkpoints: int = 8, forecast_budget: float = 0.02, forecast_background: bool = True,
                  probe_batch_size: int = 256, probe_autocast: torch.dtype | None = None,
-                 probe_output: Callable | None = None, band_dtype: torch.dtype | None = None,
+                 probe_output: Callable[[Any], torch.Tensor] | None = None, band_dtype: torch.dtype | None = None,
                  rank: int | None = None, tracker_mode: str = "auto", process_group: object = None,
                  trainable_only: bool = True, start_step: int = 0, resume: bool = False, overwrite: bool = False,
-                 state: dict | None = None, heldout_batch: object = None, heldout_loss_fn: Callable | None = None,
+                 state: dict[str, Any] | None = None, heldout_batch: object = None,
+                 heldout_loss_fn: Callable[[Any, Any], Any] | None = None,
                  metrics: str = "compact", tensorboard_images: int = 0) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Monitor needs the nn.Module being trained, got {type(model).__name__}")
-        # the one place where the legacy keywords become the typed options (docs/torch.md, "Options")
-        identity = options_from_keywords(RunIdentity, identity, "Monitor", {
-            "name": name, "arch": arch, "seed": seed, "source": source, "extra_attrs": extra_attrs})
-        probe = options_from_keywords(ProbeOptions, probe, "Monitor", {
-            "batch_size": probe_batch_size, "autocast": probe_autocast, "dtype": band_dtype, "output": probe_output})
-        sinks = options_from_keywords(SinkOptions, sinks, "Monitor", {
-            "tensorboard": tensorboard, "progress": progress, "log": log, "metrics": metrics,
-            "tensorboard_images": tensorboard_images})
-        live = live_forecast_options(forecast, "Monitor", forecast_min_checkpoints=forecast_min_checkpoints,
-                                     forecast_budget=forecast_budget, forecast_background=forecast_background)
-        hook_settings = _hook_settings(lnp_options)
-        self.recorder = None
-        self.tensorboard = None
+        # the one place where the keywords become the typed options (docs/torch.md, "Options"), each by name
+        opts = monitor_options("Monitor", MonitorKeywords(
+            schedule=schedule, total_steps=total_steps, n_points=n_points, steps_per_epoch=steps_per_epoch,
+            identity=identity, probe=probe, sinks=sinks, name=name, arch=arch, seed=seed, source=source,
+            extra_attrs=extra_attrs, lnp=lnp, lnp_batch=lnp_batch, lnp_options=lnp_options, tensorboard=tensorboard,
+            progress=progress, metrics=metrics, tensorboard_images=tensorboard_images,
+            forecast_min_checkpoints=forecast_min_checkpoints, forecast_budget=forecast_budget,
+            forecast_background=forecast_background, probe_batch_size=probe_batch_size, probe_autocast=probe_autocast,
+            probe_output=probe_output, band_dtype=band_dtype, tracker_mode=tracker_mode, process_group=process_group,
+            trainable_only=trainable_only, resume=resume, overwrite=overwrite, state=state,
+            heldout_batch=heldout_batch, heldout_loss_fn=heldout_loss_fn), options=options, forecast=forecast, log=log)
+        hook_settings = _hook_settings(opts.lnp_options)
+        self.recorder: RunRecorder | None = None
+        self.tensorboard: ScalarWriter | None = None
         self._tb_owned = False
-        self._forecaster = None  # a ForecastWorker, made at the first forecast
+        self._forecaster: ForecastWorker | None = None  # made at the first forecast
         self.closed = False
         try:
-            self._init(model, panel, path, schedule=schedule, total_steps=total_steps, n_points=n_points,
-                       steps_per_epoch=steps_per_epoch, identity=identity, probe=probe, sinks=sinks, lnp=lnp,
-                       lnp_batch=lnp_batch, hook_settings=hook_settings, forecast=live, rank=rank,
-                       tracker_mode=tracker_mode,
-                       process_group=process_group, trainable_only=trainable_only, start_step=start_step,
-                       resume=bool(resume) or state is not None, overwrite=bool(overwrite),
-                       heldout_batch=heldout_batch, heldout_loss_fn=heldout_loss_fn)
-            if state is not None:
-                self.load_state_dict(state)
+            self._init(model, panel, path, opts, hook_settings, rank=rank, start_step=start_step)
+            if opts.state is not None:
+                self.load_state_dict(opts.state)
             elif not self._awaiting_state:
                 self._measure_lnp()
                 self.checkpoint()  # step 0: the weights as they are now
@@ -354,25 +365,26 @@ class Monitor:
             self._release()  # a constructor that raises must not keep the run file locked
             raise
 
-    def _init(self, model: torch.nn.Module, panel: object, path: str | Path | None, *,
-              schedule: Iterable[int] | Callable[[int], bool] | None, total_steps: int | None, n_points: int,
-              steps_per_epoch: float | None, identity: RunIdentity, probe: ProbeOptions, sinks: SinkOptions,
-              lnp: object, lnp_batch: object, hook_settings: _HookSettings, forecast: LiveForecastOptions | None,
-              rank: int | None,
-              tracker_mode: str, process_group: object, trainable_only: bool, start_step: int, resume: bool,
-              overwrite: bool, heldout_batch: object, heldout_loss_fn: Callable | None) -> None:
-        #: the validated options (``docs/torch.md``, "Options")
-        self.identity, self.probe_options, self.sinks = identity, probe, sinks
+    def _init(self, model: torch.nn.Module, panel: object, path: str | os.PathLike[str] | None, opts: MonitorOptions,
+              hook_settings: _HookSettings, *, rank: int | None, start_step: int) -> None:
+        #: every option, validated (``docs/torch.md``, "Options")
+        self.options = opts
+        #: the options by concern
+        self.identity, self.probe_options, self.sinks = opts.identity, opts.probe, opts.sinks
+        identity, sinks = opts.identity, opts.sinks
+        resume = bool(opts.resume) or opts.state is not None
+        overwrite = bool(opts.overwrite)
         self.model = model
         self.rank = _dist_rank() if rank is None else int(rank)
         self.is_writer = self.rank == 0
         self.global_step = int(start_step)
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch = opts.steps_per_epoch
         self.metrics_mode = sinks.metrics
-        self.tracker = ParamTimeTracker(model, mode=tracker_mode, process_group=process_group,
-                                        trainable_only=trainable_only)
+        self.tracker = ParamTimeTracker(model, mode=opts.tracker_mode, process_group=opts.process_group,
+                                        trainable_only=opts.trainable_only)
         self.tensorboard_images = sinks.tensorboard_images
-        self.probe = None if panel is None else BandProbe(panel, batch_size=probe.batch_size,
+        probe = opts.probe
+        self.probe: BandProbe | None = None if panel is None else BandProbe(panel, batch_size=probe.batch_size,
                                                           autocast=probe.autocast, dtype=probe.dtype,
                                                           output=probe.output,
                                                           keep_recon=sinks.tensorboard_images > 0)
@@ -389,15 +401,17 @@ class Monitor:
                 "or record to another path", path=self.path)
         self._awaiting_state = resume and existing
         self.n_parameters = sum(int(p.numel()) for p in unwrap(model).parameters()
-                                if p.requires_grad or not trainable_only)
+                                if p.requires_grad or not opts.trainable_only)
         attrs = {"n_parameters": self.n_parameters, **dict(identity.extra_attrs)}
         if self.path is not None and self.is_writer:
             self.recorder = RunRecorder(self.path, name=identity.name, arch=identity.arch, seed=identity.seed,
                                         source=identity.source, extra_attrs=attrs, resume=resume)
-        self._set_schedule(schedule, total_steps, n_points)
+        self._set_schedule(opts.schedule, opts.total_steps, opts.n_points)
+        lnp, heldout_batch = opts.lnp, opts.heldout_batch
         self.heldout_batch = heldout_batch
-        self.heldout_loss_fn = heldout_loss_fn if heldout_loss_fn is not None else (
-            lnp if callable(lnp) and not hasattr(lnp, "wants") else None)
+        self.heldout_loss_fn = opts.heldout_loss_fn
+        if self.heldout_loss_fn is None and callable(lnp) and not hasattr(lnp, "wants"):
+            self.heldout_loss_fn = lnp  # a loss function given as lnp=
         if heldout_batch is not None and self.heldout_loss_fn is None and not isinstance(heldout_batch, dict):
             raise BandscopeInputError("Monitor(heldout_batch=(inputs, targets)) needs heldout_loss_fn=loss_fn(outputs, "
                                       "targets) (or lnp=loss_fn, which is used for it)")
@@ -405,8 +419,8 @@ class Monitor:
                 and not isinstance(heldout_batch, dict) and not hook_settings.has_eval_batch):
             # LNP cross terms on it
             hook_settings = dataclasses.replace(hook_settings, eval_batch=heldout_batch, has_eval_batch=True)
-        self.lnp = self._make_lnp(lnp, lnp_batch, hook_settings, total_steps)
-        self.lnp_batch = lnp_batch
+        self.lnp = self._make_lnp(lnp, opts.lnp_batch, hook_settings, opts.total_steps)
+        self.lnp_batch = opts.lnp_batch
         self._lnp_arc: dict[int, float] = {}  # arc length at each LNP measurement (lnp_arc_length)
         if self.recorder is not None and self.lnp is not None:
             self.recorder.add_extra(self._lnp_arc_dataset)
@@ -415,21 +429,23 @@ class Monitor:
         self.progress = sinks.progress
         self.log = sinks.log
         #: the live forecasts' options (None: no forecasts)
-        self.forecast_options = forecast
-        self.forecast = forecast is not None
-        self.forecast_min_checkpoints = (LiveForecastOptions.min_checkpoints if forecast is None
-                                         else forecast.min_checkpoints)
+        self.forecast_options = opts.forecast
+        self.forecast = opts.forecast is not None
+        self.forecast_min_checkpoints = (LiveForecastOptions.min_checkpoints if opts.forecast is None
+                                         else opts.forecast.min_checkpoints)
         self._forecaster = None  # a ForecastWorker, made at the first forecast
         self.metrics: dict[str, float] = {}
-        self.history: list[dict] = []  # every checkpoint's metrics (also on ranks that do not write)
+        self.history: list[dict[str, float]] = []  # every checkpoint's metrics (also on ranks that do not write)
         self._walls: list[tuple[int, float, float]] = []  # (step, param_time, wall clock) per checkpoint
         self._last_checkpoint_step: int | None = None
-        self._loss = None
+        self._loss: object = None
         self._unwritten = False  # LNP measured since the file was last written
 
     # -- construction helpers ------------------------------------------------------------------
-    def _set_schedule(self, schedule, total_steps, n_points) -> None:
-        self._schedule_fn = None
+    def _set_schedule(self, schedule: Iterable[int] | Callable[[int], bool] | None, total_steps: int | None,
+                      n_points: int) -> None:
+        self._schedule_fn: Callable[[int], bool] | None = None
+        self._schedule_set: set[int] = set()
         if callable(schedule):
             self._schedule_fn = schedule
             self.schedule = None
@@ -444,7 +460,7 @@ class Monitor:
         self.schedule = sched
         self._schedule_set = set(int(s) for s in sched)
 
-    def _make_lnp(self, lnp: object, lnp_batch: object, settings: _HookSettings,
+    def _make_lnp(self, lnp: LNPHook | Callable[[Any, Any], Any] | None, lnp_batch: object, settings: _HookSettings,
                   total_steps: int | None) -> LNPHook | None:
         if lnp is None:
             return None
@@ -472,18 +488,16 @@ class Monitor:
             hook.recorder = self.recorder  # LNP variables are merged into every rewrite of the run
         return hook
 
-    def _make_tensorboard(self, tb: object) -> object:
-        if tb is None:
-            return None
-        if hasattr(tb, "add_scalar"):
-            return tb
+    def _make_tensorboard(self, tb: ScalarWriter | str | bytes | os.PathLike[str] | None) -> ScalarWriter | None:
+        if tb is None or not isinstance(tb, (str, bytes, os.PathLike)):
+            return tb  # a SummaryWriter (anything with add_scalar: SinkOptions checked it), or None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
             raise ImportError("tensorboard= needs the tensorboard package: "
                               "pip install 'bandscope[tensorboard]' -c constraints.txt") from exc
         self._tb_owned = True
-        return SummaryWriter(log_dir=str(tb))
+        return SummaryWriter(log_dir=os.fsdecode(tb))
 
     # -- the loop -----------------------------------------------------------------------------
     def wants(self, step: int) -> bool:
@@ -492,7 +506,7 @@ class Monitor:
             return bool(self._schedule_fn(int(step)))
         return int(step) in self._schedule_set
 
-    def step(self, loss=None) -> dict | None:
+    def step(self, loss: object = None) -> dict[str, float] | None:
         """Count one optimizer update (call right after ``optimizer.step()``).
 
         Adds the step to the arc length on the parameters' device (no host sync); at a scheduled
@@ -526,7 +540,7 @@ class Monitor:
                 self.metrics.update({f"{METRIC_PREFIX}lnp_{k}": float(ds[k]) for k in _LNP_LOGGED
                                      if k in ds and ds[k].ndim == 0})
 
-    def _lnp_arc_dataset(self):
+    def _lnp_arc_dataset(self) -> xr.Dataset | None:
         if not self._lnp_arc or self.lnp is None or not self.lnp.has_data:
             return None
         import xarray as xr
@@ -555,6 +569,9 @@ class Monitor:
                         raise BandscopeInputError("Monitor(heldout_batch=dict): the model output has no 'loss' "
                                                   "(include the labels in the batch, or give heldout_loss_fn=)")
             else:
+                if not isinstance(b, (tuple, list)) or len(b) != 2 or self.heldout_loss_fn is None:
+                    raise BandscopeInputError(f"Monitor(heldout_batch={type(b).__name__}): pass (inputs, targets) "
+                                              "with heldout_loss_fn=, or a dict of model keywords")
                 x, y = b
                 loss = self.heldout_loss_fn(m(x), y)
         finally:
@@ -567,13 +584,15 @@ class Monitor:
             return math.nan
         if isinstance(v, dict):
             v = v.get("loss")
+        if not isinstance(v, SupportsFloat):
+            return math.nan
         try:
             return float(v)
         except (TypeError, ValueError):
             return math.nan
 
     @torch.no_grad()
-    def checkpoint(self) -> dict:
+    def checkpoint(self) -> dict[str, float]:
         """Record a checkpoint at the current step now (scheduled steps do this by themselves).
 
         Every rank updates parameter time (a collective in sharded mode); rank 0 probes the
@@ -594,7 +613,7 @@ class Monitor:
             heldout = self._heldout_loss()
             m[f"{METRIC_PREFIX}heldout_loss"] = heldout
         recon = None
-        if self._probe_here:
+        if self._probe_here and self.probe is not None:
             r = self.probe(self.model)
             recon = r.recon
             m[f"{METRIC_PREFIX}mse"] = r.mse
@@ -617,7 +636,7 @@ class Monitor:
             self._emit(self._logged(m), step, recon)
         return m
 
-    def _logged(self, m: dict) -> dict:
+    def _logged(self, m: dict[str, float]) -> dict[str, float]:
         """The metrics that go to the loggers (``metrics="compact"`` keeps :data:`COMPACT_METRICS`)."""
         if self.metrics_mode == "all":
             return dict(m)
@@ -625,7 +644,7 @@ class Monitor:
         return {k: v for k, v in m.items() if k.startswith(keep) or k.startswith(METRIC_PREFIX + "forecast_")}
 
     # -- resume -------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything a resumed job needs to continue this run exactly: the step, the schedule
         position (last checkpoint), the parameter-time tracker (arc length, chord sum and chord
         start), the recorder's position, the LNP hook's position and the run name. Save it with
@@ -647,7 +666,7 @@ class Monitor:
                 "name": None if self.recorder is None else self.recorder.name,
                 "path": None if self.path is None else str(self.path)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (the model and optimizer already restored to the same
         step). The run file's checkpoints and LNP measurements after the restored step (a job
         killed after a run-file write and before its next training checkpoint) are dropped and
@@ -702,11 +721,11 @@ class Monitor:
         self._unwritten = False
 
     # -- sinks --------------------------------------------------------------------------------
-    def _forecast(self) -> dict:
+    def _forecast(self) -> dict[str, float]:
         """Hand the run so far to the background forecast worker; return the metrics of the
         latest forecast that has finished (tagged ``forecast_step``), or {}."""
         o = self.forecast_options
-        if o is None or len(self.recorder) < o.min_checkpoints:
+        if o is None or self.recorder is None or len(self.recorder) < o.min_checkpoints:
             return {}
         if self._forecaster is None:
             from .forecast_worker import ForecastWorker
@@ -716,9 +735,9 @@ class Monitor:
         if self._forecaster.ready():  # build the run Dataset only when it will be forecast
             self._forecaster.submit(self.recorder.dataset(), self.global_step)
         done = self._forecaster.poll()
-        if done is None or not done[1]:  # nothing finished, or no forecast function
+        if done is None or not done.metrics:  # nothing finished, or no forecast function
             return {}
-        out = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+        out = {**done.metrics, f"{METRIC_PREFIX}forecast_step": float(done.step)}
         out.update(remaining_in_steps_and_time(out, self._walls))
         return out
 
@@ -726,7 +745,7 @@ class Monitor:
     def _forecast_failed(self) -> bool:
         return self._forecaster is not None and self._forecaster.failed is not None
 
-    def _emit(self, m: dict, step: int, recon=None) -> None:
+    def _emit(self, m: dict[str, float], step: int, recon: np.ndarray | None = None) -> None:
         if self.tensorboard is not None:
             if not self._tb_layout_done:
                 self._tb_layout_done = True
@@ -748,7 +767,7 @@ class Monitor:
             self.log(dict(m), step)
 
     # -- the end ------------------------------------------------------------------------------
-    def close(self, *, final_checkpoint: bool = True):
+    def close(self, *, final_checkpoint: bool = True) -> xr.Dataset | None:
         """Record the current step if it is not a checkpoint yet (``final_checkpoint``), write
         the LNP statistics, flush TensorBoard, release the run file's lock. Returns the run
         Dataset (rank 0 with a path) or None. The lock is released even if the last checkpoint
@@ -766,8 +785,8 @@ class Monitor:
                     self.lnp.write()
             if self._forecaster is not None:  # log the forecast still running, then stop the worker
                 done = self._forecaster.finish(timeout=60.0)
-                if done is not None and done[1] and self.is_writer:
-                    m = {**done[1], f"{METRIC_PREFIX}forecast_step": float(done[0])}
+                if done is not None and done.metrics and self.is_writer:
+                    m = {**done.metrics, f"{METRIC_PREFIX}forecast_step": float(done.step)}
                     m.update(remaining_in_steps_and_time(m, self._walls))
                     self.metrics.update(m)
                     self._emit(m, self.global_step)
@@ -783,14 +802,17 @@ class Monitor:
             self._forecaster.close()  # on a failed close, do not wait for a forecast in flight
         try:
             if tb is not None:
-                tb.flush()
-                if self._tb_owned:
-                    tb.close()
+                flush = getattr(tb, "flush", None)
+                if callable(flush):
+                    flush()
+                close = getattr(tb, "close", None)
+                if self._tb_owned and callable(close):
+                    close()
         finally:
             if self.recorder is not None:
                 self.recorder.close()  # give up ownership of the run file (its lock), the file stays
 
-    def dataset(self):
+    def dataset(self) -> xr.Dataset | None:
         """The run recorded so far (rank 0 with a ``path``; with the LNP statistics, as in the
         file), else None."""
         if self.recorder is None or not len(self.recorder):
@@ -800,7 +822,7 @@ class Monitor:
     def __enter__(self) -> Monitor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close(final_checkpoint=exc[0] is None)
 
     @property
@@ -809,14 +831,14 @@ class Monitor:
         return unwrap(self.model)
 
 
-def _forecast_job(o: LiveForecastOptions) -> Callable:
+def _forecast_job(o: LiveForecastOptions) -> Callable[[xr.Dataset], dict[str, float]]:
     """The worker's job: ``run Dataset -> logged forecast metrics`` by :func:`bandscope.forecast`.
 
     ``bandscope.forecast`` is looked up when the job runs, so its first import (the forecasting
     module with scipy: about 0.7 s of CPU) happens on the worker's thread, not the training's;
     without it (``bandscope.forecast is None``) no metrics are logged."""
 
-    def run(ds) -> dict:
+    def run(ds: xr.Dataset) -> dict[str, float]:
         import bandscope
 
         fc = getattr(bandscope, "forecast", None)
@@ -829,7 +851,7 @@ def _forecast_job(o: LiveForecastOptions) -> Callable:
     return run
 
 
-def progress_postfix(metrics: dict) -> dict:
+def progress_postfix(metrics: Mapping[str, float]) -> dict[str, str]:
     """The short progress-bar line of a checkpoint's metrics: ``s``, ``mse``, ``P`` (LNP position).
 
     Examples
@@ -851,7 +873,7 @@ FORECAST_LOGGED = tuple(f"{pre}{v}{suf}" for pre in ("", "total_") for v in ("fl
                         for suf in ("", "_low", "_high"))
 
 
-def forecast_metrics(ds) -> dict:
+def forecast_metrics(ds: xr.Dataset) -> dict[str, float]:
     """Flatten a forecast Dataset (:func:`bandscope.forecast`) into logger scalars: 0-d variables
     as ``bandscope/forecast_<var>``, 1-d variables as ``bandscope/forecast_<var>/<label>`` (band
     resolution or the coordinate's value). Only :data:`FORECAST_LOGGED` (floor, s_reach,
@@ -860,7 +882,7 @@ def forecast_metrics(ds) -> dict:
     out = {}
     if len(ds.dims) > 1 and "run" in ds.dims and ds.sizes["run"] == 1:
         ds = ds.isel(run=0)
-    names = [v for v in FORECAST_LOGGED if v in ds.data_vars] or list(ds.data_vars)
+    names: list[Hashable] = [v for v in FORECAST_LOGGED if v in ds.data_vars] or list(ds.data_vars)
     for v in names:
         da = ds[v]
         if da.dtype.kind not in "fiu":
@@ -880,7 +902,7 @@ def forecast_metrics(ds) -> dict:
     return out
 
 
-def tensorboard_layout(metrics: dict) -> dict:
+def tensorboard_layout(metrics: Mapping[str, float]) -> dict[str, dict[str, list[Any]]]:
     """A TensorBoard custom-scalars layout (``SummaryWriter.add_custom_scalars``) that draws every
     band on one chart (``bandscope/band_.*``), and parameter time, losses and P on others.
 
@@ -898,7 +920,8 @@ def tensorboard_layout(metrics: dict) -> dict:
     return {"bandscope": charts}
 
 
-def remaining_in_steps_and_time(forecast: dict, checkpoints, recent: int = 4) -> dict:
+def remaining_in_steps_and_time(forecast: Mapping[str, float], checkpoints: Iterable[tuple[float, float, float]],
+                                recent: int = 4) -> dict[str, float]:
     """``s_remaining`` of a forecast also in optimizer steps and seconds of wall time.
 
     Each ``bandscope/forecast_*s_remaining*`` value (parameter time still to travel) is divided by
