@@ -204,11 +204,13 @@ _GAP_PT = 4.0          # white space around every box
 
 
 def _text_width_pt(text: str, size: float) -> float:
-    """Width of one line of ``text`` in points at font size ``size`` (the default font, as drawn)."""
+    """Width of one line of ``text`` in points at font size ``size`` (the default font, as drawn;
+    measured once per HTML page: :func:`bandscope.report.svg.text_metrics`)."""
     from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import text_to_path
 
-    return float(text_to_path.get_text_width_height_descent(text, FontProperties(size=size), False)[0])
+    from .svg import text_metrics
+
+    return float(text_metrics(text, FontProperties(size=size))[0])
 
 
 def _lines(text: str) -> int:
