@@ -200,10 +200,11 @@ def _once_per_draw_legend() -> type:
         def draw(self, renderer: Any) -> None:
             memo: dict = {}
             kept = []
-            for box in boxes(self._legend_box):
+            top: Any = getattr(self, "_legend_box")  # noqa: B009  (matplotlib's packed boxes, not in its stubs)
+            for box in boxes(top):
                 names = (["_get_bbox_and_child_offsets"] if isinstance(box, PackerBase)
                          else ["get_bbox"] if isinstance(box, TextArea) else [])
-                if box is self._legend_box:
+                if box is top:
                     names.append("get_offset")   # the legend's place ("best": a search over the Axes' data)
                 for name in names:
                     if name in vars(box):
