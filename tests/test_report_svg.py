@@ -160,3 +160,21 @@ def test_the_legend_laid_out_once_draws_what_matplotlib_draws(res):
         for leg in legends:
             for box in [leg._legend_box, *leg._legend_box.get_children()]:
                 assert not {"get_bbox", "get_offset", "_get_bbox_and_child_offsets"} & set(vars(box))
+
+
+@pytest.mark.parametrize("plot", ["plot_band_fits", "plot_band_losses"])
+def test_a_figure_drawn_again_is_the_figure_drawn_anew(res, plot):
+    """draw_again (the HTML page's per-run figures) writes the SVG a new figure of that run
+    writes: the same elements and text, coordinates within 1e-5 px (float rounding)."""
+    from bandscope.report import figures
+
+    fn = getattr(figures, plot)
+    runs = [str(r) for r in res.run.values]
+    fig = fn(res, runs[0])[0].figure
+    _both(fig)
+    again, _ = _both(figures.draw_again(fig, fn, res, runs[1]))
+    anew, _ = _both(fn(res, runs[1])[0].figure)
+    number = re.compile(r"-?\d+\.\d+")
+    assert number.sub("#", again) == number.sub("#", anew)
+    np.testing.assert_allclose([float(x) for x in number.findall(again)],
+                               [float(x) for x in number.findall(anew)], rtol=0, atol=1e-5)
