@@ -184,7 +184,7 @@ def _once_per_draw_legend() -> type:
     """A matplotlib ``Legend`` whose boxes (title, rows, handles, labels) are measured and
     packed once per draw. matplotlib's legend packs its nested boxes again at every level as
     it draws them (the legend's extent, then the box, then each column and row: every label
-    laid out about five times); within one draw nothing they depend on changes, so each box's
+    measured about four times per draw); within one draw nothing they depend on changes, so each box's
     size and its children's offsets are kept from the first time they are worked out until the
     draw ends. Drawn the same: the same numbers, computed once."""
     from matplotlib.legend import Legend
