@@ -178,3 +178,23 @@ def test_a_figure_drawn_again_is_the_figure_drawn_anew(res, plot):
     assert number.sub("#", again) == number.sub("#", anew)
     np.testing.assert_allclose([float(x) for x in number.findall(again)],
                                [float(x) for x in number.findall(anew)], rtol=0, atol=1e-5)
+
+
+def test_a_figure_with_the_report_legend_pickles_as_matplotlib_figures_do(res):
+    """The legend class is found again by pickle (in this process and in a new one)."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from bandscope.report import figures
+
+    fig = figures.plot_full_loss(res)[0].figure
+    data = pickle.dumps(fig)
+    again = pickle.loads(data)
+    assert type(again.axes[0].get_legend()) is type(fig.axes[0].get_legend())
+    assert _both(again)[0] == _both(fig)[0]
+    code = "import pickle, sys; f = pickle.loads(sys.stdin.buffer.read()); print(type(f.axes[0].get_legend()).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, check=True,
+                         env={**os.environ, "MPLBACKEND": "Agg"})
+    assert out.stdout.decode().strip() == "_OncePerDrawLegend"

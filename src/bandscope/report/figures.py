@@ -118,6 +118,20 @@ close to tell apart, and making them is most of such a figure's cost)."""
 def _minor_log_locator() -> Any:
     """Minor ticks of a log axis at 2 and 5 times each power of ten, none when the axis spans
     more than :data:`_MINOR_DECADES` decades."""
+    return _few_minor_locator_class()(base=10, subs=(2.0, 5.0), numticks=8)
+
+
+def _module_level(cls: type, name: str) -> type:
+    """``cls`` (a class made on first use, since matplotlib is an optional extra) under the name
+    ``name`` of this module, where pickle finds it (:func:`__getattr__`): a figure holding one
+    of its objects pickles as matplotlib's own figures do."""
+    cls.__module__, cls.__qualname__, cls.__name__ = __name__, name, name
+    return cls
+
+
+@functools.cache
+def _few_minor_locator_class() -> type:
+    """The locator of :func:`_minor_log_locator`."""
     from matplotlib.ticker import LogLocator
 
     class FewMinorLocator(LogLocator):
@@ -127,7 +141,7 @@ def _minor_log_locator() -> Any:
                 return []
             return super().tick_values(vmin, vmax)
 
-    return FewMinorLocator(base=10, subs=(2.0, 5.0), numticks=8)
+    return _module_level(FewMinorLocator, "_FewMinorLocator")
 
 
 _SUPERSCRIPT = str.maketrans("0123456789-−+", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁻⁺")
@@ -152,14 +166,20 @@ def _unmath(label: str) -> str:
 def _unicode_log_formatter(old: Any) -> Any:
     """A log tick formatter with the settings of ``old`` (a matplotlib ``LogFormatter``: base,
     which minor ticks get labels) whose labels are Unicode (:func:`_unmath`)."""
+    return _unicode_log_formatter_class()(base=old._base, labelOnlyBase=old.labelOnlyBase,
+                                          minor_thresholds=old.minor_thresholds, linthresh=old._linthresh)
+
+
+@functools.cache
+def _unicode_log_formatter_class() -> type:
+    """The formatter of :func:`_unicode_log_formatter`."""
     from matplotlib.ticker import LogFormatterSciNotation
 
     class UnicodeLogFormatter(LogFormatterSciNotation):
         def __call__(self, x: float, pos: int | None = None) -> str:
             return _unmath(super().__call__(x, pos))
 
-    return UnicodeLogFormatter(base=old._base, labelOnlyBase=old.labelOnlyBase,
-                               minor_thresholds=old.minor_thresholds, linthresh=old._linthresh)
+    return _module_level(UnicodeLogFormatter, "_UnicodeLogFormatter")
 
 
 def _plain_log_labels(axis: Any) -> None:
@@ -224,7 +244,18 @@ def _once_per_draw_legend() -> type:
                 for box, name in kept:
                     delattr(box, name)
 
-    return OncePerDrawLegend
+    return _module_level(OncePerDrawLegend, "_OncePerDrawLegend")
+
+
+_CLASSES_MADE_ON_FIRST_USE = {"_FewMinorLocator": _few_minor_locator_class,
+                              "_UnicodeLogFormatter": _unicode_log_formatter_class,
+                              "_OncePerDrawLegend": _once_per_draw_legend}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES_MADE_ON_FIRST_USE:  # what pickle looks up (:func:`_module_level`)
+        return _CLASSES_MADE_ON_FIRST_USE[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _suptitle(fig: Any, text: str, fontsize: float = _SUPTITLE) -> Any:
