@@ -154,3 +154,52 @@ def test_table_saturation_flags_a_band_still_falling():
     assert df.loc[1, "unsaturated runs"] == "0/1"
     assert df.loc[8, "max drift %"] == pytest.approx(float(res.floor_window_drift_pct.sel(band=8)[0]))
     assert df.loc[8, "max drift %"] > 5
+
+
+def test_median_is_numpy_median_of_the_finite_values_to_the_bit():
+    """tables._median (sorted middle, or the mean of the middle two) against np.median of the
+    finite values, on lengths odd and even, with NaN, inf and ties."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                              st.sampled_from([0.0, 1e-300, -2.5, 1e300])), max_size=40))
+    def check(xs):
+        x = np.asarray(xs, dtype=np.float64)
+        fin = x[np.isfinite(x)]
+        got = tables._median(x)
+        if fin.size == 0:
+            assert np.isnan(got)
+        else:
+            with np.errstate(over="ignore"):
+                want = float(np.median(fin))
+            assert got == want or (np.isnan(got) and np.isnan(want)) or (np.isinf(got) and got == want)
+
+    check()
+
+
+def test_table_b31_is_the_concat_of_the_windows_b2(res):
+    """table_b31 built column by column equals pd.concat of the b2 tables (the obvious way)."""
+    parts = {str(w): tables.table_b2(res, str(w)).drop(index="overall")[
+        ["median R²", "median β", "median ΔBIC", "fitted runs"]] for w in res.window.values}
+    want = pd.concat(parts, axis=1, names=["window", "statistic"])
+    got = tables.table_b31(res)
+    pd.testing.assert_frame_equal(got, want)
+    assert got.columns.names == ["window", "statistic"]
+
+
+def test_table_ordering_is_summarize_runs_of_rho(res):
+    """table_ordering reads summarize_runs of the bare ρ values: the same numbers as
+    summarize_runs of the labelled ρ, at each metric and window by label."""
+    from bandscope.keysearch.ordering import summarize_runs
+
+    summ = summarize_runs(res["rho"], "run")
+    df = tables.table_ordering(res)
+    for m, name in tables.METRIC_NAMES.items():
+        for w in res.window.values:
+            row = df.loc[(name, str(w))]
+            s = summ.sel(metric=m, window=w)
+            for col, var in (("median ρ", "median"), ("IQR low (q25)", "q25"), ("IQR high (q75)", "q75"),
+                             ("min", "min"), ("max", "max"), ("runs", "n_runs")):
+                np.testing.assert_equal(row[col], float(s[var]) if col != "runs" else int(s[var]))

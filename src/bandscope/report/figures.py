@@ -30,7 +30,8 @@ browser as in matplotlib); users' strings (run names, architectures, units) are 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,20 @@ close to tell apart, and making them is most of such a figure's cost)."""
 def _minor_log_locator() -> Any:
     """Minor ticks of a log axis at 2 and 5 times each power of ten, none when the axis spans
     more than :data:`_MINOR_DECADES` decades."""
+    return _few_minor_locator_class()(base=10, subs=(2.0, 5.0), numticks=8)
+
+
+def _module_level(cls: type, name: str) -> type:
+    """``cls`` (a class made on first use, since matplotlib is an optional extra) under the name
+    ``name`` of this module, where pickle finds it (:func:`__getattr__`): a figure holding one
+    of its objects pickles as matplotlib's own figures do."""
+    cls.__module__, cls.__qualname__, cls.__name__ = __name__, name, name
+    return cls
+
+
+@functools.cache
+def _few_minor_locator_class() -> type:
+    """The locator of :func:`_minor_log_locator`."""
     from matplotlib.ticker import LogLocator
 
     class FewMinorLocator(LogLocator):
@@ -126,7 +141,7 @@ def _minor_log_locator() -> Any:
                 return []
             return super().tick_values(vmin, vmax)
 
-    return FewMinorLocator(base=10, subs=(2.0, 5.0), numticks=8)
+    return _module_level(FewMinorLocator, "_FewMinorLocator")
 
 
 _SUPERSCRIPT = str.maketrans("0123456789-−+", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁻⁺")
@@ -151,14 +166,20 @@ def _unmath(label: str) -> str:
 def _unicode_log_formatter(old: Any) -> Any:
     """A log tick formatter with the settings of ``old`` (a matplotlib ``LogFormatter``: base,
     which minor ticks get labels) whose labels are Unicode (:func:`_unmath`)."""
+    return _unicode_log_formatter_class()(base=old._base, labelOnlyBase=old.labelOnlyBase,
+                                          minor_thresholds=old.minor_thresholds, linthresh=old._linthresh)
+
+
+@functools.cache
+def _unicode_log_formatter_class() -> type:
+    """The formatter of :func:`_unicode_log_formatter`."""
     from matplotlib.ticker import LogFormatterSciNotation
 
     class UnicodeLogFormatter(LogFormatterSciNotation):
         def __call__(self, x: float, pos: int | None = None) -> str:
             return _unmath(super().__call__(x, pos))
 
-    return UnicodeLogFormatter(base=old._base, labelOnlyBase=old.labelOnlyBase,
-                               minor_thresholds=old.minor_thresholds, linthresh=old._linthresh)
+    return _module_level(UnicodeLogFormatter, "_UnicodeLogFormatter")
 
 
 def _plain_log_labels(axis: Any) -> None:
@@ -169,6 +190,72 @@ def _plain_log_labels(axis: Any) -> None:
                    (axis.get_minor_formatter(), axis.set_minor_formatter)):
         if isinstance(f, LogFormatter):
             put(_unicode_log_formatter(f))
+
+
+def _legend(ax: Any, **kwargs: Any) -> Any:
+    """``ax.legend(**kwargs)``, laid out once per draw (:func:`_once_per_draw_legend`)."""
+    leg = ax.legend(**kwargs)
+    leg.__class__ = _once_per_draw_legend()
+    return leg
+
+
+@functools.cache
+def _once_per_draw_legend() -> type:
+    """A matplotlib ``Legend`` whose boxes (title, rows, handles, labels) are measured and
+    packed once per draw. matplotlib's legend packs its nested boxes again at every level as
+    it draws them (the legend's extent, then the box, then each column and row: every label
+    measured about four times per draw); within one draw nothing they depend on changes, so each box's
+    size and its children's offsets are kept from the first time they are worked out until the
+    draw ends. Drawn the same: the same numbers, computed once."""
+    from matplotlib.legend import Legend
+    from matplotlib.offsetbox import OffsetBox, PackerBase, TextArea
+
+    def boxes(box: Any) -> Iterator[Any]:
+        yield box
+        for c in box.get_children():
+            if isinstance(c, OffsetBox):
+                yield from boxes(c)
+
+    class OncePerDrawLegend(Legend):
+        def draw(self, renderer: Any) -> None:
+            memo: dict = {}
+            kept = []
+            top: Any = getattr(self, "_legend_box")  # noqa: B009  (matplotlib's packed boxes, not in its stubs)
+            for box in boxes(top):
+                names = (["_get_bbox_and_child_offsets"] if isinstance(box, PackerBase)
+                         else ["get_bbox"] if isinstance(box, TextArea) else [])
+                if box is top:
+                    names.append("get_offset")   # the legend's place ("best": a search over the Axes' data)
+                for name in names:
+                    if name in vars(box):
+                        continue
+                    real = getattr(box, name)
+
+                    def once(*args: Any, real: Any = real, key: tuple = (id(box), name)) -> Any:
+                        if key not in memo:
+                            memo[key] = real(*args)
+                        return memo[key]
+
+                    setattr(box, name, once)
+                    kept.append((box, name))
+            try:
+                super().draw(renderer)
+            finally:
+                for box, name in kept:
+                    delattr(box, name)
+
+    return _module_level(OncePerDrawLegend, "_OncePerDrawLegend")
+
+
+_CLASSES_MADE_ON_FIRST_USE = {"_FewMinorLocator": _few_minor_locator_class,
+                              "_UnicodeLogFormatter": _unicode_log_formatter_class,
+                              "_OncePerDrawLegend": _once_per_draw_legend}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES_MADE_ON_FIRST_USE:  # what pickle looks up (:func:`_module_level`)
+        return _CLASSES_MADE_ON_FIRST_USE[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _suptitle(fig: Any, text: str, fontsize: float = _SUPTITLE) -> Any:
@@ -204,11 +291,13 @@ _GAP_PT = 4.0          # white space around every box
 
 
 def _text_width_pt(text: str, size: float) -> float:
-    """Width of one line of ``text`` in points at font size ``size`` (the default font, as drawn)."""
+    """Width of one line of ``text`` in points at font size ``size`` (the default font, as drawn;
+    measured once per HTML page: :func:`bandscope.report.svg.text_metrics`)."""
     from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import text_to_path
 
-    return float(text_to_path.get_text_width_height_descent(text, FontProperties(size=size), False)[0])
+    from .svg import text_metrics
+
+    return float(text_metrics(text, FontProperties(size=size))[0])
 
 
 def _lines(text: str) -> int:
@@ -436,7 +525,7 @@ def plot_weibull_shapes(betas: tuple = (0.5, 1.0, 2.0, 4.0), ax: Any = None) -> 
     ax.set_ylabel("R / A (residual, fraction of amplitude)")
     ax.set_title("Weibull decay R = A exp(-(s/ω)^β), paper Figure 2", fontsize=_TITLE)
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=_SMALL)
+    _legend(ax, fontsize=_SMALL)
     if made:
         _fixed_layout(ax.figure)
     return ax
@@ -484,7 +573,7 @@ def plot_band_losses(results: xr.Dataset, run: Any, ax: Any = None,
         a.set_xlabel(f"parameter time s ({su})")
         a.set_ylabel(f"band loss Lᵢ ({lu})")
         a.set_title(f"{name}: band losses, {scale} y", fontsize=_TITLE)
-    axes[0].legend(fontsize=_SMALL, loc="upper right")
+    _legend(axes[0], fontsize=_SMALL, loc="upper right")
     if made:
         _fixed_layout(axes[0].figure)
     return axes
@@ -536,7 +625,7 @@ def _draw_band_fit(ax: Any, r: xr.Dataset, band: Any, window: str | None, unit: 
         status = status.decode() if isinstance(status, bytes) else status
         ax.text(0.5, 0.5, literal_text(f"no fit: {status}"), transform=ax.transAxes, ha="center",
                 fontsize=_SMALL)
-    ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False, loc="upper right")
+    _legend(ax, fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False, loc="upper right")
     head = f"band {int(band)}"
     unsat = "saturated" in r and not bool(values(r, "saturated", band=j))
     if unsat:
@@ -602,7 +691,7 @@ def plot_ordering(results: xr.Dataset, window: str | None = None, ax: Any = None
         if m in ("floor", "initial_residual"):
             _yscale(a, "log")
     has_arch = any(_arch(results, r) for r in results["run"].values)
-    axes[0].legend(fontsize=_SMALL, title="run [architecture]" if has_arch else "run", title_fontsize=_SMALL)
+    _legend(axes[0], fontsize=_SMALL, title="run [architecture]" if has_arch else "run", title_fontsize=_SMALL)
     _suptitle(axes[0].figure, f"band ordering, window {window}", fontsize=_SUPTITLE)
     if made:
         _fixed_layout(axes[0].figure)
@@ -642,7 +731,7 @@ def plot_full_loss_fit(results: xr.Dataset, run: Any, window: str | None = None,
     ax.set_ylabel("full-loss residual R_tot"
                   + f"\n({literal_text(_units(results, 'total_residual', LOSS_UNIT))})", fontsize=_SMALL)
     ax.set_title(run_label(results, run), fontsize=_TITLE)
-    ax.legend(fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
+    _legend(ax, fontsize=_SMALL, title=title, title_fontsize=_SMALL, frameon=False)
     if made:
         _fixed_layout(ax.figure)
     return ax
@@ -694,7 +783,7 @@ def plot_loss_curves(results: xr.Dataset, ax: Any = None, xs: Sequence[str] = ("
         a.set_ylabel(f"full loss Σ_i L_i\n({lu})")
         a.set_title(f"loss over {'steps' if x == 'step' else 'parameter time'}", fontsize=_TITLE)
     if results.sizes["run"] <= 12:
-        axes[0].legend(fontsize=_SMALL, loc="upper right")
+        _legend(axes[0], fontsize=_SMALL, loc="upper right")
     if made:
         _fixed_layout(axes[0].figure)
     return axes
@@ -762,7 +851,7 @@ def plot_forecast(run: xr.Dataset, forecast: xr.Dataset, band: Any = None, ax: A
     ax.set_ylabel(f"{'full loss' if band is None else 'band loss'} "
                   f"({literal_text(_units(run, 'band_loss', LOSS_UNIT))})", fontsize=_SMALL)
     ax.set_title(name, fontsize=_TITLE)
-    ax.legend(fontsize=_SMALL, frameon=False)
+    _legend(ax, fontsize=_SMALL, frameon=False)
     if made:
         _fixed_layout(ax.figure)
     return ax

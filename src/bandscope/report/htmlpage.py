@@ -17,7 +17,7 @@ from typing import Any
 
 from . import verdict as V
 from .sections import TERMS, Section, report_context, sections
-from .svg import figure_svg
+from .svg import figure_svg, shared_text_metrics
 
 __all__ = ["to_html", "write_html", "CSS", "FIGURE_FORMATS"]
 
@@ -227,14 +227,15 @@ def to_html(results: Any, window: str | None = None, *, title: str = "bandscope 
         body.append(f"<p>{html.escape(note)}</p>")
     n = 0
     drawn: dict = {}   # per-run figures of one kind are drawn on the previous one's Axes
-    for s in sections(ctx):
-        figs = []
-        if figures:
-            for spec in s.figures:
-                figs.append(_figure_html(spec, n, figure_format, dpi, on_figure_error, drawn))
-                n += 1
-        if s.columns or figs or s.notes:
-            body.append(_html_section(s, figs))
+    with shared_text_metrics():   # each tick label (and other text) of the page measured once
+        for s in sections(ctx):
+            figs = []
+            if figures:
+                for spec in s.figures:
+                    figs.append(_figure_html(spec, n, figure_format, dpi, on_figure_error, drawn))
+                    n += 1
+            if s.columns or figs or s.notes:
+                body.append(_html_section(s, figs))
     if ctx.compare:
         body.append(_reasons_html(ctx))
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

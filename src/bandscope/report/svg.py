@@ -7,6 +7,10 @@ font's ascent and descent again for every text it lays out. Here the renderer dr
 marker of each call as matplotlib does and writes the others as copies of that element with
 their positions changed, and reads each font's heights once per figure (:func:`font_height`):
 the same text, with fewer Python calls (``benchmarks/bench_report.py`` times the page).
+Within :func:`shared_text_metrics` (the HTML page enters it once), the width, height and descent
+of each string in each font are measured once (:func:`text_metrics`) and reused by every figure
+drawn and laid out there: matplotlib measures them again for every new renderer, i.e. for every
+figure, and the figures of one page share most of their tick labels.
 ``tests/test_report_svg.py`` checks that every figure of the report comes out byte for byte as
 ``savefig`` writes it; where matplotlib does something this module does not expect (a marker
 with a link, a path with curves, a first point that is not finite, a newer renderer that writes
@@ -14,11 +18,17 @@ markers differently), the markers are drawn by matplotlib itself.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import io
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["figure_svg", "font_height"]
+__all__ = ["figure_svg", "font_height", "text_metrics", "shared_text_metrics"]
+
+_SHARED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("bandscope_text_metrics", default=None)
+"""The measurements of the innermost :func:`shared_text_metrics` block of this context, if any."""
 
 
 class _Parts:
@@ -55,6 +65,46 @@ def font_height(prop: Any) -> tuple[Any, Any, Any]:
     return None, None, None
 
 
+@contextlib.contextmanager
+def shared_text_metrics() -> Iterator[dict]:
+    """A block in which :func:`text_metrics` measures each (string, font) once and the SVG
+    renderer of :func:`figure_svg` reads the same measurements (one HTML page: its figures share
+    most of their tick labels). The measurements are dropped when the block ends; outside any
+    block each figure measures its texts once (as matplotlib does per renderer).
+
+    Yields the dict of measurements (string, font properties, math flag) → (width, height,
+    descent) in points."""
+    token = _SHARED.set({})
+    try:
+        yield _SHARED.get()  # type: ignore[misc]
+    finally:
+        _SHARED.reset(token)
+
+
+@functools.cache
+def _text_to_path() -> Any:
+    from matplotlib.textpath import TextToPath
+
+    return TextToPath()
+
+
+def text_metrics(s: str, prop: Any, ismath: Any = False, memo: dict | None = None) -> tuple[float, float, float]:
+    """(width, height, descent) in points of ``s`` in the font ``prop``, as matplotlib's SVG
+    renderer measures it (``TextToPath.get_text_width_height_descent``: unhinted outlines at
+    72 dpi), remembered in ``memo`` (default: the current :func:`shared_text_metrics` block's,
+    none outside one). Keys compare fonts as matplotlib does (``FontProperties.__eq__``: the
+    same family, style, variant, weight, stretch, size, file and math family); stored with a
+    copy of ``prop``, which is mutable."""
+    memo = _SHARED.get() if memo is None else memo
+    if memo is None:
+        return _text_to_path().get_text_width_height_descent(s, prop, ismath)
+    key = (s, prop, ismath)
+    got = memo.get(key)
+    if got is None:
+        got = memo[(s, prop.copy(), ismath)] = _text_to_path().get_text_width_height_descent(s, prop, ismath)
+    return got
+
+
 @functools.cache
 def _classes() -> tuple[type, type]:
     """The renderer and canvas classes (made on first use: matplotlib is an optional extra)."""
@@ -70,6 +120,8 @@ def _classes() -> tuple[type, type]:
             super().__init__(width, height, out, **kwargs)
             self._out = out
             self._font_heights: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+            shared = _SHARED.get()
+            self._metrics: dict = {} if shared is None else shared
 
         def draw_markers(self, gc: Any, marker_path: Any, marker_trans: Any, path: Any, trans: Any,
                          rgbFace: Any = None) -> None:
@@ -110,6 +162,12 @@ def _classes() -> tuple[type, type]:
             if key not in self._font_heights:
                 self._font_heights[key] = font_height(prop)
             return self._font_heights[key]
+
+        def get_text_width_height_descent(self, s: str, prop: Any, ismath: Any) -> tuple[float, float, float]:
+            # the same measurement (RendererSVG asks its TextToPath), made once per page or figure
+            if ismath:
+                return super().get_text_width_height_descent(s, prop, ismath)
+            return text_metrics(s, prop, ismath, self._metrics)
 
     class Canvas(FigureCanvasSVG):
         """``FigureCanvasSVG`` printing through :class:`Renderer`, into a text stream."""

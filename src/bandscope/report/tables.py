@@ -80,10 +80,16 @@ def _wins(dbic: npt.ArrayLike) -> str:
     return f"{int((d < 0).sum())}/{d.size}"
 
 
-def _median(x: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else np.nan
+def _median(x: npt.ArrayLike) -> float:
+    """Median of the finite values of ``x`` (NaN when none): the middle value of the sorted
+    values, or the mean of the middle two, as ``np.median`` computes it (the same number to the
+    bit: ``(a + b) / 2``), without its general-axis machinery (a table takes a few hundred)."""
+    v = np.asarray(x, dtype=np.float64).ravel()
+    v = np.sort(v[np.isfinite(v)])
+    n = v.size
+    if n == 0:
+        return np.nan
+    return float(v[n // 2]) if n % 2 else float((v[n // 2 - 1] + v[n // 2]) / 2)
 
 
 def _band_stats(arrays: Mapping[str, npt.ArrayLike], deflation: float) -> dict[str, Any]:
@@ -141,11 +147,17 @@ def table_b31(results: xr.Dataset, *, b2: Callable[[str], pd.DataFrame] | None =
     """
     deflation = float(results.attrs.get("deflation", 10.0))
     b2 = b2 or (lambda w: table_b2(results, w))
-    parts = {}
+    columns: dict = {}
+    index = None
     for w in results["window"].values:
-        t = b2(str(w)).drop(index="overall")
-        parts[str(w)] = t[["median R²", "median β", "median ΔBIC", "fitted runs"]]
-    df = pd.concat(parts, axis=1, names=["window", "statistic"])
+        t = b2(str(w))
+        keep = t.index != "overall"
+        index = t.index[keep] if index is None else index
+        for stat in ("median R²", "median β", "median ΔBIC", "fitted runs"):
+            columns[(str(w), stat)] = t[stat].to_numpy()[keep]
+    # the frame ``pd.concat`` of the windows' columns makes, built from the columns at once
+    df = pd.DataFrame(columns, index=index)
+    df.columns.names = ["window", "statistic"]
     df.attrs.update(definition="medians across runs of 'ok' fits per window", deflation=deflation)
     return df
 
@@ -153,11 +165,13 @@ def table_b31(results: xr.Dataset, *, b2: Callable[[str], pd.DataFrame] | None =
 def table_ordering(results: xr.Dataset, windows: Sequence[str] | None = None) -> pd.DataFrame:
     """Spearman ρ(band resolution, metric) across runs: median, IQR, min--max (B.3.2)."""
     ws = [str(w) for w in results["window"].values] if windows is None else list(windows)
-    summ = summarize_runs(results["rho"], "run")
-    mi = {str(m): i for i, m in enumerate(summ["metric"].values)}
-    wi = {str(w): i for i, w in enumerate(summ["window"].values)}
-    arr = {k: np.asarray(summ[k].transpose("metric", "window").values)
-           for k in ("median", "q25", "q75", "min", "max", "n_runs")}
+    rho = results["rho"]
+    # the summary of the values alone (positions from ``rho``'s own coordinates): the same
+    # numbers, without aligning the run, arch and seed coordinates of six results
+    summ = summarize_runs(xr.DataArray(rho.variable.transpose("run", "metric", "window")), "run")
+    mi = {str(m): i for i, m in enumerate(rho["metric"].values)}
+    wi = {str(w): i for i, w in enumerate(rho["window"].values)}
+    arr = {k: np.asarray(summ[k].values) for k in ("median", "q25", "q75", "min", "max", "n_runs")}
     rows = []
     for m in METRICS:
         for w in ws:
