@@ -133,10 +133,17 @@ def _level_energies(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     returns the next unnormalised approximation (P, n/2, n/2) = 2x2 block sums.
     """
     p, n, _ = a.shape
-    m = n // 2
     pairs = a.reshape(-1, 2)  # horizontal neighbours, one long stride-2 loop
     c = np.add(pairs[:, 0], pairs[:, 1])
-    u = np.subtract(pairs[:, 0], pairs[:, 1]).reshape(p, -1)
+    u = np.subtract(pairs[:, 0], pairs[:, 1])
+    return _level_rest(c, u, p, n, out)
+
+
+def _level_rest(c: np.ndarray, u: np.ndarray, p: int, n: int, out: np.ndarray) -> np.ndarray:
+    """The rest of :func:`_level_energies` from the horizontal pair sums ``c`` and differences
+    ``u`` (each ``p * n * n/2`` values, row-major, contiguous)."""
+    m = n // 2
+    u = u.reshape(p, -1)
     rows = c.reshape(p * m, 2, m)  # vertical neighbours of the horizontal sums
     v = np.subtract(rows[:, 0], rows[:, 1]).reshape(p, -1)
     np.multiply(np.einsum("ij,ij->i", u, u), 0.5, out=out)
@@ -144,29 +151,68 @@ def _level_energies(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.add(rows[:, 0], rows[:, 1]).reshape(p, m, m)
 
 
-#: float16 bits (sign-extended to int32, shifted left by 13) with the three sign-extension bits
-#: cleared: sign at bit 31, exponent and mantissa where float32 has them (as an int32)
-_HALF_MASK = np.int32(-0x70002000)  # 0x8FFFE000
-_HALF_SCALE = np.float32(2.0**112)  # float32 bias 127 - float16 bias 15 = 112
-_HALF_INF = np.float32(2.0**-96)  # where float16 inf/NaN land after the bit move
+# float16 -> float32 by integer bit moves (numpy's float16 casts convert one value at a time).
+# Two horizontal neighbours of a float16 image row share one int32 word (little-endian: the
+# even column in bits 0-15, the odd one in bits 16-31). An arithmetic shift puts a float16's
+# sign at bit 31 (copied into bits 28-30) and its exponent and mantissa where float32 has them;
+# clearing bits 28-30 and the 13 bits below gives the float32 whose value is the float16's
+# times 2**-112 (float32 bias 127 - float16 bias 15), exactly, float16 subnormals included (they
+# land on float32 subnormals). Inf/NaN (exponent 31) would land on finite values, so the blocks
+# are checked for them first (on the float16 bits: one reduction).
+_HALF_MASK = np.int32(-0x70002000)  # 0x8FFFE000: sign, exponent and mantissa of the float32
+_HALF_SCALE = np.float32(2.0**112)
+_HALF_SIGNLESS_FINITE = 0x7C00  # float16 bits below this: finite, sign bit clear
 
 
-def _half_difference(x16: np.ndarray, r16: np.ndarray, out: np.ndarray, xi: np.ndarray, ri: np.ndarray) -> bool:
-    """``out = float32(x16 - r16)`` for float16 blocks, exactly as numpy's float32 subtraction
-    of the converted values: each input's bits are moved into float32 position (its value times
-    2**-112, exact, subnormal float32 included), the scaled values are subtracted (IEEE
-    rounding commutes with the power-of-two scale: differences of float16 values are multiples
-    of 2**-136, so even subnormal results are exact) and the difference is scaled back."""
-    finite = True
-    for h, v in ((x16, xi), (r16, ri)):
-        np.copyto(v, h.view(np.int16), casting="unsafe")  # sign-extending
-        np.left_shift(v, 13, out=v)
-        np.bitwise_and(v, _HALF_MASK, out=v)
-        f = v.view(np.float32)  # inf/NaN (exponent 31) decode to |value| >= 2**16 * 2**-112
-        finite = finite and bool(f.max() < _HALF_INF) and bool(f.min() > -_HALF_INF)
-    np.subtract(xi.view(np.float32), ri.view(np.float32), out=out)
-    np.multiply(out, _HALF_SCALE, out=out)
-    return finite
+def _half_kind(h: np.ndarray) -> int:
+    """Float16 block ``h`` (native byte order): 0 if every value is finite with its sign bit
+    clear (+0 included), 1 if finite with some sign bits set, 2 if it holds an inf or NaN."""
+    top = int(h.view(np.uint16).max())
+    if top < _HALF_SIGNLESS_FINITE:
+        return 0
+    if top >= 0x8000 | _HALF_SIGNLESS_FINITE or int(h.view(np.int16).max()) >= _HALF_SIGNLESS_FINITE:
+        return 2
+    return 1
+
+
+def _half_pairs(x16: np.ndarray, r16: np.ndarray, ints: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """First horizontal Haar step of ``e = float32(x16) - float32(r16)`` for float16 blocks
+    ``(k, n, n)`` (n even, native little-endian): returns the pair sums ``c = e0 + e1`` and
+    differences ``u = e0 - e1`` of horizontal neighbours (float32, ``k * n * n/2`` values,
+    row-major) bit for bit as the float32 path computes them, or None if an input holds an
+    inf or NaN. ``ints`` is scratch, int32 ``(4, >= k, n*n/2)``.
+
+    Each input's even and odd columns are decoded by integer shifts and masks of its int32
+    words into float32 values scaled by 2**-112 (exact, see ``_HALF_MASK``); the scaled values
+    are subtracted and the two differences scaled back by 2**112. The subtraction rounds as
+    the unscaled one does: the differences are multiples of 2**-136 below 2**-95, so a
+    normal result keeps the significand the unscaled difference rounds to, and a subnormal
+    one is exact (as is the unscaled difference, below 2**-14 on a 2**-24 grid). Signed zeros
+    follow the same rules. ``c`` and ``u`` are then the float32 path's own operations on the
+    same values.
+    """
+    k = x16.shape[0]
+    kinds = (_half_kind(x16), _half_kind(r16))
+    if 2 in kinds:
+        return None
+    ev_x, od_x, ev_r, od_r = (b[:k] for b in ints)
+    for h, kind, ev, od in ((x16, kinds[0], ev_x, od_x), (r16, kinds[1], ev_r, od_r)):
+        w = np.ascontiguousarray(h).reshape(k, -1).view(np.int32)
+        np.right_shift(w, 3, out=od)  # odd column: sign at bit 31, the even column's bits below 13
+        np.bitwise_and(od, _HALF_MASK, out=od)
+        np.left_shift(w, 16, out=ev)  # even column: moved up, then the same shift
+        np.right_shift(ev, 3, out=ev)
+        if kind:  # sign bits set: clear their copies in bits 28-30 (zero otherwise)
+            np.bitwise_and(ev, _HALF_MASK, out=ev)
+    e0, e1 = ev_x.view(np.float32), od_x.view(np.float32)
+    np.subtract(e0, ev_r.view(np.float32), out=e0)
+    np.subtract(e1, od_r.view(np.float32), out=e1)
+    np.multiply(e0, _HALF_SCALE, out=e0)
+    np.multiply(e1, _HALF_SCALE, out=e1)
+    c, u = ev_r.view(np.float32), od_r.view(np.float32)
+    np.add(e0, e1, out=c)
+    np.subtract(e0, e1, out=u)
+    return c, u
 
 
 def _subnormals_kept() -> bool:
@@ -200,32 +246,39 @@ def _energies_kernel(x: np.ndarray, recon: np.ndarray | None, wd: np.dtype) -> n
     # fine levels in cache-sized blocks of rows; coarse levels (<= 1/16 of the data) at once
     fine = min(j_levels, 2)
     half = x.dtype == np.float16 or (rf is not None and rf.dtype == np.float16)
-    # two float16 inputs at float32 working precision: decoded by integer bit moves (about
-    # twice as fast as numpy's float16 -> float32 cast), see _half_difference
-    bits = (rf is not None and wd == np.float32 and xf.dtype == np.float16
-            and rf.dtype == np.float16 and _subnormals_kept())
+    # two float16 inputs at float32 working precision: decoded by integer bit moves, two
+    # horizontal neighbours per int32 word, straight into the first Haar step (_half_pairs)
+    bits = (rf is not None and wd == np.float32 and xf.dtype == np.float16 and rf.dtype == np.float16
+            and h >= 2 and np.little_endian and xf.dtype.isnative and rf.dtype.isnative and _subnormals_kept())
     # the bit decoding makes several passes over its block: keep the block in L2
     block = max(1, (_HALF_BLOCK_BYTES if bits else _BLOCK_BYTES) // (h * h * wd.itemsize))
-    buf = np.empty((min(block, p), h, h), dtype=wd)
     m = h >> fine
     coarse = np.empty((p, m, m), dtype=wd)
     # numpy casts float16 -> float64 much faster than float16 -> float32 (measured): for a
     # float32 working precision go through a float64 block (the difference of two float16
-    # values is exact in float64, and also in float32 for inputs in [0, 1])
+    # values is exact in float64; its rounding to float32 is that of the float32 subtraction)
     # values wider than float32 (float64, int64) are also subtracted in float64 first, so the float32
     # error is relative to the image's error e, not to |x| (x ≈ recon would lose digits otherwise)
     wide = rf is not None and np.result_type(xf.dtype, rf.dtype).itemsize > 4
-    via64 = (np.empty_like(buf, dtype=np.float64) if (half or wide) and wd == np.float32 and rf is not None
-             and not bits else None)
-    ints = (np.empty(buf.shape, np.int32), np.empty(buf.shape, np.int32)) if bits else None
+    buf = None if bits else np.empty((min(block, p), h, h), dtype=wd)
+    via64 = (np.empty((min(block, p), h, h), dtype=np.float64) if (half or wide) and wd == np.float32
+             and rf is not None and not bits else None)
+    ints = np.empty((4, min(block, p), h * h // 2), np.int32) if bits else None
     for i0 in range(0, p, block):
         i1 = min(i0 + block, p)
+        if bits:
+            assert rf is not None and ints is not None
+            cu = _half_pairs(xf[i0:i1], rf[i0:i1], ints)
+            if cu is None:  # an inf/NaN input: the caller raises naming it
+                rows[i0:i1] = coarse[i0:i1] = np.nan
+                continue
+            a = _level_rest(*cu, i1 - i0, h, rows[i0:i1, j_levels])
+            coarse[i0:i1] = _energies_rows(a, fine - 1, rows[i0:i1], first=1)
+            continue
+        assert buf is not None
         e = buf[: i1 - i0]
         if rf is None:
             np.copyto(e, xf[i0:i1], casting="unsafe")
-        elif bits:
-            if not _half_difference(xf[i0:i1], rf[i0:i1], e, ints[0][: i1 - i0], ints[1][: i1 - i0]):
-                e[...] = np.nan  # an inf/NaN input: the caller raises naming it
         elif via64 is not None:
             tmp = via64[: i1 - i0]
             np.subtract(xf[i0:i1], rf[i0:i1], out=tmp, dtype=np.float64)
