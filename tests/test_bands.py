@@ -334,7 +334,7 @@ def _same_bits(got, want):
 
 def _half_pairs(x16, r16):
     k, n = x16.shape[0], x16.shape[-1]
-    return bands._half_pairs(x16, r16, np.empty((4, k, n * n // 2), np.int32))
+    return bands._half_pairs(x16, r16, np.empty((3, k, n * n // 2), np.int32))
 
 
 ALL_HALF = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
@@ -364,6 +364,24 @@ def test_float16_bit_decoding_every_value_in_both_columns(signs):
         z = np.full_like(x16, zero)
         for g, w in zip(_half_pairs(x16, z), _float32_pairs(x16, z)):
             _same_bits(g, w)
+
+
+@pytest.mark.parametrize("share", [0, 64, 10**9])  # never, the default, always the float64 loop
+def test_float16_bit_decoding_of_dark_images(monkeypatch, share):
+    """Dark images (many values near 0, float16 subnormals, differences below 2**-14 that are
+    subnormal when scaled): the float32 and the float64 scaling loop give the float32 path's
+    values bit for bit."""
+    rng = np.random.default_rng(11)
+    x = np.where(rng.random((8, 1, 16, 16)) < 0.7, 0, rng.random((8, 1, 16, 16))).astype(np.float16)
+    r = (1 / (1 + np.exp(-rng.normal(-9, 1.5, x.shape)))).astype(np.float16)
+    r[::2] *= -1  # signed blocks too
+    e = x.astype(np.float32) - r.astype(np.float32)
+    assert np.mean((e != 0) & (np.abs(e) < 2.0**-14)) > 0.1
+    monkeypatch.setattr(bands, "_HALF_SUBNORMAL_SHARE", share)
+    for g, w in zip(_half_pairs(x[:, 0], r[:, 0]), _float32_pairs(x[:, 0], r[:, 0])):
+        _same_bits(g, w)
+    want = _band_energies(x.astype(np.float32), r.astype(np.float32), dtype=np.float32)
+    np.testing.assert_array_equal(_band_energies(x, r, dtype=np.float32), want)
 
 
 @st.composite

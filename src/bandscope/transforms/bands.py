@@ -47,7 +47,7 @@ __all__ = ["band_losses", "band_energies", "band_decompose", "haar_levels"]
 
 #: bytes of working buffer per block of images in the fast kernel (fits the L2/L3 caches)
 _BLOCK_BYTES = 1 << 21
-_HALF_BLOCK_BYTES = 1 << 18
+_HALF_BLOCK_BYTES = 1 << 19  # float16 pairs: three int32 scratch blocks of half this size stay in L2
 
 def haar_levels(size: int) -> int:
     """Number of Haar levels ``J`` of a ``size x size`` image, ``size == 2**J``.
@@ -161,6 +161,14 @@ def _level_rest(c: np.ndarray, u: np.ndarray, p: int, n: int, out: np.ndarray) -
 # are checked for them first (on the float16 bits: one reduction).
 _HALF_MASK = np.int32(-0x70002000)  # 0x8FFFE000: sign, exponent and mantissa of the float32
 _HALF_SCALE = np.float32(2.0**112)
+#: the same scale in a float64 loop: a float32 multiply of a subnormal takes a microcode assist on
+#: x86 (measured 35x slower per value), float64 sees no subnormal here (conversion is exact)
+_HALF_SCALE_WIDE = np.float64(2.0**112)
+#: values sampled per block to estimate how many scaled differences are subnormal
+_HALF_SAMPLE = 512
+#: the float64 loop is used when more than 1 in this many sampled differences are subnormal
+_HALF_SUBNORMAL_SHARE = 64
+_F32_TINY = np.float32(2.0**-126)  # smallest normal float32
 _HALF_SIGNLESS_FINITE = 0x7C00  # float16 bits below this: finite, sign bit clear
 
 
@@ -180,7 +188,7 @@ def _half_pairs(x16: np.ndarray, r16: np.ndarray, ints: np.ndarray) -> tuple[np.
     ``(k, n, n)`` (n even, native little-endian): returns the pair sums ``c = e0 + e1`` and
     differences ``u = e0 - e1`` of horizontal neighbours (float32, ``k * n * n/2`` values,
     row-major) bit for bit as the float32 path computes them, or None if an input holds an
-    inf or NaN. ``ints`` is scratch, int32 ``(4, >= k, n*n/2)``.
+    inf or NaN. ``ints`` is scratch, int32 ``(3, >= k, n*n/2)``.
 
     Each input's even and odd columns are decoded by integer shifts and masks of its int32
     words into float32 values scaled by 2**-112 (exact, see ``_HALF_MASK``); the scaled values
@@ -195,24 +203,42 @@ def _half_pairs(x16: np.ndarray, r16: np.ndarray, ints: np.ndarray) -> tuple[np.
     kinds = (_half_kind(x16), _half_kind(r16))
     if 2 in kinds:
         return None
-    ev_x, od_x, ev_r, od_r = (b[:k] for b in ints)
-    for h, kind, ev, od in ((x16, kinds[0], ev_x, od_x), (r16, kinds[1], ev_r, od_r)):
-        w = np.ascontiguousarray(h).reshape(k, -1).view(np.int32)
-        np.right_shift(w, 3, out=od)  # odd column: sign at bit 31, the even column's bits below 13
-        np.bitwise_and(od, _HALF_MASK, out=od)
-        np.left_shift(w, 16, out=ev)  # even column: moved up, then the same shift
-        np.right_shift(ev, 3, out=ev)
-        if kind:  # sign bits set: clear their copies in bits 28-30 (zero otherwise)
-            np.bitwise_and(ev, _HALF_MASK, out=ev)
-    e0, e1 = ev_x.view(np.float32), od_x.view(np.float32)
-    np.subtract(e0, ev_r.view(np.float32), out=e0)
-    np.subtract(e1, od_r.view(np.float32), out=e1)
-    np.multiply(e0, _HALF_SCALE, out=e0)
-    np.multiply(e1, _HALF_SCALE, out=e1)
-    c, u = ev_r.view(np.float32), od_r.view(np.float32)
-    np.add(e0, e1, out=c)
-    np.subtract(e0, e1, out=u)
-    return c, u
+    e0, e1, tmp = (b[:k] for b in ints)
+    wx, wr = (np.ascontiguousarray(h).reshape(k, -1).view(np.int32) for h in (x16, r16))
+    _half_decode(wx, e0, e1, kinds[0])
+    f0, f1, ft = e0.view(np.float32), e1.view(np.float32), tmp.view(np.float32)
+    _half_decode(wr, tmp, None, kinds[1])
+    np.subtract(f0, ft, out=f0)
+    _half_decode(wr, None, tmp, kinds[1])
+    np.subtract(f1, ft, out=f1)
+    # differences below 2**-14 (nonzero) are subnormal when scaled, and a float32 multiply of a
+    # subnormal is slow: dark images (values near 0) can have a quarter of them. A strided
+    # sample of the block decides whether the float64 loop (no subnormals, ~1 ns a value) pays.
+    sample = np.abs(f0.reshape(-1)[:: max(1, f0.size // _HALF_SAMPLE)])
+    tiny = np.count_nonzero(sample < _F32_TINY)
+    if tiny * _HALF_SUBNORMAL_SHARE > sample.size:
+        tiny -= np.count_nonzero(sample == 0)
+    for f in (f0, f1):
+        if tiny * _HALF_SUBNORMAL_SHARE > sample.size:
+            np.multiply(f, _HALF_SCALE_WIDE, out=f, casting="same_kind")
+        else:
+            np.multiply(f, _HALF_SCALE, out=f)
+    np.add(f0, f1, out=ft)
+    np.subtract(f0, f1, out=f1)
+    return ft, f1
+
+
+def _half_decode(w: np.ndarray, even: np.ndarray | None, odd: np.ndarray | None, signed: int) -> None:
+    """Float16 pairs ``w`` (int32 words) -> the even and odd columns' values times 2**-112 as
+    float32 bits (int32 ``even`` / ``odd``, either may be None); ``signed``: some sign bits set."""
+    if odd is not None:
+        np.right_shift(w, 3, out=odd)  # sign at bit 31 (copies in 28-30), the even column below bit 13
+        np.bitwise_and(odd, _HALF_MASK, out=odd)
+    if even is not None:
+        np.left_shift(w, 16, out=even)  # moved up, then the same shift: nothing below bit 13
+        np.right_shift(even, 3, out=even)
+        if signed:  # clear the sign's copies in bits 28-30 (zero without sign bits)
+            np.bitwise_and(even, _HALF_MASK, out=even)
 
 
 def _subnormals_kept() -> bool:
@@ -243,13 +269,13 @@ def _energies_kernel(x: np.ndarray, recon: np.ndarray | None, wd: np.dtype) -> n
     rows = np.empty((p, j_levels + 1), dtype=np.float64)
     xf = x.reshape(p, h, h)
     rf = None if recon is None else recon.reshape(p, h, h)
-    # fine levels in cache-sized blocks of rows; coarse levels (<= 1/16 of the data) at once
-    fine = min(j_levels, 2)
     half = x.dtype == np.float16 or (rf is not None and rf.dtype == np.float16)
     # two float16 inputs at float32 working precision: decoded by integer bit moves, two
     # horizontal neighbours per int32 word, straight into the first Haar step (_half_pairs)
     bits = (rf is not None and wd == np.float32 and xf.dtype == np.float16 and rf.dtype == np.float16
             and h >= 2 and np.little_endian and xf.dtype.isnative and rf.dtype.isnative and _subnormals_kept())
+    # fine levels in cache-sized blocks of rows; coarse levels (<= 1/16 of the data) at once
+    fine = min(j_levels, 2)
     # the bit decoding makes several passes over its block: keep the block in L2
     block = max(1, (_HALF_BLOCK_BYTES if bits else _BLOCK_BYTES) // (h * h * wd.itemsize))
     m = h >> fine
@@ -263,7 +289,7 @@ def _energies_kernel(x: np.ndarray, recon: np.ndarray | None, wd: np.dtype) -> n
     buf = None if bits else np.empty((min(block, p), h, h), dtype=wd)
     via64 = (np.empty((min(block, p), h, h), dtype=np.float64) if (half or wide) and wd == np.float32
              and rf is not None and not bits else None)
-    ints = np.empty((4, min(block, p), h * h // 2), np.int32) if bits else None
+    ints = np.empty((3, min(block, p), h * h // 2), np.int32) if bits else None
     for i0 in range(0, p, block):
         i1 = min(i0 + block, p)
         if bits:
