@@ -14,10 +14,10 @@ pywt/fast >= 6, fast/floor <= 3; a float16 panel no slower than the same panel i
 (``f16_over_f32_numpy``, ``public_f16_over_public_f32``, ``torch_f16_over_torch_f32`` <= 1).
 
 The float16 ratios are also measured on panels of other image sizes (``--half-shapes``; by
-default four sizes with the same number of pixel values as the main panel) and on a dark panel (``dark_*``): 70 % black pixels whose
-reconstructions are sigmoids of logits around -9 (values near 0, many float16 subnormals), so
-about a fifth of the differences are below 2**-14 -- the case where the float16 bit decoding
-has to avoid float32 multiplies of subnormals.
+default four sizes with the same number of pixel values as the main panel) and on a dark
+panel (``dark_*``): 70 % black pixels whose reconstructions are sigmoids of logits around -9
+(values near 0, many float16 subnormals), so about a fifth of the differences are below 2**-14
+-- the case where the float16 bit decoding has to avoid float32 multiplies of subnormals.
 
 Run: ``python benchmarks/bench_bands.py [--rounds 15] [--clock cpu] [--half-shapes 1024,3,32,32 ...]``.
 """

@@ -333,8 +333,9 @@ def _same_bits(got, want):
 
 
 def _half_pairs(x16, r16):
-    k, n = x16.shape[0], x16.shape[-1]
-    return bands._half_pairs(x16, r16, np.empty((3, k, n * n // 2), np.int32))
+    """``bands._half_pairs`` on whole blocks: (c, u), or None for an inf/NaN input."""
+    wx, wr = bands._half_words(x16), bands._half_words(r16)
+    return bands._half_pairs(wx, wr, *np.empty((3,) + wx.shape, np.int32))
 
 
 ALL_HALF = np.arange(1 << 16, dtype=np.uint16).view(np.float16)

@@ -172,23 +172,31 @@ _F32_TINY = np.float32(2.0**-126)  # smallest normal float32
 _HALF_SIGNLESS_FINITE = 0x7C00  # float16 bits below this: finite, sign bit clear
 
 
-def _half_kind(h: np.ndarray) -> int:
-    """Float16 block ``h`` (native byte order): 0 if every value is finite with its sign bit
+def _half_kind(w: np.ndarray) -> int:
+    """Float16 block given as its int32 words ``w``: 0 if every value is finite with its sign bit
     clear (+0 included), 1 if finite with some sign bits set, 2 if it holds an inf or NaN."""
-    top = int(h.view(np.uint16).max())
+    u = w.view(np.uint16)
+    top = int(np.maximum.reduce(u, axis=None))
     if top < _HALF_SIGNLESS_FINITE:
         return 0
-    if top >= 0x8000 | _HALF_SIGNLESS_FINITE or int(h.view(np.int16).max()) >= _HALF_SIGNLESS_FINITE:
+    if top >= 0x8000 | _HALF_SIGNLESS_FINITE or int(np.maximum.reduce(u.view(np.int16), axis=None)) >= 0x7C00:
         return 2
     return 1
 
 
-def _half_pairs(x16: np.ndarray, r16: np.ndarray, ints: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """First horizontal Haar step of ``e = float32(x16) - float32(r16)`` for float16 blocks
-    ``(k, n, n)`` (n even, native little-endian): returns the pair sums ``c = e0 + e1`` and
-    differences ``u = e0 - e1`` of horizontal neighbours (float32, ``k * n * n/2`` values,
-    row-major) bit for bit as the float32 path computes them, or None if an input holds an
-    inf or NaN. ``ints`` is scratch, int32 ``(3, >= k, n*n/2)``.
+def _half_words(h: np.ndarray) -> np.ndarray:
+    """Float16 images ``(k, n, n)``, n even, as int32 words ``(k, n*n/2)``, two horizontal
+    neighbours each (a view, or a copy of a strided block)."""
+    return np.ascontiguousarray(h).reshape(h.shape[0], -1).view(np.int32)
+
+
+def _half_pairs(wx: np.ndarray, wr: np.ndarray, e0: np.ndarray, e1: np.ndarray,
+                tmp: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """First horizontal Haar step of ``e = float32(x16) - float32(r16)`` for float16 blocks given
+    as their int32 words ``wx``, ``wr`` (``_half_words``; native little-endian): returns the
+    pair sums ``c = e0 + e1`` and differences ``u = e0 - e1`` of horizontal neighbours (float32,
+    shape of ``wx``, row-major) bit for bit as the float32 path computes them, or None if an
+    input holds an inf or NaN. ``e0, e1, tmp`` are int32 scratch of the shape of ``wx``.
 
     Each input's even and odd columns are decoded by integer shifts and masks of its int32
     words into float32 values scaled by 2**-112 (exact, see ``_HALF_MASK``); the scaled values
@@ -199,17 +207,15 @@ def _half_pairs(x16: np.ndarray, r16: np.ndarray, ints: np.ndarray) -> tuple[np.
     follow the same rules. ``c`` and ``u`` are then the float32 path's own operations on the
     same values.
     """
-    k = x16.shape[0]
-    kinds = (_half_kind(x16), _half_kind(r16))
-    if 2 in kinds:
+    kx = _half_kind(wx)
+    kr = _half_kind(wr)
+    if kx == 2 or kr == 2:
         return None
-    e0, e1, tmp = (b[:k] for b in ints)
-    wx, wr = (np.ascontiguousarray(h).reshape(k, -1).view(np.int32) for h in (x16, r16))
-    _half_decode(wx, e0, e1, kinds[0])
+    _half_decode(wx, e0, e1, kx)
     f0, f1, ft = e0.view(np.float32), e1.view(np.float32), tmp.view(np.float32)
-    _half_decode(wr, tmp, None, kinds[1])
+    _half_decode(wr, tmp, None, kr)
     np.subtract(f0, ft, out=f0)
-    _half_decode(wr, None, tmp, kinds[1])
+    _half_decode(wr, None, tmp, kr)
     np.subtract(f1, ft, out=f1)
     # differences below 2**-14 (nonzero) are subnormal when scaled, and a float32 multiply of a
     # subnormal is slow: dark images (values near 0) can have a quarter of them. A strided
@@ -218,11 +224,12 @@ def _half_pairs(x16: np.ndarray, r16: np.ndarray, ints: np.ndarray) -> tuple[np.
     tiny = np.count_nonzero(sample < _F32_TINY)
     if tiny * _HALF_SUBNORMAL_SHARE > sample.size:
         tiny -= np.count_nonzero(sample == 0)
-    for f in (f0, f1):
-        if tiny * _HALF_SUBNORMAL_SHARE > sample.size:
-            np.multiply(f, _HALF_SCALE_WIDE, out=f, casting="same_kind")
-        else:
-            np.multiply(f, _HALF_SCALE, out=f)
+    if tiny * _HALF_SUBNORMAL_SHARE > sample.size:
+        np.multiply(f0, _HALF_SCALE_WIDE, out=f0, casting="same_kind")
+        np.multiply(f1, _HALF_SCALE_WIDE, out=f1, casting="same_kind")
+    else:
+        np.multiply(f0, _HALF_SCALE, out=f0)
+        np.multiply(f1, _HALF_SCALE, out=f1)
     np.add(f0, f1, out=ft)
     np.subtract(f0, f1, out=f1)
     return ft, f1
@@ -290,11 +297,14 @@ def _energies_kernel(x: np.ndarray, recon: np.ndarray | None, wd: np.dtype) -> n
     via64 = (np.empty((min(block, p), h, h), dtype=np.float64) if (half or wide) and wd == np.float32
              and rf is not None and not bits else None)
     ints = np.empty((3, min(block, p), h * h // 2), np.int32) if bits else None
+    # int32 words of a contiguous float16 panel are one view; a strided one is copied per block
+    words = [_half_words(a) if bits and a is not None and a.flags.c_contiguous else None for a in (xf, rf)]
     for i0 in range(0, p, block):
         i1 = min(i0 + block, p)
         if bits:
             assert rf is not None and ints is not None
-            cu = _half_pairs(xf[i0:i1], rf[i0:i1], ints)
+            wx, wr = (w[i0:i1] if w is not None else _half_words(a[i0:i1]) for w, a in zip(words, (xf, rf)))
+            cu = _half_pairs(wx, wr, ints[0, : i1 - i0], ints[1, : i1 - i0], ints[2, : i1 - i0])
             if cu is None:  # an inf/NaN input: the caller raises naming it
                 rows[i0:i1] = coarse[i0:i1] = np.nan
                 continue
