@@ -164,7 +164,7 @@ _HALF_SCALE = np.float32(2.0**112)
 #: the same scale in a float64 loop: a float32 multiply of a subnormal takes a microcode assist on
 #: x86 (measured 35x slower per value), float64 sees no subnormal here (conversion is exact)
 _HALF_SCALE_WIDE = np.float64(2.0**112)
-#: values sampled per block to estimate how many scaled differences are subnormal
+#: about this many values are sampled per block to estimate how many scaled differences are subnormal
 _HALF_SAMPLE = 512
 #: the float64 loop is used when more than 1 in this many sampled differences are subnormal
 _HALF_SUBNORMAL_SHARE = 64
@@ -218,9 +218,12 @@ def _half_pairs(wx: np.ndarray, wr: np.ndarray, e0: np.ndarray, e1: np.ndarray,
     _half_decode(wr, None, tmp, kr)
     np.subtract(f1, ft, out=f1)
     # differences below 2**-14 (nonzero) are subnormal when scaled, and a float32 multiply of a
-    # subnormal is slow: dark images (values near 0) can have a quarter of them. A strided
-    # sample of the block decides whether the float64 loop (no subnormals, ~1 ns a value) pays.
-    sample = np.abs(f0.reshape(-1)[:: max(1, f0.size // _HALF_SAMPLE)])
+    # subnormal is slow: dark images (values near 0) can have a quarter of them. A sample (a
+    # few contiguous values from the middle of each image) decides whether the float64 loop (no
+    # subnormals, ~1 ns a value) pays.
+    k, half = f0.shape
+    run = max(1, min(half, _HALF_SAMPLE // k))
+    sample = np.abs(f0[:, (half - run) // 2:(half + run) // 2])
     tiny = np.count_nonzero(sample < _F32_TINY)
     if tiny * _HALF_SUBNORMAL_SHARE > sample.size:
         tiny -= np.count_nonzero(sample == 0)
