@@ -49,6 +49,7 @@ __all__ = ["band_losses", "band_energies", "band_decompose", "haar_levels"]
 _BLOCK_BYTES = 1 << 21
 _HALF_BLOCK_BYTES = 1 << 19  # float16 pairs: three int32 scratch blocks of half this size stay in L2
 
+
 def haar_levels(size: int) -> int:
     """Number of Haar levels ``J`` of a ``size x size`` image, ``size == 2**J``.
 
@@ -179,7 +180,10 @@ def _half_kind(w: np.ndarray) -> int:
     top = int(np.maximum.reduce(u, axis=None))
     if top < _HALF_SIGNLESS_FINITE:
         return 0
-    if top >= 0x8000 | _HALF_SIGNLESS_FINITE or int(np.maximum.reduce(u.view(np.int16), axis=None)) >= 0x7C00:
+    # negative inf/NaN: unsigned bits >= 0xFC00; positive ones: signed bits >= 0x7C00
+    if top >= 0x8000 | _HALF_SIGNLESS_FINITE:
+        return 2
+    if int(np.maximum.reduce(u.view(np.int16), axis=None)) >= _HALF_SIGNLESS_FINITE:
         return 2
     return 1
 
