@@ -422,7 +422,7 @@ def test_float16_bit_decoding_equals_the_float32_path(monkeypatch):
     """Two float16 inputs at float32 working precision are decoded by integer bit moves; the
     band energies equal those of the same values given as float32 (the same float32
     subtraction, the same kernel), in small blocks with a ragged end, with numpy's cast
-    (flushed subnormals) as well, for inputs of either byte order and for strided inputs."""
+    (flushed subnormals) as well, for inputs of either byte order, strided and unaligned inputs."""
     rng = np.random.default_rng(5)
     x = rng.random((6, 3, 32, 32), dtype=np.float32)
     r = np.clip(x + 0.05 * rng.standard_normal(x.shape, dtype=np.float32), -1, 1)
@@ -439,6 +439,14 @@ def test_float16_bit_decoding_equals_the_float32_path(monkeypatch):
     # images given channel-last and moved by `axis`: strided blocks are made contiguous per block
     xt, rt = np.moveaxis(x16, 1, -1).copy(), np.moveaxis(r16, 1, -1).copy()
     np.testing.assert_array_equal(bands._band_energies(xt, rt, axis=(-1, -3, -2), dtype=np.float32), want)
+    # contiguous panels starting 2 bytes into a buffer: their int32 words are unaligned
+    shifted = []
+    for a in (x16, r16):
+        buf = np.empty(a.size + 1, np.float16)
+        buf[1:] = a.ravel()
+        shifted.append(buf[1:].reshape(a.shape))
+    assert not bands._half_words(shifted[0].reshape(-1, 32, 32)).flags.aligned
+    np.testing.assert_array_equal(bands._band_energies(*shifted, dtype=np.float32), want)
 
 
 @pytest.mark.parametrize("where", ["x", "recon"])
