@@ -319,35 +319,145 @@ def test_float32_working_precision_is_relative_to_the_error_for_float64_inputs()
     np.testing.assert_allclose(got, ((x - r) ** 2).mean(axis=(-3, -2, -1)), rtol=3e-6)
 
 
+def _float32_pairs(x16, r16):
+    """Oracle for ``bands._half_pairs``: numpy's float16 -> float32 cast, the float32
+    subtraction, then the float32 path's horizontal pair sums and differences."""
+    e = np.subtract(x16.astype(np.float32), r16.astype(np.float32)).reshape(-1, 2)
+    return np.add(e[:, 0], e[:, 1]), np.subtract(e[:, 0], e[:, 1])
+
+
+def _same_bits(got, want):
+    """Equal as float32 bit patterns (so -0.0 differs from +0.0)."""
+    np.testing.assert_array_equal(np.asarray(got).reshape(-1).view(np.uint32),
+                                  np.asarray(want).reshape(-1).view(np.uint32))
+
+
+def _half_pairs(x16, r16):
+    """``bands._half_pairs`` on whole blocks: (c, u), or None for an inf/NaN input."""
+    wx, wr = bands._half_words(x16), bands._half_words(r16)
+    return bands._half_pairs(wx, wr, *np.empty((3,) + wx.shape, np.int32))
+
+
+ALL_HALF = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+FINITE_HALF = ALL_HALF[np.isfinite(ALL_HALF)]  # 63488 values: both zeros, subnormals, normals
+
+
+@pytest.mark.parametrize("signs", ["none", "x", "recon", "both"])
+def test_float16_bit_decoding_every_value_in_both_columns(signs):
+    """Every finite float16 bit pattern, in even and odd columns, against every other in a
+    shuffled order: the decoded pair sums and differences equal the float32 path's bit for bit
+    (signed zeros, subnormals and the largest values included), with and without sign bits."""
+    rng = np.random.default_rng(7)
+    vals = FINITE_HALF if signs != "none" else FINITE_HALF[FINITE_HALF.view(np.uint16) < 0x8000]
+    x = np.concatenate([vals, np.roll(vals, 1)])  # every value once in an even, once in an odd column
+    r = np.concatenate([rng.permutation(vals), rng.permutation(vals)])
+    x, r = (np.abs(a) if signs in (side, "none") else a for a, side in ((x, "recon"), (r, "x")))
+    n = 16
+    x16, r16 = x.reshape(-1, n, n), r.reshape(-1, n, n)
+    assert ((x16.view(np.uint16) >= 0x8000).any(), (r16.view(np.uint16) >= 0x8000).any()) == (
+        signs in ("x", "both"), signs in ("recon", "both"))
+    got = _half_pairs(x16, r16)
+    assert got is not None
+    for g, w in zip(got, _float32_pairs(x16, r16)):
+        _same_bits(g, w)
+    # each value against +0 and -0 as well: the decoded value itself (and its sign) survives
+    for zero in (0.0, -0.0):
+        z = np.full_like(x16, zero)
+        for g, w in zip(_half_pairs(x16, z), _float32_pairs(x16, z)):
+            _same_bits(g, w)
+
+
+@pytest.mark.parametrize("share", [0, 64, 10**9])  # never, the default, always the float64 loop
+def test_float16_bit_decoding_of_dark_images(monkeypatch, share):
+    """Dark images (many values near 0, float16 subnormals, differences below 2**-14 that are
+    subnormal when scaled): the float32 and the float64 scaling loop give the float32 path's
+    values bit for bit."""
+    rng = np.random.default_rng(11)
+    x = np.where(rng.random((8, 1, 16, 16)) < 0.7, 0, rng.random((8, 1, 16, 16))).astype(np.float16)
+    r = (1 / (1 + np.exp(-rng.normal(-9, 1.5, x.shape)))).astype(np.float16)
+    r[::2] *= -1  # signed blocks too
+    e = x.astype(np.float32) - r.astype(np.float32)
+    assert np.mean((e != 0) & (np.abs(e) < 2.0**-14)) > 0.1
+    monkeypatch.setattr(bands, "_HALF_SUBNORMAL_SHARE", share)
+    for g, w in zip(_half_pairs(x[:, 0], r[:, 0]), _float32_pairs(x[:, 0], r[:, 0])):
+        _same_bits(g, w)
+    want = _band_energies(x.astype(np.float32), r.astype(np.float32), dtype=np.float32)
+    np.testing.assert_array_equal(_band_energies(x, r, dtype=np.float32), want)
+
+
+@st.composite
+def half_bit_blocks(draw):
+    """Two float16 blocks (k, n, n) from raw uint16 bit patterns (any: inf/NaN/-0/subnormal)."""
+    k, n = draw(st.integers(1, 3)), draw(st.sampled_from([2, 4, 8]))
+    bits = st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0, 0x8000, 1, 0x8001, 0x3FF, 0x83FF, 0x400,
+                                                              0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7E00, 0xFE00]))
+    draw_block = lambda: np.array(draw(st.lists(bits, min_size=k * n * n, max_size=k * n * n)),  # noqa: E731
+                                  dtype=np.uint16).view(np.float16).reshape(k, n, n)
+    return draw_block(), draw_block()
+
+
+@settings(max_examples=200, deadline=None)
+@given(half_bit_blocks())
+def test_float16_bit_decoding_raw_bit_patterns(blocks):
+    """hypothesis over raw uint16 bit patterns: the bit decoding equals ``astype(np.float32)``
+    then the float32 subtraction, bit for bit, or reports an inf/NaN input (None) exactly when
+    there is one; the whole kernel then raises, or equals the float32 route."""
+    x16, r16 = blocks
+    finite = bool(np.isfinite(x16).all() and np.isfinite(r16).all())
+    got = _half_pairs(x16, r16)
+    assert (got is not None) == finite
+    if finite:
+        for g, w in zip(got, _float32_pairs(x16, r16)):
+            _same_bits(g, w)
+        x, r = x16[:, None], r16[:, None]  # (k, 1, n, n)
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(_band_energies(x, r, dtype=np.float32),
+                                          _band_energies(x.astype(np.float32), r.astype(np.float32), dtype=np.float32))
+    else:
+        with pytest.raises(ValueError, match="non-finite"):
+            _band_energies(x16[:, None], r16[:, None], dtype=np.float32)
+
+
 def test_float16_bit_decoding_equals_the_float32_path(monkeypatch):
     """Two float16 inputs at float32 working precision are decoded by integer bit moves; the
-    band energies equal those of the same values given as float32 (to 1e-12 relative: the
-    same float32 subtraction, the same kernel), with numpy's cast (flushed subnormals) as
-    well, and every pair of finite float16 values gives numpy's float32 difference."""
-    from bandscope.transforms import bands
-
+    band energies equal those of the same values given as float32 (the same float32
+    subtraction, the same kernel), in small blocks with a ragged end, with numpy's cast
+    (flushed subnormals) as well, for inputs of either byte order, strided and unaligned inputs."""
     rng = np.random.default_rng(5)
     x = rng.random((6, 3, 32, 32), dtype=np.float32)
-    r = np.clip(x + 0.05 * rng.standard_normal(x.shape, dtype=np.float32), 0, 1)
+    r = np.clip(x + 0.05 * rng.standard_normal(x.shape, dtype=np.float32), -1, 1)
     x16, r16 = x.astype(np.float16), r.astype(np.float16)
     want = bands._band_energies(x16.astype(np.float32), r16.astype(np.float32), dtype=np.float32)
-    np.testing.assert_allclose(bands._band_energies(x16, r16, dtype=np.float32), want, rtol=1e-12)
+    np.testing.assert_array_equal(bands._band_energies(x16, r16, dtype=np.float32), want)
+    monkeypatch.setattr(bands, "_HALF_BLOCK_BYTES", 32 * 32 * 4 * 5)  # 5 rows per block, ragged end
+    np.testing.assert_array_equal(bands._band_energies(x16, r16, dtype=np.float32), want)
     monkeypatch.setattr(bands, "_subnormals_kept", lambda: False)
     np.testing.assert_allclose(bands._band_energies(x16, r16, dtype=np.float32), want, rtol=1e-12)
     monkeypatch.undo()
-    allh = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
-    fin = allh[np.isfinite(allh)]
-    a, b = rng.choice(fin, 200_000), rng.choice(fin, 200_000)
-    out = np.empty(a.shape, np.float32)
-    assert bands._half_difference(a, b, out, np.empty(a.shape, np.int32), np.empty(a.shape, np.int32))
-    with np.errstate(over="ignore"):
-        np.testing.assert_array_equal(out, np.subtract(a.astype(np.float32), b.astype(np.float32)))
+    swapped = x16.astype(x16.dtype.newbyteorder())  # same values, other byte order: numpy's cast
+    np.testing.assert_allclose(bands._band_energies(swapped, r16, dtype=np.float32), want, rtol=1e-12)
+    # images given channel-last and moved by `axis`: strided blocks are made contiguous per block
+    xt, rt = np.moveaxis(x16, 1, -1).copy(), np.moveaxis(r16, 1, -1).copy()
+    np.testing.assert_array_equal(bands._band_energies(xt, rt, axis=(-1, -3, -2), dtype=np.float32), want)
+    # contiguous panels starting 2 bytes into a buffer: their int32 words are unaligned
+    shifted = []
+    for a in (x16, r16):
+        buf = np.empty(a.size + 1, np.float16)
+        buf[1:] = a.ravel()
+        shifted.append(buf[1:].reshape(a.shape))
+    assert not bands._half_words(shifted[0].reshape(-1, 32, 32)).flags.aligned
+    np.testing.assert_array_equal(bands._band_energies(*shifted, dtype=np.float32), want)
 
 
-@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-def test_float16_non_finite_input_still_raises(bad):
-    x = np.zeros((2, 1, 8, 8), dtype=np.float16)
+@pytest.mark.parametrize("where", ["x", "recon"])
+@pytest.mark.parametrize("column", [4, 5])
+@pytest.mark.parametrize("bits", [0x7C00, 0xFC00, 0x7E00, 0xFE00, 0x7C01])  # +-inf, +-NaN, signalling NaN
+@pytest.mark.parametrize("negatives", [False, True])
+def test_float16_non_finite_input_still_raises(where, column, bits, negatives):
+    """An inf or NaN of either sign, in an even or odd column of either input, among values
+    with or without sign bits set, is reported (not decoded into a finite value)."""
+    x = np.full((2, 1, 8, 8), -0.5 if negatives else 0.5, dtype=np.float16)
     r = np.zeros_like(x)
-    x[1, 0, 3, 4] = bad
+    (x if where == "x" else r).view(np.uint16)[1, 0, 3, column] = bits
     with pytest.raises(ValueError, match="non-finite"):
         _band_energies(x, r, dtype=np.float32)

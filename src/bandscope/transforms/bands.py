@@ -47,7 +47,8 @@ __all__ = ["band_losses", "band_energies", "band_decompose", "haar_levels"]
 
 #: bytes of working buffer per block of images in the fast kernel (fits the L2/L3 caches)
 _BLOCK_BYTES = 1 << 21
-_HALF_BLOCK_BYTES = 1 << 18
+_HALF_BLOCK_BYTES = 1 << 19  # float16 pairs: three int32 scratch blocks of half this size stay in L2
+
 
 def haar_levels(size: int) -> int:
     """Number of Haar levels ``J`` of a ``size x size`` image, ``size == 2**J``.
@@ -133,10 +134,17 @@ def _level_energies(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     returns the next unnormalised approximation (P, n/2, n/2) = 2x2 block sums.
     """
     p, n, _ = a.shape
-    m = n // 2
     pairs = a.reshape(-1, 2)  # horizontal neighbours, one long stride-2 loop
     c = np.add(pairs[:, 0], pairs[:, 1])
-    u = np.subtract(pairs[:, 0], pairs[:, 1]).reshape(p, -1)
+    u = np.subtract(pairs[:, 0], pairs[:, 1])
+    return _level_rest(c, u, p, n, out)
+
+
+def _level_rest(c: np.ndarray, u: np.ndarray, p: int, n: int, out: np.ndarray) -> np.ndarray:
+    """The rest of :func:`_level_energies` from the horizontal pair sums ``c`` and differences
+    ``u`` (each ``p * n * n/2`` values, row-major, contiguous)."""
+    m = n // 2
+    u = u.reshape(p, -1)
     rows = c.reshape(p * m, 2, m)  # vertical neighbours of the horizontal sums
     v = np.subtract(rows[:, 0], rows[:, 1]).reshape(p, -1)
     np.multiply(np.einsum("ij,ij->i", u, u), 0.5, out=out)
@@ -144,29 +152,107 @@ def _level_energies(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.add(rows[:, 0], rows[:, 1]).reshape(p, m, m)
 
 
-#: float16 bits (sign-extended to int32, shifted left by 13) with the three sign-extension bits
-#: cleared: sign at bit 31, exponent and mantissa where float32 has them (as an int32)
-_HALF_MASK = np.int32(-0x70002000)  # 0x8FFFE000
-_HALF_SCALE = np.float32(2.0**112)  # float32 bias 127 - float16 bias 15 = 112
-_HALF_INF = np.float32(2.0**-96)  # where float16 inf/NaN land after the bit move
+# float16 -> float32 by integer bit moves (numpy's float16 casts convert one value at a time).
+# Two horizontal neighbours of a float16 image row share one int32 word (little-endian: the
+# even column in bits 0-15, the odd one in bits 16-31). An arithmetic shift puts a float16's
+# sign at bit 31 (copied into bits 28-30) and its exponent and mantissa where float32 has them;
+# clearing bits 28-30 and the 13 bits below gives the float32 whose value is the float16's
+# times 2**-112 (float32 bias 127 - float16 bias 15), exactly, float16 subnormals included (they
+# land on float32 subnormals). Inf/NaN (exponent 31) would land on finite values, so the blocks
+# are checked for them first (on the float16 bits: one reduction).
+_HALF_MASK = np.int32(-0x70002000)  # 0x8FFFE000: sign, exponent and mantissa of the float32
+_HALF_SCALE = np.float32(2.0**112)
+#: the same scale in a float64 loop: a float32 multiply of a subnormal takes a microcode assist on
+#: x86 (measured 35x slower per value), float64 sees no subnormal here (conversion is exact)
+_HALF_SCALE_WIDE = np.float64(2.0**112)
+#: about this many values are sampled per block to estimate how many scaled differences are subnormal
+_HALF_SAMPLE = 512
+#: the float64 loop is used when more than 1 in this many sampled differences are subnormal
+_HALF_SUBNORMAL_SHARE = 64
+_F32_TINY = np.float32(2.0**-126)  # smallest normal float32
+_HALF_SIGNLESS_FINITE = 0x7C00  # float16 bits below this: finite, sign bit clear
 
 
-def _half_difference(x16: np.ndarray, r16: np.ndarray, out: np.ndarray, xi: np.ndarray, ri: np.ndarray) -> bool:
-    """``out = float32(x16 - r16)`` for float16 blocks, exactly as numpy's float32 subtraction
-    of the converted values: each input's bits are moved into float32 position (its value times
-    2**-112, exact, subnormal float32 included), the scaled values are subtracted (IEEE
-    rounding commutes with the power-of-two scale: differences of float16 values are multiples
-    of 2**-136, so even subnormal results are exact) and the difference is scaled back."""
-    finite = True
-    for h, v in ((x16, xi), (r16, ri)):
-        np.copyto(v, h.view(np.int16), casting="unsafe")  # sign-extending
-        np.left_shift(v, 13, out=v)
-        np.bitwise_and(v, _HALF_MASK, out=v)
-        f = v.view(np.float32)  # inf/NaN (exponent 31) decode to |value| >= 2**16 * 2**-112
-        finite = finite and bool(f.max() < _HALF_INF) and bool(f.min() > -_HALF_INF)
-    np.subtract(xi.view(np.float32), ri.view(np.float32), out=out)
-    np.multiply(out, _HALF_SCALE, out=out)
-    return finite
+def _half_kind(w: np.ndarray) -> int:
+    """Float16 block given as its int32 words ``w``: 0 if every value is finite with its sign bit
+    clear (+0 included), 1 if finite with some sign bits set, 2 if it holds an inf or NaN."""
+    u = w.view(np.uint16)
+    top = int(np.maximum.reduce(u, axis=None))
+    if top < _HALF_SIGNLESS_FINITE:
+        return 0
+    # negative inf/NaN: unsigned bits >= 0xFC00; positive ones: signed bits >= 0x7C00
+    if top >= 0x8000 | _HALF_SIGNLESS_FINITE:
+        return 2
+    if int(np.maximum.reduce(u.view(np.int16), axis=None)) >= _HALF_SIGNLESS_FINITE:
+        return 2
+    return 1
+
+
+def _half_words(h: np.ndarray) -> np.ndarray:
+    """Float16 images ``(k, n, n)``, n even, as int32 words ``(k, n*n/2)``, two horizontal
+    neighbours each (a view, or a copy of a strided block)."""
+    return np.ascontiguousarray(h).reshape(h.shape[0], -1).view(np.int32)
+
+
+def _half_pairs(wx: np.ndarray, wr: np.ndarray, e0: np.ndarray, e1: np.ndarray,
+                tmp: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """First horizontal Haar step of ``e = float32(x16) - float32(r16)`` for float16 blocks given
+    as their int32 words ``wx``, ``wr`` (``_half_words``; native little-endian): returns the
+    pair sums ``c = e0 + e1`` and differences ``u = e0 - e1`` of horizontal neighbours (float32,
+    shape of ``wx``, row-major) bit for bit as the float32 path computes them, or None if an
+    input holds an inf or NaN. ``e0, e1, tmp`` are int32 scratch of the shape of ``wx``.
+
+    Each input's even and odd columns are decoded by integer shifts and masks of its int32
+    words into float32 values scaled by 2**-112 (exact, see ``_HALF_MASK``); the scaled values
+    are subtracted and the two differences scaled back by 2**112. The subtraction rounds as
+    the unscaled one does: the differences are multiples of 2**-136 below 2**-95, so a
+    normal result keeps the significand the unscaled difference rounds to, and a subnormal
+    one is exact (as is the unscaled difference, below 2**-14 on a 2**-24 grid). Signed zeros
+    follow the same rules. ``c`` and ``u`` are then the float32 path's own operations on the
+    same values.
+    """
+    kx = _half_kind(wx)
+    kr = _half_kind(wr)
+    if kx == 2 or kr == 2:
+        return None
+    _half_decode(wx, e0, e1, kx)
+    f0, f1, ft = e0.view(np.float32), e1.view(np.float32), tmp.view(np.float32)
+    _half_decode(wr, tmp, None, kr)
+    np.subtract(f0, ft, out=f0)
+    _half_decode(wr, None, tmp, kr)
+    np.subtract(f1, ft, out=f1)
+    # differences below 2**-14 (nonzero) are subnormal when scaled, and a float32 multiply of a
+    # subnormal is slow: dark images (values near 0) can have a quarter of them. A sample (a
+    # few contiguous values from the middle of each image) decides whether the float64 loop (no
+    # subnormals, ~1 ns a value) pays.
+    k, half = f0.shape
+    run = max(1, min(half, _HALF_SAMPLE // k))
+    sample = np.abs(f0[:, (half - run) // 2:(half + run) // 2])
+    tiny = np.count_nonzero(sample < _F32_TINY)
+    if tiny * _HALF_SUBNORMAL_SHARE > sample.size:
+        tiny -= np.count_nonzero(sample == 0)
+    if tiny * _HALF_SUBNORMAL_SHARE > sample.size:
+        np.multiply(f0, _HALF_SCALE_WIDE, out=f0, casting="same_kind")
+        np.multiply(f1, _HALF_SCALE_WIDE, out=f1, casting="same_kind")
+    else:
+        np.multiply(f0, _HALF_SCALE, out=f0)
+        np.multiply(f1, _HALF_SCALE, out=f1)
+    np.add(f0, f1, out=ft)
+    np.subtract(f0, f1, out=f1)
+    return ft, f1
+
+
+def _half_decode(w: np.ndarray, even: np.ndarray | None, odd: np.ndarray | None, signed: int) -> None:
+    """Float16 pairs ``w`` (int32 words) -> the even and odd columns' values times 2**-112 as
+    float32 bits (int32 ``even`` / ``odd``, either may be None); ``signed``: some sign bits set."""
+    if odd is not None:
+        np.right_shift(w, 3, out=odd)  # sign at bit 31 (copies in 28-30), the even column below bit 13
+        np.bitwise_and(odd, _HALF_MASK, out=odd)
+    if even is not None:
+        np.left_shift(w, 16, out=even)  # moved up, then the same shift: nothing below bit 13
+        np.right_shift(even, 3, out=even)
+        if signed:  # clear the sign's copies in bits 28-30 (zero without sign bits)
+            np.bitwise_and(even, _HALF_MASK, out=even)
 
 
 def _subnormals_kept() -> bool:
@@ -197,35 +283,45 @@ def _energies_kernel(x: np.ndarray, recon: np.ndarray | None, wd: np.dtype) -> n
     rows = np.empty((p, j_levels + 1), dtype=np.float64)
     xf = x.reshape(p, h, h)
     rf = None if recon is None else recon.reshape(p, h, h)
+    half = x.dtype == np.float16 or (rf is not None and rf.dtype == np.float16)
+    # two float16 inputs at float32 working precision: decoded by integer bit moves, two
+    # horizontal neighbours per int32 word, straight into the first Haar step (_half_pairs)
+    bits = (rf is not None and wd == np.float32 and xf.dtype == np.float16 and rf.dtype == np.float16
+            and h >= 2 and np.little_endian and xf.dtype.isnative and rf.dtype.isnative and _subnormals_kept())
     # fine levels in cache-sized blocks of rows; coarse levels (<= 1/16 of the data) at once
     fine = min(j_levels, 2)
-    half = x.dtype == np.float16 or (rf is not None and rf.dtype == np.float16)
-    # two float16 inputs at float32 working precision: decoded by integer bit moves (about
-    # twice as fast as numpy's float16 -> float32 cast), see _half_difference
-    bits = (rf is not None and wd == np.float32 and xf.dtype == np.float16
-            and rf.dtype == np.float16 and _subnormals_kept())
     # the bit decoding makes several passes over its block: keep the block in L2
     block = max(1, (_HALF_BLOCK_BYTES if bits else _BLOCK_BYTES) // (h * h * wd.itemsize))
-    buf = np.empty((min(block, p), h, h), dtype=wd)
     m = h >> fine
     coarse = np.empty((p, m, m), dtype=wd)
     # numpy casts float16 -> float64 much faster than float16 -> float32 (measured): for a
     # float32 working precision go through a float64 block (the difference of two float16
-    # values is exact in float64, and also in float32 for inputs in [0, 1])
+    # values is exact in float64; its rounding to float32 is that of the float32 subtraction)
     # values wider than float32 (float64, int64) are also subtracted in float64 first, so the float32
     # error is relative to the image's error e, not to |x| (x ≈ recon would lose digits otherwise)
     wide = rf is not None and np.result_type(xf.dtype, rf.dtype).itemsize > 4
-    via64 = (np.empty_like(buf, dtype=np.float64) if (half or wide) and wd == np.float32 and rf is not None
-             and not bits else None)
-    ints = (np.empty(buf.shape, np.int32), np.empty(buf.shape, np.int32)) if bits else None
+    buf = None if bits else np.empty((min(block, p), h, h), dtype=wd)
+    via64 = (np.empty((min(block, p), h, h), dtype=np.float64) if (half or wide) and wd == np.float32
+             and rf is not None and not bits else None)
+    ints = np.empty((3, min(block, p), h * h // 2), np.int32) if bits else None
+    # int32 words of a contiguous float16 panel are one view; a strided one is copied per block
+    words = [_half_words(a) if bits and a is not None and a.flags.c_contiguous else None for a in (xf, rf)]
     for i0 in range(0, p, block):
         i1 = min(i0 + block, p)
+        if bits:
+            assert rf is not None and ints is not None
+            wx, wr = (w[i0:i1] if w is not None else _half_words(a[i0:i1]) for w, a in zip(words, (xf, rf)))
+            cu = _half_pairs(wx, wr, ints[0, : i1 - i0], ints[1, : i1 - i0], ints[2, : i1 - i0])
+            if cu is None:  # an inf/NaN input: the caller raises naming it
+                rows[i0:i1] = coarse[i0:i1] = np.nan
+                continue
+            a = _level_rest(*cu, i1 - i0, h, rows[i0:i1, j_levels])
+            coarse[i0:i1] = _energies_rows(a, fine - 1, rows[i0:i1], first=1)
+            continue
+        assert buf is not None
         e = buf[: i1 - i0]
         if rf is None:
             np.copyto(e, xf[i0:i1], casting="unsafe")
-        elif bits:
-            if not _half_difference(xf[i0:i1], rf[i0:i1], e, ints[0][: i1 - i0], ints[1][: i1 - i0]):
-                e[...] = np.nan  # an inf/NaN input: the caller raises naming it
         elif via64 is not None:
             tmp = via64[: i1 - i0]
             np.subtract(xf[i0:i1], rf[i0:i1], out=tmp, dtype=np.float64)
