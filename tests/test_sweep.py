@@ -18,6 +18,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import bandscope  # noqa: E402
 from bandscope import io as bio  # noqa: E402
+from bandscope.io import sweepfiles  # noqa: E402
 from bandscope.keysearch import sweep  # noqa: E402
 from bandscope.keysearch.synthetic import make_run_synthetic, make_runs_synthetic  # noqa: E402
 from bandscope.report import tables  # noqa: E402
@@ -288,8 +289,8 @@ def test_run_names_follow_read_runs(tmp_path):
 def test_nothing_is_computed_at_open_or_analyze(tmp_path, monkeypatch):
     _write(_ragged([53, 40, 53, 45, 53]), tmp_path, ".nc")
     reads = []
-    real = bio.read_run
-    monkeypatch.setattr(bio, "read_run", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    real = sweepfiles.read_run
+    monkeypatch.setattr(sweepfiles, "read_run", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
     with CountComputes() as cb:
         stack = sweep.open_runs(str(tmp_path / "*.nc"), chunk_runs=2)
         lazy = sweep.analyze_sweep(stack)
@@ -307,7 +308,7 @@ def test_memory_is_bounded_by_the_chunk(tmp_path, monkeypatch):
     """Each task reads and analyses at most chunk_runs runs."""
     _write(_ragged([53, 40, 53, 45, 53, 33, 50]), tmp_path, ".nc")
     sizes = {"read": [], "analyze": []}
-    real_read, real_analyze = sweep._read_block, sweep._analyze_block
+    real_read, real_analyze = sweepfiles._read_block, sweep._analyze_block
 
     def read(paths, *a, **k):
         sizes["read"].append(len(paths))
@@ -317,7 +318,7 @@ def test_memory_is_bounded_by_the_chunk(tmp_path, monkeypatch):
         sizes["analyze"].append(block.sizes["run"])
         return real_analyze(block, *a, **k)
 
-    monkeypatch.setattr(sweep, "_read_block", read)
+    monkeypatch.setattr(sweepfiles, "_read_block", read)
     monkeypatch.setattr(sweep, "_analyze_block", analyze)
     with dask.config.set(scheduler="synchronous"):
         sweep.compute_sweep(sweep.analyze_sweep(sweep.open_runs(str(tmp_path / "*.nc"), chunk_runs=3)))
