@@ -504,19 +504,32 @@ _GRID_BETA = np.geomspace(BETA_MIN, BETA_MAX, 16)
 _BETA_BRACKETS = ((BETA_MIN, 0.75), (0.75, 1.6), (1.6, BETA_MAX))
 
 
-def _profile(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, u: np.ndarray,
+def _profile(lx: np.ndarray, posf: np.ndarray, y: np.ndarray, w: np.ndarray, u: np.ndarray,
              beta: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Profiled problem at (u, β) per curve: f, optimal A ≥ 0, weighted residual, SSE."""
+    """Profiled problem at (u, β) per curve: ``(z, f·w, A, r, SSE, Σ f²w)`` with ``z = (s/ω)^β``
+    (0 where ``posf`` is 0), ``f = exp(-z)``, the optimal ``A ≥ 0`` and the weighted residual
+    ``r = w (y - A f)``.
+
+    ``posf`` is the float mask of positive points (1.0 / 0.0); ``y`` must be 0 where ``w`` is.
+    ``f`` is returned times ``w`` (zero in the padding), so no caller multiplies by ``w`` again;
+    every value where ``w = 1`` is the plain formula's to the last bit (``x · 1.0 = x``), and
+    the padding holds zeros, which add nothing to the row sums.
+    """
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        z = np.where(pos, np.exp(beta[:, None] * (lx - u[:, None])), 0.0)
-        f = np.exp(-z)
-    fw = f * w
-    sff = np.einsum("ij,ij->i", fw, f)
+        z = lx - u[:, None]
+        z *= beta[:, None]
+        np.exp(z, out=z)  # finite: lx <= 0 and |u| <= 30, so beta (lx - u) <= 240
+        z *= posf  # exactly where(pos, z, 0.0)
+        fw = np.negative(z)
+        np.exp(fw, out=fw)
+    fw *= w
+    sff = np.einsum("ij,ij->i", fw, fw)
     sfy = np.einsum("ij,ij->i", fw, y)
     with np.errstate(divide="ignore", invalid="ignore"):
         A = np.where(sff > 0, np.maximum(sfy / sff, 0.0), 0.0)
-    r = w * (y - A[:, None] * f)
-    return z, f, A, r, np.einsum("ij,ij->i", r, r), sff
+    r = A[:, None] * fw
+    np.subtract(y, r, out=r)
+    return z, fw, A, r, np.einsum("ij,ij->i", r, r), sff
 
 
 def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
@@ -526,6 +539,11 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
     The grid is 22 log ω × 16 β shared by all curves, plus, for the three largest β (nearly
     step-shaped curves, whose SSE is flat in ω between checkpoints), ω at the geometric
     midpoint of every pair of adjacent checkpoints of each curve.
+
+    Each grid point costs one product, one ``exp`` and two row sums over the block, in one
+    reused buffer: ``-(s/span)^β`` is computed once per β with ``-inf`` in the padding, so
+    ``f = exp(-(s/span)^β / ω^β)`` is already zero there and needs no multiplication by ``w``
+    (``f·w = f`` bit for bit where ``w = 1``).
     """
     C, N = y.shape
     syy = np.einsum("ij,ij->i", w * y, y)
@@ -536,28 +554,37 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
     n_mid = 0 if fixed_beta else mid.shape[1]
     G = _GRID_U.size
     sse = np.full((C, betas.size, G + n_mid), np.inf)
+    notpos = ~pos
+    # -P where P = (s/span)^β is 0: -0.0 at a point of the curve (s = 0), -inf in the padding
+    nP_off = np.where(w > 0, -0.0, -np.inf)
+    nP, f = np.empty((C, N)), np.empty((C, N))
 
-    def profiled_sse(f: np.ndarray) -> np.ndarray:
-        fw = f * w
-        sff = np.einsum("ij,ij->i", fw, f)
-        sfy = np.einsum("ij,ij->i", fw, y)
+    def profiled_sse(f: np.ndarray) -> np.ndarray:  # f is zero in the padding: f·w = f
+        sff = np.einsum("ij,ij->i", f, f)
+        sfy = np.einsum("ij,ij->i", f, y)
         A = np.where(sff > 0, np.maximum(sfy / np.where(sff > 0, sff, 1.0), 0.0), 0.0)
         return syy - 2 * A * sfy + A * A * sff
 
     for bi, b in enumerate(betas):
         with np.errstate(under="ignore", over="ignore"):
-            P = np.where(pos, np.exp(b * lx), 0.0)  # (s/span)^β
+            np.multiply(b, lx, out=nP)
+            np.exp(nP, out=nP)
+            np.negative(nP, out=nP)  # -(s/span)^β
+        np.copyto(nP, nP_off, where=notpos)
         for ui, u in enumerate(_GRID_U):
-            with np.errstate(under="ignore", over="ignore"):
-                sse[:, bi, ui] = profiled_sse(np.exp(-P * np.exp(-b * u)))
+            with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+                np.multiply(nP, np.exp(-b * u), out=f)
+                np.exp(f, out=f)
+            sse[:, bi, ui] = profiled_sse(f)
         if n_mid and bi >= betas.size - 3:
             for m in range(n_mid):
                 um = mid[:, m]
                 ok = np.isfinite(um)
                 if not ok.any():
                     continue
-                with np.errstate(under="ignore", over="ignore"):
-                    f = np.exp(-P * np.exp(-b * np.where(ok, um, 0.0))[:, None])
+                with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+                    np.multiply(nP, np.exp(-b * np.where(ok, um, 0.0))[:, None], out=f)
+                    np.exp(f, out=f)
                 sse[:, bi, G + m] = np.where(ok, profiled_sse(f), np.inf)
     ucand = np.concatenate([np.broadcast_to(_GRID_U, (C, G)), np.nan_to_num(mid[:, :n_mid])], axis=1)
     starts = []
@@ -584,7 +611,9 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
     by more than ``xtol`` (the polish of a solution found on a thinned curve).
 
     The arrays of the curves still iterating are kept compact (copied only when a curve
-    stops), and the profile at an accepted trial point is reused as the next iteration's.
+    stops), the profile at an accepted trial point is copied into the current one row by row,
+    and the Jacobian is built in place in a few reused arrays (``f`` carries ``w``, see
+    :func:`_profile`).
     """
     u = u.astype(np.float64).copy()
     beta = beta.astype(np.float64).copy()
@@ -592,29 +621,31 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
     lam = np.full(C, 1e-3)
     converged = np.zeros(C, dtype=bool)
     a = np.arange(C)
-    LX, POS, Y, W = lx, pos, y, w
-    prof = _profile(LX, POS, Y, W, u, beta)
+    LX, POSF, Y, W = lx, pos.astype(np.float64), y, w
+    prof = _profile(LX, POSF, Y, W, u, beta)
     sse = prof[4].copy()
     for _ in range(max_iter):
         if a.size == 0:
             break
         ua, ba, la = u[a], beta[a], lam[a]
-        z, f, A, r, sse_a, sff = prof
-        Af = A[:, None] * f
-        wa = W
-        g_u = wa * Af * z * ba[:, None]  # ∂(A f)/∂u
-        d = np.where(POS, LX - ua[:, None], 0.0)
-        g_b = -wa * Af * z * d  # ∂(A f)/∂β
+        z, fw, A, r, sse_a, sff = prof
         safe = np.where(sff > 0, sff, 1.0)
-        fw = f * wa
-        J_u = g_u - fw * (np.einsum("ij,ij->i", fw, g_u) / safe)[:, None]
-        J_b = g_b - fw * (np.einsum("ij,ij->i", fw, g_b) / safe)[:, None]
+        Afz = A[:, None] * fw
+        Afz *= z  # A f z (zero where z or w is)
+        J_u = Afz * ba[:, None]  # ∂(A f)/∂u
+        tmp = fw * (np.einsum("ij,ij->i", fw, J_u) / safe)[:, None]
+        J_u -= tmp  # (I - P_f) ∂(A f)/∂u
         huu = np.einsum("ij,ij->i", J_u, J_u)
         gu = np.einsum("ij,ij->i", J_u, r)
         if fixed_beta:
             du = gu / (huu * (1 + la) + 1e-300)
             db = np.zeros_like(du)
         else:
+            J_b = LX - ua[:, None]  # (log s - u) where s > 0; A f z is zero elsewhere
+            J_b *= Afz
+            np.negative(J_b, out=J_b)  # ∂(A f)/∂β
+            np.multiply(fw, (np.einsum("ij,ij->i", fw, J_b) / safe)[:, None], out=tmp)
+            J_b -= tmp
             hbb = np.einsum("ij,ij->i", J_b, J_b)
             hub = np.einsum("ij,ij->i", J_u, J_b)
             gb = np.einsum("ij,ij->i", J_b, r)
@@ -629,7 +660,7 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
             db = np.where(out, 0.0, db)
         un = np.clip(ua + du, -_U_BOUND, _U_BOUND)
         bn = ba if fixed_beta else np.clip(ba + db, BETA_MIN, BETA_MAX)
-        trial = _profile(LX, POS, Y, W, un, bn)
+        trial = _profile(LX, POSF, Y, W, un, bn)
         sse_n = trial[4]
         ok = np.isfinite(sse_n) & (sse_n < sse_a)
         small = ok & ((sse_a - sse_n) <= _REL_STOP * sse_a)
@@ -642,12 +673,14 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
             done |= (np.abs(un - ua) <= xtol) & (np.abs(bn - ba) <= xtol)
         converged[a[done]] = True
         keep = ~done
-        if ok.any():
-            prof = tuple(np.where(ok if c.ndim == 1 else ok[:, None], tv, c)
-                         for tv, c in zip(trial, prof))
+        if ok.all():
+            prof = trial
+        elif ok.any():
+            for tv, c in zip(trial, prof):
+                np.copyto(c, tv, where=ok if c.ndim == 1 else ok[:, None])
         if not keep.all():
             a = a[keep]
-            LX, POS, Y, W = LX[keep], POS[keep], Y[keep], W[keep]
+            LX, POSF, Y, W = LX[keep], POSF[keep], Y[keep], W[keep]
             prof = tuple(c[keep] for c in prof)
     return u, beta, sse, converged
 
@@ -886,7 +919,7 @@ def fit_curves(x: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = No
             best_u[rows], best_b[rows], best_conv[rows] = _multistart(
                 lx[rows, :wd], pos[rows, :wd], ys[rows, :wd], w[rows, :wd], fixed, max_iter,
                 starts=[(u0[take], b0[take])], xtol=_POLISH_XTOL)
-    _, _, A_s, _, _, _ = _profile(lx, pos, ys, w, best_u, best_b)
+    _, _, A_s, _, _, _ = _profile(lx, pos.astype(np.float64), ys, w, best_u, best_b)
     omega = np.exp(best_u) * xscale
     beta = best_b.copy()
     # statistics in scaled units (y / max|y|): SSE of losses ~1e-200 would underflow to 0
