@@ -558,12 +558,14 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
     # -P where P = (s/span)^β is 0: -0.0 at a point of the curve (s = 0), -inf in the padding
     nP_off = np.where(w > 0, -0.0, -np.inf)
     nP, f = np.empty((C, N)), np.empty((C, N))
+    mid_ok = np.isfinite(mid).any(axis=0)  # a midpoint column some curve has
 
-    def profiled_sse(f: np.ndarray) -> np.ndarray:  # f is zero in the padding: f·w = f
-        sff = np.einsum("ij,ij->i", f, f)
-        sfy = np.einsum("ij,ij->i", f, y)
-        A = np.where(sff > 0, np.maximum(sfy / np.where(sff > 0, sff, 1.0), 0.0), 0.0)
-        return syy - 2 * A * sfy + A * A * sff
+    # the row sums of every grid point of one β, then the profiled SSE of them all at once
+    SFF, SFY = np.zeros((G + n_mid, C)), np.zeros((G + n_mid, C))
+
+    def sums(f: np.ndarray, k: int) -> None:  # f is zero in the padding: f·w = f
+        np.einsum("ij,ij->i", f, f, out=SFF[k])
+        np.einsum("ij,ij->i", f, y, out=SFY[k])
 
     for bi, b in enumerate(betas):
         with np.errstate(under="ignore", over="ignore"):
@@ -575,17 +577,23 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
             with np.errstate(under="ignore", over="ignore", invalid="ignore"):
                 np.multiply(nP, np.exp(-b * u), out=f)
                 np.exp(f, out=f)
-            sse[:, bi, ui] = profiled_sse(f)
-        if n_mid and bi >= betas.size - 3:
-            for m in range(n_mid):
-                um = mid[:, m]
-                ok = np.isfinite(um)
-                if not ok.any():
-                    continue
-                with np.errstate(under="ignore", over="ignore", invalid="ignore"):
-                    np.multiply(nP, np.exp(-b * np.where(ok, um, 0.0))[:, None], out=f)
-                    np.exp(f, out=f)
-                sse[:, bi, G + m] = np.where(ok, profiled_sse(f), np.inf)
+            sums(f, ui)
+        K = G + (n_mid if n_mid and bi >= betas.size - 3 else 0)
+        for m in range(K - G):
+            um = mid[:, m]
+            if not mid_ok[m]:
+                continue
+            with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+                np.multiply(nP, np.exp(-b * np.where(np.isfinite(um), um, 0.0))[:, None], out=f)
+                np.exp(f, out=f)
+            sums(f, G + m)
+        sff, sfy = SFF[:K], SFY[:K]
+        with np.errstate(all="ignore"):
+            A = np.where(sff > 0, np.maximum(sfy / np.where(sff > 0, sff, 1.0), 0.0), 0.0)
+            val = syy - 2 * A * sfy + A * A * sff
+        sse[:, bi, :G] = val[:G].T
+        if K > G:
+            sse[:, bi, G:] = np.where(np.isfinite(mid).T, val[G:], np.inf).T
     ucand = np.concatenate([np.broadcast_to(_GRID_U, (C, G)), np.nan_to_num(mid[:, :n_mid])], axis=1)
     starts = []
     brackets = [(1.0, 1.0)] if fixed_beta else _BETA_BRACKETS
@@ -622,6 +630,7 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
     converged = np.zeros(C, dtype=bool)
     a = np.arange(C)
     LX, POSF, Y, W = lx, pos.astype(np.float64), y, w
+    live = np.ones(C, dtype=bool)  # rows of the compact arrays still iterating
     prof = _profile(LX, POSF, Y, W, u, beta)
     sse = prof[4].copy()
     for _ in range(max_iter):
@@ -658,30 +667,36 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
             out = ((ba <= BETA_MIN) & (db < 0)) | ((ba >= BETA_MAX) & (db > 0))
             du = np.where(out, gu / a11, du)
             db = np.where(out, 0.0, db)
-        un = np.clip(ua + du, -_U_BOUND, _U_BOUND)
-        bn = ba if fixed_beta else np.clip(ba + db, BETA_MIN, BETA_MAX)
+        with np.errstate(invalid="ignore"):
+            un = np.clip(ua + du, -_U_BOUND, _U_BOUND)
+            bn = ba if fixed_beta else np.clip(ba + db, BETA_MIN, BETA_MAX)
         trial = _profile(LX, POSF, Y, W, un, bn)
         sse_n = trial[4]
-        ok = np.isfinite(sse_n) & (sse_n < sse_a)
-        small = ok & ((sse_a - sse_n) <= _REL_STOP * sse_a)
+        with np.errstate(invalid="ignore"):
+            ok = live & np.isfinite(sse_n) & (sse_n < sse_a)
+            small = ok & ((sse_a - sse_n) <= _REL_STOP * sse_a)
         u[a] = np.where(ok, un, ua)
         beta[a] = np.where(ok, bn, ba)
         sse[a] = np.where(ok, sse_n, sse_a)
-        lam[a] = np.where(ok, np.maximum(la * 0.3, 1e-12), la * 10.0)
+        lam[a] = np.where(ok, np.maximum(la * 0.3, 1e-12), np.where(live, la * 10.0, la))
         done = (lam[a] > _LAM_STOP) | small | ~np.isfinite(du) | ~np.isfinite(db)
         if xtol is not None:
             done |= (np.abs(un - ua) <= xtol) & (np.abs(bn - ba) <= xtol)
+        done &= live
         converged[a[done]] = True
-        keep = ~done
+        live &= ~done
         if ok.all():
             prof = trial
         elif ok.any():
             for tv, c in zip(trial, prof):
                 np.copyto(c, tv, where=ok if c.ndim == 1 else ok[:, None])
-        if not keep.all():
-            a = a[keep]
-            LX, POSF, Y, W = LX[keep], POSF[keep], Y[keep], W[keep]
-            prof = tuple(c[keep] for c in prof)
+        if 8 * np.count_nonzero(live) <= 7 * live.size:
+            # drop the finished rows once they are an eighth of the arrays (rows that stopped
+            # are carried until then, their trial values ignored: each row's arithmetic is its own)
+            a = a[live]
+            LX, POSF, Y, W = LX[live], POSF[live], Y[live], W[live]
+            prof = tuple(c[live] for c in prof)
+            live = np.ones(a.size, dtype=bool)
     return u, beta, sse, converged
 
 
