@@ -474,23 +474,41 @@ def _fit_power_group(todo: Sequence[tuple[int, F64, F64]], out: list[Any]) -> No
     dlog = np.where(m & (tau > 0), tg * np.where(np.isfinite(log_tau), log_tau, 0.0), 0.0)
     jac = np.stack([m.astype(np.float64), tg, b_tau[:, None] * dlog], axis=-1)  # (R, N, 3)
     jtj = np.einsum("rni,rnj->rij", jac, jac)
-    stderr = np.full(R, np.nan)
-    for j in range(R):
-        if n[j] > 3:
-            try:
-                cov = np.linalg.inv(jtj[j]) * (sse[j] / (n[j] - 3))
-                stderr[j] = float(np.sqrt(cov[2, 2])) if cov[2, 2] >= 0 else np.nan
-            except np.linalg.LinAlgError:
-                pass
+    stderr = _gamma_stderr(jtj, sse, n)
+    at_bound = np.isclose(gamma, lo, rtol=1e-3) | np.isclose(gamma, hi, rtol=1e-3)
+    r2 = 1.0 - sse / sst
     for j, (k, _, _) in enumerate(todo):
         res: dict[str, Any] = {v: np.nan for v in _FIT_VARS}
-        res.update(gamma=float(gamma[j]), a=float(a[j]), b=float(b[j]), r2=1.0 - sse[j] / sst[j],
+        res.update(gamma=float(gamma[j]), a=float(a[j]), b=float(b[j]), r2=r2[j],
                    gamma_stderr=stderr[j], sse=float(sse[j]), n=int(n[j]), status="ok", reason="")
-        g = gamma[j]
-        if np.isclose(g, lo, rtol=1e-3) or np.isclose(g, hi, rtol=1e-3):
-            res.update(status="failed", reason=f"gamma at the search bound {g:.4g} "
+        if at_bound[j]:
+            res.update(status="failed", reason=f"gamma at the search bound {gamma[j]:.4g} "
                        f"(searched {lo:g}..{hi:g}): s(t) is not power-like here")
         out[k] = res
+
+
+def _gamma_stderr(jtj: F64, sse: F64, n: F64) -> F64:
+    """Standard error of γ per row, ``sqrt(σ² (JᵀJ)⁻¹[2, 2])`` with ``σ² = SSE / (n - 3)``
+    (NaN for n <= 3, a singular ``JᵀJ`` or a negative variance): the inverses of all rows in
+    one call (each matrix is inverted on its own, as one at a time), row by row only when
+    some matrix is singular."""
+    stderr = np.full(n.size, np.nan)
+    rows = np.flatnonzero(n > 3)
+    if not rows.size:
+        return stderr
+    try:
+        inv = np.linalg.inv(jtj[rows])[:, 2, 2]
+    except np.linalg.LinAlgError:
+        inv = np.full(rows.size, np.nan)
+        for i, j in enumerate(rows):
+            try:
+                inv[i] = np.linalg.inv(jtj[j])[2, 2]
+            except np.linalg.LinAlgError:
+                pass
+    var = inv * (sse[rows] / (n[rows] - 3))
+    with np.errstate(invalid="ignore"):
+        stderr[rows] = np.where(var >= 0, np.sqrt(np.where(var >= 0, var, 0.0)), np.nan)
+    return stderr
 
 
 def _as_1d_dataarray(v: xr.DataArray | npt.ArrayLike, name: str, dim: str) -> xr.DataArray:
@@ -697,18 +715,19 @@ def _gamma_rows(runs: Sequence[xr.Dataset], epoch_windows: Sequence[tuple[float,
     plan: list[tuple[int, bool] | None] = []
     notes: list[str] = []
     for run in runs:
-        if "step" not in run or (np.asarray(run["step"].values) < 0).all():
+        v = run.variables  # (no DataArray per variable and run)
+        if "step" not in v or (np.asarray(v["step"].values) < 0).all():
             plan.append(None)
             notes.append("no step: gamma not computed")
             continue
-        step = np.asarray(run["step"].values, dtype=np.float64)
+        step = np.asarray(v["step"].values, dtype=np.float64)
         t = np.where(step >= 0, step, np.nan)
-        s = np.asarray(run["param_time"].values, dtype=np.float64)
+        s = np.asarray(v["param_time"].values, dtype=np.float64)
         first = len(pairs)
         pairs.append((t, s))
-        windowed = bool(nw) and "epoch" in run
+        windowed = bool(nw) and "epoch" in v
         if windowed:
-            e = np.asarray(run["epoch"].values, dtype=np.float64)
+            e = np.asarray(v["epoch"].values, dtype=np.float64)
             pairs.extend((t[m], s[m]) for m in (_epoch_mask(e, lo, hi) for lo, hi in epoch_windows))
         plan.append((first, windowed))
         notes.append("")
