@@ -558,7 +558,7 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
     # -P where P = (s/span)^β is 0: -0.0 at a point of the curve (s = 0), -inf in the padding
     nP_off = np.where(w > 0, -0.0, -np.inf)
     nP, f = np.empty((C, N)), np.empty((C, N))
-    mid_ok = np.isfinite(mid).any(axis=0)  # a midpoint column some curve has
+    mid_ok: np.ndarray = np.isfinite(mid).any(axis=0)  # a midpoint column some curve has
 
     # the row sums of every grid point of one β, then the profiled SSE of them all at once
     SFF, SFY = np.zeros((G + n_mid, C)), np.zeros((G + n_mid, C))
