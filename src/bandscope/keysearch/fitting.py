@@ -745,7 +745,7 @@ THIN_POINTS = 512
 _FIT_BLOCK = 4096  # curves per batch of the solver
 _POLISH_XTOL = 1e-10  # |step| in (log ω, β) below which the full-data polish has converged
 _SIMD_COLS = 8  # solver blocks are padded to a multiple of this many columns (see fit_curves)
-_MIN_BLOCK = 512  # a width block smaller than this joins the next wider one (per-call overhead)
+_MIN_BLOCK = 512  # a width class smaller than this joins the next wider one (per-call overhead)
 
 
 def _simd_width(n: int) -> int:
@@ -770,7 +770,7 @@ def _simd_width(n: int) -> int:
 
 
 def _width_blocks(rows: np.ndarray, extent: np.ndarray) -> list[np.ndarray]:
-    """Split curve indices into solver blocks of similar width.
+    """Split curve indices into solver blocks of one padded width.
 
     Parameters
     ----------
@@ -782,10 +782,13 @@ def _width_blocks(rows: np.ndarray, extent: np.ndarray) -> list[np.ndarray]:
     Returns
     -------
     list of numpy.ndarray
-        Blocks of indices, each of at most :data:`_FIT_BLOCK` curves whose widths lie within a
-        factor 2 of each other (narrower blocks of fewer than :data:`_MIN_BLOCK` curves are
-        merged into the next wider block, so a small batch stays one block). Every curve's
-        arithmetic is its own: the block only decides how much padding it is computed with.
+        Blocks of indices sorted by extent: the curves of one block need the same width once
+        rounded up to a multiple of :data:`_SIMD_COLS` (:func:`_simd_width`), so a block holds
+        no padding beyond that rounding; a width class of fewer than :data:`_MIN_BLOCK` curves
+        joins the next wider one (the last one the previous), so a small batch stays one block;
+        a class of more than :data:`_FIT_BLOCK` curves is split into equal blocks of at most
+        that many. Every curve's arithmetic is its own: the block only decides how much padding
+        it is computed with.
 
     Examples
     --------
@@ -795,19 +798,21 @@ def _width_blocks(rows: np.ndarray, extent: np.ndarray) -> list[np.ndarray]:
     if rows.size == 0:
         return []
     order = rows[np.argsort(extent[rows], kind="stable")]
-    ext = extent[order]
-    blocks: list[np.ndarray] = []
-    start = 0
-    while start < order.size:
-        stop = int(np.searchsorted(ext, 2 * max(int(ext[start]), 1), side="right"))
-        stop = max(stop, start + 1)
-        if order.size - stop < _MIN_BLOCK or stop - start < _MIN_BLOCK:
-            # too few curves on either side to pay for another block: widen this one
-            stop = order.size if order.size - stop < _MIN_BLOCK else start + _MIN_BLOCK
-        stop = min(stop, start + _FIT_BLOCK)
-        blocks.append(order[start:stop])
-        start = stop
-    return blocks
+    width = np.maximum(1, -(-extent[order] // _SIMD_COLS)) * _SIMD_COLS
+    classes = np.split(order, np.flatnonzero(np.diff(width)) + 1)
+    merged: list[np.ndarray] = []
+    pending = order[:0]
+    for cls in classes:  # narrow classes too small to pay for a block join the next wider one
+        pending = np.concatenate([pending, cls])
+        if pending.size >= _MIN_BLOCK:
+            merged.append(pending)
+            pending = order[:0]
+    if pending.size:
+        if merged:
+            merged[-1] = np.concatenate([merged[-1], pending])
+        else:
+            merged.append(pending)
+    return [part for group in merged for part in np.array_split(group, -(-group.size // _FIT_BLOCK))]
 
 
 def fit_curves(x: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = None, *, model: Model = "weibull",
