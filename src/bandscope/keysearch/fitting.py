@@ -540,10 +540,11 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
     step-shaped curves, whose SSE is flat in ω between checkpoints), ω at the geometric
     midpoint of every pair of adjacent checkpoints of each curve.
 
-    Each grid point costs one product, one ``exp`` and two row sums over the block, in one
-    reused buffer: ``-(s/span)^β`` is computed once per β with ``-inf`` in the padding, so
-    ``f = exp(-(s/span)^β / ω^β)`` is already zero there and needs no multiplication by ``w``
-    (``f·w = f`` bit for bit where ``w = 1``).
+    Each grid point costs two products, one ``exp`` and two row sums over the block, in one
+    reused buffer (``-(s/span)^β`` is computed once per β); the profiled SSE of all grid points
+    of a β is then computed at once from their row sums. (The padding is zeroed by ``w`` after
+    ``exp`` rather than given ``-inf`` before it: ``exp`` of a result that underflows is many
+    times slower than of one that does not.)
     """
     C, N = y.shape
     syy = np.einsum("ij,ij->i", w * y, y)
@@ -555,15 +556,13 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
     G = _GRID_U.size
     sse = np.full((C, betas.size, G + n_mid), np.inf)
     notpos = ~pos
-    # -P where P = (s/span)^β is 0: -0.0 at a point of the curve (s = 0), -inf in the padding
-    nP_off = np.where(w > 0, -0.0, -np.inf)
     nP, f = np.empty((C, N)), np.empty((C, N))
     mid_ok: np.ndarray = np.isfinite(mid).any(axis=0)  # a midpoint column some curve has
 
     # the row sums of every grid point of one β, then the profiled SSE of them all at once
     SFF, SFY = np.zeros((G + n_mid, C)), np.zeros((G + n_mid, C))
 
-    def sums(f: np.ndarray, k: int) -> None:  # f is zero in the padding: f·w = f
+    def sums(f: np.ndarray, k: int) -> None:  # f·w (zero in the padding)
         np.einsum("ij,ij->i", f, f, out=SFF[k])
         np.einsum("ij,ij->i", f, y, out=SFY[k])
 
@@ -572,11 +571,12 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
             np.multiply(b, lx, out=nP)
             np.exp(nP, out=nP)
             np.negative(nP, out=nP)  # -(s/span)^β
-        np.copyto(nP, nP_off, where=notpos)
+        np.copyto(nP, -0.0, where=notpos)  # -P where P is 0 (s = 0, or padding)
         for ui, u in enumerate(_GRID_U):
             with np.errstate(under="ignore", over="ignore", invalid="ignore"):
                 np.multiply(nP, np.exp(-b * u), out=f)
                 np.exp(f, out=f)
+            f *= w
             sums(f, ui)
         K = G + (n_mid if n_mid and bi >= betas.size - 3 else 0)
         for m in range(K - G):
@@ -586,6 +586,7 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
             with np.errstate(under="ignore", over="ignore", invalid="ignore"):
                 np.multiply(nP, np.exp(-b * np.where(np.isfinite(um), um, 0.0))[:, None], out=f)
                 np.exp(f, out=f)
+            f *= w
             sums(f, G + m)
         sff, sfy = SFF[:K], SFY[:K]
         with np.errstate(all="ignore"):
