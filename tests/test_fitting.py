@@ -405,3 +405,55 @@ def test_fit_statistics_are_scale_free(exponent, rounding):
     assert b["status"][0] == "ok" and b["reason"][0] == a["reason"][0]
     np.testing.assert_allclose(r_squared(10.0**exponent * y, 10.0**exponent * weibull(s, 1, 1, 2)),
                                r_squared(y, weibull(s, 1, 1, 2)), rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 90), max_size=3000))
+def test_width_blocks_cover_every_curve_once_in_width_classes(extents):
+    """Every curve in exactly one block; at most ``_FIT_BLOCK`` curves per block; a block holds one
+    padded width class (a multiple of ``_SIMD_COLS``) unless a class too small for a block of its
+    own (< ``_MIN_BLOCK`` curves) was merged into it; a batch of fewer than ``_MIN_BLOCK`` curves
+    is one block."""
+    ext = np.array(extents, dtype=np.int64)
+    blocks = fitting._width_blocks(np.arange(ext.size), ext)
+    got = np.concatenate(blocks) if blocks else np.array([], dtype=np.int64)
+    assert sorted(got.tolist()) == list(range(ext.size))
+    assert all(0 < b.size <= fitting._FIT_BLOCK for b in blocks)
+    if 0 < ext.size < fitting._MIN_BLOCK:
+        assert len(blocks) == 1
+    cls = np.array([fitting._simd_width(e) for e in ext.tolist()], dtype=np.int64)
+    counts = {int(c): int((cls == c).sum()) for c in np.unique(cls)}
+    for b in blocks:
+        widths = sorted({int(c) for c in cls[b]})
+        # more than one class only when all but one of them are too small for a block
+        assert sum(counts[c] >= fitting._MIN_BLOCK for c in widths) <= 1 or len(widths) == 1
+    # blocks go from narrow to wide
+    tops = [int(cls[b].max()) for b in blocks]
+    assert tops == sorted(tops)
+
+
+def test_fit_of_a_curve_does_not_depend_on_its_block(rounding):
+    """The same curves fitted in one batch of many width classes (several blocks) and in small
+    random batches (one block each, other widths and paddings) give the same fits."""
+    rng = np.random.default_rng(11)
+    n_curves = 1800  # several width classes of fewer than _MIN_BLOCK curves, merged: several blocks
+    xs, ys = [], []
+    for _ in range(n_curves):
+        n = int(rng.integers(5, 54))
+        x = np.sort(rng.uniform(0, 6, n))
+        x -= x[0]
+        A, om, b = rng.uniform(0.5, 2), rng.uniform(0.5, 3), rng.uniform(0.4, 4)
+        xs.append(rounding(x))
+        ys.append(rounding(weibull(x, A, om, b) + rng.normal(0, 0.01 * A, n)))
+    N = max(len(x) for x in xs)
+    X, Y = np.full((n_curves, N), np.nan), np.full((n_curves, N), np.nan)
+    for c, (x, y) in enumerate(zip(xs, ys)):
+        X[c, : len(x)], Y[c, : len(y)] = x, y
+    ext = np.isfinite(X).sum(axis=1)
+    assert len(fitting._width_blocks(np.arange(n_curves), ext)) >= 2  # the batch spans several blocks
+    whole = fit_curves(X, Y, fallback=False)
+    for part in np.array_split(rng.permutation(n_curves)[:240], 8):
+        sub = fit_curves(X[part], Y[part], fallback=False)
+        for key in ("A", "omega", "beta", "sse", "r2"):
+            np.testing.assert_allclose(sub[key], whole[key][part], rtol=1e-9, equal_nan=True, err_msg=key)
+        np.testing.assert_array_equal(sub["status"], whole["status"][part])
