@@ -457,3 +457,35 @@ def test_fit_of_a_curve_does_not_depend_on_its_block(rounding):
         for key in ("A", "omega", "beta", "sse", "r2"):
             np.testing.assert_allclose(sub[key], whole[key][part], rtol=1e-9, equal_nan=True, err_msg=key)
         np.testing.assert_array_equal(sub["status"], whole["status"][part])
+
+
+def test_profile_equals_the_plain_formula():
+    """``_profile`` (f·w returned, built in place) against the formula written out: z = (s/ω)^β
+    where s > 0 and 0 elsewhere, f = exp(-z), A = max(Σ w f y / Σ w f², 0), r = w (y - A f);
+    including starts far outside |u| <= 30 (a midpoint of a curve spanning many decades),
+    where exp overflows at s = 0 unless those points are left out."""
+    rng = np.random.default_rng(5)
+    C, N = 64, 16
+    w = (np.arange(N)[None, :] < rng.integers(5, N + 1, C)[:, None]).astype(np.float64)
+    x = np.sort(rng.uniform(0, 1, (C, N)), axis=1) * w
+    x[:, 0] = 0.0
+    x[:4, 1] = 1e-80  # many decades: log s far below -30
+    pos = (x > 0) & (w > 0)
+    lx = np.where(pos, np.log(np.where(pos, x, 1.0)), 0.0)
+    y = np.exp(-x) * w
+    u = rng.uniform(-5, 5, C)
+    u[:4] = -150.0
+    beta = rng.uniform(0.05, 8, C)
+    z, fw, A, r, sse, sff = fitting._profile(lx, pos.astype(np.float64), y, w, u, beta)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        z0 = np.where(pos, np.exp(beta[:, None] * (lx - u[:, None])), 0.0)
+        f0 = np.exp(-z0)
+        sff0 = np.sum(w * f0 * f0, axis=1)
+        A0 = np.where(sff0 > 0, np.maximum(np.sum(w * f0 * y, axis=1) / sff0, 0.0), 0.0)
+    r0 = w * (y - A0[:, None] * f0)
+    # (the sums here are numpy's pairwise ones, einsum's there: A to an ulp or so, and r, a
+    # difference of nearly equal numbers on these exact curves, to that ulp of y <= 1)
+    for got, want, atol in ((z, z0, 0), (fw, f0 * w, 0), (A, A0, 0), (r, r0, 1e-14),
+                            (sse, np.sum(r0 * r0, axis=1), 1e-26), (sff, sff0, 0)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=atol, equal_nan=False)
+    assert np.isinf(z[:4, 1:]).any() and np.isfinite(sse).all()

@@ -518,8 +518,11 @@ def _profile(lx: np.ndarray, posf: np.ndarray, y: np.ndarray, w: np.ndarray, u: 
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         z = lx - u[:, None]
         z *= beta[:, None]
-        np.exp(z, out=z)  # finite: lx <= 0 and |u| <= 30, so beta (lx - u) <= 240
-        z *= posf  # exactly where(pos, z, 0.0)
+        np.exp(z, out=z)
+        if np.any(-u * beta > 700.0):  # exp may overflow where s = 0 (lx = 0): inf · 0 is NaN
+            z = np.where(posf > 0, z, 0.0)
+        else:
+            z *= posf  # where(pos, z, 0.0): z is finite where posf is 0 (lx = 0, |u β| <= 700)
         fw = np.negative(z)
         np.exp(fw, out=fw)
     fw *= w
