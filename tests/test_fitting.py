@@ -405,3 +405,87 @@ def test_fit_statistics_are_scale_free(exponent, rounding):
     assert b["status"][0] == "ok" and b["reason"][0] == a["reason"][0]
     np.testing.assert_allclose(r_squared(10.0**exponent * y, 10.0**exponent * weibull(s, 1, 1, 2)),
                                r_squared(y, weibull(s, 1, 1, 2)), rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 90), max_size=3000))
+def test_width_blocks_cover_every_curve_once_in_width_classes(extents):
+    """Every curve in exactly one block; at most ``_FIT_BLOCK`` curves per block; a block holds one
+    padded width class (a multiple of ``_SIMD_COLS``) unless a class too small for a block of its
+    own (< ``_MIN_BLOCK`` curves) was merged into it; a batch of fewer than ``_MIN_BLOCK`` curves
+    is one block."""
+    ext = np.array(extents, dtype=np.int64)
+    blocks = fitting._width_blocks(np.arange(ext.size), ext)
+    got = np.concatenate(blocks) if blocks else np.array([], dtype=np.int64)
+    assert sorted(got.tolist()) == list(range(ext.size))
+    assert all(0 < b.size <= fitting._FIT_BLOCK for b in blocks)
+    if 0 < ext.size < fitting._MIN_BLOCK:
+        assert len(blocks) == 1
+    cls = np.array([fitting._simd_width(e) for e in ext.tolist()], dtype=np.int64)
+    counts = {int(c): int((cls == c).sum()) for c in np.unique(cls)}
+    for b in blocks:
+        widths = sorted({int(c) for c in cls[b]})
+        # more than one class only when all but one of them are too small for a block
+        assert sum(counts[c] >= fitting._MIN_BLOCK for c in widths) <= 1 or len(widths) == 1
+    # blocks go from narrow to wide
+    tops = [int(cls[b].max()) for b in blocks]
+    assert tops == sorted(tops)
+
+
+def test_fit_of_a_curve_does_not_depend_on_its_block(rounding):
+    """The same curves fitted in one batch of many width classes (several blocks) and in small
+    random batches (one block each, other widths and paddings) give the same fits."""
+    rng = np.random.default_rng(11)
+    n_curves = 1800  # several width classes of fewer than _MIN_BLOCK curves, merged: several blocks
+    xs, ys = [], []
+    for _ in range(n_curves):
+        n = int(rng.integers(5, 54))
+        x = np.sort(rng.uniform(0, 6, n))
+        x -= x[0]
+        A, om, b = rng.uniform(0.5, 2), rng.uniform(0.5, 3), rng.uniform(0.4, 4)
+        xs.append(rounding(x))
+        ys.append(rounding(weibull(x, A, om, b) + rng.normal(0, 0.01 * A, n)))
+    N = max(len(x) for x in xs)
+    X, Y = np.full((n_curves, N), np.nan), np.full((n_curves, N), np.nan)
+    for c, (x, y) in enumerate(zip(xs, ys)):
+        X[c, : len(x)], Y[c, : len(y)] = x, y
+    ext = np.isfinite(X).sum(axis=1)
+    assert len(fitting._width_blocks(np.arange(n_curves), ext)) >= 2  # the batch spans several blocks
+    whole = fit_curves(X, Y, fallback=False)
+    for part in np.array_split(rng.permutation(n_curves)[:240], 8):
+        sub = fit_curves(X[part], Y[part], fallback=False)
+        for key in ("A", "omega", "beta", "sse", "r2"):
+            np.testing.assert_allclose(sub[key], whole[key][part], rtol=1e-9, equal_nan=True, err_msg=key)
+        np.testing.assert_array_equal(sub["status"], whole["status"][part])
+
+
+def test_profile_equals_the_plain_formula():
+    """``_profile`` (f·w returned, built in place) against the formula written out: z = (s/ω)^β
+    where s > 0 and 0 elsewhere, f = exp(-z), A = max(Σ w f y / Σ w f², 0), r = w (y - A f);
+    including starts far outside |u| <= 30 (a midpoint of a curve spanning many decades),
+    where exp overflows at s = 0 unless those points are left out."""
+    rng = np.random.default_rng(5)
+    C, N = 64, 16
+    w = (np.arange(N)[None, :] < rng.integers(5, N + 1, C)[:, None]).astype(np.float64)
+    x = np.sort(rng.uniform(0, 1, (C, N)), axis=1) * w
+    x[:, 0] = 0.0
+    x[:4, 1] = 1e-80  # many decades: log s far below -30
+    pos = (x > 0) & (w > 0)
+    lx = np.where(pos, np.log(np.where(pos, x, 1.0)), 0.0)
+    y = np.exp(-x) * w
+    u = rng.uniform(-5, 5, C)
+    u[:4] = -150.0
+    beta = rng.uniform(0.05, 8, C)
+    z, fw, A, r, sse, sff = fitting._profile(lx, pos.astype(np.float64), y, w, u, beta)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        z0 = np.where(pos, np.exp(beta[:, None] * (lx - u[:, None])), 0.0)
+        f0 = np.exp(-z0)
+        sff0 = np.sum(w * f0 * f0, axis=1)
+        A0 = np.where(sff0 > 0, np.maximum(np.sum(w * f0 * y, axis=1) / sff0, 0.0), 0.0)
+    r0 = w * (y - A0[:, None] * f0)
+    # (the sums here are numpy's pairwise ones, einsum's there: A to an ulp or so, and r, a
+    # difference of nearly equal numbers on these exact curves, to that ulp of y <= 1)
+    for got, want, atol in ((z, z0, 0), (fw, f0 * w, 0), (A, A0, 0), (r, r0, 1e-14),
+                            (sse, np.sum(r0 * r0, axis=1), 1e-26), (sff, sff0, 0)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=atol, equal_nan=False)
+    assert np.isinf(z[:4, 1:]).any() and np.isfinite(sse).all()

@@ -318,6 +318,46 @@ def test_batched_gamma_fit_equals_the_one_row_kernel():
         assert got["b"] == pytest.approx(ref["b"], rel=1e-9)
         assert got["r2"] == pytest.approx(ref["r2"], abs=1e-12)
         assert abs(got["a"] - ref["a"]) <= 1e-4 * (np.max(s) - np.min(s))
+        assert got["gamma_stderr"] == pytest.approx(ref["gamma_stderr"], rel=1e-4, nan_ok=True)
+
+
+@given(st.lists(st.sampled_from([0.0, -0.0, 1.0, 2.5, 7.0, 1e300]), max_size=8))
+def test_three_distinct_is_numpys_unique(values):
+    from bandscope.transforms.paramtime import _three_distinct
+
+    t = np.array(values, dtype=np.float64)
+    assert _three_distinct(t) == (np.unique(t).size >= 3)
+
+
+def test_gamma_stderr_all_rows_at_once_equals_one_at_a_time():
+    """The standard errors from one batched inverse are those of inverting each JᵀJ alone
+    (bit for bit), with a singular matrix (NaN, and the others still computed), n <= 3 (NaN)
+    and a negative variance (NaN)."""
+    from bandscope.transforms.paramtime import _gamma_stderr
+
+    rng = np.random.default_rng(1)
+    J = rng.standard_normal((6, 9, 3))
+    jtj = np.einsum("rni,rnj->rij", J, J)
+    jtj[2] = np.ones((3, 3))  # singular
+    sse = rng.random(6)
+    sse[4] = -1.0  # a negative variance
+    n = np.array([9.0, 9.0, 9.0, 3.0, 9.0, 9.0])
+
+    def one(j: int) -> float:
+        if n[j] <= 3:
+            return np.nan
+        try:
+            c = np.linalg.inv(jtj[j])[2, 2] * (sse[j] / (n[j] - 3))
+        except np.linalg.LinAlgError:
+            return np.nan
+        return float(np.sqrt(c)) if c >= 0 else np.nan
+
+    got = _gamma_stderr(jtj, sse, n)
+    want = np.array([one(j) for j in range(6)])
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[[2, 3, 4]]).all() and np.isfinite(got[[0, 1, 5]]).all()
+    keep = [0, 1, 3, 4, 5]  # no singular matrix: the one-call path
+    np.testing.assert_array_equal(_gamma_stderr(jtj[keep], sse[keep], n[keep]), want[keep])
 
 
 def test_vectorised_bounded_brent_takes_scipys_steps():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import stat
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -207,10 +208,14 @@ def _sniff(path: Path) -> str:
 
 def _check_readable(path: Path, kind: str) -> None:
     """Refuse, naming the file, what cannot be a run file of this kind (before any codec runs)."""
-    if path.is_dir():
+    try:
+        st = path.stat()
+    except OSError:
+        st = None  # (reading it below says why)
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise BandscopeInputError(f"{path}: is a directory, not a run file", path=path)
     try:
-        size = path.stat().st_size
+        size = path.stat().st_size if st is None else st.st_size
         what = _sniff(path)
     except OSError as exc:
         raise BandscopeInputError(f"{path}: cannot read: {exc.strerror or exc}", path=path) from exc
@@ -293,14 +298,16 @@ def _direct_dataset(f: Any, shared: dict | None = None) -> xr.Dataset | None:
                 or "since" in str(attrs.get("units", ""))
                 or (fill is not None and not (v.dtype.kind == "f" and np.isnan(fill)))):
             return None
-        if v.dimensions == (name,):  # a dimension coordinate, with its index
+        dims = v.dimensions
+        if dims == (name,):  # a dimension coordinate, with its index
             var, indexes[name] = _index_coordinate(name, _whole_variable(v), attrs,
                                                    shared if fill is None else None)
-        else:
-            var = xr.Variable(v.dimensions, _whole_variable(v), attrs)
-        if fill is not None:
-            var.encoding["_FillValue"] = fill
-        (coords if v.dimensions == (name,) else variables)[name] = var
+            if fill is not None:
+                var.encoding["_FillValue"] = fill
+            coords[name] = var
+        else:  # an ndarray of a numeric dtype: nothing for xarray to convert (fastpath)
+            variables[name] = xr.Variable(dims, _whole_variable(v), attrs, None if fill is None else
+                                          {"_FillValue": fill}, fastpath=True)
     attrs = {k: f.getncattr(k) for k in f.ncattrs()}
     try:  # the variables, indexes and dims are already consistent: no merge, no alignment
         return xr.Dataset._construct_direct({**variables, **coords}, set(coords), attrs=attrs, indexes=indexes)

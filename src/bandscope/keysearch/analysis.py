@@ -38,7 +38,9 @@ def _trim_padding(ds: xr.Dataset, name: str) -> xr.Dataset:
         raise ValueError(f"run {name!r} has no 'checkpoint' dimension; dims are {dict(ds.sizes)}")
     if "band_loss" not in ds:  # a run without a panel: the rules say which analysis to run instead
         validate_run(ds)
-    bl = np.asarray(ds.variables["band_loss"].transpose("checkpoint", "band").values, dtype=np.float64)
+    var = ds.variables["band_loss"]
+    bl = np.asarray((var if var.dims == ("checkpoint", "band") else var.transpose("checkpoint", "band")).values,
+                    dtype=np.float64)
     pt = np.asarray(ds.variables["param_time"].values, dtype=np.float64)
     good = np.isfinite(pt) & np.isfinite(bl).all(axis=1)
     n = int(good.sum())
@@ -107,12 +109,19 @@ def collect_runs(run_or_runs: RunInput) -> list[tuple[str, xr.Dataset]]:
         except ValueError as exc:
             raise ValueError(f"run {nm!r}: {exc}") from exc
         out.append((nm, ds))
-    bands0 = out[0][1]["band"].values
+    bands0 = _band_values(out[0][1])
     for nm, ds in out[1:]:
-        if not np.array_equal(ds["band"].values, bands0):
-            raise ValueError(f"run {nm!r} has bands {ds['band'].values.tolist()} but run "
+        bands = _band_values(ds)
+        if bands is not bands0 and not np.array_equal(bands, bands0):
+            raise ValueError(f"run {nm!r} has bands {bands.tolist()} but run "
                              f"{out[0][0]!r} has {bands0.tolist()}; all runs need the same bands")
     return out
+
+
+def _band_values(ds: xr.Dataset) -> np.ndarray:
+    """``ds["band"].values`` without building a DataArray (validated runs have the coordinate)."""
+    var = ds.variables.get("band")
+    return np.asarray(ds["band"].values if var is None else var.values)
 
 
 # --------------------------------------------------------------------------- stacking

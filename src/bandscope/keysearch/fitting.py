@@ -504,19 +504,35 @@ _GRID_BETA = np.geomspace(BETA_MIN, BETA_MAX, 16)
 _BETA_BRACKETS = ((BETA_MIN, 0.75), (0.75, 1.6), (1.6, BETA_MAX))
 
 
-def _profile(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, u: np.ndarray,
+def _profile(lx: np.ndarray, posf: np.ndarray, y: np.ndarray, w: np.ndarray, u: np.ndarray,
              beta: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Profiled problem at (u, β) per curve: f, optimal A ≥ 0, weighted residual, SSE."""
+    """Profiled problem at (u, β) per curve: ``(z, f·w, A, r, SSE, Σ f²w)`` with ``z = (s/ω)^β``
+    (0 where ``posf`` is 0), ``f = exp(-z)``, the optimal ``A ≥ 0`` and the weighted residual
+    ``r = w (y - A f)``.
+
+    ``posf`` is the float mask of positive points (1.0 / 0.0); ``y`` must be 0 where ``w`` is.
+    ``f`` is returned times ``w`` (zero in the padding), so no caller multiplies by ``w`` again;
+    every value where ``w = 1`` is the plain formula's to the last bit (``x · 1.0 = x``), and
+    the padding holds zeros, which add nothing to the row sums.
+    """
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        z = np.where(pos, np.exp(beta[:, None] * (lx - u[:, None])), 0.0)
-        f = np.exp(-z)
-    fw = f * w
-    sff = np.einsum("ij,ij->i", fw, f)
+        z = lx - u[:, None]
+        z *= beta[:, None]
+        np.exp(z, out=z)
+        if np.any(-u * beta > 700.0):  # exp may overflow where s = 0 (lx = 0): inf · 0 is NaN
+            z = np.where(posf > 0, z, 0.0)
+        else:
+            z *= posf  # where(pos, z, 0.0): z is finite where posf is 0 (lx = 0, |u β| <= 700)
+        fw = np.negative(z)
+        np.exp(fw, out=fw)
+    fw *= w
+    sff = np.einsum("ij,ij->i", fw, fw)
     sfy = np.einsum("ij,ij->i", fw, y)
     with np.errstate(divide="ignore", invalid="ignore"):
         A = np.where(sff > 0, np.maximum(sfy / sff, 0.0), 0.0)
-    r = w * (y - A[:, None] * f)
-    return z, f, A, r, np.einsum("ij,ij->i", r, r), sff
+    r = A[:, None] * fw
+    np.subtract(y, r, out=r)
+    return z, fw, A, r, np.einsum("ij,ij->i", r, r), sff
 
 
 def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
@@ -526,6 +542,12 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
     The grid is 22 log ω × 16 β shared by all curves, plus, for the three largest β (nearly
     step-shaped curves, whose SSE is flat in ω between checkpoints), ω at the geometric
     midpoint of every pair of adjacent checkpoints of each curve.
+
+    Each grid point costs two products, one ``exp`` and two row sums over the block, in one
+    reused buffer (``-(s/span)^β`` is computed once per β); the profiled SSE of all grid points
+    of a β is then computed at once from their row sums. (The padding is zeroed by ``w`` after
+    ``exp`` rather than given ``-inf`` before it: ``exp`` of a result that underflows is many
+    times slower than of one that does not.)
     """
     C, N = y.shape
     syy = np.einsum("ij,ij->i", w * y, y)
@@ -536,29 +558,46 @@ def _grid_starts(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray,
     n_mid = 0 if fixed_beta else mid.shape[1]
     G = _GRID_U.size
     sse = np.full((C, betas.size, G + n_mid), np.inf)
+    notpos = ~pos
+    nP, f = np.empty((C, N)), np.empty((C, N))
+    mid_ok: np.ndarray = np.isfinite(mid).any(axis=0)  # a midpoint column some curve has
 
-    def profiled_sse(f: np.ndarray) -> np.ndarray:
-        fw = f * w
-        sff = np.einsum("ij,ij->i", fw, f)
-        sfy = np.einsum("ij,ij->i", fw, y)
-        A = np.where(sff > 0, np.maximum(sfy / np.where(sff > 0, sff, 1.0), 0.0), 0.0)
-        return syy - 2 * A * sfy + A * A * sff
+    # the row sums of every grid point of one β, then the profiled SSE of them all at once
+    SFF, SFY = np.zeros((G + n_mid, C)), np.zeros((G + n_mid, C))
+
+    def sums(f: np.ndarray, k: int) -> None:  # f·w (zero in the padding)
+        np.einsum("ij,ij->i", f, f, out=SFF[k])
+        np.einsum("ij,ij->i", f, y, out=SFY[k])
 
     for bi, b in enumerate(betas):
         with np.errstate(under="ignore", over="ignore"):
-            P = np.where(pos, np.exp(b * lx), 0.0)  # (s/span)^β
+            np.multiply(b, lx, out=nP)
+            np.exp(nP, out=nP)
+            np.negative(nP, out=nP)  # -(s/span)^β
+        np.copyto(nP, -0.0, where=notpos)  # -P where P is 0 (s = 0, or padding)
         for ui, u in enumerate(_GRID_U):
-            with np.errstate(under="ignore", over="ignore"):
-                sse[:, bi, ui] = profiled_sse(np.exp(-P * np.exp(-b * u)))
-        if n_mid and bi >= betas.size - 3:
-            for m in range(n_mid):
-                um = mid[:, m]
-                ok = np.isfinite(um)
-                if not ok.any():
-                    continue
-                with np.errstate(under="ignore", over="ignore"):
-                    f = np.exp(-P * np.exp(-b * np.where(ok, um, 0.0))[:, None])
-                sse[:, bi, G + m] = np.where(ok, profiled_sse(f), np.inf)
+            with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+                np.multiply(nP, np.exp(-b * u), out=f)
+                np.exp(f, out=f)
+            f *= w
+            sums(f, ui)
+        K = G + (n_mid if n_mid and bi >= betas.size - 3 else 0)
+        for m in range(K - G):
+            um = mid[:, m]
+            if not mid_ok[m]:
+                continue
+            with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+                np.multiply(nP, np.exp(-b * np.where(np.isfinite(um), um, 0.0))[:, None], out=f)
+                np.exp(f, out=f)
+            f *= w
+            sums(f, G + m)
+        sff, sfy = SFF[:K], SFY[:K]
+        with np.errstate(all="ignore"):
+            A = np.where(sff > 0, np.maximum(sfy / np.where(sff > 0, sff, 1.0), 0.0), 0.0)
+            val = syy - 2 * A * sfy + A * A * sff
+        sse[:, bi, :G] = val[:G].T
+        if K > G:
+            sse[:, bi, G:] = np.where(np.isfinite(mid).T, val[G:], np.inf).T
     ucand = np.concatenate([np.broadcast_to(_GRID_U, (C, G)), np.nan_to_num(mid[:, :n_mid])], axis=1)
     starts = []
     brackets = [(1.0, 1.0)] if fixed_beta else _BETA_BRACKETS
@@ -584,7 +623,9 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
     by more than ``xtol`` (the polish of a solution found on a thinned curve).
 
     The arrays of the curves still iterating are kept compact (copied only when a curve
-    stops), and the profile at an accepted trial point is reused as the next iteration's.
+    stops), the profile at an accepted trial point is copied into the current one row by row,
+    and the Jacobian is built in place in a few reused arrays (``f`` carries ``w``, see
+    :func:`_profile`).
     """
     u = u.astype(np.float64).copy()
     beta = beta.astype(np.float64).copy()
@@ -592,29 +633,32 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
     lam = np.full(C, 1e-3)
     converged = np.zeros(C, dtype=bool)
     a = np.arange(C)
-    LX, POS, Y, W = lx, pos, y, w
-    prof = _profile(LX, POS, Y, W, u, beta)
+    LX, POSF, Y, W = lx, pos.astype(np.float64), y, w
+    live = np.ones(C, dtype=bool)  # rows of the compact arrays still iterating
+    prof = _profile(LX, POSF, Y, W, u, beta)
     sse = prof[4].copy()
     for _ in range(max_iter):
         if a.size == 0:
             break
         ua, ba, la = u[a], beta[a], lam[a]
-        z, f, A, r, sse_a, sff = prof
-        Af = A[:, None] * f
-        wa = W
-        g_u = wa * Af * z * ba[:, None]  # ∂(A f)/∂u
-        d = np.where(POS, LX - ua[:, None], 0.0)
-        g_b = -wa * Af * z * d  # ∂(A f)/∂β
+        z, fw, A, r, sse_a, sff = prof
         safe = np.where(sff > 0, sff, 1.0)
-        fw = f * wa
-        J_u = g_u - fw * (np.einsum("ij,ij->i", fw, g_u) / safe)[:, None]
-        J_b = g_b - fw * (np.einsum("ij,ij->i", fw, g_b) / safe)[:, None]
+        Afz = A[:, None] * fw
+        Afz *= z  # A f z (zero where z or w is)
+        J_u = Afz * ba[:, None]  # ∂(A f)/∂u
+        tmp = fw * (np.einsum("ij,ij->i", fw, J_u) / safe)[:, None]
+        J_u -= tmp  # (I - P_f) ∂(A f)/∂u
         huu = np.einsum("ij,ij->i", J_u, J_u)
         gu = np.einsum("ij,ij->i", J_u, r)
         if fixed_beta:
             du = gu / (huu * (1 + la) + 1e-300)
             db = np.zeros_like(du)
         else:
+            J_b = LX - ua[:, None]  # (log s - u) where s > 0; A f z is zero elsewhere
+            J_b *= Afz
+            np.negative(J_b, out=J_b)  # ∂(A f)/∂β
+            np.multiply(fw, (np.einsum("ij,ij->i", fw, J_b) / safe)[:, None], out=tmp)
+            J_b -= tmp
             hbb = np.einsum("ij,ij->i", J_b, J_b)
             hub = np.einsum("ij,ij->i", J_u, J_b)
             gb = np.einsum("ij,ij->i", J_b, r)
@@ -627,28 +671,36 @@ def _lm_profiled(lx: np.ndarray, pos: np.ndarray, y: np.ndarray, w: np.ndarray, 
             out = ((ba <= BETA_MIN) & (db < 0)) | ((ba >= BETA_MAX) & (db > 0))
             du = np.where(out, gu / a11, du)
             db = np.where(out, 0.0, db)
-        un = np.clip(ua + du, -_U_BOUND, _U_BOUND)
-        bn = ba if fixed_beta else np.clip(ba + db, BETA_MIN, BETA_MAX)
-        trial = _profile(LX, POS, Y, W, un, bn)
+        with np.errstate(invalid="ignore"):
+            un = np.clip(ua + du, -_U_BOUND, _U_BOUND)
+            bn = ba if fixed_beta else np.clip(ba + db, BETA_MIN, BETA_MAX)
+        trial = _profile(LX, POSF, Y, W, un, bn)
         sse_n = trial[4]
-        ok = np.isfinite(sse_n) & (sse_n < sse_a)
-        small = ok & ((sse_a - sse_n) <= _REL_STOP * sse_a)
+        with np.errstate(invalid="ignore"):
+            ok = live & np.isfinite(sse_n) & (sse_n < sse_a)
+            small = ok & ((sse_a - sse_n) <= _REL_STOP * sse_a)
         u[a] = np.where(ok, un, ua)
         beta[a] = np.where(ok, bn, ba)
         sse[a] = np.where(ok, sse_n, sse_a)
-        lam[a] = np.where(ok, np.maximum(la * 0.3, 1e-12), la * 10.0)
+        lam[a] = np.where(ok, np.maximum(la * 0.3, 1e-12), np.where(live, la * 10.0, la))
         done = (lam[a] > _LAM_STOP) | small | ~np.isfinite(du) | ~np.isfinite(db)
         if xtol is not None:
             done |= (np.abs(un - ua) <= xtol) & (np.abs(bn - ba) <= xtol)
+        done &= live
         converged[a[done]] = True
-        keep = ~done
-        if ok.any():
-            prof = tuple(np.where(ok if c.ndim == 1 else ok[:, None], tv, c)
-                         for tv, c in zip(trial, prof))
-        if not keep.all():
-            a = a[keep]
-            LX, POS, Y, W = LX[keep], POS[keep], Y[keep], W[keep]
-            prof = tuple(c[keep] for c in prof)
+        live &= ~done
+        if ok.all():
+            prof = trial
+        elif ok.any():
+            for tv, c in zip(trial, prof):
+                np.copyto(c, tv, where=ok if c.ndim == 1 else ok[:, None])
+        if 8 * np.count_nonzero(live) <= 7 * live.size:
+            # drop the finished rows once they are an eighth of the arrays (rows that stopped
+            # are carried until then, their trial values ignored: each row's arithmetic is its own)
+            a = a[live]
+            LX, POSF, Y, W = LX[live], POSF[live], Y[live], W[live]
+            prof = tuple(c[live] for c in prof)
+            live = np.ones(a.size, dtype=bool)
     return u, beta, sse, converged
 
 
@@ -697,7 +749,7 @@ THIN_POINTS = 512
 _FIT_BLOCK = 4096  # curves per batch of the solver
 _POLISH_XTOL = 1e-10  # |step| in (log ω, β) below which the full-data polish has converged
 _SIMD_COLS = 8  # solver blocks are padded to a multiple of this many columns (see fit_curves)
-_MIN_BLOCK = 512  # a width block smaller than this joins the next wider one (per-call overhead)
+_MIN_BLOCK = 512  # a width class smaller than this joins the next wider one (per-call overhead)
 
 
 def _simd_width(n: int) -> int:
@@ -722,7 +774,7 @@ def _simd_width(n: int) -> int:
 
 
 def _width_blocks(rows: np.ndarray, extent: np.ndarray) -> list[np.ndarray]:
-    """Split curve indices into solver blocks of similar width.
+    """Split curve indices into solver blocks of one padded width.
 
     Parameters
     ----------
@@ -734,10 +786,13 @@ def _width_blocks(rows: np.ndarray, extent: np.ndarray) -> list[np.ndarray]:
     Returns
     -------
     list of numpy.ndarray
-        Blocks of indices, each of at most :data:`_FIT_BLOCK` curves whose widths lie within a
-        factor 2 of each other (narrower blocks of fewer than :data:`_MIN_BLOCK` curves are
-        merged into the next wider block, so a small batch stays one block). Every curve's
-        arithmetic is its own: the block only decides how much padding it is computed with.
+        Blocks of indices sorted by extent: the curves of one block need the same width once
+        rounded up to a multiple of :data:`_SIMD_COLS` (:func:`_simd_width`), so a block holds
+        no padding beyond that rounding; a width class of fewer than :data:`_MIN_BLOCK` curves
+        joins the next wider one (the last one the previous), so a small batch stays one block;
+        a class of more than :data:`_FIT_BLOCK` curves is split into equal blocks of at most
+        that many. Every curve's arithmetic is its own: the block only decides how much padding
+        it is computed with.
 
     Examples
     --------
@@ -747,19 +802,21 @@ def _width_blocks(rows: np.ndarray, extent: np.ndarray) -> list[np.ndarray]:
     if rows.size == 0:
         return []
     order = rows[np.argsort(extent[rows], kind="stable")]
-    ext = extent[order]
-    blocks: list[np.ndarray] = []
-    start = 0
-    while start < order.size:
-        stop = int(np.searchsorted(ext, 2 * max(int(ext[start]), 1), side="right"))
-        stop = max(stop, start + 1)
-        if order.size - stop < _MIN_BLOCK or stop - start < _MIN_BLOCK:
-            # too few curves on either side to pay for another block: widen this one
-            stop = order.size if order.size - stop < _MIN_BLOCK else start + _MIN_BLOCK
-        stop = min(stop, start + _FIT_BLOCK)
-        blocks.append(order[start:stop])
-        start = stop
-    return blocks
+    width = np.maximum(1, -(-extent[order] // _SIMD_COLS)) * _SIMD_COLS
+    classes = np.split(order, np.flatnonzero(np.diff(width)) + 1)
+    merged: list[np.ndarray] = []
+    pending = order[:0]
+    for cls in classes:  # narrow classes too small to pay for a block join the next wider one
+        pending = np.concatenate([pending, cls])
+        if pending.size >= _MIN_BLOCK:
+            merged.append(pending)
+            pending = order[:0]
+    if pending.size:
+        if merged:
+            merged[-1] = np.concatenate([merged[-1], pending])
+        else:
+            merged.append(pending)
+    return [part for group in merged for part in np.array_split(group, -(-group.size // _FIT_BLOCK))]
 
 
 def fit_curves(x: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = None, *, model: Model = "weibull",
@@ -886,7 +943,7 @@ def fit_curves(x: npt.ArrayLike, y: npt.ArrayLike, valid: np.ndarray | None = No
             best_u[rows], best_b[rows], best_conv[rows] = _multistart(
                 lx[rows, :wd], pos[rows, :wd], ys[rows, :wd], w[rows, :wd], fixed, max_iter,
                 starts=[(u0[take], b0[take])], xtol=_POLISH_XTOL)
-    _, _, A_s, _, _, _ = _profile(lx, pos, ys, w, best_u, best_b)
+    _, _, A_s, _, _, _ = _profile(lx, pos.astype(np.float64), ys, w, best_u, best_b)
     omega = np.exp(best_u) * xscale
     beta = best_b.copy()
     # statistics in scaled units (y / max|y|): SSE of losses ~1e-200 would underflow to 0

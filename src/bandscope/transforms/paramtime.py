@@ -396,18 +396,30 @@ def _brent_bounded(f: Callable[[F64, npt.NDArray[np.intp]], F64], a: npt.ArrayLi
     return xf
 
 
-def _linear_ab_rows(x: F64, s: F64, m: npt.NDArray[np.bool_], n: F64) -> tuple[F64, F64, F64]:
+def _linear_ab_rows(x: F64, s: F64, m: npt.NDArray[np.bool_], n: F64,
+                    centred: tuple[F64, F64] | None = None) -> tuple[F64, F64, F64]:
     """:func:`_linear_ab` of many rows at once (``m`` marks each row's points, ``n`` counts
-    them): ``(a, b, sse)`` arrays."""
-    xm = np.where(m, x, 0.0).sum(axis=1) / n
-    ym = np.where(m, s, 0.0).sum(axis=1) / n
-    dx = np.where(m, x - xm[:, None], 0.0)
-    dy = np.where(m, s - ym[:, None], 0.0)
+    them): ``(a, b, sse)`` arrays.
+
+    ``centred``: ``(mean of s, s - mean)`` per row, for rows without padding (``m`` all
+    True), computed once for the many ``x`` of a search; every value is then the same as
+    without it, with four masked copies fewer per call."""
+    if centred is None:
+        xm = np.where(m, x, 0.0).sum(axis=1) / n
+        ym = np.where(m, s, 0.0).sum(axis=1) / n
+        dx = np.where(m, x - xm[:, None], 0.0)
+        dy = np.where(m, s - ym[:, None], 0.0)
+    else:  # where(m, v, 0.0) is v when m is all True
+        ym, dy = centred
+        xm = x.sum(axis=1) / n
+        dx = x - xm[:, None]
     sxx = np.einsum("ij,ij->i", dx, dx)
     ok = sxx > 0
     b = np.where(ok, np.einsum("ij,ij->i", dx, dy) / np.where(ok, sxx, 1.0), 0.0)
     a = ym - b * xm
-    r = np.where(m, s - a[:, None] - b[:, None] * x, 0.0)
+    r = s - a[:, None] - b[:, None] * x
+    if centred is None:
+        r = np.where(m, r, 0.0)
     return a, b, np.einsum("ij,ij->i", r, r)
 
 
@@ -423,7 +435,7 @@ def _fit_power_many(rows: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]], min_poi
         ok = np.isfinite(t) & np.isfinite(s) & (t >= 0)
         t, s = t[ok], s[ok]
         n = t.size
-        if n < min_points or n > GAMMA_GRID_POINTS or np.unique(t).size < 3 or not (
+        if n < min_points or n > GAMMA_GRID_POINTS or not _three_distinct(t) or not (
                 ((s - s.mean()) ** 2).sum() > 0):
             out[i] = _fit_power(t, s, min_points)  # omitted, failed or long: the one-row kernel
         else:
@@ -434,6 +446,12 @@ def _fit_power_many(rows: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]], min_poi
     for size in sizes:
         _fit_power_group([row for row in todo if row[1].size == size], out)
     return out
+
+
+def _three_distinct(t: F64) -> bool:
+    """Whether finite ``t`` holds at least 3 distinct values (``np.unique(t).size >= 3``):
+    some value lies strictly between the smallest and the largest."""
+    return t.size >= 3 and bool(((t > t.min()) & (t < t.max())).any())
 
 
 def _fit_power_group(todo: Sequence[tuple[int, F64, F64]], out: list[Any]) -> None:
@@ -452,45 +470,65 @@ def _fit_power_group(todo: Sequence[tuple[int, F64, F64]], out: list[Any]) -> No
     grid = np.geomspace(lo, hi, 121)
     with np.errstate(divide="ignore"):
         log_tau = np.where(m & (tau > 0), np.log(np.where(tau > 0, tau, 1.0)), -np.inf)
+    # rows of one length have no padding (m is all True): s centred once for the whole search
+    centred = (ym, S - ym[:, None]) if m.all() else None
     sse_grid = np.empty((R, grid.size))
     for g, gam in enumerate(grid):
-        sse_grid[:, g] = _linear_ab_rows(np.exp(gam * log_tau), S, m, n)[2]
+        sse_grid[:, g] = _linear_ab_rows(np.exp(gam * log_tau), S, m, n, centred)[2]
     i = np.argmin(sse_grid, axis=1)
     sse_i = sse_grid[np.arange(R), i]
     left, right = grid[np.maximum(i - 1, 0)], grid[np.minimum(i + 1, grid.size - 1)]
 
     def sse_of(lg: F64, which: npt.NDArray[np.intp]) -> F64:
         return _linear_ab_rows(np.exp(np.exp(lg)[:, None] * log_tau[which]), S[which], m[which],
-                               n[which])[2]
+                               n[which], None if centred is None else (ym[which], centred[1][which]))[2]
 
     gamma = np.exp(_brent_bounded(sse_of, np.log(left), np.log(right), 1e-12))
-    a, b_tau, sse = _linear_ab_rows(np.exp(gamma[:, None] * log_tau), S, m, n)
+    a, b_tau, sse = _linear_ab_rows(np.exp(gamma[:, None] * log_tau), S, m, n, centred)
     worse = sse_i < sse  # Brent never does worse than the grid point it started from
     if worse.any():
         gamma = np.where(worse, grid[i], gamma)
-        a, b_tau, sse = _linear_ab_rows(np.exp(gamma[:, None] * log_tau), S, m, n)
+        a, b_tau, sse = _linear_ab_rows(np.exp(gamma[:, None] * log_tau), S, m, n, centred)
     b = b_tau / t_max**gamma
     tg = np.where(m, np.exp(gamma[:, None] * log_tau), 0.0)
     dlog = np.where(m & (tau > 0), tg * np.where(np.isfinite(log_tau), log_tau, 0.0), 0.0)
     jac = np.stack([m.astype(np.float64), tg, b_tau[:, None] * dlog], axis=-1)  # (R, N, 3)
     jtj = np.einsum("rni,rnj->rij", jac, jac)
-    stderr = np.full(R, np.nan)
-    for j in range(R):
-        if n[j] > 3:
-            try:
-                cov = np.linalg.inv(jtj[j]) * (sse[j] / (n[j] - 3))
-                stderr[j] = float(np.sqrt(cov[2, 2])) if cov[2, 2] >= 0 else np.nan
-            except np.linalg.LinAlgError:
-                pass
+    stderr = _gamma_stderr(jtj, sse, n)
+    at_bound = np.isclose(gamma, lo, rtol=1e-3) | np.isclose(gamma, hi, rtol=1e-3)
+    r2 = 1.0 - sse / sst
     for j, (k, _, _) in enumerate(todo):
         res: dict[str, Any] = {v: np.nan for v in _FIT_VARS}
-        res.update(gamma=float(gamma[j]), a=float(a[j]), b=float(b[j]), r2=1.0 - sse[j] / sst[j],
+        res.update(gamma=float(gamma[j]), a=float(a[j]), b=float(b[j]), r2=r2[j],
                    gamma_stderr=stderr[j], sse=float(sse[j]), n=int(n[j]), status="ok", reason="")
-        g = gamma[j]
-        if np.isclose(g, lo, rtol=1e-3) or np.isclose(g, hi, rtol=1e-3):
-            res.update(status="failed", reason=f"gamma at the search bound {g:.4g} "
+        if at_bound[j]:
+            res.update(status="failed", reason=f"gamma at the search bound {gamma[j]:.4g} "
                        f"(searched {lo:g}..{hi:g}): s(t) is not power-like here")
         out[k] = res
+
+
+def _gamma_stderr(jtj: F64, sse: F64, n: F64) -> F64:
+    """Standard error of γ per row, ``sqrt(σ² (JᵀJ)⁻¹[2, 2])`` with ``σ² = SSE / (n - 3)``
+    (NaN for n <= 3, a singular ``JᵀJ`` or a negative variance): the inverses of all rows in
+    one call (each matrix is inverted on its own, as one at a time), row by row only when
+    some matrix is singular."""
+    stderr = np.full(n.size, np.nan)
+    rows = np.flatnonzero(n > 3)
+    if not rows.size:
+        return stderr
+    try:
+        inv = np.linalg.inv(jtj[rows])[:, 2, 2]
+    except np.linalg.LinAlgError:
+        inv = np.full(rows.size, np.nan)
+        for i, j in enumerate(rows):
+            try:
+                inv[i] = np.linalg.inv(jtj[j])[2, 2]
+            except np.linalg.LinAlgError:
+                pass
+    var = inv * (sse[rows] / (n[rows] - 3))
+    with np.errstate(invalid="ignore"):
+        stderr[rows] = np.where(var >= 0, np.sqrt(np.where(var >= 0, var, 0.0)), np.nan)
+    return stderr
 
 
 def _as_1d_dataarray(v: xr.DataArray | npt.ArrayLike, name: str, dim: str) -> xr.DataArray:
@@ -697,18 +735,19 @@ def _gamma_rows(runs: Sequence[xr.Dataset], epoch_windows: Sequence[tuple[float,
     plan: list[tuple[int, bool] | None] = []
     notes: list[str] = []
     for run in runs:
-        if "step" not in run or (np.asarray(run["step"].values) < 0).all():
+        v = run.variables  # (no DataArray per variable and run)
+        if "step" not in v or (np.asarray(v["step"].values) < 0).all():
             plan.append(None)
             notes.append("no step: gamma not computed")
             continue
-        step = np.asarray(run["step"].values, dtype=np.float64)
+        step = np.asarray(v["step"].values, dtype=np.float64)
         t = np.where(step >= 0, step, np.nan)
-        s = np.asarray(run["param_time"].values, dtype=np.float64)
+        s = np.asarray(v["param_time"].values, dtype=np.float64)
         first = len(pairs)
         pairs.append((t, s))
-        windowed = bool(nw) and "epoch" in run
+        windowed = bool(nw) and "epoch" in v
         if windowed:
-            e = np.asarray(run["epoch"].values, dtype=np.float64)
+            e = np.asarray(v["epoch"].values, dtype=np.float64)
             pairs.extend((t[m], s[m]) for m in (_epoch_mask(e, lo, hi) for lo, hi in epoch_windows))
         plan.append((first, windowed))
         notes.append("")
