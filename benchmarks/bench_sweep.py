@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
             kinds = [k for p in paths for k in ([f"{p}@other"] if args.compare_src else []) + [p]]
             for kind in kinds:
                 env = dict(os.environ)
-                if kind == "numpy@other":
+                if kind.endswith("@other"):  # every path of the other tree runs the other tree's package
                     env["PYTHONPATH"] = str(Path(args.compare_src).resolve())
                 cmd = [sys.executable, __file__, "--one", kind.split("@")[0], str(lst)]
                 r = subprocess.run(cmd, capture_output=True, text=True, env=env)

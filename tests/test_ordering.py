@@ -37,6 +37,14 @@ def test_spearman_matches_scipy_with_ties_and_nan(values):
             assert rho[i] == pytest.approx(r_exp, abs=1e-12)
 
 
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 9)),
+                  elements=st.one_of(st.sampled_from([0.0, 1.0, 2.0, -0.0]), st.floats(-5, 5))))
+@settings(max_examples=80, deadline=None)
+def test_average_ranks_are_scipys_rankdata(values):
+    """The ranks behind ρ are scipy.stats.rankdata's (method "average"): ties, -0.0 == 0.0, one column."""
+    np.testing.assert_array_equal(ordering._average_ranks(values), stats.rankdata(values, axis=1))
+
+
 def test_band_ordering_signs_and_broadcast():
     onset = xr.DataArray(np.array([[0.1, 0.2, 0.3, 0.5, 0.4, 0.8, 0.9]] * 2), dims=("window", "band"),
                          coords={"band": RES, "window": ["a", "b"]})

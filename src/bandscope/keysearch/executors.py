@@ -27,9 +27,18 @@ def _active_client() -> Any:
 
 
 def _warm() -> None:
-    """Import the analysis in a fresh worker (seconds: scipy, lmfit, statsmodels)."""
+    """Import the analysis, and what it imports only when it first runs, in this process: the
+    netCDF reader and one synthetic run analysed (xarray looks for dask at the first Variable it
+    builds, about half a second when dask is installed). A worker forked afterwards, or a worker
+    warmed by ``client.run(_warm)``, starts its first task at full speed."""
     import bandscope.io  # noqa: F401
-    import bandscope.keysearch.analysis  # noqa: F401
+
+    from .analysis import analyze
+    from .synthetic import make_run_synthetic
+
+    with contextlib.suppress(ImportError):  # the netCDF reader's library
+        import netCDF4  # noqa: F401
+    analyze(make_run_synthetic(0))
 
 
 #: dask config of the local clusters: no ``MALLOC_TRIM_THRESHOLD_`` (below); no statistical

@@ -388,6 +388,7 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     >>> bool((res.beta == analyze(read_runs(files)).beta).all())  # doctest: +SKIP
     True
     """
+    import gc
     from collections import Counter
     from concurrent.futures import as_completed
 
@@ -407,9 +408,18 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     try:
         # every task is submitted (so every worker forked, at the first submit) before this
         # process opens a file: a worker forked while this process is inside the HDF5 library
-        # would inherit its locks held (and hang)
-        futures = {pool.submit(_chunk_results, paths[a:b], stems, dropna, options, overrides): a
-                   for a, b in chunks}  # largest first
+        # would inherit its locks held (and hang). The objects this process holds are frozen
+        # for the fork (gc.freeze, Python's advice for fork without exec): the workers' garbage
+        # collections then never walk (and copy page by page) what they inherit; this process
+        # is unfrozen at once.
+        if own:
+            gc.freeze()
+        try:
+            futures = {pool.submit(_chunk_results, paths[a:b], stems, dropna, options, overrides): a
+                       for a, b in chunks}  # largest first
+        finally:
+            if own:
+                gc.unfreeze()
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
             if progress:

@@ -38,7 +38,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from .numfmt import fmt_r2
 
@@ -204,6 +203,8 @@ def spearman_critical(n_bands: int, alpha: float = RHO_ALPHA) -> float:
             else:
                 break
         return crit
+    from scipy import stats  # here: the analysis and --quiet never need scipy.stats (about a second)
+
     t = stats.t.ppf(1 - alpha, n - 2)
     return float(t / math.sqrt(n - 2 + t * t))
 

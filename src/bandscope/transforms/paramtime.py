@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
-from scipy.optimize import minimize_scalar
 
 from .. import schema
 from ..run import _VAR_ATTRS
@@ -298,6 +297,8 @@ def _fit_power(t: np.ndarray, s: np.ndarray, min_points: int = 4) -> dict[str, A
         i = int(np.argmin(sse_grid))
         sse_i = sse_grid[i]
     left, right = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    from scipy.optimize import minimize_scalar  # here: the batched analysis path never needs scipy.optimize
+
     res = minimize_scalar(lambda lg: sse_of(np.exp(lg)), bounds=(np.log(left), np.log(right)),
                           method="bounded", options={"xatol": 1e-12})
     gamma = float(np.exp(res.x))
