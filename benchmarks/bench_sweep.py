@@ -18,6 +18,12 @@ the report's tables, nothing printed):
 * ``PATH@other``: each path again with the package in ``--compare-src`` (e.g. the previous
   version's ``src``), run just before this tree's.
 
+Before the paths of each round (sizes of 750 runs or more, with a ``workers`` path), the row
+``capacity`` measures what the two CPUs deliver together for this work at that moment
+(:func:`parallel_capacity`: one task's files analysed alone, then two tasks at once): 2.0 on two
+free cores, less when the virtual CPUs share a physical core or something else runs, and the
+bound of any two-worker speed-up in that round.
+
 With ``--rounds R`` the paths run R times, interleaved, and every ratio is taken against the
 numpy run of the same round and the same tree (``numpy@other`` for the ``@other`` paths); with
 ``--compare-src`` the summary also gives each path's CPU per run against its ``@other`` twin of
@@ -65,6 +71,54 @@ def write_files(root: Path, n: int, fmt: str) -> list[Path]:
         print(f"wrote {len(todo)} {fmt} run files to {root} in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)
     return paths
+
+
+_CHUNK_TIMER = """
+import sys, time
+from bandscope.keysearch import sweep
+files = open(sys.argv[1]).read().split()[int(sys.argv[2]):int(sys.argv[3])]
+sweep._warm()
+sweep._chunk_results(files[:20], {}, False, None, {})
+t = time.perf_counter()
+sweep._chunk_results(files, {}, False, None, {})
+print(time.perf_counter() - t)
+"""
+
+
+def parallel_capacity(listfile: Path, n: int = 250) -> float:
+    """What two processes reach together, in units of one: the work of one ``--workers`` task
+    (reading and analysing ``n`` run files) timed alone in a fresh process, then two such tasks
+    (other files) at once in two, then the first task alone again; ``2 x alone / slower of the
+    pair``, alone the faster of its two runs.
+
+    2.0 on two free cores. Less when something else runs, or when the two virtual CPUs share a
+    physical core of the host (hyperthreads): then no two-process path can reach 2x, and the
+    ``--workers 2`` speed-up is bounded by this figure (it is measured in every round because
+    the host's placement changes).
+
+    Parameters
+    ----------
+    listfile : Path
+        The run files, one per line (at least ``3 * n``).
+    n : int
+        Files per task.
+
+    Returns
+    -------
+    float
+        The capacity of the two CPUs for this work.
+    """
+    def start(a: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", _CHUNK_TIMER, str(listfile), str(a), str(a + n)],
+                                stdout=subprocess.PIPE, text=True)
+
+    def wait(p: subprocess.Popen) -> float:
+        return float(p.communicate()[0].strip().splitlines()[-1])
+
+    first = wait(start(0))
+    pair = [start(n), start(2 * n)]
+    together = max(wait(p) for p in pair)
+    return 2.0 * min(first, wait(start(0))) / together  # alone: the faster of before and after
 
 
 def _cpu_all() -> float:
@@ -168,6 +222,12 @@ def main(argv: list[str] | None = None) -> dict:
         lst.write_text("\n".join(str(f) for f in files[:n]))
         for rnd in range(max(1, args.rounds)):
             base: dict[str, float] = {}  # tree ("" or "@other") -> its numpy wall time this round
+            if any(p.startswith("workers") for p in paths) and n >= 750:
+                cap = parallel_capacity(lst)
+                rows.append({"path": "capacity", "n": n, "round": rnd, "capacity": cap,
+                             "load_after": os.getloadavg()[0]})
+                print(f"{n:>6} {rnd:>5} {'capacity':<13} two processes reach {cap:.2f}x one "
+                      "(the bound of any two-worker speed-up this round)", flush=True)
             kinds = [k for p in paths for k in ([f"{p}@other"] if args.compare_src else []) + [p]]
             for kind in kinds:
                 env = dict(os.environ)
@@ -191,7 +251,10 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{n:>6} {rnd:>5} {kind:<13} {row['total_s']:8.2f} {row['ms_per_run']:7.1f} {ratio:>8} "
                       f"{row['cpu_ms_per_run']:10.1f} {row['peak_rss_mb']:11.0f} {row['load_1min']:5.1f}",
                       flush=True)
-        for kind in {r["path"] for r in rows if r["n"] == n}:
+        caps = sorted(r["capacity"] for r in rows if r["n"] == n and r["path"] == "capacity")
+        if caps:
+            summary[f"capacity_{n}_median"] = caps[len(caps) // 2]
+        for kind in {r["path"] for r in rows if r["n"] == n} - {"capacity"}:
             mine = [r for r in rows if r["n"] == n and r["path"] == kind]
             cpu = sorted(r["cpu_ms_per_run"] for r in mine)
             sp = sorted(r["speedup_vs_numpy"] for r in mine if r["speedup_vs_numpy"])
