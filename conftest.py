@@ -18,10 +18,10 @@ if importlib.util.find_spec("matplotlib") is None:
 
 # doctest name -> the optional package it needs
 _DOCTEST_NEEDS = {
-    "bandscope.keysearch.sweep.open_runs": "dask",
+    "bandscope.io.sweepfiles.open_runs": "dask",
     "bandscope.keysearch.sweep.analyze_sweep": "dask",
     "bandscope.keysearch.sweep.compute_sweep": "dask",
-    "bandscope.keysearch.sweep.write_stack_zarr": "zarr",
+    "bandscope.io.sweepfiles.write_stack_zarr": "zarr",
     "bandscope.io.runfiles.write_zarr_run": "zarr",
     "bandscope.io.runfiles.read_zarr_run": "zarr",
 }

@@ -121,7 +121,10 @@ def test_shipped_run_files_are_what_the_tool_writes(tool):
     assert len(SHIPPED) == 22
     shipped = xr.load_dataset(ROOT / "reference_runs" / "lm-scaling" / "runs" / "xs-seed1.nc")
     now = tool.convert(ROOT / "reference_runs" / "lm-scaling" / "xs-seed1")
-    xr.testing.assert_equal(shipped, now)
+    # the losses are parsed from the logs' decimal text and converted to nats per byte: numpy and pandas
+    # releases round that to within one or two ulps of each other (2.4e-16 relative measured on the
+    # declared minimum versions), so values agree to 5e-16 relative and everything else exactly
+    xr.testing.assert_allclose(shipped, now, rtol=5e-16, atol=0.0)
     assert {n: shipped[n].attrs for n in shipped.variables} == {n: now[n].attrs for n in now.variables}
     assert ({k: str(v) for k, v in shipped.attrs.items() if k not in ("created", "versions")}
             == {k: str(v) for k, v in now.attrs.items() if k not in ("created", "versions")})

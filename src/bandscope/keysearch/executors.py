@@ -27,12 +27,18 @@ def _active_client() -> Any:
 
 
 def _warm() -> None:
-    """Import the analysis, and what it imports only when it first runs, in this process: the
-    netCDF reader and one synthetic run analysed (xarray looks for dask at the first Variable it
-    builds, about half a second when dask is installed). A worker forked afterwards, or a worker
-    warmed by ``client.run(_warm)``, starts its first task at full speed."""
+    """Import the analysis in a fresh worker (seconds: scipy, lmfit, statsmodels)."""
     import bandscope.io  # noqa: F401
+    import bandscope.keysearch.analysis  # noqa: F401
 
+
+def _warm_for_fork() -> None:
+    """:func:`_warm`, and what the analysis imports only when it first runs, in this process
+    before it forks its workers: the netCDF reader and one synthetic run analysed (xarray looks
+    for dask at the first Variable it builds, about half a second when dask is installed), so a
+    forked worker starts its first task at full speed. Not for a worker that is already running
+    tasks: imports on two of its threads at once can deadlock."""
+    _warm()
     from .analysis import analyze
     from .synthetic import make_run_synthetic
 
@@ -56,8 +62,7 @@ _WORKER_CONFIG: dict[str, object] = {"distributed.nanny.pre-spawn-environ.MALLOC
 @contextlib.contextmanager
 def local_cluster(workers: int) -> Iterator[Any]:
     """``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` and a ``Client``
-    on it, closed on exit; yields the client. Workers start importing the analysis at once,
-    so opening the run files inside the block overlaps with their start-up.
+    on it, closed on exit; yields the client once every worker has imported the analysis.
 
     The workers are started without distributed's default ``MALLOC_TRIM_THRESHOLD_=65536``:
     setting that variable turns off glibc's adaptive mmap threshold, so every numpy temporary
@@ -69,10 +74,11 @@ def local_cluster(workers: int) -> Iterator[Any]:
     with dask.config.set(_WORKER_CONFIG):
         with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
-            warming = [client.submit(_warm, pure=False, workers=[w], allow_other_workers=False)
-                       for w in client.scheduler_info()["workers"]]
+            # warmed before any other task: a worker unpickles the next task on its event loop while
+            # its task thread runs, and two threads importing xarray at once can deadlock Python's
+            # module locks (seen as "module 'xarray' has no attribute 'DataTree'")
+            client.run(_warm)
             yield client
-            del warming
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ import xarray as xr
 
 from .. import schema
 from ..io.sweepfiles import _NETCDF, DEFAULT_CHUNK_RUNS, find_run_files, open_runs, run_names, write_stack_zarr
-from .executors import _active_client, _process_pool, _warm, local_cluster, scheduler_client
+from .executors import _active_client, _process_pool, _warm_for_fork, local_cluster, scheduler_client
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -403,7 +403,7 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
     overrides = dict(overrides)
     own = executor is None
     if own:
-        _warm()  # imported here, the analysis is inherited by the forked workers
+        _warm_for_fork()  # imported here, the analysis is inherited by the forked workers
     pool = _process_pool(workers) if executor is None else executor
     try:
         # every task is submitted (so every worker forked, at the first submit) before this

@@ -121,9 +121,9 @@ class BandscopeCallback(TrainerCallback):
         the typed options included (``identity=RunIdentity(...)``, ``probe=ProbeOptions(...)``,
         ``sinks=SinkOptions(...)`` without ``log``, ``lnp_options=LNPOptions(...)``). Without
         ``schedule``/``total_steps`` the geometric schedule spans ``state.max_steps``.
-
-    All of them are validated once, here, into one
-    :class:`~bandscope.torch.options.MonitorOptions` that each Monitor of the callback receives.
+        All of them are validated once, here, into one
+        :class:`~bandscope.torch.options.MonitorOptions` that each Monitor of the callback
+        receives.
 
     Attributes
     ----------

@@ -81,9 +81,9 @@ class BandscopeCallback(pl.Callback):
         ``log``, ``lnp_options=LNPOptions(...)``). Without
         ``schedule``/``total_steps`` the geometric schedule spans
         ``trainer.estimated_stepping_batches`` when that is finite.
-
-    All of them are validated once, here, into one
-    :class:`~bandscope.torch.options.MonitorOptions` that each Monitor of the callback receives.
+        All of them are validated once, here, into one
+        :class:`~bandscope.torch.options.MonitorOptions` that each Monitor of the callback
+        receives.
 
     Attributes
     ----------
