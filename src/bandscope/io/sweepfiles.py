@@ -40,13 +40,14 @@ _NETCDF = (".nc", ".nc4", ".netcdf")
 
 
 def _read_lock() -> Any:
-    """One lock per process around reading run files: the netCDF-C / HDF5 libraries are not
+    """The lock around reading run files in one process: the netCDF-C and HDF5 libraries are not
     thread-safe (two threads opening files at once fail with "NetCDF: Can't open HDF5
-    attribute"), so the threaded scheduler reads one file at a time and analyses in parallel.
-    A ``SerializableLock`` pickles to a distributed worker as that worker's own lock."""
-    from dask.utils import SerializableLock
+    attribute", or crash), so threads read one file at a time and analyse in parallel. It is
+    xarray's own pair of locks for those libraries, taken in xarray's order, so bandscope's reads
+    and xarray's exclude each other; they pickle to a distributed worker as that worker's own."""
+    from xarray.backends.locks import HDF5_LOCK, NETCDFC_LOCK, combine_locks
 
-    return SerializableLock("bandscope-read-run")
+    return combine_locks([NETCDFC_LOCK, HDF5_LOCK])
 
 
 # --------------------------------------------------------------------------- files

@@ -32,7 +32,15 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from ..io.sweepfiles import _NETCDF, DEFAULT_CHUNK_RUNS, find_run_files, open_runs, run_names, write_stack_zarr
+from ..io.sweepfiles import (
+    _NETCDF,
+    DEFAULT_CHUNK_RUNS,
+    _read_lock,
+    find_run_files,
+    open_runs,
+    run_names,
+    write_stack_zarr,
+)
 from .executors import _active_client, _process_pool, _warm_for_fork, local_cluster, scheduler_client
 
 if TYPE_CHECKING:
@@ -292,19 +300,14 @@ def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: boo
         The results Dataset of the chunk's runs (in memory) and the runs' names before clashes
         across the sweep are numbered (``-2``, ``-3``, ...).
     """
-    from xarray.backends.locks import HDF5_LOCK, NETCDFC_LOCK
-
     from ..io.runfiles import _read_file_runs
 
+    lock = _read_lock()
     runs, names = [], []
     shared: dict = {}  # index coordinates shared by the chunk's runs
     for p in map(Path, paths):
-        # the netCDF-C and HDF5 libraries are not thread-safe: a netCDF file is read under
-        # xarray's locks for them (in the order xarray takes them), so tasks on threads work too
-        with contextlib.ExitStack() as held:
-            if p.suffix.lower() in _NETCDF:
-                held.enter_context(NETCDFC_LOCK)
-                held.enter_context(HDF5_LOCK)
+        # netCDF files are read under the netCDF-C / HDF5 lock, so tasks on threads work too
+        with lock if p.suffix.lower() in _NETCDF else contextlib.nullcontext():
             read = list(_read_file_runs(p, dropna, shared))
         for run, by_stem in read:
             if by_stem and stem_counts.get(p.stem, 0) > 1 and p.parent.name:
