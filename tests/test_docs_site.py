@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tools_loader import load_tool
+
 CHROMIUM = "/usr/bin/chromium"
 browser = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium at /usr/bin/chromium")
 
-_spec = importlib.util.spec_from_file_location(
-    "check_docs_site", Path(__file__).resolve().parents[1] / "tools" / "check_docs_site.py")
-check_docs_site = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(check_docs_site)
+check_docs_site = load_tool("check_docs_site")
 
 # a 1x1 PNG
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")

@@ -1,20 +1,18 @@
 """tools/validate_forecast.py: which runs count (finished ones only) and the test set's table."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def vf():
-    spec = importlib.util.spec_from_file_location("validate_forecast", ROOT / "tools" / "validate_forecast.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("validate_forecast")
 
 
 def test_only_finished_runs_count(vf, tmp_path, monkeypatch):

@@ -2,20 +2,17 @@
 and the exact permutation test over runs, each against its definition."""
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from tools_loader import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("lm_reach_evidence", REPO / "tools" / "lm_reach_evidence.py")
-report = importlib.util.module_from_spec(SPEC)
-sys.modules["lm_reach_evidence"] = report
-SPEC.loader.exec_module(report)
+report = load_tool("lm_reach_evidence", register=True)
 
 
 def test_permutation_test_against_a_loop_over_scipy():

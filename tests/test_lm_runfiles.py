@@ -2,7 +2,6 @@
 ``bandscope.schema`` (kind ``lm_run``), in the units of its model."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import xarray as xr
 
 from bandscope import schema
+from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(ROOT.glob("reference_runs/lm-scaling*/runs/*.nc"))
@@ -19,10 +19,7 @@ SHIPPED = sorted(ROOT.glob("reference_runs/lm-scaling*/runs/*.nc"))
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("lm_runs_to_runfiles", ROOT / "tools" / "lm_runs_to_runfiles.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("lm_runs_to_runfiles")
 
 
 _LNP = [name for name in schema.kind("lm_run").variables if name.startswith("lnp_")]

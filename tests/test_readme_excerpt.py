@@ -3,7 +3,6 @@ the command prints today on the shipped runs (cut by tools/readme_excerpt.py), s
 README can drift from the data. Numbers are compared to the digits printed (one unit in the last
 place), so a fit that differs in its last bits on another CPU does not fail the test."""
 
-import importlib.util
 import io
 import re
 from contextlib import redirect_stdout
@@ -12,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from bandscope.cli import main
+from tools_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("readme_excerpt", REPO / "tools" / "readme_excerpt.py")
-excerpt = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(excerpt)
+excerpt = load_tool("readme_excerpt")
 
 REPORT = """Analysing 2 runs.
 
