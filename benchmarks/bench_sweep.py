@@ -75,9 +75,9 @@ def write_files(root: Path, n: int, fmt: str) -> list[Path]:
 
 _CHUNK_TIMER = """
 import sys, time
-from bandscope.keysearch import sweep
+from bandscope.keysearch import executors, sweep
 files = open(sys.argv[1]).read().split()[int(sys.argv[2]):int(sys.argv[3])]
-sweep._warm()
+executors._warm()
 sweep._chunk_results(files[:20], {}, False, None, {})
 t = time.perf_counter()
 sweep._chunk_results(files, {}, False, None, {})
