@@ -143,7 +143,7 @@ def test_analyze_files_on_local_workers_equals_the_plain_path(tmp_path):
     """analyze_files (one task per chunk of files, read where it is analysed) equals
     analyze(read_runs(files)): values (to rounding), names -- also stems repeated across chunks, whose
     runs take their directory's name, and recorded names that clash (-2) -- coords and attrs; on
-    the default pool of forked processes and on any executor given."""
+    the default pool of forked processes and on any executor given; from paths or from RunFiles."""
     runs = _ragged([53, 40, 53, 46, 35])
     files = []
     for i, r in enumerate(runs):
@@ -157,8 +157,8 @@ def test_analyze_files_on_local_workers_equals_the_plain_path(tmp_path):
     got = sweep.analyze_files(files, workers=2, chunk_runs=2)
     assert_results_equal(got, want, rtol=1e-12)  # rounding of statistics over the chunk's widths
     assert got.attrs["gamma_note"] == want.attrs["gamma_note"]
-    with ThreadPoolExecutor(2) as pool:
-        got = sweep.analyze_files(files, workers=2, chunk_runs=3, executor=pool)
+    with ThreadPoolExecutor(2) as pool:  # files already found (the command line's RunFiles)
+        got = sweep.analyze_files(sweep.RunFiles([str(f) for f in files]), workers=2, chunk_runs=3, executor=pool)
         assert pool.submit(len, "still running").result() == 13  # an executor given is left open
     assert_results_equal(got, want, rtol=1e-12)
     assert list(got.run.values) == list(want.run.values)

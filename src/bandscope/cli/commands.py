@@ -348,7 +348,7 @@ def _analyze_on_dask(args: argparse.Namespace) -> int:
     if args.workers:
         # local workers: one task per chunk of files, read where it is analysed (no scan, no graph)
         def on_workers(files: Any, *options: Any, **overrides: Any) -> Any:
-            return sweep.analyze_files(files.paths, *options, workers=args.workers, dropna=args.dropna,
+            return sweep.analyze_files(files, *options, workers=args.workers, dropna=args.dropna,
                                        progress=True, **overrides)
 
         files = sweep.RunFiles([str(p) for p in sweep.find_run_files(args.runs)])

@@ -329,7 +329,7 @@ def _pad_checkpoints(res: xr.Dataset, n_checkpoints: int) -> xr.Dataset:
     return res.reindex(checkpoint=np.arange(n_checkpoints, dtype=res["checkpoint"].dtype), fill_value=fill)
 
 
-def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
+def analyze_files(paths_or_glob: str | Path | Iterable[str | Path] | RunFiles,
                   options: AnalysisOptions | None = None, *, workers: int = 2, chunk_runs: int | None = None,
                   dropna: bool = False, progress: bool = False, executor: Executor | None = None,
                   **overrides: Any) -> xr.Dataset:
@@ -346,8 +346,9 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
 
     Parameters
     ----------
-    paths_or_glob : str, Path or iterable of them
-        Run files or glob patterns (:func:`find_run_files`).
+    paths_or_glob : str, Path, iterable of them, or RunFiles
+        Run files or glob patterns (:func:`find_run_files`); a :class:`RunFiles` holds files
+        already found, taken as they are.
     options, **overrides
         As for :func:`bandscope.analyze`.
     workers : int
@@ -397,7 +398,10 @@ def analyze_files(paths_or_glob: str | Path | Iterable[str | Path],
 
     if int(workers) < 1:
         raise ValueError(f"workers must be a positive number of processes, got {workers}")
-    paths = [str(p) for p in find_run_files(paths_or_glob)]
+    if isinstance(paths_or_glob, RunFiles):
+        paths = list(paths_or_glob.paths)
+    else:
+        paths = [str(p) for p in find_run_files(paths_or_glob)]
     if chunk_runs is not None and int(chunk_runs) < 1:
         raise ValueError(f"chunk_runs must be a positive number of runs, got {chunk_runs}")
     chunks = _file_chunks(len(paths), int(workers), None if chunk_runs is None else int(chunk_runs))
