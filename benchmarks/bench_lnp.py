@@ -172,7 +172,8 @@ def summarize(r: dict) -> dict:
 
 def main(quick: bool = False, cases=None, draws: int | None = None) -> dict:
     """The default-estimator table: every case in fresh processes, with targets and pass/fail;
-    ``draws`` rounds per row (default: by backend and ``quick``, see the module docstring)."""
+    ``draws`` rounds per row (default: by backend and ``quick``, see the module docstring). Returns
+    :func:`summarize`'s row per ``"CASE/BACKEND"`` (e.g. ``"cnn32/hooks"``)."""
     cases = list(cases or CASES)
     if draws is None:
         draws = {"hooks": 5 if quick else 12, "vmap": 2 if quick else 3}
@@ -188,7 +189,7 @@ def main(quick: bool = False, cases=None, draws: int | None = None) -> dict:
     for case in cases:
         for backend in ("hooks", "vmap"):
             s = summarize(_fresh(case, backend, draws[backend]))
-            results[(case, backend)] = s
+            results[f"{case}/{backend}"] = s  # string keys: benchmarks/run.py --json writes them
             verdict = ("PASS" if s["pass"] else "FAIL") if "pass" in s else "(baseline)"
             print(f"{CASES[case]:34s} {backend:7s} {s['step_ms']:7.0f} {s['steps_median']:9.2f} "
                   f"{s['steps_min']:5.2f} {s['steps_cpu_median']:7.2f} {s['first_steps']:6.2f} "
