@@ -18,7 +18,11 @@ With ``--compare-src DIR`` (e.g. a checkout of ``main``'s ``src``), the same tim
 started from this run, alternating with this tree's timing; the two best-of times and their
 ratio are printed (the "12-run path no slower than before" check).
 
-Run: ``python benchmarks/bench_analysis.py [--compare-src DIR]``
+``--runs N`` (``main(n_runs=N)``, default 12) and ``--repeats R`` (default 3) shrink the
+workload of the main measurement (a smoke run: ``--runs 2 --repeats 1``); the figures above
+are for the defaults.
+
+Run: ``python benchmarks/bench_analysis.py [--compare-src DIR] [--runs 12] [--repeats 3]``
 """
 from __future__ import annotations
 
@@ -138,9 +142,9 @@ def compare(other_src, rounds=3, repeats=5):
             "this_cpu": min(mine[1]), "other_cpu": min(theirs[1])}
 
 
-def main(repeats=3):
+def main(repeats=3, n_runs=12):
     warnings.simplefilter("ignore", UserWarning)
-    runs = make_runs_synthetic(12)
+    runs = make_runs_synthetic(n_runs)
     analyze(runs[:1])  # warm imports
     t_fast = []
     for _ in range(repeats):
@@ -174,8 +178,8 @@ def main(repeats=3):
         "max_rel_sse_excess": excess,
         "max_rel_sse_excess_overall": max(excess.values()),
     }
-    print(f"workload: 12 runs x 7 bands x 3 windows; {n_fits} band windows fitted "
-          f"(Weibull + exponential) + 12 full-loss fits + ordering")
+    print(f"workload: {n_runs} runs x 7 bands x 3 windows; {n_fits} band windows fitted "
+          f"(Weibull + exponential) + {n_runs} full-loss fits + ordering")
     print(f"analyze():       {fast:.3f} s (best of {repeats}: "
           + ", ".join(f"{t:.3f}" for t in t_fast) + ")")
     print(f"  of which gamma (paramtime.fit_power_time, 24 calls): {t_gamma:.3f} s; "
@@ -192,7 +196,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--compare-src", metavar="DIR",
                     help="also time analyze() with the package in DIR (e.g. main's src)")
+    ap.add_argument("--runs", type=int, default=12, help="synthetic runs analysed (default 12)")
+    ap.add_argument("--repeats", type=int, default=3, help="timings of analyze(), best of (default 3)")
     a = ap.parse_args()
-    main()
+    main(a.repeats, a.runs)
     if a.compare_src:
         compare(a.compare_src)

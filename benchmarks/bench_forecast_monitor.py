@@ -35,7 +35,7 @@ average before and after: wall ratios need a quiet machine, CPU ratios much less
                                                 [--schedule reference|dense] [--n-points P]
                                                 [--variants plain,monitor[,monitor_noforecast]] [--json OUT]
                                                 [--compare-src OTHER_SRC]
-    python benchmarks/bench_forecast_monitor.py --profile
+    python benchmarks/bench_forecast_monitor.py --profile [--reps 5]
 
 ``--compare-src OTHER_SRC`` adds a third process to each round, the Monitor of another source tree
 (e.g. ``git worktree`` of the commit before a change, its ``src``), and prints this tree's Monitor
@@ -43,7 +43,10 @@ over that one, pair by pair: a before/after measured interleaved.
 
 ``--profile`` times each piece of the Monitor in one fresh process instead (a training step,
 ``tracker.step()``, the band probe, a checkpoint's record-and-write, ``tracker.checkpoint()``,
-one forecast), interleaved, as shares of a training step.
+one forecast), interleaved, as shares of a training step; ``--reps`` interleaved repetitions (default 5).
+
+A smoke run: ``--pairs 1 --steps 3 --schedule dense --n-points 2`` (the figures need the defaults), and
+``--profile --reps 1``.
 """
 from __future__ import annotations
 
@@ -424,12 +427,13 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> dict:
     ap.add_argument("--n-points", type=int, default=53, help="checkpoints of the dense schedule (default 53)")
     ap.add_argument("--variants", default="plain,monitor", help="comma-separated, plain first (default plain,monitor)")
     ap.add_argument("--profile", action="store_true", help="only the per-piece CPU profile (one process)")
+    ap.add_argument("--reps", type=int, default=5, help="--profile: interleaved repetitions (default 5)")
     ap.add_argument("--compare-src", help="also time variant monitor@compare: the Monitor of this source tree "
                     "(e.g. a checkout's src/ before a change), and print monitor / monitor@compare")
     ap.add_argument("--json", help="also write what is printed (and every process's numbers) to this JSON file")
     args = ap.parse_args(argv)
     if args.profile:
-        return profile()
+        return profile(args.reps)
     steps, pairs = (40, 2) if args.quick else (args.steps, args.pairs)
     variants = tuple(v for v in args.variants.split(",") if v)
     if args.compare_src:

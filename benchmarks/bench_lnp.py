@@ -1,7 +1,11 @@
 """Benchmark: cost and noise of one LNP measurement, each case timed in a fresh process.
 
 Run: ``python benchmarks/bench_lnp.py [--quick] [--cases cnn32 cnn128 gpt vit | --only cnn|transformers]
-[--estimators]``.
+[--draws N] [--estimators]``.
+
+``--draws N`` (``main(draws=N)``) sets the rounds of every row (default: 12 for the hooks rows, 3
+for the vmap rows; with ``--quick`` 5 and 2); ``--cases cnn32 --draws 1`` is a smoke run, its
+relative std of 𝒩 from two draws.
 
 Default run (``main``): for each case below, one fresh Python process per backend (what a user's
 first session sees: the allocator has not been warmed by other measurements). In it, on one
@@ -166,10 +170,15 @@ def summarize(r: dict) -> dict:
     return out
 
 
-def main(quick: bool = False, cases=None) -> dict:
-    """The default-estimator table: every case in fresh processes, with targets and pass/fail."""
+def main(quick: bool = False, cases=None, draws: int | None = None) -> dict:
+    """The default-estimator table: every case in fresh processes, with targets and pass/fail;
+    ``draws`` rounds per row (default: by backend and ``quick``, see the module docstring). Returns
+    :func:`summarize`'s row per ``"CASE/BACKEND"`` (e.g. ``"cnn32/hooks"``)."""
     cases = list(cases or CASES)
-    draws = {"hooks": 5 if quick else 12, "vmap": 2 if quick else 3}
+    if draws is None:
+        draws = {"hooks": 5 if quick else 12, "vmap": 2 if quick else 3}
+    else:
+        draws = {"hooks": int(draws), "vmap": int(draws)}
     print(f"LNP default estimator (hutchinson x2, hooks, exact output layer) vs backend='vmap'; one fresh "
           f"process per row, one torch thread. Targets: median <= {TARGET_STEPS:g} Adam steps, rel. std "
           f"of N <= {TARGET_REL_STD:.0%}.\n")
@@ -180,7 +189,7 @@ def main(quick: bool = False, cases=None) -> dict:
     for case in cases:
         for backend in ("hooks", "vmap"):
             s = summarize(_fresh(case, backend, draws[backend]))
-            results[(case, backend)] = s
+            results[f"{case}/{backend}"] = s  # string keys: benchmarks/run.py --json writes them
             verdict = ("PASS" if s["pass"] else "FAIL") if "pass" in s else "(baseline)"
             print(f"{CASES[case]:34s} {backend:7s} {s['step_ms']:7.0f} {s['steps_median']:9.2f} "
                   f"{s['steps_min']:5.2f} {s['steps_cpu_median']:7.2f} {s['first_steps']:6.2f} "
@@ -308,12 +317,13 @@ if __name__ == "__main__":
     ap.add_argument("--estimators", action="store_true", help="also the in-process CNN estimator table")
     ap.add_argument("--worker", choices=sorted(CASES), help=argparse.SUPPRESS)
     ap.add_argument("--backend", default="hooks", choices=["auto", "hooks", "vmap"], help=argparse.SUPPRESS)
-    ap.add_argument("--draws", type=int, default=12, help=argparse.SUPPRESS)
+    ap.add_argument("--draws", type=int, default=None,
+                    help="rounds per row (default 12 hooks / 3 vmap; --quick: 5 / 2)")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.backend, args.draws)))
+        print(json.dumps(worker(args.worker, args.backend, 12 if args.draws is None else args.draws)))
     else:
         only = {"cnn": ["cnn32", "cnn128"], "transformers": ["gpt", "vit"]}.get(args.only)
-        main(args.quick, args.cases or only)
+        main(args.quick, args.cases or only, args.draws)
         if args.estimators:
             estimator_table(args.quick)

@@ -13,7 +13,10 @@ made with the package in ``DIR``, in subprocesses alternating with this tree's, 
 HTML time of this tree over the other's, per round (the two subprocesses of a round run one after
 the other, so the machine's load changes least between them).
 
-Run: ``python benchmarks/bench_report.py [--compare-src DIR] [--rounds N]``
+``--runs N`` (default 12) analyses and reports ``make_runs_synthetic(N)`` instead (a smoke run:
+``--runs 2 --rounds 1 --repeats 1``); the targets are for the default.
+
+Run: ``python benchmarks/bench_report.py [--compare-src DIR] [--rounds N] [--repeats N] [--runs 12]``
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ try:
     from bandscope.report.results_json import results_to_dict
 except ImportError:
     from bandscope.io import results_to_dict
-runs = make_runs_synthetic(12)
+runs = make_runs_synthetic(int(sys.argv[2]))
 warm = analyze(runs[:2])                   # first calls (imports, caches) are not timed
 json.dumps(results_to_dict(warm), default=str)
 try:
@@ -55,10 +58,11 @@ print(json.dumps(out))
 """
 
 
-def time_tree(src: str, repeats: int) -> dict:
-    """CPU times (s) of analyze, JSON and HTML with the package in ``src``, ``repeats`` of each."""
+def time_tree(src: str, repeats: int, n_runs: int = 12) -> dict:
+    """CPU times (s) of analyze, JSON and HTML of ``n_runs`` synthetic runs with the package in ``src``,
+    ``repeats`` of each."""
     env = dict(os.environ, PYTHONPATH=str(src), MPLBACKEND="Agg")
-    out = subprocess.run([sys.executable, "-c", _TIMER, str(repeats)], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", _TIMER, str(repeats), str(n_runs)], env=env, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -75,6 +79,7 @@ def main(argv: list | None = None) -> dict:
     ap.add_argument("--compare-src", help="another tree's src (the code before), timed alternately")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=12, help="synthetic runs analysed and reported (default 12)")
     a = ap.parse_args(argv)
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
     trees = {"this tree": here}
@@ -86,7 +91,7 @@ def main(argv: list | None = None) -> dict:
     for _ in range(a.rounds):
         html = {}
         for name, src in trees.items():
-            t = time_tree(src, a.repeats)
+            t = time_tree(src, a.repeats, a.runs)
             for key, vals in t.items():
                 times[name][key].extend(vals)
             html[name] = _median(t["html"])
