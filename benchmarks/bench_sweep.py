@@ -24,6 +24,11 @@ Before the paths of each round (sizes of 750 runs or more, with a ``workers`` pa
 free cores, less when the virtual CPUs share a physical core or something else runs, and the
 bound of any two-worker speed-up in that round.
 
+Under each ``workers-2`` row, its serial part: the seconds the command's own process works
+alone, before the worker pool starts (imports, the warm-up analysis) and after the last result
+is back (gathering, the report's tables), timed inside the run; and the speed-up that part
+leaves possible (:func:`amdahl_bound`): on two free cores, and at the round's ``capacity``.
+
 With ``--rounds R`` the paths run R times, interleaved, and every ratio is taken against the
 numpy run of the same round and the same tree (``numpy@other`` for the ``@other`` paths); with
 ``--compare-src`` the summary also gives each path's CPU per run against its ``@other`` twin of
@@ -136,6 +141,47 @@ def _cpu_all() -> float:
     return total
 
 
+def _mark_serial_part() -> dict:
+    """Wrap the ``--workers`` path's pool start and gathering (``bandscope.keysearch.sweep``) to
+    record when each happens (``perf_counter``): what runs before the first and after the last is
+    this process alone. Empty for a tree without them (``--compare-src`` of an older version).
+
+    Returns
+    -------
+    dict
+        Filled during the run: ``forked`` (the pool is created) and ``gathering`` (every result
+        is in).
+    """
+    from bandscope.keysearch import sweep
+
+    marks: dict = {}
+    if not (hasattr(sweep, "_process_pool") and hasattr(sweep, "_gather_chunks")):
+        return marks
+    pool, gather = sweep._process_pool, sweep._gather_chunks
+
+    def timed_pool(*a, **k):
+        marks.setdefault("forked", time.perf_counter())
+        return pool(*a, **k)
+
+    def timed_gather(*a, **k):
+        marks["gathering"] = time.perf_counter()
+        return gather(*a, **k)
+
+    sweep._process_pool, sweep._gather_chunks = timed_pool, timed_gather
+    return marks
+
+
+def amdahl_bound(numpy_s: float, serial_s: float, cores: float) -> float:
+    """The speed-up over the plain command that ``cores`` can give a path whose part
+    ``serial_s`` runs in one process: ``numpy_s / (serial_s + (numpy_s - serial_s) / cores)``
+    (Amdahl's law, everything else of the plain command's time divided among the cores).
+
+    >>> round(amdahl_bound(10.0, 1.0, 2.0), 3)
+    1.818
+    """
+    return numpy_s / (serial_s + (numpy_s - serial_s) / cores)
+
+
 def one(path_kind: str, files: list[str]) -> dict:
     """Run one configuration of the command in this process and return its measurements.
 
@@ -150,7 +196,8 @@ def one(path_kind: str, files: list[str]) -> dict:
     -------
     dict
         ``total_s``, ``ms_per_run``, ``cpu_s``, ``cpu_ms_per_run``, ``peak_rss_mb``,
-        ``load_1min``.
+        ``load_1min``; for ``workers-2`` also ``serial_s``: the seconds this process worked
+        alone (before the pool started and after the last result came back).
     """
     warnings.simplefilter("ignore")
     import contextlib
@@ -160,18 +207,59 @@ def one(path_kind: str, files: list[str]) -> dict:
 
     out = {"path": path_kind, "n": len(files)}
     extra = {"numpy": [], "workers-2": ["--workers", "2"], "dask-threads": ["--dask"]}[path_kind]
+    marks = _mark_serial_part() if path_kind == "workers-2" else {}
     t0 = time.perf_counter()
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         rc = cli(["analyze", *files, "--quiet", *extra])
     if rc:
         raise SystemExit(f"bandscope analyze returned {rc}: {err.getvalue()[-2000:]}")
-    out["total_s"] = time.perf_counter() - t0
+    end = time.perf_counter()
+    out["total_s"] = end - t0
+    if {"forked", "gathering"} <= marks.keys():
+        # before the pool (imports, warm-up) and after the last result (gathering, report)
+        out["serial_s"] = (marks["forked"] - t0) + (end - marks["gathering"])
     out["cpu_s"] = _cpu_all()  # imports included, as a user pays them
     out["cpu_ms_per_run"] = 1000 * out["cpu_s"] / len(files)
     out["load_1min"] = os.getloadavg()[0]
     out["ms_per_run"] = 1000 * out["total_s"] / len(files)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def summarise(rows: list[dict], n: int) -> dict:
+    """Medians over the rounds at ``n`` runs, per path: CPU ms per run, the speed-up against
+    numpy, CPU against the ``@other`` twin, the serial part and its bounds; and the capacity.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The rows of :func:`main`.
+    n : int
+        The sweep size.
+
+    Returns
+    -------
+    dict
+        ``capacity_N_median`` and ``PATH_N_<measure>_median`` keys.
+    """
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    out: dict = {}
+    caps = [r["capacity"] for r in rows if r["n"] == n and r["path"] == "capacity"]
+    if caps:
+        out[f"capacity_{n}_median"] = median(caps)
+    for kind in {r["path"] for r in rows if r["n"] == n} - {"capacity"}:
+        mine = [r for r in rows if r["n"] == n and r["path"] == kind]
+        out[f"{kind}_{n}_cpu_ms_per_run_median"] = median([r["cpu_ms_per_run"] for r in mine])
+        measures = ["cpu_vs_other", "serial_s", "bound_2_cores", "bound_capacity"]
+        if kind.split("@")[0] != "numpy":
+            measures.insert(0, "speedup_vs_numpy")
+        for key in measures:
+            got = [r[key] for r in mine if r.get(key)]
+            if got:
+                out[f"{kind}_{n}_{key}_median"] = median(got)
     return out
 
 
@@ -216,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'runs':>6} {'round':>5} {'path':<13} {'total s':>8} {'ms/run':>7} {'vs numpy':>8} "
           f"{'CPU ms/run':>10} {'peak RSS MB':>11} {'load':>5}")
     rows = []
+    failed: list[str] = []
     summary: dict = {}
     for n in sizes:
         lst = root / f"files-{n}.txt"
@@ -237,6 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
                 r = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if r.returncode:
                     print(f"{n:>6} {rnd:>5} {kind:<13} FAILED: {r.stderr.strip().splitlines()[-1:]}")
+                    failed.append(f"{kind} at {n} runs, round {rnd}")
                     continue
                 row = json.loads(r.stdout.strip().splitlines()[-1])
                 row.update(path=kind, round=rnd, load_after=os.getloadavg()[0])
@@ -246,24 +336,22 @@ def main(argv: list[str] | None = None) -> dict:
                 row["speedup_vs_numpy"] = base[tree] / row["total_s"] if tree in base else None
                 twin = [r for r in rows if r["n"] == n and r["round"] == rnd and r["path"] == f"{kind}@other"]
                 row["cpu_vs_other"] = row["cpu_ms_per_run"] / twin[0]["cpu_ms_per_run"] if twin else None
+                if row.get("serial_s") is not None and tree in base:
+                    cap = next((r["capacity"] for r in rows if r["n"] == n and r["round"] == rnd
+                                and r["path"] == "capacity"), None)
+                    row["bound_2_cores"] = amdahl_bound(base[tree], row["serial_s"], 2.0)
+                    row["bound_capacity"] = amdahl_bound(base[tree], row["serial_s"], cap) if cap else None
                 rows.append(row)
                 ratio = f"{row['speedup_vs_numpy']:.2f}x" if row["speedup_vs_numpy"] else "-"
                 print(f"{n:>6} {rnd:>5} {kind:<13} {row['total_s']:8.2f} {row['ms_per_run']:7.1f} {ratio:>8} "
                       f"{row['cpu_ms_per_run']:10.1f} {row['peak_rss_mb']:11.0f} {row['load_1min']:5.1f}",
                       flush=True)
-        caps = sorted(r["capacity"] for r in rows if r["n"] == n and r["path"] == "capacity")
-        if caps:
-            summary[f"capacity_{n}_median"] = caps[len(caps) // 2]
-        for kind in {r["path"] for r in rows if r["n"] == n} - {"capacity"}:
-            mine = [r for r in rows if r["n"] == n and r["path"] == kind]
-            cpu = sorted(r["cpu_ms_per_run"] for r in mine)
-            sp = sorted(r["speedup_vs_numpy"] for r in mine if r["speedup_vs_numpy"])
-            vs = sorted(r["cpu_vs_other"] for r in mine if r.get("cpu_vs_other"))
-            summary[f"{kind}_{n}_cpu_ms_per_run_median"] = cpu[len(cpu) // 2]
-            if sp and kind.split("@")[0] != "numpy":
-                summary[f"{kind}_{n}_speedup_vs_numpy_median"] = sp[len(sp) // 2]
-            if vs:
-                summary[f"{kind}_{n}_cpu_vs_other_median"] = vs[len(vs) // 2]
+                if row.get("bound_2_cores"):
+                    at_cap = (f", {row['bound_capacity']:.2f}x at this round's capacity"
+                              if row.get("bound_capacity") else "")
+                    print(f"{'':>26}serial part {row['serial_s']:.2f} s: Amdahl bound {row['bound_2_cores']:.2f}x "
+                          f"on two free cores{at_cap}", flush=True)
+        summary.update(summarise(rows, n))
     load1 = os.getloadavg()
     print(f"# load average after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     print("# targets: numpy_2000_cpu_ms_per_run <= 8; workers-2 speed-up >= 1.6 at 2,000 runs, >= 1.8 at 10,000")
@@ -271,6 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {k:45s} {v:8.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+    if failed:  # after every other path ran and the rows were written
+        raise SystemExit(f"bench_sweep: {len(failed)} path(s) failed: {'; '.join(failed)}")
     return {"rows": rows, "summary": summary, "load_before": load0[0], "load_after": load1[0]}
 
 

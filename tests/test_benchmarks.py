@@ -185,11 +185,24 @@ def test_bench_sweep_dask(monkeypatch, tmp_path):
     out = tmp_path / "sweep.json"
     got = mod.main(["--sizes", "3", "--dir", str(tmp_path / "runs"), "--json", str(out)])
     written = json.loads(out.read_text())
-    # a path whose subprocess fails is printed as FAILED and left out of the rows: all must be there
     assert sorted(r["path"] for r in written["rows"]) == sorted(mod.PATHS)
     assert_finite(written["summary"], [f"{p}_3_cpu_ms_per_run_median" for p in mod.PATHS]
-                  + [f"{p}_3_speedup_vs_numpy_median" for p in mod.PATHS if p != "numpy"])
+                  + [f"{p}_3_speedup_vs_numpy_median" for p in mod.PATHS if p != "numpy"]
+                  + ["workers-2_3_serial_s_median", "workers-2_3_bound_2_cores_median"])
+    workers = next(r for r in written["rows"] if r["path"] == "workers-2")
+    assert 0 < workers["serial_s"] < workers["total_s"]
     json_round_trip(got)
+
+
+def test_bench_sweep_fails_when_a_path_fails(monkeypatch, tmp_path):
+    """A path whose process fails is printed as FAILED, the other paths still run and the rows are
+    written, then the benchmark exits with an error naming it (``make bench`` must not pass)."""
+    mod = load_bench("sweep", monkeypatch)
+    out = tmp_path / "sweep.json"
+    with pytest.raises(SystemExit, match="no-such-path at 2 runs"):
+        mod.main(["--sizes", "2", "--paths", "numpy,no-such-path", "--dir", str(tmp_path / "runs"),
+                  "--json", str(out)])
+    assert [r["path"] for r in json.loads(out.read_text())["rows"]] == ["numpy"]
 
 
 def test_bench_sweep_compare_src(monkeypatch, tmp_path):
