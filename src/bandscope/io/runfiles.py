@@ -659,16 +659,44 @@ def _read_runs(paths: list[Path], dropna: bool, opened: Mapping[int, xr.Dataset]
         else:
             runs = _read_file_runs(p, dropna, shared)
         for run, by_stem in runs:
-            if by_stem and stems[p.stem] > 1 and p.parent.name:
-                run.attrs["name"] = p.parent.name
+            _rename(run, _name_by_parent(p, str(run.attrs["name"]), by_stem, stems))
             items.append(run)
-    seen: dict[str, int] = {}
-    for run in items:
-        nm = str(run.attrs["name"])
-        seen[nm] = seen.get(nm, 0) + 1
-        if seen[nm] > 1:
-            run.attrs["name"] = f"{nm}-{seen[nm]}"
+    for run, nm in zip(items, _number_clashes(str(run.attrs["name"]) for run in items)):
+        _rename(run, nm)
     return items
+
+
+def _rename(run: xr.Dataset, name: str) -> None:
+    """Set the run's ``name`` attribute where the naming rule changed it (an unchanged name keeps
+    its object)."""
+    if str(run.attrs["name"]) != name:
+        run.attrs["name"] = name
+
+
+def _name_by_parent(path: Path, name: str, by_stem: bool, stem_counts: Mapping[str, int]) -> str:
+    """The second step of the naming rule of :func:`read_runs` (``docs/format.md``, "Names"): a
+    run named by its file's stem (``by_stem``) takes the parent directory's name when other files
+    of the sweep have the same stem (``stem_counts``: files per stem); else ``name``.
+
+    >>> _name_by_parent(Path("cnn-seed45/run.nc"), "run", True, {"run": 2})
+    'cnn-seed45'
+    """
+    return path.parent.name if by_stem and stem_counts.get(path.stem, 0) > 1 and path.parent.name else name
+
+
+def _number_clashes(names: Iterable[str]) -> list[str]:
+    """The last step of the naming rule of :func:`read_runs`: each repeat of a name, in order,
+    gets ``-2``, ``-3``, ...
+
+    >>> _number_clashes(["a", "b", "a", "a"])
+    ['a', 'b', 'a-2', 'a-3']
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for nm in names:
+        seen[nm] = seen.get(nm, 0) + 1
+        out.append(nm if seen[nm] == 1 else f"{nm}-{seen[nm]}")
+    return out
 
 
 def write_run(run: xr.Dataset, path: str | os.PathLike[str]) -> Path:

@@ -12,6 +12,7 @@ The analysis of a sweep is :mod:`bandscope.keysearch.sweep`.
 from __future__ import annotations
 
 import glob
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ import xarray as xr
 
 from ..errors import BandscopeInputError, input_error_from
 from .atomic import write_tree_atomic
-from .runfiles import _zarr_attr, read_run
+from .runfiles import _name_by_parent, _number_clashes, _zarr_attr, read_run
 from .zarrstore import check_zarr_store
 
 if TYPE_CHECKING:
@@ -105,20 +106,14 @@ def run_names(paths: Iterable, recorded: Iterable[str] | None = None) -> list[st
     """
     paths = [Path(p) for p in paths]
     recorded = [""] * len(paths) if recorded is None else [str(r) for r in recorded]
-    stems = [p.stem for p in paths]
+    stems = Counter(p.stem for p in paths)
     names = []
     for p, rec in zip(paths, recorded):
         # read_runs names a netCDF file by its stem only when it has no recorded name; other
         # formats (read through read_run) always count as named by the stem
         by_stem = not rec or p.suffix.lower() not in _NETCDF
-        names.append(p.parent.name if by_stem and stems.count(p.stem) > 1 and p.parent.name
-                     else rec or p.stem)
-    seen: dict[str, int] = {}
-    out = []
-    for nm in names:
-        seen[nm] = seen.get(nm, 0) + 1
-        out.append(nm if seen[nm] == 1 else f"{nm}-{seen[nm]}")
-    return out
+        names.append(_name_by_parent(p, rec or p.stem, by_stem, stems))
+    return _number_clashes(names)
 
 
 def _recorded(attrs: Mapping) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from ..io.runfiles import _number_clashes
 from ..io.sweepfiles import (
     _NETCDF,
     DEFAULT_CHUNK_RUNS,
@@ -300,7 +301,7 @@ def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: boo
         The results Dataset of the chunk's runs (in memory) and the runs' names before clashes
         across the sweep are numbered (``-2``, ``-3``, ...).
     """
-    from ..io.runfiles import _read_file_runs
+    from ..io.runfiles import _name_by_parent, _read_file_runs, _rename
 
     lock = _read_lock()
     runs, names = [], []
@@ -310,8 +311,7 @@ def _chunk_results(paths: list[str], stem_counts: Mapping[str, int], dropna: boo
         with lock if p.suffix.lower() in _NETCDF else contextlib.nullcontext():
             read = list(_read_file_runs(p, dropna, shared))
         for run, by_stem in read:
-            if by_stem and stem_counts.get(p.stem, 0) > 1 and p.parent.name:
-                run.attrs["name"] = p.parent.name
+            _rename(run, _name_by_parent(p, str(run.attrs["name"]), by_stem, stem_counts))
             runs.append(run)
             names.append(str(run.attrs["name"]))
     res = _analyze(runs, options, overrides)
@@ -486,11 +486,7 @@ def _gather_chunks(parts: list[tuple[xr.Dataset, list[str]]]) -> xr.Dataset:
     """
     k = max(res.sizes.get("checkpoint", 0) for res, _ in parts)
     res = _concat_runs([_pad_checkpoints(r, k) for r, _ in parts])
-    seen: dict[str, int] = {}
-    names = []
-    for nm in (n for _, ns in parts for n in ns):
-        seen[nm] = seen.get(nm, 0) + 1
-        names.append(nm if seen[nm] == 1 else f"{nm}-{seen[nm]}")
+    names = _number_clashes(n for _, ns in parts for n in ns)
     notes = sorted({n for r, _ in parts for n in str(r.attrs.get("gamma_note", "")).split("; ") if n})
     res = schema.annotate_coords(res.assign_coords(run=("run", names)))
     res.attrs["gamma_note"] = "; ".join(notes)
